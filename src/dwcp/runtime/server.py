@@ -1,0 +1,61 @@
+"""Run one service instance under uvicorn: what `dwcp serve SERVICE --instance N` does."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.inventory import Inventory, InventoryError
+from dwcp.runtime.logs import setup_logging
+from dwcp.runtime.services import resolve_kind
+
+RUN_DIR_ENV = "DWCP_RUN_DIR"
+
+
+def default_data_root() -> Path:
+    """`$DWCP_RUN_DIR/data` under `dwcp up`; otherwise ./dwcp-data for a hand-started instance."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    return Path(run_dir) / "data" if run_dir else Path("dwcp-data")
+
+
+def build_context(inventory: Inventory, service: str, instance: int, data_root: Path | None = None) -> ServiceContext:
+    """Everything an instance needs to know about itself, from the inventory alone."""
+    kind = resolve_kind(service)
+    spec = inventory.spec(kind.key)
+    inst = inventory.instance(kind.key, instance)
+    if not kind.built:
+        raise InventoryError(f"service {kind.key!r} ({kind.job}) is not built in this version of dwcp")
+    data_dir = (data_root or default_data_root()) / f"{kind.key}-{instance}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ServiceContext(
+        service=kind.key,
+        job=spec.job,
+        instance=instance,
+        host=inst.host,
+        port=inst.port,
+        ports=dict(inst.ports),
+        settings=spec.settings,
+        inventory=inventory,
+        data_dir=data_dir,
+        logger=logging.getLogger(f"dwcp.{kind.key}"),
+    )
+
+
+def serve(ctx: ServiceContext, *, bind_host: str | None = None, log_level: str = "info") -> None:
+    """Build the service's app and serve it until SIGINT/SIGTERM (uvicorn drains, then runs shutdown hooks)."""
+    setup_logging(log_level, service=ctx.job, instance=ctx.instance)
+    app = resolve_kind(ctx.service).build_app_function()(ctx)
+    config = uvicorn.Config(
+        app,
+        host=bind_host or ctx.host,
+        port=ctx.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

@@ -6,6 +6,7 @@ Services call `create_app(ctx, ...)` and add their own routes; none of them re-i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -146,10 +147,8 @@ def create_app(
     app.state.ctx = ctx
     install_error_handlers(app)
     for collector in (ProcessCollector, PlatformCollector):
-        try:
+        with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
-        except ValueError:  # already registered on a registry shared in tests
-            pass
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(ctx.registry, ctx.job))
 
     @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")

@@ -105,6 +105,22 @@ def load_command(
     raise typer.Exit(run_load(_inventory(inventory), rate=rate, duration=duration, only=set(services)))
 
 
+@app.command("alert-sink", hidden=True)
+def alert_sink(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(9095),
+    data_dir: Path = typer.Option(Path("alerts"), help="Where received alerts are appended (JSONL)."),
+) -> None:
+    """Receive Alertmanager webhooks, log them and keep them queryable at GET /alerts (used by `dwcp up`)."""
+    import uvicorn
+
+    from dwcp.monitoring.sink import build_sink_app
+    from dwcp.runtime.logs import setup_logging
+
+    setup_logging("info", process="alert-sink")
+    uvicorn.run(build_sink_app(data_dir), host=host, port=port, log_config=None, access_log=False)
+
+
 @app.command()
 def version() -> None:
     """Print the dwcp version."""

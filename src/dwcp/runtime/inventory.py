@@ -76,9 +76,18 @@ class ServiceSpec(BaseModel):
         return self
 
 
+class SupervisorSettings(BaseModel):
+    """Where `dwcp up` serves its own metrics (restarts of crashed services)."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: Port = Field(9096, ge=1, le=65535)
+
+
 class Inventory(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "local"
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
     monitoring: Any = Field(default_factory=dict)
     source: str = Field("<embedded default>", exclude=True)
@@ -109,6 +118,7 @@ class Inventory(BaseModel):
                 raise ValueError(f"{where}: port {port} on {host} is already used by {seen[key]}")
             seen[key] = where
 
+        claim(self.supervisor.host, self.supervisor.port, "supervisor.port")
         for where, host, port in _monitoring_ports(self.monitoring):
             claim(host, port, where)
         for key, spec in self.services.items():

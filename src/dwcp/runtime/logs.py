@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -31,9 +32,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "info", **static: object) -> None:
-    """Send every logger (ours, uvicorn's) to stderr as JSON lines tagged with `static` fields."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str = "info", stream: TextIO | None = None, **static: object) -> None:
+    """Send every logger (ours, uvicorn's) to `stream` (stderr) as JSON lines tagged with `static` fields."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]

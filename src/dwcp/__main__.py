@@ -1,0 +1,3 @@
+from dwcp.cli import main
+
+main()

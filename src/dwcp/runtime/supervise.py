@@ -1,0 +1,278 @@
+"""`dwcp up`: the whole system on one machine (or this host's share of an inventory), supervised.
+
+Order: render monitoring files for the services that will run, start every service instance, the
+alert sink, Alertmanager and Prometheus, wait until each instance answers /health and Prometheus sees
+every target up, then start the load generator and print where everything is. Ctrl-C or SIGTERM
+stops everything in reverse order and reports what failed along the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dwcp.runtime.inventory import Inventory
+from dwcp.runtime.logs import setup_logging
+from dwcp.runtime.procs import ProcessSpec, Supervised
+from dwcp.runtime.server import RUN_DIR_ENV
+
+console = Console(stderr=True)
+
+
+@dataclass
+class UpOptions:
+    inventory_path: Path | None = None
+    run_dir: Path | None = None
+    load: bool = True
+    load_rate: float = 20.0
+    host: str | None = None
+    monitoring: bool = True
+    only: set[str] = field(default_factory=set)
+    ready_timeout: float = 180.0
+    exit_when_ready: bool = False
+
+
+class SupervisorMetrics:
+    """What the supervisor knows that no service can say about itself: its crashes and restarts."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.restarts = Counter(
+            "dwcp_service_restarts_total", "Times the supervisor restarted a crashed service process.",
+            ["service", "target"], registry=registry,
+        )
+        self.running = Gauge(
+            "dwcp_service_process_running", "1 while the supervised process of this target is alive.",
+            ["service", "target"], registry=registry,
+        )
+
+
+def make_run_dir(requested: Path | None) -> Path:
+    run_dir = requested or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    for sub in ("logs", "data", "monitoring"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    return run_dir.resolve()
+
+
+def _dwcp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dwcp", *args]
+
+
+def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[ProcessSpec]:
+    inv_args = ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
+    specs = []
+    for key, spec in inv.runnable().items():
+        if opts.only and key not in opts.only and spec.job not in opts.only:
+            continue
+        for i, inst in enumerate(spec.instances):
+            if opts.host and inst.host != opts.host:
+                continue
+            specs.append(ProcessSpec(
+                name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *inv_args),
+                log_path=run_dir / "logs" / f"{key}-{i}.log", env={RUN_DIR_ENV: str(run_dir)},
+                job=spec.job, target=inst.address,
+            ))
+    return specs
+
+
+def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> list[ProcessSpec]:
+    mon = inv.monitoring
+    logs = run_dir / "logs"
+    prom = shutil.which("prometheus")
+    am = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    missing = [n for n, p in (("prometheus", prom), ("prometheus-alertmanager", am)) if not p]
+    if missing:
+        names = " ".join(missing)
+        raise RuntimeError(f"{names} not installed; run scripts/setup.sh (it runs apt-get install {names})")
+    return [
+        ProcessSpec(
+            name="alert-sink", log_path=logs / "alert-sink.log", target=f"{mon.sink_host}:{mon.sink_port}",
+            argv=_dwcp("alert-sink", "--host", mon.sink_host, "--port", str(mon.sink_port),
+                       "--data-dir", str(run_dir / "alerts")),
+        ),
+        ProcessSpec(
+            name="alertmanager", log_path=logs / "alertmanager.log",
+            target=f"{mon.alertmanager_host}:{mon.alertmanager_port}",
+            argv=[am, f"--config.file={files['alertmanager.yml']}", f"--storage.path={run_dir / 'alertmanager'}",
+                  f"--web.listen-address={mon.alertmanager_host}:{mon.alertmanager_port}",
+                  # one Alertmanager on one machine: no gossip cluster, so no port 9094 clash
+                  "--cluster.listen-address="],
+        ),
+        ProcessSpec(
+            name="prometheus", log_path=logs / "prometheus.log",
+            target=f"{mon.prometheus_host}:{mon.prometheus_port}",
+            argv=[prom, f"--config.file={files['prometheus.yml']}", f"--storage.tsdb.path={run_dir / 'prometheus'}",
+                  f"--web.listen-address={mon.prometheus_host}:{mon.prometheus_port}", "--web.enable-lifecycle"],
+        ),
+    ]
+
+
+async def _healthy(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(url, timeout=2.0)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _targets_up(client: httpx.AsyncClient, prom_url: str) -> tuple[int, int]:
+    try:
+        data = (await client.get(f"{prom_url}/api/v1/targets", timeout=2.0)).json()["data"]["activeTargets"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return 0, -1
+    return sum(t["health"] == "up" for t in data), len(data)
+
+
+class Up:
+    def __init__(self, inv: Inventory, opts: UpOptions) -> None:
+        self.inv, self.opts = inv, opts
+        self.run_dir = make_run_dir(opts.run_dir)
+        self.registry = CollectorRegistry()
+        self.metrics = SupervisorMetrics(self.registry)
+        self.services: list[Supervised] = []
+        self.monitors: list[Supervised] = []
+        self.loadgen: Supervised | None = None
+        self.stop_event = asyncio.Event()
+        self.failures: list[str] = []
+
+    def _restarted(self, proc: Supervised) -> None:
+        if proc.spec.job:
+            self.metrics.restarts.labels(proc.spec.job, proc.spec.target).inc()
+        console.print(f"[yellow]restarted[/yellow] {proc.name} (restart #{proc.restarts})")
+
+    def _render_monitoring(self, jobs: set[str]) -> dict[str, Path]:
+        from dwcp.monitoring.render import render_all
+
+        sup = self.inv.supervisor
+        return render_all(self.inv, self.run_dir / "monitoring", jobs=jobs,
+                          extra_targets={"dwcp-supervisor": [f"{sup.host}:{sup.port}"]})
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        service_specs = plan_services(self.inv, self.opts, self.run_dir)
+        if not service_specs:
+            console.print("[red]no built service has an instance to start here[/red] (check --host/--service)")
+            return 2
+        jobs = {s.job for s in service_specs}
+        sup = self.inv.supervisor
+        start_http_server(sup.port, addr=sup.host, registry=self.registry)
+        monitor_specs = []
+        if self.opts.monitoring:
+            files = self._render_monitoring(jobs)
+            monitor_specs = plan_monitoring(self.inv, self.run_dir, files)
+        console.print(f"run directory: [bold]{self.run_dir}[/bold]")
+        try:
+            ready = await self._start_all(service_specs, monitor_specs)
+            if ready and self.opts.load:
+                await self._start_load()
+            if ready:
+                self._print_table()
+                if not self.opts.exit_when_ready:
+                    console.print("[green]all up[/green] — Ctrl-C stops everything")
+                    await self.stop_event.wait()
+            return 0 if ready else 1
+        finally:
+            await self._stop_all()
+            self._report()
+
+    async def _start_all(self, service_specs: list[ProcessSpec], monitor_specs: list[ProcessSpec]) -> bool:
+        for spec in service_specs:
+            proc = Supervised(spec, on_restart=self._restarted)
+            await proc.start()
+            self.metrics.running.labels(spec.job, spec.target).set(1)
+            self.services.append(proc)
+        for spec in monitor_specs:
+            proc = Supervised(spec, on_restart=self._restarted)
+            await proc.start()
+            self.monitors.append(proc)
+        return await self._wait_ready()
+
+    async def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.opts.ready_timeout
+        mon = self.inv.monitoring
+        prom_url = f"http://{mon.prometheus_host}:{mon.prometheus_port}"
+        healthy: set[str] = set()
+        async with httpx.AsyncClient() as client:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as bar:
+                t_health = bar.add_task("services healthy", total=len(self.services))
+                t_targets = bar.add_task("prometheus targets up", total=None) if self.monitors else None
+                while time.monotonic() < deadline and not self.stop_event.is_set():
+                    pending = [p for p in self.services if p.name not in healthy]
+                    oks = await asyncio.gather(*(_healthy(client, f"http://{p.spec.target}/health") for p in pending))
+                    healthy.update(p.name for p, ok in zip(pending, oks, strict=True) if ok)
+                    bar.update(t_health, completed=len(healthy))
+                    done = len(healthy) == len(self.services)
+                    if t_targets is not None:
+                        up, total = await _targets_up(client, prom_url)
+                        bar.update(t_targets, completed=up, total=max(total, 0) or None)
+                        done = done and total > 0 and up == total
+                    if done:
+                        return True
+                    await asyncio.sleep(0.5)
+        waiting = [p.name for p in self.services if p.name not in healthy]
+        if self.stop_event.is_set():
+            console.print("[yellow]interrupted while starting[/yellow]")
+        else:
+            self.failures.append(f"not ready after {self.opts.ready_timeout:.0f}s: {', '.join(waiting) or 'targets'}")
+        return False
+
+    async def _start_load(self) -> None:
+        inv_args = ["--inventory", str(self.opts.inventory_path.resolve())] if self.opts.inventory_path else []
+        only = [a for key in sorted({p.name.rsplit("-", 1)[0] for p in self.services}) for a in ("--service", key)]
+        spec = ProcessSpec(name="loadgen", log_path=self.run_dir / "logs" / "loadgen.log",
+                           argv=_dwcp("load", "--rate", str(self.opts.load_rate), *inv_args, *only))
+        self.loadgen = Supervised(spec, on_restart=self._restarted)
+        await self.loadgen.start()
+
+    async def _stop_all(self) -> None:
+        console.print("stopping ...")
+        groups = [[self.loadgen] if self.loadgen else [], self.services, list(reversed(self.monitors))]
+        for group in groups:
+            codes = await asyncio.gather(*(p.stop() for p in group))
+            for proc, code in zip(group, codes, strict=True):
+                if proc.spec.job:
+                    self.metrics.running.labels(proc.spec.job, proc.spec.target).set(0)
+                # 0 and the terminating signal are clean exits; anything else is worth reporting.
+                if code not in (0, None, -signal.SIGTERM, 143):
+                    self.failures.append(f"{proc.name} exited with code {code} when stopped")
+
+    def _print_table(self) -> None:
+        table = Table(title="DWCP is up")
+        for col in ("process", "job", "url", "pid"):
+            table.add_column(col)
+        for proc in self.services + self.monitors:
+            table.add_row(proc.name, proc.spec.job or "-", f"http://{proc.spec.target}", str(proc.pid or "-"))
+        sup = self.inv.supervisor
+        table.add_row("supervisor", "dwcp-supervisor", f"http://{sup.host}:{sup.port}/metrics", "-")
+        console.print(table)
+        console.print(f"logs: {self.run_dir / 'logs'}")
+
+    def _report(self) -> None:
+        for proc in self.services + self.monitors + ([self.loadgen] if self.loadgen else []):
+            if proc.restarts:
+                self.failures.append(f"{proc.name} crashed {proc.restarts} time(s), exit codes {proc.exit_codes}")
+        if self.failures:
+            console.print("[red]problems during this run:[/red]")
+            for line in self.failures:
+                console.print(f"  - {line}")
+        else:
+            console.print("[green]stopped cleanly[/green]")
+
+
+def run_up(inv: Inventory, opts: UpOptions) -> int:
+    up = Up(inv, opts)
+    with open(up.run_dir / "logs" / "supervisor.log", "a") as log_file:
+        setup_logging("info", process="supervisor", stream=log_file)
+        return asyncio.run(up.run())

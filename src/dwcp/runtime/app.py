@@ -22,12 +22,16 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
 from dwcp import __version__
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import install_error_handlers
+
+# `_created` samples double every counter's series and no DWCP query reads them.
+disable_created_metrics()
 
 HealthStatus = Literal["ok", "degraded", "down"]
 _SEVERITY: dict[str, int] = {"ok": 0, "degraded": 1, "down": 2}

@@ -1,0 +1,81 @@
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field
+
+from dwcp.runtime.app import HealthResult, create_app
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.errors import ApiError
+from dwcp.runtime.inventory import load_inventory
+
+
+class Body(BaseModel):
+    size: int = Field(ge=0)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return ServiceContext(service="compression", job="compression-api", instance=0, host="127.0.0.1", port=5000,
+                          settings=None, inventory=load_inventory(), data_dir=tmp_path,
+                          logger=logging.getLogger("test"))
+
+
+def make_client(ctx, checks=None):
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t", health_checks=checks or {})
+
+    @app.post("/v1/things/{thing_id}")
+    async def thing(thing_id: int, body: Body):
+        if body.size == 13:
+            raise ApiError(409, "duplicate", "thing already exists", field="size")
+        if body.size == 99:
+            raise RuntimeError("bug")
+        return {"id": thing_id}
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_health_reports_each_check_and_worst_status(ctx):
+    async def model():
+        return HealthResult("degraded", "stale model")
+
+    client = make_client(ctx, {"db": lambda: HealthResult("ok"), "model": model})
+    body = client.get("/health").json()
+    assert body["status"] == "degraded" and body["service"] == "compression-api"
+    assert body["checks"]["model"] == {"status": "degraded", "detail": "stale model"}
+
+    def broken():
+        raise OSError("disk gone")
+
+    client = make_client(ctx, {"disk": broken})
+    resp = client.get("/health")
+    assert resp.status_code == 503 and resp.json()["checks"]["disk"]["detail"] == "OSError: disk gone"
+
+
+def test_errors_have_one_json_shape_naming_the_field(ctx):
+    client = make_client(ctx)
+    resp = client.post("/v1/things/1", json={"size": -1})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["field"] == "size" and resp.json()["error"]["code"] == "invalid_input"
+    resp = client.post("/v1/things/1", json={"size": 13})
+    assert resp.status_code == 409 and resp.json() == {
+        "error": {"code": "duplicate", "message": "thing already exists", "field": "size"}}
+    resp = client.get("/nowhere")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+    resp = client.post("/v1/things/1", json={"size": 99})
+    assert resp.status_code == 500 and resp.json()["error"]["code"] == "internal_error"
+    assert client.post("/v1/things/1", json={"size": 1}).json() == {"id": 1}  # still serving
+
+
+def test_request_metrics_use_route_templates(ctx):
+    client = make_client(ctx)
+    client.post("/v1/things/1", json={"size": 1})
+    client.post("/v1/things/2", json={"size": -1})
+    text = client.get("/metrics").text
+    labels = 'code="200",handler="/v1/things/{thing_id}",method="POST",service="compression-api"'
+    assert f"dwcp_requests_total{{{labels}}} 1.0" in text
+    assert 'dwcp_errors_total{handler="/v1/things/{thing_id}",kind="client",service="compression-api"} 1.0' in text
+    assert "dwcp_request_duration_seconds_bucket" in text and "process_resident_memory_bytes" in text
+    assert "/v1/things/1" not in text

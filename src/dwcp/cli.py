@@ -117,7 +117,7 @@ def alert_sink(
     from dwcp.monitoring.sink import build_sink_app
     from dwcp.runtime.logs import setup_logging
 
-    setup_logging("info", process="alert-sink")
+    setup_logging("info", component="alert-sink")
     uvicorn.run(build_sink_app(data_dir), host=host, port=port, log_config=None, access_log=False)
 
 

@@ -62,5 +62,5 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
 
 
 def run_load(inv: Inventory, *, rate: float, duration: float = 0.0, only: set[str] | None = None) -> int:
-    setup_logging("info", process="loadgen")
+    setup_logging("info", component="loadgen")
     return asyncio.run(_drive_all(inv, rate, duration, only or set()))

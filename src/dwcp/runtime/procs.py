@@ -95,7 +95,7 @@ class Supervised:
             log.warning(
                 "%s exited with code %s after %.1fs; restarting in %.0fs (restart #%d)",
                 self.name, code, uptime, delay, self.restarts + 1,
-                extra={"event": "process_crashed", "process": self.name, "exit_code": code},
+                extra={"event": "process_crashed", "proc": self.name, "exit_code": code},
             )
             await asyncio.sleep(delay)
             if self._stopping:

@@ -274,5 +274,5 @@ class Up:
 def run_up(inv: Inventory, opts: UpOptions) -> int:
     up = Up(inv, opts)
     with open(up.run_dir / "logs" / "supervisor.log", "a") as log_file:
-        setup_logging("info", process="supervisor", stream=log_file)
+        setup_logging("info", component="supervisor", stream=log_file)
         return asyncio.run(up.run())

@@ -1,0 +1,111 @@
+"""Length-prefixed frames on a byte stream, sans-IO (the shape of h11's readers/writers).
+
+A frame is a 5-byte header, then the payload:
+
+    +----------------+---------+------------------+
+    | length: u32 BE | channel | payload (length) |
+    +----------------+---------+------------------+
+
+`channel` separates traffic that must not queue behind each other on one connection: the
+handshake, consensus messages, catch-up, and (for Narwhal workers) multi-megabyte batch data.
+Each channel has its own size limit, checked on the header before a byte of payload is buffered,
+so a peer cannot make us allocate more than the limit. A bad header cannot be skipped (the stream
+has no resync point), so the decoder raises `FrameError` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("!IB")
+HEADER_SIZE = HEADER.size
+
+
+class Channel(enum.IntEnum):
+    """What a frame carries; each has its own outbound queue and size limit."""
+
+    HANDSHAKE = 0
+    CONSENSUS = 1
+    SYNC = 2
+    DATA = 3
+
+
+# Consensus messages (votes, pre-prepares with a batch of txs) stay well under 1 MiB; catch-up
+# responses carry several blocks; the data plane moves Narwhal worker batches of a few MB.
+DEFAULT_LIMITS: dict[Channel, int] = {
+    Channel.HANDSHAKE: 4 * 1024,
+    Channel.CONSENSUS: 1 * 1024 * 1024,
+    Channel.SYNC: 8 * 1024 * 1024,
+    Channel.DATA: 8 * 1024 * 1024,
+}
+
+
+class FrameError(Exception):
+    """The peer sent a header we cannot accept; `reason` is a metric label (few values)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    channel: Channel
+    payload: bytes
+
+
+def encode_frame(channel: Channel, payload: bytes, limits: dict[Channel, int] | None = None) -> bytes:
+    """Header plus payload; refuses (ValueError: our own misuse) a payload over the channel's limit."""
+    limit = (limits or DEFAULT_LIMITS)[channel]
+    if len(payload) > limit:
+        raise ValueError(f"{channel.name} frame of {len(payload)} bytes exceeds the {limit}-byte limit")
+    return HEADER.pack(len(payload), channel) + payload
+
+
+class FrameDecoder:
+    """Turns stream bytes, fed in any chunking (one byte at a time included), into frames."""
+
+    def __init__(self, limits: dict[Channel, int] | None = None) -> None:
+        self._limits = dict(limits or DEFAULT_LIMITS)
+        self._buf = bytearray()
+        self._pos = 0  # start of unread bytes; compacting lazily keeps large frames O(n)
+        self._need: tuple[int, Channel] | None = None  # parsed header awaiting its payload
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames (bounded by header + largest limit)."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes; return every frame now complete. Raises FrameError on an unacceptable header."""
+        self._buf += data
+        frames: list[Frame] = []
+        while True:
+            if self._need is None:
+                if self.buffered < HEADER_SIZE:
+                    break
+                length, raw_channel = HEADER.unpack_from(self._buf, self._pos)
+                self._pos += HEADER_SIZE
+                self._need = (length, self._check_header(length, raw_channel))
+            length, channel = self._need
+            if self.buffered < length:
+                break
+            frames.append(Frame(channel, bytes(self._buf[self._pos : self._pos + length])))
+            self._pos += length
+            self._need = None
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        return frames
+
+    def _check_header(self, length: int, raw_channel: int) -> Channel:
+        try:
+            channel = Channel(raw_channel)
+        except ValueError:
+            raise FrameError("unknown_channel", f"frame on unknown channel {raw_channel}") from None
+        limit = self._limits[channel]
+        if length > limit:
+            raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
+        return channel

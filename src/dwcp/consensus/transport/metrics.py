@@ -1,0 +1,53 @@
+"""Transport metrics shared by every consensus protocol (`dwcp_consensus_*` in docs/contracts.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class TransportMetrics:
+    """Built from a registry passed in; `protocol` (tpbft, pbft, probft, bullshark) is fixed per node."""
+
+    def __init__(self, registry: CollectorRegistry, protocol: str) -> None:
+        self.protocol = protocol
+        self.messages_sent = Counter(
+            "dwcp_consensus_messages_sent_total",
+            "Consensus messages handed to the transport for a peer (a broadcast counts once per peer), by kind.",
+            ["protocol", "kind"], registry=registry,
+        )
+        self.messages_received = Counter(
+            "dwcp_consensus_messages_received_total",
+            "Consensus messages received from authenticated peers that decoded and verified, by kind.",
+            ["protocol", "kind"], registry=registry,
+        )
+        self.frames_rejected = Counter(
+            "dwcp_consensus_frames_rejected_total",
+            "Inbound frames or connections refused: oversize, malformed, bad_signature, unknown_peer, handshake_*.",
+            ["protocol", "reason"], registry=registry,
+        )
+        self.frames_dropped = Counter(
+            "dwcp_consensus_frames_dropped_total",
+            "Outbound frames discarded because a peer's bounded queue was full (slow or unreachable peer).",
+            ["protocol", "channel"], registry=registry,
+        )
+        self.peers_connected = Gauge(
+            "dwcp_consensus_peers_connected",
+            "Peers this node has an authenticated outbound connection to (committee size minus one when healthy).",
+            ["protocol"], registry=registry,
+        )
+        self.peers_connected.labels(protocol).set(0)
+
+    def sent(self, kind: str, n: int = 1) -> None:
+        self.messages_sent.labels(self.protocol, kind).inc(n)
+
+    def received(self, kind: str) -> None:
+        self.messages_received.labels(self.protocol, kind).inc()
+
+    def rejected(self, reason: str) -> None:
+        self.frames_rejected.labels(self.protocol, reason).inc()
+
+    def dropped(self, channel: str, n: int) -> None:
+        self.frames_dropped.labels(self.protocol, channel).inc(n)
+
+    def set_peers(self, n: int) -> None:
+        self.peers_connected.labels(self.protocol).set(n)

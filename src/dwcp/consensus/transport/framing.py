@@ -10,7 +10,8 @@ A frame is a 5-byte header, then the payload:
 handshake, consensus messages, catch-up, and (for Narwhal workers) multi-megabyte batch data.
 Each channel has its own size limit, checked on the header before a byte of payload is buffered,
 so a peer cannot make us allocate more than the limit. A bad header cannot be skipped (the stream
-has no resync point), so the decoder raises `FrameError` and the connection is closed.
+has no resync point): the decoder still returns the good frames before it, then keeps the
+`FrameError` in `failed` (and raises it on any later feed); the caller closes the connection.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0  # start of unread bytes; compacting lazily keeps large frames O(n)
         self._need: tuple[int, Channel] | None = None  # parsed header awaiting its payload
+        self.failed: FrameError | None = None
 
     @property
     def buffered(self) -> int:
@@ -79,7 +81,9 @@ class FrameDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes; return every frame now complete. Raises FrameError on an unacceptable header."""
+        """Add bytes; return every frame now complete, up to the first bad header (see `failed`)."""
+        if self.failed is not None:
+            raise self.failed
         self._buf += data
         frames: list[Frame] = []
         while True:
@@ -87,8 +91,14 @@ class FrameDecoder:
                 if self.buffered < HEADER_SIZE:
                     break
                 length, raw_channel = HEADER.unpack_from(self._buf, self._pos)
+                try:
+                    self._need = (length, self._check_header(length, raw_channel))
+                except FrameError as exc:
+                    self.failed = exc
+                    self._buf.clear()
+                    self._pos = 0
+                    return frames
                 self._pos += HEADER_SIZE
-                self._need = (length, self._check_header(length, raw_channel))
             length, channel = self._need
             if self.buffered < length:
                 break

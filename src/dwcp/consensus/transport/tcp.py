@@ -155,7 +155,7 @@ class TcpTransport:
             data = await reader.read(READ_CHUNK)
             if not data:
                 raise ConnectionResetError("peer closed the connection during the handshake")
-            frames = decoder.feed(data)
+            frames = decoder.feed(data)  # a bad header after the handshake is the caller's to handle
             while frames:
                 frame = frames.pop(0)
                 if frame.channel is not Channel.HANDSHAKE:
@@ -165,6 +165,8 @@ class TcpTransport:
                 if hs.done:
                     await writer.drain()
                     return frames
+            if decoder.failed is not None:
+                raise decoder.failed
             await writer.drain()
 
     async def _dial_forever(self, peer: int) -> None:
@@ -234,11 +236,13 @@ class TcpTransport:
                 old.close()
             self._inbound[peer] = writer
             self._deliver(peer, pending)
-            while True:
+            while decoder.failed is None:
                 data = await reader.read(READ_CHUNK)
                 if not data:
                     break
                 self._deliver(peer, decoder.feed(data))
+            if decoder.failed is not None:
+                raise decoder.failed
         except HandshakeError as exc:
             self._reject(f"handshake_{exc.reason}")
             log.warning("refused inbound connection: %s", exc)
@@ -247,6 +251,8 @@ class TcpTransport:
             log.warning("closing connection from node %s: %s", peer, exc)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             log.debug("inbound connection from node %s ended: %s", peer, exc)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback logs cancelled accept tasks as errors)
         finally:
             if peer is not None and self._inbound.get(peer) is writer:
                 del self._inbound[peer]

@@ -1,0 +1,1 @@
+"""Recording rules: precomputed series named `level:metric:operation` (see recording.py)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -163,6 +164,7 @@ def create_app(
             "status": worst,
             "service": ctx.job,
             "instance": ctx.instance,
+            "pid": os.getpid(),
             "version": version,
             "uptime_seconds": round(time.time() - started_at, 3),
             "checks": {n: {"status": r.status, "detail": r.detail} for n, r in results.items()},

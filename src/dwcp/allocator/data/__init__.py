@@ -1,0 +1,1 @@
+"""Package data of the allocator: the committed MADDPG checkpoint and sample traces."""

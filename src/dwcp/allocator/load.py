@@ -1,0 +1,80 @@
+"""The allocator's share of `dwcp up`'s load: allocations and releases at about `rate` requests per second.
+
+Mix per request: ~70% allocations (trace-like demands; 2% larger than any host, answered 422), ~25% early
+releases of one of our allocations, ~5% reads of the cluster. Durations are sized from each instance's CPU
+capacity so the cluster sits near 60% busy: enough pressure for occasional `no_capacity` refusals without
+refusing everything. HTTP errors are counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import httpx
+
+log = logging.getLogger("dwcp.allocator.load")
+_CORES = (1, 2, 4, 8, 16)
+_CORE_P = (0.30, 0.28, 0.22, 0.14, 0.06)
+_MEAN_CORES = sum(c * p for c, p in zip(_CORES, _CORE_P, strict=True))
+TARGET_BUSY = 0.6
+
+
+async def _cluster_cores(client: httpx.AsyncClient, url: str) -> float:
+    try:
+        r = await client.get(f"{url}/v1/cluster")
+        if r.status_code == 200:
+            return float(sum(h["capacity"]["cpu"] for h in r.json()["hosts"])) or 640.0
+    except (httpx.HTTPError, ValueError, KeyError):
+        pass
+    return 640.0
+
+
+def allocation_body(rng: random.Random, mean_duration: float) -> dict:
+    if rng.random() < 0.02:  # oversized on purpose: the service must refuse it cleanly (422)
+        return {"demand": {"cpu": 4096, "mem": 1, "net": 1}, "duration_s": 10}
+    cores = rng.choices(_CORES, _CORE_P)[0]
+    return {
+        "demand": {"cpu": cores, "mem": round(cores * rng.lognormvariate(1.386, 0.4), 1),
+                   "net": round(rng.lognormvariate(5.7, 0.6), 0)},
+        "duration_s": round(min(max(rng.expovariate(1.0 / mean_duration), 1.0), 20 * mean_duration), 1),
+        "max_wait_s": rng.choice((0, 60, 300, 900)),
+    }
+
+
+async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.Event, rate: float) -> None:
+    """Run until `stop` is set."""
+    if not base_urls or rate <= 0:
+        await stop.wait()
+        return
+    rng = random.Random(8400)
+    mine: dict[str, list[str]] = {u: [] for u in base_urls}
+    per_instance_alloc_rate = max(0.7 * rate / len(base_urls), 1e-3)
+    mean_duration = {u: TARGET_BUSY * await _cluster_cores(client, u) / (_MEAN_CORES * per_instance_alloc_rate)
+                     for u in base_urls}
+    errors = 0
+    n = 0
+    while not stop.is_set():
+        url = base_urls[n % len(base_urls)]
+        n += 1
+        roll = rng.random()
+        try:
+            if roll < 0.70:
+                r = await client.post(f"{url}/v1/allocations", json=allocation_body(rng, mean_duration[url]))
+                if r.status_code == 201:
+                    mine[url].append(r.json()["id"])
+            elif roll < 0.95 and mine[url]:
+                aid = mine[url].pop(rng.randrange(len(mine[url])))
+                await client.delete(f"{url}/v1/allocations/{aid}")  # 404 if it already expired: fine
+            else:
+                await client.get(f"{url}/v1/cluster")
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            errors += 1
+            if errors % 100 == 1:
+                log.warning("allocator load: %s errors so far (last: %r)", errors, exc)
+        if len(mine[url]) > 10_000:  # ids of long-expired allocations: forget the oldest
+            del mine[url][:5_000]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), rng.expovariate(rate))

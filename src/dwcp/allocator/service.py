@@ -1,0 +1,166 @@
+"""HTTP API of the allocator (routes only; the state machine is `ledger.Ledger`).
+
+Handlers are `async def` and never await while changing state, so requests are serialised on the event
+loop and the ledger needs no lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Response
+from pydantic import BaseModel, Field, model_validator
+
+from dwcp.allocator.cluster import HostSpec, load_cluster
+from dwcp.allocator.evaluate import make_policy
+from dwcp.allocator.ledger import Ledger, LedgerError
+from dwcp.allocator.metrics import AllocatorMetrics
+from dwcp.allocator.settings import AllocatorSettings
+from dwcp.allocator.store import Store
+from dwcp.runtime.app import HealthResult, create_app
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.errors import ApiError
+
+
+class Demand(BaseModel):
+    cpu: float = Field(0.0, ge=0, allow_inf_nan=False, description="cores")
+    mem: float = Field(0.0, ge=0, allow_inf_nan=False, description="GiB")
+    net: float = Field(0.0, ge=0, allow_inf_nan=False, description="Mbit/s")
+
+    @model_validator(mode="after")
+    def _some(self) -> Demand:
+        if self.cpu == 0 and self.mem == 0 and self.net == 0:
+            raise ValueError("at least one of cpu, mem, net must be positive")
+        return self
+
+
+class AllocationRequest(BaseModel):
+    demand: Demand
+    duration_s: float = Field(gt=0, allow_inf_nan=False, description="seconds the allocation lasts")
+    max_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="SLA: longest acceptable wait")
+    host: str | None = Field(None, description="pin to this host (it must have room)")
+
+
+class AllocationResponse(BaseModel):
+    id: str
+    host: str
+    start: float
+    end: float
+    policy: str
+
+
+class HostRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    cpu: float = Field(gt=0, allow_inf_nan=False)
+    mem: float = Field(gt=0, allow_inf_nan=False)
+    net: float = Field(gt=0, allow_inf_nan=False)
+    group: int = Field(0, ge=0, le=1023)
+
+
+def _api(exc: LedgerError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message, exc.field)
+
+
+def build_app(ctx: ServiceContext, clock=time.time) -> FastAPI:
+    settings: AllocatorSettings = ctx.settings if isinstance(ctx.settings, AllocatorSettings) else \
+        AllocatorSettings.model_validate(ctx.settings or {})
+    metrics = AllocatorMetrics(ctx.registry)
+    store = Store(Path(ctx.data_dir) / settings.database)
+    if settings.register_default_cluster and not store.hosts():
+        for h in load_cluster(settings.cluster_file):
+            store.add_host(h)
+    ledger = Ledger(store, make_policy(settings.policy, settings.checkpoint, settings.seed),
+                    make_policy(settings.shadow_policy, settings.checkpoint, settings.seed), clock())
+    # Counters restart from the stored totals so a restart does not reset rates to zero.
+    metrics.total.inc(ledger.c["total"])
+    metrics.successful.inc(ledger.c["successful"])
+
+    def publish() -> None:
+        metrics.optimization.set(ledger.optimization_pct)
+        metrics.sla_compliance.set(ledger.sla_compliance)
+        metrics.active.set(len(ledger.meta))
+
+    publish()
+
+    async def close() -> None:
+        store.close()
+
+    def db_health() -> HealthResult:
+        store.db.execute("SELECT 1").fetchone()
+        return HealthResult("ok", f"{ledger.live.n_hosts} hosts, {len(ledger.meta)} allocations")
+
+    app = create_app(ctx, title="DWCP MADDPG allocator",
+                     description="Stateful cluster allocation by a MADDPG policy, with a round-robin shadow.",
+                     health_checks={"store": db_health}, on_shutdown=[close])
+    app.state.ledger = ledger
+
+    @app.post("/v1/hosts", status_code=201, tags=["allocator"], summary="Register a host and its capacity")
+    async def add_host(req: HostRequest) -> dict:
+        try:
+            ledger.add_host(HostSpec(req.name, req.cpu, req.mem, req.net, req.group), clock())
+        except LedgerError as exc:
+            raise _api(exc) from None
+        return req.model_dump()
+
+    @app.get("/v1/hosts/{name}", tags=["allocator"], summary="One host's capacity and use")
+    async def get_host(name: str) -> dict:
+        ledger.refresh(clock())
+        for h in ledger.cluster_view()["hosts"]:
+            if h["name"] == name:
+                return h
+        raise ApiError(404, "unknown_host", f"host {name!r} is not registered", "name")
+
+    @app.post("/v1/allocations", status_code=201, response_model=AllocationResponse, tags=["allocator"],
+              summary="Place a workload, or refuse it (409 no_capacity) when no host has room now",
+              responses={409: {"description": "no host has room (SLA missed) or no hosts registered"},
+                         422: {"description": "bad input: negative demand, unknown host, larger than any host"}})
+    async def allocate(req: AllocationRequest) -> AllocationResponse:
+        t0 = time.perf_counter()
+        if req.duration_s > settings.max_duration_s:
+            raise ApiError(422, "invalid_input", f"duration_s must be <= {settings.max_duration_s}", "duration_s")
+        demand = np.array([req.demand.cpu, req.demand.mem, req.demand.net], dtype=np.float64)
+        try:
+            p = ledger.allocate(demand, req.duration_s, req.max_wait_s, clock(), req.host)
+        except LedgerError as exc:
+            raise _api(exc) from None
+        metrics.total.inc()
+        if p.host is not None:
+            metrics.successful.inc()
+            metrics.inference_duration.observe(p.inference_s)
+        publish()
+        metrics.allocation_duration.observe(time.perf_counter() - t0)
+        if p.host is None:
+            raise ApiError(409, "no_capacity", "no host has room for this demand now; retry later or reduce it",
+                           "demand")
+        return AllocationResponse(id=p.id, host=p.host, start=p.start, end=p.end, policy=ledger.policy.name)
+
+    @app.delete("/v1/allocations/{alloc_id}", status_code=204, tags=["allocator"], summary="Release an allocation")
+    async def release(alloc_id: str) -> Response:
+        try:
+            ledger.release(alloc_id, clock())
+        except LedgerError as exc:
+            raise _api(exc) from None
+        publish()
+        return Response(status_code=204)
+
+    @app.get("/v1/allocations/{alloc_id}", tags=["allocator"], summary="One active allocation")
+    async def get_allocation(alloc_id: str) -> dict:
+        ledger.refresh(clock())
+        rec = ledger.meta.get(alloc_id)
+        if rec is None:
+            raise ApiError(404, "unknown_allocation", f"allocation {alloc_id!r} is not active", "alloc_id")
+        return {"id": rec.id, "host": rec.host, "demand": dict(zip(("cpu", "mem", "net"), rec.demand, strict=True)),
+                "start": rec.start, "end": rec.end, "max_wait_s": rec.max_wait}
+
+    @app.get("/v1/cluster", tags=["allocator"], summary="Hosts, use, cost meters and optimization vs shadow")
+    async def cluster() -> dict:
+        ledger.refresh(clock())
+        publish()
+        view = ledger.cluster_view()
+        view["optimization_pct"] = view["optimization_pct"] if math.isfinite(view["optimization_pct"]) else 0.0
+        return view
+
+    return app

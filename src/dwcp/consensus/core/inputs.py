@@ -1,0 +1,74 @@
+"""Inputs to a protocol core: facts the driver (TCP transport or simulator) reports.
+
+All are frozen, slotted, keyword-only dataclasses. A core is fed them one at a time through
+`handle(now, input)`; `now` is the driver's clock (seconds, monotonic), never read inside a core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dwcp.consensus.core.messages import Block, Certificate, Transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """A timer's identity; setting a timer with an equal identity replaces the pending one."""
+
+    kind: str
+    key: int = 0
+
+
+class Input:
+    """Base of everything a core accepts."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Started(Input):
+    """The driver is running: sent once, after any `Restored` inputs and before anything else."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received(Input):
+    """A decoded message whose envelope signature by `sender` has already been verified.
+
+    `signature` is that envelope signature; cores keep it to build certificates that a third party
+    can check (see `core.certificates`).
+    """
+
+    sender: int
+    message: Any
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Input):
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submitted(Input):
+    """A client transaction handed to this node (HTTP POST or the simulator's load)."""
+
+    tx: Transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restored(Input):
+    """A block this node committed before a restart, read back from its own log (trusted, in order)."""
+
+    height: int
+    block: Block
+    certificate: Certificate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fetched(Input):
+    """A block fetched from `sender` during catch-up; the core verifies the certificate itself."""
+
+    sender: int
+    block: Block
+    certificate: Certificate

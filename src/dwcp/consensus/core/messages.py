@@ -1,0 +1,111 @@
+"""Message types shared by every protocol: transactions, blocks, votes, certificates, mempool gossip.
+
+All are msgspec Structs: frozen, encoded as msgpack arrays (`array_like`) with a short string tag so
+one codec can decode a union of several protocols' messages. Field order is part of the wire format
+(protected by `codec.VERSION`); add fields only at the end, with defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+DIGEST_SIZE = 32
+TX_ID_SIZE = 16
+
+
+class Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
+    """Base of every message on the wire."""
+
+
+class Transaction(msgspec.Struct, frozen=True, array_like=True):
+    """An opaque client transaction. Its id is a hash of the payload, so equal payloads are one tx."""
+
+    payload: bytes
+
+    @property
+    def id(self) -> bytes:
+        return tx_id(self.payload)
+
+
+def tx_id(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=TX_ID_SIZE).digest()
+
+
+class Block(msgspec.Struct, frozen=True, array_like=True):
+    """A batch of transactions at one height. `epoch`/`view` say under which leader it was proposed;
+    `meta` is protocol data all nodes must agree on (T-PBFT: trust reports), codec-encoded."""
+
+    height: int
+    epoch: int
+    view: int
+    proposer: int
+    txs: tuple[Transaction, ...] = ()
+    meta: bytes = b""
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+
+
+class Vote(Message, tag="vote"):
+    """A signed statement "`kind` for block `digest` at (epoch, view, height)".
+
+    Sent as the message itself (PBFT prepare and commit are votes), so the envelope signature over
+    its encoding is the vote signature, and a certificate is a list of those signatures.
+    """
+
+    kind: str  # "prepare" | "commit" | protocol-specific
+    epoch: int
+    view: int
+    height: int
+    digest: bytes
+
+
+class Certificate(msgspec.Struct, frozen=True, array_like=True):
+    """Quorum proof for a vote: each signer's envelope signature over `Vote(kind, epoch, view, height,
+    digest)`. A commit certificate lets a node that saw none of the protocol messages verify a block."""
+
+    kind: str
+    epoch: int
+    view: int
+    height: int
+    digest: bytes
+    signers: tuple[int, ...]
+    signatures: tuple[bytes, ...]
+
+    def vote(self) -> Vote:
+        return Vote(kind=self.kind, epoch=self.epoch, view=self.view, height=self.height, digest=self.digest)
+
+
+class TxBatch(Message, tag="txs"):
+    """Mempool gossip: transactions a node received from clients, forwarded to proposers."""
+
+    txs: tuple[Transaction, ...]
+
+
+class CertifiedBlock(msgspec.Struct, frozen=True, array_like=True):
+    block: Block
+    certificate: Certificate
+
+
+class Decided(Message, tag="decided"):
+    """A committed block pushed to nodes that did not vote on it (T-PBFT followers)."""
+
+    block: Block
+    certificate: Certificate
+
+
+class BlockRequest(Message, tag="blkreq"):
+    """Catch-up: ask a peer for certified blocks [from_height, to_height]."""
+
+    from_height: int
+    to_height: int
+
+
+class BlockResponse(Message, tag="blkresp"):
+    blocks: tuple[CertifiedBlock, ...]
+
+
+CORE_MESSAGES: tuple[type, ...] = (Vote, TxBatch, Decided, BlockRequest, BlockResponse)

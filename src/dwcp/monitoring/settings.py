@@ -59,7 +59,7 @@ class MonitoringSettings(BaseModel):
     smtp_auth_password_file: str | None = None
     smtp_require_tls: bool = True
 
-    runbook_base_url: str = "https://github.com/dwcp/dwcp/blob/main/docs/runbooks.md"
+    runbook_base_url: str = "https://dwcp.example.com/docs/runbooks.md"  # set to where docs/runbooks.md is served
     grafana_datasource_uid: str = "dwcp-prometheus"
     # Where Grafana finds the rendered dashboards; None means the render directory's grafana/dashboards.
     grafana_dashboards_path: str | None = None

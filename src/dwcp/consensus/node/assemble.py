@@ -1,0 +1,99 @@
+"""Put one consensus node together from its ServiceContext: keys, committee, core, store, driver.
+
+The protocol table below is the only place that knows which core a service runs; ProBFT and
+Bullshark add a row (and their metrics adapter) and reuse everything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dwcp.consensus.core.codec import Codec
+from dwcp.consensus.node.keys import NodeKeys, dev_keys, load_keys
+from dwcp.consensus.settings import ConsensusSettings
+from dwcp.consensus.storage import BlockStore
+from dwcp.consensus.transport.driver import Driver, DriverConfig
+from dwcp.consensus.transport.framing import Channel
+from dwcp.consensus.transport.metrics import TransportMetrics
+from dwcp.consensus.transport.peers import QueueLimits
+from dwcp.consensus.transport.tcp import TransportConfig
+from dwcp.runtime.context import ServiceContext
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    replica: str  # "module:Class" of the core
+    messages: str  # "module:NAME" of the protocol's message types for the codec
+    metrics: Callable[[Any], Any] | None = None  # registry -> CommitObserver
+
+
+def _tpbft_observer(registry) -> Any:
+    from dwcp.consensus.node.observers import TpbftObserver
+
+    return TpbftObserver(registry)
+
+
+PROTOCOLS: dict[str, ProtocolEntry] = {
+    "pbft": ProtocolEntry("dwcp.consensus.pbft:Replica", "dwcp.consensus.pbft:MESSAGES", _tpbft_observer),
+    "tpbft": ProtocolEntry("dwcp.consensus.tpbft:Replica", "dwcp.consensus.tpbft:MESSAGES", _tpbft_observer),
+}
+
+
+def _load(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def node_keys(ctx: ServiceContext, settings: ConsensusSettings) -> NodeKeys:
+    if settings.key_dir:
+        return load_keys(Path(settings.key_dir), ctx.instance)
+    return dev_keys(ctx.inventory, ctx.service, ctx.instance, settings.dev_seed)
+
+
+def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings, seed: int) -> Any:
+    replica = _load(PROTOCOLS[protocol].replica)
+    return replica(
+        committee=keys.committee, node_id=keys.signer.node_id, signer=keys.signer, verifier=keys.verifier,
+        rng=random.Random(seed), batch_size=settings.batch_size, batch_timeout=settings.batch_timeout_ms / 1000,
+        view_change_timeout=settings.view_change_timeout_ms / 1000,
+        **({"group_size": settings.group_size} if protocol == "tpbft" and settings.group_size else {}),
+    )
+
+
+def build_node(ctx: ServiceContext) -> Driver:
+    """The driver for this instance, not yet started (the app's startup hook starts it)."""
+    settings: ConsensusSettings = ctx.settings if isinstance(ctx.settings, ConsensusSettings) else (
+        ConsensusSettings.model_validate(ctx.settings or {})
+    )
+    protocol = settings.protocol or ctx.service
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"no consensus core for protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    entry = PROTOCOLS[protocol]
+    keys = node_keys(ctx, settings)
+    me = keys.signer.node_id
+    committee = keys.committee
+    codec = Codec(_load(entry.messages))
+    peers = {m.node_id: (m.host, m.port) for m in committee.members if m.node_id != me}
+    transport = TransportConfig(
+        me=me, host=committee.member(me).host, port=ctx.ports.get("consensus", committee.member(me).port),
+        peers=peers, public_keys=committee.public_keys(), sign=keys.signer.sign,
+        domain=protocol.encode() + b"/" + committee.digest(),
+        queue_limits={ch: QueueLimits(max_bytes=settings.peer_queue_max_bytes) for ch in Channel},
+    )
+    return Driver(
+        core=make_core(protocol, keys, settings, seed=me),
+        codec=codec, signer=keys.signer, verifier=keys.verifier, committee=committee,
+        store=BlockStore(ctx.data_dir / f"{protocol}-blocks.sqlite"),
+        transport=transport,
+        config=DriverConfig(
+            protocol=protocol, sync_interval=settings.sync_interval_ms / 1000,
+            sync_max_blocks=settings.sync_max_blocks, max_pending=settings.max_pending,
+        ),
+        metrics=TransportMetrics(ctx.registry, protocol),
+        observer=entry.metrics(ctx.registry) if entry.metrics else None,
+    )

@@ -1,0 +1,128 @@
+"""HTTP API of a consensus node: `dwcp serve tpbft --instance I` (probft and bullshark reuse it).
+
+    POST /v1/transactions          submit; body JSON {"payload": "<base64>"} or raw bytes with
+                                   Content-Type application/octet-stream -> 202 {"id", "status"}
+    GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}
+    GET  /v1/blocks/{height}       {"height", "digest", "transactions": [...], "certificate": ...}
+    GET  /v1/status                height, view, group, leader, peers connected, pending, ...
+    /health, /metrics              from dwcp.runtime.app
+
+Bad input gets the runtime's JSON error: 413 payload over `max_tx_bytes`, 422 malformed (bad JSON,
+bad base64, empty payload), 409 a transaction already pending or committed (same payload, same id),
+503 while the node's pending pool is full. The consensus transport starts with the app and stops
+with it, so a node that answers /health also runs consensus.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from dwcp.consensus.node.assemble import build_node
+from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
+from dwcp.runtime.app import HealthResult, create_app
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.errors import ApiError
+
+RAW_TYPE = "application/octet-stream"
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, refusing (413) before buffering more than `cap` bytes, whatever Content-Length says."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise ApiError(413, "payload_too_large", f"request body of {declared} bytes exceeds {cap} bytes", "payload")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", "payload")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes:
+    """The transaction payload from a request body; ApiError (413/415/422) for anything else."""
+    if content_type.split(";")[0].strip().lower() == RAW_TYPE:
+        payload = body
+    else:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(422, "invalid_input", "body is not JSON (or send raw bytes as " + RAW_TYPE + ")") from None
+        if not isinstance(doc, dict) or set(doc) != {"payload"}:
+            raise ApiError(422, "invalid_input", 'body must be {"payload": "<base64>"}', "payload")
+        if not isinstance(doc["payload"], str):
+            raise ApiError(422, "invalid_input", "payload must be a base64 string", "payload")
+        try:
+            payload = base64.b64decode(doc["payload"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "invalid_input", "payload is not valid base64", "payload") from None
+    if not payload:
+        raise ApiError(422, "invalid_input", "payload is empty", "payload")
+    if len(payload) > max_tx_bytes:
+        raise ApiError(413, "payload_too_large", f"payload of {len(payload)} bytes exceeds {max_tx_bytes}", "payload")
+    return payload
+
+
+def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
+    # base64 grows 4/3; leave room for the JSON wrapper too.
+    body_cap = max_tx_bytes * 4 // 3 + 1024
+
+    @app.post("/v1/transactions", status_code=202, tags=["consensus"], summary="Submit a transaction")
+    async def submit(request: Request) -> JSONResponse:
+        body = await _read_capped(request, body_cap)
+        payload = parse_submission(body, request.headers.get("content-type", ""), max_tx_bytes)
+        try:
+            tx_id = driver.submit(payload)
+        except DuplicateTransaction as dup:
+            raise ApiError(409, "duplicate", f"transaction {dup.tx_id} is already {dup.status}", "payload") from None
+        except PoolFull as full:
+            raise ApiError(503, "unavailable", str(full)) from None
+        return JSONResponse({"id": tx_id, "status": "pending"}, status_code=202)
+
+    @app.get("/v1/transactions/{tx_id}", tags=["consensus"], summary="Pending or committed, with block height")
+    async def transaction(tx_id: str) -> dict:
+        found = driver.tx_status(tx_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no transaction {tx_id} on this node", "tx_id")
+        status, height = found
+        return {"id": tx_id, "status": status, "height": height}
+
+    @app.get("/v1/blocks/{height}", tags=["consensus"], summary="A committed block with its certificate")
+    async def block(height: int) -> dict:
+        found = driver.block_view(height)
+        if found is None:
+            raise ApiError(404, "not_found", f"no committed block at height {height} on this node", "height")
+        return found
+
+    @app.get("/v1/status", tags=["consensus"], summary="Height, view, group and peers of this node")
+    async def status() -> dict:
+        return driver.status()
+
+
+def build_app(ctx: ServiceContext) -> FastAPI:
+    """The node's FastAPI app; consensus starts in the app's startup hook and stops in its shutdown."""
+    driver = build_node(ctx)
+
+    def health() -> HealthResult:
+        connected, needed = len(driver.transport.connected), driver.quorum_peers
+        if connected < needed:
+            return HealthResult("degraded", f"{connected} peers connected, a quorum needs {needed}")
+        return HealthResult("ok", f"{connected} peers connected, height {driver.height}")
+
+    app = create_app(
+        ctx,
+        title=f"DWCP {ctx.service} consensus node {ctx.instance}",
+        description=__doc__ or "",
+        health_checks={"consensus": health},
+        on_startup=[driver.start],
+        on_shutdown=[driver.stop],
+    )
+    app.state.driver = driver
+    add_routes(app, driver, ctx.settings.max_tx_bytes)
+    return app

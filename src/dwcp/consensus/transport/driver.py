@@ -1,0 +1,388 @@
+"""The only loop that runs a protocol core for real: inputs in, outputs executed over TCP and SQLite.
+
+Theory of operation. Everything happens on one asyncio loop, one input at a time:
+- peer frames (tcp.py) are opened by the codec (signature checked, sender = authenticated peer)
+  and fed as `Received`; timers fire as `TimerFired`; HTTP submissions arrive as `Submitted`;
+- each `core.handle(time.monotonic(), input)` returns outputs executed in order: `Send`,
+  `Multicast`, `Broadcast` seal once and queue per peer; `SetTimer`/`CancelTimer` map to
+  `loop.call_later` handles; `Rejected` is counted; `Commit` goes to the group-commit writer and
+  its transactions are acknowledged (latency observed, status "committed") only once durable;
+- catch-up (sync.py) runs beside the core: heights are gossiped on the SYNC channel, a node that is
+  behind (or whose core asked with `RequestSync`) fetches blocks from a peer, checks each commit
+  certificate with `core.verify_certificate` and feeds it as `Fetched`; the core then emits the
+  `Commit`, so the log is only ever written from `Commit` outputs, in height order.
+On start the node replays its own log into the core (`Restored`, trusted) before `Started`.
+There is no protocol logic here: what to send, when to commit, is the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import Signer, Verifier
+from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.messages import Block, Certificate, Transaction, Vote
+from dwcp.consensus.core.outputs import (
+    Broadcast,
+    CancelTimer,
+    Commit,
+    Multicast,
+    Output,
+    Rejected,
+    RequestSync,
+    Send,
+    SetTimer,
+    TxDropped,
+)
+from dwcp.consensus.storage import BlockStore, StoredBlock
+from dwcp.consensus.transport.framing import Channel
+from dwcp.consensus.transport.metrics import TransportMetrics
+from dwcp.consensus.transport.sync import (
+    CatchUpPlanner,
+    SyncBlock,
+    SyncBlocks,
+    SyncDecodeError,
+    SyncRequest,
+    SyncStatus,
+    decode_sync,
+    encode_sync,
+)
+from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
+from dwcp.consensus.transport.writer import CommitWriter
+
+log = logging.getLogger("dwcp.consensus.driver")
+SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
+
+
+class DuplicateTransaction(Exception):
+    def __init__(self, tx_id: str, status: str) -> None:
+        super().__init__(f"transaction {tx_id} is already {status}")
+        self.tx_id, self.status = tx_id, status
+
+
+class PoolFull(Exception):
+    """This node holds as many pending transactions as it may: retry later or elsewhere."""
+
+
+class CommitObserver(Protocol):
+    """Protocol metrics fed by the driver (e.g. an adapter over `TpbftMetrics`)."""
+
+    def committed(self, height: int, txs: int, latencies: list[float]) -> None: ...
+
+    def update(self, status: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class DriverConfig:
+    protocol: str
+    sync_interval: float = 0.5
+    sync_max_blocks: int = 64
+    sync_timeout: float = 2.0
+    max_pending: int = 100_000
+
+
+def message_kind(message: Any) -> str:
+    """Metric label for a message: its wire tag, votes split by phase (few values)."""
+    tag = type(message).__struct_config__.tag if hasattr(type(message), "__struct_config__") else None
+    base = str(tag) if isinstance(tag, str) else type(message).__name__.lower()
+    return f"{base}_{message.kind}" if isinstance(message, Vote) else base
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        core: Any,
+        codec: Codec,
+        signer: Signer,
+        verifier: Verifier,
+        committee: Committee,
+        store: BlockStore,
+        transport: TransportConfig,
+        config: DriverConfig,
+        metrics: TransportMetrics,
+        observer: CommitObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.core, self.codec, self.signer, self.verifier = core, codec, signer, verifier
+        self.committee, self.store, self.config = committee, store, config
+        self.metrics, self.observer, self.clock = metrics, observer, clock
+        self.me = signer.node_id
+        self.peers = tuple(i for i in committee.ids if i != self.me)
+        self.transport = TcpTransport(transport, self._on_frame, metrics)
+        self.writer = CommitWriter(store)
+        self.planner = CatchUpPlanner(config.sync_max_blocks, config.sync_timeout)
+        self._pending: dict[bytes, float] = {}  # tx id -> submit time, txs submitted here until durable
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._next_height = store.last_height + 1  # next height to hand to the writer
+        self._durable_height = store.last_height
+        self._gossip: asyncio.Task | None = None
+        self._running = False
+        self._block_decoder = msgspec.msgpack.Decoder(Block)
+        self._cert_decoder = msgspec.msgpack.Decoder(Certificate)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        restored = 0
+        for stored in self._stored_blocks():
+            block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
+            self._execute(self.core.handle(self.clock(), Restored(height=stored.height, block=block, certificate=cert)))
+            restored += 1
+        log.info("node %s restored %d blocks (height %d)", self.me, restored, self.store.last_height)
+        self.writer.start()
+        self._running = True
+        await self.transport.start()
+        self._feed(Started())
+        self._gossip = asyncio.create_task(self._gossip_loop(), name="sync-gossip")
+        self._report()
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._gossip is not None:
+            self._gossip.cancel()
+            await asyncio.gather(self._gossip, return_exceptions=True)
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await self.transport.stop()
+        await self.writer.stop()
+        self.store.close()
+
+    def _stored_blocks(self):
+        start = self.store.first_height
+        while start <= self.store.last_height:
+            chunk = self.store.range(start, self.store.last_height, max_bytes=SYNC_RESPONSE_BYTES)
+            yield from chunk
+            start = chunk[-1].height + 1
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _feed(self, inp: Input) -> list[Output]:
+        outputs = self.core.handle(self.clock(), inp)
+        self._execute(outputs)
+        return outputs
+
+    def submit(self, payload: bytes) -> str:
+        """Hand a client transaction to the core; returns its hex id. Raises DuplicateTransaction, PoolFull."""
+        tx = Transaction(payload=payload)
+        tid = tx.id
+        if tid in self._pending:
+            raise DuplicateTransaction(tid.hex(), "pending")
+        if self.store.tx_height(tid) is not None:
+            raise DuplicateTransaction(tid.hex(), "committed")
+        if len(self._pending) >= self.config.max_pending:
+            raise PoolFull(f"{len(self._pending)} transactions pending on this node")
+        self._pending[tid] = self.clock()
+        for out in self._feed(Submitted(tx=tx)):
+            if isinstance(out, TxDropped) and out.tx_id == tid:
+                self._pending.pop(tid, None)
+                if out.reason.startswith("dup"):
+                    raise DuplicateTransaction(tid.hex(), "pending")
+                raise PoolFull(f"the protocol refused the transaction: {out.reason}")
+        return tid.hex()
+
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        if self._running:
+            self._feed(TimerFired(timer=timer))
+
+    def _on_frame(self, peer: int, channel: Channel, payload: bytes) -> None:
+        if channel is Channel.CONSENSUS:
+            opened = self.codec.open(self.verifier, payload)
+            if isinstance(opened, DecodeError):
+                self.metrics.rejected(opened.reason)
+                return
+            if opened.sender != peer:  # envelopes are sealed by the node that sends them
+                self.metrics.rejected("sender_mismatch")
+                return
+            self.metrics.received(message_kind(opened.message))
+            self._feed(Received(sender=peer, message=opened.message, signature=opened.signature))
+        elif channel is Channel.SYNC:
+            try:
+                msg = decode_sync(payload)
+            except SyncDecodeError:
+                self.metrics.rejected("malformed")
+                return
+            self.metrics.received(f"sync_{type(msg).__name__[4:].lower()}")
+            self._on_sync(peer, msg)
+        else:
+            self.metrics.rejected("unexpected_channel")
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _execute(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Send):
+                self._send_to((out.to,), out.message)
+            elif isinstance(out, Multicast):
+                self._send_to(out.to, out.message)
+            elif isinstance(out, Broadcast):
+                self._send_to(self.peers, out.message)
+            elif isinstance(out, SetTimer):
+                old = self._timers.pop(out.timer, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[out.timer] = asyncio.get_running_loop().call_later(out.delay, self._fire, out.timer)
+            elif isinstance(out, CancelTimer):
+                handle = self._timers.pop(out.timer, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(out, Commit):
+                self._commit(out)
+            elif isinstance(out, Rejected):
+                self.metrics.rejected(out.reason)
+            elif isinstance(out, RequestSync):
+                for peer in out.peers:
+                    self.planner.on_status(peer, out.to_height)
+                self._request_missing()
+            elif isinstance(out, TxDropped):
+                self._pending.pop(out.tx_id, None)
+
+    def _send_to(self, peers: tuple[int, ...], message: Any) -> None:
+        data = self.codec.seal(self.signer, message)
+        kind = message_kind(message)
+        for peer in peers:
+            if peer != self.me:
+                self.transport.send(peer, Channel.CONSENSUS, data)
+        self.metrics.sent(kind, sum(1 for p in peers if p != self.me))
+
+    def _commit(self, c: Commit) -> None:
+        if c.height < self._next_height:
+            log.debug("height %d already committed here; ignoring the repeat", c.height)
+            return
+        if c.height > self._next_height:  # cores emit in order; a gap is a driver/core bug
+            raise RuntimeError(f"core committed height {c.height} but the log expects {self._next_height}")
+        stored = StoredBlock(
+            height=c.height, digest=block_digest(c.block), block=encode(c.block), certificate=encode(c.certificate),
+            tx_ids=tuple(t.id for t in c.txs), committed_at=time.time(),
+        )
+        self._next_height += 1
+        self.writer.submit(stored).add_done_callback(lambda fut: self._durable(c, fut))
+
+    def _durable(self, c: Commit, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.critical("block %d could not be made durable: %s", c.height, fut.exception())
+            return
+        self._durable_height = c.height
+        now = self.clock()
+        latencies = [now - self._pending.pop(t.id) for t in c.txs if t.id in self._pending]
+        if self.observer is not None:
+            self.observer.committed(c.height, len(c.txs), latencies)
+        self._report()
+
+    def _report(self) -> None:
+        if self.observer is not None:
+            self.observer.update(self.status())
+
+    # -- catch-up ----------------------------------------------------------------------------
+    async def _gossip_loop(self) -> None:
+        while True:
+            status = encode_sync(SyncStatus(height=self._durable_height))
+            for peer in self.peers:
+                self.transport.send(peer, Channel.SYNC, status)
+            self._request_missing()
+            self._report()
+            await asyncio.sleep(self.config.sync_interval)
+
+    def _request_missing(self) -> None:
+        plan = self.planner.next_request(self.clock(), self._next_height - 1)
+        if plan is not None:
+            peer, request = plan
+            self.transport.send(peer, Channel.SYNC, encode_sync(request))
+
+    def _on_sync(self, peer: int, msg: SyncStatus | SyncRequest | SyncBlocks) -> None:
+        if isinstance(msg, SyncStatus):
+            self.planner.on_status(peer, msg.height)
+            if msg.height >= self._next_height:
+                self._request_missing()
+        elif isinstance(msg, SyncRequest):
+            end = min(msg.end, msg.start + self.config.sync_max_blocks - 1, self._durable_height)
+            blocks = self.store.range(msg.start, end, max_bytes=SYNC_RESPONSE_BYTES) if msg.start <= end else []
+            response = SyncBlocks(blocks=[SyncBlock(b.height, b.block, b.certificate) for b in blocks])
+            self.transport.send(peer, Channel.SYNC, encode_sync(response))
+        else:
+            self._apply_fetched(peer, msg.blocks)
+
+    def _apply_fetched(self, peer: int, blocks: list[SyncBlock]) -> None:
+        for item in blocks:
+            if item.height < self._next_height:
+                continue  # committed meanwhile by the core itself
+            if item.height > self._next_height:
+                break  # not contiguous: ask again from where we are
+            try:
+                block = self._block_decoder.decode(item.block)
+                cert = self._cert_decoder.decode(item.certificate)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.metrics.rejected("malformed")
+                self.planner.forget(peer)
+                return
+            if block.height != item.height or not self.core.verify_certificate(item.height, block, cert):
+                self.metrics.rejected("bad_certificate")
+                log.warning("node %s sent block %d with an invalid certificate", peer, item.height)
+                self.planner.forget(peer)
+                return
+            before = self._next_height
+            self._feed(Fetched(sender=peer, block=block, certificate=cert))
+            if self._next_height == before:
+                break  # the core did not commit it (e.g. not yet at that height): stop here
+        self.planner.on_response(peer, self._next_height - 1)
+        self._request_missing()
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return self._durable_height
+
+    @property
+    def quorum_peers(self) -> int:
+        return self.committee.quorum - 1
+
+    def tx_status(self, tx_hex: str) -> tuple[str, int | None] | None:
+        try:
+            tid = bytes.fromhex(tx_hex)
+        except ValueError:
+            return None
+        height = self.store.tx_height(tid)
+        if height is not None:
+            return "committed", height
+        if tid in self._pending:
+            return "pending", None
+        return None
+
+    def block_view(self, height: int) -> dict[str, Any] | None:
+        stored = self.store.get(height)
+        if stored is None:
+            return None
+        block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
+        return {
+            "height": stored.height,
+            "digest": stored.digest.hex(),
+            "epoch": block.epoch,
+            "view": block.view,
+            "proposer": block.proposer,
+            "transactions": [t.id.hex() for t in block.txs],
+            "certificate": {"kind": cert.kind, "view": cert.view, "signers": list(cert.signers)},
+            "committed_at": stored.committed_at,
+        }
+
+    def status(self) -> dict[str, Any]:
+        core = dict(self.core.status())
+        return {
+            **core,
+            "node": self.me,
+            "protocol": self.config.protocol,
+            "height": self._durable_height,
+            "core_height": core.get("height"),
+            "pending": len(self._pending),
+            "peers_connected": sorted(self.transport.connected),
+            "peers_inbound": sorted(self.transport.inbound),
+            "catching_up": self.planner.behind(self._durable_height),
+            "committee_size": self.committee.n,
+        }

@@ -184,8 +184,8 @@ class Driver:
         for out in self._feed(Submitted(tx=tx)):
             if isinstance(out, TxDropped) and out.tx_id == tid:
                 self._pending.pop(tid, None)
-                if out.reason.startswith("dup"):
-                    raise DuplicateTransaction(tid.hex(), "pending")
+                if out.reason in ("duplicate", "committed"):  # known to the core from a peer's gossip or a block
+                    raise DuplicateTransaction(tid.hex(), "pending" if out.reason == "duplicate" else "committed")
                 raise PoolFull(f"the protocol refused the transaction: {out.reason}")
         return tid.hex()
 

@@ -55,6 +55,9 @@ def alertmanager_config(s: MonitoringSettings) -> dict[str, Any]:
         {"receiver": "pagerduty-critical", "matchers": ['severity="critical"']},
         {"receiver": "ops-team", "matchers": ['severity="warning"']},
     ]
+    if s.local_sink:
+        # Once the sink route has matched, Alertmanager no longer falls back to the root receiver.
+        routes.append({"receiver": "ops-team"})
     return {
         "global": glob,
         "route": {

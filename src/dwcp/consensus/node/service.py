@@ -1,7 +1,9 @@
 """HTTP API of a consensus node: `dwcp serve tpbft --instance I` (probft and bullshark reuse it).
 
     POST /v1/transactions          submit; body JSON {"payload": "<base64>"} or raw bytes with
-                                   Content-Type application/octet-stream -> 202 {"id", "status"}
+                                   Content-Type application/octet-stream -> 202 {"id", "status"};
+                                   with ?wait=true, 200 {"id", "status": "committed", "height"}
+                                   once durable (202 pending if `timeout` seconds pass first)
     GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}
     GET  /v1/blocks/{height}       {"height", "digest", "transactions": [...], "certificate": ...}
     GET  /v1/status                height, view, group, leader, peers connected, pending, ...
@@ -19,7 +21,7 @@ import base64
 import binascii
 import json
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from dwcp.consensus.node.assemble import build_node
@@ -74,7 +76,7 @@ def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
     body_cap = max_tx_bytes * 4 // 3 + 1024
 
     @app.post("/v1/transactions", status_code=202, tags=["consensus"], summary="Submit a transaction")
-    async def submit(request: Request) -> JSONResponse:
+    async def submit(request: Request, wait: bool = False, timeout: float = Query(5.0, gt=0, le=60)) -> JSONResponse:
         body = await _read_capped(request, body_cap)
         payload = parse_submission(body, request.headers.get("content-type", ""), max_tx_bytes)
         try:
@@ -83,6 +85,10 @@ def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
             raise ApiError(409, "duplicate", f"transaction {dup.tx_id} is already {dup.status}", "payload") from None
         except PoolFull as full:
             raise ApiError(503, "unavailable", str(full)) from None
+        if wait:
+            height = await driver.wait_committed(tx_id, timeout)
+            if height is not None:
+                return JSONResponse({"id": tx_id, "status": "committed", "height": height}, status_code=200)
         return JSONResponse({"id": tx_id, "status": "pending"}, status_code=202)
 
     @app.get("/v1/transactions/{tx_id}", tags=["consensus"], summary="Pending or committed, with block height")

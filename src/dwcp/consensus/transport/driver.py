@@ -122,6 +122,7 @@ class Driver:
         self.writer = CommitWriter(store)
         self.planner = CatchUpPlanner(config.sync_max_blocks, config.sync_timeout)
         self._pending: dict[bytes, float] = {}  # tx id -> submit time, txs submitted here until durable
+        self._waiters: dict[bytes, asyncio.Future] = {}  # clients waiting for a commit (POST ?wait=true)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._next_height = store.last_height + 1  # next height to hand to the writer
         self._durable_height = store.last_height
@@ -189,6 +190,19 @@ class Driver:
                 raise PoolFull(f"the protocol refused the transaction: {out.reason}")
         return tid.hex()
 
+    async def wait_committed(self, tx_hex: str, timeout: float) -> int | None:
+        """Height once the transaction is durably committed, or None after `timeout` seconds."""
+        tid = bytes.fromhex(tx_hex)
+        height = self.store.tx_height(tid)
+        if height is not None or tid not in self._pending:
+            return height
+        fut = self._waiters.get(tid) or asyncio.get_running_loop().create_future()
+        self._waiters[tid] = fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return None
+
     def _fire(self, timer: Timer) -> None:
         self._timers.pop(timer, None)
         if self._running:
@@ -244,6 +258,7 @@ class Driver:
                 self._request_missing()
             elif isinstance(out, TxDropped):
                 self._pending.pop(out.tx_id, None)
+                self._waiters.pop(out.tx_id, None)  # its waiters time out; bounded by max_pending meanwhile
 
     def _send_to(self, peers: tuple[int, ...], message: Any) -> None:
         data = self.codec.seal(self.signer, message)
@@ -273,6 +288,11 @@ class Driver:
         self._durable_height = c.height
         now = self.clock()
         latencies = [now - self._pending.pop(t.id) for t in c.txs if t.id in self._pending]
+        if self._waiters:
+            for t in c.txs:
+                waiter = self._waiters.pop(t.id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(c.height)
         if self.observer is not None:
             self.observer.committed(c.height, len(c.txs), latencies)
         self._report()

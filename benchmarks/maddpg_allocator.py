@@ -1,0 +1,189 @@
+"""MADDPG allocator benchmark: held-out trace evaluation for every policy, then API and inference latency.
+
+    .venv/bin/python benchmarks/maddpg_allocator.py [--traces 6] [--hours 6] [--requests 2000]
+
+Held-out traces: Google 2019 and Azure v2 series (training used Alibaba 2018 + synthetic) with seeds
+>= 1,000,000 (training seeds are below). The live part starts the real service (uvicorn, 127.0.0.1, a free
+port, a temporary data directory) and times allocation requests end to end from an HTTP client.
+Prints measured figures beside the seed's baselines and the issue's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def held_out(n_traces: int, hours: float) -> list[tuple[str, dict[str, dict]]]:
+    from dwcp.allocator.baselines import RoundRobin
+    from dwcp.allocator.cluster import default_cluster
+    from dwcp.allocator.evaluate import POLICIES, evaluate, make_policy, replay
+    from dwcp.allocator.traces import generate
+    from dwcp.allocator.train import HELD_OUT_SEED, HELD_OUT_SERIES
+
+    hosts = default_cluster()
+    rows = []
+    for k in range(n_traces):
+        series = HELD_OUT_SERIES[k % len(HELD_OUT_SERIES)]
+        tr = generate(series, HELD_OUT_SEED + k, hours)
+        rr = replay(hosts, tr, RoundRobin())[0]
+        rows.append((f"{series}/{HELD_OUT_SEED + k}", {p: evaluate(hosts, tr, make_policy(p), rr) for p in POLICIES}))
+    return rows
+
+
+def print_held_out(rows: list[tuple[str, dict[str, dict]]]) -> dict[str, dict]:
+    from dwcp.allocator.evaluate import POLICIES
+
+    print(f"\n== held-out traces ({len(rows)}; cost = powered-on core-hours, lower is better) ==")
+    print(f"{'trace':26s}" + "".join(f"{p:>22s}" for p in POLICIES))
+    for name, res in rows:
+        cells = "".join(f"{res[p]['cost']:9.0f} {res[p]['optimization_vs_round_robin_pct']:5.1f}% "
+                        f"{100 * res[p]['sla_compliance']:5.1f}" for p in POLICIES)
+        print(f"{name:26s}{cells}")
+    print(f"{'':26s}" + "".join(f"{'cost  opt%  sla%':>22s}" for _ in POLICIES))
+    summary = {}
+    for p in POLICIES:
+        summary[p] = {
+            "median_cost": statistics.median(r[p]["cost"] for _, r in rows),
+            "median_optimization_pct": statistics.median(r[p]["optimization_vs_round_robin_pct"] for _, r in rows),
+            "min_sla": min(r[p]["sla_compliance"] for _, r in rows),
+            "median_sla": statistics.median(r[p]["sla_compliance"] for _, r in rows),
+            "median_decisions_per_s": statistics.median(r[p]["decisions_per_s"] for _, r in rows),
+        }
+    ratios = [r["maddpg"]["cost"] / r["best-fit"]["cost"] for _, r in rows]
+    summary["maddpg_vs_best_fit_cost_ratio"] = {"median": statistics.median(ratios), "max": max(ratios),
+                                                "wins": sum(x < 1 for x in ratios), "of": len(ratios)}
+    print("\nmedians:")
+    for p in POLICIES:
+        s = summary[p]
+        print(f"  {p:12s} cost {s['median_cost']:8.1f}  optimization {s['median_optimization_pct']:6.2f}%  "
+              f"SLA median {100 * s['median_sla']:6.2f}% min {100 * s['min_sla']:6.2f}%  "
+              f"{s['median_decisions_per_s']:9.0f} decisions/s")
+    r = summary["maddpg_vs_best_fit_cost_ratio"]
+    print(f"  MADDPG/best-fit cost ratio (same trace): median {r['median']:.4f}, worst {r['max']:.4f}, "
+          f"MADDPG cheaper on {r['wins']}/{r['of']} traces")
+    return summary
+
+
+def inference_p99(n: int) -> dict[str, float]:
+    """Time `MaddpgPolicy.choose` alone over decisions from a held-out replay."""
+    from dwcp.allocator.cluster import default_cluster
+    from dwcp.allocator.policy import MaddpgPolicy
+    from dwcp.allocator.sim import Simulator
+    from dwcp.allocator.traces import generate
+
+    pol = MaddpgPolicy()
+    sim = Simulator(default_cluster(), generate("google2019", 1_000_999, 24.0))
+    times = []
+    while len(times) < n and (d := sim.next_decision()) is not None:
+        t0 = time.perf_counter()
+        h = pol.choose(sim.state, d)
+        times.append(time.perf_counter() - t0)
+        sim.apply(h)
+    return {"n": len(times), "p50_ms": 1e3 * float(np.percentile(times, 50)),
+            "p99_ms": 1e3 * float(np.percentile(times, 99))}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_latency(n_requests: int) -> dict[str, float]:
+    """Allocation requests (with releases mixed in) against a live service over loopback HTTP."""
+    import httpx
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from dwcp.allocator.load import allocation_body
+    from dwcp.allocator.service import build_app
+    from dwcp.allocator.settings import AllocatorSettings
+    from dwcp.runtime.context import ServiceContext
+    from dwcp.runtime.inventory import load_inventory
+
+    tmp = tempfile.TemporaryDirectory()
+    port = _free_port()
+    ctx = ServiceContext(service="allocator", job="maddpg-allocator", instance=0, host="127.0.0.1", port=port,
+                         settings=AllocatorSettings(), inventory=load_inventory(), data_dir=Path(tmp.name),
+                         registry=CollectorRegistry(), logger=logging.getLogger("bench"))
+    server = uvicorn.Server(uvicorn.Config(build_app(ctx), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    rng = random.Random(1)
+    lat, codes, ids = [], {}, []
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            for _ in range(200):
+                try:
+                    if client.get(f"{url}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            for _ in range(50):  # warm-up
+                client.post(f"{url}/v1/allocations", json=allocation_body(rng, 60.0))
+            for _ in range(n_requests):
+                t0 = time.perf_counter()
+                r = client.post(f"{url}/v1/allocations", json=allocation_body(rng, 3600.0))
+                lat.append(time.perf_counter() - t0)
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                if r.status_code == 201:
+                    ids.append(r.json()["id"])
+                if ids and rng.random() < 0.45:
+                    client.delete(f"{url}/v1/allocations/{ids.pop(rng.randrange(len(ids)))}")
+            view = client.get(f"{url}/v1/cluster").json()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        tmp.cleanup()
+    return {"n": len(lat), "p50_ms": 1e3 * float(np.percentile(lat, 50)),
+            "p99_ms": 1e3 * float(np.percentile(lat, 99)), "codes": codes,
+            "service_sla_compliance": view["sla_compliance"], "service_optimization_pct": view["optimization_pct"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", type=int, default=6)
+    ap.add_argument("--hours", type=float, default=6.0)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--json", type=Path, default=None, help="also write all figures here")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    rows = held_out(args.traces, args.hours)
+    summary = print_held_out(rows)
+    inf = inference_p99(3000)
+    api = api_latency(args.requests)
+    m = summary["maddpg"]
+    bf = summary["best-fit"]
+    print("\n== MADDPG allocator vs seed baselines and issue targets ==")
+    print(f"{'figure':34s}{'measured':>14s}{'seed':>10s}{'target':>12s}")
+    print(f"{'optimization vs round-robin':34s}{m['median_optimization_pct']:13.1f}%{'>25%':>10s}"
+          f"{'>=25%, >=BF':>12s}   (best-fit {bf['median_optimization_pct']:.1f}%)")
+    print(f"{'SLA compliance (min over traces)':34s}{100 * m['min_sla']:13.2f}%{'>95%':>10s}{'>=97%':>12s}")
+    print(f"{'allocation latency p99 (API)':34s}{api['p99_ms']:11.2f} ms{'<50 ms':>10s}{'<=10 ms':>12s}"
+          f"   (p50 {api['p50_ms']:.2f} ms, n={api['n']}, codes {api['codes']})")
+    print(f"{'inference p99':34s}{inf['p99_ms']:11.3f} ms{'<100 ms':>10s}{'<=2 ms':>12s}"
+          f"   (p50 {inf['p50_ms']:.3f} ms, n={inf['n']})")
+    if args.json:
+        args.json.write_text(json.dumps({"held_out": summary, "per_trace": rows, "inference": inf, "api": api},
+                                        indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""`dwcp compression calibrate | train | evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Calibrate, train and evaluate the compression selector.", no_args_is_help=True)
+console = Console()
+
+CacheOpt = typer.Option(Path("runs/compression"), help="Where labelled datasets and their calibration are kept.")
+
+
+@app.command()
+def calibrate(out: Path | None = typer.Option(None, help="Calibration file; default: per-host file in ~/.cache "
+                                                          "or $DWCP_COMPRESSION_CALIBRATION.")) -> None:
+    """Time every option on the reference array on this host and store the speeds."""
+    from dwcp.compression import calibrate as cal_mod
+
+    path = out or cal_mod.default_path()
+    cal = cal_mod.run()
+    cal_mod.save(cal, path)
+    table = Table("option", "ratio", "compress MB/s", "decompress MB/s", title=f"calibration of {cal.host}")
+    for key, r, c, d in zip(cal_mod.KEYS, cal.ratio, cal.vc, cal.vd, strict=True):
+        table.add_row(key, f"{r:.3f}", f"{c / 1e6:.1f}", f"{d / 1e6:.1f}")
+    console.print(table)
+    console.print(f"wrote {path} ({cal.seconds:.1f} s)")
+
+
+def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool):
+    """(calibration, train, held-out synthetic, held-out real), labelled now or read from the cache."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from dwcp.compression import calibrate as cal_mod
+    from dwcp.compression import corpus
+    from dwcp.compression.train import Dataset, label
+
+    cal_path = cache / "calibration.json"
+    if relabel or not cal_path.exists():
+        cal = cal_mod.run()
+        cal_mod.save(cal, cal_path)
+        relabel = True  # labels are relative to the calibration: new calibration, new labels
+    else:
+        cal = cal_mod.load(cal_path)
+    specs = [("train", seed, n_train, lambda: corpus.items(seed, n_train)),
+             ("heldout", seed + 1, n_heldout, lambda: corpus.items(seed + 1, n_heldout)),
+             ("real", seed + 2, n_real, lambda: corpus.real_files(seed + 2, n_real))]
+    out = []
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        for name, s, n, make in specs:
+            path = cache / f"{name}-s{s}-n{n}.npz"
+            if n == 0:
+                out.append(None)
+                continue
+            if path.exists() and not relabel:
+                out.append(Dataset.load(path))
+                continue
+            task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
+            ds = label(make(), cal, progress=lambda _n, t=task: progress.advance(t))
+            ds.save(path)
+            out.append(ds)
+    return cal, *out
+
+
+def _print_eval(title: str, ev) -> None:
+    o, d = ev.overall, ev.decisive
+    console.print(f"[bold]{title}[/bold]: accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
+                  f"mean regret {o['mean_regret']:.4f} over {o['n']} requests "
+                  f"(decisive only: {d['accuracy']:.4f} / {d['exact_best']:.4f} / {d['mean_regret']:.4f}, n={d['n']})")
+    table = Table("family", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed")
+    for fam, s in ev.families.items():
+        table.add_row(fam, f"{s['accuracy']:.4f}", f"{s['exact_best']:.3f}", f"{s['mean_regret']:.4f}",
+                      f"{s['vs_zstd-3']:.3f}", f"{s['vs_none']:.3f}", s["best_fixed"], f"{s['vs_best_fixed']:.3f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    cache: Path = CacheOpt,
+    seed: int = typer.Option(1, help="Corpus seed; held-out sets use seed+1 (synthetic) and seed+2 (real files)."),
+    train_items: int = typer.Option(1800, help="Synthetic payloads to train on."),
+    heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
+    real_items: int = typer.Option(240, help="Real files from this machine held out."),
+    epochs: int = typer.Option(300),
+    relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
+    out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),
+) -> None:
+    """Label a corpus with the oracle, fit the model, print held-out accuracy and write the artifact."""
+    import time
+
+    from rich.progress import Progress
+
+    from dwcp.compression.selector import DEFAULT_MODEL
+    from dwcp.compression.train import evaluate
+    from dwcp.compression.train import train as fit_model
+
+    cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel)
+    start = time.time()
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"training on {len(tr)} payloads", total=epochs)
+        model = fit_model(tr, cal, epochs=epochs, on_epoch=lambda _e: progress.advance(task))
+    console.print(f"trained in {time.time() - start:.0f} s")
+    ev_syn, ev_real = evaluate(model, cal, ho), evaluate(model, cal, real)
+    _print_eval("held-out synthetic", ev_syn)
+    _print_eval("held-out real files", ev_real)
+    model.training = {
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
+        "train_payloads": len(tr), "epochs": epochs,
+        "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
+    }
+    path = out or DEFAULT_MODEL
+    model.version = ""
+    model.save(path)
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+@app.command()
+def evaluate(
+    model_path: Path | None = typer.Option(None, "--model", help="Artifact; default: the shipped one."),
+    cache: Path = CacheOpt,
+    seed: int = typer.Option(1),
+    heldout_items: int = typer.Option(360),
+    real_items: int = typer.Option(240),
+) -> None:
+    """Held-out accuracy, exact-best, regret and per-family end-to-end ratios vs fixed options."""
+    from dwcp.compression.model import Model
+    from dwcp.compression.selector import DEFAULT_MODEL
+    from dwcp.compression.train import evaluate as run_eval
+
+    model = Model.load(model_path or DEFAULT_MODEL)
+    cal, _, ho, real = _datasets(cache, seed, 0, heldout_items, real_items, False)
+    console.print(f"model {model.version}")
+    _print_eval("held-out synthetic", run_eval(model, cal, ho))
+    _print_eval("held-out real files", run_eval(model, cal, real))

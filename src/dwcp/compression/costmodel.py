@@ -1,0 +1,68 @@
+"""The one cost model: end-to-end seconds to compress, send and decompress a payload over a WAN link.
+
+A payload of S bytes goes through in pipelined chunks, so the slowest stage sets the pace:
+
+    t = RTT/2 + max(S/Vc, S*r/B_eff, S/Vd)
+
+r is the option's compressed/original ratio, Vc and Vd its single-thread compress and decompress speeds
+(bytes of original per second; infinite for `none`). B_eff is the link's bandwidth B, capped with loss p
+by Mathis et al.'s TCP throughput bound for four parallel streams: 4 * 1.22 * MSS / (RTT * sqrt(p)).
+
+Training labels, the oracle, the selector and the docs all use these functions; nothing else may.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MSS_BYTES = 1460
+MATHIS_C = 1.22
+STREAMS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    bandwidth_mbps: float
+    rtt_ms: float
+    loss_rate: float = 0.0
+
+    @property
+    def bandwidth_bps(self) -> float:
+        """Bytes per second (the API speaks Mbit/s)."""
+        return self.bandwidth_mbps * 1e6 / 8.0
+
+    @property
+    def effective_bps(self) -> float:
+        return float(effective_bandwidth(self.bandwidth_bps, self.rtt_ms / 1e3, self.loss_rate))
+
+
+def effective_bandwidth(bandwidth_bps, rtt_s, loss):
+    """B_eff in bytes/s; works on floats and numpy arrays alike."""
+    bandwidth_bps, rtt_s, loss = np.asarray(bandwidth_bps, float), np.asarray(rtt_s, float), np.asarray(loss, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mathis = STREAMS * MATHIS_C * MSS_BYTES / (rtt_s * np.sqrt(loss))
+    # No loss (or a zero RTT) means no Mathis cap: the link's own bandwidth rules.
+    mathis = np.where((loss > 0) & (rtt_s > 0), mathis, np.inf)
+    return np.minimum(bandwidth_bps, mathis)
+
+
+def transfer_seconds(size, ratio, vc, vd, bandwidth_bps, rtt_s, loss=0.0):
+    """t for each option (broadcast over arrays: options on the last axis, requests on the first)."""
+    ratio = np.asarray(ratio, float)
+    b_eff, rtt, size = (_per_request(x, ratio.ndim) for x in (effective_bandwidth(bandwidth_bps, rtt_s, loss),
+                                                               rtt_s, size))
+    return rtt / 2.0 + size * per_byte_cost(ratio, vc, vd, b_eff)
+
+
+def _per_request(x, ndim: int) -> np.ndarray:
+    # Per-request values (shape (N,)) gain a trailing axis so they broadcast over the options axis.
+    x = np.asarray(x, float)
+    return x.reshape(x.shape + (1,) * (ndim - x.ndim)) if 0 < x.ndim < ndim else x
+
+
+def per_byte_cost(ratio, vc, vd, b_eff):
+    """max(1/Vc, r/B_eff, 1/Vd): the part of t that depends on the option (seconds per original byte)."""
+    return np.maximum(np.maximum(1.0 / np.asarray(vc, float), np.asarray(ratio, float) / b_eff),
+                      1.0 / np.asarray(vd, float))

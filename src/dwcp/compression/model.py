@@ -1,0 +1,135 @@
+"""The model: a small MLP that predicts each option's log ratio and log relative speeds, in numpy.
+
+Artifact format (one `.npz`, read with `allow_pickle=False`, so loading never runs code):
+- `header`: uint8 array holding UTF-8 JSON: `format` ("dwcp-compression-model/1"), `version`, `features`
+  (input names, in order), `options` (option keys the outputs refer to), `outputs` (one name per output
+  column: `log_ratio:<key>`, `log_vc_rel:<key>`, `log_vd_rel:<key>`), `activation`, `reference_sha256`
+  (the calibration reference array the speeds are relative to) and `training` (data, held-out scores).
+- `x_mean`, `x_std`: input standardisation; `y_mean`, `y_std`: output de-standardisation.
+- `W0`, `b0`, ... `W{L-1}`, `b{L-1}`: dense layers, ReLU between them, linear last layer.
+Prediction: `y = MLP((x - x_mean) / x_std) * y_std + y_mean`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "dwcp-compression-model/1"
+
+
+@dataclass
+class Model:
+    features: tuple[str, ...]
+    options: tuple[str, ...]
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    reference_sha256: str = ""
+    training: dict = field(default_factory=dict)
+    version: str = ""
+
+    @property
+    def outputs(self) -> list[str]:
+        return [f"{kind}:{k}" for kind in ("log_ratio", "log_vc_rel", "log_vd_rel") for k in self.options]
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log ratio, log compress speed / reference, log decompress speed / reference), each (N, options)."""
+        h = (np.atleast_2d(x) - self.x_mean) / self.x_std
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w + b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        y = h * self.y_std + self.y_mean
+        k = len(self.options)
+        return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases):
+            digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
+        return digest.hexdigest()[:10]
+
+    def save(self, path: Path) -> None:
+        header = {
+            "format": FORMAT, "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
+            "options": list(self.options), "outputs": self.outputs, "activation": "relu",
+            "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
+            "training": self.training,
+        }
+        arrays = {"header": np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8),
+                  "x_mean": self.x_mean, "x_std": self.x_std, "y_mean": self.y_mean, "y_std": self.y_std}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            arrays[f"W{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Model:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            if header.get("format") != FORMAT:
+                raise ValueError(f"{path}: not a selector model (format {header.get('format')!r})")
+            n = len(header["layers"])
+            weights = [z[f"W{i}"].astype(np.float64) for i in range(n)]
+            biases = [z[f"b{i}"].astype(np.float64) for i in range(n)]
+            m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
+                    z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
+                    header["version"])
+        if m.outputs != header["outputs"] or weights[0].shape[0] != len(m.features):
+            raise ValueError(f"{path}: header and arrays disagree")
+        if weights[-1].shape[1] != 3 * len(m.options):
+            raise ValueError(f"{path}: last layer has {weights[-1].shape[1]} outputs, expected {3 * len(m.options)}")
+        return m
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tuple[str, ...],
+        hidden: tuple[int, ...] = (128, 128), epochs: int = 300, batch: int = 256, lr: float = 2e-3,
+        weight_decay: float = 1e-5, seed: int = 0, y_weight: np.ndarray | None = None,
+        on_epoch=None) -> Model:
+    """Adam on weighted MSE in standardised output space; hand-written backprop (two layers need no autograd)."""
+    rng = np.random.default_rng(seed)
+    x_mean, x_std = x.mean(0), x.std(0) + 1e-6
+    y_mean, y_std = y.mean(0), y.std(0) + 1e-6
+    xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
+    wcol = np.ones(y.shape[1]) if y_weight is None else y_weight
+    sizes = (x.shape[1], *hidden, y.shape[1])
+    ws = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [np.zeros(b) for b in sizes[1:]]
+    params = ws + bs
+    m1 = [np.zeros_like(p) for p in params]
+    m2 = [np.zeros_like(p) for p in params]
+    step, n = 0, len(xs)
+    for epoch in range(epochs):
+        rate = lr * 0.5 * (1 + np.cos(np.pi * epoch / epochs))  # cosine decay: settles into a minimum
+        order = rng.permutation(n)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            acts = [xs[idx]]
+            for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+                h = acts[-1] @ w + b
+                acts.append(np.maximum(h, 0.0) if i < len(ws) - 1 else h)
+            grad = 2.0 * (acts[-1] - ys[idx]) * wcol / len(idx)
+            gws, gbs = [None] * len(ws), [None] * len(ws)
+            for i in range(len(ws) - 1, -1, -1):
+                gws[i] = acts[i].T @ grad + weight_decay * ws[i]
+                gbs[i] = grad.sum(0)
+                if i:
+                    grad = (grad @ ws[i].T) * (acts[i] > 0)
+            step += 1
+            for j, (p, g) in enumerate(zip(params, gws + gbs, strict=True)):
+                m1[j] = 0.9 * m1[j] + 0.1 * g
+                m2[j] = 0.999 * m2[j] + 0.001 * g * g
+                p -= rate * (m1[j] / (1 - 0.9 ** step)) / (np.sqrt(m2[j] / (1 - 0.999 ** step)) + 1e-8)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return Model(features, options, x_mean, x_std, y_mean, y_std, ws, bs)

@@ -1,0 +1,120 @@
+"""Online accuracy: re-score a fraction of live requests with the oracle, on a worker thread.
+
+The request path only flips a coin and puts the request on a bounded queue (dropping it when the queue is
+full or the rate cap is reached), so shadow work never adds latency to a prediction. The worker runs every
+option on the request's sample, applies the cost model with the request's link and size, and keeps a
+rolling window of scores; `compression_selector_accuracy` is the window's near-best share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from dwcp.compression import oracle
+from dwcp.compression.costmodel import Link
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    sample: bytes
+    size: int
+    link: Link
+    chosen: int
+
+
+class ShadowEvaluator:
+    def __init__(self, *, fraction: float, window: int, max_per_second: float, queue_size: int = 8,
+                 on_evaluated=None, rng: random.Random | None = None, min_total: float = 0.0005) -> None:
+        self.fraction = fraction
+        self.interval = 1.0 / max_per_second
+        self.scores: deque[oracle.Score] = deque(maxlen=window)
+        self.evaluated = 0
+        self.dropped = 0
+        self._on_evaluated = on_evaluated
+        self._rng = rng or random.Random()
+        self._min_total = min_total  # timing repetitions per option: short, the oracle runs beside live traffic
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._next_allowed = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def offer(self, sample: bytes, size: int, link: Link, chosen: int) -> bool:
+        """Maybe queue this request for shadow evaluation; cheap, never blocks, never raises."""
+        if self.fraction <= 0 or self._rng.random() >= self.fraction:
+            return False
+        now = time.monotonic()
+        if now < self._next_allowed:
+            self.dropped += 1
+            return False
+        try:
+            self._queue.put_nowait(Job(sample, size, link, chosen))
+        except queue.Full:
+            self.dropped += 1
+            return False
+        self._next_allowed = now + self.interval
+        return True
+
+    def evaluate(self, job: Job) -> oracle.Score:
+        """Run the oracle for one request and fold the score into the window."""
+        m = oracle.measure(job.sample, min_total=self._min_total)
+        s = oracle.score(job.chosen, oracle.times(m, job.size, job.link))
+        with self._lock:
+            self.scores.append(s)
+            self.evaluated += 1
+        if self._on_evaluated is not None:
+            self._on_evaluated(s)
+        return s
+
+    def accuracy(self) -> float | None:
+        with self._lock:
+            return float(np.mean([s.near_best for s in self.scores])) if self.scores else None
+
+    def stats(self) -> dict:
+        with self._lock:
+            scores = list(self.scores)
+        base = {"evaluated": self.evaluated, "dropped": self.dropped, "window": len(scores),
+                "fraction": self.fraction}
+        if not scores:
+            return {**base, "accuracy": None, "exact_best": None, "mean_regret": None}
+        return {**base, "accuracy": float(np.mean([s.near_best for s in scores])),
+                "exact_best": float(np.mean([s.exact_best for s in scores])),
+                "mean_regret": float(np.mean([s.regret for s in scores]))}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="compression-shadow", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        # The daemon thread dies with the process; a full queue must not hang shutdown.
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued job has been evaluated (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self.evaluate(job)
+            except Exception:  # a codec failure on odd data must not kill the evaluator
+                self.dropped += 1
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,126 @@
+"""Training pipeline: generate a corpus, label it with the oracle, fit the model, score it on held-out data.
+
+Labels are data properties (per option: ratio, compress and decompress speed relative to the host's
+calibration), measured once per payload; links are applied afterwards through the cost model, so one
+labelled payload scores against any number of links at no extra measuring cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dwcp.compression import oracle
+from dwcp.compression.calibrate import Calibration
+from dwcp.compression.codecs import CODED, KEYS
+from dwcp.compression.costmodel import Link
+from dwcp.compression.features import FEATURE_NAMES, Extractor, make_sample
+from dwcp.compression.model import Model, fit
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Dataset:
+    """Labelled payloads: features x (N, F); measured ratio, vc, vd (N, options); size and family per row."""
+
+    x: np.ndarray
+    ratio: np.ndarray
+    vc: np.ndarray
+    vd: np.ndarray
+    size: np.ndarray
+    family: np.ndarray
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, x=self.x, ratio=self.ratio, vc=self.vc, vd=self.vd, size=self.size,
+                            family=self.family.astype("U32"))
+
+    @classmethod
+    def load(cls, path: Path) -> Dataset:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["x"], z["ratio"], z["vc"], z["vd"], z["size"], z["family"])
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def targets(self, cal: Calibration) -> np.ndarray:
+        """Model outputs: log ratio, log(vc / reference vc), log(vd / reference vd) for the coded options."""
+        return np.hstack([np.log(self.ratio[:, 1:]), np.log(self.vc[:, 1:] / cal.vc[1:]),
+                          np.log(self.vd[:, 1:] / cal.vd[1:])])
+
+
+def label(payloads: Iterable[tuple[str, bytes]], cal: Calibration, progress: Progress | None = None,
+          min_total: float = 0.002) -> Dataset:
+    """Features from each payload's client sample; oracle measurements on the whole payload."""
+    extract = Extractor(cal.vc[KEYS.index("lz4")])
+    xs, ms, fams = [], [], []
+    for fam, data in payloads:
+        xs.append(extract(make_sample(data), len(data)))
+        ms.append(oracle.measure(data, min_total=min_total))
+        fams.append(fam)
+        if progress:
+            progress(len(data))
+    return Dataset(np.array(xs), np.array([m.ratio for m in ms]), np.array([m.vc for m in ms]),
+                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams))
+
+
+def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation grid: 1 Mbit/s-10 Gbit/s and 0.1-300 ms log-uniform, half the links lossy (1e-6..1e-2)."""
+    bw = np.exp(rng.uniform(np.log(1.0), np.log(10_000.0), n))
+    rtt = np.exp(rng.uniform(np.log(0.1), np.log(300.0), n))
+    loss = np.where(rng.random(n) < 0.5, 0.0, np.exp(rng.uniform(np.log(1e-6), np.log(1e-2), n)))
+    return bw, rtt, loss
+
+
+def train(data: Dataset, cal: Calibration, *, epochs: int = 300, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
+          on_epoch=None) -> Model:
+    y = data.targets(cal)
+    k = len(CODED)
+    # Ratios decide most choices, compress speeds the fast-link ones; decompression rarely binds.
+    weights = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
+    model = fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
+                epochs=epochs, seed=seed, y_weight=weights, on_epoch=on_epoch)
+    from dwcp.compression.calibrate import reference_sha256
+
+    model.reference_sha256 = reference_sha256()
+    return model
+
+
+@dataclass
+class Evaluation:
+    overall: dict[str, float]
+    decisive: dict[str, float]  # only requests where the options differ by more than the 5% tolerance
+    families: dict[str, dict[str, float]]  # per family: accuracy and end-to-end time ratios vs fixed options
+
+
+def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1) -> Evaluation:
+    """Score the selector against the oracle on every (payload, link) pair of a held-out dataset."""
+    from dwcp.compression.selector import Selector
+
+    sel = Selector(model, cal)
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(len(data)), links_per_item)
+    bw, rtt, loss = random_links(rng, len(rows))
+    bw_bps, rtt_s = bw * 125_000.0, rtt / 1e3
+    truth = np.vstack([
+        oracle.times(oracle.Measurement(int(data.size[i]), data.ratio[i], data.vc[i], data.vd[i]), data.size[i],
+                     Link(float(b), float(r), float(p)))
+        for i, b, r, p in zip(rows, bw, rtt, loss, strict=True)
+    ])
+    chosen, _ = sel.choose_features(data.x[rows], data.size[rows], bw_bps, rtt_s, loss)
+    decisive = truth.max(1) > oracle.NEAR_BEST * truth.min(1)
+    families = {}
+    fams = data.family[rows]
+    picked = truth[np.arange(len(rows)), chosen]
+    for fam in sorted(set(fams.tolist())):
+        m = fams == fam
+        total = picked[m].sum()
+        fixed = {k: float(total / truth[m, j].sum()) for j, k in enumerate(KEYS)}
+        best_fixed = max(fixed, key=fixed.get)  # the fixed option with the least total time
+        families[fam] = {**oracle.score_many(chosen[m], truth[m]), "vs_zstd-3": fixed["zstd-3"],
+                         "vs_none": fixed["none"], "best_fixed": best_fixed, "vs_best_fixed": fixed[best_fixed]}
+    return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]), families)

@@ -18,6 +18,7 @@ def train(
     out: Path | None = typer.Option(None, help="Checkpoint to write; default: the packaged one."),
     curve_png: Path = typer.Option(Path("docs/allocator_learning_curve.png"), help="Learning-curve PNG."),
     validate_every: int = typer.Option(5, help="Episodes between validation replays."),
+    validation_traces: int = typer.Option(4, help="Validation traces (training series, unseen seeds)."),
 ) -> None:
     """Train MADDPG on generated traces (Alibaba 2018 + synthetic series) and keep the best actors."""
     import torch
@@ -29,7 +30,8 @@ def train(
 
     torch.set_num_threads(1)
     target = out or default_checkpoint()
-    cfg = TrainConfig(episodes=episodes, seed=seed, hours=hours, validate_every=validate_every)
+    cfg = TrainConfig(episodes=episodes, seed=seed, hours=hours, validate_every=validate_every,
+                      validation_traces=validation_traces)
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=episodes, info="")

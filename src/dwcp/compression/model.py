@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,14 @@ class Model:
 
     @classmethod
     def load(cls, path: Path) -> Model:
+        """Read an artifact; any damage (truncation, missing arrays, bad header) raises ValueError."""
+        try:
+            return cls._load(path)
+        except (zipfile.BadZipFile, EOFError, KeyError, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: damaged model artifact ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _load(cls, path: Path) -> Model:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
             if header.get("format") != FORMAT:

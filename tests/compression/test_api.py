@@ -1,0 +1,177 @@
+"""The HTTP contract of compression-api, and every bad input answered with a JSON error naming the field."""
+
+import base64
+
+import numpy as np
+import pytest
+
+from dwcp.compression.codecs import OPTIONS
+
+TEXT = (b"2026-11-25T18:00:00Z INFO request served path=/v1/items status=200 ms=3.1\n" * 60)[:4096]
+B64 = base64.b64encode(TEXT).decode()
+GOOD = {"sample": B64, "size_bytes": 1 << 20, "bandwidth_mbps": 50.0, "rtt_ms": 40.0}
+CODECS = {"none", "lz4", "zstd", "brotli"}
+
+
+def check_result(r: dict) -> None:
+    assert set(r) == {"codec", "level", "predicted_seconds", "model_version"}
+    assert r["codec"] in CODECS and (r["level"] is None or isinstance(r["level"], int))
+    assert (r["codec"], r["level"]) in {(o.codec, o.level) for o in OPTIONS}
+    assert r["predicted_seconds"] > 0 and r["model_version"]
+
+
+def test_codecs_lists_the_registry(client):
+    body = client.get("/v1/codecs").json()
+    assert body == {"codecs": [{"codec": o.codec, "level": o.level} for o in OPTIONS]}
+    names = {c["codec"] for c in body["codecs"]}
+    assert names == CODECS and {"codec": "zstd", "level": 3} in body["codecs"]
+
+
+def test_predict_json(client):
+    r = client.post("/v1/predict", json=GOOD)
+    assert r.status_code == 200, r.text
+    check_result(r.json())
+    lossy = client.post("/v1/predict", json={**GOOD, "loss_rate": 0.01})
+    assert lossy.status_code == 200
+    # Loss lowers the effective bandwidth (Mathis), so the same payload takes longer.
+    assert lossy.json()["predicted_seconds"] > r.json()["predicted_seconds"]
+
+
+def test_predict_octet_stream_with_query_fields(client):
+    r = client.post("/v1/predict", content=TEXT, headers={"content-type": "application/octet-stream"},
+                    params={"size_bytes": 1 << 20, "bandwidth_mbps": 50, "rtt_ms": 40, "loss_rate": 0})
+    assert r.status_code == 200, r.text
+    check_result(r.json())
+
+
+def test_slow_link_compresses_fast_link_does_not_for_random_data(client):
+    rnd = base64.b64encode(np.random.default_rng(0).bytes(4096)).decode()
+    fast = client.post("/v1/predict", json={**GOOD, "sample": rnd, "bandwidth_mbps": 10_000, "rtt_ms": 0.2})
+    assert fast.json()["codec"] == "none"
+    slow = client.post("/v1/predict", json={**GOOD, "bandwidth_mbps": 1, "rtt_ms": 100})
+    assert slow.json()["codec"] != "none"
+
+
+def test_batch_of_256(client):
+    items = [{**GOOD, "bandwidth_mbps": float(1 + i * 40)} for i in range(256)]
+    r = client.post("/v1/predict/batch", json={"items": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["results"]) == 256 and body["model_version"]
+    for res in body["results"]:
+        check_result(res)
+    too_many = client.post("/v1/predict/batch", json={"items": items + items[:1]})
+    assert too_many.status_code == 413 and too_many.json()["error"]["field"] == "items"
+
+
+def test_metrics_count_predictions(make_client):
+    c, registry, _ = make_client(shadow_fraction=0.0)
+    with c:
+        for _ in range(3):
+            assert c.post("/v1/predict", json=GOOD).status_code == 200
+        assert c.post("/v1/predict/batch", json={"items": [GOOD, GOOD]}).status_code == 200
+        assert registry.get_sample_value("compression_selector_prediction_duration_seconds_count") == 5
+        by_codec = [registry.get_sample_value("compression_selector_predictions_total", {"codec": o.key}) or 0
+                    for o in OPTIONS]
+        assert sum(by_codec) == 5
+        text = c.get("/metrics").text
+        assert "compression_selector_prediction_duration_seconds_bucket" in text
+        assert "compression_selector_accuracy " not in text  # nothing shadow-evaluated yet
+
+
+OVER = base64.b64encode(bytes(65537)).decode()
+BAD_JSON = [
+    ({k: v for k, v in GOOD.items() if k != "sample"}, 422, "sample"),
+    ({k: v for k, v in GOOD.items() if k != "size_bytes"}, 422, "size_bytes"),
+    ({k: v for k, v in GOOD.items() if k != "bandwidth_mbps"}, 422, "bandwidth_mbps"),
+    ({k: v for k, v in GOOD.items() if k != "rtt_ms"}, 422, "rtt_ms"),
+    ({**GOOD, "bandwidth_mbps": -5}, 422, "bandwidth_mbps"),
+    ({**GOOD, "bandwidth_mbps": 0}, 422, "bandwidth_mbps"),
+    ({**GOOD, "bandwidth_mbps": "fast"}, 422, "bandwidth_mbps"),
+    ({**GOOD, "rtt_ms": -1}, 422, "rtt_ms"),
+    ({**GOOD, "loss_rate": 1.5}, 422, "loss_rate"),
+    ({**GOOD, "loss_rate": -0.1}, 422, "loss_rate"),
+    ({**GOOD, "size_bytes": 0}, 422, "size_bytes"),
+    ({**GOOD, "size_bytes": 10.5}, 422, "size_bytes"),
+    ({**GOOD, "size_bytes": True}, 422, "size_bytes"),
+    ({**GOOD, "size_bytes": 100}, 422, "size_bytes"),  # smaller than the sample
+    ({**GOOD, "sample": "not base64!!"}, 422, "sample"),
+    ({**GOOD, "sample": "QUI"}, 422, "sample"),  # missing padding
+    ({**GOOD, "sample": "QU=I"}, 422, "sample"),  # padding inside
+    ({**GOOD, "sample": 12}, 422, "sample"),
+    ({**GOOD, "sample": ""}, 422, "sample"),
+    ({**GOOD, "sample": OVER, "size_bytes": 1 << 20}, 413, "sample"),
+    ({**GOOD, "codec": "zstd"}, 422, "codec"),
+    ([GOOD], 422, "body"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD_JSON)
+def test_bad_json_input_names_the_field(client, body, status, field):
+    r = client.post("/v1/predict", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and err["code"] and field in err["message"]
+
+
+OCTETS = {"content-type": "application/octet-stream"}
+BAD_OTHER = [
+    ("/v1/predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
+    ("/v1/predict", {"content": TEXT, "headers": {"content-type": "text/plain"}}, 415, "content-type"),
+    ("/v1/predict", {"content": TEXT}, 415, "content-type"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS, "params": {"size_bytes": 1 << 20, "rtt_ms": 1}}, 422,
+     "bandwidth_mbps"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": "x", "rtt_ms": 1}}, 422, "bandwidth_mbps"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": -1, "rtt_ms": 1}}, 422, "bandwidth_mbps"),
+    ("/v1/predict", {"content": bytes(65537), "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1}}, 413, "sample"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "speed": 2}}, 422, "speed"),
+    ("/v1/predict/batch", {"json": {"items": []}}, 422, "items"),
+    ("/v1/predict/batch", {"json": {"things": [GOOD]}}, 422, "items"),
+    ("/v1/predict/batch", {"json": {"items": [GOOD, GOOD, GOOD, {**GOOD, "bandwidth_mbps": -1}]}}, 422,
+     "items.3.bandwidth_mbps"),
+    ("/v1/predict/batch", {"json": {"items": [GOOD, {**GOOD, "sample": "%%"}]}}, 422, "items.1.sample"),
+    ("/v1/predict/batch", {"content": TEXT, "headers": OCTETS}, 415, "content-type"),
+]
+
+
+@pytest.mark.parametrize(("path", "kwargs", "status", "field"), BAD_OTHER)
+def test_bad_requests_name_the_field(client, path, kwargs, status, field):
+    r = client.post(path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_server_keeps_serving_after_bad_input(client):
+    for body, _, _ in BAD_JSON:
+        client.post("/v1/predict", json=body)
+    for path, kwargs, _, _ in BAD_OTHER:
+        client.post(path, **kwargs)
+    assert client.post("/v1/predict", json=GOOD).status_code == 200
+    assert client.get("/health").json()["status"] in ("ok", "degraded")
+
+
+def test_docs_and_openapi(client):
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/codecs", "/health", "/metrics"} <= set(paths)
+
+
+def test_missing_model_serves_the_probe_fallback_and_reports_degraded(make_client, tmp_path):
+    c, _, _ = make_client(shadow_fraction=0.0, model_path=tmp_path / "absent.npz")
+    with c:
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and "fallback" in health["checks"]["model"]["detail"]
+        r = c.post("/v1/predict", json=GOOD)
+        assert r.status_code == 200 and r.json()["model_version"] == "probe-fallback"
+
+
+def test_missing_calibration_runs_one_on_start(make_client, tmp_path):
+    path = tmp_path / "fresh" / "cal.json"
+    c, _, _ = make_client(shadow_fraction=0.0, calibration_path=path)
+    with c:
+        assert path.exists()
+        assert c.get("/v1/model").json()["calibration"]["calibrated_at_start"] is True

@@ -1,0 +1,79 @@
+"""Model round trip on a tiny corpus, damaged artifacts, and the artifact shipped in the package."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dwcp.compression import corpus
+from dwcp.compression.codecs import KEYS, OPTIONS
+from dwcp.compression.features import N_FEATURES, make_sample
+from dwcp.compression.model import Model
+from dwcp.compression.selector import DEFAULT_MODEL, Selector
+from dwcp.compression.train import evaluate, label, train
+
+
+@pytest.fixture(scope="module")
+def tiny(calibration):
+    """24 small payloads (two per family) labelled by the oracle, and a model fitted on them."""
+    data = label(corpus.items(5, 24, min_size=256, max_size=8192), calibration, min_total=0.0)
+    return data, train(data, calibration, epochs=300, hidden=(16,), seed=3)
+
+
+def test_round_trip_predicts_the_same(tiny, calibration, tmp_path: Path):
+    data, model = tiny
+    path = tmp_path / "m.npz"
+    model.version = "test-1"
+    model.save(path)
+    loaded = Model.load(path)
+    assert loaded.version == "test-1" and loaded.options == model.options and loaded.features == model.features
+    for a, b in zip(model.predict(data.x), loaded.predict(data.x), strict=True):
+        assert a.shape == (len(data), len(OPTIONS) - 1)
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-4)  # weights are stored as float32
+    sel_a, sel_b = Selector(model, calibration), Selector(loaded, calibration)
+    args = (data.size, np.full(len(data), 1.25e6), np.full(len(data), 0.05), np.zeros(len(data)))
+    assert (sel_a.choose_features(data.x, *args)[0] == sel_b.choose_features(data.x, *args)[0]).all()
+
+
+def test_fit_learns_something(tiny, calibration):
+    data, model = tiny
+    log_r, _, _ = model.predict(data.x)
+    truth = np.log(data.ratio[:, 1:])
+    assert np.mean(np.abs(log_r - truth)) < np.mean(np.abs(truth - truth.mean(0)))
+
+
+def test_evaluate_reports_scores_and_family_ratios(tiny, calibration):
+    data, model = tiny
+    ev = evaluate(model, calibration, data, links_per_item=3)
+    assert ev.overall["n"] == 3 * len(data) and 0.0 <= ev.overall["accuracy"] <= 1.0
+    assert set(ev.families) == set(corpus.FAMILIES)
+    assert all(s["vs_best_fixed"] > 0 for s in ev.families.values())
+
+
+def test_damaged_artifacts_fail_to_load(tiny, tmp_path: Path):
+    _, model = tiny
+    good = tmp_path / "good.npz"
+    model.save(good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError):
+        Model.load(truncated)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, header=np.frombuffer(b'{"format": "other"}', np.uint8))
+    with pytest.raises(ValueError, match="not a selector model"):
+        Model.load(wrong)
+
+
+def test_shipped_artifact_loads_and_predicts(calibration):
+    assert DEFAULT_MODEL.exists(), "run `dwcp compression train` and commit the artifact"
+    assert DEFAULT_MODEL.stat().st_size < 4 << 20
+    model = Model.load(DEFAULT_MODEL)
+    assert model.features and len(model.weights[0]) == N_FEATURES
+    assert "heldout_synthetic" in model.training and "heldout_real" in model.training
+    sel = Selector(model, calibration)
+    text = (b"GET /index.html HTTP/1.1 200 " * 3000)[:65536]
+    random = np.random.default_rng(0).bytes(65536)
+    # Repetitive text over a 1 Mbit/s link: compress hard. Random bytes over 10 Gbit/s: send as is.
+    assert sel.choose(make_sample(text), 1 << 24, 1.0, 50.0).option.codec != "none"
+    assert sel.choose(random, 1 << 24, 10_000.0, 1.0).option.key == "none"
+    assert sel.choose(random, 65536, 1.0, 50.0).option.key in KEYS

@@ -1,0 +1,55 @@
+"""The shadow evaluator re-scores live requests with the oracle and drives compression_selector_accuracy."""
+
+import random
+
+from dwcp.compression.codecs import KEYS
+from dwcp.compression.costmodel import Link
+from dwcp.compression.shadow import Job, ShadowEvaluator
+
+from .test_api import GOOD
+
+ZEROS = bytes(32768)
+SLOW = Link(1.0, 50.0)
+
+
+def evaluator(**kw) -> ShadowEvaluator:
+    args = {"fraction": 1.0, "window": 4, "max_per_second": 1e6, "rng": random.Random(0), **kw}
+    return ShadowEvaluator(**args)
+
+
+def test_scores_fold_into_the_rolling_accuracy():
+    ev = evaluator()
+    assert ev.accuracy() is None
+    # Zeros over 1 Mbit/s: sending them raw ("none") is hundreds of times slower than any codec.
+    assert not ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("none"))).near_best
+    assert ev.accuracy() == 0.0
+    ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
+    ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-9")))
+    stats = ev.stats()
+    assert stats["evaluated"] == 3 and stats["window"] == 3
+    assert stats["accuracy"] == ev.accuracy()
+    assert 0.0 < stats["accuracy"] <= 2 / 3 + 1e-9
+
+
+def test_offer_respects_fraction_rate_cap_and_queue():
+    assert not evaluator(fraction=0.0).offer(ZEROS, 1, SLOW, 0)
+    capped = evaluator(max_per_second=0.001)
+    assert capped.offer(ZEROS, 1, SLOW, 0) and not capped.offer(ZEROS, 1, SLOW, 0)
+    assert capped.dropped == 1
+    full = evaluator(queue_size=1)
+    assert full.offer(ZEROS, 1, SLOW, 0) and not full.offer(ZEROS, 1, SLOW, 0)
+
+
+def test_worker_thread_updates_the_accuracy_gauge(make_client):
+    c, registry, app = make_client(shadow_fraction=1.0, shadow_max_per_second=1000.0, shadow_queue=64)
+    with c:
+        for _ in range(5):
+            assert c.post("/v1/predict", json=GOOD).status_code == 200
+        app.state.shadow.drain()
+        evaluated = registry.get_sample_value("compression_selector_shadow_evaluations_total")
+        assert evaluated is not None and evaluated >= 1
+        accuracy = registry.get_sample_value("compression_selector_accuracy")
+        assert accuracy is not None and 0.0 <= accuracy <= 1.0
+        assert accuracy == app.state.shadow.accuracy()
+        assert c.get("/v1/shadow").json()["evaluated"] == evaluated
+        assert "compression_selector_accuracy " in c.get("/metrics").text

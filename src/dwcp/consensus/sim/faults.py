@@ -1,0 +1,170 @@
+"""Faults: scheduled network and crash events, and Byzantine behaviours wrapped around real cores.
+
+A Byzantine node runs an unmodified core; its behaviour rewrites what leaves it. `outgoing` turns
+one message for a set of recipients into frames, exactly the bytes the TCP transport would carry,
+so every forgery goes through the receivers' real `Codec.open` checks:
+
+| behaviour         | what leaves the node                                                        |
+|-------------------|-----------------------------------------------------------------------------|
+| none              | the sealed message, one frame for all recipients (as the driver does)       |
+| silent            | nothing (a crashed or mute node that never recovers)                        |
+| equivocate        | proposals (messages carrying a `block`, bar `Decided`): the second half of  |
+|                   | the recipients gets a different block (one tx fewer), re-signed with our key |
+| twins             | two cores with our key, each talking only to one half of the committee, so  |
+|                   | each half sees an honest node while the key proposes and votes twice         |
+| invalid-signature | half the messages with a flipped signature, a payload changed after signing,|
+|                   | or another node's id in the header (all `bad_signature` at the receiver)    |
+| garbage           | half the messages replaced by random bytes, or by random payloads that are   |
+|                   | validly signed (`malformed`), or truncated frames                            |
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from dwcp.consensus.core.codec import HEADER_SIZE, VERSION, Codec, signing_bytes
+from dwcp.consensus.core.crypto import Signer
+from dwcp.consensus.core.messages import Block, Decided
+
+Frames = list[tuple[tuple[int, ...], bytes]]
+
+
+# ---- scheduled faults ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Partition:
+    at: float
+    groups: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Heal:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    at: float
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    at: float
+    node: int
+
+
+Fault = Partition | Heal | Crash | Restart
+
+
+def describe(fault: Fault) -> str:
+    if isinstance(fault, Partition):
+        return f"{fault.at:.2f}s partition {' | '.join(','.join(map(str, g)) for g in fault.groups)}"
+    if isinstance(fault, Heal):
+        return f"{fault.at:.2f}s heal"
+    return f"{fault.at:.2f}s {type(fault).__name__.lower()} {fault.node}"
+
+
+# ---- Byzantine behaviours --------------------------------------------------------------------
+class Behaviour:
+    """Honest: what the real driver sends. Subclasses rewrite outgoing messages."""
+
+    name = "none"
+    instances = 1  # cores run under this node's key
+
+    def __init__(self, rng: random.Random, committee_ids: Sequence[int], node_id: int) -> None:
+        self.rng = rng
+        self.node_id = node_id
+        others = [i for i in committee_ids if i != node_id]
+        half = len(others) // 2
+        self.halves: tuple[frozenset[int], frozenset[int]] = (frozenset(others[:half]), frozenset(others[half:]))
+
+    def scope(self, instance: int) -> frozenset[int] | None:
+        """Peers core `instance` exchanges messages with; None: everyone."""
+        return None
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        return [(to, codec.seal(signer, message))]
+
+
+class Silent(Behaviour):
+    name = "silent"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        return []
+
+
+def _proposal_block(message: Any) -> Block | None:
+    if isinstance(message, Decided):
+        return None
+    block = getattr(message, "block", None)
+    return block if isinstance(block, Block) else None
+
+
+class Equivocate(Behaviour):
+    name = "equivocate"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        block = _proposal_block(message)
+        if block is None or not block.txs or len(to) < 2:
+            return super().outgoing(codec, signer, to, message)
+        other = msgspec.structs.replace(message, block=msgspec.structs.replace(block, txs=block.txs[:-1]))
+        half = len(to) // 2
+        return [(to[:half], codec.seal(signer, message)), (to[half:], codec.seal(signer, other))]
+
+
+class Twins(Behaviour):
+    name = "twins"
+    instances = 2
+
+    def scope(self, instance: int) -> frozenset[int] | None:
+        return self.halves[instance]
+
+
+class InvalidSignature(Behaviour):
+    name = "invalid-signature"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        frame = codec.seal(signer, message)
+        roll = self.rng.random()
+        if roll < 0.5:
+            return [(to, frame)]
+        data = bytearray(frame)
+        if roll < 0.7:  # flip one signature byte
+            data[5 + self.rng.randrange(64)] ^= 0xFF
+        elif roll < 0.85 and len(data) > HEADER_SIZE:  # change the payload after signing
+            data[HEADER_SIZE + self.rng.randrange(len(data) - HEADER_SIZE)] ^= 0x01
+        else:  # claim to be another member (our signature, their id)
+            victim = self.rng.choice(sorted(self.halves[0] | self.halves[1]))
+            data[1:5] = victim.to_bytes(4, "big")
+        return [(to, bytes(data))]
+
+
+class Garbage(Behaviour):
+    name = "garbage"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        roll = self.rng.random()
+        if roll < 0.5:
+            return [(to, codec.seal(signer, message))]
+        rng = self.rng
+        if roll < 0.7:  # noise
+            junk = rng.randbytes(rng.randrange(0, 400))
+        elif roll < 0.9:  # validly signed noise: passes the signature check, fails decoding
+            payload = rng.randbytes(rng.randrange(1, 300))
+            junk = struct.pack("!BI", VERSION, signer.node_id) + signer.sign(signing_bytes(signer.node_id, payload)) + payload
+        else:  # a real frame cut short
+            frame = codec.seal(signer, message)
+            junk = frame[: rng.randrange(0, len(frame))]
+        return [(to, junk)]
+
+
+BEHAVIOURS: dict[str, type[Behaviour]] = {
+    b.name: b for b in (Behaviour, Silent, Equivocate, Twins, InvalidSignature, Garbage)
+}
+BYZANTINE = tuple(name for name in BEHAVIOURS if name != "none")

@@ -1,0 +1,128 @@
+"""Invariant checkers, run on every simulated scenario. Only correct nodes' commits are judged.
+
+- agreement: no two correct nodes commit different blocks at one height (nor one node twice);
+- validity: every committed transaction was submitted by a client, and a commit executes only
+  transactions of its own block;
+- duplicate: no correct node executes one transaction twice (at two heights, or twice in a block);
+- order: a core's commits come in height order with no gaps (what the driver's log relies on);
+- liveness: after the last fault heals, every transaction submitted to a correct node is committed
+  by every correct node before the run ends (judged by `finish`);
+- exception: a core raised while handling an input (bad peer input must never raise).
+
+The runner feeds `submitted` and `committed`; tests plant violations by feeding them directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dwcp.consensus.core.messages import Transaction
+
+KINDS = ("agreement", "validity", "duplicate", "order", "liveness", "exception")
+MAX_DETAILS = 20
+
+
+@dataclass
+class Violations:
+    counts: Counter[str] = field(default_factory=Counter)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, detail: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown invariant {kind!r}")
+        self.counts[kind] += 1
+        if len(self.details) < MAX_DETAILS:
+            self.details.append(f"{kind}: {detail}")
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class InvariantChecker:
+    def __init__(self, correct: Iterable[int]) -> None:
+        self.correct = frozenset(correct)
+        self.violations = Violations()
+        self.submitted: dict[bytes, tuple[float, int]] = {}  # tx id -> (time, node it was handed to)
+        self.decided: dict[int, bytes] = {}  # height -> block digest first committed by a correct node
+        self.heights: dict[int, int] = dict.fromkeys(self.correct, 0)
+        self.digests: dict[int, dict[int, bytes]] = {n: {} for n in self.correct}  # node -> height -> digest
+        self.executed: dict[int, dict[bytes, int]] = {n: {} for n in self.correct}  # node -> tx id -> height
+        self.first_commit: dict[bytes, float] = {}  # tx id -> first time a correct node executed it
+        self.commit_at_origin: dict[bytes, float] = {}  # tx id -> time the node it was handed to executed it
+
+    def submitted_tx(self, now: float, node: int, tx: Transaction) -> None:
+        self.submitted.setdefault(tx.id, (now, node))
+
+    def restarted(self, node: int, height: int) -> None:
+        """A restarted node rebuilt from its own log resumes at `height`."""
+        if node in self.heights:
+            self.heights[node] = height
+
+    def committed(self, now: float, node: int, height: int, digest: bytes, block_txs: Iterable[Transaction],
+                  txs: Iterable[Transaction]) -> None:
+        if node not in self.correct:
+            return
+        v = self.violations
+        mine = self.digests[node]
+        if height in mine:
+            if mine[height] != digest:
+                v.add("agreement", f"node {node} committed two blocks at height {height}")
+            return  # a repeat of an earlier commit: the driver ignores it
+        if height != self.heights[node] + 1:
+            v.add("order", f"node {node} committed height {height} after {self.heights[node]}")
+        self.heights[node] = max(self.heights[node], height)
+        mine[height] = digest
+        first = self.decided.setdefault(height, digest)
+        if first != digest:
+            v.add("agreement", f"height {height}: node {node} committed {digest.hex()[:12]}, "
+                               f"another correct node {first.hex()[:12]}")
+        block_ids = [t.id for t in block_txs]
+        if len(set(block_ids)) != len(block_ids):
+            v.add("duplicate", f"node {node} height {height}: a transaction twice in one block")
+        in_block = set(block_ids)
+        done = self.executed[node]
+        for tx in txs:
+            tid = tx.id
+            if tid not in in_block:
+                v.add("validity", f"node {node} height {height}: executed tx {tid.hex()[:12]} not in the block")
+            if tid not in self.submitted:
+                v.add("validity", f"node {node} height {height}: tx {tid.hex()[:12]} was never submitted")
+            if tid in done:
+                v.add("duplicate", f"node {node}: tx {tid.hex()[:12]} at heights {done[tid]} and {height}")
+                continue
+            done[tid] = height
+            self.first_commit.setdefault(tid, now)
+            origin = self.submitted.get(tid)
+            if origin is not None and origin[1] == node:
+                self.commit_at_origin.setdefault(tid, now)
+
+    def core_error(self, node: int, detail: str) -> None:
+        self.violations.add("exception", f"node {node}: {detail}")
+
+    def finish(self, healed_at: float, deadline: float, live: Iterable[int]) -> None:
+        """Liveness: txs submitted to a correct node in [healed_at, deadline] are executed by every
+        correct node in `live` (up at the end and never crashed after `healed_at`)."""
+        live = [n for n in live if n in self.correct]
+        due = [tid for tid, (t, origin) in self.submitted.items()
+               if healed_at <= t <= deadline and origin in self.correct]
+        for node in live:
+            done = self.executed[node]
+            missing = [tid for tid in due if tid not in done]
+            if missing:
+                self.violations.add("liveness", f"node {node}: {len(missing)} of {len(due)} txs submitted after "
+                                                f"the heal at {healed_at:.2f}s not committed (height "
+                                                f"{self.heights[node]})")
+
+    def latencies(self) -> list[float]:
+        """Submit -> commit at the node the tx was handed to (else at the first correct node)."""
+        out = []
+        for tid, (t, _) in self.submitted.items():
+            done = self.commit_at_origin.get(tid, self.first_commit.get(tid))
+            if done is not None:
+                out.append(done - t)
+        return out

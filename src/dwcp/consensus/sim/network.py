@@ -1,0 +1,138 @@
+"""The simulated network: per-region latency with jitter, per-node bandwidth, loss, partitions.
+
+A message of `size` bytes from node a to node b sent at time t arrives at
+
+    start   = max(t, a's uplink free-at)            one uplink per node: copies queue behind each other
+    on_wire = start + size * 8 / bandwidth          serialisation delay
+    arrive  = max(on_wire + one_way(a, b) * (1 + jitter), last arrival on (a, b))
+
+The last term keeps each link FIFO, as the TCP transport is. `one_way` is half the round-trip time
+between the two nodes' regions. With probability `loss` the copy is dropped (a reset connection or
+a full peer queue in the real transport; TCP itself never loses a byte it acknowledged).
+
+Default RTTs (`WAN_RTT_MS`) are rounded medians of public AWS inter-region ping tables
+(cloudping.co, 2023-2024); within one region we use 1 ms (between availability zones).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+REGIONS: tuple[str, ...] = (
+    "us-east-1", "eu-west-1", "us-west-2", "ap-northeast-1",
+    "eu-central-1", "ap-southeast-1", "ap-southeast-2", "sa-east-1",
+)
+_PAIRS_MS: dict[tuple[str, str], float] = {
+    ("us-east-1", "us-west-2"): 67, ("us-east-1", "eu-west-1"): 68, ("us-east-1", "eu-central-1"): 90,
+    ("us-east-1", "ap-northeast-1"): 145, ("us-east-1", "ap-southeast-1"): 215,
+    ("us-east-1", "ap-southeast-2"): 198, ("us-east-1", "sa-east-1"): 115,
+    ("us-west-2", "eu-west-1"): 125, ("us-west-2", "eu-central-1"): 140, ("us-west-2", "ap-northeast-1"): 97,
+    ("us-west-2", "ap-southeast-1"): 165, ("us-west-2", "ap-southeast-2"): 138, ("us-west-2", "sa-east-1"): 175,
+    ("eu-west-1", "eu-central-1"): 25, ("eu-west-1", "ap-northeast-1"): 200, ("eu-west-1", "ap-southeast-1"): 165,
+    ("eu-west-1", "ap-southeast-2"): 255, ("eu-west-1", "sa-east-1"): 178,
+    ("eu-central-1", "ap-northeast-1"): 225, ("eu-central-1", "ap-southeast-1"): 155,
+    ("eu-central-1", "ap-southeast-2"): 250, ("eu-central-1", "sa-east-1"): 205,
+    ("ap-northeast-1", "ap-southeast-1"): 68, ("ap-northeast-1", "ap-southeast-2"): 105,
+    ("ap-northeast-1", "sa-east-1"): 255, ("ap-southeast-1", "ap-southeast-2"): 92,
+    ("ap-southeast-1", "sa-east-1"): 320, ("ap-southeast-2", "sa-east-1"): 310,
+}
+INTRA_REGION_RTT_MS = 1.0
+WAN_RTT_MS: dict[tuple[str, str], float] = {
+    **_PAIRS_MS, **{(b, a): ms for (a, b), ms in _PAIRS_MS.items()}, **{(r, r): INTRA_REGION_RTT_MS for r in REGIONS},
+}
+DEFAULT_REGIONS = 4  # us-east-1, eu-west-1, us-west-2, ap-northeast-1: three continents
+
+
+def pick_regions(spec: str | int) -> tuple[str, ...]:
+    """`4` -> the first four of REGIONS; `"us-east-1,eu-west-1"` -> those; `"lan"` -> one region."""
+    text = str(spec).strip()
+    if text == "lan":
+        return (REGIONS[0],)
+    if text.isdigit():
+        k = int(text)
+        if not 1 <= k <= len(REGIONS):
+            raise ValueError(f"--regions: between 1 and {len(REGIONS)} regions, got {k}")
+        return REGIONS[:k]
+    names = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in names if r not in REGIONS]
+    if unknown or not names:
+        raise ValueError(f"--regions: unknown region(s) {unknown}; known: {', '.join(REGIONS)}")
+    return names
+
+
+@dataclass
+class NetworkModel:
+    """Latency, bandwidth and loss, plus the current partition (see module docstring)."""
+
+    placement: Sequence[str]  # node id -> region
+    rng: random.Random
+    rtt_ms: dict[tuple[str, str], float] = field(default_factory=lambda: dict(WAN_RTT_MS))
+    jitter: float = 0.05  # mean extra one-way delay, as a fraction of the base (exponential)
+    bandwidth_bps: float = 1e9  # per-node uplink
+    loss: float = 0.0
+    _one_way: list[list[float]] = field(init=False, repr=False)
+    _uplink_free: list[float] = field(init=False, repr=False)
+    _last_arrival: dict[tuple[int, int], float] = field(init=False, repr=False)
+    _side: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.placement)
+        self._one_way = [[self.rtt_ms[(a, b)] / 2000.0 for b in self.placement] for a in self.placement]
+        self._uplink_free = [0.0] * n
+        self._last_arrival = {}
+        self._side = [0] * n
+
+    @classmethod
+    def spread(cls, n: int, regions: Sequence[str], rng: random.Random, **kwargs: float) -> NetworkModel:
+        """Nodes placed round-robin over `regions` (node i in regions[i % len])."""
+        return cls([regions[i % len(regions)] for i in range(n)], rng, **kwargs)
+
+    # -- partitions ---------------------------------------------------------------------------
+    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+        """Only nodes in the same group can talk; nodes in no group form one more group."""
+        self._side = [0] * len(self._side)
+        for index, group in enumerate(groups, start=1):
+            for node in group:
+                self._side[node] = index
+
+    def heal(self) -> None:
+        self._side = [0] * len(self._side)
+
+    def connected(self, a: int, b: int) -> bool:
+        return self._side[a] == self._side[b]
+
+    @property
+    def partitioned(self) -> bool:
+        return any(self._side)
+
+    # -- delivery -----------------------------------------------------------------------------
+    def one_way(self, a: int, b: int) -> float:
+        return self._one_way[a][b]
+
+    def transmit(self, now: float, a: int, b: int, size: int) -> float | None:
+        """Arrival time of one copy from a to b, or None when it is lost or cut by a partition.
+
+        Charges a's uplink even for a lost copy (it was sent), but not for a partitioned one (the
+        real transport has no connection to send on)."""
+        if self._side[a] != self._side[b]:
+            return None
+        start = max(now, self._uplink_free[a])
+        on_wire = start + size * 8.0 / self.bandwidth_bps
+        self._uplink_free[a] = on_wire
+        if self.loss and self.rng.random() < self.loss:
+            return None
+        base = self._one_way[a][b]
+        arrive = on_wire + base + (base * self.rng.expovariate(1.0 / self.jitter) if self.jitter else 0.0)
+        link = (a, b)
+        last = self._last_arrival.get(link, 0.0)
+        if arrive < last:
+            arrive = last
+        self._last_arrival[link] = arrive
+        return arrive
+
+    def reset_links(self, node: int) -> None:
+        """A crashed node's connections are gone: forget FIFO state on its links."""
+        for link in [k for k in self._last_arrival if node in k]:
+            del self._last_arrival[link]

@@ -1,0 +1,378 @@
+"""The simulator's loop: runs real protocol cores in one process under a virtual clock.
+
+It is `transport/driver.py` with the sockets, timers and SQLite replaced by `Clock` events:
+- `Send`/`Multicast`/`Broadcast` are sealed by the real codec (through the node's `Behaviour`, which
+  is where Byzantine nodes lie) and each copy crosses the `NetworkModel`; at the receiver the bytes
+  are opened by the real codec (signature checked, sender must match the link) and fed as `Received`;
+- `SetTimer`/`CancelTimer` schedule and void `TimerFired` events; `Commit` appends to the node's
+  log (repeats ignored, as the driver does) and goes to the invariant checker;
+- `RequestSync` and the driver's periodic height gossip are answered from a correct peer's
+  committed log, as `Fetched` inputs one round trip later, after `core.verify_certificate`;
+- crash drops a node's state and traffic; restart rebuilds its core from its own log (`Restored`
+  per block, then `Started`).
+There is no protocol logic here. Every random choice comes from the scenario's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import random
+import struct
+import time
+from collections import Counter
+from typing import Any
+
+from dwcp.consensus.core.codec import Codec, DecodeError, Opened, block_digest
+from dwcp.consensus.core.committee import Committee, Member
+from dwcp.consensus.core.crypto import (
+    Ed25519Signer,
+    Ed25519Verifier,
+    MacSigner,
+    MacVerifier,
+    Signer,
+    Verifier,
+    mac_secret,
+    public_key_of,
+)
+from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.messages import Block, Certificate, Transaction
+from dwcp.consensus.core.outputs import (
+    Broadcast,
+    CancelTimer,
+    Commit,
+    Multicast,
+    Output,
+    Rejected,
+    RequestSync,
+    Send,
+    SetTimer,
+    TxDropped,
+)
+from dwcp.consensus.sim.clock import Clock
+from dwcp.consensus.sim.faults import BEHAVIOURS, Behaviour, Crash, Fault, Heal, Partition, Restart
+from dwcp.consensus.sim.invariants import InvariantChecker
+from dwcp.consensus.sim.network import NetworkModel
+from dwcp.consensus.sim.report import RunResult, summarize
+from dwcp.consensus.sim.scenario import Scenario
+
+# protocol name -> ("module:Class" of the core, "module:NAME" of its message types); each may list
+# alternatives, tried in order (the package export first, the defining module second).
+PROTOCOLS: dict[str, tuple[str, str]] = {
+    "pbft": ("dwcp.consensus.pbft:Replica|dwcp.consensus.pbft.replica:Replica",
+             "dwcp.consensus.pbft:MESSAGES|dwcp.consensus.pbft.messages:PBFT_MESSAGES"),
+    "tpbft": ("dwcp.consensus.tpbft:Replica|dwcp.consensus.tpbft.replica:Replica",
+              "dwcp.consensus.tpbft:MESSAGES|dwcp.consensus.tpbft.messages:TPBFT_MESSAGES"),
+}
+FRAME_OVERHEAD = 5  # transport frame header (channel + length) added to every codec envelope
+SYNC_MAX_BLOCKS = 64
+_TRACE = struct.Struct("!dHHI")
+
+
+def load_ref(refs: str) -> Any:
+    """The object named by the first resolvable "module:name" in `refs` ("a:b|c:d")."""
+    error: Exception | None = None
+    for ref in refs.split("|"):
+        module, _, name = ref.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            error = error or exc
+    raise ImportError(f"cannot load {refs}: {error}")
+
+
+class Packet:
+    """One sealed frame and, once the first receiver opened it, the codec's verdict (the bytes are
+    identical for every copy, so every receiver would get the same `Opened` or `DecodeError`)."""
+
+    __slots__ = ("src", "data", "opened")
+
+    def __init__(self, src: int, data: bytes) -> None:
+        self.src, self.data = src, data
+        self.opened: Opened | DecodeError | None = None
+
+
+class Instance:
+    """One core running under a node's key (two for twins), with its timers and committed log."""
+
+    __slots__ = ("core", "scope", "timers", "log", "syncing_until")
+
+    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Certificate]]) -> None:
+        self.core, self.scope, self.log = core, scope, log
+        self.timers: dict[Timer, int] = {}
+        self.syncing_until = 0.0
+
+
+class Node:
+    __slots__ = ("node_id", "signer", "behaviour", "instances", "up", "incarnation", "correct")
+
+    def __init__(self, node_id: int, signer: Signer, behaviour: Behaviour) -> None:
+        self.node_id, self.signer, self.behaviour = node_id, signer, behaviour
+        self.instances: list[Instance] = []
+        self.up = True
+        self.incarnation = 0
+        self.correct = type(behaviour) is Behaviour
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, *, core_kwargs: dict[str, Any] | None = None) -> None:
+        self.scenario = sc = scenario
+        replica_ref, messages_ref = PROTOCOLS[sc.protocol]
+        self.replica_cls = load_ref(replica_ref)
+        self.codec = Codec(load_ref(messages_ref))
+        self.core_kwargs = dict(core_kwargs or {})
+        self._takes_rng = "rng" in inspect.signature(self.replica_cls).parameters
+        root = random.Random(f"sim:{sc.seed}")
+        self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))
+        self.core_seed = root.getrandbits(32)
+        signers, self.verifier, keys = self._keys()
+        self.committee = Committee(
+            tuple(Member(node_id=i, public_key=keys[i], region=sc.regions[i % len(sc.regions)]) for i in range(sc.nodes)),
+            name=sc.protocol,
+        )
+        self.clock = Clock()
+        self.net = NetworkModel.spread(sc.nodes, sc.regions, self.rng_net, jitter=sc.jitter,
+                                       bandwidth_bps=sc.bandwidth_mbps * 1e6, loss=sc.loss)
+        self.checker = InvariantChecker(sc.correct)
+        self.nodes: list[Node] = []
+        for i in range(sc.nodes):
+            behaviour_cls = BEHAVIOURS[sc.byzantine.get(i, "none")]
+            node = Node(i, signers[i], behaviour_cls(random.Random(root.getrandbits(64)), self.committee.ids, i))
+            node.instances = [Instance(self._core(node, k), node.behaviour.scope(k), [])
+                              for k in range(node.behaviour.instances)]
+            self.nodes.append(node)
+        self._hash = hashlib.blake2b(digest_size=16)
+        self.messages = 0
+        self.bytes = 0
+        self.lost = 0
+        self.rejected: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.block_times: dict[int, float] = {}
+        self._tx_counter = 0
+
+    # -- construction ------------------------------------------------------------------------
+    def _keys(self) -> tuple[dict[int, Signer], Verifier, dict[int, bytes]]:
+        sc = self.scenario
+        secrets = {i: mac_secret(sc.seed, i) for i in range(sc.nodes)}
+        keys = {i: public_key_of(s) for i, s in secrets.items()}
+        if sc.crypto == "ed25519":
+            return {i: Ed25519Signer(i, s) for i, s in secrets.items()}, Ed25519Verifier(keys), keys
+        return {i: MacSigner(i, s) for i, s in secrets.items()}, MacVerifier(secrets), keys
+
+    def _core(self, node: Node, instance: int) -> Any:
+        kwargs = dict(self.core_kwargs)
+        if self._takes_rng:
+            kwargs["rng"] = random.Random(self.core_seed * 1_000_003 + node.node_id * 7 + instance)
+        return self.replica_cls(committee=self.committee, node_id=node.node_id, signer=node.signer,
+                                verifier=self.verifier, **kwargs)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        sc = self.scenario
+        started = time.perf_counter()
+        for node in self.nodes:
+            for k in range(len(node.instances)):
+                self._feed(node, k, Started())
+        for fault in sc.faults:
+            self.clock.at(fault.at, self._apply_fault, fault)
+        if sc.rate > 0:
+            self.clock.at(self.rng_load.expovariate(sc.rate), self._submit)
+        if sc.sync_interval > 0:
+            for node in self.nodes:
+                self.clock.at(sc.sync_interval * (1 + node.node_id / sc.nodes), self._sync_tick, node)
+        self.clock.run_until(sc.duration)
+        live = [n.node_id for n in self.nodes if n.up]
+        deadline = sc.duration - sc.grace
+        if sc.healed_at <= deadline:
+            self.checker.finish(sc.healed_at, deadline, live)
+        return summarize(self, time.perf_counter() - started)
+
+    @property
+    def trace_hash(self) -> str:
+        return self._hash.hexdigest()
+
+    def _feed(self, node: Node, k: int, inp: Input) -> None:
+        inst = node.instances[k]
+        try:
+            outs = inst.core.handle(self.clock.now, inp)
+        except Exception as exc:  # a core must not raise on peer input: record it, keep going
+            if node.correct:
+                self.checker.core_error(node.node_id, f"{type(exc).__name__}: {exc} on {type(inp).__name__}"
+                                                      f"({type(getattr(inp, 'message', None)).__name__})")
+            return
+        self._execute(node, k, outs)
+
+    def _execute(self, node: Node, k: int, outs: list[Output]) -> None:
+        inst = node.instances[k]
+        for out in outs:
+            if isinstance(out, Multicast):
+                self._send(node, inst, out.to, out.message)
+            elif isinstance(out, Send):
+                self._send(node, inst, (out.to,), out.message)
+            elif isinstance(out, Broadcast):
+                self._send(node, inst, tuple(i for i in self.committee.ids if i != node.node_id), out.message)
+            elif isinstance(out, SetTimer):
+                token = inst.timers.get(out.timer, 0) + 1
+                inst.timers[out.timer] = token
+                self.clock.after(out.delay, self._fire, node, k, node.incarnation, out.timer, token)
+            elif isinstance(out, CancelTimer):
+                inst.timers[out.timer] = inst.timers.get(out.timer, 0) + 1  # voids the pending event
+            elif isinstance(out, Commit):
+                self._commit(node, inst, out)
+            elif isinstance(out, Rejected):
+                self.rejected[out.reason] += 1
+            elif isinstance(out, TxDropped):
+                self.dropped[out.reason] += 1
+            elif isinstance(out, RequestSync):
+                self._request_sync(node, k, out.peers, out.from_height, out.to_height)
+
+    def _send(self, node: Node, inst: Instance, to: tuple[int, ...], message: Any) -> None:
+        if inst.scope is not None:
+            to = tuple(i for i in to if i in inst.scope)
+        me = node.node_id
+        now = self.clock.now
+        for group, data in node.behaviour.outgoing(self.codec, node.signer, to, message):
+            packet = Packet(me, data)
+            size = len(data) + FRAME_OVERHEAD
+            for dst in group:
+                if dst == me:
+                    continue
+                self.messages += 1
+                self.bytes += size
+                arrive = self.net.transmit(now, me, dst, size)
+                if arrive is None:
+                    self.lost += 1
+                else:
+                    target = self.nodes[dst]
+                    self.clock.at(arrive, self._deliver, packet, target, target.incarnation)
+
+    def _deliver(self, packet: Packet, node: Node, incarnation: int) -> None:
+        if not node.up or node.incarnation != incarnation:
+            return
+        src = packet.src
+        if not self.net.connected(src, node.node_id):
+            return  # cut by a partition while in flight
+        self._hash.update(_TRACE.pack(self.clock.now, src, node.node_id, len(packet.data)))
+        opened = packet.opened
+        if opened is None:
+            opened = packet.opened = self.codec.open(self.verifier, packet.data)
+        if isinstance(opened, DecodeError):
+            self.rejected[opened.reason] += 1
+            return
+        if opened.sender != src:
+            self.rejected["sender_mismatch"] += 1
+            return
+        inp = Received(sender=src, message=opened.message, signature=opened.signature)
+        for k, inst in enumerate(node.instances):
+            if inst.scope is None or src in inst.scope:
+                self._feed(node, k, inp)
+
+    def _fire(self, node: Node, k: int, incarnation: int, timer: Timer, token: int) -> None:
+        if node.up and node.incarnation == incarnation and node.instances[k].timers.get(timer) == token:
+            del node.instances[k].timers[timer]
+            self._feed(node, k, TimerFired(timer=timer))
+
+    def _commit(self, node: Node, inst: Instance, c: Commit) -> None:
+        log = inst.log
+        if c.height <= len(log):
+            if node.correct:  # a repeat: the driver ignores it, the checker still compares it
+                self.checker.committed(self.clock.now, node.node_id, c.height, block_digest(c.block), c.block.txs, ())
+            return
+        if c.height == len(log) + 1:
+            log.append((c.block, c.certificate))
+        if not node.correct:
+            return
+        dig = block_digest(c.block)
+        now = self.clock.now
+        self._hash.update(_TRACE.pack(now, node.node_id, 0xFFFF, c.height) + dig)
+        self.block_times.setdefault(c.height, now)
+        self.checker.committed(now, node.node_id, c.height, dig, c.block.txs, c.txs)
+
+    # -- load --------------------------------------------------------------------------------
+    def _submit(self) -> None:
+        sc = self.scenario
+        targets = [n for n in self.nodes if n.up and n.correct] or [n for n in self.nodes if n.up]
+        if targets:
+            node = targets[self.rng_load.randrange(len(targets))]
+            self._tx_counter += 1
+            head = f"{sc.seed}:{self._tx_counter}:".encode()
+            tx = Transaction(payload=head + self.rng_load.randbytes(max(sc.tx_size - len(head), 0)))
+            if node.correct:
+                self.checker.submitted_tx(self.clock.now, node.node_id, tx)
+            self._feed(node, 0, Submitted(tx=tx))
+        self.clock.after(self.rng_load.expovariate(sc.rate), self._submit)
+
+    # -- catch-up (the driver's job, answered from correct peers' logs) ------------------------
+    def _sync_tick(self, node: Node) -> None:
+        if node.up:
+            for k, inst in enumerate(node.instances):
+                peers = [p for p in self.committee.ids if p != node.node_id]
+                self._request_sync(node, k, tuple(peers), len(inst.log) + 1, None)
+        self.clock.after(self.scenario.sync_interval, self._sync_tick, node)
+
+    def _request_sync(self, node: Node, k: int, peers: tuple[int, ...], first: int, last: int | None) -> None:
+        inst = node.instances[k]
+        now = self.clock.now
+        if inst.syncing_until > now:
+            return
+        me = node.node_id
+        servers = [self.nodes[p] for p in peers if p != me]
+        servers = [p for p in servers if p.up and p.correct and self.net.connected(me, p.node_id)
+                   and (inst.scope is None or p.node_id in inst.scope)]
+        if not servers:
+            return
+        best = max(len(p.instances[0].log) for p in servers)
+        if best < first:
+            return
+        candidates = [p for p in servers if len(p.instances[0].log) == best]
+        server = candidates[self.rng_sync.randrange(len(candidates))]
+        end = min(best, first + SYNC_MAX_BLOCKS - 1, last if last is not None else best)
+        blocks = server.instances[0].log[first - 1:end]
+        rtt = 2 * self.net.one_way(me, server.node_id)
+        inst.syncing_until = now + rtt + 0.5
+        self.clock.after(rtt, self._fetched, node, k, node.incarnation, server.node_id, blocks)
+
+    def _fetched(self, node: Node, k: int, incarnation: int, sender: int, blocks: list[tuple[Block, Certificate]]
+                 ) -> None:
+        if not node.up or node.incarnation != incarnation:
+            return
+        inst = node.instances[k]
+        inst.syncing_until = 0.0
+        for block, cert in blocks:
+            height = len(inst.log)
+            if block.height <= height:
+                continue
+            if block.height > height + 1 or not inst.core.verify_certificate(block.height, block, cert):
+                break
+            self._feed(node, k, Fetched(sender=sender, block=block, certificate=cert))
+            if len(inst.log) == height:
+                break  # the core did not commit it: stop, as the driver does
+
+    # -- faults ------------------------------------------------------------------------------
+    def _apply_fault(self, fault: Fault) -> None:
+        if isinstance(fault, Partition):
+            self.net.partition(fault.groups)
+        elif isinstance(fault, Heal):
+            self.net.heal()
+        elif isinstance(fault, Crash):
+            node = self.nodes[fault.node]
+            if node.up:
+                node.up = False
+                node.incarnation += 1
+                self.net.reset_links(node.node_id)
+        elif isinstance(fault, Restart):
+            node = self.nodes[fault.node]
+            if not node.up:
+                node.up = True
+                node.instances = [Instance(self._core(node, k), inst.scope, inst.log)
+                                  for k, inst in enumerate(node.instances)]
+                for k, inst in enumerate(node.instances):
+                    for height, (block, cert) in enumerate(inst.log, start=1):
+                        self._feed(node, k, Restored(height=height, block=block, certificate=cert))
+                    self._feed(node, k, Started())
+        self._hash.update(repr(fault).encode())
+
+
+def simulate(scenario: Scenario, **kwargs: Any) -> RunResult:
+    return Simulation(scenario, **kwargs).run()

@@ -1,0 +1,110 @@
+"""What one simulated run is: protocol, committee size, Byzantine behaviours, regions, load, faults.
+
+A `Scenario` is plain data and, with its seed, determines the run completely. `Scenario.build`
+turns CLI-level choices (a behaviour name or "mixed", a region spec, "random faults on/off") into
+one, drawing every choice from the seed, so run k of a campaign is reproducible from its seed alone.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from dwcp.consensus.sim.faults import BEHAVIOURS, BYZANTINE, Crash, Fault, Heal, Partition, Restart, describe
+from dwcp.consensus.sim.network import DEFAULT_REGIONS, REGIONS, pick_regions
+
+MIXED = "mixed"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    protocol: str = "pbft"
+    nodes: int = 10
+    seed: int = 0
+    byzantine: dict[int, str] = field(default_factory=dict)  # node id -> behaviour name
+    regions: tuple[str, ...] = REGIONS[:DEFAULT_REGIONS]
+    duration: float = 10.0  # simulated seconds
+    rate: float = 200.0  # offered client load, tx/s (Poisson), handed to correct nodes
+    tx_size: int = 64
+    faults: tuple[Fault, ...] = ()
+    loss: float = 0.0
+    jitter: float = 0.05
+    bandwidth_mbps: float = 1000.0
+    grace: float = 3.0  # liveness: txs submitted after the last heal and before duration - grace must commit
+    sync_interval: float = 0.5  # the driver's height gossip / catch-up period (0: off)
+    crypto: str = "mac"  # "mac" (simulation-only, fast) or "ed25519"
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError("a committee needs at least one node")
+        for node, name in self.byzantine.items():
+            if not 0 <= node < self.nodes:
+                raise ValueError(f"Byzantine node {node} is not in 0..{self.nodes - 1}")
+            if name not in BEHAVIOURS:
+                raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
+        if self.crypto not in ("mac", "ed25519"):
+            raise ValueError("crypto is 'mac' or 'ed25519'")
+
+    @property
+    def correct(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.nodes) if self.byzantine.get(i, "none") == "none")
+
+    @property
+    def healed_at(self) -> float:
+        """When the last scheduled fault is over (0 when there are none)."""
+        ends = [f.at for f in self.faults if isinstance(f, Heal | Restart)]
+        return max(ends, default=0.0)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "protocol": self.protocol, "seed": self.seed, "nodes": self.nodes,
+            "byzantine": {str(k): v for k, v in sorted(self.byzantine.items())},
+            "regions": list(self.regions), "faults": [describe(f) for f in self.faults],
+        }
+
+    @classmethod
+    def build(cls, protocol: str, *, nodes: int = 10, byzantine: int = 0, behaviour: str = MIXED,
+              regions: str | int = DEFAULT_REGIONS, seed: int = 0, chaos: bool = False, **kwargs: float | str) -> Scenario:
+        """Byzantine node ids, their behaviours ("mixed": one drawn per node) and, with `chaos`,
+        partitions and crashes: all drawn from `seed`."""
+        rng = random.Random(f"scenario:{seed}")
+        if byzantine < 0 or byzantine >= nodes:
+            raise ValueError(f"--byzantine must be in 0..{nodes - 1}")
+        names = [b.strip() for b in behaviour.split(",") if b.strip()]
+        for name in names:
+            if name != MIXED and name not in BEHAVIOURS:
+                raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}, {MIXED}")
+        bad = sorted(rng.sample(range(nodes), byzantine))
+        chosen = {}
+        for k, node in enumerate(bad):
+            name = names[k % len(names)] if names else MIXED
+            chosen[node] = rng.choice(BYZANTINE) if name == MIXED else name
+        chosen = {node: name for node, name in chosen.items() if name != "none"}
+        duration = float(kwargs.pop("duration", 10.0))
+        faults = random_faults(rng, nodes, duration) if chaos else ()
+        return cls(protocol=protocol, nodes=nodes, seed=seed, byzantine=chosen, regions=pick_regions(regions),
+                   duration=duration, faults=faults, **kwargs)  # type: ignore[arg-type]
+
+
+def random_faults(rng: random.Random, nodes: int, duration: float) -> tuple[Fault, ...]:
+    """One to three fault episodes in the first 40% of the run, each healed before the next:
+    a partition (a random minority or an even split), a crash and restart, or both at once."""
+    faults: list[Fault] = []
+    t = 0.5
+    end = 0.4 * duration
+    for _ in range(rng.randint(1, 3)):
+        if t >= end - 0.3:
+            break
+        start = t + rng.uniform(0.0, 0.2 * duration / 3)
+        stop = min(end, start + rng.uniform(0.3, 0.15 * duration))
+        kind = rng.choice(("partition", "crash", "both"))
+        if kind in ("partition", "both"):
+            ids = list(range(nodes))
+            rng.shuffle(ids)
+            cut = rng.randint(1, nodes // 2)
+            faults += [Partition(start, (tuple(sorted(ids[:cut])), tuple(sorted(ids[cut:])))), Heal(stop)]
+        if kind in ("crash", "both"):
+            node = rng.randrange(nodes)
+            faults += [Crash(start, node), Restart(stop, node)]
+        t = stop + 0.1
+    return tuple(sorted(faults, key=lambda f: f.at))

@@ -6,8 +6,8 @@ Bullshark add a row (and their metrics adapter) and reuse everything else.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,8 @@ from dwcp.runtime.context import ServiceContext
 
 @dataclass(frozen=True)
 class ProtocolEntry:
-    replica: str  # "module:Class" of the core
+    replica: str  # "module:Class" of the core: Replica(committee=, node_id=, signer=, verifier=, config=)
+    config: str  # "module:Class" of the core's frozen Config dataclass
     messages: str  # "module:NAME" of the protocol's message types for the codec
     metrics: Callable[[Any], Any] | None = None  # registry -> CommitObserver
 
@@ -39,8 +40,13 @@ def _tpbft_observer(registry) -> Any:
 
 
 PROTOCOLS: dict[str, ProtocolEntry] = {
-    "pbft": ProtocolEntry("dwcp.consensus.pbft:Replica", "dwcp.consensus.pbft:MESSAGES", _tpbft_observer),
-    "tpbft": ProtocolEntry("dwcp.consensus.tpbft:Replica", "dwcp.consensus.tpbft:MESSAGES", _tpbft_observer),
+    "pbft": ProtocolEntry(
+        "dwcp.consensus.pbft:Replica", "dwcp.consensus.pbft:Config", "dwcp.consensus.pbft:MESSAGES", _tpbft_observer,
+    ),
+    "tpbft": ProtocolEntry(
+        "dwcp.consensus.tpbft:Replica", "dwcp.consensus.tpbft:Config", "dwcp.consensus.tpbft:MESSAGES",
+        _tpbft_observer,
+    ),
 }
 
 
@@ -55,13 +61,32 @@ def node_keys(ctx: ServiceContext, settings: ConsensusSettings) -> NodeKeys:
     return dev_keys(ctx.inventory, ctx.service, ctx.instance, settings.dev_seed)
 
 
-def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings, seed: int) -> Any:
+def core_config(protocol: str, settings: ConsensusSettings) -> Any:
+    """The core's Config from the node settings. A setting the core has no field for is an error,
+    never silently dropped (e.g. `group_size` with `protocol: pbft`)."""
+    config_cls = _load(PROTOCOLS[protocol].config)
+    progress_timeout = settings.view_change_timeout_ms / 1000
+    values: dict[str, Any] = {
+        "batch_size": settings.batch_size,
+        "batch_delay": settings.batch_timeout_ms / 1000,
+        "request_timeout": progress_timeout,  # a pending tx this old suspects the primary
+        "view_change_timeout": progress_timeout,  # then wait this long for NEW-VIEW
+        "max_pending": settings.max_pending,
+    }
+    if settings.group_size is not None:
+        values["group_size"] = settings.group_size
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"the {protocol} core has no setting {', '.join(unknown)}")
+    return config_cls(**values)
+
+
+def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings) -> Any:
     replica = _load(PROTOCOLS[protocol].replica)
     return replica(
         committee=keys.committee, node_id=keys.signer.node_id, signer=keys.signer, verifier=keys.verifier,
-        rng=random.Random(seed), batch_size=settings.batch_size, batch_timeout=settings.batch_timeout_ms / 1000,
-        view_change_timeout=settings.view_change_timeout_ms / 1000,
-        **({"group_size": settings.group_size} if protocol == "tpbft" and settings.group_size else {}),
+        config=core_config(protocol, settings),
     )
 
 
@@ -86,7 +111,7 @@ def build_node(ctx: ServiceContext) -> Driver:
         queue_limits={ch: QueueLimits(max_bytes=settings.peer_queue_max_bytes) for ch in Channel},
     )
     return Driver(
-        core=make_core(protocol, keys, settings, seed=me),
+        core=make_core(protocol, keys, settings),
         codec=codec, signer=keys.signer, verifier=keys.verifier, committee=committee,
         store=BlockStore(ctx.data_dir / f"{protocol}-blocks.sqlite"),
         transport=transport,

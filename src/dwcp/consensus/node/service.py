@@ -4,7 +4,8 @@
                                    Content-Type application/octet-stream -> 202 {"id", "status"};
                                    with ?wait=true, 200 {"id", "status": "committed", "height"}
                                    once durable (202 pending if `timeout` seconds pass first)
-    GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}
+    GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}; 404 unknown here,
+                                   422 not a transaction id (32 hex digits)
     GET  /v1/blocks/{height}       {"height", "digest", "transactions": [...], "certificate": ...}
     GET  /v1/status                height, view, group, leader, peers connected, pending, ...
     /health, /metrics              from dwcp.runtime.app
@@ -24,6 +25,7 @@ import json
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from dwcp.consensus.core.messages import TX_ID_SIZE
 from dwcp.consensus.node.assemble import build_node
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
 from dwcp.runtime.app import HealthResult, create_app
@@ -71,6 +73,16 @@ def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes
     return payload
 
 
+def _is_tx_id(text: str) -> bool:
+    if len(text) != 2 * TX_ID_SIZE:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
 def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
     # base64 grows 4/3; leave room for the JSON wrapper too.
     body_cap = max_tx_bytes * 4 // 3 + 1024
@@ -93,6 +105,8 @@ def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
 
     @app.get("/v1/transactions/{tx_id}", tags=["consensus"], summary="Pending or committed, with block height")
     async def transaction(tx_id: str) -> dict:
+        if not _is_tx_id(tx_id):
+            raise ApiError(422, "invalid_input", f"a transaction id is {2 * TX_ID_SIZE} hex digits", "tx_id")
         found = driver.tx_status(tx_id)
         if found is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id} on this node", "tx_id")
@@ -116,6 +130,8 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     driver = build_node(ctx)
 
     def health() -> HealthResult:
+        if driver.failed is not None:
+            return HealthResult("down", driver.failed)
         connected, needed = len(driver.transport.connected), driver.quorum_peers
         if connected < needed:
             return HealthResult("degraded", f"{connected} peers connected, a quorum needs {needed}")

@@ -128,6 +128,7 @@ class Driver:
         self._durable_height = store.last_height
         self._gossip: asyncio.Task | None = None
         self._running = False
+        self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
         self._block_decoder = msgspec.msgpack.Decoder(Block)
         self._cert_decoder = msgspec.msgpack.Decoder(Certificate)
 
@@ -173,6 +174,8 @@ class Driver:
 
     def submit(self, payload: bytes) -> str:
         """Hand a client transaction to the core; returns its hex id. Raises DuplicateTransaction, PoolFull."""
+        if self.failed is not None:
+            raise PoolFull(f"this node cannot commit: {self.failed}")
         tx = Transaction(payload=payload)
         tid = tx.id
         if tid in self._pending:
@@ -283,7 +286,10 @@ class Driver:
 
     def _durable(self, c: Commit, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
-            log.critical("block %d could not be made durable: %s", c.height, fut.exception())
+            # Fail-stop: the log can no longer be extended, so this node must not acknowledge anything.
+            why = "cancelled" if fut.cancelled() else fut.exception()
+            self.failed = f"block {c.height} could not be made durable: {why}"
+            log.critical("%s; refusing submissions from now on", self.failed)
             return
         self._durable_height = c.height
         now = self.clock()
@@ -304,11 +310,14 @@ class Driver:
     # -- catch-up ----------------------------------------------------------------------------
     async def _gossip_loop(self) -> None:
         while True:
-            status = encode_sync(SyncStatus(height=self._durable_height))
-            for peer in self.peers:
-                self.transport.send(peer, Channel.SYNC, status)
-            self._request_missing()
-            self._report()
+            try:
+                status = encode_sync(SyncStatus(height=self._durable_height))
+                for peer in self.peers:
+                    self.transport.send(peer, Channel.SYNC, status)
+                self._request_missing()
+                self._report()
+            except Exception:  # a bug here must not silently end catch-up for the node's lifetime
+                log.exception("sync gossip round failed")
             await asyncio.sleep(self.config.sync_interval)
 
     def _request_missing(self) -> None:

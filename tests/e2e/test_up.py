@@ -28,7 +28,9 @@ def _inventory(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     inv = {
         "name": "e2e",
-        "supervisor": {"port": ports["supervisor"]},
+        # Restart after 5 s, not 1 s: the outage must outlast Alertmanager's group_wait, or the firing and
+        # the resolve land in one flush and Alertmanager (rightly) notifies nobody.
+        "supervisor": {"port": ports["supervisor"], "restart_backoff_s": 5},
         "monitoring": {
             "prometheus_port": ports["prometheus"], "alertmanager_port": ports["alertmanager"],
             "alertmanager_cluster_port": ports["cluster"], "sink_port": ports["sink"],

@@ -3,13 +3,9 @@ import sys
 
 import pytest
 
-from dwcp.runtime import procs
+from dwcp.runtime.inventory import InventoryError, parse_inventory
 from dwcp.runtime.procs import ProcessSpec, Supervised
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(procs, "BACKOFF_START", 0.05)
+from dwcp.runtime.supervise import UpOptions, plan_services
 
 
 async def test_crashed_process_is_restarted_and_counted(tmp_path):
@@ -23,11 +19,13 @@ async def test_crashed_process_is_restarted_and_counted(tmp_path):
         "sys.exit(3) if n < 2 else time.sleep(60)\n"
     )
     restarted = []
-    proc = Supervised(ProcessSpec(name="flaky", argv=[sys.executable, "-c", script], log_path=tmp_path / "flaky.log"),
+    proc = Supervised(ProcessSpec(name="flaky", argv=[sys.executable, "-c", script], log_path=tmp_path / "flaky.log",
+                                  backoff_start=0.05),
                       on_restart=restarted.append)
     await proc.start()
     for _ in range(100):
-        if proc.restarts == 2 and proc.running:
+        started = len(marker.read_text().splitlines()) if marker.exists() else 0
+        if proc.restarts == 2 and proc.running and started == 3:  # the third start has run its script
             break
         await asyncio.sleep(0.05)
     assert proc.restarts == 2 and proc.exit_codes == [3, 3] and len(restarted) == 2
@@ -51,3 +49,35 @@ async def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
         await asyncio.sleep(0.05)
     assert await proc.stop(grace=0.5) == -9
     assert proc.restarts == 0
+
+
+async def test_restart_delay_starts_at_the_spec_backoff_and_doubles(tmp_path):
+    starts = tmp_path / "starts"
+    script = (
+        "import pathlib, sys, time\n"
+        f"p = pathlib.Path({str(starts)!r})\n"
+        "with p.open('a') as f: f.write(repr(time.monotonic()) + '\\n')\n"
+        "sys.exit(1)\n"
+    )
+    spec = ProcessSpec(name="crashy", argv=[sys.executable, "-c", script], log_path=tmp_path / "c.log",
+                       backoff_start=0.4, backoff_max=0.8)
+    proc = Supervised(spec)
+    await proc.start()
+    for _ in range(200):
+        if starts.exists() and len(starts.read_text().splitlines()) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    await proc.stop(grace=1)
+    times = [float(t) for t in starts.read_text().splitlines()[:4]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[0] >= 0.4 and gaps[1] >= 0.8 and gaps[2] >= 0.8  # 0.4, then doubled, then capped
+    assert gaps[2] < 0.8 + 1.0  # capped at backoff_max, not doubled again to 1.6 (plus process start time)
+
+
+def test_inventory_backoff_reaches_every_service_process(tmp_path):
+    inv = parse_inventory({"supervisor": {"restart_backoff_s": 5, "restart_backoff_max_s": 20},
+                           "services": {"compression": {"replicas": 2, "base_port": 5000}}})
+    specs = plan_services(inv, UpOptions(), tmp_path)
+    assert specs and {(s.backoff_start, s.backoff_max) for s in specs} == {(5.0, 20.0)}
+    with pytest.raises(InventoryError, match="restart_backoff_max_s"):
+        parse_inventory({"supervisor": {"restart_backoff_s": 5, "restart_backoff_max_s": 1}})

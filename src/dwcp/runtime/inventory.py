@@ -77,11 +77,20 @@ class ServiceSpec(BaseModel):
 
 
 class SupervisorSettings(BaseModel):
-    """Where `dwcp up` serves its own metrics (restarts of crashed services)."""
+    """Where `dwcp up` serves its own metrics (restarts of crashed services), and how it restarts them."""
 
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: Port = Field(9096, ge=1, le=65535)
+    # First delay before restarting a crashed process; it doubles per quick crash up to the maximum.
+    restart_backoff_s: float = Field(1.0, ge=0.1, le=300)
+    restart_backoff_max_s: float = Field(30.0, ge=0.1, le=3600)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisorSettings:
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart_backoff_max_s must be >= restart_backoff_s")
+        return self
 
 
 class Inventory(BaseModel):

@@ -2,7 +2,8 @@
 
 Each child is its own process group, so stopping it also stops anything it started. A child that
 exits while it should be running is a crash: it is logged, counted, and restarted after a backoff
-that doubles per quick crash (1 s, 2 s, 4 s ... 30 s) and resets once the child has stayed up a minute.
+that doubles per quick crash (by default 1 s, 2 s, 4 s ... 30 s; the inventory's `supervisor` section
+sets both ends) and resets once the child has stayed up a minute.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ProcessSpec:
     cwd: Path | None = None
     job: str = ""  # Prometheus job of the service, "" for monitoring/load processes
     target: str = ""  # host:port the process serves, for metrics labels and tables
+    backoff_start: float = BACKOFF_START  # first restart delay; doubles per quick crash
+    backoff_max: float = BACKOFF_MAX
 
 
 class Supervised:
@@ -47,7 +50,7 @@ class Supervised:
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._on_restart = on_restart
-        self._backoff = BACKOFF_START
+        self._backoff = spec.backoff_start
 
     @property
     def name(self) -> str:
@@ -89,9 +92,9 @@ class Supervised:
             self.exit_codes.append(code)
             uptime = time.monotonic() - self.started_at
             if uptime >= STABLE_AFTER:
-                self._backoff = BACKOFF_START
+                self._backoff = self.spec.backoff_start
             delay = self._backoff
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._backoff = min(self._backoff * 2, self.spec.backoff_max)
             log.warning(
                 "%s exited with code %s after %.1fs; restarting in %.0fs (restart #%d)",
                 self.name, code, uptime, delay, self.restarts + 1,

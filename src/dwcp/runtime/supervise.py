@@ -80,7 +80,8 @@ def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Proces
             specs.append(ProcessSpec(
                 name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *inv_args),
                 log_path=run_dir / "logs" / f"{key}-{i}.log", env={RUN_DIR_ENV: str(run_dir)},
-                job=spec.job, target=inst.address,
+                job=spec.job, target=inst.address, backoff_start=inv.supervisor.restart_backoff_s,
+                backoff_max=inv.supervisor.restart_backoff_max_s,
             ))
     return specs
 

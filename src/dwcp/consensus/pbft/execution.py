@@ -1,0 +1,71 @@
+"""Executing decided blocks in height order, and epoch switches (mixed into `Replica`).
+
+Blocks are decided by our own votes (`_progress`) or arrive certified (`Decided` pushes, `Fetched`
+catch-up); either way they wait in `decided` until every lower height has executed, so `Commit`
+outputs come in height order with no gaps.
+"""
+
+from __future__ import annotations
+
+from dwcp.consensus.core.messages import Block, Certificate, digest
+from dwcp.consensus.core.outputs import Commit, Output, Rejected
+from dwcp.consensus.core.protocol import verify_certificate
+from dwcp.consensus.pbft.state import Mode
+
+
+class ExecutionMixin:
+    """Needs from `Replica`: committee, verifier, config, height/state/last_cert, mempool, slots,
+    prepared, decided, the checkpoint and view-change mixins, `after_execute`, `_maybe_propose`."""
+
+    def _on_certified(self, now: float, sender: int, block: Block, cert: Certificate, outs: list[Output]) -> None:
+        h = block.height
+        if h <= self.height or h in self.decided:
+            return
+        if h > self.height + 4 * self.config.window:
+            outs.append(Rejected(peer=sender, reason="too_far_ahead"))
+            return
+        if not verify_certificate(self.committee, self.verifier, h, block, cert):
+            self.observe(sender, "invalid")
+            outs.append(Rejected(peer=sender, reason="bad_certificate"))
+            return
+        self._note_certified(h, cert.signers)
+        self.decided[h] = (block, cert)
+        self._execute_ready(now, outs)
+        if self.decided:  # a certified block above a gap: fetch the gap
+            self._catch_up(now, outs)
+
+    def _execute_ready(self, now: float, outs: list[Output]) -> None:
+        while self.height + 1 in self.decided:
+            block, cert = self.decided.pop(self.height + 1)
+            self._execute(now, block, cert, outs)
+
+    def _execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool = False) -> None:
+        h = block.height
+        executed = self.mempool.mark_committed(block.txs)
+        self.height, self.last_cert = h, cert
+        self.state = digest(self.state + cert.digest)
+        self.slots.pop(h, None)
+        self.prepared.pop(h, None)
+        if not replay:
+            outs.append(Commit(height=h, block=block, certificate=cert, txs=tuple(executed)))
+        if h % self.config.checkpoint_interval == 0:
+            if replay:
+                self._restore_checkpoint(h)
+            else:
+                self._send_checkpoint(now, outs)
+        self.after_execute(now, block, cert, outs, replay)
+        if not replay:
+            self._maybe_propose(now, outs)
+
+    def _enter_epoch(self, now: float, epoch: int, outs: list[Output], replay: bool) -> None:
+        self.epoch, self.view, self.mode = epoch, 0, Mode.NORMAL
+        self.slots.clear()
+        self.votes.clear()
+        self.voted.clear()
+        self.prepared.clear()
+        self.proposed_to = self.height
+        self.mempool.inflight.clear()
+        self._reset_view_change()
+        if not replay:
+            self.mempool.restart_clocks(now)
+            self._replay(now, outs)

@@ -1,0 +1,69 @@
+"""Transactions known to a node but not yet committed, with the time each was first seen.
+
+Bounded (`max_pending`): a full pool refuses new transactions rather than grow. Committed ids are
+remembered for duplicate detection (16 bytes each; a node-lifetime set, see docs/consensus.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dwcp.consensus.core.messages import Transaction
+
+
+class Mempool:
+    def __init__(self, max_pending: int = 100_000) -> None:
+        self.max_pending = max_pending
+        self.pending: dict[bytes, tuple[Transaction, float]] = {}  # insertion-ordered: oldest first
+        self.committed: set[bytes] = set()
+        self.inflight: set[bytes] = set()  # proposed by us (as primary), not yet committed
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, tx: Transaction, now: float) -> str | None:
+        """Add a tx; returns a reason when it is refused."""
+        tid = tx.id
+        if tid in self.committed:
+            return "committed"
+        if tid in self.pending:
+            return "duplicate"
+        if len(self.pending) >= self.max_pending:
+            return "mempool_full"
+        self.pending[tid] = (tx, now)
+        return None
+
+    def take(self, limit: int) -> list[Transaction]:
+        """Oldest pending transactions not already in one of our in-flight proposals."""
+        out: list[Transaction] = []
+        for tid, (tx, _) in self.pending.items():
+            if tid not in self.inflight:
+                out.append(tx)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def available(self) -> int:
+        return len(self.pending) - len(self.inflight & self.pending.keys())
+
+    def oldest(self) -> float | None:
+        for _, seen in self.pending.values():
+            return seen
+        return None
+
+    def mark_committed(self, txs: Iterable[Transaction]) -> list[Transaction]:
+        """Record a committed block's txs; returns those not committed before (the executed ones)."""
+        executed = []
+        for tx in txs:
+            tid = tx.id
+            if tid in self.committed:
+                continue
+            self.committed.add(tid)
+            self.pending.pop(tid, None)
+            self.inflight.discard(tid)
+            executed.append(tx)
+        return executed
+
+    def restart_clocks(self, now: float) -> None:
+        """After a view change, give the new primary a full timeout for every pending tx."""
+        self.pending = {tid: (tx, now) for tid, (tx, _) in self.pending.items()}

@@ -1,0 +1,75 @@
+"""PBFT's own messages (votes, transactions and decided blocks are the core's `Vote`, `TxBatch`,
+`Decided`). Every message carries the (epoch, view) it belongs to where that matters."""
+
+from __future__ import annotations
+
+import msgspec
+
+from dwcp.consensus.core.messages import Block, Certificate, Message
+
+
+class PrePrepare(Message, tag="pp"):
+    """The primary of (epoch, view) proposes `block` at `block.height`."""
+
+    epoch: int
+    view: int
+    block: Block
+
+
+class Checkpoint(Message, tag="ckpt"):
+    """"I have executed up to `height` and my state digest is `state`" (every K heights)."""
+
+    height: int
+    state: bytes
+
+
+class Prepared(msgspec.Struct, frozen=True, array_like=True):
+    """Proof that `block` was prepared: a quorum certificate of prepare votes for its digest."""
+
+    block: Block
+    certificate: Certificate
+
+
+class ViewChange(Message, tag="vc"):
+    """Vote to move to `view` of `epoch`. `committed` proves our last committed height (None at 0);
+    `prepared` lists the highest-view prepared proof for each height above it."""
+
+    epoch: int
+    view: int
+    height: int
+    committed: Certificate | None
+    prepared: tuple[Prepared, ...]
+
+
+class SignedViewChange(msgspec.Struct, frozen=True, array_like=True):
+    sender: int
+    signature: bytes
+    view_change: ViewChange
+
+
+class NewView(Message, tag="nv"):
+    """The new primary's proof (2f+1 signed view changes) and the blocks it re-proposes, which every
+    replica recomputes from the proof before accepting (see viewchange.py)."""
+
+    epoch: int
+    view: int
+    view_changes: tuple[SignedViewChange, ...]
+    proposals: tuple[Block, ...]
+
+
+class NewViewRequest(Message, tag="nvreq"):
+    epoch: int
+    view: int
+
+
+class Status(Message, tag="status"):
+    """Where a node is: sent on start (asks peers to answer with theirs) so a restarted node learns
+    how far behind it is and which view the others are in."""
+
+    epoch: int
+    view: int
+    height: int
+    reply: bool = False
+
+
+PBFT_MESSAGES: tuple[type, ...] = (PrePrepare, Checkpoint, ViewChange, NewView, NewViewRequest, Status)

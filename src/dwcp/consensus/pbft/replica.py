@@ -1,0 +1,376 @@
+"""PBFT replica: a sans-IO core (Castro & Liskov 1999) with batching, pipelining, checkpoints and
+view change. T-PBFT (`tpbft.Replica`) subclasses it and only changes who votes and who leads.
+
+Phase rules: what each message must satisfy before it changes state (checked in `_check_*`, applied
+in `_on_*`; anything else is dropped with `Rejected`, never raised):
+
+| message      | accepted when                                                 | effect                                |
+|--------------|---------------------------------------------------------------|---------------------------------------|
+| PrePrepare   | from primary(e, v); NORMAL; (e, v) current; low < h <= high;  | store block, multicast prepare vote   |
+|              | first for (v, h); block well-formed, no committed txs         |                                       |
+| Vote prepare | voter in group(e, v); (e, v) current; h in window; first vote | quorum + block -> prepared, multicast |
+|              | by this voter at (v, h)                                       | commit vote                           |
+| Vote commit  | same                                                          | quorum + prepared -> decided; execute |
+|              |                                                               | decided heights in order              |
+| Checkpoint   | any member, h > stable                                        | quorum -> stable, GC (checkpoint.py)  |
+| ViewChange   | member of group(e, v'), e current, v' > ours, proofs valid    | viewchange.py                         |
+| NewView      | from primary(e, v'); v' >= our target; proof recomputes       | enter v', prepare re-proposals        |
+| TxBatch      | any member                                                    | add to mempool                        |
+| Decided      | certificate is a committee quorum of commit votes             | execute when next, else buffer        |
+| Status       | any member                                                    | answer; catch up if behind            |
+
+Messages for a later view or epoch are buffered (bounded) and replayed on entry, since the
+protocol has no retransmission of votes. Quorums are always `committee.quorum` (2f+1 of n) even
+when only a group votes, which is what keeps T-PBFT's group changes safe (docs/tpbft.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import Signer, Verifier
+from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.messages import Block, Certificate, Decided, Transaction, TxBatch, Vote
+from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer, TxDropped
+from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
+from dwcp.consensus.pbft.checkpoint import CheckpointMixin
+from dwcp.consensus.pbft.execution import ExecutionMixin
+from dwcp.consensus.pbft.mempool import Mempool
+from dwcp.consensus.pbft.messages import Checkpoint, NewView, NewViewRequest, Prepared, PrePrepare, Status, ViewChange
+from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot
+from dwcp.consensus.pbft.viewchange import ViewChangeMixin
+
+__all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Replica", "Slot"]
+
+
+class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
+    protocol = "pbft"
+
+    def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
+                 config: Config | None = None) -> None:
+        if node_id not in committee or signer.node_id != node_id:
+            raise LocalProtocolError(f"node {node_id} is not in the committee or the signer is someone else's")
+        self.committee, self.node_id, self.signer, self.verifier = committee, node_id, signer, verifier
+        self.config = config or Config()
+        self.epoch = self.view = 0
+        self.mode = Mode.NORMAL
+        self.height = 0  # last executed (committed) height
+        self.state = b"\x00" * 32  # hash chain of committed block digests
+        self.last_cert: Certificate | None = None
+        self.mempool = Mempool(self.config.max_pending)
+        self.slots: dict[int, Slot] = {}
+        self.votes: dict[tuple[str, int, int], dict[bytes, dict[int, bytes]]] = {}
+        self.voted: dict[tuple[str, int, int, int], bytes] = {}
+        self.prepared: dict[int, Prepared] = {}  # highest-view prepared proof per uncommitted height
+        self.decided: dict[int, tuple[Block, Certificate]] = {}  # waiting to execute in order
+        self.proposed_to = 0
+        self.outbox: list[Transaction] = []
+        self.armed: set[Timer] = set()
+        self.buffered: list[tuple[int, Any, bytes]] = []
+        self.view_changes = 0
+        self._init_checkpoints()
+        self._init_view_change()
+
+    # ---- who votes and who leads (T-PBFT overrides these) ----
+    def group(self, epoch: int, view: int) -> tuple[int, ...]:
+        return self.committee.ids
+
+    def primary(self, epoch: int, view: int) -> int:
+        ids = self.committee.ids
+        return ids[view % len(ids)]
+
+    def epoch_end(self, epoch: int) -> int | None:
+        e = self.config.epoch_length
+        return (epoch + 1) * e if e else None
+
+    # ---- entry point ----
+    def handle(self, now: float, input: Input) -> list[Output]:
+        outs: list[Output] = []
+        self.clock = now
+        if isinstance(input, Received):
+            if input.sender not in self.committee or input.sender == self.node_id:
+                return [Rejected(peer=input.sender, reason="unknown_sender")]
+            self._dispatch(now, input.sender, input.message, input.signature, outs)
+        elif isinstance(input, TimerFired):
+            self.armed.discard(input.timer)
+            self._on_timer(now, input.timer, outs)
+        elif isinstance(input, Submitted):
+            self._on_submitted(now, input.tx, outs)
+        elif isinstance(input, Fetched):
+            self._on_certified(now, input.sender, input.block, input.certificate, outs)
+        elif isinstance(input, Restored):
+            if input.height != self.height + 1 or input.block.height != input.height:
+                raise LocalProtocolError(f"Restored height {input.height} after {self.height}")
+            self._execute(now, input.block, input.certificate, outs, replay=True)
+        elif isinstance(input, Started):
+            outs.append(self._broadcast(Status(epoch=self.epoch, view=self.view, height=self.height)))
+            self._arm(REQUEST, self.config.request_timeout, outs)
+        else:
+            raise LocalProtocolError(f"unknown input {input!r}")
+        return outs
+
+    def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> None:
+        if isinstance(msg, Vote):
+            self._on_vote(now, sender, msg, sig, outs)
+        elif isinstance(msg, PrePrepare):
+            self._on_preprepare(now, sender, msg, sig, outs)
+        elif isinstance(msg, TxBatch):
+            for tx in msg.txs:
+                self.mempool.add(tx, now)
+            self._arm(REQUEST, self.config.request_timeout, outs)
+            self._maybe_propose(now, outs)
+        elif isinstance(msg, Checkpoint):
+            self._on_checkpoint(now, sender, msg, sig, outs)
+        elif isinstance(msg, ViewChange):
+            self._on_view_change(now, sender, msg, sig, outs)
+        elif isinstance(msg, NewView):
+            self._on_new_view(now, sender, msg, outs)
+        elif isinstance(msg, NewViewRequest):
+            self._on_new_view_request(sender, msg, outs)
+        elif isinstance(msg, Decided):
+            self._on_certified(now, sender, msg.block, msg.certificate, outs)
+        elif isinstance(msg, Status):
+            self._on_status(now, sender, msg, outs)
+        else:
+            outs.append(Rejected(peer=sender, reason="unexpected_message", detail=type(msg).__name__))
+
+    def _on_timer(self, now: float, timer: Timer, outs: list[Output]) -> None:
+        if timer == BATCH:
+            self._maybe_propose(now, outs, force=True)
+        elif timer == GOSSIP:
+            self._flush_gossip(outs)
+        elif timer == REQUEST:
+            self._on_request_timer(now, outs)
+        elif timer == VIEW_CHANGE:
+            self._on_view_change_timer(now, outs)
+
+    # ---- helpers ----
+    def _arm(self, timer: Timer, delay: float, outs: list[Output]) -> None:
+        if timer not in self.armed:
+            self.armed.add(timer)
+            outs.append(SetTimer(timer=timer, delay=delay))
+
+    def _others(self, ids: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(i for i in ids if i != self.node_id)
+
+    def _broadcast(self, msg: Any) -> Multicast:
+        return Multicast(to=self._others(self.committee.ids), message=msg)
+
+    def sign(self, msg: Any) -> bytes:
+        """Our envelope signature over `msg`, the same bytes the driver signs when sending it."""
+        return self.signer.sign(signing_bytes(self.node_id, encode(msg)))
+
+    def _in_window(self, h: int) -> bool:
+        return self.height < h <= self.stable + self.config.window
+
+    def _buffer(self, sender: int, msg: Any, sig: bytes) -> None:
+        if len(self.buffered) < self.config.max_buffered:
+            self.buffered.append((sender, msg, sig))
+
+    def _replay(self, now: float, outs: list[Output]) -> None:
+        pending, self.buffered = self.buffered, []
+        for sender, msg, sig in pending:
+            self._dispatch(now, sender, msg, sig, outs)
+
+    def _future(self, epoch: int, view: int) -> bool:
+        return (epoch, view) > (self.epoch, self.view)
+
+    def observe(self, peer: int, event: str) -> None:
+        """Hook for T-PBFT's trust observations; PBFT keeps none."""
+
+    # ---- clients and mempool ----
+    def _on_submitted(self, now: float, tx: Transaction, outs: list[Output]) -> None:
+        reason = self.mempool.add(tx, now)
+        if reason is not None:
+            outs.append(TxDropped(tx_id=tx.id, reason=reason))
+            return
+        self.outbox.append(tx)
+        self._arm(GOSSIP, self.config.gossip_delay, outs)
+        self._arm(REQUEST, self.config.request_timeout, outs)
+        self._maybe_propose(now, outs)
+
+    def _flush_gossip(self, outs: list[Output]) -> None:
+        if self.outbox:
+            to = self._others(self.group(self.epoch, self.view))
+            txs, self.outbox = tuple(self.outbox), []
+            for i in range(0, len(txs), 1000):  # stay far below the message size limit
+                outs.append(Multicast(to=to, message=TxBatch(txs=txs[i:i + 1000])))
+
+    # ---- normal case: propose ----
+    def _maybe_propose(self, now: float, outs: list[Output], force: bool = False) -> None:
+        cfg = self.config
+        if self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id:
+            return
+        end = self.epoch_end(self.epoch)
+        while True:
+            h = max(self.height, self.proposed_to) + 1
+            if h - self.height > cfg.max_inflight or h > self.stable + cfg.window or (end is not None and h > end):
+                return
+            avail = self.mempool.available()
+            if avail == 0:
+                return
+            if avail < cfg.batch_size and not force:
+                self._arm(BATCH, cfg.batch_delay, outs)
+                return
+            force = False
+            txs = tuple(self.mempool.take(cfg.batch_size))
+            block = Block(height=h, epoch=self.epoch, view=self.view, proposer=self.node_id, txs=txs,
+                          meta=self.block_meta(h))
+            self.mempool.inflight.update(tx.id for tx in txs)
+            self.proposed_to = h
+            pp = PrePrepare(epoch=self.epoch, view=self.view, block=block)
+            outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)), message=pp))
+            self._accept_block(now, block, outs)
+
+    def block_meta(self, height: int) -> bytes:
+        """Protocol data the primary puts in a block (T-PBFT: trust reports)."""
+        return b""
+
+    def check_meta(self, block: Block) -> str | None:
+        return None if not block.meta else "unexpected_meta"
+
+    # ---- normal case: pre-prepare, prepare, commit ----
+    def _check_preprepare(self, sender: int, pp: PrePrepare) -> str | None:
+        b = pp.block
+        if sender != self.primary(pp.epoch, pp.view):
+            return "not_primary"
+        if self.mode is not Mode.NORMAL:
+            return "view_changing"
+        if not self._in_window(b.height):
+            return "outside_window"
+        if (b.epoch, b.view, b.proposer) != (pp.epoch, pp.view, sender):
+            return "bad_block_header"
+        end = self.epoch_end(pp.epoch)
+        if end is not None and not (end - self.config.epoch_length < b.height <= end):
+            return "wrong_epoch_height"
+        slot = self.slots.get(b.height)
+        if slot is not None and slot.view == pp.view:
+            return "equivocation" if slot.digest != block_digest(b) else "duplicate"
+        ids = [tx.id for tx in b.txs]
+        if len(ids) > self.config.batch_size or len(set(ids)) != len(ids):
+            return "bad_batch"
+        if any(i in self.mempool.committed for i in ids):
+            return "committed_tx"
+        return self.check_meta(b)
+
+    def _on_preprepare(self, now: float, sender: int, pp: PrePrepare, sig: bytes, outs: list[Output]) -> None:
+        if pp.epoch != self.epoch or pp.view != self.view:
+            if self._future(pp.epoch, pp.view):
+                self._buffer(sender, pp, sig)
+                self._note_higher_view(sender, pp.epoch, pp.view, outs)
+            return
+        reason = self._check_preprepare(sender, pp)
+        if reason is not None:
+            if reason not in ("duplicate", "view_changing"):  # neither is the primary's fault
+                self.observe(sender, "invalid")
+                outs.append(Rejected(peer=sender, reason=reason))
+            return
+        self.observe(sender, "timely")
+        self._accept_block(now, pp.block, outs)
+
+    def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
+        dig = block_digest(block)
+        self.slots[block.height] = Slot(block, dig, self.view)
+        vote = Vote(kind="prepare", epoch=self.epoch, view=self.view, height=block.height, digest=dig)
+        self._cast(now, vote, outs)
+
+    def _cast(self, now: float, vote: Vote, outs: list[Output]) -> None:
+        if self.node_id not in self.group(vote.epoch, vote.view):
+            return  # T-PBFT followers hold the block but do not vote
+        outs.append(Multicast(to=self._others(self.group(vote.epoch, vote.view)), message=vote))
+        self._record(now, self.node_id, vote, self.sign(vote), outs)
+
+    def _check_vote(self, sender: int, v: Vote) -> str | None:
+        if v.kind not in ("prepare", "commit"):
+            return "bad_vote_kind"
+        if sender not in self.group(v.epoch, v.view):
+            return "not_in_group"
+        if not self._in_window(v.height):
+            return "outside_window"
+        prior = self.voted.get((v.kind, v.view, v.height, sender))
+        if prior is not None:
+            return "double_vote" if prior != v.digest else "duplicate"
+        return None
+
+    def _on_vote(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output]) -> None:
+        if v.epoch != self.epoch or v.view != self.view:
+            if self._future(v.epoch, v.view):
+                self._buffer(sender, v, sig)
+                self._note_higher_view(sender, v.epoch, v.view, outs)
+            return
+        if self.mode is not Mode.NORMAL:
+            return
+        reason = self._check_vote(sender, v)
+        if reason is not None:
+            if reason not in ("duplicate", "outside_window"):
+                self.observe(sender, "invalid" if reason != "double_vote" else "conflict")
+                outs.append(Rejected(peer=sender, reason=reason))
+            return
+        self.observe(sender, "timely")
+        self._record(now, sender, v, sig, outs)
+
+    def _record(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output]) -> None:
+        self.voted[(v.kind, v.view, v.height, sender)] = v.digest
+        tally = self.votes.setdefault((v.kind, v.view, v.height), {}).setdefault(v.digest, {})
+        tally[sender] = sig
+        self._progress(now, v.height, outs)
+
+    def _certificate(self, kind: str, h: int, slot: Slot) -> Certificate:
+        tally = self.votes[(kind, slot.view, h)][slot.digest]
+        signers = tuple(sorted(tally))[: self.committee.quorum]
+        return Certificate(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest,
+                           signers=signers, signatures=tuple(tally[s] for s in signers))
+
+    def _count(self, kind: str, h: int, slot: Slot) -> int:
+        return len(self.votes.get((kind, slot.view, h), {}).get(slot.digest, ()))
+
+    def _progress(self, now: float, h: int, outs: list[Output]) -> None:
+        slot = self.slots.get(h)
+        if slot is None or slot.view != self.view:
+            return
+        q = self.committee.quorum
+        if not slot.prepared and self._count("prepare", h, slot) >= q:
+            slot.prepared = True
+            self.prepared[h] = Prepared(block=slot.block, certificate=self._certificate("prepare", h, slot))
+        if slot.prepared and not slot.sent_commit:
+            slot.sent_commit = True
+            self._cast(now, Vote(kind="commit", epoch=self.epoch, view=self.view, height=h, digest=slot.digest), outs)
+            return  # _cast re-entered _progress for our own commit vote
+        if slot.prepared and h not in self.decided and self._count("commit", h, slot) >= q:
+            self.decided[h] = (slot.block, self._certificate("commit", h, slot))
+            self._execute_ready(now, outs)
+
+    # ---- execution (execution.py) ----
+    def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:
+        """Hook run after each executed block: epoch switch here; T-PBFT adds trust and followers."""
+        end = self.epoch_end(self.epoch)
+        if end is not None and block.height >= end:
+            self._enter_epoch(now, self.epoch + 1, outs, replay)
+
+    # ---- timers ----
+    def _on_request_timer(self, now: float, outs: list[Output]) -> None:
+        oldest = self.mempool.oldest()
+        if oldest is None:
+            return
+        waited = now - oldest
+        if waited < self.config.request_timeout or self.mode is not Mode.NORMAL:
+            self._arm(REQUEST, max(self.config.request_timeout - waited, 0.01), outs)
+            return
+        if self.behind():
+            self._catch_up(now, outs)
+            self._arm(REQUEST, self.config.request_timeout, outs)
+            return
+        self.start_view_change(now, self.view + 1, outs)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol, "node": self.node_id, "height": self.height, "epoch": self.epoch,
+            "view": self.view, "mode": self.mode.value, "primary": self.primary(self.epoch, self.view),
+            "group": list(self.group(self.epoch, self.view)), "pending": len(self.mempool),
+            "view_changes": self.view_changes, "stable_checkpoint": self.stable,
+        }
+
+    def verify_certificate(self, height: int, block: Block, certificate: Certificate) -> bool:
+        return verify_certificate(self.committee, self.verifier, height, block, certificate)

@@ -1,0 +1,264 @@
+"""View change for the PBFT replica (mixed into `Replica`), after Castro & Liskov (OSDI'99, TOCS'02).
+
+1. A replica whose oldest pending tx waited `request_timeout` (or that sees f+1 peers in higher
+   views: the liveness rule) stops the normal case and multicasts a signed
+   `ViewChange(epoch, v', height, committed, prepared)`: `committed` is the commit certificate of
+   its last executed height, `prepared` its highest-view prepared proof for each height above.
+2. The primary of v' collects a quorum (2f+1) of valid view changes for v' from group(e, v') and
+   multicasts `NewView` with them and its re-proposals, computed by `reproposals()`:
+   for every height above the highest certified committed height `low` up to the highest prepared
+   height, the prepared block of the highest view (byte-identical, so its digest is unchanged), or
+   an empty "null" block when no view change reports one.
+3. Every replica verifies each signed view change and recomputes the re-proposals; only an exact
+   match is accepted. It then enters v' and prepares the re-proposals as if pre-prepared.
+
+Safety: a block committed at (v, h) was prepared by a quorum, which meets any quorum of view
+changes in a correct replica that reports it (or a higher-view prepared block, which by induction
+is the same block); heights at or below `low` are already committed and are not re-proposed.
+Liveness: timeouts double on each consecutive failed view change (capped at 4x), and a replica
+that missed a NEW-VIEW asks the primary for it again (`NewViewRequest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.messages import Block
+from dwcp.consensus.core.outputs import CancelTimer, Output, Rejected, Send, SetTimer
+from dwcp.consensus.core.protocol import check_quorum_signatures
+from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, ViewChange
+from dwcp.consensus.pbft.state import REQUEST, VIEW_CHANGE, Mode
+
+MAX_BACKOFF = 4  # the NEW-VIEW timeout doubles per failed view change, up to this factor
+
+
+def reproposals(epoch: int, view: int, proposer: int, changes: Iterable[ViewChange]) -> tuple[Block, ...]:
+    """The blocks the primary of (epoch, view) must re-propose, given a quorum of view changes.
+
+    Deterministic in its inputs: ties between equal-view proofs (impossible with at most f faults)
+    break on the smaller digest, so every correct replica computes the same tuple.
+    """
+    changes = list(changes)
+    low = max((vc.height for vc in changes), default=0)
+    best: dict[int, tuple[int, bytes, Block]] = {}
+    for vc in changes:
+        for p in vc.prepared:
+            h = p.block.height
+            if h <= low:
+                continue
+            key = (p.certificate.view, p.certificate.digest)
+            cur = best.get(h)
+            if cur is None or key[0] > cur[0] or (key[0] == cur[0] and key[1] < cur[1]):
+                best[h] = (key[0], key[1], p.block)
+    top = max(best, default=low)
+    return tuple(
+        best[h][2] if h in best else Block(height=h, epoch=epoch, view=view, proposer=proposer)
+        for h in range(low + 1, top + 1)
+    )
+
+
+class ViewChangeMixin:
+    """Needs from `Replica`: the normal-case state and helpers, `group`, `primary`, `mode`."""
+
+    def _init_view_change(self) -> None:
+        self.vc_target = 0  # the view we are changing to (== view when NORMAL)
+        self.vc_attempts = 0  # consecutive view changes without a NEW-VIEW (timeout backoff)
+        self.view_change_msgs: dict[int, dict[int, SignedViewChange]] = {}  # view -> sender -> vc
+        self.vc_latest: dict[int, int] = {}  # sender -> view of its latest view change (one kept each)
+        self.new_views: dict[int, NewView] = {}  # the NEW-VIEW of our current view (to answer requests)
+        self.higher: dict[int, tuple[int, int]] = {}  # peer -> highest (epoch, view) it was seen in
+        self.clock = 0.0  # `now` of the input being handled (for hooks that are not passed it)
+
+    def _reset_view_change(self) -> None:
+        """On entering a new epoch: forget view-change state of the old one."""
+        self.vc_target = self.view
+        self.vc_attempts = 0
+        self.view_change_msgs.clear()
+        self.vc_latest.clear()
+        self.new_views.clear()
+        self.higher = {p: ev for p, ev in self.higher.items() if ev[0] >= self.epoch}
+        self.armed.discard(VIEW_CHANGE)
+
+    # ---- starting a view change ----
+    def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:
+        """Stop the normal case and vote to move to `view` (no-op unless it is above our target)."""
+        if view <= self.view or (self.mode is Mode.VIEW_CHANGE and view <= self.vc_target):
+            return
+        self.mode, self.vc_target = Mode.VIEW_CHANGE, view
+        self.view_changes += 1
+        delay = self.config.view_change_timeout * min(2**self.vc_attempts, MAX_BACKOFF)
+        self.vc_attempts += 1
+        self.armed.add(VIEW_CHANGE)
+        outs.append(SetTimer(timer=VIEW_CHANGE, delay=delay))  # replaces the pending one
+        primary = self.primary(self.epoch, view)
+        if primary != self.node_id:
+            # In case we are late and the primary already sent its NEW-VIEW.
+            outs.append(Send(to=primary, message=NewViewRequest(epoch=self.epoch, view=view)))
+        vc = ViewChange(epoch=self.epoch, view=view, height=self.height, committed=self.last_cert,
+                        prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > self.height))
+        if self.node_id in self.group(self.epoch, view):
+            outs.append(self._broadcast(vc))
+            self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
+                                                          view_change=vc), outs)
+
+    def _on_view_change_timer(self, now: float, outs: list[Output]) -> None:
+        if self.mode is Mode.VIEW_CHANGE:
+            self.start_view_change(now, self.vc_target + 1, outs)  # no NEW-VIEW in time: next primary
+
+    def _note_higher_view(self, sender: int, epoch: int, view: int, outs: list[Output]) -> None:
+        """f+1 distinct peers in views above ours include a correct one that timed out: join the
+        smallest such view, so a minority of slow timers cannot stall the rest (PBFT liveness)."""
+        if (epoch, view) > self.higher.get(sender, (-1, -1)):
+            self.higher[sender] = (epoch, view)
+        floor = self.vc_target if self.mode is Mode.VIEW_CHANGE else self.view
+        views = sorted(v for p, (e, v) in self.higher.items() if e == self.epoch and v > floor and p != self.node_id)
+        if len(views) >= self.committee.validity:
+            self.start_view_change(self.clock, views[0], outs)
+
+    # ---- view-change messages ----
+    def _check_view_change(self, sender: int, vc: ViewChange) -> str | None:
+        """Is `vc` well-formed with valid proofs? (Signature checked by the caller.)"""
+        if sender not in self.group(vc.epoch, vc.view):
+            return "not_in_group"
+        if vc.height < 0 or (vc.committed is None) != (vc.height == 0):
+            return "bad_committed"
+        c = vc.committed
+        if c is not None and (c.kind != "commit" or c.height != vc.height
+                              or not check_quorum_signatures(self.committee, self.verifier, c)):
+            return "bad_committed"
+        if len(vc.prepared) > self.config.window:
+            return "bad_prepared"
+        end = self.epoch_end(vc.epoch)
+        seen: set[int] = set()
+        for p in vc.prepared:
+            if not self._valid_prepared(vc, p, end) or p.block.height in seen:
+                return "bad_prepared"
+            seen.add(p.block.height)
+        return None
+
+    def _valid_prepared(self, vc: ViewChange, p: Prepared, end: int | None) -> bool:
+        b, c = p.block, p.certificate
+        return (
+            c.kind == "prepare" and c.epoch == vc.epoch == b.epoch and c.view < vc.view
+            and c.height == b.height > vc.height and (end is None or b.height <= end)
+            and c.digest == block_digest(b)
+            and check_quorum_signatures(self.committee, self.verifier, c)
+        )
+
+    def _on_view_change(self, now: float, sender: int, msg: ViewChange, sig: bytes, outs: list[Output]) -> None:
+        if msg.epoch != self.epoch or msg.view <= self.view:
+            if msg.epoch > self.epoch:
+                self._buffer(sender, msg, sig)  # replayed once we reach that epoch
+            return
+        known = self.view_change_msgs.get(msg.view, {}).get(sender)
+        if known is not None:
+            if known.view_change != msg:
+                self.observe(sender, "conflict")
+                outs.append(Rejected(peer=sender, reason="conflicting_view_change"))
+            return
+        reason = self._check_view_change(sender, msg)
+        if reason is not None:
+            self.observe(sender, "invalid")
+            outs.append(Rejected(peer=sender, reason=reason))
+            return
+        if msg.committed is not None:
+            self._note_certified(msg.height, msg.committed.signers)
+        self._claim_height(sender, msg.height)
+        self._store_view_change(now, SignedViewChange(sender=sender, signature=sig, view_change=msg), outs)
+        self._note_higher_view(sender, msg.epoch, msg.view, outs)
+
+    def _store_view_change(self, now: float, svc: SignedViewChange, outs: list[Output]) -> None:
+        view, sender = svc.view_change.view, svc.sender
+        prev = self.vc_latest.get(sender)
+        if prev is not None and prev >= view:
+            return  # correct replicas only move up; an older one arriving late is useless
+        if prev is not None:  # bound memory: keep one view change per sender
+            self.view_change_msgs.get(prev, {}).pop(sender, None)
+        self.vc_latest[sender] = view
+        self.view_change_msgs.setdefault(view, {})[sender] = svc
+        self._maybe_new_view(now, view, outs)
+
+    def _maybe_new_view(self, now: float, view: int, outs: list[Output]) -> None:
+        """As the primary of `view`, send NEW-VIEW once a quorum of view changes is in."""
+        if (self.primary(self.epoch, view) != self.node_id or self.mode is not Mode.VIEW_CHANGE
+                or view != self.vc_target or view in self.new_views):
+            return
+        got = self.view_change_msgs.get(view, {})
+        if len(got) < self.committee.quorum:
+            return
+        proof = tuple(got[s] for s in sorted(got))
+        nv = NewView(epoch=self.epoch, view=view, view_changes=proof,
+                     proposals=reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof)))
+        outs.append(self._broadcast(nv))
+        self._enter_view(now, nv, outs)
+
+    # ---- new view ----
+    def _check_new_view(self, sender: int, nv: NewView) -> str | None:
+        if sender != self.primary(nv.epoch, nv.view):
+            return "not_primary"
+        senders = [s.sender for s in nv.view_changes]
+        if len(set(senders)) != len(senders) or len(senders) < self.committee.quorum:
+            return "bad_new_view"
+        for s in nv.view_changes:
+            vc = s.view_change
+            if (vc.epoch, vc.view) != (nv.epoch, nv.view) or s.sender not in self.committee:
+                return "bad_new_view"
+            if not self.verifier.verify(s.sender, signing_bytes(s.sender, encode(vc)), s.signature):
+                return "bad_view_change_signature"
+            if self._check_view_change(s.sender, vc) is not None:
+                return "bad_new_view"
+        expected = reproposals(nv.epoch, nv.view, sender, (s.view_change for s in nv.view_changes))
+        return None if expected == nv.proposals else "bad_reproposals"
+
+    def _on_new_view(self, now: float, sender: int, msg: NewView, outs: list[Output]) -> None:
+        if msg.epoch != self.epoch:
+            if msg.epoch > self.epoch:
+                self._buffer(sender, msg, b"")
+            return
+        if msg.view <= self.view or (self.mode is Mode.VIEW_CHANGE and msg.view < self.vc_target):
+            return  # stale: we are already in (or past) that view
+        reason = self._check_new_view(sender, msg)
+        if reason is not None:
+            self.observe(sender, "invalid")
+            outs.append(Rejected(peer=sender, reason=reason))
+            return
+        for s in msg.view_changes:
+            vc = s.view_change
+            if vc.committed is not None:
+                self._note_certified(vc.height, vc.committed.signers)
+        self._enter_view(now, msg, outs)
+
+    def _on_new_view_request(self, sender: int, msg: NewViewRequest, outs: list[Output]) -> None:
+        # Only the primary answers: a NEW-VIEW is accepted from the primary alone (see _check_new_view).
+        nv = self.new_views.get(msg.view)
+        if msg.epoch == self.epoch and nv is not None and self.primary(msg.epoch, msg.view) == self.node_id:
+            outs.append(Send(to=sender, message=nv))
+
+    def _enter_view(self, now: float, nv: NewView, outs: list[Output]) -> None:
+        """Install `nv`: the normal case resumes in its view, starting with its re-proposals."""
+        view = nv.view
+        self.view, self.vc_target, self.mode = view, view, Mode.NORMAL
+        self.vc_attempts = 0
+        self.new_views = {view: nv}
+        self.view_change_msgs = {v: m for v, m in self.view_change_msgs.items() if v > view}
+        self.vc_latest = {p: v for p, v in self.vc_latest.items() if v > view}
+        self.higher = {p: ev for p, ev in self.higher.items() if ev > (self.epoch, view)}
+        self.armed.discard(VIEW_CHANGE)
+        outs.append(CancelTimer(timer=VIEW_CHANGE))
+        # Old-view slots and votes can no longer complete; prepared proofs are kept for later view changes.
+        self.slots.clear()
+        self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
+        self.voted = {k: v for k, v in self.voted.items() if k[1] >= view}
+        self.mempool.inflight = {tx.id for b in nv.proposals for tx in b.txs}  # not for the primary to reuse
+        self.proposed_to = max([self.height, *(b.height for b in nv.proposals)])
+        for block in nv.proposals:
+            if self._in_window(block.height):
+                self._accept_block(now, block, outs)
+        self.mempool.restart_clocks(now)  # give the new primary a full request timeout
+        self._replay(now, outs)
+        if self.behind():
+            self._catch_up(now, outs)
+        if len(self.mempool):
+            self._arm(REQUEST, self.config.request_timeout, outs)
+        self._maybe_propose(now, outs)

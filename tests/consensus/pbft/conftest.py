@@ -1,0 +1,62 @@
+"""PBFT fixtures: a LocalNet of real `pbft.Replica` cores over the real codec, and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from dwcp.consensus.core import Codec, DecodeError, Received, Started, Submitted, Transaction, encode, signing_bytes
+from dwcp.consensus.pbft import MESSAGES, Config, Replica
+from tests.consensus.conftest import Keys, LocalNet, make_committee
+
+
+def make_net(keys: Keys, config: Config | None = None, start: bool = True) -> LocalNet:
+    cores = {
+        i: Replica(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=keys.verifier, config=config)
+        for i in keys.committee.ids
+    }
+    net = LocalNet(cores=cores, keys=keys, codec=Codec(MESSAGES))
+    if start:
+        for i in cores:
+            net.feed(i, Started())
+        net.run()
+    return net
+
+
+def tx(i: int) -> Transaction:
+    return Transaction(payload=f"tx-{i}".encode())
+
+
+def submit(net: LocalNet, node: int, *txs: Transaction) -> None:
+    for t in txs:
+        net.feed(node, Submitted(tx=t))
+
+
+@pytest.fixture
+def pbft_net() -> Callable[..., LocalNet]:
+    """Factory: `pbft_net(n=4, **config)` -> a started LocalNet of PBFT replicas."""
+
+    def build(n: int = 4, start: bool = True, **config: object) -> LocalNet:
+        return make_net(make_committee(n), Config(**config), start=start)
+
+    return build
+
+
+def received(keys: Keys, sender: int, msg: object) -> Received:
+    """`msg` as the driver would hand it over: with `sender`'s real envelope signature."""
+    return Received(sender=sender, message=msg, signature=keys.signers[sender].sign(signing_bytes(sender, encode(msg))))
+
+
+def deliver(net: LocalNet, drop: Callable[[int, int, object], bool]) -> int:
+    """Like `net.run()`, but drops each frame for which `drop(sender, to, message)` is true."""
+    steps = 0
+    while net.queue:
+        sender, to, frame = net.queue.popleft()
+        opened = net.codec.open(net.keys.verifier, frame)
+        assert not isinstance(opened, DecodeError), opened
+        if to in net.down or drop(sender, to, opened.message):
+            continue
+        net.feed(to, Received(sender=sender, message=opened.message, signature=opened.signature))
+        steps += 1
+    return steps

@@ -1,0 +1,96 @@
+"""PBFT normal case over a lossless LocalNet: pre-prepare, prepare, commit, batching, pipelining."""
+
+from __future__ import annotations
+
+from dwcp.consensus.core import Block, Multicast, SetTimer, Submitted, TxDropped, Vote, block_digest
+from dwcp.consensus.core.protocol import verify_certificate
+from dwcp.consensus.pbft.messages import PrePrepare
+from dwcp.consensus.pbft.state import BATCH, GOSSIP
+
+from .conftest import submit, tx
+
+
+def assert_same_chain(net, nodes, heights):
+    """Every node in `nodes` committed exactly `heights`, the same blocks, each with a valid certificate."""
+    ref = net.commits[nodes[0]]
+    assert [c.height for c in ref] == list(heights)
+    for n in nodes:
+        commits = net.commits[n]
+        assert [c.block for c in commits] == [c.block for c in ref]
+        for c in commits:
+            assert verify_certificate(net.keys.committee, net.keys.verifier, c.height, c.block, c.certificate)
+
+
+def test_commit_one(pbft_net):
+    net = pbft_net(batch_size=1)
+    t = tx(1)
+    block = Block(height=1, epoch=0, view=0, proposer=0, txs=(t,))
+    dig = block_digest(block)
+    outs = net.feed(0, Submitted(tx=t))
+    # The primary gossips later (timer), proposes at once (full batch) and votes for its own proposal.
+    assert outs == [
+        SetTimer(timer=GOSSIP, delay=0.001),
+        Multicast(to=(1, 2, 3), message=PrePrepare(epoch=0, view=0, block=block)),
+        Multicast(to=(1, 2, 3), message=Vote(kind="prepare", epoch=0, view=0, height=1, digest=dig)),
+    ]
+    net.run()
+    for n in range(4):
+        [commit] = net.commits[n]
+        assert (commit.height, commit.block, commit.txs) == (1, block, (t,))
+        assert commit.certificate.kind == "commit" and commit.certificate.digest == dig
+        assert len(commit.certificate.signers) == net.keys.committee.quorum
+        assert verify_certificate(net.keys.committee, net.keys.verifier, 1, block, commit.certificate)
+        assert net.cores[n].height == 1 and len(net.cores[n].mempool) == 0
+
+
+def test_commits_with_one_silent_replica(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(3)
+    submit(net, 0, tx(1), tx(2))
+    net.run()
+    assert_same_chain(net, [0, 1, 2], [1, 2])
+    assert 3 not in net.commits
+    assert all(3 not in c.certificate.signers for c in net.commits[0])
+
+
+def test_partial_batch_waits_for_the_batch_timer(pbft_net):
+    net = pbft_net()  # batch_size 200
+    outs = net.feed(0, Submitted(tx=tx(1)))
+    assert outs == [SetTimer(timer=GOSSIP, delay=0.001), SetTimer(timer=BATCH, delay=0.002)]
+    net.run()
+    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
+    net.fire(0, BATCH)
+    net.run()
+    assert_same_chain(net, [0, 1, 2, 3], [1])
+
+
+def test_transactions_submitted_to_a_backup_reach_the_primary_by_gossip(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 2, tx(7))
+    net.run()
+    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
+    net.fire(2, GOSSIP)
+    net.run()
+    assert_same_chain(net, [0, 1, 2, 3], [1])
+    assert net.commits[2][0].txs == (tx(7),)
+
+
+def test_pipelined_batches_commit_in_order(pbft_net):
+    net = pbft_net(batch_size=2, max_inflight=3)
+    submit(net, 0, *(tx(i) for i in range(10)))
+    # Three proposals are in flight before any vote comes back; the rest wait for commits.
+    proposals = [o.message.block.height for o in net.outputs[0] if isinstance(o, Multicast)
+                 and isinstance(o.message, PrePrepare)]
+    assert proposals == [1, 2, 3]
+    net.run()
+    assert_same_chain(net, [0, 1, 2, 3], [1, 2, 3, 4, 5])
+    assert [c.txs for c in net.commits[1]] == [(tx(2 * i), tx(2 * i + 1)) for i in range(5)]
+
+
+def test_duplicate_and_committed_transactions_are_dropped(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 0, tx(1))
+    assert net.feed(0, Submitted(tx=tx(1))) == [TxDropped(tx_id=tx(1).id, reason="duplicate")]
+    net.run()
+    assert net.feed(1, Submitted(tx=tx(1))) == [TxDropped(tx_id=tx(1).id, reason="committed")]
+

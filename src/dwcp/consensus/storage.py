@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +132,14 @@ class BlockStore:
                     break
                 out.append(self._row(row))
         return out
+
+    def scan(self, chunk_bytes: int) -> Iterator[StoredBlock]:
+        """Every block from the first to the last, in order, read about `chunk_bytes` at a time."""
+        start, last = self.first_height, self._last
+        while start <= last:
+            chunk = self.range(start, last, max_bytes=chunk_bytes)
+            yield from chunk
+            start = chunk[-1].height + 1
 
     def tx_height(self, tx_id: bytes) -> int | None:
         with self._rlock:

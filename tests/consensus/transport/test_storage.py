@@ -84,3 +84,10 @@ def test_meta_round_trip(tmp_path: Path) -> None:
     store.put_meta("view", b"\x07")
     assert store.get_meta("view") == b"\x07"
     assert store.get_meta("other") is None
+
+
+def test_scan_reads_every_block_in_order_in_small_chunks(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    store.append([_block(h) for h in range(1, 8)])
+    assert [b.height for b in store.scan(chunk_bytes=1)] == list(range(1, 8))  # one block per chunk at least
+    assert list(BlockStore(tmp_path / "empty.sqlite").scan(chunk_bytes=1024)) == []

@@ -115,10 +115,20 @@ def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
 
     @app.get("/v1/blocks/{height}", tags=["consensus"], summary="A committed block with its certificate")
     async def block(height: int) -> dict:
-        found = driver.block_view(height)
+        found = driver.block(height)
         if found is None:
             raise ApiError(404, "not_found", f"no committed block at height {height} on this node", "height")
-        return found
+        stored, blk, cert = found
+        return {
+            "height": stored.height,
+            "digest": stored.digest.hex(),
+            "epoch": blk.epoch,
+            "view": blk.view,
+            "proposer": blk.proposer,
+            "transactions": [t.id.hex() for t in blk.txs],
+            "certificate": {"kind": cert.kind, "view": cert.view, "signers": list(cert.signers)},
+            "committed_at": stored.committed_at,
+        }
 
     @app.get("/v1/status", tags=["consensus"], summary="Height, view, group and peers of this node")
     async def status() -> dict:

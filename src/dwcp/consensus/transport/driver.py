@@ -30,7 +30,7 @@ from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
-from dwcp.consensus.core.messages import Block, Certificate, Transaction, Vote
+from dwcp.consensus.core.messages import Block, Certificate, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
     CancelTimer,
@@ -45,7 +45,7 @@ from dwcp.consensus.core.outputs import (
 )
 from dwcp.consensus.storage import BlockStore, StoredBlock
 from dwcp.consensus.transport.framing import Channel
-from dwcp.consensus.transport.metrics import TransportMetrics
+from dwcp.consensus.transport.metrics import TransportMetrics, message_kind
 from dwcp.consensus.transport.sync import (
     CatchUpPlanner,
     SyncBlock,
@@ -90,13 +90,6 @@ class DriverConfig:
     max_pending: int = 100_000
 
 
-def message_kind(message: Any) -> str:
-    """Metric label for a message: its wire tag, votes split by phase (few values)."""
-    tag = type(message).__struct_config__.tag if hasattr(type(message), "__struct_config__") else None
-    base = str(tag) if isinstance(tag, str) else type(message).__name__.lower()
-    return f"{base}_{message.kind}" if isinstance(message, Vote) else base
-
-
 class Driver:
     def __init__(
         self,
@@ -135,7 +128,7 @@ class Driver:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         restored = 0
-        for stored in self._stored_blocks():
+        for stored in self.store.scan(chunk_bytes=SYNC_RESPONSE_BYTES):
             block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
             self._execute(self.core.handle(self.clock(), Restored(height=stored.height, block=block, certificate=cert)))
             restored += 1
@@ -158,13 +151,6 @@ class Driver:
         await self.transport.stop()
         await self.writer.stop()
         self.store.close()
-
-    def _stored_blocks(self):
-        start = self.store.first_height
-        while start <= self.store.last_height:
-            chunk = self.store.range(start, self.store.last_height, max_bytes=SYNC_RESPONSE_BYTES)
-            yield from chunk
-            start = chunk[-1].height + 1
 
     # -- inputs ------------------------------------------------------------------------------
     def _feed(self, inp: Input) -> list[Output]:
@@ -385,21 +371,12 @@ class Driver:
             return "pending", None
         return None
 
-    def block_view(self, height: int) -> dict[str, Any] | None:
+    def block(self, height: int) -> tuple[StoredBlock, Block, Certificate] | None:
+        """A durable block with its decoded block and commit certificate, or None."""
         stored = self.store.get(height)
         if stored is None:
             return None
-        block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
-        return {
-            "height": stored.height,
-            "digest": stored.digest.hex(),
-            "epoch": block.epoch,
-            "view": block.view,
-            "proposer": block.proposer,
-            "transactions": [t.id.hex() for t in block.txs],
-            "certificate": {"kind": cert.kind, "view": cert.view, "signers": list(cert.signers)},
-            "committed_at": stored.committed_at,
-        }
+        return stored, self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
 
     def status(self) -> dict[str, Any]:
         core = dict(self.core.status())

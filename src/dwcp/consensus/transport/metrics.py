@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from dwcp.consensus.core.messages import Vote
+
+
+def message_kind(message: Any) -> str:
+    """Metric label for a message: its wire tag, votes split by phase (few values)."""
+    tag = type(message).__struct_config__.tag if hasattr(type(message), "__struct_config__") else None
+    base = str(tag) if isinstance(tag, str) else type(message).__name__.lower()
+    return f"{base}_{message.kind}" if isinstance(message, Vote) else base
 
 
 class TransportMetrics:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dwcp.consensus.core import Fetched, Multicast, Received, RequestSync, Restored, Send, Started, Vote
+from dwcp.consensus.core import Fetched, Multicast, Received, Rejected, RequestSync, Restored, Send, Started, Vote
 from dwcp.consensus.pbft import Replica
 from dwcp.consensus.pbft.messages import Checkpoint, PrePrepare, Status
 
@@ -49,13 +49,19 @@ def test_checkpoint_without_quorum_is_not_stable(pbft_net):
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0} and net.cores[0].stable == 0
 
 
-def test_conflicting_and_misaligned_checkpoints_are_rejected(pbft_net, committee):
+def test_conflicting_and_misaligned_checkpoints_are_rejected(pbft_net):
     net = pbft_net(checkpoint_interval=4)
     keys = net.keys
     core = net.cores[1]
-    assert core.handle(0, received(keys, 2, Checkpoint(height=4, state=b"a" * 32))) == []
-    assert core.handle(0, received(keys, 2, Checkpoint(height=4, state=b"b" * 32)))[0].reason == "conflicting_checkpoint"
-    assert core.handle(0, received(keys, 2, Checkpoint(height=5, state=b"a" * 32)))[0].reason == "bad_checkpoint_height"
+    a, b = b"a" * 32, b"b" * 32
+    assert core.handle(0, received(keys, 2, Checkpoint(height=4, state=a))) == []
+    assert core.handle(0, received(keys, 2, Checkpoint(height=4, state=b))) == [
+        Rejected(peer=2, reason="conflicting_checkpoint"),
+    ]
+    assert core.handle(0, received(keys, 2, Checkpoint(height=5, state=a))) == [
+        Rejected(peer=2, reason="bad_checkpoint_height"),
+    ]
+    assert core.checkpoints == {4: {a: {2: received(keys, 2, Checkpoint(height=4, state=a)).signature}}}
 
 
 def test_status_is_answered(pbft_net):

@@ -157,7 +157,8 @@ class Garbage(Behaviour):
             junk = rng.randbytes(rng.randrange(0, 400))
         elif roll < 0.9:  # validly signed noise: passes the signature check, fails decoding
             payload = rng.randbytes(rng.randrange(1, 300))
-            junk = struct.pack("!BI", VERSION, signer.node_id) + signer.sign(signing_bytes(signer.node_id, payload)) + payload
+            signature = signer.sign(signing_bytes(signer.node_id, payload))
+            junk = struct.pack("!BI", VERSION, signer.node_id) + signature + payload
         else:  # a real frame cut short
             frame = codec.seal(signer, message)
             junk = frame[: rng.randrange(0, len(frame))]

@@ -7,7 +7,8 @@
 - order: a core's commits come in height order with no gaps (what the driver's log relies on);
 - liveness: after the last fault heals, every transaction submitted to a correct node is committed
   by every correct node before the run ends (judged by `finish`);
-- exception: a core raised while handling an input (bad peer input must never raise).
+- exception: a core raised while handling an input, or the codec while opening a frame (bad peer
+  input must never raise).
 
 The runner feeds `submitted` and `committed`; tests plant violations by feeding them directly.
 """
@@ -103,6 +104,10 @@ class InvariantChecker:
 
     def core_error(self, node: int, detail: str) -> None:
         self.violations.add("exception", f"node {node}: {detail}")
+
+    def codec_error(self, node: int, sender: int, detail: str) -> None:
+        """`Codec.open` raised on a frame from `sender` (the driver would let it escape)."""
+        self.violations.add("exception", f"codec.open at node {node} on a frame from {sender}: {detail}")
 
     def finish(self, healed_at: float, deadline: float, live: Iterable[int]) -> None:
         """Liveness: txs submitted to a correct node in [healed_at, deadline] are executed by every

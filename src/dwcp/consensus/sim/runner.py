@@ -128,7 +128,8 @@ class Simulation:
         self.core_seed = root.getrandbits(32)
         signers, self.verifier, keys = self._keys()
         self.committee = Committee(
-            tuple(Member(node_id=i, public_key=keys[i], region=sc.regions[i % len(sc.regions)]) for i in range(sc.nodes)),
+            tuple(Member(node_id=i, public_key=keys[i], region=sc.regions[i % len(sc.regions)])
+                  for i in range(sc.nodes)),
             name=sc.protocol,
         )
         self.clock = Clock()
@@ -256,7 +257,12 @@ class Simulation:
         self._hash.update(_TRACE.pack(self.clock.now, src, node.node_id, len(packet.data)))
         opened = packet.opened
         if opened is None:
-            opened = packet.opened = self.codec.open(self.verifier, packet.data)
+            try:
+                opened = self.codec.open(self.verifier, packet.data)
+            except Exception as exc:  # peer bytes must never raise out of the codec: a codec bug
+                opened = DecodeError("codec_exception", f"{type(exc).__name__}: {exc}")
+                self.checker.codec_error(node.node_id, src, opened.detail)
+            packet.opened = opened
         if isinstance(opened, DecodeError):
             self.rejected[opened.reason] += 1
             return

@@ -64,7 +64,8 @@ class Scenario:
 
     @classmethod
     def build(cls, protocol: str, *, nodes: int = 10, byzantine: int = 0, behaviour: str = MIXED,
-              regions: str | int = DEFAULT_REGIONS, seed: int = 0, chaos: bool = False, **kwargs: float | str) -> Scenario:
+              regions: str | int = DEFAULT_REGIONS, seed: int = 0, chaos: bool = False,
+              **kwargs: float | str) -> Scenario:
         """Byzantine node ids, their behaviours ("mixed": one drawn per node) and, with `chaos`,
         partitions and crashes: all drawn from `seed`."""
         rng = random.Random(f"scenario:{seed}")

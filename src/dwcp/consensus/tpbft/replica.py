@@ -1,0 +1,279 @@
+"""T-PBFT replica: PBFT run by a consensus group that EigenTrust re-chooses every epoch.
+
+It changes only PBFT's hooks (who votes, who leads, what goes in a block, what happens after
+execution); every phase rule, quorum and the view change are `pbft.Replica`'s. The rules, their
+fault threshold and why group changes are safe are written out in docs/tpbft.md. In short:
+
+| hook              | T-PBFT rule                                                                    |
+|-------------------|--------------------------------------------------------------------------------|
+| ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id   |
+| group(e, v)       | top `group_size` of ranking(e) for v < k; the whole committee for v >= k       |
+| primary(e, v)     | ranking(e)[v] for v < k (the primary group: k = min(group_size, f+1) nodes),   |
+|                   | then ranking(e)[v mod n]                                                       |
+| observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |
+|                   | height: each group vote seen in time +1, late or missing -1                    |
+| block_meta        | the primary's pending signed trust reports (TrustMeta)                         |
+| check_meta        | stateless: decodes, reporters sorted and unique, shapes valid, signatures good |
+| after_execute     | apply committed reports; push `Decided` to followers; send our report in the   |
+|                   | middle of the epoch; at the epoch's last block recompute trust and ranking     |
+
+Trust is a function of committed blocks only, so every correct node ranks the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import Signer, Verifier
+from dwcp.consensus.core.inputs import Input, Received
+from dwcp.consensus.core.messages import Block, Certificate, Decided, Vote
+from dwcp.consensus.core.outputs import Multicast, Output, Rejected
+from dwcp.consensus.core.protocol import LocalProtocolError
+from dwcp.consensus.pbft import Config as PbftConfig
+from dwcp.consensus.pbft import Replica as PbftReplica
+from dwcp.consensus.tpbft.messages import (
+    SignedReport,
+    TrustReport,
+    check_report,
+    decode_meta,
+    encode_meta,
+    report_signed,
+)
+from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, ranking
+
+VOTE_KINDS = ("prepare", "commit")
+KEPT_RANKINGS = 4  # epochs of rankings kept (the current one, and older ones for late evaluations)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(PbftConfig):
+    epoch_length: int = 32  # blocks per epoch: the group is re-chosen after each epoch's last block
+    group_size: int | None = None  # None: default_group_size(committee)
+    damping: float = 0.15  # EigenTrust a: share of trust always given to the pre-trusted set
+    pre_trusted: tuple[int, ...] = ()  # empty: the whole committee
+    prior: int = 1  # added to every reported local trust (unseen peers beat misbehaving ones)
+    late_after: float = 0.5  # a vote arriving this long after we executed its block is late
+    evaluation_lag: int = 0  # judge height h once h + lag executed (0: max_inflight)
+
+
+def default_group_size(committee: Committee) -> int:
+    """Quorum plus a margin of max(1, f // 2) members (capped at n): the group then stays live with
+    that many silent members without falling back to the whole committee."""
+    return min(committee.n, committee.quorum + max(1, committee.f // 2))
+
+
+class Replica(PbftReplica):
+    protocol = "tpbft"
+
+    def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
+                 config: Config | None = None, rng: random.Random | None = None, batch_size: int | None = None,
+                 batch_timeout: float | None = None, view_change_timeout: float | None = None,
+                 group_size: int | None = None) -> None:
+        """`config`, or the defaults, with the node settings' overrides (see node/assemble.py).
+        `rng` is accepted for the common constructor; T-PBFT makes no random choices."""
+        overrides = {"batch_size": batch_size, "batch_delay": batch_timeout,
+                     "view_change_timeout": view_change_timeout, "group_size": group_size}
+        cfg = dataclasses.replace(config or Config(), **{k: v for k, v in overrides.items() if v is not None})
+        g = cfg.group_size or default_group_size(committee)
+        if not committee.quorum <= g <= committee.n:
+            raise LocalProtocolError(f"group_size {g} must be between quorum {committee.quorum} and n={committee.n}")
+        if cfg.epoch_length <= 0:
+            raise LocalProtocolError("T-PBFT needs epoch_length > 0 (the group is re-chosen per epoch)")
+        self.group_size = g
+        self.primary_group_size = min(g, committee.f + 1)
+        self.table = TrustTable(committee.ids, damping=cfg.damping, pre_trusted=cfg.pre_trusted, prior=cfg.prior)
+        self.opinions = Opinions(node_id, committee.ids)
+        self.trust = self.table.global_trust()  # no reports yet: the pre-trusted vector
+        self.rankings: dict[int, tuple[int, ...]] = {0: ranking(self.trust)}
+        self.reported: dict[int, int] = {}  # reporter -> epoch of its latest applied report
+        self.pending_reports: dict[int, SignedReport] = {}  # received, not yet committed
+        self.seen: dict[int, dict[int, dict[str, float]]] = {}  # height -> voter -> kind -> first arrival
+        self.to_judge: dict[int, tuple[tuple[int, ...], float]] = {}  # height -> (voters expected, executed at)
+        self.lag = cfg.evaluation_lag or cfg.max_inflight
+        super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
+
+    # ---- who votes and who leads ----
+    def ranking(self, epoch: int) -> tuple[int, ...]:
+        """Committee ids, most trusted first, as chosen for `epoch`. An epoch we have not reached
+        yet gets the newest ranking; the base only buffers such messages and re-checks on entry."""
+        r = self.rankings.get(epoch)
+        return r if r is not None else self.rankings[max(self.rankings)]
+
+    def group(self, epoch: int, view: int) -> tuple[int, ...]:
+        if view < self.primary_group_size:
+            return self.ranking(epoch)[: self.group_size]
+        return self.ranking(epoch)  # every primary of the group failed: the whole committee votes
+
+    def primary(self, epoch: int, view: int) -> int:
+        r = self.ranking(epoch)
+        return r[view] if view < self.primary_group_size else r[view % len(r)]
+
+    def primary_group(self, epoch: int) -> tuple[int, ...]:
+        return self.ranking(epoch)[: self.primary_group_size]
+
+    # ---- observations ----
+    def observe(self, peer: int, event: str) -> None:
+        # "timely" is credited per height in _judge, once per vote, so votes arriving after our
+        # own quorum earn the same credit as the first ones.
+        if event != "timely" and event in EVENT_WEIGHTS:
+            self.opinions.observe(peer, event)
+
+    def handle(self, now: float, input: Input) -> list[Output]:
+        if isinstance(input, Received) and input.sender in self.committee and input.sender != self.node_id:
+            msg = input.message
+            if isinstance(msg, TrustReport):
+                outs: list[Output] = []
+                self._on_trust_report(input.sender, msg, input.signature, outs)
+                return outs
+            if isinstance(msg, Vote):
+                self._note_vote(now, input.sender, msg)
+        return super().handle(now, input)
+
+    def _note_vote(self, now: float, sender: int, v: Vote) -> None:
+        """Remember when each voter's first vote of each kind arrived, for heights not yet judged."""
+        if v.kind in VOTE_KINDS and self.height - self.lag < v.height <= self.height + self.config.window:
+            self.seen.setdefault(v.height, {}).setdefault(sender, {}).setdefault(v.kind, now)
+
+    def _judge(self, now: float, block: Block, cert: Certificate) -> None:
+        """Schedule this height's judgement, and judge heights `lag` blocks old."""
+        group = self.group(cert.epoch, cert.view)
+        if self.node_id in group:
+            self.to_judge[block.height] = (tuple(m for m in group if m != self.node_id), now)
+        done = block.height - self.lag
+        for h in sorted(h for h in self.to_judge if h <= done):
+            voters, executed = self.to_judge.pop(h)
+            seen = self.seen.get(h, {})
+            if len(seen) < self.committee.quorum - 1:
+                continue  # we did not take part (cut off, or caught up): do not blame the others
+            for m in voters:
+                for kind in VOTE_KINDS:
+                    t = seen.get(m, {}).get(kind)
+                    event = "missing" if t is None else "late" if t > executed + self.config.late_after else "timely"
+                    self.opinions.observe(m, event)
+        for h in [h for h in self.seen if h <= done]:
+            del self.seen[h]
+
+    # ---- trust reports ----
+    def _report_height(self, epoch: int) -> int:
+        length = self.config.epoch_length
+        return epoch * length + max(1, length // 2)
+
+    def _send_report(self, outs: list[Output]) -> None:
+        peers, sat, unsat = self.opinions.snapshot()
+        report = TrustReport(epoch=self.epoch, peers=peers, sat=sat, unsat=unsat)
+        group = self.group(self.epoch, self.view)
+        outs.append(Multicast(to=self._others(group), message=report))
+        if self.node_id in group:
+            self._keep_report(SignedReport(reporter=self.node_id, signature=self.sign(report), report=report))
+
+    def _check_trust_report(self, sender: int, report: TrustReport) -> str | None:
+        if not self.epoch - 1 <= report.epoch <= self.epoch + 1:
+            return "report_epoch"
+        return check_report(self.committee, sender, report)
+
+    def _on_trust_report(self, sender: int, report: TrustReport, sig: bytes, outs: list[Output]) -> None:
+        reason = self._check_trust_report(sender, report)
+        if reason is not None:
+            self.observe(sender, "invalid")
+            outs.append(Rejected(peer=sender, reason=reason))
+            return
+        known = self.pending_reports.get(sender)
+        if known is not None and known.report.epoch == report.epoch and known.report != report:
+            self.observe(sender, "conflict")
+            outs.append(Rejected(peer=sender, reason="conflicting_report"))
+            return
+        self._keep_report(SignedReport(reporter=sender, signature=sig, report=report))
+
+    def _keep_report(self, signed: SignedReport) -> None:
+        r, epoch = signed.reporter, signed.report.epoch
+        known = self.pending_reports.get(r)
+        if epoch > self.reported.get(r, -1) and (known is None or known.report.epoch < epoch):
+            self.pending_reports[r] = signed
+
+    def block_meta(self, height: int) -> bytes:
+        """Every pending report goes into our next proposal, once (the other group members keep
+        their copies until the reports commit, so a failed proposal loses nothing for good)."""
+        reports = tuple(self.pending_reports[r] for r in sorted(self.pending_reports))
+        self.pending_reports.clear()
+        return encode_meta(reports)
+
+    def check_meta(self, block: Block) -> str | None:
+        """Stateless, so every correct node gives the same answer for the same block."""
+        if not block.meta:
+            return None
+        meta = decode_meta(block.meta)
+        if meta is None or not meta.reports or len(meta.reports) > self.committee.n:
+            return "bad_meta"
+        reporters = [s.reporter for s in meta.reports]
+        if any(a >= b for a, b in zip(reporters, reporters[1:], strict=False)):
+            return "bad_meta"
+        for s in meta.reports:
+            if not block.epoch - 1 <= s.report.epoch <= block.epoch:
+                return "report_epoch"
+            if check_report(self.committee, s.reporter, s.report) is not None:
+                return "bad_report"
+            if not report_signed(self.verifier, s):
+                return "bad_report_signature"
+        return None
+
+    def _apply_reports(self, block: Block) -> None:
+        """Committed reports replace their reporter's row, newest epoch wins; each is applied at
+        most once. Only committed data is used, so this is the same on every correct node."""
+        meta = decode_meta(block.meta) if block.meta else None
+        for s in meta.reports if meta is not None else ():
+            r, report = s.reporter, s.report
+            if report.epoch <= self.reported.get(r, -1) or report.epoch > block.epoch:
+                continue
+            if check_report(self.committee, r, report) is not None:
+                continue  # cannot be in a certified block (correct voters check it); skip defensively
+            self.table.set_row(r, report.peers, report.sat, report.unsat)
+            self.reported[r] = report.epoch
+            known = self.pending_reports.get(r)
+            if known is not None and known.report.epoch <= report.epoch:
+                del self.pending_reports[r]
+
+    # ---- execution ----
+    def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:
+        self._apply_reports(block)
+        if not replay:
+            self._judge(now, block, cert)
+            self._push_decided(block, cert, outs)
+            if block.height == self._report_height(self.epoch):
+                self._send_report(outs)
+        end = self.epoch_end(self.epoch)
+        if end is not None and block.height >= end:
+            self._choose_group(self.epoch + 1)
+            if not replay:
+                self.opinions.decay()
+        super().after_execute(now, block, cert, outs, replay)  # enters the next epoch
+
+    def _push_decided(self, block: Block, cert: Certificate, outs: list[Output]) -> None:
+        """Followers (committee members outside the group) learn commits from the first
+        g - q + 1 group members by rank: at least one of them is correct whenever the group is live."""
+        group = self.group(cert.epoch, cert.view)
+        senders = group[: len(group) - self.committee.quorum + 1]
+        if self.node_id in senders:
+            followers = tuple(i for i in self.committee.ids if i not in group)
+            if followers:
+                outs.append(Multicast(to=followers, message=Decided(block=block, certificate=cert)))
+
+    def _choose_group(self, epoch: int) -> None:
+        self.trust = self.table.global_trust()
+        self.rankings[epoch] = ranking(self.trust)
+        for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
+            del self.rankings[old]
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        out.update({
+            "group": list(self.group(self.epoch, self.view)),
+            "primary_group": list(self.primary_group(self.epoch)),
+            "group_member": self.node_id in self.group(self.epoch, self.view),
+            "trust": {node: self.trust[node] for node in self.committee.ids},
+            "committed_height": self.height,
+        })
+        return out

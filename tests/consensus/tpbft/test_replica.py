@@ -1,0 +1,199 @@
+"""T-PBFT replicas on a LocalNet: group voting, followers, trust-driven group changes, view changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dwcp.consensus.core import Codec, Restored, Submitted, Transaction, Vote
+from dwcp.consensus.core.protocol import LocalProtocolError
+from dwcp.consensus.pbft.messages import PrePrepare
+from dwcp.consensus.tpbft import MESSAGES, Config, Replica, TrustReport, default_group_size
+from tests.consensus.conftest import Keys, LocalNet
+
+FAST = Config(batch_size=1, epoch_length=8, evaluation_lag=1)
+
+
+def make_net(keys: Keys, config: Config = FAST) -> LocalNet:
+    cores = {i: Replica(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=keys.verifier,
+                        config=config) for i in keys.committee.ids}
+    return LocalNet(cores=cores, keys=keys, codec=Codec(MESSAGES))
+
+
+def tick(net: LocalNet, dt: float, rounds: int = 20) -> None:
+    """Advance the clock by `dt` and fire every due timer (and what they cause) until quiet."""
+    net.now += dt
+    for _ in range(rounds):
+        due = [(n, t) for n, ts in net.timers.items() if n not in net.down for t, at in ts.items() if at <= net.now]
+        if not due:
+            return
+        for node, timer in due:
+            net.fire(node, timer)
+        net.run()
+
+
+def submit(net: LocalNet, node: int, payload: bytes) -> None:
+    net.feed(node, Submitted(tx=Transaction(payload=payload)))
+    net.run()
+    tick(net, 0.01)  # gossip and batch timers
+
+
+def votes_sent(net: LocalNet, node: int) -> list[Any]:
+    return [o for o in net.outputs.get(node, []) if isinstance(getattr(o, "message", None), Vote)]
+
+
+def committed(net: LocalNet, node: int) -> list[bytes]:
+    return [c.certificate.digest for c in net.commits.get(node, [])]
+
+
+def test_default_group_leaves_followers_outside(committee: Callable[..., Keys]) -> None:
+    keys = committee(n=10)
+    assert default_group_size(keys.committee) == 8  # quorum 7 + 1
+    r = make_net(keys).cores[0]
+    assert r.group(0, 0) == (0, 1, 2, 3, 4, 5, 6, 7)
+    assert r.primary_group(0) == (0, 1, 2, 3)  # f + 1 = 4 candidate primaries
+    assert [r.primary(0, v) for v in range(5)] == [0, 1, 2, 3, 4]
+    assert r.group(0, 4) == keys.committee.ids  # all group primaries failed: everyone votes
+
+
+def test_group_commits_and_followers_commit_the_same_block(committee: Callable[..., Keys]) -> None:
+    net = make_net(committee(n=10))
+    submit(net, 9, b"tx-from-a-follower")  # gossiped to the group, proposed by primary 0
+    assert set(net.heights().values()) == {1}
+    assert len({tuple(committed(net, n)) for n in net.cores}) == 1
+    assert net.commits[8][0].txs == (Transaction(payload=b"tx-from-a-follower"),)
+    for follower in (8, 9):
+        assert votes_sent(net, follower) == []  # followers verify certificates, they never vote
+        assert not any(isinstance(o.message, PrePrepare) for o in net.outputs[follower] if hasattr(o, "message"))
+    for member in range(8):
+        assert votes_sent(net, member)
+    assert all(net.cores[n].status()["group_member"] is (n < 8) for n in net.cores)
+
+
+@pytest.mark.parametrize("fault", ["silent", "double_vote"])
+def test_misbehaving_member_leaves_the_group_next_epoch(committee: Callable[..., Keys], fault: str) -> None:
+    keys = committee(n=10)
+    net = make_net(keys)
+    bad = 3
+    correct = [n for n in net.cores if n != bad]
+    if fault == "silent":
+        net.down.add(bad)
+    for h in range(1, 9):
+        net.feed(0, Submitted(tx=Transaction(payload=b"tx%d" % h)))
+        if fault == "double_vote":  # a prepare for another block at the same height, to everyone
+            forged = Vote(kind="prepare", epoch=0, view=0, height=h, digest=b"\x01" * 32)
+            for to in correct:
+                net.queue.append((bad, to, net.codec.seal(keys.signers[bad], forged)))
+        net.run()
+    assert all(net.heights()[n] == 8 for n in correct)
+    assert all(net.cores[n].epoch == 1 for n in correct)
+    # The trust reports travelled in committed blocks only.
+    metas = [c.block.meta for c in net.commits[0]]
+    assert any(metas) and not any(metas[:4])
+    rankings = {net.cores[n].ranking(1) for n in correct}
+    trusts = {tuple(net.cores[n].status()["trust"].items()) for n in correct}
+    assert len(rankings) == 1 and len(trusts) == 1  # bit-identical on every correct node
+    (rank,) = rankings
+    assert rank[-1] == bad
+    group = net.cores[0].group(1, 0)
+    assert bad not in group and 8 in group and len(group) == 8
+    assert all(net.cores[n].status()["group"] == list(group) for n in correct)
+    # The new group keeps committing, and the evicted node no longer counts as a voter.
+    net.feed(0, Submitted(tx=Transaction(payload=b"epoch-1")))
+    net.run()
+    tick(net, 0.01)
+    assert all(net.heights()[n] == 9 for n in correct)
+    assert votes_sent(net, 8)  # promoted follower votes now
+
+
+def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..., Keys]) -> None:
+    net = make_net(committee(n=10))
+    net.down.add(0)  # primary of view 0
+    submit(net, 1, b"needs-a-new-primary")
+    assert net.heights()[1] == 0
+    tick(net, 1.5)  # request timers expire: view change to view 1
+    live = [n for n in net.cores if n != 0]
+    for n in live:
+        st = net.cores[n].status()
+        assert (st["view"], st["primary"], st["mode"]) == (1, 1, "normal")
+        assert st["group"] == list(range(8))  # same group, next primary of the primary group
+    assert all(net.heights()[n] == 1 for n in live)
+    assert net.commits[9][0].block.proposer == 1
+
+
+def test_restarted_node_recomputes_the_same_groups_from_its_log(committee: Callable[..., Keys]) -> None:
+    keys = committee(n=10)
+    net = make_net(keys)
+    net.down.add(5)
+    for h in range(1, 10):
+        net.feed(0, Submitted(tx=Transaction(payload=b"r%d" % h)))
+        net.run()
+    fresh = Replica(committee=keys.committee, node_id=1, signer=keys.signers[1], verifier=keys.verifier, config=FAST)
+    for c in net.commits[1]:
+        fresh.handle(net.now, Restored(height=c.height, block=c.block, certificate=c.certificate))
+    assert fresh.epoch == net.cores[1].epoch == 1
+    assert fresh.ranking(1) == net.cores[1].ranking(1)
+    assert fresh.trust == net.cores[1].trust
+    assert 5 not in fresh.group(1, 0)
+
+
+def test_check_meta_rejects_forged_and_malformed_reports(committee: Callable[..., Keys]) -> None:
+    from dwcp.consensus.core import Block
+    from dwcp.consensus.tpbft.messages import SignedReport, encode_meta
+
+    keys = committee(n=4)
+    r = make_net(keys).cores[0]
+    report = TrustReport(epoch=0, peers=(0, 2, 3), sat=(1, 2, 3), unsat=(0, 0, 0))
+    good = SignedReport(reporter=1, signature=keys.signers[1].sign(_signing(1, report)), report=report)
+    forged = SignedReport(reporter=1, signature=keys.signers[2].sign(_signing(1, report)), report=report)
+
+    def block(meta: bytes, epoch: int = 0) -> Block:
+        return Block(height=1, epoch=epoch, view=0, proposer=0, meta=meta)
+
+    assert r.check_meta(block(b"")) is None
+    assert r.check_meta(block(encode_meta((good,)))) is None
+    assert r.check_meta(block(encode_meta((forged,)))) == "bad_report_signature"
+    assert r.check_meta(block(encode_meta((good,)), epoch=2)) == "report_epoch"
+    assert r.check_meta(block(encode_meta((good, good)))) == "bad_meta"
+    assert r.check_meta(block(b"\x93garbage")) == "bad_meta"
+    about_self = TrustReport(epoch=0, peers=(1,), sat=(5,), unsat=(0,))
+    signed = SignedReport(reporter=1, signature=keys.signers[1].sign(_signing(1, about_self)), report=about_self)
+    assert r.check_meta(block(encode_meta((signed,)))) == "bad_report"
+
+
+def _signing(sender: int, msg: Any) -> bytes:
+    from dwcp.consensus.core import encode, signing_bytes
+
+    return signing_bytes(sender, encode(msg))
+
+
+def test_conflicting_and_malformed_trust_reports_are_rejected(committee: Callable[..., Keys]) -> None:
+    from dwcp.consensus.core import Received
+
+    keys = committee(n=4)
+    r = make_net(keys).cores[0]
+    a = TrustReport(epoch=0, peers=(0, 2), sat=(1, 1), unsat=(0, 0))
+    b = TrustReport(epoch=0, peers=(0, 2), sat=(9, 1), unsat=(0, 0))
+    assert r.handle(0.0, Received(sender=1, message=a, signature=b"s")) == []
+    (rej,) = r.handle(0.0, Received(sender=1, message=b, signature=b"s"))
+    assert rej.reason == "conflicting_report"
+    (rej,) = r.handle(0.0, Received(sender=2, message=TrustReport(epoch=0, peers=(2,), sat=(1,), unsat=(0,)),
+                                    signature=b"s"))
+    assert rej.reason == "bad_report"
+    assert r.opinions.unsat[1] == 10 and r.opinions.unsat[2] == 2
+
+
+def test_constructor_takes_node_settings_and_checks_group_size(committee: Callable[..., Keys]) -> None:
+    import random
+
+    keys = committee(n=10)
+    kw = dict(committee=keys.committee, node_id=0, signer=keys.signers[0], verifier=keys.verifier)
+    r = Replica(**kw, rng=random.Random(0), batch_size=7, batch_timeout=0.01, view_change_timeout=2.0, group_size=9)
+    assert (r.config.batch_size, r.config.batch_delay, r.config.view_change_timeout) == (7, 0.01, 2.0)
+    assert len(r.group(0, 0)) == 9 and r.protocol == "tpbft"
+    with pytest.raises(LocalProtocolError):
+        Replica(**kw, group_size=6)  # below the quorum of 7: the group could never commit
+    with pytest.raises(LocalProtocolError):
+        Replica(**kw, config=Config(epoch_length=0))

@@ -108,19 +108,41 @@ def test_misbehaving_member_leaves_the_group_next_epoch(committee: Callable[...,
     assert votes_sent(net, 8)  # promoted follower votes now
 
 
+PRE = Config(batch_size=1, epoch_length=8, evaluation_lag=1, pre_trusted=(2, 3, 4, 5, 6, 7, 8, 9))
+
+
 def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..., Keys]) -> None:
-    net = make_net(committee(n=10))
-    net.down.add(0)  # primary of view 0
-    submit(net, 1, b"needs-a-new-primary")
-    assert net.heights()[1] == 0
+    net = make_net(committee(n=10), PRE)  # ranking 2..9, 0, 1: PBFT would pick 0 and then 1
+    r = net.cores[0]
+    assert r.group(0, 0) == (2, 3, 4, 5, 6, 7, 8, 9) and r.primary(0, 0) == 2
+    net.down.add(2)  # primary of view 0
+    submit(net, 0, b"needs-a-new-primary")  # from a follower
+    assert net.heights()[3] == 0
     tick(net, 1.5)  # request timers expire: view change to view 1
-    live = [n for n in net.cores if n != 0]
+    live = [n for n in net.cores if n != 2]
     for n in live:
         st = net.cores[n].status()
-        assert (st["view"], st["primary"], st["mode"]) == (1, 1, "normal")
-        assert st["group"] == list(range(8))  # same group, next primary of the primary group
+        assert (st["view"], st["primary"], st["mode"]) == (1, 3, "normal")
+        assert st["group"] == [2, 3, 4, 5, 6, 7, 8, 9]  # same group, next primary of the primary group
+        assert st["primary_group"] == [2, 3, 4, 5]
     assert all(net.heights()[n] == 1 for n in live)
-    assert net.commits[9][0].block.proposer == 1
+    assert net.commits[0][0].block.proposer == 3
+    assert votes_sent(net, 0) == votes_sent(net, 1) == []
+
+
+def test_stalled_group_falls_back_to_the_whole_committee(committee: Callable[..., Keys]) -> None:
+    net = make_net(committee(n=10), PRE)
+    net.down.update({2, 3, 4})  # 5 live group members < quorum 7: no group view can commit
+    submit(net, 0, b"liveness")
+    for _ in range(8):
+        tick(net, 5.0)
+        if net.heights()[0]:
+            break
+    live = [n for n in net.cores if n not in net.down]
+    assert all(net.heights()[n] == 1 for n in live)
+    st = net.cores[0].status()
+    assert st["view"] >= 4 and len(st["group"]) == 10  # views >= f + 1 use the whole committee
+    assert votes_sent(net, 0)  # a follower of view 0 voted in the fallback view
 
 
 def test_restarted_node_recomputes_the_same_groups_from_its_log(committee: Callable[..., Keys]) -> None:

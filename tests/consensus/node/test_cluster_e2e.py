@@ -23,7 +23,7 @@ from dwcp.consensus.node.cluster import LocalCluster
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
 N = 4
-VICTIM = 2  # never the view-0 primary (node 0), so the survivors keep their leader
+PRIMARY = 0  # view 0's primary (T-PBFT: the most trusted, ties to the lower id, so node 0 at first)
 
 
 def _payload(tag: str, i: int) -> str:
@@ -99,9 +99,12 @@ def _bad_input(client: httpx.Client, url: str, committed_id: str) -> None:
     assert client.get(f"{tx}/{committed_id}").json()["status"] == "committed"
 
 
+@pytest.mark.parametrize("victim", [2, PRIMARY], ids=["backup", "primary"])
 @pytest.mark.parametrize("protocol", ["tpbft", "pbft"])
-def test_commits_survives_kill9_and_restarted_node_catches_up(tmp_path: Path, protocol: str) -> None:
-    settings = {"protocol": protocol, "max_tx_bytes": 1024, "sync_interval_ms": 200}
+def test_commits_survives_kill9_and_restarted_node_catches_up(tmp_path: Path, protocol: str, victim: int) -> None:
+    """Killing the primary also exercises a view change; small batches make T-PBFT cross epochs (32 blocks)."""
+    settings = {"protocol": protocol, "max_tx_bytes": 1024, "sync_interval_ms": 200, "batch_size": 2,
+                "view_change_timeout_ms": 500}
     with LocalCluster(tmp_path, N, settings=settings) as cluster, httpx.Client(timeout=10) as client:
         cluster.start_all()
         cluster.wait_ready(timeout=60)
@@ -115,22 +118,27 @@ def test_commits_survives_kill9_and_restarted_node_catches_up(tmp_path: Path, pr
             assert client.get(f"{url}/v1/transactions/{some}").json() == {
                 "id": some, "status": "committed", "height": acked[some]}
 
-        cluster.kill(VICTIM)
-        survivors = [u for i, u in enumerate(urls) if i != VICTIM]
+        cluster.kill(victim)
+        survivors = [u for i, u in enumerate(urls) if i != victim]
         acked |= asyncio.run(_submit_all(survivors, "one-down", 40))
         top = max(acked.values())
 
-        cluster.start(VICTIM)
-        cluster.wait_ready([VICTIM], timeout=60)
-        _wait_height(client, urls[VICTIM], top)  # caught up from its own log plus certified blocks
+        cluster.start(victim)
+        cluster.wait_ready([victim], timeout=60)
+        _wait_height(client, urls[victim], top)  # caught up from its own log plus certified blocks
         acked |= asyncio.run(_submit_all(urls, "rejoined", 20))
         for url in urls:
             _wait_height(client, url, max(acked.values()))
 
         assert len(acked) == 100
-        assert _check_logs(client, urls, acked) >= max(acked.values())
-        _bad_input(client, urls[VICTIM], next(iter(acked)))
-        health = client.get(f"{urls[VICTIM]}/health").json()
+        assert _check_logs(client, urls, acked) >= 50  # batches of at most 2
+        if victim == PRIMARY:
+            assert _status(client, urls[1])["view_changes"] >= 1
+        if protocol == "tpbft":
+            assert _status(client, urls[victim])["epoch"] >= 1  # the restarted node re-ranked like the others
+        _bad_input(client, urls[victim], next(iter(acked)))
+        health = client.get(f"{urls[victim]}/health").json()
         assert health["checks"]["consensus"]["status"] == "ok"
         metrics = client.get(f"{urls[0]}/metrics").text
         assert "tpbft_blocks_committed_total" in metrics and "tpbft_consensus_latency_seconds_bucket" in metrics
+        assert ('tpbft_trust_score{node="3"}' in metrics) == (protocol == "tpbft")

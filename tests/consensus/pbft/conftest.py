@@ -6,7 +6,18 @@ from collections.abc import Callable
 
 import pytest
 
-from dwcp.consensus.core import Codec, DecodeError, Received, Started, Submitted, Transaction, encode, signing_bytes
+from dwcp.consensus.core import (
+    Codec,
+    DecodeError,
+    Fetched,
+    Received,
+    RequestSync,
+    Started,
+    Submitted,
+    Transaction,
+    encode,
+    signing_bytes,
+)
 from dwcp.consensus.pbft import MESSAGES, Config, Replica
 from tests.consensus.conftest import Keys, LocalNet, make_committee
 
@@ -60,3 +71,17 @@ def deliver(net: LocalNet, drop: Callable[[int, int, object], bool]) -> int:
         net.feed(to, Received(sender=sender, message=opened.message, signature=opened.signature))
         steps += 1
     return steps
+
+
+def serve_sync(net: LocalNet, node: int, source: int) -> int:
+    """Play the driver's catch-up for `node`: answer its latest `RequestSync` with `source`'s commits."""
+    syncs = [o for o in net.outputs.get(node, []) if isinstance(o, RequestSync)]
+    if not syncs:
+        return 0
+    req = syncs[-1]
+    fed = 0
+    for c in net.commits.get(source, []):
+        if req.from_height <= c.height <= req.to_height:
+            net.feed(node, Fetched(sender=source, block=c.block, certificate=c.certificate))
+            fed += 1
+    return fed

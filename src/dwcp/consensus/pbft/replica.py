@@ -203,6 +203,8 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         cfg = self.config
         if self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id:
             return
+        if self.height < self.view_floor:
+            return  # until we executed what the NEW-VIEW settled we cannot tell which txs are committed
         end = self.epoch_end(self.epoch)
         while True:
             h = max(self.height, self.proposed_to) + 1
@@ -240,6 +242,8 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             return "view_changing"
         if not self._in_window(b.height):
             return "outside_window"
+        if b.height <= self.view_floor:
+            return "below_new_view"
         if (b.epoch, b.view, b.proposer) != (pp.epoch, pp.view, sender):
             return "bad_block_header"
         end = self.epoch_end(pp.epoch)

@@ -69,11 +69,15 @@ class ViewChangeMixin:
         self.new_views: dict[int, NewView] = {}  # the NEW-VIEW of our current view (to answer requests)
         self.higher: dict[int, tuple[int, int]] = {}  # peer -> highest (epoch, view) it was seen in
         self.clock = 0.0  # `now` of the input being handled (for hooks that are not passed it)
+        # Heights at or below this were settled by the NEW-VIEW of our view (committed or re-proposed):
+        # the primary may not pre-prepare them again, or a Byzantine one could fork a lagging replica.
+        self.view_floor = 0
 
     def _reset_view_change(self) -> None:
         """On entering a new epoch: forget view-change state of the old one."""
         self.vc_target = self.view
         self.vc_attempts = 0
+        self.view_floor = self.height
         self.view_change_msgs.clear()
         self.vc_latest.clear()
         self.new_views.clear()
@@ -251,7 +255,9 @@ class ViewChangeMixin:
         self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
         self.voted = {k: v for k, v in self.voted.items() if k[1] >= view}
         self.mempool.inflight = {tx.id for b in nv.proposals for tx in b.txs}  # not for the primary to reuse
-        self.proposed_to = max([self.height, *(b.height for b in nv.proposals)])
+        low = max(s.view_change.height for s in nv.view_changes)
+        self.view_floor = max([low, *(b.height for b in nv.proposals)])
+        self.proposed_to = max(self.height, self.view_floor)
         for block in nv.proposals:
             if self._in_window(block.height):
                 self._accept_block(now, block, outs)

@@ -1,0 +1,216 @@
+"""View change: a silent primary is replaced, prepared blocks survive, bad NEW-VIEWs are refused."""
+
+from __future__ import annotations
+
+from dwcp.consensus.core import (
+    Block,
+    CancelTimer,
+    Certificate,
+    Fetched,
+    Multicast,
+    Rejected,
+    RequestSync,
+    Send,
+    SetTimer,
+    Started,
+    Vote,
+    block_digest,
+)
+from dwcp.consensus.pbft import Mode, Replica
+from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, PrePrepare, ViewChange
+from dwcp.consensus.pbft.state import GOSSIP, REQUEST, VIEW_CHANGE
+from dwcp.consensus.pbft.viewchange import reproposals
+
+from .conftest import deliver, received, serve_sync, submit, tx
+
+
+def sent(net, node, kind):
+    return [o.message for o in net.outputs.get(node, []) if isinstance(o, Multicast | Send)
+            and isinstance(o.message, kind)]
+
+
+def time_out(net, nodes, now=1.5):
+    net.now = now
+    for n in nodes:
+        net.fire(n, REQUEST)
+
+
+def test_silent_primary_is_replaced_and_the_new_primary_commits_the_pending_tx(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    submit(net, 1, tx(1))
+    net.fire(1, GOSSIP)  # backups learn the tx, so each one's request timer runs
+    net.run()
+    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
+    net.now = 1.5
+    outs = net.fire(2, REQUEST)
+    vc = ViewChange(epoch=0, view=1, height=0, committed=None, prepared=())
+    assert outs == [
+        SetTimer(timer=VIEW_CHANGE, delay=1.0),
+        Send(to=1, message=NewViewRequest(epoch=0, view=1)),
+        Multicast(to=(0, 1, 3), message=vc),
+    ]
+    assert net.cores[2].mode is Mode.VIEW_CHANGE
+    time_out(net, [1, 3])
+    net.run()
+    for n in (1, 2, 3):
+        core = net.cores[n]
+        assert (core.view, core.mode, core.view_changes) == (1, Mode.NORMAL, 1)
+        assert core.primary(0, 1) == 1
+    [nv] = sent(net, 1, NewView)
+    assert nv.proposals == () and sorted(s.sender for s in nv.view_changes) == [1, 2, 3]
+    assert CancelTimer(timer=VIEW_CHANGE) in net.outputs[2]
+    for n in (1, 2, 3):
+        [commit] = net.commits[n]
+        assert commit.block == Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(1),))
+        assert commit.certificate.view == 1
+
+
+def test_f_plus_one_view_changes_pull_a_replica_into_the_view_change(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    submit(net, 1, tx(1))
+    net.fire(1, GOSSIP)
+    net.run()
+    time_out(net, [1, 2])  # node 3's timer has not fired: it joins on seeing f + 1 = 2 view changes
+    net.run()
+    assert sent(net, 3, ViewChange) == [ViewChange(epoch=0, view=1, height=0, committed=None, prepared=())]
+    assert [net.cores[n].view for n in (1, 2, 3)] == [1, 1, 1]
+    assert net.heights() == {0: 0, 1: 1, 2: 1, 3: 1}
+
+
+def test_view_change_preserves_a_prepared_but_uncommitted_block(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 0, tx(1))
+    net.fire(0, GOSSIP)  # every replica holds the tx, so every request timer runs
+    # Every replica prepares block 1, but all commit votes are lost: nobody commits it in view 0.
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    b = Block(height=1, epoch=0, view=0, proposer=0, txs=(tx(1),))
+    assert all(core.prepared[1].block == b for core in net.cores.values())
+    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
+    net.down.add(0)  # and then the primary dies
+    submit(net, 2, tx(2))
+    time_out(net, [1, 2, 3])
+    net.run()
+    net.fire(2, GOSSIP)
+    net.run()
+    [nv] = sent(net, 1, NewView)
+    assert nv.proposals == (b,)  # re-proposed byte for byte: same digest as in view 0
+    assert all(len(s.view_change.prepared) == 1 for s in nv.view_changes)
+    for n in (1, 2, 3):
+        assert net.commits[n][0].block == b and net.commits[n][0].certificate.view == 1
+        assert net.commits[n][0].certificate.digest == block_digest(b)
+    # The new primary proposes new work after the re-proposal, not at its height.
+    assert [c.block.txs for c in net.commits[1]] == [(tx(1),), (tx(2),)]
+    assert net.commits[1][1].block.height == 2
+
+
+def test_block_committed_by_one_replica_is_fetched_not_reproposed(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 0, tx(1))
+    net.fire(0, GOSSIP)
+    # Only replica 3 receives the commit votes: it commits height 1, the others only prepare it.
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit" and to != 3)
+    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 1}
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    net.run()
+    # Replica 3's view change carries the commit certificate for height 1, so nothing is re-proposed
+    # there, and the others fetch the certified block instead.
+    [nv] = sent(net, 1, NewView)
+    assert nv.proposals == ()
+    cert = net.commits[3][0].certificate
+    # Height 1 is settled for view 1: a (Byzantine) primary cannot fork lagging replica 2 there.
+    fork = PrePrepare(epoch=0, view=1, block=Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(66),)))
+    assert net.cores[2].handle(2.0, received(net.keys, 1, fork)) == [Rejected(peer=1, reason="below_new_view")]
+    for n in (1, 2):
+        syncs = [o for o in net.outputs[n] if isinstance(o, RequestSync)]
+        assert syncs == [RequestSync(peers=tuple(p for p in cert.signers if p != n), from_height=1, to_height=1)]
+        net.feed(n, Fetched(sender=3, block=net.commits[3][0].block, certificate=cert))
+    assert {net.commits[n][0].block for n in (1, 2, 3)} == {net.commits[3][0].block}
+    submit(net, 2, tx(2))
+    net.fire(2, GOSSIP)
+    net.run()
+    assert net.heights() == {0: 0, 1: 2, 2: 2, 3: 2}
+    # The new primary waited for the fetched block before proposing: no tx is proposed twice.
+    assert not any(isinstance(o, Rejected) for n in (2, 3) for o in net.outputs[n])
+
+
+def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 0, tx(1))
+    net.fire(0, GOSSIP)
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    # The new primary (1) swaps the prepared block for one of its own choosing.
+    held = []
+    deliver(net, drop=lambda s, to, m: isinstance(m, NewView) and not held.append((to, m)))
+    [(to, nv), *_] = held
+    forged = NewView(epoch=0, view=1, view_changes=nv.view_changes,
+                     proposals=(Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(9),)),))
+    assert net.cores[2].handle(2.0, received(net.keys, 1, forged)) == [Rejected(peer=1, reason="bad_reproposals")]
+    short = NewView(epoch=0, view=1, view_changes=nv.view_changes[:2], proposals=nv.proposals)
+    assert net.cores[2].handle(2.0, received(net.keys, 1, short)) == [Rejected(peer=1, reason="bad_new_view")]
+    assert net.cores[2].mode is Mode.VIEW_CHANGE
+    net.feed(2, received(net.keys, 1, nv))  # the real one is accepted
+    assert (net.cores[2].view, net.cores[2].mode) == (1, Mode.NORMAL)
+
+
+def test_view_change_timeout_doubles_and_is_capped(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.update({0, 2, 3})  # alone: no view change can complete
+    submit(net, 1, tx(1))
+    time_out(net, [1])
+    delays = [o.delay for o in net.outputs[1] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
+    for _ in range(4):
+        net.fire(1, VIEW_CHANGE)
+        delays = [o.delay for o in net.outputs[1] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [v.view for v in sent(net, 1, ViewChange)] == [1, 2, 3, 4, 5]
+    assert net.cores[1].vc_target == 5 and net.cores[1].view == 0
+
+
+def test_restarted_replica_joins_the_current_view(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    submit(net, 1, tx(1))
+    net.fire(1, GOSSIP)
+    net.run()
+    time_out(net, [1, 2, 3])
+    net.run()
+    assert [net.cores[n].view for n in (1, 2, 3)] == [1, 1, 1]
+    keys = net.keys
+    net.cores[0] = Replica(committee=keys.committee, node_id=0, signer=keys.signers[0], verifier=keys.verifier,
+                           config=net.cores[1].config)
+    net.down.discard(0)
+    net.feed(0, Started())
+    net.run()
+    # Status replies show f + 1 peers in view 1: it asks the primary of view 1 for its NEW-VIEW, and catches up.
+    core = net.cores[0]
+    assert (core.view, core.mode) == (1, Mode.NORMAL)
+    assert sent(net, 0, NewViewRequest) == [NewViewRequest(epoch=0, view=1)]
+    assert [o for o in net.outputs[0] if isinstance(o, RequestSync)] == [
+        RequestSync(peers=(1, 2), from_height=1, to_height=1),
+    ]
+    assert serve_sync(net, 0, 1) == 1
+    submit(net, 1, tx(2))
+    net.run()
+    assert net.commits[0][-1].block == net.commits[1][-1].block
+    assert net.commits[0][-1].height == 2
+
+
+def _prepared(h, view, payload):
+    b = Block(height=h, epoch=0, view=view, proposer=view % 4, txs=(tx(payload),))
+    return Prepared(block=b, certificate=Certificate(kind="prepare", epoch=0, view=view, height=h,
+                                                     digest=block_digest(b), signers=(), signatures=()))
+
+
+def test_reproposals_pick_the_highest_view_and_fill_gaps_with_null_blocks():
+    low = ViewChange(epoch=0, view=3, height=1, committed=None, prepared=(_prepared(2, 0, 1), _prepared(4, 0, 4)))
+    high = ViewChange(epoch=0, view=3, height=0, committed=None, prepared=(_prepared(1, 1, 9), _prepared(2, 1, 2)))
+    got = reproposals(0, 3, 3, [low, high])
+    # Height 1 is at or below the highest committed height (1): not re-proposed.
+    assert got == (_prepared(2, 1, 2).block, Block(height=3, epoch=0, view=3, proposer=3), _prepared(4, 0, 4).block)
+    assert reproposals(0, 3, 3, [high, low]) == got  # order of the view changes does not matter
+    assert reproposals(0, 3, 3, []) == ()

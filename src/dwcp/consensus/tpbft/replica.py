@@ -178,7 +178,8 @@ class Replica(PbftReplica):
     def _on_trust_report(self, sender: int, report: TrustReport, sig: bytes, outs: list[Output]) -> None:
         reason = self._check_trust_report(sender, report)
         if reason is not None:
-            self.observe(sender, "invalid")
+            if reason != "report_epoch":  # a lagging correct node may send an old one
+                self.observe(sender, "invalid")
             outs.append(Rejected(peer=sender, reason=reason))
             return
         known = self.pending_reports.get(sender)

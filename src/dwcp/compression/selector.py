@@ -45,6 +45,10 @@ class Selector:
     def properties(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted ratio, compress and decompress bytes/s for every option (`none` included), (N, options)."""
         log_r, log_vc, log_vd = self.model.predict(x)
+        # Keep a model that extrapolates wildly (odd input) inside physical bounds: ratio in [1e-6, 1.5],
+        # speeds within a factor e^8 (~3000) of the reference. No overflow, no zero or infinite time.
+        log_r = np.clip(log_r, -13.8, 0.4)
+        log_vc, log_vd = np.clip(log_vc, -8.0, 8.0), np.clip(log_vd, -8.0, 8.0)
         n = log_r.shape[0]
         ones, inf = np.ones((n, 1)), np.full((n, 1), np.inf)
         ratio = np.hstack([ones, np.exp(log_r)])

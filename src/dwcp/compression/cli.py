@@ -30,13 +30,15 @@ def calibrate(out: Path | None = typer.Option(None, help="Calibration file; defa
     console.print(f"wrote {path} ({cal.seconds:.1f} s)")
 
 
-def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool):
+def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool,
+              refeature: bool = False):
     """(calibration, train, held-out synthetic, held-out real), labelled now or read from the cache."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from dwcp.compression import calibrate as cal_mod
     from dwcp.compression import corpus
     from dwcp.compression.train import Dataset, label
+    from dwcp.compression.train import refeature as recompute
 
     cal_path = cache / "calibration.json"
     if relabel or not cal_path.exists():
@@ -57,7 +59,11 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
                 out.append(None)
                 continue
             if path.exists() and not relabel:
-                out.append(Dataset.load(path))
+                ds = Dataset.load(path)
+                if refeature:  # labels stay valid; only the features are recomputed from the same payloads
+                    ds = recompute(ds, make(), cal)
+                    ds.save(path)
+                out.append(ds)
                 continue
             task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
             ds = label(make(), cal, progress=lambda _n, t=task: progress.advance(t))
@@ -87,6 +93,7 @@ def train(
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
     epochs: int = typer.Option(300),
     relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
+    refeature: bool = typer.Option(False, help="Recompute cached datasets' features (after a feature change)."),
     out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),
 ) -> None:
     """Label a corpus with the oracle, fit the model, print held-out accuracy and write the artifact."""
@@ -98,7 +105,7 @@ def train(
     from dwcp.compression.train import evaluate
     from dwcp.compression.train import train as fit_model
 
-    cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel)
+    cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel, refeature)
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task(f"training on {len(tr)} payloads", total=epochs)

@@ -213,7 +213,8 @@ def real_files(seed: int, count: int, max_size: int = 512 * 1024, roots: tuple[s
     """
     by_kind: dict[str, list[Path]] = {}
     for root in roots:
-        for dirpath, _, files in os.walk(root):
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]  # bytecode comes and goes: keep the set stable
             for f in files:
                 path = Path(dirpath) / f
                 by_kind.setdefault(_kind(path), []).append(path)

@@ -68,6 +68,17 @@ def label(payloads: Iterable[tuple[str, bytes]], cal: Calibration, progress: Pro
                    np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams))
 
 
+def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], cal: Calibration) -> Dataset:
+    """The same labels with features recomputed from the regenerated payloads (after a feature change)."""
+    extract = Extractor(cal.vc[KEYS.index("lz4")])
+    xs = []
+    for (fam, payload), size, known in zip(payloads, data.size, data.family, strict=True):
+        if len(payload) != size or fam != known:
+            raise ValueError(f"regenerated payload ({fam}, {len(payload)} B) is not the labelled ({known}, {size} B)")
+        xs.append(extract(make_sample(payload), len(payload)))
+    return Dataset(np.array(xs), data.ratio, data.vc, data.vd, data.size, data.family)
+
+
 def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The evaluation grid: 1 Mbit/s-10 Gbit/s and 0.1-300 ms log-uniform, half the links lossy (1e-6..1e-2)."""
     bw = np.exp(rng.uniform(np.log(1.0), np.log(10_000.0), n))

@@ -28,7 +28,8 @@ class Clock:
     def at(self, when: float, action: Action, *args: Any) -> None:
         """Run `action(*args)` at virtual time `when` (never earlier than now)."""
         self._seq += 1
-        heapq.heappush(self._queue, (max(when, self.now), self._seq, action, args))
+        now = self.now
+        heapq.heappush(self._queue, (when if when > now else now, self._seq, action, args))
 
     def after(self, delay: float, action: Action, *args: Any) -> None:
         self.at(self.now + delay, action, *args)

@@ -16,6 +16,7 @@ Default RTTs (`WAN_RTT_MS`) are rounded medians of public AWS inter-region ping 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,15 +75,15 @@ class NetworkModel:
     loss: float = 0.0
     _one_way: list[list[float]] = field(init=False, repr=False)
     _uplink_free: list[float] = field(init=False, repr=False)
-    _last_arrival: dict[tuple[int, int], float] = field(init=False, repr=False)
-    _side: list[int] = field(init=False, repr=False)
+    _last_arrival: list[float] = field(init=False, repr=False)  # per link a * n + b
+    side: list[int] = field(init=False, repr=False)  # node -> partition group (0: the rest)
 
     def __post_init__(self) -> None:
         n = len(self.placement)
         self._one_way = [[self.rtt_ms[(a, b)] / 2000.0 for b in self.placement] for a in self.placement]
         self._uplink_free = [0.0] * n
-        self._last_arrival = {}
-        self._side = [0] * n
+        self._last_arrival = [0.0] * (n * n)
+        self.side = [0] * n
 
     @classmethod
     def spread(cls, n: int, regions: Sequence[str], rng: random.Random, **kwargs: float) -> NetworkModel:
@@ -92,20 +93,20 @@ class NetworkModel:
     # -- partitions ---------------------------------------------------------------------------
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         """Only nodes in the same group can talk; nodes in no group form one more group."""
-        self._side = [0] * len(self._side)
+        self.side = [0] * len(self.side)
         for index, group in enumerate(groups, start=1):
             for node in group:
-                self._side[node] = index
+                self.side[node] = index
 
     def heal(self) -> None:
-        self._side = [0] * len(self._side)
+        self.side = [0] * len(self.side)
 
     def connected(self, a: int, b: int) -> bool:
-        return self._side[a] == self._side[b]
+        return self.side[a] == self.side[b]
 
     @property
     def partitioned(self) -> bool:
-        return any(self._side)
+        return any(self.side)
 
     # -- delivery -----------------------------------------------------------------------------
     def one_way(self, a: int, b: int) -> float:
@@ -116,17 +117,19 @@ class NetworkModel:
 
         Charges a's uplink even for a lost copy (it was sent), but not for a partitioned one (the
         real transport has no connection to send on)."""
-        if self._side[a] != self._side[b]:
+        if self.side[a] != self.side[b]:
             return None
-        start = max(now, self._uplink_free[a])
-        on_wire = start + size * 8.0 / self.bandwidth_bps
+        free = self._uplink_free[a]
+        on_wire = (now if now > free else free) + size * 8.0 / self.bandwidth_bps
         self._uplink_free[a] = on_wire
         if self.loss and self.rng.random() < self.loss:
             return None
         base = self._one_way[a][b]
-        arrive = on_wire + base + (base * self.rng.expovariate(1.0 / self.jitter) if self.jitter else 0.0)
-        link = (a, b)
-        last = self._last_arrival.get(link, 0.0)
+        arrive = on_wire + base
+        if self.jitter:
+            arrive -= base * self.jitter * math.log(1.0 - self.rng.random())  # exponential, mean jitter * base
+        link = a * len(self.side) + b
+        last = self._last_arrival[link]
         if arrive < last:
             arrive = last
         self._last_arrival[link] = arrive
@@ -134,5 +137,6 @@ class NetworkModel:
 
     def reset_links(self, node: int) -> None:
         """A crashed node's connections are gone: forget FIFO state on its links."""
-        for link in [k for k in self._last_arrival if node in k]:
-            del self._last_arrival[link]
+        n = len(self.side)
+        for other in range(n):
+            self._last_arrival[node * n + other] = self._last_arrival[other * n + node] = 0.0

@@ -97,7 +97,9 @@ def random_faults(rng: random.Random, nodes: int, duration: float) -> tuple[Faul
         if t >= end - 0.3:
             break
         start = t + rng.uniform(0.0, 0.2 * duration / 3)
-        stop = min(end, start + rng.uniform(0.3, 0.15 * duration))
+        if start > end - 0.3:
+            break
+        stop = min(end, start + rng.uniform(0.3, max(0.3, 0.15 * duration)))
         kind = rng.choice(("partition", "crash", "both"))
         if kind in ("partition", "both"):
             ids = list(range(nodes))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dwcp.consensus.core.crypto import generate_private_key, public_key_of
-from dwcp.consensus.node.keys import KeyLoadError, committee_from_inventory, dev_keys, load_keys
+from dwcp.consensus.node.keys import KeyLoadError, SignatureCache, committee_from_inventory, dev_keys, load_keys
 from dwcp.runtime.inventory import parse_inventory
 
 
@@ -62,3 +62,20 @@ def test_garbage_key_is_refused(tmp_path: Path) -> None:
     (tmp_path / "node-0.key").write_text("not hex")
     with pytest.raises(KeyLoadError, match="not a hex"):
         load_keys(tmp_path, 0)
+
+
+def test_signature_cache_answers_repeats_and_keeps_only_small_recent_messages() -> None:
+    inv = _inventory()
+    keys = dev_keys(inv, "tpbft", 1, "seed")
+    cache = SignatureCache(keys.signer, size=2)
+    assert cache.node_id == 1 and cache.public_key == keys.signer.public_key
+    first = cache.sign(b"vote")
+    assert cache.sign(b"vote") == first == keys.signer.sign(b"vote") and cache.hits == 1
+    big = b"b" * (SignatureCache.MAX_BYTES + 1)
+    cache.sign(big)
+    cache.sign(big)
+    assert cache.hits == 1  # large messages are signed each time, never kept
+    cache.sign(b"two")
+    cache.sign(b"three")  # evicts "vote"
+    cache.sign(b"vote")
+    assert cache.hits == 1

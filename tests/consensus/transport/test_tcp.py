@@ -74,6 +74,9 @@ async def test_three_nodes_exchange_frames_on_every_channel() -> None:
         got = {await _get(c.inbox[1]), await _get(c.inbox[1])}
         assert got == {(0, Channel.CONSENSUS, b"vote"), (2, Channel.SYNC, b"sync-req")}
         assert await _get(c.inbox[0]) == (1, Channel.DATA, b"B" * 3_000_000)
+        assert c.nodes[2].send_many([0, 1], Channel.CONSENSUS, b"to-both") == 2
+        assert await _get(c.inbox[0]) == (2, Channel.CONSENSUS, b"to-both")
+        assert await _get(c.inbox[1]) == (2, Channel.CONSENSUS, b"to-both")
     finally:
         for t in c.nodes.values():
             await t.stop()

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from dwcp.consensus.core.codec import Codec
-from dwcp.consensus.node.keys import NodeKeys, dev_keys, load_keys
+from dwcp.consensus.core.crypto import Signer
+from dwcp.consensus.node.keys import NodeKeys, SignatureCache, dev_keys, load_keys
 from dwcp.consensus.settings import ConsensusSettings
 from dwcp.consensus.storage import BlockStore
 from dwcp.consensus.transport.driver import Driver, DriverConfig
@@ -82,10 +83,10 @@ def core_config(protocol: str, settings: ConsensusSettings) -> Any:
     return config_cls(**values)
 
 
-def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings) -> Any:
+def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings, signer: Signer | None = None) -> Any:
     replica = _load(PROTOCOLS[protocol].replica)
     return replica(
-        committee=keys.committee, node_id=keys.signer.node_id, signer=keys.signer, verifier=keys.verifier,
+        committee=keys.committee, node_id=keys.signer.node_id, signer=signer or keys.signer, verifier=keys.verifier,
         config=core_config(protocol, settings),
     )
 
@@ -110,9 +111,10 @@ def build_node(ctx: ServiceContext) -> Driver:
         domain=protocol.encode() + b"/" + committee.digest(),
         queue_limits={ch: QueueLimits(max_bytes=settings.peer_queue_max_bytes) for ch in Channel},
     )
+    signer = SignatureCache(keys.signer)  # shared by core and driver: each vote is signed once
     return Driver(
-        core=make_core(protocol, keys, settings),
-        codec=codec, signer=keys.signer, verifier=keys.verifier, committee=committee,
+        core=make_core(protocol, keys, settings, signer),
+        codec=codec, signer=signer, verifier=keys.verifier, committee=committee,
         store=BlockStore(ctx.data_dir / f"{protocol}-blocks.sqlite"),
         transport=transport,
         config=DriverConfig(

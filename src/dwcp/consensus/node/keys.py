@@ -31,6 +31,35 @@ class NodeKeys:
     verifier: Ed25519Verifier
 
 
+class SignatureCache:
+    """A signer that remembers its last few signatures over small messages.
+
+    Ed25519 is deterministic, and each vote is signed twice over the same bytes: by the core (to
+    put in its own certificates) and by the driver (sealing the envelope). Answering the second
+    from memory halves a node's signing work; large messages (blocks) are not kept.
+    """
+
+    MAX_BYTES = 4096
+
+    def __init__(self, inner: Ed25519Signer, size: int = 256) -> None:
+        self.inner, self.size = inner, size
+        self.node_id, self.public_key = inner.node_id, inner.public_key
+        self._recent: dict[bytes, bytes] = {}  # insertion-ordered: oldest first
+        self.hits = 0
+
+    def sign(self, data: bytes) -> bytes:
+        sig = self._recent.get(data)
+        if sig is not None:
+            self.hits += 1
+            return sig
+        sig = self.inner.sign(data)
+        if len(data) <= self.MAX_BYTES:
+            self._recent[data] = sig
+            if len(self._recent) > self.size:
+                del self._recent[next(iter(self._recent))]
+        return sig
+
+
 def dev_private_key(seed: str, service: str, node_id: int) -> bytes:
     """Deterministic 32-byte private key. DEV-ONLY: whoever knows the seed can sign as this node."""
     return hashlib.blake2b(f"dwcp-dev-key:{seed}:{service}:{node_id}".encode(), digest_size=32).digest()

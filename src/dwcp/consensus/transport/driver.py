@@ -61,6 +61,7 @@ from dwcp.consensus.transport.writer import CommitWriter
 
 log = logging.getLogger("dwcp.consensus.driver")
 SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
+REPORT_INTERVAL = 0.1  # seconds between status snapshots for the observer while blocks commit
 
 
 class DuplicateTransaction(Exception):
@@ -121,6 +122,7 @@ class Driver:
         self._durable_height = store.last_height
         self._gossip: asyncio.Task | None = None
         self._running = False
+        self._reported_at = float("-inf")
         self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
         self._block_decoder = msgspec.msgpack.Decoder(Block)
         self._cert_decoder = msgspec.msgpack.Decoder(Certificate)
@@ -251,11 +253,8 @@ class Driver:
 
     def _send_to(self, peers: tuple[int, ...], message: Any) -> None:
         data = self.codec.seal(self.signer, message)
-        kind = message_kind(message)
-        for peer in peers:
-            if peer != self.me:
-                self.transport.send(peer, Channel.CONSENSUS, data)
-        self.metrics.sent(kind, sum(1 for p in peers if p != self.me))
+        sent = self.transport.send_many((p for p in peers if p != self.me), Channel.CONSENSUS, data)
+        self.metrics.sent(message_kind(message), sent)
 
     def _commit(self, c: Commit) -> None:
         if c.height < self._next_height:
@@ -287,9 +286,12 @@ class Driver:
                     waiter.set_result(c.height)
         if self.observer is not None:
             self.observer.committed(c.height, len(c.txs), latencies)
-        self._report()
+        if now - self._reported_at >= REPORT_INTERVAL:
+            self._report()
 
     def _report(self) -> None:
+        """Status gauges: after blocks at most every REPORT_INTERVAL, and every sync interval."""
+        self._reported_at = self.clock()
         if self.observer is not None:
             self.observer.update(self.status())
 
@@ -298,8 +300,7 @@ class Driver:
         while True:
             try:
                 status = encode_sync(SyncStatus(height=self._durable_height))
-                for peer in self.peers:
-                    self.transport.send(peer, Channel.SYNC, status)
+                self.transport.send_many(self.peers, Channel.SYNC, status)
                 self._request_missing()
                 self._report()
             except Exception:  # a bug here must not silently end catch-up for the node's lifetime

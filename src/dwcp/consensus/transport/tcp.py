@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dwcp.consensus.transport.framing import DEFAULT_LIMITS, Channel, FrameDecoder, FrameError, encode_frame
@@ -96,6 +96,18 @@ class TcpTransport:
         if queue is None:
             raise KeyError(f"node {peer} is not a peer of node {self.config.me}")
         return queue.offer(channel, encode_frame(channel, payload, self.config.frame_limits))
+
+    def send_many(self, peers: Iterable[int], channel: Channel, payload: bytes) -> int:
+        """`send` to each of `peers`, framing the payload once; returns how many were queued."""
+        frame = encode_frame(channel, payload, self.config.frame_limits)
+        sent = 0
+        for peer in peers:
+            queue = self._queues.get(peer)
+            if queue is None:
+                raise KeyError(f"node {peer} is not a peer of node {self.config.me}")
+            queue.offer(channel, frame)
+            sent += 1
+        return sent
 
     async def send_wait(self, peer: int, channel: Channel, payload: bytes) -> None:
         """Queue for `peer`, waiting while its queue is full: backpressure for bulk producers (DATA)."""

@@ -127,6 +127,7 @@ def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..
         assert st["primary_group"] == [2, 3, 4, 5]
     assert all(net.heights()[n] == 1 for n in live)
     assert net.commits[0][0].block.proposer == 3
+    assert all(net.cores[n].opinions.unsat[2] == 5 for n in live)  # "deposed" (view 0's primary)
     assert votes_sent(net, 0) == votes_sent(net, 1) == []
 
 

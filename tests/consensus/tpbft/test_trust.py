@@ -120,11 +120,12 @@ def test_opinions_weights_decay_and_snapshot() -> None:
     ops.observe(2, "missing")
     ops.observe(2, "invalid")
     ops.observe(2, "conflict")
+    ops.observe(0, "deposed")
     ops.observe(1, "invalid")  # about ourselves: ignored
     ops.observe(9, "invalid")  # unknown: ignored
-    assert ops.snapshot() == ((0, 2), (3, 0), (0, 14))
+    assert ops.snapshot() == ((0, 2), (3, 0), (5, 14))
     ops.decay()
-    assert ops.snapshot() == ((0, 2), (1, 0), (0, 7))
+    assert ops.snapshot() == ((0, 2), (1, 0), (2, 7))
     with pytest.raises(KeyError):
         ops.observe(0, "bogus")
 

@@ -11,7 +11,8 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | primary(e, v)     | ranking(e)[v] for v < k (the primary group: k = min(group_size, f+1) nodes),   |
 |                   | then ranking(e)[v mod n]                                                       |
 | observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |
-|                   | height: each group vote seen in time +1, late or missing -1                    |
+|                   | height: each group vote seen in time +1, late or missing -1; a primary         |
+|                   | replaced by a view change is "deposed"                                         |
 | block_meta        | the primary's pending signed trust reports (TrustMeta)                         |
 | check_meta        | stateless: decodes, reporters sorted and unique, shapes valid, signatures good |
 | after_execute     | apply committed reports; push `Decided` to followers; send our report in the   |
@@ -131,7 +132,12 @@ class Replica(PbftReplica):
                 return outs
             if isinstance(msg, Vote):
                 self._note_vote(now, input.sender, msg)
-        return super().handle(now, input)
+        epoch, view = self.epoch, self.view
+        outs = super().handle(now, input)
+        if self.epoch == epoch and self.view > view:  # a view change completed: its primaries failed
+            for v in range(max(view, self.view - self.committee.n), self.view):
+                self.opinions.observe(self.primary(epoch, v), "deposed")
+        return outs
 
     def _note_vote(self, now: float, sender: int, v: Vote) -> None:
         """Remember when each voter's first vote of each kind arrived, for heights not yet judged."""

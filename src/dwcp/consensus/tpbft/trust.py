@@ -19,6 +19,7 @@ Rules (docs/tpbft.md has the rationale):
 | missing    | unsat += 1                     | ... never arrived before the height was evaluated   |
 | invalid    | unsat += 2                     | a message failed its phase checks                   |
 | conflict   | unsat += 10                    | a double vote or an equivocating pre-prepare        |
+| deposed    | unsat += 5                     | a view change replaced the peer as primary          |
 
 Local trust of reporter i in peer j (j != i): s_ij = max(prior + sat_ij - unsat_ij, 0), where the
 small `prior` makes a peer nobody has seen misbehave (a follower) rank above one that did.
@@ -41,6 +42,7 @@ EVENT_WEIGHTS: dict[str, tuple[int, int]] = {
     "missing": (0, 1),
     "invalid": (0, 2),
     "conflict": (0, 10),
+    "deposed": (0, 5),
 }
 """event -> (sat, unsat) increments."""
 

@@ -38,13 +38,14 @@ def test_evaluate_rejects_a_bad_trace_or_policy(tmp_path, trace_file):
     assert r.exit_code == 2 and "unknown policy" in r.output
 
 
-def test_train_writes_checkpoint_curve_json_and_png(tmp_path):
+def test_train_writes_checkpoint_curve_json_and_png_within_its_time_bound(tmp_path):
     ck, png = tmp_path / "ck.pt", tmp_path / "curve.png"
-    r = runner.invoke(app, ["train", "--episodes", "2", "--hours", "0.25", "--seed", "3", "--out", str(ck),
-                            "--curve-png", str(png), "--validate-every", "1", "--validation-traces", "1"])
+    r = runner.invoke(app, ["train", "--episodes", "50", "--hours", "0.25", "--seed", "3", "--out", str(ck),
+                            "--curve-png", str(png), "--validate-every", "1", "--validation-traces", "1",
+                            "--max-minutes", "0.0001"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["checkpoint"] == str(ck) and ck.stat().st_size < 200_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curve = json.loads(ck.with_suffix(".curve.json").read_text())
-    assert [row["episode"] for row in curve] == [1, 2]
+    assert [row["episode"] for row in curve] == [1] == [summary["episodes"]]  # stopped by --max-minutes

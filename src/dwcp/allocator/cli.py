@@ -19,6 +19,7 @@ def train(
     curve_png: Path = typer.Option(Path("docs/allocator_learning_curve.png"), help="Learning-curve PNG."),
     validate_every: int = typer.Option(5, help="Episodes between validation replays."),
     validation_traces: int = typer.Option(4, help="Validation traces (training series, unseen seeds)."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock bound: stop after the episode that passes it."),
 ) -> None:
     """Train MADDPG on generated traces (Alibaba 2018 + synthetic series) and keep the best actors."""
     import torch
@@ -31,7 +32,8 @@ def train(
     torch.set_num_threads(1)
     target = out or default_checkpoint()
     cfg = TrainConfig(episodes=episodes, seed=seed, hours=hours, validate_every=validate_every,
-                      validation_traces=validation_traces)
+                      validation_traces=validation_traces,
+                      max_seconds=None if max_minutes is None else 60.0 * max_minutes)
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=episodes, info="")
@@ -49,7 +51,8 @@ def train(
     typer.echo(json.dumps({"checkpoint": str(target), "best_validation_cost": round(result.best_cost, 3),
                            "best_fit_validation_cost": round(last["best-fit"], 3),
                            "round_robin_validation_cost": round(last["round-robin"], 3),
-                           "seconds": round(result.seconds, 1), "learning_curve": str(curve_png)}))
+                           "episodes": last["episode"], "seconds": round(result.seconds, 1),
+                           "learning_curve": str(curve_png)}))
 
 
 @app.command()

@@ -41,6 +41,7 @@ class TrainConfig:
     buffer: int = 100_000
     validate_every: int = 5
     validation_traces: int = 2
+    max_seconds: float | None = None  # wall-clock bound: validate and stop after the episode that passes it
     maddpg: MaddpgConfig = field(default_factory=MaddpgConfig)
 
 
@@ -100,7 +101,8 @@ def train(cfg: TrainConfig, out: Path, hosts: list[HostSpec] | None = None,
             if steps >= cfg.warmup_steps and steps % cfg.update_every == 0:
                 losses = agent.update(buf.sample(cfg.maddpg.batch, rng))
         info = {"return": ep_return, "steps": steps, **losses}
-        if (ep + 1) % cfg.validate_every == 0 or ep == cfg.episodes - 1:
+        out_of_time = cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds
+        if (ep + 1) % cfg.validate_every == 0 or ep == cfg.episodes - 1 or out_of_time:
             agent.save(tmp)
             cost = _validation_cost(hosts, val, lambda: MaddpgPolicy(tmp))
             curve.append({"episode": ep + 1, "steps": steps, "maddpg": cost, **base})
@@ -108,10 +110,12 @@ def train(cfg: TrainConfig, out: Path, hosts: list[HostSpec] | None = None,
             if cost < best:
                 best = cost
                 agent.save(out)
+            out.with_suffix(".curve.json").write_text(json.dumps(curve, indent=1))
         if progress:
             progress(ep, info)
+        if out_of_time:
+            break
     tmp.unlink(missing_ok=True)
-    out.with_suffix(".curve.json").write_text(json.dumps(curve, indent=1))
     return TrainResult(curve, float(best), out, time.perf_counter() - t0)
 
 

@@ -184,9 +184,8 @@ class Driver:
     async def wait_committed(self, tx_hex: str, timeout: float) -> int | None:
         """Height once the transaction is durably committed, or None after `timeout` seconds."""
         tid = bytes.fromhex(tx_hex)
-        height = self.store.tx_height(tid)
-        if height is not None or tid not in self._pending:
-            return height
+        if tid not in self._pending:  # submitted here and not yet durable, or else look it up
+            return self.store.tx_height(tid)
         fut = self._waiters.get(tid) or asyncio.get_running_loop().create_future()
         self._waiters[tid] = fut
         try:

@@ -47,12 +47,20 @@ class TransportMetrics:
             ["protocol"], registry=registry,
         )
         self.peers_connected.labels(protocol).set(0)
+        self._sent: dict[str, Any] = {}  # kind -> labelled child (labels() costs a lock and a lookup)
+        self._received: dict[str, Any] = {}
 
     def sent(self, kind: str, n: int = 1) -> None:
-        self.messages_sent.labels(self.protocol, kind).inc(n)
+        child = self._sent.get(kind)
+        if child is None:
+            child = self._sent[kind] = self.messages_sent.labels(self.protocol, kind)
+        child.inc(n)
 
     def received(self, kind: str) -> None:
-        self.messages_received.labels(self.protocol, kind).inc()
+        child = self._received.get(kind)
+        if child is None:
+            child = self._received[kind] = self.messages_received.labels(self.protocol, kind)
+        child.inc()
 
     def rejected(self, reason: str) -> None:
         self.frames_rejected.labels(self.protocol, reason).inc()

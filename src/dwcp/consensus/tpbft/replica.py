@@ -7,9 +7,11 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | hook              | T-PBFT rule                                                                    |
 |-------------------|--------------------------------------------------------------------------------|
 | ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id   |
-| group(e, v)       | top `group_size` of ranking(e) for v < k; the whole committee for v >= k       |
-| primary(e, v)     | ranking(e)[v] for v < k (the primary group: k = min(group_size, f+1) nodes),   |
-|                   | then ranking(e)[v mod n]                                                       |
+| group(e, 0)       | top `group_size` of ranking(e)                                                 |
+| group(e, v > 0)   | the whole committee: a view change means the group failed to commit, and PBFT's |
+|                   | view change only moves on once a quorum of the group asked for it              |
+| primary(e, v)     | ranking(e)[v mod n]; the primary group is ranking(e)[:f+1], the primaries of   |
+|                   | views 0..f, which always holds a correct node                                  |
 | observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |
 |                   | height: each group vote seen in time +1, late or missing -1; a primary         |
 |                   | replaced by a view change is "deposed"                                         |
@@ -85,7 +87,7 @@ class Replica(PbftReplica):
         if cfg.epoch_length <= 0:
             raise LocalProtocolError("T-PBFT needs epoch_length > 0 (the group is re-chosen per epoch)")
         self.group_size = g
-        self.primary_group_size = min(g, committee.f + 1)
+        self.primary_group_size = min(g, committee.f + 1)  # primaries of views 0..f: one is correct
         self.table = TrustTable(committee.ids, damping=cfg.damping, pre_trusted=cfg.pre_trusted, prior=cfg.prior)
         self.opinions = Opinions(node_id, committee.ids)
         self.trust = self.table.global_trust()  # no reports yet: the pre-trusted vector
@@ -105,13 +107,15 @@ class Replica(PbftReplica):
         return r if r is not None else self.rankings[max(self.rankings)]
 
     def group(self, epoch: int, view: int) -> tuple[int, ...]:
-        if view < self.primary_group_size:
-            return self.ranking(epoch)[: self.group_size]
-        return self.ranking(epoch)  # every primary of the group failed: the whole committee votes
+        # After a view change the whole committee votes until the epoch ends: the group may hold more
+        # than g - q faulty members, and view changes need a quorum of group(e, v') to move on, which
+        # such a group could never give (pbft/viewchange.py `_on_view_change_timer`).
+        r = self.ranking(epoch)
+        return r[: self.group_size] if view == 0 else r
 
     def primary(self, epoch: int, view: int) -> int:
         r = self.ranking(epoch)
-        return r[view] if view < self.primary_group_size else r[view % len(r)]
+        return r[view % len(r)]
 
     def primary_group(self, epoch: int) -> tuple[int, ...]:
         return self.ranking(epoch)[: self.primary_group_size]

@@ -221,3 +221,26 @@ def test_constructor_takes_node_settings_and_checks_group_size(committee: Callab
         Replica(**kw, group_size=6)  # below the quorum of 7: the group could never commit
     with pytest.raises(LocalProtocolError):
         Replica(**kw, config=Config(epoch_length=0))
+
+
+def test_votes_are_judged_timely_late_or_missing_per_height(committee: Callable[..., Keys]) -> None:
+    from dwcp.consensus.core import Received
+
+    keys = committee(n=4)  # group = committee = 4, quorum 3
+    net = make_net(keys)
+    net.down.add(3)
+    net.feed(0, Submitted(tx=Transaction(payload=b"h1")))
+    net.run()
+    assert net.heights()[0] == 1
+    digest = net.commits[0][0].certificate.digest
+    net.down.clear()
+    net.now = 1.0  # node 3's votes for height 1 turn up a second after node 0 executed it
+    late = Vote(kind="prepare", epoch=0, view=0, height=1, digest=digest)
+    wrong = Vote(kind="commit", epoch=0, view=0, height=1, digest=b"\x07" * 32)
+    for v in (late, wrong):
+        net.feed(0, Received(sender=3, message=v, signature=keys.signers[3].sign(_signing(3, v))))
+    net.feed(0, Submitted(tx=Transaction(payload=b"h2")))  # executing height 2 judges height 1 (lag 1)
+    net.run()
+    ops = net.cores[0].opinions
+    assert (ops.sat[1], ops.unsat[1]) == (ops.sat[2], ops.unsat[2]) == (2, 0)  # prepare + commit in time
+    assert (ops.sat[3], ops.unsat[3]) == (0, 2)  # late prepare, commit only for another block

@@ -49,6 +49,7 @@ from dwcp.consensus.tpbft.messages import (
 from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, ranking
 
 VOTE_KINDS = ("prepare", "commit")
+MAX_SEEN = 4  # (kind, digest) arrivals remembered per voter and height
 KEPT_RANKINGS = 4  # epochs of rankings kept (the current one, and older ones for late evaluations)
 
 
@@ -94,8 +95,9 @@ class Replica(PbftReplica):
         self.rankings: dict[int, tuple[int, ...]] = {0: ranking(self.trust)}
         self.reported: dict[int, int] = {}  # reporter -> epoch of its latest applied report
         self.pending_reports: dict[int, SignedReport] = {}  # received, not yet committed
-        self.seen: dict[int, dict[int, dict[str, float]]] = {}  # height -> voter -> kind -> first arrival
-        self.to_judge: dict[int, tuple[tuple[int, ...], float]] = {}  # height -> (voters expected, executed at)
+        # height -> voter -> (kind, digest) -> first arrival (at most MAX_SEEN keys per voter and height)
+        self.seen: dict[int, dict[int, dict[tuple[str, bytes], float]]] = {}
+        self.to_judge: dict[int, tuple[tuple[int, ...], bytes, float]] = {}  # height -> (voters, digest, executed)
         self.lag = cfg.evaluation_lag or cfg.max_inflight
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
@@ -144,24 +146,26 @@ class Replica(PbftReplica):
         return outs
 
     def _note_vote(self, now: float, sender: int, v: Vote) -> None:
-        """Remember when each voter's first vote of each kind arrived, for heights not yet judged."""
+        """Remember when each voter's first vote of each kind and digest arrived, for heights not yet judged."""
         if v.kind in VOTE_KINDS and self.height - self.lag < v.height <= self.height + self.config.window:
-            self.seen.setdefault(v.height, {}).setdefault(sender, {}).setdefault(v.kind, now)
+            mine = self.seen.setdefault(v.height, {}).setdefault(sender, {})
+            if len(mine) < MAX_SEEN or (v.kind, v.digest) in mine:
+                mine.setdefault((v.kind, v.digest), now)
 
     def _judge(self, now: float, block: Block, cert: Certificate) -> None:
         """Schedule this height's judgement, and judge heights `lag` blocks old."""
         group = self.group(cert.epoch, cert.view)
         if self.node_id in group:
-            self.to_judge[block.height] = (tuple(m for m in group if m != self.node_id), now)
+            self.to_judge[block.height] = (tuple(m for m in group if m != self.node_id), cert.digest, now)
         done = block.height - self.lag
         for h in sorted(h for h in self.to_judge if h <= done):
-            voters, executed = self.to_judge.pop(h)
+            voters, dig, executed = self.to_judge.pop(h)
             seen = self.seen.get(h, {})
             if len(seen) < self.committee.quorum - 1:
                 continue  # we did not take part (cut off, or caught up): do not blame the others
             for m in voters:
                 for kind in VOTE_KINDS:
-                    t = seen.get(m, {}).get(kind)
+                    t = seen.get(m, {}).get((kind, dig))  # a vote for another block earns nothing
                     event = "missing" if t is None else "late" if t > executed + self.config.late_after else "timely"
                     self.opinions.observe(m, event)
         for h in [h for h in self.seen if h <= done]:

@@ -13,6 +13,7 @@ from dwcp.consensus.core import (
     Send,
     SetTimer,
     Started,
+    TxBatch,
     Vote,
     block_digest,
 )
@@ -46,6 +47,7 @@ def test_silent_primary_is_replaced_and_the_new_primary_commits_the_pending_tx(p
     outs = net.fire(2, REQUEST)
     vc = ViewChange(epoch=0, view=1, height=0, committed=None, prepared=())
     assert outs == [
+        Multicast(to=(0, 1, 3), message=TxBatch(txs=(tx(1),))),  # re-gossip the stuck tx, as a client would
         SetTimer(timer=VIEW_CHANGE, delay=1.0),
         Send(to=1, message=NewViewRequest(epoch=0, view=1)),
         Multicast(to=(0, 1, 3), message=vc),
@@ -157,18 +159,37 @@ def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
     assert (net.cores[2].view, net.cores[2].mode) == (1, Mode.NORMAL)
 
 
-def test_view_change_timeout_doubles_and_is_capped(pbft_net):
+def test_a_lone_view_change_waits_and_resends_instead_of_running_ahead(pbft_net):
     net = pbft_net(batch_size=1)
-    net.down.update({0, 2, 3})  # alone: no view change can complete
+    net.down.update({0, 2, 3})  # no quorum for view 1 can form
     submit(net, 1, tx(1))
     time_out(net, [1])
-    delays = [o.delay for o in net.outputs[1] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
-    for _ in range(4):
+    for _ in range(3):
         net.fire(1, VIEW_CHANGE)
-        delays = [o.delay for o in net.outputs[1] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
-    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
-    assert [v.view for v in sent(net, 1, ViewChange)] == [1, 2, 3, 4, 5]
-    assert net.cores[1].vc_target == 5 and net.cores[1].view == 0
+    delays = [o.delay for o in net.outputs[1] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
+    assert delays == [1.0, 1.0, 1.0, 1.0]
+    vc = ViewChange(epoch=0, view=1, height=0, committed=None, prepared=())
+    assert sent(net, 1, ViewChange) == [vc] * 4  # the same view change, resent in case it was lost
+    assert (net.cores[1].vc_target, net.cores[1].view, net.cores[1].view_changes) == (1, 0, 1)
+
+
+def test_failed_view_changes_double_the_timeout_up_to_4x(pbft_net):
+    net = pbft_net(n=13, batch_size=1)  # f = 4: the primaries of views 0..3 can all be down
+    net.down.update({0, 1, 2, 3})
+    submit(net, 4, tx(1))
+    net.fire(4, GOSSIP)
+    net.run()
+    time_out(net, range(4, 13))
+    net.run()
+    for view in (1, 2, 3):  # a quorum is in each view change, but its primary is down
+        assert {net.cores[n].vc_target for n in range(4, 13)} == {view}
+        for n in range(4, 13):
+            net.fire(n, VIEW_CHANGE)
+        net.run()
+    delays = [o.delay for o in net.outputs[5] if isinstance(o, SetTimer) and o.timer == VIEW_CHANGE]
+    assert delays == [1.0, 2.0, 4.0, 4.0]
+    assert {(net.cores[n].view, net.cores[n].mode) for n in range(4, 13)} == {(4, Mode.NORMAL)}
+    assert net.heights() == {n: int(n >= 4) for n in range(13)}
 
 
 def test_restarted_replica_joins_the_current_view(pbft_net):

@@ -37,7 +37,7 @@ class CheckpointMixin:
         # height -> state digest -> sender -> envelope signature (a stable checkpoint's proof)
         self.checkpoints: dict[int, dict[bytes, dict[int, bytes]]] = {}
         self.peer_heights: dict[int, int] = {}  # highest height each peer claimed (checkpoint/status)
-        self.certified_height = 0  # highest height proven committed by a certificate we checked
+        self.certified_height = 0  # highest height some peer proved it executed (view change certificate)
         self.certified_by: tuple[int, ...] = ()  # who signed that certificate (they hold the blocks)
         self.last_sync = -math.inf
 
@@ -108,27 +108,31 @@ class CheckpointMixin:
             self.peer_heights[peer] = height
 
     def _note_certified(self, height: int, signers: tuple[int, ...]) -> None:
-        """A verified commit certificate proves `height` is committed, whoever showed it to us."""
+        """A view change's verified commit certificate for its sender's executed height: that height
+        and all below are committed, and the certificate's signers can serve them."""
         if height > self.certified_height:
             self.certified_height, self.certified_by = height, signers
 
-    def _sync_target(self) -> tuple[int, tuple[int, ...]]:
-        """(height we can prove others reached, peers to fetch from); height <= ours when not behind."""
+    def _sync_target(self, gaps: bool = True) -> tuple[int, tuple[int, ...]]:
+        """(height we can prove others reached, peers to fetch from); height <= ours when not behind.
+        With `gaps`, also the heights below a certified block we hold: committed blocks may exist
+        there, but need not (pipelined heights commit out of order), so they prove nothing alone."""
         claims = sorted(self.peer_heights.values(), reverse=True)
         v = self.committee.validity
         target = claims[v - 1] if len(claims) >= v else 0  # f+1 peers claim at least this
         peers = tuple(p for p, h in sorted(self.peer_heights.items()) if h >= target)
         if self.certified_height > target:
             target, peers = self.certified_height, self.certified_by
-        if self.decided:
+        if gaps and self.decided:
             top = max(self.decided) - 1  # a certified block above a gap: fetch the gap from anyone
             if top > target:
                 target, peers = top, self.committee.ids
         return target, tuple(p for p in peers if p != self.node_id)
 
     def behind(self) -> bool:
-        """True when we have evidence that committed heights exist that we have not executed."""
-        target, peers = self._sync_target()
+        """True when we have evidence that others executed heights we have not (so a stalled request
+        is our lag, not the primary's fault)."""
+        target, peers = self._sync_target(gaps=False)
         return target > self.height and bool(peers)
 
     def _catch_up(self, now: float, outs: list[Output]) -> None:

@@ -28,7 +28,6 @@ class ExecutionMixin:
             self.observe(sender, "invalid")
             outs.append(Rejected(peer=sender, reason="bad_certificate"))
             return
-        self._note_certified(h, cert.signers)
         self.decided[h] = (block, cert)
         self._execute_ready(now, outs)
         if self.decided:  # a certified block above a gap: fetch the gap

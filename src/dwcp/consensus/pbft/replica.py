@@ -353,21 +353,6 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         if end is not None and block.height >= end:
             self._enter_epoch(now, self.epoch + 1, outs, replay)
 
-    # ---- timers ----
-    def _on_request_timer(self, now: float, outs: list[Output]) -> None:
-        oldest = self.mempool.oldest()
-        if oldest is None:
-            return
-        waited = now - oldest
-        if waited < self.config.request_timeout or self.mode is not Mode.NORMAL:
-            self._arm(REQUEST, max(self.config.request_timeout - waited, 0.01), outs)
-            return
-        if self.behind():
-            self._catch_up(now, outs)
-            self._arm(REQUEST, self.config.request_timeout, outs)
-            return
-        self.start_view_change(now, self.view + 1, outs)
-
     def status(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol, "node": self.node_id, "height": self.height, "epoch": self.epoch,

@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
-from dwcp.consensus.core.messages import Block
-from dwcp.consensus.core.outputs import CancelTimer, Output, Rejected, Send, SetTimer
+from dwcp.consensus.core.messages import Block, TxBatch
+from dwcp.consensus.core.outputs import CancelTimer, Multicast, Output, Rejected, Send, SetTimer
 from dwcp.consensus.core.protocol import check_quorum_signatures
-from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, ViewChange
+from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, Status, ViewChange
 from dwcp.consensus.pbft.state import REQUEST, VIEW_CHANGE, Mode
 
 MAX_BACKOFF = 4  # the NEW-VIEW timeout doubles per failed view change, up to this factor
@@ -85,20 +85,34 @@ class ViewChangeMixin:
         self.armed.discard(VIEW_CHANGE)
 
     # ---- starting a view change ----
+    def _on_request_timer(self, now: float, outs: list[Output]) -> None:
+        oldest = self.mempool.oldest()
+        if oldest is None:
+            return
+        waited = now - oldest
+        if waited < self.config.request_timeout or self.mode is not Mode.NORMAL:
+            self._arm(REQUEST, max(self.config.request_timeout - waited, 0.01), outs)
+            return
+        if self.behind():  # not the primary's fault: we are the slow one
+            self._catch_up(now, outs)
+            self._arm(REQUEST, self.config.request_timeout, outs)
+            return
+        # As PBFT clients do on a timeout: make sure every replica knows the stuck txs, so that the
+        # others time out too (and join) rather than leave us alone in the view change.
+        limit = self.config.batch_size * self.config.max_inflight
+        stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= self.config.request_timeout]
+        if stale:
+            outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)),
+                                  message=TxBatch(txs=tuple(stale[:limit]))))
+        self.start_view_change(now, self.view + 1, outs)
+
     def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:
         """Stop the normal case and vote to move to `view` (no-op unless it is above our target)."""
         if view <= self.view or (self.mode is Mode.VIEW_CHANGE and view <= self.vc_target):
             return
         self.mode, self.vc_target = Mode.VIEW_CHANGE, view
         self.view_changes += 1
-        delay = self.config.view_change_timeout * min(2**self.vc_attempts, MAX_BACKOFF)
-        self.vc_attempts += 1
-        self.armed.add(VIEW_CHANGE)
-        outs.append(SetTimer(timer=VIEW_CHANGE, delay=delay))  # replaces the pending one
-        primary = self.primary(self.epoch, view)
-        if primary != self.node_id:
-            # In case we are late and the primary already sent its NEW-VIEW.
-            outs.append(Send(to=primary, message=NewViewRequest(epoch=self.epoch, view=view)))
+        self._arm_view_change(outs)
         vc = ViewChange(epoch=self.epoch, view=view, height=self.height, committed=self.last_cert,
                         prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > self.height))
         if self.node_id in self.group(self.epoch, view):
@@ -106,9 +120,30 @@ class ViewChangeMixin:
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
                                                           view_change=vc), outs)
 
+    def _arm_view_change(self, outs: list[Output]) -> None:
+        delay = self.config.view_change_timeout * min(2**self.vc_attempts, MAX_BACKOFF)
+        self.armed.add(VIEW_CHANGE)
+        outs.append(SetTimer(timer=VIEW_CHANGE, delay=delay))  # replaces the pending one
+        primary = self.primary(self.epoch, self.vc_target)
+        if primary != self.node_id:
+            # In case we are late and the primary already sent its NEW-VIEW (or it was lost).
+            outs.append(Send(to=primary, message=NewViewRequest(epoch=self.epoch, view=self.vc_target)))
+
     def _on_view_change_timer(self, now: float, outs: list[Output]) -> None:
-        if self.mode is Mode.VIEW_CHANGE:
-            self.start_view_change(now, self.vc_target + 1, outs)  # no NEW-VIEW in time: next primary
+        if self.mode is not Mode.VIEW_CHANGE:
+            return
+        if sum(v >= self.vc_target for v in self.vc_latest.values()) >= self.committee.quorum:
+            # A quorum wanted this view (or a later one) and no NEW-VIEW came: next primary, longer
+            # wait. Counting later views too matters when our quorum was complete only at others.
+            self.vc_attempts += 1
+            self.start_view_change(now, self.vc_target + 1, outs)
+            return
+        # Without a quorum for our target, moving further would only run ahead of the others (PBFT
+        # starts this timer at 2f+1 view changes); resend ours in case it was lost, and keep waiting.
+        mine = self.view_change_msgs.get(self.vc_target, {}).get(self.node_id)
+        if mine is not None:
+            outs.append(self._broadcast(mine.view_change))
+        self._arm_view_change(outs)
 
     def _note_higher_view(self, sender: int, epoch: int, view: int, outs: list[Output]) -> None:
         """f+1 distinct peers in views above ours include a correct one that timed out: join the
@@ -151,6 +186,11 @@ class ViewChangeMixin:
         )
 
     def _on_view_change(self, now: float, sender: int, msg: ViewChange, sig: bytes, outs: list[Output]) -> None:
+        if msg.height < self.height:
+            # A replica stuck alone in a view change can still catch up on what we committed
+            # (f+1 such answers let it sync), even if the rest of us never join its view change.
+            outs.append(Send(to=sender, message=Status(epoch=self.epoch, view=self.view, height=self.height,
+                                                       reply=True)))
         if msg.epoch != self.epoch or msg.view <= self.view:
             if msg.epoch > self.epoch:
                 self._buffer(sender, msg, sig)  # replayed once we reach that epoch

@@ -193,20 +193,49 @@ def _signing(sender: int, msg: Any) -> bytes:
     return signing_bytes(sender, encode(msg))
 
 
-def test_conflicting_and_malformed_trust_reports_are_rejected(committee: Callable[..., Keys]) -> None:
+def test_conflicting_forged_and_malformed_trust_reports_are_rejected(committee: Callable[..., Keys]) -> None:
     from dwcp.consensus.core import Received
 
     keys = committee(n=4)
     r = make_net(keys).cores[0]
+
+    def received(sender: int, report: TrustReport, signed_as: TrustReport | None = None) -> Received:
+        sig = keys.signers[sender].sign(_signing(sender, signed_as or report))
+        return Received(sender=sender, message=report, signature=sig)
+
     a = TrustReport(epoch=0, peers=(0, 2), sat=(1, 1), unsat=(0, 0))
     b = TrustReport(epoch=0, peers=(0, 2), sat=(9, 1), unsat=(0, 0))
-    assert r.handle(0.0, Received(sender=1, message=a, signature=b"s")) == []
-    (rej,) = r.handle(0.0, Received(sender=1, message=b, signature=b"s"))
+    assert r.handle(0.0, received(1, a)) == []
+    (rej,) = r.handle(0.0, received(1, b))
     assert rej.reason == "conflicting_report"
-    (rej,) = r.handle(0.0, Received(sender=2, message=TrustReport(epoch=0, peers=(2,), sat=(1,), unsat=(0,)),
-                                    signature=b"s"))
+    (rej,) = r.handle(0.0, received(2, TrustReport(epoch=0, peers=(2,), sat=(1,), unsat=(0,))))
     assert rej.reason == "bad_report"
-    assert r.opinions.unsat[1] == 10 and r.opinions.unsat[2] == 2
+    (rej,) = r.handle(0.0, received(3, a, signed_as=b))  # signature over other bytes (non-canonical encoding)
+    assert rej.reason == "bad_report_signature"
+    (rej,) = r.handle(0.0, received(3, TrustReport(epoch=5, peers=(0,), sat=(1,), unsat=(0,))))
+    assert rej.reason == "report_epoch"  # not blamed: a lagging or leading correct node can send one
+    assert (r.opinions.unsat[1], r.opinions.unsat[2], r.opinions.unsat[3]) == (10, 2, 2)
+
+
+def test_block_meta_carries_only_reports_the_block_may_hold(committee: Callable[..., Keys]) -> None:
+    from dwcp.consensus.core import Block
+    from dwcp.consensus.tpbft.messages import SignedReport, decode_meta
+
+    keys = committee(n=4)
+    r = make_net(keys).cores[0]
+    r.epoch = 2  # as if two epochs had passed
+
+    def signed(reporter: int, epoch: int) -> SignedReport:
+        rep = TrustReport(epoch=epoch, peers=(0,), sat=(1,), unsat=(0,))
+        return SignedReport(reporter=reporter, signature=keys.signers[reporter].sign(_signing(reporter, rep)),
+                            report=rep)
+
+    r.pending_reports = {1: signed(1, 0), 2: signed(2, 1), 3: signed(3, 3)}
+    meta = r.block_meta(17)
+    decoded = decode_meta(meta)
+    assert decoded is not None and [s.reporter for s in decoded.reports] == [2]  # 1 too old, 3 too new
+    assert r.check_meta(Block(height=17, epoch=2, view=0, proposer=0, meta=meta)) is None
+    assert list(r.pending_reports) == [3]  # kept for epoch 3
 
 
 def test_constructor_takes_node_settings_and_checks_group_size(committee: Callable[..., Keys]) -> None:

@@ -196,12 +196,19 @@ class Replica(PbftReplica):
                 self.observe(sender, "invalid")
             outs.append(Rejected(peer=sender, reason=reason))
             return
+        signed = SignedReport(reporter=sender, signature=sig, report=report)
+        if not report_signed(self.verifier, signed):
+            # The envelope was signed over bytes that do not re-encode to this report (a non-canonical
+            # encoding): carried in a block it would fail everyone's check_meta, so drop it here.
+            self.observe(sender, "invalid")
+            outs.append(Rejected(peer=sender, reason="bad_report_signature"))
+            return
         known = self.pending_reports.get(sender)
         if known is not None and known.report.epoch == report.epoch and known.report != report:
             self.observe(sender, "conflict")
             outs.append(Rejected(peer=sender, reason="conflicting_report"))
             return
-        self._keep_report(SignedReport(reporter=sender, signature=sig, report=report))
+        self._keep_report(signed)
 
     def _keep_report(self, signed: SignedReport) -> None:
         r, epoch = signed.reporter, signed.report.epoch
@@ -210,10 +217,13 @@ class Replica(PbftReplica):
             self.pending_reports[r] = signed
 
     def block_meta(self, height: int) -> bytes:
-        """Every pending report goes into our next proposal, once (the other group members keep
-        their copies until the reports commit, so a failed proposal loses nothing for good)."""
-        reports = tuple(self.pending_reports[r] for r in sorted(self.pending_reports))
-        self.pending_reports.clear()
+        """Every pending report that check_meta accepts in this epoch goes into our next proposal,
+        once (the other group members keep their copies until the reports commit, so a failed
+        proposal loses nothing for good). Older reports are dropped, newer ones wait."""
+        usable = {r: s for r, s in self.pending_reports.items() if s.report.epoch <= self.epoch}
+        self.pending_reports = {r: s for r, s in self.pending_reports.items() if s.report.epoch > self.epoch}
+        reports = tuple(usable[r] for r in sorted(usable)
+                        if self.epoch - 1 <= usable[r].report.epoch > self.reported.get(r, -1))
         return encode_meta(reports)
 
     def check_meta(self, block: Block) -> str | None:

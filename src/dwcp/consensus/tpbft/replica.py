@@ -13,7 +13,7 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | primary(e, v)     | ranking(e)[v mod n]; the primary group is ranking(e)[:f+1], the primaries of   |
 |                   | views 0..f, which always holds a correct node                                  |
 | observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |
-|                   | height: each group vote seen in time +1, late or missing -1; a primary         |
+|                   | height: a group vote in time for our quorum +1, late or missing -1; a primary  |
 |                   | replaced by a view change is "deposed"                                         |
 | block_meta        | the primary's pending signed trust reports (TrustMeta)                         |
 | check_meta        | stateless: decodes, reporters sorted and unique, shapes valid, signatures good |
@@ -166,8 +166,13 @@ class Replica(PbftReplica):
             for m in voters:
                 for kind in VOTE_KINDS:
                     t = seen.get(m, {}).get((kind, dig))  # a vote for another block earns nothing
-                    event = "missing" if t is None else "late" if t > executed + self.config.late_after else "timely"
-                    self.opinions.observe(m, event)
+                    if t is None:
+                        self.opinions.observe(m, "missing")
+                    elif t <= executed:  # in time to count towards our quorum
+                        self.opinions.observe(m, "timely")
+                    elif t > executed + self.config.late_after:
+                        self.opinions.observe(m, "late")
+                    # else: after our quorum but not late: neither credit nor blame
         for h in [h for h in self.seen if h <= done]:
             del self.seen[h]
 

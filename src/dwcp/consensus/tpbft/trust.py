@@ -14,7 +14,7 @@ Rules (docs/tpbft.md has the rationale):
 
 | event      | recorded by the observer as    | when                                                |
 |------------|--------------------------------|-----------------------------------------------------|
-| timely     | sat   += 1                     | a group member's vote for a block arrived in time   |
+| timely     | sat   += 1                     | a group member's vote arrived before we executed    |
 | late       | unsat += 1                     | ... arrived more than `late_after` after execution  |
 | missing    | unsat += 1                     | ... never arrived before the height was evaluated   |
 | invalid    | unsat += 2                     | a message failed its phase checks                   |

@@ -106,6 +106,10 @@ class OutboundQueue:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    def wake(self) -> None:
+        """Release `wait_ready()` even with nothing queued (the writer has something else to notice)."""
+        self._ready.set()
+
     def clear(self, channel: Channel) -> int:
         """Discard one channel's frames (e.g. a stale handshake after a reconnect); returns how many."""
         n = len(self._queues[channel])

@@ -213,18 +213,20 @@ class TcpTransport:
                 await asyncio.sleep(backoff.next_delay())
 
     async def _write_loop(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Move queued frames onto the socket until either side fails; the peer never writes here."""
+        """Move queued frames onto the socket until either side fails; the peer never writes here.
+
+        No per-wakeup future or `asyncio.wait`: the one read below completes when the peer closes
+        (or misbehaves by writing) and then wakes the queue, so the loop is a plain wait/take/write.
+        """
         queue = self._queues[peer]
-        eof = asyncio.ensure_future(reader.read(1))  # completes when the peer closes (or misbehaves)
+        eof = asyncio.ensure_future(reader.read(1))
+        eof.add_done_callback(lambda _: queue.wake())
         try:
             while True:
-                ready = asyncio.ensure_future(queue.wait_ready())
-                done, _ = await asyncio.wait({ready, eof}, return_when=asyncio.FIRST_COMPLETED)
-                if eof in done:
-                    ready.cancel()
+                await queue.wait_ready()
+                if eof.done():
                     raise ConnectionResetError(f"node {peer} closed the connection")
-                frames = queue.take()
-                writer.writelines(frames)
+                writer.writelines(queue.take())
                 await writer.drain()  # TCP backpressure: meanwhile new frames wait in the bounded queue
         finally:
             eof.cancel()

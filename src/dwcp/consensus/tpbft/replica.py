@@ -8,8 +8,9 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 |-------------------|--------------------------------------------------------------------------------|
 | ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id   |
 | group(e, 0)       | top `group_size` of ranking(e)                                                 |
-| group(e, v > 0)   | the whole committee: a view change means the group failed to commit, and PBFT's |
-|                   | view change only moves on once a quorum of the group asked for it              |
+| group(e, v > 0)   | the whole committee: a view change means the group failed to commit, and      |
+|                   | PBFT's view change moves on only once a quorum of the group asked for it       |
+| handle            | also takes `TrustReport`s, and notes vote arrivals and completed view changes  |
 | primary(e, v)     | ranking(e)[v mod n]; the primary group is ranking(e)[:f+1], the primaries of   |
 |                   | views 0..f, which always holds a correct node                                  |
 | observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |

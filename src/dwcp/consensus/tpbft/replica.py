@@ -125,8 +125,8 @@ class Replica(PbftReplica):
 
     # ---- observations ----
     def observe(self, peer: int, event: str) -> None:
-        # "timely" is credited per height in _judge, once per vote, so votes arriving after our
-        # own quorum earn the same credit as the first ones.
+        # "timely" is not counted here: _judge credits each group member once per height and vote
+        # kind, from the votes we saw, and blames the missing and late ones as well.
         if event != "timely" and event in EVENT_WEIGHTS:
             self.opinions.observe(peer, event)
 
@@ -229,7 +229,8 @@ class Replica(PbftReplica):
         usable = {r: s for r, s in self.pending_reports.items() if s.report.epoch <= self.epoch}
         self.pending_reports = {r: s for r, s in self.pending_reports.items() if s.report.epoch > self.epoch}
         reports = tuple(usable[r] for r in sorted(usable)
-                        if self.epoch - 1 <= usable[r].report.epoch > self.reported.get(r, -1))
+                        if usable[r].report.epoch >= self.epoch - 1
+                        and usable[r].report.epoch > self.reported.get(r, -1))
         return encode_meta(reports)
 
     def check_meta(self, block: Block) -> str | None:

@@ -126,6 +126,18 @@ async def offer(cluster: LocalCluster, rate: float, duration: float, wait_timeou
     return run
 
 
+def settle(cluster: LocalCluster, timeout: float = 30.0) -> dict:
+    """Wait (bounded) for the backlog of an overloaded run to drain; returns a summary of the nodes."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as client:
+        while True:
+            states = [client.get(f"{u}/v1/status").json() for u in cluster.urls]
+            if all(s["pending"] == 0 for s in states) or time.monotonic() > deadline:
+                return {"pending": sum(s["pending"] for s in states), "height": max(s["height"] for s in states),
+                        "view_changes": max(s.get("view_changes", 0) for s in states)}
+            time.sleep(0.5)
+
+
 def check_logs_agree(cluster: LocalCluster) -> tuple[int, int]:
     """Every node's block digest at every height it has, compared; returns (min height, heights compared)."""
     with httpx.Client(timeout=5) as client:
@@ -136,6 +148,13 @@ def check_logs_agree(cluster: LocalCluster) -> tuple[int, int]:
             if len(digests) != 1:
                 raise AssertionError(f"nodes disagree at height {h}: {digests}")
     return top, min(top, 201)
+
+
+def record(results: dict, run: Run, cluster: LocalCluster) -> None:
+    after = settle(cluster)
+    print(report(run) + f"  | after: {after}", flush=True)
+    results["runs"].append(vars(run) | {"latencies": None, "p50": run.quantile(0.5), "p99": run.quantile(0.99),
+                                        "achieved": run.achieved, "after": after})
 
 
 def report(run: Run) -> str:
@@ -158,9 +177,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--ramp", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--ramp-rates", default="1500,2000,3000,4000,6000")
+    ap.add_argument("--ramp-rates", default="1500,2000,3000,4000,6000", help="Tried in turn after a sustained run.")
+    ap.add_argument("--ramp-down-rates", default="700,500,300,200,100", help="Tried in turn after a failed run.")
     ap.add_argument("--ramp-duration", type=float, default=10.0)
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
+    ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     ap.add_argument("--keep", action="store_true", help="Keep the cluster's logs and data.")
     args = ap.parse_args()
@@ -169,26 +190,29 @@ def main() -> int:
     settings: dict = {"protocol": args.protocol}
     if args.batch_timeout_ms is not None:
         settings["batch_timeout_ms"] = args.batch_timeout_ms
-    print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs; logs in {root}")
+    if args.view_change_timeout_ms is not None:
+        settings["view_change_timeout_ms"] = args.view_change_timeout_ms
+    print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
     results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "runs": []}
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
         asyncio.run(offer(cluster, min(args.rate, 200.0), args.warmup))  # warm up connections and caches
+        settle(cluster)
         main_run = asyncio.run(offer(cluster, args.rate, args.duration))
-        print(report(main_run))
-        results["runs"].append(vars(main_run) | {"latencies": None, "p50": main_run.quantile(0.5),
-                                                  "p99": main_run.quantile(0.99), "achieved": main_run.achieved})
+        record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0
-        if args.ramp and main_run.sustained:
-            for rate in (float(r) for r in args.ramp_rates.split(",")):
+        # Up from the target rate while it holds; down from it until one holds (max sustained either way).
+        ramp = args.ramp_rates if main_run.sustained else args.ramp_down_rates
+        if args.ramp:
+            for rate in (float(r) for r in ramp.split(",")):
                 run = asyncio.run(offer(cluster, rate, args.ramp_duration))
-                print(report(run))
-                results["runs"].append(vars(run) | {"latencies": None, "p50": run.quantile(0.5),
-                                                     "p99": run.quantile(0.99), "achieved": run.achieved})
-                if not run.sustained:
-                    break
-                best = rate
+                record(results, run, cluster)
+                if run.sustained:
+                    best = max(best, rate)
+                if run.sustained != main_run.sustained:
+                    break  # going up it stopped holding, or going down it started to
         top, compared = check_logs_agree(cluster)
         print(f"# logs agree: the last {compared} heights (up to {top}) have one digest across all {args.nodes} nodes")
     p99 = main_run.quantile(0.99)

@@ -6,7 +6,8 @@
 - duplicate: no correct node executes one transaction twice (at two heights, or twice in a block);
 - order: a core's commits come in height order with no gaps (what the driver's log relies on);
 - liveness: after the last fault heals, every transaction submitted to a correct node is committed
-  by every correct node before the run ends (judged by `finish`);
+  by every correct node; the runner stops the load at the scenario's duration and lets the run
+  drain (bounded) before `finish` judges it;
 - exception: a core raised while handling an input, or the codec while opening a frame (bad peer
   input must never raise).
 
@@ -109,17 +110,24 @@ class InvariantChecker:
         """`Codec.open` raised on a frame from `sender` (the driver would let it escape)."""
         self.violations.add("exception", f"codec.open at node {node} on a frame from {sender}: {detail}")
 
-    def finish(self, healed_at: float, deadline: float, live: Iterable[int]) -> None:
-        """Liveness: txs submitted to a correct node in [healed_at, deadline] are executed by every
-        correct node in `live` (up at the end and never crashed after `healed_at`)."""
-        live = [n for n in live if n in self.correct]
-        due = [tid for tid, (t, origin) in self.submitted.items()
-               if healed_at <= t <= deadline and origin in self.correct]
-        for node in live:
+    def due(self, healed_at: float, until: float) -> list[bytes]:
+        """Txs liveness is judged on: handed to a correct node in [healed_at, until]."""
+        return [tid for tid, (t, origin) in self.submitted.items()
+                if healed_at <= t <= until and origin in self.correct]
+
+    def settled(self, due: list[bytes], live: Iterable[int]) -> bool:
+        """Has every correct node in `live` executed every tx in `due`?"""
+        return all(tid in self.executed[n] for n in live if n in self.correct for tid in due)
+
+    def finish(self, healed_at: float, until: float, live: Iterable[int]) -> None:
+        """Liveness: txs submitted to a correct node in [healed_at, until] are executed by every
+        correct node in `live` (up at the end, not crashed after `healed_at`) by the time this is called."""
+        due = self.due(healed_at, until)
+        for node in [n for n in live if n in self.correct]:
             done = self.executed[node]
-            missing = [tid for tid in due if tid not in done]
+            missing = sum(1 for tid in due if tid not in done)
             if missing:
-                self.violations.add("liveness", f"node {node}: {len(missing)} of {len(due)} txs submitted after "
+                self.violations.add("liveness", f"node {node}: {missing} of {len(due)} txs submitted after "
                                                 f"the heal at {healed_at:.2f}s not committed (height "
                                                 f"{self.heights[node]})")
 

@@ -66,6 +66,7 @@ PROTOCOLS: dict[str, tuple[str, str]] = {
 }
 FRAME_OVERHEAD = 5  # transport frame header (channel + length) added to every codec envelope
 SYNC_MAX_BLOCKS = 64
+DRAIN_STEP = 0.25  # after the load stops, check this often whether every due tx has committed
 
 
 def load_ref(refs: str) -> Any:
@@ -171,6 +172,8 @@ class Simulation:
         self.dropped: Counter[str] = Counter()
         self.block_times: dict[int, float] = {}
         self._tx_counter = 0
+        self.loading = True
+        self.drained_s = 0.0
 
     # -- construction ------------------------------------------------------------------------
     def _keys(self) -> tuple[dict[int, Signer], Verifier, dict[int, bytes]]:
@@ -203,10 +206,15 @@ class Simulation:
             for node in self.nodes:
                 self.clock.at(sc.sync_interval * (1 + node.node_id / sc.nodes), self._sync_tick, node)
         self.clock.run_until(sc.duration)
+        self.loading = False
         live = [n.node_id for n in self.nodes if n.up]
-        deadline = sc.duration - sc.grace
-        if sc.healed_at <= deadline:
-            self.checker.finish(sc.healed_at, deadline, live)
+        due = self.checker.due(sc.healed_at, sc.duration)
+        end = sc.duration
+        while end < sc.duration + sc.drain and not self.checker.settled(due, live):
+            end = min(end + DRAIN_STEP, sc.duration + sc.drain)
+            self.clock.run_until(end)
+        self.drained_s = end - sc.duration
+        self.checker.finish(sc.healed_at, sc.duration, live)
         return summarize(self, time.perf_counter() - started)
 
     @property
@@ -332,6 +340,8 @@ class Simulation:
     # -- load --------------------------------------------------------------------------------
     def _submit(self) -> None:
         sc = self.scenario
+        if not self.loading:
+            return
         targets = [n for n in self.nodes if n.up and n.correct] or [n for n in self.nodes if n.up]
         if targets:
             node = targets[self.rng_load.randrange(len(targets))]

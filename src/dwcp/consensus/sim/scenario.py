@@ -30,7 +30,7 @@ class Scenario:
     loss: float = 0.0
     jitter: float = 0.05
     bandwidth_mbps: float = 1000.0
-    grace: float = 3.0  # liveness: txs submitted after the last heal and before duration - grace must commit
+    drain: float = 20.0  # after the load stops, at most this long for every tx due (see invariants) to commit
     sync_interval: float = 0.5  # the driver's height gossip / catch-up period (0: off)
     crypto: str = "mac"  # "mac" (simulation-only, fast) or "ed25519"
 

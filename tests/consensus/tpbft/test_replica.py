@@ -273,3 +273,13 @@ def test_votes_are_judged_timely_late_or_missing_per_height(committee: Callable[
     ops = net.cores[0].opinions
     assert (ops.sat[1], ops.unsat[1]) == (ops.sat[2], ops.unsat[2]) == (2, 0)  # prepare + commit in time
     assert (ops.sat[3], ops.unsat[3]) == (0, 2)  # late prepare, commit only for another block
+
+
+def test_package_exports() -> None:
+    import dwcp.consensus.tpbft as tpbft
+    from dwcp.consensus import pbft
+
+    assert sorted(tpbft.__all__) == ["Config", "MESSAGES", "Opinions", "Replica", "TrustReport", "TrustTable",
+                                     "default_group_size"]
+    assert set(pbft.MESSAGES) < set(tpbft.MESSAGES) and TrustReport in tpbft.MESSAGES
+    assert issubclass(tpbft.Replica, pbft.Replica) and issubclass(tpbft.Config, pbft.Config)

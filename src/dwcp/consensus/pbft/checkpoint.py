@@ -47,6 +47,17 @@ class CheckpointMixin:
         outs.append(self._broadcast(ckpt))
         self._record_checkpoint(now, self.node_id, ckpt, self.sign(ckpt), outs)
 
+    def _resend_checkpoint(self, outs: list[Output]) -> None:
+        """Multicast our newest checkpoint again if it is not stable yet. Checkpoints are never
+        retransmitted otherwise, and lost ones would hold the window shut (called on a new view)."""
+        for h in sorted(self.checkpoints, reverse=True):
+            if h <= self.stable:
+                return
+            for state, tally in self.checkpoints[h].items():
+                if self.node_id in tally:
+                    outs.append(self._broadcast(Checkpoint(height=h, state=state)))
+                    return
+
     def _restore_checkpoint(self, height: int) -> None:
         """A checkpoint height replayed from our own (trusted, committed) log becomes stable at once:
         without this a restarted node above `window` could vote on nothing until the next one."""

@@ -302,6 +302,7 @@ class ViewChangeMixin:
             if self._in_window(block.height):
                 self._accept_block(now, block, outs)
         self.mempool.restart_clocks(now)  # give the new primary a full request timeout
+        self._resend_checkpoint(outs)
         self._replay(now, outs)
         if self.behind():
             self._catch_up(now, outs)

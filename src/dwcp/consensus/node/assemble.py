@@ -91,11 +91,16 @@ def make_core(protocol: str, keys: NodeKeys, settings: ConsensusSettings, signer
     )
 
 
+def node_settings(ctx: ServiceContext) -> ConsensusSettings:
+    """The validated settings (the inventory loader validates them; a hand-built context may hold a dict)."""
+    if isinstance(ctx.settings, ConsensusSettings):
+        return ctx.settings
+    return ConsensusSettings.model_validate(ctx.settings or {})
+
+
 def build_node(ctx: ServiceContext) -> Driver:
     """The driver for this instance, not yet started (the app's startup hook starts it)."""
-    settings: ConsensusSettings = ctx.settings if isinstance(ctx.settings, ConsensusSettings) else (
-        ConsensusSettings.model_validate(ctx.settings or {})
-    )
+    settings = node_settings(ctx)
     protocol = settings.protocol or ctx.service
     if protocol not in PROTOCOLS:
         raise ValueError(f"no consensus core for protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from dwcp.consensus.core.messages import TX_ID_SIZE
-from dwcp.consensus.node.assemble import build_node
+from dwcp.consensus.node.assemble import build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
 from dwcp.runtime.app import HealthResult, create_app
 from dwcp.runtime.context import ServiceContext
@@ -156,5 +156,5 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         on_shutdown=[driver.stop],
     )
     app.state.driver = driver
-    add_routes(app, driver, ctx.settings.max_tx_bytes)
+    add_routes(app, driver, node_settings(ctx).max_tx_bytes)
     return app

@@ -1,0 +1,83 @@
+"""The node's HTTP API in-process (ASGI, no sockets): answers and JSON errors before anything commits.
+
+The driver is built but not started, so submissions stay pending; what happens once they commit
+is the e2e test's (test_cluster_e2e.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dwcp.consensus.node.service import build_app
+from dwcp.runtime.inventory import parse_inventory
+from dwcp.runtime.server import build_context
+
+
+@pytest.fixture
+async def client(tmp_path: Path):
+    inv = parse_inventory({"services": {"tpbft": {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300},
+                                                  "settings": {"max_tx_bytes": 64}}}})
+    app = build_app(build_context(inv, "tpbft", 1, tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as c:
+        yield c
+    app.state.driver.store.close()
+
+
+def _b64(data: bytes) -> dict:
+    return {"payload": base64.b64encode(data).decode()}
+
+
+async def test_submit_then_query_pending(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/transactions", json=_b64(b"hello"))
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    tx = r.json()["id"]
+    assert len(tx) == 32
+    assert (await client.get(f"/v1/transactions/{tx}")).json() == {"id": tx, "status": "pending", "height": None}
+    raw = await client.post("/v1/transactions", content=b"raw", headers={"content-type": "application/octet-stream"})
+    assert raw.status_code == 202
+    status = (await client.get("/v1/status")).json()
+    assert status["node"] == 1 and status["pending"] == 2 and status["height"] == 0
+    assert status["protocol"] == "tpbft" and status["committee_size"] == 4
+
+
+async def test_wait_times_out_as_pending(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/transactions?wait=true&timeout=0.05", json=_b64(b"never committed here"))
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "code"),
+    [
+        ({"content": b"x" * 1000, "headers": {"content-type": "application/octet-stream"}}, 413, "payload_too_large"),
+        ({"json": _b64(b"x" * 65)}, 413, "payload_too_large"),
+        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 422, "invalid_input"),
+        ({"json": {"payload": "not base64!"}}, 422, "invalid_input"),
+        ({"json": {"data": "aGk="}}, 422, "invalid_input"),
+    ],
+)
+async def test_bad_submissions_get_json_errors(client: httpx.AsyncClient, request_args: dict, status: int,
+                                               code: str) -> None:
+    r = await client.post("/v1/transactions", **request_args)
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == code
+
+
+async def test_duplicate_unknown_and_malformed_lookups(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/transactions", json=_b64(b"once"))).status_code == 202
+    dup = await client.post("/v1/transactions", json=_b64(b"once"))
+    assert dup.status_code == 409 and dup.json()["error"]["code"] == "duplicate"
+    assert (await client.get(f"/v1/transactions/{'00' * 16}")).status_code == 404
+    bad = await client.get("/v1/transactions/xyz")
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "tx_id"
+    assert (await client.get("/v1/blocks/1")).status_code == 404
+    assert (await client.get("/v1/blocks/first")).status_code == 422
+
+
+async def test_health_is_degraded_without_a_quorum_of_peers(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/health")).json()
+    assert body["status"] == "degraded"
+    assert "a quorum needs 2" in body["checks"]["consensus"]["detail"]

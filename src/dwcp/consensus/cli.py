@@ -38,7 +38,7 @@ def simulate(
     seed: int = typer.Option(0, "--seed", "-s", help="Seed of the first run; run k uses seed + k."),
     runs: int = typer.Option(1, "--runs", "-k", min=1, help="Seeded runs (a progress bar on stderr)."),
     duration: float = typer.Option(10.0, "--duration", "-d", min=1.0, help="Simulated seconds per run."),
-    rate: float = typer.Option(200.0, help="Client load per run, transactions per simulated second (Poisson)."),
+    rate: float = typer.Option(50.0, help="Client load per run, transactions per simulated second (Poisson)."),
     chaos: bool = typer.Option(
         False, "--chaos/--no-chaos", help="Add seeded partitions and crash/restarts (all healed by 40% of the run)."
     ),
@@ -86,7 +86,7 @@ def simulate(
 def _print_human(protocol: str, summary: dict[str, Any], results: list) -> None:
     from rich.table import Table
 
-    out = Console()
+    out = Console(width=max(Console().width, 130))
     table = Table(title=f"{protocol}: {summary['runs']} run(s), simulated time")
     for col in ("seed", "blocks", "tx", "tx/s", "p50 s", "p99 s", "msgs/block", "bytes/block", "view changes",
                 "violations", "wall s"):

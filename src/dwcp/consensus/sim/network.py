@@ -117,23 +117,38 @@ class NetworkModel:
 
         Charges a's uplink even for a lost copy (it was sent), but not for a partitioned one (the
         real transport has no connection to send on)."""
-        if self.side[a] != self.side[b]:
-            return None
+        return self.transmit_all(now, a, (b,), size)[0]
+
+    def transmit_all(self, now: float, a: int, dsts: Sequence[int], size: int) -> list[float | None]:
+        """`transmit` for copies of one frame to each of `dsts`, in order (one uplink, queued)."""
+        side, last_arrival, rng = self.side, self._last_arrival, self.rng
+        one_way, loss, jitter = self._one_way[a], self.loss, self.jitter
+        wire = size * 8.0 / self.bandwidth_bps
         free = self._uplink_free[a]
-        on_wire = (now if now > free else free) + size * 8.0 / self.bandwidth_bps
-        self._uplink_free[a] = on_wire
-        if self.loss and self.rng.random() < self.loss:
-            return None
-        base = self._one_way[a][b]
-        arrive = on_wire + base
-        if self.jitter:
-            arrive -= base * self.jitter * math.log(1.0 - self.rng.random())  # exponential, mean jitter * base
-        link = a * len(self.side) + b
-        last = self._last_arrival[link]
-        if arrive < last:
-            arrive = last
-        self._last_arrival[link] = arrive
-        return arrive
+        if now > free:
+            free = now
+        row = a * len(side)
+        my_side = side[a]
+        out: list[float | None] = []
+        for b in dsts:
+            if side[b] != my_side:
+                out.append(None)
+                continue
+            free += wire
+            if loss and rng.random() < loss:
+                out.append(None)
+                continue
+            base = one_way[b]
+            arrive = free + base
+            if jitter:
+                arrive -= base * jitter * math.log(1.0 - rng.random())  # exponential, mean jitter * base
+            link = row + b
+            if arrive < last_arrival[link]:
+                arrive = last_arrival[link]
+            last_arrival[link] = arrive
+            out.append(arrive)
+        self._uplink_free[a] = free
+        return out
 
     def reset_links(self, node: int) -> None:
         """A crashed node's connections are gone: forget FIFO state on its links."""

@@ -258,20 +258,18 @@ class Simulation:
                 self._request_sync(node, k, out.peers, out.from_height, out.to_height)
 
     def _send(self, node: Node, inst: Instance, to: tuple[int, ...], message: Any) -> None:
+        me = node.node_id
         if inst.scope is not None:
             to = tuple(i for i in to if i in inst.scope)
-        me = node.node_id
         now = self.clock.now
-        transmit, at, deliver, nodes = self.net.transmit, self.clock.at, self._deliver, self.nodes
+        at, deliver, nodes = self.clock.at, self._deliver, self.nodes
         for group, data in node.behaviour.outgoing(self.codec, node.signer, to, message):
             packet = Packet(me, data)
             size = len(data) + FRAME_OVERHEAD
-            for dst in group:
-                if dst == me:
-                    continue
-                self.messages += 1
-                self.bytes += size
-                arrive = transmit(now, me, dst, size)
+            dsts = [d for d in group if d != me]
+            self.messages += len(dsts)
+            self.bytes += size * len(dsts)
+            for dst, arrive in zip(dsts, self.net.transmit_all(now, me, dsts, size), strict=True):
                 if arrive is None:
                     self.lost += 1
                 else:

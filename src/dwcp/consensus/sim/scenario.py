@@ -24,7 +24,7 @@ class Scenario:
     byzantine: dict[int, str] = field(default_factory=dict)  # node id -> behaviour name
     regions: tuple[str, ...] = REGIONS[:DEFAULT_REGIONS]
     duration: float = 10.0  # simulated seconds
-    rate: float = 200.0  # offered client load, tx/s (Poisson), handed to correct nodes
+    rate: float = 50.0  # offered client load, tx/s (Poisson), handed to correct nodes
     tx_size: int = 64
     faults: tuple[Fault, ...] = ()
     loss: float = 0.0

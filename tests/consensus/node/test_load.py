@@ -1,0 +1,46 @@
+"""The `dwcp up` load profile against one in-process node (ASGI, no sockets): it submits, never raises."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dwcp.consensus.node.load import LoadStats, drive, make_payload
+from dwcp.consensus.node.service import build_app
+from dwcp.runtime.inventory import parse_inventory
+from dwcp.runtime.server import build_context
+
+
+def test_payloads_are_unique_and_sized() -> None:
+    assert make_payload(1) != make_payload(1)
+    assert len(make_payload(7, size=100)) == 100
+
+
+async def test_drive_submits_at_about_the_rate_and_stops(tmp_path: Path) -> None:
+    spec = {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300}}
+    inv = parse_inventory({"services": {"tpbft": spec}})
+    app = build_app(build_context(inv, "tpbft", 0, tmp_path))
+    stats, stop = LoadStats(), asyncio.Event()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        task = asyncio.create_task(drive(["http://node-a", "http://node-b"], client, stop, rate=100.0, stats=stats))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    app.state.driver.store.close()
+    assert 20 <= stats.submitted <= 80
+    assert stats.accepted == stats.submitted - stats.failed and stats.rejected == 0
+    assert app.state.driver.status()["pending"] == stats.accepted
+
+
+@pytest.mark.network
+async def test_unreachable_nodes_are_counted_not_raised() -> None:
+    stats, stop = LoadStats(), asyncio.Event()
+    async with httpx.AsyncClient(timeout=0.2) as client:
+        task = asyncio.create_task(drive(["http://127.0.0.1:9"], client, stop, rate=50.0, stats=stats))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert stats.submitted > 0 and stats.accepted == 0

@@ -51,8 +51,8 @@ def simulate(
 ) -> None:
     """Run a consensus core in the deterministic simulator; exit 1 when an invariant is violated."""
     from dwcp.consensus.sim.campaign import CampaignSpec, run_campaign
+    from dwcp.consensus.sim.nodes import PROTOCOLS
     from dwcp.consensus.sim.report import totals
-    from dwcp.consensus.sim.runner import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         err.print(f"[red]error:[/red] unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from dwcp.consensus.sim import Scenario, simulate
-from dwcp.consensus.sim.runner import PROTOCOLS, load_ref
+from dwcp.consensus.sim.nodes import PROTOCOLS, load_ref
 
 DURATION, RATE = 6.0, 10.0
 # (nodes, seeds): 40 + 40 + 25 = 105 scenarios per protocol, 210 in all

@@ -6,15 +6,16 @@
 
 `clock` (event queue), `network` (regions, latency, bandwidth, loss, partitions), `faults`
 (partitions, crashes, Byzantine behaviours), `scenario` (what a run is), `invariants` (agreement,
-validity, duplicates, order, liveness), `runner` (the loop), `report` (figures), `campaign` (many
-seeded runs over processes).
+validity, duplicates, order, liveness), `nodes` (protocol table, nodes, keys), `runner` (the
+loop), `report` (figures), `campaign` (many seeded runs over processes).
 """
 
 from dwcp.consensus.sim.faults import BEHAVIOURS, BYZANTINE, Crash, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker, Violations
 from dwcp.consensus.sim.network import REGIONS, NetworkModel, pick_regions
+from dwcp.consensus.sim.nodes import PROTOCOLS
 from dwcp.consensus.sim.report import RunResult, totals
-from dwcp.consensus.sim.runner import PROTOCOLS, Simulation, simulate
+from dwcp.consensus.sim.runner import Simulation, simulate
 from dwcp.consensus.sim.scenario import MIXED, Scenario
 
 __all__ = [

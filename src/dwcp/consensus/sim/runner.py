@@ -16,7 +16,6 @@ There is no protocol logic here. Every random choice comes from the scenario's s
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import random
 import time
@@ -24,17 +23,7 @@ from collections import Counter
 from typing import Any
 
 from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
-from dwcp.consensus.core.committee import Committee, Member
-from dwcp.consensus.core.crypto import (
-    Ed25519Signer,
-    Ed25519Verifier,
-    MacSigner,
-    MacVerifier,
-    Signer,
-    Verifier,
-    mac_secret,
-    public_key_of,
-)
+from dwcp.consensus.core.committee import Member
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
 from dwcp.consensus.core.messages import Block, Certificate, Transaction
 from dwcp.consensus.core.outputs import (
@@ -50,90 +39,16 @@ from dwcp.consensus.core.outputs import (
     TxDropped,
 )
 from dwcp.consensus.sim.clock import Clock
-from dwcp.consensus.sim.faults import BEHAVIOURS, Behaviour, Crash, Fault, Heal, Partition, Restart
+from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker
 from dwcp.consensus.sim.network import NetworkModel
+from dwcp.consensus.sim.nodes import PROTOCOLS, Instance, Node, Packet, SimCommittee, load_ref, make_keys
 from dwcp.consensus.sim.report import RunResult, summarize
 from dwcp.consensus.sim.scenario import Scenario
 
-# protocol name -> ("module:Class" of the core, "module:NAME" of its message types); each may list
-# alternatives, tried in order (the package export first, the defining module second).
-PROTOCOLS: dict[str, tuple[str, str]] = {
-    "pbft": ("dwcp.consensus.pbft:Replica|dwcp.consensus.pbft.replica:Replica",
-             "dwcp.consensus.pbft:MESSAGES|dwcp.consensus.pbft.messages:PBFT_MESSAGES"),
-    "tpbft": ("dwcp.consensus.tpbft:Replica|dwcp.consensus.tpbft.replica:Replica",
-              "dwcp.consensus.tpbft:MESSAGES|dwcp.consensus.tpbft.messages:TPBFT_MESSAGES"),
-}
 FRAME_OVERHEAD = 5  # transport frame header (channel + length) added to every codec envelope
 SYNC_MAX_BLOCKS = 64
 DRAIN_STEP = 0.25  # after the load stops, check this often whether every due tx has committed
-
-
-def load_ref(refs: str) -> Any:
-    """The object named by the first resolvable "module:name" in `refs` ("a:b|c:d")."""
-    error: Exception | None = None
-    for ref in refs.split("|"):
-        module, _, name = ref.partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            error = error or exc
-    raise ImportError(f"cannot load {refs}: {error}")
-
-
-class SimCommittee(Committee):
-    """`Committee` with its derived numbers computed once. The base class recomputes `ids`, `n`,
-    `f` and `quorum` on every access, which cores do per message (~15% of a run's time)."""
-
-    __slots__ = ("_ids", "_n", "_f", "_quorum")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        base = Committee(self.members, name=self.name)
-        for attr in ("ids", "n", "f", "quorum"):
-            object.__setattr__(self, f"_{attr}", getattr(base, attr))
-
-    ids = property(lambda self: self._ids)  # type: ignore[assignment]
-    n = property(lambda self: self._n)  # type: ignore[assignment]
-    f = property(lambda self: self._f)  # type: ignore[assignment]
-    quorum = property(lambda self: self._quorum)  # type: ignore[assignment]
-
-    @property
-    def validity(self) -> int:
-        return self._f + 1
-
-
-class Packet:
-    """One sealed frame and, once the first receiver opened it, the codec's verdict (the bytes are
-    identical for every copy, so every receiver would get the same `Opened` or `DecodeError`)."""
-
-    __slots__ = ("src", "data", "opened")
-
-    def __init__(self, src: int, data: bytes) -> None:
-        self.src, self.data = src, data
-        self.opened: Received | DecodeError | None = None
-
-
-class Instance:
-    """One core running under a node's key (two for twins), with its timers and committed log."""
-
-    __slots__ = ("core", "scope", "timers", "log", "syncing_until")
-
-    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Certificate]]) -> None:
-        self.core, self.scope, self.log = core, scope, log
-        self.timers: dict[Timer, int] = {}
-        self.syncing_until = 0.0
-
-
-class Node:
-    __slots__ = ("node_id", "signer", "behaviour", "instances", "up", "incarnation", "correct")
-
-    def __init__(self, node_id: int, signer: Signer, behaviour: Behaviour) -> None:
-        self.node_id, self.signer, self.behaviour = node_id, signer, behaviour
-        self.instances: list[Instance] = []
-        self.up = True
-        self.incarnation = 0
-        self.correct = type(behaviour) is Behaviour
 
 
 class Simulation:
@@ -147,7 +62,7 @@ class Simulation:
         root = random.Random(f"sim:{sc.seed}")
         self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))
         self.core_seed = root.getrandbits(32)
-        signers, self.verifier, keys = self._keys()
+        signers, self.verifier, keys = make_keys(sc.seed, sc.nodes, sc.crypto)
         self.committee = SimCommittee(
             tuple(Member(node_id=i, public_key=keys[i], region=sc.regions[i % len(sc.regions)])
                   for i in range(sc.nodes)),
@@ -176,14 +91,6 @@ class Simulation:
         self.drained_s = 0.0
 
     # -- construction ------------------------------------------------------------------------
-    def _keys(self) -> tuple[dict[int, Signer], Verifier, dict[int, bytes]]:
-        sc = self.scenario
-        secrets = {i: mac_secret(sc.seed, i) for i in range(sc.nodes)}
-        keys = {i: public_key_of(s) for i, s in secrets.items()}
-        if sc.crypto == "ed25519":
-            return {i: Ed25519Signer(i, s) for i, s in secrets.items()}, Ed25519Verifier(keys), keys
-        return {i: MacSigner(i, s) for i, s in secrets.items()}, MacVerifier(secrets), keys
-
     def _core(self, node: Node, instance: int) -> Any:
         kwargs = dict(self.core_kwargs)
         if self._takes_rng:

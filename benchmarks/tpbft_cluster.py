@@ -11,6 +11,7 @@ round trip. The load is open-loop (a fixed schedule, never slowed by slow answer
     .venv/bin/python benchmarks/tpbft_cluster.py                   # 1,000 tx/s for 20 s, then a ramp
     .venv/bin/python benchmarks/tpbft_cluster.py --rate 1000 --duration 30 --no-ramp
     .venv/bin/python benchmarks/tpbft_cluster.py --protocol pbft     # classic PBFT baseline
+    .venv/bin/python benchmarks/tpbft_cluster.py --setting max_inflight=2 --batch-timeout-ms 10
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ def main() -> int:
     ap.add_argument("--ramp-duration", type=float, default=10.0)
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
+    ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                    help="Any other ConsensusSettings field, value as JSON (repeatable), e.g. max_inflight=2.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     ap.add_argument("--keep", action="store_true", help="Keep the cluster's logs and data.")
     args = ap.parse_args()
@@ -192,6 +195,9 @@ def main() -> int:
         settings["batch_timeout_ms"] = args.batch_timeout_ms
     if args.view_change_timeout_ms is not None:
         settings["view_change_timeout_ms"] = args.view_change_timeout_ms
+    for item in args.setting:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
     print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
     results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "runs": []}

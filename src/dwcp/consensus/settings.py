@@ -26,6 +26,12 @@ class ConsensusSettings(BaseModel):
     batch_timeout_ms: float = Field(5.0, gt=0, description="Longest a transaction waits for its block to fill.")
     view_change_timeout_ms: float = Field(1000.0, gt=0, description="Progress timeout before a view change.")
     group_size: int | None = Field(None, ge=4, description="T-PBFT consensus group size; None: the core's default.")
+    max_inflight: int | None = Field(
+        None, ge=1, le=64, description="Blocks the primary keeps in flight (pipelining); None: the core's default."
+    )
+    epoch_length: int | None = Field(
+        None, ge=1, description="T-PBFT blocks per epoch (the group is re-chosen after each); None: the core's default."
+    )
     # Client API limits.
     max_tx_bytes: int = Field(4096, ge=1, le=1024 * 1024, description="Largest transaction payload accepted.")
     max_pending: int = Field(100_000, ge=1, description="Pending transactions per node before 503 (backpressure).")

@@ -58,6 +58,9 @@ def test_core_config_maps_settings_and_refuses_what_the_core_lacks() -> None:
     assert (cfg.batch_size, cfg.batch_delay, cfg.request_timeout, cfg.view_change_timeout) == (50, 0.003, 0.8, 0.8)
     with pytest.raises(ValueError, match="group_size"):
         core_config("pbft", ConsensusSettings(group_size=4))
+    tpbft = core_config("tpbft", ConsensusSettings(group_size=5, max_inflight=2, epoch_length=16))
+    assert (tpbft.group_size, tpbft.max_inflight, tpbft.epoch_length) == (5, 2, 16)
+    assert core_config("tpbft", ConsensusSettings()).max_inflight == type(tpbft)().max_inflight  # core default kept
 
 
 @pytest.mark.network

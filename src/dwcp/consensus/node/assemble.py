@@ -74,8 +74,9 @@ def core_config(protocol: str, settings: ConsensusSettings) -> Any:
         "view_change_timeout": progress_timeout,  # then wait this long for NEW-VIEW
         "max_pending": settings.max_pending,
     }
-    if settings.group_size is not None:
-        values["group_size"] = settings.group_size
+    for name in ("group_size", "max_inflight", "epoch_length"):  # None: keep the core's default
+        if getattr(settings, name) is not None:
+            values[name] = getattr(settings, name)
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - known)
     if unknown:

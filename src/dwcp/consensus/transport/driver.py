@@ -386,7 +386,8 @@ class Driver:
             "protocol": self.config.protocol,
             "height": self._durable_height,
             "core_height": core.get("height"),
-            "pending": len(self._pending),
+            "pending": len(self._pending),  # submitted here, not yet durable
+            "mempool": core.get("pending"),  # the core's pool: every known uncommitted tx
             "peers_connected": sorted(self.transport.connected),
             "peers_inbound": sorted(self.transport.inbound),
             "catching_up": self.planner.behind(self._durable_height),

@@ -81,3 +81,23 @@ def test_inventory_backoff_reaches_every_service_process(tmp_path):
     assert specs and {(s.backoff_start, s.backoff_max) for s in specs} == {(5.0, 20.0)}
     with pytest.raises(InventoryError, match="restart_backoff_max_s"):
         parse_inventory({"supervisor": {"restart_backoff_s": 5, "restart_backoff_max_s": 1}})
+
+
+def test_up_refuses_to_start_on_ports_in_use_and_names_them(tmp_path):
+    import socket
+
+    from dwcp.runtime.supervise import busy_ports, planned_ports
+
+    with socket.socket() as a, socket.socket() as b:
+        for holder in (a, b):
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+        sup_port, svc_port = a.getsockname()[1], b.getsockname()[1]
+        inv = parse_inventory({"supervisor": {"port": sup_port},
+                               "services": {"compression": {"replicas": 1, "base_port": svc_port}}})
+        planned = planned_ports(inv, UpOptions(monitoring=False))
+        assert [(o, p) for o, _, p in planned] == [("supervisor", sup_port), ("compression-0", svc_port)]
+        busy = busy_ports(planned)
+    assert busy == [("supervisor", f"127.0.0.1:{sup_port} — in use"),
+                    ("compression-0", f"127.0.0.1:{svc_port} — in use")]
+    assert busy_ports(planned) == []  # free again once the holders closed

@@ -83,3 +83,47 @@ def check(
         err.print(f"[red]{len(failed)} of {len(results)} checks failed[/red]")
         raise typer.Exit(1)
     console.print(f"[green]all {len(results)} checks passed[/green]")
+
+
+@app.command()
+def live(
+    prometheus: str | None = typer.Option(None, "--prometheus", "-p",
+                                          help="Prometheus base URL; default: the inventory's."),
+    inventory: Path | None = InventoryOpt,
+    directory: Path | None = typer.Option(None, "--dir", "-d",
+                                          help="Queries rendered here (e.g. runs/<ts>/monitoring) instead of anew."),
+) -> None:
+    """Run every dashboard query and recording rule against a live Prometheus. A query whose metrics some
+    target exports must return data; queries over services that are not running are listed as skipped.
+    Exits 1 if an answerable query returns nothing."""
+    import httpx
+
+    from dwcp.monitoring.live import check_live
+    from dwcp.monitoring.render import render_all
+
+    inv = _load(inventory)
+    url = prometheus or inv.monitoring.prometheus_url
+    with tempfile.TemporaryDirectory(prefix="dwcp-monitoring-") as tmp:
+        target = directory
+        if target is None:
+            target = Path(tmp)
+            render_all(inv, target)
+        try:
+            results = check_live(url, target)
+        except httpx.HTTPError as exc:
+            err.print(f"[red]cannot query Prometheus at {url}:[/red] {exc}")
+            raise typer.Exit(2) from None
+    table = Table(title=f"live queries against {url}")
+    for column in ("query", "result", "series / why skipped"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        verdict = "[yellow]skip[/yellow]" if r.skipped else ("[green]data[/green]" if r.ok else "[red]EMPTY[/red]")
+        table.add_row(r.where, verdict, r.skipped or str(r.series))
+    console.print(table)
+    empty = [r for r in results if not r.ok]
+    answered = sum(1 for r in results if not r.skipped)
+    if empty:
+        err.print(f"[red]{len(empty)} of {answered} answerable queries returned no data[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]all {answered} answerable queries returned data[/green] "
+                  f"({len(results) - answered} skipped: their services are not running)")

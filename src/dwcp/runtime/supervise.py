@@ -9,8 +9,10 @@ stops everything in reverse order and reports what failed along the way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -84,6 +86,40 @@ def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Proces
                 backoff_max=inv.supervisor.restart_backoff_max_s,
             ))
     return specs
+
+
+def planned_ports(inv: Inventory, opts: UpOptions) -> list[tuple[str, str, int]]:
+    """(owner, host, port) for every port this `dwcp up` will listen on."""
+    planned = [("supervisor", inv.supervisor.host, inv.supervisor.port)]
+    for key, spec in inv.runnable().items():
+        if opts.only and key not in opts.only and spec.job not in opts.only:
+            continue
+        for i, inst in enumerate(spec.instances):
+            if opts.host and inst.host != opts.host:
+                continue
+            planned.append((f"{key}-{i}", inst.host, inst.port))
+            planned += [(f"{key}-{i} {name}", inst.host, port) for name, port in inst.ports.items()]
+    if opts.monitoring:
+        mon = inv.monitoring
+        planned += [("prometheus", mon.prometheus_host, mon.prometheus_port),
+                    ("alertmanager", mon.alertmanager_host, mon.alertmanager_port),
+                    ("alert-sink", mon.sink_host, mon.sink_port)]
+    return planned
+
+
+def busy_ports(planned: list[tuple[str, str, int]]) -> list[tuple[str, str]]:
+    """(owner, "host:port — why") for each planned port we cannot bind: in use, or not an address of ours."""
+    busy = []
+    for owner, host, port in planned:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from a past run is fine
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                why = "in use" if exc.errno == errno.EADDRINUSE else f"cannot bind: {exc.strerror}"
+                busy.append((owner, f"{host}:{port} — {why}"))
+    return busy
 
 
 def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> list[ProcessSpec]:
@@ -167,6 +203,13 @@ class Up:
             return 2
         jobs = {s.job for s in service_specs}
         sup = self.inv.supervisor
+        busy = busy_ports(planned_ports(self.inv, self.opts))
+        if busy:
+            console.print("[red]cannot start: these ports cannot be bound[/red] (another `dwcp up` or a system "
+                          "daemon holding them? a host that is not this machine? fix the inventory or --host)")
+            for owner, address in busy:
+                console.print(f"  {address}  {owner}")
+            return 2
         start_http_server(sup.port, addr=sup.host, registry=self.registry)
         monitor_specs = []
         if self.opts.monitoring:
@@ -192,6 +235,7 @@ class Up:
             proc = Supervised(spec, on_restart=self._restarted)
             await proc.start()
             self.metrics.running.labels(spec.job, spec.target).set(1)
+            self.metrics.restarts.labels(spec.job, spec.target)  # exported at 0, so increase() works from the start
             self.services.append(proc)
         for spec in monitor_specs:
             proc = Supervised(spec, on_restart=self._restarted)

@@ -28,8 +28,9 @@ SERVICE_HEALTH = Target(f"sum by (job) (up{{{ALL_JOBS}, {VAR_JOB}}})", "{{job}}"
 REQUEST_RATE = Target(f"sum by (job) (rate(dwcp_requests_total{{{VAR_JOB}}}[{W}]))", "{{job}}")
 P99_LATENCY = Target(p99("dwcp_request_duration_seconds", W, ("job",), VAR_JOB), "{{job}}")
 ERROR_RATE = Target(f"sum by (job, kind) (rate(dwcp_errors_total{{{VAR_JOB}}}[{W}]))", "{{job}} {{kind}}")
-ERROR_RATIO = Target(ratio(f'dwcp_errors_total{{{VAR_JOB}, kind="server"}}', f"dwcp_requests_total{{{VAR_JOB}}}", W),
-                     "{{job}}")
+# A job that never answered 5xx has no server-error series; `or 0 * requests` draws it at 0, not as no data.
+ERROR_RATIO = Target(ratio(f'dwcp_errors_total{{{VAR_JOB}, kind="server"}}', f"dwcp_requests_total{{{VAR_JOB}}}", W)
+                     + f"\nor\n0 * sum by (job) (rate(dwcp_requests_total{{{VAR_JOB}}}[{W}]))", "{{job}}")
 BREAKERS_OPEN = Target(f'sum by (job, breaker) (dwcp_circuit_breaker_state{{{VAR_JOB}, state="open"}})',
                        "{{job}} {{breaker}}")
 RESTARTS = Target("sum by (service) (increase(dwcp_service_restarts_total[1h]))", "{{service}}")

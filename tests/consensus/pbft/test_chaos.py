@@ -147,6 +147,7 @@ def run_chaos(seed: int, n: int, crashed: int | None, byz: int | None) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("n", "crashed", "byz"), [(4, 0, None), (4, 1, None), (4, None, None), (7, 0, 1), (7, 3, 0)])
+@pytest.mark.parametrize(("n", "crashed", "byz"), [(4, 0, None), (4, 1, None), (4, None, None), (4, None, 0),
+                                                   (4, None, 2), (7, 0, 1), (7, 3, 0)])
 def test_random_schedules_stay_safe_and_live(seed, n, crashed, byz):
     run_chaos(seed, n, crashed, byz)

@@ -6,7 +6,6 @@ from dwcp.consensus.core import (
     Block,
     CancelTimer,
     Certificate,
-    Fetched,
     Multicast,
     Rejected,
     RequestSync,
@@ -107,35 +106,60 @@ def test_view_change_preserves_a_prepared_but_uncommitted_block(pbft_net):
     assert net.commits[1][1].block.height == 2
 
 
-def test_block_committed_by_one_replica_is_fetched_not_reproposed(pbft_net):
+def test_block_committed_by_one_replica_is_adopted_from_its_view_change(pbft_net):
     net = pbft_net(batch_size=1)
     submit(net, 0, tx(1))
     net.fire(0, GOSSIP)
     # Only replica 3 receives the commit votes: it commits height 1, the others only prepare it.
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit" and to != 3)
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 1}
+    committed = net.commits[3][0]
     net.down.add(0)
     time_out(net, [1, 2, 3])
     net.run()
-    # Replica 3's view change carries the commit certificate for height 1, so nothing is re-proposed
-    # there, and the others fetch the certified block instead.
+    # Replica 3's view change carries its commit certificate as the proof for height 1: the others
+    # execute the block with that certificate, and its re-proposal is a no-op for everyone.
+    [vc3] = sent(net, 3, ViewChange)
+    assert [(p.block, p.certificate) for p in vc3.prepared] == [(committed.block, committed.certificate)]
     [nv] = sent(net, 1, NewView)
-    assert nv.proposals == ()
-    cert = net.commits[3][0].certificate
-    # Height 1 is settled for view 1: a (Byzantine) primary cannot fork lagging replica 2 there.
-    fork = PrePrepare(epoch=0, view=1, block=Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(66),)))
-    assert net.cores[2].handle(2.0, received(net.keys, 1, fork)) == [Rejected(peer=1, reason="below_new_view")]
+    assert nv.proposals == (committed.block,)
     for n in (1, 2):
-        syncs = [o for o in net.outputs[n] if isinstance(o, RequestSync)]
-        assert syncs == [RequestSync(peers=tuple(p for p in cert.signers if p != n), from_height=1, to_height=1)]
-        net.feed(n, Fetched(sender=3, block=net.commits[3][0].block, certificate=cert))
-    assert {net.commits[n][0].block for n in (1, 2, 3)} == {net.commits[3][0].block}
+        assert net.commits[n] == [committed]
     submit(net, 2, tx(2))
     net.fire(2, GOSSIP)
     net.run()
     assert net.heights() == {0: 0, 1: 2, 2: 2, 3: 2}
-    # The new primary waited for the fetched block before proposing: no tx is proposed twice.
-    assert not any(isinstance(o, Rejected) for n in (2, 3) for o in net.outputs[n])
+    assert not any(isinstance(o, Rejected) for n in (1, 2, 3) for o in net.outputs[n])
+
+
+def test_replica_behind_the_stable_checkpoint_fetches_and_cannot_be_forked(pbft_net):
+    net = pbft_net(batch_size=1, checkpoint_interval=2)
+    net.down.add(2)  # replica 2 misses heights 1 and 2 (and their checkpoint)
+    submit(net, 0, tx(1), tx(2))
+    net.run()
+    assert net.heights() == {0: 2, 1: 2, 2: 0, 3: 2} and net.cores[1].stable == 2
+    net.down.discard(2)
+    net.down.add(0)
+    submit(net, 1, tx(3))
+    net.fire(1, GOSSIP)
+    net.run()
+    time_out(net, [1, 2, 3])
+    net.run()
+    [nv] = sent(net, 1, NewView)
+    assert nv.proposals == ()  # heights 1 and 2 are under the stable checkpoint (low = 2)
+    lagger = net.cores[2]
+    assert (lagger.view, lagger.view_floor, lagger.height) == (1, 2, 0)
+    # The view changes of 1 and 3 (f + 1 of them) show height 2 is stable: catch up from them.
+    assert [o for o in net.outputs[2] if isinstance(o, RequestSync)] == [
+        RequestSync(peers=(1, 3), from_height=1, to_height=2),
+    ]
+    # Height 1 is settled for view 1: a (Byzantine) primary cannot fork the lagging replica there.
+    fork = PrePrepare(epoch=0, view=1, block=Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(66),)))
+    assert lagger.handle(2.0, received(net.keys, 1, fork)) == [Rejected(peer=1, reason="below_new_view")]
+    assert serve_sync(net, 2, 1) == 2
+    net.run()
+    assert [c.block for c in net.commits[2]] == [c.block for c in net.commits[1]]
+    assert net.heights() == {0: 2, 1: 3, 2: 3, 3: 3}
 
 
 def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):

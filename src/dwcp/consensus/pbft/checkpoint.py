@@ -3,7 +3,9 @@
 Every `checkpoint_interval` heights each replica multicasts `Checkpoint(height, state)`, where
 `state` is its hash chain of committed block digests. A quorum (2f+1) of matching checkpoints that
 we have also reached makes the height *stable*: the low watermark moves up (the window is
-`stable < h <= stable + window`) and every per-height record at or below it is dropped.
+`stable < h <= stable + window`) and every per-height record at or below it is dropped. The quorum's
+signatures are kept as the stable checkpoint's proof (`checkpoint_proof`, a `Certificate` of kind
+"checkpoint"), which view changes carry: f+1 correct replicas hold every block up to it.
 
 Catch-up is block sync, not state transfer: a replica that learns it is behind asks the driver
 for certified blocks (`RequestSync`) and executes the `Fetched` ones. "Behind" needs evidence a
@@ -16,6 +18,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dwcp.consensus.core.codec import encode, signing_bytes
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import Verifier
+from dwcp.consensus.core.messages import Certificate
 from dwcp.consensus.core.outputs import Output, Rejected, RequestSync, Send
 from dwcp.consensus.pbft.messages import Checkpoint, PrePrepare, Status
 
@@ -28,17 +34,33 @@ def _height_of(msg: Any) -> int | None:
     return h if isinstance(h, int) else None
 
 
+def check_checkpoint_proof(committee: Committee, verifier: Verifier, proof: Certificate) -> bool:
+    """True when `proof` holds a quorum of distinct members' valid signatures over
+    `Checkpoint(proof.height, proof.digest)` (`digest` carries the state)."""
+    signers = proof.signers
+    if proof.kind != "checkpoint" or len(signers) != len(proof.signatures) or len(set(signers)) != len(signers):
+        return False
+    if len(signers) < committee.quorum:
+        return False
+    payload = encode(Checkpoint(height=proof.height, state=proof.digest))
+    return all(
+        s in committee and verifier.verify(s, signing_bytes(s, payload), sig)
+        for s, sig in zip(signers, proof.signatures, strict=True)
+    )
+
+
 class CheckpointMixin:
     """Needs from `Replica`: committee, node_id, config, height, state, slots, votes, voted,
     prepared, decided, buffered, `sign`, `_broadcast`, `_future`, `_note_higher_view`."""
 
     def _init_checkpoints(self) -> None:
         self.stable = 0
+        self.stable_proof: Certificate | None = None  # proof of `stable` (None while it is 0)
         # height -> state digest -> sender -> envelope signature (a stable checkpoint's proof)
         self.checkpoints: dict[int, dict[bytes, dict[int, bytes]]] = {}
         self.peer_heights: dict[int, int] = {}  # highest height each peer claimed (checkpoint/status)
-        self.certified_height = 0  # highest height some peer proved it executed (view change certificate)
-        self.certified_by: tuple[int, ...] = ()  # who signed that certificate (they hold the blocks)
+        self.certified_height = 0  # highest stable checkpoint a view change proved to us
+        self.certified_by: tuple[int, ...] = ()  # who signed that proof (they hold the blocks)
         self.last_sync = -math.inf
 
     # ---- checkpoints ----
@@ -57,12 +79,6 @@ class CheckpointMixin:
                 if self.node_id in tally:
                     outs.append(self._broadcast(Checkpoint(height=h, state=state)))
                     return
-
-    def _restore_checkpoint(self, height: int) -> None:
-        """A checkpoint height replayed from our own (trusted, committed) log becomes stable at once:
-        without this a restarted node above `window` could vote on nothing until the next one."""
-        self.checkpoints.setdefault(height, {}).setdefault(self.state, {})[self.node_id] = b""
-        self._make_stable(height)
 
     def _check_checkpoint(self, sender: int, msg: Checkpoint) -> str | None:
         if msg.height <= 0 or msg.height % self.config.checkpoint_interval:
@@ -93,12 +109,12 @@ class CheckpointMixin:
         tally[sender] = sig
         # Stable only once we executed it and our own state is among the quorum's.
         if len(tally) >= self.committee.quorum and self.node_id in tally and msg.height > self.stable:
-            self._make_stable(msg.height)
+            signers = tuple(sorted(tally))[: self.committee.quorum]
+            self.stable, self.stable_proof = msg.height, Certificate(
+                kind="checkpoint", epoch=0, view=0, height=msg.height, digest=msg.state, signers=signers,
+                signatures=tuple(tally[s] for s in signers))
+            self._collect_garbage(msg.height)
             self._maybe_propose(now, outs)  # the high watermark moved: a waiting primary may go on
-
-    def _make_stable(self, height: int) -> None:
-        self.stable = height
-        self._collect_garbage(height)
 
     def _collect_garbage(self, s: int) -> None:
         """Drop everything about heights at or below the stable checkpoint `s` (keep its own proof)."""
@@ -119,8 +135,8 @@ class CheckpointMixin:
             self.peer_heights[peer] = height
 
     def _note_certified(self, height: int, signers: tuple[int, ...]) -> None:
-        """A view change's verified commit certificate for its sender's executed height: that height
-        and all below are committed, and the certificate's signers can serve them."""
+        """A verified checkpoint proof: `height` and all below are committed, and the proof's
+        signers (f+1 of them correct) can serve those blocks."""
         if height > self.certified_height:
             self.certified_height, self.certified_by = height, signers
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dwcp.consensus.core.messages import Block, Certificate, digest
 from dwcp.consensus.core.outputs import Commit, Output, Rejected
 from dwcp.consensus.core.protocol import verify_certificate
+from dwcp.consensus.pbft.messages import Prepared
 from dwcp.consensus.pbft.state import Mode
 
 
@@ -44,13 +45,13 @@ class ExecutionMixin:
         self.height, self.last_cert = h, cert
         self.state = digest(self.state + cert.digest)
         self.slots.pop(h, None)
-        self.prepared.pop(h, None)
+        # Keep the commit certificate as this height's proof until a checkpoint is stable: a view
+        # change must report every height above its stable checkpoint, executed or not (PBFT's P set).
+        self.prepared[h] = Prepared(block=block, certificate=cert)
+        self.prepared.pop(h - self.config.proof_horizon, None)  # bounded, see `_view_change_proofs`
         if not replay:
             outs.append(Commit(height=h, block=block, certificate=cert, txs=tuple(executed)))
-        if h % self.config.checkpoint_interval == 0:
-            if replay:
-                self._restore_checkpoint(h)
-            else:
+            if h % self.config.checkpoint_interval == 0:
                 self._send_checkpoint(now, outs)
         self.after_execute(now, block, cert, outs, replay)
         if not replay:

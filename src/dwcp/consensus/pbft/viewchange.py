@@ -2,19 +2,22 @@
 
 1. A replica whose oldest pending tx waited `request_timeout` (or that sees f+1 peers in higher
    views: the liveness rule) stops the normal case and multicasts a signed
-   `ViewChange(epoch, v', height, committed, prepared)`: `committed` is the commit certificate of
-   its last executed height, `prepared` its highest-view prepared proof for each height above.
+   `ViewChange(epoch, v', height, committed, prepared)`: `height` is its stable checkpoint and
+   `committed` that checkpoint's proof; `prepared` has, for every height above it, executed or
+   not, its highest-view proof: a prepare certificate, or the commit certificate once executed.
 2. The primary of v' collects a quorum (2f+1) of valid view changes for v' from group(e, v') and
-   multicasts `NewView` with them and its re-proposals, computed by `reproposals()`:
-   for every height above the highest certified committed height `low` up to the highest prepared
-   height, the prepared block of the highest view (byte-identical, so its digest is unchanged), or
-   an empty "null" block when no view change reports one.
+   multicasts `NewView` with them and its re-proposals, computed by `reproposals()`: for every
+   height above `low` (the highest stable checkpoint reported) up to the highest reported proof,
+   the block of the highest-view proof (byte-identical, so its digest is unchanged), or an empty
+   "null" block (no txs, no meta) when no view change reports one.
 3. Every replica verifies each signed view change and recomputes the re-proposals; only an exact
-   match is accepted. It then enters v' and prepares the re-proposals as if pre-prepared.
+   match is accepted. It executes the blocks the proofs show committed (commit certificates), then
+   enters v' and prepares the re-proposals above its height as if pre-prepared.
 
 Safety: a block committed at (v, h) was prepared by a quorum, which meets any quorum of view
-changes in a correct replica that reports it (or a higher-view prepared block, which by induction
-is the same block); heights at or below `low` are already committed and are not re-proposed.
+changes in a correct replica that reports it (or a higher-view proof, which by induction is for
+the same block), unless h <= its stable checkpoint <= `low`; heights up to `low` are committed and
+held by the f+1 correct signers of that checkpoint, so they are fetched, never re-proposed.
 Liveness: timeouts double on each consecutive failed view change (capped at 4x), and a replica
 that missed a NEW-VIEW asks the primary for it again (`NewViewRequest`).
 """
@@ -27,20 +30,28 @@ from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
 from dwcp.consensus.core.messages import Block, TxBatch
 from dwcp.consensus.core.outputs import CancelTimer, Multicast, Output, Rejected, Send, SetTimer
 from dwcp.consensus.core.protocol import check_quorum_signatures
+from dwcp.consensus.pbft.checkpoint import check_checkpoint_proof
 from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, Status, ViewChange
 from dwcp.consensus.pbft.state import REQUEST, VIEW_CHANGE, Mode
 
 MAX_BACKOFF = 4  # the NEW-VIEW timeout doubles per failed view change, up to this factor
 
 
-def reproposals(epoch: int, view: int, proposer: int, changes: Iterable[ViewChange]) -> tuple[Block, ...]:
+def low_mark(changes: Iterable[ViewChange], start: int = 0) -> int:
+    """Heights up to this are settled before the new view: the highest reported stable checkpoint,
+    or the epoch's first height - 1 (`start`), whichever is higher."""
+    return max([start, *(vc.height for vc in changes)])
+
+
+def reproposals(epoch: int, view: int, proposer: int, changes: Iterable[ViewChange],
+                start: int = 0) -> tuple[Block, ...]:
     """The blocks the primary of (epoch, view) must re-propose, given a quorum of view changes.
 
     Deterministic in its inputs: ties between equal-view proofs (impossible with at most f faults)
     break on the smaller digest, so every correct replica computes the same tuple.
     """
     changes = list(changes)
-    low = max((vc.height for vc in changes), default=0)
+    low = low_mark(changes, start)
     best: dict[int, tuple[int, bytes, Block]] = {}
     for vc in changes:
         for p in vc.prepared:
@@ -113,9 +124,12 @@ class ViewChangeMixin:
         self.mode, self.vc_target = Mode.VIEW_CHANGE, view
         self.view_changes += 1
         self._arm_view_change(outs)
-        vc = ViewChange(epoch=self.epoch, view=view, height=self.height, committed=self.last_cert,
-                        prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > self.height))
-        if self.node_id in self.group(self.epoch, view):
+        vc = ViewChange(epoch=self.epoch, view=view, height=self.stable, committed=self.stable_proof,
+                        prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > self.stable))
+        complete = all(h in self.prepared for h in range(self.stable + 1, self.height + 1))
+        # Without a proof for every executed height above our stable checkpoint (a long catch-up
+        # outran `proof_horizon`) our view change could hide a commit: we stay silent instead.
+        if complete and self.node_id in self.group(self.epoch, view):
             outs.append(self._broadcast(vc))
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
                                                           view_change=vc), outs)
@@ -163,10 +177,10 @@ class ViewChangeMixin:
         if vc.height < 0 or (vc.committed is None) != (vc.height == 0):
             return "bad_committed"
         c = vc.committed
-        if c is not None and (c.kind != "commit" or c.height != vc.height
-                              or not check_quorum_signatures(self.committee, self.verifier, c)):
+        if c is not None and (c.height != vc.height
+                              or not check_checkpoint_proof(self.committee, self.verifier, c)):
             return "bad_committed"
-        if len(vc.prepared) > self.config.window:
+        if len(vc.prepared) > self.config.proof_horizon + self.config.window:
             return "bad_prepared"
         end = self.epoch_end(vc.epoch)
         seen: set[int] = set()
@@ -179,7 +193,7 @@ class ViewChangeMixin:
     def _valid_prepared(self, vc: ViewChange, p: Prepared, end: int | None) -> bool:
         b, c = p.block, p.certificate
         return (
-            c.kind == "prepare" and c.epoch == vc.epoch == b.epoch and c.view < vc.view
+            c.kind in ("prepare", "commit") and c.epoch == vc.epoch == b.epoch and c.view < vc.view
             and c.height == b.height > vc.height and (end is None or b.height <= end)
             and c.digest == block_digest(b)
             and check_quorum_signatures(self.committee, self.verifier, c)
@@ -211,6 +225,17 @@ class ViewChangeMixin:
         self._claim_height(sender, msg.height)
         self._store_view_change(now, SignedViewChange(sender=sender, signature=sig, view_change=msg), outs)
         self._note_higher_view(sender, msg.epoch, msg.view, outs)
+        self._adopt_commits(now, sender, (msg,), outs)
+
+    def _adopt_commits(self, now: float, sender: int, changes: Iterable[ViewChange], outs: list[Output]) -> None:
+        """Execute blocks that (verified) view changes prove committed: the commit votes that would
+        have let us decide them may have been lost, and nobody re-proposes an executed height."""
+        for vc in changes:
+            for p in vc.prepared:
+                h = p.block.height
+                if p.certificate.kind == "commit" and h > self.height and h not in self.decided:
+                    self.decided[h] = (p.block, p.certificate)
+        self._execute_ready(now, outs)
 
     def _store_view_change(self, now: float, svc: SignedViewChange, outs: list[Output]) -> None:
         view, sender = svc.view_change.view, svc.sender
@@ -233,7 +258,8 @@ class ViewChangeMixin:
             return
         proof = tuple(got[s] for s in sorted(got))
         nv = NewView(epoch=self.epoch, view=view, view_changes=proof,
-                     proposals=reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof)))
+                     proposals=reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof),
+                                           self._epoch_start(self.epoch)))
         outs.append(self._broadcast(nv))
         self._enter_view(now, nv, outs)
 
@@ -252,7 +278,8 @@ class ViewChangeMixin:
                 return "bad_view_change_signature"
             if self._check_view_change(s.sender, vc) is not None:
                 return "bad_new_view"
-        expected = reproposals(nv.epoch, nv.view, sender, (s.view_change for s in nv.view_changes))
+        expected = reproposals(nv.epoch, nv.view, sender, (s.view_change for s in nv.view_changes),
+                               self._epoch_start(nv.epoch))
         return None if expected == nv.proposals else "bad_reproposals"
 
     def _on_new_view(self, now: float, sender: int, msg: NewView, outs: list[Output]) -> None:
@@ -271,7 +298,14 @@ class ViewChangeMixin:
             vc = s.view_change
             if vc.committed is not None:
                 self._note_certified(vc.height, vc.committed.signers)
-        self._enter_view(now, msg, outs)
+        epoch = self.epoch
+        self._adopt_commits(now, sender, (s.view_change for s in msg.view_changes), outs)
+        if self.epoch == epoch:  # (executing may have ended the epoch, and with it this view)
+            self._enter_view(now, msg, outs)
+
+    def _epoch_start(self, epoch: int) -> int:
+        """Last height of the previous epoch: no block of `epoch` is at or below it."""
+        return (self.epoch_end(epoch - 1) or 0) if epoch > 0 else 0
 
     def _on_new_view_request(self, sender: int, msg: NewViewRequest, outs: list[Output]) -> None:
         # Only the primary answers: a NEW-VIEW is accepted from the primary alone (see _check_new_view).
@@ -295,7 +329,7 @@ class ViewChangeMixin:
         self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
         self.voted = {k: v for k, v in self.voted.items() if k[1] >= view}
         self.mempool.inflight = {tx.id for b in nv.proposals for tx in b.txs}  # not for the primary to reuse
-        low = max(s.view_change.height for s in nv.view_changes)
+        low = low_mark((s.view_change for s in nv.view_changes), self._epoch_start(nv.epoch))
         self.view_floor = max([low, *(b.height for b in nv.proposals)])
         self.proposed_to = max(self.height, self.view_floor)
         for block in nv.proposals:

@@ -127,7 +127,7 @@ async def offer(cluster: LocalCluster, rate: float, duration: float, wait_timeou
     return run
 
 
-def settle(cluster: LocalCluster, timeout: float = 30.0) -> dict:
+def settle(cluster: LocalCluster, timeout: float = 60.0) -> dict:
     """Wait (bounded) for the backlog of an overloaded run to drain; returns a summary of the nodes."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5) as client:

@@ -77,6 +77,15 @@ def test_validly_signed_garbage_is_malformed_and_oversize_is_refused():
         codec.seal(signer, TxBatch(txs=(Transaction(payload=b"x" * 100),)))
 
 
+@pytest.mark.parametrize("payload", [b"\x92\xa1\xff\x00", b"\x91\xa2\xc3\x28", b"\x92\xd9\x01\x80\x00"],
+                         ids=["tag-not-utf8", "bad-continuation", "str8-not-utf8"])
+def test_validly_signed_non_utf8_tag_is_malformed_not_an_exception(payload):
+    signer, verifier = MacSigner(0, mac_secret(1, 0)), MacVerifier({0: mac_secret(1, 0)})
+    frame = (1).to_bytes(1, "big") + (0).to_bytes(4, "big") + signer.sign(signing_bytes(0, payload)) + payload
+    result = Codec(()).open(verifier, frame)
+    assert isinstance(result, DecodeError) and result.reason == "malformed"
+
+
 def test_commit_certificate_verifies_only_with_a_quorum_of_valid_signatures(committee):
     keys = committee(4)
     d = block_digest(BLOCK)

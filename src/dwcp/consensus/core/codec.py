@@ -78,8 +78,9 @@ class Codec:
             return DecodeError("too_large", f"{len(payload)} > {self.max_size}")
         try:
             return self._decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return DecodeError("malformed", str(exc)[:200])
+        # msgspec raises UnicodeDecodeError (a ValueError), not DecodeError, for a tag that is not UTF-8.
+        except (msgspec.MsgspecError, ValueError, OverflowError, RecursionError) as exc:
+            return DecodeError("malformed", f"{type(exc).__name__}: {exc}"[:200])
 
     def seal(self, signer: Signer, message: Any) -> bytes:
         """Encode, sign and frame one message from `signer`'s node."""

@@ -259,3 +259,25 @@ def test_reproposals_pick_the_highest_view_and_fill_gaps_with_null_blocks():
     assert got == (_prepared(2, 1, 2).block, Block(height=3, epoch=0, view=3, proposer=3), _prepared(4, 0, 4).block)
     assert reproposals(0, 3, 3, [high, low]) == got  # order of the view changes does not matter
     assert reproposals(0, 3, 3, []) == ()
+
+
+def test_view_change_in_a_later_epoch(pbft_net):
+    net = pbft_net(batch_size=1, epoch_length=4, checkpoint_interval=8)
+    submit(net, 0, *(tx(i) for i in range(6)))
+    net.run()
+    assert {(c.epoch, c.view, c.height) for c in net.cores.values()} == {(1, 0, 6)}
+    assert [c.block.epoch for c in net.commits[1]] == [0, 0, 0, 0, 1, 1]
+    net.down.add(0)
+    submit(net, 1, tx(100))
+    net.fire(1, GOSSIP)
+    net.run()
+    time_out(net, [1, 2, 3])
+    net.run()
+    # Epoch 1 starts after height 4 and no checkpoint is stable yet: the view changes report proofs
+    # for heights 5 and 6 only, and nothing at or below the epoch start is re-proposed.
+    [nv] = sent(net, 1, NewView)
+    assert [[p.block.height for p in s.view_change.prepared] for s in nv.view_changes] == [[5, 6]] * 3
+    assert [b.height for b in nv.proposals] == [5, 6]
+    assert {(c.epoch, c.view) for n, c in net.cores.items() if n != 0} == {(1, 1)}
+    for n in (1, 2, 3):
+        assert net.commits[n][-1].height == 7 and net.commits[n][-1].block.txs == (tx(100),)

@@ -80,6 +80,13 @@ class CheckpointMixin:
                     outs.append(self._broadcast(Checkpoint(height=h, state=state)))
                     return
 
+    def _restore_checkpoint(self, height: int) -> None:
+        """A checkpoint height replayed from our own log (trusted: we committed it) becomes our low
+        watermark at once, or a restarted node above `window` could vote on nothing. It has no
+        quorum proof, so view changes still report proofs from the last proven one."""
+        self.stable = height
+        self._collect_garbage(height)
+
     def _check_checkpoint(self, sender: int, msg: Checkpoint) -> str | None:
         if msg.height <= 0 or msg.height % self.config.checkpoint_interval:
             return "bad_checkpoint_height"
@@ -121,7 +128,8 @@ class CheckpointMixin:
         self.checkpoints = {h: t for h, t in self.checkpoints.items() if h >= s}
         for h in [h for h in self.slots if h <= s]:
             del self.slots[h]
-        for h in [h for h in self.prepared if h <= s]:
+        proven = self.stable_proof.height if self.stable_proof is not None else 0
+        for h in [h for h in self.prepared if h <= proven]:  # view changes need the rest (viewchange.py)
             del self.prepared[h]
         for h in [h for h in self.decided if h <= s]:
             del self.decided[h]

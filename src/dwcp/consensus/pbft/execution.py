@@ -51,7 +51,10 @@ class ExecutionMixin:
         self.prepared.pop(h - self.config.proof_horizon, None)  # bounded, see `_view_change_proofs`
         if not replay:
             outs.append(Commit(height=h, block=block, certificate=cert, txs=tuple(executed)))
-            if h % self.config.checkpoint_interval == 0:
+        if h % self.config.checkpoint_interval == 0:
+            if replay:
+                self._restore_checkpoint(h)
+            else:
                 self._send_checkpoint(now, outs)
         self.after_execute(now, block, cert, outs, replay)
         if not replay:

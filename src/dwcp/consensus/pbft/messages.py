@@ -24,15 +24,18 @@ class Checkpoint(Message, tag="ckpt"):
 
 
 class Prepared(msgspec.Struct, frozen=True, array_like=True):
-    """Proof that `block` was prepared: a quorum certificate of prepare votes for its digest."""
+    """Proof that `block` was prepared: a quorum certificate of prepare votes for its digest, or of
+    commit votes once it is committed (which implies a prepared quorum in the same view)."""
 
     block: Block
     certificate: Certificate
 
 
 class ViewChange(Message, tag="vc"):
-    """Vote to move to `view` of `epoch`. `committed` proves our last committed height (None at 0);
-    `prepared` lists the highest-view prepared proof for each height above it."""
+    """Vote to move to `view` of `epoch`. `height` is our last stable checkpoint and `committed` its
+    proof (a `Certificate` of kind "checkpoint": a quorum's signatures over `Checkpoint(height,
+    digest)`; None at 0); `prepared` lists our highest-view proof for each height above it (or
+    above the epoch's start), executed or not (see viewchange.py)."""
 
     epoch: int
     view: int

@@ -7,7 +7,8 @@ in `_on_*`; anything else is dropped with `Rejected`, never raised):
 | message      | accepted when                                                 | effect                                |
 |--------------|---------------------------------------------------------------|---------------------------------------|
 | PrePrepare   | from primary(e, v); NORMAL; (e, v) current; low < h <= high;  | store block, multicast prepare vote   |
-|              | first for (v, h); block well-formed, no committed txs         |                                       |
+|              | h above the NEW-VIEW's settled heights; first for (v, h);     |                                       |
+|              | block well-formed, no committed txs, `check_meta` passes      |                                       |
 | Vote prepare | voter in group(e, v); (e, v) current; h in window; first vote | quorum + block -> prepared, multicast |
 |              | by this voter at (v, h)                                       | commit vote                           |
 | Vote commit  | same                                                          | quorum + prepared -> decided; execute |
@@ -22,6 +23,12 @@ in `_on_*`; anything else is dropped with `Rejected`, never raised):
 Messages for a later view or epoch are buffered (bounded) and replayed on entry, since the
 protocol has no retransmission of votes. Quorums are always `committee.quorum` (2f+1 of n) even
 when only a group votes, which is what keeps T-PBFT's group changes safe (docs/tpbft.md).
+
+Hooks for subclasses: `group(e, v)` (who votes, sends view changes; we cast votes only when in it),
+`primary(e, v)`, `epoch_end(e)`, `observe(peer, event)` (events: timely, invalid, conflict),
+`block_meta(h)`/`check_meta(block)` (checked on pre-prepares only: a view change re-proposes
+blocks byte for byte, and its null blocks carry empty meta, which `after_execute` must accept),
+and `after_execute(now, block, cert, outs, replay)` (call super: it switches epochs).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.slots: dict[int, Slot] = {}
         self.votes: dict[tuple[str, int, int], dict[bytes, dict[int, bytes]]] = {}
         self.voted: dict[tuple[str, int, int, int], bytes] = {}
-        self.prepared: dict[int, Prepared] = {}  # highest-view prepared proof per uncommitted height
+        self.prepared: dict[int, Prepared] = {}  # highest-view proof per height above the stable checkpoint
         self.decided: dict[int, tuple[Block, Certificate]] = {}  # waiting to execute in order
         self.proposed_to = 0
         self.outbox: list[Transaction] = []

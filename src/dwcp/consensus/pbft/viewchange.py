@@ -124,11 +124,14 @@ class ViewChangeMixin:
         self.mode, self.vc_target = Mode.VIEW_CHANGE, view
         self.view_changes += 1
         self._arm_view_change(outs)
-        vc = ViewChange(epoch=self.epoch, view=view, height=self.stable, committed=self.stable_proof,
-                        prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > self.stable))
-        complete = all(h in self.prepared for h in range(self.stable + 1, self.height + 1))
-        # Without a proof for every executed height above our stable checkpoint (a long catch-up
-        # outran `proof_horizon`) our view change could hide a commit: we stay silent instead.
+        proof = self.stable_proof
+        low = proof.height if proof is not None else 0
+        base = max(low, self._epoch_start(self.epoch))  # nothing below the epoch is re-proposed
+        vc = ViewChange(epoch=self.epoch, view=view, height=low, committed=proof,
+                        prepared=tuple(self.prepared[h] for h in sorted(self.prepared) if h > base))
+        complete = all(h in self.prepared for h in range(base + 1, self.height + 1))
+        # Without a proof for every executed height above our proven checkpoint (a restart or a long
+        # catch-up outran `proof_horizon`) our view change could hide a commit: stay silent instead.
         if complete and self.node_id in self.group(self.epoch, view):
             outs.append(self._broadcast(vc))
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),

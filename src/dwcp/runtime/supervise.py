@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dwcp.runtime.inventory import Inventory
+from dwcp.runtime.inventory import Inventory, ServiceSpec
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.procs import ProcessSpec, Supervised
 from dwcp.runtime.server import RUN_DIR_ENV
@@ -73,9 +73,7 @@ def _dwcp(*args: str) -> list[str]:
 def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[ProcessSpec]:
     inv_args = ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
     specs = []
-    for key, spec in inv.runnable().items():
-        if opts.only and key not in opts.only and spec.job not in opts.only:
-            continue
+    for key, spec in selected_kinds(inv, opts).items():
         for i, inst in enumerate(spec.instances):
             if opts.host and inst.host != opts.host:
                 continue
@@ -88,12 +86,29 @@ def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Proces
     return specs
 
 
+def selected_kinds(inv: Inventory, opts: UpOptions) -> dict[str, ServiceSpec]:
+    """The runnable services this `dwcp up` is about (--service), on every host."""
+    return {k: s for k, s in inv.runnable().items() if not opts.only or k in opts.only or s.job in opts.only}
+
+
+def supervisor_address(inv: Inventory, opts: UpOptions) -> tuple[str, int]:
+    """Where this host's supervisor listens: the inventory's address, or this host's with --host, so the
+    monitoring host can scrape every host's restart counters."""
+    return (opts.host or inv.supervisor.host), inv.supervisor.port
+
+
+def supervisor_targets(inv: Inventory, opts: UpOptions) -> list[str]:
+    """Every host's supervisor, for Prometheus: one per distinct instance host in a multi-host inventory."""
+    hosts = sorted({i.host for s in selected_kinds(inv, opts).values() for i in s.instances})
+    if not opts.host and len(hosts) <= 1:
+        return ["{}:{}".format(*supervisor_address(inv, opts))]
+    return [f"{h}:{inv.supervisor.port}" for h in hosts]
+
+
 def planned_ports(inv: Inventory, opts: UpOptions) -> list[tuple[str, str, int]]:
     """(owner, host, port) for every port this `dwcp up` will listen on."""
-    planned = [("supervisor", inv.supervisor.host, inv.supervisor.port)]
-    for key, spec in inv.runnable().items():
-        if opts.only and key not in opts.only and spec.job not in opts.only:
-            continue
+    planned = [("supervisor", *supervisor_address(inv, opts))]
+    for key, spec in selected_kinds(inv, opts).items():
         for i, inst in enumerate(spec.instances):
             if opts.host and inst.host != opts.host:
                 continue
@@ -189,20 +204,23 @@ class Up:
     def _render_monitoring(self, jobs: set[str]) -> dict[str, Path]:
         from dwcp.monitoring.render import render_all
 
-        sup = self.inv.supervisor
         return render_all(self.inv, self.run_dir / "monitoring", jobs=jobs,
-                          extra_targets={"dwcp-supervisor": [f"{sup.host}:{sup.port}"]})
+                          extra_targets={"dwcp-supervisor": supervisor_targets(self.inv, self.opts)})
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop_event.set)
         service_specs = plan_services(self.inv, self.opts, self.run_dir)
-        if not service_specs:
+        if not service_specs and not self.opts.monitoring:
             console.print("[red]no built service has an instance to start here[/red] (check --host/--service)")
             return 2
-        jobs = {s.job for s in service_specs}
-        sup = self.inv.supervisor
+        # Prometheus scrapes the selected services on every host, not only the ones started here.
+        jobs = {s.job for s in selected_kinds(self.inv, self.opts).values()}
+        if not jobs:
+            console.print("[red]no built service to run or monitor[/red] (check the inventory and --service)")
+            return 2
+        sup_host, sup_port = supervisor_address(self.inv, self.opts)
         busy = busy_ports(planned_ports(self.inv, self.opts))
         if busy:
             console.print("[red]cannot start: these ports cannot be bound[/red] (another `dwcp up` or a system "
@@ -210,7 +228,7 @@ class Up:
             for owner, address in busy:
                 console.print(f"  {address}  {owner}")
             return 2
-        start_http_server(sup.port, addr=sup.host, registry=self.registry)
+        start_http_server(sup_port, addr=sup_host, registry=self.registry)
         monitor_specs = []
         if self.opts.monitoring:
             files = self._render_monitoring(jobs)
@@ -299,8 +317,8 @@ class Up:
             table.add_column(col)
         for proc in self.services + self.monitors:
             table.add_row(proc.name, proc.spec.job or "-", f"http://{proc.spec.target}", str(proc.pid or "-"))
-        sup = self.inv.supervisor
-        table.add_row("supervisor", "dwcp-supervisor", f"http://{sup.host}:{sup.port}/metrics", "-")
+        sup_host, sup_port = supervisor_address(self.inv, self.opts)
+        table.add_row("supervisor", "dwcp-supervisor", f"http://{sup_host}:{sup_port}/metrics", "-")
         console.print(table)
         console.print(f"logs: {self.run_dir / 'logs'}")
 

@@ -8,7 +8,7 @@ from dwcp.consensus.core.codec import Codec, DecodeError, block_digest
 from dwcp.consensus.core.crypto import MacSigner, MacVerifier, mac_secret
 from dwcp.consensus.core.messages import Block, Transaction, Vote
 from dwcp.consensus.pbft import MESSAGES
-from dwcp.consensus.pbft.messages import PrePrepare
+from dwcp.consensus.pbft.messages import NewView, PrePrepare
 from dwcp.consensus.sim.faults import BEHAVIOURS, Behaviour, Equivocate, Garbage, InvalidSignature, Silent, Twins
 
 IDS = tuple(range(7))
@@ -42,6 +42,13 @@ def test_equivocating_leader_sends_each_half_a_different_valid_block() -> None:
     assert block_digest(blocks[0]) != block_digest(blocks[1])
     assert blocks[0].txs == TXS and blocks[1].txs == TXS[:-1]
     assert _make(Equivocate).outgoing(CODEC, SIGNER, TO, VOTE)[0][0] == TO  # votes are left alone
+
+
+def test_equivocating_new_primary_re_proposes_differently_to_each_half() -> None:
+    nv = NewView(epoch=0, view=1, view_changes=(), proposals=(PP.block,))
+    (_, first), (_, second) = _make(Equivocate).outgoing(CODEC, SIGNER, TO, nv)
+    assert _open(first).message == nv
+    assert _open(second).message.proposals[0].txs == TXS[:-1]
 
 
 def test_twins_split_the_committee_between_two_cores() -> None:

@@ -8,8 +8,9 @@ so every forgery goes through the receivers' real `Codec.open` checks:
 |-------------------|-----------------------------------------------------------------------------|
 | none              | the sealed message, one frame for all recipients (as the driver does)       |
 | silent            | nothing (a crashed or mute node that never recovers)                        |
-| equivocate        | proposals (messages carrying a `block`, bar `Decided`): the second half of  |
-|                   | the recipients gets a different block (one tx fewer), re-signed with our key |
+| equivocate        | proposals (a `block`, bar `Decided`, or a new view's `proposals`): the      |
+|                   | second half of the recipients gets a different block (one tx fewer),        |
+|                   | re-signed with our key                                                      |
 | twins             | two cores with our key, each talking only to one half of the committee, so  |
 |                   | each half sees an honest node while the key proposes and votes twice         |
 | invalid-signature | half the messages with a flipped signature, a payload changed after signing,|
@@ -106,14 +107,27 @@ def _proposal_block(message: Any) -> Block | None:
     return block if isinstance(block, Block) else None
 
 
+def _equivocal(message: Any) -> Any | None:
+    """`message` with a different block (one tx fewer), or None when it proposes nothing."""
+    block = _proposal_block(message)
+    if block is not None and block.txs:
+        return msgspec.structs.replace(message, block=msgspec.structs.replace(block, txs=block.txs[:-1]))
+    proposals = getattr(message, "proposals", None)  # a new view's re-proposals
+    if isinstance(proposals, tuple):
+        for i, b in enumerate(proposals):
+            if isinstance(b, Block) and b.txs:
+                changed = (*proposals[:i], msgspec.structs.replace(b, txs=b.txs[:-1]), *proposals[i + 1:])
+                return msgspec.structs.replace(message, proposals=changed)
+    return None
+
+
 class Equivocate(Behaviour):
     name = "equivocate"
 
     def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
-        block = _proposal_block(message)
-        if block is None or not block.txs or len(to) < 2:
+        other = _equivocal(message) if len(to) >= 2 else None
+        if other is None:
             return super().outgoing(codec, signer, to, message)
-        other = msgspec.structs.replace(message, block=msgspec.structs.replace(block, txs=block.txs[:-1]))
         half = len(to) // 2
         return [(to[:half], codec.seal(signer, message)), (to[half:], codec.seal(signer, other))]
 

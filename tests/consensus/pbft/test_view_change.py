@@ -281,3 +281,23 @@ def test_view_change_in_a_later_epoch(pbft_net):
     assert {(c.epoch, c.view) for n, c in net.cores.items() if n != 0} == {(1, 1)}
     for n in (1, 2, 3):
         assert net.commits[n][-1].height == 7 and net.commits[n][-1].block.txs == (tx(100),)
+
+
+def test_replica_alone_in_a_view_change_still_catches_up(pbft_net):
+    net = pbft_net(batch_size=1)
+    outs: list = []
+    net.cores[3].start_view_change(0.0, 1, outs)  # say its timer ran fast: nobody else joins
+    net.execute(3, outs)
+    submit(net, 0, tx(1))
+    net.run()
+    assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 0}  # it ignores view 0 now: the others go on
+    assert [net.cores[n].mode for n in range(4)] == [Mode.NORMAL] * 3 + [Mode.VIEW_CHANGE]
+    net.fire(3, VIEW_CHANGE)  # no quorum for view 1: it resends its view change
+    net.run()
+    # Each peer answers the resend with its Status; f + 1 of them show height 1 is committed.
+    assert [o for o in net.outputs[3] if isinstance(o, RequestSync)] == [
+        RequestSync(peers=(0, 1), from_height=1, to_height=1),
+    ]
+    assert serve_sync(net, 3, 0) == 1
+    assert [c.block for c in net.commits[3]] == [net.commits[0][0].block]
+    assert (net.cores[3].view, net.cores[3].vc_target) == (0, 1)

@@ -203,20 +203,21 @@ class ViewChangeMixin:
         )
 
     def _on_view_change(self, now: float, sender: int, msg: ViewChange, sig: bytes, outs: list[Output]) -> None:
-        if msg.height < self.height:
-            # A replica stuck alone in a view change can still catch up on what we committed
-            # (f+1 such answers let it sync), even if the rest of us never join its view change.
-            outs.append(Send(to=sender, message=Status(epoch=self.epoch, view=self.view, height=self.height,
-                                                       reply=True)))
         if msg.epoch != self.epoch or msg.view <= self.view:
             if msg.epoch > self.epoch:
                 self._buffer(sender, msg, sig)  # replayed once we reach that epoch
+            else:
+                self._tell_status(sender, outs)  # it missed our view or epoch change
             return
         known = self.view_change_msgs.get(msg.view, {}).get(sender)
         if known is not None:
             if known.view_change != msg:
                 self.observe(sender, "conflict")
                 outs.append(Rejected(peer=sender, reason="conflicting_view_change"))
+            else:
+                # A resend: the sender is stuck in a view change the rest of us have not joined. It
+                # can still learn what we committed (f+1 such answers let it sync) meanwhile.
+                self._tell_status(sender, outs)
             return
         reason = self._check_view_change(sender, msg)
         if reason is not None:
@@ -239,6 +240,9 @@ class ViewChangeMixin:
                 if p.certificate.kind == "commit" and h > self.height and h not in self.decided:
                     self.decided[h] = (p.block, p.certificate)
         self._execute_ready(now, outs)
+
+    def _tell_status(self, peer: int, outs: list[Output]) -> None:
+        outs.append(Send(to=peer, message=Status(epoch=self.epoch, view=self.view, height=self.height, reply=True)))
 
     def _store_view_change(self, now: float, svc: SignedViewChange, outs: list[Output]) -> None:
         view, sender = svc.view_change.view, svc.sender

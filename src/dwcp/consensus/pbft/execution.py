@@ -48,7 +48,7 @@ class ExecutionMixin:
         # Keep the commit certificate as this height's proof until a checkpoint is stable: a view
         # change must report every height above its stable checkpoint, executed or not (PBFT's P set).
         self.prepared[h] = Prepared(block=block, certificate=cert)
-        self.prepared.pop(h - self.config.proof_horizon, None)  # bounded, see `_view_change_proofs`
+        self.prepared.pop(h - self.config.proof_horizon, None)  # bounded: see `start_view_change`
         if not replay:
             outs.append(Commit(height=h, block=block, certificate=cert, txs=tuple(executed)))
         if h % self.config.checkpoint_interval == 0:

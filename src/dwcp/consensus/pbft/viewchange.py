@@ -110,7 +110,7 @@ class ViewChangeMixin:
             return
         # As PBFT clients do on a timeout: make sure every replica knows the stuck txs, so that the
         # others time out too (and join) rather than leave us alone in the view change.
-        limit = self.config.batch_size * self.config.max_inflight
+        limit = min(self.config.batch_size * self.config.max_inflight, 1000)  # one message, as in gossip
         stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= self.config.request_timeout]
         if stale:
             outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)),
@@ -229,9 +229,9 @@ class ViewChangeMixin:
         self._claim_height(sender, msg.height)
         self._store_view_change(now, SignedViewChange(sender=sender, signature=sig, view_change=msg), outs)
         self._note_higher_view(sender, msg.epoch, msg.view, outs)
-        self._adopt_commits(now, sender, (msg,), outs)
+        self._adopt_commits(now, (msg,), outs)
 
-    def _adopt_commits(self, now: float, sender: int, changes: Iterable[ViewChange], outs: list[Output]) -> None:
+    def _adopt_commits(self, now: float, changes: Iterable[ViewChange], outs: list[Output]) -> None:
         """Execute blocks that (verified) view changes prove committed: the commit votes that would
         have let us decide them may have been lost, and nobody re-proposes an executed height."""
         for vc in changes:
@@ -306,7 +306,7 @@ class ViewChangeMixin:
             if vc.committed is not None:
                 self._note_certified(vc.height, vc.committed.signers)
         epoch = self.epoch
-        self._adopt_commits(now, sender, (s.view_change for s in msg.view_changes), outs)
+        self._adopt_commits(now, (s.view_change for s in msg.view_changes), outs)
         if self.epoch == epoch:  # (executing may have ended the epoch, and with it this view)
             self._enter_view(now, msg, outs)
 

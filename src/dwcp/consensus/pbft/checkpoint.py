@@ -4,13 +4,16 @@ Every `checkpoint_interval` heights each replica multicasts `Checkpoint(height, 
 `state` is its hash chain of committed block digests. A quorum (2f+1) of matching checkpoints that
 we have also reached makes the height *stable*: the low watermark moves up (the window is
 `stable < h <= stable + window`) and every per-height record at or below it is dropped. The quorum's
-signatures are kept as the stable checkpoint's proof (`checkpoint_proof`, a `Certificate` of kind
-"checkpoint"), which view changes carry: f+1 correct replicas hold every block up to it.
+signatures are kept as the stable checkpoint's proof (`stable_proof`, a `Certificate` of kind
+"checkpoint", checked by `check_checkpoint_proof`), which view changes carry: f+1 correct replicas
+hold every block up to it. Checkpoint heights replayed from our own log (`Restored`) move the
+low watermark too, but prove nothing to others.
 
 Catch-up is block sync, not state transfer: a replica that learns it is behind asks the driver
 for certified blocks (`RequestSync`) and executes the `Fetched` ones. "Behind" needs evidence a
-Byzantine peer cannot fake alone: f+1 peers claiming a height (one of them is correct), a commit
-certificate we verified, or a certified block we hold above a gap.
+Byzantine peer cannot fake alone: f+1 peers claiming a height (one of them is correct), or a
+checkpoint proof we verified. A certified block we hold above a gap also triggers a fetch, but is
+no proof that the gap is committed (pipelined heights commit out of order).
 """
 
 from __future__ import annotations

@@ -42,6 +42,10 @@ def simulate(
     chaos: bool = typer.Option(
         False, "--chaos/--no-chaos", help="Add seeded partitions and crash/restarts (all healed by 40% of the run)."
     ),
+    fault: list[str] = typer.Option(
+        [], "--fault", help="A scheduled fault (repeatable): TIME:crash:NODE, TIME:restart:NODE, "
+        "TIME:partition:0,1|2,3 or TIME:heal; replaces --chaos faults.",
+    ),
     loss: float = typer.Option(0.0, min=0.0, max=1.0, help="Probability a message copy is lost."),
     bandwidth_mbps: float = typer.Option(1000.0, help="Per-node uplink in Mbit/s (serialisation delay)."),
     crypto: str = typer.Option("mac", help="mac (simulation-only keyed hash, fast) or ed25519 (the real thing)."),
@@ -53,15 +57,21 @@ def simulate(
     from dwcp.consensus.sim.campaign import CampaignSpec, run_campaign
     from dwcp.consensus.sim.nodes import PROTOCOLS
     from dwcp.consensus.sim.report import totals
+    from dwcp.consensus.sim.scenario import parse_fault
 
     if protocol not in PROTOCOLS:
         err.print(f"[red]error:[/red] unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         raise typer.Exit(2)
+    try:
+        faults = tuple(sorted((parse_fault(f) for f in fault), key=lambda f: f.at))
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     spec = CampaignSpec(
         protocols=(protocol,), nodes=nodes, byzantine=(nodes - 1) // 3 if byzantine is None else byzantine,
         behaviour=behaviour, regions=regions, first_seed=seed, runs=runs, chaos=chaos,
         scenario_kwargs={"duration": duration, "rate": rate, "loss": loss, "bandwidth_mbps": bandwidth_mbps,
-                         "crypto": crypto},
+                         "crypto": crypto, **({"faults": faults} if faults else {})},
     )
     try:
         spec.scenario(protocol, seed)  # validate the arguments before starting workers

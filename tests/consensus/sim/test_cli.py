@@ -52,8 +52,18 @@ def test_simulate_exits_1_when_a_violation_is_found(monkeypatch: pytest.MonkeyPa
     assert json.loads(result.stdout)["totals"]["violations"]["agreement"] == 1
 
 
+def test_simulate_with_scheduled_faults() -> None:
+    result = runner.invoke(app, ["simulate", "pbft", "-n", "4", "-f", "0", "-d", "4", "--rate", "10", "--json",
+                                 "--fault", "0.5:partition:3|0,1,2", "--fault", "1.5:heal",
+                                 "--fault", "1:crash:1", "--fault", "2:restart:1"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["runs"][0]
+    assert row["scenario"]["faults"] == ["0.50s partition 3 | 0,1,2", "1.00s crash 1", "1.50s heal", "2.00s restart 1"]
+
+
 @pytest.mark.parametrize("args", [["nope"], ["pbft", "--behaviour", "sneaky"], ["pbft", "--regions", "mars"],
-                                  ["pbft", "-n", "4", "-f", "4"]])
+                                  ["pbft", "-n", "4", "-f", "4"], ["pbft", "--fault", "1:explode:2"],
+                                  ["pbft", "-n", "4", "--fault", "1:crash:7"]])
 def test_simulate_rejects_bad_arguments_with_exit_2(args: list[str]) -> None:
     assert runner.invoke(app, ["simulate", *args]).exit_code == 2
 

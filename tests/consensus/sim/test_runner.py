@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from dwcp.consensus.sim import BEHAVIOURS, Crash, Heal, Partition, Restart, Scenario, Simulation, simulate
+from dwcp.consensus.sim.scenario import parse_fault
 
 SHORT = {"duration": 4.0, "rate": 20.0}
 
@@ -94,3 +95,24 @@ def test_result_row_is_json() -> None:
     for key in ("committed_blocks", "committed_tx", "throughput_tx_per_s", "latency_p50_s", "latency_p99_s",
                 "messages_per_block", "bytes_per_block", "view_changes", "violations", "trace_hash"):
         assert key in row
+
+
+@pytest.mark.parametrize(("text", "fault"), [
+    ("1.5:crash:3", Crash(1.5, 3)), ("4:restart:3", Restart(4.0, 3)), ("2:heal", Heal(2.0)),
+    ("0.5:partition:0,1|2,3", Partition(0.5, ((0, 1), (2, 3)))),
+])
+def test_parse_fault(text: str, fault: object) -> None:
+    assert parse_fault(text) == fault
+
+
+@pytest.mark.parametrize("text", ["crash:3", "1:crash", "1:explode:2", "x:heal", "1:partition:a|b"])
+def test_parse_fault_rejects_nonsense(text: str) -> None:
+    with pytest.raises(ValueError, match="--fault"):
+        parse_fault(text)
+
+
+def test_explicit_faults_replace_drawn_ones() -> None:
+    sc = Scenario.build("pbft", nodes=4, seed=1, chaos=True, faults=(Crash(1.0, 2), Restart(2.0, 2)))
+    assert sc.faults == (Crash(1.0, 2), Restart(2.0, 2)) and sc.healed_at == 2.0
+    with pytest.raises(ValueError, match="no node 9"):
+        Scenario.build("pbft", nodes=4, faults=(Crash(1.0, 9),))

@@ -67,7 +67,7 @@ class Scenario:
               regions: str | int = DEFAULT_REGIONS, seed: int = 0, chaos: bool = False,
               **kwargs: float | str) -> Scenario:
         """Byzantine node ids, their behaviours ("mixed": one drawn per node) and, with `chaos`,
-        partitions and crashes: all drawn from `seed`."""
+        partitions and crashes: all drawn from `seed`. `faults=` (a tuple) replaces the drawn ones."""
         rng = random.Random(f"scenario:{seed}")
         if byzantine < 0 or byzantine >= nodes:
             raise ValueError(f"--byzantine must be in 0..{nodes - 1}")
@@ -82,9 +82,30 @@ class Scenario:
             chosen[node] = rng.choice(BYZANTINE) if name == MIXED else name
         chosen = {node: name for node, name in chosen.items() if name != "none"}
         duration = float(kwargs.pop("duration", 10.0))
-        faults = random_faults(rng, nodes, duration) if chaos else ()
+        explicit = tuple(kwargs.pop("faults", ()))  # type: ignore[arg-type]
+        for fault in explicit:
+            if isinstance(fault, Crash | Restart) and not 0 <= fault.node < nodes:
+                raise ValueError(f"fault {describe(fault)}: no node {fault.node}")
+        faults = explicit or (random_faults(rng, nodes, duration) if chaos else ())
         return cls(protocol=protocol, nodes=nodes, seed=seed, byzantine=chosen, regions=pick_regions(regions),
                    duration=duration, faults=faults, **kwargs)  # type: ignore[arg-type]
+
+
+def parse_fault(text: str) -> Fault:
+    """`"1.5:crash:3"`, `"4:restart:3"`, `"0.5:partition:0,1|2,3,4"`, `"2:heal"` -> a scheduled fault."""
+    parts = text.strip().split(":")
+    try:
+        at, kind = float(parts[0]), parts[1]
+        if kind == "heal" and len(parts) == 2:
+            return Heal(at)
+        if kind in ("crash", "restart") and len(parts) == 3:
+            return (Crash if kind == "crash" else Restart)(at, int(parts[2]))
+        if kind == "partition" and len(parts) == 3:
+            return Partition(at, tuple(tuple(int(i) for i in g.split(",")) for g in parts[2].split("|")))
+    except (IndexError, ValueError):
+        pass
+    raise ValueError(f"--fault {text!r}: expected TIME:crash:NODE, TIME:restart:NODE, TIME:heal or "
+                     "TIME:partition:IDS|IDS (ids comma-separated)")
 
 
 def random_faults(rng: random.Random, nodes: int, duration: float) -> tuple[Fault, ...]:

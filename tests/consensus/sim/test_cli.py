@@ -88,3 +88,21 @@ def test_keygen_writes_keys_that_load_keys_reads(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "--service", "probft", "-o",
                                   str(tmp_path / "k2")])
     assert missing.exit_code == 2
+
+
+def test_campaign_benchmark_runs_both_cores_on_the_same_seeds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "consensus_sim.py"
+    out = tmp_path / "campaign.json"
+    proc = subprocess.run([sys.executable, str(script), "--runs", "2", "--lan-runs", "1", "--workers", "1",
+                           "--nodes", "4", "--byzantine", "1", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    wan = report["WAN 4"]
+    assert wan["runs"] == 2 and report["LAN (one region)"]["runs"] == 1
+    assert wan["pbft"]["totals"]["runs"] == wan["tpbft"]["totals"]["runs"] == 2
+    assert set(wan["ratio_tpbft_over_pbft"]) >= {"latency_p50_s", "messages_per_block", "view_changes"}
+    assert "T-PBFT < 0.060" in proc.stdout

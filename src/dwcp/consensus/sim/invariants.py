@@ -60,11 +60,6 @@ class InvariantChecker:
     def submitted_tx(self, now: float, node: int, tx: Transaction) -> None:
         self.submitted.setdefault(tx.id, (now, node))
 
-    def restarted(self, node: int, height: int) -> None:
-        """A restarted node rebuilt from its own log resumes at `height`."""
-        if node in self.heights:
-            self.heights[node] = height
-
     def committed(self, now: float, node: int, height: int, digest: bytes, block_txs: Iterable[Transaction],
                   txs: Iterable[Transaction]) -> None:
         if node not in self.correct:

@@ -253,8 +253,7 @@ class Simulation:
             self._tx_counter += 1
             head = f"{sc.seed}:{self._tx_counter}:".encode()
             tx = Transaction(payload=head + self.rng_load.randbytes(max(sc.tx_size - len(head), 0)))
-            if node.correct:
-                self.checker.submitted_tx(self.clock.now, node.node_id, tx)
+            self.checker.submitted_tx(self.clock.now, node.node_id, tx)  # liveness counts correct origins only
             self._feed(node, 0, Submitted(tx=tx))
         self.clock.after(self.rng_load.expovariate(sc.rate), self._submit)
 

@@ -65,7 +65,8 @@ class RunResult:
     messages: int
     bytes: int
     lost: int
-    rejected: dict[str, int]
+    rejected: dict[str, int]  # dropped peer input, by reason (codec verdicts and cores' Rejected)
+    tx_dropped: dict[str, int]  # submissions a core refused (TxDropped), by reason
     trace_hash: str
     wall_s: float
     events: int
@@ -100,7 +101,8 @@ def summarize(sim: Simulation, wall_s: float) -> RunResult:
         latency_p99_s=percentile(latencies, 99), messages_per_block=sim.messages / blocks if blocks else 0.0,
         bytes_per_block=sim.bytes / blocks if blocks else 0.0, view_changes=view_changes, drain_s=sim.drained_s,
         violations={k: checker.violations.counts[k] for k in KINDS}, messages=sim.messages, bytes=sim.bytes,
-        lost=sim.lost, rejected=dict(sorted(sim.rejected.items())), trace_hash=sim.trace_hash, wall_s=wall_s,
+        lost=sim.lost, rejected=dict(sorted(sim.rejected.items())),
+        tx_dropped=dict(sorted(sim.dropped.items())), trace_hash=sim.trace_hash, wall_s=wall_s,
         events=sim.clock.events_run, scenario=sc.describe(), violation_details=list(checker.violations.details),
         latency_hist=dict(hist),
     )

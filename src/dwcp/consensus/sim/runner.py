@@ -85,7 +85,6 @@ class Simulation:
         self.lost = 0
         self.rejected: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self.block_times: dict[int, float] = {}
         self._tx_counter = 0
         self.loading = True
         self.drained_s = 0.0
@@ -239,7 +238,6 @@ class Simulation:
         dig = block_digest(c.block)
         now = self.clock.now
         self._trace.append((now, node.node_id, 0xFFFF, c.height, dig))
-        self.block_times.setdefault(c.height, now)
         self.checker.committed(now, node.node_id, c.height, dig, c.block.txs, c.txs)
 
     # -- load --------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ def test_invalid_signature_frames_never_pass_the_codec() -> None:
     assert 60 < len(bad) < 140
     assert {v.reason for v in bad} == {"bad_signature"}
     assert all(v.message == VOTE for v in verdicts if not isinstance(v, DecodeError))
+    peer = CODEC.seal(MacSigner(3, mac_secret(0, 3)), VOTE)
+    behaviour.inbound(peer)
+    frames = [frame for _ in range(200) for _, frame in behaviour.outgoing(CODEC, SIGNER, TO, VOTE)]
+    assert peer in frames and _open(peer).sender == 3  # a replay: valid, but not from the link's node
 
 
 def test_garbage_frames_never_decode_to_a_message() -> None:

@@ -65,7 +65,7 @@ def test_each_behaviour_is_survived_by_the_correct_nodes(behaviour: str) -> None
     sim = Simulation(sc)
     r = sim.run()
     assert r.violations["agreement"] == r.violations["validity"] == r.violations["duplicate"] == 0
-    expected = {"invalid-signature": "bad_signature", "garbage": "truncated"}
+    expected = {"invalid-signature": "sender_mismatch", "garbage": "truncated"}
     if behaviour in expected:
         assert r.rejected.get(expected[behaviour], 0) > 0
     if behaviour == "twins":

@@ -14,7 +14,8 @@ so every forgery goes through the receivers' real `Codec.open` checks:
 | twins             | two cores with our key, each talking only to one half of the committee, so  |
 |                   | each half sees an honest node while the key proposes and votes twice         |
 | invalid-signature | half the messages with a flipped signature, a payload changed after signing,|
-|                   | or another node's id in the header (all `bad_signature` at the receiver)    |
+|                   | or another node's id in the header (`bad_signature` at the receiver), or a  |
+|                   | replay of a frame another node signed (`sender_mismatch`, as the driver)    |
 | garbage           | half the messages replaced by random bytes, or by random payloads that are   |
 |                   | validly signed (`malformed`), or truncated frames                            |
 """
@@ -92,6 +93,9 @@ class Behaviour:
     def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
         return [(to, codec.seal(signer, message))]
 
+    def inbound(self, data: bytes) -> None:
+        """A frame this node received (Byzantine nodes may replay what they hear)."""
+
 
 class Silent(Behaviour):
     name = "silent"
@@ -143,11 +147,20 @@ class Twins(Behaviour):
 class InvalidSignature(Behaviour):
     name = "invalid-signature"
 
+    def __init__(self, rng: random.Random, committee_ids: Sequence[int], node_id: int) -> None:
+        super().__init__(rng, committee_ids, node_id)
+        self.heard = b""
+
+    def inbound(self, data: bytes) -> None:
+        self.heard = data
+
     def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
         frame = codec.seal(signer, message)
         roll = self.rng.random()
         if roll < 0.5:
             return [(to, frame)]
+        if roll > 0.95 and self.heard:  # replay a peer's validly signed frame as ours (sender_mismatch)
+            return [(to, self.heard)]
         data = bytearray(frame)
         if roll < 0.7:  # flip one signature byte
             data[5 + self.rng.randrange(64)] ^= 0xFF

@@ -191,6 +191,8 @@ class Simulation:
         if side[src] != side[dst]:
             return  # cut by a partition while in flight
         self._trace.append((self.clock.now, src, dst, len(packet.data)))
+        if not node.correct:
+            node.behaviour.inbound(packet.data)
         inp = packet.opened
         if inp is None:
             inp = packet.opened = self._open(packet, dst)

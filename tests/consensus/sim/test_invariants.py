@@ -91,4 +91,6 @@ def test_core_and_codec_exceptions_are_recorded() -> None:
     c = _checker()
     c.core_error(1, "KeyError on Received")
     c.codec_error(2, 0, "UnicodeDecodeError")
-    assert c.violations.counts["exception"] == 2 and c.violations.total() == 2
+    c.bad_certificate(0, 3)
+    assert c.violations.counts["exception"] == 2 and c.violations.counts["certificate"] == 1
+    assert c.violations.total() == 3

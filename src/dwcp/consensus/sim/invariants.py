@@ -5,6 +5,8 @@
   transactions of its own block;
 - duplicate: no correct node executes one transaction twice (at two heights, or twice in a block);
 - order: a core's commits come in height order with no gaps (what the driver's log relies on);
+- certificate: every commit carries a certificate that verifies (`verify_certificate`), since
+  that is what lets other nodes accept the block during catch-up;
 - liveness: after the last fault heals, every transaction submitted to a correct node is committed
   by every correct node; the runner stops the load at the scenario's duration and lets the run
   drain (bounded) before `finish` judges it;
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 
 from dwcp.consensus.core.messages import Transaction
 
-KINDS = ("agreement", "validity", "duplicate", "order", "liveness", "exception")
+KINDS = ("agreement", "validity", "duplicate", "order", "certificate", "liveness", "exception")
 MAX_DETAILS = 20
 
 
@@ -97,6 +99,10 @@ class InvariantChecker:
             origin = self.submitted.get(tid)
             if origin is not None and origin[1] == node:
                 self.commit_at_origin.setdefault(tid, now)
+
+    def bad_certificate(self, node: int, height: int) -> None:
+        self.violations.add("certificate", f"node {node} committed height {height} with a certificate "
+                                           "that does not verify")
 
     def core_error(self, node: int, detail: str) -> None:
         self.violations.add("exception", f"node {node}: {detail}")

@@ -239,6 +239,8 @@ class Simulation:
             return
         dig = block_digest(c.block)
         now = self.clock.now
+        if not inst.core.verify_certificate(c.height, c.block, c.certificate):
+            self.checker.bad_certificate(node.node_id, c.height)
         self._trace.append((now, node.node_id, 0xFFFF, c.height, dig))
         self.checker.committed(now, node.node_id, c.height, dig, c.block.txs, c.txs)
 

@@ -25,7 +25,7 @@ from dwcp.consensus.core import (
     Vote,
 )
 from dwcp.consensus.pbft import Config
-from dwcp.consensus.pbft.messages import PrePrepare
+from dwcp.consensus.pbft.messages import Checkpoint, PrePrepare, ViewChange
 from tests.consensus.conftest import LocalNet
 
 from .conftest import make_committee, make_net, tx
@@ -34,7 +34,9 @@ from .conftest import make_committee, make_net, tx
 @dataclass
 class ByzantineNet(LocalNet):
     """Node `byz` runs the real core, but equivocates: each proposal goes out as two different
-    blocks to two halves of the group, and every vote is doubled with one for a random digest."""
+    blocks to two halves of the group, each vote is sent for a random digest to about half of the
+    group, its view changes hide every proof (valid, but a lie by omission) and its checkpoints
+    claim a random state."""
 
     byz: int = -1
     rng: random.Random | None = None
@@ -56,6 +58,13 @@ class ByzantineNet(LocalNet):
                 v = out.message
                 fake = Vote(kind=v.kind, epoch=v.epoch, view=v.view, height=v.height, digest=self.rng.randbytes(32))
                 forged += [Send(to=to, message=v if self.rng.random() < 0.5 else fake) for to in out.to]
+            elif isinstance(out, Multicast) and isinstance(out.message, ViewChange):
+                vc = out.message
+                forged.append(Multicast(to=out.to, message=ViewChange(epoch=vc.epoch, view=vc.view, height=0,
+                                                                      committed=None, prepared=())))
+            elif isinstance(out, Multicast) and isinstance(out.message, Checkpoint):
+                lie = Checkpoint(height=out.message.height, state=self.rng.randbytes(32))
+                forged.append(Multicast(to=out.to, message=lie))
             else:
                 forged.append(out)
         return super().execute(node, forged)

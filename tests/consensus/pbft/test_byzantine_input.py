@@ -178,3 +178,16 @@ def test_random_garbage_never_raises(replica):
         sender = rng.choice([0, 2, 3])
         core.handle(float(_), received(keys, sender, rng.choice(makers)()))
     assert core.height == 0
+
+
+def test_future_view_messages_are_buffered_within_bounds(pbft_net):
+    net = pbft_net(start=False, max_buffered=8)  # a share of 8 // 4 = 2 messages per sender
+    keys, core = net.keys, net.cores[1]
+    far = Vote(kind="prepare", epoch=0, view=1000, height=1, digest=b"\x01" * 32)
+    assert core.handle(0, received(keys, 2, far)) == [] and core.buffered == []
+    near = [Vote(kind="prepare", epoch=0, view=1, height=h, digest=b"\x01" * 32) for h in range(1, 6)]
+    for v in near:
+        assert core.handle(0, received(keys, 2, v)) == []
+    assert [m for _, m, _ in core.buffered] == near[:2]
+    core.handle(0, received(keys, 3, near[0]))
+    assert [s for s, _, _ in core.buffered] == [2, 2, 3]  # another sender still has its share

@@ -139,6 +139,9 @@ class CheckpointMixin:
         self.votes = {k: v for k, v in self.votes.items() if k[2] > s}  # (kind, view, height)
         self.voted = {k: v for k, v in self.voted.items() if k[2] > s}  # (kind, view, height, sender)
         self.buffered = [b for b in self.buffered if (h := _height_of(b[1])) is None or h > s]
+        self.buffered_by = {}
+        for sender, _, _ in self.buffered:
+            self.buffered_by[sender] = self.buffered_by.get(sender, 0) + 1
 
     # ---- are we behind, and catching up ----
     def _claim_height(self, peer: int, height: int) -> None:

@@ -76,6 +76,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.outbox: list[Transaction] = []
         self.armed: set[Timer] = set()
         self.buffered: list[tuple[int, Any, bytes]] = []
+        self.buffered_by: dict[int, int] = {}  # sender -> messages of it in `buffered`
         self.view_changes = 0
         self._init_checkpoints()
         self._init_view_change()
@@ -173,11 +174,19 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         return self.height < h <= self.stable + self.config.window
 
     def _buffer(self, sender: int, msg: Any, sig: bytes) -> None:
-        if len(self.buffered) < self.config.max_buffered:
+        """Keep a message of a later view or epoch for replay. Bounded so that a Byzantine peer
+        cannot crowd out the others: only near views, and an equal share of the space per sender."""
+        if msg.epoch == self.epoch:
+            near = msg.view <= max(self.view, self.vc_target) + self.committee.n
+        else:
+            near = msg.epoch == self.epoch + 1 and msg.view <= self.committee.n
+        count = self.buffered_by.get(sender, 0)
+        if near and count < self.config.max_buffered // self.committee.n:
+            self.buffered_by[sender] = count + 1
             self.buffered.append((sender, msg, sig))
 
     def _replay(self, now: float, outs: list[Output]) -> None:
-        pending, self.buffered = self.buffered, []
+        pending, self.buffered, self.buffered_by = self.buffered, [], {}
         for sender, msg, sig in pending:
             self._dispatch(now, sender, msg, sig, outs)
 

@@ -7,7 +7,7 @@ from dwcp.allocator.env import COST_UNIT, MISS_PENALTY, AllocationEnv
 from dwcp.allocator.evaluate import replay
 from dwcp.allocator.features import HOST_F, JOB_F
 from dwcp.allocator.maddpg import Maddpg, MaddpgConfig, load_checkpoint
-from dwcp.allocator.networks import NumpyActor
+from dwcp.allocator.networks import NEG, NumpyActor, NumpyActors, joint_choice
 from dwcp.allocator.policy import MaddpgPolicy
 from dwcp.allocator.replay import ReplayBuffer
 from dwcp.allocator.traces import generate
@@ -58,6 +58,29 @@ def test_numpy_actor_matches_torch_and_checkpoint_round_trips(tmp_path):
     torch.save({"format": "something-else"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a dwcp MADDPG checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_batched_numpy_actors_match_torch_per_agent():
+    m = Maddpg(MaddpgConfig(), seed=2)
+    rng = np.random.default_rng(1)
+    job = rng.random(JOB_F).astype(np.float32)
+    hosts = rng.random((4, 5, HOST_F)).astype(np.float32)
+    mask = rng.random((4, 5)) < 0.6
+    mask[3] = False  # an agent with no feasible host
+    got = NumpyActors([a.state_dict() for a in m.actors]).logits(job, hosts, mask)
+    with torch.no_grad():
+        for i, actor in enumerate(m.actors):
+            ref = actor(torch.tensor(job)[None], torch.tensor(hosts[i])[None], torch.tensor(mask[i])[None])[0]
+            np.testing.assert_allclose(got[i], ref.numpy(), rtol=1e-5, atol=1e-4)
+    assert np.all(got[3, :-1] == NEG)
+
+
+def test_joint_choice_takes_the_highest_bid_over_feasible_hosts():
+    acts = np.array([[0.5, 0.1, 0.4], [0.2, 0.7, 0.1], [0.9, 0.05, 0.05]])
+    mask = np.array([[True, True], [True, True], [False, False]])
+    assert joint_choice(acts, mask) == (1, 1)  # bids: 0.5-0.4, 0.7-0.1; agent 2 has nothing feasible
+    assert joint_choice(acts, np.array([[False, True], [False, False], [False, False]])) == (0, 1)
+    assert joint_choice(acts, np.zeros((3, 2), dtype=bool)) is None
 
 
 def test_update_moves_targets_softly():

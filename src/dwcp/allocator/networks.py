@@ -89,24 +89,56 @@ class NumpyActor:
         return np.concatenate([scores, decline]).astype(np.float32)
 
 
+class NumpyActors:
+    """Every agent's `NumpyActor` at once: weights stacked per agent, one batched matmul per layer.
+
+    `logits(job, hosts, mask)` takes hosts (N, G, F) and mask (N, G) with groups padded to G (padded rows
+    masked out) and returns (N, G + 1); rows of agents with no feasible host are all NEG but the decline.
+    Eight numpy calls per decision instead of ~20 per agent, which is most of the inference time.
+    """
+
+    def __init__(self, state_dicts: list[dict[str, torch.Tensor]]) -> None:
+        per = [NumpyActor(sd) for sd in state_dicts]
+        self.score = [tuple(np.stack([a.score[k][j] for a in per]) for j in (0, 1)) for k in range(3)]
+        self.decline = [tuple(np.stack([a.decline[k][j] for a in per]) for j in (0, 1)) for k in range(3)]
+
+    @staticmethod
+    def _run(layers: list[tuple[np.ndarray, ...]], x: np.ndarray) -> np.ndarray:
+        for k, (w, b) in enumerate(layers):
+            x = np.matmul(x, w) + b[:, None, :]
+            if k < len(layers) - 1:
+                np.maximum(x, 0.0, out=x)
+        return x
+
+    def logits(self, job: np.ndarray, hosts: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        n, g, _ = hosts.shape
+        x = np.concatenate([np.broadcast_to(job, (n, g, len(job))), hosts], axis=2)
+        scores = self._run(self.score, x)[:, :, 0]
+        scores[~mask] = NEG
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hosts * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+        decline = self._run(self.decline, np.concatenate([np.broadcast_to(job, (n, len(job))), pooled], axis=1)
+                            [:, None, :])[:, 0, :]
+        return np.concatenate([scores, decline], axis=1).astype(np.float32)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def joint_choice(actions: list[np.ndarray], masks: list[np.ndarray]) -> tuple[int, int] | None:
-    """Turn every agent's action into one placement: (agent, host index within its group).
+def joint_choice(actions: list[np.ndarray] | np.ndarray, masks: list[np.ndarray] | np.ndarray
+                 ) -> tuple[int, int] | None:
+    """Turn every agent's action into one placement: (agent, host index within its group), None if none fits.
 
     Each agent with a feasible host bids `p(best host) - p(decline)`; the highest bid places the workload
-    on its best host. A deterministic function of the joint action, so the critic can learn its effect.
+    on its best host (ties: the lowest agent, then the lowest host). A deterministic function of the joint
+    action, so the critic can learn its effect. Groups are padded to one size (padded hosts masked out).
     """
-    best, choice = -np.inf, None
-    for i, (a, m) in enumerate(zip(actions, masks, strict=True)):
-        if not m.any():
-            continue
-        hosts = np.where(m, a[:-1], -np.inf)
-        h = int(np.argmax(hosts))
-        bid = float(hosts[h] - a[-1])
-        if bid > best:
-            best, choice = bid, (i, h)
-    return choice
+    acts, mask = np.asarray(actions, dtype=np.float64), np.asarray(masks, dtype=bool)
+    hosts = np.where(mask, acts[:, :-1], -np.inf)
+    best = np.argmax(hosts, axis=1)
+    bids = hosts[np.arange(len(best)), best] - acts[:, -1]
+    bids[~mask.any(axis=1)] = -np.inf
+    agent = int(np.argmax(bids))
+    return None if bids[agent] == -np.inf else (agent, int(best[agent]))

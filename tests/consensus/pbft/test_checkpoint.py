@@ -128,3 +128,26 @@ def test_forged_fetched_block_is_rejected(pbft_net):
     outs = fresh.handle(0, Fetched(sender=1, block=forged, certificate=good.certificate))
     assert [(o.peer, o.reason) for o in outs] == [(1, "bad_certificate")]
     assert fresh.handle(0, Received(sender=1, message=Status(epoch=0, view=0, height=0, reply=True))) == []
+
+
+def test_replica_restored_above_the_window_votes_at_once(pbft_net):
+    net = pbft_net(batch_size=1, checkpoint_interval=2, window=4)
+    net.down.add(3)
+    submit(net, 0, *(tx(i) for i in range(8)))
+    net.run()
+    assert net.heights()[0] == 8
+    keys = net.keys
+    net.cores[3] = fresh = Replica(committee=keys.committee, node_id=3, signer=keys.signers[3],
+                                   verifier=keys.verifier, config=net.cores[0].config)
+    net.down.discard(3)
+    for c in net.commits[0]:
+        net.feed(3, Restored(height=c.height, block=c.block, certificate=c.certificate))
+    # Its own log moved its low watermark to 8 (no quorum proof: none for view changes).
+    assert (fresh.height, fresh.stable, fresh.stable_proof) == (8, 8, None)
+    net.feed(3, Started())
+    net.run()
+    submit(net, 0, tx(100))
+    net.run()
+    votes = [o.message for o in net.outputs[3] if isinstance(o, Multicast) and isinstance(o.message, Vote)]
+    assert [(v.kind, v.height) for v in votes] == [("prepare", 9), ("commit", 9)]
+    assert [c.height for c in net.commits[3]] == [9]

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dwcp.consensus.core import Block, Multicast, SetTimer, Submitted, TxDropped, Vote, block_digest
+from dwcp.consensus.core import (
+    Block,
+    Codec,
+    Multicast,
+    SetTimer,
+    Started,
+    Submitted,
+    TxDropped,
+    Vote,
+    block_digest,
+)
 from dwcp.consensus.core.protocol import verify_certificate
+from dwcp.consensus.pbft import MESSAGES, Config, Replica
 from dwcp.consensus.pbft.messages import PrePrepare
 from dwcp.consensus.pbft.state import BATCH, GOSSIP
+from tests.consensus.conftest import LocalNet
 
 from .conftest import submit, tx
 
@@ -94,3 +106,22 @@ def test_duplicate_and_committed_transactions_are_dropped(pbft_net):
     net.run()
     assert net.feed(1, Submitted(tx=tx(1))) == [TxDropped(tx_id=tx(1).id, reason="committed")]
 
+
+
+def test_replicas_outside_the_group_do_not_vote(committee):
+    """The T-PBFT hook: only group(e, v) members vote, yet quorums stay committee quorums."""
+    class Grouped(Replica):
+        def group(self, epoch, view):
+            return (0, 1, 2)
+
+    keys = committee(4)
+    cores = {i: Grouped(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=keys.verifier,
+                        config=Config(batch_size=1)) for i in range(4)}
+    net = LocalNet(cores=cores, keys=keys, codec=Codec(MESSAGES))
+    for i in cores:
+        net.feed(i, Started())
+    submit(net, 0, tx(1))
+    net.run()
+    assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 0}
+    assert net.commits[0][0].certificate.signers == (0, 1, 2)
+    assert not any(isinstance(o, Multicast) and isinstance(o.message, Vote) for o in net.outputs[3])

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="simulated seconds of load per run")
     ap.add_argument("--rate", type=float, default=10.0, help="offered tx/s per run")
     ap.add_argument("--chaos", action="store_true", help="also partitions and crash/restarts")
+    ap.add_argument("--epoch-length", type=int, default=0, help="T-PBFT blocks per epoch; 0: the core's default")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds; stop starting runs after")
     ap.add_argument("--json-out", type=Path, default=None)
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=170)
     spec_args = {"protocols": PROTOCOLS, "nodes": args.nodes, "byzantine": args.byzantine,
                  "behaviour": args.behaviour, "chaos": args.chaos,
-                 "scenario_kwargs": {"duration": args.duration, "rate": args.rate}}
+                 "scenario_kwargs": {"duration": args.duration, "rate": args.rate,
+                                     "epoch_length": args.epoch_length}}
     sections = [("WAN " + args.regions, CampaignSpec(regions=args.regions, first_seed=args.seed, runs=args.runs,
                                                       **spec_args))]
     if args.lan_runs:

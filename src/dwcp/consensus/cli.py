@@ -48,6 +48,9 @@ def simulate(
     ),
     loss: float = typer.Option(0.0, min=0.0, max=1.0, help="Probability a message copy is lost."),
     bandwidth_mbps: float = typer.Option(1000.0, help="Per-node uplink in Mbit/s (serialisation delay)."),
+    epoch_length: int = typer.Option(
+        0, min=0, help="Blocks per epoch for protocols with epochs (T-PBFT re-chooses its group); 0: the core's."
+    ),
     crypto: str = typer.Option("mac", help="mac (simulation-only keyed hash, fast) or ed25519 (the real thing)."),
     workers: int = typer.Option(1, min=1, help="Worker processes for --runs."),
     time_limit: float | None = typer.Option(None, help="Stop starting runs after this many wall seconds."),
@@ -71,7 +74,7 @@ def simulate(
         protocols=(protocol,), nodes=nodes, byzantine=(nodes - 1) // 3 if byzantine is None else byzantine,
         behaviour=behaviour, regions=regions, first_seed=seed, runs=runs, chaos=chaos,
         scenario_kwargs={"duration": duration, "rate": rate, "loss": loss, "bandwidth_mbps": bandwidth_mbps,
-                         "crypto": crypto, **({"faults": faults} if faults else {})},
+                         "crypto": crypto, "epoch_length": epoch_length, **({"faults": faults} if faults else {})},
     )
     try:
         spec.scenario(protocol, seed)  # validate the arguments before starting workers

@@ -22,13 +22,15 @@ from dwcp.consensus.core.inputs import Received, Timer
 from dwcp.consensus.core.messages import Block, Certificate
 from dwcp.consensus.sim.faults import Behaviour
 
-# protocol name -> ("module:Class" of the core, "module:NAME" of its message types); each may list
-# alternatives, tried in order (the package export first, the defining module second).
-PROTOCOLS: dict[str, tuple[str, str]] = {
+# protocol name -> "module:name" refs of its core class, message types and config class; each may
+# list alternatives, tried in order (the package export first, the defining module second).
+PROTOCOLS: dict[str, tuple[str, str, str]] = {
     "pbft": ("dwcp.consensus.pbft:Replica|dwcp.consensus.pbft.replica:Replica",
-             "dwcp.consensus.pbft:MESSAGES|dwcp.consensus.pbft.messages:PBFT_MESSAGES"),
+             "dwcp.consensus.pbft:MESSAGES|dwcp.consensus.pbft.messages:PBFT_MESSAGES",
+             "dwcp.consensus.pbft:Config|dwcp.consensus.pbft.state:Config"),
     "tpbft": ("dwcp.consensus.tpbft:Replica|dwcp.consensus.tpbft.replica:Replica",
-              "dwcp.consensus.tpbft:MESSAGES|dwcp.consensus.tpbft.messages:TPBFT_MESSAGES"),
+              "dwcp.consensus.tpbft:MESSAGES|dwcp.consensus.tpbft.messages:TPBFT_MESSAGES",
+              "dwcp.consensus.tpbft:Config|dwcp.consensus.tpbft.replica:Config"),
 }
 
 

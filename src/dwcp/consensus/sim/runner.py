@@ -15,6 +15,7 @@ There is no protocol logic here. Every random choice comes from the scenario's s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import random
@@ -54,10 +55,14 @@ DRAIN_STEP = 0.25  # after the load stops, check this often whether every due tx
 class Simulation:
     def __init__(self, scenario: Scenario, *, core_kwargs: dict[str, Any] | None = None) -> None:
         self.scenario = sc = scenario
-        replica_ref, messages_ref = PROTOCOLS[sc.protocol]
+        replica_ref, messages_ref, config_ref = PROTOCOLS[sc.protocol]
         self.replica_cls = load_ref(replica_ref)
         self.codec = Codec(load_ref(messages_ref))
         self.core_kwargs = dict(core_kwargs or {})
+        if sc.epoch_length and "config" not in self.core_kwargs:
+            config = load_ref(config_ref)()
+            if getattr(config, "epoch_length", 0):  # only protocols that have epochs (T-PBFT)
+                self.core_kwargs["config"] = dataclasses.replace(config, epoch_length=sc.epoch_length)
         self._takes_rng = "rng" in inspect.signature(self.replica_cls).parameters
         root = random.Random(f"sim:{sc.seed}")
         self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))

@@ -33,6 +33,7 @@ class Scenario:
     drain: float = 20.0  # after the load stops, at most this long for every tx due (see invariants) to commit
     sync_interval: float = 0.5  # the driver's height gossip / catch-up period (0: off)
     crypto: str = "mac"  # "mac" (simulation-only, fast) or "ed25519"
+    epoch_length: int = 0  # blocks per epoch for protocols with epochs (T-PBFT re-chooses its group); 0: core default
 
     def __post_init__(self) -> None:
         if self.nodes < 1:

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from dwcp.consensus.core.codec import Codec
 from dwcp.consensus.core.crypto import Signer
 from dwcp.consensus.node.keys import NodeKeys, SignatureCache, dev_keys, load_keys
+from dwcp.consensus.node.observers import TpbftObserver
 from dwcp.consensus.settings import ConsensusSettings
 from dwcp.consensus.storage import BlockStore
-from dwcp.consensus.transport.driver import Driver, DriverConfig
+from dwcp.consensus.transport.driver import CommitObserver, Driver, DriverConfig
 from dwcp.consensus.transport.framing import Channel
 from dwcp.consensus.transport.metrics import TransportMetrics
 from dwcp.consensus.transport.peers import QueueLimits
@@ -31,22 +34,16 @@ class ProtocolEntry:
     replica: str  # "module:Class" of the core: Replica(committee=, node_id=, signer=, verifier=, config=)
     config: str  # "module:Class" of the core's frozen Config dataclass
     messages: str  # "module:NAME" of the protocol's message types for the codec
-    metrics: Callable[[Any], Any] | None = None  # registry -> CommitObserver
-
-
-def _tpbft_observer(registry) -> Any:
-    from dwcp.consensus.node.observers import TpbftObserver
-
-    return TpbftObserver(registry)
+    metrics: Callable[[CollectorRegistry], CommitObserver] | None = None  # the protocol's metrics
 
 
 PROTOCOLS: dict[str, ProtocolEntry] = {
     "pbft": ProtocolEntry(
-        "dwcp.consensus.pbft:Replica", "dwcp.consensus.pbft:Config", "dwcp.consensus.pbft:MESSAGES", _tpbft_observer,
+        "dwcp.consensus.pbft:Replica", "dwcp.consensus.pbft:Config", "dwcp.consensus.pbft:MESSAGES", TpbftObserver,
     ),
     "tpbft": ProtocolEntry(
         "dwcp.consensus.tpbft:Replica", "dwcp.consensus.tpbft:Config", "dwcp.consensus.tpbft:MESSAGES",
-        _tpbft_observer,
+        TpbftObserver,
     ),
 }
 

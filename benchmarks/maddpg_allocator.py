@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'allocation latency p99 (API)':34s}{api['p99_ms']:11.2f} ms{'<50 ms':>10s}{'<=10 ms':>12s}"
           f"   (p50 {api['p50_ms']:.2f} ms, n={api['n']}, codes {api['codes']}; "
           f"{100 * api['handler_within_10ms']:.1f}% of handler times <= 10 ms)")
-    print(f"{'  service, same run':34s}   SLA {100 * api['service_sla_compliance']:.2f}%, optimization vs its "
-          f"round-robin shadow {api['service_optimization_pct']:.1f}%")
+    print(f"{'  service, same stream (saturates)':34s}   SLA {100 * api['service_sla_compliance']:.2f}%, "
+          f"optimization vs its round-robin shadow {api['service_optimization_pct']:.1f}%")
     print(f"{'inference p99':34s}{inf['p99_ms']:11.3f} ms{'<100 ms':>10s}{'<=2 ms':>12s}"
           f"   (p50 {inf['p50_ms']:.3f} ms, CPU-time p99 {inf['cpu_p99_ms']:.3f} ms, n={inf['n']})")
     if args.json:

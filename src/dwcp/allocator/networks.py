@@ -7,8 +7,9 @@ workload get logit -1e9. The action is the distribution over (hosts..., decline)
 
 Critic (one per agent, centralised as in MADDPG): an MLP over every agent's observation and action.
 
-The service runs `NumpyActor`, the same forward pass in numpy: at this size (a few 32-wide layers)
-torch's per-call overhead is most of the cost, and numpy keeps inference far under the 2 ms target.
+The service runs `NumpyActors`, the same forward pass in numpy, all agents in one batched matmul per layer:
+at this size (a few 32-wide layers) torch's per-call overhead would be most of the cost, and numpy keeps
+inference far under the 2 ms target (CPU-time p99 ~0.3 ms).
 """
 
 from __future__ import annotations

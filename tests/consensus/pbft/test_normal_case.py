@@ -9,6 +9,7 @@ from dwcp.consensus.core import (
     SetTimer,
     Started,
     Submitted,
+    Transaction,
     TxDropped,
     Vote,
     block_digest,
@@ -125,3 +126,14 @@ def test_replicas_outside_the_group_do_not_vote(committee):
     assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 0}
     assert net.commits[0][0].certificate.signers == (0, 1, 2)
     assert not any(isinstance(o, Multicast) and isinstance(o.message, Vote) for o in net.outputs[3])
+
+
+def test_blocks_respect_the_byte_budget_and_oversized_txs_are_refused(pbft_net):
+    net = pbft_net(batch_size=10, max_block_bytes=100)
+    big = Transaction(payload=b"x" * 101)
+    assert net.feed(0, Submitted(tx=big)) == [TxDropped(tx_id=big.id, reason="too_large")]
+    txs = [Transaction(payload=bytes([i]) * 40) for i in range(5)]  # 48 bytes each with framing
+    submit(net, 0, *txs)
+    net.fire(0, BATCH)
+    net.run()
+    assert [c.txs for c in net.commits[2]] == [tuple(txs[0:2]), tuple(txs[2:4]), (txs[4],)]

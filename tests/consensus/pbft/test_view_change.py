@@ -12,6 +12,7 @@ from dwcp.consensus.core import (
     Send,
     SetTimer,
     Started,
+    Transaction,
     TxBatch,
     Vote,
     block_digest,
@@ -301,3 +302,18 @@ def test_replica_alone_in_a_view_change_still_catches_up(pbft_net):
     assert serve_sync(net, 3, 0) == 1
     assert [c.block for c in net.commits[3]] == [net.commits[0][0].block]
     assert (net.cores[3].view, net.cores[3].vc_target) == (0, 1)
+
+
+def test_view_change_too_big_for_a_frame_is_not_sent(pbft_net):
+    net = pbft_net(batch_size=1)
+    big = [Transaction(payload=bytes([i]) * 400_000) for i in range(3)]
+    submit(net, 0, *big)
+    net.fire(0, GOSSIP)
+    # Three ~400 kB blocks prepare everywhere, but no commit vote arrives: a view change would have
+    # to carry all three, more than one 1 MiB frame holds.
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    assert all(len(c.prepared) == 3 for c in net.cores.values())
+    net.down.add(0)
+    time_out(net, [1, 2, 3])  # LocalNet seals every frame: an oversized one would raise here
+    net.run()
+    assert sent(net, 1, ViewChange) == [] and net.cores[1].mode is Mode.VIEW_CHANGE

@@ -12,8 +12,9 @@ from dwcp.consensus.core.messages import Transaction
 
 
 class Mempool:
-    def __init__(self, max_pending: int = 100_000) -> None:
+    def __init__(self, max_pending: int = 100_000, max_tx_bytes: int | None = None) -> None:
         self.max_pending = max_pending
+        self.max_tx_bytes = max_tx_bytes  # a bigger tx could never fit in a block
         self.pending: dict[bytes, tuple[Transaction, float]] = {}  # insertion-ordered: oldest first
         self.committed: set[bytes] = set()
         self.inflight: set[bytes] = set()  # proposed by us (as primary), not yet committed
@@ -28,16 +29,24 @@ class Mempool:
             return "committed"
         if tid in self.pending:
             return "duplicate"
+        if self.max_tx_bytes is not None and len(tx.payload) > self.max_tx_bytes:
+            return "too_large"
         if len(self.pending) >= self.max_pending:
             return "mempool_full"
         self.pending[tid] = (tx, now)
         return None
 
-    def take(self, limit: int) -> list[Transaction]:
-        """Oldest pending transactions not already in one of our in-flight proposals."""
+    def take(self, limit: int, max_bytes: int | None = None) -> list[Transaction]:
+        """Oldest pending transactions not already in one of our in-flight proposals: at most
+        `limit` of them, and (when given) at most `max_bytes` of payload, counting 8 bytes of
+        framing per tx (the first one is always taken: `add` refused any that could not fit)."""
         out: list[Transaction] = []
+        size = 0
         for tid, (tx, _) in self.pending.items():
             if tid not in self.inflight:
+                size += len(tx.payload) + 8
+                if max_bytes is not None and size > max_bytes and out:
+                    break
                 out.append(tx)
                 if len(out) >= limit:
                     break

@@ -66,7 +66,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.height = 0  # last executed (committed) height
         self.state = b"\x00" * 32  # hash chain of committed block digests
         self.last_cert: Certificate | None = None
-        self.mempool = Mempool(self.config.max_pending)
+        self.mempool = Mempool(self.config.max_pending, self.config.max_block_bytes)
         self.slots: dict[int, Slot] = {}
         self.votes: dict[tuple[str, int, int], dict[bytes, dict[int, bytes]]] = {}
         self.voted: dict[tuple[str, int, int, int], bytes] = {}
@@ -208,11 +208,22 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self._maybe_propose(now, outs)
 
     def _flush_gossip(self, outs: list[Output]) -> None:
-        if self.outbox:
-            to = self._others(self.group(self.epoch, self.view))
-            txs, self.outbox = tuple(self.outbox), []
-            for i in range(0, len(txs), 1000):  # stay far below the message size limit
-                outs.append(Multicast(to=to, message=TxBatch(txs=txs[i:i + 1000])))
+        txs, self.outbox = self.outbox, []
+        self._gossip(txs, outs)
+
+    def _gossip(self, txs: list[Transaction], outs: list[Output]) -> None:
+        """Multicast `txs` to the group in batches that stay far below the frame size limit."""
+        to = self._others(self.group(self.epoch, self.view))
+        batch: list[Transaction] = []
+        size = 0
+        for tx in txs:
+            if batch and (len(batch) == 1000 or size + len(tx.payload) > self.config.max_block_bytes):
+                outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
+                batch, size = [], 0
+            batch.append(tx)
+            size += len(tx.payload) + 8
+        if batch:
+            outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
 
     # ---- normal case: propose ----
     def _maybe_propose(self, now: float, outs: list[Output], force: bool = False) -> None:
@@ -229,11 +240,11 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             avail = self.mempool.available()
             if avail == 0:
                 return
-            if avail < cfg.batch_size and not force:
+            txs = tuple(self.mempool.take(cfg.batch_size, cfg.max_block_bytes))
+            if len(txs) == avail < cfg.batch_size and not force:  # neither count nor bytes fill a block
                 self._arm(BATCH, cfg.batch_delay, outs)
                 return
             force = False
-            txs = tuple(self.mempool.take(cfg.batch_size))
             block = Block(height=h, epoch=self.epoch, view=self.view, proposer=self.node_id, txs=txs,
                           meta=self.block_meta(h))
             self.mempool.inflight.update(tx.id for tx in txs)

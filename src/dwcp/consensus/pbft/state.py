@@ -33,6 +33,7 @@ class Config:
     sync_timeout: float = 0.5  # do not repeat a catch-up request sooner than this
     max_pending: int = 100_000
     max_buffered: int = 20_000  # future-view/epoch messages kept for replay
+    max_block_bytes: int = 512 * 1024  # tx payload per block: a pre-prepare stays under the 1 MiB frame limit
     proof_horizon: int = 256  # executed heights whose proofs we keep while no checkpoint is stable
 
 

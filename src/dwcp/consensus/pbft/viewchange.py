@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
-from dwcp.consensus.core.messages import Block, TxBatch
-from dwcp.consensus.core.outputs import CancelTimer, Multicast, Output, Rejected, Send, SetTimer
+from dwcp.consensus.core.codec import MAX_MESSAGE_SIZE, block_digest, encode, signing_bytes
+from dwcp.consensus.core.messages import Block
+from dwcp.consensus.core.outputs import CancelTimer, Output, Rejected, Send, SetTimer
 from dwcp.consensus.core.protocol import check_quorum_signatures
 from dwcp.consensus.pbft.checkpoint import check_checkpoint_proof
 from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, Status, ViewChange
@@ -110,11 +110,9 @@ class ViewChangeMixin:
             return
         # As PBFT clients do on a timeout: make sure every replica knows the stuck txs, so that the
         # others time out too (and join) rather than leave us alone in the view change.
-        limit = min(self.config.batch_size * self.config.max_inflight, 1000)  # one message, as in gossip
+        limit = self.config.batch_size * self.config.max_inflight  # what the next primary can propose soon
         stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= self.config.request_timeout]
-        if stale:
-            outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)),
-                                  message=TxBatch(txs=tuple(stale[:limit]))))
+        self._gossip(stale[:limit], outs)
         self.start_view_change(now, self.view + 1, outs)
 
     def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:
@@ -132,7 +130,9 @@ class ViewChangeMixin:
         complete = all(h in self.prepared for h in range(base + 1, self.height + 1))
         # Without a proof for every executed height above our proven checkpoint (a restart or a long
         # catch-up outran `proof_horizon`) our view change could hide a commit: stay silent instead.
-        if complete and self.node_id in self.group(self.epoch, view):
+        # Proofs carry whole blocks (see messages.py): with big blocks a view change can outgrow a
+        # frame, and the driver must never be handed one it cannot send.
+        if complete and self.node_id in self.group(self.epoch, view) and len(encode(vc)) <= MAX_MESSAGE_SIZE:
             outs.append(self._broadcast(vc))
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
                                                           view_change=vc), outs)
@@ -267,6 +267,8 @@ class ViewChangeMixin:
         nv = NewView(epoch=self.epoch, view=view, view_changes=proof,
                      proposals=reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof),
                                            self._epoch_start(self.epoch)))
+        if len(encode(nv)) > MAX_MESSAGE_SIZE:
+            return  # too big to send (see start_view_change): the view-change timer moves on
         outs.append(self._broadcast(nv))
         self._enter_view(now, nv, outs)
 

@@ -8,7 +8,7 @@ from dwcp.consensus.pbft.messages import PBFT_MESSAGES
 
 
 def test_exported_members():
-    assert sorted(pbft.__all__) == ["MESSAGES", "Config", "Mode", "Replica"]
+    assert sorted(pbft.__all__) == ["Config", "MESSAGES", "Mode", "Replica"]
     assert all(hasattr(pbft, name) for name in pbft.__all__)
 
 

@@ -18,8 +18,12 @@ Safety: a block committed at (v, h) was prepared by a quorum, which meets any qu
 changes in a correct replica that reports it (or a higher-view proof, which by induction is for
 the same block), unless h <= its stable checkpoint <= `low`; heights up to `low` are committed and
 held by the f+1 correct signers of that checkpoint, so they are fetched, never re-proposed.
-Liveness: timeouts double on each consecutive failed view change (capped at 4x), and a replica
-that missed a NEW-VIEW asks the primary for it again (`NewViewRequest`).
+Liveness: the NEW-VIEW timer moves on to the next view only once a quorum asked for this one or
+a later one (PBFT starts it at 2f+1 view changes), so a lone replica cannot run ahead; meanwhile
+it resends its view change and asks the primary for the NEW-VIEW (`NewViewRequest`), and peers
+answer a resend with their Status so it can still catch up. Timeouts double on each failed view
+change, capped at 4x. Known limit: proofs carry whole blocks (the wire format), so with big blocks
+a view change can outgrow a 1 MiB frame; it is then withheld rather than sent.
 """
 
 from __future__ import annotations
@@ -227,9 +231,11 @@ class ViewChangeMixin:
         if msg.committed is not None:
             self._note_certified(msg.height, msg.committed.signers)
         self._claim_height(sender, msg.height)
+        self._adopt_commits(now, (msg,), outs)  # first, so that a NEW-VIEW we send starts from there
+        if msg.epoch != self.epoch:
+            return  # executing them ended the epoch, and with it this view change
         self._store_view_change(now, SignedViewChange(sender=sender, signature=sig, view_change=msg), outs)
         self._note_higher_view(sender, msg.epoch, msg.view, outs)
-        self._adopt_commits(now, (msg,), outs)
 
     def _adopt_commits(self, now: float, changes: Iterable[ViewChange], outs: list[Output]) -> None:
         """Execute blocks that (verified) view changes prove committed: the commit votes that would

@@ -69,6 +69,14 @@ def test_errors_have_one_json_shape_naming_the_field(ctx):
     assert client.post("/v1/things/1", json={"size": 1}).json() == {"id": 1}  # still serving
 
 
+def test_a_body_that_is_not_json_is_blamed_on_the_body(ctx):
+    client = make_client(ctx)
+    resp = client.post("/v1/things/1", content=b'{"size": 1', headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["field"] == "body" and error["code"] == "invalid_input" and error["message"].startswith("body:")
+
+
 def test_request_metrics_use_route_templates(ctx):
     client = make_client(ctx)
     client.post("/v1/things/1", json={"size": 1})

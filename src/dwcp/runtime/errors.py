@@ -66,6 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # its loc is ("body", offset): the body, not a field "17"
+            where = first.get("ctx", {}).get("error", "")
+            return error_response(422, "invalid_input", f"body: not valid JSON ({where})".replace(" ()", ""), "body")
         field = _field_of(first.get("loc", ()))
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
         return error_response(422, "invalid_input", message, field)

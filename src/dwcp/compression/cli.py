@@ -88,10 +88,10 @@ def _print_eval(title: str, ev) -> None:
 def train(
     cache: Path = CacheOpt,
     seed: int = typer.Option(1, help="Corpus seed; held-out sets use seed+1 (synthetic) and seed+2 (real files)."),
-    train_items: int = typer.Option(1800, help="Synthetic payloads to train on."),
+    train_items: int = typer.Option(2400, help="Synthetic payloads to train on."),
     heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
-    epochs: int = typer.Option(300),
+    epochs: int = typer.Option(1000),
     relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
     refeature: bool = typer.Option(False, help="Recompute cached datasets' features (after a feature change)."),
     out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),

@@ -87,7 +87,7 @@ def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     return bw, rtt, loss
 
 
-def train(data: Dataset, cal: Calibration, *, epochs: int = 300, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
+def train(data: Dataset, cal: Calibration, *, epochs: int = 1000, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
           on_epoch=None) -> Model:
     y = data.targets(cal)
     k = len(CODED)

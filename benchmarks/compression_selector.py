@@ -195,13 +195,24 @@ def heldout(n_synthetic: int, n_real: int) -> list[tuple[str, bytes]]:
     return list(corpus.items(1001, n_synthetic)) + list(corpus.real_files(1002, n_real))
 
 
-def accuracy(port: int, payloads: list[tuple[str, bytes]], links_per_item: int) -> dict:
+SAMPLES = {
+    "64 KiB spread (make_sample)": make_sample,
+    "4 KiB prefix": lambda data: data[:4096],
+}
+
+
+def measure_all(payloads: list[tuple[str, bytes]]) -> list[tuple[str, bytes, oracle.Measurement]]:
+    return [(fam, data, oracle.measure(data)) for fam, data in payloads]
+
+
+def accuracy(port: int, measured: list[tuple[str, bytes, oracle.Measurement]], links_per_item: int,
+             sample_of) -> dict:
+    """Score the service's picks for every (payload, link) pair; the same links for every sample shape."""
     rng = np.random.default_rng(1003)
     truth, chosen, fams = [], [], []
     items: list[dict] = []
-    for fam, data in payloads:
-        m = oracle.measure(data)
-        sample = base64.b64encode(make_sample(data)).decode()
+    for fam, data, m in measured:
+        sample = base64.b64encode(sample_of(data)).decode()
         bw, rtt, loss = random_links(rng, links_per_item)
         for b, r, p in zip(bw, rtt, loss, strict=True):
             truth.append(oracle.times(m, len(data), Link(float(b), float(r), float(p))))
@@ -222,6 +233,20 @@ def accuracy(port: int, payloads: list[tuple[str, bytes]], links_per_item: int) 
                                 "vs_none": picked[mask].sum() / totals[0], "best_fixed": KEYS[best],
                                 "vs_best_fixed": picked[mask].sum() / totals[best]}
     return out
+
+
+def print_accuracy(title: str, acc: dict) -> None:
+    o = acc["overall"]
+    print(f"[sample: {title}] near-best accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
+          f"mean regret {o['mean_regret']:.4f} over {o['n']} requests   (seed > {SEED['accuracy']}, "
+          f"target >= {TARGET['accuracy']})")
+    print(f"{'family':18} {'acc':>7} {'exact':>6} {'regret':>7} {'vs zstd-3':>9} {'vs none':>8} "
+          f"{'best fixed':>10} {'vs best':>8}")
+    for fam, s in acc["families"].items():
+        print(f"{fam:18} {s['accuracy']:7.4f} {s['exact_best']:6.3f} {s['mean_regret']:7.4f} {s['vs_zstd-3']:9.3f} "
+              f"{s['vs_none']:8.3f} {s['best_fixed']:>10} {s['vs_best_fixed']:8.3f}")
+    worse = [f for f, s in acc["families"].items() if s["vs_best_fixed"] > 1.0]
+    print(f"selector <= best fixed option on every family: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -246,21 +271,13 @@ def main(args: argparse.Namespace) -> int:
                   f"target: p99 <= {TARGET['p99_s'] * 1e3:.0f} ms, >= {TARGET['rps']:.0f} req/s")
             print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x "
                   f"{args.links} links (oracle measured here)")
-            acc = accuracy(port, heldout(args.synthetic, args.real), args.links)
+            measured = measure_all(heldout(args.synthetic, args.real))
+            results = {title: accuracy(port, measured, args.links, fn) for title, fn in SAMPLES.items()}
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-    o = acc["overall"]
-    print(f"near-best accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, mean regret "
-          f"{o['mean_regret']:.4f} over {o['n']} requests   (seed > {SEED['accuracy']}, target >= "
-          f"{TARGET['accuracy']})")
-    print(f"{'family':18} {'acc':>7} {'exact':>6} {'regret':>7} {'vs zstd-3':>9} {'vs none':>8} "
-          f"{'best fixed':>10} {'vs best':>8}")
-    for fam, s in acc["families"].items():
-        print(f"{fam:18} {s['accuracy']:7.4f} {s['exact_best']:6.3f} {s['mean_regret']:7.4f} {s['vs_zstd-3']:9.3f} "
-              f"{s['vs_none']:8.3f} {s['best_fixed']:>10} {s['vs_best_fixed']:8.3f}")
-    worse = [f for f, s in acc["families"].items() if s["vs_best_fixed"] > 1.0]
-    print(f"selector <= best fixed option on every family: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
+    for title, acc in results.items():
+        print_accuracy(title, acc)
     return 0
 
 

@@ -55,18 +55,19 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
                   TimeElapsedColumn(), console=console) as progress:
         for name, s, n, make in specs:
             path = cache / f"{name}-s{s}-n{n}.npz"
+            augment = name == "train"  # training also sees smaller client samples; held-out sets the standard one
             if n == 0:
                 out.append(None)
                 continue
             if path.exists() and not relabel:
                 ds = Dataset.load(path)
                 if refeature:  # labels stay valid; only the features are recomputed from the same payloads
-                    ds = recompute(ds, make(), cal)
+                    ds = recompute(ds, make(), cal, augment=augment)
                     ds.save(path)
                 out.append(ds)
                 continue
             task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
-            ds = label(make(), cal, progress=lambda _n, t=task: progress.advance(t))
+            ds = label(make(), cal, progress=lambda _n, t=task: progress.advance(t), augment=augment)
             ds.save(path)
             out.append(ds)
     return cal, *out
@@ -108,7 +109,7 @@ def train(
     cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel, refeature)
     start = time.time()
     with Progress(console=console) as progress:
-        task = progress.add_task(f"training on {len(tr)} payloads", total=epochs)
+        task = progress.add_task(f"training on {len(tr)} rows", total=epochs)
         model = fit_model(tr, cal, epochs=epochs, on_epoch=lambda _e: progress.advance(task))
     console.print(f"trained in {time.time() - start:.0f} s")
     ev_syn, ev_real = evaluate(model, cal, ho), evaluate(model, cal, real)
@@ -116,7 +117,7 @@ def train(
     _print_eval("held-out real files", ev_real)
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
-        "train_payloads": len(tr), "epochs": epochs,
+        "train_payloads": int(len(set(tr.item.tolist()))), "train_rows": len(tr), "epochs": epochs,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
     }
     path = out or DEFAULT_MODEL

@@ -25,7 +25,11 @@ Progress = Callable[[int], None]
 
 @dataclass
 class Dataset:
-    """Labelled payloads: features x (N, F); measured ratio, vc, vd (N, options); size and family per row."""
+    """Labelled rows: features x (N, F); measured ratio, vc, vd (N, options); size, family and payload index.
+
+    A payload can give several rows (one per client sample shape, see `sample_variants`), all with the
+    payload's labels; `item` says which payload a row came from.
+    """
 
     x: np.ndarray
     ratio: np.ndarray
@@ -33,16 +37,18 @@ class Dataset:
     vd: np.ndarray
     size: np.ndarray
     family: np.ndarray
+    item: np.ndarray
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, x=self.x, ratio=self.ratio, vc=self.vc, vd=self.vd, size=self.size,
-                            family=self.family.astype("U32"))
+                            family=self.family.astype("U32"), item=self.item)
 
     @classmethod
     def load(cls, path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["x"], z["ratio"], z["vc"], z["vd"], z["size"], z["family"])
+            item = z["item"] if "item" in z.files else np.arange(len(z["size"]))
+            return cls(z["x"], z["ratio"], z["vc"], z["vd"], z["size"], z["family"], item)
 
     def __len__(self) -> int:
         return len(self.size)
@@ -53,30 +59,59 @@ class Dataset:
                           np.log(self.vd[:, 1:] / cal.vd[1:])])
 
 
+def sample_variants(payload: bytes, augment: bool) -> list[bytes]:
+    """The client samples a payload's rows are made from: the recommended one, plus (augment) smaller ones.
+
+    Clients may send less than `make_sample`'s 64 KiB: a 4 KiB prefix, 16 KiB of spread slices, a 1 KiB
+    prefix. Training on those too keeps the model inside its data when a small sample stands for a
+    large payload (without them, `log2_size_over_sample` > 4 never occurs in training).
+    """
+    out = [make_sample(payload)]
+    if augment:
+        n = len(payload)
+        out += [payload[:4096]] if n > 4096 else []
+        out += [make_sample(payload, 16384, 4)] if n > 16384 else []
+        out += [payload[:1024]] if n > 2048 else []
+    return out
+
+
+def _rows(extract: Extractor, payload: bytes, augment: bool) -> list[np.ndarray]:
+    return [extract(s, len(payload)) for s in sample_variants(payload, augment)]
+
+
 def label(payloads: Iterable[tuple[str, bytes]], cal: Calibration, progress: Progress | None = None,
-          min_total: float = 0.002) -> Dataset:
-    """Features from each payload's client sample; oracle measurements on the whole payload."""
+          min_total: float = 0.002, augment: bool = False) -> Dataset:
+    """Features from each payload's client sample(s); oracle measurements on the whole payload."""
     extract = Extractor(cal.vc[KEYS.index("lz4")])
-    xs, ms, fams = [], [], []
-    for fam, data in payloads:
-        xs.append(extract(make_sample(data), len(data)))
-        ms.append(oracle.measure(data, min_total=min_total))
-        fams.append(fam)
+    xs, ms, fams, items = [], [], [], []
+    for i, (fam, data) in enumerate(payloads):
+        rows = _rows(extract, data, augment)
+        m = oracle.measure(data, min_total=min_total)
+        xs += rows
+        ms += [m] * len(rows)
+        fams += [fam] * len(rows)
+        items += [i] * len(rows)
         if progress:
             progress(len(data))
     return Dataset(np.array(xs), np.array([m.ratio for m in ms]), np.array([m.vc for m in ms]),
-                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams))
+                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams), np.array(items))
 
 
-def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], cal: Calibration) -> Dataset:
+def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], cal: Calibration, augment: bool = False
+              ) -> Dataset:
     """The same labels with features recomputed from the regenerated payloads (after a feature change)."""
     extract = Extractor(cal.vc[KEYS.index("lz4")])
-    xs = []
-    for (fam, payload), size, known in zip(payloads, data.size, data.family, strict=True):
-        if len(payload) != size or fam != known:
-            raise ValueError(f"regenerated payload ({fam}, {len(payload)} B) is not the labelled ({known}, {size} B)")
-        xs.append(extract(make_sample(payload), len(payload)))
-    return Dataset(np.array(xs), data.ratio, data.vc, data.vd, data.size, data.family)
+    xs, src = [], []
+    for i, (fam, payload) in enumerate(payloads):
+        first = int(np.flatnonzero(data.item == i)[0])
+        if len(payload) != data.size[first] or fam != data.family[first]:
+            raise ValueError(f"regenerated payload {i} ({fam}, {len(payload)} B) is not the labelled one")
+        rows = _rows(extract, payload, augment)
+        xs += rows
+        src += [first] * len(rows)
+    idx = np.array(src)
+    return Dataset(np.array(xs), data.ratio[idx], data.vc[idx], data.vd[idx], data.size[idx], data.family[idx],
+                   data.item[idx])
 
 
 def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

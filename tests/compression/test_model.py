@@ -9,7 +9,7 @@ from dwcp.compression import corpus, oracle
 from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.costmodel import Link
 from dwcp.compression.features import FEATURE_NAMES, N_FEATURES, make_sample
-from dwcp.compression.model import Model
+from dwcp.compression.model import Model, merge
 from dwcp.compression.selector import DEFAULT_MODEL, Selector
 from dwcp.compression.train import evaluate, label, refeature, train
 
@@ -98,3 +98,13 @@ def test_augmented_labels_share_the_payload_labels(calibration):
     assert again.item.tolist() == data.item.tolist()
     speed = FEATURE_NAMES.index("log_lz4_speed_rel")  # timed, so it varies between runs
     assert np.allclose(np.delete(again.x, speed, axis=1), np.delete(data.x, speed, axis=1))
+
+
+def test_merged_ensemble_predicts_the_members_mean(tiny, calibration):
+    data, _ = tiny
+    members = [train(data, calibration, epochs=50, hidden=(8, 8), seed=s) for s in range(3)]
+    merged = merge(members)
+    assert merged.weights[1].shape == (24, 24)
+    for j, out in enumerate(merged.predict(data.x)):
+        mean = np.mean([m.predict(data.x)[j] for m in members], axis=0)
+        assert np.allclose(out, mean, atol=1e-9)

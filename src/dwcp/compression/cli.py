@@ -92,7 +92,8 @@ def train(
     train_items: int = typer.Option(2400, help="Synthetic payloads to train on."),
     heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
-    epochs: int = typer.Option(1000),
+    epochs: int = typer.Option(600, help="Epochs per ensemble member."),
+    members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
     relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
     refeature: bool = typer.Option(False, help="Recompute cached datasets' features (after a feature change)."),
     out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),
@@ -109,8 +110,8 @@ def train(
     cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel, refeature)
     start = time.time()
     with Progress(console=console) as progress:
-        task = progress.add_task(f"training on {len(tr)} rows", total=epochs)
-        model = fit_model(tr, cal, epochs=epochs, on_epoch=lambda _e: progress.advance(task))
+        task = progress.add_task(f"training {members} x MLP on {len(tr)} rows", total=epochs * members)
+        model = fit_model(tr, cal, epochs=epochs, members=members, on_epoch=lambda _e: progress.advance(task))
     console.print(f"trained in {time.time() - start:.0f} s")
     ev_syn, ev_real = evaluate(model, cal, ho), evaluate(model, cal, real)
     _print_eval("held-out synthetic", ev_syn)
@@ -118,6 +119,7 @@ def train(
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
         "train_payloads": int(len(set(tr.item.tolist()))), "train_rows": len(tr), "epochs": epochs,
+        "members": members,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
     }
     path = out or DEFAULT_MODEL

@@ -142,3 +142,41 @@ def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tup
         if on_epoch is not None:
             on_epoch(epoch)
     return Model(features, options, x_mean, x_std, y_mean, y_std, ws, bs)
+
+
+def merge(members: list[Model]) -> Model:
+    """One MLP that computes the mean of `members`' outputs exactly (an ensemble, stored in the same format).
+
+    Members share the input and output standardisation (fitted on the same data), so their hidden layers
+    can sit side by side: the first layer's weights are stacked column-wise, the hidden ones block-diagonally,
+    and the last layer's stacked row-wise and divided by the member count.
+    """
+    first = members[0]
+    for m in members[1:]:
+        if not (np.allclose(m.x_mean, first.x_mean) and np.allclose(m.y_std, first.y_std)):
+            raise ValueError("ensemble members must be fitted on the same data")
+    k, layers = len(members), len(first.weights)
+    weights, biases = [], []
+    for i in range(layers):
+        ws, bs = [m.weights[i] for m in members], [m.biases[i] for m in members]
+        if i == 0:
+            w, b = np.hstack(ws), np.concatenate(bs)
+        elif i < layers - 1:
+            w, b = _block_diag(ws), np.concatenate(bs)
+        else:
+            w, b = np.vstack(ws) / k, np.mean(bs, axis=0)
+        weights.append(w)
+        biases.append(b)
+    if layers == 1:  # a linear model: the first layer is also the last
+        weights = [np.mean([m.weights[0] for m in members], axis=0)]
+        biases = [np.mean([m.biases[0] for m in members], axis=0)]
+    return Model(first.features, first.options, first.x_mean, first.x_std, first.y_mean, first.y_std, weights, biases)
+
+
+def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out

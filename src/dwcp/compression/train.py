@@ -18,7 +18,7 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
 from dwcp.compression.costmodel import Link
 from dwcp.compression.features import FEATURE_NAMES, Extractor, make_sample
-from dwcp.compression.model import Model, fit
+from dwcp.compression.model import Model, fit, merge
 
 Progress = Callable[[int], None]
 
@@ -122,14 +122,16 @@ def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     return bw, rtt, loss
 
 
-def train(data: Dataset, cal: Calibration, *, epochs: int = 1000, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
-          on_epoch=None) -> Model:
+def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
+          members: int = 1, on_epoch=None) -> Model:
+    """Fit `members` MLPs from different seeds and merge them into one (their mean; see `model.merge`)."""
     y = data.targets(cal)
     k = len(CODED)
     # Ratios decide most choices, compress speeds the fast-link ones; decompression rarely binds.
     weights = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
-    model = fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
-                epochs=epochs, seed=seed, y_weight=weights, on_epoch=on_epoch)
+    fitted = [fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
+                  epochs=epochs, seed=seed + m, y_weight=weights, on_epoch=on_epoch) for m in range(members)]
+    model = fitted[0] if members == 1 else merge(fitted)
     from dwcp.compression.calibrate import reference_sha256
 
     model.reference_sha256 = reference_sha256()

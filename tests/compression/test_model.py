@@ -107,6 +107,7 @@ def test_merged_ensemble_predicts_the_members_mean(tiny, calibration):
     members = [train(data, calibration, epochs=50, hidden=(8, 8), seed=s) for s in range(3)]
     merged = merge(members)
     assert merged.weights[1].shape == (24, 24)
+    assert [blocks for _, _, blocks, _ in merged._make_plan()] == [1, 3, 1]
     for j, out in enumerate(merged.predict(data.x)):
         mean = np.mean([m.predict(data.x)[j] for m in members], axis=0)
-        assert np.allclose(out, mean, atol=1e-9)
+        assert np.allclose(out, mean, atol=1e-4)  # inference runs in float32

@@ -12,6 +12,17 @@ round trip. The load is open-loop (a fixed schedule, never slowed by slow answer
     .venv/bin/python benchmarks/tpbft_cluster.py --rate 1000 --duration 30 --no-ramp
     .venv/bin/python benchmarks/tpbft_cluster.py --protocol pbft     # classic PBFT baseline
     .venv/bin/python benchmarks/tpbft_cluster.py --setting max_inflight=2 --batch-timeout-ms 10
+
+Measured 2026-11-25 20:00 UTC on the shared 2-CPU dev VM (load average 0.5 at start), under nice:
+    nice -n 10 .venv/bin/python benchmarks/tpbft_cluster.py --rate 1000 --duration 10 \
+        --ramp-duration 10 --batch-timeout-ms 1 --setting max_inflight=2
+  1000 tx/s offered: all 10,000 committed, 0 errors, but at 802 tx/s over 12.5 s (saturated: a
+  backlog that drained after the window), p50 3.34 s, p99 5.99 s, 6 view changes (txs waiting longer
+  than the 1 s request timeout suspect the primary). 1500 tx/s offered: 975 tx/s committed, p99 8.1 s,
+  30 errors. So the target (p99 <= 20 ms at 1,000 tx/s) is missed by ~300x, and the most this
+  cluster commits on 2 CPUs is ~800-975 tx/s, with seconds of queueing. That run judged 1000 tx/s
+  "sustained" by an older, looser rule (everything eventually committed); by the rule now in
+  `Run.sustained` it is not, and the ramp-down that would have found the sustained rate did not run.
 """
 
 from __future__ import annotations
@@ -86,7 +97,10 @@ class Run:
 
     @property
     def sustained(self) -> bool:
-        return self.committed >= 0.95 * self.rate * self.duration and self.pending == 0 and self.errors == 0
+        """Everything committed, and at ~the offered rate: a backlog that only drains after the window
+        (commit rate over the whole run under 90% of the offered one) is saturation, not a sustained rate."""
+        return (self.committed >= 0.95 * self.rate * self.duration and self.pending == 0 and self.errors == 0
+                and self.achieved >= 0.9 * self.rate)
 
 
 async def offer(cluster: LocalCluster, rate: float, duration: float, wait_timeout: float = 10.0) -> Run:

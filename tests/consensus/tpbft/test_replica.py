@@ -238,16 +238,14 @@ def test_block_meta_carries_only_reports_the_block_may_hold(committee: Callable[
     assert list(r.pending_reports) == [3]  # kept for epoch 3
 
 
-def test_constructor_takes_node_settings_and_checks_group_size(committee: Callable[..., Keys]) -> None:
-    import random
-
+def test_constructor_takes_its_config_and_checks_group_size(committee: Callable[..., Keys]) -> None:
     keys = committee(n=10)
     kw = dict(committee=keys.committee, node_id=0, signer=keys.signers[0], verifier=keys.verifier)
-    r = Replica(**kw, rng=random.Random(0), batch_size=7, batch_timeout=0.01, view_change_timeout=2.0, group_size=9)
+    r = Replica(**kw, config=Config(batch_size=7, batch_delay=0.01, view_change_timeout=2.0, group_size=9))
     assert (r.config.batch_size, r.config.batch_delay, r.config.view_change_timeout) == (7, 0.01, 2.0)
     assert len(r.group(0, 0)) == 9 and r.protocol == "tpbft"
     with pytest.raises(LocalProtocolError):
-        Replica(**kw, group_size=6)  # below the quorum of 7: the group could never commit
+        Replica(**kw, config=Config(group_size=6))  # below the quorum of 7: the group could never commit
     with pytest.raises(LocalProtocolError):
         Replica(**kw, config=Config(epoch_length=0))
 

@@ -2,7 +2,7 @@
 
 How a driver (the asyncio transport, or the simulator) runs any protocol core:
 
-    core = tpbft.Replica(committee=c, node_id=i, signer=s, verifier=v, rng=random.Random(seed))
+    core = tpbft.Replica(committee=c, node_id=i, signer=s, verifier=v, config=tpbft.Config(...))
     for stored in my_log: core.handle(now, Restored(height=..., block=..., certificate=...))
     outputs = core.handle(now, Started())
     # then, forever: feed inputs, execute outputs in order

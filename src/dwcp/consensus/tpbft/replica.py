@@ -26,8 +26,6 @@ Trust is a function of committed blocks only, so every correct node ranks the sa
 
 from __future__ import annotations
 
-import dataclasses
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,14 +73,8 @@ class Replica(PbftReplica):
     protocol = "tpbft"
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
-                 config: Config | None = None, rng: random.Random | None = None, batch_size: int | None = None,
-                 batch_timeout: float | None = None, view_change_timeout: float | None = None,
-                 group_size: int | None = None) -> None:
-        """`config`, or the defaults, with the node settings' overrides (see node/assemble.py).
-        `rng` is accepted for the common constructor; T-PBFT makes no random choices."""
-        overrides = {"batch_size": batch_size, "batch_delay": batch_timeout,
-                     "view_change_timeout": view_change_timeout, "group_size": group_size}
-        cfg = dataclasses.replace(config or Config(), **{k: v for k, v in overrides.items() if v is not None})
+                 config: Config | None = None) -> None:
+        cfg = config or Config()
         g = cfg.group_size or default_group_size(committee)
         if not committee.quorum <= g <= committee.n:
             raise LocalProtocolError(f"group_size {g} must be between quorum {committee.quorum} and n={committee.n}")

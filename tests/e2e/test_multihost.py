@@ -98,11 +98,18 @@ def test_one_inventory_two_hosts_one_prometheus(two_hosts, tmp_path: Path):
         ups = {(job, inst) for job, inst, health in state["targets"] if health == "up"}
         want = {("compression-api", f"{HOST1}:15000"), ("compression-api", f"{HOST2}:15000"),
                 ("dwcp-supervisor", f"{HOST1}:19196"), ("dwcp-supervisor", f"{HOST2}:19196")}
-        return state if want <= ups and set(state["predictions"]) == {f"{HOST1}:15000", f"{HOST2}:15000"} else None
+        every_target_up = all(health == "up" for _, _, health in state["targets"])  # Prometheus, Alertmanager too
+        both_predict = set(state["predictions"]) == {f"{HOST1}:15000", f"{HOST2}:15000"}
+        return state if want <= ups and every_target_up and both_predict else None
 
     try:
         state = wait_for("Prometheus on host 1 to scrape both hosts, with predictions from both", probe, timeout=180)
-        assert all(health == "up" for _, _, health in state["targets"])
+        assert {job for job, _, _ in state["targets"]} == {"prometheus", "alertmanager", "compression-api",
+                                                           "dwcp-supervisor"}
+        # Both supervisors reached their own "all up" (stopping one mid-start would rightly exit 1).
+        for host in (HOST1, HOST2):
+            wait_for(f"dwcp up on {host} to report all up", lambda h=host: "all up" in (
+                tmp_path / f"up-{h}.out").read_text(), timeout=60)
     finally:
         for proc, _out in procs:
             os.killpg(proc.pid, signal.SIGTERM)

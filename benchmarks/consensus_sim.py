@@ -18,6 +18,11 @@ the same campaign in one region (1 ms RTT) for that comparison.
 
 Each run offers 10 tx/s for 3 simulated seconds, then drains (until every due tx commits, at most
 20 s): about 0.2 CPU-s per seed for both cores, so 10^4 seeds take ~35 CPU-minutes.
+
+Measured 2026-11-25 (commit f062d37, `--time-limit 2036 --workers 2`, nice 10 on a shared 2-core VM):
+10,000 WAN seeds x 2 cores in 1264 s wall, 0 runs with violations for either core. Medians over runs,
+PBFT / T-PBFT: latency p50 0.234 / 0.349 s (same-run ratio 1.34), p99 0.367 / 1.420 s, messages per
+block 200 / 228, view changes per run 0 / 1. LAN (200 seeds): p50 0.005 s for both (seed: < 0.060 s).
 """
 
 from __future__ import annotations

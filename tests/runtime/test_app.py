@@ -87,3 +87,29 @@ def test_request_metrics_use_route_templates(ctx):
     assert 'dwcp_errors_total{handler="/v1/things/{thing_id}",kind="client",service="compression-api"} 1.0' in text
     assert "dwcp_request_duration_seconds_bucket" in text and "process_resident_memory_bytes" in text
     assert "/v1/things/1" not in text
+
+
+def test_capped_body_is_refused_by_declared_length_or_while_streaming(ctx):
+    from fastapi import Request
+
+    from dwcp.runtime.errors import read_body_capped
+
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t", health_checks={})
+
+    @app.post("/echo")
+    async def echo(request: Request):
+        return {"size": len(await read_body_capped(request, 10, "blob"))}
+
+    client = TestClient(app)
+    assert client.post("/echo", content=b"x" * 10).json() == {"size": 10}
+    declared = client.post("/echo", content=b"x" * 11)
+    assert declared.status_code == 413 and declared.json()["error"] == {
+        "code": "payload_too_large", "message": "request body of 11 bytes exceeds 10 bytes", "field": "blob"}
+
+    def chunks():  # no Content-Length: only the streaming check can stop it
+        yield b"x" * 6
+        yield b"x" * 6
+
+    streamed = client.post("/echo", content=chunks())
+    assert streamed.status_code == 413 and streamed.json()["error"]["message"] == "request body exceeds 10 bytes"

@@ -27,7 +27,7 @@ from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
 from dwcp.runtime.app import HealthResult, create_app
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError
+from dwcp.runtime.errors import ApiError, read_body_capped
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -46,17 +46,6 @@ def settings_of(ctx: ServiceContext) -> CompressionSettings:
     if isinstance(s, CompressionSettings):
         return s
     return CompressionSettings.model_validate(s or {})
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (a client cannot make us buffer more)."""
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes", "sample")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _media_type(request: Request) -> str:
@@ -153,10 +142,11 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     async def predict(request: Request) -> Response:
         media = _media_type(request)
         if media == JSON:
-            obj = api.decode_json(await _read_body(request, single_limit))
+            obj = api.decode_json(await read_body_capped(request, single_limit, "sample"))
             item = api.parse_object(obj, max_sample)
         elif media == OCTETS:
-            item = api.parse_query(await _read_body(request, max_sample), dict(request.query_params), max_sample)
+            raw = await read_body_capped(request, max_sample, "sample")
+            item = api.parse_query(raw, dict(request.query_params), max_sample)
         else:
             raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON} or {OCTETS}",
                            "content-type")
@@ -170,7 +160,7 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     async def predict_batch(request: Request) -> Response:
         if _media_type(request) != JSON:
             raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON}", "content-type")
-        obj = api.decode_json(await _read_body(request, batch_limit))
+        obj = api.decode_json(await read_body_capped(request, batch_limit, "sample"))
         if not isinstance(obj, dict) or "items" not in obj:
             raise ApiError(422, "invalid_input", "items: field required", "items")
         raw = obj["items"]

@@ -82,3 +82,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+
+
+async def read_body_capped(request: Request, cap: int, field: str | None = None) -> bytes:
+    """The request body, refused with 413 (naming `field`) before more than `cap` bytes are buffered: a
+    declared Content-Length over the cap is refused unread, and a body that streams past it is cut off."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise ApiError(413, "payload_too_large", f"request body of {declared} bytes exceeds {cap} bytes", field)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", field)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -30,23 +30,9 @@ from dwcp.consensus.node.assemble import build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
 from dwcp.runtime.app import HealthResult, create_app
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError
+from dwcp.runtime.errors import ApiError, read_body_capped
 
 RAW_TYPE = "application/octet-stream"
-
-
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """The body, refusing (413) before buffering more than `cap` bytes, whatever Content-Length says."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise ApiError(413, "payload_too_large", f"request body of {declared} bytes exceeds {cap} bytes", "payload")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", "payload")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes:
@@ -89,7 +75,7 @@ def add_routes(app: FastAPI, driver: Driver, max_tx_bytes: int) -> None:
 
     @app.post("/v1/transactions", status_code=202, tags=["consensus"], summary="Submit a transaction")
     async def submit(request: Request, wait: bool = False, timeout: float = Query(5.0, gt=0, le=60)) -> JSONResponse:
-        body = await _read_capped(request, body_cap)
+        body = await read_body_capped(request, body_cap, "payload")
         payload = parse_submission(body, request.headers.get("content-type", ""), max_tx_bytes)
         try:
             tx_id = driver.submit(payload)

@@ -51,6 +51,8 @@ class ExecutionMixin:
         self.prepared.pop(h - self.config.proof_horizon, None)  # bounded: see `start_view_change`
         if not replay:
             outs.append(Commit(height=h, block=block, certificate=cert, txs=tuple(executed)))
+            if self._full(block):
+                self.full_block_at = now
         if h % self.config.checkpoint_interval == 0:
             if replay:
                 self._restore_checkpoint(h)
@@ -59,6 +61,12 @@ class ExecutionMixin:
         self.after_execute(now, block, cert, outs, replay)
         if not replay:
             self._maybe_propose(now, outs)
+
+    def _full(self, block: Block) -> bool:
+        """Did this block use the whole batch (by count or by bytes, as `Mempool.take` counts them)?"""
+        cfg = self.config
+        size = sum(len(tx.payload) + 8 for tx in block.txs)
+        return len(block.txs) >= cfg.batch_size or size > cfg.max_block_bytes * 0.9
 
     def _enter_epoch(self, now: float, epoch: int, outs: list[Output], replay: bool) -> None:
         self.epoch, self.view, self.mode = epoch, 0, Mode.NORMAL

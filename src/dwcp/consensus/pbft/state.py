@@ -26,6 +26,9 @@ class Config:
     gossip_delay: float = 0.001  # mempool forwarding is batched over this long
     max_inflight: int = 8  # proposals in flight (pipelining)
     request_timeout: float = 1.0  # a tx pending this long triggers a view change
+    # ... unless the primary committed a full block within the last request_timeout: then it is busy, not
+    # faulty, and the view change waits, at most this many extra timeouts (a bound on censorship).
+    saturation_grace: int = 3
     view_change_timeout: float = 1.0  # wait this long for NEW-VIEW (doubles, capped at 4x)
     checkpoint_interval: int = 8
     window: int = 64  # high watermark = stable checkpoint + window

@@ -78,6 +78,7 @@ class ViewChangeMixin:
 
     def _init_view_change(self) -> None:
         self.vc_target = 0  # the view we are changing to (== view when NORMAL)
+        self.full_block_at = float("-inf")  # when we last executed a full block (the primary is saturated)
         self.vc_attempts = 0  # consecutive view changes without a NEW-VIEW (timeout backoff)
         self.view_change_msgs: dict[int, dict[int, SignedViewChange]] = {}  # view -> sender -> vc
         self.vc_latest: dict[int, int] = {}  # sender -> view of its latest view change (one kept each)
@@ -111,6 +112,12 @@ class ViewChangeMixin:
         if self.behind():  # not the primary's fault: we are the slow one
             self._catch_up(now, outs)
             self._arm(REQUEST, self.config.request_timeout, outs)
+            return
+        timeout = self.config.request_timeout
+        if now - self.full_block_at < timeout and waited < (1 + self.config.saturation_grace) * timeout:
+            # A backlog behind full blocks is load, not a faulty primary; a view change would only add a
+            # stall to it. Past the grace the tx is treated as censored all the same.
+            self._arm(REQUEST, timeout, outs)
             return
         # As PBFT clients do on a timeout: make sure every replica knows the stuck txs, so that the
         # others time out too (and join) rather than leave us alone in the view change.

@@ -193,6 +193,16 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
     def _future(self, epoch: int, view: int) -> bool:
         return (epoch, view) > (self.epoch, self.view)
 
+    def _elsewhere(self, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> bool:
+        """True when `msg` belongs to another (epoch, view): one of a later view is buffered for replay
+        and counted towards joining that view; one of an earlier view is dropped."""
+        if (msg.epoch, msg.view) == (self.epoch, self.view):
+            return False
+        if self._future(msg.epoch, msg.view):
+            self._buffer(sender, msg, sig)
+            self._note_higher_view(sender, msg.epoch, msg.view, outs)
+        return True
+
     def observe(self, peer: int, event: str) -> None:
         """Hook for T-PBFT's trust observations; PBFT keeps none."""
 
@@ -287,10 +297,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         return self.check_meta(b)
 
     def _on_preprepare(self, now: float, sender: int, pp: PrePrepare, sig: bytes, outs: list[Output]) -> None:
-        if pp.epoch != self.epoch or pp.view != self.view:
-            if self._future(pp.epoch, pp.view):
-                self._buffer(sender, pp, sig)
-                self._note_higher_view(sender, pp.epoch, pp.view, outs)
+        if self._elsewhere(sender, pp, sig, outs):
             return
         reason = self._check_preprepare(sender, pp)
         if reason is not None:
@@ -326,10 +333,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         return None
 
     def _on_vote(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output]) -> None:
-        if v.epoch != self.epoch or v.view != self.view:
-            if self._future(v.epoch, v.view):
-                self._buffer(sender, v, sig)
-                self._note_higher_view(sender, v.epoch, v.view, outs)
+        if self._elsewhere(sender, v, sig, outs):
             return
         if self.mode is not Mode.NORMAL:
             return

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dwcp.runtime.inventory import Inventory, ServiceSpec
+from dwcp.runtime.inventory import Instance, Inventory, ServiceSpec
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.procs import ProcessSpec, Supervised
 from dwcp.runtime.server import RUN_DIR_ENV
@@ -72,18 +73,23 @@ def _dwcp(*args: str) -> list[str]:
 
 def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[ProcessSpec]:
     inv_args = ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
-    specs = []
+    return [
+        ProcessSpec(
+            name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *inv_args),
+            log_path=run_dir / "logs" / f"{key}-{i}.log", env={RUN_DIR_ENV: str(run_dir)},
+            job=spec.job, target=inst.address, backoff_start=inv.supervisor.restart_backoff_s,
+            backoff_max=inv.supervisor.restart_backoff_max_s,
+        )
+        for key, i, spec, inst in local_instances(inv, opts)
+    ]
+
+
+def local_instances(inv: Inventory, opts: UpOptions) -> Iterator[tuple[str, int, ServiceSpec, Instance]]:
+    """(key, index, service, instance) for each selected instance this host runs (all of them without --host)."""
     for key, spec in selected_kinds(inv, opts).items():
         for i, inst in enumerate(spec.instances):
-            if opts.host and inst.host != opts.host:
-                continue
-            specs.append(ProcessSpec(
-                name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *inv_args),
-                log_path=run_dir / "logs" / f"{key}-{i}.log", env={RUN_DIR_ENV: str(run_dir)},
-                job=spec.job, target=inst.address, backoff_start=inv.supervisor.restart_backoff_s,
-                backoff_max=inv.supervisor.restart_backoff_max_s,
-            ))
-    return specs
+            if not opts.host or inst.host == opts.host:
+                yield key, i, spec, inst
 
 
 def selected_kinds(inv: Inventory, opts: UpOptions) -> dict[str, ServiceSpec]:
@@ -108,12 +114,9 @@ def supervisor_targets(inv: Inventory, opts: UpOptions) -> list[str]:
 def planned_ports(inv: Inventory, opts: UpOptions) -> list[tuple[str, str, int]]:
     """(owner, host, port) for every port this `dwcp up` will listen on."""
     planned = [("supervisor", *supervisor_address(inv, opts))]
-    for key, spec in selected_kinds(inv, opts).items():
-        for i, inst in enumerate(spec.instances):
-            if opts.host and inst.host != opts.host:
-                continue
-            planned.append((f"{key}-{i}", inst.host, inst.port))
-            planned += [(f"{key}-{i} {name}", inst.host, port) for name, port in inst.ports.items()]
+    for key, i, _, inst in local_instances(inv, opts):
+        planned.append((f"{key}-{i}", inst.host, inst.port))
+        planned += [(f"{key}-{i} {name}", inst.host, port) for name, port in inst.ports.items()]
     if opts.monitoring:
         mon = inv.monitoring
         planned += [("prometheus", mon.prometheus_host, mon.prometheus_port),

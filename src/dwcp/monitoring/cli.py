@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -37,6 +40,19 @@ def _summary(detail: str) -> str:
     return next((ln for ln in lines if "SUCCESS" in ln or "parse" in ln), lines[0] if lines else "")
 
 
+@contextlib.contextmanager
+def _rendered(directory: Path | None, inventory: Callable[[], Any]) -> Iterator[Path]:
+    """`directory` as given, or the inventory's files freshly rendered into a temporary one."""
+    if directory is not None:
+        yield directory
+        return
+    from dwcp.monitoring.render import render_all
+
+    with tempfile.TemporaryDirectory(prefix="dwcp-monitoring-") as tmp:
+        render_all(inventory(), Path(tmp))
+        yield Path(tmp)
+
+
 @app.command()
 def render(
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write into (created if missing)."),
@@ -62,13 +78,8 @@ def check(
     """Run promtool check config/rules, promtool test rules, amtool check-config and routing, and parse
     every dashboard query. Exits 1 if any check fails."""
     from dwcp.monitoring.check import run_checks
-    from dwcp.monitoring.render import render_all
 
-    with tempfile.TemporaryDirectory(prefix="dwcp-monitoring-") as tmp:
-        target = directory
-        if target is None:
-            target = Path(tmp)
-            render_all(_load(inventory), target)
+    with _rendered(directory, lambda: _load(inventory)) as target:
         results = run_checks(target)
     table = Table(title=f"monitoring checks ({directory or 'freshly rendered'})")
     table.add_column("check")
@@ -99,15 +110,10 @@ def live(
     import httpx
 
     from dwcp.monitoring.live import check_live
-    from dwcp.monitoring.render import render_all
 
     inv = _load(inventory)
     url = prometheus or inv.monitoring.prometheus_url
-    with tempfile.TemporaryDirectory(prefix="dwcp-monitoring-") as tmp:
-        target = directory
-        if target is None:
-            target = Path(tmp)
-            render_all(inv, target)
+    with _rendered(directory, lambda: inv) as target:
         try:
             results = check_live(url, target)
         except httpx.HTTPError as exc:

@@ -84,6 +84,9 @@ class Run:
     pending: int = 0  # answered 202: not committed within the wait timeout
     errors: int = 0
     elapsed: float = 0.0
+    node_cpu_s: float = 0.0  # CPU (user + system) all node processes spent during the run
+    client_cpu_s: float = 0.0  # ... and this load generator
+    blocks: int = 0  # heights committed during the run (the highest node's)
 
     @property
     def achieved(self) -> float:
@@ -101,6 +104,33 @@ class Run:
         (commit rate over the whole run under 90% of the offered one) is saturation, not a sustained rate."""
         return (self.committed >= 0.95 * self.rate * self.duration and self.pending == 0 and self.errors == 0
                 and self.achieved >= 0.9 * self.rate)
+
+
+def node_cpu_seconds(cluster: LocalCluster) -> float:
+    """User + system CPU of every node process so far (/proc/PID/stat), so cost per tx and per block can be
+    stated in CPU time, which a shared machine's other load disturbs far less than latency."""
+    ticks = 0
+    for proc in cluster.procs.values():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def top_height(cluster: LocalCluster) -> int:
+    with httpx.Client(timeout=5) as client:
+        return max(client.get(f"{u}/v1/status").json()["height"] for u in cluster.urls)
+
+
+def measured(cluster: LocalCluster, rate: float, duration: float) -> Run:
+    """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile."""
+    h0, cpu0, own0 = top_height(cluster), node_cpu_seconds(cluster), time.process_time()
+    run = asyncio.run(offer(cluster, rate, duration))
+    run.node_cpu_s, run.client_cpu_s = node_cpu_seconds(cluster) - cpu0, time.process_time() - own0
+    run.blocks = top_height(cluster) - h0
+    return run
 
 
 async def offer(cluster: LocalCluster, rate: float, duration: float, wait_timeout: float = 10.0) -> Run:
@@ -180,7 +210,10 @@ def report(run: Run) -> str:
         f"offered {run.rate:7.0f} tx/s  committed {run.achieved:7.0f} tx/s  "
         f"p50 {run.quantile(0.5) * ms:6.1f} ms  p99 {run.quantile(0.99) * ms:6.1f} ms  "
         f"max {worst:6.1f} ms  mean {mean:5.1f} ms  "
-        f"pending {run.pending}  errors {run.errors}  {'sustained' if run.sustained else 'NOT sustained'}"
+        f"pending {run.pending}  errors {run.errors}  {'sustained' if run.sustained else 'NOT sustained'}\n"
+        f"    cost: {run.blocks} blocks ({run.committed / max(run.blocks, 1):.1f} tx/block); node CPU "
+        f"{run.node_cpu_s:.1f} s = {run.node_cpu_s / run.elapsed if run.elapsed else 0:.2f} cores, "
+        f"{1e3 * run.node_cpu_s / max(run.committed, 1):.2f} ms/tx; client CPU {run.client_cpu_s:.1f} s"
     )
 
 
@@ -220,14 +253,14 @@ def main() -> int:
         cluster.wait_ready(timeout=120)
         asyncio.run(offer(cluster, min(args.rate, 200.0), args.warmup))  # warm up connections and caches
         settle(cluster)
-        main_run = asyncio.run(offer(cluster, args.rate, args.duration))
+        main_run = measured(cluster, args.rate, args.duration)
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0
         # Up from the target rate while it holds; down from it until one holds (max sustained either way).
         ramp = args.ramp_rates if main_run.sustained else args.ramp_down_rates
         if args.ramp:
             for rate in (float(r) for r in ramp.split(",")):
-                run = asyncio.run(offer(cluster, rate, args.ramp_duration))
+                run = measured(cluster, rate, args.ramp_duration)
                 record(results, run, cluster)
                 if run.sustained:
                     best = max(best, rate)

@@ -24,8 +24,7 @@ import os
 import struct
 from collections.abc import Callable, Mapping
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from dwcp.consensus.core.crypto import ed25519_verify
 
 VERSION = 1
 NONCE_SIZE = 32
@@ -129,8 +128,6 @@ class Handshake:
         assert self.peer_id is not None
         _, signature = _PROOF.unpack(payload)
         expected = transcript(self._domain, self.peer_id, self.me, self._nonce, self._peer_nonce)
-        try:
-            Ed25519PublicKey.from_public_bytes(self._keys[self.peer_id]).verify(signature, expected)
-        except (InvalidSignature, ValueError):
-            raise HandshakeError("bad_signature", f"node {self.peer_id} failed to prove its key") from None
+        if not ed25519_verify(self._keys[self.peer_id], expected, signature):
+            raise HandshakeError("bad_signature", f"node {self.peer_id} failed to prove its key")
         self._state = _State.DONE

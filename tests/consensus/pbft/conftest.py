@@ -44,6 +44,15 @@ def submit(net: LocalNet, node: int, *txs: Transaction) -> None:
         net.feed(node, Submitted(tx=t))
 
 
+def spread(net: LocalNet, node: int, *txs: Transaction) -> None:
+    """Submit `txs` at `node` and have it send them to the whole group at once, as it does when its
+    request timer runs out or a view change starts: then every replica's request timer covers them."""
+    submit(net, node, *txs)
+    outs: list = []
+    net.cores[node]._announce(list(txs), outs)
+    net.execute(node, outs)
+
+
 @pytest.fixture
 def pbft_net() -> Callable[..., LocalNet]:
     """Factory: `pbft_net(n=4, **config)` -> a started LocalNet of PBFT replicas."""

@@ -10,6 +10,7 @@ from dwcp.consensus.core import (
     Started,
     Submitted,
     Transaction,
+    TxBatch,
     TxDropped,
     Vote,
     block_digest,
@@ -40,9 +41,8 @@ def test_commit_one(pbft_net):
     block = Block(height=1, epoch=0, view=0, proposer=0, txs=(t,))
     dig = block_digest(block)
     outs = net.feed(0, Submitted(tx=t))
-    # The primary gossips later (timer), proposes at once (full batch) and votes for its own proposal.
+    # The primary forwards its client's tx to nobody: it proposes at once (full batch) and votes for it.
     assert outs == [
-        SetTimer(timer=GOSSIP, delay=0.001),
         Multicast(to=(1, 2, 3), message=PrePrepare(epoch=0, view=0, block=block)),
         Multicast(to=(1, 2, 3), message=Vote(kind="prepare", epoch=0, view=0, height=1, digest=dig)),
     ]
@@ -69,7 +69,7 @@ def test_commits_with_one_silent_replica(pbft_net):
 def test_partial_batch_waits_for_the_batch_timer(pbft_net):
     net = pbft_net()  # batch_size 200
     outs = net.feed(0, Submitted(tx=tx(1)))
-    assert outs == [SetTimer(timer=GOSSIP, delay=0.001), SetTimer(timer=BATCH, delay=0.002)]
+    assert outs == [SetTimer(timer=BATCH, delay=0.002)]
     net.run()
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
     net.fire(0, BATCH)
@@ -77,15 +77,20 @@ def test_partial_batch_waits_for_the_batch_timer(pbft_net):
     assert_same_chain(net, [0, 1, 2, 3], [1])
 
 
-def test_transactions_submitted_to_a_backup_reach_the_primary_by_gossip(pbft_net):
+def test_transactions_submitted_to_a_backup_are_forwarded_to_the_primary_only(pbft_net):
     net = pbft_net(batch_size=1)
-    submit(net, 2, tx(7))
+    submit(net, 2, tx(7), tx(8))
     net.run()
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
-    net.fire(2, GOSSIP)
+    outs = net.fire(2, GOSSIP)  # forwarding is batched over gossip_delay
+    assert outs == [Multicast(to=(0,), message=TxBatch(txs=(tx(7), tx(8))))]
     net.run()
-    assert_same_chain(net, [0, 1, 2, 3], [1])
-    assert net.commits[2][0].txs == (tx(7),)
+    assert_same_chain(net, [0, 1, 2], [1, 2])
+    assert [c.txs for c in net.commits[2]] == [(tx(7),), (tx(8),)]
+    assert net.cores[2].own == set()  # executed: nothing left to re-forward
+    # Replicas other than the primary never held the txs in their pools before the blocks came.
+    assert not any(isinstance(o, Multicast) and isinstance(o.message, TxBatch) for n in (0, 1, 3)
+                   for o in net.outputs.get(n, []))
 
 
 def test_pipelined_batches_commit_in_order(pbft_net):

@@ -3,12 +3,12 @@ but a transaction left out past the grace is treated as censored."""
 
 from __future__ import annotations
 
-from dwcp.consensus.core import SetTimer
+from dwcp.consensus.core import SetTimer, TxBatch
 from dwcp.consensus.pbft import Mode
 from dwcp.consensus.pbft.messages import ViewChange
 from dwcp.consensus.pbft.state import REQUEST
 
-from .conftest import submit, tx
+from .conftest import deliver, spread, submit, tx
 
 
 def _view_changes(outs: list) -> list:
@@ -16,10 +16,11 @@ def _view_changes(outs: list) -> list:
 
 
 def _backlog_behind_full_blocks(pbft_net, full_block_at: float):
-    """Node 2 holds tx(1) since t=0 (never gossiped, so the primary cannot propose it); the primary
-    commits a full block (batch_size=1) of tx(2) at `full_block_at`."""
+    """Node 2 holds tx(1) since t=0 and has sent it to the whole group, but the primary never got it (so
+    it cannot propose it); the primary commits a full block (batch_size=1) of tx(2) at `full_block_at`."""
     net = pbft_net(batch_size=1, max_inflight=1)
-    submit(net, 2, tx(1))
+    spread(net, 2, tx(1))
+    deliver(net, drop=lambda sender, to, msg: isinstance(msg, TxBatch) and to == 0)
     net.now = full_block_at
     submit(net, 0, tx(2))
     net.run()

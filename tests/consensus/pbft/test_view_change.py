@@ -22,7 +22,7 @@ from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, PreP
 from dwcp.consensus.pbft.state import GOSSIP, REQUEST, VIEW_CHANGE
 from dwcp.consensus.pbft.viewchange import reproposals
 
-from .conftest import deliver, received, serve_sync, submit, tx
+from .conftest import deliver, received, serve_sync, spread, submit, tx
 
 
 def sent(net, node, kind):
@@ -39,15 +39,13 @@ def time_out(net, nodes, now=1.5):
 def test_silent_primary_is_replaced_and_the_new_primary_commits_the_pending_tx(pbft_net):
     net = pbft_net(batch_size=1)
     net.down.add(0)
-    submit(net, 1, tx(1))
-    net.fire(1, GOSSIP)  # backups learn the tx, so each one's request timer runs
+    spread(net, 1, tx(1))
     net.run()
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
     net.now = 1.5
     outs = net.fire(2, REQUEST)
     vc = ViewChange(epoch=0, view=1, height=0, committed=None, prepared=())
-    assert outs == [
-        Multicast(to=(0, 1, 3), message=TxBatch(txs=(tx(1),))),  # re-gossip the stuck tx, as a client would
+    assert outs == [  # node 2 got the tx from node 1's retransmission to all: no need to send it again
         SetTimer(timer=VIEW_CHANGE, delay=1.0),
         Send(to=1, message=NewViewRequest(epoch=0, view=1)),
         Multicast(to=(0, 1, 3), message=vc),
@@ -68,11 +66,55 @@ def test_silent_primary_is_replaced_and_the_new_primary_commits_the_pending_tx(p
         assert commit.certificate.view == 1
 
 
-def test_f_plus_one_view_changes_pull_a_replica_into_the_view_change(pbft_net):
+def test_a_stuck_tx_is_first_sent_to_all_and_only_then_starts_a_view_change(pbft_net):
+    net = pbft_net(batch_size=1)
+    submit(net, 1, tx(1))
+    assert net.fire(1, GOSSIP) == [Multicast(to=(0,), message=TxBatch(txs=(tx(1),)))]
+    net.queue.clear()  # the forward is lost (say the primary restarted and forgot it)
+    net.now = 1.0
+    outs = net.fire(1, REQUEST)
+    # Retransmit to the whole group and give the primary a new timeout, as a PBFT client would; no view change.
+    assert outs == [Multicast(to=(0, 2, 3), message=TxBatch(txs=(tx(1),))), SetTimer(timer=REQUEST, delay=1.0)]
+    assert net.cores[1].mode is Mode.NORMAL and net.cores[1].mempool.oldest() == 1.0
+    net.run()
+    assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 1}  # the primary had it this time
+    assert all(core.view_changes == 0 for core in net.cores.values())
+
+
+def test_a_stuck_tx_the_whole_group_held_for_a_timeout_starts_a_view_change(pbft_net):
     net = pbft_net(batch_size=1)
     net.down.add(0)
     submit(net, 1, tx(1))
     net.fire(1, GOSSIP)
+    net.now = 1.0
+    net.fire(1, REQUEST)  # first timeout: sent to all
+    net.run()
+    assert [net.cores[n].mode for n in (1, 2, 3)] == [Mode.NORMAL] * 3
+    time_out(net, [1, 2, 3], now=2.0)  # second timeout: every member held it for a full one
+    net.run()
+    assert [(net.cores[n].view, net.cores[n].mode) for n in (1, 2, 3)] == [(1, Mode.NORMAL)] * 3
+    assert net.heights() == {0: 0, 1: 1, 2: 1, 3: 1}
+
+
+def test_own_txs_follow_the_primary_into_a_new_view(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    spread(net, 2, tx(1))
+    net.run()
+    submit(net, 3, tx(2))
+    net.fire(3, GOSSIP)  # forwarded to primary 0, which is down: lost
+    net.run()
+    time_out(net, [1, 2, 3])  # tx(1) was sent to all: view change (node 3 retransmits tx(2) as well)
+    net.run()
+    assert [net.cores[n].view for n in (1, 2, 3)] == [1, 1, 1]
+    assert [c.txs for c in net.commits[1]] == [(tx(1),), (tx(2),)]
+    assert net.cores[3].own == set() and net.cores[3].forwarded_to == 1
+
+
+def test_f_plus_one_view_changes_pull_a_replica_into_the_view_change(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    spread(net, 1, tx(1))
     net.run()
     time_out(net, [1, 2])  # node 3's timer has not fired: it joins on seeing f + 1 = 2 view changes
     net.run()
@@ -83,8 +125,7 @@ def test_f_plus_one_view_changes_pull_a_replica_into_the_view_change(pbft_net):
 
 def test_view_change_preserves_a_prepared_but_uncommitted_block(pbft_net):
     net = pbft_net(batch_size=1)
-    submit(net, 0, tx(1))
-    net.fire(0, GOSSIP)  # every replica holds the tx, so every request timer runs
+    spread(net, 0, tx(1))
     # Every replica prepares block 1, but all commit votes are lost: nobody commits it in view 0.
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
     b = Block(height=1, epoch=0, view=0, proposer=0, txs=(tx(1),))
@@ -109,8 +150,7 @@ def test_view_change_preserves_a_prepared_but_uncommitted_block(pbft_net):
 
 def test_block_committed_by_one_replica_is_adopted_from_its_view_change(pbft_net):
     net = pbft_net(batch_size=1)
-    submit(net, 0, tx(1))
-    net.fire(0, GOSSIP)
+    spread(net, 0, tx(1))
     # Only replica 3 receives the commit votes: it commits height 1, the others only prepare it.
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit" and to != 3)
     assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 1}
@@ -126,8 +166,7 @@ def test_block_committed_by_one_replica_is_adopted_from_its_view_change(pbft_net
     assert nv.proposals == (committed.block,)
     for n in (1, 2):
         assert net.commits[n] == [committed]
-    submit(net, 2, tx(2))
-    net.fire(2, GOSSIP)
+    spread(net, 2, tx(2))
     net.run()
     assert net.heights() == {0: 0, 1: 2, 2: 2, 3: 2}
     assert not any(isinstance(o, Rejected) for n in (1, 2, 3) for o in net.outputs[n])
@@ -141,8 +180,7 @@ def test_replica_behind_the_stable_checkpoint_fetches_and_cannot_be_forked(pbft_
     assert net.heights() == {0: 2, 1: 2, 2: 0, 3: 2} and net.cores[1].stable == 2
     net.down.discard(2)
     net.down.add(0)
-    submit(net, 1, tx(3))
-    net.fire(1, GOSSIP)
+    spread(net, 1, tx(3))
     net.run()
     time_out(net, [1, 2, 3])
     net.run()
@@ -165,8 +203,7 @@ def test_replica_behind_the_stable_checkpoint_fetches_and_cannot_be_forked(pbft_
 
 def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
     net = pbft_net(batch_size=1)
-    submit(net, 0, tx(1))
-    net.fire(0, GOSSIP)
+    spread(net, 0, tx(1))
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
     net.down.add(0)
     time_out(net, [1, 2, 3])
@@ -187,7 +224,7 @@ def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
 def test_a_lone_view_change_waits_and_resends_instead_of_running_ahead(pbft_net):
     net = pbft_net(batch_size=1)
     net.down.update({0, 2, 3})  # no quorum for view 1 can form
-    submit(net, 1, tx(1))
+    spread(net, 1, tx(1))
     time_out(net, [1])
     for _ in range(3):
         net.fire(1, VIEW_CHANGE)
@@ -201,8 +238,7 @@ def test_a_lone_view_change_waits_and_resends_instead_of_running_ahead(pbft_net)
 def test_failed_view_changes_double_the_timeout_up_to_4x(pbft_net):
     net = pbft_net(n=13, batch_size=1)  # f = 4: the primaries of views 0..3 can all be down
     net.down.update({0, 1, 2, 3})
-    submit(net, 4, tx(1))
-    net.fire(4, GOSSIP)
+    spread(net, 4, tx(1))
     net.run()
     time_out(net, range(4, 13))
     net.run()
@@ -220,8 +256,7 @@ def test_failed_view_changes_double_the_timeout_up_to_4x(pbft_net):
 def test_restarted_replica_joins_the_current_view(pbft_net):
     net = pbft_net(batch_size=1)
     net.down.add(0)
-    submit(net, 1, tx(1))
-    net.fire(1, GOSSIP)
+    spread(net, 1, tx(1))
     net.run()
     time_out(net, [1, 2, 3])
     net.run()
@@ -269,8 +304,7 @@ def test_view_change_in_a_later_epoch(pbft_net):
     assert {(c.epoch, c.view, c.height) for c in net.cores.values()} == {(1, 0, 6)}
     assert [c.block.epoch for c in net.commits[1]] == [0, 0, 0, 0, 1, 1]
     net.down.add(0)
-    submit(net, 1, tx(100))
-    net.fire(1, GOSSIP)
+    spread(net, 1, tx(100))
     net.run()
     time_out(net, [1, 2, 3])
     net.run()
@@ -307,8 +341,7 @@ def test_replica_alone_in_a_view_change_still_catches_up(pbft_net):
 def test_view_change_too_big_for_a_frame_is_not_sent(pbft_net):
     net = pbft_net(batch_size=1)
     big = [Transaction(payload=bytes([i]) * 400_000) for i in range(3)]
-    submit(net, 0, *big)
-    net.fire(0, GOSSIP)
+    spread(net, 0, *big)
     # Three ~400 kB blocks prepare everywhere, but no commit vote arrives: a view change would have
     # to carry all three, more than one 1 MiB frame holds.
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")

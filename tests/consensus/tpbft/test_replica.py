@@ -118,7 +118,9 @@ def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..
     net.down.add(2)  # primary of view 0
     submit(net, 0, b"needs-a-new-primary")  # from a follower
     assert net.heights()[3] == 0
-    tick(net, 1.5)  # request timers expire: view change to view 1
+    tick(net, 1.5)  # node 0's request timer: it retransmits the tx to the whole group (no view change yet)
+    assert all(net.cores[n].view == 0 for n in net.cores)
+    tick(net, 1.5)  # now the whole group has held it for a request timeout: view change to view 1
     live = [n for n in net.cores if n != 2]
     for n in live:
         st = net.cores[n].status()

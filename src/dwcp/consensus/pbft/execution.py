@@ -16,7 +16,7 @@ from dwcp.consensus.pbft.state import Mode
 
 class ExecutionMixin:
     """Needs from `Replica`: committee, verifier, config, height/state/last_cert, mempool, slots,
-    prepared, decided, the checkpoint and view-change mixins, `after_execute`, `_maybe_propose`."""
+    prepared, decided, own/announced, the checkpoint and view-change mixins, `after_execute`, `_maybe_propose`."""
 
     def _on_certified(self, now: float, sender: int, block: Block, cert: Certificate, outs: list[Output]) -> None:
         h = block.height
@@ -42,6 +42,10 @@ class ExecutionMixin:
     def _execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool = False) -> None:
         h = block.height
         executed = self.mempool.mark_committed(block.txs)
+        if self.own or self.announced:
+            ids = [tx.id for tx in executed]
+            self.own.difference_update(ids)
+            self.announced.difference_update(ids)
         self.height, self.last_cert = h, cert
         self.state = digest(self.state + cert.digest)
         self.slots.pop(h, None)

@@ -73,6 +73,12 @@ class Mempool:
             executed.append(tx)
         return executed
 
-    def restart_clocks(self, now: float) -> None:
-        """After a view change, give the new primary a full timeout for every pending tx."""
-        self.pending = {tid: (tx, now) for tid, (tx, _) in self.pending.items()}
+    def restart_clocks(self, now: float, txs: Iterable[Transaction] | None = None) -> None:
+        """Give the primary a full timeout from `now` for `txs` (all pending ones when None: after a view
+        change). Restarted txs move to the back, which keeps `pending` ordered by time seen."""
+        if txs is None:
+            self.pending = {tid: (tx, now) for tid, (tx, _) in self.pending.items()}
+            return
+        for tx in txs:
+            if self.pending.pop(tx.id, None) is not None:
+                self.pending[tx.id] = (tx, now)

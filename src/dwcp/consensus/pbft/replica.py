@@ -73,7 +73,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.prepared: dict[int, Prepared] = {}  # highest-view proof per height above the stable checkpoint
         self.decided: dict[int, tuple[Block, Certificate]] = {}  # waiting to execute in order
         self.proposed_to = 0
-        self.outbox: list[Transaction] = []
+        self.outbox: list[Transaction] = []  # client txs submitted here, not yet forwarded to the primary
+        self.own: set[bytes] = set()  # ids of client txs submitted here and not yet executed
+        self.announced: set[bytes] = set()  # pending txs the whole group has been sent (not just the primary)
+        self.forwarded_to: int | None = None  # the primary our own txs were last forwarded to
         self.armed: set[Timer] = set()
         self.buffered: list[tuple[int, Any, bytes]] = []
         self.buffered_by: dict[int, int] = {}  # sender -> messages of it in `buffered`
@@ -113,10 +116,13 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
                 raise LocalProtocolError(f"Restored height {input.height} after {self.height}")
             self._execute(now, input.block, input.certificate, outs, replay=True)
         elif isinstance(input, Started):
+            self.forwarded_to = self.primary(self.epoch, self.view)  # nothing of ours is pending yet
             outs.append(self._broadcast(Status(epoch=self.epoch, view=self.view, height=self.height)))
             self._arm(REQUEST, self.config.request_timeout, outs)
         else:
             raise LocalProtocolError(f"unknown input {input!r}")
+        if self.own:
+            self._follow_primary(outs)
         return outs
 
     def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> None:
@@ -126,7 +132,8 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             self._on_preprepare(now, sender, msg, sig, outs)
         elif isinstance(msg, TxBatch):
             for tx in msg.txs:
-                self.mempool.add(tx, now)
+                if self.mempool.add(tx, now) is None:
+                    self.announced.add(tx.id)  # a backup's retransmission to all, or forwarded to us, the primary
             self._arm(REQUEST, self.config.request_timeout, outs)
             self._maybe_propose(now, outs)
         elif isinstance(msg, Checkpoint):
@@ -207,23 +214,61 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         """Hook for T-PBFT's trust observations; PBFT keeps none."""
 
     # ---- clients and mempool ----
+    # Client txs go to the primary only, as PBFT clients send their requests (Castro & Liskov, 4.1):
+    # it is the one node that needs them, and forwarding to the whole group made every node check a
+    # signature for every other node's gossip, about as much CPU as all the votes. The node a client
+    # used keeps the tx (`own`) until it executes: it re-forwards to each new primary, and when its
+    # request timer expires it sends the stuck txs to the whole group and starts a view change (as a
+    # PBFT client retransmits to all replicas), which starts the others' timers too (viewchange.py).
     def _on_submitted(self, now: float, tx: Transaction, outs: list[Output]) -> None:
         reason = self.mempool.add(tx, now)
         if reason is not None:
             outs.append(TxDropped(tx_id=tx.id, reason=reason))
             return
-        self.outbox.append(tx)
-        self._arm(GOSSIP, self.config.gossip_delay, outs)
+        self.own.add(tx.id)
+        if self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id:
+            self.outbox.append(tx)
+            self._arm(GOSSIP, self.config.gossip_delay, outs)
         self._arm(REQUEST, self.config.request_timeout, outs)
         self._maybe_propose(now, outs)
 
     def _flush_gossip(self, outs: list[Output]) -> None:
         txs, self.outbox = self.outbox, []
-        self._gossip(txs, outs)
+        if self.mode is not Mode.NORMAL:
+            self._announce(txs, outs)  # no primary while the view changes: the whole group holds them
+            return
+        primary = self.primary(self.epoch, self.view)
+        if primary == self.forwarded_to and primary != self.node_id:
+            self._gossip(txs, outs, to=(primary,))
+        # Otherwise the primary just changed: `_follow_primary` forwards all of `own` to the new one.
 
-    def _gossip(self, txs: list[Transaction], outs: list[Output]) -> None:
-        """Multicast `txs` to the group in batches that stay far below the frame size limit."""
-        to = self._others(self.group(self.epoch, self.view))
+    def _announce(self, txs: list[Transaction], outs: list[Output]) -> None:
+        """Send `txs` to the whole group, so that every member's request timer covers them."""
+        if not txs:
+            return
+        self._gossip(txs, outs)
+        self.announced.update(tx.id for tx in txs)
+
+    def _follow_primary(self, outs: list[Output]) -> None:
+        """Forward our pending client txs to a primary that has not had them yet (a new view or epoch), or
+        to the whole group when a view change starts."""
+        primary = self.primary(self.epoch, self.view) if self.mode is Mode.NORMAL else None
+        if primary == self.forwarded_to:
+            return
+        self.forwarded_to = primary
+        pending = self.mempool.pending
+        self.own = {tid for tid in self.own if tid in pending}
+        mine = [pending[tid][0] for tid in pending if tid in self.own]
+        if primary is None:  # the view is changing: whoever leads next must find them, so all hold them
+            self._announce([tx for tx in mine if tx.id not in self.announced], outs)
+        elif primary != self.node_id and mine:
+            self.outbox = []
+            self._gossip(mine, outs, to=(primary,))
+
+    def _gossip(self, txs: list[Transaction], outs: list[Output], to: tuple[int, ...] | None = None) -> None:
+        """Multicast `txs` (to the group unless `to` is given) in batches far below the frame size limit."""
+        if to is None:
+            to = self._others(self.group(self.epoch, self.view))
         batch: list[Transaction] = []
         size = 0
         for tx in txs:

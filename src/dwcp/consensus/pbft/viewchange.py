@@ -119,11 +119,19 @@ class ViewChangeMixin:
             # stall to it. Past the grace the tx is treated as censored all the same.
             self._arm(REQUEST, timeout, outs)
             return
-        # As PBFT clients do on a timeout: make sure every replica knows the stuck txs, so that the
-        # others time out too (and join) rather than leave us alone in the view change.
+        # As PBFT clients do on a timeout, first retransmit to all: our own txs went to the primary
+        # alone, which may have crashed, restarted or been cut off since. Only txs the whole group has
+        # held for a full timeout without a commit make the primary faulty; then every member's timer
+        # runs out at about the same time and they change view together.
         limit = self.config.batch_size * self.config.max_inflight  # what the next primary can propose soon
-        stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= self.config.request_timeout]
-        self._gossip(stale[:limit], outs)
+        stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= timeout]
+        fresh = [tx for tx in stale if tx.id not in self.announced][:limit]
+        if fresh:
+            self._announce(fresh, outs)
+            if len(fresh) == len(stale):
+                self.mempool.restart_clocks(now, fresh)
+                self._arm(REQUEST, timeout, outs)
+                return
         self.start_view_change(now, self.view + 1, outs)
 
     def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:

@@ -176,3 +176,80 @@ def test_missing_calibration_runs_one_on_start(make_client, tmp_path):
     with c:
         assert path.exists()
         assert c.get("/v1/model").json()["calibration"]["calibrated_at_start"] is True
+
+
+@pytest.fixture
+def fast_and_routed(make_client):
+    """The service as deployed, and the same service with its fast routes off (every request through FastAPI's
+    router, the behaviour the fast path must reproduce); each with its registry."""
+    fast, fast_reg, fast_app = make_client(shadow_fraction=0.0)
+    routed, routed_reg, routed_app = make_client(shadow_fraction=0.0)
+    assert set(fast_app.state.fast_routes) == {"/v1/predict", "/v1/predict/batch"}
+    routed_app.state.fast_routes.clear()
+    with fast, routed:
+        yield (fast, fast_reg), (routed, routed_reg)
+
+
+def test_fast_path_answers_every_bad_input_exactly_as_the_router(fast_and_routed):
+    (fast, _), (routed, _) = fast_and_routed
+    cases = [("/v1/predict", {"json": body}) for body, _, _ in BAD_JSON] + [(p, kw) for p, kw, _, _ in BAD_OTHER]
+    cases.append(("/v1/predict", {"json": GOOD, "headers": {"content-length": str(1 << 20)}}))  # declared too big
+    for path, kwargs in cases:
+        a, b = fast.post(path, **kwargs), routed.post(path, **kwargs)
+        assert a.status_code >= 400 and a.json()["error"]["field"]
+        assert (a.status_code, a.headers["content-type"], a.content) == (
+            b.status_code, b.headers["content-type"], b.content), (path, kwargs)
+
+
+def test_fast_path_answers_good_input_like_the_router(fast_and_routed):
+    (fast, _), (routed, _) = fast_and_routed
+    octets = {"content": TEXT, "headers": {"content-type": "application/octet-stream; charset=binary"},
+              "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 50, "rtt_ms": 40, "loss_rate": 0.001}}
+    for path, kwargs in [("/v1/predict", {"json": GOOD}), ("/v1/predict", octets),
+                         ("/v1/predict/batch", {"json": {"items": [GOOD, {**GOOD, "loss_rate": 0.02}]}})]:
+        a, b = fast.post(path, **kwargs), routed.post(path, **kwargs)
+        assert a.status_code == b.status_code == 200, a.text
+        assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+        assert int(a.headers["content-length"]) == len(a.content)
+        results = a.json()["results"] if path.endswith("batch") else [a.json()]
+        for r in results:
+            check_result(r)
+    # A repeated query parameter: the last value wins on both paths.
+    twice = {**octets, "params": [*octets["params"].items(), ("rtt_ms", "-1")]}
+    a, b = fast.post("/v1/predict", **twice), routed.post("/v1/predict", **twice)
+    assert a.status_code == b.status_code == 422 and a.content == b.content
+
+
+def test_fast_path_counts_requests_under_the_route_template(fast_and_routed):
+    (fast, fast_reg), (routed, routed_reg) = fast_and_routed
+    for client in (fast, routed):
+        for _ in range(3):
+            client.post("/v1/predict", json=GOOD)
+        client.post("/v1/predict", json={**GOOD, "rtt_ms": -1})
+        client.post("/v1/predict", content=TEXT)
+        client.post("/v1/predict/batch", json={"items": [GOOD, GOOD]})
+        client.post("/v1/predict/batch", json={"items": []})
+    svc = {"service": "compression-api"}
+    for labels, value in [
+        ({"handler": "/v1/predict", "method": "POST", "code": "200"}, 3),
+        ({"handler": "/v1/predict", "method": "POST", "code": "422"}, 1),
+        ({"handler": "/v1/predict", "method": "POST", "code": "415"}, 1),
+        ({"handler": "/v1/predict/batch", "method": "POST", "code": "200"}, 1),
+        ({"handler": "/v1/predict/batch", "method": "POST", "code": "422"}, 1),
+    ]:
+        for reg in (fast_reg, routed_reg):
+            assert reg.get_sample_value("dwcp_requests_total", {**svc, **labels}) == value, labels
+    for reg in (fast_reg, routed_reg):
+        assert reg.get_sample_value("dwcp_errors_total", {**svc, "handler": "/v1/predict", "kind": "client"}) == 2
+        assert reg.get_sample_value("dwcp_request_duration_seconds_count",
+                                    {**svc, "handler": "/v1/predict", "method": "POST"}) == 5
+        assert reg.get_sample_value("compression_selector_prediction_duration_seconds_count") == 5
+
+
+def test_fast_path_before_the_model_loads_answers_503_like_the_router(make_client):
+    fast, _, _ = make_client(shadow_fraction=0.0)
+    routed, _, app = make_client(shadow_fraction=0.0)
+    app.state.fast_routes.clear()
+    a, b = fast.post("/v1/predict", json=GOOD), routed.post("/v1/predict", json=GOOD)  # no lifespan: no model
+    assert a.status_code == b.status_code == 503 and a.content == b.content
+    assert a.json()["error"]["code"] == "unavailable"

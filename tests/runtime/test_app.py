@@ -113,3 +113,60 @@ def test_capped_body_is_refused_by_declared_length_or_while_streaming(ctx):
 
     streamed = client.post("/echo", content=chunks())
     assert streamed.status_code == 413 and streamed.json()["error"]["message"] == "request body exceeds 10 bytes"
+
+
+def test_fast_post_answers_from_asgi_like_its_declared_route(ctx):
+    import json
+
+    from dwcp.runtime.app import RawRequest, fast_post
+
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t", health_checks={})
+
+    async def echo(request: RawRequest) -> bytes:
+        fail = request.query().get("fail")
+        if fail == "api":
+            raise ApiError(409, "duplicate", "thing already exists", field="id")
+        if fail == "bug":
+            raise RuntimeError("bug")
+        body = await request.body(10, "blob")
+        return json.dumps({"routed": "route" in request.scope, "size": len(body),
+                           "type": request.header(b"content-type")}).encode()
+
+    fast_post(app, "/echo", echo, summary="Echo a body's size")
+    client = TestClient(app, raise_server_exceptions=False)
+
+    def chunks():
+        yield b"x" * 6
+        yield b"x" * 6
+
+    def exchange() -> list:
+        ok = client.post("/echo", content=b"abc", headers={"content-type": "text/plain"})
+        assert ok.headers["content-type"] == "application/json"
+        return [(r.status_code, r.json()) for r in (
+            ok, client.post("/echo?fail=api"), client.post("/echo", content=b"x" * 11),
+            client.post("/echo", content=chunks()), client.post("/echo?fail=bug"))]
+
+    fast = exchange()
+    assert fast[0] == (200, {"routed": False, "size": 3, "type": "text/plain"})  # FastAPI's router never saw it
+    assert fast[1] == (409, {"error": {"code": "duplicate", "message": "thing already exists", "field": "id"}})
+    assert fast[2] == (413, {"error": {"code": "payload_too_large", "field": "blob",
+                                       "message": "request body of 11 bytes exceeds 10 bytes"}})
+    assert fast[3] == (413, {"error": {"code": "payload_too_large", "message": "request body exceeds 10 bytes",
+                                       "field": "blob"}})
+    assert fast[4] == (500, {"error": {"code": "internal_error", "message": "internal error: RuntimeError",
+                                       "field": None}})
+    assert client.get("/echo").status_code == 405  # only POST takes the fast path; the rest is routed
+    operation = client.get("/openapi.json").json()["paths"]["/echo"]["post"]
+    assert operation["summary"] == "Echo a body's size" and operation["operationId"] == "echo_echo_post"
+
+    text = client.get("/metrics").text
+    for code in ("200", "409", "413", "500"):
+        count = 2 if code == "413" else 1
+        assert f'dwcp_requests_total{{code="{code}",handler="/echo",method="POST",service="compression-api"}} ' \
+               f'{count}.0' in text
+    assert 'dwcp_errors_total{handler="/echo",kind="server",service="compression-api"} 1.0' in text
+
+    app.state.fast_routes.clear()  # the declared route runs the same handler and answers the same
+    routed = exchange()
+    assert routed[0] == (200, {"routed": True, "size": 3, "type": "text/plain"}) and routed[1:] == fast[1:]

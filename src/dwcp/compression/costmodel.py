@@ -13,6 +13,7 @@ Training labels, the oracle, the selector and the docs all use these functions; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,11 @@ class Link:
 
 def effective_bandwidth(bandwidth_bps, rtt_s, loss):
     """B_eff in bytes/s; works on floats and numpy arrays alike."""
+    if type(bandwidth_bps) is float and type(rtt_s) is float and type(loss) is float:
+        # One request (the service's hot path): the same arithmetic without numpy's per-call overhead.
+        if loss > 0 and rtt_s > 0:
+            return min(bandwidth_bps, STREAMS * MATHIS_C * MSS_BYTES / (rtt_s * math.sqrt(loss)))
+        return bandwidth_bps
     bandwidth_bps, rtt_s, loss = np.asarray(bandwidth_bps, float), np.asarray(rtt_s, float), np.asarray(loss, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         mathis = STREAMS * MATHIS_C * MSS_BYTES / (rtt_s * np.sqrt(loss))

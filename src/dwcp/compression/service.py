@@ -2,7 +2,8 @@
 
 `/health`, `/metrics`, error bodies and request metrics come from `dwcp.runtime.app`. The predict handlers
 read the raw body (msgspec, hand validation in `api.py`) and write the response with msgspec, because at
-thousands of requests per second pydantic's per-request cost is larger than the prediction itself.
+thousands of requests per second pydantic's per-request cost is larger than the prediction itself; for the
+same reason they are served from ASGI directly (`fast_post`), past FastAPI's routing and exception layers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from dwcp.compression import api, calibrate
 from dwcp.compression.codecs import OPTIONS
@@ -25,9 +26,9 @@ from dwcp.compression.model import Model
 from dwcp.compression.selector import DEFAULT_MODEL, Selector
 from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
-from dwcp.runtime.app import HealthResult, create_app
+from dwcp.runtime.app import HealthResult, RawRequest, create_app, fast_post
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError, read_body_capped
+from dwcp.runtime.errors import ApiError
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -48,8 +49,8 @@ def settings_of(ctx: ServiceContext) -> CompressionSettings:
     return CompressionSettings.model_validate(s or {})
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _media_type(request: RawRequest) -> str:
+    return request.header(b"content-type").split(";", 1)[0].strip().lower()
 
 
 def build_app(ctx: ServiceContext) -> FastAPI:
@@ -111,11 +112,18 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     def choose(items: list[api.Item]) -> tuple[np.ndarray, np.ndarray]:
         sel = selector()
         t0 = time.perf_counter()
-        x = np.empty((len(items), N_FEATURES))
-        for i, it in enumerate(items):
-            sel.extract(it.sample, it.size_bytes, x[i])
-        arr = np.array([(it.size_bytes, it.bandwidth_mbps * 125_000.0, it.rtt_ms / 1e3, it.loss_rate) for it in items])
-        idx, secs = sel.choose_features(x, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        if len(items) == 1:  # the common call: plain floats, no per-request arrays for the link
+            it = items[0]
+            x = sel.extract(it.sample, it.size_bytes)[None, :]
+            link = (it.size_bytes, it.bandwidth_mbps * 125_000.0, it.rtt_ms / 1e3, it.loss_rate)
+        else:
+            x = np.empty((len(items), N_FEATURES))
+            for i, it in enumerate(items):
+                sel.extract(it.sample, it.size_bytes, x[i])
+            arr = np.array([(it.size_bytes, it.bandwidth_mbps * 125_000.0, it.rtt_ms / 1e3, it.loss_rate)
+                            for it in items])
+            link = (arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        idx, secs = sel.choose_features(x, *link)
         elapsed = time.perf_counter() - t0
         for _ in items:  # one observation per payload: batches report the per-item share
             metrics.prediction_duration.observe(elapsed / len(items))
@@ -137,30 +145,30 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         ],
     }
 
-    @app.post("/v1/predict", tags=["selector"], openapi_extra=predict_doc, response_model=None,
-              responses={200: {"model": api.PredictResponse}}, summary="Choose the codec and level for one payload")
-    async def predict(request: Request) -> Response:
+    async def predict(request: RawRequest) -> bytes:
         media = _media_type(request)
         if media == JSON:
-            obj = api.decode_json(await read_body_capped(request, single_limit, "sample"))
+            obj = api.decode_json(await request.body(single_limit, "sample"))
             item = api.parse_object(obj, max_sample)
         elif media == OCTETS:
-            raw = await read_body_capped(request, max_sample, "sample")
-            item = api.parse_query(raw, dict(request.query_params), max_sample)
+            raw = await request.body(max_sample, "sample")
+            item = api.parse_query(raw, request.query(), max_sample)
         else:
             raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON} or {OCTETS}",
                            "content-type")
         idx, secs = choose([item])
-        return Response(_encode(result(selector(), int(idx[0]), float(secs[0]))), media_type=JSON)
+        return _encode(result(selector(), int(idx[0]), float(secs[0])))
+
+    # The two hot endpoints skip FastAPI's per-request layers (runtime.app.fast_post); these are their docs.
+    fast_post(app, "/v1/predict", predict, tags=["selector"], openapi_extra=predict_doc,
+              responses={200: {"model": api.PredictResponse}}, summary="Choose the codec and level for one payload")
 
     batch_doc = {"requestBody": {"required": True, "content": {JSON: {"schema": api.BatchRequest.model_json_schema()}}}}
 
-    @app.post("/v1/predict/batch", tags=["selector"], openapi_extra=batch_doc, response_model=None,
-              responses={200: {"model": api.BatchResponse}}, summary="Choose for up to 256 payloads at once")
-    async def predict_batch(request: Request) -> Response:
+    async def predict_batch(request: RawRequest) -> bytes:
         if _media_type(request) != JSON:
             raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON}", "content-type")
-        obj = api.decode_json(await read_body_capped(request, batch_limit, "sample"))
+        obj = api.decode_json(await request.body(batch_limit, "sample"))
         if not isinstance(obj, dict) or "items" not in obj:
             raise ApiError(422, "invalid_input", "items: field required", "items")
         raw = obj["items"]
@@ -173,7 +181,10 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         sel = selector()
         body = {"results": [result(sel, i, s) for i, s in zip(idx.tolist(), secs.tolist(), strict=True)],
                 "model_version": sel.version}
-        return Response(_encode(body), media_type=JSON)
+        return _encode(body)
+
+    fast_post(app, "/v1/predict/batch", predict_batch, tags=["selector"], openapi_extra=batch_doc,
+              responses={200: {"model": api.BatchResponse}}, summary="Choose for up to 256 payloads at once")
 
     @app.get("/v1/codecs", tags=["selector"], response_model=api.CodecsResponse, summary="Options the selector uses")
     async def codecs() -> dict:

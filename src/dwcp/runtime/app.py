@@ -13,9 +13,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,10 +27,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from dwcp import __version__
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import install_error_handlers
+from dwcp.runtime.errors import ApiError, install_error_handlers, raised_response, read_capped
 
 # `_created` samples double every counter's series and no DWCP query reads them.
 disable_created_metrics()
@@ -70,6 +73,24 @@ class RequestMetrics:
             "dwcp_errors_total", "HTTP responses with an error status: kind=client (4xx) or server (5xx).",
             ["service", "handler", "kind"], registry=registry,
         )
+        # Children by (handler, method, status), resolved once: labels() costs more than observe() does.
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def observe(self, handler: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request under its route template (never the raw path: ids would explode)."""
+        children = self._children.get((handler, method, status))
+        if children is None:
+            kind = None if status < 400 else "client" if status < 500 else "server"
+            children = self._children[handler, method, status] = (
+                self.duration.labels(self.service, handler, method),
+                self.requests.labels(self.service, handler, method, str(status)),
+                self.errors.labels(self.service, handler, kind) if kind else None,
+            )
+        duration, requests, errors = children
+        duration.observe(seconds)
+        requests.inc()
+        if errors is not None:
+            errors.inc()
 
 
 class MetricsMiddleware:
@@ -95,16 +116,101 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            # The route template, never the raw path: raw paths carry ids and would explode cardinality.
-            handler = getattr(route, "path", None) or "unmatched"
+            handler = getattr(scope.get("route"), "path", None) or "unmatched"
             if handler != "/metrics":
-                m, method = self.metrics, scope.get("method", "")
-                m.duration.labels(m.service, handler, method).observe(time.perf_counter() - start)
-                m.requests.labels(m.service, handler, method, str(status)).inc()
-                if status >= 400:
-                    kind = "client" if status < 500 else "server"
-                    m.errors.labels(m.service, handler, kind).inc()
+                self.metrics.observe(handler, scope.get("method", ""), status, time.perf_counter() - start)
+
+
+FastHandler = Callable[["RawRequest"], Awaitable[bytes]]
+
+
+class RawRequest:
+    """What a fast route reads of a request, straight from ASGI: headers, query string, a capped body."""
+
+    __slots__ = ("scope", "receive")
+
+    def __init__(self, scope, receive) -> None:
+        self.scope = scope
+        self.receive = receive
+
+    def header(self, name: bytes) -> str:
+        """The first value of a header (`name` in lower case, as ASGI servers give them), or ""."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return ""
+
+    def query(self) -> dict[str, str]:
+        """Query parameters, the last value of a repeated one winning (as `dict(request.query_params)`)."""
+        return dict(parse_qsl(self.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+
+    async def body(self, cap: int, field: str | None = None) -> bytes:
+        """The body, refused with 413 past `cap` bytes exactly as `read_body_capped` refuses it."""
+        declared = self.header(b"content-length") or None
+        return await read_capped(declared, self._chunks(), cap, field)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+
+class FastRoutes:
+    """Pure ASGI: a POST to a path registered with `fast_post` runs its handler here, ahead of FastAPI's
+    routing, dependency and exception layers, which cost more per request than a prediction does.
+
+    The answer is what the FastAPI route would give: the handler's JSON with 200, an ApiError or HTTP
+    exception as the one error shape, request metrics under the route's path. Anything else raised goes up
+    to the app's outermost (500) handler, as it would from the route. Other requests pass straight through.
+    """
+
+    def __init__(self, app, routes: dict[str, FastHandler], metrics: RequestMetrics) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        handler = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        try:
+            try:
+                body = await handler(RawRequest(scope, receive))
+            except (ApiError, StarletteHTTPException) as exc:
+                response = raised_response(exc)
+                status = response.status_code
+                await response(scope, receive, send)
+                return
+            status = 200
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self.metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
+
+
+_JSON = b"application/json"
+
+
+def fast_post(app: FastAPI, path: str, handler: FastHandler, **route: Any) -> None:
+    """Serve `POST path` with `handler` (a RawRequest in, the JSON body of a 200 out) through `FastRoutes`.
+
+    The FastAPI route is declared too, with `route`'s keywords (summary, openapi_extra, responses...): it
+    documents the endpoint in /docs and runs the same handler for a request that does reach the router.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        return Response(await handler(RawRequest(request.scope, request.receive)), media_type="application/json")
+
+    app.post(path, name=handler.__name__, response_model=None, **route)(endpoint)
+    app.state.fast_routes[path] = handler
 
 
 async def _run_check(check: HealthCheck) -> HealthResult:
@@ -154,7 +260,11 @@ def create_app(
     for collector in (ProcessCollector, PlatformCollector):
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
-    app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(ctx.registry, ctx.job))
+    request_metrics = RequestMetrics(ctx.registry, ctx.job)
+    app.add_middleware(MetricsMiddleware, metrics=request_metrics)
+    # Added last, so it sits outside MetricsMiddleware (it counts its own requests); see fast_post.
+    app.state.fast_routes = {}
+    app.add_middleware(FastRoutes, routes=app.state.fast_routes, metrics=request_metrics)
 
     @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")
     async def health() -> JSONResponse:

@@ -7,6 +7,7 @@ and the load generator can tell bad input (which field) from a server fault with
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,12 +57,19 @@ _STATUS_CODES = {
 }
 
 
+def raised_response(exc: ApiError | StarletteHTTPException) -> JSONResponse:
+    """The answer to an error a handler raises on purpose: an ApiError, or an HTTP exception (routing's too)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error path (ours, validation, routing, unexpected) to the one JSON shape."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return raised_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -75,8 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return raised_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -87,13 +94,17 @@ def install_error_handlers(app: FastAPI) -> None:
 async def read_body_capped(request: Request, cap: int, field: str | None = None) -> bytes:
     """The request body, refused with 413 (naming `field`) before more than `cap` bytes are buffered: a
     declared Content-Length over the cap is refused unread, and a body that streams past it is cut off."""
-    declared = request.headers.get("content-length")
+    return await read_capped(request.headers.get("content-length"), request.stream(), cap, field)
+
+
+async def read_capped(declared: str | None, chunks: AsyncIterator[bytes], cap: int, field: str | None) -> bytes:
+    """`read_body_capped` on any source of body chunks, given the declared Content-Length (None if absent)."""
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise ApiError(413, "payload_too_large", f"request body of {declared} bytes exceeds {cap} bytes", field)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks_read, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > cap:
             raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", field)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        chunks_read.append(chunk)
+    return b"".join(chunks_read)

@@ -1,0 +1,88 @@
+"""The selector's fused cost computation gives exactly what the plain formula and `costmodel` give."""
+
+import numpy as np
+import pytest
+
+from dwcp.compression.codecs import CODED
+from dwcp.compression.costmodel import effective_bandwidth, transfer_seconds
+from dwcp.compression.fallback import ProbeModel
+from dwcp.compression.features import N_FEATURES
+from dwcp.compression.model import Model
+from dwcp.compression.selector import DEFAULT_MODEL, Selector
+
+K = len(CODED)
+
+
+class FixedModel:
+    """Duck-types Model.predict with given outputs, so the clip bounds are hit exactly and beyond."""
+
+    options = tuple(o.key for o in CODED)
+    version = "fixed"
+
+    def __init__(self, log_r, log_vc, log_vd) -> None:
+        self.out = (log_r, log_vc, log_vd)
+
+    def predict(self, x):
+        return self.out
+
+
+def reference_costs(model, calibration, x, size, bandwidth_bps, rtt_s, loss) -> np.ndarray:
+    """The selector's computation written plainly: clip, exp, prepend `none`, then costmodel.transfer_seconds."""
+    log_r, log_vc, log_vd = model.predict(x)
+    log_r = np.clip(log_r, -13.8, 0.4)
+    log_vc, log_vd = np.clip(log_vc, -8.0, 8.0), np.clip(log_vd, -8.0, 8.0)
+    n = log_r.shape[0]
+    ones, inf = np.ones((n, 1)), np.full((n, 1), np.inf)
+    ratio = np.hstack([ones, np.exp(log_r)])
+    vc = np.hstack([inf, np.exp(log_vc + np.log(calibration.vc[1:]))])
+    vd = np.hstack([inf, np.exp(log_vd + np.log(calibration.vd[1:]))])
+    return transfer_seconds(size, ratio, vc, vd, bandwidth_bps, rtt_s, loss)
+
+
+def random_links(rng, n):
+    size = rng.integers(1, 1 << 40, n)
+    bw = 10 ** rng.uniform(3, 10, n)
+    rtt = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0, 0.5, n))
+    loss = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0, 0.2, n))
+    return size, bw, rtt, loss
+
+
+def models(calibration, rng, n):
+    extreme = rng.choice([-20.0, -13.8, -8.0, 0.0, 0.4, 8.0, 20.0], size=(3, n, K)) * rng.choice([1.0, 0.5], (3, n, K))
+    return {"shipped": Model.load(DEFAULT_MODEL), "probe": ProbeModel(calibration),
+            "random": FixedModel(*rng.normal(0, 6, (3, n, K))), "bounds": FixedModel(*extreme)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300])
+def test_costs_and_choices_equal_the_plain_computation(calibration, n):
+    rng = np.random.default_rng(n)
+    x = rng.normal(0, 3, (n, N_FEATURES)) * rng.choice([1.0, 100.0], (n, N_FEATURES))
+    size, bw, rtt, loss = random_links(rng, n)
+    for name, model in models(calibration, rng, n).items():
+        sel = Selector(model, calibration)
+        want = reference_costs(model, calibration, x, size, bw, rtt, loss)
+        got = sel.costs(x, size, bw, rtt, loss)
+        assert np.array_equal(got, want), name
+        idx, secs = sel.choose_features(x, size, bw, rtt, loss)
+        assert np.array_equal(idx, want.argmin(axis=1)) and np.array_equal(secs, want[np.arange(n), idx]), name
+        if n == 1:  # the service's single-payload call passes plain Python numbers
+            one = sel.choose_features(x, int(size[0]), float(bw[0]), float(rtt[0]), float(loss[0]))
+            assert np.array_equal(one[0], idx) and np.array_equal(one[1], secs), name
+
+
+def test_properties_pin_none_and_keep_the_bounds(calibration):
+    rng = np.random.default_rng(5)
+    sel = Selector(FixedModel(*rng.normal(0, 30, (3, 50, K))), calibration)
+    ratio, vc, vd = sel.properties(np.zeros((50, N_FEATURES)))
+    assert ratio.shape == vc.shape == vd.shape == (50, K + 1)
+    assert (ratio[:, 0] == 1.0).all() and np.isinf(vc[:, 0]).all() and np.isinf(vd[:, 0]).all()
+    assert (ratio[:, 1:] >= np.exp(-13.8)).all() and (ratio[:, 1:] <= np.exp(0.4)).all()
+    assert np.isfinite(vc[:, 1:]).all() and (vc[:, 1:] > 0).all()
+
+
+def test_scalar_effective_bandwidth_equals_the_array_one():
+    rng = np.random.default_rng(9)
+    _, bw, rtt, loss = random_links(rng, 2000)
+    scalar = [effective_bandwidth(float(b), float(r), float(p)) for b, r, p in zip(bw, rtt, loss, strict=True)]
+    assert all(type(v) is float for v in scalar)
+    assert np.array_equal(np.array(scalar), effective_bandwidth(bw, rtt, loss))

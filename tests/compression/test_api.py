@@ -184,8 +184,8 @@ def fast_and_routed(make_client):
     router, the behaviour the fast path must reproduce); each with its registry."""
     fast, fast_reg, fast_app = make_client(shadow_fraction=0.0)
     routed, routed_reg, routed_app = make_client(shadow_fraction=0.0)
-    assert set(fast_app.state.fast_routes) == {"/v1/predict", "/v1/predict/batch"}
-    routed_app.state.fast_routes.clear()
+    assert set(fast_app.fast_routes) == {"/v1/predict", "/v1/predict/batch"}
+    routed_app.fast_routes.clear()
     with fast, routed:
         yield (fast, fast_reg), (routed, routed_reg)
 
@@ -249,7 +249,7 @@ def test_fast_path_counts_requests_under_the_route_template(fast_and_routed):
 def test_fast_path_before_the_model_loads_answers_503_like_the_router(make_client):
     fast, _, _ = make_client(shadow_fraction=0.0)
     routed, _, app = make_client(shadow_fraction=0.0)
-    app.state.fast_routes.clear()
+    app.fast_routes.clear()
     a, b = fast.post("/v1/predict", json=GOOD), routed.post("/v1/predict", json=GOOD)  # no lifespan: no model
     assert a.status_code == b.status_code == 503 and a.content == b.content
     assert a.json()["error"]["code"] == "unavailable"

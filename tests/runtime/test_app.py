@@ -118,7 +118,7 @@ def test_capped_body_is_refused_by_declared_length_or_while_streaming(ctx):
 def test_fast_post_answers_from_asgi_like_its_declared_route(ctx):
     import json
 
-    from dwcp.runtime.app import RawRequest, fast_post
+    from dwcp.runtime.app import RawRequest
 
     ctx.registry = CollectorRegistry()
     app = create_app(ctx, title="t", health_checks={})
@@ -133,7 +133,7 @@ def test_fast_post_answers_from_asgi_like_its_declared_route(ctx):
         return json.dumps({"routed": "route" in request.scope, "size": len(body),
                            "type": request.header(b"content-type")}).encode()
 
-    fast_post(app, "/echo", echo, summary="Echo a body's size")
+    app.fast_post("/echo", echo, summary="Echo a body's size")
     client = TestClient(app, raise_server_exceptions=False)
 
     def chunks():
@@ -167,6 +167,6 @@ def test_fast_post_answers_from_asgi_like_its_declared_route(ctx):
                f'{count}.0' in text
     assert 'dwcp_errors_total{handler="/echo",kind="server",service="compression-api"} 1.0' in text
 
-    app.state.fast_routes.clear()  # the declared route runs the same handler and answers the same
+    app.fast_routes.clear()  # the declared route runs the same handler and answers the same
     routed = exchange()
     assert routed[0] == (200, {"routed": True, "size": 3, "type": "text/plain"}) and routed[1:] == fast[1:]

@@ -3,7 +3,7 @@
 `/health`, `/metrics`, error bodies and request metrics come from `dwcp.runtime.app`. The predict handlers
 read the raw body (msgspec, hand validation in `api.py`) and write the response with msgspec, because at
 thousands of requests per second pydantic's per-request cost is larger than the prediction itself; for the
-same reason they are served from ASGI directly (`fast_post`), past FastAPI's routing and exception layers.
+same reason they are answered ahead of FastAPI's middleware, routing and exception layers (`App.fast_post`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-from fastapi import FastAPI
 
 from dwcp.compression import api, calibrate
 from dwcp.compression.codecs import OPTIONS
@@ -26,7 +25,7 @@ from dwcp.compression.model import Model
 from dwcp.compression.selector import DEFAULT_MODEL, Selector
 from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
-from dwcp.runtime.app import HealthResult, RawRequest, create_app, fast_post
+from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
 
@@ -53,7 +52,7 @@ def _media_type(request: RawRequest) -> str:
     return request.header(b"content-type").split(";", 1)[0].strip().lower()
 
 
-def build_app(ctx: ServiceContext) -> FastAPI:
+def build_app(ctx: ServiceContext) -> App:
     settings = settings_of(ctx)
     state = State()
     shadow = ShadowEvaluator(fraction=settings.shadow_fraction, window=settings.accuracy_window,
@@ -159,8 +158,8 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         idx, secs = choose([item])
         return _encode(result(selector(), int(idx[0]), float(secs[0])))
 
-    # The two hot endpoints skip FastAPI's per-request layers (runtime.app.fast_post); these are their docs.
-    fast_post(app, "/v1/predict", predict, tags=["selector"], openapi_extra=predict_doc,
+    # The two hot endpoints skip FastAPI's per-request layers (App.fast_post); these are their docs.
+    app.fast_post("/v1/predict", predict, tags=["selector"], openapi_extra=predict_doc,
               responses={200: {"model": api.PredictResponse}}, summary="Choose the codec and level for one payload")
 
     batch_doc = {"requestBody": {"required": True, "content": {JSON: {"schema": api.BatchRequest.model_json_schema()}}}}
@@ -183,7 +182,7 @@ def build_app(ctx: ServiceContext) -> FastAPI:
                 "model_version": sel.version}
         return _encode(body)
 
-    fast_post(app, "/v1/predict/batch", predict_batch, tags=["selector"], openapi_extra=batch_doc,
+    app.fast_post("/v1/predict/batch", predict_batch, tags=["selector"], openapi_extra=batch_doc,
               responses={200: {"model": api.BatchResponse}}, summary="Choose for up to 256 payloads at once")
 
     @app.get("/v1/codecs", tags=["selector"], response_model=api.CodecsResponse, summary="Options the selector uses")

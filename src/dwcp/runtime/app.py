@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from dwcp import __version__
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError, install_error_handlers, raised_response, read_capped
+from dwcp.runtime.errors import ApiError, install_error_handlers, raised_response, read_capped, unexpected_response
 
 # `_created` samples double every counter's series and no DWCP query reads them.
 disable_created_metrics()
@@ -159,24 +159,25 @@ class RawRequest:
                 return
 
 
-class FastRoutes:
-    """Pure ASGI: a POST to a path registered with `fast_post` runs its handler here, ahead of FastAPI's
-    routing, dependency and exception layers, which cost more per request than a prediction does.
+class App(FastAPI):
+    """FastAPI, plus routes declared with `fast_post`: a POST to one of them is answered before any of
+    FastAPI's layers (middleware stack, routing, dependencies, exception handlers), which together cost
+    more per request than a compression prediction does.
 
     The answer is what the FastAPI route would give: the handler's JSON with 200, an ApiError or HTTP
-    exception as the one error shape, request metrics under the route's path. Anything else raised goes up
-    to the app's outermost (500) handler, as it would from the route. Other requests pass straight through.
+    exception as the one error shape, anything else as the logged 500 (then re-raised, as Starlette's
+    ServerErrorMiddleware does), and request metrics under the route's path. Other requests go through
+    FastAPI as usual.
     """
 
-    def __init__(self, app, routes: dict[str, FastHandler], metrics: RequestMetrics) -> None:
-        self.app = app
-        self.routes = routes
-        self.metrics = metrics
+    fast_routes: dict[str, FastHandler]
+    request_metrics: RequestMetrics
 
     async def __call__(self, scope, receive, send) -> None:
-        handler = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        handler = self.fast_routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" \
+            else None
         if handler is None:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
@@ -185,32 +186,35 @@ class FastRoutes:
                 body = await handler(RawRequest(scope, receive))
             except (ApiError, StarletteHTTPException) as exc:
                 response = raised_response(exc)
-                status = response.status_code
-                await response(scope, receive, send)
+            except Exception as exc:
+                await unexpected_response(scope["method"], scope["path"], exc)(scope, receive, send)
+                raise
+            else:
+                status = 200
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
+                await send({"type": "http.response.body", "body": body})
                 return
-            status = 200
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
-            await send({"type": "http.response.body", "body": body})
+            status = response.status_code
+            await response(scope, receive, send)
         finally:
-            self.metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
+            self.request_metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
+
+    def fast_post(self, path: str, handler: FastHandler, **route: Any) -> None:
+        """Serve `POST path` with `handler` (a RawRequest in, the JSON body of a 200 out), ahead of FastAPI.
+
+        The FastAPI route is declared too, with `route`'s keywords (summary, openapi_extra, responses...): it
+        documents the endpoint in /docs and runs the same handler for a request that reaches the router.
+        """
+
+        async def endpoint(request: Request) -> Response:
+            return Response(await handler(RawRequest(request.scope, request.receive)), media_type="application/json")
+
+        self.post(path, name=handler.__name__, response_model=None, **route)(endpoint)
+        self.fast_routes[path] = handler
 
 
 _JSON = b"application/json"
-
-
-def fast_post(app: FastAPI, path: str, handler: FastHandler, **route: Any) -> None:
-    """Serve `POST path` with `handler` (a RawRequest in, the JSON body of a 200 out) through `FastRoutes`.
-
-    The FastAPI route is declared too, with `route`'s keywords (summary, openapi_extra, responses...): it
-    documents the endpoint in /docs and runs the same handler for a request that does reach the router.
-    """
-
-    async def endpoint(request: Request) -> Response:
-        return Response(await handler(RawRequest(request.scope, request.receive)), media_type="application/json")
-
-    app.post(path, name=handler.__name__, response_model=None, **route)(endpoint)
-    app.state.fast_routes[path] = handler
 
 
 async def _run_check(check: HealthCheck) -> HealthResult:
@@ -232,8 +236,8 @@ def create_app(
     health_checks: dict[str, HealthCheck] | None = None,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
-) -> FastAPI:
-    """A FastAPI app with the DWCP plumbing; the caller adds its routes."""
+) -> App:
+    """A FastAPI app with the DWCP plumbing; the caller adds its routes (hot POST ones with `fast_post`)."""
     checks = dict(health_checks or {})
     startup, shutdown = list(on_startup or []), list(on_shutdown or [])
     started_at = time.time()
@@ -254,17 +258,15 @@ def create_app(
                     ctx.logger.exception("shutdown hook failed")
             ctx.logger.info("stopped", extra={"event": "stopped"})
 
-    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    app = App(title=title, version=version, description=description, lifespan=lifespan)
     app.state.ctx = ctx
     install_error_handlers(app)
     for collector in (ProcessCollector, PlatformCollector):
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
-    request_metrics = RequestMetrics(ctx.registry, ctx.job)
-    app.add_middleware(MetricsMiddleware, metrics=request_metrics)
-    # Added last, so it sits outside MetricsMiddleware (it counts its own requests); see fast_post.
-    app.state.fast_routes = {}
-    app.add_middleware(FastRoutes, routes=app.state.fast_routes, metrics=request_metrics)
+    app.request_metrics = RequestMetrics(ctx.registry, ctx.job)
+    app.fast_routes = {}
+    app.add_middleware(MetricsMiddleware, metrics=app.request_metrics)
 
     @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")
     async def health() -> JSONResponse:

@@ -87,8 +87,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+        return unexpected_response(request.method, request.url.path, exc)
+
+
+def unexpected_response(method: str, path: str, exc: Exception) -> JSONResponse:
+    """Log a handler's bug with its traceback (call it while handling `exc`) and answer 500 without details."""
+    log.exception("unhandled error on %s %s", method, path)
+    return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
 
 
 async def read_body_capped(request: Request, cap: int, field: str | None = None) -> bytes:

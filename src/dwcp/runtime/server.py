@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import Inventory, InventoryError
@@ -45,6 +46,44 @@ def build_context(inventory: Inventory, service: str, instance: int, data_root: 
     )
 
 
+class CoalescedWrites:
+    """A connection's transport whose writes within one event-loop step go out as one `send`.
+
+    uvicorn writes a response's head and body separately: two TCP segments, and a client woken twice per
+    response. Deferring to the end of the step (`call_soon`) joins them, and answers to pipelined requests too.
+    """
+
+    def __init__(self, transport, loop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data, self._pending = b"".join(self._pending), []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a `CoalescedWrites` transport."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescedWrites(transport, self.loop))
+
+
 def serve(ctx: ServiceContext, *, bind_host: str | None = None, log_level: str = "info") -> None:
     """Build the service's app and serve it until SIGINT/SIGTERM (uvicorn drains, then runs shutdown hooks)."""
     setup_logging(log_level, service=ctx.job, instance=ctx.instance)
@@ -57,5 +96,6 @@ def serve(ctx: ServiceContext, *, bind_host: str | None = None, log_level: str =
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        http=HttpProtocol,
     )
     uvicorn.Server(config).run()

@@ -1,0 +1,168 @@
+"""The HTTP protocol `dwcp serve` runs: uvicorn's, with a response's writes joined into one send."""
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.responses import StreamingResponse
+from prometheus_client import CollectorRegistry
+
+from dwcp.runtime.app import create_app
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.inventory import load_inventory
+from dwcp.runtime.server import CoalescedWrites, HttpProtocol
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str):
+        return {"peername": ("10.0.0.1", 4242)}.get(name)
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.ready: list = []
+
+    def call_soon(self, callback) -> None:
+        self.ready.append(callback)
+
+    def step(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+
+def test_writes_in_one_step_go_out_as_one():
+    transport, loop = FakeTransport(), FakeLoop()
+    conn = CoalescedWrites(transport, loop)
+    conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    conn.write(b"ok")
+    assert transport.sent == [] and len(loop.ready) == 1  # one flush scheduled, nothing sent yet
+    loop.step()
+    assert transport.sent == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    conn.write(b"next")
+    loop.step()
+    assert transport.sent[1:] == [b"next"]
+    assert conn.get_extra_info("peername") == ("10.0.0.1", 4242)  # everything else is the transport's
+
+
+def test_close_sends_what_is_pending_first_and_a_closed_peer_gets_nothing():
+    transport, loop = FakeTransport(), FakeLoop()
+    conn = CoalescedWrites(transport, loop)
+    conn.write(b"last words")
+    conn.close()
+    assert transport.sent == [b"last words"] and transport.closed
+    loop.step()  # the flush scheduled by the write finds nothing left
+    assert transport.sent == [b"last words"]
+
+    transport, loop = FakeTransport(), FakeLoop()
+    conn = CoalescedWrites(transport, loop)
+    conn.write(b"too late")
+    transport.closed = True  # the peer went away before the step ended
+    loop.step()
+    assert transport.sent == []
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real uvicorn on a free port, with HttpProtocol, in a thread; yields the port."""
+    ctx = ServiceContext(service="compression", job="compression-api", instance=0, host="127.0.0.1", port=0,
+                         settings=None, inventory=load_inventory(), data_dir=tmp_path, registry=CollectorRegistry(),
+                         logger=logging.getLogger("test"))
+    app = create_app(ctx, title="t", health_checks={})
+
+    async def echo(request) -> bytes:
+        return b'{"got":' + str(len(await request.body(1 << 20))).encode() + b"}"
+
+    app.fast_post("/echo", echo)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def parts():
+            for i in range(3):
+                yield b"part%d;" % i
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", http=HttpProtocol)
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield port
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _post(body: bytes) -> bytes:
+    return b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body), body)
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    data, out = b"", []
+    while len(out) < count:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed early"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            if len(rest) < length:
+                break
+            out.append((head, rest[:length]))
+            data = rest[length:]
+    return out
+
+
+def test_real_connection_answers_each_request_and_pipelined_ones_in_order(server):
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        for size in (3, 5000):
+            sock.sendall(_post(b"x" * size))
+            [(head, body)] = _read_responses(sock, 1)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"content-type: application/json" in head
+            assert body == b'{"got":%d}' % size
+        sock.sendall(b"".join(_post(b"y" * n) for n in (1, 2, 3)))
+        answers = _read_responses(sock, 3)
+        assert [body for _, body in answers] == [b'{"got":1}', b'{"got":2}', b'{"got":3}']
+
+
+def test_streaming_and_closing_responses_still_work(server):
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+        assert b"transfer-encoding: chunked" in data and all(b"part%d;" % i in data for i in range(3))
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes after the answer, having sent all of it
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"}") and b'"status":"ok"' in data

@@ -54,7 +54,18 @@ class RawHttp:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        while self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._exchange(conn, path, body)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # The server closes a connection idle past its keep-alive timeout; a request on such a
+                # connection was never read (no answer byte came back), so it is safe to send again.
+                conn[1].close()
+        return await self._exchange(await asyncio.open_connection("127.0.0.1", self.port), path, body)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str,
+                        body: bytes) -> tuple[int, bytes]:
         reader, writer = conn
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"

@@ -66,15 +66,23 @@ def test_commits_with_one_silent_replica(pbft_net):
     assert all(3 not in c.certificate.signers for c in net.commits[0])
 
 
-def test_partial_batch_waits_for_the_batch_timer(pbft_net):
-    net = pbft_net()  # batch_size 200
+def test_a_partial_batch_goes_at_once_then_waits_batch_delay_after_the_last_proposal(pbft_net):
+    net = pbft_net()  # batch_size 200, batch_delay 2 ms
     outs = net.feed(0, Submitted(tx=tx(1)))
-    assert outs == [SetTimer(timer=BATCH, delay=0.002)]
-    net.run()
-    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
-    net.fire(0, BATCH)
+    assert [type(o.message) for o in outs] == [PrePrepare, Vote]  # nothing proposed lately: no wait
+    net.now = 0.0005
+    submit(net, 0, tx(2), tx(3))
+    assert net.outputs[0][-1] == SetTimer(timer=BATCH, delay=0.0015)  # 2 ms after the first proposal
     net.run()
     assert_same_chain(net, [0, 1, 2, 3], [1])
+    net.now = 0.002
+    net.fire(0, BATCH)
+    net.run()
+    assert_same_chain(net, [0, 1, 2, 3], [1, 2])
+    assert net.commits[1][1].txs == (tx(2), tx(3))  # the two waited and went in one block
+    net.now = 0.010  # idle for longer than batch_delay: the next tx goes at once again
+    outs = net.feed(0, Submitted(tx=tx(4)))
+    assert [type(o.message) for o in outs] == [PrePrepare, Vote]
 
 
 def test_transactions_submitted_to_a_backup_are_forwarded_to_the_primary_only(pbft_net):
@@ -102,7 +110,8 @@ def test_pipelined_batches_commit_in_order(pbft_net):
     assert proposals == [1, 2, 3]
     net.run()
     assert_same_chain(net, [0, 1, 2, 3], [1, 2, 3, 4, 5])
-    assert [c.txs for c in net.commits[1]] == [(tx(2 * i), tx(2 * i + 1)) for i in range(5)]
+    # The first tx went alone (nothing proposed before); later ones waited for their pair.
+    assert [c.txs for c in net.commits[1]] == [(tx(0),)] + [(tx(2 * i - 1), tx(2 * i)) for i in range(1, 5)]
 
 
 def test_duplicate_and_committed_transactions_are_dropped(pbft_net):
@@ -141,4 +150,5 @@ def test_blocks_respect_the_byte_budget_and_oversized_txs_are_refused(pbft_net):
     submit(net, 0, *txs)
     net.fire(0, BATCH)
     net.run()
-    assert [c.txs for c in net.commits[2]] == [tuple(txs[0:2]), tuple(txs[2:4]), (txs[4],)]
+    # txs[0] goes alone at once (nothing proposed before); then two 48-byte txs fill a 100-byte block.
+    assert [c.txs for c in net.commits[2]] == [(txs[0],), tuple(txs[1:3]), tuple(txs[3:5])]

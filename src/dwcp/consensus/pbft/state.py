@@ -22,7 +22,7 @@ class Mode(enum.Enum):
 @dataclass(frozen=True, kw_only=True)
 class Config:
     batch_size: int = 200  # txs per block
-    batch_delay: float = 0.002  # primary waits this long for a full batch
+    batch_delay: float = 0.002  # a block that is not full waits until this long after the previous proposal
     gossip_delay: float = 0.001  # mempool forwarding is batched over this long
     max_inflight: int = 8  # proposals in flight (pipelining)
     request_timeout: float = 1.0  # a tx pending this long triggers a view change

@@ -170,3 +170,24 @@ def test_fast_post_answers_from_asgi_like_its_declared_route(ctx):
     app.fast_routes.clear()  # the declared route runs the same handler and answers the same
     routed = exchange()
     assert routed[0] == (200, {"routed": True, "size": 3, "type": "text/plain"}) and routed[1:] == fast[1:]
+
+
+def test_fast_post_handler_may_answer_another_success_status(ctx):
+    from dwcp.runtime.app import RawRequest
+
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t", health_checks={})
+
+    async def accept(request: RawRequest) -> tuple[int, bytes]:
+        return (202 if request.query().get("later") else 200), b'{"ok": true}'
+
+    app.fast_post("/accept", accept)
+    client = TestClient(app)
+    for routed in (False, True):
+        if routed:
+            app.fast_routes.clear()  # the declared FastAPI route answers the same
+        assert client.post("/accept?later=1").status_code == 202
+        ok = client.post("/accept")
+        assert (ok.status_code, ok.json()) == (200, {"ok": True})
+    text = client.get("/metrics").text
+    assert 'dwcp_requests_total{code="202",handler="/accept",method="POST",service="compression-api"} 2.0' in text

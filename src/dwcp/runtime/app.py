@@ -121,7 +121,8 @@ class MetricsMiddleware:
                 self.metrics.observe(handler, scope.get("method", ""), status, time.perf_counter() - start)
 
 
-FastHandler = Callable[["RawRequest"], Awaitable[bytes]]
+# A fast route's handler: the JSON body of a 200, or (status, JSON body) for another success status.
+FastHandler = Callable[["RawRequest"], Awaitable[bytes | tuple[int, bytes]]]
 
 
 class RawRequest:
@@ -183,15 +184,15 @@ class App(FastAPI):
         status = 500
         try:
             try:
-                body = await handler(RawRequest(scope, receive))
+                answer = await handler(RawRequest(scope, receive))
             except (ApiError, StarletteHTTPException) as exc:
                 response = raised_response(exc)
             except Exception as exc:
                 await unexpected_response(scope["method"], scope["path"], exc)(scope, receive, send)
                 raise
             else:
-                status = 200
-                await send({"type": "http.response.start", "status": 200,
+                status, body = answer if isinstance(answer, tuple) else (200, answer)
+                await send({"type": "http.response.start", "status": status,
                             "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -201,14 +202,16 @@ class App(FastAPI):
             self.request_metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
 
     def fast_post(self, path: str, handler: FastHandler, **route: Any) -> None:
-        """Serve `POST path` with `handler` (a RawRequest in, the JSON body of a 200 out), ahead of FastAPI.
+        """Serve `POST path` with `handler` (a RawRequest in, a `FastHandler` answer out), ahead of FastAPI.
 
         The FastAPI route is declared too, with `route`'s keywords (summary, openapi_extra, responses...): it
         documents the endpoint in /docs and runs the same handler for a request that reaches the router.
         """
 
         async def endpoint(request: Request) -> Response:
-            return Response(await handler(RawRequest(request.scope, request.receive)), media_type="application/json")
+            answer = await handler(RawRequest(request.scope, request.receive))
+            status, body = answer if isinstance(answer, tuple) else (200, answer)
+            return Response(body, status_code=status, media_type="application/json")
 
         self.post(path, name=handler.__name__, response_model=None, **route)(endpoint)
         self.fast_routes[path] = handler

@@ -81,3 +81,26 @@ async def test_health_is_degraded_without_a_quorum_of_peers(client: httpx.AsyncC
     body = (await client.get("/health")).json()
     assert body["status"] == "degraded"
     assert "a quorum needs 2" in body["checks"]["consensus"]["detail"]
+
+
+@pytest.mark.parametrize(("query", "field"), [("wait=maybe", "wait"), ("wait=true&timeout=0", "timeout"),
+                                              ("wait=true&timeout=61", "timeout"), ("timeout=soon", "timeout"),
+                                              ("timeout=nan", "timeout")])
+async def test_bad_wait_and_timeout_are_refused_naming_the_field(client: httpx.AsyncClient, query: str,
+                                                                 field: str) -> None:
+    r = await client.post(f"/v1/transactions?{query}", json=_b64(b"q"))
+    assert r.status_code == 422 and r.json()["error"]["field"] == field
+    assert (await client.get("/v1/status")).json()["pending"] == 0  # refused before submitting anything
+
+
+async def test_submissions_take_the_fast_route_and_are_counted(client: httpx.AsyncClient) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+    assert "/v1/transactions" in app.fast_routes
+    for flag in ("1", "off", "TRUE"):
+        r = await client.post(f"/v1/transactions?wait={flag}&timeout=0.01", json=_b64(flag.encode()))
+        assert r.status_code == 202 and r.headers["content-type"] == "application/json"
+    text = (await client.get("/metrics")).text
+    assert 'dwcp_requests_total{code="202",handler="/v1/transactions",method="POST",service="tpbft-consensus"} 3.0' \
+        in text
+    doc = (await client.get("/openapi.json")).json()["paths"]["/v1/transactions"]["post"]
+    assert {p["name"] for p in doc["parameters"]} == {"wait", "timeout"}

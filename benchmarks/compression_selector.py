@@ -1,16 +1,23 @@
-"""Compression selector benchmark, against the live service.
+"""Compression selector benchmark, against a live two-instance deployment.
 
-Starts `dwcp serve compression` as a subprocess on a free port, then:
-1. load: a raw keep-alive HTTP/1.1 client in a *separate process* posts 4 KiB samples to `POST /v1/predict`
-   (JSON), first closed-loop with several connections (sustained req/s and latency at saturation), then
-   paced at a fixed rate (latency below saturation). The service's own prediction histogram is read too.
+Starts two `dwcp serve compression` instances (the default deployment: ports P and P+1), then:
+1. load, with 4 KiB samples of varied families, payload sizes and links (JSON `POST /v1/predict`):
+   - saturation: `wrk` (Debian's `wrk`, a C load generator) when it is on PATH, one wrk with one thread per
+     instance (a Lua script points each thread at its instance and cycles through 256 pre-built bodies):
+     sustained req/s over both instances, latency percentiles over all requests. Without wrk, the raw
+     keep-alive Python client below, in a separate process.
+   - light load: the same with one connection per instance (wrk; latency when nothing queues).
+   - paced: the Python client in a separate process starts requests on a fixed schedule (open loop, half
+     the sustained rate unless --rate), spread over both instances; latency from the scheduled start.
+   For each phase, the services' own `compression_selector_prediction_duration_seconds` p99 (features and
+   model, no HTTP) and their CPU time per request.
 2. accuracy: a held-out corpus (synthetic payloads from seeds the training never used, plus real files
    from this machine) is measured by the oracle here; the service picks an option for every
    (payload, link) pair through `/v1/predict/batch`; near-best accuracy, exact-best share, mean regret,
    and per data family the end-to-end time of the selector's picks vs always-zstd-3, always-none and the
    best fixed option.
 
-    nice -n 10 .venv/bin/python benchmarks/compression_selector.py
+    nice -n 10 .venv/bin/python benchmarks/compression_selector.py [--duration 10] [--skip-accuracy]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +37,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
 
 from dwcp.compression import corpus, oracle
 from dwcp.compression.codecs import KEYS, OPTIONS
@@ -44,18 +57,23 @@ ZSTD3 = KEYS.index("zstd-3")
 
 # ---------------------------------------------------------------- load client (runs in its own process)
 
-def _requests(port: int, count: int = 64) -> list[bytes]:
-    """Ready-made HTTP requests: 4 KiB samples of varied families, payload sizes and links."""
+def _bodies(count: int = 256) -> list[bytes]:
+    """Ready-made JSON bodies: 4 KiB samples of varied families, payload sizes and links."""
     rng = np.random.default_rng(7)
     names, out = list(corpus.FAMILIES), []
     for i in range(count):
         sample = corpus.FAMILIES[names[i % len(names)]](rng, 4096)
         bw, rtt, loss = (float(v[0]) for v in random_links(rng, 1))
-        body = json.dumps({"sample": base64.b64encode(sample).decode(), "size_bytes": int(rng.integers(4096, 1 << 30)),
-                           "bandwidth_mbps": bw, "rtt_ms": rtt, "loss_rate": loss}).encode()
-        out.append(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
+        size = int(rng.integers(4096, 1 << 30))
+        out.append(json.dumps({"sample": base64.b64encode(sample).decode(), "size_bytes": size,
+                               "bandwidth_mbps": bw, "rtt_ms": rtt, "loss_rate": loss}).encode())
     return out
+
+
+def _requests(port: int, bodies: Path) -> list[bytes]:
+    """HTTP requests for the bodies the parent wrote, one JSON body a line (generating them takes seconds)."""
+    return [b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body) for body in bodies.read_bytes().splitlines()]
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
@@ -69,17 +87,19 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(head[9:12])
 
 
-async def _closed_loop(port: int, connections: int, duration: float) -> dict:
-    reqs, lat, errors = _requests(port), [], 0
+async def _closed_loop(ports: list[int], bodies: Path, connections: int, duration: float) -> dict:
+    reqs = {port: _requests(port, bodies) for port in ports}
+    lat, errors = [], 0
     stop_at = time.perf_counter() + duration
 
     async def worker(k: int) -> None:
         nonlocal errors
+        port = ports[k % len(ports)]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            status = await _exchange(reader, writer, reqs[i % len(reqs)])
+            status = await _exchange(reader, writer, reqs[port][i % len(reqs[port])])
             lat.append(time.perf_counter() - t0)
             errors += status != 200
             i += connections
@@ -91,83 +111,168 @@ async def _closed_loop(port: int, connections: int, duration: float) -> dict:
             "errors": errors, "latencies": lat}
 
 
-async def _paced(port: int, rate: float, duration: float, connections: int = 32) -> dict:
-    """Open loop: requests start on a fixed schedule whatever the answers do (no coordinated omission)."""
-    reqs, lat, errors = _requests(port), [], 0
-    pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = [
-        await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
-    tasks: set[asyncio.Task] = set()
+async def _paced(ports: list[int], bodies: Path, rate: float, duration: float, connections: int = 32) -> dict:
+    """Open loop: request i is due at t0 + i/rate whatever the answers do; each connection takes the next due
+    request when it is free. Latency counts from the due time when the request waited for a busy connection
+    (the service's delay, no coordinated omission), else from the send (the event loop's timers are ~1 ms
+    coarse: a late wake-up is the client's delay, not the service's)."""
+    reqs = {port: _requests(port, bodies) for port in ports}
+    conns = [(ports[k % len(ports)], *await asyncio.open_connection("127.0.0.1", ports[k % len(ports)]))
+             for k in range(connections)]
+    lat, errors, total, due = [], 0, int(rate * duration), 0
+    t0 = time.perf_counter() + 0.05
 
-    async def one(i: int, scheduled: float) -> None:
-        nonlocal errors
-        while not pool:
-            await asyncio.sleep(0.0005)
-        conn = pool.pop()
-        status = await _exchange(*conn, reqs[i % len(reqs)])
-        pool.append(conn)
-        lat.append(time.perf_counter() - scheduled)
-        errors += status != 200
-
-    t0, total = time.perf_counter(), int(rate * duration)
-    for i in range(total):
-        at = t0 + i / rate
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(i, at))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    for _, writer in pool:
+    async def worker(port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal errors, due
+        while due < total:
+            i, due = due, due + 1
+            at = t0 + i / rate
+            now = time.perf_counter()
+            if now < at:
+                await asyncio.sleep(at - now)
+                at = time.perf_counter()
+            status = await _exchange(reader, writer, reqs[port][i % len(reqs[port])])
+            lat.append(time.perf_counter() - at)
+            errors += status != 200
         writer.close()
+
+    await asyncio.gather(*(worker(*conn) for conn in conns))
     return {"mode": "paced", "rate": rate, "elapsed": time.perf_counter() - t0, "ok": len(lat) - errors,
             "errors": errors, "latencies": lat}
 
 
 def client_main(args: argparse.Namespace) -> None:
+    ports = [int(p) for p in args.ports.split(",")]
+    # uvloop (a dwcp dependency, as uvicorn's loop) roughly halves the client's own CPU per request.
+    run = uvloop.run if uvloop is not None else asyncio.run
     if args.rate > 0:
-        out = asyncio.run(_paced(args.port, args.rate, args.duration))
+        out = run(_paced(ports, Path(args.bodies), args.rate, args.duration))
     else:
-        out = asyncio.run(_closed_loop(args.port, args.connections, args.duration))
+        out = run(_closed_loop(ports, Path(args.bodies), args.connections, args.duration))
     lat = np.array(out.pop("latencies"))
     out.update(n=len(lat), p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)),
                rps=out["ok"] / out["elapsed"])
     print(json.dumps(out))
 
 
-def run_client(port: int, *, duration: float, connections: int = 16, rate: float = 0.0) -> dict:
-    cmd = [sys.executable, __file__, "client", "--port", str(port), "--duration", str(duration),
-           "--connections", str(connections), "--rate", str(rate)]
+def run_client(ports: list[int], bodies: Path, *, duration: float, connections: int = 16, rate: float = 0.0) -> dict:
+    cmd = [sys.executable, __file__, "client", "--ports", ",".join(map(str, ports)), "--bodies", str(bodies),
+           "--duration", str(duration), "--connections", str(connections), "--rate", str(rate)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------- wrk (the C load generator), when installed
+
+WRK_SCRIPT = """-- Generated by benchmarks/compression_selector.py: thread k loads instance k mod #ports and cycles
+-- through pre-built request bodies; done() prints one JSON line of merged results.
+local ports = {%(ports)s}
+local bodies = {%(bodies)s}
+local threads, made = {}, 0
+
+function setup(thread)
+  local port = ports[made %% #ports + 1]
+  thread.addr = wrk.lookup("127.0.0.1", tostring(port))[1]
+  thread:set("offset", made * 37)
+  thread:set("port", port)
+  made = made + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  reqs, sent = {}, 0
+  for i, body in ipairs(bodies) do
+    reqs[i] = wrk.format("POST", "/v1/predict", {["Host"] = "127.0.0.1:" .. port,
+                                                  ["Content-Type"] = "application/json"}, body)
+  end
+  i = offset
+end
+
+function request()
+  i = i %% #reqs + 1
+  sent = sent + 1
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  local per_port = {}
+  for _, t in ipairs(threads) do
+    local p = tostring(t:get("port"))
+    per_port[#per_port + 1] = string.format('"%%s": %%d', p, t:get("sent"))
+  end
+  local e = summary.errors
+  io.write(string.format('WRK {"requests": %%d, "duration_s": %%.6f, "errors": %%d, "p50_s": %%.6f, ' ..
+    '"p99_s": %%.6f, "p999_s": %%.6f, "max_s": %%.6f, "sent_per_port": {%%s}}\\n',
+    summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50) / 1e6, latency:percentile(99) / 1e6, latency:percentile(99.9) / 1e6,
+    latency.max / 1e6, table.concat(per_port, ", ")))
+end
+"""
+
+
+def write_wrk_script(path: Path, ports: list[int], bodies: Path) -> Path:
+    # Level-3 long brackets: base64 and JSON numbers can never close them.
+    bodies = ",\n".join(f"[===[{b.decode()}]===]" for b in bodies.read_bytes().splitlines())
+    path.write_text(WRK_SCRIPT % {"ports": ", ".join(map(str, ports)), "bodies": bodies})
+    return path
+
+
+def run_wrk(script: Path, ports: list[int], *, duration: float, connections: int) -> dict:
+    """One wrk, one thread per instance; `connections` in all (at least one per thread)."""
+    threads = len(ports)
+    cmd = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}", f"-d{duration:g}s", "--timeout", "5s",
+           "-s", str(script), f"http://127.0.0.1:{ports[0]}/v1/predict"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK "))
+    out = json.loads(line[4:])
+    out.update(rps=(out["requests"] - out["errors"]) / out["duration_s"], p50=out["p50_s"], p99=out["p99_s"])
+    return out
+
+
 # ---------------------------------------------------------------- service and accuracy (parent process)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port_pair() -> int:
+    """A port P with P and P+1 both free (the deployment's two instances listen on base_port and base_port+1)."""
+    for _ in range(100):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise SystemExit("no two adjacent free ports")
 
 
-def start_service(workdir: Path, port: int) -> subprocess.Popen:
+def start_services(workdir: Path, base_port: int, replicas: int = 2) -> list[subprocess.Popen]:
     inv = workdir / "inventory.yaml"
-    inv.write_text(f"name: bench\nservices:\n  compression:\n    replicas: 1\n    base_port: {port}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", "0", "--inventory",
-                             str(inv), "--data-dir", str(workdir / "data"), "--log-level", "warning"])
+    inv.write_text(f"name: bench\nservices:\n  compression:\n    replicas: {replicas}\n    base_port: {base_port}\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
+                               "--inventory", str(inv), "--data-dir", str(workdir / "data"), "--log-level", "warning"])
+             for i in range(replicas)]
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                health = json.load(r)
-                print(f"service up: {health['status']}, model {health['checks']['model']['detail']}")
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit("service exited during start") from None
-            time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit("service did not answer /health within 120 s")
+    for i, proc in enumerate(procs):
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{base_port + i}/health", timeout=2) as r:
+                    health = json.load(r)
+                print(f"instance {i} up on port {base_port + i}: {health['status']}, "
+                      f"model {health['checks']['model']['detail']}")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stop_services(procs)
+                    raise SystemExit(f"instance {i} did not answer /health") from None
+                time.sleep(0.3)
+    return procs
+
+
+def stop_services(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=15)
 
 
 def post(port: int, path: str, body: dict) -> dict:
@@ -177,17 +282,61 @@ def post(port: int, path: str, body: dict) -> dict:
         return json.load(r)
 
 
-def prediction_quantiles(port: int) -> tuple[float, float]:
-    """p50 and p99 upper bucket bounds of the service's compression_selector_prediction_duration_seconds."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith("compression_selector_prediction_duration_seconds_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
-    total = buckets[-1][1]
-    return tuple(next(le for le, c in buckets if c >= q * total) for q in (0.5, 0.99))  # type: ignore[return-value]
+def prediction_buckets(ports: list[int]) -> np.ndarray:
+    """Cumulative counts of compression_selector_prediction_duration_seconds, summed over the instances, with
+    their upper bounds: shape (2, buckets)."""
+    total: dict[float, float] = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("compression_selector_prediction_duration_seconds_bucket"):
+                le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                total[le] = total.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    les = sorted(total)
+    return np.array([les, [total[le] for le in les]])
+
+
+def bucket_quantile(before: np.ndarray, after: np.ndarray, q: float) -> tuple[float, float]:
+    """q-quantile of the observations between two snapshots: (bucket upper bound, linear interpolation in the
+    bucket, as PromQL's histogram_quantile does)."""
+    les, counts = after[0], after[1] - before[1]
+    rank = q * counts[-1]
+    k = int(np.searchsorted(counts, rank))
+    lo, below = (0.0, 0.0) if k == 0 else (les[k - 1], counts[k - 1])
+    if np.isinf(les[k]):
+        return les[k], lo
+    inside = counts[k] - below
+    return les[k], lo + (les[k] - lo) * ((rank - below) / inside if inside else 1.0)
+
+
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """User plus system CPU time of the service processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Phase:
+    """Snapshots of the services' prediction histogram and CPU time around one load phase."""
+
+    def __init__(self, ports: list[int], procs: list[subprocess.Popen]) -> None:
+        self.ports, self.procs = ports, procs
+        self.buckets, self.cpu = prediction_buckets(ports), cpu_seconds(procs)
+
+    def end(self, requests: int) -> float:
+        """Print the phase's service-side figures; return its prediction p99 (seconds, interpolated)."""
+        bound, p99 = bucket_quantile(self.buckets, prediction_buckets(self.ports), 0.99)
+        cpu = cpu_seconds(self.procs) - self.cpu
+        per_request = f", service CPU {cpu / requests * 1e6:.0f} us/request" if cpu and requests else ""
+        print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms){per_request}, "
+              f"load average {os.getloadavg()[0]:.2f}")
+        return p99
 
 
 def heldout(n_synthetic: int, n_real: int) -> list[tuple[str, bytes]]:
@@ -266,52 +415,92 @@ def print_accuracy(title: str, acc: dict) -> None:
     print(f"selector <= best fixed option on every family: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
 
 
+def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespace, tmp: Path) -> None:
+    wrk = shutil.which("wrk")
+    d = args.duration
+    bodies = tmp / "bodies.jsonl"
+    bodies.write_bytes(b"\n".join(_bodies()))
+    print(f"-- load: 4 KiB JSON samples (256 varied bodies), {d:g} s per phase, both instances "
+          f"({', '.join(map(str, ports))})")
+    if wrk:
+        script = write_wrk_script(tmp / "predict.lua", ports, bodies)
+        run_wrk(script, ports, duration=2.0, connections=args.connections)  # warm-up
+        phase = Phase(ports, procs)
+        sat = run_wrk(script, ports, duration=d, connections=args.connections)
+        how = f"wrk (C, closed loop), {args.connections} connections over {len(ports)} instances"
+    else:
+        print("wrk not found: using the Python client (install Debian's wrk for the C load generator: "
+              "apt-get install wrk)")
+        run_client(ports, bodies, duration=2.0, connections=args.connections)  # warm-up
+        phase = Phase(ports, procs)
+        sat = run_client(ports, bodies, duration=d, connections=args.connections)
+        how = f"Python client in a separate process (closed loop), {args.connections} connections"
+    print(f"saturation, {how}: {sat['rps']:.0f} req/s sustained, p50 {sat['p50'] * 1e3:.2f} ms, "
+          f"p99 {sat['p99'] * 1e3:.2f} ms, errors {sat['errors']}")
+    if "sent_per_port" in sat:
+        print(f"   requests sent per instance: {sat['sent_per_port']}")
+    service_p99 = {"saturation": phase.end(sat.get("requests", sat.get("n", 0)))}
+    end_to_end = {}
+    if wrk:
+        phase = Phase(ports, procs)
+        light = run_wrk(script, ports, duration=d, connections=len(ports))
+        print(f"light load, wrk with 1 connection per instance (closed loop): {light['rps']:.0f} req/s, "
+              f"p50 {light['p50'] * 1e3:.2f} ms, p99 {light['p99'] * 1e3:.2f} ms, errors {light['errors']}")
+        service_p99["light"] = phase.end(light["requests"])
+        end_to_end["light"] = light["p99"]
+    rate = args.rate or max(50.0, round(0.5 * sat["rps"], -1))
+    phase = Phase(ports, procs)
+    paced = run_client(ports, bodies, duration=d, rate=rate)
+    print(f"paced at {rate:.0f} req/s, Python client in a separate process (open loop, latency from the due time "
+          f"when queued): achieved {paced['rps']:.0f} req/s, p50 {paced['p50'] * 1e3:.2f} ms, "
+          f"p99 {paced['p99'] * 1e3:.2f} ms, errors {paced['errors']}")
+    service_p99[f"paced {rate:.0f}/s"] = phase.end(paced["n"])
+    end_to_end[f"paced {rate:.0f}/s"] = paced["p99"]
+    print(f"   seed: p99 < {SEED['p99_s'] * 1e3:.0f} ms, > {SEED['rps']:.0f} req/s;  "
+          f"target: p99 <= {TARGET['p99_s'] * 1e3:.0f} ms, >= {TARGET['rps']:.0f} req/s")
+    ms = lambda d: ", ".join(f"{v * 1e3:.2f} ms {k}" for k, v in d.items())  # noqa: E731
+    print(f"   measured: {sat['rps']:.0f} req/s sustained ({sat['rps'] / TARGET['rps']:.0%} of target); "
+          f"prediction p99 (service-side) {ms(service_p99)}; end-to-end p99 {ms(end_to_end)}")
+
+
 def main(args: argparse.Namespace) -> int:
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machine)")
+    results = {}
     with tempfile.TemporaryDirectory(prefix="dwcp-compression-bench-") as tmp:
-        port = free_port()
-        proc = start_service(Path(tmp), port)
+        base = free_port_pair()
+        ports = [base, base + 1]
+        procs = start_services(Path(tmp), base, replicas=len(ports))
         try:
-            print(f"-- load: 4 KiB JSON samples, client in a separate process, {args.duration:.0f} s per phase")
-            run_client(port, duration=2.0, connections=args.connections)  # warm-up
-            sat = run_client(port, duration=args.duration, connections=args.connections)
-            print(f"closed loop, {args.connections} connections: {sat['rps']:.0f} req/s sustained, "
-                  f"p50 {sat['p50'] * 1e3:.2f} ms, p99 {sat['p99'] * 1e3:.2f} ms, errors {sat['errors']}")
-            rate = args.rate or max(50.0, round(0.5 * sat["rps"], -1))
-            paced = run_client(port, duration=args.duration, rate=rate)
-            print(f"paced at {rate:.0f} req/s: achieved {paced['rps']:.0f} req/s, p50 {paced['p50'] * 1e3:.2f} ms, "
-                  f"p99 {paced['p99'] * 1e3:.2f} ms (from scheduled start), errors {paced['errors']}")
-            p50s, p99s = prediction_quantiles(port)
-            print(f"service-side prediction time (features + model, histogram bucket bounds): "
-                  f"p50 <= {p50s * 1e3:.3f} ms, p99 <= {p99s * 1e3:.3f} ms")
-            print(f"   seed: p99 < {SEED['p99_s'] * 1e3:.0f} ms, > {SEED['rps']:.0f} req/s;  "
-                  f"target: p99 <= {TARGET['p99_s'] * 1e3:.0f} ms, >= {TARGET['rps']:.0f} req/s")
-            print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x "
-                  f"{args.links} links (oracle measured here)")
-            payloads = heldout(args.synthetic, args.real)
-            measured = measure_all(payloads)
-            results = {title: accuracy(port, measured, args.links, fn) for title, fn in SAMPLES.items()}
-            ceiling = repeatability(measured, measure_all(payloads), args.links)
+            load(ports, procs, args, Path(tmp))
+            if not args.skip_accuracy:
+                print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x "
+                      f"{args.links} links (oracle measured here)")
+                payloads = heldout(args.synthetic, args.real)
+                measured = measure_all(payloads)
+                results = {title: accuracy(base, measured, args.links, fn) for title, fn in SAMPLES.items()}
+                ceiling = repeatability(measured, measure_all(payloads), args.links)
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            stop_services(procs)
     for title, acc in results.items():
         print_accuracy(title, acc)
-    print(f"oracle repeatability (second measurement's pick scored on the first): near-best "
-          f"{ceiling['accuracy']:.4f}, exact-best {ceiling['exact_best']:.4f}, "
-          f"mean regret {ceiling['mean_regret']:.4f}")
+    if results:
+        print(f"oracle repeatability (second measurement's pick scored on the first): near-best "
+              f"{ceiling['accuracy']:.4f}, exact-best {ceiling['exact_best']:.4f}, "
+              f"mean regret {ceiling['mean_regret']:.4f}")
     return 0
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd")
-    c = sub.add_parser("client", help="(internal) the load client process")
+    c = sub.add_parser("client", help="(internal) the Python load client process")
     for q in (p, c):
-        q.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
-        q.add_argument("--connections", type=int, default=16)
+        q.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
+        q.add_argument("--connections", type=int, default=16, help="saturation phase connections, over both instances")
         q.add_argument("--rate", type=float, default=0.0, help="paced phase rate; 0: half the sustained rate")
-    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--ports", required=True, help="comma-separated instance ports")
+    c.add_argument("--bodies", required=True, help="request bodies, one JSON object a line")
+    p.add_argument("--skip-accuracy", action="store_true", help="load phases only")
     p.add_argument("--synthetic", type=int, default=240, help="held-out synthetic payloads")
     p.add_argument("--real", type=int, default=120, help="held-out real files from this machine")
     p.add_argument("--links", type=int, default=10, help="random links per payload")

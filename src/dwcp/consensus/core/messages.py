@@ -8,6 +8,7 @@ one codec can decode a union of several protocols' messages. Field order is part
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 
 import msgspec
 
@@ -19,12 +20,15 @@ class Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
     """Base of every message on the wire."""
 
 
-class Transaction(msgspec.Struct, frozen=True, array_like=True):
-    """An opaque client transaction. Its id is a hash of the payload, so equal payloads are one tx."""
+class Transaction(msgspec.Struct, frozen=True, array_like=True, dict=True):
+    """An opaque client transaction. Its id is a hash of the payload, so equal payloads are one tx.
+
+    The id is computed once per object (`dict=True` gives the struct a `__dict__` for the cache; only
+    `payload` is encoded): every node asks a tx for its id a dozen times between submit and commit."""
 
     payload: bytes
 
-    @property
+    @cached_property
     def id(self) -> bytes:
         return tx_id(self.payload)
 

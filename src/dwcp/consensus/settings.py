@@ -25,6 +25,9 @@ class ConsensusSettings(BaseModel):
     batch_size: int = Field(256, ge=1, le=10_000, description="Most transactions in one block.")
     batch_timeout_ms: float = Field(5.0, gt=0, description="Least time between two blocks that are not full: "
                                     "a transaction waits at most this long for its block to fill.")
+    forward_interval_ms: float = Field(
+        5.0, gt=0, description="Least time between two forwards of client transactions to the primary: "
+        "at once under light load, one batch (one signature) per interval under heavy load.")
     view_change_timeout_ms: float = Field(1000.0, gt=0, description="Progress timeout before a view change.")
     group_size: int | None = Field(None, ge=4, description="T-PBFT consensus group size; None: the core's default.")
     max_inflight: int | None = Field(

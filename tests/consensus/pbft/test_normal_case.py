@@ -86,15 +86,20 @@ def test_a_partial_batch_goes_at_once_then_waits_batch_delay_after_the_last_prop
 
 
 def test_transactions_submitted_to_a_backup_are_forwarded_to_the_primary_only(pbft_net):
-    net = pbft_net(batch_size=1)
-    submit(net, 2, tx(7), tx(8))
+    net = pbft_net(batch_size=1, gossip_delay=0.005)
+    outs = net.feed(2, Submitted(tx=tx(7)))  # nothing forwarded lately: at once
+    assert outs == [Multicast(to=(0,), message=TxBatch(txs=(tx(7),)))]
+    net.now = 0.001
+    # Within gossip_delay of the last forward: these wait until it has passed, then go as one batch.
+    assert net.feed(2, Submitted(tx=tx(8))) == [SetTimer(timer=GOSSIP, delay=0.004)]
+    assert net.feed(2, Submitted(tx=tx(9))) == []
     net.run()
-    assert net.heights() == {0: 0, 1: 0, 2: 0, 3: 0}
-    outs = net.fire(2, GOSSIP)  # forwarding is batched over gossip_delay
-    assert outs == [Multicast(to=(0,), message=TxBatch(txs=(tx(7), tx(8))))]
+    assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 1}
+    net.now = 0.005
+    assert net.fire(2, GOSSIP) == [Multicast(to=(0,), message=TxBatch(txs=(tx(8), tx(9))))]
     net.run()
-    assert_same_chain(net, [0, 1, 2], [1, 2])
-    assert [c.txs for c in net.commits[2]] == [(tx(7),), (tx(8),)]
+    assert_same_chain(net, [0, 1, 2], [1, 2, 3])
+    assert [c.txs for c in net.commits[2]] == [(tx(7),), (tx(8),), (tx(9),)]
     assert net.cores[2].own == set()  # executed: nothing left to re-forward
     # Replicas other than the primary never held the txs in their pools before the blocks came.
     assert not any(isinstance(o, Multicast) and isinstance(o.message, TxBatch) for n in (0, 1, 3)

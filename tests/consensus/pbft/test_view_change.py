@@ -69,7 +69,7 @@ def test_silent_primary_is_replaced_and_the_new_primary_commits_the_pending_tx(p
 def test_a_stuck_tx_is_first_sent_to_all_and_only_then_starts_a_view_change(pbft_net):
     net = pbft_net(batch_size=1)
     submit(net, 1, tx(1))
-    assert net.fire(1, GOSSIP) == [Multicast(to=(0,), message=TxBatch(txs=(tx(1),)))]
+    assert Multicast(to=(0,), message=TxBatch(txs=(tx(1),))) in net.outputs[1]  # forwarded to the primary
     net.queue.clear()  # the forward is lost (say the primary restarted and forgot it)
     net.now = 1.0
     outs = net.fire(1, REQUEST)

@@ -67,6 +67,7 @@ def core_config(protocol: str, settings: ConsensusSettings) -> Any:
     values: dict[str, Any] = {
         "batch_size": settings.batch_size,
         "batch_delay": settings.batch_timeout_ms / 1000,
+        "gossip_delay": settings.forward_interval_ms / 1000,
         "request_timeout": progress_timeout,  # a pending tx this old suspects the primary
         "view_change_timeout": progress_timeout,  # then wait this long for NEW-VIEW
         "max_pending": settings.max_pending,

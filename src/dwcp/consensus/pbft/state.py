@@ -23,7 +23,7 @@ class Mode(enum.Enum):
 class Config:
     batch_size: int = 200  # txs per block
     batch_delay: float = 0.002  # a block that is not full waits until this long after the previous proposal
-    gossip_delay: float = 0.001  # mempool forwarding is batched over this long
+    gossip_delay: float = 0.001  # client txs are forwarded at most this often (one batch per interval)
     max_inflight: int = 8  # proposals in flight (pipelining)
     request_timeout: float = 1.0  # a tx pending this long triggers a view change
     # ... unless the primary committed a full block within the last request_timeout: then it is busy, not

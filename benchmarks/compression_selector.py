@@ -333,7 +333,8 @@ class Phase:
         """Print the phase's service-side figures; return its prediction p99 (seconds, interpolated)."""
         bound, p99 = bucket_quantile(self.buckets, prediction_buckets(self.ports), 0.99)
         cpu = cpu_seconds(self.procs) - self.cpu
-        per_request = f", service CPU {cpu / requests * 1e6:.0f} us/request" if cpu and requests else ""
+        per_request = (f", service CPU {cpu / requests * 1e6:.0f} us/request (shadow thread included)"
+                       if cpu and requests else "")
         print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms){per_request}, "
               f"load average {os.getloadavg()[0]:.2f}")
         return p99

@@ -98,6 +98,8 @@ class Run:
     node_cpu_s: float = 0.0  # CPU (user + system) all node processes spent during the run
     client_cpu_s: float = 0.0  # ... and this load generator
     blocks: int = 0  # heights committed during the run (the highest node's)
+    busiest_node: int = -1  # the node that spent the most CPU (the primary, normally) ...
+    busiest_cpu_s: float = 0.0  # ... and how much
 
     @property
     def achieved(self) -> float:
@@ -117,17 +119,17 @@ class Run:
                 and self.achieved >= 0.9 * self.rate)
 
 
-def node_cpu_seconds(cluster: LocalCluster) -> float:
-    """User + system CPU of every node process so far (/proc/PID/stat), so cost per tx and per block can be
+def node_cpu_seconds(cluster: LocalCluster) -> dict[int, float]:
+    """User + system CPU of each node process so far (/proc/PID/stat), so cost per tx and per block can be
     stated in CPU time, which a shared machine's other load disturbs far less than latency."""
-    ticks = 0
-    for proc in cluster.procs.values():
+    out = {}
+    for node, proc in cluster.procs.items():
         try:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        out[node] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def top_height(cluster: LocalCluster) -> int:
@@ -139,7 +141,9 @@ def measured(cluster: LocalCluster, rate: float, duration: float) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile."""
     h0, cpu0, own0 = top_height(cluster), node_cpu_seconds(cluster), time.process_time()
     run = asyncio.run(offer(cluster, rate, duration))
-    run.node_cpu_s, run.client_cpu_s = node_cpu_seconds(cluster) - cpu0, time.process_time() - own0
+    spent = {n: t - cpu0.get(n, 0.0) for n, t in node_cpu_seconds(cluster).items()}
+    run.node_cpu_s, run.client_cpu_s = sum(spent.values()), time.process_time() - own0
+    run.busiest_node, run.busiest_cpu_s = max(spent.items(), key=lambda kv: kv[1], default=(-1, 0.0))
     run.blocks = top_height(cluster) - h0
     return run
 
@@ -224,7 +228,8 @@ def report(run: Run) -> str:
         f"pending {run.pending}  errors {run.errors}  {'sustained' if run.sustained else 'NOT sustained'}\n"
         f"    cost: {run.blocks} blocks ({run.committed / max(run.blocks, 1):.1f} tx/block); node CPU "
         f"{run.node_cpu_s:.1f} s = {run.node_cpu_s / run.elapsed if run.elapsed else 0:.2f} cores, "
-        f"{1e3 * run.node_cpu_s / max(run.committed, 1):.2f} ms/tx; client CPU {run.client_cpu_s:.1f} s"
+        f"{1e3 * run.node_cpu_s / max(run.committed, 1):.2f} ms/tx; busiest node {run.busiest_node} "
+        f"{run.busiest_cpu_s / run.elapsed if run.elapsed else 0:.2f} cores; client CPU {run.client_cpu_s:.1f} s"
     )
 
 

@@ -111,3 +111,27 @@ def test_merged_ensemble_predicts_the_members_mean(tiny, calibration):
     for j, out in enumerate(merged.predict(data.x)):
         mean = np.mean([m.predict(data.x)[j] for m in members], axis=0)
         assert np.allclose(out, mean, atol=1e-4)  # inference runs in float32
+
+
+def test_row_weights_pull_the_fit_toward_heavier_rows():
+    # The same input twice with conflicting targets: the fit lands on their weighted mean.
+    x = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    y = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    from dwcp.compression.model import fit
+
+    m = fit(x, y, features=("a", "b"), options=("o",), hidden=(), epochs=400, batch=4, lr=2e-2, seed=0,
+            row_weight=np.array([9.0, 1.0, 1.0, 1.0]))
+    y_hat = (((x - m.x_mean) / m.x_std) @ m.weights[0] + m.biases[0]) * m.y_std + m.y_mean  # a linear model
+    assert y_hat[0] == pytest.approx([0.1, 0.1], abs=0.05)  # 9:1 toward 0
+    assert y_hat[2] == pytest.approx([0.5, 0.5], abs=0.05)  # 1:1
+
+
+def test_decision_weight_is_least_for_payloads_no_link_can_tell_apart(calibration):
+    from dwcp.compression.train import Dataset, decision_weight
+
+    text = b"the quick brown fox jumps over the lazy dog; " * 10_000
+    tiny, big = oracle.measure(text[:300], min_total=0.0), oracle.measure(text, min_total=0.0)
+    ds = Dataset(np.zeros((2, N_FEATURES)), np.array([tiny.ratio, big.ratio]), np.array([tiny.vc, big.vc]),
+                 np.array([tiny.vd, big.vd]), np.array([300, len(text)]), np.array(["text", "text"]), np.arange(2))
+    w = decision_weight(ds, floor=0.1)
+    assert w[0] < 0.3 < w[1] <= 1.1

@@ -72,17 +72,18 @@ def reference_sha256() -> str:
     return hashlib.sha256(reference_data()).hexdigest()
 
 
-def run(min_total: float = 0.02, rounds: int = 2) -> Calibration:
-    """Time every option on the reference array (about 1 s a round, dominated by the strongest brotli level).
+def run(min_total: float = 0.03, rounds: int = 3) -> Calibration:
+    """Time every option on the reference array (2-4 s, dominated by the strongest brotli level).
 
-    Each round measures every option once; the fastest round per option is kept, so one round disturbed by
-    a neighbour on a shared machine (seen: lz4 decompression at a third of its speed) does not stick.
+    One oracle measurement with `rounds` interleaved timing turns per option (more, up to twice that, for
+    a timing whose two fastest turns disagree), fastest sample kept: a turn disturbed by a neighbour on a
+    shared machine (seen: lz4 decompression at a third of its speed) does not stick, and a slowdown that
+    lasts a while hits every option's turns alike.
     """
     start = time.perf_counter()
     data = reference_data()
-    runs = [measure(data, OPTIONS, min_total=min_total) for _ in range(max(rounds, 1))]
-    vc, vd = np.max([m.vc for m in runs], axis=0), np.max([m.vd for m in runs], axis=0)
-    return Calibration(socket.gethostname(), time.time(), hashlib.sha256(data).hexdigest(), vc, vd, runs[0].ratio,
+    m = measure(data, OPTIONS, min_total=min_total, rounds=rounds, max_rounds=2 * rounds)
+    return Calibration(socket.gethostname(), time.time(), hashlib.sha256(data).hexdigest(), m.vc, m.vd, m.ratio,
                        time.perf_counter() - start)
 
 

@@ -67,10 +67,25 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
                 out.append(ds)
                 continue
             task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
-            ds = label(make(), cal, progress=lambda _n, t=task: progress.advance(t), augment=augment)
+            ds = label(make(), cal, progress=_advance(progress, task, f"labelling {name}", n), augment=augment)
             ds.save(path)
             out.append(ds)
     return cal, *out
+
+
+def _advance(progress, task, what: str, total: int, lines: int = 20):
+    """Progress callback: the bar on a terminal, else (a log file) a line every 1/`lines` of the way."""
+    import time
+
+    start, done = time.monotonic(), [0]
+
+    def step(_n: int) -> None:
+        progress.advance(task)
+        done[0] += 1
+        if not console.is_terminal and (done[0] % max(total // lines, 1) == 0 or done[0] == total):
+            console.print(f"{what}: {done[0]}/{total} ({time.monotonic() - start:.0f} s)")
+
+    return step
 
 
 def _print_eval(title: str, ev) -> None:
@@ -94,6 +109,8 @@ def train(
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
+    hidden: str = typer.Option("128,128", help="Hidden layer widths of each MLP, comma-separated."),
+    weighted: bool = typer.Option(True, help="Weigh training rows by how much their labels decide a choice."),
     relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
     refeature: bool = typer.Option(False, help="Recompute cached datasets' features (after a feature change)."),
     out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),
@@ -107,11 +124,13 @@ def train(
     from dwcp.compression.train import evaluate
     from dwcp.compression.train import train as fit_model
 
+    widths = tuple(int(w) for w in hidden.split(","))
     cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel, refeature)
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task(f"training {members} x MLP on {len(tr)} rows", total=epochs * members)
-        model = fit_model(tr, cal, epochs=epochs, members=members, on_epoch=lambda _e: progress.advance(task))
+        model = fit_model(tr, cal, epochs=epochs, members=members, hidden=widths, weighted=weighted,
+                          on_epoch=_advance(progress, task, "training (epochs)", epochs * members))
     console.print(f"trained in {time.time() - start:.0f} s")
     ev_syn, ev_real = evaluate(model, cal, ho), evaluate(model, cal, real)
     _print_eval("held-out synthetic", ev_syn)
@@ -119,7 +138,7 @@ def train(
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
         "train_payloads": int(len(set(tr.item.tolist()))), "train_rows": len(tr), "epochs": epochs,
-        "members": members,
+        "members": members, "hidden": list(widths), "weighted": weighted,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
     }
     path = out or DEFAULT_MODEL

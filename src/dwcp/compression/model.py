@@ -120,13 +120,17 @@ class Model:
 def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tuple[str, ...],
         hidden: tuple[int, ...] = (128, 128), epochs: int = 300, batch: int = 256, lr: float = 2e-3,
         weight_decay: float = 1e-5, seed: int = 0, y_weight: np.ndarray | None = None,
-        on_epoch=None) -> Model:
-    """Adam on weighted MSE in standardised output space; hand-written backprop (two layers need no autograd)."""
+        row_weight: np.ndarray | None = None, on_epoch=None) -> Model:
+    """Adam on weighted MSE in standardised output space; hand-written backprop (two layers need no autograd).
+
+    `y_weight` weighs output columns, `row_weight` training rows (normalised to a mean of 1).
+    """
     rng = np.random.default_rng(seed)
     x_mean, x_std = x.mean(0), x.std(0) + 1e-6
     y_mean, y_std = y.mean(0), y.std(0) + 1e-6
     xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
     wcol = np.ones(y.shape[1]) if y_weight is None else y_weight
+    wrow = np.ones(len(x)) if row_weight is None else row_weight * (len(x) / np.sum(row_weight))
     sizes = (x.shape[1], *hidden, y.shape[1])
     ws = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     bs = [np.zeros(b) for b in sizes[1:]]
@@ -143,7 +147,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tup
             for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
                 h = acts[-1] @ w + b
                 acts.append(np.maximum(h, 0.0) if i < len(ws) - 1 else h)
-            grad = 2.0 * (acts[-1] - ys[idx]) * wcol / len(idx)
+            grad = 2.0 * (acts[-1] - ys[idx]) * wcol * wrow[idx, None] / len(idx)
             gws, gbs = [None] * len(ws), [None] * len(ws)
             for i in range(len(ws) - 1, -1, -1):
                 gws[i] = acts[i].T @ grad + weight_decay * ws[i]

@@ -1,12 +1,25 @@
 """The oracle: run every option on the real data, then rank them with the cost model.
 
-Speeds are timed on this thread's CPU clock (CLOCK_THREAD_CPUTIME_ID) and the fastest of several
-repetitions is kept, so a busy machine (other processes, the service's own requests) slows the
-measurement as little as possible: being descheduled does not count, only cache effects remain.
+Timing method, chosen for repeatability on a shared machine (docs/compression.md, "Oracle"):
+
+- clock: this thread's CPU clock (CLOCK_THREAD_CPUTIME_ID), so time spent descheduled by this machine's
+  other processes does not count. Reading it is a system call (~0.5 us here), so one timed *sample* is a
+  batch of calls at least `SAMPLE_SECONDS` long: the clock's own cost stays out of the speed;
+- fastest sample: a neighbour's burst (cache thrashing, a hypervisor taking the core, which the thread
+  clock still counts) only ever makes a call slower, so the fastest sample is the estimate that moves
+  least between runs;
+- interleaved turns: after the round-trip check (one call each, itself the first sample), every option's
+  compress and decompress get turns in rotation, `rounds` at least (one for a call longer than a turn),
+  each at least `min_total / rounds` seconds. A slowdown that lasts a while therefore hits samples of
+  every option, not all of one option's;
+- confirmation: a timing is settled when its two fastest turns agree within `agree` (3%); one that does
+  not gets more turns, up to `max_rounds`. On a quiet machine a slow codec costs two calls; a disturbed
+  one, where the fast call might be luck or the slow one disturbance, gets more.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,19 +30,70 @@ from dwcp.compression.codecs import OPTIONS, Option
 from dwcp.compression.costmodel import Link, transfer_seconds
 
 NEAR_BEST = 1.05  # chosen option within 5% of the best option's time counts as accurate
+SAMPLE_SECONDS = 5e-5  # shortest timed batch: two clock reads (~1 us here) stay ~2% of it
+MAX_BATCH = 1000
+ROUNDS, MAX_ROUNDS, AGREE = 3, 5, 0.03
+
+Clock = Callable[[], int]  # nanoseconds
 
 
-def seconds_per_call(fn: Callable[[bytes], bytes], data: bytes, min_total: float = 0.002, max_reps: int = 200) -> float:
-    """Fastest single call of fn(data) in CPU seconds, repeating until min_total seconds or max_reps calls."""
-    best, spent, reps = float("inf"), 0.0, 0
-    clock = time.thread_time_ns
-    while reps < max_reps and spent < min_total:
-        t0 = clock()
-        fn(data)
-        dt = (clock() - t0) * 1e-9
-        best, spent, reps = min(best, dt), spent + dt, reps + 1
-    # A zero reading (below the clock's granularity on a tiny input) would mean infinite speed.
-    return max(best, 1e-8)
+class Timer:
+    """The timing of one function on one input: the fastest per-call time of each turn it was given."""
+
+    __slots__ = ("fn", "arg", "clock", "turns", "batch")
+
+    def __init__(self, fn: Callable[[bytes], bytes], arg: bytes, first: float, clock: Clock) -> None:
+        self.fn, self.arg, self.clock = fn, arg, clock
+        self.turns = [max(first, 1e-9)]  # the round-trip call is the first sample
+        self.batch = _batch(self.turns[0])
+
+    @property
+    def best(self) -> float:
+        return min(self.turns)
+
+    def settled(self, rounds: int, agree: float, budget: float) -> bool:
+        """Enough turns after the first call, and the two fastest turns within `agree` of each other.
+
+        Enough is `rounds`, or one for a call that alone outlasts a turn's `budget` (brotli-11 on 512 KiB
+        takes a second: each such call is a sample of its own, and two that agree settle it).
+        """
+        if len(self.turns) <= (rounds if self.turns[0] < budget else 1):
+            return False
+        a, b = sorted(self.turns)[:2]
+        return b <= a * (1.0 + agree)
+
+    def turn(self, budget: float) -> None:
+        """Time batches of calls until `budget` seconds are spent (at least one batch); keep the fastest."""
+        fn, arg, clock = self.fn, self.arg, self.clock
+        spent, best = 0.0, math.inf
+        while True:
+            k = self.batch
+            t0 = clock()
+            for _ in range(k):
+                fn(arg)
+            dt = (clock() - t0) * 1e-9
+            spent += dt
+            best = min(best, dt / k)
+            # The first call's time included the clock reads: size later batches on what a call really takes.
+            self.batch = _batch(min(best, self.best))
+            if spent >= budget:
+                break
+        # A zero reading (below the clock's granularity) would mean infinite speed.
+        self.turns.append(max(best, 1e-9))
+
+
+def _batch(seconds_per_call: float) -> int:
+    return max(1, min(MAX_BATCH, math.ceil(SAMPLE_SECONDS / max(seconds_per_call, 1e-9))))
+
+
+def seconds_per_call(fn: Callable[[bytes], bytes], data: bytes, min_total: float = 0.002,
+                     clock: Clock = time.thread_time_ns) -> float:
+    """Fastest per-call CPU seconds of fn(data), from batches filling at least min_total seconds."""
+    t0 = clock()
+    fn(data)
+    timer = Timer(fn, data, (clock() - t0) * 1e-9, clock)
+    timer.turn(min_total)
+    return timer.best
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,32 +106,41 @@ class Measurement:
     vd: np.ndarray
 
 
-def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002) -> Measurement:
-    """Compress and decompress `data` with every option, checking the round trip."""
+def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
+            max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns) -> Measurement:
+    """Compress and decompress `data` with every option (checking the round trip), then time them in turns."""
     n = max(len(data), 1)
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
+    timers: list[tuple[int, Timer, Timer]] = []
     for i, opt in enumerate(options):
         if opt.codec == "none":
             continue
         compress, decompress = opt.make()
-        t0 = time.thread_time_ns()
+        t0 = clock()
         packed = compress(data)
-        t1 = time.thread_time_ns()
+        t1 = clock()
         if decompress(packed) != data:
             raise AssertionError(f"{opt.key} did not round-trip")
-        t2 = time.thread_time_ns()
+        t2 = clock()
         ratio[i] = len(packed) / n
-        vc[i] = n / _best(compress, data, (t1 - t0) * 1e-9, min_total)
-        vd[i] = n / _best(decompress, packed, (t2 - t1) * 1e-9, min_total)
+        timers.append((i, Timer(compress, data, (t1 - t0) * 1e-9, clock),
+                       Timer(decompress, packed, (t2 - t1) * 1e-9, clock)))
+    run_turns([t for _, tc, td in timers for t in (tc, td)], min_total / max(rounds, 1), rounds,
+              max(rounds, max_rounds), agree)
+    for i, tc, td in timers:
+        vc[i], vd[i] = n / tc.best, n / td.best
     return Measurement(len(data), ratio, vc, vd)
 
 
-def _best(fn: Callable[[bytes], bytes], data: bytes, first: float, min_total: float) -> float:
-    # The round-trip check is already one timed call: a slow codec (brotli-11, zstd-19 on large data)
-    # that took min_total there is not run again, which halves labelling time.
-    if first >= min_total:
-        return first
-    return min(max(first, 1e-8), seconds_per_call(fn, data, min_total))
+def run_turns(timers: list[Timer], budget: float, rounds: int, max_rounds: int, agree: float) -> None:
+    """Give unsettled timers turns in rotation (each round starts one further along) until all settle."""
+    for r in range(max_rounds):
+        pending = [t for t in timers if not t.settled(rounds, agree, budget)]
+        if not pending:
+            return
+        k = r % len(pending)
+        for t in pending[k:] + pending[:k]:
+            t.turn(budget)
 
 
 def times(m: Measurement, size: int | float, link: Link) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from dwcp.compression import oracle
 from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
-from dwcp.compression.costmodel import Link
+from dwcp.compression.costmodel import Link, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, make_sample
 from dwcp.compression.model import Model, fit, merge
 
@@ -122,15 +122,38 @@ def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     return bw, rtt, loss
 
 
+def decision_weight(data: Dataset, links: int = 64, seed: int = 0, floor: float = 0.1) -> np.ndarray:
+    """Per row, how much its labels can decide a choice: `floor` + the mean share of options that are
+    *not* within the 5% tolerance of the best, over a fixed set of random links.
+
+    A 300-byte payload is RTT-bound on every link (all options near-best, weight ~floor): its noisy speed
+    labels should not pull the fit as hard as those of a 300 KiB one, where one option in three or four
+    is the right answer.
+    """
+    bw, rtt, loss = random_links(np.random.default_rng(seed), links)
+    b = bw[None, :, None] * 125_000.0
+    r, p = rtt[None, :, None] / 1e3, loss[None, :, None]
+    t = transfer_seconds(data.size[:, None, None], data.ratio[:, None, :], data.vc[:, None, :], data.vd[:, None, :],
+                         b, r, p)
+    near = t <= oracle.NEAR_BEST * t.min(axis=2, keepdims=True)
+    return floor + (1.0 - near.mean(axis=2)).mean(axis=1)
+
+
 def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
-          members: int = 1, on_epoch=None) -> Model:
-    """Fit `members` MLPs from different seeds and merge them into one (their mean; see `model.merge`)."""
+          members: int = 1, weighted: bool = True, on_epoch=None) -> Model:
+    """Fit `members` MLPs from different seeds and merge them into one (their mean; see `model.merge`).
+
+    With `weighted`, rows count by `decision_weight` (payloads whose options are all near-best on every
+    link weigh least).
+    """
     y = data.targets(cal)
     k = len(CODED)
     # Ratios decide most choices, compress speeds the fast-link ones; decompression rarely binds.
     weights = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
+    rows = decision_weight(data) if weighted else None
     fitted = [fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
-                  epochs=epochs, seed=seed + m, y_weight=weights, on_epoch=on_epoch) for m in range(members)]
+                  epochs=epochs, seed=seed + m, y_weight=weights, row_weight=rows, on_epoch=on_epoch)
+              for m in range(members)]
     model = fitted[0] if members == 1 else merge(fitted)
     from dwcp.compression.calibrate import reference_sha256
 

@@ -45,10 +45,24 @@ def test_english_text(extract):
     assert x[F["zstd1_ratio"]] < 0.05  # one repeated line
 
 
-def test_speed_feature_is_relative_to_the_host_reference():
+def test_speed_features_are_relative_to_the_host_reference():
     data = bytes(range(256)) * 64
     slow_ref, fast_ref = Extractor(1e6)(data, len(data)), Extractor(1e12)(data, len(data))
-    assert slow_ref[F["log_lz4_speed_rel"]] > fast_ref[F["log_lz4_speed_rel"]]
+    for name in ("log_lz4_speed_rel", "log_zstd1_speed_rel"):
+        assert slow_ref[F[name]] > fast_ref[F[name]]
+        assert slow_ref[F[name]] - fast_ref[F[name]] == pytest.approx(np.log(1e6), abs=3.0)  # ln(1e12 / 1e6) = 13.8
+
+
+def test_zstd_probe_speed_tells_zeros_from_text(extract):
+    """zstd-1 runs through zeros far faster than through text (a timing: best of a few, on a shared machine)."""
+    text = b"It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 400
+    text = bytes(np.random.default_rng(3).permutation(np.frombuffer(text, np.uint8)))  # no long repeats
+    speed = F["log_zstd1_speed_rel"]
+
+    def fastest(sample: bytes) -> float:
+        return max(extract(sample, len(sample))[speed] for _ in range(7))
+
+    assert fastest(bytes(32768)) > fastest(text[:32768]) + 1.0  # e^1: at least 2.7x faster
 
 
 def test_empty_sample_gives_only_the_size(extract):
@@ -69,8 +83,8 @@ def test_many_matches_one_at_a_time(extract):
     rows = extract.many(samples, [5000, 6000])
     for row, s, n in zip(rows, samples, [5000, 6000], strict=True):
         one = extract(s, n)
-        speed = F["log_lz4_speed_rel"]  # timed, so it varies between calls
-        assert np.allclose(np.delete(row, speed), np.delete(one, speed))
+        timed = [F["log_lz4_speed_rel"], F["log_zstd1_speed_rel"]]  # timings vary between calls
+        assert np.allclose(np.delete(row, timed), np.delete(one, timed))
 
 
 def test_extraction_takes_microseconds(extract):

@@ -110,7 +110,7 @@ def train(
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
     hidden: str = typer.Option("128,128", help="Hidden layer widths of each MLP, comma-separated."),
-    weighted: bool = typer.Option(True, help="Weigh training rows by how much their labels decide a choice."),
+    weighted: bool = typer.Option(False, help="Weigh training rows by how much their labels decide a choice."),
     relabel: bool = typer.Option(False, help="Recalibrate and relabel even if cached datasets exist."),
     refeature: bool = typer.Option(False, help="Recompute cached datasets' features (after a feature change)."),
     out: Path | None = typer.Option(None, help="Artifact path; default: the one shipped in the package."),

@@ -1,9 +1,9 @@
 """Features of a payload from a sample of it: byte statistics (numpy) and two fast probe compressions.
 
 Everything is computed on a probe region of at most 16 KiB (four 4 KiB blocks spread over the sample, so
-a mixture's parts are all seen), which keeps extraction in the tens of microseconds. The probe's lz4
-speed is divided by this host's calibrated lz4 speed, so the feature means "faster or slower than on the
-reference array", not "fast on this CPU".
+a mixture's parts are all seen), which keeps extraction in the tens of microseconds. Both probes are
+timed, and their speeds are divided by this host's calibrated lz4 speed, so the features mean "faster or
+slower than lz4 on the reference array", not "fast on this CPU".
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ MAX_LOG_SIZE = 30.0  # log2 of 1 GiB: sizes beyond it behave alike for ratio and
 FEATURE_NAMES: tuple[str, ...] = (
     "log2_size", "log2_sample", "log2_size_over_sample", "entropy", "zero_share", "ascii_share", "high_share",
     "distinct_share", "top_share", "repeat1", "repeat2", "repeat4", "repeat8", "zero_word_share",
-    "zero_block_share", "lz4_ratio", "zstd1_ratio", "log_lz4_speed_rel",
+    "zero_block_share", "lz4_ratio", "zstd1_ratio", "log_lz4_speed_rel", "log_zstd1_speed_rel",
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -48,7 +48,11 @@ def probe_region(sample: bytes) -> bytes:
 
 
 class Extractor:
-    """Holds the probe codecs (one per thread: zstd contexts are not thread-safe) and the host's lz4 speed."""
+    """Holds the probe codecs (one per thread: zstd contexts are not thread-safe) and the host's lz4 speed.
+
+    `lz4_reference_bps` (the calibration's lz4 compress speed) normalises both probe speeds: it only has
+    to say how fast this host is, and one reference keeps the constructor the same for every caller.
+    """
 
     def __init__(self, lz4_reference_bps: float) -> None:
         self.lz4_reference_bps = float(lz4_reference_bps)
@@ -70,8 +74,10 @@ class Extractor:
         clock = time.perf_counter_ns
         t0 = clock()
         lz4_len = len(lz4.block.compress(region, store_size=False))
-        t_lz4 = max((clock() - t0) * 1e-9, 1e-7)
+        t1 = clock()
         zstd_len = len(self._zstd1.compress(region))
+        t2 = clock()
+        t_lz4, t_zstd = max((t1 - t0) * 1e-9, 1e-7), max((t2 - t1) * 1e-9, 1e-7)
         words = a[: n - n % 8].view(np.uint64)
         zw = words == 0
         nb = len(zw) // 8
@@ -93,6 +99,7 @@ class Extractor:
         row[15] = lz4_len / n
         row[16] = zstd_len / n
         row[17] = math.log(n / t_lz4 / self.lz4_reference_bps)
+        row[18] = math.log(n / t_zstd / self.lz4_reference_bps)
         return row
 
     def many(self, samples: list[bytes], sizes: list[int]) -> np.ndarray:

@@ -37,6 +37,7 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
 
     from dwcp.compression import calibrate as cal_mod
     from dwcp.compression import corpus
+    from dwcp.compression.features import N_FEATURES
     from dwcp.compression.train import Dataset, label
     from dwcp.compression.train import refeature as recompute
 
@@ -61,7 +62,9 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
                 continue
             if path.exists() and not relabel:
                 ds = Dataset.load(path)
-                if refeature:  # labels stay valid; only the features are recomputed from the same payloads
+                # Labels stay valid; only the features are recomputed from the same payloads (also when the
+                # cache predates a change in the feature vector).
+                if refeature or ds.x.shape[1] != N_FEATURES:
                     ds = recompute(ds, make(), cal, augment=augment)
                     ds.save(path)
                 out.append(ds)
@@ -163,5 +166,6 @@ def evaluate(
     model = Model.load(model_path or DEFAULT_MODEL)
     cal, _, ho, real = _datasets(cache, seed, 0, heldout_items, real_items, False)
     console.print(f"model {model.version}")
-    _print_eval("held-out synthetic", run_eval(model, cal, ho))
-    _print_eval("held-out real files", run_eval(model, cal, real))
+    for title, ds in (("held-out synthetic", ho), ("held-out real files", real)):
+        if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set
+            _print_eval(title, run_eval(model, cal, ds))

@@ -60,7 +60,8 @@ def test_core_config_maps_settings_and_refuses_what_the_core_lacks() -> None:
         core_config("pbft", ConsensusSettings(group_size=4))
     tpbft = core_config("tpbft", ConsensusSettings(group_size=5, max_inflight=2, epoch_length=16))
     assert (tpbft.group_size, tpbft.max_inflight, tpbft.epoch_length) == (5, 2, 16)
-    assert core_config("tpbft", ConsensusSettings()).max_inflight == type(tpbft)().max_inflight  # core default kept
+    assert core_config("tpbft", ConsensusSettings()).max_inflight == 1  # the node's default, not the core's 8
+    assert core_config("tpbft", ConsensusSettings(max_inflight=None)).max_inflight == type(tpbft)().max_inflight
 
 
 @pytest.mark.network

@@ -32,7 +32,7 @@ def test_backlog_behind_full_blocks_starts_no_view_change(pbft_net):
     net = _backlog_behind_full_blocks(pbft_net, full_block_at=1.2)
     net.now = 1.5  # tx(1) waited past request_timeout (1 s), but a full block committed 0.3 s ago
     outs = net.fire(2, REQUEST)
-    assert _view_changes(outs) == [] and SetTimer(timer=REQUEST, delay=1.0) in outs
+    assert _view_changes(outs) == [] and SetTimer(timer=REQUEST, delay=0.5) in outs
     assert net.cores[2].mode is Mode.NORMAL
     net.now = 2.6  # no full block for 1.4 s: the primary is no longer visibly busy
     assert _view_changes(net.fire(2, REQUEST))

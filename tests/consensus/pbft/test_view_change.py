@@ -71,11 +71,11 @@ def test_a_stuck_tx_is_first_sent_to_all_and_only_then_starts_a_view_change(pbft
     submit(net, 1, tx(1))
     assert Multicast(to=(0,), message=TxBatch(txs=(tx(1),))) in net.outputs[1]  # forwarded to the primary
     net.queue.clear()  # the forward is lost (say the primary restarted and forgot it)
-    net.now = 1.0
+    net.now = 0.5  # half the request timeout
     outs = net.fire(1, REQUEST)
-    # Retransmit to the whole group and give the primary a new timeout, as a PBFT client would; no view change.
-    assert outs == [Multicast(to=(0, 2, 3), message=TxBatch(txs=(tx(1),))), SetTimer(timer=REQUEST, delay=1.0)]
-    assert net.cores[1].mode is Mode.NORMAL and net.cores[1].mempool.oldest() == 1.0
+    # Retransmit to the whole group and give the primary the other half, as a PBFT client would; no view change.
+    assert outs == [Multicast(to=(0, 2, 3), message=TxBatch(txs=(tx(1),))), SetTimer(timer=REQUEST, delay=0.5)]
+    assert net.cores[1].mode is Mode.NORMAL and net.cores[1].mempool.oldest() == 0.5
     net.run()
     assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 1}  # the primary had it this time
     assert all(core.view_changes == 0 for core in net.cores.values())
@@ -86,11 +86,11 @@ def test_a_stuck_tx_the_whole_group_held_for_a_timeout_starts_a_view_change(pbft
     net.down.add(0)
     submit(net, 1, tx(1))
     net.fire(1, GOSSIP)
-    net.now = 1.0
-    net.fire(1, REQUEST)  # first timeout: sent to all
+    net.now = 0.5
+    net.fire(1, REQUEST)  # half the timeout: sent to all
     net.run()
     assert [net.cores[n].mode for n in (1, 2, 3)] == [Mode.NORMAL] * 3
-    time_out(net, [1, 2, 3], now=2.0)  # second timeout: every member held it for a full one
+    time_out(net, [1, 2, 3], now=1.0)  # the other half: every member held it that long; a full timeout in all
     net.run()
     assert [(net.cores[n].view, net.cores[n].mode) for n in (1, 2, 3)] == [(1, Mode.NORMAL)] * 3
     assert net.heights() == {0: 0, 1: 1, 2: 1, 3: 1}

@@ -120,7 +120,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         elif isinstance(input, Started):
             self.forwarded_to = self.primary(self.epoch, self.view)  # nothing of ours is pending yet
             outs.append(self._broadcast(Status(epoch=self.epoch, view=self.view, height=self.height)))
-            self._arm(REQUEST, self.config.request_timeout, outs)
+            self._arm(REQUEST, self.config.request_timeout / 2, outs)
         else:
             raise LocalProtocolError(f"unknown input {input!r}")
         if self.own:
@@ -136,7 +136,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             for tx in msg.txs:
                 if self.mempool.add(tx, now) is None:
                     self.announced.add(tx.id)  # a backup's retransmission to all, or forwarded to us, the primary
-            self._arm(REQUEST, self.config.request_timeout, outs)
+            self._arm(REQUEST, self.config.request_timeout / 2, outs)
             self._maybe_propose(now, outs)
         elif isinstance(msg, Checkpoint):
             self._on_checkpoint(now, sender, msg, sig, outs)
@@ -237,7 +237,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
                 self._arm(GOSSIP, wait, outs)
             else:
                 self._flush_gossip(now, outs)
-        self._arm(REQUEST, self.config.request_timeout, outs)
+        self._arm(REQUEST, self.config.request_timeout / 2, outs)
         self._maybe_propose(now, outs)
 
     def _flush_gossip(self, now: float, outs: list[Output]) -> None:

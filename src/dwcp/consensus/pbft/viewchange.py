@@ -102,35 +102,38 @@ class ViewChangeMixin:
 
     # ---- starting a view change ----
     def _on_request_timer(self, now: float, outs: list[Output]) -> None:
+        # The request timeout is spent in two halves. After the first, a node retransmits its own stuck
+        # txs to the whole group, as a PBFT client retransmits to all replicas: they went to the primary
+        # alone, which may have crashed, restarted or been cut off since (then it gets them again and no
+        # view change is needed). Txs the whole group has held for the second half without a commit make
+        # the primary faulty; every member's timer then runs out at about the same time, so they change
+        # view together, a full timeout after the tx was submitted, as when every node held every tx.
+        timeout = self.config.request_timeout
+        step = timeout / 2  # everywhere the timer is armed: it checks in halves (see above)
         oldest = self.mempool.oldest()
         if oldest is None:
             return
         waited = now - oldest
-        if waited < self.config.request_timeout or self.mode is not Mode.NORMAL:
-            self._arm(REQUEST, max(self.config.request_timeout - waited, 0.01), outs)
+        if waited < step or self.mode is not Mode.NORMAL:
+            self._arm(REQUEST, max(step - waited, 0.01), outs)
             return
         if self.behind():  # not the primary's fault: we are the slow one
             self._catch_up(now, outs)
-            self._arm(REQUEST, self.config.request_timeout, outs)
+            self._arm(REQUEST, step, outs)
             return
-        timeout = self.config.request_timeout
         if now - self.full_block_at < timeout and waited < (1 + self.config.saturation_grace) * timeout:
             # A backlog behind full blocks is load, not a faulty primary; a view change would only add a
             # stall to it. Past the grace the tx is treated as censored all the same.
-            self._arm(REQUEST, timeout, outs)
+            self._arm(REQUEST, step, outs)
             return
-        # As PBFT clients do on a timeout, first retransmit to all: our own txs went to the primary
-        # alone, which may have crashed, restarted or been cut off since. Only txs the whole group has
-        # held for a full timeout without a commit make the primary faulty; then every member's timer
-        # runs out at about the same time and they change view together.
         limit = self.config.batch_size * self.config.max_inflight  # what the next primary can propose soon
-        stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= timeout]
+        stale = [tx for tx, seen in self.mempool.pending.values() if now - seen >= step]
         fresh = [tx for tx in stale if tx.id not in self.announced][:limit]
         if fresh:
             self._announce(fresh, outs)
             if len(fresh) == len(stale):
                 self.mempool.restart_clocks(now, fresh)
-                self._arm(REQUEST, timeout, outs)
+                self._arm(REQUEST, step, outs)
                 return
         self.start_view_change(now, self.view + 1, outs)
 
@@ -371,5 +374,5 @@ class ViewChangeMixin:
         if self.behind():
             self._catch_up(now, outs)
         if len(self.mempool):
-            self._arm(REQUEST, self.config.request_timeout, outs)
+            self._arm(REQUEST, self.config.request_timeout / 2, outs)
         self._maybe_propose(now, outs)

@@ -19,10 +19,13 @@ the same campaign in one region (1 ms RTT) for that comparison.
 Each run offers 10 tx/s for 3 simulated seconds, then drains (until every due tx commits, at most
 20 s): about 0.2 CPU-s per seed for both cores, so 10^4 seeds take ~35 CPU-minutes.
 
-Measured 2026-11-25 (commit f062d37, `--time-limit 2036 --workers 2`, nice 10 on a shared 2-core VM):
-10,000 WAN seeds x 2 cores in 1264 s wall, 0 runs with violations for either core. Medians over runs,
-PBFT / T-PBFT: latency p50 0.234 / 0.349 s (same-run ratio 1.34), p99 0.367 / 1.420 s, messages per
-block 200 / 228, view changes per run 0 / 1. LAN (200 seeds): p50 0.005 s for both (seed: < 0.060 s).
+Measured 2026-11-25 22:21-22:38 UTC (commit 9649db2: client txs forwarded to the primary, request timeout in
+halves, adaptive batching; `--runs 10000 --lan-runs 200 --workers 2`, nice 19 on the shared 2-core VM):
+10,000 WAN seeds x 2 cores in 972 s wall, 0 runs with violations for either core. Medians over runs,
+PBFT / T-PBFT: latency p50 0.231 / 0.351 s (same-run ratio 1.36), p99 0.365 / 1.426 s, messages per
+block 191 / 215, view changes per run 0 / 1. LAN (200 seeds): p50 0.002 s for both (seed: < 0.060 s).
+The previous protocol code (commit f062d37, same command): p50 0.234 / 0.349 s, p99 0.367 / 1.420 s,
+messages per block 200 / 228, LAN p50 0.005 s, 0 violations.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class App(FastAPI):
                 await unexpected_response(scope["method"], scope["path"], exc)(scope, receive, send)
                 raise
             else:
-                status, body = answer if isinstance(answer, tuple) else (200, answer)
+                status, body = _status_and_body(answer)
                 await send({"type": "http.response.start", "status": status,
                             "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
                 await send({"type": "http.response.body", "body": body})
@@ -210,7 +210,7 @@ class App(FastAPI):
 
         async def endpoint(request: Request) -> Response:
             answer = await handler(RawRequest(request.scope, request.receive))
-            status, body = answer if isinstance(answer, tuple) else (200, answer)
+            status, body = _status_and_body(answer)
             return Response(body, status_code=status, media_type="application/json")
 
         self.post(path, name=handler.__name__, response_model=None, **route)(endpoint)
@@ -218,6 +218,11 @@ class App(FastAPI):
 
 
 _JSON = b"application/json"
+
+
+def _status_and_body(answer: bytes | tuple[int, bytes]) -> tuple[int, bytes]:
+    """A fast route handler's answer as (status, JSON body): bare bytes mean 200."""
+    return answer if isinstance(answer, tuple) else (200, answer)
 
 
 async def _run_check(check: HealthCheck) -> HealthResult:

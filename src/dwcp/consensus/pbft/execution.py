@@ -10,6 +10,7 @@ from __future__ import annotations
 from dwcp.consensus.core.messages import Block, Certificate, digest
 from dwcp.consensus.core.outputs import Commit, Output, Rejected
 from dwcp.consensus.core.protocol import verify_certificate
+from dwcp.consensus.pbft.mempool import framed_size
 from dwcp.consensus.pbft.messages import Prepared
 from dwcp.consensus.pbft.state import Mode
 
@@ -69,7 +70,7 @@ class ExecutionMixin:
     def _full(self, block: Block) -> bool:
         """Did this block use the whole batch (by count or by bytes, as `Mempool.take` counts them)?"""
         cfg = self.config
-        size = sum(len(tx.payload) + 8 for tx in block.txs)
+        size = sum(framed_size(tx) for tx in block.txs)
         return len(block.txs) >= cfg.batch_size or size > cfg.max_block_bytes * 0.9
 
     def _enter_epoch(self, now: float, epoch: int, outs: list[Output], replay: bool) -> None:

@@ -11,6 +11,11 @@ from collections.abc import Iterable
 from dwcp.consensus.core.messages import Transaction
 
 
+def framed_size(tx: Transaction) -> int:
+    """Bytes a tx takes in a block or batch: its payload plus 8 bytes of msgpack framing (an upper bound)."""
+    return len(tx.payload) + 8
+
+
 class Mempool:
     def __init__(self, max_pending: int = 100_000, max_tx_bytes: int | None = None) -> None:
         self.max_pending = max_pending
@@ -38,13 +43,13 @@ class Mempool:
 
     def take(self, limit: int, max_bytes: int | None = None) -> list[Transaction]:
         """Oldest pending transactions not already in one of our in-flight proposals: at most
-        `limit` of them, and (when given) at most `max_bytes` of payload, counting 8 bytes of
-        framing per tx (the first one is always taken: `add` refused any that could not fit)."""
+        `limit` of them, and (when given) at most `max_bytes` as `framed_size` counts them (the first
+        one is always taken: `add` refused any that could not fit)."""
         out: list[Transaction] = []
         size = 0
         for tid, (tx, _) in self.pending.items():
             if tid not in self.inflight:
-                size += len(tx.payload) + 8
+                size += framed_size(tx)
                 if max_bytes is not None and size > max_bytes and out:
                     break
                 out.append(tx)

@@ -44,7 +44,7 @@ from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer, T
 from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
 from dwcp.consensus.pbft.checkpoint import CheckpointMixin
 from dwcp.consensus.pbft.execution import ExecutionMixin
-from dwcp.consensus.pbft.mempool import Mempool
+from dwcp.consensus.pbft.mempool import Mempool, framed_size
 from dwcp.consensus.pbft.messages import Checkpoint, NewView, NewViewRequest, Prepared, PrePrepare, Status, ViewChange
 from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot
 from dwcp.consensus.pbft.viewchange import ViewChangeMixin
@@ -120,7 +120,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         elif isinstance(input, Started):
             self.forwarded_to = self.primary(self.epoch, self.view)  # nothing of ours is pending yet
             outs.append(self._broadcast(Status(epoch=self.epoch, view=self.view, height=self.height)))
-            self._arm(REQUEST, self.config.request_timeout / 2, outs)
+            self._arm(REQUEST, self._request_step, outs)
         else:
             raise LocalProtocolError(f"unknown input {input!r}")
         if self.own:
@@ -136,7 +136,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             for tx in msg.txs:
                 if self.mempool.add(tx, now) is None:
                     self.announced.add(tx.id)  # a backup's retransmission to all, or forwarded to us, the primary
-            self._arm(REQUEST, self.config.request_timeout / 2, outs)
+            self._arm(REQUEST, self._request_step, outs)
             self._maybe_propose(now, outs)
         elif isinstance(msg, Checkpoint):
             self._on_checkpoint(now, sender, msg, sig, outs)
@@ -219,9 +219,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
     # Client txs go to the primary only, as PBFT clients send their requests (Castro & Liskov, 4.1):
     # it is the one node that needs them, and forwarding to the whole group made every node check a
     # signature for every other node's gossip, about as much CPU as all the votes. The node a client
-    # used keeps the tx (`own`) until it executes: it re-forwards to each new primary, and when its
-    # request timer expires it sends the stuck txs to the whole group and starts a view change (as a
-    # PBFT client retransmits to all replicas), which starts the others' timers too (viewchange.py).
+    # used keeps the tx (`own`) until it executes: it re-forwards to each new primary, and half a request
+    # timeout later it sends the stuck txs to the whole group (as a PBFT client retransmits to all
+    # replicas), which starts the others' timers; a view change follows only if the group's run out too
+    # (viewchange.py).
     def _on_submitted(self, now: float, tx: Transaction, outs: list[Output]) -> None:
         reason = self.mempool.add(tx, now)
         if reason is not None:
@@ -237,7 +238,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
                 self._arm(GOSSIP, wait, outs)
             else:
                 self._flush_gossip(now, outs)
-        self._arm(REQUEST, self.config.request_timeout / 2, outs)
+        self._arm(REQUEST, self._request_step, outs)
         self._maybe_propose(now, outs)
 
     def _flush_gossip(self, now: float, outs: list[Output]) -> None:
@@ -285,7 +286,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
                 outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
                 batch, size = [], 0
             batch.append(tx)
-            size += len(tx.payload) + 8
+            size += framed_size(tx)
         if batch:
             outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
 

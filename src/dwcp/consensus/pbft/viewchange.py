@@ -101,6 +101,11 @@ class ViewChangeMixin:
         self.armed.discard(VIEW_CHANGE)
 
     # ---- starting a view change ----
+    @property
+    def _request_step(self) -> float:
+        """The request timer's period: it checks in halves of request_timeout (see `_on_request_timer`)."""
+        return self.config.request_timeout / 2
+
     def _on_request_timer(self, now: float, outs: list[Output]) -> None:
         # The request timeout is spent in two halves. After the first, a node retransmits its own stuck
         # txs to the whole group, as a PBFT client retransmits to all replicas: they went to the primary
@@ -109,7 +114,7 @@ class ViewChangeMixin:
         # the primary faulty; every member's timer then runs out at about the same time, so they change
         # view together, a full timeout after the tx was submitted, as when every node held every tx.
         timeout = self.config.request_timeout
-        step = timeout / 2  # everywhere the timer is armed: it checks in halves (see above)
+        step = self._request_step
         oldest = self.mempool.oldest()
         if oldest is None:
             return
@@ -374,5 +379,5 @@ class ViewChangeMixin:
         if self.behind():
             self._catch_up(now, outs)
         if len(self.mempool):
-            self._arm(REQUEST, self.config.request_timeout / 2, outs)
+            self._arm(REQUEST, self._request_step, outs)
         self._maybe_propose(now, outs)

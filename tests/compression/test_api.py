@@ -170,6 +170,25 @@ def test_missing_model_serves_the_probe_fallback_and_reports_degraded(make_clien
         assert r.status_code == 200 and r.json()["model_version"] == "probe-fallback"
 
 
+def test_model_for_other_features_is_refused_and_the_fallback_serves(make_client, tmp_path):
+    """An artifact trained on another feature vector (an older build's) must not be fed this build's features."""
+    import numpy as np
+
+    from dwcp.compression.codecs import CODED
+    from dwcp.compression.model import Model
+
+    k, f = len(CODED), 19
+    old = Model(tuple(f"old_{i}" for i in range(f)), tuple(o.key for o in CODED), np.zeros(f), np.ones(f),
+                np.zeros(3 * k), np.ones(3 * k), [np.zeros((f, 3 * k))], [np.zeros(3 * k)])
+    old.save(tmp_path / "old.npz")
+    c, _, _ = make_client(shadow_fraction=0.0, model_path=tmp_path / "old.npz")
+    with c:
+        detail = c.get("/health").json()["checks"]["model"]["detail"]
+        assert "old_0" in detail and "retrain" in detail and "fallback" in detail
+        r = c.post("/v1/predict", json=GOOD)
+        assert r.status_code == 200 and r.json()["model_version"] == "probe-fallback"
+
+
 def test_missing_calibration_runs_one_on_start(make_client, tmp_path):
     path = tmp_path / "fresh" / "cal.json"
     c, _, _ = make_client(shadow_fraction=0.0, calibration_path=path)

@@ -12,7 +12,7 @@ F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 @pytest.fixture(scope="module")
 def extract() -> Extractor:
-    return Extractor(5e8)
+    return Extractor()
 
 
 def test_all_zeros(extract):
@@ -45,24 +45,28 @@ def test_english_text(extract):
     assert x[F["zstd1_ratio"]] < 0.05  # one repeated line
 
 
-def test_speed_features_are_relative_to_the_host_reference():
-    data = bytes(range(256)) * 64
-    slow_ref, fast_ref = Extractor(1e6)(data, len(data)), Extractor(1e12)(data, len(data))
-    for name in ("log_lz4_speed_rel", "log_zstd1_speed_rel"):
-        assert slow_ref[F[name]] > fast_ref[F[name]]
-        assert slow_ref[F[name]] - fast_ref[F[name]] == pytest.approx(np.log(1e6), abs=3.0)  # ln(1e12 / 1e6) = 13.8
+def test_features_are_properties_of_the_bytes_alone(extract):
+    """The same sample gives the same vector from any extractor, after any other work (no timings)."""
+    import zstandard
+
+    samples = [bytes(32768), np.random.default_rng(4).bytes(20000), b"key=value; " * 3000]
+    before = [extract(s, len(s) * 3) for s in samples]
+    zstandard.ZstdCompressor(level=19).compress(np.random.default_rng(5).bytes(1 << 18))  # cold caches after this
+    for s, x in zip(samples, before, strict=True):
+        assert np.array_equal(Extractor()(s, len(s) * 3), x)
+        assert np.array_equal(extract(s, len(s) * 3), x)
+    assert not any(name.startswith("log_") and "speed" in name for name in FEATURE_NAMES)
 
 
-def test_zstd_probe_speed_tells_zeros_from_text(extract):
-    """zstd-1 runs through zeros far faster than through text (a timing: best of a few, on a shared machine)."""
+def test_probe_ratios_tell_zeros_from_text_from_random(extract):
     text = b"It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 400
     text = bytes(np.random.default_rng(3).permutation(np.frombuffer(text, np.uint8)))  # no long repeats
-    speed = F["log_zstd1_speed_rel"]
-
-    def fastest(sample: bytes) -> float:
-        return max(extract(sample, len(sample))[speed] for _ in range(7))
-
-    assert fastest(bytes(32768)) > fastest(text[:32768]) + 1.0  # e^1: at least 2.7x faster
+    zeros, noise = extract(bytes(32768), 32768), extract(np.random.default_rng(6).bytes(32768), 32768)
+    shuffled = extract(text[:32768], 32768)
+    for name in ("lz4_ratio", "zstd1_ratio"):
+        assert zeros[F[name]] < 0.02 < shuffled[F[name]] < noise[F[name]] and noise[F[name]] > 0.99
+    # No repeats for lz4 to find in shuffled letters; zstd's entropy stage still packs ~4.3 bits/byte.
+    assert shuffled[F["zstd1_ratio"]] < 0.7 < shuffled[F["lz4_ratio"]]
 
 
 def test_empty_sample_gives_only_the_size(extract):
@@ -82,9 +86,7 @@ def test_many_matches_one_at_a_time(extract):
     samples = [bytes(5000), b"abc" * 2000]
     rows = extract.many(samples, [5000, 6000])
     for row, s, n in zip(rows, samples, [5000, 6000], strict=True):
-        one = extract(s, n)
-        timed = [F["log_lz4_speed_rel"], F["log_zstd1_speed_rel"]]  # timings vary between calls
-        assert np.allclose(np.delete(row, timed), np.delete(one, timed))
+        assert np.array_equal(row, extract(s, n))
 
 
 def test_extraction_takes_microseconds(extract):
@@ -95,3 +97,12 @@ def test_extraction_takes_microseconds(extract):
         extract(sample, 65536)
     # Typically ~50 us; the bound is loose because the CI machine is shared.
     assert (time.perf_counter() - start) / 100 < 2e-3
+
+
+def test_real_training_files_never_come_from_a_held_out_tree():
+    from dwcp.compression.corpus import REAL_ROOTS, TRAIN_REAL_ROOTS
+
+    for train_root in TRAIN_REAL_ROOTS:
+        for held_out in REAL_ROOTS:
+            a, b = train_root.rstrip("/") + "/", held_out.rstrip("/") + "/"
+            assert not a.startswith(b) and not b.startswith(a), (train_root, held_out)

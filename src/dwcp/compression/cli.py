@@ -31,8 +31,10 @@ def calibrate(out: Path | None = typer.Option(None, help="Calibration file; defa
 
 
 def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool,
-              refeature: bool = False):
-    """(calibration, train, held-out synthetic, held-out real), labelled now or read from the cache."""
+              refeature: bool = False, n_real_train: int = 0):
+    """(calibration, train, held-out synthetic, held-out real, real training files), labelled now or read from
+    the cache. Real training files come from other directory trees than the held-out ones
+    (`corpus.TRAIN_REAL_ROOTS`), so no file is both trained on and scored on."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from dwcp.compression import calibrate as cal_mod
@@ -50,13 +52,15 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
         cal = cal_mod.load(cal_path)
     specs = [("train", seed, n_train, lambda: corpus.items(seed, n_train)),
              ("heldout", seed + 1, n_heldout, lambda: corpus.items(seed + 1, n_heldout)),
-             ("real", seed + 2, n_real, lambda: corpus.real_files(seed + 2, n_real))]
+             ("real", seed + 2, n_real, lambda: corpus.real_files(seed + 2, n_real)),
+             ("realtrain", seed + 3, n_real_train,
+              lambda: corpus.real_files(seed + 3, n_real_train, roots=corpus.TRAIN_REAL_ROOTS))]
     out = []
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         for name, s, n, make in specs:
             path = cache / f"{name}-s{s}-n{n}.npz"
-            augment = name == "train"  # training also sees smaller client samples; held-out sets the standard one
+            augment = name in ("train", "realtrain")  # training also sees smaller client samples
             if n == 0:
                 out.append(None)
                 continue
@@ -65,12 +69,12 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
                 # Labels stay valid; only the features are recomputed from the same payloads (also when the
                 # cache predates a change in the feature vector).
                 if refeature or ds.x.shape[1] != N_FEATURES:
-                    ds = recompute(ds, make(), cal, augment=augment)
+                    ds = recompute(ds, make(), augment=augment)
                     ds.save(path)
                 out.append(ds)
                 continue
             task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
-            ds = label(make(), cal, progress=_advance(progress, task, f"labelling {name}", n), augment=augment)
+            ds = label(make(), progress=_advance(progress, task, f"labelling {name}", n), augment=augment)
             ds.save(path)
             out.append(ds)
     return cal, *out
@@ -107,9 +111,11 @@ def _print_eval(title: str, ev) -> None:
 def train(
     cache: Path = CacheOpt,
     seed: int = typer.Option(1, help="Corpus seed; held-out sets use seed+1 (synthetic) and seed+2 (real files)."),
-    train_items: int = typer.Option(2400, help="Synthetic payloads to train on."),
+    train_items: int = typer.Option(7200, help="Synthetic payloads to train on."),
     heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
+    real_train_items: int = typer.Option(900, help="Real files from other directories of this machine to train on "
+                                                    "(0: synthetic data only)."),
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
     hidden: str = typer.Option("128,128", help="Hidden layer widths of each MLP, comma-separated."),
@@ -124,11 +130,13 @@ def train(
     from rich.progress import Progress
 
     from dwcp.compression.selector import DEFAULT_MODEL
-    from dwcp.compression.train import evaluate
+    from dwcp.compression.train import Dataset, evaluate
     from dwcp.compression.train import train as fit_model
 
     widths = tuple(int(w) for w in hidden.split(","))
-    cal, tr, ho, real = _datasets(cache, seed, train_items, heldout_items, real_items, relabel, refeature)
+    cal, synthetic, ho, real, real_train = _datasets(cache, seed, train_items, heldout_items, real_items, relabel,
+                                                     refeature, real_train_items)
+    tr = synthetic if real_train is None else Dataset.concat(synthetic, real_train)
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task(f"training {members} x MLP on {len(tr)} rows", total=epochs * members)
@@ -140,7 +148,8 @@ def train(
     _print_eval("held-out real files", ev_real)
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
-        "train_payloads": int(len(set(tr.item.tolist()))), "train_rows": len(tr), "epochs": epochs,
+        "train_payloads": int(len(set(synthetic.item.tolist()))), "train_real_files": int(real_train_items),
+        "train_rows": len(tr), "epochs": epochs,
         "members": members, "hidden": list(widths), "weighted": weighted,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
     }
@@ -164,7 +173,7 @@ def evaluate(
     from dwcp.compression.train import evaluate as run_eval
 
     model = Model.load(model_path or DEFAULT_MODEL)
-    cal, _, ho, real = _datasets(cache, seed, 0, heldout_items, real_items, False)
+    cal, _, ho, real, _ = _datasets(cache, seed, 0, heldout_items, real_items, False)
     console.print(f"model {model.version}")
     for title, ds in (("held-out synthetic", ho), ("held-out real files", real)):
         if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set

@@ -200,14 +200,21 @@ def reference_data() -> bytes:
     return b"".join(parts)
 
 
+# Held-out real files come from REAL_ROOTS; training may add real files from TRAIN_REAL_ROOTS, other trees
+# (none inside a held-out root), so no file is ever both trained on and scored on.
 REAL_ROOTS = ("/usr/share/doc", "/usr/share/common-licenses", "/usr/lib/python3", "/usr/bin",
               "/usr/lib/x86_64-linux-gnu", "/usr/share/locale", "/usr/share/zoneinfo", "/usr/share/perl5", "/etc",
               sysconfig.get_paths()["purelib"])
+TRAIN_REAL_ROOTS = ("/usr/include", "/usr/share/man", "/usr/share/i18n", "/usr/lib/gcc", "/var/lib/dpkg",
+                    "/usr/share/perl", "/usr/sbin", "/usr/libexec", "/usr/share/vim", "/usr/share/mime",
+                    "/usr/lib/node_modules", "/usr/share/javascript", "/usr/share/X11", "/usr/lib/llvm-14",
+                    "/usr/lib/git-core", "/usr/lib/jvm", "/usr/lib/python3.11", "/usr/lib/postgresql",
+                    "/usr/lib/systemd", "/usr/lib/apt", "/usr/lib/file")
 
 
 def real_files(seed: int, count: int, max_size: int = 512 * 1024, roots: tuple[str, ...] = REAL_ROOTS
                ) -> Iterator[tuple[str, bytes]]:
-    """Real files on this machine (documents, sources, .so binaries, .gz, locales), for evaluation only.
+    """Real files on this machine (documents, sources, .so binaries, .gz, locales) under `roots`.
 
     Kinds are drawn round-robin so the many small Python sources do not crowd out binaries and archives.
     """

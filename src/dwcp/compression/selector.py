@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from dwcp.compression.calibrate import Calibration
-from dwcp.compression.codecs import CODED, KEYS, OPTIONS, Option
+from dwcp.compression.codecs import CODED, OPTIONS, Option
 from dwcp.compression.costmodel import effective_bandwidth, per_byte_cost
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import Extractor
+from dwcp.compression.features import FEATURE_NAMES, Extractor
 from dwcp.compression.model import Model
 
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "selector.npz"
@@ -32,9 +32,12 @@ class Selector:
     def __init__(self, model: Model | ProbeModel, calibration: Calibration) -> None:
         if model.options != tuple(o.key for o in CODED):
             raise ValueError(f"model predicts {model.options}, this build offers {tuple(o.key for o in CODED)}")
+        if tuple(model.features) != FEATURE_NAMES:
+            raise ValueError(f"model reads features {tuple(model.features)}, this build extracts {FEATURE_NAMES}; "
+                             "retrain it (`dwcp compression train`)")
         self.model = model
         self.calibration = calibration
-        self.extract = Extractor(calibration.vc[KEYS.index("lz4")])
+        self.extract = Extractor()
         # properties() works on one (N, 3, options) block of logs: rows ratio, compress speed, decompress
         # speed; column 0 is `none` (ratio 1, infinite speeds), pinned there by its bounds. Keep a model that
         # extrapolates wildly (odd input) inside physical bounds: ratio in [1e-6, 1.5], speeds within a factor

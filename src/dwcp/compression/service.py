@@ -72,15 +72,17 @@ def build_app(ctx: ServiceContext) -> App:
         model: Model | ProbeModel
         try:
             model = Model.load(model_path)
+            selector = Selector(model, cal)  # refuses a model made for other features or options
         except (OSError, ValueError, KeyError) as exc:
             # Serve on the probe heuristic rather than refuse: /health says degraded and why.
             model = ProbeModel(cal)
-            state.warning = f"no trained model ({type(exc).__name__}: {exc}); using the probe fallback"
+            selector = Selector(model, cal)
+            state.warning = f"no usable trained model ({type(exc).__name__}: {exc}); using the probe fallback"
             ctx.logger.warning(state.warning)
         if model.reference_sha256 and model.reference_sha256 != cal.reference_sha256:
             state.warning = "calibration reference differs from the model's; recalibrate with this dwcp version"
             ctx.logger.warning(state.warning)
-        state.selector = Selector(model, cal)
+        state.selector = selector
         ctx.logger.info("selector ready", extra={"event": "selector_ready", "model": model.version,
                                                  "calibration": str(cal_path), "calibrated_now": ran})
         shadow.start()

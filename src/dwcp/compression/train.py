@@ -53,6 +53,16 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.size)
 
+    @classmethod
+    def concat(cls, *parts: Dataset) -> Dataset:
+        """One dataset of all rows; `item` numbers stay distinct (each part's follow the previous part's)."""
+        items, offset = [], 0
+        for p in parts:
+            items.append(p.item + offset)
+            offset += int(p.item.max()) + 1 if len(p) else 0
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "ratio", "vc", "vd", "size")),
+                   np.concatenate([p.family.astype("U32") for p in parts]), np.concatenate(items))
+
     def targets(self, cal: Calibration) -> np.ndarray:
         """Model outputs: log ratio, log(vc / reference vc), log(vd / reference vd) for the coded options."""
         return np.hstack([np.log(self.ratio[:, 1:]), np.log(self.vc[:, 1:] / cal.vc[1:]),
@@ -79,10 +89,10 @@ def _rows(extract: Extractor, payload: bytes, augment: bool) -> list[np.ndarray]
     return [extract(s, len(payload)) for s in sample_variants(payload, augment)]
 
 
-def label(payloads: Iterable[tuple[str, bytes]], cal: Calibration, progress: Progress | None = None,
+def label(payloads: Iterable[tuple[str, bytes]], progress: Progress | None = None,
           min_total: float = 0.002, augment: bool = False) -> Dataset:
     """Features from each payload's client sample(s); oracle measurements on the whole payload."""
-    extract = Extractor(cal.vc[KEYS.index("lz4")])
+    extract = Extractor()
     xs, ms, fams, items = [], [], [], []
     for i, (fam, data) in enumerate(payloads):
         rows = _rows(extract, data, augment)
@@ -97,10 +107,9 @@ def label(payloads: Iterable[tuple[str, bytes]], cal: Calibration, progress: Pro
                    np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams), np.array(items))
 
 
-def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], cal: Calibration, augment: bool = False
-              ) -> Dataset:
+def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False) -> Dataset:
     """The same labels with features recomputed from the regenerated payloads (after a feature change)."""
-    extract = Extractor(cal.vc[KEYS.index("lz4")])
+    extract = Extractor()
     xs, src = [], []
     for i, (fam, payload) in enumerate(payloads):
         first = int(np.flatnonzero(data.item == i)[0])

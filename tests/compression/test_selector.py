@@ -6,7 +6,7 @@ import pytest
 from dwcp.compression.codecs import CODED
 from dwcp.compression.costmodel import effective_bandwidth, transfer_seconds
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import N_FEATURES
+from dwcp.compression.features import FEATURE_NAMES, N_FEATURES
 from dwcp.compression.model import Model
 from dwcp.compression.selector import DEFAULT_MODEL, Selector
 
@@ -17,6 +17,7 @@ class FixedModel:
     """Duck-types Model.predict with given outputs, so the clip bounds are hit exactly and beyond."""
 
     options = tuple(o.key for o in CODED)
+    features = FEATURE_NAMES
     version = "fixed"
 
     def __init__(self, log_r, log_vc, log_vd) -> None:

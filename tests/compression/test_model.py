@@ -102,6 +102,7 @@ def test_augmented_labels_share_the_payload_labels():
     both = Dataset.concat(data, again)
     assert both.item.tolist() == data.item.tolist() + [i + 3 for i in data.item.tolist()]
     assert np.array_equal(both.x[len(data):], again.x) and both.family.tolist() == 2 * data.family.tolist()
+    assert data.payloads == 3 and both.payloads == 6
 
 
 def test_merged_ensemble_predicts_the_members_mean(tiny, calibration):

@@ -148,7 +148,8 @@ def train(
     _print_eval("held-out real files", ev_real)
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
-        "train_payloads": int(len(set(synthetic.item.tolist()))), "train_real_files": int(real_train_items),
+        "train_payloads": synthetic.payloads,
+        "train_real_files": 0 if real_train is None else real_train.payloads,
         "train_rows": len(tr), "epochs": epochs,
         "members": members, "hidden": list(widths), "weighted": weighted,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,

@@ -86,16 +86,6 @@ def _batch(seconds_per_call: float) -> int:
     return max(1, min(MAX_BATCH, math.ceil(SAMPLE_SECONDS / max(seconds_per_call, 1e-9))))
 
 
-def seconds_per_call(fn: Callable[[bytes], bytes], data: bytes, min_total: float = 0.002,
-                     clock: Clock = time.thread_time_ns) -> float:
-    """Fastest per-call CPU seconds of fn(data), from batches filling at least min_total seconds."""
-    t0 = clock()
-    fn(data)
-    timer = Timer(fn, data, (clock() - t0) * 1e-9, clock)
-    timer.turn(min_total)
-    return timer.best
-
-
 @dataclass(frozen=True, slots=True)
 class Measurement:
     """Per option (in `OPTIONS` order): compressed/original ratio, compress and decompress bytes/s."""

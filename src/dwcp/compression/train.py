@@ -53,6 +53,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.size)
 
+    @property
+    def payloads(self) -> int:
+        """Distinct payloads behind the rows (a payload gives one row per client sample shape)."""
+        return len(np.unique(self.item))
+
     @classmethod
     def concat(cls, *parts: Dataset) -> Dataset:
         """One dataset of all rows; `item` numbers stay distinct (each part's follow the previous part's)."""

@@ -44,7 +44,7 @@ try:
 except ImportError:  # pragma: no cover
     uvloop = None
 
-from dwcp.compression import corpus, oracle
+from dwcp.compression import calibrate, corpus, oracle
 from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.costmodel import Link
 from dwcp.compression.features import make_sample
@@ -353,70 +353,81 @@ SAMPLES = {
 
 
 def measure_twice(payloads: list[tuple[str, bytes]]) -> tuple[list, list]:
-    """Two oracle measurements of every payload, back to back per payload (so slow drift hits both alike).
+    """Two oracle measurements of every payload, in two passes over the set (minutes apart, so the
+    host's speed drift between them is the one a model trained earlier meets).
 
     Run before the services start: their shadow evaluator runs the oracle too, and a neighbour on the
     other core slows this thread's codecs (the truth) by tens of percent on this VM.
     """
-    first, second = [], []
-    for fam, data in payloads:
-        first.append((fam, data, oracle.measure(data)))
-        second.append((fam, data, oracle.measure(data)))
-    return first, second
+    return [[(fam, data, oracle.measure(data)) for fam, data in payloads] for _ in range(2)]
 
 
-def accuracy(port: int, measured: list[tuple[str, bytes, oracle.Measurement]], links_per_item: int,
-             sample_of) -> dict:
-    """Score the service's picks for every (payload, link) pair; the same links for every sample shape."""
+def at_speed(measured: list, pilot: float) -> list:
+    """The measurements rescaled to the host's calibrated speed (`Measurement.at_speed`)."""
+    return [(fam, data, m.at_speed(pilot)) for fam, data, m in measured]
+
+
+def _truth(measured: list, links_per_item: int) -> tuple[np.ndarray, list[tuple[str, bytes, Link]]]:
+    """Oracle seconds per (payload, link) pair and the pairs, the same random links for every call."""
     rng = np.random.default_rng(1003)
-    truth, chosen, fams = [], [], []
-    items: list[dict] = []
+    truth, pairs = [], []
     for fam, data, m in measured:
-        sample = base64.b64encode(sample_of(data)).decode()
         bw, rtt, loss = random_links(rng, links_per_item)
         for b, r, p in zip(bw, rtt, loss, strict=True):
-            truth.append(oracle.times(m, len(data), Link(float(b), float(r), float(p))))
-            fams.append(fam)
-            items.append({"sample": sample, "size_bytes": len(data), "bandwidth_mbps": float(b), "rtt_ms": float(r),
-                          "loss_rate": float(p)})
+            link = Link(float(b), float(r), float(p))
+            truth.append(oracle.times(m, len(data), link))
+            pairs.append((fam, data, link))
+    return np.vstack(truth), pairs
+
+
+def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of) -> np.ndarray:
+    """The service's choice for every (payload, link) pair, through `/v1/predict/batch`."""
+    samples: dict[int, str] = {}
+    items = []
+    for _, data, link in pairs:
+        sample = samples.setdefault(id(data), base64.b64encode(sample_of(data)).decode())
+        items.append({"sample": sample, "size_bytes": len(data), "bandwidth_mbps": link.bandwidth_mbps,
+                      "rtt_ms": link.rtt_ms, "loss_rate": link.loss_rate})
+    chosen = []
     for start in range(0, len(items), 64):
         for res in post(port, "/v1/predict/batch", {"items": items[start:start + 64]})["results"]:
             chosen.append(INDEX[(res["codec"], res["level"])])
-    t, c, f = np.vstack(truth), np.array(chosen), np.array(fams)
-    out = {"overall": oracle.score_many(c, t), "families": {}}
-    picked = t[np.arange(len(c)), c]
-    for fam in sorted(set(fams)):
-        mask = f == fam
-        totals = t[mask].sum(0)
+    return np.array(chosen)
+
+
+def accuracy(chosen: np.ndarray, truth: np.ndarray, fams: np.ndarray) -> dict:
+    """Near-best, exact-best, regret overall, and per family the picks' total time vs fixed options."""
+    out = {"overall": oracle.score_many(chosen, truth), "families": {}}
+    picked = truth[np.arange(len(chosen)), chosen]
+    for fam in sorted(set(fams.tolist())):
+        mask = fams == fam
+        totals = truth[mask].sum(0)
         best = int(totals.argmin())
-        out["families"][fam] = {**oracle.score_many(c[mask], t[mask]), "vs_zstd-3": picked[mask].sum() / totals[ZSTD3],
+        out["families"][fam] = {**oracle.score_many(chosen[mask], truth[mask]),
+                                "vs_zstd-3": picked[mask].sum() / totals[ZSTD3],
                                 "vs_none": picked[mask].sum() / totals[0], "best_fixed": KEYS[best],
                                 "vs_best_fixed": picked[mask].sum() / totals[best]}
     return out
 
 
 def repeatability(first: list, second: list, links_per_item: int) -> dict:
-    """The oracle against itself: its best option from a second measurement, scored on the first one.
+    """The oracle against itself: its best option from the second pass, scored on the first pass.
 
     On a shared machine codec timings move between runs; this is the near-best share no selector can
     be shown to beat here, whatever its model (same links as `accuracy`).
     """
-    rng = np.random.default_rng(1003)
-    truth, again = [], []
-    for (_, data, m1), (_, _, m2) in zip(first, second, strict=True):
-        bw, rtt, loss = random_links(rng, links_per_item)
-        for b, r, p in zip(bw, rtt, loss, strict=True):
-            link = Link(float(b), float(r), float(p))
-            truth.append(oracle.times(m1, len(data), link))
-            again.append(oracle.times(m2, len(data), link))
-    return oracle.score_many(np.vstack(again).argmin(axis=1), np.vstack(truth))
+    truth, _ = _truth(first, links_per_item)
+    again, _ = _truth(second, links_per_item)
+    return oracle.score_many(again.argmin(axis=1), truth)
 
 
-def print_accuracy(title: str, acc: dict) -> None:
+def print_accuracy(title: str, acc: dict, table: bool = True) -> None:
     o = acc["overall"]
     print(f"[sample: {title}] near-best accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
           f"mean regret {o['mean_regret']:.4f} over {o['n']} requests   (seed > {SEED['accuracy']}, "
           f"target >= {TARGET['accuracy']})")
+    if not table:
+        return
     print(f"{'family':18} {'acc':>7} {'exact':>6} {'regret':>7} {'vs zstd-3':>9} {'vs none':>8} "
           f"{'best fixed':>10} {'vs best':>8}")
     for fam, s in acc["families"].items():
@@ -476,30 +487,46 @@ def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespa
 
 def main(args: argparse.Namespace) -> int:
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machine)")
-    results = {}
-    if not args.skip_accuracy:
-        print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x {args.links} links; "
-              f"oracle measured twice here first, before the services start")
-        started = time.monotonic()
-        measured, again = measure_twice(heldout(args.synthetic, args.real))
-        print(f"   measured in {time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
+    results, ceilings = {}, {}
     with tempfile.TemporaryDirectory(prefix="dwcp-compression-bench-") as tmp:
+        # One calibration for both instances and for the truth's rescaling (`Measurement.at_speed`).
+        cal_path = Path(tmp) / "calibration.json"
+        cal = calibrate.run()
+        calibrate.save(cal, cal_path)
+        os.environ[calibrate.ENV_PATH] = str(cal_path)
+        print(f"calibrated in {cal.seconds:.0f} s (pilot {cal.pilot / 1e6:.0f} MB/s)")
+        if not args.skip_accuracy:
+            print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x {args.links} "
+                  f"links; oracle measured in two passes here first, before the services start")
+            started = time.monotonic()
+            first, second = measure_twice(heldout(args.synthetic, args.real))
+            print(f"   measured in {time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
+            truths = {"calibrated": at_speed(first, cal.pilot), "as measured": first}
+            ceilings = {"calibrated": repeatability(truths["calibrated"], at_speed(second, cal.pilot), args.links),
+                        "as measured": repeatability(first, second, args.links)}
         base = free_port_pair()
         ports = [base, base + 1]
         procs = start_services(Path(tmp), base, replicas=len(ports))
         try:
             load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
-                results = {title: accuracy(base, measured, args.links, fn) for title, fn in SAMPLES.items()}
-                ceiling = repeatability(measured, again, args.links)
+                _, pairs = _truth(first, args.links)
+                fams = np.array([fam for fam, _, _ in pairs])
+                chosen = {title: picks(base, pairs, fn) for title, fn in SAMPLES.items()}
         finally:
             stop_services(procs)
-    for title, acc in results.items():
-        print_accuracy(title, acc)
-    if results:
-        print(f"oracle repeatability (second measurement's pick scored on the first): near-best "
-              f"{ceiling['accuracy']:.4f}, exact-best {ceiling['exact_best']:.4f}, "
-              f"mean regret {ceiling['mean_regret']:.4f}")
+    if not args.skip_accuracy:
+        print("truth 'calibrated': oracle speeds rescaled to the host's calibrated speed by the pilot block timed "
+              "in the same turns (what the model predicts); 'as measured': the raw timings, host drift included")
+        for title, c in chosen.items():
+            for name, measured in truths.items():
+                truth, _ = _truth(measured, args.links)
+                results[(title, name)] = accuracy(c, truth, fams)
+                print_accuracy(f"{title}; truth {name}", results[(title, name)], table=name == "calibrated")
+        for name, ceiling in ceilings.items():
+            print(f"oracle repeatability, truth {name} (second pass's pick scored on the first): near-best "
+                  f"{ceiling['accuracy']:.4f}, exact-best {ceiling['exact_best']:.4f}, "
+                  f"mean regret {ceiling['mean_regret']:.4f}")
     return 0
 
 

@@ -27,7 +27,7 @@ _RATIO = [1.0, 0.574, 0.496, 0.486, 0.466, 0.449, 0.506, 0.432]
 @pytest.fixture(scope="session")
 def calibration() -> Calibration:
     return Calibration("test-host", 0.0, calibrate.reference_sha256(), np.array(_VC), np.array(_VD),
-                       np.array(_RATIO), 0.0)
+                       np.array(_RATIO), 0.0, 3.0e8)
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """Calibration keeps each option's fastest speed over repeated runs (the VM's speed modes switch over seconds)."""
 
+import json
+
 import numpy as np
+import pytest
 
 from dwcp.compression import calibrate
 from dwcp.compression.codecs import OPTIONS
@@ -12,19 +15,35 @@ def test_repeats_keep_each_options_fastest_speed(monkeypatch):
     slow, fast = np.full(n, 100.0), np.full(n, 140.0)
     # Run 1 fast for the first half of the options, run 2 fast for the rest, run 3 slow throughout.
     runs = iter([
-        Measurement(10, np.full(n, 0.5), np.where(np.arange(n) < n // 2, fast, slow), slow),
-        Measurement(10, np.full(n, 0.5), np.where(np.arange(n) < n // 2, slow, fast), fast),
-        Measurement(10, np.full(n, 0.5), slow, slow),
+        Measurement(10, np.full(n, 0.5), np.where(np.arange(n) < n // 2, fast, slow), slow, 120.0),
+        Measurement(10, np.full(n, 0.5), np.where(np.arange(n) < n // 2, slow, fast), fast, 140.0),
+        Measurement(10, np.full(n, 0.5), slow, slow, 100.0),
     ])
     monkeypatch.setattr(calibrate, "measure", lambda *a, **k: next(runs))
     cal = calibrate.run(repeats=3)
     assert (cal.vc == 140.0).all() and (cal.vd == 140.0).all() and (cal.ratio == 0.5).all()
+    assert cal.pilot == 140.0  # the host's fastest pilot speed: the speed truths are rescaled to
 
 
 def test_one_repeat_is_one_measurement(monkeypatch):
     calls = []
     n = len(OPTIONS)
     monkeypatch.setattr(calibrate, "measure",
-                        lambda *a, **k: calls.append(k) or Measurement(10, np.ones(n), np.ones(n), np.ones(n)))
+                        lambda *a, **k: calls.append(k) or Measurement(10, np.ones(n), np.ones(n), np.ones(n), 1.0))
     calibrate.run(repeats=1)
     assert len(calls) == 1 and calls[0]["rounds"] == 3
+
+
+def test_pilot_speed_survives_the_file_and_old_files_are_redone(calibration, tmp_path, monkeypatch):
+    path = tmp_path / "cal.json"
+    calibrate.save(calibration, path)
+    assert calibrate.load(path).pilot == calibration.pilot
+    doc = json.loads(path.read_text())
+    doc["format"] = "dwcp-compression-calibration/1"  # before the pilot: no speed to rescale truths to
+    del doc["pilot_bps"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="calibration"):
+        calibrate.load(path)
+    monkeypatch.setattr(calibrate, "run", lambda: calibration)
+    cal, ran = calibrate.load_or_run(path)
+    assert ran and cal.pilot == calibration.pilot and calibrate.load(path).pilot == calibration.pilot

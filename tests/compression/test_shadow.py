@@ -53,3 +53,16 @@ def test_worker_thread_updates_the_accuracy_gauge(make_client):
         assert accuracy == app.state.shadow.accuracy()
         assert c.get("/v1/shadow").json()["evaluated"] == evaluated
         assert "compression_selector_accuracy " in c.get("/metrics").text
+
+
+def test_scores_use_speeds_rescaled_to_the_calibrated_host(monkeypatch):
+    from dwcp.compression import oracle
+
+    seen = []
+    real_times = oracle.times
+    monkeypatch.setattr(oracle, "times", lambda m, size, link: seen.append(m) or real_times(m, size, link))
+    ev = evaluator()
+    ev.pilot = 1e12  # a calibration on a host far faster than this one: every speed scales up alike
+    ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
+    m = seen[0]
+    assert m.pilot == 1e12 and (m.vc[1:] > 1e9).all()

@@ -22,7 +22,7 @@ from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.corpus import reference_data
 from dwcp.compression.oracle import measure
 
-FORMAT = "dwcp-compression-calibration/1"
+FORMAT = "dwcp-compression-calibration/2"  # /2 added the pilot speed
 ENV_PATH = "DWCP_COMPRESSION_CALIBRATION"
 
 
@@ -37,11 +37,12 @@ class Calibration:
     vd: np.ndarray
     ratio: np.ndarray
     seconds: float
+    pilot: float  # the host's pilot speed while calibrating (`oracle.Measurement.pilot`, fastest repeat)
 
     def to_json(self) -> dict:
         return {
             "format": FORMAT, "host": self.host, "created": self.created, "seconds": round(self.seconds, 3),
-            "reference_sha256": self.reference_sha256,
+            "reference_sha256": self.reference_sha256, "pilot_bps": self.pilot,
             "options": {
                 k: {"ratio": float(r), "compress_bps": _finite(c), "decompress_bps": _finite(d)}
                 for k, r, c, d in zip(KEYS, self.ratio, self.vc, self.vd, strict=True)
@@ -61,7 +62,8 @@ class Calibration:
             return np.array([np.inf if opts[k][field] is None else float(opts[k][field]) for k in KEYS])
 
         return cls(doc["host"], float(doc["created"]), doc["reference_sha256"], col("compress_bps"),
-                   col("decompress_bps"), np.array([float(opts[k]["ratio"]) for k in KEYS]), float(doc["seconds"]))
+                   col("decompress_bps"), np.array([float(opts[k]["ratio"]) for k in KEYS]), float(doc["seconds"]),
+                   float(doc["pilot_bps"]))
 
 
 def _finite(x: float) -> float | None:
@@ -81,6 +83,8 @@ def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5) -> Calibrati
     back-to-back single calibrations on a quiet machine gave 0.88-1.42x one another per option, often fast
     for some options and slow for others in the same run), and the fastest over several seconds is the
     statistic that comes out the same run after run. Every speed the model predicts is scaled by these.
+    The pilot block is timed in the same turns (`oracle.PILOT`): its fastest speed is the host speed every
+    oracle measurement is rescaled to (`Measurement.at_speed`).
     """
     start = time.perf_counter()
     data = reference_data()
@@ -88,7 +92,7 @@ def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5) -> Calibrati
             for _ in range(max(repeats, 1))]
     vc, vd = np.max([m.vc for m in runs], axis=0), np.max([m.vd for m in runs], axis=0)
     return Calibration(socket.gethostname(), time.time(), hashlib.sha256(data).hexdigest(), vc, vd, runs[0].ratio,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, max(m.pilot for m in runs))
 
 
 def default_path(data_dir: Path | None = None) -> Path:

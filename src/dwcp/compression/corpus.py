@@ -200,6 +200,16 @@ def reference_data() -> bytes:
     return b"".join(parts)
 
 
+def pilot_data() -> bytes:
+    """16 KiB of the reference array (text, then JSON logs): the oracle times it beside every payload.
+
+    Small, so timing every option on it costs ~10% of a measurement; compressible, so every codec does
+    real work on it.
+    """
+    ref = reference_data()
+    return ref[:8192] + ref[65536:65536 + 8192]
+
+
 # Held-out real files come from REAL_ROOTS; training may add real files from TRAIN_REAL_ROOTS, other trees
 # (none inside a held-out root), so no file is ever both trained on and scored on.
 REAL_ROOTS = ("/usr/share/doc", "/usr/share/common-licenses", "/usr/lib/python3", "/usr/bin",

@@ -14,7 +14,13 @@ Timing method, chosen for repeatability on a shared machine (docs/compression.md
   every option, not all of one option's;
 - confirmation: a timing is settled when its two fastest turns agree within `agree` (3%); one that does
   not gets more turns, up to `max_rounds`. On a quiet machine a slow codec costs two calls; a disturbed
-  one, where the fast call might be luck or the slow one disturbance, gets more.
+  one, where the fast call might be luck or the slow one disturbance, gets more;
+- pilot: every option also times a fixed 16 KiB block (`PILOT`) in the same rotation. The host's speed
+  drifts (this VM has modes ~30% apart that switch over seconds, and a busy neighbour slows every codec
+  alike), which moved all of a payload's speeds together by 21% (s.d.) between two measurements minutes
+  apart. The pilot's speed moves with them: `Measurement.at_speed` rescales a measurement to the speed the
+  host had when calibrated, which cut that common drift to 6%. The oracle's truth is then a property of
+  the data on this host, not of the moment it was measured.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from dwcp.compression.codecs import OPTIONS, Option
+from dwcp.compression.corpus import pilot_data
 from dwcp.compression.costmodel import Link, transfer_seconds
 
 NEAR_BEST = 1.05  # chosen option within 5% of the best option's time counts as accurate
 SAMPLE_SECONDS = 5e-5  # shortest timed batch: two clock reads (~1 us here) stay ~2% of it
 MAX_BATCH = 1000
 ROUNDS, MAX_ROUNDS, AGREE = 3, 5, 0.03
+PILOT = pilot_data()
 
 Clock = Callable[[], int]  # nanoseconds
 
@@ -88,38 +96,66 @@ def _batch(seconds_per_call: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """Per option (in `OPTIONS` order): compressed/original ratio, compress and decompress bytes/s."""
+    """Per option (in `OPTIONS` order): compressed/original ratio, compress and decompress bytes/s.
+
+    `pilot`: the geometric mean of every timed option's compress and decompress bytes/s on `PILOT`, timed in
+    the same turns (NaN when the measurement had no pilot): how fast the host ran while measuring.
+    """
 
     size: int
     ratio: np.ndarray
     vc: np.ndarray
     vd: np.ndarray
+    pilot: float = math.nan
+
+    def at_speed(self, pilot: float) -> Measurement:
+        """This measurement rescaled to a host running the pilot at `pilot` (its calibration's pilot speed).
+
+        Unchanged when either pilot speed is unknown.
+        """
+        if not (math.isfinite(self.pilot) and math.isfinite(pilot)):
+            return self
+        f = pilot / self.pilot
+        return Measurement(self.size, self.ratio, self.vc * f, self.vd * f, pilot)
 
 
 def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
-            max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns) -> Measurement:
-    """Compress and decompress `data` with every option (checking the round trip), then time them in turns."""
+            max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns,
+            pilot: bytes | None = PILOT) -> Measurement:
+    """Compress and decompress `data` with every option (checking the round trip), then time them in turns.
+
+    With `pilot` (default `PILOT`; None: none), every option's pilot timings share the rotation.
+    """
     n = max(len(data), 1)
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
     timers: list[tuple[int, Timer, Timer]] = []
+    pilots: list[Timer] = []
     for i, opt in enumerate(options):
         if opt.codec == "none":
             continue
         compress, decompress = opt.make()
-        t0 = clock()
-        packed = compress(data)
-        t1 = clock()
-        if decompress(packed) != data:
-            raise AssertionError(f"{opt.key} did not round-trip")
-        t2 = clock()
+        tc, td, packed = _timers(compress, decompress, data, clock, opt.key)
         ratio[i] = len(packed) / n
-        timers.append((i, Timer(compress, data, (t1 - t0) * 1e-9, clock),
-                       Timer(decompress, packed, (t2 - t1) * 1e-9, clock)))
-    run_turns([t for _, tc, td in timers for t in (tc, td)], min_total / max(rounds, 1), rounds,
+        timers.append((i, tc, td))
+        if pilot is not None:
+            pilots += _timers(compress, decompress, pilot, clock, opt.key)[:2]
+    run_turns([t for _, tc, td in timers for t in (tc, td)] + pilots, min_total / max(rounds, 1), rounds,
               max(rounds, max_rounds), agree)
     for i, tc, td in timers:
         vc[i], vd[i] = n / tc.best, n / td.best
-    return Measurement(len(data), ratio, vc, vd)
+    host = math.exp(np.mean([math.log(len(pilot) / t.best) for t in pilots])) if pilots else math.nan
+    return Measurement(len(data), ratio, vc, vd, host)
+
+
+def _timers(compress, decompress, data: bytes, clock: Clock, key: str) -> tuple[Timer, Timer, bytes]:
+    """One round trip (checked), whose two calls are the compress and decompress timers' first samples."""
+    t0 = clock()
+    packed = compress(data)
+    t1 = clock()
+    if decompress(packed) != data:
+        raise AssertionError(f"{key} did not round-trip")
+    t2 = clock()
+    return Timer(compress, data, (t1 - t0) * 1e-9, clock), Timer(decompress, packed, (t2 - t1) * 1e-9, clock), packed
 
 
 def run_turns(timers: list[Timer], budget: float, rounds: int, max_rounds: int, agree: float) -> None:

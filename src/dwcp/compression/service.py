@@ -83,6 +83,7 @@ def build_app(ctx: ServiceContext) -> App:
             state.warning = "calibration reference differs from the model's; recalibrate with this dwcp version"
             ctx.logger.warning(state.warning)
         state.selector = selector
+        shadow.pilot = cal.pilot
         ctx.logger.info("selector ready", extra={"event": "selector_ready", "model": model.version,
                                                  "calibration": str(cal_path), "calibrated_now": ran})
         shadow.start()

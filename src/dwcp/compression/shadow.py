@@ -9,6 +9,7 @@ rolling window of scores; `compression_selector_accuracy` is the window's near-b
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import random
 import threading
@@ -41,6 +42,9 @@ class ShadowEvaluator:
         self._on_evaluated = on_evaluated
         self._rng = rng or random.Random()
         self._min_total = min_total  # timing repetitions per option: short, the oracle runs beside live traffic
+        # The calibration's pilot speed: scores use the oracle's speeds rescaled to it, the speeds the model
+        # predicts for (NaN: as measured). Live traffic on the other core slows the oracle, not the data.
+        self.pilot = math.nan
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._next_allowed = 0.0
         self._lock = threading.Lock()
@@ -66,7 +70,7 @@ class ShadowEvaluator:
         """Run the oracle for one request and fold the score into the window."""
         # One or two timing turns per option, not the benchmark oracle's three to five: this runs beside
         # live traffic on the same CPUs, and the gauge is a rolling share over hundreds of requests.
-        m = oracle.measure(job.sample, min_total=self._min_total, rounds=1, max_rounds=2)
+        m = oracle.measure(job.sample, min_total=self._min_total, rounds=1, max_rounds=2).at_speed(self.pilot)
         s = oracle.score(job.chosen, oracle.times(m, job.size, job.link))
         with self._lock:
             self.scores.append(s)

@@ -28,7 +28,9 @@ class Dataset:
     """Labelled rows: features x (N, F); measured ratio, vc, vd (N, options); size, family and payload index.
 
     A payload can give several rows (one per client sample shape, see `sample_variants`), all with the
-    payload's labels; `item` says which payload a row came from.
+    payload's labels; `item` says which payload a row came from. `pilot` is the host's pilot speed during
+    the row's measurement (`oracle.Measurement.pilot`; NaN in sets labelled before the oracle had one):
+    speeds are stored as measured, `at_speed` rescales them.
     """
 
     x: np.ndarray
@@ -38,17 +40,29 @@ class Dataset:
     size: np.ndarray
     family: np.ndarray
     item: np.ndarray
+    pilot: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.pilot is None:
+            self.pilot = np.full(len(self.size), np.nan)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, x=self.x, ratio=self.ratio, vc=self.vc, vd=self.vd, size=self.size,
-                            family=self.family.astype("U32"), item=self.item)
+                            family=self.family.astype("U32"), item=self.item, pilot=self.pilot)
 
     @classmethod
     def load(cls, path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
             item = z["item"] if "item" in z.files else np.arange(len(z["size"]))
-            return cls(z["x"], z["ratio"], z["vc"], z["vd"], z["size"], z["family"], item)
+            pilot = z["pilot"] if "pilot" in z.files else None
+            return cls(z["x"], z["ratio"], z["vc"], z["vd"], z["size"], z["family"], item, pilot)
+
+    def at_speed(self, pilot: float) -> Dataset:
+        """The rows' speeds rescaled to a host running the pilot at `pilot` (see `Measurement.at_speed`)."""
+        f = np.where(np.isfinite(self.pilot), pilot / self.pilot, 1.0) if np.isfinite(pilot) else np.ones(len(self))
+        return Dataset(self.x, self.ratio, self.vc * f[:, None], self.vd * f[:, None], self.size, self.family,
+                       self.item, np.where(np.isfinite(self.pilot), pilot, np.nan))
 
     def __len__(self) -> int:
         return len(self.size)
@@ -66,12 +80,14 @@ class Dataset:
             items.append(p.item + offset)
             offset += int(p.item.max()) + 1 if len(p) else 0
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "ratio", "vc", "vd", "size")),
-                   np.concatenate([p.family.astype("U32") for p in parts]), np.concatenate(items))
+                   np.concatenate([p.family.astype("U32") for p in parts]), np.concatenate(items),
+                   np.concatenate([p.pilot for p in parts]))
 
     def targets(self, cal: Calibration) -> np.ndarray:
-        """Model outputs: log ratio, log(vc / reference vc), log(vd / reference vd) for the coded options."""
-        return np.hstack([np.log(self.ratio[:, 1:]), np.log(self.vc[:, 1:] / cal.vc[1:]),
-                          np.log(self.vd[:, 1:] / cal.vd[1:])])
+        """Model outputs: log ratio, log(vc / reference vc), log(vd / reference vd) for the coded options,
+        speeds rescaled to the host's speed when it was calibrated."""
+        d = self.at_speed(cal.pilot)
+        return np.hstack([np.log(d.ratio[:, 1:]), np.log(d.vc[:, 1:] / cal.vc[1:]), np.log(d.vd[:, 1:] / cal.vd[1:])])
 
 
 def sample_variants(payload: bytes, augment: bool) -> list[bytes]:
@@ -109,7 +125,8 @@ def label(payloads: Iterable[tuple[str, bytes]], progress: Progress | None = Non
         if progress:
             progress(len(data))
     return Dataset(np.array(xs), np.array([m.ratio for m in ms]), np.array([m.vc for m in ms]),
-                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams), np.array(items))
+                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams), np.array(items),
+                   np.array([m.pilot for m in ms]))
 
 
 def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False) -> Dataset:
@@ -125,7 +142,7 @@ def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: boo
         src += [first] * len(rows)
     idx = np.array(src)
     return Dataset(np.array(xs), data.ratio[idx], data.vc[idx], data.vd[idx], data.size[idx], data.family[idx],
-                   data.item[idx])
+                   data.item[idx], data.pilot[idx])
 
 
 def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,7 +182,7 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
     k = len(CODED)
     # Ratios decide most choices, compress speeds the fast-link ones; decompression rarely binds.
     weights = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
-    rows = decision_weight(data) if weighted else None
+    rows = decision_weight(data.at_speed(cal.pilot)) if weighted else None
     fitted = [fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
                   epochs=epochs, seed=seed + m, y_weight=weights, row_weight=rows, on_epoch=on_epoch)
               for m in range(members)]
@@ -184,10 +201,12 @@ class Evaluation:
 
 
 def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1) -> Evaluation:
-    """Score the selector against the oracle on every (payload, link) pair of a held-out dataset."""
+    """Score the selector against the oracle on every (payload, link) pair of a held-out dataset, its speeds
+    rescaled to the host's calibrated speed (as the model's predictions are)."""
     from dwcp.compression.selector import Selector
 
     sel = Selector(model, cal)
+    data = data.at_speed(cal.pilot)
     rng = np.random.default_rng(seed)
     rows = np.repeat(np.arange(len(data)), links_per_item)
     bw, rtt, loss = random_links(rng, len(rows))

@@ -44,12 +44,16 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
     from dwcp.compression.train import refeature as recompute
 
     cal_path = cache / "calibration.json"
-    if relabel or not cal_path.exists():
+    cal = None
+    if not relabel and cal_path.exists():
+        try:
+            cal = cal_mod.load(cal_path)
+        except (ValueError, KeyError) as exc:  # an older format: its labels predate the pilot too
+            console.print(f"[yellow]{cal_path}: {exc}; recalibrating and relabelling[/yellow]")
+    if cal is None:
         cal = cal_mod.run()
         cal_mod.save(cal, cal_path)
         relabel = True  # labels are relative to the calibration: new calibration, new labels
-    else:
-        cal = cal_mod.load(cal_path)
     specs = [("train", seed, n_train, lambda: corpus.items(seed, n_train)),
              ("heldout", seed + 1, n_heldout, lambda: corpus.items(seed + 1, n_heldout)),
              ("real", seed + 2, n_real, lambda: corpus.real_files(seed + 2, n_real)),

@@ -1,0 +1,35 @@
+"""`dwcp compression train` end to end on a tiny corpus: label, fit, score, write a loadable artifact."""
+
+import json
+
+from typer.testing import CliRunner
+
+from dwcp.compression import calibrate
+from dwcp.compression.cli import app
+from dwcp.compression.model import Model
+from dwcp.compression.train import Dataset
+
+runner = CliRunner()
+
+
+def test_train_relabels_a_cache_whose_calibration_predates_the_pilot(tmp_path, monkeypatch, calibration):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = calibration.to_json()
+    old["format"] = "dwcp-compression-calibration/1"
+    del old["pilot_bps"]
+    (cache / "calibration.json").write_text(json.dumps(old))
+    runs = []
+    monkeypatch.setattr(calibrate, "run", lambda: runs.append(1) or calibration)  # no 25 s timing run in CI
+    out = tmp_path / "model.npz"
+    r = runner.invoke(app, ["train", "--cache", str(cache), "--train-items", "12", "--heldout-items", "6",
+                            "--real-items", "4", "--real-train-items", "0", "--epochs", "5", "--members", "1",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "recalibrating and relabelling" in r.output and runs == [1]
+    assert calibrate.load(cache / "calibration.json").pilot == calibration.pilot
+    train = Dataset.load(cache / "train-s1-n12.npz")
+    assert train.payloads == 12 and (train.pilot > 0).all()  # labelled now, with the pilot
+    assert "held-out synthetic" in r.output and "held-out real files" in r.output
+    model = Model.load(out)
+    assert model.training["train_payloads"] == 12 and model.version.startswith("mlp-")

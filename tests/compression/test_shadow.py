@@ -66,3 +66,25 @@ def test_scores_use_speeds_rescaled_to_the_calibrated_host(monkeypatch):
     ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
     m = seen[0]
     assert m.pilot == 1e12 and (m.vc[1:] > 1e9).all()
+
+
+def test_the_pilot_is_timed_at_most_every_pilot_every_seconds(monkeypatch):
+    from dwcp.compression import oracle
+
+    pilots, scored = [], []
+    real_measure, real_times = oracle.measure, oracle.times
+    monkeypatch.setattr(oracle, "measure", lambda data, **k: pilots.append(k["pilot"]) or real_measure(data, **k))
+    monkeypatch.setattr(oracle, "times", lambda m, size, link: scored.append(m) or real_times(m, size, link))
+    ev = evaluator(pilot_every=3600.0)
+    ev.pilot = 1e12
+    for _ in range(3):
+        ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
+    assert pilots[0] is oracle.PILOT and pilots[1:] == [None, None]
+    # In between, the kept reading rescales: every evaluation's speeds are at the calibrated host's.
+    assert all(m.pilot == 1e12 and (m.vc[1:] > 1e9).all() for m in scored)
+    ev.pilot_every = 0.0
+    ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
+    assert pilots[-1] is oracle.PILOT
+    uncalibrated = evaluator()  # no calibration pilot to rescale to: never pays for the pilot
+    uncalibrated.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
+    assert pilots[-1] is None

@@ -118,7 +118,7 @@ def train(
     train_items: int = typer.Option(7200, help="Synthetic payloads to train on."),
     heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
     real_items: int = typer.Option(240, help="Real files from this machine held out."),
-    real_train_items: int = typer.Option(900, help="Real files from other directories of this machine to train on "
+    real_train_items: int = typer.Option(2700, help="Real files from other directories of this machine to train on "
                                                     "(0: synthetic data only)."),
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),

@@ -56,7 +56,8 @@ def build_app(ctx: ServiceContext) -> App:
     settings = settings_of(ctx)
     state = State()
     shadow = ShadowEvaluator(fraction=settings.shadow_fraction, window=settings.accuracy_window,
-                             max_per_second=settings.shadow_max_per_second, queue_size=settings.shadow_queue)
+                             max_per_second=settings.shadow_max_per_second, queue_size=settings.shadow_queue,
+                             pilot_every=settings.shadow_pilot_seconds)
     metrics = CompressionMetrics(ctx.registry, shadow.accuracy)
     shadow._on_evaluated = lambda _score: metrics.shadow_evaluations.inc()
     cal_path = settings.calibration_path or calibrate.default_path(ctx.data_dir)

@@ -15,6 +15,10 @@ class CompressionSettings(BaseModel):
         2.0, gt=0.0, description="cap on oracle runs per second: each costs up to ~60 ms of CPU on a 64 KiB sample"
     )
     shadow_queue: int = Field(8, ge=1, description="pending shadow evaluations; more are dropped, never waited for")
+    shadow_pilot_seconds: float = Field(
+        60.0, gt=0.0, description="seconds between the shadow oracle's pilot timings (~80 ms of CPU each), which "
+        "rescale its speeds to the calibrated host"
+    )
     accuracy_window: int = Field(500, ge=1, description="shadow evaluations the rolling accuracy is computed over")
     model_path: Path | None = Field(None, description="model artifact; default: the one shipped with dwcp")
     calibration_path: Path | None = Field(

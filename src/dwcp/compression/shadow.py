@@ -35,7 +35,7 @@ class Job:
 class ShadowEvaluator:
     def __init__(self, *, fraction: float, window: int, max_per_second: float, queue_size: int = 8,
                  on_evaluated=None, rng: random.Random | None = None, min_total: float = 0.0005,
-                 pilot_every: float = 10.0) -> None:
+                 pilot_every: float = 60.0) -> None:
         self.fraction = fraction
         self.interval = 1.0 / max_per_second
         self.scores: deque[oracle.Score] = deque(maxlen=window)

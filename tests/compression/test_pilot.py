@@ -25,7 +25,7 @@ def test_at_speed_rescales_every_speed_and_nothing_else():
 
 def test_measure_times_the_pilot_only_when_asked():
     assert np.isfinite(oracle.measure(TEXT[:3000], min_total=0.0).pilot)
-    assert math.isnan(oracle.measure(TEXT[:3000], min_total=0.0, pilot=None).pilot)
+    assert math.isnan(oracle.measure(TEXT[:3000], min_total=0.0, pilot=False).pilot)
 
 
 def test_a_host_four_times_slower_is_rescaled_back():

@@ -79,12 +79,12 @@ def test_the_pilot_is_timed_at_most_every_pilot_every_seconds(monkeypatch):
     ev.pilot = 1e12
     for _ in range(3):
         ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
-    assert pilots[0] is oracle.PILOT and pilots[1:] == [None, None]
+    assert pilots[0] is True and pilots[1:] == [False, False]
     # In between, the kept reading rescales: every evaluation's speeds are at the calibrated host's.
     assert all(m.pilot == 1e12 and (m.vc[1:] > 1e9).all() for m in scored)
     ev.pilot_every = 0.0
     ev.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
-    assert pilots[-1] is oracle.PILOT
+    assert pilots[-1] is True
     uncalibrated = evaluator()  # no calibration pilot to rescale to: never pays for the pilot
     uncalibrated.evaluate(Job(ZEROS, 1 << 20, SLOW, KEYS.index("zstd-3")))
-    assert pilots[-1] is None
+    assert pilots[-1] is False

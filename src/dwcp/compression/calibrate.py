@@ -83,7 +83,7 @@ def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5) -> Calibrati
     back-to-back single calibrations on a quiet machine gave 0.88-1.42x one another per option, often fast
     for some options and slow for others in the same run), and the fastest over several seconds is the
     statistic that comes out the same run after run. Every speed the model predicts is scaled by these.
-    The pilot block is timed in the same turns (`oracle.PILOT`): its fastest speed is the host speed every
+    The pilot block is timed in the same turns (`corpus.pilot_data()`): its fastest speed is the host speed every
     oracle measurement is rescaled to (`Measurement.at_speed`).
     """
     start = time.perf_counter()

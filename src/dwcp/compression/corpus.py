@@ -10,6 +10,7 @@ than a few fixed points. Real files from the host are a separate, evaluation-onl
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import sysconfig
@@ -200,6 +201,7 @@ def reference_data() -> bytes:
     return b"".join(parts)
 
 
+@functools.cache  # generated once per process, on first use (~150 ms), not at import
 def pilot_data() -> bytes:
     """16 KiB of the reference array (text, then JSON logs): the oracle times it beside every payload.
 

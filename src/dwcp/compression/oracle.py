@@ -15,7 +15,7 @@ Timing method, chosen for repeatability on a shared machine (docs/compression.md
 - confirmation: a timing is settled when its two fastest turns agree within `agree` (3%); one that does
   not gets more turns, up to `max_rounds`. On a quiet machine a slow codec costs two calls; a disturbed
   one, where the fast call might be luck or the slow one disturbance, gets more;
-- pilot: every option also times a fixed 16 KiB block (`PILOT`) in the same rotation. The host's speed
+- pilot: every option also times a fixed 16 KiB block (`corpus.pilot_data()`) in the same rotation. The host's speed
   drifts (this VM has modes ~30% apart that switch over seconds, and a busy neighbour slows every codec
   alike), which moved all of a payload's speeds together by 21% (s.d.) between two measurements minutes
   apart. The pilot's speed moves with them: `Measurement.at_speed` rescales a measurement to the speed the
@@ -40,7 +40,6 @@ NEAR_BEST = 1.05  # chosen option within 5% of the best option's time counts as 
 SAMPLE_SECONDS = 5e-5  # shortest timed batch: two clock reads (~1 us here) stay ~2% of it
 MAX_BATCH = 1000
 ROUNDS, MAX_ROUNDS, AGREE = 3, 5, 0.03
-PILOT = pilot_data()
 
 Clock = Callable[[], int]  # nanoseconds
 
@@ -98,7 +97,7 @@ def _batch(seconds_per_call: float) -> int:
 class Measurement:
     """Per option (in `OPTIONS` order): compressed/original ratio, compress and decompress bytes/s.
 
-    `pilot`: the geometric mean of every timed option's compress and decompress bytes/s on `PILOT`, timed in
+    `pilot`: the geometric mean of every timed option's compress and decompress bytes/s on the pilot block, timed in
     the same turns (NaN when the measurement had no pilot): how fast the host ran while measuring.
     """
 
@@ -121,15 +120,16 @@ class Measurement:
 
 def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
             max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns,
-            pilot: bytes | None = PILOT) -> Measurement:
+            pilot: bool = True) -> Measurement:
     """Compress and decompress `data` with every option (checking the round trip), then time them in turns.
 
-    With `pilot` (default `PILOT`; None: none), every option's pilot timings share the rotation.
+    With `pilot`, every option also times the pilot block (`corpus.pilot_data()`) in the same rotation.
     """
     n = max(len(data), 1)
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
     timers: list[tuple[int, Timer, Timer]] = []
     pilots: list[Timer] = []
+    block = pilot_data() if pilot else b""
     for i, opt in enumerate(options):
         if opt.codec == "none":
             continue
@@ -137,13 +137,13 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
         tc, td, packed = _timers(compress, decompress, data, clock, opt.key)
         ratio[i] = len(packed) / n
         timers.append((i, tc, td))
-        if pilot is not None:
-            pilots += _timers(compress, decompress, pilot, clock, opt.key)[:2]
+        if pilot:
+            pilots += _timers(compress, decompress, block, clock, opt.key)[:2]
     run_turns([t for _, tc, td in timers for t in (tc, td)] + pilots, min_total / max(rounds, 1), rounds,
               max(rounds, max_rounds), agree)
     for i, tc, td in timers:
         vc[i], vd[i] = n / tc.best, n / td.best
-    host = math.exp(np.mean([math.log(len(pilot) / t.best) for t in pilots])) if pilots else math.nan
+    host = math.exp(np.mean([math.log(len(block) / t.best) for t in pilots])) if pilots else math.nan
     return Measurement(len(data), ratio, vc, vd, host)
 
 

@@ -88,7 +88,7 @@ class ShadowEvaluator:
         now = time.monotonic()
         fresh = math.isfinite(self.pilot) and now - self._pilot_at >= self.pilot_every
         m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2,
-                           pilot=oracle.PILOT if fresh else None)
+                           pilot=fresh)
         if fresh:
             self._host_pilot, self._pilot_at = m.pilot, now
         return dataclasses.replace(m, pilot=self._host_pilot).at_speed(self.pilot)

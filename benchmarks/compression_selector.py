@@ -410,14 +410,12 @@ def accuracy(chosen: np.ndarray, truth: np.ndarray, fams: np.ndarray) -> dict:
     return out
 
 
-def repeatability(first: list, second: list, links_per_item: int) -> dict:
+def repeatability(truth: np.ndarray, again: np.ndarray) -> dict:
     """The oracle against itself: its best option from the second pass, scored on the first pass.
 
     On a shared machine codec timings move between runs; this is the near-best share no selector can
     be shown to beat here, whatever its model (same links as `accuracy`).
     """
-    truth, _ = _truth(first, links_per_item)
-    again, _ = _truth(second, links_per_item)
     return oracle.score_many(again.argmin(axis=1), truth)
 
 
@@ -501,17 +499,19 @@ def main(args: argparse.Namespace) -> int:
             started = time.monotonic()
             first, second = measure_twice(heldout(args.synthetic, args.real))
             print(f"   measured in {time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
-            truths = {"calibrated": at_speed(first, cal.pilot), "as measured": first}
-            ceilings = {"calibrated": repeatability(truths["calibrated"], at_speed(second, cal.pilot), args.links),
-                        "as measured": repeatability(first, second, args.links)}
+            # Per truth, oracle seconds for every (payload, link) pair: first pass, second pass.
+            passes = {"calibrated": (at_speed(first, cal.pilot), at_speed(second, cal.pilot)),
+                      "as measured": (first, second)}
+            truths = {name: (_truth(a, args.links)[0], _truth(b, args.links)[0]) for name, (a, b) in passes.items()}
+            ceilings = {name: repeatability(t1, t2) for name, (t1, t2) in truths.items()}
+            _, pairs = _truth(first, args.links)
+            fams = np.array([fam for fam, _, _ in pairs])
         base = free_port_pair()
         ports = [base, base + 1]
         procs = start_services(Path(tmp), base, replicas=len(ports))
         try:
             load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
-                _, pairs = _truth(first, args.links)
-                fams = np.array([fam for fam, _, _ in pairs])
                 chosen = {title: picks(base, pairs, fn) for title, fn in SAMPLES.items()}
         finally:
             stop_services(procs)
@@ -519,8 +519,7 @@ def main(args: argparse.Namespace) -> int:
         print("truth 'calibrated': oracle speeds rescaled to the host's calibrated speed by the pilot block timed "
               "in the same turns (what the model predicts); 'as measured': the raw timings, host drift included")
         for title, c in chosen.items():
-            for name, measured in truths.items():
-                truth, _ = _truth(measured, args.links)
+            for name, (truth, _) in truths.items():
                 results[(title, name)] = accuracy(c, truth, fams)
                 print_accuracy(f"{title}; truth {name}", results[(title, name)], table=name == "calibrated")
         for name, ceiling in ceilings.items():

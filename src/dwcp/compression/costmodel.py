@@ -21,6 +21,10 @@ import numpy as np
 MSS_BYTES = 1460
 MATHIS_C = 1.22
 STREAMS = 4
+# The chunk a payload is compressed in when the caller does not say: the DWCP Manager's default chunk size
+# (issue 14: chunks of 1-16 MiB chosen from the link; 1 MiB when it has no better figure), and the default of
+# `chunk_bytes` in the selector's API. Written once here so the manager and the selector agree.
+DEFAULT_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)

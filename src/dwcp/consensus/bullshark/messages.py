@@ -1,0 +1,90 @@
+"""Narwhal/Bullshark wire types: headers, DAG certificates, certificate sync.
+
+A header is signed by its author (the envelope signature); a vote for it is the core `Vote` with
+`kind=HEADER_VOTE`, `view=author`, `height=round`, `digest=header digest`, so the envelope signature
+over that vote is the vote signature and `core.protocol.check_quorum_signatures` verifies a DAG
+certificate exactly as it verifies a PBFT commit certificate. A certificate of availability is the
+header plus 2f+1 such signatures: anyone holding the committee's keys can check it alone.
+
+Transactions never appear here: headers carry `BatchRef`s (digest, worker, counts) and the batches
+themselves travel between workers on their own connections (worker.py).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import msgspec
+
+from dwcp.consensus.core.codec import encode
+from dwcp.consensus.core.messages import Certificate, Message, Vote, digest
+
+HEADER_VOTE = "bs-header"  # kind of the core Vote a primary signs for a header
+COMMIT_VOTE = "bs-commit"  # kind of the core Vote that attests "sub-DAG `height` has digest d"
+
+
+class BatchRef(msgspec.Struct, frozen=True, array_like=True):
+    """A batch stored by at least 2f+1 workers of index `worker`: what a header carries instead of txs."""
+
+    digest: bytes
+    worker: int
+    txs: int
+    size: int
+
+
+class Header(Message, tag="bs-hdr", dict=True):
+    """Author's proposal for `round`: its batches and >= 2f+1 certificate digests of round - 1."""
+
+    author: int
+    round: int
+    payload: tuple[BatchRef, ...]
+    parents: tuple[bytes, ...]
+
+    @cached_property
+    def digest(self) -> bytes:
+        return digest(encode(self))
+
+    def vote(self) -> Vote:
+        return Vote(kind=HEADER_VOTE, epoch=0, view=self.author, height=self.round, digest=self.digest)
+
+
+class DagCertificate(Message, tag="bs-cert", dict=True):
+    """A header with 2f+1 votes: the batches it names are available, so it is a vertex of the DAG."""
+
+    header: Header
+    signers: tuple[int, ...]
+    signatures: tuple[bytes, ...]
+
+    @property
+    def round(self) -> int:
+        return self.header.round
+
+    @property
+    def author(self) -> int:
+        return self.header.author
+
+    @property
+    def digest(self) -> bytes:
+        return self.header.digest
+
+    @property
+    def parents(self) -> tuple[bytes, ...]:
+        return self.header.parents
+
+    def votes(self) -> Certificate:
+        """The signatures in the framework's certificate form, for `check_quorum_signatures`."""
+        return Certificate(kind=HEADER_VOTE, epoch=0, view=self.author, height=self.round, digest=self.digest,
+                           signers=self.signers, signatures=self.signatures)
+
+
+class CertificateRequest(Message, tag="bs-certreq"):
+    """Sync: send me these certificates (digests of parents I am missing)."""
+
+    digests: tuple[bytes, ...]
+
+
+class CertificateResponse(Message, tag="bs-certresp"):
+    certificates: tuple[DagCertificate, ...]
+
+
+BULLSHARK_MESSAGES: tuple[type, ...] = (Header, DagCertificate, CertificateRequest, CertificateResponse)

@@ -12,6 +12,13 @@ round trip. The load is open-loop (a fixed schedule, never slowed by slow answer
     .venv/bin/python benchmarks/tpbft_cluster.py --rate 1000 --duration 30 --no-ramp
     .venv/bin/python benchmarks/tpbft_cluster.py --protocol pbft     # classic PBFT baseline
     .venv/bin/python benchmarks/tpbft_cluster.py --setting max_inflight=2 --batch-timeout-ms 10
+    .venv/bin/python benchmarks/tpbft_cluster.py --no-ramp --peer etcd   # etcd with as many members, same client
+
+Every run prints and writes `node_cpu_ms_per_block` and `node_cpu_ms_per_tx`: the CPU (user + system, from
+/proc) of the node processes over the measured window only, divided by the node count and by the blocks
+(or transactions) committed in it; target <= 1.0 ms per block at n = 10 and ~30 tx per block. The main run
+also profiles one node (`--profile-node`, py-spy sampling, the process unmodified) and splits its CPU into
+phases: sign, verify, decode, encode, transport, core, storage, http, metrics.
 
 Measured 2026-11-25 22:25 UTC (commit 9649db2) on the shared 2-CPU dev VM, a simulator campaign running
 beside it at nice 19, node defaults (max_inflight 1, batch_timeout_ms 5, forward_interval_ms 5):
@@ -43,77 +50,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from _harness import EtcdCluster, OpenLoopResult, PhaseProfile, Target, cpu_seconds, format_phases, open_loop, spent
 
 from dwcp.consensus.node.cluster import LocalCluster
 
 SEED_BASELINE_S = 0.060
 TARGET_P99_S = 0.020
-
-
-class RawHttp:
-    """Keep-alive HTTP/1.1 connections per node; ~10x less client CPU than a general client at 1k req/s."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        while self.idle:
-            conn = self.idle.pop()
-            try:
-                return await self._exchange(conn, path, body)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                # The server closes a connection idle past its keep-alive timeout; a request on such a
-                # connection was never read (no answer byte came back), so it is safe to send again.
-                conn[1].close()
-        return await self._exchange(await asyncio.open_connection("127.0.0.1", self.port), path, body)
-
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str,
-                        body: bytes) -> tuple[int, bytes]:
-        reader, writer = conn
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        payload = await reader.readexactly(length)
-        self.idle.append(conn)
-        return status, payload
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+TARGET_CPU_MS_PER_BLOCK = 1.0
+WAIT_TIMEOUT_S = 10.0
 
 
 @dataclass
-class Run:
-    rate: float
-    duration: float
-    latencies: list[float] = field(default_factory=list)
-    committed: int = 0
-    pending: int = 0  # answered 202: not committed within the wait timeout
-    errors: int = 0
-    elapsed: float = 0.0
+class Run(OpenLoopResult):
+    nodes: int = 0
     node_cpu_s: float = 0.0  # CPU (user + system) all node processes spent during the run
     client_cpu_s: float = 0.0  # ... and this load generator
     blocks: int = 0  # heights committed during the run (the highest node's)
     busiest_node: int = -1  # the node that spent the most CPU (the primary, normally) ...
     busiest_cpu_s: float = 0.0  # ... and how much
+    profiled_node: int = -1
+    profiled_cpu_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # share of the profiled node's on-CPU samples
 
     @property
-    def achieved(self) -> float:
-        return self.committed / self.elapsed if self.elapsed else 0.0
+    def node_cpu_ms_per_block(self) -> float:
+        """CPU per node process per committed block: the cost the issue's target is about."""
+        return 1e3 * self.node_cpu_s / self.nodes / self.blocks if self.blocks and self.nodes else float("nan")
 
-    def quantile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    @property
+    def node_cpu_ms_per_tx(self) -> float:
+        return 1e3 * self.node_cpu_s / self.nodes / self.committed if self.committed and self.nodes else float("nan")
 
     @property
     def sustained(self) -> bool:
@@ -122,18 +88,21 @@ class Run:
         return (self.committed >= 0.95 * self.rate * self.duration and self.pending == 0 and self.errors == 0
                 and self.achieved >= 0.9 * self.rate)
 
+    def summary(self) -> dict:
+        out = {k: v for k, v in vars(self).items() if k != "latencies"}
+        return out | {"p50": self.quantile(0.5), "p99": self.quantile(0.99), "achieved": self.achieved,
+                      "sustained": self.sustained, "node_cpu_ms_per_block": self.node_cpu_ms_per_block,
+                      "node_cpu_ms_per_tx": self.node_cpu_ms_per_tx}
 
-def node_cpu_seconds(cluster: LocalCluster) -> dict[int, float]:
-    """User + system CPU of each node process so far (/proc/PID/stat), so cost per tx and per block can be
-    stated in CPU time, which a shared machine's other load disturbs far less than latency."""
-    out = {}
-    for node, proc in cluster.procs.items():
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[node] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+
+def node_target(cluster: LocalCluster) -> Target:
+    prefix = os.urandom(6).hex().encode()
+    return Target(ports=cluster.http_ports, path=f"/v1/transactions?wait=true&timeout={WAIT_TIMEOUT_S}",
+                  body=lambda i: prefix + b"-%d-" % i + b"." * 40)
+
+
+def node_pids(cluster: LocalCluster) -> dict[int, int]:
+    return {node: proc.pid for node, proc in cluster.procs.items()}
 
 
 def top_height(cluster: LocalCluster) -> int:
@@ -141,52 +110,23 @@ def top_height(cluster: LocalCluster) -> int:
         return max(client.get(f"{u}/v1/status").json()["height"] for u in cluster.urls)
 
 
-def measured(cluster: LocalCluster, rate: float, duration: float) -> Run:
-    """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile."""
-    h0, cpu0, own0 = top_height(cluster), node_cpu_seconds(cluster), time.process_time()
-    run = asyncio.run(offer(cluster, rate, duration))
-    spent = {n: t - cpu0.get(n, 0.0) for n, t in node_cpu_seconds(cluster).items()}
-    run.node_cpu_s, run.client_cpu_s = sum(spent.values()), time.process_time() - own0
-    run.busiest_node, run.busiest_cpu_s = max(spent.items(), key=lambda kv: kv[1], default=(-1, 0.0))
+def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None) -> Run:
+    """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
+    (all read at the window's two ends), and optionally a phase profile of one node over the window."""
+    pids = node_pids(cluster)
+    h0, cpu0, own0 = top_height(cluster), cpu_seconds(pids), time.process_time()
+    profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
+    result = asyncio.run(open_loop(node_target(cluster), rate, duration))
+    used = spent(cpu0, cpu_seconds(pids))
+    run = Run(**vars(result), nodes=cluster.n)
+    run.node_cpu_s, run.client_cpu_s = sum(used.values()), time.process_time() - own0
+    run.busiest_node, run.busiest_cpu_s = max(used.items(), key=lambda kv: kv[1], default=(-1, 0.0))
     run.blocks = top_height(cluster) - h0
-    return run
-
-
-async def offer(cluster: LocalCluster, rate: float, duration: float, wait_timeout: float = 10.0) -> Run:
-    clients = [RawHttp(p) for p in cluster.http_ports]
-    run = Run(rate, duration)
-    prefix = os.urandom(6).hex().encode()
-    tasks: set[asyncio.Task] = set()
-
-    async def one(i: int) -> None:
-        body = prefix + b"-%d-" % i + b"." * 40
-        start = time.perf_counter()
-        try:
-            status, _ = await clients[i % len(clients)].post(f"/v1/transactions?wait=true&timeout={wait_timeout}", body)
-        except (OSError, asyncio.IncompleteReadError):
-            run.errors += 1
-            return
-        if status == 200:
-            run.committed += 1
-            run.latencies.append(time.perf_counter() - start)
-        elif status == 202:
-            run.pending += 1
-        else:
-            run.errors += 1
-
-    total = int(rate * duration)
-    t0 = time.perf_counter()
-    for i in range(total):
-        delay = t0 + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(i))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    run.elapsed = time.perf_counter() - t0
-    for c in clients:
-        c.close()
+    if profile is not None:
+        run.profiled_node, run.profiled_cpu_s = profile_node, used.get(profile_node, 0.0)
+        run.phases = profile.result()
+        if profile.error:
+            print(f"# profile of node {profile_node} failed: {profile.error}", flush=True)
     return run
 
 
@@ -217,24 +157,59 @@ def check_logs_agree(cluster: LocalCluster) -> tuple[int, int]:
 def record(results: dict, run: Run, cluster: LocalCluster) -> None:
     after = settle(cluster)
     print(report(run) + f"  | after: {after}", flush=True)
-    results["runs"].append(vars(run) | {"latencies": None, "p50": run.quantile(0.5), "p99": run.quantile(0.99),
-                                        "achieved": run.achieved, "after": after})
+    results["runs"].append(run.summary() | {"after": after})
 
 
-def report(run: Run) -> str:
+def latency_line(run: OpenLoopResult) -> str:
     ms = 1000
     lat = run.latencies
     worst, mean = (max(lat) * ms, statistics.fmean(lat) * ms) if lat else (float("nan"), float("nan"))
     return (
         f"offered {run.rate:7.0f} tx/s  committed {run.achieved:7.0f} tx/s  "
         f"p50 {run.quantile(0.5) * ms:6.1f} ms  p99 {run.quantile(0.99) * ms:6.1f} ms  "
-        f"max {worst:6.1f} ms  mean {mean:5.1f} ms  "
-        f"pending {run.pending}  errors {run.errors}  {'sustained' if run.sustained else 'NOT sustained'}\n"
-        f"    cost: {run.blocks} blocks ({run.committed / max(run.blocks, 1):.1f} tx/block); node CPU "
-        f"{run.node_cpu_s:.1f} s = {run.node_cpu_s / run.elapsed if run.elapsed else 0:.2f} cores, "
-        f"{1e3 * run.node_cpu_s / max(run.committed, 1):.2f} ms/tx; busiest node {run.busiest_node} "
-        f"{run.busiest_cpu_s / run.elapsed if run.elapsed else 0:.2f} cores; client CPU {run.client_cpu_s:.1f} s"
+        f"max {worst:6.1f} ms  mean {mean:5.1f} ms  pending {run.pending}  errors {run.errors}"
     )
+
+
+def report(run: Run) -> str:
+    cores = (lambda s: s / run.elapsed) if run.elapsed else (lambda s: 0.0)
+    text = (
+        f"{latency_line(run)}  {'sustained' if run.sustained else 'NOT sustained'}\n"
+        f"    cost: {run.blocks} blocks ({run.committed / max(run.blocks, 1):.1f} tx/block); "
+        f"node_cpu_ms_per_block {run.node_cpu_ms_per_block:.2f} (target <= {TARGET_CPU_MS_PER_BLOCK}), "
+        f"node_cpu_ms_per_tx {run.node_cpu_ms_per_tx:.3f}; nodes {run.node_cpu_s:.1f} s CPU = "
+        f"{cores(run.node_cpu_s):.2f} cores; busiest node {run.busiest_node} {cores(run.busiest_cpu_s):.2f} cores; "
+        f"client CPU {run.client_cpu_s:.1f} s"
+    )
+    if run.phases:
+        per_block = 1e3 * run.profiled_cpu_s / run.blocks if run.blocks else None
+        text += (f"\n    node {run.profiled_node} profile ({per_block or float('nan'):.2f} ms CPU/block): "
+                 f"{format_phases(run.phases, per_block)}")
+    return text
+
+
+def run_etcd(n: int, rate: float, duration: float, warmup: float) -> dict:
+    """The same open-loop client against `n` etcd members on this machine, for a same-run ratio."""
+    root = Path(tempfile.mkdtemp(prefix="dwcp-bench-etcd-"))
+    try:
+        with EtcdCluster(root, n) as etcd:
+            etcd.start()
+            etcd.wait_ready()
+            target = etcd.target(os.urandom(6).hex().encode())
+            asyncio.run(open_loop(target, min(rate, 200.0), warmup))
+            cpu0 = cpu_seconds(etcd.pids)
+            result = asyncio.run(open_loop(target, rate, duration))
+            cpu = sum(spent(cpu0, cpu_seconds(etcd.pids)).values())
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    per_tx = 1e3 * cpu / n / result.committed if result.committed else float("nan")
+    print(f"etcd {n} members: {latency_line(result)}\n    cost: member CPU {cpu:.1f} s = "
+          f"{cpu / result.elapsed:.2f} cores, member_cpu_ms_per_tx {per_tx:.3f}", flush=True)
+    return {"peer": "etcd", "members": n, "p50": result.quantile(0.5), "p99": result.quantile(0.99),
+            "achieved": result.achieved, "committed": result.committed, "pending": result.pending,
+            "errors": result.errors, "member_cpu_s": cpu, "member_cpu_ms_per_tx": per_tx}
 
 
 def main() -> int:
@@ -252,6 +227,10 @@ def main() -> int:
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                     help="Any other ConsensusSettings field, value as JSON (repeatable), e.g. max_inflight=2.")
+    ap.add_argument("--profile-node", type=int, default=1,
+                    help="Node whose CPU the main run splits into phases (-1: none). Node 1 votes in view 0.")
+    ap.add_argument("--peer", choices=["none", "etcd"], default="none",
+                    help="Also run this system with as many members and the same client, rate and duration.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     ap.add_argument("--keep", action="store_true", help="Keep the cluster's logs and data.")
     args = ap.parse_args()
@@ -267,13 +246,14 @@ def main() -> int:
         settings[key] = json.loads(value)
     print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
-    results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "runs": []}
+    results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(),
+                     "load_average_at_start": os.getloadavg()[0], "settings": settings, "runs": []}
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
-        asyncio.run(offer(cluster, min(args.rate, 200.0), args.warmup))  # warm up connections and caches
+        asyncio.run(open_loop(node_target(cluster), min(args.rate, 200.0), args.warmup))  # connections, caches
         settle(cluster)
-        main_run = measured(cluster, args.rate, args.duration)
+        main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None)
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0
         # Up from the target rate while it holds; down from it until one holds (max sustained either way).
@@ -292,8 +272,15 @@ def main() -> int:
     print(f"# T-PBFT commit latency at {args.rate:.0f} tx/s: p50 {main_run.quantile(0.5) * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms (seed baseline < {SEED_BASELINE_S * 1000:.0f} ms; "
           f"target p99 <= {TARGET_P99_S * 1000:.0f} ms: {'met' if p99 <= TARGET_P99_S else 'MISSED'})")
+    print(f"# node_cpu_ms_per_block {main_run.node_cpu_ms_per_block:.2f} at "
+          f"{main_run.committed / max(main_run.blocks, 1):.0f} tx/block (target <= {TARGET_CPU_MS_PER_BLOCK}: "
+          f"{'met' if main_run.node_cpu_ms_per_block <= TARGET_CPU_MS_PER_BLOCK else 'MISSED'})")
     print(f"# max sustained: {best:.0f} tx/s offered (>=95% committed, none left pending)")
     results["max_sustained"] = best
+    if args.peer == "etcd":
+        results["peer"] = peer = run_etcd(args.nodes, args.rate, args.duration, args.warmup)
+        print(f"# same-run ratio p99 {args.protocol} / etcd: {p99 / peer['p99']:.1f}x "
+              f"(p50 {main_run.quantile(0.5) / peer['p50']:.1f}x)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.keep:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install whatever is missing for DWCP on a Debian machine with Python 3.11, and nothing else:
 #   - Debian's prometheus and prometheus-alertmanager (with promtool/amtool), when absent
+#   - Debian's etcd-server (the consensus benchmarks' same-machine peer, `--peer etcd`), when absent
 #   - .venv with the pinned Python dependencies (pyproject.toml), when absent or out of date
 # Safe to run again: each step checks first. Prints what it does.
 set -euo pipefail
@@ -22,6 +23,14 @@ if ((${#need_apt[@]})); then
   # (see the inventory), so both can run side by side.
 fi
 
+if ! command -v etcd >/dev/null 2>&1; then
+  log "missing etcd: installing Debian's etcd-server (benchmarks/tpbft_cluster.py --peer etcd)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+  # Debian starts an etcd daemon on 2379/2380; the benchmark's members listen on free ports of their own.
+fi
+
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || {
@@ -38,7 +47,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install -q torch==2.13.0
   fi
   log "installing dwcp and its pinned dependencies into .venv"
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,bench]'
   echo "$want" > "$stamp"
 fi
 log "ready: $(.venv/bin/dwcp version) in .venv; prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}')"

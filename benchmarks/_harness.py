@@ -1,0 +1,337 @@
+"""Pieces every cluster benchmark shares: an open-loop HTTP client, CPU time per process from /proc,
+a per-phase CPU profile of one process (py-spy), and a same-machine etcd peer.
+
+A benchmark that needs one of these imports it from here (`from _harness import ...`, the scripts run
+with benchmarks/ on sys.path), so two benchmarks never carry two copies of a client or a /proc parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from dwcp.consensus.node.cluster import free_ports
+
+
+# ---- open-loop client ------------------------------------------------------------------------
+class RawHttp:
+    """Keep-alive HTTP/1.1 connections to one port; ~10x less client CPU than a general client at 1k req/s."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, bytes]:
+        while self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._exchange(conn, path, body, content_type)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # The server closes a connection idle past its keep-alive timeout; a request on such a
+                # connection was never read (no answer byte came back), so it is safe to send again.
+                conn[1].close()
+        conn = await asyncio.open_connection("127.0.0.1", self.port)
+        return await self._exchange(conn, path, body, content_type)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str,
+                        body: bytes, content_type: str) -> tuple[int, bytes]:
+        reader, writer = conn
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        payload = await reader.readexactly(length)
+        self.idle.append(conn)
+        return status, payload
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the open-loop client sends: request i goes to ports[i % len(ports)] as POST path with
+    body(i); an answer with status `ok` counts as committed, `pending` as accepted but not committed."""
+
+    ports: list[int]
+    path: str
+    body: Callable[[int], bytes]
+    content_type: str = "application/octet-stream"
+    ok: int = 200
+    pending: int = 202
+
+
+@dataclass
+class OpenLoopResult:
+    rate: float
+    duration: float
+    latencies: list[float] = field(default_factory=list)
+    committed: int = 0
+    pending: int = 0
+    errors: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def achieved(self) -> float:
+        return self.committed / self.elapsed if self.elapsed else 0.0
+
+    def quantile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def open_loop(target: Target, rate: float, duration: float) -> OpenLoopResult:
+    """Send `rate * duration` requests on a fixed schedule (never slowed by slow answers); latency is
+    from sending a request to its answer."""
+    clients = [RawHttp(p) for p in target.ports]
+    run = OpenLoopResult(rate, duration)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(i: int) -> None:
+        start = time.perf_counter()
+        try:
+            status, _ = await clients[i % len(clients)].post(target.path, target.body(i), target.content_type)
+        except (OSError, asyncio.IncompleteReadError):
+            run.errors += 1
+            return
+        if status == target.ok:
+            run.committed += 1
+            run.latencies.append(time.perf_counter() - start)
+        elif status == target.pending:
+            run.pending += 1
+        else:
+            run.errors += 1
+
+    t0 = time.perf_counter()
+    for i in range(int(rate * duration)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    run.elapsed = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return run
+
+
+# ---- CPU time from /proc ---------------------------------------------------------------------
+def cpu_seconds(pids: dict[int, int]) -> dict[int, float]:
+    """User + system CPU so far of each process, keyed as `pids` is (e.g. node id -> pid), with its
+    threads and its reaped children; a process that is gone is left out. CPU time is what a shared
+    machine's other load disturbs least, so costs per block and per tx are stated in it."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for key, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the ")" field 0 is the state, so utime, stime, cutime, cstime are fields 11..14.
+        out[key] = sum(int(x) for x in fields[11:15]) / tick
+    return out
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    return {k: t - before[k] for k, t in after.items() if k in before}
+
+
+# ---- per-phase profile -----------------------------------------------------------------------
+# A sample's phase is decided by its innermost frame that matches a rule, so time in a library called
+# from our code (hashlib under verify, msgspec under decode) counts for the phase that called it.
+# Rules: (path fragment, function names or None for any) -> phase. Earlier rules win for one frame.
+PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
+    ("consensus/core/crypto.py", frozenset({"sign"}), "sign"),
+    ("consensus/core/crypto.py", frozenset({"verify", "ed25519_verify"}), "verify"),
+    ("consensus/core/codec.py", frozenset({"open", "decode"}), "decode"),
+    ("consensus/transport/sync.py", frozenset({"decode_sync"}), "decode"),
+    ("consensus/core/codec.py", None, "encode"),
+    ("consensus/storage.py", None, "storage"),
+    ("consensus/transport/writer.py", None, "storage"),
+    ("sqlite3", None, "storage"),
+    ("consensus/transport/", None, "transport"),
+    ("consensus/core/", None, "core"),
+    ("consensus/pbft/", None, "core"),
+    ("consensus/tpbft/", None, "core"),
+    ("consensus/probft/", None, "core"),
+    ("consensus/bullshark/", None, "core"),
+    ("prometheus_client", None, "metrics"),
+    ("consensus/node/observers.py", None, "metrics"),
+    ("consensus/node/", None, "http"),
+    ("dwcp/runtime/", None, "http"),
+    ("starlette", None, "http"),
+    ("fastapi", None, "http"),
+    ("uvicorn", None, "http"),
+    ("pydantic", None, "http"),
+    ("httptools", None, "http"),
+    ("asyncio", None, "transport"),  # the event loop's own wake-ups, callbacks and stream handling
+    ("uvloop", None, "transport"),
+)
+PHASES = ("sign", "verify", "decode", "encode", "transport", "core", "storage", "http", "metrics", "other")
+
+
+def phase_of(frames: list[str]) -> str:
+    """`frames` root first, each "function (path:line)" as py-spy writes them."""
+    for frame in reversed(frames):
+        func, _, where = frame.partition(" (")
+        for fragment, funcs, phase in PHASE_RULES:
+            if fragment in where and (funcs is None or func in funcs):
+                return phase
+    return "other"
+
+
+def parse_collapsed(text: str) -> Counter:
+    """Samples per phase from py-spy's collapsed ("raw") output: `frame;frame;... count` per line."""
+    phases: Counter = Counter()
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        phases[phase_of(stack.split(";"))] += int(count)
+    return phases
+
+
+class PhaseProfile:
+    """Samples one process with py-spy (a sampling profiler: the process runs unmodified) for a window;
+    `result()` is each phase's share of the on-CPU samples, over every thread of the process."""
+
+    def __init__(self, pid: int, duration: float, rate: int = 97) -> None:
+        self.pid, self.duration = pid, duration
+        self.out = Path(tempfile.mkdtemp(prefix="dwcp-profile-")) / "stacks.txt"
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.proc: subprocess.Popen | None = None
+        self.error = ""
+        if not Path(exe).exists():
+            self.error = "py-spy is not installed (pip install py-spy; see pyproject's bench extra)"
+            return
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))), "--rate", str(rate),
+             "--format", "raw", "--output", str(self.out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def result(self) -> dict[str, float]:
+        """Share of samples per phase (sums to 1), or {} with `error` set when sampling failed."""
+        if self.proc is None:
+            return {}
+        try:
+            _, err = self.proc.communicate(timeout=self.duration + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.error = "py-spy did not finish"
+            return {}
+        if not self.out.exists():
+            self.error = f"py-spy wrote nothing: {err.decode(errors='replace').strip()[-300:]}"
+            return {}
+        counts = parse_collapsed(self.out.read_text())
+        shutil.rmtree(self.out.parent, ignore_errors=True)
+        total = sum(counts.values())
+        return {p: counts[p] / total for p in PHASES if counts[p]} if total else {}
+
+
+def format_phases(shares: dict[str, float], cpu_ms_per_block: float | None = None) -> str:
+    parts = []
+    for phase, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        per_block = f" {share * cpu_ms_per_block:.2f} ms" if cpu_ms_per_block else ""
+        parts.append(f"{phase} {100 * share:.0f}%{per_block}")
+    return ", ".join(parts)
+
+
+# ---- a same-machine peer: etcd ---------------------------------------------------------------
+class EtcdCluster:
+    """Debian's etcd-server with `n` members on loopback (each its own data dir, fsync on as shipped).
+    A client PUT to any member returns once the entry is committed by the Raft majority and applied,
+    so it is the same submit -> durable commit latency the consensus nodes report."""
+
+    def __init__(self, root: Path, n: int, binary: str = "etcd") -> None:
+        self.root, self.n = Path(root), n
+        self.binary = shutil.which(binary)
+        if self.binary is None:
+            raise FileNotFoundError("etcd is not installed (apt-get install etcd-server; scripts/setup.sh does)")
+        ports = free_ports(2 * n)
+        self.client_ports, self.peer_ports = ports[:n], ports[n:]
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(self.peer_ports))
+        for i in range(self.n):
+            client, peer = f"http://127.0.0.1:{self.client_ports[i]}", f"http://127.0.0.1:{self.peer_ports[i]}"
+            log = open(self.root / f"etcd-{i}.log", "ab")  # noqa: SIM115 - the child owns it
+            self.procs[i] = subprocess.Popen(
+                [self.binary, "--name", f"m{i}", "--data-dir", str(self.root / f"etcd-{i}"),
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", initial, "--initial-cluster-token", f"bench-{os.getpid()}",
+                 "--initial-cluster-state", "new", "--log-level", "error"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            log.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            for i, port in enumerate(self.client_ports):
+                while True:
+                    if self.procs[i].poll() is not None:
+                        raise RuntimeError(f"etcd member {i} exited; see {self.root}/etcd-{i}.log")
+                    try:
+                        if client.get(f"http://127.0.0.1:{port}/health").json().get("health") == "true":
+                            break
+                    except (httpx.HTTPError, ValueError):
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"etcd member {i} not healthy after {timeout}s")
+                    time.sleep(0.2)
+
+    def target(self, prefix: bytes) -> Target:
+        def body(i: int) -> bytes:
+            key = base64.b64encode(prefix + b"-%d" % i).decode()
+            return json.dumps({"key": key, "value": base64.b64encode(b"." * 40).decode()}).encode()
+
+        return Target(ports=self.client_ports, path="/v3/kv/put", body=body, content_type="application/json")
+
+    @property
+    def pids(self) -> dict[int, int]:
+        return {i: p.pid for i, p in self.procs.items()}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def __enter__(self) -> EtcdCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dwcp.consensus.core.messages import Block, Certificate, digest
 from dwcp.consensus.core.outputs import Commit, Output, Rejected
-from dwcp.consensus.core.protocol import verify_certificate
 from dwcp.consensus.pbft.mempool import framed_size
 from dwcp.consensus.pbft.messages import Prepared
 from dwcp.consensus.pbft.state import Mode
@@ -26,7 +25,7 @@ class ExecutionMixin:
         if h > self.height + 4 * self.config.window:
             outs.append(Rejected(peer=sender, reason="too_far_ahead"))
             return
-        if not verify_certificate(self.committee, self.verifier, h, block, cert):
+        if not self.verify_certificate(h, block, cert):  # the protocol's own certificate rule
             self.observe(sender, "invalid")
             outs.append(Rejected(peer=sender, reason="bad_certificate"))
             return

@@ -1,0 +1,134 @@
+"""Samples a node is entitled to, and probabilistic-quorum certificates anyone can check.
+
+`SampleBook` draws our own samples (one VRF proof per epoch, view and phase) and checks peers': a
+sender's proof for (epoch, view, phase) is verified once and its sample cached; a different proof
+for the same key later is refused without verifying ("proof_mismatch": an honest prover is
+deterministic), so a node verifies at most one proof per sender, view and phase, whatever a
+Byzantine peer sends. The cache holds the last `CACHE_SIZE` keys.
+
+A ProBFT certificate is the core `Certificate` (so PBFT's view change, storage and catch-up carry it
+unchanged) whose `signatures[i]` is an entry: signature (64 B) || holder id (4 B) || the leader's
+header signature (64 B) || VRF proof. `holder` is the node whose quorum it is: every signer other than
+the holder must have the holder in its VRF sample, so the certificate shows q matching ballots that a
+single node was entitled to receive, which is exactly what made that node decide. The signature is
+the signer's envelope signature over the `Ballot` rebuilt from the certificate and its entry.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from dwcp.consensus.core.codec import encode, signing_bytes
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import SIGNATURE_SIZE, Verifier
+from dwcp.consensus.core.messages import Certificate
+from dwcp.consensus.core.vrf import VrfProver, VrfVerifier
+from dwcp.consensus.probft.messages import Ballot, header
+from dwcp.consensus.probft.sampling import PHASES, Params, alpha, draw
+
+CACHE_SIZE = 1 << 14
+_HOLDER = 4
+_FIXED = SIGNATURE_SIZE + _HOLDER + SIGNATURE_SIZE
+
+BAD_PROOF = "bad_vrf_proof"
+PROOF_MISMATCH = "proof_mismatch"
+
+
+def pack_entry(signature: bytes, holder: int, header_signature: bytes, proof: bytes) -> bytes:
+    return signature + holder.to_bytes(_HOLDER, "big") + header_signature + proof
+
+
+def unpack_entry(entry: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+    if len(entry) < _FIXED:
+        return None
+    sig = entry[:SIGNATURE_SIZE]
+    holder = int.from_bytes(entry[SIGNATURE_SIZE:SIGNATURE_SIZE + _HOLDER], "big")
+    return sig, holder, entry[SIGNATURE_SIZE + _HOLDER:_FIXED], entry[_FIXED:]
+
+
+class SampleBook:
+    def __init__(self, committee: Committee, node_id: int, params: Params, prover: VrfProver,
+                 verifier: VrfVerifier) -> None:
+        self.committee, self.node_id, self.params = committee, node_id, params
+        self.prover, self.verifier = prover, verifier
+        self.domain = committee.digest()
+        self._mine: OrderedDict[tuple[int, int, str], tuple[bytes, tuple[int, ...]]] = OrderedDict()
+        self._peers: OrderedDict[tuple[int, int, int, str], tuple[bytes, frozenset[int] | None]] = OrderedDict()
+        self.proofs_verified = 0
+
+    def _sample(self, node: int, beta: bytes) -> frozenset[int]:
+        others = tuple(i for i in self.committee.ids if i != node)
+        if self.params.dense:
+            return frozenset(others)
+        return draw(beta, others, self.params.sample_size)
+
+    def mine(self, epoch: int, view: int, phase: str) -> tuple[bytes, tuple[int, ...]]:
+        """Our proof and sample (sorted) for (epoch, view, phase)."""
+        key = (epoch, view, phase)
+        hit = self._mine.get(key)
+        if hit is None:
+            proof, beta = self.prover.prove(alpha(self.domain, epoch, view, phase))
+            hit = (proof, tuple(sorted(self._sample(self.node_id, beta))))
+            self._mine[key] = hit
+            if len(self._mine) > 64:
+                self._mine.popitem(last=False)
+        return hit
+
+    def sample_of(self, sender: int, epoch: int, view: int, phase: str, proof: bytes) -> frozenset[int] | str:
+        """`sender`'s sample for (epoch, view, phase) proven by `proof`, or a rejection reason."""
+        if phase not in PHASES or sender not in self.committee:
+            return BAD_PROOF
+        key = (sender, epoch, view, phase)
+        hit = self._peers.get(key)
+        if hit is not None:
+            known, sample = hit
+            if known != proof:
+                return PROOF_MISMATCH
+            return BAD_PROOF if sample is None else sample
+        self.proofs_verified += 1
+        beta = self.verifier.verify(sender, alpha(self.domain, epoch, view, phase), proof)
+        sample = None if beta is None else self._sample(sender, beta)
+        self._peers[key] = (proof, sample)
+        if len(self._peers) > CACHE_SIZE:
+            self._peers.popitem(last=False)
+        return BAD_PROOF if sample is None else sample
+
+    def check_certificate(self, cert: Certificate, verifier: Verifier, leader: Callable[[int, int], int]) -> bool:
+        """True when `cert` holds >= q entries of distinct members, one holder, the leader's valid
+        header signature, and for each signer a valid ballot signature and (unless it is the holder)
+        a valid VRF proof whose sample holds the holder (module docstring)."""
+        q = self.params.quorum
+        if cert.kind not in PHASES or len(cert.signers) != len(cert.signatures) or len(cert.signers) < q:
+            return False
+        if len(set(cert.signers)) != len(cert.signers):
+            return False
+        parsed = [unpack_entry(e) for e in cert.signatures]
+        if any(p is None for p in parsed):
+            return False
+        holders = {p[1] for p in parsed if p is not None}
+        headers = {p[2] for p in parsed if p is not None}
+        if len(holders) != 1 or len(headers) != 1:
+            return False
+        holder, header_sig = holders.pop(), headers.pop()
+        if holder not in self.committee:
+            return False
+        chief = leader(cert.epoch, cert.view)
+        head = encode(header(cert.epoch, cert.view, cert.height, cert.digest))
+        if not verifier.verify(chief, signing_bytes(chief, head), header_sig):
+            return False
+        for signer, p in zip(cert.signers, parsed, strict=True):
+            assert p is not None
+            sig, _, _, proof = p
+            if signer not in self.committee:
+                return False
+            ballot = Ballot(kind=cert.kind, epoch=cert.epoch, view=cert.view, height=cert.height,
+                            digest=cert.digest, proof=proof, header_signature=header_sig)
+            # The signature first: only a proof its signer really sent may enter the sample cache.
+            if not verifier.verify(signer, signing_bytes(signer, encode(ballot)), sig):
+                return False
+            if signer != holder:
+                sample = self.sample_of(signer, cert.epoch, cert.view, cert.kind, proof)
+                if isinstance(sample, str) or holder not in sample:
+                    return False
+        return True

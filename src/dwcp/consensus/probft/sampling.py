@@ -1,0 +1,108 @@
+"""ProBFT's numbers: sample size s = ceil(o*sqrt(n)), quorum q = ceil(l*sqrt(n)), who is in a sample,
+and the probabilities the defaults are derived from (docs/probft.md gives the derivation and figures).
+
+Model (receivers are drawn by a VRF, so for the analysis each sender's sample is a uniform random
+s-subset of the n - 1 others, and a given receiver is in it with probability p = s / (n - 1)):
+
+- liveness: with a correct leader and f silent Byzantine nodes, a correct receiver's matching votes
+  are 1 (its own) + Binomial(n - 1 - f, p). The phase reaches quorum with probability
+  P_live = P[Bin(n - 1 - f, p) >= q - 1].
+- split attack (the worst case for safety): an equivocating leader splits the n - f correct nodes
+  into halves A and B and every Byzantine node votes for both. A receiver in the smaller half gets
+  1 + Bin(f + floor((n - f) / 2) - 1, p) matching votes; P_split is the chance that reaches q. A
+  disagreement needs a quorum on both sides in both phases, so per height and view it is at most
+  P_unsafe <= (n - f) * P_split(prepare) * P_split(commit), with the commit phase's senders only
+  those of the smaller half that prepared (see `predict`).
+
+Defaults: o = DEFAULT_O, and q is the largest quorum with 1 - P_live <= `liveness_miss` (a correct
+leader's phase then fails only that rarely with f silent nodes). When s >= n - 1 the "sample" is
+everyone and sampling cannot pay: the protocol runs dense, q = the committee's 2f + 1, exactly PBFT's
+quorums and deterministic safety (n = 7: s = ceil(2.5 * 2.65) = 7 > 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+PHASES = ("prepare", "commit")
+DEFAULT_O = 2.5
+DEFAULT_LIVENESS_MISS = 1e-4
+_DOMAIN = b"dwcp-probft-sample/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    n: int
+    f: int
+    sample_size: int  # recipients of each prepare/commit (n - 1 when dense)
+    quorum: int  # matching votes, our own included, that complete a phase
+    dense: bool  # sample = everyone, quorum = 2f + 1 (PBFT's deterministic rule)
+
+    @property
+    def p(self) -> float:
+        return self.sample_size / (self.n - 1) if self.n > 1 else 1.0
+
+
+def binom_tail(trials: int, p: float, k: int) -> float:
+    """P[Bin(trials, p) >= k], exactly (trials <= a few hundred)."""
+    if k <= 0:
+        return 1.0
+    if k > trials:
+        return 0.0
+    return min(1.0, sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(k, trials + 1)))
+
+
+def derive(n: int, f: int, quorum: int, *, o: float = 0.0, quorum_factor: float = 0.0,
+           liveness_miss: float = DEFAULT_LIVENESS_MISS) -> Params:
+    """Sample and quorum sizes for a committee of n with f tolerated faults and PBFT quorum `quorum`.
+    o and quorum_factor (the paper's l) = 0 take the defaults (module docstring); explicit values are
+    used as given, q bounded to [2, 2f + 1]."""
+    if n <= 1:
+        return Params(n=n, f=f, sample_size=0, quorum=1, dense=True)
+    root = math.sqrt(n)
+    s = math.ceil((o or DEFAULT_O) * root)
+    if s >= n - 1:
+        return Params(n=n, f=f, sample_size=n - 1, quorum=quorum, dense=True)
+    p = s / (n - 1)
+    if quorum_factor:
+        q = math.ceil(quorum_factor * root)
+    else:
+        q = 2
+        while q + 1 <= s + 1 and 1 - binom_tail(n - 1 - f, p, q) <= liveness_miss:
+            q += 1
+    return Params(n=n, f=f, sample_size=s, quorum=max(2, min(q, quorum)), dense=False)
+
+
+def predict(params: Params) -> dict[str, float]:
+    """The model's figures for `params` (module docstring): per receiver and phase, the chance a
+    correct leader's phase misses quorum with f silent, and the split attack's chances."""
+    n, f, q, p = params.n, params.f, params.quorum, params.p
+    if params.dense:
+        return {"liveness_miss": 0.0, "split_prepare": 0.0, "unsafe_bound": 0.0}
+    live = binom_tail(n - 1 - f, p, q - 1)
+    half = (n - f) // 2
+    prep = binom_tail(f + half - 1, p, q - 1)
+    prepared = round(half * prep)  # expected smaller-half nodes that prepared
+    commit = binom_tail(f + prepared - 1, p, q - 1)
+    return {"liveness_miss": 1 - live, "split_prepare": prep,
+            "unsafe_bound": min(1.0, (n - f) * prep * commit)}
+
+
+def alpha(committee_digest: bytes, epoch: int, view: int, phase: str) -> bytes:
+    """The VRF input of a sample: one per committee, epoch, view and phase (never per height, so a
+    node proves once per view and phase and receivers verify once per sender, view and phase)."""
+    return b"|".join((_DOMAIN, committee_digest, str(epoch).encode(), str(view).encode(), phase.encode()))
+
+
+def draw(beta: bytes, others: tuple[int, ...], size: int) -> frozenset[int]:
+    """`size` members of `others` chosen by the VRF output `beta`: a Fisher-Yates shuffle driven by
+    BLAKE2b(beta, counter), stopped after `size` steps (deterministic: every verifier draws the same)."""
+    pool = list(others)
+    size = min(size, len(pool))
+    for i in range(size):
+        r = int.from_bytes(hashlib.blake2b(beta + i.to_bytes(4, "big"), digest_size=8).digest(), "big")
+        j = i + r % (len(pool) - i)  # bias < len/2^64: immaterial
+        pool[i], pool[j] = pool[j], pool[i]
+    return frozenset(pool[:size])

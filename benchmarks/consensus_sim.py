@@ -40,11 +40,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dwcp.consensus import registry
 from dwcp.consensus.sim.campaign import Campaign, CampaignSpec, run_campaign
 from dwcp.consensus.sim.report import RunResult, percentile, totals
 
 SEED_BASELINE_S = 0.060
-PROTOCOLS = ("pbft", "tpbft")
+DEFAULT_PROTOCOLS = ("pbft", "tpbft")  # compared run by run; any registered protocols via --protocols
 METRICS: tuple[tuple[str, str, str], ...] = (  # (RunResult field, label, format)
     ("latency_p50_s", "latency p50 (s)", ".3f"),
     ("latency_p99_s", "latency p99 (s)", ".3f"),
@@ -61,7 +62,9 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def summarize(campaign: Campaign) -> dict[str, Any]:
-    """Per protocol: pooled totals, and median / p99 over runs of each metric; same-run ratios."""
+    """Per protocol: pooled totals, and median / p99 over runs of each metric; same-run ratios of
+    every other protocol over the first (the baseline)."""
+    protocols = campaign.spec.protocols
     out: dict[str, Any] = {"runs": campaign.runs, "complete": campaign.complete, "wall_s": campaign.wall_s}
     by_seed: dict[str, dict[int, RunResult]] = {}
     for protocol, results in campaign.results.items():
@@ -73,52 +76,67 @@ def summarize(campaign: Campaign) -> dict[str, Any]:
             "p99": {f: percentile(v, 99) for f, v in per_run.items()},
             "violation_examples": [f"seed {r.seed}: {d}" for r in results for d in r.violation_details][:10],
         }
-    if all(p in by_seed for p in PROTOCOLS):
-        seeds = sorted(set(by_seed["pbft"]) & set(by_seed["tpbft"]))
-        out["ratio_tpbft_over_pbft"] = {}
+    base = protocols[0]
+    for other in protocols[1:]:
+        seeds = sorted(set(by_seed[base]) & set(by_seed[other]))
+        ratios_out = out[f"ratio_{other}_over_{base}"] = {}
         for field, _, _ in METRICS:
-            ratios = [x for s in seeds if (x := _ratio(float(getattr(by_seed["tpbft"][s], field)),
-                                                       float(getattr(by_seed["pbft"][s], field)))) is not None]
-            out["ratio_tpbft_over_pbft"][field] = statistics.median(ratios) if ratios else None
+            ratios = [x for s in seeds if (x := _ratio(float(getattr(by_seed[other][s], field)),
+                                                       float(getattr(by_seed[base][s], field)))) is not None]
+            ratios_out[field] = statistics.median(ratios) if ratios else None
     return out
 
 
-def render(title: str, summary: dict[str, Any], console: Console) -> None:
+def render(title: str, summary: dict[str, Any], protocols: tuple[str, ...], console: Console) -> None:
     table = Table(title=f"{title}: {summary['runs']} seeded runs per protocol"
                         f"{'' if summary['complete'] else ' (stopped early by --time-limit)'}")
+    base, others = protocols[0], protocols[1:]
     table.add_column("metric")
-    for p in PROTOCOLS:
+    for p in protocols:
         table.add_column(f"{p} median", justify="right")
         table.add_column(f"{p} p99", justify="right")
-    table.add_column("tpbft/pbft (same runs, median)", justify="right")
+    for p in others:
+        table.add_column(f"{p}/{base} (same runs, median)", justify="right")
     table.add_column("seed baseline", justify="right")
     for field, label, fmt in METRICS:
         cells = [label]
-        for p in PROTOCOLS:
+        for p in protocols:
             cells += [format(summary[p]["median"][field], fmt), format(summary[p]["p99"][field], fmt)]
-        ratio = summary.get("ratio_tpbft_over_pbft", {}).get(field)
-        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        for p in others:
+            ratio = summary[f"ratio_{p}_over_{base}"][field]
+            cells.append("-" if ratio is None else f"{ratio:.2f}")
         cells.append(f"T-PBFT < {SEED_BASELINE_S:.3f}" if field == "latency_p50_s" else "")
         table.add_row(*cells)
     pooled = ["all txs pooled: p50 / p99 (s)"]
-    for p in PROTOCOLS:
+    for p in protocols:
         t = summary[p]["totals"]
         pooled += [f"{t['latency_p50_s']:.3f}", f"{t['latency_p99_s']:.3f}"]
-    table.add_row(*pooled, "", "")
+    table.add_row(*pooled, *[""] * len(others), "")
     bad = ["runs with violations"]
-    for p in PROTOCOLS:
+    for p in protocols:
         t = summary[p]["totals"]
         bad += [str(t["runs_with_violations"]), ", ".join(f"{k}={v}" for k, v in t["violations"].items() if v)]
-    table.add_row(*bad, "", "0 (target)")
+    table.add_row(*bad, *[""] * len(others), "0 (target)")
     console.print(table)
-    for p in PROTOCOLS:
+    for p in protocols:
         for example in summary[p]["violation_examples"]:
             console.print(f"[red]{p}[/red] {example}")
 
 
+def _protocols(text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in names if p not in registry.PROTOCOLS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown protocol(s) {', '.join(unknown)}; known: "
+                                         f"{', '.join(registry.names())}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=10_000, help="seeded WAN runs (each runs both cores)")
+    ap.add_argument("--protocols", type=_protocols, default=DEFAULT_PROTOCOLS,
+                    help="registered protocols, comma-separated; the first is the baseline of the ratios")
+    ap.add_argument("--runs", type=int, default=10_000, help="seeded WAN runs (each runs every protocol)")
     ap.add_argument("--lan-runs", type=int, default=200, help="seeded single-region runs, for the seed baseline")
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--byzantine", type=int, default=3)
@@ -128,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="simulated seconds of load per run")
     ap.add_argument("--rate", type=float, default=10.0, help="offered tx/s per run")
     ap.add_argument("--chaos", action="store_true", help="also partitions and crash/restarts")
-    ap.add_argument("--epoch-length", type=int, default=0, help="T-PBFT blocks per epoch; 0: the core's default")
+    ap.add_argument("--epoch-length", type=int, default=0, help="blocks per epoch for cores with epochs (T-PBFT); "
+                    "0: the core's default")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds; stop starting runs after")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
     console = Console(width=170)
-    spec_args = {"protocols": PROTOCOLS, "nodes": args.nodes, "byzantine": args.byzantine,
+    spec_args = {"protocols": args.protocols, "nodes": args.nodes, "byzantine": args.byzantine,
                  "behaviour": args.behaviour, "chaos": args.chaos,
                  "scenario_kwargs": {"duration": args.duration, "rate": args.rate,
                                      "epoch_length": args.epoch_length}}
@@ -154,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         campaign = run_campaign(spec, workers=args.workers, time_limit=limit)
         spent += campaign.wall_s
         summary = summarize(campaign)
-        render(title, summary, console)
-        console.print(f"{title}: {campaign.runs} runs x {len(PROTOCOLS)} protocols in {campaign.wall_s:.0f} s wall")
+        render(title, summary, args.protocols, console)
+        console.print(f"{title}: {campaign.runs} runs x {len(args.protocols)} protocols "
+                      f"in {campaign.wall_s:.0f} s wall")
         report[title] = summary
         ok = ok and campaign.ok
     if args.json_out:

@@ -52,6 +52,7 @@ from pathlib import Path
 import httpx
 from _harness import EtcdCluster, OpenLoopResult, PhaseProfile, Target, cpu_seconds, format_phases, open_loop, spent
 
+from dwcp.consensus import registry
 from dwcp.consensus.node.cluster import LocalCluster
 
 SEED_BASELINE_S = 0.060
@@ -215,7 +216,8 @@ def run_etcd(n: int, rate: float, duration: float, warmup: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=10)
-    ap.add_argument("--protocol", choices=["tpbft", "pbft"], default="tpbft")
+    ap.add_argument("--protocol", choices=registry.names(), default="tpbft",
+                    help="Registered protocol the tpbft service's nodes run (pbft: the baseline).")
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
@@ -226,7 +228,7 @@ def main() -> int:
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
-                    help="Any other ConsensusSettings field, value as JSON (repeatable), e.g. max_inflight=2.")
+                    help="Any other node or protocol setting, value as JSON (repeatable), e.g. max_inflight=2.")
     ap.add_argument("--profile-node", type=int, default=1,
                     help="Node whose CPU the main run splits into phases (-1: none). Node 1 votes in view 0.")
     ap.add_argument("--peer", choices=["none", "etcd"], default="none",

@@ -19,7 +19,9 @@ err = Console(stderr=True)
 
 
 def simulate(
-    protocol: str = typer.Argument(..., help="Core to simulate: pbft or tpbft."),
+    protocol: str = typer.Argument(
+        ..., help="Registered protocol to simulate (`dwcp consensus protocols` lists them)."
+    ),
     nodes: int = typer.Option(10, "--nodes", "-n", help="Committee size."),
     byzantine: int | None = typer.Option(
         None, "--byzantine", "-f", help="Byzantine nodes; default: the most the committee tolerates, (n-1)//3."
@@ -49,7 +51,7 @@ def simulate(
     loss: float = typer.Option(0.0, min=0.0, max=1.0, help="Probability a message copy is lost."),
     bandwidth_mbps: float = typer.Option(1000.0, help="Per-node uplink in Mbit/s (serialisation delay)."),
     epoch_length: int = typer.Option(
-        0, min=0, help="Blocks per epoch for protocols with epochs (T-PBFT re-chooses its group); 0: the core's."
+        0, min=0, help="Blocks per epoch for protocols whose core has epochs; 0: the core's default."
     ),
     crypto: str = typer.Option("mac", help="mac (simulation-only keyed hash, fast) or ed25519 (the real thing)."),
     workers: int = typer.Option(1, min=1, help="Worker processes for --runs."),
@@ -57,13 +59,13 @@ def simulate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: totals and one row per run."),
 ) -> None:
     """Run a consensus core in the deterministic simulator; exit 1 when an invariant is violated."""
+    from dwcp.consensus import registry
     from dwcp.consensus.sim.campaign import CampaignSpec, run_campaign
-    from dwcp.consensus.sim.nodes import PROTOCOLS
     from dwcp.consensus.sim.report import totals
     from dwcp.consensus.sim.scenario import parse_fault
 
-    if protocol not in PROTOCOLS:
-        err.print(f"[red]error:[/red] unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if protocol not in registry.PROTOCOLS:
+        err.print(f"[red]error:[/red] unknown protocol {protocol!r}; known: {', '.join(registry.names())}")
         raise typer.Exit(2)
     try:
         faults = tuple(sorted((parse_fault(f) for f in fault), key=lambda f: f.at))
@@ -125,9 +127,18 @@ app.command("simulate")(simulate)
 
 
 @app.command()
+def protocols() -> None:
+    """List the registered consensus protocols (what `simulate` and `protocol:` settings accept)."""
+    from dwcp.consensus import registry
+
+    for name in registry.names():
+        typer.echo(f"{name:10} {registry.get(name).summary}")
+
+
+@app.command()
 def keygen(
     inventory: Path = typer.Option(..., "--inventory", "-i", help="Inventory YAML naming the service's instances."),
-    service: str = typer.Option("tpbft", "--service", help="Inventory service key (tpbft, probft, ...)."),
+    service: str = typer.Option("tpbft", "--service", help="Inventory service key of a consensus service."),
     out: Path = typer.Option(..., "--out", "-o", help="Key directory to create (node-<I>.key, committee.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite keys already in --out."),
 ) -> None:

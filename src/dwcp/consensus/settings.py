@@ -1,5 +1,11 @@
 """Settings of a consensus node (`services.<tpbft|probft|bullshark>.settings` in the inventory).
 
+This model owns what every protocol's node shares: which protocol runs, the client API's limits,
+catch-up, the transport's queues and the keys. Every other key of the mapping belongs to the
+protocol and is validated by the protocol's own model (`registry.ProtocolSpec.settings`, e.g.
+`pbft/settings.py`), at inventory load when the protocol is known there (the inventory passes the
+service name as validation context), and again when the node is built.
+
 Keys. With `key_dir` set, node I loads its private key from `<key_dir>/node-<I>.key` and the
 committee's public keys from `<key_dir>/committee.json` (what `dwcp consensus keygen` writes).
 Without it, every node derives the whole committee's keys from `dev_seed`: convenient for
@@ -9,35 +15,18 @@ the inventory) can sign as any node.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConsensusSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Keys not declared here are the protocol's; `protocol_settings` validates them.
+    model_config = ConfigDict(extra="allow")
 
-    protocol: Literal["tpbft", "pbft"] | None = Field(
-        None, description="Core to run; None runs the service's own protocol (tpbft for the tpbft service, "
-        "pbft runs classic PBFT over the whole committee as the baseline)."
-    )
-    # Batching and timers, handed to the protocol core.
-    batch_size: int = Field(256, ge=1, le=10_000, description="Most transactions in one block.")
-    batch_timeout_ms: float = Field(5.0, gt=0, description="Least time between two blocks that are not full: "
-                                    "a transaction waits at most this long for its block to fill.")
-    forward_interval_ms: float = Field(
-        5.0, gt=0, description="Least time between two forwards of client transactions to the primary: "
-        "at once under light load, one batch (one signature) per interval under heavy load.")
-    view_change_timeout_ms: float = Field(1000.0, gt=0, description="Progress timeout before a view change.")
-    group_size: int | None = Field(None, ge=4, description="T-PBFT consensus group size; None: the core's default.")
-    # One block in flight: the next one gathers everything that arrived while this one commits, so blocks
-    # grow with load. On the 2-CPU loopback cluster at 1,000 tx/s this halved p50 and p99 against the
-    # core's 8 (benchmarks/tpbft_cluster.py); over a WAN, where a block takes an RTT or more, raise it.
-    max_inflight: int | None = Field(
-        1, ge=1, le=64, description="Blocks the primary keeps in flight (pipelining); None: the core's default."
-    )
-    epoch_length: int | None = Field(
-        None, ge=1, description="T-PBFT blocks per epoch (the group is re-chosen after each); None: the core's default."
+    protocol: str | None = Field(
+        None, description="Registered protocol to run (dwcp.consensus.registry); None runs the service's own "
+        "protocol (e.g. pbft on the tpbft service runs classic PBFT over the whole committee as the baseline)."
     )
     # Client API limits.
     max_tx_bytes: int = Field(4096, ge=1, le=1024 * 1024, description="Largest transaction payload accepted.")
@@ -49,3 +38,48 @@ class ConsensusSettings(BaseModel):
     # Keys (see module docstring).
     key_dir: str | None = Field(None, description="Directory with node-<I>.key and committee.json; None: dev keys.")
     dev_seed: str = Field("dwcp-dev-insecure", min_length=1, description="Seed of the DEV-ONLY derived keys.")
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        from dwcp.consensus import registry
+
+        if name is not None and name not in registry.PROTOCOLS:
+            raise ValueError(f"unknown protocol {name!r}; known: {', '.join(registry.names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _protocol_keys(self, info: ValidationInfo) -> ConsensusSettings:
+        from dwcp.consensus import registry
+
+        service = (info.context or {}).get("service") if isinstance(info.context, dict) else None
+        name = self.protocol or service
+        if name in registry.PROTOCOLS:  # else checked when the node is built (`protocol_settings`)
+            self.protocol_settings(name)
+        return self
+
+    def protocol_name(self, service: str) -> str:
+        """The protocol this node runs on `service`."""
+        return self.protocol or service
+
+    def protocol_settings(self, protocol: str) -> Any:
+        """`protocol`'s own settings model from the keys this model does not own; ValueError naming
+        the protocol for an unknown key or a bad value."""
+        from dwcp.consensus import registry
+
+        spec = registry.get(protocol)
+        try:
+            return spec.core_settings(self.model_extra or {})
+        except ValidationError as exc:
+            raise ValueError(_protocol_errors(protocol, exc)) from None
+
+
+def _protocol_errors(protocol: str, exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{where}: the {protocol} protocol has no such setting")
+        else:
+            parts.append(f"{where}: {error['msg']} (for protocol {protocol})")
+    return "; ".join(parts)

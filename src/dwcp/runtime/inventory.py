@@ -169,7 +169,7 @@ def _validate_settings(key: str, kind: ServiceKind, raw: Any) -> Any:
     if isinstance(raw, model):
         return raw
     try:
-        return model.model_validate(raw or {})
+        return model.model_validate(raw or {}, context={"service": key})
     except ValidationError as exc:
         raise ValueError(_format_errors(exc, prefix=f"services.{key}.settings")) from None
 

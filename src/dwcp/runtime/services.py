@@ -1,7 +1,8 @@
 """The table of DWCP service kinds: inventory key, Prometheus job, where each piece of code lives.
 
-A kind is *built* when its service module is importable; `dwcp up` starts only built kinds, so a
-service that does not exist yet is absent rather than faked.
+A kind is *built* when its service module is importable and, for a consensus service, when its
+protocol is in the consensus protocol registry (`dwcp.consensus.registry`); `dwcp up` starts only
+built kinds, so a service that does not exist yet is absent rather than faked.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class ServiceKind:
     settings: str  # "module:Class" of the pydantic settings model
     load_module: str  # provides async drive(base_urls, client, stop, rate)
     extra_ports: tuple[str, ...] = field(default=())
+    protocol: str | None = None  # consensus services: the registry protocol the service runs by default
 
     @property
     def built(self) -> bool:
-        return importable(self.app_module)
+        return importable(self.app_module) and (self.protocol is None or registered_protocol(self.protocol))
 
     def settings_model(self) -> Any | None:
         """The settings class, or None while the service is not built."""
@@ -46,6 +48,14 @@ def importable(module: str) -> bool:
         return False
 
 
+def registered_protocol(name: str) -> bool:
+    from dwcp.consensus import registry
+
+    return name in registry.PROTOCOLS
+
+
+CONSENSUS_NODE = "dwcp.consensus.node.service"  # every registered protocol is served by the shared node
+
 SERVICE_KINDS: dict[str, ServiceKind] = {
     kind.key: kind
     for kind in (
@@ -59,18 +69,18 @@ SERVICE_KINDS: dict[str, ServiceKind] = {
         ),
         ServiceKind(
             "probft", "probft-consensus", "probabilistic BFT with VRF-sampled quorums",
-            "dwcp.consensus.probft.service", "dwcp.consensus.settings:ConsensusSettings",
-            "dwcp.consensus.node.load", ("consensus",),
+            CONSENSUS_NODE, "dwcp.consensus.settings:ConsensusSettings",
+            "dwcp.consensus.node.load", ("consensus",), protocol="probft",
         ),
         ServiceKind(
             "bullshark", "bullshark-consensus", "Narwhal DAG mempool with Bullshark ordering",
-            "dwcp.consensus.bullshark.service", "dwcp.consensus.settings:ConsensusSettings",
-            "dwcp.consensus.node.load", ("consensus", "worker"),
+            CONSENSUS_NODE, "dwcp.consensus.settings:ConsensusSettings",
+            "dwcp.consensus.node.load", ("consensus", "worker"), protocol="bullshark",
         ),
         ServiceKind(
             "tpbft", "tpbft-consensus", "PBFT in an EigenTrust-chosen group",
-            "dwcp.consensus.node.service", "dwcp.consensus.settings:ConsensusSettings",
-            "dwcp.consensus.node.load", ("consensus",),
+            CONSENSUS_NODE, "dwcp.consensus.settings:ConsensusSettings",
+            "dwcp.consensus.node.load", ("consensus",), protocol="tpbft",
         ),
         ServiceKind(
             "allocator", "maddpg-allocator", "multi-agent RL (MADDPG) cluster resource allocator",

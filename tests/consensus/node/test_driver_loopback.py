@@ -56,7 +56,7 @@ def _log(driver: Driver) -> list[tuple[int, bytes]]:
 def test_core_config_maps_settings_and_refuses_what_the_core_lacks() -> None:
     cfg = core_config("pbft", ConsensusSettings(batch_size=50, batch_timeout_ms=3, view_change_timeout_ms=800))
     assert (cfg.batch_size, cfg.batch_delay, cfg.request_timeout, cfg.view_change_timeout) == (50, 0.003, 0.8, 0.8)
-    with pytest.raises(ValueError, match="group_size"):
+    with pytest.raises(ValueError, match="group_size: the pbft protocol has no such setting"):
         core_config("pbft", ConsensusSettings(group_size=4))
     tpbft = core_config("tpbft", ConsensusSettings(group_size=5, max_inflight=2, epoch_length=16))
     assert (tpbft.group_size, tpbft.max_inflight, tpbft.epoch_length) == (5, 2, 16)

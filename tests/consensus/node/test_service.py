@@ -80,7 +80,7 @@ async def test_duplicate_unknown_and_malformed_lookups(client: httpx.AsyncClient
 async def test_health_is_degraded_without_a_quorum_of_peers(client: httpx.AsyncClient) -> None:
     body = (await client.get("/health")).json()
     assert body["status"] == "degraded"
-    assert "a quorum needs 2" in body["checks"]["consensus"]["detail"]
+    assert "0 peers connected, tpbft needs 2 to make progress" in body["checks"]["consensus"]["detail"]
 
 
 @pytest.mark.parametrize(("query", "field"), [("wait=maybe", "wait"), ("wait=true&timeout=0", "timeout"),

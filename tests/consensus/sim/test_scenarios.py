@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
+from dwcp.consensus import registry
 from dwcp.consensus.sim import Scenario, simulate
-from dwcp.consensus.sim.nodes import PROTOCOLS, load_ref
 
 DURATION, RATE = 6.0, 10.0
 EPOCH = 8  # T-PBFT re-chooses its group every 8 blocks here, so runs cross several epochs
@@ -22,19 +22,9 @@ EPOCH = 8  # T-PBFT re-chooses its group every 8 blocks here, so runs cross seve
 SIZES = ((4, range(40)), (7, range(100, 140)), (10, range(200, 225)))
 
 
-def _importable(protocol: str) -> bool:
-    try:
-        load_ref(PROTOCOLS[protocol][0])  # the core class
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@pytest.mark.parametrize("protocol", registry.names())
 @pytest.mark.parametrize(("nodes", "seeds"), SIZES, ids=[f"n{n}" for n, _ in SIZES])
 def test_no_violations_with_byzantine_nodes_partitions_and_crashes(protocol: str, nodes: int, seeds: range) -> None:
-    if not _importable(protocol):
-        pytest.skip(f"{protocol} core not importable yet")
     failures = []
     for seed in seeds:
         sc = Scenario.build(protocol, nodes=nodes, byzantine=(nodes - 1) // 3, seed=seed, chaos=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from typing import Any
 
 import msgspec
 
@@ -81,6 +82,10 @@ class Certificate(msgspec.Struct, frozen=True, array_like=True):
 
     def vote(self) -> Vote:
         return Vote(kind=self.kind, epoch=self.epoch, view=self.view, height=self.height, digest=self.digest)
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /v1/blocks/{height}` shows of the certificate (JSON-ready)."""
+        return {"kind": self.kind, "view": self.view, "signers": list(self.signers)}
 
 
 class TxBatch(Message, tag="txs"):

@@ -1,7 +1,7 @@
 """A consensus node for real: `dwcp serve tpbft --instance I`.
 
-`assemble.build_node(ctx)` puts keys (`keys`), a protocol core, the block store and the driver
-together; `service.build_app(ctx)` serves it over HTTP; `observers` turns driver events into the
-`tpbft_*` metrics; `load` is the `dwcp up` load profile; `cluster.LocalCluster` runs n real node
-processes on loopback for end-to-end tests and benchmarks. See docs/consensus-transport.md.
+`assemble.build_node(ctx)` puts keys (`keys`), the protocol's core and metrics (from the registry),
+the block store and the driver together; `service.build_app(ctx)` serves it over HTTP; `load` is the
+`dwcp up` load profile; `cluster.LocalCluster` runs n real node processes on loopback for end-to-end
+tests and benchmarks. See docs/consensus-transport.md.
 """

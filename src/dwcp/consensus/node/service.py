@@ -154,7 +154,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
             "view": blk.view,
             "proposer": blk.proposer,
             "transactions": [t.id.hex() for t in blk.txs],
-            "certificate": {"kind": cert.kind, "view": cert.view, "signers": list(cert.signers)},
+            "certificate": cert.summary(),
             "committed_at": stored.committed_at,
         }
 
@@ -170,9 +170,10 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     def health() -> HealthResult:
         if driver.failed is not None:
             return HealthResult("down", driver.failed)
-        connected, needed = len(driver.transport.connected), driver.quorum_peers
+        connected, needed = len(driver.transport.connected), driver.peers_needed
         if connected < needed:
-            return HealthResult("degraded", f"{connected} peers connected, a quorum needs {needed}")
+            protocol = driver.config.protocol
+            return HealthResult("degraded", f"{connected} peers connected, {protocol} needs {needed} to make progress")
         return HealthResult("ok", f"{connected} peers connected, height {driver.height}")
 
     app = create_app(

@@ -6,19 +6,18 @@
 
 `clock` (event queue), `network` (regions, latency, bandwidth, loss, partitions), `faults`
 (partitions, crashes, Byzantine behaviours), `scenario` (what a run is), `invariants` (agreement,
-validity, duplicates, order, liveness), `nodes` (protocol table, nodes, keys), `runner` (the
+validity, duplicates, order, liveness), `nodes` (nodes, keys), `runner` (the
 loop), `report` (figures), `campaign` (many seeded runs over processes).
 """
 
 from dwcp.consensus.sim.faults import BEHAVIOURS, BYZANTINE, Crash, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker, Violations
 from dwcp.consensus.sim.network import REGIONS, NetworkModel, pick_regions
-from dwcp.consensus.sim.nodes import PROTOCOLS
 from dwcp.consensus.sim.report import RunResult, totals
 from dwcp.consensus.sim.runner import Simulation, simulate
 from dwcp.consensus.sim.scenario import MIXED, Scenario
 
 __all__ = [
-    "BEHAVIOURS", "BYZANTINE", "MIXED", "PROTOCOLS", "REGIONS", "Crash", "Heal", "InvariantChecker", "NetworkModel",
+    "BEHAVIOURS", "BYZANTINE", "MIXED", "REGIONS", "Crash", "Heal", "InvariantChecker", "NetworkModel",
     "Partition", "Restart", "RunResult", "Scenario", "Simulation", "Violations", "pick_regions", "simulate", "totals",
 ]

@@ -1,9 +1,8 @@
-"""What the simulator runs: the protocol table, nodes (one or two cores under one key), frames in
-flight, and the committee and keys of a seeded run."""
+"""What the simulator runs: nodes (one or two cores under one key), frames in flight, and the
+committee and keys of a seeded run. Which core a node runs comes from the protocol registry."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from dwcp.consensus.core.codec import DecodeError
@@ -19,31 +18,8 @@ from dwcp.consensus.core.crypto import (
     public_key_of,
 )
 from dwcp.consensus.core.inputs import Received, Timer
-from dwcp.consensus.core.messages import Block, Certificate
+from dwcp.consensus.core.messages import Block
 from dwcp.consensus.sim.faults import Behaviour
-
-# protocol name -> "module:name" refs of its core class, message types and config class; each may
-# list alternatives, tried in order (the package export first, the defining module second).
-PROTOCOLS: dict[str, tuple[str, str, str]] = {
-    "pbft": ("dwcp.consensus.pbft:Replica|dwcp.consensus.pbft.replica:Replica",
-             "dwcp.consensus.pbft:MESSAGES|dwcp.consensus.pbft.messages:PBFT_MESSAGES",
-             "dwcp.consensus.pbft:Config|dwcp.consensus.pbft.state:Config"),
-    "tpbft": ("dwcp.consensus.tpbft:Replica|dwcp.consensus.tpbft.replica:Replica",
-              "dwcp.consensus.tpbft:MESSAGES|dwcp.consensus.tpbft.messages:TPBFT_MESSAGES",
-              "dwcp.consensus.tpbft:Config|dwcp.consensus.tpbft.replica:Config"),
-}
-
-
-def load_ref(refs: str) -> Any:
-    """The object named by the first resolvable "module:name" in `refs` ("a:b|c:d")."""
-    error: Exception | None = None
-    for ref in refs.split("|"):
-        module, _, name = ref.partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            error = error or exc
-    raise ImportError(f"cannot load {refs}: {error}")
 
 
 class SimCommittee(Committee):
@@ -84,7 +60,7 @@ class Instance:
 
     __slots__ = ("core", "scope", "timers", "log", "syncing_until")
 
-    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Certificate]]) -> None:
+    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Any]]) -> None:
         self.core, self.scope, self.log = core, scope, log
         self.timers: dict[Timer, int] = {}
         self.syncing_until = 0.0

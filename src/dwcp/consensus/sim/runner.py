@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import random
 import time
 from collections import Counter
 from typing import Any
 
+from dwcp.consensus import registry
 from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
 from dwcp.consensus.core.committee import Member
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
-from dwcp.consensus.core.messages import Block, Certificate, Transaction
+from dwcp.consensus.core.messages import Block, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
     CancelTimer,
@@ -43,7 +43,7 @@ from dwcp.consensus.sim.clock import Clock
 from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker
 from dwcp.consensus.sim.network import NetworkModel
-from dwcp.consensus.sim.nodes import PROTOCOLS, Instance, Node, Packet, SimCommittee, load_ref, make_keys
+from dwcp.consensus.sim.nodes import Instance, Node, Packet, SimCommittee, make_keys
 from dwcp.consensus.sim.report import RunResult, summarize
 from dwcp.consensus.sim.scenario import Scenario
 
@@ -55,15 +55,13 @@ DRAIN_STEP = 0.25  # after the load stops, check this often whether every due tx
 class Simulation:
     def __init__(self, scenario: Scenario, *, core_kwargs: dict[str, Any] | None = None) -> None:
         self.scenario = sc = scenario
-        replica_ref, messages_ref, config_ref = PROTOCOLS[sc.protocol]
-        self.replica_cls = load_ref(replica_ref)
-        self.codec = Codec(load_ref(messages_ref))
+        self.spec = spec = registry.get(sc.protocol)
+        self.codec = Codec(spec.messages)
         self.core_kwargs = dict(core_kwargs or {})
         if sc.epoch_length and "config" not in self.core_kwargs:
-            config = load_ref(config_ref)()
+            config = spec.config()
             if getattr(config, "epoch_length", 0):  # only protocols that have epochs (T-PBFT)
                 self.core_kwargs["config"] = dataclasses.replace(config, epoch_length=sc.epoch_length)
-        self._takes_rng = "rng" in inspect.signature(self.replica_cls).parameters
         root = random.Random(f"sim:{sc.seed}")
         self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))
         self.core_seed = root.getrandbits(32)
@@ -97,9 +95,12 @@ class Simulation:
     # -- construction ------------------------------------------------------------------------
     def _core(self, node: Node, instance: int) -> Any:
         kwargs = dict(self.core_kwargs)
-        if self._takes_rng:
+        spec, sc = self.spec, self.scenario
+        if spec.sim_extras is not None:
+            kwargs.update(spec.sim_extras(sc.seed, self.committee, node.node_id, sc.crypto))
+        if spec.seeded:
             kwargs["rng"] = random.Random(self.core_seed * 1_000_003 + node.node_id * 7 + instance)
-        return self.replica_cls(committee=self.committee, node_id=node.node_id, signer=node.signer,
+        return spec.replica(committee=self.committee, node_id=node.node_id, signer=node.signer,
                                 verifier=self.verifier, **kwargs)
 
     # -- running -----------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class Simulation:
         inst.syncing_until = now + rtt + 0.5
         self.clock.after(rtt, self._fetched, node, k, node.incarnation, server.node_id, blocks)
 
-    def _fetched(self, node: Node, k: int, incarnation: int, sender: int, blocks: list[tuple[Block, Certificate]]
+    def _fetched(self, node: Node, k: int, incarnation: int, sender: int, blocks: list[tuple[Block, Any]]
                  ) -> None:
         if not node.up or node.incarnation != incarnation:
             return

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -30,7 +30,7 @@ from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
-from dwcp.consensus.core.messages import Block, Certificate, Transaction
+from dwcp.consensus.core.messages import Block, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
     CancelTimer,
@@ -43,6 +43,7 @@ from dwcp.consensus.core.outputs import (
     SetTimer,
     TxDropped,
 )
+from dwcp.consensus.registry import ProtocolMetrics
 from dwcp.consensus.storage import BlockStore, StoredBlock
 from dwcp.consensus.transport.framing import Channel
 from dwcp.consensus.transport.metrics import TransportMetrics, message_kind
@@ -74,14 +75,6 @@ class PoolFull(Exception):
     """This node holds as many pending transactions as it may: retry later or elsewhere."""
 
 
-class CommitObserver(Protocol):
-    """Protocol metrics fed by the driver (e.g. an adapter over `TpbftMetrics`)."""
-
-    def committed(self, height: int, txs: int, latencies: list[float]) -> None: ...
-
-    def update(self, status: dict[str, Any]) -> None: ...
-
-
 @dataclass
 class DriverConfig:
     protocol: str
@@ -89,6 +82,7 @@ class DriverConfig:
     sync_max_blocks: int = 64
     sync_timeout: float = 2.0
     max_pending: int = 100_000
+    peers_needed: int = 0  # peers to reach for the protocol to make progress (the registry's live_peers)
 
 
 class Driver:
@@ -96,6 +90,7 @@ class Driver:
         self,
         *,
         core: Any,
+        certificate: type,
         codec: Codec,
         signer: Signer,
         verifier: Verifier,
@@ -104,7 +99,7 @@ class Driver:
         transport: TransportConfig,
         config: DriverConfig,
         metrics: TransportMetrics,
-        observer: CommitObserver | None = None,
+        observer: ProtocolMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.core, self.codec, self.signer, self.verifier = core, codec, signer, verifier
@@ -125,7 +120,9 @@ class Driver:
         self._reported_at = float("-inf")
         self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
         self._block_decoder = msgspec.msgpack.Decoder(Block)
-        self._cert_decoder = msgspec.msgpack.Decoder(Certificate)
+        # The protocol's certificate type (registry): the driver stores, serves and hands over
+        # certificates without knowing their shape.
+        self._cert_decoder = msgspec.msgpack.Decoder(certificate)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -356,8 +353,8 @@ class Driver:
         return self._durable_height
 
     @property
-    def quorum_peers(self) -> int:
-        return self.committee.quorum - 1
+    def peers_needed(self) -> int:
+        return self.config.peers_needed
 
     def tx_status(self, tx_hex: str) -> tuple[str, int | None] | None:
         try:
@@ -371,8 +368,8 @@ class Driver:
             return "pending", None
         return None
 
-    def block(self, height: int) -> tuple[StoredBlock, Block, Certificate] | None:
-        """A durable block with its decoded block and commit certificate, or None."""
+    def block(self, height: int) -> tuple[StoredBlock, Block, Any] | None:
+        """A durable block with its decoded block and certificate (the protocol's type), or None."""
         stored = self.store.get(height)
         if stored is None:
             return None

@@ -173,6 +173,10 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("consensus/storage.py", None, "storage"),
     ("consensus/transport/writer.py", None, "storage"),
     ("sqlite3", None, "storage"),
+    ("consensus/pbft/metrics.py", None, "metrics"),  # protocol metrics (the registry's metrics class)
+    ("consensus/tpbft/metrics.py", None, "metrics"),
+    ("consensus/probft/metrics.py", None, "metrics"),
+    ("consensus/bullshark/metrics.py", None, "metrics"),
     ("consensus/transport/", None, "transport"),
     ("consensus/core/", None, "core"),
     ("consensus/pbft/", None, "core"),
@@ -180,7 +184,6 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("consensus/probft/", None, "core"),
     ("consensus/bullshark/", None, "core"),
     ("prometheus_client", None, "metrics"),
-    ("consensus/node/observers.py", None, "metrics"),
     ("consensus/node/", None, "http"),
     ("dwcp/runtime/", None, "http"),
     ("starlette", None, "http"),

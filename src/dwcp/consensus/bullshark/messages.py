@@ -87,4 +87,49 @@ class CertificateResponse(Message, tag="bs-certresp"):
     certificates: tuple[DagCertificate, ...]
 
 
+class CommittedCert(msgspec.Struct, frozen=True, array_like=True):
+    round: int
+    author: int
+    digest: bytes
+
+
+class SubDag(msgspec.Struct, frozen=True, array_like=True):
+    """What one height of the shared log holds (`Block.meta`): an anchor's committed sub-DAG.
+
+    `certificates` and `batches` are in commit order; `schedule`/`scores`/`schedule_commits` are the
+    leader schedule after this commit, so a node restoring or fetching the log resumes ordering
+    exactly where the committee is."""
+
+    leader_round: int
+    leader_author: int
+    leader_digest: bytes
+    certificates: tuple[CommittedCert, ...]
+    batches: tuple[BatchRef, ...]
+    schedule: tuple[int, ...] = ()
+    scores: tuple[int, ...] = ()
+    schedule_commits: int = 0
+
+
+# Between a primary and its own worker (`Local` inputs, `ToLocal` outputs); never on the wire to peers.
+class BatchStored(msgspec.Struct, frozen=True, array_like=True):
+    """The worker holds `ref`'s batch; `own`: sealed here and acknowledged by 2f+1 workers."""
+
+    ref: BatchRef
+    own: bool
+
+
+class FetchBatches(msgspec.Struct, frozen=True, array_like=True):
+    """Worker, get these batches (a header we must vote on names them) from `peer`'s worker."""
+
+    digests: tuple[bytes, ...]
+    peer: int
+
+
+class CommittedBatches(msgspec.Struct, frozen=True, array_like=True):
+    """Height `height` committed these batches, in order: execute them (fetching any missing)."""
+
+    height: int
+    batches: tuple[BatchRef, ...]
+
+
 BULLSHARK_MESSAGES: tuple[type, ...] = (Header, DagCertificate, CertificateRequest, CertificateResponse)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 
@@ -44,12 +44,23 @@ class Vertex(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """A committed vertex as the log remembers it (no parents needed once committed)."""
+
+    round: int
+    author: int
+    digest: bytes
+    parents: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CommittedSubDag:
     """One anchor and the certificates it commits (anchor last), numbered from 1 without gaps."""
 
     index: int
     leader: Vertex
     certificates: tuple[Vertex, ...]
+    schedule: tuple[tuple[int, ...], tuple[int, ...], int] = ((), (), 0)  # LeaderSchedule.state() after it
 
 
 class LeaderSchedule:
@@ -62,6 +73,17 @@ class LeaderSchedule:
         self.scores: dict[int, int] = dict.fromkeys(self.base, 0)
         self._commits = 0
         self.changes = 0
+
+    def state(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """(table, scores in `base` order, commits so far): what a restored schedule needs."""
+        return self.table, tuple(self.scores[a] for a in self.base), self._commits
+
+    def restore(self, table: Sequence[int], scores: Sequence[int], commits: int) -> None:
+        if table:
+            self.table = tuple(table)
+        if scores:
+            self.scores = dict(zip(self.base, scores, strict=True))
+        self._commits = commits
 
     def leader(self, round_: int) -> int:
         return self.table[(round_ // 2) % len(self.table)]
@@ -120,6 +142,23 @@ class Bullshark:
             digest in self.state.committed.get(round_, ())
         )
 
+    def restore(self, index: int, leader: Committed, certificates: Sequence[Committed]) -> None:
+        """Apply sub-DAG `index` from the log (restart or catch-up) instead of ordering it here.
+
+        The caller restores the schedule (`schedule.restore`) from the same log entry."""
+        st = self.state
+        if index != st.next_index:
+            raise ValueError(f"restoring sub-DAG {index}, expected {st.next_index}")
+        for v in certificates:
+            st.committed[v.round].add(v.digest)
+            uncommitted = st.dag.get(v.round, {}).get(v.author)
+            if uncommitted is not None and uncommitted.digest == v.digest:
+                del st.dag[v.round][v.author]
+        st.next_index += 1
+        st.last_leader = leader
+        st.last_committed_round = max(st.last_committed_round, leader.round)
+        self._collect()
+
     def process(self, certificate: Vertex) -> list[CommittedSubDag]:
         st = self.state
         if certificate.round < self.gc_round or certificate.digest in st.committed.get(certificate.round, ()):
@@ -149,10 +188,11 @@ class Bullshark:
         for anchor in reversed(self._order_leaders(leader)):
             sub_dag = CommittedSubDag(st.next_index, anchor, tuple(self._order_dag(anchor)))
             st.next_index += 1
-            out.append(sub_dag)
             previous, st.last_leader = st.last_leader, anchor
             self._mark_committed(sub_dag)
-            if self.schedule.record(sub_dag, previous):
+            changed = self.schedule.record(sub_dag, previous)
+            out.append(replace(sub_dag, schedule=self.schedule.state()))
+            if changed:
                 return True
         return False
 
@@ -202,6 +242,10 @@ class Bullshark:
             st.committed[v.round].add(v.digest)
             st.dag[v.round].pop(v.author, None)
         st.last_committed_round = max(st.last_committed_round, sub_dag.leader.round)
+        self._collect()
+
+    def _collect(self) -> None:
+        st = self.state
         horizon = self.gc_round
         for table in (st.dag, st.committed, st.support):
             for r in [r for r in table if r < horizon]:

@@ -10,12 +10,14 @@ How a driver (the asyncio transport, or the simulator) runs any protocol core:
     #   TimerFired(timer)                      when a SetTimer's delay has passed (not cancelled)
     #   Submitted(tx)                          a client transaction (HTTP POST)
     #   Fetched(sender, block, certificate)    a certified block got via catch-up (RequestSync)
+    #   Local(message)                         from another component of this node (a Narwhal worker)
 
 Outputs (`core.outputs`): Send(to, message), Multicast(to, message), Broadcast(message) [all other
 members], SetTimer(timer, delay) [replaces an equal timer], CancelTimer(timer),
 Commit(height, block, certificate, txs) [in height order; persist before acknowledging `txs`],
 Rejected(peer, reason) [count it], TxDropped(tx_id, reason) [answer the client 4xx],
-RequestSync(peers, from_height, to_height) [fetch certified blocks, feed back as Fetched].
+RequestSync(peers, from_height, to_height) [fetch certified blocks, feed back as Fetched],
+ToLocal(message) [hand to another component of this node, e.g. its worker].
 
 Wire: `Codec(protocol_message_types)`; `codec.seal(signer, msg) -> bytes` and
 `codec.open(verifier, bytes) -> Opened(sender, message, signature, payload) | DecodeError(reason)`.
@@ -37,7 +39,17 @@ from dwcp.consensus.core.crypto import (
     generate_private_key,
     public_key_of,
 )
-from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.inputs import (
+    Fetched,
+    Input,
+    Local,
+    Received,
+    Restored,
+    Started,
+    Submitted,
+    Timer,
+    TimerFired,
+)
 from dwcp.consensus.core.messages import (
     Block,
     BlockRequest,
@@ -61,6 +73,7 @@ from dwcp.consensus.core.outputs import (
     RequestSync,
     Send,
     SetTimer,
+    ToLocal,
     TxDropped,
 )
 from dwcp.consensus.core.protocol import LocalProtocolError, Protocol, verify_certificate
@@ -68,8 +81,8 @@ from dwcp.consensus.core.protocol import LocalProtocolError, Protocol, verify_ce
 __all__ = [
     "Block", "BlockRequest", "BlockResponse", "Broadcast", "CancelTimer", "Certificate", "CertifiedBlock", "Codec",
     "Commit", "Committee", "DecodeError", "Decided", "Ed25519Signer", "Ed25519Verifier", "Fetched", "Input",
-    "LocalProtocolError", "MacSigner", "MacVerifier", "Member", "Message", "Multicast", "Opened", "Output",
+    "Local", "LocalProtocolError", "MacSigner", "MacVerifier", "Member", "Message", "Multicast", "Opened", "Output",
     "Protocol", "Received", "Rejected", "RequestSync", "Restored", "Send", "SetTimer", "Signer", "Started",
-    "Submitted", "Timer", "TimerFired", "Transaction", "TxBatch", "TxDropped", "Verifier", "Vote", "block_digest",
-    "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id", "verify_certificate",
+    "Submitted", "Timer", "TimerFired", "ToLocal", "Transaction", "TxBatch", "TxDropped", "Verifier", "Vote",
+    "block_digest", "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id", "verify_certificate",
 ]

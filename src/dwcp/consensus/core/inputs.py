@@ -57,6 +57,13 @@ class Submitted(Input):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Local(Input):
+    """A fact from another component of this node, not a peer (a Narwhal worker: "batch stored")."""
+
+    message: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Restored(Input):
     """A block this node committed before a restart, read back from its own log (trusted, in order)."""
 

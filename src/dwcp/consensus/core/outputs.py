@@ -39,6 +39,13 @@ class Broadcast(Output):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToLocal(Output):
+    """A command for another component of this node, never a peer (a Narwhal worker: "fetch batch")."""
+
+    message: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetTimer(Output):
     timer: Timer
     delay: float

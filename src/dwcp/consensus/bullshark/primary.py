@@ -1,0 +1,361 @@
+"""The Narwhal primary as a sans-IO core: headers, votes, certificates, rounds, sync, GC, commits.
+
+Theory of operation (Danezis et al., Narwhal and Tusk, section 3; Narwhal's `primary/src/core.rs`):
+- Our worker reports batches it sealed (`Local(BatchStored(own=True))`): their refs wait in `payload`.
+- We propose a header for round r + 1 once 2f + 1 certificates of round r are delivered and either the
+  payload fills `header_size` bytes of digests or `max_header_delay` passed; at an even r we also wait
+  (up to the same delay) for the anchor of r, so that anchors collect parents and commit.
+- A peer's header gets our vote once its parents are delivered here and our worker holds its
+  batches (else we fetch both and park the header); one vote per author and round, ever.
+- 2f + 1 votes on our header make a certificate, which we broadcast and deliver. Certificates are
+  delivered in causal order (dag.py), each handed to the Bullshark ordering (ordering.py); missing
+  parents are requested from the sender and, on the sync timer, from random peers.
+- Each ordered sub-DAG becomes a height once f + 1 primaries attest it (commits.py); its batches go
+  to our worker for execution. GC: everything `gc_depth` rounds below the last anchor is dropped.
+Pair rule (Narwhal's sanitize/process): `_check_*` decides whether peer input is acceptable and
+never changes state; `_on_*` changes state. Bad peer input yields `Rejected`, never an exception.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from dwcp.consensus.bullshark import commits
+from dwcp.consensus.bullshark.dag import Dag
+from dwcp.consensus.bullshark.messages import (
+    COMMIT_VOTE,
+    HEADER_VOTE,
+    BatchStored,
+    CertificateRequest,
+    CertificateResponse,
+    CommittedBatches,
+    DagCertificate,
+    FetchBatches,
+    Header,
+    SubDag,
+)
+from dwcp.consensus.bullshark.ordering import Bullshark, Committed, CommittedSubDag
+from dwcp.consensus.bullshark.progress import Progress
+from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.committee import Committee
+from dwcp.consensus.core.crypto import Signer, Verifier
+from dwcp.consensus.core.inputs import Fetched, Input, Local, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.messages import Block, Certificate, Vote
+from dwcp.consensus.core.outputs import (
+    Broadcast,
+    Commit,
+    Output,
+    Rejected,
+    RequestSync,
+    Send,
+    SetTimer,
+    ToLocal,
+    TxDropped,
+)
+from dwcp.consensus.core.protocol import check_quorum_signatures
+
+PROPOSE = Timer(kind="bs-propose")
+SYNC = Timer(kind="bs-sync")
+_subdag = msgspec.msgpack.Decoder(SubDag)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    header_size: int = 1000  # bytes of batch digests that fill a header (Narwhal's default)
+    max_header_delay: float = 0.1  # seconds before a header goes out anyway (empty if need be)
+    gc_depth: int = 50  # rounds of DAG kept below the last committed anchor
+    schedule_period: int = 0  # HammerHead: committed anchors per leader schedule; 0: round-robin
+    sync_retry: float = 0.25  # seconds between requests for still-missing certificates
+    max_sync_certificates: int = 256  # most certificates in one sync response
+    max_header_batches: int = 4096  # a header naming more is refused
+
+
+class Primary:
+    def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
+                 config: Config | None = None, rng: random.Random | None = None) -> None:
+        self.committee, self.node_id, self.signer, self.verifier = committee, node_id, signer, verifier
+        self.config = config = config or Config()
+        self.rng = rng or random.Random(node_id)
+        self.peers = tuple(i for i in committee.ids if i != node_id)
+        self.quorum, self.validity = committee.quorum, committee.validity
+        self.dag = Dag()
+        self.ordering = Bullshark(committee.ids, gc_depth=config.gc_depth, schedule_period=config.schedule_period)
+        self.log = commits.CommitLog(self.validity)
+        self.progress = Progress()
+        self.started = False
+        self.round = 0  # round of our newest header
+        self.quorum_round = 0  # highest round with 2f + 1 delivered certificates
+        self.header: Header | None = None
+        self.votes: dict[int, bytes] = {}
+        self.certified = False
+        self.delay_expired = False
+        self.payload: list[commits.BatchRef] = []  # our sealed batches not yet in a certified header
+        self.available: dict[bytes, int] = {}  # batch digest held by our worker -> round first seen
+        self.voted: dict[tuple[int, int], bytes] = {}  # (author, round) -> header digest we voted for
+        self.parked: dict[int, tuple[int, Header]] = {}  # author -> (sender, header) waiting on parents/batches
+        self.created_at: dict[bytes, float] = {}  # our certificates' creation times, for consensus latency
+        self._stuck_at: int | None = None  # height waiting for attestations at the last sync tick
+
+    # -- the one entry point -----------------------------------------------------------------
+    def handle(self, now: float, inp: Input) -> list[Output]:
+        out: list[Output] = []
+        if isinstance(inp, Received):
+            self._received(now, inp, out)
+        elif isinstance(inp, Local):
+            self._local(now, inp.message, out)
+        elif isinstance(inp, TimerFired):
+            if inp.timer == PROPOSE:
+                self.delay_expired = True
+                self._maybe_propose(now, out)
+            elif inp.timer == SYNC:
+                self._resync(out)
+                out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
+        elif isinstance(inp, Started):
+            self.started = True
+            out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
+            self._maybe_propose(now, out)
+            out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
+        elif isinstance(inp, Restored):
+            self._apply_log(now, inp.height, inp.block, inp.certificate, out, restored=True)
+        elif isinstance(inp, Fetched):
+            if inp.block.height == self.log.next_height:
+                if self.verify_certificate(inp.block.height, inp.block, inp.certificate):
+                    self._apply_log(now, inp.block.height, inp.block, inp.certificate, out, restored=False)
+                else:
+                    out.append(Rejected(peer=inp.sender, reason="bad_certificate"))
+        elif isinstance(inp, Submitted):
+            out.append(TxDropped(tx_id=inp.tx.id, reason="submit_to_worker"))  # txs enter through the worker
+        return out
+
+    def _received(self, now: float, inp: Received, out: list[Output]) -> None:
+        msg, sender = inp.message, inp.sender
+        if isinstance(msg, Header):
+            reason = self._check_header(sender, msg)
+            if reason:
+                out.append(Rejected(peer=sender, reason=reason))
+            else:
+                self._on_header(sender, msg, out)
+        elif isinstance(msg, DagCertificate):
+            self._certificate(now, sender, msg, out)
+        elif isinstance(msg, Vote) and msg.kind == HEADER_VOTE:
+            self._on_vote(now, sender, msg, inp.signature, out)
+        elif isinstance(msg, Vote) and msg.kind == COMMIT_VOTE:
+            for block, cert in self.log.attest(sender, msg.height, msg.digest, inp.signature):
+                self._emit_commit(block, cert, out)
+        elif isinstance(msg, CertificateRequest):
+            found = [c for d in msg.digests[: self.config.max_sync_certificates] if (c := self.dag.get(d))]
+            if found:
+                out.append(Send(to=sender, message=CertificateResponse(certificates=tuple(found))))
+        elif isinstance(msg, CertificateResponse):
+            for cert in msg.certificates[: self.config.max_sync_certificates]:
+                self._certificate(now, sender, cert, out)
+        else:
+            out.append(Rejected(peer=sender, reason="unexpected"))
+
+    # -- headers and votes -------------------------------------------------------------------
+    def _check_parents(self, round_: int, parents: tuple[bytes, ...]) -> str:
+        if round_ == 1:
+            return "" if not parents else "bad_parents"
+        if len(set(parents)) != len(parents) or not self.quorum <= len(parents) <= self.committee.n:
+            return "bad_parents"
+        return ""
+
+    def _check_header(self, sender: int, h: Header) -> str:
+        if h.author != sender:
+            return "bad_author"
+        if h.round < max(1, self.dag.gc_round):
+            return "stale"
+        if len(h.payload) > self.config.max_header_batches:
+            return "too_large"
+        voted = self.voted.get((h.author, h.round))
+        if voted is not None and voted != h.digest:
+            return "equivocation"
+        return self._check_parents(h.round, h.parents)
+
+    def _on_header(self, sender: int, h: Header, out: list[Output]) -> None:
+        if h.round - 1 >= self.dag.gc_round:
+            missing = [p for p in h.parents if not self.dag.has(p)]
+            if missing:
+                self.parked[h.author] = (sender, h)
+                out.append(Send(to=sender, message=CertificateRequest(digests=tuple(missing))))
+                return
+            parent_certs = [self.dag.get(p) for p in h.parents]
+            if any(c.round != h.round - 1 for c in parent_certs) or len({c.author for c in parent_certs}) != len(
+                    parent_certs):
+                out.append(Rejected(peer=sender, reason="bad_parents"))
+                return
+        absent = tuple(b.digest for b in h.payload if b.digest not in self.available)
+        if absent:
+            self.parked[h.author] = (sender, h)
+            out.append(ToLocal(message=FetchBatches(digests=absent, peer=sender)))
+            return
+        self.parked.pop(h.author, None)
+        self.voted[(h.author, h.round)] = h.digest
+        out.append(Send(to=h.author, message=h.vote()))
+
+    def _on_vote(self, now: float, sender: int, vote: Vote, signature: bytes, out: list[Output]) -> None:
+        h = self.header
+        if h is None or self.certified or vote.view != self.node_id or vote.height != h.round \
+                or vote.digest != h.digest:
+            return  # a late vote for an older header: normal, not misbehaviour
+        self.votes.setdefault(sender, signature)
+        if len(self.votes) < self.quorum:
+            return
+        signers = tuple(sorted(self.votes))
+        cert = DagCertificate(header=h, signers=signers, signatures=tuple(self.votes[s] for s in signers))
+        self.certified = True
+        self.payload = self.payload[len(h.payload):]
+        self.created_at[cert.digest] = now
+        self.progress.certificates_created += 1
+        out.append(Broadcast(message=cert))
+        self._deliver(now, cert, out)
+
+    def _maybe_propose(self, now: float, out: list[Output]) -> None:
+        r = self.quorum_round
+        if not self.started or self.round > r:
+            return
+        full = len(self.payload) * 32 >= self.config.header_size
+        if not (full or self.delay_expired):
+            return
+        if r >= 2 and r % 2 == 0 and not self.delay_expired and \
+                self.ordering.schedule.leader(r) not in self.dag.rounds.get(r, {}):
+            return  # give the anchor of r the chance to be our parent
+        parents = tuple(sorted(c.digest for c in self.dag.rounds.get(r, {}).values())) if r else ()
+        batches = tuple(self.payload[: self.config.max_header_batches])
+        header = Header(author=self.node_id, round=r + 1, payload=batches, parents=parents)
+        self.progress.round_advanced(now, r + 1)
+        self.round, self.header, self.certified, self.delay_expired = r + 1, header, False, False
+        vote = header.vote()
+        self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(vote)))}
+        self.voted[(self.node_id, header.round)] = header.digest
+        out.append(Broadcast(message=header))
+        out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
+
+    # -- certificates ------------------------------------------------------------------------
+    def _check_certificate(self, c: DagCertificate) -> str:
+        if c.author not in self.committee or c.round < 1:
+            return "bad_author"
+        reason = self._check_parents(c.round, c.parents)
+        if reason:
+            return reason
+        if len(c.header.payload) > self.config.max_header_batches:
+            return "too_large"
+        if not check_quorum_signatures(self.committee, self.verifier, c.votes()):
+            return "bad_certificate"
+        return "conflict" if self.dag.conflicts(c) else ""
+
+    def _certificate(self, now: float, sender: int, c: DagCertificate, out: list[Output]) -> None:
+        if c.round < self.dag.gc_round or self.dag.known(c.digest):
+            return
+        reason = self._check_certificate(c)
+        if reason:
+            out.append(Rejected(peer=sender, reason=reason))
+            return
+        self._deliver(now, c, out)
+        if c.digest in self.dag.suspended:
+            missing = tuple(p for p in self.dag.missing(c) if not self.dag.known(p))
+            if missing:
+                out.append(Send(to=sender, message=CertificateRequest(digests=missing)))
+
+    def _deliver(self, now: float, cert: DagCertificate, out: list[Output]) -> None:
+        self._deliver_all(now, self.dag.add(cert), out)
+
+    def _deliver_all(self, now: float, delivered: list[DagCertificate], out: list[Output]) -> None:
+        for c in delivered:
+            if self.dag.count(c.round) >= self.quorum:
+                self.quorum_round = max(self.quorum_round, c.round)
+            for sub_dag in self.ordering.process(c):
+                self._ordered(now, sub_dag, out)
+        if delivered:
+            self._collect(now, out)
+            for author, (sender, h) in list(self.parked.items()):
+                if all(self.dag.has(p) for p in h.parents) or h.round - 1 < self.dag.gc_round:
+                    del self.parked[author]
+                    if not self._check_header(sender, h):
+                        self._on_header(sender, h, out)
+            self._maybe_propose(now, out)
+
+    def _resync(self, out: list[Output]) -> None:
+        wanted = tuple(self.dag.wanted())[: self.config.max_sync_certificates]
+        if wanted and self.peers:
+            out.append(Send(to=self.rng.choice(self.peers), message=CertificateRequest(digests=wanted)))
+        if self.header is not None and not self.certified:
+            out.append(Broadcast(message=self.header))  # peers that restarted or lost it vote now
+        stuck = self.log.next_height if self.log.next_height in self.log.ours else None
+        if stuck is not None and stuck == self._stuck_at and self.peers:
+            # Ordered here but never attested by f + 1: the others attested while we were away.
+            out.append(RequestSync(peers=self.peers, from_height=stuck, to_height=max(self.log.ours)))
+        self._stuck_at = stuck
+
+    def _collect(self, now: float, out: list[Output]) -> None:
+        gc_round = self.ordering.gc_round
+        if gc_round <= self.dag.gc_round:
+            return
+        released = self.dag.collect(gc_round)
+        for table in (self.voted,):
+            for key in [k for k in table if k[1] < gc_round]:
+                del table[key]
+        for d in [d for d, r in self.available.items() if r < gc_round]:
+            del self.available[d]
+        self._deliver_all(now, released, out)
+
+    # -- local worker ------------------------------------------------------------------------
+    def _local(self, now: float, msg: Any, out: list[Output]) -> None:
+        if not isinstance(msg, BatchStored):
+            raise TypeError(f"unexpected local message {type(msg).__name__}")
+        self.available.setdefault(msg.ref.digest, max(self.round, self.dag.gc_round))
+        if msg.own:
+            self.payload.append(msg.ref)
+            self._maybe_propose(now, out)
+        for sender, h in list(self.parked.values()):
+            if all(b.digest in self.available for b in h.payload) and not self._check_header(sender, h):
+                self._on_header(sender, h, out)
+
+    # -- commits -----------------------------------------------------------------------------
+    def _ordered(self, now: float, sub_dag: CommittedSubDag, out: list[Output]) -> None:
+        block = commits.block_of(sub_dag)
+        digest = block_digest(block)
+        for c in sub_dag.certificates:
+            created = self.created_at.pop(c.digest, None)
+            if created is not None:
+                self.progress.latency(now - created)
+        vote = Vote(kind=COMMIT_VOTE, epoch=0, view=0, height=block.height, digest=digest)
+        own = self.signer.sign(signing_bytes(self.node_id, encode(vote)))
+        out.append(Broadcast(message=vote))
+        ready = self.log.ordered(block, digest)
+        ready += self.log.attest(self.node_id, block.height, digest, own)
+        for blk, cert in ready:
+            self._emit_commit(blk, cert, out)
+
+    def _emit_commit(self, block: Block, cert: Certificate, out: list[Output]) -> None:
+        record = _subdag.decode(block.meta)
+        self.progress.committed(record)
+        out.append(Commit(height=block.height, block=block, certificate=cert, txs=()))
+        out.append(ToLocal(message=CommittedBatches(height=block.height, batches=record.batches)))
+
+    def _apply_log(self, now: float, height: int, block: Block, cert: Certificate, out: list[Output], *,
+                   restored: bool) -> None:
+        record = _subdag.decode(block.meta)
+        if self.ordering.state.next_index == height:
+            leader = Committed(record.leader_round, record.leader_author, record.leader_digest)
+            self.ordering.restore(height, leader, [Committed(c.round, c.author, c.digest) for c in record.certificates])
+            self.ordering.schedule.restore(record.schedule, record.scores, record.schedule_commits)
+        if not restored:  # fetched: commit it now (a restored height is already in our log)
+            self._emit_commit(block, cert, out)
+        self.log.skip_to(height + 1)
+        self._collect(now, out)
+
+    # -- queries -----------------------------------------------------------------------------
+    def verify_certificate(self, height: int, block: Block, certificate: Certificate) -> bool:
+        return commits.verify(self.committee, self.verifier, height, block, certificate)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "height": self.log.next_height - 1, "view": 0, "epoch": 0, "round": self.round,
+            "pending": sum(b.txs for b in self.payload), "dag_size": len(self.dag), "gc_round": self.dag.gc_round,
+            "leader_schedule": list(self.ordering.schedule.table), **self.progress.snapshot(),
+        }

@@ -1,0 +1,217 @@
+"""Narwhal primaries over LocalNet (real codec, real signatures, no sockets), with stand-in workers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from dwcp.consensus.bullshark import BULLSHARK_MESSAGES
+from dwcp.consensus.bullshark.messages import (
+    BatchRef,
+    BatchStored,
+    CommittedBatches,
+    DagCertificate,
+    FetchBatches,
+    Header,
+)
+from dwcp.consensus.bullshark.primary import PROPOSE, SYNC, Config, Primary
+from dwcp.consensus.core import Codec, Fetched, Local, Received, Rejected, RequestSync, Restored, Started, ToLocal
+from tests.consensus.conftest import LocalNet, make_committee
+
+
+class Workers:
+    """Every batch is at every node's worker at once (the worker data plane is tested on its own)."""
+
+    def __init__(self, net: LocalNet) -> None:
+        self.net = net
+        self.sealed: list[BatchRef] = []
+        self.executed: dict[int, list[tuple[int, tuple[BatchRef, ...]]]] = {i: [] for i in net.cores}
+        self.seen = {i: 0 for i in net.cores}
+
+    def seal(self, node: int, n: int = 1) -> None:
+        for _ in range(n):
+            k = len(self.sealed)
+            ref = BatchRef(digest=hashlib.blake2b(f"batch{k}".encode(), digest_size=32).digest(), worker=0,
+                           txs=10, size=5120)
+            self.sealed.append(ref)
+            for other in self.net.cores:
+                if other != node and other not in self.net.down:
+                    self.net.feed(other, Local(message=BatchStored(ref=ref, own=False)))
+            self.net.feed(node, Local(message=BatchStored(ref=ref, own=True)))
+
+    def pump(self) -> None:
+        """Answer FetchBatches from the sealed set; record CommittedBatches."""
+        by_digest = {r.digest: r for r in self.sealed}
+        for node, outs in self.net.outputs.items():
+            new, self.seen[node] = outs[self.seen[node]:], len(outs)
+            for out in new:
+                if isinstance(out, ToLocal) and isinstance(out.message, FetchBatches):
+                    for d in out.message.digests:
+                        if d in by_digest:
+                            self.net.feed(node, Local(message=BatchStored(ref=by_digest[d], own=False)))
+                elif isinstance(out, ToLocal) and isinstance(out.message, CommittedBatches):
+                    self.executed[node].append((out.message.height, out.message.batches))
+                elif isinstance(out, RequestSync):  # the driver's catch-up, from the longest log
+                    source = max(self.net.commits.values(), key=len)
+                    for c in source[out.from_height - 1:]:
+                        self.net.feed(node, Fetched(sender=0, block=c.block, certificate=c.certificate))
+
+
+def cluster(n: int = 4, **config) -> tuple[LocalNet, Workers]:
+    keys = make_committee(n, name="bullshark")
+    cores = {i: Primary(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=keys.verifier,
+                        config=Config(**config)) for i in range(n)}
+    net = LocalNet(cores=cores, keys=keys, codec=Codec(BULLSHARK_MESSAGES))
+    return net, Workers(net)
+
+
+def tick(net: LocalNet, workers: Workers, steps: int) -> None:
+    """Expire every node's header delay and sync timers, deliver everything, `steps` times."""
+    for _ in range(steps):
+        for node in net.cores:
+            if node in net.down:
+                continue
+            for timer in (PROPOSE, SYNC):
+                if timer in net.timers.get(node, {}):
+                    net.fire(node, timer)
+        net.run()
+        workers.pump()
+        net.run()
+
+
+def start(net: LocalNet) -> None:
+    for node in net.cores:
+        if node not in net.down:
+            net.feed(node, Started())
+    net.run()
+
+
+def logs(net: LocalNet) -> dict[int, list[tuple[int, bytes]]]:
+    from dwcp.consensus.core import block_digest
+    return {n: [(c.height, block_digest(c.block)) for c in net.commits.get(n, [])] for n in net.cores}
+
+
+def assert_same_prefix(net: LocalNet, nodes) -> None:
+    all_logs = logs(net)
+    longest = max((all_logs[n] for n in nodes), key=len)
+    for n in nodes:
+        assert all_logs[n] == longest[: len(all_logs[n])]
+
+
+def test_four_primaries_commit_every_batch_once_in_the_same_order() -> None:
+    net, workers = cluster()
+    start(net)
+    for node in range(4):
+        workers.seal(node, 3)
+    tick(net, workers, 12)
+    for node in range(4):
+        workers.seal(node, 2)
+    tick(net, workers, 12)
+    assert_same_prefix(net, range(4))
+    assert min(len(v) for v in logs(net).values()) >= 3
+    for node in range(4):
+        executed = [ref for _, refs in workers.executed[node] for ref in refs]
+        assert sorted(r.digest for r in executed) == sorted(r.digest for r in workers.sealed), node
+    assert {n: net.cores[n].round for n in range(4)} == {n: net.cores[0].round for n in range(4)}
+
+
+def test_commits_with_one_silent_primary() -> None:
+    net, workers = cluster()
+    net.down.add(3)
+    start(net)
+    for node in range(3):
+        workers.seal(node, 2)
+    tick(net, workers, 20)
+    assert_same_prefix(net, range(3))
+    executed = {r.digest for _, refs in workers.executed[0] for r in refs}
+    assert executed == {r.digest for r in workers.sealed}
+
+
+def test_primary_that_missed_rounds_syncs_certificates_and_converges() -> None:
+    net, workers = cluster()
+    start(net)
+    net.down.add(2)
+    for node in (0, 1, 3):
+        workers.seal(node, 2)
+    tick(net, workers, 10)
+    behind = len(net.commits.get(2, []))
+    net.down.discard(2)
+    for node in range(4):
+        workers.seal(node, 1)
+    tick(net, workers, 12)
+    assert len(net.commits[2]) > behind
+    assert logs(net)[2] == logs(net)[0][: len(logs(net)[2])]
+    assert len(logs(net)[2]) >= len(logs(net)[0]) - 1
+
+
+def test_restarted_primary_resumes_from_its_log() -> None:
+    net, workers = cluster()
+    start(net)
+    for node in range(4):
+        workers.seal(node, 2)
+    tick(net, workers, 10)
+    old_log = list(net.commits[1])
+    keys = net.keys
+    fresh = Primary(committee=keys.committee, node_id=1, signer=keys.signers[1], verifier=keys.verifier)
+    for c in old_log:
+        assert fresh.handle(0.0, Restored(height=c.height, block=c.block, certificate=c.certificate)) == []
+    net.cores[1] = fresh
+    net.timers[1] = {}
+    net.feed(1, Started())
+    for node in range(4):
+        workers.seal(node, 1)
+    tick(net, workers, 12)
+    assert_same_prefix(net, range(4))
+    assert [c.height for c in net.commits[1]] == list(range(1, len(net.commits[1]) + 1))
+
+
+def rejected(outs) -> list[str]:
+    return [o.reason for o in outs if isinstance(o, Rejected)]
+
+
+def test_bad_peer_input_is_rejected_never_raised() -> None:
+    net, workers = cluster()
+    start(net)
+    tick(net, workers, 3)
+    core = net.cores[0]
+    good = next(c for c in core.dag.by_digest.values() if c.author == 1)
+    # A header claiming another author, a round-2+ header with too few parents, an equivocation.
+    assert rejected(core.handle(0, Received(sender=2, message=Header(author=1, round=9, payload=(), parents=())))) \
+        == ["bad_author"]
+    assert rejected(core.handle(0, Received(sender=1, message=Header(author=1, round=9, payload=(),
+                                                                      parents=(b"x" * 32,))))) == ["bad_parents"]
+    voted = next((a, r) for (a, r) in core.voted if a == 1)
+    twin = Header(author=1, round=voted[1], payload=(BatchRef(b"y" * 32, 0, 1, 1),), parents=good.parents)
+    assert rejected(core.handle(0, Received(sender=1, message=twin))) == ["equivocation"]
+    # A certificate whose signatures are not votes for its header.
+    forged = DagCertificate(header=twin, signers=good.signers, signatures=good.signatures)
+    assert rejected(core.handle(0, Received(sender=3, message=forged))) == ["bad_certificate"]
+    assert rejected(core.handle(0, Received(sender=3, message=object()))) == ["unexpected"]
+
+
+def test_fetched_block_with_a_forged_certificate_is_refused() -> None:
+    net, workers = cluster()
+    start(net)
+    workers.seal(0, 2)
+    tick(net, workers, 8)
+    c = net.commits[0][0]
+    keys = net.keys
+    fresh = Primary(committee=keys.committee, node_id=3, signer=keys.signers[3], verifier=keys.verifier)
+    tampered = type(c.certificate)(**{**{f: getattr(c.certificate, f) for f in c.certificate.__struct_fields__},
+                                      "signatures": tuple(b"\0" * 64 for _ in c.certificate.signatures)})
+    assert rejected(fresh.handle(0, Fetched(sender=0, block=c.block, certificate=tampered))) == ["bad_certificate"]
+    outs = fresh.handle(0, Fetched(sender=0, block=c.block, certificate=c.certificate))
+    assert [o.height for o in outs if type(o).__name__ == "Commit"] == [1]
+
+
+@pytest.mark.parametrize("schedule_period", [0, 2])
+def test_seven_primaries_with_two_down_agree(schedule_period) -> None:
+    net, workers = cluster(7, schedule_period=schedule_period)
+    net.down |= {5, 6}
+    start(net)
+    for node in range(5):
+        workers.seal(node, 2)
+    tick(net, workers, 24)
+    assert_same_prefix(net, range(5))
+    assert min(len(net.commits.get(n, [])) for n in range(5)) >= 3

@@ -86,3 +86,22 @@ async def test_call_wraps_outcomes_and_raises_while_open(setup):
             await breaker.call(boom)
     with pytest.raises(CircuitOpenError, match="'peer' is open"):
         await breaker.call(fine)
+
+
+def test_time_in_state_counts_seconds_in_each_state_up_to_the_scrape():
+    clock, registry = FakeClock(), CollectorRegistry()
+    cfg = BreakerConfig(failure_threshold=1, open_seconds=5, success_threshold=1)
+    breaker = CircuitBreaker("selector", cfg, BreakerMetrics(registry, "dwcp-manager", clock=clock), clock=clock)
+
+    def seconds(state):
+        return registry.get_sample_value("dwcp_circuit_breaker_state_seconds_total",
+                                         {"service": "dwcp-manager", "breaker": "selector", "state": state})
+
+    clock.now += 90  # closed
+    breaker.record_failure()
+    clock.now += 6  # open
+    assert breaker.allow()  # half-open probe
+    clock.now += 1
+    breaker.record_success()  # closed again
+    clock.now += 3
+    assert (seconds("closed"), seconds("open"), seconds("half_open")) == (93, 6, 1)

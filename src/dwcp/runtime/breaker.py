@@ -14,11 +14,13 @@ HALF_OPEN at most `half_open_max_calls` probes run at a time.
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
@@ -50,10 +52,17 @@ class CircuitOpenError(RuntimeError):
 
 
 class BreakerMetrics:
-    """`dwcp_circuit_breaker_state` (1 for the current state) and its transitions counter."""
+    """`dwcp_circuit_breaker_state` (1 for the current state), its transitions counter, and the seconds
+    spent in each state, `dwcp_circuit_breaker_state_seconds_total` (so "closed 99.9% of the time" is
+    closed seconds over all seconds, one PromQL ratio of increases)."""
 
-    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+    def __init__(self, registry: CollectorRegistry, service: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
+        self._clock = clock
+        self._lock = threading.Lock()
+        # breaker -> [current state, since when, {state: seconds accumulated}]
+        self._time_in_state: dict[str, list] = {}
+        registry.register(_TimeInState(self))
         self.state = Gauge(
             "dwcp_circuit_breaker_state",
             "1 for the breaker's current state (closed, open, half_open), 0 for the others.",
@@ -67,6 +76,40 @@ class BreakerMetrics:
     def show(self, breaker: str, current: BreakerState) -> None:
         for s in BreakerState:
             self.state.labels(self.service, breaker, s.value).set(1 if s is current else 0)
+        now = self._clock()
+        with self._lock:
+            entry = self._time_in_state.get(breaker)
+            if entry is None:
+                self._time_in_state[breaker] = [current, now, {s: 0.0 for s in BreakerState}]
+            else:
+                entry[2][entry[0]] += now - entry[1]
+                entry[0], entry[1] = current, now
+
+    def seconds_in_state(self) -> dict[str, dict[BreakerState, float]]:
+        """Per breaker, seconds spent in each state up to now."""
+        now = self._clock()
+        with self._lock:
+            out = {}
+            for name, (current, since, totals) in self._time_in_state.items():
+                out[name] = dict(totals)
+                out[name][current] += now - since
+            return out
+
+
+class _TimeInState:
+    """Collector for the time-in-state counter: computed at scrape time, so it never lags a transition."""
+
+    def __init__(self, metrics: BreakerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "dwcp_circuit_breaker_state_seconds", "Seconds each breaker has spent in each state.",
+            labels=["service", "breaker", "state"])
+        for name, totals in self._metrics.seconds_in_state().items():
+            for state, seconds in totals.items():
+                family.add_metric([self._metrics.service, name, state.value], seconds)
+        yield family
 
 
 class CircuitBreaker:
@@ -86,6 +129,7 @@ class CircuitBreaker:
         self._successes = 0
         self._opened_at = 0.0
         self._probes = 0
+        self._lock = threading.RLock()  # callers on several threads (transfer streams) share a breaker
         if metrics:
             metrics.show(name, self.state)
 
@@ -102,6 +146,10 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may go ahead now; a True in HALF_OPEN reserves a probe slot."""
+        with self._lock:
+            return self._allow()
+
+    def _allow(self) -> bool:
         if self.state is BreakerState.OPEN:
             if self._clock() - self._opened_at < self.config.open_seconds:
                 return False
@@ -113,6 +161,10 @@ class CircuitBreaker:
         return True
 
     def record_success(self) -> None:
+        with self._lock:
+            self._record_success()
+
+    def _record_success(self) -> None:
         if self.state is BreakerState.HALF_OPEN:
             self._probes = max(0, self._probes - 1)
             self._successes += 1
@@ -122,6 +174,10 @@ class CircuitBreaker:
             self._failures = 0
 
     def record_failure(self) -> None:
+        with self._lock:
+            self._record_failure()
+
+    def _record_failure(self) -> None:
         if self.state is BreakerState.HALF_OPEN:
             self._move(BreakerState.OPEN)
         elif self.state is BreakerState.CLOSED:

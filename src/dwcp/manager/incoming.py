@@ -1,0 +1,184 @@
+"""The receiving side of transfers: partly received objects that survive a crash of either side.
+
+Each transfer from a peer has a directory `objects/incoming/<peer>-<tid>/`:
+
+    offer.json    what the sender offered (key, size, sha256, chunk_bytes, chunks) and the delta base chosen
+    data          the object being assembled, written at each chunk's offset
+    done          4-byte big-endian indexes of chunks that are durable, appended one per chunk
+
+A chunk is acknowledged only after its bytes are fdatasync'ed and then its index is appended and
+fdatasync'ed too, so after kill -9 every index in `done` names bytes that are on disk; a torn last
+record (fewer than 4 bytes) is ignored. `finish` hashes the whole file and publishes it into the store
+only when the object's sha256 matches; otherwise the transfer starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dwcp.manager.store import ObjectStore, ObjectVersion
+
+_INDEX = struct.Struct("!I")
+HASH_BLOCK = 4 << 20
+
+
+class ChecksumMismatch(Exception):
+    """The assembled object's sha256 differs from the offer's."""
+
+
+@dataclass
+class Incoming:
+    path: Path
+    offer: dict
+    base_sha256: str | None
+    base_size: int
+    have: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fd: int = -1
+    done_fd: int = -1
+
+    @property
+    def chunk_bytes(self) -> int:
+        return int(self.offer["chunk_bytes"])
+
+    @property
+    def chunks(self) -> int:
+        return int(self.offer["chunks"])
+
+    def open(self) -> None:
+        if self.fd < 0:
+            self.fd = os.open(self.path / "data", os.O_RDWR | os.O_CREAT, 0o600)
+            self.done_fd = os.open(self.path / "done", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.done_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.done_fd = -1
+
+    def chunk_length(self, index: int) -> int:
+        size = int(self.offer["size"])
+        return max(0, min(self.chunk_bytes, size - index * self.chunk_bytes))
+
+    def write(self, index: int, raw: bytes | bytearray) -> None:
+        """Make chunk `index` durable, then record it (in that order: see the module docstring)."""
+        self.open()
+        if raw:
+            os.pwrite(self.fd, raw, index * self.chunk_bytes)
+            os.fdatasync(self.fd)
+        with self.lock:
+            if index in self.have:
+                return
+            os.write(self.done_fd, _INDEX.pack(index))
+            os.fdatasync(self.done_fd)
+            self.have.add(index)
+
+    def complete(self) -> bool:
+        return len(self.have) == self.chunks
+
+
+class Receiver:
+    """All incoming transfers of this site, keyed by (peer, transfer id)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.root = store.root / "incoming"
+        self.root.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], Incoming] = {}
+
+    def _dir(self, peer: str, tid: str) -> Path:
+        return self.root / f"{peer}-{tid}"
+
+    def offer(self, peer: str, offer: dict) -> Incoming:
+        """Open (or reopen after a restart) the transfer `offer` describes; a changed offer starts over."""
+        tid = offer["tid"]
+        with self._lock:
+            inc = self._open.get((peer, tid)) or self._load(peer, tid)
+            if inc is not None and any(inc.offer.get(k) != offer.get(k) for k in
+                                       ("key", "size", "sha256", "chunk_bytes", "chunks")):
+                self._discard(peer, tid, inc)
+                inc = None
+            if inc is None:
+                inc = self._create(peer, offer)
+            self._open[peer, tid] = inc
+            return inc
+
+    def get(self, peer: str, tid: str) -> Incoming | None:
+        with self._lock:
+            inc = self._open.get((peer, tid))
+            if inc is None:
+                inc = self._load(peer, tid)
+                if inc is not None:
+                    self._open[peer, tid] = inc
+            return inc
+
+    def _create(self, peer: str, offer: dict) -> Incoming:
+        path = self._dir(peer, offer["tid"])
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir()
+        base_sha, base_size = None, 0
+        try:
+            latest = self.store.latest(offer["key"])
+        except LookupError:
+            latest = None
+        if latest is not None and self.store.has_blob(latest.sha256):
+            base_sha, base_size = latest.sha256, latest.size
+        record = {"offer": offer, "base_sha256": base_sha, "base_size": base_size}
+        tmp = path / "offer.json.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path / "offer.json")
+        inc = Incoming(path, offer, base_sha, base_size)
+        inc.open()
+        os.ftruncate(inc.fd, int(offer["size"]))
+        return inc
+
+    def _load(self, peer: str, tid: str) -> Incoming | None:
+        path = self._dir(peer, tid)
+        try:
+            record = json.loads((path / "offer.json").read_text())
+        except (OSError, ValueError):
+            return None
+        have: set[int] = set()
+        try:
+            raw = (path / "done").read_bytes()
+        except OSError:
+            raw = b""
+        for off in range(0, len(raw) - len(raw) % _INDEX.size, _INDEX.size):
+            have.add(_INDEX.unpack_from(raw, off)[0])
+        return Incoming(path, record["offer"], record["base_sha256"], record["base_size"], have)
+
+    def _discard(self, peer: str, tid: str, inc: Incoming) -> None:
+        inc.close()
+        self._open.pop((peer, tid), None)
+        shutil.rmtree(inc.path, ignore_errors=True)
+
+    def finish(self, peer: str, inc: Incoming) -> ObjectVersion:
+        """Verify the whole object's sha256 and publish it atomically; ChecksumMismatch starts it over."""
+        inc.open()
+        os.fsync(inc.fd)
+        digest = hashlib.sha256()
+        with open(inc.path / "data", "rb") as f:
+            while block := f.read(HASH_BLOCK):
+                digest.update(block)
+        tid = inc.offer["tid"]
+        with self._lock:
+            if digest.hexdigest() != inc.offer["sha256"]:
+                self._discard(peer, tid, inc)
+                raise ChecksumMismatch(f"object sha256 {digest.hexdigest()} != offered {inc.offer['sha256']}")
+            inc.close()
+            version = self.store.publish(inc.offer["key"], inc.path / "data", inc.offer["sha256"],
+                                         int(inc.offer["size"]))
+            self._discard(peer, tid, inc)
+        return version
+
+    def pending(self) -> int:
+        return sum(1 for _ in self.root.iterdir())

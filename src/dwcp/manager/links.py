@@ -1,0 +1,118 @@
+"""What this site knows about its link to each peer: RTT, achievable bandwidth, tier.
+
+Figures come from active probes (`probe`: three PINGs, the fastest wins; then `probe_bytes` of filler
+timed to its acknowledgement) and passively from transfers (a transfer's wire bytes over its duration is
+a lower bound on the bandwidth). Tiers follow the RTT: datacenter < 5 ms, metro < 50 ms, wan beyond.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from dwcp.manager.metrics import TIERS, ManagerMetrics
+from dwcp.manager.wire import Connection, Kind
+
+DATACENTER_RTT = 0.005
+METRO_RTT = 0.050
+_PROBE_BLOCK = 1 << 20
+
+
+def tier_of(rtt_seconds: float | None) -> str | None:
+    if rtt_seconds is None:
+        return None
+    if rtt_seconds < DATACENTER_RTT:
+        return "datacenter"
+    return "metro" if rtt_seconds < METRO_RTT else "wan"
+
+
+@dataclass
+class Link:
+    peer: str
+    rtt: float | None = None
+    bandwidth: float | None = None  # bytes per second
+    probed_at: float | None = None
+    error: str | None = None
+
+    @property
+    def tier(self) -> str | None:
+        return tier_of(self.rtt)
+
+    def as_dict(self) -> dict:
+        return {"peer": self.peer, "rtt_seconds": self.rtt, "bandwidth_bytes_per_second": self.bandwidth,
+                "tier": self.tier, "probed_at": self.probed_at, "error": self.error}
+
+
+class LinkTable:
+    def __init__(self, peers: list[str], metrics: ManagerMetrics | None = None) -> None:
+        self._links = {p: Link(p) for p in peers}
+        self._metrics = metrics
+        self._lock = threading.Lock()
+
+    def get(self, peer: str) -> Link:
+        with self._lock:
+            return self._links[peer]
+
+    def all(self) -> list[Link]:
+        with self._lock:
+            return list(self._links.values())
+
+    def record_probe(self, peer: str, rtt: float, bandwidth: float | None) -> None:
+        with self._lock:
+            link = self._links[peer]
+            link.rtt, link.probed_at, link.error = rtt, time.time(), None
+            if bandwidth:
+                link.bandwidth = bandwidth
+        self._export(link)
+
+    def record_transfer(self, peer: str, wire_bytes: int, seconds: float) -> None:
+        """Passive figure: only transfers long enough to fill the pipe (>= 1 MiB and 50 ms) count."""
+        if wire_bytes < (1 << 20) or seconds < 0.05:
+            return
+        observed = wire_bytes / seconds
+        with self._lock:
+            link = self._links[peer]
+            link.bandwidth = observed if link.bandwidth is None else 0.7 * link.bandwidth + 0.3 * observed
+        self._export(link)
+
+    def record_error(self, peer: str, error: str) -> None:
+        with self._lock:
+            self._links[peer].error = error
+
+    def _export(self, link: Link) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        if link.rtt is not None:
+            m.link_rtt.labels(link.peer).set(link.rtt)
+            for tier in TIERS:
+                m.link_tier.labels(link.peer, tier).set(1 if tier == link.tier else 0)
+        if link.bandwidth is not None:
+            m.link_bandwidth.labels(link.peer).set(link.bandwidth)
+
+
+def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
+    """(RTT seconds, bandwidth bytes/s or None) measured on an authenticated connection."""
+    rtts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        conn.send(Kind.PING, {"t": t0})
+        conn.expect((Kind.PONG,), 0)
+        rtts.append(time.perf_counter() - t0)
+    rtt = min(rtts)
+    if probe_bytes <= 0:
+        return rtt, None
+    block = bytes(min(_PROBE_BLOCK, probe_bytes))
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < probe_bytes:
+        n = min(len(block), probe_bytes - sent)
+        conn.send(Kind.PROBE, {"n": n}, memoryview(block)[:n])
+        sent += n
+    conn.send(Kind.PING, {"t": t0})
+    # PROBE_ACKs first (one per block), then the PONG that closes the timing.
+    while conn.expect((Kind.PROBE_ACK, Kind.PONG), 0)[0] is not Kind.PONG:
+        pass
+    elapsed = time.perf_counter() - t0
+    return rtt, sent / max(elapsed - rtt / 2, 1e-6)

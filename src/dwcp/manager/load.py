@@ -1,0 +1,111 @@
+"""dwcp-manager's share of `dwcp up` load: objects of mixed content stored at one site and sent to another.
+
+Content: text, JSON logs, binary-like LZ data, VM-image-like data (zero runs between data blocks) and
+random bytes, 16 KiB-8 MiB. A third of the puts rewrite an earlier key with a small edit, so transfers
+of those travel as deltas. Each put is followed by a transfer to another site. HTTP failures are counted
+and logged, never raised: load keeps going while instances restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+import numpy as np
+
+from dwcp.compression.corpus import json_logs, lz, random_bytes, text
+
+log = logging.getLogger("dwcp.load.manager")
+MAX_IN_FLIGHT = 8
+KEYS_PER_FAMILY = 8
+
+
+def vm_image(rng: np.random.Generator, size: int) -> bytes:
+    """Disk-image-like: 64 KiB blocks, ~60% zero, the rest file-system-ish data."""
+    out = bytearray()
+    while len(out) < size:
+        out += bytes(65536) if rng.random() < 0.6 else lz(rng, 65536)
+    return bytes(out[:size])
+
+
+FAMILIES = {"text": text, "logs": json_logs, "binary": lz, "vm": vm_image, "random": random_bytes}
+# The share of object operations in the mix: each costs a transfer of up to 8 MiB, so they run at a
+# fraction of the request rate.
+OBJECT_SHARE = 0.1
+
+
+def _edit(rng: np.random.Generator, body: bytes) -> bytes:
+    at = int(rng.integers(0, max(1, len(body))))
+    return body[:at] + rng.bytes(int(rng.integers(1, 256))) + body[at:]
+
+
+async def _object_round(client: httpx.AsyncClient, urls: list[str], rng: np.random.Generator,
+                        last: dict[str, bytes], stats: dict[str, int]) -> None:
+    family = list(FAMILIES)[int(rng.integers(len(FAMILIES)))]
+    key = f"load/{family}/{int(rng.integers(KEYS_PER_FAMILY))}"
+    if key in last and rng.random() < 0.33:
+        body = _edit(rng, last[key])
+    else:
+        size = int(np.exp(rng.uniform(np.log(16 << 10), np.log(8 << 20))))
+        body = await asyncio.to_thread(FAMILIES[family], rng, size)
+    src = int(rng.integers(len(urls)))
+    dst = (src + 1 + int(rng.integers(len(urls) - 1))) % len(urls) if len(urls) > 1 else src
+    try:
+        resp = await client.put(f"{urls[src]}/v1/objects/{key}", content=body)
+        stats["ok" if resp.status_code < 400 else "error"] += 1
+        if resp.status_code >= 400 or dst == src:
+            return
+        last[key] = body
+        resp = await client.post(f"{urls[src]}/v1/transfers", json={"key": key, "to": f"manager-{dst}"})
+        stats["ok" if resp.status_code < 400 else "error"] += 1
+    except httpx.HTTPError as exc:
+        stats["failed"] += 1
+        if stats["failed"] % 50 == 1:
+            log.warning("manager request to %s failed: %r", urls[src], exc)
+
+
+async def _read_round(client: httpx.AsyncClient, urls: list[str], rng: np.random.Generator,
+                      last: dict[str, bytes], stats: dict[str, int]) -> None:
+    url = urls[int(rng.integers(len(urls)))]
+    try:
+        if last and rng.random() < 0.5:
+            key = list(last)[int(rng.integers(len(last)))]
+            resp = await client.head(f"{url}/v1/objects/{key}")
+            stats["ok" if resp.status_code in (200, 404) else "error"] += 1
+        else:
+            resp = await client.get(f"{url}/v1/links")
+            stats["ok" if resp.status_code < 400 else "error"] += 1
+    except httpx.HTTPError:
+        stats["failed"] += 1
+
+
+async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.Event, rate: float) -> None:
+    """Object rounds and reads at about `rate` requests per second in all, until `stop` is set."""
+    if not base_urls or rate <= 0:
+        await stop.wait()
+        return
+    rng = np.random.default_rng()
+    stats = {"ok": 0, "error": 0, "failed": 0}
+    last: dict[str, bytes] = {}
+    tasks: set[asyncio.Task] = set()
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while not stop.is_set():
+        if len(tasks) < MAX_IN_FLIGHT:
+            round_ = _object_round if rng.random() < OBJECT_SHARE else _read_round
+            task = asyncio.create_task(round_(client, base_urls, rng, last, stats))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        next_at += float(rng.exponential(1.0 / rate))
+        delay = next_at - loop.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        elif delay < -1.0:
+            next_at = loop.time()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("manager load stopped: %s", stats)

@@ -1,0 +1,50 @@
+"""The manager's own metrics (the request metrics and breakers come from `dwcp.runtime`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+TIERS = ("datacenter", "metro", "wan")
+
+
+class ManagerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transfer_bytes = Counter(
+            "dwcp_transfer_bytes_total", "Bytes of chunks sent to peers: raw (object bytes) or wire (as encoded).",
+            ["peer", "kind"], registry=registry)
+        self.transfer_chunks = Counter(
+            "dwcp_transfer_chunks_total", "Chunks acknowledged by peers, by codec.", ["codec"], registry=registry)
+        self.chunk_retries = Counter(
+            "dwcp_transfer_chunk_retries_total", "Chunks sent again: refused checksum or lost with a connection.",
+            ["reason"], registry=registry)
+        self.resumes = Counter(
+            "dwcp_transfer_resumes_total", "Transfers that resumed with chunks the receiver already held.",
+            registry=registry)
+        self.delta_saved = Counter(
+            "dwcp_transfer_delta_saved_bytes_total",
+            "Wire bytes a delta chunk saved against the chunk's non-delta encoding.", registry=registry)
+        self.transfers = Counter(
+            "dwcp_transfers_total", "Finished transfers sent by this site, by outcome (done or failed).",
+            ["state"], registry=registry)
+        self.transfers_active = Gauge(
+            "dwcp_transfers_active", "Transfers queued or running on this site.", registry=registry)
+        self.received = Counter(
+            "dwcp_transfer_received_bytes_total", "Raw bytes of chunks received from peers and made durable.",
+            registry=registry)
+        self.peer_refused = Counter(
+            "dwcp_peer_connections_refused_total", "Peer connections refused, by reason (unknown_peer, ...).",
+            ["reason"], registry=registry)
+        self.codec_decisions = Counter(
+            "dwcp_transfer_codec_decisions_total", "Chunk codecs chosen, by who chose (selector or local rule).",
+            ["source"], registry=registry)
+        self.link_rtt = Gauge("dwcp_link_rtt_seconds", "Measured round-trip time to each peer.", ["peer"],
+                              registry=registry)
+        self.link_bandwidth = Gauge(
+            "dwcp_link_bandwidth_bytes_per_second", "Achievable bandwidth to each peer (probes and transfers).",
+            ["peer"], registry=registry)
+        self.link_tier = Gauge(
+            "dwcp_link_tier", "1 for each peer's tier (datacenter <5 ms RTT, metro <50 ms, wan beyond).",
+            ["peer", "tier"], registry=registry)
+        self.routed = Counter(
+            "dwcp_routed_requests_total", "Transactions and allocations routed, by target and outcome.",
+            ["target", "outcome"], registry=registry)

@@ -1,0 +1,236 @@
+"""The peer port: who the other sites are, dialling them, and serving their connections.
+
+`PeerServer` runs in threads with blocking sockets (one thread per connection, at most `max_incoming`):
+hashing, compression and socket I/O release the GIL, so several streams use several cores, and the HTTP
+event loop never waits on a chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dwcp.consensus.core.crypto import public_key_of
+from dwcp.consensus.node.keys import dev_private_key
+from dwcp.manager import chunks
+from dwcp.manager.incoming import ChecksumMismatch, Receiver
+from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.settings import ManagerSettings
+from dwcp.manager.wire import MAX_AUTH_BYTES, Connection, HandshakeAuth, Kind, PeerAuth, WireError, site_name
+from dwcp.runtime.inventory import Inventory
+
+log = logging.getLogger("dwcp.manager.peers")
+# A chunk's encoded form may exceed its raw size a little (incompressible data under a codec).
+MAX_FRAME_DATA = 64 * (1 << 20) + (1 << 20)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    host: str
+    peer_port: int
+    url: str
+
+
+PEER_PORT_OFFSET = 1000  # an instance without ports.peer listens for peers on its HTTP port + 1000
+
+
+def sites(inventory: Inventory) -> list[Site]:
+    spec = inventory.spec("manager")
+    return [Site(site_name(i), inst.host, inst.ports.get("peer", inst.port + PEER_PORT_OFFSET), inst.url)
+            for i, inst in enumerate(spec.instances)]
+
+
+class PeerKeyError(ValueError):
+    """Peer keys cannot be loaded; the message names the file."""
+
+
+def make_auth(inventory: Inventory, me: int, settings: ManagerSettings) -> HandshakeAuth:
+    """Ed25519 keys of every site: from `peer_key_dir` (manager-<i>.key / manager-<i>.pub, hex) or DEV keys
+    derived from `dev_seed` (insecure by construction: anyone with the inventory can act as any site)."""
+    n = len(inventory.spec("manager").instances)
+    if settings.peer_key_dir is None:
+        privs = {i: dev_private_key(settings.dev_seed, "manager", i) for i in range(n)}
+        publics, private = {i: public_key_of(k) for i, k in privs.items()}, privs[me]
+    else:
+        key_dir = Path(settings.peer_key_dir)
+        publics = {}
+        for i in range(n):
+            path = key_dir / f"manager-{i}.pub"
+            try:
+                publics[i] = bytes.fromhex(path.read_text().strip())
+            except (OSError, ValueError) as exc:
+                raise PeerKeyError(f"{path}: {exc}") from None
+        path = key_dir / f"manager-{me}.key"
+        try:
+            private = bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise PeerKeyError(f"{path}: {exc}") from None
+    domain = b"dwcp-manager|" + hashlib.sha256(b"".join(publics[i] for i in sorted(publics))).digest()
+    return HandshakeAuth(me, private, publics, domain)
+
+
+def dial(site: Site, auth: PeerAuth, timeout: float = 10.0) -> Connection:
+    """An authenticated connection to `site`'s peer port; WireError or OSError if that fails."""
+    sock = socket.create_connection((site.host, site.peer_port), timeout=timeout)
+    sock.settimeout(timeout * 6)
+    conn = Connection(sock)
+    try:
+        auth.authenticate(conn, site.name)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class PeerServer:
+    """Accepts peer connections, authenticates them, and serves OFFER/CHUNK/COMMIT and probes."""
+
+    def __init__(self, host: str, port: int, auth: PeerAuth, receiver: Receiver, metrics: ManagerMetrics,
+                 max_incoming: int = 64) -> None:
+        self.host, self.port = host, port
+        self._auth, self._receiver, self._metrics = auth, receiver, metrics
+        self._slots = threading.BoundedSemaphore(max_incoming)
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._conns: set[Connection] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.settimeout(0.5)
+        self._sock = sock
+        threading.Thread(target=self._accept_loop, name="peer-accept", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close()
+        with self._lock:
+            for conn in list(self._conns):
+                conn.close()
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._slots.acquire(blocking=False):
+                self._metrics.peer_refused.labels("busy").inc()
+                sock.close()
+                continue
+            threading.Thread(target=self._serve, args=(sock,), name="peer-conn", daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(120.0)
+        conn = Connection(sock)
+        with self._lock:
+            self._conns.add(conn)
+        try:
+            peer = self._auth.authenticate(conn, None)
+            self._session(conn, peer)
+        except WireError as exc:
+            if exc.reason != "closed":
+                self._metrics.peer_refused.labels(exc.reason).inc()
+                log.warning("peer connection ended: %s", exc)
+                with contextlib.suppress(OSError):
+                    conn.send(Kind.FAIL, {"reason": f"{exc.reason}: {exc}"})
+        except (OSError, ValueError) as exc:
+            log.info("peer connection dropped: %s", exc)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            self._slots.release()
+
+    def _session(self, conn: Connection, peer: str) -> None:
+        while not self._stop.is_set():
+            kind, meta, data = conn.receive(MAX_FRAME_DATA)
+            if kind is Kind.PING:
+                conn.send(Kind.PONG, meta)
+            elif kind is Kind.PROBE:
+                conn.send(Kind.PROBE_ACK, {"n": len(data)})
+            elif kind is Kind.OFFER:
+                self._offer(conn, peer, meta)
+            elif kind is Kind.CHUNK:
+                self._chunk(conn, peer, meta, data)
+            elif kind is Kind.COMMIT:
+                self._commit(conn, peer, meta)
+            elif kind is Kind.AUTH and len(data) <= MAX_AUTH_BYTES:
+                raise WireError("unexpected", "AUTH after authentication")
+            else:
+                raise WireError("unexpected", f"{kind.name} is not a request")
+
+    def _offer(self, conn: Connection, peer: str, meta: dict) -> None:
+        try:
+            offer = {"tid": str(meta["tid"]), "key": str(meta["key"]), "size": int(meta["size"]),
+                     "sha256": str(meta["sha256"]), "chunk_bytes": int(meta["chunk_bytes"]),
+                     "chunks": int(meta["chunks"])}
+        except (KeyError, ValueError, TypeError):
+            raise WireError("malformed", "OFFER needs tid, key, size, sha256, chunk_bytes, chunks") from None
+        if offer["chunks"] != chunks.chunk_count(offer["size"], offer["chunk_bytes"]) or offer["size"] < 0:
+            raise WireError("malformed", "OFFER's chunk count does not match its size and chunk_bytes")
+        if not 4096 <= offer["chunk_bytes"] <= MAX_FRAME_DATA - (1 << 20):
+            raise WireError("malformed", f"chunk_bytes {offer['chunk_bytes']} out of range")
+        inc = self._receiver.offer(peer, offer)
+        conn.send(Kind.STATE, {"have": sorted(inc.have), "base": inc.base_sha256, "base_size": inc.base_size})
+
+    def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray) -> None:
+        tid, index = str(meta.get("tid")), meta.get("i")
+        inc = self._receiver.get(peer, tid)
+        if inc is None:
+            raise WireError("unknown_transfer", f"no open transfer {tid} from {peer}: OFFER first")
+        if not isinstance(index, int) or not 0 <= index < inc.chunks:
+            raise WireError("malformed", f"chunk index {index!r} out of range")
+        codec, raw_len = str(meta.get("codec")), int(meta.get("raw_len", -1))
+        if raw_len != inc.chunk_length(index):
+            conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "length"})
+            return
+        base = None
+        if codec == chunks.DELTA:
+            if inc.base_sha256 is None:
+                raise WireError("malformed", "delta chunk but this site offered no base")
+            base = chunks.base_window(self._receiver.store.blob_path(inc.base_sha256), inc.base_size, index,
+                                      inc.chunk_bytes)
+        try:
+            raw = chunks.decode(data, codec, raw_len, base)
+        except ValueError:
+            conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "decode"})
+            return
+        if len(raw) != raw_len or hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+            conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "checksum"})
+            return
+        inc.write(index, raw)
+        self._metrics.received.inc(raw_len)
+        conn.send(Kind.ACK, {"tid": tid, "i": index})
+
+    def _commit(self, conn: Connection, peer: str, meta: dict) -> None:
+        tid = str(meta.get("tid"))
+        inc = self._receiver.get(peer, tid)
+        if inc is None:
+            raise WireError("unknown_transfer", f"no open transfer {tid} from {peer}")
+        if not inc.complete():
+            conn.send(Kind.FAIL, {"tid": tid, "reason": f"incomplete: {len(inc.have)}/{inc.chunks} chunks"})
+            return
+        t0 = time.perf_counter()
+        try:
+            version = self._receiver.finish(peer, inc)
+        except ChecksumMismatch as exc:
+            conn.send(Kind.FAIL, {"tid": tid, "reason": f"checksum: {exc}"})
+            return
+        log.info("published %s v%d from %s (verified in %.3fs)", version.key, version.version, peer,
+                 time.perf_counter() - t0)
+        conn.send(Kind.DONE, {"tid": tid, "version": version.version})

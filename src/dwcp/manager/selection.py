@@ -1,0 +1,76 @@
+"""Each chunk's codec: one batch call to the Compression Selector per window of chunks, or the local rule.
+
+The selector gets each chunk's sample (`chunks.sample`: evenly spread slices, the shape of
+`compression.features.make_sample` that its model was trained on), the chunk's size and the link's
+measured bandwidth and RTT. When its breaker is open, its answer is slower than `timeout`, or it fails,
+the local rule (`chunks.local_choice`) decides instead, so a transfer never waits on the selector.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import httpx
+
+from dwcp.compression.codecs import BY_KEY
+from dwcp.manager.chunks import local_choice
+from dwcp.manager.metrics import ManagerMetrics
+from dwcp.runtime.breaker import CircuitBreaker
+
+log = logging.getLogger("dwcp.manager.selection")
+
+
+class CodecChooser:
+    def __init__(self, urls: list[str], breaker: CircuitBreaker, metrics: ManagerMetrics | None,
+                 timeout: float, chunk_bytes: int) -> None:
+        self.urls = urls
+        self.breaker = breaker
+        self._metrics = metrics
+        self._client = httpx.Client(timeout=timeout)
+        self._chunk_bytes = chunk_bytes
+        self._next = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def choose(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
+               rtt_seconds: float | None, chunk_bytes: int | None = None) -> tuple[list[str], str]:
+        """(codec key per chunk, "selector" or "local")."""
+        picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, chunk_bytes or self._chunk_bytes)
+        source = "selector"
+        if picked is None:
+            picked, source = [local_choice(s, bandwidth_bps) for s in samples], "local"
+        if self._metrics is not None:
+            self._metrics.codec_decisions.labels(source).inc(len(samples))
+        return picked, source
+
+    def _ask_selector(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
+                      rtt_seconds: float | None, chunk_bytes: int) -> list[str] | None:
+        if not self.urls:
+            return None
+        items = [i for i, s in enumerate(samples) if s]  # an empty chunk needs no codec
+        if not items or not self.breaker.allow():
+            return None if items else ["none"] * len(samples)
+        bw_mbps = (bandwidth_bps or 125e6) * 8 / 1e6
+        rtt_ms = (rtt_seconds or 0.001) * 1e3
+        body = {"items": [{"sample": base64.b64encode(samples[i]).decode(),
+                           "size_bytes": sizes[i], "bandwidth_mbps": bw_mbps, "rtt_ms": rtt_ms} for i in items]}
+        url = self.urls[self._next % len(self.urls)]
+        self._next += 1
+        try:
+            resp = self._client.post(f"{url}/v1/predict/batch", json=body)
+            resp.raise_for_status()
+            results = resp.json()["results"]
+            keys = [r["codec"] if r["level"] is None else f"{r['codec']}-{r['level']}" for r in results]
+            if len(keys) != len(items) or any(k not in BY_KEY for k in keys):
+                raise ValueError(f"selector answered {len(keys)} codecs for {len(items)} chunks")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self.breaker.record_failure()
+            log.info("selector %s failed (%s); using the local rule", url, exc)
+            return None
+        self.breaker.record_success()
+        out = ["none"] * len(samples)
+        for i, key in zip(items, keys, strict=True):
+            out[i] = key
+        return out

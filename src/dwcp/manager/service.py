@@ -1,0 +1,148 @@
+"""HTTP API of a DWCP Manager site (`dwcp serve manager --instance I`); the work is in `site.ManagerSite`.
+
+    PUT  /v1/objects/{key}        stream a body into the store -> {"key", "size", "sha256", "version"}
+    GET  /v1/objects/{key}        stream the latest version back (single `Range: bytes=` supported)
+    HEAD /v1/objects/{key}        size and sha256 in headers
+    POST /v1/transfers            {"key", "to": "manager-<i>"} -> 202 {"id"}
+    GET  /v1/transfers/{id}       state, bytes raw and on the wire, chunks, codecs, sha256, error
+    GET  /v1/links                RTT, bandwidth and tier to each peer
+    /health, /metrics             from dwcp.runtime.app; /health reads only cached dependency state
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dwcp.manager.site import ManagerSite
+from dwcp.manager.store import BadKey, NotFound, ObjectVersion, check_key
+from dwcp.runtime.app import create_app
+from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.errors import ApiError
+
+WRITE_BLOCK = 1 << 20  # a PUT's body is written (and hashed) off the event loop in blocks of this size
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class TransferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1, description="object key on this site; its latest version is sent")
+    to: str = Field(min_length=1, description="peer site name from the inventory, e.g. manager-1")
+
+
+class TransferAccepted(BaseModel):
+    id: str
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; None for no header; ApiError 416 when unsatisfiable."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise ApiError(416, "range_not_satisfiable", "range: only one 'bytes=start-end' range is supported",
+                       "range")
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0:
+            raise ApiError(416, "range_not_satisfiable", "range: an empty suffix range selects nothing", "range")
+        return max(0, size - n), size
+    start = int(first)
+    end = min(size, int(last) + 1) if last else size
+    if start >= size or end <= start:
+        raise ApiError(416, "range_not_satisfiable", f"range: {header!r} is outside the object's {size} bytes",
+                       "range")
+    return start, end
+
+
+def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
+    site = site or ManagerSite(ctx)
+    app = create_app(ctx, title=f"DWCP Manager {site.name}", description=__doc__ or "",
+                     health_checks=site.health_checks(), on_startup=[site.start], on_shutdown=[site.stop])
+    app.state.site = site
+    store, max_key = site.store, site.settings.max_key_bytes
+
+    def valid_key(key: str) -> str:
+        try:
+            return check_key(key, max_key)
+        except BadKey as exc:
+            raise ApiError(422, "invalid_input", f"key: {exc}", "key") from None
+
+    def latest(key: str) -> ObjectVersion:
+        try:
+            return store.latest(valid_key(key))
+        except NotFound:
+            raise ApiError(404, "not_found", f"key: no object {key!r} on {site.name}", "key") from None
+
+    @app.put("/v1/objects/{key:path}", tags=["objects"], summary="Store a body as the key's next version")
+    async def put_object(key: str, request: Request) -> dict:
+        key = valid_key(key)
+        ingest = await asyncio.to_thread(store.begin_put)
+        try:
+            pending = bytearray()
+            async for piece in request.stream():
+                pending += piece
+                if len(pending) >= WRITE_BLOCK:
+                    block, pending = bytes(pending), bytearray()
+                    await asyncio.to_thread(ingest.write, block)
+            if pending:
+                await asyncio.to_thread(ingest.write, bytes(pending))
+            version = await asyncio.to_thread(ingest.commit, key)
+        except BaseException:
+            await asyncio.to_thread(ingest.abort)
+            raise
+        return version.as_dict()
+
+    def object_headers(obj: ObjectVersion) -> dict[str, str]:
+        return {"etag": f'"{obj.sha256}"', "x-object-sha256": obj.sha256, "x-object-version": str(obj.version),
+                "accept-ranges": "bytes"}
+
+    @app.api_route("/v1/objects/{key:path}", methods=["GET", "HEAD"], tags=["objects"],
+                   summary="Stream the latest version (Range supported); HEAD gives size and sha256")
+    async def get_object(key: str, request: Request) -> Response:
+        obj = latest(key)
+        headers = object_headers(obj)
+        span = parse_range(request.headers.get("range", ""), obj.size)
+        start, end = span or (0, obj.size)
+        headers["content-length"] = str(end - start)
+        status = 200
+        if span is not None:
+            status = 206
+            headers["content-range"] = f"bytes {start}-{end - 1}/{obj.size}"
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+        return StreamingResponse(store.read_range(obj.sha256, start, end), status_code=status, headers=headers,
+                                 media_type="application/octet-stream")
+
+    @app.post("/v1/transfers", status_code=202, response_model=TransferAccepted, tags=["transfers"],
+              summary="Send the key's latest version to a peer site")
+    async def start_transfer(body: TransferRequest) -> dict:
+        obj = latest(body.key)
+        if body.to == site.name:
+            raise ApiError(422, "invalid_input", f"to: {body.to} is this site", "to")
+        if body.to not in site.peers:
+            known = ", ".join(sorted(site.peers)) or "none"
+            raise ApiError(422, "invalid_input", f"to: unknown peer {body.to!r}; peers: {known}", "to")
+        transfer = await asyncio.to_thread(site.transfers.submit, obj, body.to)
+        return {"id": transfer.id}
+
+    @app.get("/v1/transfers/{transfer_id}", tags=["transfers"], summary="A transfer's progress")
+    async def get_transfer(transfer_id: str) -> dict:
+        if not re.fullmatch(r"[0-9a-f]{32}", transfer_id):
+            raise ApiError(422, "invalid_input", "transfer_id: a transfer id is 32 hex digits", "transfer_id")
+        t = await asyncio.to_thread(site.transfers.get, transfer_id)
+        if t is None:
+            raise ApiError(404, "not_found", f"transfer_id: no transfer {transfer_id} on {site.name}",
+                           "transfer_id")
+        return t.public()
+
+    @app.get("/v1/links", tags=["links"], summary="RTT, bandwidth and tier to each peer")
+    async def links() -> dict:
+        return {"site": site.name, "links": [link.as_dict() for link in site.links.all()]}
+
+    return app

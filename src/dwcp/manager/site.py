@@ -1,0 +1,129 @@
+"""One site's manager, assembled from the inventory: store, peer port, transfers, links, routing.
+
+This is the domain object the HTTP service (`service.py`) calls; it owns every thread and socket the
+manager runs besides the HTTP server, and starts and stops them with the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dwcp.manager.incoming import Receiver
+from dwcp.manager.links import LinkTable, probe
+from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.peers import PeerServer, dial, make_auth, sites
+from dwcp.manager.selection import CodecChooser
+from dwcp.manager.settings import ManagerSettings
+from dwcp.manager.store import ObjectStore
+from dwcp.manager.transfers import Tamper, Transfers
+from dwcp.manager.wire import WireError, site_name
+from dwcp.runtime.app import HealthResult
+from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
+from dwcp.runtime.context import ServiceContext
+
+log = logging.getLogger("dwcp.manager")
+
+
+def settings_of(ctx: ServiceContext) -> ManagerSettings:
+    s = ctx.settings
+    return s if isinstance(s, ManagerSettings) else ManagerSettings.model_validate(s or {})
+
+
+def service_urls(ctx: ServiceContext, key: str) -> list[str]:
+    """HTTP base URLs of a built, enabled service in this inventory (empty when it is absent)."""
+    spec = ctx.inventory.runnable().get(key)
+    return [inst.url for inst in spec.instances] if spec else []
+
+
+class ManagerSite:
+    def __init__(self, ctx: ServiceContext, tamper: Tamper | None = None) -> None:
+        self.ctx = ctx
+        self.settings = settings = settings_of(ctx)
+        self.name = site_name(ctx.instance)
+        self.metrics = ManagerMetrics(ctx.registry)
+        self.breaker_metrics = BreakerMetrics(ctx.registry, ctx.job)
+        self.breaker_config = ctx.inventory.spec("manager").breaker
+        self.sites = {s.name: s for s in sites(ctx.inventory)}
+        self.peers = {n: s for n, s in self.sites.items() if n != self.name}
+        self.store = ObjectStore(ctx.data_dir / "objects")
+        self.receiver = Receiver(self.store)
+        self.auth = make_auth(ctx.inventory, ctx.instance, settings)
+        self.links = LinkTable(sorted(self.peers), self.metrics)
+        self.selector_breaker = self.breaker("selector")
+        self.chooser = CodecChooser(service_urls(ctx, "compression"), self.selector_breaker, self.metrics,
+                                    settings.selector_timeout_s, settings.chunk_bytes)
+        self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
+                                   links=self.links, metrics=self.metrics, settings=settings,
+                                   log_path=ctx.data_dir / "transfers.sqlite", tamper=tamper)
+        me = self.sites[self.name]
+        self.peer_server = PeerServer(me.host, me.peer_port, self.auth, self.receiver, self.metrics,
+                                      settings.max_incoming)
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        return CircuitBreaker(name, self.breaker_config, self.breaker_metrics)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.peer_server.start()
+        self.transfers.start()
+        self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)
+        self._prober.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self.peer_server.stop()
+        self.transfers.stop()
+        self.chooser.close()
+        self.store.close()
+
+    def _probe_loop(self) -> None:
+        # First probes soon after start (peers may still be starting), then on the schedule.
+        delay = min(2.0, self.settings.probe_interval_s)
+        while not self._stop.wait(delay):
+            for name in sorted(self.peers):
+                self.probe(name)
+            delay = self.settings.probe_interval_s
+
+    def probe(self, peer: str) -> None:
+        try:
+            conn = dial(self.peers[peer], self.auth, timeout=5.0)
+            try:
+                rtt, bandwidth = probe(conn, self.settings.probe_bytes)
+            finally:
+                conn.close()
+        except (WireError, OSError) as exc:
+            self.links.record_error(peer, f"{type(exc).__name__}: {exc}")
+            return
+        self.links.record_probe(peer, rtt, bandwidth)
+
+    # -- health: cached facts only, so /health never waits on a dependency ---------------------------
+    def health_checks(self) -> dict:
+        checks = {"store": self._store_health, "selector": self._breaker_health(self.selector_breaker)}
+        for peer in sorted(self.peers):
+            checks[f"peer:{peer}"] = self._peer_health(peer)
+        return checks
+
+    def _store_health(self) -> HealthResult:
+        return HealthResult("ok", f"{self.transfers.active()} transfers active")
+
+    @staticmethod
+    def _breaker_health(breaker: CircuitBreaker):
+        def check() -> HealthResult:
+            if breaker.state is BreakerState.CLOSED:
+                return HealthResult("ok", "breaker closed")
+            return HealthResult("degraded", f"breaker {breaker.state.value}")
+        return check
+
+    def _peer_health(self, peer: str):
+        def check() -> HealthResult:
+            link = self.links.get(peer)
+            if link.error:
+                return HealthResult("degraded", link.error)
+            if link.probed_at is None:
+                return HealthResult("ok", "not probed yet")
+            return HealthResult("ok", f"rtt {link.rtt * 1e3:.2f} ms, probed {time.time() - link.probed_at:.0f}s ago")
+        return check

@@ -1,0 +1,380 @@
+"""Sending objects to peers: queued transfers, run over parallel streams, resumed after any crash.
+
+A transfer is a row in `transfers.sqlite` from the moment it is accepted, so a sender killed mid-way
+picks it up again at start (`start` requeues queued and running rows). Each attempt: dial the peer,
+OFFER the object, learn from STATE which chunks the receiver already holds durably (and which earlier
+version it holds, the delta base), then send the rest over `streams` authenticated connections, each
+with up to `window_per_stream` chunks unacknowledged, so reading, compressing, sending and the
+receiver's decoding and writing overlap. A NACKed chunk (bad checksum) goes back to the queue; a lost
+connection puts its unacknowledged chunks back; a failed attempt is retried with jittered backoff
+until `transfer_retry_limit`. COMMIT asks the receiver to verify the whole object's sha256 and publish.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dwcp.manager import chunks
+from dwcp.manager.links import LinkTable
+from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.peers import Site, dial
+from dwcp.manager.selection import CodecChooser
+from dwcp.manager.settings import ManagerSettings
+from dwcp.manager.store import ObjectStore, ObjectVersion
+from dwcp.manager.wire import Connection, Kind, PeerAuth, WireError
+from dwcp.runtime.resilience import backoff
+
+log = logging.getLogger("dwcp.manager.transfers")
+MAX_CHUNK_RETRIES = 8
+# tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
+Tamper = Callable[[int, bytes], bytes]
+
+
+class TransferFailed(Exception):
+    """A transfer that cannot succeed by retrying (the object is gone, a chunk keeps failing)."""
+
+
+@dataclass
+class Transfer:
+    id: str
+    key: str
+    version: int
+    sha256: str
+    size: int
+    to: str
+    state: str = "queued"
+    chunk_bytes: int = 0
+    bytes_raw: int = 0
+    bytes_wire: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    codecs: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    resumes: int = 0
+    attempts: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    seconds: float = 0.0
+
+    def public(self) -> dict:
+        out = asdict(self)
+        out.pop("attempts")
+        return out
+
+
+_COLUMNS = [f for f in Transfer.__dataclass_fields__]
+_QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # `to` is an SQL keyword
+
+
+class TransferLog:
+    """The sender's durable record of every transfer."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS transfers ({_QUOTED}, PRIMARY KEY (id))")
+
+    def save(self, t: Transfer) -> None:
+        t.updated = time.time()
+        row = [json.dumps(v) if isinstance(v, dict) else v for v in asdict(t).values()]
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO transfers VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+
+    def get(self, tid: str) -> Transfer | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_QUOTED} FROM transfers WHERE id = ?", (tid,)).fetchone()
+        return self._row(row) if row else None
+
+    def unfinished(self) -> list[Transfer]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_QUOTED} FROM transfers WHERE state IN ('queued', "
+                                    "'running') ORDER BY created").fetchall()
+        return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _row(row) -> Transfer:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["codecs"] = json.loads(values["codecs"])
+        return Transfer(**values)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Transfers:
+    def __init__(self, *, store: ObjectStore, sites: dict[str, Site], auth: PeerAuth, chooser: CodecChooser,
+                 links: LinkTable, metrics: ManagerMetrics, settings: ManagerSettings, log_path: Path,
+                 tamper: Tamper | None = None) -> None:
+        self.store, self.sites, self.auth, self.chooser = store, sites, auth, chooser
+        self.links, self.metrics, self.settings = links, metrics, settings
+        self.log = TransferLog(log_path)
+        self.tamper = tamper
+        self._active: dict[str, Transfer] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for t in self.log.unfinished():
+            t.state = "queued"
+            self._enqueue(t)
+        for i in range(self.settings.transfer_concurrency):
+            w = threading.Thread(target=self._worker, name=f"transfer-{i}", daemon=True)
+            w.start()
+            self._workers.append(w)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for _ in self._workers:
+            self._queue.put(None)
+        for w in self._workers:
+            w.join(timeout=5)
+        self.log.close()
+
+    # -- API -----------------------------------------------------------------------------------
+    def submit(self, obj: ObjectVersion, to: str) -> Transfer:
+        t = Transfer(id=uuid.uuid4().hex, key=obj.key, version=obj.version, sha256=obj.sha256, size=obj.size,
+                     to=to, created=time.time())
+        self._enqueue(t)
+        return t
+
+    def get(self, tid: str) -> Transfer | None:
+        with self._lock:
+            t = self._active.get(tid)
+        return t if t is not None else self.log.get(tid)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def _enqueue(self, t: Transfer) -> None:
+        self.log.save(t)
+        with self._lock:
+            self._active[t.id] = t
+            self.metrics.transfers_active.set(len(self._active))
+        self._queue.put(t.id)
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            tid = self._queue.get()
+            if tid is None:
+                return
+            with self._lock:
+                t = self._active.get(tid)
+            if t is None:
+                continue
+            try:
+                self._run(t)
+            finally:
+                with self._lock:
+                    self._active.pop(tid, None)
+                    self.metrics.transfers_active.set(len(self._active))
+
+    # -- one transfer --------------------------------------------------------------------------
+    def _run(self, t: Transfer) -> None:
+        t.state = "running"
+        self.log.save(t)
+        started = time.perf_counter()
+        wire_at_start = t.bytes_wire
+        while not self._stop.is_set():
+            try:
+                self._attempt(t)
+            except TransferFailed as exc:
+                t.error = str(exc)
+                break
+            except (WireError, OSError) as exc:
+                t.attempts += 1
+                t.error = f"{type(exc).__name__}: {exc}"
+                self.links.record_error(t.to, t.error)
+                log.info("transfer %s to %s: attempt %d failed: %s", t.id, t.to, t.attempts, exc)
+                if t.attempts > self.settings.transfer_retry_limit:
+                    break
+                self.log.save(t)
+                self._stop.wait(backoff(min(t.attempts, 6), base=0.1, cap=5.0))
+                continue
+            t.state, t.error = "done", None
+            break
+        if self._stop.is_set() and t.state == "running":
+            self.log.save(t)  # stays running: resumed at the next start
+            return
+        if t.state != "done":
+            t.state = "failed"
+        t.seconds += time.perf_counter() - started
+        self.metrics.transfers.labels(t.state).inc()
+        if t.state == "done":
+            self.links.record_transfer(t.to, t.bytes_wire - wire_at_start, time.perf_counter() - started)
+        self.log.save(t)
+
+    def _attempt(self, t: Transfer) -> None:
+        site = self.sites[t.to]
+        blob = self.store.blob_path(t.sha256)
+        if not blob.is_file():
+            raise TransferFailed(f"object {t.key} v{t.version} ({t.sha256}) is no longer in the store")
+        link = self.links.get(t.to)
+        if not t.chunk_bytes:
+            s = self.settings
+            t.chunk_bytes = chunks.chunk_size_for(link.bandwidth, s.chunk_bytes, s.chunk_min_bytes,
+                                                  s.chunk_max_bytes, s.chunk_target_seconds)
+        n = chunks.chunk_count(t.size, t.chunk_bytes)
+        t.chunks_total = n
+        conns: list[Connection] = [dial(site, self.auth)]
+        fd = os.open(blob, os.O_RDONLY)
+        try:
+            conns[0].send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
+                                       "chunk_bytes": t.chunk_bytes, "chunks": n})
+            _, state, _ = conns[0].expect((Kind.STATE,), 0)
+            have = {int(i) for i in state.get("have", [])}
+            if have and t.chunks_done + t.attempts > 0:
+                t.resumes += 1
+                self.metrics.resumes.inc()
+            t.chunks_done = len(have)
+            base = self._delta_base(state, t)
+            todo = collections.deque(i for i in range(n) if i not in have)
+            if todo:
+                for _ in range(min(self.settings.streams, len(todo)) - 1):
+                    conns.append(dial(site, self.auth))
+                plan = _Plan(self, t, fd, link)
+                self._send_all(t, conns, todo, fd, plan, base)
+            self.log.save(t)
+            conns[0].send(Kind.COMMIT, {"tid": t.id})
+            kind, meta, _ = conns[0].receive(0)
+            if kind is Kind.FAIL:
+                t.chunks_done = 0
+                raise WireError("commit_refused", str(meta.get("reason")))
+            if kind is not Kind.DONE:
+                raise WireError("unexpected", f"expected DONE, got {kind.name}")
+        finally:
+            os.close(fd)
+            for c in conns:
+                c.close()
+
+    def _delta_base(self, state: dict, t: Transfer) -> tuple[Path, int] | None:
+        base = state.get("base")
+        size = int(state.get("base_size") or 0)
+        if not base or base == t.sha256 or size > self.settings.delta_max_base_bytes:
+            return None
+        path = self.store.blob_path(base)
+        return (path, size) if path.is_file() else None
+
+    def _send_all(self, t: Transfer, conns: list[Connection], todo: collections.deque, fd: int, plan: _Plan,
+                  base: tuple[Path, int] | None) -> None:
+        lock = threading.Lock()
+        errors: list[Exception] = []
+        retries: collections.Counter[int] = collections.Counter()
+
+        def next_index() -> int | None:
+            with lock:
+                return todo.popleft() if todo and not errors else None
+
+        def give_back(indexes) -> None:
+            with lock:
+                todo.extendleft(sorted(indexes, reverse=True))
+
+        def stream(conn: Connection) -> None:
+            inflight: list[int] = []
+            try:
+                while True:
+                    while len(inflight) < self.settings.window_per_stream:
+                        i = next_index()
+                        if i is None:
+                            break
+                        inflight.append(i)
+                        self._send_chunk(t, conn, i, fd, plan, base)
+                    if not inflight:
+                        return
+                    kind, meta, _ = conn.expect((Kind.ACK, Kind.NACK), 0)
+                    i = int(meta["i"])
+                    inflight.remove(i)
+                    if kind is Kind.ACK:
+                        with lock:
+                            t.chunks_done += 1
+                        continue
+                    self.metrics.chunk_retries.labels(str(meta.get("reason", "nack"))).inc()
+                    retries[i] += 1
+                    if retries[i] > MAX_CHUNK_RETRIES:
+                        raise TransferFailed(f"chunk {i} refused {retries[i]} times ({meta.get('reason')})")
+                    give_back([i])
+            except Exception as exc:
+                if inflight:
+                    self.metrics.chunk_retries.labels("connection").inc(len(inflight))
+                give_back(inflight)
+                with lock:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=stream, args=(c,), daemon=True) for c in conns]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        fatal = [e for e in errors if isinstance(e, TransferFailed)]
+        if fatal:
+            raise fatal[0]
+        if errors:
+            raise errors[0]
+        if todo:
+            raise WireError("incomplete", f"{len(todo)} chunks left unsent")
+
+    def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: _Plan,
+                    base: tuple[Path, int] | None) -> None:
+        offset = i * t.chunk_bytes
+        length = max(0, min(t.chunk_bytes, t.size - offset))
+        raw = os.pread(fd, length, offset)
+        codec = plan.codec(i)
+        data = chunks.encode(raw, codec)
+        if base is not None and raw:
+            delta = chunks.delta_encode(raw, chunks.base_window(base[0], base[1], i, t.chunk_bytes))
+            if len(delta) < len(data):
+                self.metrics.delta_saved.inc(len(data) - len(delta))
+                data, codec = delta, chunks.DELTA
+        if codec != "none" and len(data) >= len(raw):
+            data, codec = raw, "none"  # the codec did not pay: send raw bytes, nothing to decode
+        sent = self.tamper(i, bytes(data)) if self.tamper else data
+        wire = conn.send(Kind.CHUNK, {"tid": t.id, "i": i, "codec": codec, "raw_len": length,
+                                      "sha256": hashlib.sha256(raw).hexdigest()}, sent)
+        t.bytes_raw += length
+        t.bytes_wire += wire
+        t.codecs[codec] = t.codecs.get(codec, 0) + 1
+        self.metrics.transfer_bytes.labels(t.to, "raw").inc(length)
+        self.metrics.transfer_bytes.labels(t.to, "wire").inc(wire)
+        self.metrics.transfer_chunks.labels(codec).inc()
+
+
+class _Plan:
+    """Codecs for a transfer's chunks, asked of the selector one window of chunks at a time."""
+
+    def __init__(self, owner: Transfers, t: Transfer, fd: int, link) -> None:
+        self._owner, self._t, self._fd, self._link = owner, t, fd, link
+        self._codecs: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def codec(self, i: int) -> str:
+        with self._lock:
+            if i not in self._codecs:
+                self._fill(i)
+            return self._codecs[i]
+
+    def _fill(self, i: int) -> None:
+        t, w = self._t, self._owner.settings.selector_window
+        first = (i // w) * w
+        indexes = list(range(first, min(first + w, t.chunks_total)))
+        lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
+        samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
+        picked, _ = self._owner.chooser.choose(samples, lengths, self._link.bandwidth, self._link.rtt,
+                                               t.chunk_bytes)
+        self._codecs.update(zip(indexes, picked, strict=True))

@@ -1,0 +1,99 @@
+"""Objects round-trip between two sites over the peer port, chunked, checksummed, with deltas and retries."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.manager.conftest import CHUNK, mixed, sha
+
+pytestmark = pytest.mark.network
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 1])
+def test_object_arrives_intact_at_every_size_around_chunk_boundaries(make_sites, size):
+    a, b = make_sites(2)
+    body = mixed(size)
+    stored = a.put("data/obj.bin", body)
+    assert stored == {"key": "data/obj.bin", "size": size, "sha256": sha(body), "version": 1}
+    state = a.transfer("data/obj.bin", "manager-1")
+    assert state["state"] == "done", state
+    assert state["chunks_done"] == state["chunks_total"] == max(1, -(-size // CHUNK))
+    assert state["sha256"] == sha(body)
+    got = b.client.get("/v1/objects/data/obj.bin")
+    assert got.status_code == 200 and got.content == body
+    assert got.headers["x-object-sha256"] == sha(body)
+
+
+def test_compressible_chunks_travel_compressed_and_random_ones_raw(make_sites):
+    a, b = make_sites(2)
+    body = b"log line 42 ok\n" * (4 * CHUNK // 15) + os.urandom(4 * CHUNK)
+    a.put("k", body)
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done"
+    assert state["codecs"].get("none", 0) >= 3  # the random half
+    assert sum(n for c, n in state["codecs"].items() if c != "none") >= 3
+    assert state["bytes_wire"] < 0.6 * state["bytes_raw"]
+    assert b.client.get("/v1/objects/k").content == body
+
+
+def test_corrupted_chunk_is_refused_and_sent_again(make_sites):
+    damaged = []
+
+    def flip_once(index: int, data: bytes) -> bytes:
+        if index == 1 and not damaged:
+            damaged.append(index)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    a, b = make_sites(2, tamper={0: flip_once})
+    body = os.urandom(3 * CHUNK)
+    a.put("k", body)
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done" and damaged == [1]
+    assert a.metric("dwcp_transfer_chunk_retries_total", {"reason": "checksum"}) == 1
+    assert b.client.get("/v1/objects/k").content == body
+
+
+def test_modified_object_travels_as_a_small_delta_against_the_receivers_old_version(make_sites):
+    a, b = make_sites(2)
+    old = os.urandom(8 * CHUNK)
+    a.put("vm.img", old)
+    assert a.transfer("vm.img", "manager-1")["state"] == "done"
+    new = bytearray(old)
+    new[100:120] = b"x" * 20  # an edit in chunk 0
+    new[5 * CHUNK + 7: 5 * CHUNK + 7] = b"inserted bytes shift the rest"  # an insertion in chunk 5
+    new = bytes(new)
+    assert a.put("vm.img", new)["version"] == 2
+    state = a.transfer("vm.img", "manager-1")
+    assert state["state"] == "done"
+    assert state["codecs"].get("delta", 0) == state["chunks_total"]
+    assert state["bytes_wire"] < len(new) // 20
+    assert a.metric("dwcp_transfer_delta_saved_bytes_total") > 7 * CHUNK
+    got = b.client.get("/v1/objects/vm.img")
+    assert got.content == new and got.headers["x-object-version"] == "2"
+
+
+def test_transfer_completes_on_the_local_rule_while_the_selector_is_down(make_sites):
+    dead = {"compression": {"instances": [{"host": "127.0.0.1", "port": 9}]}}  # nothing listens on port 9
+    a, b = make_sites(2, extra=dead, settings={"selector_window": 1})
+    body = mixed(6 * CHUNK)
+    a.put("k", body)
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done"
+    assert b.client.get("/v1/objects/k").content == body
+    breaker = {"service": "dwcp-manager", "breaker": "selector"}
+    assert a.metric("dwcp_circuit_breaker_state", {**breaker, "state": "open"}) == 1
+    assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "local"}) == 6
+    health = a.client.get("/health").json()
+    assert health["checks"]["selector"]["status"] == "degraded"
+
+
+def test_several_versions_and_transfers_keep_each_sites_versions_apart(make_sites):
+    a, b, c = make_sites(3)
+    a.put("k", b"one")
+    a.put("k", b"two")
+    assert a.transfer("k", "manager-2")["state"] == "done"
+    assert c.client.get("/v1/objects/k").content == b"two"
+    assert b.client.get("/v1/objects/k").status_code == 404

@@ -38,6 +38,7 @@ from dwcp.runtime.resilience import backoff
 
 log = logging.getLogger("dwcp.manager.transfers")
 MAX_CHUNK_RETRIES = 8
+PERSIST_EVERY = 16  # acknowledged chunks between saves of a running transfer's progress
 # tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
 Tamper = Callable[[int, bytes], bytes]
 
@@ -240,7 +241,7 @@ class Transfers:
                                        "chunk_bytes": t.chunk_bytes, "chunks": n})
             _, state, _ = conns[0].expect((Kind.STATE,), 0)
             have = {int(i) for i in state.get("have", [])}
-            if have and t.chunks_done + t.attempts > 0:
+            if have:  # a fresh transfer id has nothing at the receiver: these came from an earlier attempt
                 t.resumes += 1
                 self.metrics.resumes.inc()
             t.chunks_done = len(have)
@@ -304,6 +305,9 @@ class Transfers:
                     if kind is Kind.ACK:
                         with lock:
                             t.chunks_done += 1
+                            persist = t.chunks_done % PERSIST_EVERY == 0
+                        if persist:
+                            self.log.save(t)
                         continue
                     self.metrics.chunk_retries.labels(str(meta.get("reason", "nack"))).inc()
                     retries[i] += 1

@@ -6,18 +6,25 @@
     POST /v1/transfers            {"key", "to": "manager-<i>"} -> 202 {"id"}
     GET  /v1/transfers/{id}       state, bytes raw and on the wire, chunks, codecs, sha256, error
     GET  /v1/links                RTT, bandwidth and tier to each peer
+    POST /v1/transactions         {"payload": base64, "cluster": tpbft|probft|bullshark|auto, "idempotency_key"}
+    GET  /v1/transactions/{id}    pending or committed (with height), asked of the cluster
+    POST /v1/allocations          forwarded to an allocator instance (failover); DELETE /v1/allocations/{id}
     /health, /metrics             from dwcp.runtime.app; /health reads only cached dependency state
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import re
+from typing import Literal
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dwcp.manager.dependency import Unavailable
+from dwcp.manager.routing import IdempotencyConflict, Rejected, UnknownId
 from dwcp.manager.site import ManagerSite
 from dwcp.manager.store import BadKey, NotFound, ObjectVersion, check_key
 from dwcp.runtime.app import create_app
@@ -36,6 +43,22 @@ class TransferRequest(BaseModel):
 
 class TransferAccepted(BaseModel):
     id: str
+
+
+class TransactionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payload: str = Field(min_length=1, description="the transaction, base64")
+    cluster: Literal["tpbft", "probft", "bullshark", "auto"] = Field(description="auto: chosen by policy")
+    idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                                 description="a retry with the same key commits at most once")
+    trust_sensitive: bool = Field(False, description="for auto: needs the trust-weighted cluster (T-PBFT)")
+
+
+class TransactionAccepted(BaseModel):
+    id: str
+    cluster: str
+    status: str
+    replayed: bool = Field(description="true when the idempotency key was seen before: nothing was resubmitted")
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -144,5 +167,69 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
     @app.get("/v1/links", tags=["links"], summary="RTT, bandwidth and tier to each peer")
     async def links() -> dict:
         return {"site": site.name, "links": [link.as_dict() for link in site.links.all()]}
+
+    router, max_tx = site.router, site.settings.max_tx_bytes
+
+    def unavailable(exc: Unavailable, field: str) -> ApiError:
+        return ApiError(503, "unavailable", f"{field}: {exc}", field)
+
+    @app.post("/v1/transactions", status_code=202, response_model=TransactionAccepted, tags=["routing"],
+              summary="Submit a transaction to a consensus cluster (explicit or by policy), at most once per key")
+    async def submit(body: TransactionRequest) -> dict:
+        if len(body.payload) > 4 * (max_tx + 2) // 3 + 4:
+            raise ApiError(413, "payload_too_large", f"payload: more than {max_tx} bytes", "payload")
+        try:
+            payload = binascii.a2b_base64(body.payload, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "invalid_input", "payload: not valid base64", "payload") from None
+        if not payload or len(payload) > max_tx:
+            raise ApiError(422 if not payload else 413, "invalid_input" if not payload else "payload_too_large",
+                           f"payload: must be 1 to {max_tx} bytes", "payload")
+        try:
+            return await router.submit(payload, body.cluster, body.idempotency_key, body.trust_sensitive)
+        except Unavailable as exc:
+            raise unavailable(exc, "cluster") from None
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "conflict", str(exc), "idempotency_key") from None
+        except Rejected as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.get("/v1/transactions/{transaction_id}", tags=["routing"], summary="Follow a transaction to commit")
+    async def transaction(transaction_id: str) -> dict:
+        if not re.fullmatch(r"[0-9a-f]{32}", transaction_id):
+            raise ApiError(422, "invalid_input", "transaction_id: 32 hex digits", "transaction_id")
+        try:
+            return await router.transaction(transaction_id)
+        except UnknownId:
+            raise ApiError(404, "not_found", f"transaction_id: {transaction_id} was not routed by {site.name}",
+                           "transaction_id") from None
+        except Unavailable as exc:
+            raise unavailable(exc, "cluster") from None
+
+    @app.post("/v1/allocations", tags=["routing"], summary="Request an allocation from the allocator (failover)",
+              status_code=201)
+    async def allocate(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(422, "invalid_input", "body: not valid JSON", "body") from None
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_input", "body: must be a JSON object", "body")
+        try:
+            status, doc = await router.allocate(body)
+        except Unavailable as exc:
+            raise unavailable(exc, "allocator") from None
+        return JSONResponse(doc, status_code=status)
+
+    @app.delete("/v1/allocations/{alloc_id}", tags=["routing"], summary="Release an allocation", status_code=204)
+    async def release(alloc_id: str) -> Response:
+        try:
+            status, doc = await router.release(alloc_id)
+        except UnknownId:
+            raise ApiError(404, "not_found", f"alloc_id: {alloc_id!r} was not placed through {site.name}",
+                           "alloc_id") from None
+        except Unavailable as exc:
+            raise unavailable(exc, "allocator") from None
+        return Response(status_code=204) if status == 204 else JSONResponse(doc, status_code=status)
 
     return app

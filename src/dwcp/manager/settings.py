@@ -40,6 +40,7 @@ class ManagerSettings(BaseModel):
     dependency_concurrency: int = Field(64, ge=1, description="bulkhead: calls in flight per dependency")
     dependency_rate: float = Field(2000.0, gt=0, description="rate limit: calls per second per dependency")
     retry_budget_ratio: float = Field(0.2, ge=0, le=1, description="retries allowed as a share of calls")
+    max_tx_bytes: int = Field(65536, ge=1, le=1 << 24, description="largest transaction payload routed")
     high_volume_tx_per_second: float = Field(200.0, gt=0, description="'auto' routing's high-volume threshold")
     # Security.
     peer_key_dir: Path | None = Field(None, description="manager-<i>.key files and peers.json; default: dev keys")

@@ -10,10 +10,12 @@ import logging
 import threading
 import time
 
+from dwcp.manager.dependency import Dependency
 from dwcp.manager.incoming import Receiver
 from dwcp.manager.links import LinkTable, probe
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import PeerServer, dial, make_auth, sites
+from dwcp.manager.routing import CLUSTERS, Router, RoutingLog
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore
@@ -22,6 +24,8 @@ from dwcp.manager.wire import WireError, site_name
 from dwcp.runtime.app import HealthResult
 from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.resilience import Guard, RetryBudget
+from dwcp.runtime.services import SERVICE_KINDS
 
 log = logging.getLogger("dwcp.manager")
 
@@ -57,6 +61,7 @@ class ManagerSite:
         self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
                                    links=self.links, metrics=self.metrics, settings=settings,
                                    log_path=ctx.data_dir / "transfers.sqlite", tamper=tamper)
+        self.router = self._router()
         me = self.sites[self.name]
         self.peer_server = PeerServer(me.host, me.peer_port, self.auth, self.receiver, self.metrics,
                                       settings.max_incoming)
@@ -66,8 +71,28 @@ class ManagerSite:
     def breaker(self, name: str) -> CircuitBreaker:
         return CircuitBreaker(name, self.breaker_config, self.breaker_metrics)
 
+    def dependency(self, name: str, urls: list[str]) -> Dependency:
+        s = self.settings
+        return Dependency(name, urls, self.breaker(name), Guard(name, s.dependency_rate, s.dependency_concurrency),
+                          RetryBudget(s.retry_budget_ratio))
+
+    def _router(self) -> Router:
+        clusters, unbuilt = {}, {}
+        for name in CLUSTERS:
+            spec = self.ctx.inventory.services.get(name)
+            if not SERVICE_KINDS[name].built:
+                unbuilt[name] = f"{name} is not built in this version of dwcp"
+            elif spec is None or not spec.enabled or not spec.instances:
+                unbuilt[name] = f"{name} is not in this deployment's inventory"
+            else:
+                clusters[name] = self.dependency(name, [inst.url for inst in spec.instances])
+        allocator = self.dependency("allocator", service_urls(self.ctx, "allocator"))
+        return Router(clusters, unbuilt, allocator, RoutingLog(self.ctx.data_dir / "routing.sqlite"), self.links,
+                      self.metrics, self.settings.request_timeout_s, self.settings.high_volume_tx_per_second)
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self.router.start()
         self.peer_server.start()
         self.transfers.start()
         self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)
@@ -78,6 +103,7 @@ class ManagerSite:
         self.peer_server.stop()
         self.transfers.stop()
         self.chooser.close()
+        await self.router.stop()
         self.store.close()
 
     def _probe_loop(self) -> None:
@@ -105,7 +131,19 @@ class ManagerSite:
         checks = {"store": self._store_health, "selector": self._breaker_health(self.selector_breaker)}
         for peer in sorted(self.peers):
             checks[f"peer:{peer}"] = self._peer_health(peer)
+        for name, dep in sorted(self.router.clusters.items()):
+            checks[name] = self._breaker_health(dep.breaker)
+        for name, why in sorted(self.router.unbuilt.items()):
+            checks[name] = self._absent(why)
+        if self.router.allocator.urls:
+            checks["allocator"] = self._breaker_health(self.router.allocator.breaker)
         return checks
+
+    @staticmethod
+    def _absent(why: str):
+        def check() -> HealthResult:
+            return HealthResult("ok", f"unavailable: {why} (its requests get 503)")
+        return check
 
     def _store_health(self) -> HealthResult:
         return HealthResult("ok", f"{self.transfers.active()} transfers active")

@@ -185,6 +185,11 @@ class CircuitBreaker:
             if self._failures >= self.config.failure_threshold:
                 self._move(BreakerState.OPEN)
 
+    def refusing(self) -> bool:
+        """Whether a call now would be refused because the breaker is open (a look: reserves no probe)."""
+        with self._lock:
+            return self.state is BreakerState.OPEN and self._clock() - self._opened_at < self.config.open_seconds
+
     def retry_in(self) -> float:
         return max(0.0, self.config.open_seconds - (self._clock() - self._opened_at))
 

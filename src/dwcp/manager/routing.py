@@ -1,0 +1,255 @@
+"""Transactions to consensus clusters and allocations to the allocator, through `Dependency` objects.
+
+Clusters: `tpbft`, `probft`, `bullshark`. A cluster is available when its service kind is built in this
+version of dwcp and the inventory runs it; one that is not is reported unavailable (503 naming it),
+never faked. `auto` chooses by policy (docs/manager.md):
+
+    trust_sensitive                                   -> tpbft     (EigenTrust-weighted group)
+    every peer link in the datacenter tier and this
+    site's submissions >= high_volume_tx_per_second   -> bullshark (DAG mempool: throughput)
+    any peer link in the wan tier                     -> probft    (sampled quorums: fewer WAN messages)
+    otherwise                                         -> tpbft
+
+and falls through tpbft, probft, bullshark (in that order) to the first available cluster when its
+choice is not available.
+
+Idempotency: a key is bound to the first payload submitted with it (sha256), in SQLite. A retry with the
+same key and payload returns the recorded transaction without submitting again (409 if the payload
+differs). A crash between submitting and recording is safe too: transaction ids are the payload's hash,
+and a cluster refuses a second copy of a pending or committed id, which the router reads as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from dwcp.consensus.core.messages import tx_id
+from dwcp.manager.dependency import Dependency, Unavailable
+from dwcp.manager.links import LinkTable
+from dwcp.manager.metrics import ManagerMetrics
+
+CLUSTERS = ("tpbft", "probft", "bullshark")
+FALLBACK_ORDER = ("tpbft", "probft", "bullshark")
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different payload."""
+
+
+class UnknownId(LookupError):
+    """No transaction or allocation with this id was routed by this site."""
+
+
+class Rejected(Exception):
+    """The dependency refused the request as bad input; carries its status and error body."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.body = status, body
+
+
+class RoutingLog:
+    """Idempotency keys, transactions and allocations routed by this site (SQLite, thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(
+            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, payload_sha256 TEXT, tx TEXT, cluster TEXT);"
+            "CREATE TABLE IF NOT EXISTS transactions (tx TEXT PRIMARY KEY, cluster TEXT, created REAL);"
+            "CREATE TABLE IF NOT EXISTS allocations (id TEXT PRIMARY KEY, url TEXT, created REAL);")
+
+    def _one(self, sql: str, args: tuple):
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _write(self, sql: str, args: tuple) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def idempotent(self, key: str) -> tuple[str, str, str] | None:
+        return self._one("SELECT payload_sha256, tx, cluster FROM idempotency WHERE key = ?", (key,))
+
+    def record_tx(self, key: str, payload_sha: str, tx: str, cluster: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?)", (key, payload_sha, tx, cluster))
+            self._db.execute("INSERT OR IGNORE INTO transactions VALUES (?, ?, ?)", (tx, cluster, time.time()))
+
+    def cluster_of(self, tx: str) -> str | None:
+        row = self._one("SELECT cluster FROM transactions WHERE tx = ?", (tx,))
+        return row[0] if row else None
+
+    def record_allocation(self, alloc_id: str, url: str) -> None:
+        self._write("INSERT OR REPLACE INTO allocations VALUES (?, ?, ?)", (alloc_id, url, time.time()))
+
+    def allocation_url(self, alloc_id: str) -> str | None:
+        row = self._one("SELECT url FROM allocations WHERE id = ?", (alloc_id,))
+        return row[0] if row else None
+
+    def forget_allocation(self, alloc_id: str) -> None:
+        self._write("DELETE FROM allocations WHERE id = ?", (alloc_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Router:
+    def __init__(self, clusters: dict[str, Dependency], unbuilt: dict[str, str], allocator: Dependency,
+                 log: RoutingLog, links: LinkTable, metrics: ManagerMetrics, timeout: float,
+                 high_volume: float) -> None:
+        self.clusters, self.unbuilt, self.allocator = clusters, unbuilt, allocator
+        self.log, self.links, self.metrics = log, links, metrics
+        self.high_volume = high_volume
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._recent: collections.deque[float] = collections.deque()
+        self._key_locks: dict[str, asyncio.Lock] = {}
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self.log.close()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self._client is not None, "router not started"
+        return self._client
+
+    # -- policy ------------------------------------------------------------------------------------
+    def submit_rate(self) -> float:
+        """This site's transaction submissions per second over the last 10 s."""
+        edge = time.monotonic() - 10.0
+        while self._recent and self._recent[0] < edge:
+            self._recent.popleft()
+        return len(self._recent) / 10.0
+
+    def choose(self, requested: str, trust_sensitive: bool) -> str:
+        if requested != "auto":
+            return requested
+        tiers = {link.tier for link in self.links.all() if link.tier}
+        if trust_sensitive:
+            wanted = "tpbft"
+        elif tiers == {"datacenter"} and self.submit_rate() >= self.high_volume:
+            wanted = "bullshark"
+        elif "wan" in tiers:
+            wanted = "probft"
+        else:
+            wanted = "tpbft"
+        if self.available(wanted) is None:
+            return wanted
+        for name in FALLBACK_ORDER:
+            if self.available(name) is None:
+                return name
+        return wanted
+
+    def available(self, cluster: str) -> str | None:
+        """None when `cluster` can take transactions now, else why not."""
+        if cluster in self.unbuilt:
+            return self.unbuilt[cluster]
+        dep = self.clusters[cluster]
+        if dep.breaker.refusing():
+            return "circuit breaker open"
+        return None
+
+    # -- transactions ------------------------------------------------------------------------------
+    async def submit(self, payload: bytes, requested: str, idempotency_key: str, trust_sensitive: bool) -> dict:
+        payload_sha = hashlib.sha256(payload).hexdigest()
+        lock = self._key_locks.setdefault(idempotency_key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._submit(payload, payload_sha, requested, idempotency_key, trust_sensitive)
+        finally:
+            if not lock.locked():
+                # A request still waiting on this lock finds the recorded key in SQLite; a racing third one
+                # with a new lock is harmless too: the cluster refuses a second copy of the same tx id.
+                self._key_locks.pop(idempotency_key, None)
+
+    async def _submit(self, payload: bytes, payload_sha: str, requested: str, idempotency_key: str,
+                      trust_sensitive: bool) -> dict:
+        seen = await asyncio.to_thread(self.log.idempotent, idempotency_key)
+        if seen is not None:
+            if seen[0] != payload_sha:
+                raise IdempotencyConflict(f"idempotency_key {idempotency_key!r} was used with another payload")
+            return {"id": seen[1], "cluster": seen[2], "status": "pending", "replayed": True}
+        cluster = self.choose(requested, trust_sensitive)
+        if cluster in self.unbuilt:
+            raise Unavailable(cluster, self.unbuilt[cluster])
+        self._recent.append(time.monotonic())
+        tid = tx_id(payload).hex()
+        try:
+            _, resp = await self.clusters[cluster].call(
+                self.client, "POST", "/v1/transactions", content=payload,
+                headers={"content-type": "application/octet-stream"})
+        except Unavailable:
+            self.metrics.routed.labels(cluster, "unavailable").inc()
+            raise
+        if resp.status_code not in (200, 202, 409):
+            self.metrics.routed.labels(cluster, "rejected").inc()
+            raise Rejected(resp.status_code, _json(resp))
+        # 409: the cluster already holds this payload (a retry after a crash, or the same bytes under
+        # another key): the transaction exists once, which is what the caller wants.
+        await asyncio.to_thread(self.log.record_tx, idempotency_key, payload_sha, tid, cluster)
+        self.metrics.routed.labels(cluster, "accepted").inc()
+        return {"id": tid, "cluster": cluster, "status": "pending", "replayed": False}
+
+    async def transaction(self, tid: str) -> dict:
+        cluster = await asyncio.to_thread(self.log.cluster_of, tid)
+        if cluster is None:
+            raise UnknownId(tid)
+        if cluster in self.unbuilt:
+            raise Unavailable(cluster, self.unbuilt[cluster])
+        dep = self.clusters[cluster]
+        status, height = "pending", None
+        # A node that has not seen the transaction yet answers 404: ask the others before saying pending.
+        for url in dep.order():
+            _, resp = await dep.call(self.client, "GET", f"/v1/transactions/{tid}", urls=[url])
+            if resp.status_code == 200:
+                body = resp.json()
+                status, height = body.get("status", "pending"), body.get("height")
+                if status == "committed":
+                    break
+        return {"id": tid, "cluster": cluster, "status": status, "height": height}
+
+    # -- allocations -------------------------------------------------------------------------------
+    async def allocate(self, body: dict) -> tuple[int, dict]:
+        url, resp = await self.allocator.call(self.client, "POST", "/v1/allocations", json=body)
+        doc = _json(resp)
+        if resp.status_code == 201 and isinstance(doc.get("id"), str):
+            await asyncio.to_thread(self.log.record_allocation, doc["id"], url)
+            doc["allocator"] = url
+            self.metrics.routed.labels("allocator", "accepted").inc()
+        else:
+            self.metrics.routed.labels("allocator", "rejected").inc()
+        return resp.status_code, doc
+
+    async def release(self, alloc_id: str) -> tuple[int, dict]:
+        url = await asyncio.to_thread(self.log.allocation_url, alloc_id)
+        if url is None:
+            raise UnknownId(alloc_id)
+        # Only the instance that placed it holds it: no failover to another allocator here.
+        _, resp = await self.allocator.call(self.client, "DELETE", f"/v1/allocations/{alloc_id}", urls=[url])
+        if resp.status_code in (204, 404):
+            await asyncio.to_thread(self.log.forget_allocation, alloc_id)
+        return resp.status_code, (_json(resp) if resp.content else {})
+
+
+def _json(resp: httpx.Response) -> dict:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return {"error": {"code": "bad_gateway", "message": resp.text[:200], "field": None}}
+    return doc if isinstance(doc, dict) else {"value": doc}

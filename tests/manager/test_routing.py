@@ -1,0 +1,168 @@
+"""Routing transactions and allocations: unavailable clusters named, breakers, policy, and (with a real
+T-PBFT cluster) failover past a killed node with at most one commit per idempotency key."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import httpx
+import pytest
+
+from dwcp.consensus.core.messages import tx_id
+from dwcp.consensus.node.cluster import LocalCluster
+from dwcp.manager.links import LinkTable
+from dwcp.manager.routing import Router
+from dwcp.runtime.services import SERVICE_KINDS
+from tests.manager.conftest import free_port
+
+
+def tx(payload: bytes, cluster: str = "tpbft", key: str = "k1", **extra) -> dict:
+    return {"payload": base64.b64encode(payload).decode(), "cluster": cluster, "idempotency_key": key, **extra}
+
+
+def dead_cluster(n: int = 2) -> dict:
+    """A T-PBFT entry whose nodes do not listen: every call fails to connect."""
+    return {"tpbft": {"instances": [{"host": "127.0.0.1", "port": free_port(), "ports": {"consensus": free_port()}}
+                                    for _ in range(n)]}}
+
+
+def test_clusters_absent_from_the_deployment_get_503_naming_the_cluster(make_sites):
+    site = make_sites(1)[0]
+    for cluster in ("tpbft", "probft", "bullshark"):
+        resp = site.client.post("/v1/transactions", json=tx(b"x", cluster))
+        assert resp.status_code == 503, resp.text
+        err = resp.json()["error"]
+        assert err["field"] == "cluster" and cluster in err["message"]
+        expected = "not in this deployment" if SERVICE_KINDS[cluster].built else "not built"
+        assert expected in err["message"]
+
+
+def test_a_dead_cluster_opens_its_breaker_and_then_fails_fast(make_sites):
+    site = make_sites(1, extra=dead_cluster())[0]
+    for i in range(2):  # failure_threshold is 2 in the test inventory
+        resp = site.client.post("/v1/transactions", json=tx(b"p%d" % i, key=f"k{i}"))
+        assert resp.status_code == 503 and resp.json()["error"]["field"] == "cluster"
+    started = time.perf_counter()
+    resp = site.client.post("/v1/transactions", json=tx(b"p9", key="k9"))
+    assert resp.status_code == 503 and "breaker open" in resp.json()["error"]["message"]
+    assert time.perf_counter() - started < 0.5
+    assert site.metric("dwcp_circuit_breaker_state",
+                       {"service": "dwcp-manager", "breaker": "tpbft", "state": "open"}) == 1
+    health = site.client.get("/health").json()
+    assert health["status"] == "degraded" and health["checks"]["tpbft"]["status"] == "degraded"
+
+
+@pytest.mark.parametrize(("body", "field", "status"), [
+    (tx(b"x") | {"payload": "not base64!"}, "payload", 422),
+    (tx(b"x") | {"payload": ""}, "payload", 422),
+    (tx(b"x", cluster="raft"), "cluster", 422),
+    (tx(b"x", key="has space"), "idempotency_key", 422),
+    ({"payload": "eA==", "cluster": "tpbft"}, "idempotency_key", 422),
+    (tx(b"x") | {"extra": 1}, "extra", 422),
+    (tx(b"x" * 70000), "payload", 413),
+])
+def test_bad_transaction_requests_name_the_field(make_sites, body, field, status):
+    site = make_sites(1)[0]
+    resp = site.client.post("/v1/transactions", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+def test_unknown_transaction_and_allocation_ids_are_404_naming_the_id(make_sites):
+    site = make_sites(1)[0]
+    resp = site.client.get("/v1/transactions/" + "a" * 32)
+    assert resp.status_code == 404 and resp.json()["error"]["field"] == "transaction_id"
+    assert site.client.get("/v1/transactions/xyz").json()["error"]["field"] == "transaction_id"
+    resp = site.client.delete("/v1/allocations/nope")
+    assert resp.status_code == 404 and resp.json()["error"]["field"] == "alloc_id"
+
+
+def test_allocations_without_an_allocator_get_503_naming_it(make_sites):
+    site = make_sites(1)[0]
+    resp = site.client.post("/v1/allocations", json={"demand": {"cpu": 1}, "duration_s": 10})
+    assert resp.status_code == 503 and resp.json()["error"]["field"] == "allocator"
+
+
+class _Link:
+    def __init__(self, tier):
+        self.tier = tier
+
+
+class _Links(LinkTable):
+    def __init__(self, tiers):
+        super().__init__([])
+        self._tiers = tiers
+
+    def all(self):
+        return [_Link(t) for t in self._tiers]
+
+
+class _Breaker:
+    def refusing(self) -> bool:
+        return False
+
+
+class _Dep:
+    breaker = _Breaker()
+
+
+def router(tiers, built=("tpbft", "probft", "bullshark"), rate=0.0) -> Router:
+    r = Router({c: _Dep() for c in built}, {c: "absent" for c in ("tpbft", "probft", "bullshark") if c not in built},
+               None, None, _Links(tiers), None, 1.0, high_volume=100.0)
+    r._recent.extend([time.monotonic()] * int(rate * 10))
+    return r
+
+
+@pytest.mark.parametrize(("tiers", "trust", "rate", "built", "want"), [
+    (["datacenter"], False, 500, ("tpbft", "probft", "bullshark"), "bullshark"),
+    (["datacenter"], False, 5, ("tpbft", "probft", "bullshark"), "tpbft"),
+    (["datacenter", "wan"], False, 500, ("tpbft", "probft", "bullshark"), "probft"),
+    (["wan"], True, 0, ("tpbft", "probft", "bullshark"), "tpbft"),
+    (["metro"], False, 0, ("tpbft", "probft", "bullshark"), "tpbft"),
+    (["wan"], False, 0, ("tpbft",), "tpbft"),  # probft unavailable: first available in the fallback order
+    (["datacenter"], False, 500, ("probft",), "probft"),
+])
+def test_auto_policy_picks_by_trust_tier_and_volume(tiers, trust, rate, built, want):
+    assert router(tiers, built, rate).choose("auto", trust) == want
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.network
+def test_failover_past_a_killed_node_commits_each_idempotency_key_once(make_sites, tmp_path):
+    with LocalCluster(tmp_path / "tpbft", 4) as cluster:
+        cluster.start_all()
+        cluster.wait_ready()
+        entry = {"tpbft": {"instances": [{"host": "127.0.0.1", "port": p, "ports": {"consensus": c}}
+                                         for p, c in zip(cluster.http_ports, cluster.consensus_ports, strict=True)]}}
+        site = make_sites(1, extra=entry)[0]
+        first = site.client.post("/v1/transactions", json=tx(b"first", key="once"))
+        assert first.status_code == 202, first.text
+        cluster.kill(1)
+        payloads = [b"after-kill-%d-" % i + os.urandom(4) for i in range(8)]
+        for i, p in enumerate(payloads):  # round-robin reaches the dead node: failover takes over
+            resp = site.client.post("/v1/transactions", json=tx(p, key=f"k{i}"))
+            assert resp.status_code == 202, resp.text
+        assert cluster.url(1) in site.site.router.clusters["tpbft"]._failed_at  # it was tried and failed over
+        assert site.metric("dwcp_circuit_breaker_state",
+                           {"service": "dwcp-manager", "breaker": "tpbft", "state": "closed"}) == 1
+        again = site.client.post("/v1/transactions", json=tx(b"first", key="once"))
+        assert again.status_code == 202 and again.json()["replayed"] is True
+        assert again.json()["id"] == first.json()["id"] == tx_id(b"first").hex()
+        conflict = site.client.post("/v1/transactions", json=tx(b"other", key="once"))
+        assert conflict.status_code == 409 and conflict.json()["error"]["field"] == "idempotency_key"
+        ids = [first.json()["id"]] + [tx_id(p).hex() for p in payloads]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [site.client.get(f"/v1/transactions/{i}").json() for i in ids]
+            if all(s["status"] == "committed" for s in states):
+                break
+            time.sleep(0.2)
+        assert all(s["status"] == "committed" for s in states), states
+        # Every transaction sits in exactly one block of a live node's log.
+        live = cluster.url(0)
+        height = httpx.get(f"{live}/v1/status").json()["height"]
+        seen = [t for h in range(1, height + 1) for t in httpx.get(f"{live}/v1/blocks/{h}").json()["transactions"]]
+        assert all(seen.count(i) == 1 for i in ids)

@@ -13,6 +13,11 @@ and a verifier re-encodes the vote to check them.
 
 Decoding never raises on peer bytes: `open()` returns `Opened` or `DecodeError(reason)`, where
 reason is a metric label: too_large, truncated, bad_version, unknown_sender, bad_signature, malformed.
+
+Lazy verification: `open(..., lazy=(Vote,))` returns messages of those types with `verified=False`
+and their signature unchecked. Only a core that checks them itself asks for it (`lazy_messages` on
+the core class; PBFT checks a vote when it would complete a quorum and never checks one that comes
+after), so no message ever counts without a valid signature, and none is checked twice.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Opened:
     message: Any
     signature: bytes
     payload: bytes
+    verified: bool = True  # False: a `lazy` type whose signature the caller must still check
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -62,6 +68,13 @@ def block_digest(block: Block) -> bytes:
 
 def signing_bytes(sender: int, payload: bytes, version: int = VERSION) -> bytes:
     return _DOMAIN + _HEADER.pack(version, sender) + payload
+
+
+def signed_by(verifier: Verifier, sender: int, message: Any, signature: bytes) -> bool:
+    """Is `signature` `sender`'s envelope signature over the canonical encoding of `message`? What a
+    core checks for a message it took unverified, and what a certificate holding it will be checked
+    against, so a vote signed over non-canonical bytes is refused here rather than in a certificate."""
+    return verifier.verify(sender, signing_bytes(sender, encode(message)), signature)
 
 
 class Codec:
@@ -91,8 +104,9 @@ class Codec:
         sig = signer.sign(signing_bytes(signer.node_id, payload))
         return _HEADER.pack(VERSION, signer.node_id) + sig + payload
 
-    def open(self, verifier: Verifier, data: bytes) -> Opened | DecodeError:
-        """Check and decode an envelope from a peer; every failure is a `DecodeError` value."""
+    def open(self, verifier: Verifier, data: bytes, lazy: tuple[type, ...] = ()) -> Opened | DecodeError:
+        """Check and decode an envelope from a peer; every failure is a `DecodeError` value. Messages
+        of the `lazy` types come back unchecked (`verified=False`): see the module docstring."""
         if len(data) > self.max_size + HEADER_SIZE:
             return DecodeError("too_large", f"{len(data)} bytes")
         if len(data) < HEADER_SIZE:
@@ -104,9 +118,14 @@ class Codec:
             return DecodeError("unknown_sender", str(sender))
         sig = data[_HEADER.size:HEADER_SIZE]
         payload = data[HEADER_SIZE:]
+        if lazy:
+            message = self.decode(payload)
+            if not isinstance(message, DecodeError) and isinstance(message, lazy):
+                return Opened(sender=sender, message=message, signature=sig, payload=payload, verified=False)
         if not verifier.verify(sender, signing_bytes(sender, payload), sig):
             return DecodeError("bad_signature", str(sender))
-        message = self.decode(payload)
+        if not lazy:
+            message = self.decode(payload)
         if isinstance(message, DecodeError):
             return message
         return Opened(sender=sender, message=message, signature=sig, payload=payload)

@@ -33,15 +33,18 @@ class Started(Input):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Received(Input):
-    """A decoded message whose envelope signature by `sender` has already been verified.
+    """A decoded message from `sender` (the authenticated peer it came from).
 
-    `signature` is that envelope signature; cores keep it to build certificates that a third party
-    can check (see `core.certificates`).
+    `signature` is its envelope signature; cores keep it to build certificates that a third party
+    can check. With `verified` (the default) the driver's codec has checked it. `verified=False` is
+    only for the message types the core lists in `lazy_messages`: the core checks those itself when
+    they matter (`codec.signed_by`), and must check anything else it is handed unverified.
     """
 
     sender: int
     message: Any
     signature: bytes = b""
+    verified: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -59,7 +59,9 @@ class CancelTimer(Output):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Commit(Output):
     """Block `height` is decided. `txs` are the transactions it executes: the block's, minus any
-    already committed at a lower height (a tx executes at its first commit only)."""
+    already committed at a lower height (a tx executes at its first commit only). The block's digest
+    is `certificate.digest` (every path to a commit checked that they match), so a driver never
+    re-hashes the block."""
 
     height: int
     block: Block

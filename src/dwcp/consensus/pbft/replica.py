@@ -20,6 +20,12 @@ in `_on_*`; anything else is dropped with `Rejected`, never raised):
 | Decided      | certificate is a committee quorum of commit votes             | execute when next, else buffer        |
 | Status       | any member                                                    | answer; catch up if behind            |
 
+Votes are verified lazily (`lazy_messages`): the driver hands them over unchecked, a vote's
+signature is checked only when it would complete a quorum for the block we hold, votes after a
+checked quorum are never checked, and certificates hold checked signatures only. A vote with a bad
+signature is dropped and its sender observed as invalid; it cannot vote again at that (view, height).
+Every other message arrives checked (or is checked in `handle` if a driver passed it unchecked).
+
 Messages for a later view or epoch are buffered (bounded) and replayed on entry, since the
 protocol has no retransmission of votes. Quorums are always `committee.quorum` (2f+1 of n) even
 when only a group votes, which is what keeps T-PBFT's group changes safe (docs/tpbft.md).
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.codec import block_digest, encode, signed_by, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
@@ -46,7 +52,7 @@ from dwcp.consensus.pbft.checkpoint import CheckpointMixin
 from dwcp.consensus.pbft.execution import ExecutionMixin
 from dwcp.consensus.pbft.mempool import Mempool, framed_size
 from dwcp.consensus.pbft.messages import Checkpoint, NewView, NewViewRequest, Prepared, PrePrepare, Status, ViewChange
-from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot
+from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot, Tally
 from dwcp.consensus.pbft.viewchange import ViewChangeMixin
 
 __all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Replica", "Slot"]
@@ -54,6 +60,7 @@ __all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Repli
 
 class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
     protocol = "pbft"
+    lazy_messages: tuple[type, ...] = (Vote,)  # drivers may hand these over unverified (see above)
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
                  config: Config | None = None) -> None:
@@ -68,7 +75,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.last_cert: Certificate | None = None
         self.mempool = Mempool(self.config.max_pending, self.config.max_block_bytes)
         self.slots: dict[int, Slot] = {}
-        self.votes: dict[tuple[str, int, int], dict[bytes, dict[int, bytes]]] = {}
+        self.votes: dict[tuple[str, int, int], dict[bytes, Tally]] = {}  # (kind, view, height) -> digest -> tally
         self.voted: dict[tuple[str, int, int, int], bytes] = {}
         self.prepared: dict[int, Prepared] = {}  # highest-view proof per height above the stable checkpoint
         self.decided: dict[int, tuple[Block, Certificate]] = {}  # waiting to execute in order
@@ -80,7 +87,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.forwarded_to: int | None = None  # the primary our own txs were last forwarded to
         self.flushed_at = float("-inf")  # when our outbox was last sent
         self.armed: set[Timer] = set()
-        self.buffered: list[tuple[int, Any, bytes]] = []
+        self.buffered: list[tuple[int, Any, bytes]] = []  # (sender, message, checked signature)
         self.buffered_by: dict[int, int] = {}  # sender -> messages of it in `buffered`
         self.view_changes = 0
         self._init_checkpoints()
@@ -105,7 +112,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         if isinstance(input, Received):
             if input.sender not in self.committee or input.sender == self.node_id:
                 return [Rejected(peer=input.sender, reason="unknown_sender")]
-            self._dispatch(now, input.sender, input.message, input.signature, outs)
+            if not input.verified and not isinstance(input.message, self.lazy_messages) and not signed_by(
+                    self.verifier, input.sender, input.message, input.signature):
+                return [Rejected(peer=input.sender, reason="bad_signature")]
+            self._dispatch(now, input.sender, input.message, input.signature, outs, input.verified)
         elif isinstance(input, TimerFired):
             self.armed.discard(input.timer)
             self._on_timer(now, input.timer, outs)
@@ -127,9 +137,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             self._follow_primary(outs)
         return outs
 
-    def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> None:
+    def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output],
+                  verified: bool = True) -> None:
         if isinstance(msg, Vote):
-            self._on_vote(now, sender, msg, sig, outs)
+            self._on_vote(now, sender, msg, sig, outs, verified)
         elif isinstance(msg, PrePrepare):
             self._on_preprepare(now, sender, msg, sig, outs)
         elif isinstance(msg, TxBatch):
@@ -202,12 +213,16 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
     def _future(self, epoch: int, view: int) -> bool:
         return (epoch, view) > (self.epoch, self.view)
 
-    def _elsewhere(self, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> bool:
+    def _elsewhere(self, sender: int, msg: Any, sig: bytes, outs: list[Output], verified: bool = True) -> bool:
         """True when `msg` belongs to another (epoch, view): one of a later view is buffered for replay
         and counted towards joining that view; one of an earlier view is dropped."""
         if (msg.epoch, msg.view) == (self.epoch, self.view):
             return False
         if self._future(msg.epoch, msg.view):
+            # Kept for later, checked now (rare: around view and epoch changes), so replay needs no flag.
+            if not verified and not signed_by(self.verifier, sender, msg, sig):
+                outs.append(Rejected(peer=sender, reason="bad_signature"))
+                return True
             self._buffer(sender, msg, sig)
             self._note_higher_view(sender, msg.epoch, msg.view, outs)
         return True
@@ -392,8 +407,8 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             return "double_vote" if prior != v.digest else "duplicate"
         return None
 
-    def _on_vote(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output]) -> None:
-        if self._elsewhere(sender, v, sig, outs):
+    def _on_vote(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output], verified: bool = True) -> None:
+        if self._elsewhere(sender, v, sig, outs, verified):
             return
         if self.mode is not Mode.NORMAL:
             return
@@ -404,36 +419,53 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
                 outs.append(Rejected(peer=sender, reason=reason))
             return
         self.observe(sender, "timely")
-        self._record(now, sender, v, sig, outs)
+        self._record(now, sender, v, sig, outs, verified)
 
-    def _record(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output]) -> None:
+    def _record(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output], verified: bool = True) -> None:
         self.voted[(v.kind, v.view, v.height, sender)] = v.digest
-        tally = self.votes.setdefault((v.kind, v.view, v.height), {}).setdefault(v.digest, {})
-        tally[sender] = sig
+        tally = self.votes.setdefault((v.kind, v.view, v.height), {}).get(v.digest)
+        if tally is None:
+            tally = self.votes[(v.kind, v.view, v.height)][v.digest] = Tally()
+        tally.sigs[sender] = sig
+        if not verified:
+            tally.unchecked.add(sender)
         self._progress(now, v.height, outs)
 
     def _certificate(self, kind: str, h: int, slot: Slot) -> Certificate:
         tally = self.votes[(kind, slot.view, h)][slot.digest]
-        signers = tuple(sorted(tally))[: self.committee.quorum]
+        signers = tuple(sorted(s for s in tally.sigs if s not in tally.unchecked))[: self.committee.quorum]
         return Certificate(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest,
-                           signers=signers, signatures=tuple(tally[s] for s in signers))
+                           signers=signers, signatures=tuple(tally.sigs[s] for s in signers))
 
-    def _count(self, kind: str, h: int, slot: Slot) -> int:
-        return len(self.votes.get((kind, slot.view, h), {}).get(slot.digest, ()))
+    def _quorum(self, kind: str, h: int, slot: Slot, outs: list[Output]) -> bool:
+        """Does a quorum of checked votes of `kind` back our block at `h`? Unchecked votes are checked
+        (lowest id first, so every run checks the same ones) only while they would complete it."""
+        tally = self.votes.get((kind, slot.view, h), {}).get(slot.digest)
+        q = self.committee.quorum
+        if tally is None or len(tally.sigs) < q:
+            return False
+        while tally.checked < q and len(tally.sigs) >= q:
+            voter = min(tally.unchecked)
+            tally.unchecked.discard(voter)
+            vote = Vote(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest)
+            if not signed_by(self.verifier, voter, vote, tally.sigs[voter]):
+                del tally.sigs[voter]  # its `voted` entry stays: it cannot vote again here
+                self.observe(voter, "invalid")
+                outs.append(Rejected(peer=voter, reason="bad_signature"))
+        return tally.checked >= q
 
     def _progress(self, now: float, h: int, outs: list[Output]) -> None:
         slot = self.slots.get(h)
         if slot is None or slot.view != self.view:
             return
-        q = self.committee.quorum
-        if not slot.prepared and self._count("prepare", h, slot) >= q:
+        if not slot.prepared and self._quorum("prepare", h, slot, outs):
             slot.prepared = True
             self.prepared[h] = Prepared(block=slot.block, certificate=self._certificate("prepare", h, slot))
         if slot.prepared and not slot.sent_commit:
             slot.sent_commit = True
             self._cast(now, Vote(kind="commit", epoch=self.epoch, view=self.view, height=h, digest=slot.digest), outs)
             return  # _cast re-entered _progress for our own commit vote
-        if slot.prepared and h not in self.decided and self._count("commit", h, slot) >= q:
+        if slot.prepared and h not in self.decided and self._quorum("commit", h, slot, outs):
             self.decided[h] = (slot.block, self._certificate("commit", h, slot))
             self._execute_ready(now, outs)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from dwcp.consensus.core.codec import DecodeError
-from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import (
     Ed25519Signer,
     Ed25519Verifier,
@@ -20,28 +19,6 @@ from dwcp.consensus.core.crypto import (
 from dwcp.consensus.core.inputs import Received, Timer
 from dwcp.consensus.core.messages import Block
 from dwcp.consensus.sim.faults import Behaviour
-
-
-class SimCommittee(Committee):
-    """`Committee` with its derived numbers computed once. The base class recomputes `ids`, `n`,
-    `f` and `quorum` on every access, which cores do per message (~15% of a run's time)."""
-
-    __slots__ = ("_ids", "_n", "_f", "_quorum")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        base = Committee(self.members, name=self.name)
-        for attr in ("ids", "n", "f", "quorum"):
-            object.__setattr__(self, f"_{attr}", getattr(base, attr))
-
-    ids = property(lambda self: self._ids)  # type: ignore[assignment]
-    n = property(lambda self: self._n)  # type: ignore[assignment]
-    f = property(lambda self: self._f)  # type: ignore[assignment]
-    quorum = property(lambda self: self._quorum)  # type: ignore[assignment]
-
-    @property
-    def validity(self) -> int:
-        return self._f + 1
 
 
 class Packet:

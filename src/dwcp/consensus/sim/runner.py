@@ -24,7 +24,7 @@ from typing import Any
 
 from dwcp.consensus import registry
 from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
-from dwcp.consensus.core.committee import Member
+from dwcp.consensus.core.committee import Committee, Member
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
 from dwcp.consensus.core.messages import Block, Transaction
 from dwcp.consensus.core.outputs import (
@@ -43,7 +43,7 @@ from dwcp.consensus.sim.clock import Clock
 from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker
 from dwcp.consensus.sim.network import NetworkModel
-from dwcp.consensus.sim.nodes import Instance, Node, Packet, SimCommittee, make_keys
+from dwcp.consensus.sim.nodes import Instance, Node, Packet, make_keys
 from dwcp.consensus.sim.report import RunResult, summarize
 from dwcp.consensus.sim.scenario import Scenario
 
@@ -57,6 +57,7 @@ class Simulation:
         self.scenario = sc = scenario
         self.spec = spec = registry.get(sc.protocol)
         self.codec = Codec(spec.messages)
+        self.lazy: tuple[type, ...] = getattr(spec.replica, "lazy_messages", ())  # as the driver does
         self.core_kwargs = dict(core_kwargs or {})
         if sc.epoch_length and "config" not in self.core_kwargs:
             config = spec.config()
@@ -66,7 +67,7 @@ class Simulation:
         self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))
         self.core_seed = root.getrandbits(32)
         signers, self.verifier, keys = make_keys(sc.seed, sc.nodes, sc.crypto)
-        self.committee = SimCommittee(
+        self.committee = Committee(
             tuple(Member(node_id=i, public_key=keys[i], region=sc.regions[i % len(sc.regions)])
                   for i in range(sc.nodes)),
             name=sc.protocol,
@@ -219,14 +220,15 @@ class Simulation:
         """The codec's verdict on a frame, as the `Received` input every receiver gets (one object
         for all copies: inputs are immutable)."""
         try:
-            opened = self.codec.open(self.verifier, packet.data)
+            opened = self.codec.open(self.verifier, packet.data, self.lazy)
         except Exception as exc:  # peer bytes must never raise out of the codec: a codec bug
             detail = f"{type(exc).__name__}: {exc}"
             self.checker.codec_error(dst, packet.src, detail)
             return DecodeError("codec_exception", detail)
         if isinstance(opened, DecodeError):
             return opened
-        return Received(sender=opened.sender, message=opened.message, signature=opened.signature)
+        return Received(sender=opened.sender, message=opened.message, signature=opened.signature,
+                        verified=opened.verified)
 
     def _fire(self, node: Node, k: int, incarnation: int, timer: Timer, token: int) -> None:
         if node.up and node.incarnation == incarnation and node.instances[k].timers.get(timer) == token:

@@ -2,7 +2,9 @@
 
 Theory of operation. Everything happens on one asyncio loop, one input at a time:
 - peer frames (tcp.py) are opened by the codec (signature checked, sender = authenticated peer)
-  and fed as `Received`; timers fire as `TimerFired`; HTTP submissions arrive as `Submitted`;
+  and fed as `Received`; the types a core lists in `lazy_messages` (PBFT's votes) are fed unchecked
+  and the core checks them when they would complete a quorum; timers fire as `TimerFired`; HTTP
+  submissions arrive as `Submitted`;
 - each `core.handle(time.monotonic(), input)` returns outputs executed in order: `Send`,
   `Multicast`, `Broadcast` seal once and queue per peer; `SetTimer`/`CancelTimer` map to
   `loop.call_later` handles; `Rejected` is counted; `Commit` goes to the group-commit writer and
@@ -26,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
+from dwcp.consensus.core.codec import Codec, DecodeError, encode
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
@@ -119,6 +121,7 @@ class Driver:
         self._running = False
         self._reported_at = float("-inf")
         self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
+        self._lazy: tuple[type, ...] = getattr(core, "lazy_messages", ())  # the core checks these itself
         self._block_decoder = msgspec.msgpack.Decoder(Block)
         # The protocol's certificate type (registry): the driver stores, serves and hands over
         # certificates without knowing their shape.
@@ -197,7 +200,7 @@ class Driver:
 
     def _on_frame(self, peer: int, channel: Channel, payload: bytes) -> None:
         if channel is Channel.CONSENSUS:
-            opened = self.codec.open(self.verifier, payload)
+            opened = self.codec.open(self.verifier, payload, self._lazy)
             if isinstance(opened, DecodeError):
                 self.metrics.rejected(opened.reason)
                 return
@@ -205,7 +208,8 @@ class Driver:
                 self.metrics.rejected("sender_mismatch")
                 return
             self.metrics.received(message_kind(opened.message))
-            self._feed(Received(sender=peer, message=opened.message, signature=opened.signature))
+            self._feed(Received(sender=peer, message=opened.message, signature=opened.signature,
+                                verified=opened.verified))
         elif channel is Channel.SYNC:
             try:
                 msg = decode_sync(payload)
@@ -259,7 +263,7 @@ class Driver:
         if c.height > self._next_height:  # cores emit in order; a gap is a driver/core bug
             raise RuntimeError(f"core committed height {c.height} but the log expects {self._next_height}")
         stored = StoredBlock(
-            height=c.height, digest=block_digest(c.block), block=encode(c.block), certificate=encode(c.certificate),
+            height=c.height, digest=c.certificate.digest, block=encode(c.block), certificate=encode(c.certificate),
             tx_ids=tuple(t.id for t in c.txs), committed_at=time.time(),
         )
         self._next_height += 1

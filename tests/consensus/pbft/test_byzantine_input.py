@@ -91,7 +91,7 @@ def test_bad_votes_are_rejected(replica):
     assert core.handle(0, received(keys, 2, double)) == [Rejected(peer=2, reason="double_vote")]
     bogus = Vote(kind="precommit", epoch=0, view=0, height=1, digest=d1)
     assert core.handle(0, received(keys, 3, bogus)) == [Rejected(peer=3, reason="bad_vote_kind")]
-    assert core.votes[("prepare", 0, 1)][d1].sigs == {2: received(keys, 2, vote).signature}
+    assert core.votes[("prepare", 0, 1)] == {d1: {2: received(keys, 2, vote).signature}}
 
 
 def test_non_member_votes_are_rejected_by_group_rules(pbft_net):

@@ -62,7 +62,7 @@ def test_forged_vote_that_would_complete_a_quorum_is_rejected():
     outs = core.handle(0.0, unchecked(keys, 3, prepare))
     assert Rejected(peer=2, reason="bad_signature") in outs and commit_votes(outs) == []
     assert sum(verifier.calls.values()) == 1
-    assert 2 not in core.votes[("prepare", 0, 1)][prepare.digest].sigs
+    assert 2 not in core.votes[("prepare", 0, 1)][prepare.digest]
     # The forger cannot vote again at this height, even with a good signature ...
     assert core.handle(0.0, received(keys, 2, prepare)) == []
     # ... and the primary's good vote completes a quorum of checked votes.

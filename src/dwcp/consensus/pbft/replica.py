@@ -115,7 +115,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             if not input.verified and not isinstance(input.message, self.lazy_messages) and not signed_by(
                     self.verifier, input.sender, input.message, input.signature):
                 return [Rejected(peer=input.sender, reason="bad_signature")]
-            self._dispatch(now, input.sender, input.message, input.signature, outs, input.verified)
+            if input.verified:
+                self._dispatch(now, input.sender, input.message, input.signature, outs)
+            else:  # a lazy message: only cores that list it in lazy_messages get this call
+                self._dispatch(now, input.sender, input.message, input.signature, outs, False)
         elif isinstance(input, TimerFired):
             self.armed.discard(input.timer)
             self._on_timer(now, input.timer, outs)
@@ -426,30 +429,34 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         tally = self.votes.setdefault((v.kind, v.view, v.height), {}).get(v.digest)
         if tally is None:
             tally = self.votes[(v.kind, v.view, v.height)][v.digest] = Tally()
-        tally.sigs[sender] = sig
+        tally[sender] = sig
         if not verified:
             tally.unchecked.add(sender)
         self._progress(now, v.height, outs)
 
     def _certificate(self, kind: str, h: int, slot: Slot) -> Certificate:
         tally = self.votes[(kind, slot.view, h)][slot.digest]
-        signers = tuple(sorted(s for s in tally.sigs if s not in tally.unchecked))[: self.committee.quorum]
+        signers = tuple(sorted(s for s in tally if s not in tally.unchecked))[: self.committee.quorum]
         return Certificate(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest,
-                           signers=signers, signatures=tuple(tally.sigs[s] for s in signers))
+                           signers=signers, signatures=tuple(tally[s] for s in signers))
+
+    def _count(self, kind: str, h: int, slot: Slot) -> int:
+        """Votes for our block at `h`, checked or not."""
+        return len(self.votes.get((kind, slot.view, h), {}).get(slot.digest, ()))
 
     def _quorum(self, kind: str, h: int, slot: Slot, outs: list[Output]) -> bool:
         """Does a quorum of checked votes of `kind` back our block at `h`? Unchecked votes are checked
         (lowest id first, so every run checks the same ones) only while they would complete it."""
         tally = self.votes.get((kind, slot.view, h), {}).get(slot.digest)
         q = self.committee.quorum
-        if tally is None or len(tally.sigs) < q:
+        if tally is None or len(tally) < q:
             return False
-        while tally.checked < q and len(tally.sigs) >= q:
+        while tally.checked < q and len(tally) >= q:
             voter = min(tally.unchecked)
             tally.unchecked.discard(voter)
             vote = Vote(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest)
-            if not signed_by(self.verifier, voter, vote, tally.sigs[voter]):
-                del tally.sigs[voter]  # its `voted` entry stays: it cannot vote again here
+            if not signed_by(self.verifier, voter, vote, tally[voter]):
+                del tally[voter]  # its `voted` entry stays: it cannot vote again here
                 self.observe(voter, "invalid")
                 outs.append(Rejected(peer=voter, reason="bad_signature"))
         return tally.checked >= q

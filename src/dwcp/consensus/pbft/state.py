@@ -51,17 +51,17 @@ class Slot:
         self.sent_commit = False
 
 
-class Tally:
-    """Votes of one kind for one digest at one (view, height): signature per voter, and which of them
+class Tally(dict):
+    """Votes of one kind for one digest at one (view, height): voter -> signature, plus which of them
     are not checked yet. A vote is checked only when it would complete a quorum (`Replica._quorum`);
     one that arrives after a checked quorum is never checked, and none is checked twice."""
 
-    __slots__ = ("sigs", "unchecked")
+    __slots__ = ("unchecked",)
 
     def __init__(self) -> None:
-        self.sigs: dict[int, bytes] = {}
+        super().__init__()
         self.unchecked: set[int] = set()
 
     @property
     def checked(self) -> int:
-        return len(self.sigs) - len(self.unchecked)
+        return len(self) - len(self.unchecked)

@@ -70,6 +70,7 @@ def _label(message: Any) -> str:
 
 class Replica(PbftReplica):
     protocol = "probft"
+    lazy_messages: tuple[type, ...] = ()  # ballots are checked by the codec; plain votes are refused
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
                  vrf: VrfProver, vrf_verifier: VrfVerifier, config: Config | None = None) -> None:

@@ -22,6 +22,7 @@ LATENCY_P99_SECONDS = 0.2  # the seed's HighLatency threshold
 ERROR_RATIO = 0.05
 RESTARTS_PER_15M = 2
 BREAKER_OPENINGS_PER_15M = 3
+BREAKER_CLOSED_SHARE = 0.999
 
 
 def alerts(scope: Scope) -> list[Alert]:
@@ -98,6 +99,21 @@ def alerts(scope: Scope) -> list[Alert]:
             summary="Circuit breaker {{ $labels.breaker }} keeps opening on {{ $labels.instance }}",
             description="Breaker {{ $labels.breaker }} of {{ $labels.service }} opened " + COUNT + " times in "
                         "15 minutes: its dependency is failing intermittently.",
+        ))
+    if jobs:
+        found.append(Alert(
+            name="CircuitBreakerClosedShareLow",
+            # One breaker's time-in-state over an hour: the seed's baseline is closed 99.9% of the time,
+            # i.e. at most 3.6 s of every hour open or half-open.
+            expr=ratio(f'dwcp_circuit_breaker_state_seconds_total{{{sel}, state="closed"}}',
+                       f"dwcp_circuit_breaker_state_seconds_total{{{sel}}}", "1h", ("job", "breaker"))
+            + f" < {BREAKER_CLOSED_SHARE}",
+            for_="5m",
+            severity="warning",
+            summary="Breaker {{ $labels.breaker }} of {{ $labels.job }} closed only {{ $value | humanizePercentage }}",
+            description="Over the last hour breaker {{ $labels.breaker }} of {{ $labels.job }} was closed "
+                        "{{ $value | humanizePercentage }} of the time, below the 99.9% baseline: its dependency "
+                        "keeps failing.",
         ))
     found.append(Alert(
         name="ServiceRestarting",

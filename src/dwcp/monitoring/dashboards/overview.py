@@ -27,6 +27,9 @@ def build(uid: str) -> Dashboard:
                           steps=[(None, "green"), (0.05, "red")]))
         .with_panel(graph("Circuit Breakers Open", [t.BREAKERS_OPEN], unit="none",
                           description="Breakers currently open; the baseline is closed 99.9% of the time."))
+        .with_panel(graph("Circuit Breakers Closed Share", [t.BREAKERS_CLOSED_SHARE], unit="percentunit",
+                          description="Share of time each breaker spent closed (time-in-state counters); the "
+                                      "baseline is 99.9%.", steps=[(None, "red"), (0.999, "green")]))
         .with_panel(graph("Service Restarts (1h)", [t.RESTARTS], unit="none",
                           description="Crashed processes the `dwcp up` supervisor restarted in the last hour."))
     )

@@ -33,6 +33,11 @@ ERROR_RATIO = Target(ratio(f'dwcp_errors_total{{{VAR_JOB}, kind="server"}}', f"d
                      + f"\nor\n0 * sum by (job) (rate(dwcp_requests_total{{{VAR_JOB}}}[{W}]))", "{{job}}")
 BREAKERS_OPEN = Target(f'sum by (job, breaker) (dwcp_circuit_breaker_state{{{VAR_JOB}, state="open"}})',
                        "{{job}} {{breaker}}")
+# Time-in-state counters: closed seconds over all seconds is "closed 99.9% of the time" directly, with no
+# sampling of the state gauge between scrapes.
+BREAKERS_CLOSED_SHARE = Target(ratio(f'dwcp_circuit_breaker_state_seconds_total{{{VAR_JOB}, state="closed"}}',
+                                     f"dwcp_circuit_breaker_state_seconds_total{{{VAR_JOB}}}", W, ("job", "breaker")),
+                               "{{job}} {{breaker}}")
 RESTARTS = Target("sum by (service) (increase(dwcp_service_restarts_total[1h]))", "{{service}}")
 
 # Consensus Health

@@ -166,3 +166,32 @@ def test_failover_past_a_killed_node_commits_each_idempotency_key_once(make_site
         height = httpx.get(f"{live}/v1/status").json()["height"]
         seen = [t for h in range(1, height + 1) for t in httpx.get(f"{live}/v1/blocks/{h}").json()["transactions"]]
         assert all(seen.count(i) == 1 for i in ids)
+
+
+@pytest.mark.network
+def test_health_stays_fast_while_a_cluster_stalls_every_call(make_sites):
+    import socket
+    import threading
+
+    # A node that accepts connections and never answers: each routed call waits for the full timeout.
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(64)
+    port = black_hole.getsockname()[1]
+    entry = {"tpbft": {"instances": [{"host": "127.0.0.1", "port": port, "ports": {"consensus": free_port()}}]}}
+    site = make_sites(1, extra=entry, settings={"request_timeout_s": 3.0})[0]
+    results = []
+    stalled = threading.Thread(target=lambda: results.append(
+        site.client.post("/v1/transactions", json=tx(b"stuck", key="stuck"))))
+    stalled.start()
+    time.sleep(0.3)
+    durations = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        assert site.client.get("/health").status_code == 200
+        durations.append(time.perf_counter() - t0)
+    stalled.join()
+    black_hole.close()
+    assert results[0].status_code == 503 and results[0].json()["error"]["field"] == "cluster"
+    durations.sort()
+    assert durations[int(0.99 * len(durations)) - 1] < 0.1, durations[-5:]  # vs a 3 s stall

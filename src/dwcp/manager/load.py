@@ -1,16 +1,21 @@
-"""dwcp-manager's share of `dwcp up` load: objects of mixed content stored at one site and sent to another.
+"""dwcp-manager's share of `dwcp up` load: objects of mixed content stored at one site and sent to another,
+transactions routed to the consensus clusters, and reads.
 
-Content: text, JSON logs, binary-like LZ data, VM-image-like data (zero runs between data blocks) and
-random bytes, 16 KiB-8 MiB. A third of the puts rewrite an earlier key with a small edit, so transfers
-of those travel as deltas. Each put is followed by a transfer to another site. HTTP failures are counted
-and logged, never raised: load keeps going while instances restart.
+Objects (10% of operations): text, JSON logs, binary-like LZ data, VM-image-like data (zero runs between
+data blocks) and random bytes, 16 KiB-8 MiB. A third of the puts rewrite an earlier key with a small
+edit, so transfers of those travel as deltas. Each put is followed by a transfer to another site.
+Transactions (60%): `auto` or `tpbft`, 5% of them retries of an earlier idempotency key. Reads (30%):
+HEAD of an object, transaction status, links. HTTP failures are counted and logged, never raised: load
+keeps going while instances restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import os
 
 import httpx
 import numpy as np
@@ -18,7 +23,7 @@ import numpy as np
 from dwcp.compression.corpus import json_logs, lz, random_bytes, text
 
 log = logging.getLogger("dwcp.load.manager")
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 32
 KEYS_PER_FAMILY = 8
 
 
@@ -34,6 +39,7 @@ FAMILIES = {"text": text, "logs": json_logs, "binary": lz, "vm": vm_image, "rand
 # The share of object operations in the mix: each costs a transfer of up to 8 MiB, so they run at a
 # fraction of the request rate.
 OBJECT_SHARE = 0.1
+TRANSACTION_SHARE = 0.6
 
 
 def _edit(rng: np.random.Generator, body: bytes) -> bytes:
@@ -66,6 +72,25 @@ async def _object_round(client: httpx.AsyncClient, urls: list[str], rng: np.rand
             log.warning("manager request to %s failed: %r", urls[src], exc)
 
 
+async def _transaction_round(client: httpx.AsyncClient, urls: list[str], rng: np.random.Generator,
+                             sent: list[tuple[str, str, str]], stats: dict[str, int]) -> None:
+    url = urls[int(rng.integers(len(urls)))]
+    if sent and rng.random() < 0.05:
+        key, payload, cluster = sent[int(rng.integers(len(sent)))]  # a client retrying: commits once
+    else:
+        key, payload = os.urandom(8).hex(), base64.b64encode(os.urandom(int(rng.integers(32, 512)))).decode()
+        cluster = "auto" if rng.random() < 0.7 else "tpbft"
+    try:
+        resp = await client.post(f"{url}/v1/transactions",
+                                 json={"payload": payload, "cluster": cluster, "idempotency_key": key})
+        stats["ok" if resp.status_code < 400 else "error"] += 1
+        if resp.status_code == 202:
+            sent.append((key, payload, cluster))
+            del sent[:-256]
+    except httpx.HTTPError:
+        stats["failed"] += 1
+
+
 async def _read_round(client: httpx.AsyncClient, urls: list[str], rng: np.random.Generator,
                       last: dict[str, bytes], stats: dict[str, int]) -> None:
     url = urls[int(rng.integers(len(urls)))]
@@ -89,13 +114,20 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
     rng = np.random.default_rng()
     stats = {"ok": 0, "error": 0, "failed": 0}
     last: dict[str, bytes] = {}
+    sent: list[tuple[str, str, str]] = []
     tasks: set[asyncio.Task] = set()
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while not stop.is_set():
         if len(tasks) < MAX_IN_FLIGHT:
-            round_ = _object_round if rng.random() < OBJECT_SHARE else _read_round
-            task = asyncio.create_task(round_(client, base_urls, rng, last, stats))
+            pick = rng.random()
+            if pick < OBJECT_SHARE:
+                work = _object_round(client, base_urls, rng, last, stats)
+            elif pick < OBJECT_SHARE + TRANSACTION_SHARE:
+                work = _transaction_round(client, base_urls, rng, sent, stats)
+            else:
+                work = _read_round(client, base_urls, rng, last, stats)
+            task = asyncio.create_task(work)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         next_at += float(rng.exponential(1.0 / rate))

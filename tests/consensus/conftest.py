@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,8 @@ from dwcp.consensus.core import (
     public_key_of,
 )
 from dwcp.consensus.core.crypto import mac_secret
+from dwcp.consensus.node.keys import generate_committee, write_key_dir
+from dwcp.runtime.inventory import Inventory, parse_inventory
 
 
 @dataclass
@@ -122,3 +125,16 @@ class LocalNet:
 
     def heights(self) -> dict[int, int]:
         return {n: len(self.commits.get(n, [])) for n in self.cores}
+
+
+def keyed_inventory(doc: dict[str, Any], service: str, key_dir: Path) -> Inventory:
+    """Parse an inventory document with fresh keys for `service` written to `key_dir` (its settings.key_dir).
+
+    Nodes have no default keys (issue 15): every test that runs a node makes its own, as keygen would.
+    """
+    committee, privs = generate_committee(parse_inventory(doc), service)
+    write_key_dir(key_dir, committee, privs)
+    spec = doc["services"][service]
+    keyed = {**doc, "services": {**doc["services"], service: {
+        **spec, "settings": {**spec.get("settings", {}), "key_dir": str(key_dir)}}}}
+    return parse_inventory(keyed)

@@ -7,7 +7,6 @@ stays fast.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +141,12 @@ def keygen(
     out: Path = typer.Option(..., "--out", "-o", help="Key directory to create (node-<I>.key, committee.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite keys already in --out."),
 ) -> None:
-    """Make one Ed25519 key per instance of SERVICE and the committee file, in the layout `load_keys` reads."""
-    from dwcp.consensus.core.crypto import generate_private_key, public_key_of
-    from dwcp.consensus.node.keys import KeyLoadError, committee_from_inventory
+    """Make one Ed25519 key per instance of SERVICE and the committee file, in the layout `load_keys` reads.
+
+    The committee file (public: ids, addresses, keys, pinned TLS certificates) goes to every host;
+    node-<I>.key (0600) only to the host that runs instance I.
+    """
+    from dwcp.consensus.node.keys import KeyLoadError, generate_committee, write_key_dir
     from dwcp.runtime.inventory import InventoryError, load_inventory
 
     try:
@@ -157,18 +159,10 @@ def keygen(
     if committee_path.exists() and not force:
         err.print(f"[red]error:[/red] {committee_path} exists; pass --force to replace the keys")
         raise typer.Exit(2)
-    privs = {i: generate_private_key() for i in range(n)}
     try:
-        committee = committee_from_inventory(inv, service, {i: public_key_of(k) for i, k in privs.items()})
+        committee, privs = generate_committee(inv, service)
     except KeyLoadError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    out.mkdir(parents=True, exist_ok=True)
-    for i, key in privs.items():
-        path = out / f"node-{i}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
-        path.chmod(0o600)
-    committee.save(committee_path)
+    write_key_dir(out, committee, privs)
     typer.echo(f"wrote {n} node keys and {committee_path} for {service}")

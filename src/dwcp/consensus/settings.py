@@ -7,10 +7,9 @@ protocol and is validated by the protocol's own model (`registry.ProtocolSpec.se
 service name as validation context), and again when the node is built.
 
 Keys. With `key_dir` set, node I loads its private key from `<key_dir>/node-<I>.key` and the
-committee's public keys from `<key_dir>/committee.json` (what `dwcp consensus keygen` writes).
-Without it, every node derives the whole committee's keys from `dev_seed`: convenient for
-`dwcp up` on one machine and for tests, and DEV-ONLY, since anyone who knows the seed (it is in
-the inventory) can sign as any node.
+committee's public keys and pinned certificates from `<key_dir>/committee.json` (what
+`dwcp consensus keygen` writes). Without it, only `dwcp up` on one host can run the node: it makes
+fresh keys for the deployment (node/keys.py). No key is ever derived from a seed.
 """
 
 from __future__ import annotations
@@ -36,8 +35,9 @@ class ConsensusSettings(BaseModel):
     sync_max_blocks: int = Field(64, ge=1, description="Most blocks in one catch-up response.")
     peer_queue_max_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, description="Outbound queue bound per peer.")
     # Keys (see module docstring).
-    key_dir: str | None = Field(None, description="Directory with node-<I>.key and committee.json; None: dev keys.")
-    dev_seed: str = Field("dwcp-dev-insecure", min_length=1, description="Seed of the DEV-ONLY derived keys.")
+    key_dir: str | None = Field(
+        None, description="Directory with node-<I>.key and committee.json (dwcp consensus keygen); None: the "
+        "fresh per-deployment keys `dwcp up` makes (one host only).")
 
     @field_validator("protocol")
     @classmethod

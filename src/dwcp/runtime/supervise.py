@@ -29,6 +29,7 @@ from dwcp.runtime.inventory import Instance, Inventory, ServiceSpec
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.procs import ProcessSpec, Supervised
 from dwcp.runtime.server import RUN_DIR_ENV
+from dwcp.runtime.services import SERVICE_KINDS
 
 console = Console(stderr=True)
 
@@ -109,6 +110,30 @@ def supervisor_targets(inv: Inventory, opts: UpOptions) -> list[str]:
     if not opts.host and len(hosts) <= 1:
         return ["{}:{}".format(*supervisor_address(inv, opts))]
     return [f"{h}:{inv.supervisor.port}" for h in hosts]
+
+
+def prepare_consensus_keys(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[str]:
+    """Fresh keys for each consensus service without `settings.key_dir`: one directory per node under
+    `<run_dir>/keys/` (0700, only that node's key in it), found there by the node. Returns the problems:
+    a service spread over several hosts needs keys made once and handed out (`keygen`), never made
+    separately on each host, so it is refused without `key_dir`."""
+    from dwcp.consensus.node.keys import deployment_keys
+
+    problems = []
+    for key, spec in selected_kinds(inv, opts).items():
+        if "consensus" not in SERVICE_KINDS[key].extra_ports or getattr(spec.settings, "key_dir", None):
+            continue
+        hosts = sorted({inst.host for inst in spec.instances})
+        if len(hosts) > 1:
+            problems.append(
+                f"services.{key}: instances on {len(hosts)} hosts ({', '.join(hosts)}) and no settings.key_dir. "
+                f"Make the keys once: `dwcp consensus keygen --inventory INV --service {key} --out keys/{key}`, "
+                f"copy committee.json and node-<I>.key to the host of instance I, and set "
+                f"services.{key}.settings.key_dir"
+            )
+            continue
+        deployment_keys(inv, key, run_dir)
+    return problems
 
 
 def planned_ports(inv: Inventory, opts: UpOptions) -> list[tuple[str, str, int]]:
@@ -230,6 +255,12 @@ class Up:
                           "daemon holding them? a host that is not this machine? fix the inventory or --host)")
             for owner, address in busy:
                 console.print(f"  {address}  {owner}")
+            return 2
+        key_problems = prepare_consensus_keys(self.inv, self.opts, self.run_dir)
+        if key_problems:
+            console.print("[red]cannot start: consensus keys[/red]")
+            for problem in key_problems:
+                console.print(f"  {problem}")
             return 2
         start_http_server(sup_port, addr=sup_host, registry=self.registry)
         monitor_specs = []

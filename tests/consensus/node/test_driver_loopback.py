@@ -19,18 +19,18 @@ from dwcp.consensus.node.assemble import build_node, core_config
 from dwcp.consensus.node.cluster import free_ports
 from dwcp.consensus.settings import ConsensusSettings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction
-from dwcp.runtime.inventory import parse_inventory
 from dwcp.runtime.server import build_context
+from tests.consensus.conftest import keyed_inventory
 
 N = 4
 
 
 def _contexts(tmp_path: Path, protocol: str) -> list:
     ports = free_ports(2 * N)
-    inv = parse_inventory({"services": {"tpbft": {
+    inv = keyed_inventory({"services": {"tpbft": {
         "instances": [{"port": ports[i], "ports": {"consensus": ports[N + i]}} for i in range(N)],
         "settings": {"protocol": protocol, "sync_interval_ms": 100},
-    }}})
+    }}}, "tpbft", tmp_path / "keys")
     return [build_context(inv, "tpbft", i, tmp_path) for i in range(N)]
 
 

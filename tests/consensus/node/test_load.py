@@ -10,8 +10,8 @@ import pytest
 
 from dwcp.consensus.node.load import LoadStats, drive, make_payload
 from dwcp.consensus.node.service import build_app
-from dwcp.runtime.inventory import parse_inventory
 from dwcp.runtime.server import build_context
+from tests.consensus.conftest import keyed_inventory
 
 
 def test_payloads_are_unique_and_sized() -> None:
@@ -21,7 +21,7 @@ def test_payloads_are_unique_and_sized() -> None:
 
 async def test_drive_submits_at_about_the_rate_and_stops(tmp_path: Path) -> None:
     spec = {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300}}
-    inv = parse_inventory({"services": {"tpbft": spec}})
+    inv = keyed_inventory({"services": {"tpbft": spec}}, "tpbft", tmp_path / "keys")
     app = build_app(build_context(inv, "tpbft", 0, tmp_path))
     stats, stop = LoadStats(), asyncio.Event()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:

@@ -13,14 +13,14 @@ import httpx
 import pytest
 
 from dwcp.consensus.node.service import build_app
-from dwcp.runtime.inventory import parse_inventory
 from dwcp.runtime.server import build_context
+from tests.consensus.conftest import keyed_inventory
 
 
 @pytest.fixture
 async def client(tmp_path: Path):
-    inv = parse_inventory({"services": {"tpbft": {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300},
-                                                  "settings": {"max_tx_bytes": 64}}}})
+    inv = keyed_inventory({"services": {"tpbft": {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300},
+                                                  "settings": {"max_tx_bytes": 64}}}}, "tpbft", tmp_path / "keys")
     app = build_app(build_context(inv, "tpbft", 1, tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as c:
         yield c

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import struct
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry
 
-from dwcp.consensus.transport.framing import Channel, FrameDecoder, encode_frame
-from dwcp.consensus.transport.handshake import Handshake
+from dwcp.consensus.core.crypto import generate_private_key
+from dwcp.consensus.transport.framing import Channel, encode_frame
 from dwcp.consensus.transport.metrics import TransportMetrics
+from dwcp.consensus.transport.sync import SyncStatus, encode_sync
 from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
+from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, connect, self_signed_certificate
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(30)]
-DOMAIN = b"tpbft/tcp-test"
+LABEL = "tpbft/tcp-test"
+REJECTED = "dwcp_consensus_frames_rejected_total"
 
 
 def free_port() -> int:
@@ -28,19 +31,23 @@ def free_port() -> int:
 
 class Cluster:
     def __init__(self, n: int) -> None:
-        self.keys = {i: Ed25519PrivateKey.generate() for i in range(n)}
-        self.public = {i: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for i, k in self.keys.items()}
+        self.keys = {i: generate_private_key() for i in range(n)}
+        self.certs = {i: self_signed_certificate(k, f"node-{i}") for i, k in self.keys.items()}
         self.ports = {i: free_port() for i in range(n)}
         self.inbox: dict[int, asyncio.Queue] = {i: asyncio.Queue() for i in range(n)}
         self.registries = {i: CollectorRegistry() for i in range(n)}
         self.nodes = {i: self.make(i) for i in range(n)}
 
-    def make(self, i: int) -> TcpTransport:
+    def auth(self, i: int, key: bytes | None = None, cert: bytes | None = None, label: str = LABEL) -> PeerAuth:
+        """Node i's identity; a stranger passes its own key and certificate."""
+        return PeerAuth(me=i, private_key=key or self.keys[i], certificate=cert or self.certs[i], peers=self.certs,
+                        label=label)
+
+    def make(self, i: int, peer_ports: dict[int, int] | None = None) -> TcpTransport:
         cfg = TransportConfig(
             me=i, host="127.0.0.1", port=self.ports[i],
-            peers={j: ("127.0.0.1", p) for j, p in self.ports.items() if j != i},
-            public_keys=self.public, sign=self.keys[i].sign, domain=DOMAIN,
-            backoff_initial=0.02, backoff_max=0.2,
+            peers={j: ("127.0.0.1", p) for j, p in (peer_ports or self.ports).items() if j != i},
+            auth=self.auth(i), backoff_initial=0.02, backoff_max=0.2,
         )
         return TcpTransport(
             cfg, lambda peer, ch, data: self.inbox[i].put_nowait((peer, ch, data)),
@@ -55,6 +62,13 @@ class Cluster:
             while any(len(t.connected) < len(self.nodes) - 1 for t in self.nodes.values()):
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(all_up(), timeout)
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
 
 
 async def _get(q: asyncio.Queue, timeout: float = 5.0):
@@ -82,36 +96,104 @@ async def test_three_nodes_exchange_frames_on_every_channel() -> None:
             await t.stop()
 
 
-async def _raw_handshake(port: int, me: int, key: Ed25519PrivateKey, public: dict[int, bytes]):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    hs = Handshake(me=me, sign=key.sign, public_keys=public, domain=DOMAIN)
-    writer.write(encode_frame(Channel.HANDSHAKE, hs.hello()))
-    dec = FrameDecoder()
-    while not hs.done:
-        data = await asyncio.wait_for(reader.read(4096), 5)
-        if not data:
-            return reader, writer, hs
-        for frame in dec.feed(data):
-            for reply in hs.receive(frame.payload):
-                writer.write(encode_frame(Channel.HANDSHAKE, reply))
-    await writer.drain()
-    return reader, writer, hs
+async def _dial(c: Cluster, port: int, auth: PeerAuth, expect: int = 0):
+    return await connect(auth, "127.0.0.1", port, expect=expect, timeout=5)
 
 
-async def test_unknown_key_is_refused_and_counted() -> None:
+async def _refused(c: Cluster, auth: PeerAuth) -> None:
+    """Dial node 0 as `auth`: either the handshake fails, or node 0 closes at once without a byte."""
+    try:
+        reader, writer = await _dial(c, c.ports[0], auth)
+    except (ssl.SSLError, OSError, PeerAuthError):
+        return
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    except (ssl.SSLError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_unknown_peer_is_refused_and_counted() -> None:
     c = Cluster(2)
     await c.nodes[0].start()
     try:
-        stranger = Ed25519PrivateKey.generate()
-        # Claims to be node 1 but signs with its own key; node 0 knows node 1's real key.
-        reader, writer, hs = await _raw_handshake(c.ports[0], 1, stranger, c.public)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # node 0 closed on us
-        writer.close()
-        assert c.sample(0, "dwcp_consensus_frames_rejected_total", reason="handshake_bad_signature") == 1
+        stranger = generate_private_key()
+        # Its own key and certificate (named like node 1): not pinned, so TLS verification fails.
+        await _refused(c, c.auth(1, stranger, self_signed_certificate(stranger, "node-1")))
+        await _until(lambda: c.sample(0, "dwcp_consensus_frames_rejected_total", reason="handshake_failed") == 1)
+        # A member of another deployment (same keys, other committee or protocol) is refused too.
+        await _refused(c, c.auth(1, label="tpbft/another-committee"))
+        await _until(lambda: c.sample(0, REJECTED, reason="handshake_wrong_deployment") == 1)
         assert 1 not in c.nodes[0].inbound
         assert c.inbox[0].empty()
     finally:
         await c.nodes[0].stop()
+
+
+async def test_dialler_refuses_a_pinned_node_answering_for_another() -> None:
+    c = Cluster(3)
+    await c.nodes[2].start()
+    try:
+        with pytest.raises(Exception, match="dialled node 1"):
+            await connect(c.auth(0), "127.0.0.1", c.ports[2], expect=1, timeout=5)  # node 2 answers, not 1
+    finally:
+        await c.nodes[2].stop()
+
+
+async def test_relay_without_keys_between_two_nodes_can_only_drop_or_delay() -> None:
+    """The relay attack on the old handshake: X dials Y through an attacker who holds no key.
+
+    The attacker relays the handshake both ways, then injects a forged SyncStatus into the link.
+    X must end up talking to the real Y (never to the attacker), and nothing the attacker wrote
+    may reach Y: the injected bytes fail TLS's record check and the link is torn down instead.
+    """
+    c = Cluster(2)
+    relay_port = free_port()
+    injected = asyncio.Event()
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def relay(x_reader: asyncio.StreamReader, x_writer: asyncio.StreamWriter) -> None:
+        y_reader, y_writer = await asyncio.open_connection("127.0.0.1", c.ports[1])
+        up = asyncio.ensure_future(pipe(x_reader, y_writer))
+        down = asyncio.ensure_future(pipe(y_reader, x_writer))
+        await asyncio.sleep(0.5)  # the handshake is through by now
+        if not injected.is_set():
+            injected.set()
+            y_writer.write(encode_frame(Channel.SYNC, encode_sync(SyncStatus(height=10**15))))
+        await asyncio.gather(up, down, return_exceptions=True)
+
+    attacker = await asyncio.start_server(relay, "127.0.0.1", relay_port)
+    c.registries[0] = CollectorRegistry()
+    c.nodes[0] = c.make(0, peer_ports={1: relay_port})  # X reaches Y only through the attacker
+    for t in c.nodes.values():
+        await t.start()
+    try:
+        c.nodes[0].send(1, Channel.CONSENSUS, b"from X")
+        assert await _get(c.inbox[1]) == (0, Channel.CONSENSUS, b"from X")  # the real Y, authenticated as X
+        await asyncio.wait_for(injected.wait(), 5)
+        await asyncio.sleep(0.5)
+        c.nodes[0].send(1, Channel.CONSENSUS, b"after the injection")
+        assert await _get(c.inbox[1]) == (0, Channel.CONSENSUS, b"after the injection")  # X redialled
+        while not c.inbox[1].empty():
+            assert c.inbox[1].get_nowait()[1] is not Channel.SYNC
+        # Dialling Y directly, the attacker has no key to offer as X (or as anyone Y pins).
+        stranger = generate_private_key()
+        with pytest.raises((ssl.SSLError, OSError, asyncio.IncompleteReadError, AssertionError)):
+            reader, writer = await _dial(c, c.ports[1], c.auth(0, stranger, self_signed_certificate(stranger, "x")),
+                                         expect=1)
+            assert await asyncio.wait_for(reader.read(), 5) != b""
+        assert 0 in c.nodes[1].inbound and 1 in c.nodes[0].connected
+    finally:
+        attacker.close()
+        for t in c.nodes.values():
+            await t.stop()
 
 
 async def test_oversize_and_unknown_channel_frames_close_only_that_link() -> None:
@@ -122,8 +204,7 @@ async def test_oversize_and_unknown_channel_frames_close_only_that_link() -> Non
             (struct.pack("!IB", 50_000_000, Channel.CONSENSUS), "oversize"),
             (struct.pack("!IB", 1, 42) + b"x", "unknown_channel"),
         ):
-            reader, writer, hs = await _raw_handshake(c.ports[0], 1, c.keys[1], c.public)
-            assert hs.done
+            reader, writer = await _dial(c, c.ports[0], c.auth(1))
             writer.write(encode_frame(Channel.CONSENSUS, b"good") + bad)
             await writer.drain()
             assert await _get(c.inbox[0]) == (1, Channel.CONSENSUS, b"good")
@@ -131,7 +212,7 @@ async def test_oversize_and_unknown_channel_frames_close_only_that_link() -> Non
             writer.close()
             assert c.sample(0, "dwcp_consensus_frames_rejected_total", reason=reason) == 1
         # Node 0 still serves other peers.
-        reader, writer, hs = await _raw_handshake(c.ports[0], 2, c.keys[2], c.public)
+        reader, writer = await _dial(c, c.ports[0], c.auth(2))
         writer.write(encode_frame(Channel.CONSENSUS, b"still here"))
         await writer.drain()
         assert await _get(c.inbox[0]) == (2, Channel.CONSENSUS, b"still here")

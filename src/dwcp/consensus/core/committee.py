@@ -11,7 +11,9 @@ Quorum sizes live here and nowhere else. With n nodes of which at most f are Byz
 
 Committee file (JSON), written by `dwcp consensus keygen`:
     {"name": "tpbft", "members": [{"id": 0, "host": "127.0.0.1", "port": 9300,
-      "http_port": 8300, "public_key": "<hex>", "region": ""}, ...]}
+      "http_port": 8300, "public_key": "<hex>", "region": "", "certificate": "<PEM>"}, ...]}
+`certificate` is the member's self-signed TLS certificate for its key (runtime/peerauth.py), pinned
+by every peer for the consensus transport; the core itself uses only `public_key`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Member:
     port: int = 0  # consensus (TCP transport) port
     http_port: int = 0
     region: str = ""
+    certificate: bytes = b""  # PEM, pinned by the transport (see module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,8 @@ class Committee:
                 "name": self.name,
                 "members": [
                     {"id": m.node_id, "host": m.host, "port": m.port, "http_port": m.http_port,
-                     "public_key": m.public_key.hex(), "region": m.region}
+                     "public_key": m.public_key.hex(), "region": m.region,
+                     **({"certificate": m.certificate.decode()} if m.certificate else {})}
                     for m in self.members
                 ],
             },
@@ -95,7 +99,8 @@ class Committee:
         raw = json.loads(text)
         members = tuple(
             Member(node_id=int(m["id"]), public_key=bytes.fromhex(m["public_key"]), host=m.get("host", "127.0.0.1"),
-                   port=int(m.get("port", 0)), http_port=int(m.get("http_port", 0)), region=m.get("region", ""))
+                   port=int(m.get("port", 0)), http_port=int(m.get("http_port", 0)), region=m.get("region", ""),
+                   certificate=m.get("certificate", "").encode())
             for m in raw["members"]
         )
         return cls(members, name=raw.get("name", "committee"))

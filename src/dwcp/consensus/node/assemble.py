@@ -14,7 +14,7 @@ from typing import Any
 from dwcp.consensus import registry
 from dwcp.consensus.core.codec import Codec
 from dwcp.consensus.core.crypto import Signer
-from dwcp.consensus.node.keys import NodeKeys, SignatureCache, dev_keys, load_keys
+from dwcp.consensus.node.keys import KeyLoadError, NodeKeys, SignatureCache, deployment_key_dir, load_keys
 from dwcp.consensus.registry import ProtocolSpec
 from dwcp.consensus.settings import ConsensusSettings
 from dwcp.consensus.storage import BlockStore
@@ -24,12 +24,20 @@ from dwcp.consensus.transport.metrics import TransportMetrics
 from dwcp.consensus.transport.peers import QueueLimits
 from dwcp.consensus.transport.tcp import TransportConfig
 from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.server import RUN_DIR_ENV
 
 
 def node_keys(ctx: ServiceContext, settings: ConsensusSettings) -> NodeKeys:
+    """From `settings.key_dir`, else from the per-node directory `dwcp up` made in its run directory."""
     if settings.key_dir:
         return load_keys(Path(settings.key_dir), ctx.instance)
-    return dev_keys(ctx.inventory, ctx.service, ctx.instance, settings.dev_seed)
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if run_dir and deployment_key_dir(Path(run_dir), ctx.service, ctx.instance).is_dir():
+        return load_keys(deployment_key_dir(Path(run_dir), ctx.service, ctx.instance), ctx.instance)
+    raise KeyLoadError(
+        f"services.{ctx.service}.settings.key_dir is not set: make keys with `dwcp consensus keygen` and set it, "
+        "or start the node with `dwcp up`, which makes fresh keys for each deployment"
+    )
 
 
 def core_config(protocol: str, settings: ConsensusSettings) -> Any:
@@ -76,8 +84,7 @@ def build_node(ctx: ServiceContext) -> Driver:
     peers = {m.node_id: (m.host, m.port) for m in committee.members if m.node_id != me}
     transport = TransportConfig(
         me=me, host=committee.member(me).host, port=ctx.ports.get("consensus", committee.member(me).port),
-        peers=peers, public_keys=committee.public_keys(), sign=keys.signer.sign,
-        domain=protocol.encode() + b"/" + committee.digest(),
+        peers=peers, auth=keys.peer_auth(protocol),
         queue_limits={ch: QueueLimits(max_bytes=settings.peer_queue_max_bytes) for ch in Channel},
     )
     signer = SignatureCache(keys.signer)  # shared by core and driver: each vote is signed once

@@ -1,6 +1,7 @@
 """A real consensus cluster on loopback, one `dwcp serve` process per node: for e2e tests and benchmarks.
 
-It writes an inventory with free ports under `root`, starts each node as
+It writes an inventory with free ports and fresh keys (`root/keys`, as `dwcp consensus keygen`
+makes them) under `root`, starts each node as
 `python -m dwcp serve <service> --instance I --inventory ... --data-dir ...`, and can `kill -9`
 and restart single nodes (same data dir, so a restart exercises recovery and catch-up).
 """
@@ -18,6 +19,9 @@ from typing import Any
 
 import httpx
 import yaml
+
+from dwcp.consensus.node.keys import generate_committee, write_key_dir
+from dwcp.runtime.inventory import load_inventory
 
 # Monitoring's default listeners (see the default inventory); never hand these out to nodes.
 _RESERVED = {9190, 9193, 9194, 9195}
@@ -50,6 +54,7 @@ class LocalCluster:
         ports = free_ports(2 * n)
         self.http_ports, self.consensus_ports = ports[:n], ports[n:]
         self.inventory = self.root / "inventory.yaml"
+        key_dir = self.root / "keys"
         doc = {
             "name": f"{service}-local-{n}",
             "services": {
@@ -58,11 +63,12 @@ class LocalCluster:
                         {"host": "127.0.0.1", "port": h, "ports": {"consensus": c}}
                         for h, c in zip(self.http_ports, self.consensus_ports, strict=True)
                     ],
-                    "settings": settings or {},
+                    "settings": {**(settings or {}), "key_dir": str(key_dir)},
                 }
             },
         }
         self.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+        write_key_dir(key_dir, *generate_committee(load_inventory(self.inventory), service))
         self.procs: dict[int, subprocess.Popen] = {}
 
     def url(self, i: int) -> str:

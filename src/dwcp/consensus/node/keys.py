@@ -1,23 +1,28 @@
-"""A node's committee and signing key: from a key directory, or derived dev keys (DEV-ONLY).
+"""A node's committee, signing key and transport identity, from a key directory. No key is ever derived.
 
-Key directory layout (what `dwcp consensus keygen` writes):
-    <key_dir>/committee.json     the committee file (core/committee.py): ids, addresses, public keys
+Key directory layout (`write_key_dir`; what `dwcp consensus keygen` and `dwcp up` write):
+    <key_dir>/committee.json     the committee file (core/committee.py): ids, addresses, public keys and
+                                 each member's pinned TLS certificate (runtime/peerauth.py); public
     <key_dir>/node-<I>.key       node I's 32-byte Ed25519 private key, hex, mode 0600
 
-Without a key directory every node derives every key from `settings.dev_seed` and builds the
-committee from the inventory. That needs no setup for `dwcp up` and tests, and is insecure by
-construction: the seed sits in the inventory, so anyone can sign as any node.
+`keygen` puts every node's key in one directory, for the operator to hand each host its own.
+`dwcp up` makes fresh keys for each deployment, one directory per node, 0700, holding only that
+node's key: `<run_dir>/keys/<service>/node-<I>/` (`deployment_keys`). There are no default or seed-
+derived keys: anyone who could compute a node's key could sign commit certificates for it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dwcp.consensus.core.committee import Committee, Member
-from dwcp.consensus.core.crypto import Ed25519Signer, Ed25519Verifier, public_key_of
+from dwcp.consensus.core.crypto import Ed25519Signer, Ed25519Verifier, generate_private_key, public_key_of
 from dwcp.runtime.inventory import Inventory
+from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, certificate_public_key, self_signed_certificate
 
 
 class KeyLoadError(Exception):
@@ -29,6 +34,20 @@ class NodeKeys:
     committee: Committee
     signer: Ed25519Signer
     verifier: Ed25519Verifier
+    private_key: bytes  # the signer's, also this node's TLS key
+
+    def peer_auth(self, protocol: str) -> PeerAuth:
+        """The transport identity: this node's key and certificate, every member's certificate pinned.
+
+        The label binds links to this protocol and committee (ids and keys), so two deployments that
+        share a key cannot talk to each other by accident.
+        """
+        me = self.signer.node_id
+        return PeerAuth(
+            me=me, private_key=self.private_key, certificate=self.committee.member(me).certificate,
+            peers={m.node_id: m.certificate for m in self.committee.members},
+            label=f"{protocol}/{self.committee.digest().hex()[:32]}",
+        )
 
 
 class SignatureCache:
@@ -61,11 +80,14 @@ class SignatureCache:
 
 
 def dev_private_key(seed: str, service: str, node_id: int) -> bytes:
-    """Deterministic 32-byte private key. DEV-ONLY: whoever knows the seed can sign as this node."""
+    """Deterministic 32-byte key from a seed. DEV-ONLY and not used by consensus nodes any more: the
+    manager's peer port still derives its DEV keys with it until it moves to `runtime.peerauth`."""
     return hashlib.blake2b(f"dwcp-dev-key:{seed}:{service}:{node_id}".encode(), digest_size=32).digest()
 
 
-def committee_from_inventory(inventory: Inventory, service: str, public_keys: dict[int, bytes]) -> Committee:
+def committee_from_inventory(
+    inventory: Inventory, service: str, public_keys: Mapping[int, bytes], certificates: Mapping[int, bytes]
+) -> Committee:
     """One member per inventory instance of `service`: id = instance index, its consensus port."""
     spec = inventory.spec(service)
     members = []
@@ -74,15 +96,47 @@ def committee_from_inventory(inventory: Inventory, service: str, public_keys: di
             raise KeyLoadError(f"{inventory.source}: services.{service}.instances.{i} has no 'consensus' port")
         members.append(Member(
             node_id=i, public_key=public_keys[i], host=inst.host, port=inst.ports["consensus"], http_port=inst.port,
+            certificate=certificates[i],
         ))
     return Committee(tuple(members), name=service)
 
 
-def dev_keys(inventory: Inventory, service: str, node_id: int, seed: str) -> NodeKeys:
+def generate_committee(inventory: Inventory, service: str) -> tuple[Committee, dict[int, bytes]]:
+    """Fresh random keys for every instance of `service`: the committee and each node's private key."""
+    privs = {i: generate_private_key() for i in range(len(inventory.spec(service).instances))}
+    certs = {i: self_signed_certificate(k, f"dwcp-{service}-{i}") for i, k in privs.items()}
+    return committee_from_inventory(inventory, service, {i: public_key_of(k) for i, k in privs.items()}, certs), privs
+
+
+def write_key_dir(out: Path, committee: Committee, private_keys: Mapping[int, bytes]) -> None:
+    """Write `committee.json` and `node-<I>.key` (0600) for the given nodes into `out` (created 0700)."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out.chmod(0o700)
+    for i, key in private_keys.items():
+        path = out / f"node-{i}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+        path.chmod(0o600)  # O_CREAT's mode does not apply to a file that already existed
+    committee.save(out / "committee.json")
+
+
+def deployment_key_dir(run_dir: Path, service: str, node_id: int) -> Path:
+    return run_dir / "keys" / service / f"node-{node_id}"
+
+
+def deployment_keys(inventory: Inventory, service: str, run_dir: Path) -> list[Path]:
+    """Per-node key directories for a `dwcp up` run: made fresh the first time, kept on a restart."""
     n = len(inventory.spec(service).instances)
-    privs = {i: dev_private_key(seed, service, i) for i in range(n)}
-    committee = committee_from_inventory(inventory, service, {i: public_key_of(k) for i, k in privs.items()})
-    return NodeKeys(committee, Ed25519Signer(node_id, privs[node_id]), Ed25519Verifier(committee.public_keys()))
+    dirs = [deployment_key_dir(run_dir, service, i) for i in range(n)]
+    if all((d / "committee.json").is_file() and (d / f"node-{i}.key").is_file() for i, d in enumerate(dirs)):
+        return dirs
+    committee, privs = generate_committee(inventory, service)
+    (run_dir / "keys").mkdir(mode=0o700, exist_ok=True)
+    (run_dir / "keys" / service).mkdir(mode=0o700, exist_ok=True)
+    for i, d in enumerate(dirs):
+        write_key_dir(d, committee, {i: privs[i]})
+    return dirs
 
 
 def load_keys(key_dir: Path, node_id: int) -> NodeKeys:
@@ -104,4 +158,15 @@ def load_keys(key_dir: Path, node_id: int) -> NodeKeys:
         raise KeyLoadError(f"{committee_path}: node {node_id} is not a member")
     if committee.member(node_id).public_key != signer.public_key:
         raise KeyLoadError(f"{key_path}: key does not match node {node_id}'s public key in {committee_path}")
-    return NodeKeys(committee, signer, Ed25519Verifier(committee.public_keys()))
+    for m in committee.members:
+        try:
+            pinned = certificate_public_key(m.certificate) if m.certificate else None
+        except PeerAuthError:
+            pinned = None
+        if pinned != m.public_key:
+            raise KeyLoadError(
+                f"{committee_path}: node {m.node_id} has no certificate for its public key "
+                "(regenerate keys with `dwcp consensus keygen`)"
+            )
+    return NodeKeys(committee, signer, Ed25519Verifier(committee.public_keys()), private)
+

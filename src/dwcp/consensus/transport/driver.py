@@ -9,7 +9,9 @@ Theory of operation. Everything happens on one asyncio loop, one input at a time
   `Multicast`, `Broadcast` seal once and queue per peer; `SetTimer`/`CancelTimer` map to
   `loop.call_later` handles; `Rejected` is counted; `Commit` goes to the group-commit writer and
   its transactions are acknowledged (latency observed, status "committed") only once durable;
-- catch-up (sync.py) runs beside the core: heights are gossiped on the SYNC channel, a node that is
+- catch-up (sync.py) runs beside the core: heights are gossiped on the SYNC channel, to a peer
+  that is behind with the block and certificate proving it (a claim to be ahead is believed only
+  with a proof that `core.verify_certificate` accepts), a node that is
   behind (or whose core asked with `RequestSync`) fetches blocks from a peer, checks each commit
   certificate with `core.verify_certificate` and feeds it as `Fetched`; the core then emits the
   `Commit`, so the log is only ever written from `Commit` outputs, in height order.
@@ -117,6 +119,8 @@ class Driver:
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._next_height = store.last_height + 1  # next height to hand to the writer
         self._durable_height = store.last_height
+        self._tip: tuple[bytes, bytes] = (b"", b"")  # block `_durable_height` and its certificate, encoded
+        self._peer_heights: dict[int, int] = {}  # what each peer last said of itself (proven or not)
         self._gossip: asyncio.Task | None = None
         self._running = False
         self._reported_at = float("-inf")
@@ -133,6 +137,7 @@ class Driver:
         for stored in self.store.scan(chunk_bytes=SYNC_RESPONSE_BYTES):
             block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
             self._execute(self.core.handle(self.clock(), Restored(height=stored.height, block=block, certificate=cert)))
+            self._tip = (stored.block, stored.certificate)
             restored += 1
         log.info("node %s restored %d blocks (height %d)", self.me, restored, self.store.last_height)
         self.writer.start()
@@ -267,9 +272,9 @@ class Driver:
             tx_ids=tuple(t.id for t in c.txs), committed_at=time.time(),
         )
         self._next_height += 1
-        self.writer.submit(stored).add_done_callback(lambda fut: self._durable(c, fut))
+        self.writer.submit(stored).add_done_callback(lambda fut: self._durable(c, stored, fut))
 
-    def _durable(self, c: Commit, fut: asyncio.Future) -> None:
+    def _durable(self, c: Commit, stored: StoredBlock, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
             # Fail-stop: the log can no longer be extended, so this node must not acknowledge anything.
             why = "cancelled" if fut.cancelled() else fut.exception()
@@ -277,6 +282,7 @@ class Driver:
             log.critical("%s; refusing submissions from now on", self.failed)
             return
         self._durable_height = c.height
+        self._tip = (stored.block, stored.certificate)
         now = self.clock()
         latencies = [now - self._pending.pop(t.id) for t in c.txs if t.id in self._pending]
         if self._waiters:
@@ -299,13 +305,23 @@ class Driver:
     async def _gossip_loop(self) -> None:
         while True:
             try:
-                status = encode_sync(SyncStatus(height=self._durable_height))
-                self.transport.send_many(self.peers, Channel.SYNC, status)
+                self._send_status()
                 self._request_missing()
                 self._report()
             except Exception:  # a bug here must not silently end catch-up for the node's lifetime
                 log.exception("sync gossip round failed")
             await asyncio.sleep(self.config.sync_interval)
+
+    def _send_status(self) -> None:
+        """Our height to every peer; to a peer that said it is behind, with the block and certificate that
+        prove it (a peer believes no height without): one block per lagging peer per sync interval."""
+        height = self._durable_height
+        behind = [p for p in self.peers if self._peer_heights.get(p, -1) < height] if height > 0 else []
+        if behind:
+            proof = encode_sync(SyncStatus(height=height, block=self._tip[0], certificate=self._tip[1]))
+            self.transport.send_many(behind, Channel.SYNC, proof)
+        bare = encode_sync(SyncStatus(height=height))
+        self.transport.send_many([p for p in self.peers if p not in behind], Channel.SYNC, bare)
 
     def _request_missing(self) -> None:
         plan = self.planner.next_request(self.clock(), self._next_height - 1)
@@ -315,9 +331,16 @@ class Driver:
 
     def _on_sync(self, peer: int, msg: SyncStatus | SyncRequest | SyncBlocks) -> None:
         if isinstance(msg, SyncStatus):
+            self._peer_heights[peer] = msg.height
+            if msg.height < self._next_height or msg.height <= self.planner.peer_heights.get(peer, -1):
+                return  # not ahead of us, or already proven: nothing to act on
+            if not msg.block:
+                return  # a claim without proof (the peer will prove it once it sees we are behind)
+            if not self._proves_height(msg.height, msg.block, msg.certificate):
+                self.metrics.rejected("unproven_height")
+                return
             self.planner.on_status(peer, msg.height)
-            if msg.height >= self._next_height:
-                self._request_missing()
+            self._request_missing()
         elif isinstance(msg, SyncRequest):
             end = min(msg.end, msg.start + self.config.sync_max_blocks - 1, self._durable_height)
             blocks = self.store.range(msg.start, end, max_bytes=SYNC_RESPONSE_BYTES) if msg.start <= end else []
@@ -327,6 +350,7 @@ class Driver:
             self._apply_fetched(peer, msg.blocks)
 
     def _apply_fetched(self, peer: int, blocks: list[SyncBlock]) -> None:
+        start = self._next_height
         for item in blocks:
             if item.height < self._next_height:
                 continue  # committed meanwhile by the core itself
@@ -348,8 +372,18 @@ class Driver:
             self._feed(Fetched(sender=peer, block=block, certificate=cert))
             if self._next_height == before:
                 break  # the core did not commit it (e.g. not yet at that height): stop here
-        self.planner.on_response(peer, self._next_height - 1)
+        if self._next_height == start:  # nothing usable: ask elsewhere, or this peer after its next proof
+            self.planner.forget(peer)
+        else:
+            self.planner.on_response(peer, self._next_height - 1)
         self._request_missing()
+
+    def _proves_height(self, height: int, block: bytes, certificate: bytes) -> bool:
+        try:
+            decoded, cert = self._block_decoder.decode(block), self._cert_decoder.decode(certificate)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        return decoded.height == height and self.core.verify_certificate(height, decoded, cert)
 
     # -- queries -----------------------------------------------------------------------------
     @property

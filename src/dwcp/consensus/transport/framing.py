@@ -27,7 +27,7 @@ HEADER_SIZE = HEADER.size
 class Channel(enum.IntEnum):
     """What a frame carries; each has its own outbound queue and size limit."""
 
-    HANDSHAKE = 0
+    HANDSHAKE = 0  # unused since links are TLS (runtime/peerauth.py); a frame on it is refused
     CONSENSUS = 1
     SYNC = 2
     DATA = 3

@@ -1,5 +1,11 @@
 """Mutual authentication of a fresh connection, sans-IO: who is on the other end, proven by their key.
 
+NOT used by the consensus transport any more: it runs mutual TLS 1.3 (`dwcp.runtime.peerauth`),
+because this handshake binds neither role nor both nonces into one transcript and can be relayed
+(issue 15, item 1). It remains only for the manager's peer port (`manager/wire.py`), which should
+move to `runtime.peerauth` (blocking sockets: `auth.server_context().wrap_socket(...)`, then
+`auth.peer_of(sock)`), after which this module goes.
+
 Theory of operation. Both ends send HELLO at once, each with its node id and a fresh random nonce.
 On the peer's HELLO, an end checks the id is a committee member (not itself; the one it dialled,
 if it dialled) and answers PROOF: an Ed25519 signature over

@@ -1,11 +1,16 @@
 """Catch-up: the SYNC-channel messages and a sans-IO planner deciding whom to ask for which heights.
 
-Every node tells its peers its committed height every `sync_interval` (`SyncStatus`). A node that
-sees a peer ahead of it asks that peer for the next heights (`SyncRequest`, at most `max_blocks`),
-and the peer answers from its block store (`SyncBlocks`: each block with its commit certificate,
-as the codec's bytes). The receiver verifies every certificate against the committee before it
-stores a block (driver.py), so a lying peer can stall a catch-up but never corrupt a log; an
-unanswered or useless request times out and the next one goes to another peer that is ahead.
+Every node tells its peers its committed height every `sync_interval` (`SyncStatus`); to a peer
+that said it is behind, once per height, it adds its block at that height and the block's commit
+certificate as proof. A claim to be ahead is believed only with a proof the core's
+`verify_certificate` accepts (driver.py), so a peer cannot pin a node in "catching up" with a
+made-up height, and the proof is protocol-agnostic. A node that sees a peer proven ahead
+of it asks that peer for the next heights (`SyncRequest`, at most `max_blocks`), and the peer
+answers from its block store (`SyncBlocks`: each block with its commit certificate, as the codec's
+bytes). The receiver verifies every certificate against the committee before it stores a block, so
+a lying peer can stall a catch-up but never corrupt a log. An answer that brings no block, or an
+unanswered request, makes the planner forget that peer until its next proven status, so a peer
+that claims and then withholds costs one request per status interval, never a request storm.
 
 Protocol-agnostic: blocks and certificates are opaque bytes here, as in the block store.
 """
@@ -14,11 +19,13 @@ from __future__ import annotations
 
 import msgspec
 
-SYNC_VERSION = 1
+SYNC_VERSION = 2  # v2: SyncStatus may carry its proof
 
 
 class SyncStatus(msgspec.Struct, tag="status", frozen=True):
     height: int
+    block: bytes = b""  # the sender's block at `height` and its certificate (codec bytes): the proof,
+    certificate: bytes = b""  # sent to a peer that is behind; empty otherwise
 
 
 class SyncRequest(msgspec.Struct, tag="request", frozen=True):
@@ -106,7 +113,7 @@ class CatchUpPlanner:
         return peer, SyncRequest(start=local_height + 1, end=end)
 
     def on_response(self, peer: int, local_height: int) -> None:
-        """A response from `peer` was applied; the next request may go out at once."""
+        """A response from `peer` brought blocks; the next request may go out at once."""
         if self._outstanding is not None and self._outstanding[0] == peer:
             self._outstanding = None
         self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), local_height)

@@ -3,9 +3,11 @@
 Connections: one per direction. Node A *dials* B to send to B, and *accepts* B's dial to receive
 from B. So each TCP connection has exactly one writer of frames, there is no tie-break for two
 nodes dialling each other at once, and a restarted node is simply redialled. Both ends of every
-connection run the mutual handshake (handshake.py) before a frame is passed on, so an unknown key
-is refused on either side. Integrity of what flows afterwards comes from per-message signatures
-checked by the driver (the handshake gives identity, not a per-frame MAC).
+connection is mutually authenticated TLS 1.3 (`dwcp.runtime.peerauth`): each side proves the key
+pinned for it in the committee file, the peer's id comes from that key only, and every frame after
+is encrypted and integrity-protected, so a relay or an on-path attacker can only drop or delay.
+Before authentication a listener reads nothing but TLS handshake records, from at most
+`max_unauthenticated` strangers at once, each for at most `handshake_timeout` seconds.
 
 Failure handling: a dialler that loses its connection redials with exponential backoff + jitter;
 frames for a peer wait in its bounded `OutboundQueue` meanwhile (peers.py). A frame with a bad
@@ -16,16 +18,16 @@ raises into the caller.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dwcp.consensus.transport.framing import DEFAULT_LIMITS, Channel, FrameDecoder, FrameError, encode_frame
-from dwcp.consensus.transport.handshake import Handshake, HandshakeError
 from dwcp.consensus.transport.metrics import TransportMetrics
 from dwcp.consensus.transport.peers import Backoff, OutboundQueue, QueueLimits
+from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, PeerServer, ServeLimits, connect, serve
 
 log = logging.getLogger("dwcp.consensus.transport")
 
@@ -39,12 +41,11 @@ class TransportConfig:
     host: str
     port: int
     peers: Mapping[int, tuple[str, int]]  # every other committee member's consensus address
-    public_keys: Mapping[int, bytes]  # raw Ed25519 public keys of the whole committee
-    sign: Callable[[bytes], bytes]
-    domain: bytes  # binds handshakes to one protocol + committee
+    auth: PeerAuth  # this node's key and the committee's pinned certificates
     frame_limits: dict[Channel, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     queue_limits: dict[Channel, QueueLimits] = field(default_factory=dict)
     handshake_timeout: float = 3.0
+    max_unauthenticated: int = 64  # concurrent inbound connections still in the TLS handshake
     connect_timeout: float = 2.0
     backoff_initial: float = 0.05
     backoff_max: float = 2.0
@@ -64,29 +65,28 @@ class TcpTransport:
         }
         self._connected: set[int] = set()
         self._inbound: dict[int, asyncio.StreamWriter] = {}
-        self._server: asyncio.Server | None = None
+        self._server: PeerServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._rng = random.Random()
         self._stopping = False
 
     # -- public ------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
+        c = self.config
+        limits = ServeLimits(max_unauthenticated=c.max_unauthenticated, handshake_timeout=c.handshake_timeout)
+        self._server = await serve(c.auth, self._accept, c.host, c.port, limits, on_refused=self._reject)
         for peer in self.config.peers:
             self._spawn(self._dial_forever(peer))
 
     async def stop(self) -> None:
         self._stopping = True
         if self._server is not None:
-            self._server.close()
+            await self._server.close()
         for writer in list(self._inbound.values()):
-            writer.close()
+            writer.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._connected.clear()
         self._set_peers()
 
@@ -128,8 +128,8 @@ class TcpTransport:
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return self._server.sockets[0].getsockname()[1]
+        assert self._server is not None
+        return self._server.port
 
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
@@ -153,54 +153,27 @@ class TcpTransport:
         if self._metrics is not None:
             self._metrics.set_peers(len(self._connected))
 
-    def _handshake(self, expected: int | None) -> Handshake:
-        c = self.config
-        return Handshake(me=c.me, sign=c.sign, public_keys=c.public_keys, domain=c.domain, expected_peer=expected)
-
-    async def _run_handshake(
-        self, hs: Handshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
-    ) -> list:
-        """Drive `hs` to completion; returns frames that arrived right behind the handshake."""
-        limits = self.config.frame_limits
-        writer.write(encode_frame(Channel.HANDSHAKE, hs.hello(), limits))
-        while True:
-            data = await reader.read(READ_CHUNK)
-            if not data:
-                raise ConnectionResetError("peer closed the connection during the handshake")
-            frames = decoder.feed(data)  # a bad header after the handshake is the caller's to handle
-            while frames:
-                frame = frames.pop(0)
-                if frame.channel is not Channel.HANDSHAKE:
-                    raise HandshakeError("unexpected", f"{frame.channel.name} frame before the handshake completed")
-                for reply in hs.receive(frame.payload):
-                    writer.write(encode_frame(Channel.HANDSHAKE, reply, limits))
-                if hs.done:
-                    await writer.drain()
-                    return frames
-            if decoder.failed is not None:
-                raise decoder.failed
-            await writer.drain()
-
     async def _dial_forever(self, peer: int) -> None:
         host, port = self.config.peers[peer]
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max, rng=self._rng)
         while not self._stopping:
             writer: asyncio.StreamWriter | None = None
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), self.config.connect_timeout
+                reader, writer = await connect(
+                    self.config.auth, host, port, expect=peer,
+                    timeout=self.config.connect_timeout + self.config.handshake_timeout,
                 )
-                hs = self._handshake(expected=peer)
-                decoder = FrameDecoder(self.config.frame_limits)
-                await asyncio.wait_for(self._run_handshake(hs, reader, writer, decoder), self.config.handshake_timeout)
                 backoff.reset()
                 self._connected.add(peer)
                 self._set_peers()
                 log.info("connected to node %s at %s:%s", peer, host, port)
                 await self._write_loop(peer, reader, writer)
-            except HandshakeError as exc:
+            except PeerAuthError as exc:
                 self._reject(f"handshake_{exc.reason}")
-                log.warning("handshake with node %s failed: %s", peer, exc)
+                log.warning("node at %s:%s is not node %s: %s", host, port, peer, exc)
+            except ssl.SSLError as exc:
+                self._reject("handshake_failed")
+                log.warning("TLS handshake with node %s failed: %s", peer, exc)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, FrameError) as exc:
                 log.debug("link to node %s down: %s", peer, exc)
             finally:
@@ -231,25 +204,18 @@ class TcpTransport:
         finally:
             eof.cancel()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """An authenticated inbound connection from `peer` (peerauth ran the handshake): read its frames."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        peer: int | None = None
         try:
-            hs = self._handshake(expected=None)
-            decoder = FrameDecoder(self.config.frame_limits)
-            pending = await asyncio.wait_for(
-                self._run_handshake(hs, reader, writer, decoder), self.config.handshake_timeout
-            )
-            peer = hs.peer_id
-            assert peer is not None
             old = self._inbound.pop(peer, None)
             if old is not None:  # the peer redialled (e.g. restarted): the newest connection wins
-                old.close()
+                old.transport.abort()
             self._inbound[peer] = writer
-            self._deliver(peer, pending)
+            decoder = FrameDecoder(self.config.frame_limits)
             while decoder.failed is None:
                 data = await reader.read(READ_CHUNK)
                 if not data:
@@ -257,20 +223,19 @@ class TcpTransport:
                 self._deliver(peer, decoder.feed(data))
             if decoder.failed is not None:
                 raise decoder.failed
-        except HandshakeError as exc:
-            self._reject(f"handshake_{exc.reason}")
-            log.warning("refused inbound connection: %s", exc)
         except FrameError as exc:
             self._reject(exc.reason)
             log.warning("closing connection from node %s: %s", peer, exc)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             log.debug("inbound connection from node %s ended: %s", peer, exc)
         except asyncio.CancelledError:
             pass  # stop(): end quietly (asyncio's stream callback logs cancelled accept tasks as errors)
         finally:
-            if peer is not None and self._inbound.get(peer) is writer:
+            if self._inbound.get(peer) is writer:
                 del self._inbound[peer]
-            writer.close()
+            # We never write on an inbound link, so a graceful TLS close (close_notify, then waiting for
+            # the peer's) would only keep the socket half-alive; abort so the dialler notices at once.
+            writer.transport.abort()
 
     def _deliver(self, peer: int, frames: list) -> None:
         for frame in frames:

@@ -1,0 +1,122 @@
+"""A peer's word about heights is never enough (issue 15, item 1): only certificates move a node.
+
+One node built by `build_node` with fresh keys; its transport is not started, and what a peer would
+send arrives through the driver's frame handler as from an authenticated (but Byzantine) member.
+What the node sends back is read from its outbound queues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.crypto import Ed25519Signer
+from dwcp.consensus.core.messages import Block, Certificate, Transaction, Vote
+from dwcp.consensus.node.assemble import build_node
+from dwcp.consensus.node.cluster import free_ports
+from dwcp.consensus.node.keys import load_keys
+from dwcp.consensus.transport.driver import Driver
+from dwcp.consensus.transport.framing import Channel, FrameDecoder
+from dwcp.consensus.transport.sync import SyncBlock, SyncBlocks, SyncRequest, SyncStatus, decode_sync, encode_sync
+from dwcp.runtime.server import build_context
+from tests.consensus.conftest import keyed_inventory
+
+N = 4
+REJECTED = "dwcp_consensus_frames_rejected_total"
+
+
+@dataclass
+class Node:
+    driver: Driver
+    key_dir: Path
+    registry: CollectorRegistry
+
+    def rejected(self, reason: str) -> float:
+        return self.registry.get_sample_value(REJECTED, {"protocol": "tpbft", "reason": reason}) or 0.0
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    ports = free_ports(2 * N)
+    inv = keyed_inventory({"services": {"tpbft": {
+        "instances": [{"port": ports[i], "ports": {"consensus": ports[N + i]}} for i in range(N)],
+    }}}, "tpbft", tmp_path / "keys")
+    ctx = build_context(inv, "tpbft", 0, tmp_path)
+    driver = build_node(ctx)
+    yield Node(driver, tmp_path / "keys", ctx.registry)
+    driver.store.close()
+
+
+def _signers(signers: dict[int, Ed25519Signer], height: int, block: Block) -> Certificate:
+    """A commit certificate for `block` signed by every given signer (as a quorum's commit votes are)."""
+    vote = Vote(kind="commit", epoch=0, view=0, height=height, digest=block_digest(block))
+    payload = encode(vote)
+    ids = tuple(sorted(signers))
+    return Certificate(kind="commit", epoch=0, view=0, height=height, digest=vote.digest, signers=ids,
+                       signatures=tuple(signers[i].sign(signing_bytes(i, payload)) for i in ids))
+
+
+def _real_signers(key_dir: Path) -> dict[int, Ed25519Signer]:
+    return {i: load_keys(key_dir, i).signer for i in range(N)}
+
+
+def _sent_sync(driver: Driver) -> list[tuple[int, object]]:
+    """Every SYNC message the node queued, drained from its outbound queues."""
+    out = []
+    for peer in driver.peers:
+        for frame in FrameDecoder().feed(b"".join(driver.transport.queue(peer).take(1 << 30))):
+            if frame.channel is Channel.SYNC:
+                out.append((peer, decode_sync(frame.payload)))
+    return out
+
+
+def _status(driver: Driver, peer: int, height: int, block: bytes = b"", certificate: bytes = b"") -> None:
+    msg = SyncStatus(height=height, block=block, certificate=certificate)
+    driver._on_frame(peer, Channel.SYNC, encode_sync(msg))
+
+
+def test_forged_height_does_not_pin_the_node_in_catching_up_nor_start_a_sync(node: Node) -> None:
+    driver = node.driver
+    _status(driver, 1, 10**15)  # the attack on main: one bare claim (now ignored)
+    block = Block(height=10**15, epoch=0, view=0, proposer=1)
+    _status(driver, 2, 10**15, encode(block), b"\x93garbage")
+    one_vote = _signers({3: load_keys(node.key_dir, 3).signer}, 10**15, block)
+    _status(driver, 3, 10**15, encode(block), encode(one_vote))  # a real signature, but no quorum
+    assert driver.status()["catching_up"] is False
+    assert _sent_sync(driver) == []
+    assert node.rejected("unproven_height") == 2
+
+
+def test_certificate_signed_with_the_old_public_dev_keys_moves_nothing(node: Node) -> None:
+    """On main every key was blake2b("dwcp-dev-key:dwcp-dev-insecure:tpbft:<i>"): anyone could sign a
+    quorum for a forged block. Keys are random per deployment now, so such a certificate is worthless."""
+    driver = node.driver
+    dev = {i: Ed25519Signer(i, hashlib.blake2b(f"dwcp-dev-key:dwcp-dev-insecure:tpbft:{i}".encode(),
+                                                 digest_size=32).digest()) for i in range(N)}
+    forged = Block(height=1, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"pay the attacker"),))
+    cert = _signers(dev, 1, forged)
+    _status(driver, 1, 1, encode(forged), encode(cert))
+    driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(forged), encode(cert))])))
+    assert driver.height == 0 and driver._next_height == 1
+    assert node.rejected("unproven_height") == 1 and node.rejected("bad_certificate") == 1
+
+
+def test_a_proven_height_with_withheld_blocks_costs_one_request_per_status_not_a_storm(node: Node) -> None:
+    driver, key_dir = node.driver, node.key_dir
+    real = Block(height=5, epoch=0, view=0, proposer=0)
+    proof = encode(_signers(_real_signers(key_dir), 5, real))  # a Byzantine member replays a real certificate
+    _status(driver, 1, 5, encode(real), proof)
+    assert driver.status()["catching_up"] is True
+    assert _sent_sync(driver) == [(1, SyncRequest(start=1, end=5))]
+    for _ in range(50):  # it answers every request with nothing: on main each empty answer asked again at once
+        driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[])))
+    assert _sent_sync(driver) == []
+    assert driver.status()["catching_up"] is False  # forgotten until it proves a height again
+    _status(driver, 1, 5, encode(real), proof)
+    assert _sent_sync(driver) == [(1, SyncRequest(start=1, end=5))]

@@ -2,6 +2,7 @@
 # Install whatever is missing for DWCP on a Debian machine with Python 3.11, and nothing else:
 #   - Debian's prometheus and prometheus-alertmanager (with promtool/amtool), when absent
 #   - Debian's etcd-server (the consensus benchmarks' same-machine peer, `--peer etcd`), when absent
+#   - Debian's rsync (benchmarks/manager_transfer.py's peer), when absent
 #   - .venv with the pinned Python dependencies (pyproject.toml), when absent or out of date
 # Safe to run again: each step checks first. Prints what it does.
 set -euo pipefail
@@ -29,6 +30,13 @@ if ! command -v etcd >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
   # Debian starts an etcd daemon on 2379/2380; the benchmark's members listen on free ports of their own.
+fi
+
+if ! command -v rsync >/dev/null 2>&1; then
+  log "missing rsync: installing Debian's rsync (benchmarks/manager_transfer.py compares transfers with it)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends rsync >/dev/null
 fi
 
 PY="${PYTHON:-python3.11}"

@@ -97,3 +97,16 @@ def test_several_versions_and_transfers_keep_each_sites_versions_apart(make_site
     assert a.transfer("k", "manager-2")["state"] == "done"
     assert c.client.get("/v1/objects/k").content == b"two"
     assert b.client.get("/v1/objects/k").status_code == 404
+
+
+def test_a_forced_codec_is_used_for_every_chunk_and_an_unknown_one_is_refused(make_sites):
+    a, b = make_sites(2)
+    body = mixed(3 * CHUNK)
+    a.put("k", body)
+    resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "zstd-3"})
+    state = a.wait(resp.json()["id"])
+    assert state["state"] == "done" and set(state["codecs"]) <= {"zstd-3", "none"}  # none: zstd did not pay
+    assert state["codecs"]["zstd-3"] >= 2
+    assert b.client.get("/v1/objects/k").content == body
+    resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "gzip"})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "codec"

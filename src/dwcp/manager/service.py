@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dwcp.compression.codecs import KEYS
 from dwcp.manager.dependency import Unavailable
 from dwcp.manager.routing import IdempotencyConflict, Rejected, UnknownId
 from dwcp.manager.site import ManagerSite
@@ -39,6 +40,8 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=1, description="object key on this site; its latest version is sent")
     to: str = Field(min_length=1, description="peer site name from the inventory, e.g. manager-1")
+    codec: str | None = Field(None, description="every chunk in this codec (none, lz4, zstd-3, ...) instead of "
+                              "the selector's choice; for benchmarks and operators")
 
 
 class TransferAccepted(BaseModel):
@@ -151,7 +154,10 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         if body.to not in site.peers:
             known = ", ".join(sorted(site.peers)) or "none"
             raise ApiError(422, "invalid_input", f"to: unknown peer {body.to!r}; peers: {known}", "to")
-        transfer = await asyncio.to_thread(site.transfers.submit, obj, body.to)
+        if body.codec is not None and body.codec not in KEYS:
+            raise ApiError(422, "invalid_input", f"codec: unknown codec {body.codec!r}; known: {', '.join(KEYS)}",
+                           "codec")
+        transfer = await asyncio.to_thread(site.transfers.submit, obj, body.to, body.codec)
         return {"id": transfer.id}
 
     @app.get("/v1/transfers/{transfer_id}", tags=["transfers"], summary="A transfer's progress")

@@ -55,6 +55,7 @@ class Transfer:
     sha256: str
     size: int
     to: str
+    codec: str | None = None  # every chunk in this codec (benchmarks, operators); None: the selector decides
     state: str = "queued"
     chunk_bytes: int = 0
     bytes_raw: int = 0
@@ -149,9 +150,9 @@ class Transfers:
         self.log.close()
 
     # -- API -----------------------------------------------------------------------------------
-    def submit(self, obj: ObjectVersion, to: str) -> Transfer:
+    def submit(self, obj: ObjectVersion, to: str, codec: str | None = None) -> Transfer:
         t = Transfer(id=uuid.uuid4().hex, key=obj.key, version=obj.version, sha256=obj.sha256, size=obj.size,
-                     to=to, created=time.time())
+                     to=to, codec=codec, created=time.time())
         self._enqueue(t)
         return t
 
@@ -368,6 +369,8 @@ class _Plan:
         self._lock = threading.Lock()
 
     def codec(self, i: int) -> str:
+        if self._t.codec is not None:
+            return self._t.codec
         with self._lock:
             if i not in self._codecs:
                 self._fill(i)

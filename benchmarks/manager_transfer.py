@@ -1,0 +1,364 @@
+"""DWCP Manager transfers: shaped links vs rsync, unshaped loopback goodput, health p99 under load.
+
+Shaped runs (root, iproute2): this namespace and a new one joined by a veth pair with a `tbf` qdisc on both
+ends at each rate (10, 100, 1000 Mbit/s). manager-0 and a compression-api instance run here (on this end's
+address), manager-1 and Debian's rsync daemon in the other namespace, so every byte between the sites
+crosses the shaped link (the veth adds no delay: RTT ~0.1 ms; this kernel has no netem). Every mode moves
+the same mixed files (text, JSON logs, binary-like LZ data, VM-image-like data with zero runs, random) in
+three size buckets, end to end, with fresh keys / a fresh destination each time (no delta from earlier runs):
+
+    selector   the manager as deployed: each chunk's codec from the selector (local rule as fallback)
+    zstd-3     the manager with every chunk zstd-3          none   the manager with no compression
+    rsync      rsync -a to the daemon                        rsync-zstd   the same with -z zstd level 3
+
+Loopback: two managers on 127.0.0.1, one incompressible object, goodput with checksums on (always on).
+Health: /health latency measured by a closed-loop client while the loopback transfer runs.
+CPU seconds of every process involved come from /proc, beside wall-clock (the machine is shared).
+
+    .venv/bin/python benchmarks/manager_transfer.py --out runs/manager_transfer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+from _harness import cpu_seconds, free_ports, spent
+
+from dwcp.compression.corpus import json_logs, lz, random_bytes, text
+from dwcp.manager.load import vm_image
+
+MIB = 1 << 20
+FAMILIES = {"text": text, "logs": json_logs, "binary": lz, "vm": vm_image, "random": random_bytes}
+BUCKETS = {"small": 256 << 10, "medium": 4 * MIB, "large": 32 * MIB}
+MANAGER_MODES = ("selector", "zstd-3", "none")
+NS = (None, "dwcpbench-b")  # manager-0 in this namespace, manager-1 in its own
+ADDR = ("10.232.0.1", "10.232.0.2")
+SEED = {"loopback_goodput": ">= 1 GB/s (issue 14 target)", "health_p99": "< 5 ms seed baseline; <= 1 ms target"}
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def make_dataset(root: Path, scale: float, seed: int = 14) -> dict[str, list[Path]]:
+    """bucket -> files; `scale` shrinks the buckets' sizes (slow links) while keeping every family."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Path]] = {}
+    for bucket, size in BUCKETS.items():
+        n = max(16 << 10, int(size * scale))
+        files = []
+        for family, gen in FAMILIES.items():
+            path = root / bucket / f"{family}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.stat().st_size != n:
+                path.write_bytes(gen(rng, n))
+            files.append(path)
+        out[bucket] = files
+    return out
+
+
+class Managers:
+    """Two manager processes (in namespaces or on loopback) and optionally a compression-api beside manager-0."""
+
+    def __init__(self, work: Path, hosts: tuple[str, str], namespaces: tuple[str | None, str | None] | None,
+                 selector: bool) -> None:
+        self.work, self.hosts, self.ns = work, hosts, namespaces
+        http0, http1, peer0, peer1, comp = free_ports(5)
+        self.ports = (http0, http1)
+        services = {"manager": {"instances": [
+            {"host": hosts[0], "port": http0, "ports": {"peer": peer0}},
+            {"host": hosts[1], "port": http1, "ports": {"peer": peer1}}],
+            "settings": {"probe_interval_s": 30, "probe_bytes": 2 * MIB, "transfer_concurrency": 4}}}
+        if selector:
+            services["compression"] = {"instances": [{"host": hosts[0], "port": comp}]}
+        self.inventory = work / "inventory.yaml"
+        self.inventory.write_text(yaml.safe_dump({"name": "bench", "services": services}))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.selector = selector
+
+    def _spawn(self, name: str, argv: list[str], ns: str | None) -> None:
+        # `ip netns exec` execs its command, so the Popen pid is the service's own (for /proc CPU time).
+        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, "DWCP_RUN_DIR": str(self.work / "run"),
+               "DWCP_COMPRESSION_CALIBRATION": str(self.work / "calibration.json")}
+        full = in_ns(ns, *argv)
+        self.procs[name] = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        log.close()
+
+    def start(self) -> None:
+        dwcp = [sys.executable, "-m", "dwcp", "serve"]
+        inv = ["--inventory", str(self.inventory), "--log-level", "warning"]
+        if self.selector:
+            self._spawn("compression", [*dwcp, "compression", "--instance", "0", *inv], self.ns and self.ns[0])
+        for i in (0, 1):
+            self._spawn(f"manager-{i}", [*dwcp, "manager", "--instance", str(i), *inv], self.ns and self.ns[i])
+        wait = [("manager-0", self.url(0)), ("manager-1", self.url(1))]
+        if self.selector:
+            comp = yaml.safe_load(self.inventory.read_text())["services"]["compression"]["instances"][0]
+            wait.append(("compression", f"http://{comp['host']}:{comp['port']}"))
+        deadline = time.monotonic() + 300  # a first compression start calibrates codecs (~1 min)
+        for name, url in wait:
+            while True:
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {self.work}/{name}.log")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not healthy; see {self.work}/{name}.log")
+                try:
+                    up = self.get(url, "/health").status_code in (200, 503)
+                    if up and (name != "compression" or self.get(url, "/v1/model").status_code == 200):
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+
+    def url(self, i: int) -> str:
+        return f"http://{self.hosts[i]}:{self.ports[i]}"
+
+    def get(self, base: str, path: str) -> httpx.Response:
+        return self.request(base, "GET", path)
+
+    def request(self, base: str, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, f"{base}{path}", timeout=120, **kw)
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.procs.items() if p.poll() is None}
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float) -> dict:
+    """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed)."""
+    keys = []
+    for f in files:
+        key = f"{tag}/{mode}/{f.parent.name}/{f.name}"
+        with open(f, "rb") as body:
+            resp = m.request(m.url(0), "PUT", f"/v1/objects/{key}", content=body)
+        assert resp.status_code == 200, resp.text
+        keys.append(key)
+    codec = None if mode == "selector" else mode
+    before = cpu_seconds(m.pids())
+    t0 = time.perf_counter()
+    ids = []
+    for key in keys:
+        body = {"key": key, "to": "manager-1", **({"codec": codec} if codec else {})}
+        resp = m.request(m.url(0), "POST", "/v1/transfers", json=body)
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+    states: dict[str, dict] = {}
+    while len(states) < len(ids):
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"{mode}: transfers not done after {timeout}s")
+        for tid in ids:
+            if tid not in states:
+                s = m.get(m.url(0), f"/v1/transfers/{tid}").json()
+                if s["state"] in ("done", "failed"):
+                    states[tid] = s
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    cpu = spent(before, cpu_seconds(m.pids()))
+    failed = [s for s in states.values() if s["state"] != "done"]
+    raw = sum(s["bytes_raw"] for s in states.values())
+    wire = sum(s["bytes_wire"] for s in states.values())
+    codecs: dict[str, int] = {}
+    for s in states.values():
+        for c, n in s["codecs"].items():
+            codecs[c] = codecs.get(c, 0) + n
+    return {"seconds": seconds, "bytes": sum(f.stat().st_size for f in files), "bytes_wire": wire,
+            "ratio": wire / raw if raw else 1.0, "failed": len(failed), "codecs": codecs,
+            "cpu_seconds": round(sum(cpu.values()), 3)}
+
+
+class Rsyncd:
+    def __init__(self, work: Path, ns: str, addr: str) -> None:
+        self.root = work / "rsync-dest"
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.port,) = free_ports(1)
+        conf = work / "rsyncd.conf"
+        conf.write_text(f"pid file = {work}/rsyncd.pid\nuse chroot = no\n[bench]\n  path = {self.root}\n"
+                        "  read only = no\n  uid = root\n  gid = root\n")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "rsync", "--daemon", "--no-detach",
+                                      f"--config={conf}", f"--port={self.port}", f"--address={addr}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.addr = addr
+        time.sleep(0.5)
+
+    def run(self, files: list[Path], tag: str, compress: bool) -> dict:
+        dest = f"rsync://{self.addr}:{self.port}/bench/{tag}/"
+        args = ["rsync", "-a", "--mkpath"]
+        if compress:
+            args += ["-z", "--compress-choice=zstd", "--compress-level=3"]
+        t0 = time.perf_counter()
+        usage0 = os.times()
+        subprocess.run([*args, *map(str, files), dest], check=True, capture_output=True)
+        seconds = time.perf_counter() - t0
+        usage1 = os.times()
+        client_cpu = (usage1.children_user - usage0.children_user) + (usage1.children_system - usage0.children_system)
+        return {"seconds": seconds, "bytes": sum(f.stat().st_size for f in files),
+                "client_cpu_seconds": round(client_cpu, 3)}
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def in_ns(ns: str | None, *argv: str) -> list[str]:
+    return (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+
+
+def make_namespace() -> None:
+    ns = NS[1]
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", "dwb-a"], capture_output=True)
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", "dwb-a", "type", "veth", "peer", "name", "dwb-b", "netns", ns)
+    sh("ip", "addr", "add", f"{ADDR[0]}/24", "dev", "dwb-a")
+    sh("ip", "link", "set", "dwb-a", "up")
+    sh("ip", "-n", ns, "addr", "add", f"{ADDR[1]}/24", "dev", "dwb-b")
+    sh("ip", "-n", ns, "link", "set", "dwb-b", "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def drop_namespace() -> None:
+    subprocess.run(["ip", "netns", "del", NS[1]], capture_output=True)  # also removes the veth pair
+
+
+def shape(mbit: int) -> None:
+    burst = max(32 * 1024, mbit * 125_000 // 100)  # 10 ms of the rate: tbf needs burst >= rate / HZ
+    for ns, dev in ((NS[0], "dwb-a"), (NS[1], "dwb-b")):
+        subprocess.run(in_ns(ns, "tc", "qdisc", "del", "dev", dev, "root"), capture_output=True)
+        sh(*in_ns(ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst),
+                  "latency", "50ms"))
+
+
+def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float) -> dict:
+    make_namespace()
+    results: dict = {}
+    with ExitStack() as stack:
+        stack.callback(drop_namespace)
+        m = Managers(work, ADDR, NS, selector=True)
+        stack.callback(m.stop)
+        m.start()
+        rsyncd = Rsyncd(work, NS[1], ADDR[1])
+        stack.callback(rsyncd.stop)
+        for mbit in rates:
+            shape(mbit)
+            # Size the data so an uncompressed run takes about `seconds_per_mode` on this link.
+            total_full = sum(BUCKETS.values()) * len(FAMILIES)
+            scale = min(1.0, seconds_per_mode * mbit * 125_000 / total_full)
+            data = make_dataset(work / f"data-{mbit}", scale)
+            row: dict = {}
+            for bucket, files in data.items():
+                cell = {}
+                for mode in MANAGER_MODES:
+                    cell[mode] = manager_run(m, files, mode, f"r{mbit}", timeout)
+                cell["rsync"] = rsyncd.run(files, f"r{mbit}-plain-{bucket}", compress=False)
+                cell["rsync-zstd"] = rsyncd.run(files, f"r{mbit}-zstd-{bucket}", compress=True)
+                base = cell["selector"]["seconds"]
+                cell["selector_speedup"] = {k: round(v["seconds"] / base, 3) for k, v in cell.items()
+                                            if isinstance(v, dict) and "seconds" in v and k != "selector"}
+                row[bucket] = cell
+                print(f"{mbit:>5} Mbit/s {bucket:>6} ({cell['selector']['bytes'] / MIB:7.2f} MiB): " + "  ".join(
+                    f"{k} {v['seconds']:.2f}s" for k, v in cell.items() if isinstance(v, dict) and "seconds" in v)
+                    + "  | selector faster by x" + ", ".join(f"{k} {r}" for k, r in cell["selector_speedup"].items()),
+                    flush=True)
+            results[f"{mbit}mbit"] = row
+    return results
+
+
+def loopback(work: Path, size: int, timeout: float) -> dict:
+    m = Managers(work, ("127.0.0.1", "127.0.0.1"), None, selector=False)
+    try:
+        m.start()
+        path = work / "incompressible.bin"
+        with open(path, "wb") as f:
+            for _ in range(size // MIB):
+                f.write(os.urandom(MIB))
+        stop = threading.Event()
+        health: list[float] = []
+
+        def probe_health() -> None:
+            with httpx.Client(timeout=5) as client:
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    client.get(f"{m.url(1)}/health")
+                    health.append(time.perf_counter() - t0)
+                    time.sleep(0.005)
+
+        prober = threading.Thread(target=probe_health, daemon=True)
+        prober.start()
+        result = manager_run(m, [path], "none", "loop", timeout)
+        stop.set()
+        prober.join()
+        health.sort()
+        result["goodput_bytes_per_second"] = result["bytes"] / result["seconds"]
+        result["cpu_seconds_per_gib"] = round(result["cpu_seconds"] / (result["bytes"] / (1 << 30)), 2)
+        result["health_during_transfer"] = {
+            "samples": len(health), "p50_ms": round(health[len(health) // 2] * 1e3, 3),
+            "p99_ms": round(health[int(0.99 * len(health))] * 1e3, 3)}
+        return result
+    finally:
+        m.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="10,100,1000", help="Mbit/s of the shaped runs (comma separated)")
+    ap.add_argument("--seconds-per-mode", type=float, default=6.0,
+                    help="size each shaped dataset so an uncompressed run takes about this long")
+    ap.add_argument("--loopback-mib", type=int, default=512)
+    ap.add_argument("--skip-shaped", action="store_true")
+    ap.add_argument("--skip-loopback", action="store_true")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
+    ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
+    ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-manager-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count()}
+    if not args.skip_loopback:
+        lo = work / "loopback"
+        lo.mkdir(exist_ok=True)
+        report["loopback"] = loopback(lo, args.loopback_mib * MIB, args.timeout)
+        r = report["loopback"]
+        print(f"loopback, incompressible {r['bytes'] / MIB:.0f} MiB: {r['goodput_bytes_per_second'] / 1e6:.1f} MB/s "
+              f"goodput (target >= 1000 MB/s), {r['cpu_seconds_per_gib']} CPU s/GiB (both managers); "
+              f"/health during it p50 {r['health_during_transfer']['p50_ms']} ms, "
+              f"p99 {r['health_during_transfer']['p99_ms']} ms (target <= 1 ms; seed < 5 ms)", flush=True)
+    if not args.skip_shaped:
+        if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("rsync") is None:
+            print("shaped runs need root, iproute2 and rsync (scripts/setup.sh installs rsync); skipped")
+        else:
+            sw = work / "shaped"
+            sw.mkdir(exist_ok=True)
+            report["shaped"] = shaped(sw, [int(r) for r in args.rates.split(",")], args.seconds_per_mode,
+                                      args.timeout)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

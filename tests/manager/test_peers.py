@@ -1,4 +1,4 @@
-"""The peer port: mutual key proof before anything else, probes, and refusal of unknown peers."""
+"""The peer port: mutual TLS on pinned certificates before any frame, probes, and refusal of strangers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import socket
 
 import pytest
 
-from dwcp.consensus.core.crypto import public_key_of
+from dwcp.consensus.core.crypto import generate_private_key
+from dwcp.manager.keys import PeerKeyError, site_auth
 from dwcp.manager.links import probe, tier_of
-from dwcp.manager.peers import dial, make_auth
-from dwcp.manager.wire import Connection, HandshakeAuth, Kind, WireError
+from dwcp.manager.peers import dial
+from dwcp.manager.wire import Connection, Kind, TlsAuth, WireError
+from dwcp.runtime.peerauth import PeerAuth, self_signed_certificate
+from tests.manager.conftest import context, manager_inventory
 
 pytestmark = pytest.mark.network
 
@@ -24,42 +27,72 @@ def test_probe_measures_rtt_and_bandwidth_and_sets_the_tier(make_sites):
     assert a.metric("dwcp_link_rtt_seconds", {"peer": "manager-1"}) == link["rtt_seconds"]
 
 
-def test_a_peer_outside_the_inventory_is_refused_before_any_request(make_sites):
-    _, b = make_sites(2)
-    stranger_key = bytes(range(32))
-    # Same domain and keys as the real sites, plus a key for id 7 that the sites do not know.
-    real = make_auth(b.site.ctx.inventory, 0, b.site.settings)
-    keys = {**real._keys, 7: public_key_of(stranger_key)}
-    stranger = HandshakeAuth(7, stranger_key, keys, real._domain)
-    site = b.site.sites["manager-1"]
-    with pytest.raises(WireError):
-        conn = dial(site, stranger, timeout=5)
+def refused(site, reason: str) -> float:
+    """The refusal counter once the server has handled the connection (the client may give up first)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        value = site.metric("dwcp_peer_connections_refused_total", {"reason": reason})
+        if value:
+            return value
+        time.sleep(0.02)
+    return {s.labels["reason"]: s.value for m in site.registry.collect() for s in m.samples
+            if s.name == "dwcp_peer_connections_refused_total"}
+
+
+def stranger_auth(real: PeerAuth, me: int = 0) -> TlsAuth:
+    """Claims to be site `me` with a key of its own, pinning the real sites' certificates."""
+    key = generate_private_key()
+    cert = self_signed_certificate(key, "stranger")
+    return TlsAuth(PeerAuth(me=me, private_key=key, certificate=cert, peers={**real.peers, me: cert},
+                            label=real.label))
+
+
+def test_a_site_with_an_unpinned_key_is_refused_before_any_frame(make_sites):
+    a, b = make_sites(2)
+    with pytest.raises((WireError, OSError)):
+        conn = dial(b.site.sites["manager-1"], stranger_auth(a.site.peer_auth), timeout=5)
         conn.send(Kind.PING, {})
         conn.expect((Kind.PONG,), 0)
-    assert b.metric("dwcp_peer_connections_refused_total", {"reason": "unknown_peer"}) == 1
+    assert refused(b, "unknown_peer") == 1
 
 
-def test_a_peer_with_the_wrong_key_for_its_name_is_refused(make_sites):
+def test_another_deployments_site_is_refused(make_sites):
     a, b = make_sites(2)
-    real = make_auth(a.site.ctx.inventory, 0, a.site.settings)
-    impostor = HandshakeAuth(0, bytes(32), real._keys, real._domain)  # claims manager-0 without its key
-    with pytest.raises(WireError):
-        conn = dial(b.site.sites["manager-1"], impostor, timeout=5)
+    real = a.site.peer_auth
+    other = TlsAuth(PeerAuth(me=0, private_key=real.private_key, certificate=real.certificate, peers=real.peers,
+                             label="manager/some-other-deployment"))
+    with pytest.raises((WireError, OSError)):
+        conn = dial(b.site.sites["manager-1"], other, timeout=5)
         conn.expect((Kind.PONG,), 0)
-    assert b.metric("dwcp_peer_connections_refused_total", {"reason": "bad_signature"}) == 1
+    assert refused(b, "wrong_deployment") == 1
 
 
-def test_requests_before_authentication_are_refused_without_reading_their_body(make_sites):
+def test_plaintext_frames_before_tls_are_refused(make_sites):
     _, b = make_sites(2)
     site = b.site.sites["manager-1"]
     sock = socket.create_connection((site.host, site.peer_port), timeout=5)
     conn = Connection(sock)
-    conn.send(Kind.OFFER, {"tid": "x"}, b"\0" * 10)  # a frame of another kind before AUTH
-    with pytest.raises(WireError):
-        while True:
-            conn.expect((Kind.AUTH,), 1 << 20)
+    conn.send(Kind.OFFER, {"tid": "x"}, b"\0" * 10)
+    with pytest.raises((WireError, OSError)):
+        conn.receive(1 << 20)
     conn.close()
-    assert b.metric("dwcp_peer_connections_refused_total", {"reason": "unauthenticated"}) == 1
+    assert refused(b, "tls_handshake") == 1
+
+
+def test_sites_on_several_hosts_need_a_key_directory(tmp_path):
+    inv = manager_inventory(2)
+    inv.spec("manager").instances[1].host = "10.0.0.2"
+    with pytest.raises(PeerKeyError, match="peer_key_dir"):
+        site_auth(context(inv, 0, tmp_path), None)
+
+
+def test_sites_sharing_a_data_root_share_fresh_keys(tmp_path):
+    inv = manager_inventory(2)
+    a, b = (site_auth(context(inv, i, tmp_path), None) for i in (0, 1))
+    assert a.peers == b.peers and a.private_key != b.private_key
+    assert (tmp_path / "keys-manager" / "manager-0.key").stat().st_mode & 0o077 == 0
 
 
 def test_probe_on_an_authenticated_connection(make_sites):

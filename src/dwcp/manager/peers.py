@@ -14,15 +14,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from dwcp.consensus.core.crypto import public_key_of
-from dwcp.consensus.node.keys import dev_private_key
 from dwcp.manager import chunks
 from dwcp.manager.incoming import ChecksumMismatch, Receiver
 from dwcp.manager.metrics import ManagerMetrics
-from dwcp.manager.settings import ManagerSettings
-from dwcp.manager.wire import MAX_AUTH_BYTES, Connection, HandshakeAuth, Kind, PeerAuth, WireError, site_name
+from dwcp.manager.wire import Connection, Kind, PeerAuth, WireError, site_name
 from dwcp.runtime.inventory import Inventory
 
 log = logging.getLogger("dwcp.manager.peers")
@@ -45,35 +41,6 @@ def sites(inventory: Inventory) -> list[Site]:
     spec = inventory.spec("manager")
     return [Site(site_name(i), inst.host, inst.ports.get("peer", inst.port + PEER_PORT_OFFSET), inst.url)
             for i, inst in enumerate(spec.instances)]
-
-
-class PeerKeyError(ValueError):
-    """Peer keys cannot be loaded; the message names the file."""
-
-
-def make_auth(inventory: Inventory, me: int, settings: ManagerSettings) -> HandshakeAuth:
-    """Ed25519 keys of every site: from `peer_key_dir` (manager-<i>.key / manager-<i>.pub, hex) or DEV keys
-    derived from `dev_seed` (insecure by construction: anyone with the inventory can act as any site)."""
-    n = len(inventory.spec("manager").instances)
-    if settings.peer_key_dir is None:
-        privs = {i: dev_private_key(settings.dev_seed, "manager", i) for i in range(n)}
-        publics, private = {i: public_key_of(k) for i, k in privs.items()}, privs[me]
-    else:
-        key_dir = Path(settings.peer_key_dir)
-        publics = {}
-        for i in range(n):
-            path = key_dir / f"manager-{i}.pub"
-            try:
-                publics[i] = bytes.fromhex(path.read_text().strip())
-            except (OSError, ValueError) as exc:
-                raise PeerKeyError(f"{path}: {exc}") from None
-        path = key_dir / f"manager-{me}.key"
-        try:
-            private = bytes.fromhex(path.read_text().strip())
-        except (OSError, ValueError) as exc:
-            raise PeerKeyError(f"{path}: {exc}") from None
-    domain = b"dwcp-manager|" + hashlib.sha256(b"".join(publics[i] for i in sorted(publics))).digest()
-    return HandshakeAuth(me, private, publics, domain)
 
 
 def dial(site: Site, auth: PeerAuth, timeout: float = 10.0) -> Connection:
@@ -169,8 +136,6 @@ class PeerServer:
                 self._chunk(conn, peer, meta, data)
             elif kind is Kind.COMMIT:
                 self._commit(conn, peer, meta)
-            elif kind is Kind.AUTH and len(data) <= MAX_AUTH_BYTES:
-                raise WireError("unexpected", "AUTH after authentication")
             else:
                 raise WireError("unexpected", f"{kind.name} is not a request")
 

@@ -43,6 +43,6 @@ class ManagerSettings(BaseModel):
     max_tx_bytes: int = Field(65536, ge=1, le=1 << 24, description="largest transaction payload routed")
     high_volume_tx_per_second: float = Field(200.0, gt=0, description="'auto' routing's high-volume threshold")
     # Security.
-    peer_key_dir: Path | None = Field(None, description="manager-<i>.key files and peers.json; default: dev keys")
-    dev_seed: str = Field("dwcp-manager-dev", description="DEV-ONLY: derives every manager's peer key")
+    peer_key_dir: Path | None = Field(None, description="manager-<i>.key files and peers.json (manager/keys.py); "
+                                      "default: fresh keys per deployment (one host only)")
     max_key_bytes: int = Field(1024, ge=1, le=4096, description="longest object key")

@@ -12,15 +12,16 @@ import time
 
 from dwcp.manager.dependency import Dependency
 from dwcp.manager.incoming import Receiver
+from dwcp.manager.keys import site_auth
 from dwcp.manager.links import LinkTable, probe
 from dwcp.manager.metrics import ManagerMetrics
-from dwcp.manager.peers import PeerServer, dial, make_auth, sites
+from dwcp.manager.peers import PeerServer, dial, sites
 from dwcp.manager.routing import CLUSTERS, Router, RoutingLog
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore
 from dwcp.manager.transfers import Tamper, Transfers
-from dwcp.manager.wire import WireError, site_name
+from dwcp.manager.wire import TlsAuth, WireError, site_name
 from dwcp.runtime.app import HealthResult
 from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from dwcp.runtime.context import ServiceContext
@@ -53,7 +54,8 @@ class ManagerSite:
         self.peers = {n: s for n, s in self.sites.items() if n != self.name}
         self.store = ObjectStore(ctx.data_dir / "objects")
         self.receiver = Receiver(self.store)
-        self.auth = make_auth(ctx.inventory, ctx.instance, settings)
+        self.peer_auth = site_auth(ctx, settings.peer_key_dir)
+        self.auth = TlsAuth(self.peer_auth)
         self.links = LinkTable(sorted(self.peers), self.metrics)
         self.selector_breaker = self.breaker("selector")
         self.chooser = CodecChooser(service_urls(ctx, "compression"), self.selector_breaker, self.metrics,

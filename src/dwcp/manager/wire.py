@@ -4,7 +4,7 @@
 
 Kinds and their meta (the data part is empty unless said):
 
-    AUTH      handshake payload (consensus transport's Ed25519 HELLO / PROOF) in data
+    AUTH      reserved: authentication happens below the frames (TLS), never as a frame
     OFFER     {tid, key, size, sha256, chunk_bytes, chunks, base}   sender -> receiver, opens or resumes a transfer
     STATE     {have: [chunk index...], base}                        durable chunks; base: sha256 usable as delta base
     CHUNK     {tid, i, codec, raw_len, sha256}, data = encoded chunk
@@ -16,9 +16,9 @@ Kinds and their meta (the data part is empty unless said):
     PING/PONG {t}                                                   RTT probe
     PROBE     {n}, data = n filler bytes; PROBE_ACK {n}             bandwidth probe
 
-Until the AUTH step succeeds only AUTH frames of at most MAX_AUTH_BYTES are read, so an unauthenticated
-peer cannot make us allocate more than that. Authentication is one pluggable object (`PeerAuth`): the
-Ed25519 handshake below, or any other that returns the proven peer name.
+No frame is read before authentication succeeds: the step is one pluggable object (`PeerAuth`); the
+one in use is `TlsAuth`, mutual TLS 1.3 with pinned Ed25519 certificates from `runtime.peerauth`, so
+everything after it is also encrypted and integrity-protected.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import socket
+import ssl
 import struct
-from collections.abc import Mapping
 from typing import Protocol
 
 import msgspec
 
-from dwcp.consensus.core.crypto import Ed25519Signer
-from dwcp.consensus.transport.handshake import Handshake, HandshakeError
+from dwcp.runtime.peerauth import PeerAuth as PeerAuth_
+from dwcp.runtime.peerauth import PeerAuthError
 
 _HEAD = struct.Struct("!BIQ")
 MAX_META = 64 * 1024
@@ -129,33 +129,36 @@ class PeerAuth(Protocol):
         """Prove our identity, check the peer's; return its site name or raise WireError."""
 
 
-class HandshakeAuth:
-    """Mutual Ed25519 proof of each side's key over AUTH frames (the consensus transport's handshake).
+class TlsAuth:
+    """Mutual TLS 1.3 on pinned Ed25519 certificates (`runtime.peerauth`): the connection's socket is
+    replaced by the TLS one, and the peer is named from its verified certificate's key, never from what
+    it says. A certificate that is not pinned fails the handshake; nothing else is read before it."""
 
-    Sites are `manager-<i>`; ids on the wire are the instance indexes. An id outside `public_keys`,
-    or a proof that fails, ends the connection before any other frame is read.
-    """
-
-    def __init__(self, me: int, private_key: bytes, public_keys: Mapping[int, bytes], domain: bytes) -> None:
-        self._signer = Ed25519Signer(me, private_key)
-        self.me, self._keys, self._domain = me, dict(public_keys), domain
+    def __init__(self, auth: PeerAuth_, handshake_timeout: float = 5.0) -> None:
+        self._auth, self._timeout = auth, handshake_timeout
 
     def authenticate(self, conn: Connection, dialled: str | None) -> str:
-        expected = site_index(dialled) if dialled is not None else None
-        hs = Handshake(me=self.me, sign=self._signer.sign, public_keys=self._keys, domain=self._domain,
-                       expected_peer=expected)
-        conn.send(Kind.AUTH, data=hs.hello())
+        server = dialled is None
+        ctx = self._auth.server_context() if server else self._auth.client_context()
+        previous = conn.sock.gettimeout()
+        conn.sock.settimeout(self._timeout)
         try:
-            while not hs.done:
-                kind, _, payload = conn.receive(MAX_AUTH_BYTES)
-                if kind is not Kind.AUTH:
-                    raise WireError("unauthenticated", f"{kind.name} before authentication")
-                for reply in hs.receive(bytes(payload)):
-                    conn.send(Kind.AUTH, data=reply)
-        except HandshakeError as exc:
+            tls = ctx.wrap_socket(conn.sock, server_side=server)
+        except ssl.SSLCertVerificationError as exc:
+            raise WireError("unknown_peer", f"peer certificate not pinned: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise WireError("tls_handshake", f"TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise WireError("tls_handshake", f"TLS handshake failed: {exc}") from None
+        conn.sock = tls
+        try:
+            node = self._auth.peer_of(tls)
+        except PeerAuthError as exc:
             raise WireError(exc.reason, str(exc)) from None
-        assert hs.peer_id is not None
-        conn.peer = site_name(hs.peer_id)
+        if dialled is not None and node != site_index(dialled):
+            raise WireError("wrong_peer", f"dialled {dialled} but {site_name(node)} answered")
+        tls.settimeout(previous)
+        conn.peer = site_name(node)
         return conn.peer
 
 

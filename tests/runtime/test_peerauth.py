@@ -102,3 +102,20 @@ async def test_strangers_holding_handshake_slots_are_capped_and_timed_out() -> N
         for s in socks:
             s.close()
         await server.close()
+
+
+async def test_contexts_serve_blocking_sockets_too() -> None:
+    """The manager's threaded peer port uses plain sockets: wrap them with the same contexts, then `peer_of`."""
+    nodes = Nodes(2)
+    server = await _echo_server(nodes.auth(0))
+
+    def blocking_client() -> tuple[int, bytes]:
+        auth = nodes.auth(1)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with auth.client_context().wrap_socket(raw) as tls:
+            return auth.peer_of(tls), tls.recv(64)
+
+    try:
+        assert await asyncio.to_thread(blocking_client) == (0, b"hello 1\n")
+    finally:
+        await server.close()

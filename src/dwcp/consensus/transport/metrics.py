@@ -33,7 +33,9 @@ class TransportMetrics:
         )
         self.frames_rejected = Counter(
             "dwcp_consensus_frames_rejected_total",
-            "Inbound frames or connections refused: oversize, malformed, bad_signature, unknown_peer, handshake_*.",
+            "Inbound frames or connections refused: oversize, malformed, bad_signature, bad_certificate, "
+            "unproven_height (a SYNC claim whose proof failed), preauth_limit (too many strangers in the TLS "
+            "handshake), handshake_* (TLS refused: failed, timeout, wrong_peer, wrong_deployment).",
             ["protocol", "reason"], registry=registry,
         )
         self.frames_dropped = Counter(

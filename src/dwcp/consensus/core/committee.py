@@ -77,7 +77,7 @@ class Committee:
         return {m.node_id: m.public_key for m in self.members}
 
     def digest(self) -> bytes:
-        """Identifies this committee (ids and keys), e.g. for the transport handshake's domain."""
+        """Identifies this committee (ids and keys), e.g. in the transport's TLS deployment label (ALPN)."""
         return digest(self.name.encode() + b"".join(m.node_id.to_bytes(4, "big") + m.public_key for m in self.members))
 
     def to_json(self) -> str:

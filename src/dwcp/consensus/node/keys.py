@@ -13,7 +13,6 @@ derived keys: anyone who could compute a node's key could sign commit certificat
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,12 +76,6 @@ class SignatureCache:
             if len(self._recent) > self.size:
                 del self._recent[next(iter(self._recent))]
         return sig
-
-
-def dev_private_key(seed: str, service: str, node_id: int) -> bytes:
-    """Deterministic 32-byte key from a seed. DEV-ONLY and not used by consensus nodes any more: the
-    manager's peer port still derives its DEV keys with it until it moves to `runtime.peerauth`."""
-    return hashlib.blake2b(f"dwcp-dev-key:{seed}:{service}:{node_id}".encode(), digest_size=32).digest()
 
 
 def committee_from_inventory(

@@ -7,6 +7,7 @@ What the node sends back is read from its outbound queues.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,3 +121,25 @@ def test_a_proven_height_with_withheld_blocks_costs_one_request_per_status_not_a
     assert driver.status()["catching_up"] is False  # forgotten until it proves a height again
     _status(driver, 1, 5, encode(real), proof)
     assert _sent_sync(driver) == [(1, SyncRequest(start=1, end=5))]
+
+
+async def test_status_carries_the_proof_only_to_peers_that_said_they_are_behind(node: Node) -> None:
+    driver, key_dir = node.driver, node.key_dir
+    block = Block(height=1, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"tx"),))
+    cert = _signers(_real_signers(key_dir), 1, block)
+    driver.writer.start()
+    try:
+        driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(block), encode(cert))])))
+        for _ in range(200):
+            if driver.height == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.height == 1
+        _sent_sync(driver)  # drop what catch-up queued so far
+        _status(driver, 2, 0)  # behind us
+        _status(driver, 3, 1)  # level with us; peer 1 said nothing yet
+        driver._send_status()
+        proof = SyncStatus(height=1, block=encode(block), certificate=encode(cert))
+        assert sorted(_sent_sync(driver)) == [(1, proof), (2, proof), (3, SyncStatus(height=1))]
+    finally:
+        await driver.writer.stop()

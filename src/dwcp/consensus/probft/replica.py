@@ -26,6 +26,7 @@ missing_header, equivocation_evidence; bad peer input never raises.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,10 @@ class Replica(PbftReplica):
         self.sent = dict.fromkeys(("propose", "prepare", "commit", "view_change", "checkpoint", "other"), 0)
         self.attempts = dict.fromkeys(PHASES, 0)  # phases we voted in (each waits for a quorum)
         self.achieved = dict.fromkeys(PHASES, 0)  # ... that gathered one
+        self.failed = dict.fromkeys(PHASES, 0)  # ... that a view change ended before their quorum
         self.rejected: dict[str, int] = {}
+        self.accepted_at: dict[int, float] = {}  # height -> when its block was accepted here (this view)
+        self.finalized: deque[tuple[int, float]] = deque(maxlen=256)  # (height, accepted -> executed s)
 
     # ---- entry point: proposals go out as `Proposal`s; count what we send and reject ----
     def handle(self, now: float, input: Input) -> list[Output]:
@@ -159,7 +163,23 @@ class Replica(PbftReplica):
                 and key not in self.headers):  # our own new proposal (re-proposals carry no header)
             dig = block_digest(block)
             self.headers[key] = (dig, self.sign(header(*key, dig)))
+        self.accepted_at.setdefault(block.height, now)
         super()._accept_block(now, block, outs)
+
+    def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:
+        accepted = self.accepted_at.pop(block.height, None)
+        if accepted is not None and not replay:
+            self.finalized.append((block.height, now - accepted))
+        for h in [h for h in self.accepted_at if h <= block.height]:
+            del self.accepted_at[h]
+        super().after_execute(now, block, cert, outs, replay)
+
+    def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:
+        if self.mode is Mode.NORMAL and view > self.view:  # this view's open phases end without quorum
+            for h, slot in self.slots.items():
+                if slot.view == self.view and h > self.height and h not in self.decided:
+                    self.failed["commit" if slot.prepared else "prepare"] += 1
+        super().start_view_change(now, view, outs)
 
     # ---- ballots ----
     def _cast(self, now: float, vote: Vote, outs: list[Output]) -> None:
@@ -253,7 +273,8 @@ class Replica(PbftReplica):
         out.update({
             "sample_size": self.params.sample_size, "quorum": self.params.quorum, "dense": self.params.dense,
             "messages_sent": dict(self.sent), "quorum_attempts": dict(self.attempts),
-            "quorum_achieved": dict(self.achieved), "vrf_proofs_verified": self.book.proofs_verified,
+            "quorum_achieved": dict(self.achieved), "quorum_failed": dict(self.failed),
+            "finalized": list(self.finalized), "vrf_proofs_verified": self.book.proofs_verified,
             "rejected": dict(self.rejected), "predicted": predict(self.params),
         })
         return out

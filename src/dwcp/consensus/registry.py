@@ -40,11 +40,14 @@ from typing import Protocol as _Protocol
 
 from prometheus_client import CollectorRegistry
 
-from dwcp.consensus import pbft, tpbft
+from dwcp.consensus import pbft, probft, tpbft
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.messages import Certificate
 from dwcp.consensus.pbft.metrics import Metrics as PbftMetrics
 from dwcp.consensus.pbft.settings import Settings as PbftSettings
+from dwcp.consensus.probft.keys import sim_extras as probft_sim_extras
+from dwcp.consensus.probft.metrics import Metrics as ProbftMetrics
+from dwcp.consensus.probft.settings import Settings as ProbftSettings
 from dwcp.consensus.tpbft.metrics import Metrics as TpbftMetrics
 from dwcp.consensus.tpbft.settings import Settings as TpbftSettings
 
@@ -138,4 +141,10 @@ register(ProtocolSpec(
     summary="PBFT in an EigenTrust-chosen consensus group",
     replica=tpbft.Replica, config=tpbft.Config, settings=TpbftSettings, messages=tpbft.MESSAGES,
     certificate=Certificate, metrics=TpbftMetrics,
+))
+register(ProtocolSpec(
+    name="probft",
+    summary="ProBFT: VRF-sampled prepare/commit with probabilistic quorums (docs/probft.md)",
+    replica=probft.Replica, config=probft.Config, settings=ProbftSettings, messages=probft.MESSAGES,
+    certificate=Certificate, metrics=ProbftMetrics, sim_extras=probft_sim_extras,
 ))

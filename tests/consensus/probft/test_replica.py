@@ -55,7 +55,7 @@ def test_n31_sends_each_ballot_to_its_vrf_sample_only_and_commits_everywhere(pro
     net.run()
     assert_same_chain(net, [1, 2, 3])
     params = net.cores[5].params
-    assert (params.sample_size, params.quorum, params.dense) == (14, 3, False)
+    assert (params.sample_size, params.quorum, params.dense) == (14, 5, False)
     for node, outs in net.outputs.items():
         for o in outs:
             if isinstance(o, Multicast) and isinstance(o.message, Ballot):
@@ -197,5 +197,5 @@ def test_random_ballots_and_proposals_never_raise(probft_net):
 def test_default_parameters_at_7_31_100():
     assert derive(7, 2, 5).dense and derive(7, 2, 5).quorum == 5
     p31, p100 = derive(31, 10, 21), derive(100, 33, 67)
-    assert (p31.sample_size, p31.quorum) == (14, 3)
-    assert (p100.sample_size, p100.quorum) == (25, 6)
+    assert (p31.sample_size, p31.quorum) == (14, 5)
+    assert (p100.sample_size, p100.quorum) == (25, 10)

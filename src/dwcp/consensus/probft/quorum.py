@@ -7,11 +7,12 @@ deterministic), so a node verifies at most one proof per sender, view and phase,
 Byzantine peer sends. The cache holds the last `CACHE_SIZE` keys.
 
 A ProBFT certificate is the core `Certificate` (so PBFT's view change, storage and catch-up carry it
-unchanged) whose `signatures[i]` is an entry: signature (64 B) || holder id (4 B) || the leader's
-header signature (64 B) || VRF proof. `holder` is the node whose quorum it is: every signer other than
-the holder must have the holder in its VRF sample, so the certificate shows q matching ballots that a
-single node was entitled to receive, which is exactly what made that node decide. The signature is
-the signer's envelope signature over the `Ballot` rebuilt from the certificate and its entry.
+unchanged) whose `signatures[i]` is an entry: signature (64 B) || holder id (4 B) || header signature
+length (1 B: 64, or 0 for a view change's re-proposal) || the leader's header signature || VRF proof.
+`holder` is the node whose quorum it is: every signer other than the holder must have the holder in
+its VRF sample, so the certificate shows q matching ballots that a single node was entitled to
+receive, which is exactly what made that node decide. The signature is the signer's envelope
+signature over the `Ballot` rebuilt from the certificate and its entry.
 """
 
 from __future__ import annotations
@@ -29,22 +30,26 @@ from dwcp.consensus.probft.sampling import PHASES, Params, alpha, draw
 
 CACHE_SIZE = 1 << 14
 _HOLDER = 4
-_FIXED = SIGNATURE_SIZE + _HOLDER + SIGNATURE_SIZE
+_FIXED = SIGNATURE_SIZE + _HOLDER + 1  # then the header signature (its length in the last byte), the proof
 
 BAD_PROOF = "bad_vrf_proof"
 PROOF_MISMATCH = "proof_mismatch"
 
 
 def pack_entry(signature: bytes, holder: int, header_signature: bytes, proof: bytes) -> bytes:
-    return signature + holder.to_bytes(_HOLDER, "big") + header_signature + proof
+    return signature + holder.to_bytes(_HOLDER, "big") + bytes((len(header_signature),)) + header_signature + proof
 
 
 def unpack_entry(entry: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+    """(signature, holder, header signature, proof), or None for a malformed entry."""
     if len(entry) < _FIXED:
         return None
     sig = entry[:SIGNATURE_SIZE]
     holder = int.from_bytes(entry[SIGNATURE_SIZE:SIGNATURE_SIZE + _HOLDER], "big")
-    return sig, holder, entry[SIGNATURE_SIZE + _HOLDER:_FIXED], entry[_FIXED:]
+    size = entry[_FIXED - 1]
+    if size not in (0, SIGNATURE_SIZE) or len(entry) < _FIXED + size:
+        return None
+    return sig, holder, entry[_FIXED:_FIXED + size], entry[_FIXED + size:]
 
 
 class SampleBook:
@@ -115,7 +120,8 @@ class SampleBook:
             return False
         chief = leader(cert.epoch, cert.view)
         head = encode(header(cert.epoch, cert.view, cert.height, cert.digest))
-        if not verifier.verify(chief, signing_bytes(chief, head), header_sig):
+        # Empty only for a view change's re-proposals (the NEW-VIEW settled those blocks, not a leader's header).
+        if header_sig and not verifier.verify(chief, signing_bytes(chief, head), header_sig):
             return False
         for signer, p in zip(cert.signers, parsed, strict=True):
             assert p is not None

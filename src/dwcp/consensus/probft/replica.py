@@ -53,7 +53,7 @@ class Config(PbftConfig):
     checkpoint_interval: int = 32
     sample_factor: float = 0.0  # the paper's o: sample size s = ceil(o * sqrt(n)); 0: sampling.DEFAULT_O
     quorum_factor: float = 0.0  # the paper's l: quorum q = ceil(l * sqrt(n)); 0: derived from liveness_miss
-    liveness_miss: float = 1e-4  # target chance a correct leader's phase misses quorum with f silent
+    liveness_miss: float = 1e-2  # target chance a correct leader's phase misses quorum with f silent
 
 
 def _label(message: Any) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 PHASES = ("prepare", "commit")
 DEFAULT_O = 2.5
-DEFAULT_LIVENESS_MISS = 1e-4
+DEFAULT_LIVENESS_MISS = 1e-2
 _DOMAIN = b"dwcp-probft-sample/1"
 
 

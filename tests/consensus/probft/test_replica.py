@@ -10,7 +10,7 @@ import msgspec
 from dwcp.consensus.core import Block, Multicast, Rejected, Submitted, Vote, block_digest
 from dwcp.consensus.core.codec import encode, signing_bytes
 from dwcp.consensus.probft.messages import Ballot, Proposal, header
-from dwcp.consensus.probft.sampling import alpha, derive, draw
+from dwcp.consensus.probft.sampling import alpha, derive, draw, predict
 from tests.consensus.pbft.conftest import received, submit, tx
 
 
@@ -55,15 +55,15 @@ def test_n31_sends_each_ballot_to_its_vrf_sample_only_and_commits_everywhere(pro
     net.run()
     assert_same_chain(net, [1, 2, 3])
     params = net.cores[5].params
-    assert (params.sample_size, params.quorum, params.dense) == (14, 5, False)
+    assert (params.sample_size, params.quorum, params.dense) == (23, 12, False)
     for node, outs in net.outputs.items():
         for o in outs:
             if isinstance(o, Multicast) and isinstance(o.message, Ballot):
                 b = o.message
                 _, beta = net.provers[node].prove(alpha(net.keys.committee.digest(), b.epoch, b.view, b.kind))
-                assert o.to == tuple(sorted(draw(beta, tuple(i for i in range(31) if i != node), 14)))
+                assert o.to == tuple(sorted(draw(beta, tuple(i for i in range(31) if i != node), 23)))
     status = net.cores[5].status()
-    assert status["messages_sent"]["prepare"] == status["messages_sent"]["commit"] == 3 * 14
+    assert status["messages_sent"]["prepare"] == status["messages_sent"]["commit"] == 3 * 23
     assert status["quorum_achieved"] == status["quorum_attempts"] == {"prepare": 3, "commit": 3}
     # One VRF verification per sender, view and phase, however many heights: 3 blocks, not 3x.
     assert status["vrf_proofs_verified"] <= 2 * 30
@@ -197,5 +197,10 @@ def test_random_ballots_and_proposals_never_raise(probft_net):
 def test_default_parameters_at_7_31_100():
     assert derive(7, 2, 5).dense and derive(7, 2, 5).quorum == 5
     p31, p100 = derive(31, 10, 21), derive(100, 33, 67)
-    assert (p31.sample_size, p31.quorum) == (14, 5)
-    assert (p100.sample_size, p100.quorum) == (25, 10)
+    assert (p31.sample_size, p31.quorum) == (23, 12)
+    assert (p100.sample_size, p100.quorum) == (65, 35)
+    # q - 1 > f: the f Byzantine nodes cannot fill a certificate on their own.
+    assert predict(p31)["forge_risk"] == predict(p100)["forge_risk"] == 0.0
+    # The paper-like o = 2.5 is cheaper (q = 10 at n = 100) but forgeable by 33 colluding nodes.
+    cheap = derive(100, 33, 67, o=2.5)
+    assert (cheap.sample_size, cheap.quorum) == (25, 10) and predict(cheap)["forge_risk"] > 0.5

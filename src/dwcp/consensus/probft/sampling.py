@@ -14,10 +14,16 @@ s-subset of the n - 1 others, and a given receiver is in it with probability p =
   P_unsafe <= (n - f) * P_split(prepare) * P_split(commit), with the commit phase's senders only
   those of the smaller half that prepared (see `predict`).
 
-Defaults: o = DEFAULT_O, and q is the largest quorum with 1 - P_live <= `liveness_miss` (a correct
-leader's phase then fails only that rarely with f silent nodes). When s >= n - 1 the "sample" is
-everyone and sampling cannot pay: the protocol runs dense, q = the committee's 2f + 1, exactly PBFT's
-quorums and deterministic safety (n = 7: s = ceil(2.5 * 2.65) = 7 > 6).
+- forgery: the f Byzantine nodes can sign a valid certificate (for a view change or catch-up) for any
+  block on their own when some Byzantine holder has q - 1 Byzantine senders whose samples hold it:
+  per view at most forge = f * P[Bin(f, p) >= q - 1].
+
+Defaults: q is the largest quorum with 1 - P_live <= `liveness_miss` (10^-2), and o the smallest (from
+1, in steps of 0.25) whose q also keeps forge <= `max_forge_risk` (10^-6). When no such o gives s < n - 1
+the "sample" is everyone and sampling cannot pay: the protocol runs dense, q = the committee's 2f + 1,
+exactly PBFT's quorums and deterministic safety (n = 7). n = 31: o = 4, s = 23, q = 12; n = 100:
+o = 6.5, s = 65, q = 35: both q - 1 > f, so no certificate can be made of Byzantine ballots alone. The split attack is not bounded by sizes (its count has nearly the honest mean when f ~ n/3):
+it is the equivocation-evidence rule (replica.py) that stops it; `predict` shows the figures.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import math
 from dataclasses import dataclass
 
 PHASES = ("prepare", "commit")
-DEFAULT_O = 2.5
 DEFAULT_LIVENESS_MISS = 1e-2
+DEFAULT_FORGE_RISK = 1e-6
 _DOMAIN = b"dwcp-probft-sample/1"
 
 
@@ -54,40 +60,59 @@ def binom_tail(trials: int, p: float, k: int) -> float:
     return min(1.0, sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(k, trials + 1)))
 
 
+def _live_quorum(n: int, f: int, p: float, s: int, liveness_miss: float) -> int:
+    """The largest q a correct leader's phase reaches with f silent nodes, except w.p. liveness_miss."""
+    q = 2
+    while q + 1 <= s + 1 and 1 - binom_tail(n - 1 - f, p, q) <= liveness_miss:
+        q += 1
+    return q
+
+
+def forge_risk(n: int, f: int, p: float, q: int) -> float:
+    """Union bound on the chance that, in one view, some Byzantine holder has q - 1 Byzantine senders
+    whose samples hold it: then the f Byzantine nodes alone can sign a valid certificate for any block."""
+    return min(1.0, f * binom_tail(f, p, q - 1))
+
+
 def derive(n: int, f: int, quorum: int, *, o: float = 0.0, quorum_factor: float = 0.0,
-           liveness_miss: float = DEFAULT_LIVENESS_MISS) -> Params:
+           liveness_miss: float = DEFAULT_LIVENESS_MISS, max_forge_risk: float = DEFAULT_FORGE_RISK) -> Params:
     """Sample and quorum sizes for a committee of n with f tolerated faults and PBFT quorum `quorum`.
-    o and quorum_factor (the paper's l) = 0 take the defaults (module docstring); explicit values are
-    used as given, q bounded to [2, 2f + 1]."""
+
+    Default (o = 0): the smallest o (in steps of 0.25 from 1) whose liveness quorum (`_live_quorum`) is
+    also safe against forgery (`forge_risk` <= max_forge_risk); dense when none is below n - 1. An
+    explicit o keeps the liveness quorum whatever its forge risk (`predict` reports it); an explicit
+    quorum_factor (the paper's l) sets q = ceil(l * sqrt(n)). q is bounded to [2, 2f + 1].
+    """
     if n <= 1:
         return Params(n=n, f=f, sample_size=0, quorum=1, dense=True)
     root = math.sqrt(n)
-    s = math.ceil((o or DEFAULT_O) * root)
-    if s >= n - 1:
-        return Params(n=n, f=f, sample_size=n - 1, quorum=quorum, dense=True)
-    p = s / (n - 1)
-    if quorum_factor:
-        q = math.ceil(quorum_factor * root)
-    else:
-        q = 2
-        while q + 1 <= s + 1 and 1 - binom_tail(n - 1 - f, p, q) <= liveness_miss:
-            q += 1
-    return Params(n=n, f=f, sample_size=s, quorum=max(2, min(q, quorum)), dense=False)
+    factors = [o] if o else [1.0 + 0.25 * i for i in range(int(4 * root) + 1)]
+    for factor in factors:
+        s = math.ceil(factor * root)
+        if s >= n - 1:
+            break
+        p = s / (n - 1)
+        q = math.ceil(quorum_factor * root) if quorum_factor else _live_quorum(n, f, p, s, liveness_miss)
+        q = max(2, min(q, quorum))
+        if o or forge_risk(n, f, p, q) <= max_forge_risk:
+            return Params(n=n, f=f, sample_size=s, quorum=q, dense=False)
+    return Params(n=n, f=f, sample_size=n - 1, quorum=quorum, dense=True)
 
 
 def predict(params: Params) -> dict[str, float]:
     """The model's figures for `params` (module docstring): per receiver and phase, the chance a
-    correct leader's phase misses quorum with f silent, and the split attack's chances."""
+    correct leader's phase misses quorum with f silent, the split attack's chances, and the per-view
+    chance that the f Byzantine nodes can forge a certificate."""
     n, f, q, p = params.n, params.f, params.quorum, params.p
     if params.dense:
-        return {"liveness_miss": 0.0, "split_prepare": 0.0, "unsafe_bound": 0.0}
+        return {"liveness_miss": 0.0, "split_prepare": 0.0, "unsafe_bound": 0.0, "forge_risk": 0.0}
     live = binom_tail(n - 1 - f, p, q - 1)
     half = (n - f) // 2
     prep = binom_tail(f + half - 1, p, q - 1)
     prepared = round(half * prep)  # expected smaller-half nodes that prepared
     commit = binom_tail(f + prepared - 1, p, q - 1)
     return {"liveness_miss": 1 - live, "split_prepare": prep,
-            "unsafe_bound": min(1.0, (n - f) * prep * commit)}
+            "unsafe_bound": min(1.0, (n - f) * prep * commit), "forge_risk": forge_risk(n, f, p, q)}
 
 
 def alpha(committee_digest: bytes, epoch: int, view: int, phase: str) -> bytes:

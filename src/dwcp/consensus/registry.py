@@ -45,6 +45,7 @@ from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.messages import Certificate
 from dwcp.consensus.pbft.metrics import Metrics as PbftMetrics
 from dwcp.consensus.pbft.settings import Settings as PbftSettings
+from dwcp.consensus.probft.keys import node_extras as probft_node_extras
 from dwcp.consensus.probft.keys import sim_extras as probft_sim_extras
 from dwcp.consensus.probft.metrics import Metrics as ProbftMetrics
 from dwcp.consensus.probft.settings import Settings as ProbftSettings
@@ -146,5 +147,5 @@ register(ProtocolSpec(
     name="probft",
     summary="ProBFT: VRF-sampled prepare/commit with probabilistic quorums (docs/probft.md)",
     replica=probft.Replica, config=probft.Config, settings=ProbftSettings, messages=probft.MESSAGES,
-    certificate=Certificate, metrics=ProbftMetrics, sim_extras=probft_sim_extras,
+    certificate=Certificate, metrics=ProbftMetrics, sim_extras=probft_sim_extras, node_extras=probft_node_extras,
 ))

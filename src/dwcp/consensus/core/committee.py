@@ -35,6 +35,7 @@ class Member:
     http_port: int = 0
     region: str = ""
     certificate: bytes = b""  # PEM, pinned by the transport (see module docstring)
+    vrf_key: bytes = b""  # RFC 9381 ECVRF public key (ProBFT's samples); empty in older committee files
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,8 @@ class Committee:
                 "members": [
                     {"id": m.node_id, "host": m.host, "port": m.port, "http_port": m.http_port,
                      "public_key": m.public_key.hex(), "region": m.region,
-                     **({"certificate": m.certificate.decode()} if m.certificate else {})}
+                     **({"certificate": m.certificate.decode()} if m.certificate else {}),
+                     **({"vrf_public_key": m.vrf_key.hex()} if m.vrf_key else {})}
                     for m in self.members
                 ],
             },
@@ -100,7 +102,7 @@ class Committee:
         members = tuple(
             Member(node_id=int(m["id"]), public_key=bytes.fromhex(m["public_key"]), host=m.get("host", "127.0.0.1"),
                    port=int(m.get("port", 0)), http_port=int(m.get("http_port", 0)), region=m.get("region", ""),
-                   certificate=m.get("certificate", "").encode())
+                   certificate=m.get("certificate", "").encode(), vrf_key=bytes.fromhex(m.get("vrf_public_key", "")))
             for m in raw["members"]
         )
         return cls(members, name=raw.get("name", "committee"))

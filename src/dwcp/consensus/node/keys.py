@@ -13,6 +13,7 @@ derived keys: anyone who could compute a node's key could sign commit certificat
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from dwcp.consensus.core.committee import Committee, Member
 from dwcp.consensus.core.crypto import Ed25519Signer, Ed25519Verifier, generate_private_key, public_key_of
+from dwcp.consensus.core.vrf import ecvrf_public_key
 from dwcp.runtime.inventory import Inventory
 from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, certificate_public_key, self_signed_certificate
 
@@ -34,6 +36,11 @@ class NodeKeys:
     signer: Ed25519Signer
     verifier: Ed25519Verifier
     private_key: bytes  # the signer's, also this node's TLS key
+
+    @property
+    def vrf_secret(self) -> bytes:
+        """This node's ECVRF secret key (ProBFT), derived from its signing key (`vrf_secret_of`)."""
+        return vrf_secret_of(self.private_key)
 
     def peer_auth(self, protocol: str) -> PeerAuth:
         """The transport identity: this node's key and certificate, every member's certificate pinned.
@@ -78,8 +85,15 @@ class SignatureCache:
         return sig
 
 
+def vrf_secret_of(private_key: bytes) -> bytes:
+    """A node's ECVRF secret, a keyed hash of its Ed25519 signing key: one key to store, yet the VRF
+    and the signatures never share a secret (RFC 9381's nonce would otherwise reuse RFC 8032's)."""
+    return hashlib.blake2b(private_key, key=b"dwcp-vrf-key/1", digest_size=32).digest()
+
+
 def committee_from_inventory(
-    inventory: Inventory, service: str, public_keys: Mapping[int, bytes], certificates: Mapping[int, bytes]
+    inventory: Inventory, service: str, public_keys: Mapping[int, bytes], certificates: Mapping[int, bytes],
+    vrf_keys: Mapping[int, bytes] | None = None,
 ) -> Committee:
     """One member per inventory instance of `service`: id = instance index, its consensus port."""
     spec = inventory.spec(service)
@@ -89,7 +103,7 @@ def committee_from_inventory(
             raise KeyLoadError(f"{inventory.source}: services.{service}.instances.{i} has no 'consensus' port")
         members.append(Member(
             node_id=i, public_key=public_keys[i], host=inst.host, port=inst.ports["consensus"], http_port=inst.port,
-            certificate=certificates[i],
+            certificate=certificates[i], vrf_key=(vrf_keys or {}).get(i, b""),
         ))
     return Committee(tuple(members), name=service)
 
@@ -98,7 +112,9 @@ def generate_committee(inventory: Inventory, service: str) -> tuple[Committee, d
     """Fresh random keys for every instance of `service`: the committee and each node's private key."""
     privs = {i: generate_private_key() for i in range(len(inventory.spec(service).instances))}
     certs = {i: self_signed_certificate(k, f"dwcp-{service}-{i}") for i, k in privs.items()}
-    return committee_from_inventory(inventory, service, {i: public_key_of(k) for i, k in privs.items()}, certs), privs
+    vrf_keys = {i: ecvrf_public_key(vrf_secret_of(k)) for i, k in privs.items()}
+    public_keys = {i: public_key_of(k) for i, k in privs.items()}
+    return committee_from_inventory(inventory, service, public_keys, certs, vrf_keys), privs
 
 
 def write_key_dir(out: Path, committee: Committee, private_keys: Mapping[int, bytes]) -> None:
@@ -161,5 +177,8 @@ def load_keys(key_dir: Path, node_id: int) -> NodeKeys:
                 f"{committee_path}: node {m.node_id} has no certificate for its public key "
                 "(regenerate keys with `dwcp consensus keygen`)"
             )
+    vrf_key = committee.member(node_id).vrf_key
+    if vrf_key and vrf_key != ecvrf_public_key(vrf_secret_of(private)):
+        raise KeyLoadError(f"{key_path}: key does not match node {node_id}'s VRF public key in {committee_path}")
     return NodeKeys(committee, signer, Ed25519Verifier(committee.public_keys()), private)
 

@@ -22,8 +22,9 @@ Defaults: q is the largest quorum with 1 - P_live <= `liveness_miss` (10^-2), an
 1, in steps of 0.25) whose q also keeps forge <= `max_forge_risk` (10^-6). When no such o gives s < n - 1
 the "sample" is everyone and sampling cannot pay: the protocol runs dense, q = the committee's 2f + 1,
 exactly PBFT's quorums and deterministic safety (n = 7). n = 31: o = 4, s = 23, q = 12; n = 100:
-o = 6.5, s = 65, q = 35: both q - 1 > f, so no certificate can be made of Byzantine ballots alone. The split attack is not bounded by sizes (its count has nearly the honest mean when f ~ n/3):
-it is the equivocation-evidence rule (replica.py) that stops it; `predict` shows the figures.
+o = 6.5, s = 65, q = 35: both q - 1 > f, so no certificate can be made of Byzantine ballots alone.
+The split attack is not bounded by sizes (its count has nearly the honest mean when f ~ n/3): it is
+the equivocation-evidence rule (replica.py) that stops it; `predict` shows the figures.
 """
 
 from __future__ import annotations

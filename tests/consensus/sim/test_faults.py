@@ -9,7 +9,16 @@ from dwcp.consensus.core.crypto import MacSigner, MacVerifier, mac_secret
 from dwcp.consensus.core.messages import Block, Transaction, Vote
 from dwcp.consensus.pbft import MESSAGES
 from dwcp.consensus.pbft.messages import NewView, PrePrepare
-from dwcp.consensus.sim.faults import BEHAVIOURS, Behaviour, Equivocate, Garbage, InvalidSignature, Silent, Twins
+from dwcp.consensus.sim.faults import (
+    BEHAVIOURS,
+    BYZANTINE,
+    Behaviour,
+    Equivocate,
+    Garbage,
+    InvalidSignature,
+    Silent,
+    Twins,
+)
 
 IDS = tuple(range(7))
 CODEC = Codec(MESSAGES)
@@ -81,4 +90,7 @@ def test_garbage_frames_never_decode_to_a_message() -> None:
 
 
 def test_every_behaviour_is_registered_by_name() -> None:
-    assert set(BEHAVIOURS) == {"none", "silent", "equivocate", "twins", "invalid-signature", "garbage"}
+    assert set(BEHAVIOURS) == {"none", "silent", "equivocate", "twins", "invalid-signature", "garbage",
+                               "outside-sample", "forged-proof", "replayed-proof"}
+    # The sample attacks are named explicitly, never drawn by "mixed": existing seeds keep their draws.
+    assert set(BYZANTINE) == {"silent", "equivocate", "twins", "invalid-signature", "garbage"}

@@ -18,6 +18,14 @@ so every forgery goes through the receivers' real `Codec.open` checks:
 |                   | replay of a frame another node signed (`sender_mismatch`, as the driver)    |
 | garbage           | half the messages replaced by random bytes, or by random payloads that are   |
 |                   | validly signed (`malformed`), or truncated frames                            |
+
+Sample attacks, for protocols whose messages carry a VRF `proof` of who may receive them (ProBFT);
+other messages leave such a node unchanged. They are named explicitly (`--behaviour outside-sample,...`)
+and not drawn by "mixed", so the mixed draws of existing seeds stay what they were:
+
+| outside-sample    | every proof-carrying message goes to the whole committee, not its sample     |
+| forged-proof      | half the proof-carrying messages with random proof bytes (validly signed)    |
+| replayed-proof    | the first proof the node ever sent, attached to all its later messages       |
 """
 
 from __future__ import annotations
@@ -192,7 +200,45 @@ class Garbage(Behaviour):
         return [(to, junk)]
 
 
+class OutsideSample(Behaviour):
+    name = "outside-sample"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        if hasattr(message, "proof"):
+            to = tuple(sorted(self.halves[0] | self.halves[1]))
+        return [(to, codec.seal(signer, message))]
+
+
+class ForgedProof(Behaviour):
+    name = "forged-proof"
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        proof = getattr(message, "proof", None)
+        if isinstance(proof, bytes) and self.rng.random() < 0.5:
+            message = msgspec.structs.replace(message, proof=self.rng.randbytes(len(proof) or 80))
+        return [(to, codec.seal(signer, message))]
+
+
+class ReplayedProof(Behaviour):
+    name = "replayed-proof"
+
+    def __init__(self, rng: random.Random, committee_ids: Sequence[int], node_id: int) -> None:
+        super().__init__(rng, committee_ids, node_id)
+        self.first: bytes | None = None
+
+    def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
+        proof = getattr(message, "proof", None)
+        if isinstance(proof, bytes):
+            if self.first is None:
+                self.first = proof
+            elif proof != self.first:  # a valid proof, for another view or phase
+                message = msgspec.structs.replace(message, proof=self.first)
+        return [(to, codec.seal(signer, message))]
+
+
 BEHAVIOURS: dict[str, type[Behaviour]] = {
-    b.name: b for b in (Behaviour, Silent, Equivocate, Twins, InvalidSignature, Garbage)
+    b.name: b for b in (Behaviour, Silent, Equivocate, Twins, InvalidSignature, Garbage,
+                        OutsideSample, ForgedProof, ReplayedProof)
 }
-BYZANTINE = tuple(name for name in BEHAVIOURS if name != "none")
+SAMPLE_ATTACKS = (OutsideSample.name, ForgedProof.name, ReplayedProof.name)
+BYZANTINE = tuple(name for name in BEHAVIOURS if name != "none" and name not in SAMPLE_ATTACKS)

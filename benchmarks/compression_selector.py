@@ -49,6 +49,7 @@ from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.costmodel import Link
 from dwcp.compression.features import make_sample
 from dwcp.compression.train import random_links
+from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 
 SEED = {"p99_s": 0.010, "accuracy": 0.995, "rps": 1000.0}
 TARGET = {"p99_s": 0.002, "accuracy": 0.995, "rps": 3000.0}
@@ -71,10 +72,17 @@ def _bodies(count: int = 256) -> list[bytes]:
     return out
 
 
+def token_file(workdir: Path) -> Path:
+    """The services' bearer-token file (named in the benchmark's inventory, made by `start_services`)."""
+    return workdir / "secrets" / "http-token"
+
+
 def _requests(port: int, bodies: Path) -> list[bytes]:
     """HTTP requests for the bodies the parent wrote, one JSON body a line (generating them takes seconds)."""
+    token = client_token(token_file(bodies.parent)).encode()
     return [b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body) for body in bodies.read_bytes().splitlines()]
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (port, token, len(body), body)
+            for body in bodies.read_bytes().splitlines()]
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
@@ -184,7 +192,8 @@ function init(args)
   reqs, sent = {}, 0
   for i, body in ipairs(bodies) do
     reqs[i] = wrk.format("POST", "/v1/predict", {["Host"] = "127.0.0.1:" .. port,
-                                                  ["Content-Type"] = "application/json"}, body)
+                                                  ["Content-Type"] = "application/json",
+                                                  ["Authorization"] = "Bearer %(token)s"}, body)
   end
   i = offset
 end
@@ -214,7 +223,8 @@ end
 def write_wrk_script(path: Path, ports: list[int], bodies: Path) -> Path:
     # Level-3 long brackets: base64 and JSON numbers can never close them.
     bodies = ",\n".join(f"[===[{b.decode()}]===]" for b in bodies.read_bytes().splitlines())
-    path.write_text(WRK_SCRIPT % {"ports": ", ".join(map(str, ports)), "bodies": bodies})
+    token = client_token(token_file(path.parent))  # URL-safe base64: nothing to escape in Lua
+    path.write_text(WRK_SCRIPT % {"ports": ", ".join(map(str, ports)), "bodies": bodies, "token": token})
     return path
 
 
@@ -248,7 +258,9 @@ def free_port_pair() -> int:
 
 def start_services(workdir: Path, base_port: int, replicas: int = 2) -> list[subprocess.Popen]:
     inv = workdir / "inventory.yaml"
-    inv.write_text(f"name: bench\nservices:\n  compression:\n    replicas: {replicas}\n    base_port: {base_port}\n")
+    ensure_token_file(token_file(workdir))
+    inv.write_text(f"name: bench\nsecurity: {{token_file: {token_file(workdir)}}}\nservices:\n  compression:\n"
+                   f"    replicas: {replicas}\n    base_port: {base_port}\n")
     procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
                                "--inventory", str(inv), "--data-dir", str(workdir / "data"), "--log-level", "warning"])
              for i in range(replicas)]
@@ -276,9 +288,9 @@ def stop_services(procs: list[subprocess.Popen]) -> None:
         proc.wait(timeout=15)
 
 
-def post(port: int, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
-                                 {"content-type": "application/json"})
+def post(port: int, path: str, body: dict, workdir: Path) -> dict:
+    headers = {"content-type": "application/json", **bearer_header(client_token(token_file(workdir)))}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), headers)
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.load(r)
 
@@ -380,7 +392,7 @@ def _truth(measured: list, links_per_item: int) -> tuple[np.ndarray, list[tuple[
     return np.vstack(truth), pairs
 
 
-def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of) -> np.ndarray:
+def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of, workdir: Path) -> np.ndarray:
     """The service's choice for every (payload, link) pair, through `/v1/predict/batch`."""
     samples: dict[int, str] = {}
     items = []
@@ -390,7 +402,7 @@ def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of) -> np.ndar
                       "rtt_ms": link.rtt_ms, "loss_rate": link.loss_rate})
     chosen = []
     for start in range(0, len(items), 64):
-        for res in post(port, "/v1/predict/batch", {"items": items[start:start + 64]})["results"]:
+        for res in post(port, "/v1/predict/batch", {"items": items[start:start + 64]}, workdir)["results"]:
             chosen.append(INDEX[(res["codec"], res["level"])])
     return np.array(chosen)
 
@@ -512,7 +524,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
-                chosen = {title: picks(base, pairs, fn) for title, fn in SAMPLES.items()}
+                chosen = {title: picks(base, pairs, fn, Path(tmp)) for title, fn in SAMPLES.items()}
         finally:
             stop_services(procs)
     if not args.skip_accuracy:

@@ -117,7 +117,8 @@ def _serve(port: int, data_dir: str) -> None:
 
     ctx = ServiceContext(service="allocator", job="maddpg-allocator", instance=0, host="127.0.0.1", port=port,
                          settings=AllocatorSettings(), inventory=load_inventory(), data_dir=Path(data_dir),
-                         registry=CollectorRegistry(), logger=logging.getLogger("bench"))
+                         registry=CollectorRegistry(), logger=logging.getLogger("bench"),
+                         token_file=Path(data_dir) / "http-token")
     uvicorn.run(build_app(ctx), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -138,16 +139,18 @@ def api_latency(n_requests: int) -> dict[str, float]:
     import httpx
 
     from dwcp.allocator.load import allocation_body
+    from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 
     tmp = tempfile.TemporaryDirectory()
     port = _free_port()
+    token = client_token(ensure_token_file(Path(tmp.name) / "http-token"))
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, tmp.name), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{port}"
     rng = random.Random(1)
     lat, codes, ids = [], {}, []
     try:
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=5.0, headers=bearer_header(token)) as client:
             for _ in range(600):
                 try:
                     if client.get(f"{url}/health").status_code == 200:

@@ -99,7 +99,7 @@ class Run(OpenLoopResult):
 def node_target(cluster: LocalCluster) -> Target:
     prefix = os.urandom(6).hex().encode()
     return Target(ports=cluster.http_ports, path=f"/v1/transactions?wait=true&timeout={WAIT_TIMEOUT_S}",
-                  body=lambda i: prefix + b"-%d-" % i + b"." * 40)
+                  body=lambda i: prefix + b"-%d-" % i + b"." * 40, headers=cluster.headers)
 
 
 def node_pids(cluster: LocalCluster) -> dict[int, int]:

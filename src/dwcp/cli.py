@@ -92,6 +92,24 @@ def serve(
     run_server(ctx, bind_host=bind, log_level=log_level)
 
 
+@app.command("token")
+def token_command(
+    path: Path = typer.Argument(..., help="Token file to create (kept if it exists)."),
+) -> None:
+    """Create a bearer-token file for the HTTP services' write endpoints (mode 0600; the token is not printed).
+
+    Name it in the inventory (`security.token_file`) and copy it to every host of a multi-host deployment.
+    Rotate by putting a new token on the first line; services accept every line (docs/security.md)."""
+    from dwcp.runtime.auth import TokenFileError, ensure_token_file
+
+    try:
+        ensure_token_file(path)
+    except (TokenFileError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"token file: {path.resolve()}")
+
+
 @app.command("load")
 def load_command(
     inventory: Path | None = InventoryOpt,

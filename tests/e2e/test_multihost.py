@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dwcp.runtime.auth import ensure_token_file
+
 from .conftest import wait_for
 
 pytestmark = [
@@ -73,7 +75,9 @@ def _inventory(tmp_path: Path) -> Path:
             "scrape_interval": "1s", "evaluation_interval": "1s",
         },
         "services": {"compression": {"instances": [{"host": HOST1, "port": 15000}, {"host": HOST2, "port": 15000}]}},
+        "security": {"token_file": "http-token"},  # one token for both hosts, beside the inventory
     }
+    ensure_token_file(tmp_path / "http-token")
     path = tmp_path / "inventory.yaml"
     path.write_text(yaml.safe_dump(inv))
     return path

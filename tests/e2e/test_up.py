@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,10 @@ def test_up_scrapes_restarts_and_alerts(tmp_path: Path) -> None:
             r for r in query('compression_selector_prediction_duration_seconds_count{job="compression-api"}')
             if float(r["value"][1]) > 0], timeout=60)
         assert series[0]["metric"]["instance"] == f"127.0.0.1:{ports['compression']}"
+        # The load generator writes with the token `dwcp up` made (0600); nobody was refused.
+        assert stat.S_IMODE((run_dir / "secrets" / "http-token").stat().st_mode) == 0o600
+        assert not [r for r in query('dwcp_requests_total{code="401"}') if float(r["value"][1]) > 0]
+        assert client.post(f"{service}/v1/predict", json={}).status_code == 401
 
         # Every dashboard query and recording rule over what this system exports returns data.
         empty: list[str] = []

@@ -11,10 +11,10 @@ import binascii
 import math
 from dataclasses import dataclass
 
-import msgspec
 from pydantic import BaseModel, Field
 
 from dwcp.runtime.errors import ApiError
+from dwcp.runtime.errors import decode_json as decode_json  # the one JSON decoder, re-exported for service.py
 
 FIELDS = ("sample", "size_bytes", "bandwidth_mbps", "rtt_ms", "loss_rate")
 
@@ -90,13 +90,6 @@ def parse_object(obj: object, max_sample: int, prefix: str = "") -> Item:
         if key not in FIELDS:
             raise _invalid(prefix + str(key), "unknown field")
     return check_item(decode_sample(obj.get("sample"), prefix + "sample", max_sample), obj, max_sample, prefix)
-
-
-def decode_json(body: bytes) -> object:
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}", "body") from None
 
 
 def parse_query(sample: bytes, query: dict[str, str], max_sample: int) -> Item:

@@ -1,4 +1,5 @@
-"""The ASGI app every DWCP service is built on: `/health`, `/metrics`, JSON errors, request metrics.
+"""The ASGI app every DWCP service is built on: `/health`, `/metrics`, JSON errors, request metrics,
+bearer tokens on write endpoints (runtime.auth) and a cap on every request body.
 
 Services call `create_app(ctx, ...)` and add their own routes; none of them re-implements any of this.
 """
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
@@ -29,10 +32,20 @@ from prometheus_client import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from dwcp import __version__
+from dwcp.runtime.auth import WRITE_METHODS, TokenFile, authorization_of, deny_response_headers
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError, install_error_handlers, raised_response, read_capped, unexpected_response
+from dwcp.runtime.errors import (
+    ApiError,
+    decode_json,
+    error_body,
+    install_error_handlers,
+    raised_response,
+    read_capped,
+    unexpected_response,
+)
 
 # `_created` samples double every counter's series and no DWCP query reads them.
 disable_created_metrics()
@@ -121,6 +134,48 @@ class MetricsMiddleware:
                 self.metrics.observe(handler, scope.get("method", ""), status, time.perf_counter() - start)
 
 
+# What a request body may be unless a route reads its own with a larger cap (RawRequest.body): the JSON of
+# every FastAPI-routed DWCP endpoint is a few hundred bytes.
+MAX_BODY_BYTES = 1 << 20
+
+
+class JsonRequest(Request):
+    """A Starlette request whose `json()` is the runtime's `decode_json` (400 naming the body, never 500)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = decode_json(await self.body())
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """FastAPI's route, reading JSON bodies with `JsonRequest`; `create_app` makes it every route's class."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return route_handler
+
+
+def capped_receive(receive, cap: int):
+    """`receive` that raises 413 once more than `cap` body bytes have arrived, before buffering them."""
+    seen = 0
+
+    async def receive_capped():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", "body")
+        return message
+
+    return receive_capped
+
+
 # A fast route's handler: the JSON body of a 200, or (status, JSON body) for another success status.
 FastHandler = Callable[["RawRequest"], Awaitable[bytes | tuple[int, bytes]]]
 
@@ -173,12 +228,28 @@ class App(FastAPI):
 
     fast_routes: dict[str, FastHandler]
     request_metrics: RequestMetrics
+    tokens: TokenFile | None = None  # None: writes are open (hand-built contexts in tests)
+    max_body_bytes: int = MAX_BODY_BYTES
 
     async def __call__(self, scope, receive, send) -> None:
-        handler = self.fast_routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" \
-            else None
-        if handler is None:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        method = scope["method"]
+        if method in WRITE_METHODS and self.tokens is not None \
+                and not self.tokens.accepts(authorization_of(scope["headers"])):
+            await self._refuse(scope, send, 401, "unauthorized",
+                               f"{method} needs an Authorization: Bearer token this service accepts",
+                               "authorization", deny_response_headers())
+            return
+        handler = self.fast_routes.get(scope["path"]) if method == "POST" else None
+        if handler is None:
+            declared = _content_length(scope["headers"])
+            if declared is not None and declared > self.max_body_bytes:
+                await self._refuse(scope, send, 413, "payload_too_large",
+                                   f"request body of {declared} bytes exceeds {self.max_body_bytes} bytes", "body")
+                return
+            await super().__call__(scope, capped_receive(receive, self.max_body_bytes), send)
             return
         start = time.perf_counter()
         status = 500
@@ -201,6 +272,23 @@ class App(FastAPI):
         finally:
             self.request_metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
 
+    async def _refuse(self, scope, send, status: int, code: str, message: str, field: str,
+                      headers: list[tuple[bytes, bytes]] = ()) -> None:
+        """Answer an error before routing (no body read), counted under the route it was meant for."""
+        body = msgspec.json.encode(error_body(code, message, field))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON), *headers]})
+        await send({"type": "http.response.body", "body": body})
+        self.request_metrics.observe(self._template(scope), scope["method"], status, 0.0)
+
+    def _template(self, scope) -> str:
+        if scope["path"] in self.fast_routes:
+            return scope["path"]
+        for route in self.router.routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                return getattr(route, "path", "unmatched")
+        return "unmatched"
+
     def fast_post(self, path: str, handler: FastHandler, **route: Any) -> None:
         """Serve `POST path` with `handler` (a RawRequest in, a `FastHandler` answer out), ahead of FastAPI.
 
@@ -220,6 +308,13 @@ class App(FastAPI):
 _JSON = b"application/json"
 
 
+def _content_length(headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def _status_and_body(answer: bytes | tuple[int, bytes]) -> tuple[int, bytes]:
     """A fast route handler's answer as (status, JSON body): bare bytes mean 200."""
     return answer if isinstance(answer, tuple) else (200, answer)
@@ -235,6 +330,14 @@ async def _run_check(check: HealthCheck) -> HealthResult:
         return HealthResult("down", f"{type(exc).__name__}: {exc}")
 
 
+def _warn_open(ctx: ServiceContext) -> Hook:
+    async def warn() -> None:
+        ctx.logger.warning("no token file: write endpoints are open to anyone who can connect",
+                           extra={"event": "auth_disabled"})
+
+    return warn
+
+
 def create_app(
     ctx: ServiceContext,
     *,
@@ -244,8 +347,12 @@ def create_app(
     health_checks: dict[str, HealthCheck] | None = None,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
+    max_body_bytes: int | None = None,
 ) -> App:
-    """A FastAPI app with the DWCP plumbing; the caller adds its routes (hot POST ones with `fast_post`)."""
+    """A FastAPI app with the DWCP plumbing; the caller adds its routes (hot POST ones with `fast_post`).
+
+    Write requests need the bearer token of `ctx.token_file`; FastAPI-routed bodies are capped at
+    `max_body_bytes` (default `MAX_BODY_BYTES`), fast routes cap their own (`RawRequest.body`)."""
     checks = dict(health_checks or {})
     startup, shutdown = list(on_startup or []), list(on_shutdown or [])
     started_at = time.time()
@@ -267,7 +374,14 @@ def create_app(
             ctx.logger.info("stopped", extra={"event": "stopped"})
 
     app = App(title=title, version=version, description=description, lifespan=lifespan)
+    app.router.route_class = JsonRoute
     app.state.ctx = ctx
+    if ctx.token_file is not None:
+        app.tokens = TokenFile(ctx.token_file)
+    else:
+        startup.insert(0, _warn_open(ctx))
+    if max_body_bytes is not None:
+        app.max_body_bytes = max_body_bytes
     install_error_handlers(app)
     for collector in (ProcessCollector, PlatformCollector):
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests

@@ -28,6 +28,9 @@ class ServiceContext:
     ports: dict[str, int] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("dwcp"))
+    # Bearer tokens for write endpoints (runtime.auth). `build_context` always sets it; None (hand-built
+    # contexts in tests) leaves POST/PUT/PATCH/DELETE open and logs that at startup.
+    token_file: Path | None = None
 
     @property
     def name(self) -> str:

@@ -1,7 +1,13 @@
-"""JSON error bodies for every 4xx/5xx a DWCP service returns.
+"""JSON error bodies for every 4xx/5xx a DWCP service returns, and the one JSON body decoder.
 
 Every error has one shape, `{"error": {"code": str, "message": str, "field": str | None}}`, so clients
 and the load generator can tell bad input (which field) from a server fault without parsing prose.
+Messages name the field and the rule broken; they never echo the input back (a 50 MB body must not come
+back in its own 422).
+
+`decode_json(body)` is how every service parses a JSON body (FastAPI routes through `app.JsonRoute`, fast
+routes by calling it): malformed JSON, invalid UTF-8 and nesting too deep for the parser are all a 400
+`bad_request` naming `body`, never a 500.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,11 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("dwcp.runtime.errors")
 
 
-class ApiError(Exception):
-    """A request the service refuses, with the HTTP status and the offending field if there is one."""
+class ApiError(StarletteHTTPException):
+    """A request the service refuses, with the HTTP status and the offending field if there is one.
+
+    An HTTP exception, so one raised while FastAPI reads a body (the capped reader, `decode_json`) keeps its
+    status instead of becoming FastAPI's generic 400."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(status, message)
         self.status = status
         self.code = code
         self.message = message
@@ -76,7 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":  # its loc is ("body", offset): the body, not a field "17"
             where = first.get("ctx", {}).get("error", "")
-            return error_response(422, "invalid_input", f"body: not valid JSON ({where})".replace(" ()", ""), "body")
+            return error_response(400, "bad_request", f"body: not valid JSON ({where})".replace(" ()", ""), "body")
         field = _field_of(first.get("loc", ()))
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
         return error_response(422, "invalid_input", message, field)
@@ -113,3 +123,18 @@ async def read_capped(declared: str | None, chunks: AsyncIterator[bytes], cap: i
             raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", field)
         chunks_read.append(chunk)
     return b"".join(chunks_read)
+
+
+_json_decoder = msgspec.json.Decoder()
+
+
+def decode_json(body: bytes, field: str = "body") -> object:
+    """A JSON body as Python objects; ApiError 400 naming `field` for anything that is not valid JSON."""
+    try:
+        return _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:  # its messages give a position, never the input
+        raise ApiError(400, "bad_request", f"{field}: not valid JSON ({exc})", field) from None
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"{field}: invalid UTF-8 at byte {exc.start}", field) from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"{field}: JSON nested too deeply", field) from None

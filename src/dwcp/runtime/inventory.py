@@ -61,6 +61,8 @@ class ServiceSpec(BaseModel):
     base_ports: dict[str, Port] = Field(default_factory=dict)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     settings: Any = Field(default_factory=dict)
+    # This service's bearer-token file, when it must differ from security.token_file (see runtime.auth).
+    token_file: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _expand(self) -> ServiceSpec:
@@ -93,12 +95,22 @@ class SupervisorSettings(BaseModel):
         return self
 
 
+class SecuritySettings(BaseModel):
+    """Credentials of the HTTP services (see runtime/auth.py and docs/security.md). Paths only, never secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Bearer tokens for every service's write endpoints; relative to the inventory file. Default (None):
+    # `dwcp up` makes one per run under <run dir>/secrets/. A multi-host inventory must name one.
+    token_file: str | None = Field(None, min_length=1)
+
+
 class Inventory(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "local"
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
     monitoring: Any = Field(default_factory=dict)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     source: str = Field("<embedded default>", exclude=True)
 
     @model_validator(mode="after")

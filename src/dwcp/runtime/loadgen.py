@@ -1,7 +1,8 @@
 """`dwcp load`: drive every built service's own request mix at its instances.
 
 Each service package owns its profile (`dwcp/<pkg>/load.py: drive(base_urls, client, stop, rate)`); this
-module only finds them, shares one HTTP client, and runs them side by side until stopped.
+module only finds them, shares one HTTP client (sending each service its bearer token, runtime.auth), and
+runs them side by side until stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 
 import httpx
 
+from dwcp.runtime.auth import client_auth
 from dwcp.runtime.inventory import Inventory
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import SERVICE_KINDS, importable
@@ -40,7 +42,8 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
         log.error("nothing to drive: no built service with a load profile")
         return 2
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+    auth = client_auth(inv, keys=[key for key, _, _ in drivers])
+    async with httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth) as client:
         tasks = [
             asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}") for key, drive, urls in drivers
         ]

@@ -9,12 +9,13 @@ from pathlib import Path
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from dwcp.runtime.auth import RUN_DIR_ENV, ensure_token_file, token_path
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import Inventory, InventoryError
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
 
-RUN_DIR_ENV = "DWCP_RUN_DIR"
+__all__ = ["RUN_DIR_ENV", "build_context", "default_data_root", "serve"]
 
 
 def default_data_root() -> Path:
@@ -30,8 +31,14 @@ def build_context(inventory: Inventory, service: str, instance: int, data_root: 
     inst = inventory.instance(kind.key, instance)
     if not kind.built:
         raise InventoryError(f"service {kind.key!r} ({kind.job}) is not built in this version of dwcp")
-    data_dir = (data_root or default_data_root()) / f"{kind.key}-{instance}"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_root = data_root or default_data_root()
+    data_dir = data_root / f"{kind.key}-{instance}"
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)  # a service's stores are its own
+    try:
+        token_file = ensure_token_file(token_path(inventory, kind.key, data_root))
+    except (OSError, ValueError) as exc:
+        raise InventoryError(f"{inventory.source}: services.{kind.key}: {exc}") from None
     return ServiceContext(
         service=kind.key,
         job=spec.job,
@@ -43,6 +50,7 @@ def build_context(inventory: Inventory, service: str, instance: int, data_root: 
         inventory=inventory,
         data_dir=data_dir,
         logger=logging.getLogger(f"dwcp.{kind.key}"),
+        token_file=token_file,
     )
 
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dwcp.runtime.auth import TokenFileError, ensure_token_file, explicit_token_file, token_paths
 from dwcp.runtime.inventory import Instance, Inventory, ServiceSpec
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.procs import ProcessSpec, Supervised
@@ -165,6 +166,24 @@ def busy_ports(planned: list[tuple[str, str, int]]) -> list[tuple[str, str]]:
     return busy
 
 
+def prepare_tokens(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Path]:
+    """Make every selected service's token file that is missing (runtime.auth), before anything starts.
+
+    A deployment over several hosts must name its token files in the inventory: a token made here would
+    not be the one the other hosts make, and their services and clients would refuse each other."""
+    kinds = selected_kinds(inv, opts)
+    hosts = {inst.host for spec in kinds.values() for inst in spec.instances}
+    if opts.host or len(hosts) > 1:
+        unnamed = sorted(key for key in kinds if not explicit_token_file(inv, key))
+        if unnamed:
+            raise ValueError(
+                f"{inv.source}: a multi-host inventory must name the bearer-token file every host shares "
+                f"(security.token_file, or services.<key>.token_file for {', '.join(unnamed)}); make one with "
+                "`dwcp token FILE` and copy it to each host")
+    paths = sorted(set(token_paths(inv, kinds, run_dir / "data", run_dir).values()))
+    return [ensure_token_file(path) for path in paths]
+
+
 def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> list[ProcessSpec]:
     mon = inv.monitoring
     logs = run_dir / "logs"
@@ -192,7 +211,8 @@ def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> li
             name="prometheus", log_path=logs / "prometheus.log",
             target=f"{mon.prometheus_host}:{mon.prometheus_port}",
             argv=[prom, f"--config.file={files['prometheus.yml']}", f"--storage.tsdb.path={run_dir / 'prometheus'}",
-                  f"--web.listen-address={mon.prometheus_host}:{mon.prometheus_port}", "--web.enable-lifecycle"],
+                  # no --web.enable-lifecycle: its POST /-/quit and /-/reload would let anyone stop Prometheus
+                  f"--web.listen-address={mon.prometheus_host}:{mon.prometheus_port}"],
         ),
     ]
 
@@ -262,6 +282,13 @@ class Up:
             for problem in key_problems:
                 console.print(f"  {problem}")
             return 2
+        try:
+            token_files = prepare_tokens(self.inv, self.opts, self.run_dir)
+        except (TokenFileError, OSError, ValueError) as exc:
+            console.print(f"[red]cannot start:[/red] {exc}")
+            return 2
+        for path in token_files:
+            console.print(f"bearer token for write endpoints: {path}")
         start_http_server(sup_port, addr=sup_host, registry=self.registry)
         monitor_specs = []
         if self.opts.monitoring:
@@ -329,7 +356,8 @@ class Up:
         inv_args = ["--inventory", str(self.opts.inventory_path.resolve())] if self.opts.inventory_path else []
         only = [a for key in sorted({p.name.rsplit("-", 1)[0] for p in self.services}) for a in ("--service", key)]
         spec = ProcessSpec(name="loadgen", log_path=self.run_dir / "logs" / "loadgen.log",
-                           argv=_dwcp("load", "--rate", str(self.opts.load_rate), *inv_args, *only))
+                           argv=_dwcp("load", "--rate", str(self.opts.load_rate), *inv_args, *only),
+                           env={RUN_DIR_ENV: str(self.run_dir)})  # where the services' token files are
         self.loadgen = Supervised(spec, on_restart=self._restarted)
         await self.loadgen.start()
 

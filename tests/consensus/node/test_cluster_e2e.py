@@ -30,9 +30,9 @@ def _payload(tag: str, i: int) -> str:
     return base64.b64encode(f"{tag}-{i}-".encode() + os.urandom(8)).decode()
 
 
-async def _submit_all(urls: list[str], tag: str, count: int) -> dict[str, int]:
+async def _submit_all(urls: list[str], tag: str, count: int, headers: dict[str, str]) -> dict[str, int]:
     """Submit `count` txs round-robin over `urls` with ?wait=true; tx id -> acknowledged height."""
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         async def one(i: int) -> tuple[str, int]:
             r = await client.post(f"{urls[i % len(urls)]}/v1/transactions?wait=true&timeout=20",
                                   json={"payload": _payload(tag, i)})
@@ -52,7 +52,7 @@ async def _submit_while_killing(
     promise nothing. Returns (the status the victim was chosen from, acknowledged tx id -> height)."""
     urls = cluster.urls
     failed: set[int] = set()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=cluster.headers) as client:
         async def one(i: int) -> tuple[str, int] | None:
             await asyncio.sleep(i * 0.01)
             try:
@@ -118,7 +118,9 @@ def _bad_input(client: httpx.Client, url: str, committed_id: str) -> None:
     assert error(client.post(tx, content=b"x" * 5000, headers={"content-type": "application/octet-stream"}),
                  413)["code"] == "payload_too_large"
     assert error(client.post(tx, content=b"{nope", headers={"content-type": "application/json"}),
-                 422)["code"] == "invalid_input"
+                 400)["code"] == "bad_request"
+    unauthenticated = client.post(tx, json={"payload": "aGk="}, headers={"authorization": ""})
+    assert error(unauthenticated, 401)["code"] == "unauthorized"
     assert error(client.post(tx, json={"payload": "%%%"}), 422)["field"] == "payload"
     assert error(client.post(tx, json={"payload": ""}), 422)["field"] == "payload"
     payload = _payload("dup", 0)
@@ -137,12 +139,13 @@ def test_commits_survives_kill9_and_restarted_node_catches_up(tmp_path: Path, pr
     """Killing the primary also exercises a view change; small batches make T-PBFT cross epochs (32 blocks)."""
     settings = {"protocol": protocol, "max_tx_bytes": 1024, "sync_interval_ms": 200, "batch_size": 2,
                 "view_change_timeout_ms": 500}
-    with LocalCluster(tmp_path, N, settings=settings) as cluster, httpx.Client(timeout=10) as client:
+    with LocalCluster(tmp_path, N, settings=settings) as cluster, \
+            httpx.Client(timeout=10, headers=cluster.headers) as client:
         cluster.start_all()
         cluster.wait_ready(timeout=60)
         urls = cluster.urls
 
-        acked = asyncio.run(_submit_all(urls, "all-up", 40))
+        acked = asyncio.run(_submit_all(urls, "all-up", 40, cluster.headers))
         top = max(acked.values())
         for url in urls:  # committed on every node, at the acknowledged height
             _wait_height(client, url, top)
@@ -155,13 +158,13 @@ def test_commits_survives_kill9_and_restarted_node_catches_up(tmp_path: Path, pr
         assert len(during) >= 30  # every request to a survivor is acknowledged
         acked |= during
         survivors = [u for i, u in enumerate(urls) if i != victim]
-        acked |= asyncio.run(_submit_all(survivors, "one-down", 40))
+        acked |= asyncio.run(_submit_all(survivors, "one-down", 40, cluster.headers))
         top = max(acked.values())
 
         cluster.start(victim)
         cluster.wait_ready([victim], timeout=60)
         _wait_height(client, urls[victim], top)  # caught up from its own log plus certified blocks
-        acked |= asyncio.run(_submit_all(urls, "rejoined", 20))
+        acked |= asyncio.run(_submit_all(urls, "rejoined", 20, cluster.headers))
         for url in urls:
             _wait_height(client, url, max(acked.values()))
 

@@ -10,6 +10,7 @@ import pytest
 
 from dwcp.consensus.node.load import LoadStats, drive, make_payload
 from dwcp.consensus.node.service import build_app
+from dwcp.runtime.auth import bearer_header, client_token
 from dwcp.runtime.server import build_context
 from tests.consensus.conftest import keyed_inventory
 
@@ -22,9 +23,11 @@ def test_payloads_are_unique_and_sized() -> None:
 async def test_drive_submits_at_about_the_rate_and_stops(tmp_path: Path) -> None:
     spec = {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300}}
     inv = keyed_inventory({"services": {"tpbft": spec}}, "tpbft", tmp_path / "keys")
-    app = build_app(build_context(inv, "tpbft", 0, tmp_path))
+    ctx = build_context(inv, "tpbft", 0, tmp_path)
+    app = build_app(ctx)
     stats, stop = LoadStats(), asyncio.Event()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+    token = bearer_header(client_token(ctx.token_file))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), headers=token) as client:
         task = asyncio.create_task(drive(["http://node-a", "http://node-b"], client, stop, rate=100.0, stats=stats))
         await asyncio.sleep(0.5)
         stop.set()

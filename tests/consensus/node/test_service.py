@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwcp.consensus.node.service import build_app
+from dwcp.consensus.node.service import build_app, parse_submission
+from dwcp.runtime.auth import bearer_header, client_token
+from dwcp.runtime.errors import ApiError
 from dwcp.runtime.server import build_context
 from tests.consensus.conftest import keyed_inventory
 
@@ -21,8 +23,10 @@ from tests.consensus.conftest import keyed_inventory
 async def client(tmp_path: Path):
     inv = keyed_inventory({"services": {"tpbft": {"replicas": 4, "base_port": 18300, "base_ports": {"consensus": 19300},
                                                   "settings": {"max_tx_bytes": 64}}}}, "tpbft", tmp_path / "keys")
-    app = build_app(build_context(inv, "tpbft", 1, tmp_path))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as c:
+    ctx = build_context(inv, "tpbft", 1, tmp_path)
+    app = build_app(ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node",
+                                 headers=bearer_header(client_token(ctx.token_file))) as c:
         yield c
     app.state.driver.store.close()
 
@@ -54,7 +58,9 @@ async def test_wait_times_out_as_pending(client: httpx.AsyncClient) -> None:
     [
         ({"content": b"x" * 1000, "headers": {"content-type": "application/octet-stream"}}, 413, "payload_too_large"),
         ({"json": _b64(b"x" * 65)}, 413, "payload_too_large"),
-        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 422, "invalid_input"),
+        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, "bad_request"),
+        ({"content": b'{"payload": "\xff"}', "headers": {"content-type": "application/json"}}, 400, "bad_request"),
+        ({"content": b'{"payload": "aGk="}', "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
         ({"json": {"payload": "not base64!"}}, 422, "invalid_input"),
         ({"json": {"data": "aGk="}}, 422, "invalid_input"),
     ],
@@ -63,7 +69,31 @@ async def test_bad_submissions_get_json_errors(client: httpx.AsyncClient, reques
                                                code: str) -> None:
     r = await client.post("/v1/transactions", **request_args)
     assert r.status_code == status
-    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["code"] == code and r.json()["error"]["field"] is not None
+
+
+def test_json_nested_past_the_parser_is_bad_request_naming_the_body() -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_submission(b"[" * 5000 + b"]" * 5000, "application/json", 64)
+    assert refused.value.status == 400 and refused.value.field == "body"
+
+
+async def test_submissions_without_the_token_are_refused_but_reads_stay_open(client: httpx.AsyncClient) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer not-the-token-of-this-node"},
+                    {"Authorization": "Basic dXNlcjpwYXNz"}):
+        r = await client.post("/v1/transactions", json=_b64(b"intruder"), headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert (await client.get("/v1/status", headers={"Authorization": ""})).json()["pending"] == 0
+    assert (await client.get("/health", headers={"Authorization": ""})).status_code in (200, 503)
+    metrics = (await client.get("/metrics", headers={"Authorization": ""})).text
+    assert 'code="401",handler="/v1/transactions",method="POST"' in metrics
+
+
+async def test_a_block_height_past_sqlite_integers_is_not_found_not_a_crash(client: httpx.AsyncClient) -> None:
+    for height in ("9223372036854775808", "1" + "0" * 40, "-1"):
+        r = await client.get(f"/v1/blocks/{height}")
+        assert r.status_code in (404, 422) and r.json()["error"]["field"] == "height"
 
 
 async def test_duplicate_unknown_and_malformed_lookups(client: httpx.AsyncClient) -> None:

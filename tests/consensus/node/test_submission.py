@@ -26,7 +26,10 @@ def test_raw_bytes_payload() -> None:
 @pytest.mark.parametrize(
     ("body", "ctype", "status", "field"),
     [
-        (b"{not json", "application/json", 422, None),
+        (b"{not json", "application/json", 400, "body"),
+        (b'{"payload": "\xff"}', "application/json", 400, "body"),
+        (_json("aGk="), "text/plain", 415, "content-type"),
+        (_json("aGk="), "", 415, "content-type"),
         (b"[1, 2]", "application/json", 422, "payload"),
         (json.dumps({"payload": "aGk=", "x": 1}).encode(), "application/json", 422, "payload"),
         (_json(123), "application/json", 422, "payload"),

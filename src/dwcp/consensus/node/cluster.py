@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 from dwcp.consensus.node.keys import generate_committee, write_key_dir
+from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.inventory import load_inventory
 
 # Monitoring's default listeners (see the default inventory); never hand these out to nodes.
@@ -55,8 +56,10 @@ class LocalCluster:
         self.http_ports, self.consensus_ports = ports[:n], ports[n:]
         self.inventory = self.root / "inventory.yaml"
         key_dir = self.root / "keys"
+        self.token_file = ensure_token_file(self.root / "secrets" / "http-token")
         doc = {
             "name": f"{service}-local-{n}",
+            "security": {"token_file": str(self.token_file)},
             "services": {
                 service: {
                     "instances": [
@@ -70,6 +73,11 @@ class LocalCluster:
         self.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
         write_key_dir(key_dir, *generate_committee(load_inventory(self.inventory), service))
         self.procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends with writes (the nodes' bearer token)."""
+        return bearer_header(client_token(self.token_file))
 
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.http_ports[i]}"

@@ -10,40 +10,42 @@
     GET  /v1/status                height, view, group, leader, peers connected, pending, ...
     /health, /metrics              from dwcp.runtime.app
 
-Bad input gets the runtime's JSON error: 413 payload over `max_tx_bytes`, 422 malformed (bad JSON,
-bad base64, empty payload), 409 a transaction already pending or committed (same payload, same id),
-503 while the node's pending pool is full. The consensus transport starts with the app and stops
-with it, so a node that answers /health also runs consensus.
+Bad input gets the runtime's JSON error: 400 not JSON, 413 payload over `max_tx_bytes`, 415 a content
+type other than JSON or raw bytes, 422 malformed (bad base64, empty payload), 409 a transaction already
+pending or committed (same payload, same id), 503 while the node's pending pool is full. The consensus
+transport starts with the app and stops with it, so a node that answers /health also runs consensus.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 import msgspec
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 
 from dwcp.consensus.core.messages import TX_ID_SIZE
 from dwcp.consensus.node.assemble import build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
 from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.errors import ApiError
+from dwcp.runtime.errors import ApiError, decode_json
 
 RAW_TYPE = "application/octet-stream"
+JSON_TYPE = "application/json"
+MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER: a larger height cannot be stored, so it cannot be asked for
 
 
 def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes:
-    """The transaction payload from a request body; ApiError (413/415/422) for anything else."""
-    if content_type.split(";")[0].strip().lower() == RAW_TYPE:
+    """The transaction payload from a request body; ApiError (400/413/415/422) for anything else."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == RAW_TYPE:
         payload = body
+    elif media != JSON_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON_TYPE} or {RAW_TYPE}",
+                       "content-type")
     else:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(422, "invalid_input", "body is not JSON (or send raw bytes as " + RAW_TYPE + ")") from None
+        doc = decode_json(body)
         if not isinstance(doc, dict) or set(doc) != {"payload"}:
             raise ApiError(422, "invalid_input", 'body must be {"payload": "<base64>"}', "payload")
         if not isinstance(doc["payload"], str):
@@ -142,7 +144,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
         return {"id": tx_id, "status": status, "height": height}
 
     @app.get("/v1/blocks/{height}", tags=["consensus"], summary="A committed block with its certificate")
-    async def block(height: int) -> dict:
+    async def block(height: int = Path(ge=0, le=MAX_HEIGHT, description="block height")) -> dict:
         found = driver.block(height)
         if found is None:
             raise ApiError(404, "not_found", f"no committed block at height {height} on this node", "height")

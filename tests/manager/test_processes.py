@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from tests.manager.conftest import free_port
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -32,11 +33,13 @@ class Sites:
         self.inventory = tmp_path / "inventory.yaml"
         settings = {"chunk_bytes": MIB, "chunk_min_bytes": MIB, "chunk_max_bytes": MIB, "streams": 2,
                     "probe_interval_s": 3600}
-        self.inventory.write_text(yaml.safe_dump({"name": "resume", "services": {
-            "manager": {"instances": self.instances, "settings": settings}}}))
+        token_file = ensure_token_file(tmp_path / "http-token")
+        self.inventory.write_text(yaml.safe_dump({"name": "resume", "security": {"token_file": str(token_file)},
+                                                  "services": {"manager": {"instances": self.instances,
+                                                                           "settings": settings}}}))
         self.run_dir = tmp_path / "run"
         self.procs: dict[int, subprocess.Popen] = {}
-        self.http = httpx.Client(timeout=30)
+        self.http = httpx.Client(timeout=30, headers=bearer_header(client_token(token_file)))
 
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.instances[i]['port']}"

@@ -219,6 +219,7 @@ def test_build_context_makes_the_token_file_and_clients_send_it_only_to_its_serv
     assert sent["http://127.0.0.1:18301/v1/transactions"] == f"Bearer {client_token(token_path(inv, 'tpbft'))}"
     assert sent["http://localhost:18400/v1/allocations"] == f"Bearer {client_token(ctx.token_file)}"
     assert sent["http://127.0.0.1:9190/api/v1/targets"] is None  # never to Prometheus or anyone else
+    assert client_auth(inv, keys=["compression"]).tokens == {}  # a service this inventory lacks: no token
 
 
 def test_without_an_inventory_path_the_token_lives_under_the_data_root(tmp_path: Path, monkeypatch) -> None:

@@ -23,11 +23,11 @@ log = logging.getLogger("dwcp.manager.selection")
 
 class CodecChooser:
     def __init__(self, urls: list[str], breaker: CircuitBreaker, metrics: ManagerMetrics | None,
-                 timeout: float, chunk_bytes: int) -> None:
+                 timeout: float, chunk_bytes: int, auth: httpx.Auth | None = None) -> None:
         self.urls = urls
         self.breaker = breaker
         self._metrics = metrics
-        self._client = httpx.Client(timeout=timeout)
+        self._client = httpx.Client(timeout=timeout, auth=auth)  # auth: the selector's bearer token
         self._chunk_bytes = chunk_bytes
         self._next = 0
 

@@ -23,6 +23,7 @@ from dwcp.manager.store import ObjectStore
 from dwcp.manager.transfers import Tamper, Transfers
 from dwcp.manager.wire import TlsAuth, WireError, site_name
 from dwcp.runtime.app import HealthResult
+from dwcp.runtime.auth import client_auth
 from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.resilience import Guard, RetryBudget
@@ -59,7 +60,8 @@ class ManagerSite:
         self.links = LinkTable(sorted(self.peers), self.metrics)
         self.selector_breaker = self.breaker("selector")
         self.chooser = CodecChooser(service_urls(ctx, "compression"), self.selector_breaker, self.metrics,
-                                    settings.selector_timeout_s, settings.chunk_bytes)
+                                    settings.selector_timeout_s, settings.chunk_bytes,
+                                    client_auth(ctx.inventory, ctx.data_dir.parent, keys=["compression"]))
         self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
                                    links=self.links, metrics=self.metrics, settings=settings,
                                    log_path=ctx.data_dir / "transfers.sqlite", tamper=tamper)

@@ -140,7 +140,15 @@ MAX_BODY_BYTES = 1 << 20
 
 
 class JsonRequest(Request):
-    """A Starlette request whose `json()` is the runtime's `decode_json` (400 naming the body, never 500)."""
+    """A Starlette request whose `body()` is capped at the app's `max_body_bytes` (413 by the declared length,
+    unread, or cut off while streaming) and whose `json()` is the runtime's `decode_json` (400 naming the
+    body, never 500). A handler that streams a large body on purpose reads `request.stream()` itself."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            cap = getattr(self.scope.get("app"), "max_body_bytes", MAX_BODY_BYTES)
+            self._body = await read_capped(self.headers.get("content-length"), self.stream(), cap, "body")
+        return self._body
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -158,22 +166,6 @@ class JsonRoute(APIRoute):
             return await handler(JsonRequest(request.scope, request.receive))
 
         return route_handler
-
-
-def capped_receive(receive, cap: int):
-    """`receive` that raises 413 once more than `cap` body bytes have arrived, before buffering them."""
-    seen = 0
-
-    async def receive_capped():
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > cap:
-                raise ApiError(413, "payload_too_large", f"request body exceeds {cap} bytes", "body")
-        return message
-
-    return receive_capped
 
 
 # A fast route's handler: the JSON body of a 200, or (status, JSON body) for another success status.
@@ -229,7 +221,7 @@ class App(FastAPI):
     fast_routes: dict[str, FastHandler]
     request_metrics: RequestMetrics
     tokens: TokenFile | None = None  # None: writes are open (hand-built contexts in tests)
-    max_body_bytes: int = MAX_BODY_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES  # what JsonRequest.body() reads at most
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -244,12 +236,7 @@ class App(FastAPI):
             return
         handler = self.fast_routes.get(scope["path"]) if method == "POST" else None
         if handler is None:
-            declared = _content_length(scope["headers"])
-            if declared is not None and declared > self.max_body_bytes:
-                await self._refuse(scope, send, 413, "payload_too_large",
-                                   f"request body of {declared} bytes exceeds {self.max_body_bytes} bytes", "body")
-                return
-            await super().__call__(scope, capped_receive(receive, self.max_body_bytes), send)
+            await super().__call__(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
@@ -306,13 +293,6 @@ class App(FastAPI):
 
 
 _JSON = b"application/json"
-
-
-def _content_length(headers) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def _status_and_body(answer: bytes | tuple[int, bytes]) -> tuple[int, bytes]:

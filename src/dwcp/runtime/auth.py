@@ -213,7 +213,8 @@ def client_auth(inventory: Inventory, data_root: Path | None = None, keys: Itera
     """An httpx auth sending each service's token to its instances; a service whose token file cannot be
     read gets none (its writes will be answered 401, which says what is wrong), with a warning."""
     tokens: dict[tuple[str, int], str] = {}
-    for key, path in token_paths(inventory, keys if keys is not None else inventory.services, data_root).items():
+    wanted = [key for key in (keys if keys is not None else inventory.services) if key in inventory.services]
+    for key, path in token_paths(inventory, wanted, data_root).items():
         try:
             token = client_token(path)
         except TokenFileError as exc:

@@ -136,7 +136,8 @@ def test_failover_past_a_killed_node_commits_each_idempotency_key_once(make_site
         cluster.start_all()
         cluster.wait_ready()
         entry = {"tpbft": {"instances": [{"host": "127.0.0.1", "port": p, "ports": {"consensus": c}}
-                                         for p, c in zip(cluster.http_ports, cluster.consensus_ports, strict=True)]}}
+                                         for p, c in zip(cluster.http_ports, cluster.consensus_ports, strict=True)],
+                           "token_file": str(cluster.token_file)}}  # the manager writes with the nodes' token
         site = make_sites(1, extra=entry)[0]
         first = site.client.post("/v1/transactions", json=tx(b"first", key="once"))
         assert first.status_code == 202, first.text

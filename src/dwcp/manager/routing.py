@@ -106,8 +106,9 @@ class RoutingLog:
 class Router:
     def __init__(self, clusters: dict[str, Dependency], unbuilt: dict[str, str], allocator: Dependency,
                  log: RoutingLog, links: LinkTable, metrics: ManagerMetrics, timeout: float,
-                 high_volume: float) -> None:
+                 high_volume: float, auth: httpx.Auth | None = None) -> None:
         self.clusters, self.unbuilt, self.allocator = clusters, unbuilt, allocator
+        self._auth = auth  # each service's bearer token (runtime.auth.client_auth)
         self.log, self.links, self.metrics = log, links, metrics
         self.high_volume = high_volume
         self._timeout = timeout
@@ -117,7 +118,7 @@ class Router:
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits, auth=self._auth)
 
     async def stop(self) -> None:
         if self._client is not None:

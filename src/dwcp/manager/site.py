@@ -92,7 +92,8 @@ class ManagerSite:
                 clusters[name] = self.dependency(name, [inst.url for inst in spec.instances])
         allocator = self.dependency("allocator", service_urls(self.ctx, "allocator"))
         return Router(clusters, unbuilt, allocator, RoutingLog(self.ctx.data_dir / "routing.sqlite"), self.links,
-                      self.metrics, self.settings.request_timeout_s, self.settings.high_volume_tx_per_second)
+                      self.metrics, self.settings.request_timeout_s, self.settings.high_volume_tx_per_second,
+                      client_auth(self.ctx.inventory, self.ctx.data_dir.parent))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:

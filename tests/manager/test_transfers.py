@@ -110,3 +110,20 @@ def test_a_forced_codec_is_used_for_every_chunk_and_an_unknown_one_is_refused(ma
     assert b.client.get("/v1/objects/k").content == body
     resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "gzip"})
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "codec"
+
+
+def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(make_sites):
+    from dwcp.manager.transfers import Transfer, _Plan
+
+    a, _ = make_sites(2)
+    transfers = a.site.transfers
+    link = a.site.links.get("manager-1")
+    link.bandwidth = 100e6
+    transfers.encode_speed.update({"zstd-19": 2e6, "zstd-3": 10e6, "zstd-1": 200e6})
+    plan = _Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=0, to="manager-1"), -1, link)
+    assert plan._keeps_up("zstd-19") == "zstd-1"  # zstd-3 is timed too slow as well
+    assert plan._keeps_up("zstd-1") == "zstd-1"
+    assert plan._keeps_up("lz4") == "lz4"  # not timed yet: trusted
+    link.bandwidth = 1e6  # a slow link: even zstd-19 at 2 MB/s x 4 streams keeps up
+    assert plan._keeps_up("zstd-19") == "zstd-19"
+    assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1

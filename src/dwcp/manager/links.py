@@ -2,7 +2,8 @@
 
 Figures come from active probes (`probe`: three PINGs, the fastest wins; then `probe_bytes` of filler
 timed to its acknowledgement) and passively from transfers (a transfer's wire bytes over its duration is
-a lower bound on the bandwidth). Tiers follow the RTT: datacenter < 5 ms, metro < 50 ms, wan beyond.
+a lower bound on the bandwidth, so it only ever raises the figure). Tiers follow the RTT: datacenter
+< 5 ms, metro < 50 ms, wan beyond.
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ class LinkTable:
         self._export(link)
 
     def record_transfer(self, peer: str, wire_bytes: int, seconds: float) -> None:
-        """Passive figure: only transfers long enough to fill the pipe (>= 1 MiB and 50 ms) count."""
+        """Passive figure: a transfer shows that at least wire_bytes / seconds is achievable, so it can only
+        raise the estimate. (Its time includes compression and disk: lowering the estimate from it made the
+        selector choose heavier codecs, which made transfers slower still.) Only probes lower it."""
         if wire_bytes < (1 << 20) or seconds < 0.05:
             return
         observed = wire_bytes / seconds
         with self._lock:
             link = self._links[peer]
-            link.bandwidth = observed if link.bandwidth is None else 0.7 * link.bandwidth + 0.3 * observed
+            link.bandwidth = max(link.bandwidth or 0.0, observed)
         self._export(link)
 
     def record_error(self, peer: str, error: str) -> None:

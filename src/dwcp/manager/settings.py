@@ -32,6 +32,9 @@ class ManagerSettings(BaseModel):
     transfer_retry_limit: int = Field(20, ge=0, description="reconnects of one transfer before it fails")
     transfer_concurrency: int = Field(4, ge=1, le=64, description="transfers sent at once; more wait queued")
     max_incoming: int = Field(64, ge=1, description="peer connections served at once")
+    gil_switch_interval_s: float = Field(
+        0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the manager process: the HTTP event loop "
+        "waits at most this long for the GIL while transfer threads run Python code (CPython's default: 5 ms)")
     # Links.
     probe_interval_s: float = Field(30.0, gt=0, description="seconds between active probes of each peer")
     probe_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB, description="bytes an active bandwidth probe sends")

@@ -7,6 +7,7 @@ manager runs besides the HTTP server, and starts and stops them with the app.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -97,6 +98,7 @@ class ManagerSite:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        sys.setswitchinterval(self.settings.gil_switch_interval_s)
         await self.router.start()
         self.peer_server.start()
         self.transfers.start()

@@ -39,6 +39,9 @@ from dwcp.runtime.resilience import backoff
 log = logging.getLogger("dwcp.manager.transfers")
 MAX_CHUNK_RETRIES = 8
 PERSIST_EVERY = 16  # acknowledged chunks between saves of a running transfer's progress
+SPEED_SAMPLE_BYTES = 64 * 1024  # smaller chunks time too noisily to count
+# Lighter and lighter codecs the CPU guard steps down to when the chosen one cannot keep up with the link.
+LIGHTER = ("zstd-3", "zstd-1", "lz4", "none")
 # tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
 Tamper = Callable[[int, bytes], bytes]
 
@@ -126,6 +129,7 @@ class Transfers:
         self.log = TransferLog(log_path)
         self.tamper = tamper
         self._active: dict[str, Transfer] = {}
+        self.encode_speed: dict[str, float] = {}  # codec -> recent compression speed on this host, bytes/s
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -341,7 +345,12 @@ class Transfers:
         length = max(0, min(t.chunk_bytes, t.size - offset))
         raw = os.pread(fd, length, offset)
         codec = plan.codec(i)
+        started = time.perf_counter()
         data = chunks.encode(raw, codec)
+        if codec != "none" and length >= SPEED_SAMPLE_BYTES:
+            speed = length / max(time.perf_counter() - started, 1e-6)
+            old = self.encode_speed.get(codec)
+            self.encode_speed[codec] = speed if old is None else 0.8 * old + 0.2 * speed
         if base is not None and raw:
             delta = chunks.delta_encode(raw, chunks.base_window(base[0], base[1], i, t.chunk_bytes))
             if len(delta) < len(data):
@@ -374,7 +383,22 @@ class _Plan:
         with self._lock:
             if i not in self._codecs:
                 self._fill(i)
-            return self._codecs[i]
+            return self._keeps_up(self._codecs[i])
+
+    def _keeps_up(self, codec: str) -> str:
+        """CPU guard: the selector's speeds are the host's calibrated ones; when this host now compresses
+        `codec` slower than the link carries its output (all streams together), a lighter codec that does
+        keep up (or has not been timed yet) is used instead, since the transfer would wait on the CPU."""
+        bandwidth = self._link.bandwidth
+        speeds, streams = self._owner.encode_speed, self._owner.settings.streams
+        if not bandwidth or codec == "none" or speeds.get(codec, float("inf")) * streams >= bandwidth:
+            return codec
+        start = LIGHTER.index(codec) + 1 if codec in LIGHTER else 0
+        for lighter in LIGHTER[start:]:
+            if lighter == "none" or speeds.get(lighter, float("inf")) * streams >= bandwidth:
+                self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
+                return lighter
+        return "none"
 
     def _fill(self, i: int) -> None:
         t, w = self._t, self._owner.settings.selector_window

@@ -13,7 +13,7 @@ from dwcp.consensus.pbft.messages import PrePrepare
 from dwcp.consensus.tpbft import MESSAGES, Config, Replica, TrustReport, default_group_size
 from tests.consensus.conftest import Keys, LocalNet
 
-FAST = Config(batch_size=1, epoch_length=8, evaluation_lag=1)
+FAST = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False)  # group from epoch 0
 
 
 def make_net(keys: Keys, config: Config = FAST) -> LocalNet:
@@ -55,7 +55,12 @@ def test_default_group_leaves_followers_outside(committee: Callable[..., Keys]) 
     assert r.group(0, 0) == (0, 1, 2, 3, 4, 5, 6, 7)
     assert r.primary_group(0) == (0, 1, 2, 3)  # f + 1 = 4 candidate primaries
     assert [r.primary(0, v) for v in range(5)] == [0, 1, 2, 3, 4]
-    assert r.group(0, 1) == r.group(0, 7) == keys.committee.ids  # after a view change: everyone votes
+    # A view change deposes the primary, not the group: the next most trusted node takes its seat ...
+    assert r.group(0, 1) == (1, 2, 3, 4, 5, 6, 7, 8)
+    # ... until fewer than g nodes are left that have not been deposed: then everyone votes.
+    assert r.group(0, 7) == keys.committee.ids
+    measuring = Replica(committee=keys.committee, node_id=0, signer=keys.signers[0], verifier=keys.verifier)
+    assert measuring.group(0, 0) == keys.committee.ids  # by default epoch 0 measures everyone
 
 
 def test_group_commits_and_followers_commit_the_same_block(committee: Callable[..., Keys]) -> None:
@@ -108,7 +113,8 @@ def test_misbehaving_member_leaves_the_group_next_epoch(committee: Callable[...,
     assert votes_sent(net, 8)  # promoted follower votes now
 
 
-PRE = Config(batch_size=1, epoch_length=8, evaluation_lag=1, pre_trusted=(2, 3, 4, 5, 6, 7, 8, 9))
+PRE = Config(batch_size=1, epoch_length=8, evaluation_lag=1, pre_trusted=(2, 3, 4, 5, 6, 7, 8, 9),
+             measurement_epoch=False)
 
 
 def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..., Keys]) -> None:
@@ -125,11 +131,12 @@ def test_view_change_rotates_the_primary_within_the_group(committee: Callable[..
     for n in live:
         st = net.cores[n].status()
         assert (st["view"], st["primary"], st["mode"]) == (1, 3, "normal")
-        assert st["group"] == [2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # the whole committee, in trust order
+        assert st["group"] == [3, 4, 5, 6, 7, 8, 9, 0]  # still a group of 8: the deposed primary left it
         assert st["primary_group"] == [2, 3, 4, 5]
     assert all(net.heights()[n] == 1 for n in live)
     assert net.commits[1][0].block.proposer == 3
-    assert all(net.cores[n].opinions.unsat[2] == 5 for n in live)  # "deposed" (view 0's primary)
+    # "deposed" (view 0's primary): 5 x (2L // 5) ~ 2L, as if it had missed every vote of an epoch (L = 8)
+    assert all(net.cores[n].opinions.unsat[2] == 5 * (2 * 8 // 5) for n in live)
     assert all(net.cores[n].ranking(0)[:4] == (2, 3, 4, 5) for n in live)
 
 
@@ -245,7 +252,7 @@ def test_constructor_takes_its_config_and_checks_group_size(committee: Callable[
     kw = dict(committee=keys.committee, node_id=0, signer=keys.signers[0], verifier=keys.verifier)
     r = Replica(**kw, config=Config(batch_size=7, batch_delay=0.01, view_change_timeout=2.0, group_size=9))
     assert (r.config.batch_size, r.config.batch_delay, r.config.view_change_timeout) == (7, 0.01, 2.0)
-    assert len(r.group(0, 0)) == 9 and r.protocol == "tpbft"
+    assert len(r.group(1, 0)) == 9 and len(r.group(0, 0)) == 10 and r.protocol == "tpbft"  # epoch 0 measures
     with pytest.raises(LocalProtocolError):
         Replica(**kw, config=Config(group_size=6))  # below the quorum of 7: the group could never commit
     with pytest.raises(LocalProtocolError):

@@ -30,7 +30,9 @@ Messages for a later view or epoch are buffered (bounded) and replayed on entry,
 protocol has no retransmission of votes. Quorums are always `committee.quorum` (2f+1 of n) even
 when only a group votes, which is what keeps T-PBFT's group changes safe (docs/tpbft.md).
 
-Hooks for subclasses: `group(e, v)` (who votes, sends view changes; we cast votes only when in it),
+Hooks for subclasses: `group(e, v)` (who votes and gets the normal-case messages), `voters(e, v)` (whose
+votes and view changes count; default the group), `vote_targets(e, v, h)` (whom our vote goes to; None:
+we do not vote),
 `primary(e, v)`, `epoch_end(e)`, `observe(peer, event)` (events: timely, invalid, conflict),
 `block_meta(h)`/`check_meta(block)` (checked on pre-prepares only: a view change re-proposes
 blocks byte for byte, and its null blocks carry empty meta, which `after_execute` must accept),
@@ -100,6 +102,16 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
     def primary(self, epoch: int, view: int) -> int:
         ids = self.committee.ids
         return ids[view % len(ids)]
+
+    def voters(self, epoch: int, view: int) -> tuple[int, ...]:
+        """Whose votes and view changes count in (epoch, view): the group, unless a subclass lets more
+        members step in (T-PBFT: anyone; the quorum is the committee's either way)."""
+        return self.group(epoch, view)
+
+    def vote_targets(self, epoch: int, view: int, height: int) -> tuple[int, ...] | None:
+        """Whom our vote at (epoch, view, height) goes to, or None when we do not vote there."""
+        group = self.group(epoch, view)
+        return group if self.node_id in group else None
 
     def epoch_end(self, epoch: int) -> int | None:
         e = self.config.epoch_length
@@ -393,15 +405,16 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self._cast(now, vote, outs)
 
     def _cast(self, now: float, vote: Vote, outs: list[Output]) -> None:
-        if self.node_id not in self.group(vote.epoch, vote.view):
+        to = self.vote_targets(vote.epoch, vote.view, vote.height)
+        if to is None:
             return  # T-PBFT followers hold the block but do not vote
-        outs.append(Multicast(to=self._others(self.group(vote.epoch, vote.view)), message=vote))
+        outs.append(Multicast(to=self._others(to), message=vote))
         self._record(now, self.node_id, vote, self.sign(vote), outs)
 
     def _check_vote(self, sender: int, v: Vote) -> str | None:
         if v.kind not in ("prepare", "commit"):
             return "bad_vote_kind"
-        if sender not in self.group(v.epoch, v.view):
+        if sender not in self.voters(v.epoch, v.view):
             return "not_in_group"
         if not self._in_window(v.height):
             return "outside_window"

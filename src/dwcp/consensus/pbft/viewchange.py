@@ -5,7 +5,7 @@
    `ViewChange(epoch, v', height, committed, prepared)`: `height` is its stable checkpoint and
    `committed` that checkpoint's proof; `prepared` has, for every height above it, executed or
    not, its highest-view proof: a prepare certificate, or the commit certificate once executed.
-2. The primary of v' collects a quorum (2f+1) of valid view changes for v' from group(e, v') and
+2. The primary of v' collects a quorum (2f+1) of valid view changes for v' from voters(e, v') and
    multicasts `NewView` with them and its re-proposals, computed by `reproposals()`: for every
    height above `low` (the highest stable checkpoint reported) up to the highest reported proof,
    the block of the highest-view proof (byte-identical, so its digest is unchanged), or an empty
@@ -159,7 +159,7 @@ class ViewChangeMixin:
         # catch-up outran `proof_horizon`) our view change could hide a commit: stay silent instead.
         # Proofs carry whole blocks (see messages.py): with big blocks a view change can outgrow a
         # frame, and the driver must never be handed one it cannot send.
-        if complete and self.node_id in self.group(self.epoch, view) and len(encode(vc)) <= MAX_MESSAGE_SIZE:
+        if complete and self.node_id in self.voters(self.epoch, view) and len(encode(vc)) <= MAX_MESSAGE_SIZE:
             outs.append(self._broadcast(vc))
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
                                                           view_change=vc), outs)
@@ -202,7 +202,7 @@ class ViewChangeMixin:
     # ---- view-change messages ----
     def _check_view_change(self, sender: int, vc: ViewChange) -> str | None:
         """Is `vc` well-formed with valid proofs? (Signature checked by the caller.)"""
-        if sender not in self.group(vc.epoch, vc.view):
+        if sender not in self.voters(vc.epoch, vc.view):
             return "not_in_group"
         if vc.height < 0 or (vc.committed is None) != (vc.height == 0):
             return "bad_committed"

@@ -7,10 +7,14 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | hook              | T-PBFT rule                                                                    |
 |-------------------|--------------------------------------------------------------------------------|
 | ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id   |
-| group(e, 0)       | top `group_size` of ranking(e)                                                 |
-| group(e, v > 0)   | the whole committee: a view change means the group failed to commit, and      |
-|                   | PBFT's view change moves on only once a quorum of the group asked for it       |
-| handle            | also takes `TrustReport`s, and notes vote arrivals and completed view changes  |
+| group(0, v)       | the whole committee (measurement epoch): everyone votes, so everyone's         |
+|                   | timeliness is measured and the first real group is the most responsive one     |
+| group(e, v)       | top `group_size` of ranking(e) without the primaries views 0..v-1 deposed      |
+|                   | (the whole committee once fewer than `group_size` are left)                    |
+| voters(e, v)      | the whole committee: votes and view changes count from anyone (quorum q of n)  |
+| vote_targets      | the group; the whole committee at a widened height (standby.py)                |
+| handle            | also takes `TrustReport`s, notes vote arrivals and completed view changes, and |
+|                   | widens heights on standby signals (standby.py)                                 |
 | primary(e, v)     | ranking(e)[v mod n]; the primary group is ranking(e)[:f+1], the primaries of   |
 |                   | views 0..f, which always holds a correct node                                  |
 | observe           | invalid/conflict lower the sender's local trust; timeliness is judged per      |
@@ -31,12 +35,13 @@ from typing import Any
 
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
-from dwcp.consensus.core.inputs import Input, Received
+from dwcp.consensus.core.inputs import Input, Received, Timer
 from dwcp.consensus.core.messages import Block, Certificate, Decided, Vote
 from dwcp.consensus.core.outputs import Multicast, Output, Rejected
 from dwcp.consensus.core.protocol import LocalProtocolError
 from dwcp.consensus.pbft import Config as PbftConfig
 from dwcp.consensus.pbft import Replica as PbftReplica
+from dwcp.consensus.pbft.messages import NewView, PrePrepare
 from dwcp.consensus.tpbft.messages import (
     SignedReport,
     TrustReport,
@@ -45,6 +50,7 @@ from dwcp.consensus.tpbft.messages import (
     encode_meta,
     report_signed,
 )
+from dwcp.consensus.tpbft.standby import STANDBY, StandbyMixin
 from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, ranking
 
 VOTE_KINDS = ("prepare", "commit")
@@ -60,7 +66,9 @@ class Config(PbftConfig):
     pre_trusted: tuple[int, ...] = ()  # empty: the whole committee
     prior: int = 1  # added to every reported local trust (unseen peers beat misbehaving ones)
     late_after: float = 0.5  # a vote arriving this long after we executed its block is late
-    evaluation_lag: int = 0  # judge height h once h + lag executed (0: max_inflight)
+    evaluation_lag: int = 0  # judge height h once h + lag executed (0: min(max_inflight, epoch_length // 8))
+    standby_after: float = 0.3  # a group member widens a height still undecided this long after its block
+    measurement_epoch: bool = True  # epoch 0: the whole committee votes (group chosen from measured timeliness)
 
 
 def default_group_size(committee: Committee) -> int:
@@ -69,7 +77,7 @@ def default_group_size(committee: Committee) -> int:
     return min(committee.n, committee.quorum + max(1, committee.f // 2))
 
 
-class Replica(PbftReplica):
+class Replica(StandbyMixin, PbftReplica):
     protocol = "tpbft"
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
@@ -91,7 +99,9 @@ class Replica(PbftReplica):
         # height -> voter -> (kind, digest) -> first arrival (at most MAX_SEEN keys per voter and height)
         self.seen: dict[int, dict[int, dict[tuple[str, bytes], float]]] = {}
         self.to_judge: dict[int, tuple[tuple[int, ...], bytes, float]] = {}  # height -> (voters, digest, executed)
-        self.lag = cfg.evaluation_lag or cfg.max_inflight
+        # Judge soon enough that the mid-epoch report holds this epoch's first heights: an eighth of an epoch.
+        self.lag = cfg.evaluation_lag or min(cfg.max_inflight, max(1, cfg.epoch_length // 8))
+        self._init_standby()
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
     # ---- who votes and who leads ----
@@ -102,11 +112,18 @@ class Replica(PbftReplica):
         return r if r is not None else self.rankings[max(self.rankings)]
 
     def group(self, epoch: int, view: int) -> tuple[int, ...]:
-        # After a view change the whole committee votes until the epoch ends: the group may hold more
-        # than g - q faulty members, and view changes need a quorum of group(e, v') to move on, which
-        # such a group could never give (pbft/viewchange.py `_on_view_change_timer`).
+        # A view change replaces the group's failed primaries, not the group: the members that stayed
+        # silent are covered by standby voting now and lose trust for the next epoch, and view changes
+        # count from the whole committee (`voters`), so a group with many faulty members cannot stall it.
         r = self.ranking(epoch)
-        return r[: self.group_size] if view == 0 else r
+        if epoch == 0 and self.config.measurement_epoch:
+            return r
+        deposed = {r[u % len(r)] for u in range(min(view, len(r)))}
+        rest = tuple(i for i in r if i not in deposed)
+        return rest[: self.group_size] if len(rest) >= self.group_size else r
+
+    def voters(self, epoch: int, view: int) -> tuple[int, ...]:
+        return self.committee.ids
 
     def primary(self, epoch: int, view: int) -> int:
         r = self.ranking(epoch)
@@ -123,6 +140,7 @@ class Replica(PbftReplica):
             self.opinions.observe(peer, event)
 
     def handle(self, now: float, input: Input) -> list[Output]:
+        widened: list[Output] = []  # what widening a height sends, before the message is handled
         if isinstance(input, Received) and input.sender in self.committee and input.sender != self.node_id:
             msg = input.message
             if isinstance(msg, TrustReport):
@@ -131,12 +149,35 @@ class Replica(PbftReplica):
                 return outs
             if isinstance(msg, Vote):
                 self._note_vote(now, input.sender, msg)
+                self._on_standby_signal(now, input.sender, msg.epoch, msg.view, msg.height, widened)
+            elif isinstance(msg, PrePrepare):
+                self._on_standby_signal(now, input.sender, msg.epoch, msg.view, msg.block.height, widened)
         epoch, view = self.epoch, self.view
-        outs = super().handle(now, input)
+        outs = widened + super().handle(now, input)
         if self.epoch == epoch and self.view > view:  # a view change completed: its primaries failed
+            # Weighted as missing both votes of a whole epoch: a deposed primary must not win the lead
+            # back within a few epochs on timely votes alone (which earn up to 2 per height).
             for v in range(max(view, self.view - self.committee.n), self.view):
-                self.opinions.observe(self.primary(epoch, v), "deposed")
+                self.opinions.observe(self.primary(epoch, v), "deposed", times=2 * self.config.epoch_length // 5)
         return outs
+
+    def _enter_epoch(self, now: float, epoch: int, outs: list[Output], replay: bool) -> None:
+        self._reset_standby()  # before the new epoch's buffered messages are replayed
+        super()._enter_epoch(now, epoch, outs, replay)
+
+    def _enter_view(self, now: float, nv: NewView, outs: list[Output]) -> None:
+        self._reset_standby()
+        super()._enter_view(now, nv, outs)
+
+    def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
+        super()._accept_block(now, block, outs)
+        self._note_accepted(now, block.height, outs)
+
+    def _on_timer(self, now: float, timer: Timer, outs: list[Output]) -> None:
+        if timer == STANDBY:
+            self._on_standby_timer(now, outs)
+        else:
+            super()._on_timer(now, timer, outs)
 
     def _note_vote(self, now: float, sender: int, v: Vote) -> None:
         """Remember when each voter's first vote of each kind and digest arrived, for heights not yet judged."""
@@ -147,8 +188,8 @@ class Replica(PbftReplica):
 
     def _judge(self, now: float, block: Block, cert: Certificate) -> None:
         """Schedule this height's judgement, and judge heights `lag` blocks old."""
-        group = self.group(cert.epoch, cert.view)
-        if self.node_id in group:
+        group = self.committee.ids if block.height in self.widened else self.group(cert.epoch, cert.view)
+        if self.node_id in group:  # a widened height judges the followers that stepped in, too
             self.to_judge[block.height] = (tuple(m for m in group if m != self.node_id), cert.digest, now)
         done = block.height - self.lag
         for h in sorted(h for h in self.to_judge if h <= done):
@@ -268,6 +309,8 @@ class Replica(PbftReplica):
             self._push_decided(block, cert, outs)
             if block.height == self._report_height(self.epoch):
                 self._send_report(outs)
+        self.widened.discard(block.height)
+        self.accepted_at.pop(block.height, None)
         end = self.epoch_end(self.epoch)
         if end is not None and block.height >= end:
             self._choose_group(self.epoch + 1)
@@ -299,5 +342,6 @@ class Replica(PbftReplica):
             "group_member": self.node_id in self.group(self.epoch, self.view),
             "trust": {node: self.trust[node] for node in self.committee.ids},
             "committed_height": self.height,
+            "widened_heights": self.widenings,
         })
         return out

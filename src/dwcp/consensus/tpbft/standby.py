@@ -1,0 +1,103 @@
+"""Standby voting: followers step in for a height the group is slow to commit (mixed into `tpbft.Replica`).
+
+A group with more than g - q silent or slow members cannot gather a quorum alone. Instead of a view
+change (which deposes a primary that did nothing wrong), a member whose block at height h is still
+undecided `standby_after` seconds after it accepted it *widens* h:
+
+| who widens h            | what it sends to the followers                                       |
+|-------------------------|----------------------------------------------------------------------|
+| the primary             | its pre-prepare for h                                                |
+| any group member        | the votes it already cast for h; its later votes for h go to everyone |
+| a member that receives  | widens h itself (a follower's vote means someone widened it)          |
+| a follower's vote for h |                                                                      |
+| a follower that receives| marks h widened: it votes for h (to the whole committee) once it holds |
+| a pre-prepare or vote   | the block, as a group member would                                    |
+| for h                   |                                                                      |
+
+Votes count from any committee member (`voters` is the committee) and the quorum is still q of n,
+so widening changes who may help, never what a certificate proves. The next height is voted by the
+group alone again: the group keeps its size and its message cost except where it is actually stuck.
+Followers that step in are judged like members (`_judge`), so a correct follower earns trust and
+can replace a silent member at the next epoch. A Byzantine node can make heights widen early (more
+messages), not commit anything a quorum did not vote for.
+"""
+
+from __future__ import annotations
+
+from dwcp.consensus.core.inputs import Timer
+from dwcp.consensus.core.messages import Vote
+from dwcp.consensus.core.outputs import Multicast, Output
+from dwcp.consensus.pbft.messages import PrePrepare
+
+STANDBY = Timer(kind="standby")
+
+
+class StandbyMixin:
+    """Needs from `tpbft.Replica`: committee, node_id, epoch, view, height, slots, decided, voted, config
+    (`standby_after`), `group`, `primary`, `_arm`, `_cast`."""
+
+    def _init_standby(self) -> None:
+        self.widened: set[int] = set()  # heights of the current view that followers vote on too
+        self.accepted_at: dict[int, float] = {}  # height -> when we accepted its block (group members)
+        self.widenings = 0  # heights we widened ourselves, for status
+
+    def _reset_standby(self) -> None:
+        self.widened.clear()
+        self.accepted_at.clear()
+
+    def _followers(self) -> tuple[int, ...]:
+        group = self.group(self.epoch, self.view)
+        return tuple(i for i in self.committee.ids if i not in group)
+
+    def _note_accepted(self, now: float, height: int, outs: list[Output]) -> None:
+        if self.node_id in self.group(self.epoch, self.view) and self._followers():
+            self.accepted_at.setdefault(height, now)
+            self._arm(STANDBY, self.config.standby_after, outs)
+
+    def _on_standby_timer(self, now: float, outs: list[Output]) -> None:
+        wait = self.config.standby_after
+        next_due = None
+        for h in sorted(self.accepted_at):
+            if h <= self.height or h in self.decided or h in self.widened:
+                continue
+            due = self.accepted_at[h] + wait
+            if due <= now:
+                self._widen(now, h, outs)
+            else:
+                next_due = due if next_due is None else min(next_due, due)
+        if next_due is not None:
+            self._arm(STANDBY, next_due - now, outs)
+
+    def _widen(self, now: float, h: int, outs: list[Output]) -> None:
+        """As a group member: let the followers vote at `h` (see the module docstring)."""
+        if h in self.widened or h <= self.height:
+            return
+        self.widened.add(h)
+        self.widenings += 1
+        slot = self.slots.get(h)
+        followers = self._followers()
+        if slot is None or slot.view != self.view or not followers:
+            return  # our votes for h, once cast, go to everyone (`vote_targets`)
+        if self.primary(self.epoch, self.view) == self.node_id:
+            outs.append(Multicast(to=followers, message=PrePrepare(epoch=self.epoch, view=self.view, block=slot.block)))
+        for kind in ("prepare", "commit"):
+            if (kind, self.view, h, self.node_id) in self.voted:
+                vote = Vote(kind=kind, epoch=self.epoch, view=self.view, height=h, digest=slot.digest)
+                outs.append(Multicast(to=followers, message=vote))
+
+    def _on_standby_signal(self, now: float, sender: int, epoch: int, view: int, h: int,
+                           outs: list[Output]) -> None:
+        """A pre-prepare or vote for `h` of the current view: to a follower it means h was widened;
+        to a member, one from a follower means the same."""
+        if (epoch, view) != (self.epoch, self.view) or h <= self.height or h in self.widened:
+            return
+        group = self.group(epoch, view)
+        if self.node_id not in group:
+            self.widened.add(h)  # our vote, once we hold the block, goes to everyone
+        elif sender not in group:
+            self._widen(now, h, outs)
+
+    def vote_targets(self, epoch: int, view: int, height: int) -> tuple[int, ...] | None:
+        if height in self.widened and (epoch, view) == (self.epoch, self.view):
+            return self.committee.ids
+        return super().vote_targets(epoch, view, height)

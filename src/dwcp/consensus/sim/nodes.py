@@ -19,6 +19,7 @@ from dwcp.consensus.core.crypto import (
 from dwcp.consensus.core.inputs import Received, Timer
 from dwcp.consensus.core.messages import Block
 from dwcp.consensus.sim.faults import Behaviour
+from dwcp.consensus.transport.sync import CatchUpPlanner
 
 
 class Packet:
@@ -33,14 +34,15 @@ class Packet:
 
 
 class Instance:
-    """One core running under a node's key (two for twins), with its timers and committed log."""
+    """One core running under a node's key (two for twins), with its timers, committed log and the
+    driver's catch-up planner (`transport.sync.CatchUpPlanner`, as a node runs it)."""
 
-    __slots__ = ("core", "scope", "timers", "log", "syncing_until")
+    __slots__ = ("core", "scope", "timers", "log", "planner")
 
-    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Any]]) -> None:
-        self.core, self.scope, self.log = core, scope, log
+    def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Any]],
+                 planner: CatchUpPlanner) -> None:
+        self.core, self.scope, self.log, self.planner = core, scope, log, planner
         self.timers: dict[Timer, int] = {}
-        self.syncing_until = 0.0
 
 
 class Node:

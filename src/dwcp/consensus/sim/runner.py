@@ -6,8 +6,11 @@ It is `transport/driver.py` with the sockets, timers and SQLite replaced by `Clo
   are opened by the real codec (signature checked, sender must match the link) and fed as `Received`;
 - `SetTimer`/`CancelTimer` schedule and void `TimerFired` events; `Commit` appends to the node's
   log (repeats ignored, as the driver does) and goes to the invariant checker;
-- `RequestSync` and the driver's periodic height gossip are answered from a correct peer's
-  committed log, as `Fetched` inputs one round trip later, after `core.verify_certificate`;
+- catch-up is the driver's: each instance has its `CatchUpPlanner` (transport/sync.py), fed with
+  peers' heights (the periodic height gossip) and `RequestSync`; the peer it picks answers from its
+  committed log one round trip later if it is up, connected and correct (otherwise the request times
+  out and the planner moves on, as on a real network), and the answer goes through the same
+  `apply_fetched` loop as on a node (`core.verify_certificate`, then `Fetched`);
 - crash drops a node's state and traffic; restart rebuilds its core from its own log (`Restored`
   per block, then `Started`).
 There is no protocol logic here. Every random choice comes from the scenario's seed.
@@ -46,9 +49,11 @@ from dwcp.consensus.sim.network import NetworkModel
 from dwcp.consensus.sim.nodes import Instance, Node, Packet, make_keys
 from dwcp.consensus.sim.report import RunResult, summarize
 from dwcp.consensus.sim.scenario import Scenario
+from dwcp.consensus.transport.sync import CatchUpPlanner, apply_fetched
 
 FRAME_OVERHEAD = 5  # transport frame header (channel + length) added to every codec envelope
-SYNC_MAX_BLOCKS = 64
+SYNC_MAX_BLOCKS = 64  # DriverConfig.sync_max_blocks
+SYNC_TIMEOUT = 2.0  # DriverConfig.sync_timeout
 DRAIN_STEP = 0.25  # after the load stops, check this often whether every due tx has committed
 
 
@@ -64,7 +69,9 @@ class Simulation:
             if getattr(config, "epoch_length", 0):  # only protocols that have epochs (T-PBFT)
                 self.core_kwargs["config"] = dataclasses.replace(config, epoch_length=sc.epoch_length)
         root = random.Random(f"sim:{sc.seed}")
-        self.rng_net, self.rng_load, self.rng_sync = (random.Random(root.getrandbits(64)) for _ in range(3))
+        # The third stream once picked catch-up servers (the planner picks them now); still drawn, so
+        # the other streams and the cores' seeds stay what they were for a given scenario seed.
+        self.rng_net, self.rng_load, _ = (random.Random(root.getrandbits(64)) for _ in range(3))
         self.core_seed = root.getrandbits(32)
         signers, self.verifier, keys = make_keys(sc.seed, sc.nodes, sc.crypto)
         self.committee = Committee(
@@ -80,7 +87,7 @@ class Simulation:
         for i in range(sc.nodes):
             behaviour_cls = BEHAVIOURS[sc.byzantine.get(i, "none")]
             node = Node(i, signers[i], behaviour_cls(random.Random(root.getrandbits(64)), self.committee.ids, i))
-            node.instances = [Instance(self._core(node, k), node.behaviour.scope(k), [])
+            node.instances = [Instance(self._core(node, k), node.behaviour.scope(k), [], self._planner())
                               for k in range(node.behaviour.instances)]
             self.nodes.append(node)
         self._trace: list[tuple[Any, ...]] = []
@@ -168,7 +175,9 @@ class Simulation:
             elif isinstance(out, TxDropped):
                 self.dropped[out.reason] += 1
             elif isinstance(out, RequestSync):
-                self._request_sync(node, k, out.peers, out.from_height, out.to_height)
+                for peer in out.peers:
+                    inst.planner.on_status(peer, out.to_height)
+                self._request_missing(node, k)
 
     def _send(self, node: Node, inst: Instance, to: tuple[int, ...], message: Any) -> None:
         me = node.node_id
@@ -267,51 +276,49 @@ class Simulation:
             self._feed(node, 0, Submitted(tx=tx))
         self.clock.after(self.rng_load.expovariate(sc.rate), self._submit)
 
-    # -- catch-up (the driver's job, answered from correct peers' logs) ------------------------
+    # -- catch-up (the driver's planner and apply loop; peers answer from their logs) --------------
+    @staticmethod
+    def _planner() -> CatchUpPlanner:
+        return CatchUpPlanner(SYNC_MAX_BLOCKS, SYNC_TIMEOUT)
+
     def _sync_tick(self, node: Node) -> None:
+        """The driver's height gossip: every peer we can reach tells us its committed height."""
         if node.up:
+            me = node.node_id
             for k, inst in enumerate(node.instances):
-                peers = [p for p in self.committee.ids if p != node.node_id]
-                self._request_sync(node, k, tuple(peers), len(inst.log) + 1, None)
+                for peer in self.nodes:
+                    if peer.node_id != me and peer.up and self.net.connected(me, peer.node_id) and (
+                            inst.scope is None or peer.node_id in inst.scope):
+                        inst.planner.on_status(peer.node_id, len(peer.instances[0].log))
+                self._request_missing(node, k)
         self.clock.after(self.scenario.sync_interval, self._sync_tick, node)
 
-    def _request_sync(self, node: Node, k: int, peers: tuple[int, ...], first: int, last: int | None) -> None:
+    def _request_missing(self, node: Node, k: int) -> None:
         inst = node.instances[k]
-        now = self.clock.now
-        if inst.syncing_until > now:
+        plan = inst.planner.next_request(self.clock.now, len(inst.log))
+        if plan is None:
             return
+        peer, request = plan
+        server = self.nodes[peer]
         me = node.node_id
-        servers = [self.nodes[p] for p in peers if p != me]
-        servers = [p for p in servers if p.up and p.correct and self.net.connected(me, p.node_id)
-                   and (inst.scope is None or p.node_id in inst.scope)]
-        if not servers:
-            return
-        best = max(len(p.instances[0].log) for p in servers)
-        if best < first:
-            return
-        candidates = [p for p in servers if len(p.instances[0].log) == best]
-        server = candidates[self.rng_sync.randrange(len(candidates))]
-        end = min(best, first + SYNC_MAX_BLOCKS - 1, last if last is not None else best)
-        blocks = server.instances[0].log[first - 1:end]
-        rtt = 2 * self.net.one_way(me, server.node_id)
-        inst.syncing_until = now + rtt + 0.5
-        self.clock.after(rtt, self._fetched, node, k, node.incarnation, server.node_id, blocks)
+        if not (server.up and server.correct and self.net.connected(me, peer)):
+            return  # lost, or a Byzantine peer that does not answer: the planner times it out
+        # As a node's driver answers: at most sync_max_blocks, up to its own committed height.
+        blocks = server.instances[0].log[request.start - 1:min(request.end, request.start + SYNC_MAX_BLOCKS - 1)]
+        self.clock.after(2 * self.net.one_way(me, peer), self._fetched, node, k, node.incarnation, peer, blocks)
 
     def _fetched(self, node: Node, k: int, incarnation: int, sender: int, blocks: list[tuple[Block, Any]]
                  ) -> None:
         if not node.up or node.incarnation != incarnation:
             return
         inst = node.instances[k]
-        inst.syncing_until = 0.0
-        for block, cert in blocks:
-            height = len(inst.log)
-            if block.height <= height:
-                continue
-            if block.height > height + 1 or not inst.core.verify_certificate(block.height, block, cert):
-                break
+
+        def feed(block: Block, cert: Any) -> None:
             self._feed(node, k, Fetched(sender=sender, block=block, certificate=cert))
-            if len(inst.log) == height:
-                break  # the core did not commit it: stop, as the driver does
+
+        items = ((block.height, block, cert) for block, cert in blocks)
+        apply_fetched(inst.planner, sender, items, lambda: len(inst.log) + 1, inst.core.verify_certificate, feed)
+        self._request_missing(node, k)
 
     # -- faults ------------------------------------------------------------------------------
     def _apply_fault(self, fault: Fault) -> None:
@@ -329,7 +336,7 @@ class Simulation:
             node = self.nodes[fault.node]
             if not node.up:
                 node.up = True
-                node.instances = [Instance(self._core(node, k), inst.scope, inst.log)
+                node.instances = [Instance(self._core(node, k), inst.scope, inst.log, self._planner())
                                   for k, inst in enumerate(node.instances)]
                 for k, inst in enumerate(node.instances):
                     for height, (block, cert) in enumerate(inst.log, start=1):

@@ -34,7 +34,7 @@ from dwcp.consensus.core.codec import Codec, DecodeError, encode
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
-from dwcp.consensus.core.messages import Block, Transaction
+from dwcp.consensus.core.messages import Block, Certificate, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
     CancelTimer,
@@ -58,6 +58,7 @@ from dwcp.consensus.transport.sync import (
     SyncDecodeError,
     SyncRequest,
     SyncStatus,
+    apply_fetched,
     decode_sync,
     encode_sync,
 )
@@ -350,32 +351,27 @@ class Driver:
             self._apply_fetched(peer, msg.blocks)
 
     def _apply_fetched(self, peer: int, blocks: list[SyncBlock]) -> None:
-        start = self._next_height
-        for item in blocks:
-            if item.height < self._next_height:
-                continue  # committed meanwhile by the core itself
-            if item.height > self._next_height:
-                break  # not contiguous: ask again from where we are
-            try:
-                block = self._block_decoder.decode(item.block)
-                cert = self._cert_decoder.decode(item.certificate)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.metrics.rejected("malformed")
-                self.planner.forget(peer)
-                return
-            if block.height != item.height or not self.core.verify_certificate(item.height, block, cert):
-                self.metrics.rejected("bad_certificate")
-                log.warning("node %s sent block %d with an invalid certificate", peer, item.height)
-                self.planner.forget(peer)
-                return
-            before = self._next_height
+        def decoded():  # lazily, so blocks committed meanwhile are not decoded at all
+            for item in blocks:
+                if item.height >= self._next_height:
+                    block, cert = self._block_decoder.decode(item.block), self._cert_decoder.decode(item.certificate)
+                    yield item.height, block, cert
+
+        def verify(height: int, block: Block, cert: Certificate) -> bool:
+            return block.height == height and self.core.verify_certificate(height, block, cert)
+
+        def feed(block: Block, cert: Certificate) -> None:
             self._feed(Fetched(sender=peer, block=block, certificate=cert))
-            if self._next_height == before:
-                break  # the core did not commit it (e.g. not yet at that height): stop here
-        if self._next_height == start:  # nothing usable: ask elsewhere, or this peer after its next proof
+
+        try:
+            if not apply_fetched(self.planner, peer, decoded(), lambda: self._next_height, verify, feed):
+                self.metrics.rejected("bad_certificate")
+                log.warning("node %s sent a block with an invalid certificate", peer)
+                return
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.metrics.rejected("malformed")
             self.planner.forget(peer)
-        else:
-            self.planner.on_response(peer, self._next_height - 1)
+            return
         self._request_missing()
 
     def _proves_height(self, height: int, block: bytes, certificate: bytes) -> bool:

@@ -12,10 +12,15 @@ a lying peer can stall a catch-up but never corrupt a log. An answer that brings
 unanswered request, makes the planner forget that peer until its next proven status, so a peer
 that claims and then withholds costs one request per status interval, never a request storm.
 
-Protocol-agnostic: blocks and certificates are opaque bytes here, as in the block store.
+Protocol-agnostic: blocks and certificates are opaque bytes on the wire, as in the block store, and
+`apply_fetched` takes them decoded without looking inside. The driver and the simulator both plan with
+`CatchUpPlanner` and apply with `apply_fetched`, so what the simulator's campaigns test is what nodes run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -123,3 +128,32 @@ class CatchUpPlanner:
         self.peer_heights.pop(peer, None)
         if self._outstanding is not None and self._outstanding[0] == peer:
             self._outstanding = None
+
+
+def apply_fetched(planner: CatchUpPlanner, peer: int, items: Iterable[tuple[int, Any, Any]],
+                  next_height: Callable[[], int], verify: Callable[[int, Any, Any], bool],
+                  feed: Callable[[Any, Any], None]) -> bool:
+    """Apply `peer`'s answer: feed its `(height, block, certificate)` items, ascending, that continue our
+    log (those below `next_height()` are skipped, a gap ends the batch), each only after
+    `verify(height, block, certificate)` (`feed(block, certificate)`: the core then commits it),
+    stopping at a block the core did not commit; then tell `planner`. Returns False when a
+    certificate failed; `peer` is then not asked again until it reports anew, nor when it sent
+    nothing usable."""
+    start = next_height()
+    for height, block, certificate in items:
+        expected = next_height()
+        if height < expected:
+            continue  # committed meanwhile by the core itself
+        if height > expected:
+            break  # not contiguous: ask again from where we are
+        if not verify(height, block, certificate):
+            planner.forget(peer)
+            return False
+        feed(block, certificate)
+        if next_height() == expected:
+            break  # the core did not commit it (e.g. not yet at that height): stop here
+    if next_height() == start:  # nothing usable: ask elsewhere, or this peer after its next proof
+        planner.forget(peer)
+    else:
+        planner.on_response(peer, next_height() - 1)
+    return True

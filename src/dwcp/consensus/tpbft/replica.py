@@ -6,7 +6,8 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 
 | hook              | T-PBFT rule                                                                    |
 |-------------------|--------------------------------------------------------------------------------|
-| ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id   |
+| ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id;  |
+|                   | that block's proposer first if trust keeps it in the top g (it leads on)       |
 | group(0, v)       | the whole committee (measurement epoch): everyone votes, so everyone's         |
 |                   | timeliness is measured and the first real group is the most responsive one     |
 | group(e, v)       | top `group_size` of ranking(e) without the primaries views 0..v-1 deposed      |
@@ -313,7 +314,7 @@ class Replica(StandbyMixin, PbftReplica):
         self.accepted_at.pop(block.height, None)
         end = self.epoch_end(self.epoch)
         if end is not None and block.height >= end:
-            self._choose_group(self.epoch + 1)
+            self._choose_group(self.epoch + 1, block.proposer)
             if not replay:
                 self.opinions.decay()
         super().after_execute(now, block, cert, outs, replay)  # enters the next epoch
@@ -328,9 +329,15 @@ class Replica(StandbyMixin, PbftReplica):
             if followers:
                 outs.append(Multicast(to=followers, message=Decided(block=block, certificate=cert)))
 
-    def _choose_group(self, epoch: int) -> None:
+    def _choose_group(self, epoch: int, incumbent: int) -> None:
+        """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
+        primary that was leading when it ended) leads on if trust keeps it in the group: a primary
+        that commits is not replaced for ranking second, which would risk a view change for nothing."""
         self.trust = self.table.global_trust()
-        self.rankings[epoch] = ranking(self.trust)
+        order = ranking(self.trust)
+        if incumbent in order[: self.group_size]:
+            order = (incumbent, *(i for i in order if i != incumbent))
+        self.rankings[epoch] = order
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
 

@@ -50,7 +50,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from _harness import EtcdCluster, OpenLoopResult, PhaseProfile, Target, cpu_seconds, format_phases, open_loop, spent
+from _harness import (
+    EtcdCluster,
+    OpenLoopResult,
+    PhaseProfile,
+    Target,
+    cpu_seconds,
+    format_phases,
+    open_loop,
+    spent,
+    thread_cpu_seconds,
+)
 
 from dwcp.consensus import registry
 from dwcp.consensus.node.cluster import LocalCluster
@@ -72,6 +82,7 @@ class Run(OpenLoopResult):
     profiled_node: int = -1
     profiled_cpu_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # share of the profiled node's on-CPU samples
+    threads: dict[str, float] = field(default_factory=dict)  # the profiled node's CPU seconds per thread name
 
     @property
     def node_cpu_ms_per_block(self) -> float:
@@ -117,6 +128,7 @@ def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: 
     pids = node_pids(cluster)
     h0, cpu0, own0 = top_height(cluster), cpu_seconds(pids), time.process_time()
     profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
+    threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
     result = asyncio.run(open_loop(node_target(cluster), rate, duration))
     used = spent(cpu0, cpu_seconds(pids))
     run = Run(**vars(result), nodes=cluster.n)
@@ -125,6 +137,7 @@ def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: 
     run.blocks = top_height(cluster) - h0
     if profile is not None:
         run.profiled_node, run.profiled_cpu_s = profile_node, used.get(profile_node, 0.0)
+        run.threads = spent(threads0, thread_cpu_seconds(pids[profile_node]))
         run.phases = profile.result()
         if profile.error:
             print(f"# profile of node {profile_node} failed: {profile.error}", flush=True)
@@ -186,6 +199,10 @@ def report(run: Run) -> str:
         per_block = 1e3 * run.profiled_cpu_s / run.blocks if run.blocks else None
         text += (f"\n    node {run.profiled_node} profile ({per_block or float('nan'):.2f} ms CPU/block): "
                  f"{format_phases(run.phases, per_block)}")
+        if run.threads and run.blocks:
+            busiest = sorted(run.threads.items(), key=lambda kv: -kv[1])
+            text += "\n    its threads' CPU per block: " + ", ".join(
+                f"{name} {1e3 * cpu / run.blocks:.2f} ms" for name, cpu in busiest if cpu > 0)
     return text
 
 

@@ -94,15 +94,17 @@ class BlockStore:
                 for b in blocks:
                     if b.height != expected:
                         raise StorageError(f"cannot append height {b.height}: the next height is {expected}")
-                    self._w.execute(
-                        "INSERT INTO blocks (height, digest, block, certificate, committed_at) VALUES (?, ?, ?, ?, ?)",
-                        (b.height, b.digest, b.block, b.certificate, b.committed_at),
-                    )
-                    # A tx re-proposed after a view change keeps its first height.
-                    self._w.executemany(
-                        "INSERT OR IGNORE INTO txs (id, height) VALUES (?, ?)", [(t, b.height) for t in b.tx_ids]
-                    )
                     expected += 1
+                # One statement per table for the whole group commit, not one per block.
+                self._w.executemany(
+                    "INSERT INTO blocks (height, digest, block, certificate, committed_at) VALUES (?, ?, ?, ?, ?)",
+                    [(b.height, b.digest, b.block, b.certificate, b.committed_at) for b in blocks],
+                )
+                # A tx re-proposed after a view change keeps its first height.
+                self._w.executemany(
+                    "INSERT OR IGNORE INTO txs (id, height) VALUES (?, ?)",
+                    [(t, b.height) for b in blocks for t in b.tx_ids],
+                )
                 self._w.execute("COMMIT")
             except BaseException:
                 self._w.execute("ROLLBACK")

@@ -294,6 +294,16 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
     return results
 
 
+def health_buckets(url: str) -> dict[str, float]:
+    """Cumulative /health duration histogram buckets (le -> count) as the service measured them."""
+    out = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("dwcp_request_duration_seconds_bucket{") and 'handler="/health"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def loopback(work: Path, size: int, timeout: float) -> dict:
     m = Managers(work, ("127.0.0.1", "127.0.0.1"), None, selector=False)
     try:
@@ -314,16 +324,23 @@ def loopback(work: Path, size: int, timeout: float) -> dict:
                     time.sleep(0.005)
 
         prober = threading.Thread(target=probe_health, daemon=True)
+        buckets0 = health_buckets(m.url(1))
         prober.start()
         result = manager_run(m, [path], "none", "loop", timeout)
         stop.set()
         prober.join()
+        buckets1 = health_buckets(m.url(1))
+        served = {le: buckets1.get(le, 0.0) - buckets0.get(le, 0.0) for le in buckets1}
         health.sort()
         result["goodput_bytes_per_second"] = result["bytes"] / result["seconds"]
         result["cpu_seconds_per_gib"] = round(result["cpu_seconds"] / (result["bytes"] / (1 << 30)), 2)
         result["health_during_transfer"] = {
             "samples": len(health), "p50_ms": round(health[len(health) // 2] * 1e3, 3),
-            "p99_ms": round(health[int(0.99 * len(health))] * 1e3, 3)}
+            "p99_ms": round(health[int(0.99 * len(health))] * 1e3, 3),
+            # Server side (the runtime's request histogram): the share answered within 1 ms; p99 <= 1 ms
+            # needs >= 0.99. Client-side figures add the client's own scheduling on a shared machine.
+            "server_share_within_1ms": round(served.get("0.001", 0.0) / max(served.get("+Inf", 0.0), 1.0), 4),
+            "server_share_within_2ms": round(served.get("0.002", 0.0) / max(served.get("+Inf", 0.0), 1.0), 4)}
         return result
     finally:
         m.stop()
@@ -352,7 +369,10 @@ def main() -> None:
         print(f"loopback, incompressible {r['bytes'] / MIB:.0f} MiB: {r['goodput_bytes_per_second'] / 1e6:.1f} MB/s "
               f"goodput (target >= 1000 MB/s), {r['cpu_seconds_per_gib']} CPU s/GiB (both managers); "
               f"/health during it p50 {r['health_during_transfer']['p50_ms']} ms, "
-              f"p99 {r['health_during_transfer']['p99_ms']} ms (target <= 1 ms; seed < 5 ms)", flush=True)
+              f"p99 {r['health_during_transfer']['p99_ms']} ms (target <= 1 ms; seed < 5 ms); server-side "
+              f"{r['health_during_transfer']['server_share_within_1ms']:.1%} within 1 ms, "
+              f"{r['health_during_transfer']['server_share_within_2ms']:.1%} within 2 ms; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     if not args.skip_shaped:
         if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("rsync") is None:
             print("shaped runs need root, iproute2 and rsync (scripts/setup.sh installs rsync); skipped")

@@ -117,13 +117,16 @@ def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(ma
 
     a, _ = make_sites(2)
     transfers = a.site.transfers
+    transfers.parallel = 2
     link = a.site.links.get("manager-1")
     link.bandwidth = 100e6
-    transfers.encode_speed.update({"zstd-19": 2e6, "zstd-3": 10e6, "zstd-1": 200e6})
+    # output rates: zstd-19 2e6 x 2 x 0.3, zstd-3 40e6 x 2 x 0.4 = 32e6 (both < 100e6); zstd-1 200e6 x 2 x 0.5
+    transfers.encode_speed.update({"zstd-19": 2e6, "zstd-3": 40e6, "zstd-1": 200e6})
+    transfers.encode_ratio.update({"zstd-19": 0.3, "zstd-3": 0.4, "zstd-1": 0.5})
     plan = _Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=0, to="manager-1"), -1, link)
-    assert plan._keeps_up("zstd-19") == "zstd-1"  # zstd-3 is timed too slow as well
+    assert plan._keeps_up("zstd-19") == "zstd-1"
     assert plan._keeps_up("zstd-1") == "zstd-1"
     assert plan._keeps_up("lz4") == "lz4"  # not timed yet: trusted
-    link.bandwidth = 1e6  # a slow link: even zstd-19 at 2 MB/s x 4 streams keeps up
+    link.bandwidth = 1e6  # a slow link: even zstd-19's 1.2 MB/s of output keeps it busy
     assert plan._keeps_up("zstd-19") == "zstd-19"
     assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1

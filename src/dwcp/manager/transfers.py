@@ -130,6 +130,9 @@ class Transfers:
         self.tamper = tamper
         self._active: dict[str, Transfer] = {}
         self.encode_speed: dict[str, float] = {}  # codec -> recent compression speed on this host, bytes/s
+        self.encode_ratio: dict[str, float] = {}  # codec -> recent output/input size
+        # Chunks are compressed by the stream threads, but never on more cores than the host has.
+        self.parallel = max(1, min(settings.streams, os.cpu_count() or 1))
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -349,8 +352,11 @@ class Transfers:
         data = chunks.encode(raw, codec)
         if codec != "none" and length >= SPEED_SAMPLE_BYTES:
             speed = length / max(time.perf_counter() - started, 1e-6)
+            ratio = len(data) / length
             old = self.encode_speed.get(codec)
             self.encode_speed[codec] = speed if old is None else 0.8 * old + 0.2 * speed
+            old_ratio = self.encode_ratio.get(codec)
+            self.encode_ratio[codec] = ratio if old_ratio is None else 0.8 * old_ratio + 0.2 * ratio
         if base is not None and raw:
             delta = chunks.delta_encode(raw, chunks.base_window(base[0], base[1], i, t.chunk_bytes))
             if len(delta) < len(data):
@@ -387,18 +393,25 @@ class _Plan:
 
     def _keeps_up(self, codec: str) -> str:
         """CPU guard: the selector's speeds are the host's calibrated ones; when this host now compresses
-        `codec` slower than the link carries its output (all streams together), a lighter codec that does
-        keep up (or has not been timed yet) is used instead, since the transfer would wait on the CPU."""
+        `codec` slower than the link drains its output (raw bytes/s x parallel x ratio < bandwidth, with
+        the speed and ratio measured on recent chunks), a lighter codec that does keep up (or has not been
+        timed yet) is used instead, since the transfer would otherwise wait on the CPU."""
         bandwidth = self._link.bandwidth
-        speeds, streams = self._owner.encode_speed, self._owner.settings.streams
-        if not bandwidth or codec == "none" or speeds.get(codec, float("inf")) * streams >= bandwidth:
+        if not bandwidth or codec == "none" or self._keeps_pace(codec, bandwidth):
             return codec
         start = LIGHTER.index(codec) + 1 if codec in LIGHTER else 0
         for lighter in LIGHTER[start:]:
-            if lighter == "none" or speeds.get(lighter, float("inf")) * streams >= bandwidth:
+            if lighter == "none" or self._keeps_pace(lighter, bandwidth):
                 self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
                 return lighter
         return "none"
+
+    def _keeps_pace(self, codec: str, bandwidth: float) -> bool:
+        speed = self._owner.encode_speed.get(codec)
+        if speed is None:
+            return True
+        output_rate = speed * self._owner.parallel * self._owner.encode_ratio.get(codec, 1.0)
+        return output_rate >= bandwidth
 
     def _fill(self, i: int) -> None:
         t, w = self._t, self._owner.settings.selector_window

@@ -41,6 +41,7 @@ from _harness import cpu_seconds, free_ports, spent
 from dwcp.compression.corpus import json_logs, lz, random_bytes, text
 from dwcp.manager import keys
 from dwcp.manager.load import vm_image
+from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 
 MIB = 1 << 20
 FAMILIES = {"text": text, "logs": json_logs, "binary": lz, "vm": vm_image, "random": random_bytes}
@@ -88,8 +89,11 @@ class Managers:
         keys.write_dir(work / "keys", *keys.generate(2))  # the two "hosts" share one key directory
         if selector:
             services["compression"] = {"instances": [{"host": hosts[0], "port": comp}]}
+        token_file = ensure_token_file(work / "http-token")
+        self.headers = bearer_header(client_token(token_file))
         self.inventory = work / "inventory.yaml"
-        self.inventory.write_text(yaml.safe_dump({"name": "bench", "services": services}))
+        self.inventory.write_text(yaml.safe_dump({"name": "bench", "security": {"token_file": str(token_file)},
+                                                  "services": services}))
         self.procs: dict[str, subprocess.Popen] = {}
         self.selector = selector
 
@@ -136,7 +140,7 @@ class Managers:
         return self.request(base, "GET", path)
 
     def request(self, base: str, method: str, path: str, **kw) -> httpx.Response:
-        return httpx.request(method, f"{base}{path}", timeout=120, **kw)
+        return httpx.request(method, f"{base}{path}", timeout=120, headers=self.headers, **kw)
 
     def pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.procs.items() if p.poll() is None}

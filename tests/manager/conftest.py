@@ -83,11 +83,12 @@ def make_sites(tmp_path) -> Iterator[Callable[..., list[Site]]]:
     with ExitStack() as stack:
 
         def make(n: int = 2, settings: dict | None = None, extra: dict | None = None,
-                 tamper: dict | None = None) -> list[Site]:
+                 tamper: dict | None = None, token_file=None) -> list[Site]:
             inv = manager_inventory(n, settings, extra)
             out = []
             for i in range(n):
                 ctx = context(inv, i, tmp_path)
+                ctx.token_file = token_file
                 site = ManagerSite(ctx, tamper=(tamper or {}).get(i))
                 client = stack.enter_context(TestClient(build_app(ctx, site), raise_server_exceptions=False))
                 out.append(Site(client, site, ctx.registry))

@@ -97,3 +97,25 @@ def test_links_list_each_peer(make_sites):
     body = a.client.get("/v1/links").json()
     assert body["site"] == "manager-0"
     assert [link["peer"] for link in body["links"]] == ["manager-1", "manager-2"]
+
+
+def test_writes_need_the_bearer_token_and_reads_do_not(make_sites, tmp_path):
+    from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
+
+    token_file = ensure_token_file(tmp_path / "secrets" / "http-token")
+    site = make_sites(1, token_file=token_file)[0]
+    good = bearer_header(client_token(token_file))
+    writes = [("PUT", "/v1/objects/k", {"content": b"x"}),
+              ("POST", "/v1/transfers", {"json": {"key": "k", "to": "manager-1"}}),
+              ("POST", "/v1/transactions", {"json": {"payload": "eA==", "cluster": "tpbft", "idempotency_key": "a"}}),
+              ("POST", "/v1/allocations", {"json": {}}),
+              ("DELETE", "/v1/allocations/a", {})]
+    for method, path, body in writes:
+        for headers in ({}, {"authorization": "Bearer wrong-token-wrong-token"}):
+            resp = site.client.request(method, path, headers=headers, **body)
+            assert resp.status_code == 401, (method, path, resp.text)
+            assert resp.json()["error"]["field"] == "authorization"
+    assert site.client.put("/v1/objects/k", content=b"x", headers=good).status_code == 200
+    assert site.client.get("/v1/objects/k").content == b"x"
+    assert site.client.head("/v1/objects/k").status_code == 200
+    assert site.client.get("/v1/links").status_code == 200

@@ -14,9 +14,9 @@ prime-order subgroup (libsodium's scalar multiplication refuses such points). An
 always in it (H is cofactor-cleared), so no honest proof is rejected, and beta, computed from
 8*Gamma, could not differ anyway.
 
-Cost (2-core dev VM, `benchmarks/probft.py --vrf-only`): prove ~0.35 ms, verify ~0.45 ms, against
-~0.08 ms for an Ed25519 verify; see docs/probft.md for the measured figures and why a node verifies
-at most one proof per sender, view and phase.
+Cost (shared 2-core dev VM, CPU per call, `benchmarks/probft.py --vrf`): prove 0.27 ms, verify 0.49 ms,
+against 0.047 ms for an Ed25519 verify (10.5x); docs/probft.md says why a node verifies at most one
+proof per sender, view and phase.
 
 `MacVrf` is the simulator's stand-in behind the same `VrfProver`/`VrfVerifier` interface, like
 `crypto.MacSigner`: beta = BLAKE2b keyed by the node's secret, the proof is beta itself, and only

@@ -28,3 +28,18 @@ def test_sampled_probft_has_no_violations_under_sample_attacks_partitions_and_cr
             rejected[reason] += result.rejected.get(reason, 0)
     assert not failures, f"{len(failures)} of 100 scenarios violated invariants:\n" + "\n".join(failures)
     assert all(count > 0 for count in rejected.values()), rejected
+
+
+def test_twins_equivocating_under_one_key_are_caught_by_header_evidence_without_violations() -> None:
+    """Three twins (two cores per key, each half of the committee sees one) and an equivocating leader:
+    leaders that propose twice sign two headers for one height, which ballots carry to the other half."""
+    failures, evidence = [], 0
+    for seed in range(20):
+        sc = Scenario.build("probft", nodes=13, byzantine=4, seed=seed, chaos=True, duration=6.0, rate=10.0,
+                            behaviour="twins,twins,equivocate,twins")
+        result = simulate(sc)
+        if not result.ok:
+            failures.append(f"seed {seed} {sc.byzantine}: {result.violation_details[:2]}")
+        evidence += result.rejected.get("equivocation_evidence", 0)
+    assert not failures, "\n".join(failures)
+    assert evidence > 0

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,3 +42,29 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last!r})")
+
+
+class UpRun:
+    """`dwcp up --inventory INV --run-dir RUN` as a context manager: started on enter; on exit SIGTERM to
+    its process group (SIGKILL after 60 s), its output's tail printed, and its exit code in `code`."""
+
+    def __init__(self, inventory: Path, run_dir: Path, log: Path, *args: str) -> None:
+        self.argv = [sys.executable, "-m", "dwcp", "up", "--inventory", str(inventory), "--run-dir", str(run_dir),
+                     *args]
+        self.log = log
+        self.code: int | None = None
+
+    def __enter__(self) -> UpRun:
+        self._out = open(self.log, "w")  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.code = self.proc.wait()
+        self._out.close()
+        print(self.log.read_text()[-4000:])

@@ -5,10 +5,6 @@ every Overview query (and every other answerable dashboard query and recording r
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,7 +13,7 @@ import yaml
 
 from dwcp.monitoring.live import check_live
 
-from .conftest import free_ports, wait_for
+from .conftest import UpRun, free_ports, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
@@ -46,12 +42,7 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
     inv_path = tmp_path / "inventory.yaml"
     inv_path.write_text(yaml.safe_dump(inv))
     run_dir = tmp_path / "run"
-    out = open(tmp_path / "up.out", "w")  # noqa: SIM115 - closed in finally
-    up = subprocess.Popen(
-        [sys.executable, "-m", "dwcp", "up", "--inventory", str(inv_path), "--run-dir", str(run_dir),
-         "--load-rate", "20", "--ready-timeout", "240"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    up = UpRun(inv_path, run_dir, tmp_path / "up.out", "--load-rate", "20", "--ready-timeout", "240")
     prom = f"http://127.0.0.1:{ports['prometheus']}"
     client = httpx.Client(timeout=5.0)
 
@@ -60,7 +51,7 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
         assert body["status"] == "success", body
         return sum(float(r["value"][1]) for r in body["data"]["result"])
 
-    try:
+    with up, client:
         def managers_up():
             targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
             mine = [t for t in targets if t["labels"]["job"] == "dwcp-manager"]
@@ -91,14 +82,4 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
             assert metric in answered, (metric, [x.expr for x in overview])
         closed = value('sum(dwcp_circuit_breaker_state_seconds_total{job="dwcp-manager", state="closed"})')
         assert closed > 0
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            code = up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            code = up.wait()
-        out.close()
-        client.close()
-        print((tmp_path / "up.out").read_text()[-4000:])
-    assert code == 0
+    assert up.code == 0

@@ -11,14 +11,17 @@ Starts two `dwcp serve compression` instances (the default deployment: ports P a
      the sustained rate unless --rate), spread over both instances; latency from the scheduled start.
    For each phase, the services' own `compression_selector_prediction_duration_seconds` p99 (features and
    model, no HTTP) and their CPU time per request.
-2. accuracy: a held-out corpus (synthetic payloads from seeds the training never used, plus real files
-   from this machine) is measured by the oracle here, twice, before the services start (the second
-   measurement's own pick gives the oracle's repeatability); the service picks an option for every
-   (payload, link) pair through `/v1/predict/batch`; near-best accuracy, exact-best share, mean regret,
-   and per data family the end-to-end time of the selector's picks vs always-zstd-3, always-none and the
-   best fixed option.
+2. accuracy: a held-out corpus at every scale (synthetic payloads from seeds the training never used, plus
+   real files of this machine concatenated by kind; in thirds: whole payloads of 1-64 KiB, of 64 KiB-1 MiB,
+   and full 1 MiB chunks, `train.heldout_payloads`) is measured by the oracle here, each payload as one
+   chunk, twice, before the services start (the second measurement's own pick gives the oracle's
+   repeatability). Each chunk is then asked about as a payload of declared size up to 64 GiB with random
+   links (`train.requests`: a full chunk stands for 1 MiB-64 GiB sent in default chunks, a smaller one for
+   itself or for a larger payload sent with `chunk_bytes` = its length), through `/v1/predict/batch`;
+   near-best accuracy, exact-best share, mean regret, and the end-to-end time of the selector's picks vs
+   always-zstd-3, always-none and the best fixed option, per declared size bucket and per data family.
 
-    nice -n 10 .venv/bin/python benchmarks/compression_selector.py [--duration 10] [--skip-accuracy]
+    nice -n 10 .venv/bin/python benchmarks/compression_selector.py [--duration 10] [--skip-accuracy] [--json-out F]
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,17 +46,21 @@ try:
 except ImportError:  # pragma: no cover
     uvloop = None
 
+from _harness import cpu_seconds as process_cpu_seconds
+
 from dwcp.compression import calibrate, corpus, oracle
-from dwcp.compression.codecs import KEYS, OPTIONS
-from dwcp.compression.costmodel import Link
+from dwcp.compression.codecs import OPTIONS
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
 from dwcp.compression.features import make_sample
-from dwcp.compression.train import random_links
+from dwcp.compression.train import BUCKETS, Requests, bucket_of, grouped, heldout_payloads, random_links, requests
+from dwcp.consensus.node.cluster import free_ports
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 
 SEED = {"p99_s": 0.010, "accuracy": 0.995, "rps": 1000.0}
 TARGET = {"p99_s": 0.002, "accuracy": 0.995, "rps": 3000.0}
+# The figures of the previous artifact and code on this benchmark (docs/compression.md, 2026-11-26, quiet VM).
+PREVIOUS = {"rps": 4604.0, "prediction_p99_s": 0.00079}
 INDEX = {(o.codec, o.level): i for i, o in enumerate(OPTIONS)}
-ZSTD3 = KEYS.index("zstd-3")
 
 
 # ---------------------------------------------------------------- load client (runs in its own process)
@@ -242,35 +248,22 @@ def run_wrk(script: Path, ports: list[int], *, duration: float, connections: int
 
 # ---------------------------------------------------------------- service and accuracy (parent process)
 
-def free_port_pair() -> int:
-    """A port P with P and P+1 both free (the deployment's two instances listen on base_port and base_port+1)."""
-    for _ in range(100):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no two adjacent free ports")
-
-
-def start_services(workdir: Path, base_port: int, replicas: int = 2) -> list[subprocess.Popen]:
+def start_services(workdir: Path, ports: list[int]) -> list[subprocess.Popen]:
     inv = workdir / "inventory.yaml"
     ensure_token_file(token_file(workdir))
+    listed = "".join(f"      - {{host: 127.0.0.1, port: {p}}}\n" for p in ports)
     inv.write_text(f"name: bench\nsecurity: {{token_file: {token_file(workdir)}}}\nservices:\n  compression:\n"
-                   f"    replicas: {replicas}\n    base_port: {base_port}\n")
+                   f"    instances:\n{listed}")
     procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
                                "--inventory", str(inv), "--data-dir", str(workdir / "data"), "--log-level", "warning"])
-             for i in range(replicas)]
+             for i in range(len(ports))]
     deadline = time.monotonic() + 120
     for i, proc in enumerate(procs):
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{base_port + i}/health", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[i]}/health", timeout=2) as r:
                     health = json.load(r)
-                print(f"instance {i} up on port {base_port + i}: {health['status']}, "
+                print(f"instance {i} up on port {ports[i]}: {health['status']}, "
                       f"model {health['checks']['model']['detail']}")
                 break
             except OSError:
@@ -325,14 +318,7 @@ def bucket_quantile(before: np.ndarray, after: np.ndarray, q: float) -> tuple[fl
 
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     """User plus system CPU time of the service processes so far (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for proc in procs:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(process_cpu_seconds({i: p.pid for i, p in enumerate(procs)}).values())
 
 
 class Phase:
@@ -342,20 +328,20 @@ class Phase:
         self.ports, self.procs = ports, procs
         self.buckets, self.cpu = prediction_buckets(ports), cpu_seconds(procs)
 
-    def end(self, requests: int) -> float:
-        """Print the phase's service-side figures; return its prediction p99 (seconds, interpolated)."""
+    def end(self, requests: int) -> dict:
+        """Print the phase's service-side figures; return prediction p99 (seconds, interpolated) and CPU per
+        request (seconds: the services' user + system time over the phase, shadow thread included)."""
         bound, p99 = bucket_quantile(self.buckets, prediction_buckets(self.ports), 0.99)
         cpu = cpu_seconds(self.procs) - self.cpu
-        per_request = (f", service CPU {cpu / requests * 1e6:.0f} us/request (shadow thread included)"
-                       if cpu and requests else "")
-        print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms){per_request}, "
-              f"load average {os.getloadavg()[0]:.2f}")
-        return p99
+        per_request = cpu / requests if requests else float("nan")
+        print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms), service CPU "
+              f"{per_request * 1e6:.0f} us/request (shadow thread included), load average {os.getloadavg()[0]:.2f}")
+        return {"prediction_p99_s": p99, "cpu_s_per_request": per_request}
 
 
 def heldout(n_synthetic: int, n_real: int) -> list[tuple[str, bytes]]:
-    # Seeds 1-3 are training's (train, held-out, real); 1001+ are seen by no training run.
-    return list(corpus.items(1001, n_synthetic)) + list(corpus.real_files(1002, n_real))
+    # Seeds 1-13 are training's (train, held-out, real, large chunks); 1001+ are seen by no training run.
+    return heldout_payloads(corpus.items, 1001, n_synthetic) + heldout_payloads(corpus.real_payloads, 1002, n_real)
 
 
 SAMPLES = {
@@ -365,8 +351,8 @@ SAMPLES = {
 
 
 def measure_twice(payloads: list[tuple[str, bytes]]) -> tuple[list, list]:
-    """Two oracle measurements of every payload, in two passes over the set (minutes apart, so the
-    host's speed drift between them is the one a model trained earlier meets).
+    """Two oracle measurements of every payload, each as one chunk, in two passes over the set (minutes apart,
+    so the host's speed drift between them is the one a model trained earlier meets).
 
     Run before the services start: their shadow evaluator runs the oracle too, and a neighbour on the
     other core slows this thread's codecs (the truth) by tens of percent on this VM.
@@ -379,27 +365,23 @@ def at_speed(measured: list, pilot: float) -> list:
     return [(fam, data, m.at_speed(pilot)) for fam, data, m in measured]
 
 
-def _truth(measured: list, links_per_item: int) -> tuple[np.ndarray, list[tuple[str, bytes, Link]]]:
-    """Oracle seconds per (payload, link) pair and the pairs, the same random links for every call."""
-    rng = np.random.default_rng(1003)
-    truth, pairs = [], []
-    for fam, data, m in measured:
-        bw, rtt, loss = random_links(rng, links_per_item)
-        for b, r, p in zip(bw, rtt, loss, strict=True):
-            link = Link(float(b), float(r), float(p))
-            truth.append(oracle.times(m, len(data), link))
-            pairs.append((fam, data, link))
-    return np.vstack(truth), pairs
+def truth_table(measured: list, req: Requests) -> np.ndarray:
+    """Oracle seconds of every option for every request (the cost model on the measured chunk)."""
+    return req.truth(*(np.array([getattr(m, f) for _, _, m in measured]) for f in ("ratio", "vc", "vd")))
 
 
-def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of, workdir: Path) -> np.ndarray:
-    """The service's choice for every (payload, link) pair, through `/v1/predict/batch`."""
-    samples: dict[int, str] = {}
+def picks(port: int, payloads: list[tuple[str, bytes]], req: Requests, sample_of, workdir: Path) -> np.ndarray:
+    """The service's choice for every request, through `/v1/predict/batch`; `chunk_bytes` is sent when the
+    request's chunk is smaller than its payload (else the default applies: the payload is one chunk)."""
+    samples = [base64.b64encode(sample_of(data)).decode() for _, data in payloads]
     items = []
-    for _, data, link in pairs:
-        sample = samples.setdefault(id(data), base64.b64encode(sample_of(data)).decode())
-        items.append({"sample": sample, "size_bytes": len(data), "bandwidth_mbps": link.bandwidth_mbps,
-                      "rtt_ms": link.rtt_ms, "loss_rate": link.loss_rate})
+    for row, size, chunk, bw, rtt, loss in zip(req.row, req.size, req.chunk, req.bandwidth_mbps, req.rtt_ms,
+                                               req.loss, strict=True):
+        item = {"sample": samples[row], "size_bytes": int(size), "bandwidth_mbps": float(bw), "rtt_ms": float(rtt),
+                "loss_rate": float(loss)}
+        if chunk < size:
+            item["chunk_bytes"] = int(chunk)
+        items.append(item)
     chosen = []
     for start in range(0, len(items), 64):
         for res in post(port, "/v1/predict/batch", {"items": items[start:start + 64]}, workdir)["results"]:
@@ -407,47 +389,47 @@ def picks(port: int, pairs: list[tuple[str, bytes, Link]], sample_of, workdir: P
     return np.array(chosen)
 
 
-def accuracy(chosen: np.ndarray, truth: np.ndarray, fams: np.ndarray) -> dict:
-    """Near-best, exact-best, regret overall, and per family the picks' total time vs fixed options."""
-    out = {"overall": oracle.score_many(chosen, truth), "families": {}}
-    picked = truth[np.arange(len(chosen)), chosen]
-    for fam in sorted(set(fams.tolist())):
-        mask = fams == fam
-        totals = truth[mask].sum(0)
-        best = int(totals.argmin())
-        out["families"][fam] = {**oracle.score_many(chosen[mask], truth[mask]),
-                                "vs_zstd-3": picked[mask].sum() / totals[ZSTD3],
-                                "vs_none": picked[mask].sum() / totals[0], "best_fixed": KEYS[best],
-                                "vs_best_fixed": picked[mask].sum() / totals[best]}
-    return out
+def accuracy(chosen: np.ndarray, truth: np.ndarray, fams: np.ndarray, buckets: np.ndarray) -> dict:
+    """Near-best, exact-best, regret overall, and per declared size bucket and per family the picks' total
+    time vs fixed options (`train.summary`)."""
+    return {"overall": oracle.score_many(chosen, truth), "buckets": grouped(chosen, truth, buckets, BUCKET_NAMES),
+            "families": grouped(chosen, truth, fams)}
 
 
-def repeatability(truth: np.ndarray, again: np.ndarray) -> dict:
-    """The oracle against itself: its best option from the second pass, scored on the first pass.
+def repeatability(truth: np.ndarray, again: np.ndarray, buckets: np.ndarray) -> dict:
+    """The oracle against itself: its best option from the second pass, scored on the first pass, overall and
+    per bucket.
 
     On a shared machine codec timings move between runs; this is the near-best share no selector can
-    be shown to beat here, whatever its model (same links as `accuracy`).
+    be shown to beat here, whatever its model (same requests as `accuracy`).
     """
-    return oracle.score_many(again.argmin(axis=1), truth)
+    pick = again.argmin(axis=1)
+    return {"overall": oracle.score_many(pick, truth), "buckets": grouped(pick, truth, buckets, BUCKET_NAMES)}
 
 
-def print_accuracy(title: str, acc: dict, table: bool = True) -> None:
+BUCKET_NAMES = [name for _, name in BUCKETS]
+
+
+def print_accuracy(title: str, acc: dict, ceiling: dict | None = None, table: bool = True) -> None:
     o = acc["overall"]
     print(f"[sample: {title}] near-best accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
           f"mean regret {o['mean_regret']:.4f} over {o['n']} requests   (seed > {SEED['accuracy']}, "
-          f"target >= {TARGET['accuracy']})")
+          f"target >= {TARGET['accuracy']} per bucket)")
     if not table:
         return
-    print(f"{'family':18} {'acc':>7} {'exact':>6} {'regret':>7} {'vs zstd-3':>9} {'vs none':>8} "
-          f"{'best fixed':>10} {'vs best':>8}")
-    for fam, s in acc["families"].items():
-        print(f"{fam:18} {s['accuracy']:7.4f} {s['exact_best']:6.3f} {s['mean_regret']:7.4f} {s['vs_zstd-3']:9.3f} "
-              f"{s['vs_none']:8.3f} {s['best_fixed']:>10} {s['vs_best_fixed']:8.3f}")
-    worse = [f for f, s in acc["families"].items() if s["vs_best_fixed"] > 1.0]
-    print(f"selector <= best fixed option on every family: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
+    for what in ("buckets", "families"):
+        print(f"{'size bucket' if what == 'buckets' else 'family':18} {'n':>6} {'acc':>7} {'exact':>6} {'regret':>7} "
+              f"{'vs zstd-3':>9} {'vs none':>8} {'best fixed':>10} {'vs best':>8}" +
+              (f" {'oracle rep.':>11}" if what == "buckets" and ceiling else ""))
+        for name, s in acc[what].items():
+            rep = f" {ceiling['buckets'][name]['accuracy']:11.4f}" if what == "buckets" and ceiling else ""
+            print(f"{name:18} {s['n']:6d} {s['accuracy']:7.4f} {s['exact_best']:6.3f} {s['mean_regret']:7.4f} "
+                  f"{s['vs_zstd-3']:9.3f} {s['vs_none']:8.3f} {s['best_fixed']:>10} {s['vs_best_fixed']:8.3f}{rep}")
+        worse = [f for f, s in acc[what].items() if s["vs_best_fixed"] > 1.0]
+        print(f"selector <= best fixed option in every one: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
 
 
-def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespace, tmp: Path) -> None:
+def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespace, tmp: Path) -> dict:
     wrk = shutil.which("wrk")
     d = args.duration
     bodies = tmp / "bodies.jsonl"
@@ -491,13 +473,17 @@ def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespa
     print(f"   seed: p99 < {SEED['p99_s'] * 1e3:.0f} ms, > {SEED['rps']:.0f} req/s;  "
           f"target: p99 <= {TARGET['p99_s'] * 1e3:.0f} ms, >= {TARGET['rps']:.0f} req/s")
     ms = lambda d: ", ".join(f"{v * 1e3:.2f} ms {k}" for k, v in d.items())  # noqa: E731
-    print(f"   measured: {sat['rps']:.0f} req/s sustained ({sat['rps'] / TARGET['rps']:.0%} of target); "
-          f"prediction p99 (service-side) {ms(service_p99)}; end-to-end p99 {ms(end_to_end)}")
+    p99s = {k: v["prediction_p99_s"] for k, v in service_p99.items()}
+    print(f"   measured: {sat['rps']:.0f} req/s sustained ({sat['rps'] / TARGET['rps']:.0%} of target; previous "
+          f"code and artifact {PREVIOUS['rps']:.0f}); prediction p99 (service-side) {ms(p99s)} (previous "
+          f"{PREVIOUS['prediction_p99_s'] * 1e3:.2f} ms at saturation); end-to-end p99 {ms(end_to_end)}")
+    return {"saturation": {k: sat[k] for k in ("rps", "p50", "p99", "errors")}, "service": service_p99,
+            "end_to_end_p99_s": end_to_end}
 
 
 def main(args: argparse.Namespace) -> int:
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machine)")
-    results, ceilings = {}, {}
+    report: dict = {"seed": SEED, "target": TARGET, "previous": PREVIOUS, "default_chunk_bytes": DEFAULT_CHUNK_BYTES}
     with tempfile.TemporaryDirectory(prefix="dwcp-compression-bench-") as tmp:
         # One calibration for both instances and for the truth's rescaling (`Measurement.at_speed`).
         cal_path = Path(tmp) / "calibration.json"
@@ -506,38 +492,47 @@ def main(args: argparse.Namespace) -> int:
         os.environ[calibrate.ENV_PATH] = str(cal_path)
         print(f"calibrated in {cal.seconds:.0f} s (pilot {cal.pilot / 1e6:.0f} MB/s)")
         if not args.skip_accuracy:
-            print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads x {args.links} "
-                  f"links; oracle measured in two passes here first, before the services start")
-            started = time.monotonic()
-            first, second = measure_twice(heldout(args.synthetic, args.real))
-            print(f"   measured in {time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
-            # Per truth, oracle seconds for every (payload, link) pair: first pass, second pass.
+            payloads = heldout(args.synthetic, args.real)
+            print(f"-- accuracy: {args.synthetic} synthetic + {args.real} real held-out payloads (chunks of "
+                  f"1 KiB-1 MiB) x {args.links} requests each (declared sizes up to 64 GiB, random links); oracle "
+                  f"measured in two passes here first, before the services start")
+            started, cpu0 = time.monotonic(), time.process_time()
+            first, second = measure_twice(payloads)
+            print(f"   measured in {time.monotonic() - started:.0f} s ({time.process_time() - cpu0:.0f} s CPU), "
+                  f"load average {os.getloadavg()[0]:.2f}")
+            req = requests(np.array([len(data) for _, data in payloads]), args.links, 1003)
+            fams = np.array([fam for fam, _ in payloads])[req.row]
+            buckets = bucket_of(req.size)
+            # Per truth, oracle seconds for every request: first pass, second pass.
             passes = {"calibrated": (at_speed(first, cal.pilot), at_speed(second, cal.pilot)),
                       "as measured": (first, second)}
-            truths = {name: (_truth(a, args.links)[0], _truth(b, args.links)[0]) for name, (a, b) in passes.items()}
-            ceilings = {name: repeatability(t1, t2) for name, (t1, t2) in truths.items()}
-            _, pairs = _truth(first, args.links)
-            fams = np.array([fam for fam, _, _ in pairs])
-        base = free_port_pair()
-        ports = [base, base + 1]
-        procs = start_services(Path(tmp), base, replicas=len(ports))
+            truths = {name: (truth_table(a, req), truth_table(b, req)) for name, (a, b) in passes.items()}
+            ceilings = {name: repeatability(t1, t2, buckets) for name, (t1, t2) in truths.items()}
+        ports = free_ports(2)
+        procs = start_services(Path(tmp), ports)
         try:
-            load(ports, procs, args, Path(tmp))
+            report["load"] = load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
-                chosen = {title: picks(base, pairs, fn, Path(tmp)) for title, fn in SAMPLES.items()}
+                chosen = {title: picks(ports[0], payloads, req, fn, Path(tmp)) for title, fn in SAMPLES.items()}
         finally:
             stop_services(procs)
     if not args.skip_accuracy:
         print("truth 'calibrated': oracle speeds rescaled to the host's calibrated speed by the pilot block timed "
               "in the same turns (what the model predicts); 'as measured': the raw timings, host drift included")
+        report["accuracy"] = {}
         for title, c in chosen.items():
             for name, (truth, _) in truths.items():
-                results[(title, name)] = accuracy(c, truth, fams)
-                print_accuracy(f"{title}; truth {name}", results[(title, name)], table=name == "calibrated")
+                acc = accuracy(c, truth, fams, buckets)
+                report["accuracy"][f"{title}; truth {name}"] = acc
+                print_accuracy(f"{title}; truth {name}", acc, ceilings[name], table=name == "calibrated")
+        report["oracle_repeatability"] = ceilings
         for name, ceiling in ceilings.items():
+            o = ceiling["overall"]
             print(f"oracle repeatability, truth {name} (second pass's pick scored on the first): near-best "
-                  f"{ceiling['accuracy']:.4f}, exact-best {ceiling['exact_best']:.4f}, "
-                  f"mean regret {ceiling['mean_regret']:.4f}")
+                  f"{o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, mean regret {o['mean_regret']:.4f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1, default=float))
+        print(f"wrote {args.json_out}")
     return 0
 
 
@@ -552,9 +547,10 @@ def parse() -> argparse.Namespace:
     c.add_argument("--ports", required=True, help="comma-separated instance ports")
     c.add_argument("--bodies", required=True, help="request bodies, one JSON object a line")
     p.add_argument("--skip-accuracy", action="store_true", help="load phases only")
-    p.add_argument("--synthetic", type=int, default=240, help="held-out synthetic payloads")
-    p.add_argument("--real", type=int, default=120, help="held-out real files from this machine")
-    p.add_argument("--links", type=int, default=10, help="random links per payload")
+    p.add_argument("--synthetic", type=int, default=60, help="held-out synthetic payloads (a third full 1 MiB chunks)")
+    p.add_argument("--real", type=int, default=30, help="held-out real payloads from this machine (the same thirds)")
+    p.add_argument("--links", type=int, default=20, help="requests (random link and declared size) per payload")
+    p.add_argument("--json-out", help="write the figures as JSON here")
     return p.parse_args()
 
 

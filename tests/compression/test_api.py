@@ -44,6 +44,25 @@ def test_predict_octet_stream_with_query_fields(client):
     check_result(r.json())
 
 
+def test_chunk_bytes_is_optional_and_defaults_to_the_manager_chunk(client):
+    from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
+
+    big = {**GOOD, "size_bytes": 1 << 30}
+    default = client.post("/v1/predict", json=big).json()
+    assert client.post("/v1/predict", json={**big, "chunk_bytes": DEFAULT_CHUNK_BYTES}).json() == default
+    small = client.post("/v1/predict", json={**big, "chunk_bytes": 4096})
+    assert small.status_code == 200
+    check_result(small.json())
+    octets = client.post("/v1/predict", content=TEXT, headers={"content-type": "application/octet-stream"},
+                         params={"size_bytes": 1 << 30, "bandwidth_mbps": 50, "rtt_ms": 40, "chunk_bytes": 4096})
+    assert octets.json() == small.json()
+    whole = client.post("/v1/predict/batch", json={"items": [{**GOOD, "chunk_bytes": 1 << 20}, big]})
+    assert whole.status_code == 200
+    second = whole.json()["results"][1]
+    assert (second["codec"], second["level"]) == (default["codec"], default["level"])
+    assert second["predicted_seconds"] == pytest.approx(default["predicted_seconds"], rel=1e-6)  # float32 batch
+
+
 def test_slow_link_compresses_fast_link_does_not_for_random_data(client):
     rnd = base64.b64encode(np.random.default_rng(0).bytes(4096)).decode()
     fast = client.post("/v1/predict", json={**GOOD, "sample": rnd, "bandwidth_mbps": 10_000, "rtt_ms": 0.2})
@@ -103,6 +122,12 @@ BAD_JSON = [
     ({**GOOD, "sample": ""}, 422, "sample"),
     ({**GOOD, "sample": OVER, "size_bytes": 1 << 20}, 413, "sample"),
     ({**GOOD, "codec": "zstd"}, 422, "codec"),
+    ({**GOOD, "chunk_bytes": 0}, 422, "chunk_bytes"),
+    ({**GOOD, "chunk_bytes": -4096}, 422, "chunk_bytes"),
+    ({**GOOD, "chunk_bytes": (1 << 20) + 1}, 422, "chunk_bytes"),  # larger than the payload
+    ({**GOOD, "chunk_bytes": 4096.5}, 422, "chunk_bytes"),
+    ({**GOOD, "chunk_bytes": "1MiB"}, 422, "chunk_bytes"),
+    ({**GOOD, "chunk_bytes": True}, 422, "chunk_bytes"),
     ([GOOD], 422, "body"),
 ]
 
@@ -130,6 +155,16 @@ BAD_OTHER = [
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1}}, 413, "sample"),
     ("/v1/predict", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "speed": 2}}, 422, "speed"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": 0}}, 422,
+     "chunk_bytes"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": "1.5"}}, 422,
+     "chunk_bytes"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+                     "params": {"size_bytes": 8192, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": 8193}}, 422,
+     "chunk_bytes"),
+    ("/v1/predict/batch", {"json": {"items": [GOOD, {**GOOD, "chunk_bytes": -1}]}}, 422, "items.1.chunk_bytes"),
     ("/v1/predict/batch", {"json": {"items": []}}, 422, "items"),
     ("/v1/predict/batch", {"json": {"things": [GOOD]}}, 422, "items"),
     ("/v1/predict/batch", {"json": {"items": [GOOD, GOOD, GOOD, {**GOOD, "bandwidth_mbps": -1}]}}, 422,

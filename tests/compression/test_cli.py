@@ -22,14 +22,14 @@ def test_train_relabels_a_cache_whose_calibration_predates_the_pilot(tmp_path, m
     runs = []
     monkeypatch.setattr(calibrate, "run", lambda: runs.append(1) or calibration)  # no 25 s timing run in CI
     out = tmp_path / "model.npz"
-    r = runner.invoke(app, ["train", "--cache", str(cache), "--train-items", "12", "--heldout-items", "6",
-                            "--real-items", "4", "--real-train-items", "0", "--epochs", "5", "--members", "1",
-                            "--out", str(out)])
+    r = runner.invoke(app, ["train", "--cache", str(cache), "--train-items", "12", "--train-large-items", "0",
+                            "--heldout-items", "3", "--real-items", "3", "--real-train-items", "0", "--epochs", "5",
+                            "--members", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "recalibrating and relabelling" in r.output and runs == [1]
     assert calibrate.load(cache / "calibration.json").pilot == calibration.pilot
     train = Dataset.load(cache / "train-s1-n12.npz")
     assert train.payloads == 12 and (train.pilot > 0).all()  # labelled now, with the pilot
-    assert "held-out synthetic" in r.output and "held-out real files" in r.output
+    assert "held-out synthetic" in r.output and "held-out real files" in r.output and ">1 GiB" in r.output
     model = Model.load(out)
     assert model.training["train_payloads"] == 12 and model.version.startswith("mlp-")

@@ -18,7 +18,7 @@ def extract() -> Extractor:
 def test_all_zeros(extract):
     x = extract(bytes(65536), 1 << 20)
     assert x.shape == (N_FEATURES,)
-    assert x[F["log2_size"]] == 20.0 and x[F["log2_sample"]] == 16.0 and x[F["log2_size_over_sample"]] == 4.0
+    assert x[F["log2_chunk"]] == 20.0 and x[F["log2_sample"]] == 16.0 and x[F["log2_chunk_over_sample"]] == 4.0
     assert x[F["entropy"]] == 0.0
     assert x[F["zero_share"]] == 1.0 and x[F["zero_word_share"]] == 1.0 and x[F["zero_block_share"]] == 1.0
     assert x[F["ascii_share"]] == 0.0 and x[F["distinct_share"]] == 1 / 256 and x[F["top_share"]] == 1.0
@@ -69,9 +69,15 @@ def test_probe_ratios_tell_zeros_from_text_from_random(extract):
     assert shuffled[F["zstd1_ratio"]] < 0.7 < shuffled[F["lz4_ratio"]]
 
 
-def test_empty_sample_gives_only_the_size(extract):
+def test_empty_sample_gives_only_the_chunk(extract):
     x = extract(b"", 4096)
-    assert x[F["log2_size"]] == 12.0 and (np.delete(x, F["log2_size"]) == 0).all()
+    assert x[F["log2_chunk"]] == 12.0 and (np.delete(x, F["log2_chunk"]) == 0).all()
+
+
+def test_chunks_beyond_the_largest_trained_one_read_as_it(extract):
+    sample = (b"chunked " * 8192)[:65536]
+    assert np.array_equal(extract(sample, 1 << 20), extract(sample, 1 << 34))
+    assert extract(sample, 1 << 34)[F["log2_chunk"]] == 20.0
 
 
 def test_probe_and_client_sample_limits():

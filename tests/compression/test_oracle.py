@@ -135,6 +135,18 @@ def test_batches_keep_the_clock_cost_out_of_fast_calls():
 
 def test_measure_times_every_option_with_the_given_clock():
     clock = FakeClock(read_ns=1000)  # codecs take no time on this clock: speed is set by the clock's reads
-    m = oracle.measure(b"abc" * 1000, min_total=0.0, clock=clock)
+    m = oracle.measure(b"abc" * 1000, min_total=0.0, clock=clock, pilot=False)  # the pilot: test_pilot.py
     assert np.isinf(m.vc[0]) and np.isfinite(m.vc[1:]).all() and np.isfinite(m.vd[1:]).all()
     assert (m.ratio[1:] < 1.0).all()
+
+
+def test_measure_in_chunks_compresses_each_chunk_on_its_own():
+    """Chunks of 4 KiB of a repetitive 64 KiB payload: no chunk can refer back to an earlier one, so each
+    pays for its own first copy of the pattern and the ratio is worse than the whole payload's."""
+    data = (bytes(range(256)) * 16)[:4096] * 16
+    whole = oracle.measure(data, min_total=0.0, pilot=False)
+    chunked = oracle.measure(data, min_total=0.0, pilot=False, chunk=4096)
+    zstd3 = KEYS.index("zstd-3")
+    assert chunked.size == whole.size == len(data)
+    assert chunked.ratio[zstd3] > 4 * whole.ratio[zstd3]
+    assert oracle.measure(data, min_total=0.0, pilot=False, chunk=1 << 20).ratio[zstd3] == whole.ratio[zstd3]

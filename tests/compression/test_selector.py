@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from dwcp.compression.codecs import CODED
-from dwcp.compression.costmodel import effective_bandwidth, transfer_seconds
+from dwcp.compression.corpus import FAMILIES, real_payloads
+from dwcp.compression.costmodel import Link, effective_bandwidth, transfer_seconds
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import FEATURE_NAMES, N_FEATURES
+from dwcp.compression.features import FEATURE_NAMES, N_FEATURES, make_sample
 from dwcp.compression.model import Model
-from dwcp.compression.selector import DEFAULT_MODEL, Selector
+from dwcp.compression.selector import DEFAULT_MODEL, Request, Selector
 
 K = len(CODED)
 
@@ -27,7 +28,7 @@ class FixedModel:
         return self.out
 
 
-def reference_costs(model, calibration, x, size, bandwidth_bps, rtt_s, loss) -> np.ndarray:
+def reference_costs(model, calibration, x, size, chunk, bandwidth_bps, rtt_s, loss) -> np.ndarray:
     """The selector's computation written plainly: clip, exp, prepend `none`, then costmodel.transfer_seconds."""
     log_r, log_vc, log_vd = model.predict(x)
     log_r = np.clip(log_r, -13.8, 0.4)
@@ -37,15 +38,16 @@ def reference_costs(model, calibration, x, size, bandwidth_bps, rtt_s, loss) -> 
     ratio = np.hstack([ones, np.exp(log_r)])
     vc = np.hstack([inf, np.exp(log_vc + np.log(calibration.vc[1:]))])
     vd = np.hstack([inf, np.exp(log_vd + np.log(calibration.vd[1:]))])
-    return transfer_seconds(size, ratio, vc, vd, bandwidth_bps, rtt_s, loss)
+    return transfer_seconds(size, chunk, ratio, vc, vd, bandwidth_bps, rtt_s, loss)
 
 
 def random_links(rng, n):
     size = rng.integers(1, 1 << 40, n)
+    chunk = np.minimum(size, rng.integers(1, 1 << 24, n))
     bw = 10 ** rng.uniform(3, 10, n)
     rtt = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0, 0.5, n))
     loss = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0, 0.2, n))
-    return size, bw, rtt, loss
+    return size, chunk, bw, rtt, loss
 
 
 def models(calibration, rng, n):
@@ -58,16 +60,16 @@ def models(calibration, rng, n):
 def test_costs_and_choices_equal_the_plain_computation(calibration, n):
     rng = np.random.default_rng(n)
     x = rng.normal(0, 3, (n, N_FEATURES)) * rng.choice([1.0, 100.0], (n, N_FEATURES))
-    size, bw, rtt, loss = random_links(rng, n)
+    size, chunk, bw, rtt, loss = random_links(rng, n)
     for name, model in models(calibration, rng, n).items():
         sel = Selector(model, calibration)
-        want = reference_costs(model, calibration, x, size, bw, rtt, loss)
-        got = sel.costs(x, size, bw, rtt, loss)
+        want = reference_costs(model, calibration, x, size, chunk, bw, rtt, loss)
+        got = sel.costs(x, size, chunk, bw, rtt, loss)
         assert np.array_equal(got, want), name
-        idx, secs = sel.choose_features(x, size, bw, rtt, loss)
+        idx, secs = sel.choose_features(x, size, chunk, bw, rtt, loss)
         assert np.array_equal(idx, want.argmin(axis=1)) and np.array_equal(secs, want[np.arange(n), idx]), name
         if n == 1:  # the service's single-payload call passes plain Python numbers
-            one = sel.choose_features(x, int(size[0]), float(bw[0]), float(rtt[0]), float(loss[0]))
+            one = sel.choose_features(x, int(size[0]), int(chunk[0]), float(bw[0]), float(rtt[0]), float(loss[0]))
             assert np.array_equal(one[0], idx) and np.array_equal(one[1], secs), name
 
 
@@ -83,7 +85,39 @@ def test_properties_pin_none_and_keep_the_bounds(calibration):
 
 def test_scalar_effective_bandwidth_equals_the_array_one():
     rng = np.random.default_rng(9)
-    _, bw, rtt, loss = random_links(rng, 2000)
+    _, _, bw, rtt, loss = random_links(rng, 2000)
     scalar = [effective_bandwidth(float(b), float(r), float(p)) for b, r, p in zip(bw, rtt, loss, strict=True)]
     assert all(type(v) is float for v in scalar)
     assert np.array_equal(np.array(scalar), effective_bandwidth(bw, rtt, loss))
+
+
+def test_same_sample_at_any_size_beyond_the_chunk_gets_the_same_properties(calibration):
+    """The issue's case (a 64 KiB sample of /usr/bin/lli, only size_bytes changed, zstd-9 predicted 64 to 399
+    MB/s): the sample of a payload declared 1 MiB to 64 GiB gets the same predicted ratio and speeds, bounded,
+    with the default chunk and with a 64 KiB one."""
+    sel = Selector(Model.load(DEFAULT_MODEL), calibration)
+    rng = np.random.default_rng(2)
+    samples = [make_sample(FAMILIES[f](rng, 1 << 20)) for f in ("text", "records", "random", "lz")]
+    samples += [make_sample(data) for _, data in real_payloads(4, 5, 1 << 20, 1 << 20)]
+    sizes = [1 << e for e in range(20, 37)]  # 1 MiB .. 64 GiB
+    for sample in samples:
+        for chunk in (None, 65536):
+            reqs = [Request(sample, s, Link(100.0, 20.0), *(() if chunk is None else (chunk,))) for s in sizes]
+            x = sel.features(reqs)
+            assert (x == x[0]).all()  # the model's input does not move with the size...
+            ratio, vc, vd = sel.properties(x)
+            for prop in (ratio, vc, vd):  # ...so neither does its answer (float32 matmul rounding aside)
+                assert np.allclose(prop, prop[0], rtol=1e-6)
+            assert ((ratio[:, 1:] > 0) & (ratio[:, 1:] <= 1.5)).all() and np.isfinite(vc[:, 1:]).all()
+
+
+def test_one_call_for_many_requests_chooses_as_one_call_each(calibration):
+    sel = Selector(Model.load(DEFAULT_MODEL), calibration)
+    rng = np.random.default_rng(3)
+    reqs = [Request(FAMILIES[f](rng, 4096), int(s), Link(float(b), float(r), float(p)), int(min(c, s)))
+            for f, s, c, b, r, p in zip(list(FAMILIES) * 2, 10 ** rng.uniform(3.7, 11, 24), 10 ** rng.uniform(3, 7, 24),
+                                        10 ** rng.uniform(0, 4, 24), rng.uniform(0, 300, 24),
+                                        np.where(rng.random(24) < 0.5, 0.0, 1e-3), strict=False)]
+    together, alone = sel.choose(reqs), [sel.choose([r])[0] for r in reqs]
+    assert [c.option for c in together] == [c.option for c in alone]
+    assert np.allclose([c.seconds for c in together], [c.seconds for c in alone], rtol=1e-6)  # float32 rounding

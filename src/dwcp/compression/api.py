@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import binascii
 import math
-from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link
+from dwcp.compression.selector import Request
 from dwcp.runtime.errors import ApiError
 from dwcp.runtime.errors import decode_json as decode_json  # the one JSON decoder, re-exported for service.py
 
-FIELDS = ("sample", "size_bytes", "bandwidth_mbps", "rtt_ms", "loss_rate")
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    sample: bytes
-    size_bytes: int
-    bandwidth_mbps: float
-    rtt_ms: float
-    loss_rate: float
+FIELDS = ("sample", "size_bytes", "bandwidth_mbps", "rtt_ms", "loss_rate", "chunk_bytes")
+INTEGERS = ("size_bytes", "chunk_bytes")
 
 
 def _invalid(field: str, message: str, status: int = 422) -> ApiError:
@@ -47,7 +40,7 @@ def _number(raw: object, field: str, *, minimum: float, strict_min: bool = False
     return raw
 
 
-def check_item(sample: bytes, fields: dict, max_sample: int, prefix: str = "") -> Item:
+def check_item(sample: bytes, fields: dict, max_sample: int, prefix: str = "") -> Request:
     """Validate the numeric fields of one item whose sample is already decoded."""
     for name in ("size_bytes", "bandwidth_mbps", "rtt_ms"):
         if name not in fields:
@@ -56,13 +49,18 @@ def check_item(sample: bytes, fields: dict, max_sample: int, prefix: str = "") -
     bw = _number(fields["bandwidth_mbps"], prefix + "bandwidth_mbps", minimum=0.0, strict_min=True)
     rtt = _number(fields["rtt_ms"], prefix + "rtt_ms", minimum=0.0)
     loss = _number(fields.get("loss_rate", 0.0), prefix + "loss_rate", minimum=0.0, maximum=1.0)
+    chunk = DEFAULT_CHUNK_BYTES
+    if "chunk_bytes" in fields:
+        chunk = int(_number(fields["chunk_bytes"], prefix + "chunk_bytes", minimum=1, integer=True))
+        if chunk > size:
+            raise _invalid(prefix + "chunk_bytes", f"larger than the payload (size_bytes = {size})")
     if len(sample) > max_sample:
         raise _invalid(prefix + "sample", f"{len(sample)} bytes exceeds the {max_sample}-byte limit", 413)
     if not sample:
         raise _invalid(prefix + "sample", "must not be empty")
     if len(sample) > size:
         raise _invalid(prefix + "size_bytes", f"smaller than the sample ({len(sample)} bytes)")
-    return Item(sample, size, float(bw), float(rtt), float(loss))
+    return Request(sample, size, Link(float(bw), float(rtt), float(loss)), chunk)
 
 
 def _missing(field: str):
@@ -83,7 +81,7 @@ def decode_sample(raw: object, field: str, max_sample: int) -> bytes:
         raise _invalid(field, "is not valid base64") from None
 
 
-def parse_object(obj: object, max_sample: int, prefix: str = "") -> Item:
+def parse_object(obj: object, max_sample: int, prefix: str = "") -> Request:
     if not isinstance(obj, dict):
         raise _invalid(prefix.rstrip(".") or "body", "must be a JSON object")
     for key in obj:
@@ -92,16 +90,28 @@ def parse_object(obj: object, max_sample: int, prefix: str = "") -> Item:
     return check_item(decode_sample(obj.get("sample"), prefix + "sample", max_sample), obj, max_sample, prefix)
 
 
-def parse_query(sample: bytes, query: dict[str, str], max_sample: int) -> Item:
+def parse_batch(obj: object, max_sample: int, max_items: int) -> list[Request]:
+    """The items of a `/v1/predict/batch` body, each validated; errors name the item (`items.3.rtt_ms`)."""
+    if not isinstance(obj, dict) or "items" not in obj:
+        raise ApiError(422, "invalid_input", "items: field required", "items")
+    raw = obj["items"]
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(422, "invalid_input", "items: must be a non-empty list", "items")
+    if len(raw) > max_items:
+        raise ApiError(413, "payload_too_large", f"items: at most {max_items} per call", "items")
+    return [parse_object(o, max_sample, f"items.{i}.") for i, o in enumerate(raw)]
+
+
+def parse_query(sample: bytes, query: dict[str, str], max_sample: int) -> Request:
     """The octet-stream form: the body is the raw sample, the other fields are query parameters."""
     fields: dict[str, object] = {}
     for key, value in query.items():
         if key not in FIELDS[1:]:
             raise _invalid(key, "unknown query parameter")
         try:
-            fields[key] = int(value) if key == "size_bytes" else float(value)
+            fields[key] = int(value) if key in INTEGERS else float(value)
         except ValueError:
-            raise _invalid(key, "must be an integer" if key == "size_bytes" else "must be a number") from None
+            raise _invalid(key, "must be an integer" if key in INTEGERS else "must be a number") from None
     return check_item(sample, fields, max_sample)
 
 
@@ -111,6 +121,9 @@ class PredictRequest(BaseModel):
     bandwidth_mbps: float = Field(gt=0, description="link bandwidth, Mbit/s")
     rtt_ms: float = Field(ge=0, description="round-trip time, ms")
     loss_rate: float = Field(0.0, ge=0, lt=1, description="packet loss probability")
+    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, description=(
+        "the chunk the payload will be compressed and sent in (at most size_bytes): ratio and speeds are "
+        "predicted for chunks of this size; default: the DWCP Manager's default chunk"))
 
 
 class PredictResponse(BaseModel):

@@ -31,16 +31,22 @@ def calibrate(out: Path | None = typer.Option(None, help="Calibration file; defa
 
 
 def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool,
-              refeature: bool = False, n_real_train: int = 0):
-    """(calibration, train, held-out synthetic, held-out real, real training files), labelled now or read from
-    the cache. Real training files come from other directory trees than the held-out ones
-    (`corpus.TRAIN_REAL_ROOTS`), so no file is both trained on and scored on."""
+              refeature: bool = False, n_real_train: int = 0, n_train_large: int = 0):
+    """(calibration, held-out synthetic, held-out real, train, large-chunk train, real training files), labelled
+    now or read from the cache, in that order (held-out sets first: they score any artifact).
+
+    Every payload is labelled as one chunk of its length. Synthetic training chunks are 512 B-128 KiB, plus
+    128 KiB-1 MiB ones (`n_train_large`: ~5x the oracle time each); held-out sets are in thirds up to 64 KiB,
+    up to 1 MiB and full 1 MiB chunks (`train.heldout_payloads`). Real payloads are files of one kind
+    concatenated (`corpus.real_payloads`); training ones come from other directory trees than the held-out
+    ones (`corpus.TRAIN_REAL_ROOTS`), so no file is both trained on and scored on."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from dwcp.compression import calibrate as cal_mod
     from dwcp.compression import corpus
+    from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
     from dwcp.compression.features import N_FEATURES
-    from dwcp.compression.train import Dataset, label
+    from dwcp.compression.train import Dataset, heldout_payloads, label
     from dwcp.compression.train import refeature as recompute
 
     cal_path = cache / "calibration.json"
@@ -54,17 +60,20 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
         cal = cal_mod.run()
         cal_mod.save(cal, cal_path)
         relabel = True  # labels are relative to the calibration: new calibration, new labels
-    specs = [("train", seed, n_train, lambda: corpus.items(seed, n_train)),
-             ("heldout", seed + 1, n_heldout, lambda: corpus.items(seed + 1, n_heldout)),
-             ("real", seed + 2, n_real, lambda: corpus.real_files(seed + 2, n_real)),
+    small = 128 << 10
+    specs = [("heldout", seed + 1, n_heldout, lambda: heldout_payloads(corpus.items, seed + 1, n_heldout)),
+             ("real", seed + 2, n_real, lambda: heldout_payloads(corpus.real_payloads, seed + 2, n_real)),
+             ("train", seed, n_train, lambda: corpus.items(seed, n_train, 512, small)),
+             ("trainlarge", seed + 10, n_train_large,
+              lambda: corpus.items(seed + 10, n_train_large, small, DEFAULT_CHUNK_BYTES)),
              ("realtrain", seed + 3, n_real_train,
-              lambda: corpus.real_files(seed + 3, n_real_train, roots=corpus.TRAIN_REAL_ROOTS))]
+              lambda: corpus.real_payloads(seed + 3, n_real_train, 512, DEFAULT_CHUNK_BYTES, corpus.TRAIN_REAL_ROOTS))]
     out = []
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         for name, s, n, make in specs:
             path = cache / f"{name}-s{s}-n{n}.npz"
-            augment = name in ("train", "realtrain")  # training also sees smaller client samples
+            augment = "train" in name  # training also sees smaller client samples
             if n == 0:
                 out.append(None)
                 continue
@@ -104,22 +113,25 @@ def _print_eval(title: str, ev) -> None:
     console.print(f"[bold]{title}[/bold]: accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
                   f"mean regret {o['mean_regret']:.4f} over {o['n']} requests "
                   f"(decisive only: {d['accuracy']:.4f} / {d['exact_best']:.4f} / {d['mean_regret']:.4f}, n={d['n']})")
-    table = Table("family", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed")
-    for fam, s in ev.families.items():
-        table.add_row(fam, f"{s['accuracy']:.4f}", f"{s['exact_best']:.3f}", f"{s['mean_regret']:.4f}",
-                      f"{s['vs_zstd-3']:.3f}", f"{s['vs_none']:.3f}", s["best_fixed"], f"{s['vs_best_fixed']:.3f}")
-    console.print(table)
+    for what, groups in (("declared size", ev.buckets), ("family", ev.families)):
+        table = Table(what, "n", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed")
+        for name, s in groups.items():
+            table.add_row(name, str(s["n"]), f"{s['accuracy']:.4f}", f"{s['exact_best']:.3f}",
+                          f"{s['mean_regret']:.4f}", f"{s['vs_zstd-3']:.3f}", f"{s['vs_none']:.3f}", s["best_fixed"],
+                          f"{s['vs_best_fixed']:.3f}")
+        console.print(table)
 
 
 @app.command()
 def train(
     cache: Path = CacheOpt,
     seed: int = typer.Option(1, help="Corpus seed; held-out sets use seed+1 (synthetic) and seed+2 (real files)."),
-    train_items: int = typer.Option(7200, help="Synthetic payloads to train on."),
-    heldout_items: int = typer.Option(360, help="Synthetic payloads held out."),
-    real_items: int = typer.Option(240, help="Real files from this machine held out."),
-    real_train_items: int = typer.Option(2700, help="Real files from other directories of this machine to train on "
-                                                    "(0: synthetic data only)."),
+    train_items: int = typer.Option(1500, help="Synthetic chunks of 512 B-128 KiB to train on."),
+    train_large_items: int = typer.Option(200, help="Synthetic chunks of 128 KiB-1 MiB to train on."),
+    heldout_items: int = typer.Option(180, help="Synthetic payloads held out (a third of them full 1 MiB chunks)."),
+    real_items: int = typer.Option(90, help="Real payloads from this machine held out."),
+    real_train_items: int = typer.Option(500, help="Real payloads (512 B-1 MiB) from other directories of this "
+                                                   "machine to train on (0: synthetic data only)."),
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
     hidden: str = typer.Option("128,128", help="Hidden layer widths of each MLP, comma-separated."),
@@ -138,9 +150,9 @@ def train(
     from dwcp.compression.train import train as fit_model
 
     widths = tuple(int(w) for w in hidden.split(","))
-    cal, synthetic, ho, real, real_train = _datasets(cache, seed, train_items, heldout_items, real_items, relabel,
-                                                     refeature, real_train_items)
-    tr = synthetic if real_train is None else Dataset.concat(synthetic, real_train)
+    cal, ho, real, synthetic, large, real_train = _datasets(cache, seed, train_items, heldout_items, real_items,
+                                                            relabel, refeature, real_train_items, train_large_items)
+    tr = Dataset.concat(*(d for d in (synthetic, large, real_train) if d is not None))
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task(f"training {members} x MLP on {len(tr)} rows", total=epochs * members)
@@ -152,11 +164,13 @@ def train(
     _print_eval("held-out real files", ev_real)
     model.training = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
-        "train_payloads": synthetic.payloads,
+        "train_payloads": synthetic.payloads + (0 if large is None else large.payloads),
         "train_real_files": 0 if real_train is None else real_train.payloads,
         "train_rows": len(tr), "epochs": epochs,
         "members": members, "hidden": list(widths), "weighted": weighted,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
+        "heldout_buckets": {"synthetic": {k: v["accuracy"] for k, v in ev_syn.buckets.items()},
+                            "real": {k: v["accuracy"] for k, v in ev_real.buckets.items()}},
     }
     path = out or DEFAULT_MODEL
     model.version = ""
@@ -169,8 +183,8 @@ def evaluate(
     model_path: Path | None = typer.Option(None, "--model", help="Artifact; default: the shipped one."),
     cache: Path = CacheOpt,
     seed: int = typer.Option(1),
-    heldout_items: int = typer.Option(360),
-    real_items: int = typer.Option(240),
+    heldout_items: int = typer.Option(180),
+    real_items: int = typer.Option(90),
 ) -> None:
     """Held-out accuracy, exact-best, regret and per-family end-to-end ratios vs fixed options."""
     from dwcp.compression.model import Model
@@ -178,7 +192,7 @@ def evaluate(
     from dwcp.compression.train import evaluate as run_eval
 
     model = Model.load(model_path or DEFAULT_MODEL)
-    cal, _, ho, real, _ = _datasets(cache, seed, 0, heldout_items, real_items, False)
+    cal, ho, real, *_ = _datasets(cache, seed, 0, heldout_items, real_items, False)
     console.print(f"model {model.version}")
     for title, ds in (("held-out synthetic", ho), ("held-out real files", real)):
         if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set

@@ -230,6 +230,47 @@ def real_files(seed: int, count: int, max_size: int = 512 * 1024, roots: tuple[s
 
     Kinds are drawn round-robin so the many small Python sources do not crowd out binaries and archives.
     """
+    queues = _queues(seed, roots)
+    yielded = 0
+    while yielded < count and any(queues.values()):
+        for kind, paths in queues.items():
+            data = _read(paths, max_size)
+            if data is not None and yielded < count:
+                yielded += 1
+                yield f"real:{kind}", data
+
+
+def real_payloads(seed: int, count: int, min_size: int = 1024, max_size: int = 1 << 20,
+                  roots: tuple[str, ...] = REAL_ROOTS) -> Iterator[tuple[str, bytes]]:
+    """Payloads of real files at every size up to a chunk: sizes log-uniform in [min_size, max_size], each the
+    files of one kind (round-robin) concatenated as an archive of them would be, cut at the size.
+
+    A large transfer of sources or binaries is many such files in a row; one file rarely fills a 1 MiB chunk.
+    A payload is shorter than drawn only when its kind has run out of files.
+    """
+    queues = _queues(seed, roots)
+    rng = np.random.default_rng(seed)
+    kinds = [k for k, v in queues.items() if v]
+    yielded = 0
+    while yielded < count and kinds:
+        for kind in list(kinds):
+            if yielded >= count:
+                break
+            size = int(np.exp(rng.uniform(np.log(min_size), np.log(max_size))))
+            out = bytearray()
+            while len(out) < size:
+                data = _read(queues[kind], size - len(out), min_size=1)
+                if data is None:
+                    kinds.remove(kind)
+                    break
+                out += data
+            if len(out) >= min(min_size, size):
+                yielded += 1
+                yield f"real:{kind}", bytes(out[:size])
+
+
+def _queues(seed: int, roots: tuple[str, ...]) -> dict[str, list[Path]]:
+    """The regular files under `roots` by kind, each kind's list shuffled with `seed`."""
     by_kind: dict[str, list[Path]] = {}
     for root in roots:
         for dirpath, dirs, files in os.walk(root):
@@ -241,17 +282,12 @@ def real_files(seed: int, count: int, max_size: int = 512 * 1024, roots: tuple[s
     queues = {k: sorted(v) for k, v in sorted(by_kind.items())}
     for paths in queues.values():
         rng.shuffle(paths)
-    yielded = 0
-    while yielded < count and any(queues.values()):
-        for kind, paths in queues.items():
-            data = _read(paths, max_size)
-            if data is not None and yielded < count:
-                yielded += 1
-                yield f"real:{kind}", data
+    return queues
 
 
-def _read(paths: list[Path], max_size: int) -> bytes | None:
-    """The first readable regular file of at least 256 bytes popped from `paths` (its first max_size bytes)."""
+def _read(paths: list[Path], max_size: int, min_size: int = 256) -> bytes | None:
+    """The first readable regular file of at least `min_size` bytes popped from `paths` (its first max_size
+    bytes)."""
     while paths:
         path = paths.pop()
         if path.is_symlink() or not path.is_file():
@@ -261,7 +297,7 @@ def _read(paths: list[Path], max_size: int) -> bytes | None:
                 data = fh.read(max_size)
         except OSError:
             continue
-        if len(data) >= 256:
+        if len(data) >= min_size:
             return data
     return None
 

@@ -1,14 +1,21 @@
 """The one cost model: end-to-end seconds to compress, send and decompress a payload over a WAN link.
 
-A payload of S bytes goes through in pipelined chunks, so the slowest stage sets the pace:
+A payload of S bytes goes through in chunks of E = min(chunk, S) bytes (the DWCP Manager's pipelined
+chunks), each compressed, sent and decompressed; the stages overlap across chunks, so after the first
+chunk has gone through all three the slowest stage sets the pace:
 
-    t = RTT/2 + max(S/Vc, S*r/B_eff, S/Vd)
+    t = RTT/2 + E * (1/Vc + r/B_eff + 1/Vd) + (S - E) * max(1/Vc, r/B_eff, 1/Vd)
 
-r is the option's compressed/original ratio, Vc and Vd its single-thread compress and decompress speeds
-(bytes of original per second; infinite for `none`). B_eff is the link's bandwidth B, capped with loss p
-by Mathis et al.'s TCP throughput bound for four parallel streams: 4 * 1.22 * MSS / (RTT * sqrt(p)).
+the pipeline formula for S/E chunks through three stages (exact when E divides S). A payload that fits in
+one chunk (S <= chunk) is compressed, then sent, then decompressed: the sum. r is the option's
+compressed/original ratio, Vc and Vd its single-thread compress and decompress speeds, all measured on
+chunks of E bytes of this data (bytes of original per second; infinite for `none`). B_eff is the link's
+bandwidth B, capped with loss p by Mathis et al.'s TCP throughput bound for four parallel streams:
+4 * 1.22 * MSS / (RTT * sqrt(p)).
 
-Training labels, the oracle, the selector and the docs all use these functions; nothing else may.
+The payload size, the chunk and the link enter the selector only here; the model predicts r, Vc and Vd.
+Training labels, the oracle, the selector and the docs all use these functions; nothing else may. The
+API's units (Mbit/s, ms) are converted here too (`Link`, `bytes_per_second`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ STREAMS = 4
 # (issue 14: chunks of 1-16 MiB chosen from the link; 1 MiB when it has no better figure), and the default of
 # `chunk_bytes` in the selector's API. Written once here so the manager and the selector agree.
 DEFAULT_CHUNK_BYTES = 1 << 20
+BYTES_PER_MBIT = 125_000.0  # 1 Mbit/s = 10^6 bits/s = 125,000 bytes/s
+
+
+def bytes_per_second(mbps):
+    """Mbit/s (the API's unit) to bytes/s (the cost model's); floats and numpy arrays alike."""
+    return mbps * BYTES_PER_MBIT
+
+
+def chunk_of(size, chunk=DEFAULT_CHUNK_BYTES):
+    """E: the bytes compressed as one unit, the chunk or the whole payload when it is smaller."""
+    return np.minimum(size, chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +54,15 @@ class Link:
     @property
     def bandwidth_bps(self) -> float:
         """Bytes per second (the API speaks Mbit/s)."""
-        return self.bandwidth_mbps * 1e6 / 8.0
+        return bytes_per_second(self.bandwidth_mbps)
+
+    @property
+    def rtt_s(self) -> float:
+        return self.rtt_ms / 1e3
 
     @property
     def effective_bps(self) -> float:
-        return float(effective_bandwidth(self.bandwidth_bps, self.rtt_ms / 1e3, self.loss_rate))
+        return float(effective_bandwidth(self.bandwidth_bps, self.rtt_s, self.loss_rate))
 
 
 def effective_bandwidth(bandwidth_bps, rtt_s, loss):
@@ -58,21 +80,22 @@ def effective_bandwidth(bandwidth_bps, rtt_s, loss):
     return np.minimum(bandwidth_bps, mathis)
 
 
-def transfer_seconds(size, ratio, vc, vd, bandwidth_bps, rtt_s, loss=0.0):
-    """t for each option (broadcast over arrays: options on the last axis, requests on the first)."""
+def transfer_seconds(size, chunk, ratio, vc, vd, bandwidth_bps, rtt_s, loss=0.0):
+    """t for each option (broadcast over arrays: options on the last axis, requests on the first).
+
+    `size` and `chunk` are per request (scalars or shape (N,)); `ratio`, `vc`, `vd` per option, measured or
+    predicted on chunks of min(chunk, size) bytes of the data.
+    """
     ratio = np.asarray(ratio, float)
-    b_eff, rtt, size = (_per_request(x, ratio.ndim) for x in (effective_bandwidth(bandwidth_bps, rtt_s, loss),
-                                                               rtt_s, size))
-    return rtt / 2.0 + size * per_byte_cost(ratio, vc, vd, b_eff)
+    b_eff, rtt, size, chunk = (_per_request(x, ratio.ndim) for x in (
+        effective_bandwidth(bandwidth_bps, rtt_s, loss), rtt_s, size, chunk))
+    e = np.minimum(chunk, size)
+    compress, wire, decompress = 1.0 / np.asarray(vc, float), ratio / b_eff, 1.0 / np.asarray(vd, float)
+    slowest = np.maximum(np.maximum(compress, wire), decompress)
+    return rtt / 2.0 + e * (compress + wire + decompress) + (size - e) * slowest
 
 
 def _per_request(x, ndim: int) -> np.ndarray:
     # Per-request values (shape (N,)) gain a trailing axis so they broadcast over the options axis.
     x = np.asarray(x, float)
     return x.reshape(x.shape + (1,) * (ndim - x.ndim)) if 0 < x.ndim < ndim else x
-
-
-def per_byte_cost(ratio, vc, vd, b_eff):
-    """max(1/Vc, r/B_eff, 1/Vd): the part of t that depends on the option (seconds per original byte)."""
-    return np.maximum(np.maximum(1.0 / np.asarray(vc, float), np.asarray(ratio, float) / b_eff),
-                      1.0 / np.asarray(vd, float))

@@ -21,14 +21,23 @@ import zstandard
 
 PROBE_BLOCK = 4096
 PROBE_BLOCKS = 4
-MAX_LOG_SIZE = 30.0  # log2 of 1 GiB: sizes beyond it behave alike for ratio and speed
+# log2 of the largest chunk in the training data (1 MiB): a larger chunk is read as this one. Per-byte speeds
+# stop changing with the chunk long before (tens of KiB); only the strong codecs' long windows could still
+# find more matches (docs/compression.md, "Chunks").
+MAX_LOG_CHUNK = 20.0
 
+# The payload enters only as the chunk its bytes are compressed in (`costmodel.chunk_of`): what the data is
+# like per chunk does not depend on how many chunks follow, so the payload size is no feature.
 FEATURE_NAMES: tuple[str, ...] = (
-    "log2_size", "log2_sample", "log2_size_over_sample", "entropy", "zero_share", "ascii_share", "high_share",
+    "log2_chunk", "log2_sample", "log2_chunk_over_sample", "entropy", "zero_share", "ascii_share", "high_share",
     "distinct_share", "top_share", "repeat1", "repeat2", "repeat4", "repeat8", "zero_word_share",
     "zero_block_share", "lz4_ratio", "zstd1_ratio",
 )
 N_FEATURES = len(FEATURE_NAMES)
+# Artifacts trained before chunks existed (mlp-bc45da71d8 and earlier) named the first three inputs after the
+# payload size; their training payloads were each measured whole, i.e. as one chunk of that size, so the
+# chunk is the value they were trained on and they read the same vector.
+LEGACY_FEATURE_NAMES = ("log2_size", "log2_sample", "log2_size_over_sample", *FEATURE_NAMES[3:])
 
 _ASCII = np.zeros(256, bool)
 _ASCII[32:127] = True
@@ -57,14 +66,15 @@ class Extractor:
     def __init__(self) -> None:
         self._zstd1 = zstandard.ZstdCompressor(level=1, write_content_size=False, write_checksum=False)
 
-    def __call__(self, sample: bytes, size_bytes: int, out: np.ndarray | None = None) -> np.ndarray:
-        """The feature vector (FEATURE_NAMES order) for one sample of a payload of size_bytes."""
+    def __call__(self, sample: bytes, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The feature vector (FEATURE_NAMES order) for one sample of a payload sent in chunks of `chunk` bytes
+        (min(chunk_bytes, size_bytes): `costmodel.chunk_of`)."""
         row = np.empty(N_FEATURES, np.float64) if out is None else out
         region = probe_region(sample)
         n = len(region)
         if n == 0:
             row[:] = 0.0
-            row[0] = math.log2(max(size_bytes, 1))
+            row[0] = min(math.log2(max(chunk, 1)), MAX_LOG_CHUNK)
             return row
         a = np.frombuffer(region, np.uint8)
         counts = np.bincount(a, minlength=256)
@@ -74,11 +84,11 @@ class Extractor:
         words = a[: n - n % 8].view(np.uint64)
         zw = words == 0
         nb = len(zw) // 8
-        log_size = min(math.log2(max(size_bytes, 1)), MAX_LOG_SIZE)
+        log_chunk = min(math.log2(max(chunk, 1)), MAX_LOG_CHUNK)
         log_sample = math.log2(max(len(sample), 1))
-        row[0] = log_size
+        row[0] = log_chunk
         row[1] = log_sample
-        row[2] = max(log_size - log_sample, 0.0)
+        row[2] = max(log_chunk - log_sample, 0.0)
         row[3] = float(-(p * np.log2(p)).sum())
         row[4] = counts[0] / n
         row[5] = counts[_ASCII].sum() / n
@@ -93,8 +103,8 @@ class Extractor:
         row[16] = zstd_len / n
         return row
 
-    def many(self, samples: list[bytes], sizes: list[int]) -> np.ndarray:
+    def many(self, samples: list[bytes], chunks: list[int]) -> np.ndarray:
         out = np.empty((len(samples), N_FEATURES), np.float64)
-        for i, (s, size) in enumerate(zip(samples, sizes, strict=True)):
-            self(s, size, out[i])
+        for i, (s, chunk) in enumerate(zip(samples, chunks, strict=True)):
+            self(s, chunk, out[i])
         return out

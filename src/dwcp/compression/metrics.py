@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -38,7 +38,8 @@ class _AccuracyCollector(Collector):
 
 
 class CompressionMetrics:
-    def __init__(self, registry: CollectorRegistry, accuracy: Callable[[], float | None]) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.prediction_duration = Histogram(
             "compression_selector_prediction_duration_seconds",
             "Time to choose an option for one payload: feature extraction and model inference (not HTTP).",
@@ -54,6 +55,19 @@ class CompressionMetrics:
             "Live requests re-scored by the oracle off the request path.",
             registry=registry,
         )
-        registry.register(_AccuracyCollector(accuracy))
         # Children resolved once: a labels() lookup per request costs more than the inference does.
         self.by_option = [self.predictions.labels(k) for k in KEYS]
+
+    def export_accuracy(self, read: Callable[[], float | None]) -> None:
+        """Serve `compression_selector_accuracy` from `read` (the shadow evaluator's rolling accuracy)."""
+        self.registry.register(_AccuracyCollector(read))
+
+    def chosen(self, options: Sequence[int], seconds: float) -> None:
+        """One call's choices (option indices) and the time features and model took for all of them."""
+        share = seconds / len(options)
+        for i in options:  # one observation per payload: batches report the per-item share
+            self.prediction_duration.observe(share)
+            self.by_option[i].inc()
+
+    def shadow_evaluated(self, _score: object) -> None:
+        self.shadow_evaluations.inc()

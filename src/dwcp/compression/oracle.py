@@ -34,7 +34,7 @@ import numpy as np
 
 from dwcp.compression.codecs import OPTIONS, Option
 from dwcp.compression.corpus import pilot_data
-from dwcp.compression.costmodel import Link, transfer_seconds
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link, transfer_seconds
 
 NEAR_BEST = 1.05  # chosen option within 5% of the best option's time counts as accurate
 SAMPLE_SECONDS = 5e-5  # shortest timed batch: two clock reads (~1 us here) stay ~2% of it
@@ -120,12 +120,15 @@ class Measurement:
 
 def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
             max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns,
-            pilot: bool = True) -> Measurement:
+            pilot: bool = True, chunk: int | None = None) -> Measurement:
     """Compress and decompress `data` with every option (checking the round trip), then time them in turns.
 
-    With `pilot`, every option also times the pilot block (`corpus.pilot_data()`) in the same rotation.
+    With `chunk` smaller than the data, the data is cut into chunks of that many bytes, each compressed on
+    its own (as the manager sends a payload): ratio and speeds are those of the chunks together. With
+    `pilot`, every option also times the pilot block (`corpus.pilot_data()`) in the same rotation.
     """
     n = max(len(data), 1)
+    parts = [data[i:i + chunk] for i in range(0, len(data), chunk)] if chunk and chunk < len(data) else None
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
     timers: list[tuple[int, Timer, Timer]] = []
     pilots: list[Timer] = []
@@ -134,8 +137,12 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
         if opt.codec == "none":
             continue
         compress, decompress = opt.make()
-        tc, td, packed = _timers(compress, decompress, data, clock, opt.key)
-        ratio[i] = len(packed) / n
+        if parts is None:
+            tc, td, packed = _timers(compress, decompress, data, clock, opt.key)
+            ratio[i] = len(packed) / n
+        else:
+            tc, td, packed = _timers(_each(compress), _each(decompress), parts, clock, opt.key)
+            ratio[i] = sum(map(len, packed)) / n
         timers.append((i, tc, td))
         if pilot:
             pilots += _timers(compress, decompress, block, clock, opt.key)[:2]
@@ -147,7 +154,11 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
     return Measurement(len(data), ratio, vc, vd, host)
 
 
-def _timers(compress, decompress, data: bytes, clock: Clock, key: str) -> tuple[Timer, Timer, bytes]:
+def _each(fn: Callable[[bytes], bytes]) -> Callable[[list[bytes]], list[bytes]]:
+    return lambda parts: [fn(p) for p in parts]
+
+
+def _timers(compress, decompress, data, clock: Clock, key: str) -> tuple[Timer, Timer, bytes]:
     """One round trip (checked), whose two calls are the compress and decompress timers' first samples."""
     t0 = clock()
     packed = compress(data)
@@ -169,9 +180,10 @@ def run_turns(timers: list[Timer], budget: float, rounds: int, max_rounds: int, 
             t.turn(budget)
 
 
-def times(m: Measurement, size: int | float, link: Link) -> np.ndarray:
-    """Oracle end-to-end seconds of each option for a payload of `size` bytes like the measured data."""
-    return transfer_seconds(size, m.ratio, m.vc, m.vd, link.bandwidth_bps, link.rtt_ms / 1e3, link.loss_rate)
+def times(m: Measurement, size: int | float, link: Link, chunk: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+    """Oracle end-to-end seconds of each option for a payload of `size` bytes sent in chunks of `chunk`, whose
+    chunks are like the measured data (measured at min(chunk, size) bytes: `measure(..., chunk=...)`)."""
+    return transfer_seconds(size, chunk, m.ratio, m.vc, m.vd, link.bandwidth_bps, link.rtt_s, link.loss_rate)
 
 
 @dataclass(frozen=True, slots=True)

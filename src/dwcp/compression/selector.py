@@ -1,24 +1,43 @@
 """The selector: features -> predicted ratio and speeds per option -> cost model -> cheapest option.
 
-The model predicts data properties only; the link enters through the cost model, so links never seen in
-training (any bandwidth, RTT, loss) are handled exactly the way the oracle would handle them.
+The model predicts data properties only (ratio, compress and decompress speed of each option on chunks of
+this data); the payload size, the chunk and the link enter through the cost model, so links and payload
+sizes never seen in training are handled exactly the way the oracle would handle them. `load` builds the
+service's selector from its artifact and the host's calibration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dwcp.compression import calibrate
 from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, OPTIONS, Option
-from dwcp.compression.costmodel import effective_bandwidth, per_byte_cost
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link, transfer_seconds
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import FEATURE_NAMES, Extractor
+from dwcp.compression.features import FEATURE_NAMES, LEGACY_FEATURE_NAMES, N_FEATURES, Extractor
 from dwcp.compression.model import Model
 
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "selector.npz"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One payload to choose for: a sample of it, its size, its link, the chunk it will be compressed in."""
+
+    sample: bytes
+    size_bytes: int
+    link: Link
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+    @property
+    def chunk(self) -> int:
+        """The bytes compressed as one unit: the chunk, or the whole payload when it is smaller."""
+        return min(self.chunk_bytes, self.size_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +51,7 @@ class Selector:
     def __init__(self, model: Model | ProbeModel, calibration: Calibration) -> None:
         if model.options != tuple(o.key for o in CODED):
             raise ValueError(f"model predicts {model.options}, this build offers {tuple(o.key for o in CODED)}")
-        if tuple(model.features) != FEATURE_NAMES:
+        if tuple(model.features) not in (FEATURE_NAMES, LEGACY_FEATURE_NAMES):
             raise ValueError(f"model reads features {tuple(model.features)}, this build extracts {FEATURE_NAMES}; "
                              "retrain it (`dwcp compression train`)")
         self.model = model
@@ -52,6 +71,26 @@ class Selector:
     def version(self) -> str:
         return self.model.version
 
+    def choose(self, requests: Sequence[Request]) -> list[Choice]:
+        """The cheapest option for each request, with its predicted end-to-end seconds."""
+        if len(requests) == 1:  # the common call: plain floats, no per-request arrays for the link
+            r = requests[0]
+            x = self.extract(r.sample, r.chunk)[None, :]
+            size, chunk, link = r.size_bytes, r.chunk_bytes, r.link
+            idx, secs = self.choose_features(x, size, chunk, link.bandwidth_bps, link.rtt_s, link.loss_rate)
+        else:
+            x = self.features(requests)
+            a = np.array([(r.size_bytes, r.chunk_bytes, r.link.bandwidth_bps, r.link.rtt_s, r.link.loss_rate)
+                          for r in requests])
+            idx, secs = self.choose_features(x, *a.T)
+        return [Choice(i, OPTIONS[i], s) for i, s in zip(idx.tolist(), secs.tolist(), strict=True)]
+
+    def features(self, requests: Sequence[Request]) -> np.ndarray:
+        x = np.empty((len(requests), N_FEATURES))
+        for i, r in enumerate(requests):
+            self.extract(r.sample, r.chunk, x[i])
+        return x
+
     def properties(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted ratio, compress and decompress bytes/s for every option (`none` included), (N, options).
 
@@ -68,23 +107,45 @@ class Selector:
         np.exp(e, out=e)
         return e[:, 0], e[:, 1], e[:, 2]
 
-    def costs(self, x: np.ndarray, size, bandwidth_bps, rtt_s, loss) -> np.ndarray:
-        """Predicted end-to-end seconds of each option, (N, options)."""
+    def costs(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> np.ndarray:
+        """Predicted end-to-end seconds of each option, (N, options): the cost model on predicted properties."""
         ratio, vc, vd = self.properties(x)
-        b_eff = _column(effective_bandwidth(bandwidth_bps, rtt_s, loss))
-        return _column(rtt_s) / 2.0 + _column(size) * per_byte_cost(ratio, vc, vd, b_eff)
+        return transfer_seconds(size, chunk, ratio, vc, vd, bandwidth_bps, rtt_s, loss)
 
-    def choose_features(self, x: np.ndarray, size, bandwidth_bps, rtt_s, loss) -> tuple[np.ndarray, np.ndarray]:
+    def choose_features(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> tuple[np.ndarray, np.ndarray]:
         """(chosen option index, its predicted seconds) per row of features."""
-        t = self.costs(x, size, bandwidth_bps, rtt_s, loss)
+        t = self.costs(x, size, chunk, bandwidth_bps, rtt_s, loss)
         return t.argmin(axis=1), t.min(axis=1)
 
-    def choose(self, sample: bytes, size: int, bandwidth_mbps: float, rtt_ms: float, loss: float = 0.0) -> Choice:
-        x = self.extract(sample, size)
-        idx, secs = self.choose_features(x[None, :], size, bandwidth_mbps * 125_000.0, rtt_ms / 1e3, loss)
-        return Choice(int(idx[0]), OPTIONS[int(idx[0])], float(secs[0]))
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the service serves with, and what to say about it on /health and /v1/model."""
+
+    selector: Selector
+    model_path: Path
+    calibration_path: Path
+    calibrated_now: bool  # no usable calibration was stored: it ran at start
+    warning: str  # why the service is degraded ("" when it is not)
 
 
-def _column(values) -> np.ndarray:
-    """Per-request values (a scalar or shape (N,)) as a column, (N, 1), to broadcast over the options axis."""
-    return np.asarray(values, float).reshape(-1, 1)
+def load(model_path: Path | None, calibration_path: Path) -> Loaded:
+    """The selector for the artifact at `model_path` (default: the shipped one) and this host's calibration,
+    run and stored first when missing (blocking: seconds to tens of seconds).
+
+    A missing, damaged or mismatched artifact does not stop the service: it serves on `ProbeModel`, with a
+    warning that /health reports as degraded.
+    """
+    model_path = model_path or DEFAULT_MODEL
+    cal, ran = calibrate.load_or_run(calibration_path)
+    warning = ""
+    try:
+        model: Model | ProbeModel = Model.load(model_path)
+        selector = Selector(model, cal)  # refuses a model made for other features or options
+    except (OSError, ValueError, KeyError) as exc:
+        model = ProbeModel(cal)
+        selector = Selector(model, cal)
+        warning = f"no usable trained model ({type(exc).__name__}: {exc}); using the probe fallback"
+    if model.reference_sha256 and model.reference_sha256 != cal.reference_sha256:
+        warning = "calibration reference differs from the model's; recalibrate with this dwcp version"
+    return Loaded(selector, model_path, calibration_path, ran, warning)

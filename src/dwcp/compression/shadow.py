@@ -2,8 +2,10 @@
 
 The request path only flips a coin and puts the request on a bounded queue (dropping it when the queue is
 full or the rate cap is reached), so shadow work never adds latency to a prediction. The worker runs every
-option on the request's sample, applies the cost model with the request's link and size, and keeps a
-rolling window of scores; `compression_selector_accuracy` is the window's near-best share.
+option on the request's sample cut into the request's chunks (`Request.chunk`; a chunk larger than the
+sample is measured as the whole sample, the most of the payload the service ever sees), applies the cost
+model with the request's size, chunk and link, and keeps a rolling window of scores;
+`compression_selector_accuracy` is the window's near-best share.
 """
 
 from __future__ import annotations
@@ -16,26 +18,26 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from dwcp.compression import oracle
-from dwcp.compression.costmodel import Link
+from dwcp.compression.selector import Request
+from dwcp.compression.settings import CompressionSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    sample: bytes
-    size: int
-    link: Link
+    request: Request
     chosen: int
 
 
 class ShadowEvaluator:
     def __init__(self, *, fraction: float, window: int, max_per_second: float, queue_size: int = 8,
-                 on_evaluated=None, rng: random.Random | None = None, min_total: float = 0.0005,
-                 pilot_every: float = 60.0) -> None:
+                 on_evaluated: Callable[[oracle.Score], None] | None = None, rng: random.Random | None = None,
+                 min_total: float = 0.0005, pilot_every: float = 60.0, pilot: float = math.nan) -> None:
         self.fraction = fraction
         self.interval = 1.0 / max_per_second
         self.scores: deque[oracle.Score] = deque(maxlen=window)
@@ -46,7 +48,7 @@ class ShadowEvaluator:
         self._min_total = min_total  # timing repetitions per option: short, the oracle runs beside live traffic
         # The calibration's pilot speed: scores use the oracle's speeds rescaled to it, the speeds the model
         # predicts for (NaN: as measured). Live traffic on the other core slows the oracle, not the data.
-        self.pilot = math.nan
+        self.pilot = pilot
         # The pilot block costs twice a 4 KiB evaluation (125 vs 42 ms here, brotli-11 on 16 KiB): time it
         # at most every `pilot_every` seconds and rescale the evaluations in between by that reading.
         self.pilot_every = pilot_every
@@ -56,7 +58,15 @@ class ShadowEvaluator:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def offer(self, sample: bytes, size: int, link: Link, chosen: int) -> bool:
+    @classmethod
+    def from_settings(cls, settings: CompressionSettings, pilot: float,
+                      on_evaluated: Callable[[oracle.Score], None] | None = None) -> ShadowEvaluator:
+        """The service's evaluator; `pilot` is its calibration's pilot speed."""
+        return cls(fraction=settings.shadow_fraction, window=settings.accuracy_window,
+                   max_per_second=settings.shadow_max_per_second, queue_size=settings.shadow_queue,
+                   pilot_every=settings.shadow_pilot_seconds, pilot=pilot, on_evaluated=on_evaluated)
+
+    def offer(self, request: Request, chosen: int) -> bool:
         """Maybe queue this request for shadow evaluation; cheap, never blocks, never raises."""
         if self.fraction <= 0 or self._rng.random() >= self.fraction:
             return False
@@ -65,7 +75,7 @@ class ShadowEvaluator:
             self.dropped += 1
             return False
         try:
-            self._queue.put_nowait(Job(sample, size, link, chosen))
+            self._queue.put_nowait(Job(request, chosen))
         except queue.Full:
             self.dropped += 1
             return False
@@ -76,7 +86,9 @@ class ShadowEvaluator:
         """Run the oracle for one request and fold the score into the window."""
         # One or two timing turns per option, not the benchmark oracle's three to five: this runs beside
         # live traffic on the same CPUs, and the gauge is a rolling share over hundreds of requests.
-        s = oracle.score(job.chosen, oracle.times(self._measure(job.sample), job.size, job.link))
+        r = job.request
+        s = oracle.score(job.chosen, oracle.times(self._measure(r.sample, r.chunk), r.size_bytes, r.link,
+                                                  r.chunk_bytes))
         with self._lock:
             self.scores.append(s)
             self.evaluated += 1
@@ -84,11 +96,10 @@ class ShadowEvaluator:
             self._on_evaluated(s)
         return s
 
-    def _measure(self, sample: bytes) -> oracle.Measurement:
+    def _measure(self, sample: bytes, chunk: int) -> oracle.Measurement:
         now = time.monotonic()
         fresh = math.isfinite(self.pilot) and now - self._pilot_at >= self.pilot_every
-        m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2,
-                           pilot=fresh)
+        m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=fresh, chunk=chunk)
         if fresh:
             self._host_pilot, self._pilot_at = m.pilot, now
         return dataclasses.replace(m, pilot=self._host_pilot).at_speed(self.pilot)

@@ -1,8 +1,10 @@
 """Training pipeline: generate a corpus, label it with the oracle, fit the model, score it on held-out data.
 
 Labels are data properties (per option: ratio, compress and decompress speed relative to the host's
-calibration), measured once per payload; links are applied afterwards through the cost model, so one
-labelled payload scores against any number of links at no extra measuring cost.
+calibration) of one chunk: every labelled payload is measured whole, as one chunk of its length, so its
+rows' chunk feature is that length. Payload sizes and links are applied afterwards through the cost
+model, so one labelled chunk scores against any number of links and declared payload sizes (1 KiB to
+64 GiB) at no extra measuring cost.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from dwcp.compression import oracle
 from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
-from dwcp.compression.costmodel import Link, transfer_seconds
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, bytes_per_second, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, make_sample
 from dwcp.compression.model import Model, fit, merge
 
@@ -26,6 +28,9 @@ Progress = Callable[[int], None]
 @dataclass
 class Dataset:
     """Labelled rows: features x (N, F); measured ratio, vc, vd (N, options); size, family and payload index.
+
+    `size` is the bytes measured as one chunk (the labelled payload's length), the chunk the rows' features
+    and labels are for.
 
     A payload can give several rows (one per client sample shape, see `sample_variants`), all with the
     payload's labels; `item` says which payload a row came from. `pilot` is the host's pilot speed during
@@ -162,10 +167,10 @@ def decision_weight(data: Dataset, links: int = 64, seed: int = 0, floor: float 
     is the right answer.
     """
     bw, rtt, loss = random_links(np.random.default_rng(seed), links)
-    b = bw[None, :, None] * 125_000.0
+    b = bytes_per_second(bw[None, :, None])
     r, p = rtt[None, :, None] / 1e3, loss[None, :, None]
-    t = transfer_seconds(data.size[:, None, None], data.ratio[:, None, :], data.vc[:, None, :], data.vd[:, None, :],
-                         b, r, p)
+    size = data.size[:, None, None]
+    t = transfer_seconds(size, size, data.ratio[:, None, :], data.vc[:, None, :], data.vd[:, None, :], b, r, p)
     near = t <= oracle.NEAR_BEST * t.min(axis=2, keepdims=True)
     return floor + (1.0 - near.mean(axis=2)).mean(axis=1)
 
@@ -193,39 +198,103 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
     return model
 
 
+def heldout_payloads(make: Callable[..., Iterable[tuple[str, bytes]]], seed: int, count: int
+                     ) -> list[tuple[str, bytes]]:
+    """A held-out set at every scale, in thirds: whole payloads of 1-64 KiB, of 64 KiB-1 MiB, and full 1 MiB
+    chunks (of payloads larger than a chunk). `make(seed, count, min_size, max_size)` is `corpus.items` or
+    `corpus.real_payloads`."""
+    third = count // 3
+    return [*make(seed, third, 1024, 65536), *make(seed + 100, third, 65536, DEFAULT_CHUNK_BYTES),
+            *make(seed + 200, count - 2 * third, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_BYTES)]
+
+
+MAX_DECLARED = 64 << 30  # the largest payload the evaluation declares: 64 GiB
+# Declared payload size buckets the figures are reported in: (upper bound in bytes, name).
+BUCKETS = ((64 << 10, "<=64 KiB"), (1 << 20, "<=1 MiB"), (64 << 20, "<=64 MiB"), (1 << 30, "<=1 GiB"),
+           (MAX_DECLARED, ">1 GiB"))
+
+
+def bucket_of(size: np.ndarray) -> np.ndarray:
+    """The bucket name of each declared payload size."""
+    names = np.array([name for _, name in BUCKETS])
+    return names[np.searchsorted([bound for bound, _ in BUCKETS[:-1]], size)]
+
+
+@dataclass
+class Requests:
+    """(payload, link) pairs to score: which labelled row, the declared payload size and chunk, the link."""
+
+    row: np.ndarray
+    size: np.ndarray
+    chunk: np.ndarray
+    bandwidth_mbps: np.ndarray
+    rtt_ms: np.ndarray
+    loss: np.ndarray
+
+    def truth(self, ratio: np.ndarray, vc: np.ndarray, vd: np.ndarray) -> np.ndarray:
+        """Oracle seconds of every option for every request, from the measured properties of each labelled
+        chunk (rows of `ratio`, `vc`, `vd`, already at the wanted host speed)."""
+        r = self.row
+        return transfer_seconds(self.size, self.chunk, ratio[r], vc[r], vd[r], bytes_per_second(self.bandwidth_mbps),
+                                self.rtt_ms / 1e3, self.loss)
+
+
+def requests(measured: np.ndarray, links_per_item: int, seed: int) -> Requests:
+    """`links_per_item` requests per labelled chunk of `measured` bytes, with random links and declared sizes.
+
+    A full chunk (`DEFAULT_CHUNK_BYTES`) stands for a payload of 1 MiB-64 GiB (log-uniform) sent in default
+    chunks. A smaller one is, for half its links, the whole payload (declared size = its length), and for the
+    other half one chunk of a payload of its length-64 GiB sent with `chunk_bytes` = its length.
+    """
+    rng = np.random.default_rng(seed)
+    row = np.repeat(np.arange(len(measured)), links_per_item)
+    e = measured[row].astype(float)
+    bw, rtt, loss = random_links(rng, len(row))
+    larger = np.exp(rng.uniform(np.log(e), np.log(MAX_DECLARED)))
+    full = e >= DEFAULT_CHUNK_BYTES
+    size = np.where(full | (rng.random(len(row)) < 0.5), np.where(full, larger, e), larger).round()
+    chunk = np.where(size > e, e, DEFAULT_CHUNK_BYTES)
+    return Requests(row, size, chunk, bw, rtt, loss)
+
+
+def summary(chosen: np.ndarray, truth: np.ndarray) -> dict:
+    """Near-best, exact-best, regret, and the picks' total time against always-zstd-3, always-none and the
+    fixed option with the least total time (`vs_best_fixed` <= 1: the selector beat every fixed choice)."""
+    picked = truth[np.arange(len(chosen)), chosen].sum()
+    totals = truth.sum(0)
+    best = int(totals.argmin())
+    return {**oracle.score_many(chosen, truth), "vs_zstd-3": float(picked / totals[KEYS.index("zstd-3")]),
+            "vs_none": float(picked / totals[0]), "best_fixed": KEYS[best],
+            "vs_best_fixed": float(picked / totals[best])}
+
+
+def grouped(chosen: np.ndarray, truth: np.ndarray, groups: np.ndarray, order: Iterable[str] = ()) -> dict[str, dict]:
+    """`summary` per group (in `order`, then the others sorted), groups without requests left out."""
+    present = set(groups.tolist())
+    names = [g for g in order if g in present] + sorted(present - set(order))
+    return {g: summary(chosen[groups == g], truth[groups == g]) for g in names}
+
+
 @dataclass
 class Evaluation:
     overall: dict[str, float]
     decisive: dict[str, float]  # only requests where the options differ by more than the 5% tolerance
     families: dict[str, dict[str, float]]  # per family: accuracy and end-to-end time ratios vs fixed options
+    buckets: dict[str, dict[str, float]]  # the same per declared payload size bucket (`BUCKETS`)
 
 
 def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1) -> Evaluation:
-    """Score the selector against the oracle on every (payload, link) pair of a held-out dataset, its speeds
-    rescaled to the host's calibrated speed (as the model's predictions are)."""
+    """Score the selector against the oracle on (payload, link, declared size) requests of a held-out dataset
+    (`requests`), its speeds rescaled to the host's calibrated speed (as the model's predictions are)."""
     from dwcp.compression.selector import Selector
 
     sel = Selector(model, cal)
     data = data.at_speed(cal.pilot)
-    rng = np.random.default_rng(seed)
-    rows = np.repeat(np.arange(len(data)), links_per_item)
-    bw, rtt, loss = random_links(rng, len(rows))
-    bw_bps, rtt_s = bw * 125_000.0, rtt / 1e3
-    truth = np.vstack([
-        oracle.times(oracle.Measurement(int(data.size[i]), data.ratio[i], data.vc[i], data.vd[i]), data.size[i],
-                     Link(float(b), float(r), float(p)))
-        for i, b, r, p in zip(rows, bw, rtt, loss, strict=True)
-    ])
-    chosen, _ = sel.choose_features(data.x[rows], data.size[rows], bw_bps, rtt_s, loss)
+    req = requests(data.size, links_per_item, seed)
+    truth = req.truth(data.ratio, data.vc, data.vd)
+    chosen, _ = sel.choose_features(data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps),
+                                    req.rtt_ms / 1e3, req.loss)
     decisive = truth.max(1) > oracle.NEAR_BEST * truth.min(1)
-    families = {}
-    fams = data.family[rows]
-    picked = truth[np.arange(len(rows)), chosen]
-    for fam in sorted(set(fams.tolist())):
-        m = fams == fam
-        total = picked[m].sum()
-        fixed = {k: float(total / truth[m, j].sum()) for j, k in enumerate(KEYS)}
-        best_fixed = max(fixed, key=fixed.get)  # the fixed option with the least total time
-        families[fam] = {**oracle.score_many(chosen[m], truth[m]), "vs_zstd-3": fixed["zstd-3"],
-                         "vs_none": fixed["none"], "best_fixed": best_fixed, "vs_best_fixed": fixed[best_fixed]}
-    return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]), families)
+    buckets = grouped(chosen, truth, bucket_of(req.size), [name for _, name in BUCKETS])
+    return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]),
+                      grouped(chosen, truth, data.family[req.row]), buckets)

@@ -40,7 +40,9 @@ from typing import Protocol as _Protocol
 
 from prometheus_client import CollectorRegistry
 
-from dwcp.consensus import pbft, probft, tpbft
+from dwcp.consensus import bullshark, pbft, probft, tpbft
+from dwcp.consensus.bullshark.metrics import Metrics as BullsharkMetrics
+from dwcp.consensus.bullshark.settings import Settings as BullsharkSettings
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.messages import Certificate
 from dwcp.consensus.pbft.metrics import Metrics as PbftMetrics
@@ -148,4 +150,10 @@ register(ProtocolSpec(
     summary="ProBFT: VRF-sampled prepare/commit with probabilistic quorums (docs/probft.md)",
     replica=probft.Replica, config=probft.Config, settings=ProbftSettings, messages=probft.MESSAGES,
     certificate=Certificate, metrics=ProbftMetrics, sim_extras=probft_sim_extras, node_extras=probft_node_extras,
+))
+register(ProtocolSpec(
+    name="bullshark",
+    summary="Narwhal DAG mempool (workers + primaries) ordered by Bullshark",
+    replica=bullshark.Primary, config=bullshark.Config, settings=BullsharkSettings,
+    messages=bullshark.MESSAGES, certificate=Certificate, metrics=BullsharkMetrics,
 ))

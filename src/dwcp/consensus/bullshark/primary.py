@@ -18,7 +18,6 @@ never changes state; `_on_*` changes state. Bad peer input yields `Rejected`, ne
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +75,10 @@ class Config:
 
 class Primary:
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
-                 config: Config | None = None, rng: random.Random | None = None) -> None:
+                 config: Config | None = None) -> None:
         self.committee, self.node_id, self.signer, self.verifier = committee, node_id, signer, verifier
         self.config = config = config or Config()
-        self.rng = rng or random.Random(node_id)
+        self._sync_turn = node_id  # whom to ask next for missing certificates (round-robin over peers)
         self.peers = tuple(i for i in committee.ids if i != node_id)
         self.quorum, self.validity = committee.quorum, committee.validity
         self.dag = Dag()
@@ -282,7 +281,9 @@ class Primary:
     def _resync(self, out: list[Output]) -> None:
         wanted = tuple(self.dag.wanted())[: self.config.max_sync_certificates]
         if wanted and self.peers:
-            out.append(Send(to=self.rng.choice(self.peers), message=CertificateRequest(digests=wanted)))
+            self._sync_turn += 1
+            out.append(Send(to=self.peers[self._sync_turn % len(self.peers)],
+                            message=CertificateRequest(digests=wanted)))
         if self.header is not None and not self.certified:
             out.append(Broadcast(message=self.header))  # peers that restarted or lost it vote now
         stuck = self.log.next_height if self.log.next_height in self.log.ours else None

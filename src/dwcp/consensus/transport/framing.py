@@ -119,3 +119,44 @@ class FrameDecoder:
         if length > limit:
             raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
         return channel
+
+
+class FrameReader:
+    """Frames for `asyncio.BufferedProtocol`, zero-copy: the socket reads into `buffer()`.
+
+    A header is read into a 5-byte buffer; its length is checked against the channel's limit;
+    then a bytearray of exactly that length is allocated and the socket reads the payload straight
+    into it, so a multi-megabyte batch is copied once, by the kernel. `filled(n)` returns the frame
+    once complete (as `(channel, bytearray)`), else None; a bad header raises FrameError.
+    """
+
+    def __init__(self, limits: dict[Channel, int] | None = None) -> None:
+        self._limits = dict(limits or DEFAULT_LIMITS)
+        self._head = bytearray(HEADER_SIZE)
+        self._n = 0
+        self._channel: Channel | None = None
+        self._body: bytearray | None = None
+
+    def buffer(self) -> memoryview:
+        target = self._head if self._body is None else self._body
+        return memoryview(target)[self._n:]
+
+    def filled(self, n: int) -> tuple[Channel, bytearray] | None:
+        self._n += n
+        if self._body is None:
+            if self._n < HEADER_SIZE:
+                return None
+            length, raw = HEADER.unpack_from(self._head)
+            try:
+                channel = Channel(raw)
+            except ValueError:
+                raise FrameError("unknown_channel", f"frame on unknown channel {raw}") from None
+            if length > self._limits[channel]:
+                raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds "
+                                 f"the {self._limits[channel]}-byte limit")
+            self._channel, self._body, self._n = channel, bytearray(length), 0
+        if self._n < len(self._body):
+            return None
+        frame = (self._channel, self._body)
+        self._body, self._channel, self._n = None, None, 0
+        return frame  # type: ignore[return-value]

@@ -1,0 +1,33 @@
+"""Bullshark's node settings (`services.bullshark.settings`), validated by this model.
+
+Primary settings become the core's `primary.Config`; worker settings are read by the worker
+process (`transport/dataplane.py`). Defaults are Narwhal's (header 1,000 B, max_header_delay
+100 ms, gc_depth 50, batch 500,000 B, max_batch_delay 100 ms).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dwcp.consensus.bullshark.primary import Config
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    header_size: int = Field(1000, ge=32, description="Bytes of batch digests that make a header worth proposing.")
+    max_header_delay_ms: float = Field(100.0, gt=0, description="Most time between two headers of this primary.")
+    gc_depth: int = Field(50, ge=4, description="Rounds of DAG kept below the last committed anchor.")
+    schedule_period: int = Field(0, ge=0, description="HammerHead leader reputation: committed anchors per "
+                                 "schedule (0: plain round-robin anchors).")
+    sync_retry_ms: float = Field(250.0, gt=0, description="Period of requests for still-missing certificates.")
+    batch_size: int = Field(500_000, ge=1024, le=4_000_000, description="Bytes of transactions that seal a batch.")
+    max_batch_delay_ms: float = Field(100.0, gt=0, description="Most time a transaction waits for its batch to seal.")
+    max_inflight_batches: int = Field(16, ge=1, description="Own batches sent but not yet acknowledged by 2f+1 "
+                                      "workers before the worker stops reading from clients (backpressure).")
+
+    def core_config(self, max_pending: int) -> Config:
+        """The primary's Config (`max_pending` bounds client txs, which a Bullshark primary never holds)."""
+        return Config(header_size=self.header_size, max_header_delay=self.max_header_delay_ms / 1000,
+                      gc_depth=self.gc_depth, schedule_period=self.schedule_period,
+                      sync_retry=self.sync_retry_ms / 1000)

@@ -1,0 +1,154 @@
+"""The Narwhal worker's logic, sans-IO: client transactions into batches, batches acknowledged by a quorum.
+
+Narwhal splits its worker into `batch_maker` (txs into batches), `quorum_waiter` (2f + 1 workers
+stored it), `processor` (hash and store a peer's batch) and `synchronizer` (fetch missing ones);
+these are the first two, and the wire format all four share. The process that does the I/O is
+`transport/dataplane.py`.
+
+Client stream (one TCP connection, after the greeting byte `CLIENT`): transactions as
+`u32 length | payload`, back to back. The worker answers with `u64 count` frames: the first `count`
+transactions of this connection are in batches stored by 2f + 1 workers (acknowledged). A payload
+whose first byte is 0 and which is at least 9 bytes long is a *sample*: bytes 1..8 are its id, and
+its commit is logged for end-to-end latency (Narwhal's benchmark convention).
+
+No per-transaction Python object exists on this path: a connection's `BatchMaker` buffer *is* the
+receive buffer (asyncio's `BufferedProtocol` reads straight into it), `scan` walks the length
+prefixes in place, and a full buffer becomes the batch without a copy (only the partial transaction
+at its end moves to the next buffer). A batch's bytes are its transactions in that same framing.
+
+Worker links (after the greeting byte `PEER` and the mutual handshake) carry DATA frames whose
+first byte is the kind: BATCH (the batch bytes; the receiver hashes them once and stores them),
+ACK (a 32-byte digest), REQUEST (digests of batches the sender is missing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from dwcp.consensus.bullshark.messages import BatchRef
+
+CLIENT, PEER = b"C", b"P"  # first byte of a connection to a worker port
+BATCH, ACK, REQUEST = 1, 2, 3  # first byte of a DATA frame between workers
+DIGEST_SIZE = 32
+TX_LEN = struct.Struct("!I")
+COUNT = struct.Struct("!Q")
+_SAMPLE_ID = struct.Struct("!Q")
+
+
+class TxError(Exception):
+    """A client sent a transaction we cannot accept (empty or over the size limit): close the stream."""
+
+
+def batch_digest(data: bytes | bytearray | memoryview) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+
+
+def scan(buf: bytearray | memoryview, start: int, end: int, max_tx: int,
+         samples: list[int] | None = None) -> tuple[int, int]:
+    """Walk `u32 length | payload` transactions in buf[start:end]: (end of the last complete one, count).
+
+    Sample ids are appended to `samples`; TxError on an empty or oversized transaction."""
+    pos, count, unpack = start, 0, TX_LEN.unpack_from
+    while pos + 4 <= end:
+        (n,) = unpack(buf, pos)
+        if n == 0 or n > max_tx:
+            raise TxError(f"transaction of {n} bytes (allowed 1..{max_tx})")
+        if pos + 4 + n > end:
+            break
+        if samples is not None and buf[pos + 4] == 0 and n >= 9:
+            samples.append(_SAMPLE_ID.unpack_from(buf, pos + 5)[0])
+        pos += 4 + n
+        count += 1
+    return pos, count
+
+
+def transactions(data: bytes | bytearray | memoryview) -> list[bytes]:
+    """Every transaction payload of a batch (for checks and execution, not the ingress path)."""
+    out, pos, view = [], 0, memoryview(data)
+    while pos < len(view):
+        (n,) = TX_LEN.unpack_from(view, pos)
+        out.append(bytes(view[pos + 4: pos + 4 + n]))
+        pos += 4 + n
+    return out
+
+
+@dataclass
+class Batch:
+    digest: bytes
+    data: memoryview
+    txs: int
+    samples: list[int] = field(default_factory=list)
+
+
+class BatchMaker:
+    """One client connection's batch: a buffer the socket reads into, sealed at `batch_size` bytes."""
+
+    def __init__(self, batch_size: int, max_tx: int) -> None:
+        self.batch_size, self.max_tx = batch_size, max_tx
+        self._capacity = batch_size + max_tx + TX_LEN.size  # a full batch plus one partial tx always fit
+        self._buf = bytearray(self._capacity)
+        self._filled = 0  # bytes received into _buf
+        self._scanned = 0  # bytes of complete transactions
+        self._txs = 0
+        self._samples: list[int] = []
+        self.received_txs = 0  # complete transactions seen on this connection
+
+    def buffer(self) -> memoryview:
+        """Where the next bytes from the socket go (never empty)."""
+        return memoryview(self._buf)[self._filled:]
+
+    def received(self, n: int) -> Batch | None:
+        """`n` bytes were written into `buffer()`; a sealed batch when this filled one (TxError: bad tx)."""
+        self._filled += n
+        self._scanned, count = scan(self._buf, self._scanned, self._filled, self.max_tx, self._samples)
+        self._txs += count
+        self.received_txs += count
+        return self.seal() if self._scanned >= self.batch_size else None
+
+    @property
+    def pending(self) -> int:
+        """Complete transactions waiting in the open batch."""
+        return self._txs
+
+    def seal(self) -> Batch | None:
+        """The open batch (complete transactions only), or None when it has none."""
+        if not self._txs:
+            return None
+        data = memoryview(self._buf)[: self._scanned]  # the received bytes become the batch, uncopied
+        tail = self._buf[self._scanned:self._filled]
+        self._buf = bytearray(self._capacity)
+        self._buf[: len(tail)] = tail
+        batch = Batch(batch_digest(data), data, self._txs, self._samples)
+        self._filled, self._scanned, self._txs, self._samples = len(tail), 0, 0, []
+        return batch
+
+
+class QuorumWaiter:
+    """Our batches sent to the other workers, until 2f + 1 workers (us included) hold each."""
+
+    def __init__(self, quorum: int, worker: int = 0) -> None:
+        self.quorum, self.worker = quorum, worker
+        self._waiting: dict[bytes, tuple[BatchRef, set[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def sent(self, batch: Batch) -> BatchRef | None:
+        ref = BatchRef(digest=batch.digest, worker=self.worker, txs=batch.txs, size=len(batch.data))
+        if self.quorum <= 1:
+            return ref
+        self._waiting[batch.digest] = (ref, set())
+        return None
+
+    def ack(self, peer: int, digest: bytes) -> BatchRef | None:
+        entry = self._waiting.get(digest)
+        if entry is None:
+            return None  # late or unknown acknowledgement
+        ref, acks = entry
+        acks.add(peer)
+        if len(acks) + 1 < self.quorum:
+            return None
+        del self._waiting[digest]
+        return ref

@@ -1,0 +1,105 @@
+"""The worker's batch maker and quorum waiter, fed bytes in every chunking (one byte at a time included)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dwcp.consensus.bullshark.worker import (
+    TX_LEN,
+    BatchMaker,
+    QuorumWaiter,
+    TxError,
+    batch_digest,
+    scan,
+    transactions,
+)
+
+
+def stream(payloads: list[bytes]) -> bytes:
+    return b"".join(TX_LEN.pack(len(p)) + p for p in payloads)
+
+
+def sample(i: int) -> bytes:
+    return b"\0" + i.to_bytes(8, "big") + b"s" * 20
+
+
+PAYLOADS = [bytes([1 + i % 250]) * (1 + (i * 37) % 300) for i in range(200)] + [sample(7), sample(9)]
+
+
+def feed(maker: BatchMaker, data: bytes, chunks: list[int]) -> list:
+    """Write `data` into the maker's buffer in the given chunk sizes, as a socket would."""
+    batches, pos = [], 0
+    for size in chunks:
+        view = maker.buffer()
+        assert len(view) > 0, "the buffer always has room for the next read"
+        piece = data[pos: pos + min(size, len(view))]  # a socket reads at most the buffer's size
+        if not piece:
+            break
+        view[: len(piece)] = piece
+        pos += len(piece)
+        if (b := maker.received(len(piece))) is not None:
+            batches.append(b)
+    while pos < len(data):  # chunk list exhausted: read the rest a buffer at a time
+        view = maker.buffer()
+        piece = data[pos: pos + len(view)]
+        view[: len(piece)] = piece
+        pos += len(piece)
+        if (b := maker.received(len(piece))) is not None:
+            batches.append(b)
+    if (b := maker.seal()) is not None:
+        batches.append(b)
+    return batches
+
+
+@pytest.mark.parametrize("chunking", ["one_byte", "random", "whole"])
+def test_batches_are_the_same_whatever_the_chunking(chunking) -> None:
+    data = stream(PAYLOADS)
+    rng = random.Random(3)
+    chunks = {"one_byte": [1] * len(data), "whole": [len(data)],
+              "random": [rng.randint(1, 700) for _ in range(len(data))]}[chunking]
+    batches = feed(BatchMaker(batch_size=4096, max_tx=512), data, chunks)
+    assert [p for b in batches for p in transactions(b.data)] == PAYLOADS
+    assert all(b.digest == batch_digest(bytes(b.data)) for b in batches)
+    assert all(len(b.data) >= 4096 for b in batches[:-1]) and len(batches) > 3
+    assert sum(b.txs for b in batches) == len(PAYLOADS)
+    assert [s for b in batches for s in b.samples] == [7, 9]
+    if chunking == "one_byte":  # sealed by the transaction that crossed the size, not later
+        assert all(len(b.data) - 4 - len(transactions(b.data)[-1]) < 4096 for b in batches)
+
+
+def test_partial_transaction_is_held_until_complete() -> None:
+    maker = BatchMaker(batch_size=10, max_tx=100)
+    data = stream([b"x" * 50])
+    assert feed(maker, data[:30], [30]) == []  # nothing complete: seal() has nothing to give
+    assert maker.pending == 0
+    maker.buffer()[: len(data) - 30] = data[30:]
+    batch = maker.received(len(data) - 30)
+    assert batch is not None and transactions(batch.data) == [b"x" * 50]
+
+
+@pytest.mark.parametrize("bad", [TX_LEN.pack(0), TX_LEN.pack(513) + b"x" * 513])
+def test_empty_or_oversized_transaction_is_refused(bad) -> None:
+    maker = BatchMaker(batch_size=4096, max_tx=512)
+    maker.buffer()[: len(bad)] = bad
+    with pytest.raises(TxError):
+        maker.received(len(bad))
+
+
+def test_scan_stops_at_an_incomplete_length_prefix() -> None:
+    data = stream([b"ab", b"cde"]) + b"\0\0"
+    assert scan(bytearray(data), 0, len(data), 10) == (len(data) - 2, 2)
+
+
+def test_quorum_waiter_reports_once_2f_plus_1_workers_hold_the_batch() -> None:
+    maker = BatchMaker(batch_size=1, max_tx=10)
+    maker.buffer()[:5] = stream([b"a"])
+    batch = maker.received(5)
+    waiter = QuorumWaiter(quorum=3)
+    assert waiter.sent(batch) is None
+    assert waiter.ack(1, batch.digest) is None
+    assert waiter.ack(1, batch.digest) is None  # the same worker twice counts once
+    ref = waiter.ack(2, batch.digest)
+    assert ref is not None and (ref.digest, ref.txs, ref.size) == (batch.digest, 1, 5)
+    assert waiter.ack(3, batch.digest) is None and len(waiter) == 0

@@ -23,7 +23,7 @@ def test_prometheus_scrapes_the_seed_jobs_at_inventory_addresses(rendered, load,
     jobs = _jobs(prom)
     assert [j for j in jobs if j in SEED_JOBS] == SEED_JOBS
     assert jobs["dwcp-manager"] == ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"]
-    assert len(jobs["bullshark-consensus"]) == 100 and jobs["bullshark-consensus"][-1] == "127.0.0.1:8599"
+    assert len(jobs["bullshark-consensus"]) == 4 and jobs["bullshark-consensus"][-1] == "127.0.0.1:8503"
     assert len(jobs["probft-consensus"]) == 7 and len(jobs["tpbft-consensus"]) == 10
     assert prom["rule_files"] == ["alert_rules.yml", "recording_rules.yml"]
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [

@@ -8,7 +8,7 @@ from dwcp.runtime.inventory import InventoryError, load_inventory, parse_invento
 def test_embedded_default_has_every_seed_service_at_seed_scale():
     inv = load_inventory()
     counts = {key: len(spec.instances) for key, spec in inv.services.items()}
-    assert counts == {"manager": 3, "compression": 2, "probft": 7, "bullshark": 100, "tpbft": 10, "allocator": 2}
+    assert counts == {"manager": 3, "compression": 2, "probft": 7, "bullshark": 4, "tpbft": 10, "allocator": 2}
     jobs = {spec.job for spec in inv.services.values()}
     assert jobs == {
         "dwcp-manager", "compression-api", "probft-consensus", "bullshark-consensus", "tpbft-consensus",

@@ -28,6 +28,9 @@ What a row holds, and who reads it:
 | sim_extras   | simulator stand-ins: extra core kwargs for a node of a seeded run   | simulator            |
 |              | (e.g. a keyed-hash VRF in place of the real one, like `MacSigner`)  |                      |
 | node_extras  | extra core kwargs from a node's loaded keys (e.g. its VRF key)      | node                 |
+| node_        | other processes or tasks of a node, started after its driver and   | node service         |
+| components   | stopped before it: `(ctx, keys, shared settings, protocol settings, |                      |
+|              | driver) -> [obj with async start()/stop()]` (Bullshark's worker)     |                      |
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from dwcp.consensus.probft.metrics import Metrics as ProbftMetrics
 from dwcp.consensus.probft.settings import Settings as ProbftSettings
 from dwcp.consensus.tpbft.metrics import Metrics as TpbftMetrics
 from dwcp.consensus.tpbft.settings import Settings as TpbftSettings
+from dwcp.consensus.transport.workernode import worker_components
 
 
 class ProtocolMetrics(_Protocol):
@@ -61,6 +65,14 @@ class ProtocolMetrics(_Protocol):
     def committed(self, height: int, txs: int, latencies: list[float]) -> None: ...
 
     def update(self, status: dict[str, Any]) -> None: ...
+
+
+class NodeComponent(_Protocol):
+    """A part of a node beside its driver (a Narwhal worker process): started after it, stopped before."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ProtocolSettings(_Protocol):
@@ -90,6 +102,8 @@ class ProtocolSpec:
     sim_extras: Callable[[int, Committee, int, str], Mapping[str, Any]] | None = None
     # NodeKeys -> extra core kwargs on a real node
     node_extras: Callable[[Any], Mapping[str, Any]] | None = None
+    # (ServiceContext, NodeKeys, ConsensusSettings, protocol settings, Driver) -> [NodeComponent]
+    node_components: Callable[..., list[NodeComponent]] | None = None
 
     def core_settings(self, raw: Mapping[str, Any]) -> Any:
         """The protocol's settings model from the keys `ConsensusSettings` does not own
@@ -156,4 +170,5 @@ register(ProtocolSpec(
     summary="Narwhal DAG mempool (workers + primaries) ordered by Bullshark",
     replica=bullshark.Primary, config=bullshark.Config, settings=BullsharkSettings,
     messages=bullshark.MESSAGES, certificate=Certificate, metrics=BullsharkMetrics,
+    node_components=worker_components,
 ))

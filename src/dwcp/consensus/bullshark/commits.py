@@ -24,13 +24,36 @@ from dwcp.consensus.core.protocol import check_quorum_signatures
 ATTESTATION_WINDOW = 256  # heights ahead of ours whose attestations we keep (a bounded buffer)
 
 
-def block_of(sub_dag: CommittedSubDag) -> Block:
+class BatchWindow:
+    """Batches committed at the last `heights` heights: a batch named again (a restarted node
+    re-proposing its own batches) is skipped, so a transaction executes once. A function of the
+    committed sequence, so every node skips the same ones."""
+
+    def __init__(self, heights: int = 100_000) -> None:
+        self.heights = heights
+        self._at: dict[bytes, int] = {}
+        self._order: list[tuple[int, bytes]] = []
+
+    def fresh(self, height: int, refs: tuple[BatchRef, ...]) -> tuple[BatchRef, ...]:
+        out = []
+        for ref in refs:
+            if ref.digest not in self._at:
+                self._at[ref.digest] = height
+                self._order.append((height, ref.digest))
+                out.append(ref)
+        if len(self._order) > 2 * len(self._at) or (self._order and self._order[0][0] < height - self.heights):
+            self._order = [(h, d) for h, d in self._order if h >= height - self.heights]
+            self._at = {d: h for h, d in self._order}
+        return tuple(out)
+
+
+def block_of(sub_dag: CommittedSubDag, window: BatchWindow) -> Block:
     certs: tuple[DagCertificate, ...] = sub_dag.certificates  # type: ignore[assignment]
     table, scores, commits = sub_dag.schedule
     record = SubDag(
         leader_round=sub_dag.leader.round, leader_author=sub_dag.leader.author, leader_digest=sub_dag.leader.digest,
         certificates=tuple(CommittedCert(c.round, c.author, c.digest) for c in certs),
-        batches=tuple(ref for c in certs for ref in c.header.payload),
+        batches=window.fresh(sub_dag.index, tuple(ref for c in certs for ref in c.header.payload)),
         schedule=table, scores=scores, schedule_commits=commits,
     )
     return Block(height=sub_dag.index, epoch=0, view=sub_dag.leader.round, proposer=sub_dag.leader.author,

@@ -132,4 +132,32 @@ class CommittedBatches(msgspec.Struct, frozen=True, array_like=True):
     batches: tuple[BatchRef, ...]
 
 
+class WorkerSetup(msgspec.Struct, frozen=True, array_like=True):
+    """The primary's first message to its worker process: who it is and where everyone listens."""
+
+    node_id: int
+    private_key: bytes
+    public_keys: dict[int, bytes]
+    domain: bytes
+    host: str
+    port: int
+    peers: dict[int, tuple[str, int]]  # other nodes' worker addresses
+    data_dir: str
+    batch_size: int
+    max_batch_delay: float
+    max_tx: int
+    max_inflight: int
+    quorum: int
+
+
+class WorkerReport(msgspec.Struct, frozen=True, array_like=True):
+    """The worker's running totals, for the node's metrics."""
+
+    totals: dict[str, int]
+
+
+LOCAL_MESSAGES: tuple[type, ...] = (WorkerSetup, BatchStored, FetchBatches, CommittedBatches, WorkerReport)
+"""The primary-worker link's vocabulary; a message's index here is its kind byte on the link."""
+
+
 BULLSHARK_MESSAGES: tuple[type, ...] = (Header, DagCertificate, CertificateRequest, CertificateResponse)

@@ -84,6 +84,7 @@ class Primary:
         self.dag = Dag()
         self.ordering = Bullshark(committee.ids, gc_depth=config.gc_depth, schedule_period=config.schedule_period)
         self.log = commits.CommitLog(self.validity)
+        self.batch_window = commits.BatchWindow()
         self.progress = Progress()
         self.started = False
         self.round = 0  # round of our newest header
@@ -308,8 +309,9 @@ class Primary:
     def _local(self, now: float, msg: Any, out: list[Output]) -> None:
         if not isinstance(msg, BatchStored):
             raise TypeError(f"unexpected local message {type(msg).__name__}")
+        fresh = msg.ref.digest not in self.available
         self.available.setdefault(msg.ref.digest, max(self.round, self.dag.gc_round))
-        if msg.own:
+        if msg.own and fresh:  # a worker restart re-announces its batches; each goes in one header
             self.payload.append(msg.ref)
             self._maybe_propose(now, out)
         for sender, h in list(self.parked.values()):
@@ -318,7 +320,7 @@ class Primary:
 
     # -- commits -----------------------------------------------------------------------------
     def _ordered(self, now: float, sub_dag: CommittedSubDag, out: list[Output]) -> None:
-        block = commits.block_of(sub_dag)
+        block = commits.block_of(sub_dag, self.batch_window)
         digest = block_digest(block)
         for c in sub_dag.certificates:
             created = self.created_at.pop(c.digest, None)
@@ -342,6 +344,7 @@ class Primary:
                    restored: bool) -> None:
         record = _subdag.decode(block.meta)
         if self.ordering.state.next_index == height:
+            self.batch_window.fresh(height, record.batches)
             leader = Committed(record.leader_round, record.leader_author, record.leader_digest)
             self.ordering.restore(height, leader, [Committed(c.round, c.author, c.digest) for c in record.certificates])
             self.ordering.schedule.restore(record.schedule, record.scores, record.schedule_commits)

@@ -72,6 +72,11 @@ class Ed25519Signer:
         self.public_key = public_key_of(private_key)
         self._secret = private_key + self.public_key  # libsodium's 64-byte secret key: seed || public key
 
+    @property
+    def private_key(self) -> bytes:
+        """The raw 32-byte key (for a process of this node that signs as it, e.g. its worker)."""
+        return self._secret[:KEY_SIZE]
+
     def sign(self, data: bytes) -> bytes:
         # crypto_sign returns signature || message; Ed25519 is deterministic, as with any RFC 8032 signer.
         return sodium.crypto_sign(data, self._secret)[:SIGNATURE_SIZE]

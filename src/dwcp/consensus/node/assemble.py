@@ -101,3 +101,13 @@ def build_node(ctx: ServiceContext) -> Driver:
         metrics=TransportMetrics(ctx.registry, protocol),
         observer=spec.metrics(ctx.registry),
     )
+
+
+def build_components(ctx: ServiceContext, driver: Driver) -> list[Any]:
+    """The protocol's other parts of this node (registry `node_components`), e.g. Bullshark's worker."""
+    spec = node_protocol(ctx)
+    if spec.node_components is None:
+        return []
+    settings = node_settings(ctx)
+    return spec.node_components(ctx, node_keys(ctx, settings), settings, settings.protocol_settings(spec.name),
+                                driver)

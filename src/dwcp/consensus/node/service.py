@@ -25,7 +25,7 @@ import msgspec
 from fastapi import FastAPI, Path
 
 from dwcp.consensus.core.messages import TX_ID_SIZE
-from dwcp.consensus.node.assemble import build_node, node_settings
+from dwcp.consensus.node.assemble import build_components, build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
 from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
 from dwcp.runtime.context import ServiceContext
@@ -168,6 +168,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
 def build_app(ctx: ServiceContext) -> FastAPI:
     """The node's FastAPI app; consensus starts in the app's startup hook and stops in its shutdown."""
     driver = build_node(ctx)
+    components = build_components(ctx, driver)  # started after the driver, stopped before it
 
     def health() -> HealthResult:
         if driver.failed is not None:
@@ -183,8 +184,8 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         title=f"DWCP {ctx.service} consensus node {ctx.instance}",
         description=__doc__ or "",
         health_checks={"consensus": health},
-        on_startup=[driver.start],
-        on_shutdown=[driver.stop],
+        on_startup=[driver.start, *(c.start for c in components)],
+        on_shutdown=[*(c.stop for c in components), driver.stop],
     )
     app.state.driver = driver
     add_routes(app, driver, node_settings(ctx).max_tx_bytes)

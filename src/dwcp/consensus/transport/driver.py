@@ -33,7 +33,17 @@ import msgspec
 from dwcp.consensus.core.codec import Codec, DecodeError, encode
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
-from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.inputs import (
+    Fetched,
+    Input,
+    Local,
+    Received,
+    Restored,
+    Started,
+    Submitted,
+    Timer,
+    TimerFired,
+)
 from dwcp.consensus.core.messages import Block, Certificate, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
@@ -45,6 +55,7 @@ from dwcp.consensus.core.outputs import (
     RequestSync,
     Send,
     SetTimer,
+    ToLocal,
     TxDropped,
 )
 from dwcp.consensus.registry import ProtocolMetrics
@@ -111,6 +122,8 @@ class Driver:
         self.committee, self.store, self.config = committee, store, config
         self.metrics, self.observer, self.clock = metrics, observer, clock
         self.me = signer.node_id
+        self.local_sink: Callable[[Any], None] | None = None  # where ToLocal outputs go (a node component)
+        self.status_extra: dict[str, Any] = {}  # what node components add to /v1/status (e.g. a worker address)
         self.peers = tuple(i for i in committee.ids if i != self.me)
         self.transport = TcpTransport(transport, self._on_frame, metrics)
         self.writer = CommitWriter(store)
@@ -199,6 +212,11 @@ class Driver:
         except TimeoutError:
             return None
 
+    def deliver_local(self, message: Any) -> None:
+        """A fact from another component of this node (its worker), fed to the core as `Local`."""
+        if self._running:
+            self._feed(Local(message=message))
+
     def _fire(self, timer: Timer) -> None:
         self._timers.pop(timer, None)
         if self._running:
@@ -253,6 +271,9 @@ class Driver:
                 for peer in out.peers:
                     self.planner.on_status(peer, out.to_height)
                 self._request_missing()
+            elif isinstance(out, ToLocal):
+                if self.local_sink is not None:  # e.g. the node's worker process (bullshark)
+                    self.local_sink(out.message)
             elif isinstance(out, TxDropped):
                 self._pending.pop(out.tx_id, None)
                 self._waiters.pop(out.tx_id, None)  # its waiters time out; bounded by max_pending meanwhile
@@ -423,4 +444,5 @@ class Driver:
             "peers_inbound": sorted(self.transport.inbound),
             "catching_up": self.planner.behind(self._durable_height),
             "committee_size": self.committee.n,
+            **self.status_extra,
         }

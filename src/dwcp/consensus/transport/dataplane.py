@@ -1,0 +1,493 @@
+"""The Narwhal worker process: the loop that runs `bullshark.worker` for real (the data plane).
+
+Started by its node (`transport/workernode.py`) as `python -m dwcp.consensus.transport.dataplane FD`,
+with one end of a socketpair as FD: the node sends `WorkerSetup` first, then `FetchBatches` and
+`CommittedBatches`; the worker answers `BatchStored` and `WorkerReport`. It dies with its node
+(PR_SET_PDEATHSIG), so `kill -9` of the node takes both down, as on a real machine failure.
+
+One listening port (the inventory's `worker` port). A connection's first byte says who it is:
+- CLIENT: a load client streaming transactions (worker.py has the format); read with
+  `asyncio.BufferedProtocol` straight into the connection's `BatchMaker` buffer; a batch seals at
+  `batch_size` bytes or after `max_batch_delay`; acknowledged counts go back once 2f + 1 workers
+  hold the batch. While `max_inflight` of our batches wait for acknowledgements, clients are not
+  read (TCP backpressure reaches the client).
+- PEER: a worker of another node, after the mutual handshake (transport/handshake.py, the same
+  Ed25519 identities as the primaries, domain `bullshark-worker/<committee>`). Connections are one
+  per direction as in tcp.py: we dial each peer to send to it, and read only from accepted ones.
+  Frames come through `framing.FrameReader` (payload read into its own buffer, never copied);
+  a batch is hashed once, appended to the store, acknowledged, and announced to our primary.
+A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
+what it misses by digest when its primary needs it, and the quorum does not wait for it.
+
+Storage: `batches.dat`, append-only records `digest | u32 length | u8 own | bytes`, re-indexed at
+start; own batches not yet known committed are re-announced then (the node may have lost them).
+`committed.log` lists each committed height's batch digests; `samples.log` the commit time of
+sample transactions (benchmarks read both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+
+from dwcp.consensus.bullshark.messages import BatchRef, BatchStored, CommittedBatches, FetchBatches, WorkerReport
+from dwcp.consensus.bullshark.messages import WorkerSetup as Setup
+from dwcp.consensus.bullshark.worker import (
+    ACK,
+    BATCH,
+    CLIENT,
+    COUNT,
+    DIGEST_SIZE,
+    PEER,
+    REQUEST,
+    Batch,
+    BatchMaker,
+    QuorumWaiter,
+    TxError,
+    batch_digest,
+)
+from dwcp.consensus.core.crypto import Ed25519Signer
+from dwcp.consensus.transport.framing import HEADER, Channel, FrameError, FrameReader, encode_frame
+from dwcp.consensus.transport.handshake import Handshake, HandshakeError
+from dwcp.consensus.transport.locallink import encode_local, read_local
+from dwcp.consensus.transport.peers import Backoff
+
+log = logging.getLogger("dwcp.bullshark.worker")
+_RECORD = struct.Struct("!32sIB")
+CACHE_BATCHES = 64
+REPORT_INTERVAL = 1.0
+WRITE_HIGH_WATER = 8 * 1024 * 1024
+
+
+class BatchStore:
+    """Append-only batch file with an in-memory index (and a small cache of recent batches)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index: dict[bytes, tuple[int, int, bool]] = {}  # digest -> (offset, length, own)
+        self.cache: OrderedDict[bytes, memoryview] = OrderedDict()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        size, pos = os.fstat(self.fd).st_size, 0
+        while pos + _RECORD.size <= size:
+            digest, length, own = _RECORD.unpack(os.pread(self.fd, _RECORD.size, pos))
+            if pos + _RECORD.size + length > size:
+                break  # a torn last record (crash mid-write): ignored, and overwritten by truncation
+            self.index[digest] = (pos + _RECORD.size, length, bool(own))
+            pos += _RECORD.size + length
+        if pos != size:
+            os.ftruncate(self.fd, pos)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self.index
+
+    def put(self, digest: bytes, data: memoryview, own: bool) -> None:
+        if digest in self.index:
+            return
+        offset = os.lseek(self.fd, 0, os.SEEK_END) + _RECORD.size
+        os.writev(self.fd, [_RECORD.pack(digest, len(data), own), data])  # page cache: survives kill -9
+        self.index[digest] = (offset, len(data), own)
+        self._remember(digest, data)
+
+    def get(self, digest: bytes) -> memoryview | None:
+        data = self.cache.get(digest)
+        if data is None and digest in self.index:
+            offset, length, _ = self.index[digest]
+            data = memoryview(os.pread(self.fd, length, offset))
+            self._remember(digest, data)
+        return data
+
+    def _remember(self, digest: bytes, data: memoryview) -> None:
+        self.cache[digest] = data
+        self.cache.move_to_end(digest)
+        while len(self.cache) > CACHE_BATCHES:
+            self.cache.popitem(last=False)
+
+
+class Dataplane:
+    def __init__(self, setup: Setup, link: asyncio.StreamWriter) -> None:
+        self.setup, self.link = setup, link
+        self.me = setup.node_id
+        data_dir = Path(setup.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = BatchStore(data_dir / "batches.dat")
+        self.committed_log = open(data_dir / "committed.log", "a+")  # noqa: SIM115 - open for the process's life
+        self.samples_log = open(data_dir / "samples.log", "a")  # noqa: SIM115
+        self.quorum = QuorumWaiter(setup.quorum)
+        self.signer = Ed25519Signer(setup.node_id, setup.private_key)
+        self.links: dict[int, PeerLink] = {p: PeerLink(self, p) for p in setup.peers}
+        self.clients: set[Ingress] = set()
+        self.owner: dict[bytes, Ingress] = {}  # our unacknowledged batch -> the connection it came from
+        self.samples: dict[bytes, list[int]] = {}  # our batch -> sample tx ids in it
+        self.wanted: set[bytes] = set()
+        self.paused = False
+        self.totals = {"sealed": 0, "sealed_bytes": 0, "received_txs": 0, "stored": 0}
+
+    # -- to the primary ----------------------------------------------------------------------
+    def tell(self, message) -> None:
+        self.link.write(encode_local(message))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Inbound(self), self.setup.host, self.setup.port)
+        for link in self.links.values():
+            link.task = asyncio.create_task(link.dial_forever())
+        self.committed_log.seek(0)
+        committed = {line.split()[1] for line in self.committed_log if len(line.split()) == 2}
+        for digest, (_, length, own) in self.store.index.items():
+            self.tell(BatchStored(ref=BatchRef(digest, 0, 0, length), own=own and digest.hex() not in committed))
+        self._reporter = asyncio.create_task(self._report_loop())
+
+    async def _report_loop(self) -> None:
+        while True:
+            self.tell(WorkerReport(totals=dict(self.totals)))
+            await asyncio.sleep(REPORT_INTERVAL)
+
+    def on_local(self, message) -> None:
+        if isinstance(message, FetchBatches):
+            self.request(message.digests, prefer=message.peer)
+        elif isinstance(message, CommittedBatches):
+            missing = [b.digest for b in message.batches if b.digest not in self.store]
+            now = time.time()
+            for ref in message.batches:
+                self.committed_log.write(f"{message.height} {ref.digest.hex()}\n")
+                for sample in self.samples.pop(ref.digest, ()):
+                    self.samples_log.write(f"{sample} {now:.6f}\n")
+            self.committed_log.flush()
+            self.samples_log.flush()
+            if missing:
+                self.request(tuple(missing), prefer=None)
+
+    # -- batches -----------------------------------------------------------------------------
+    def seal(self, batch: Batch, client: Ingress) -> None:
+        self.store.put(batch.digest, batch.data, own=True)
+        self.totals["sealed"] += 1
+        self.totals["sealed_bytes"] += len(batch.data)
+        if batch.samples:
+            self.samples[batch.digest] = batch.samples
+        frame = [HEADER.pack(len(batch.data) + 1, Channel.DATA), bytes((BATCH,)), batch.data]
+        for link in self.links.values():
+            link.write(frame)
+        ref = self.quorum.sent(batch)
+        self.owner[batch.digest] = client
+        if ref is not None:
+            self._acknowledged(ref)
+        self._flow()
+
+    def on_ack(self, peer: int, digest: bytes) -> None:
+        ref = self.quorum.ack(peer, digest)
+        if ref is not None:
+            self._acknowledged(ref)
+            self._flow()
+
+    def _acknowledged(self, ref: BatchRef) -> None:
+        self.tell(BatchStored(ref=ref, own=True))
+        client = self.owner.pop(ref.digest, None)
+        if client is not None:
+            client.acknowledged(ref.digest)
+
+    def on_batch(self, peer: int, body: bytearray) -> None:
+        data = memoryview(body)[1:]
+        digest = batch_digest(data)
+        if digest not in self.store:
+            self.store.put(digest, data, own=False)
+            self.totals["stored"] += 1
+        self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)])
+        self.wanted.discard(digest)
+        self.tell(BatchStored(ref=BatchRef(digest, 0, 0, len(data)), own=False))
+
+    def on_request(self, peer: int, digests: memoryview) -> None:
+        for i in range(0, len(digests) - DIGEST_SIZE + 1, DIGEST_SIZE):
+            data = self.store.get(bytes(digests[i:i + DIGEST_SIZE]))
+            if data is not None:
+                self.links[peer].write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data], force=True)
+
+    def request(self, digests: tuple[bytes, ...], prefer: int | None) -> None:
+        wanted = [d for d in digests if d not in self.store]
+        if not wanted:
+            return
+        self.wanted.update(wanted)
+        frame = [encode_frame(Channel.DATA, bytes((REQUEST,)) + b"".join(wanted))]
+        targets = [prefer] if prefer in self.links else list(self.links)
+        for peer in targets:
+            self.links[peer].write(frame, force=True)
+
+    def _flow(self) -> None:
+        """Stop reading clients while `max_inflight` of our batches wait for acknowledgements."""
+        busy = len(self.quorum) >= self.setup.max_inflight
+        if busy != self.paused:
+            self.paused = busy
+            for client in self.clients:
+                client.set_reading(not busy)
+
+
+class PeerLink:
+    """Our outbound connection to one peer's worker (we only write on it)."""
+
+    def __init__(self, plane: Dataplane, peer: int) -> None:
+        self.plane, self.peer = plane, peer
+        self.transport: asyncio.Transport | None = None
+        self.writable = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.up = False
+
+    def write(self, pieces: list, force: bool = False) -> None:
+        """Send now if the link is up and not backed up (`force`: small control frames always go)."""
+        if self.transport is None or not self.up or (self.transport.is_closing()):
+            return
+        if force or self.writable.is_set():
+            self.transport.writelines(pieces)
+
+    async def dial_forever(self) -> None:
+        host, port = self.plane.setup.peers[self.peer]
+        backoff = Backoff(0.05, 2.0)
+        loop = asyncio.get_running_loop()
+        while True:
+            closed = loop.create_future()
+            try:
+                transport, proto = await asyncio.wait_for(
+                    loop.create_connection(lambda closed=closed: Outbound(self, closed), host, port), 2.0)
+                await asyncio.wait_for(proto.authenticated, 3.0)
+                self.transport, self.up = transport, True
+                self.writable.set()
+                backoff.reset()
+                await closed
+            except (OSError, TimeoutError, HandshakeError, FrameError) as exc:
+                log.debug("worker link to %s down: %s", self.peer, exc)
+            finally:
+                self.up = False
+                if self.transport is not None:
+                    self.transport.close()
+                self.transport = None
+            await asyncio.sleep(backoff.next_delay())
+
+
+class Outbound(asyncio.BufferedProtocol):
+    """Dialled connection: greet, handshake, then flow-controlled writes only."""
+
+    def __init__(self, link: PeerLink, closed: asyncio.Future) -> None:
+        self.link, self.closed = link, closed
+        setup = link.plane.setup
+        self.hs = Handshake(me=setup.node_id, sign=link.plane.signer.sign, public_keys=setup.public_keys,
+                            domain=setup.domain, expected_peer=link.peer)
+        self.reader = FrameReader()
+        self.authenticated = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        transport.write(PEER + encode_frame(Channel.HANDSHAKE, self.hs.hello()))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frame = self.reader.filled(nbytes)
+            if frame is None:
+                return
+            if self.hs.done or frame[0] is not Channel.HANDSHAKE:
+                raise HandshakeError("unexpected", "the peer wrote on our outbound link")
+            for reply in self.hs.receive(bytes(frame[1])):
+                self.transport.write(encode_frame(Channel.HANDSHAKE, reply))
+            if self.hs.done and not self.authenticated.done():
+                self.authenticated.set_result(True)
+        except (HandshakeError, FrameError) as exc:
+            if not self.authenticated.done():
+                self.authenticated.set_exception(exc)
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.link.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.link.writable.set()
+
+    def connection_lost(self, exc) -> None:
+        if not self.authenticated.done():
+            self.authenticated.set_exception(ConnectionResetError("closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class Inbound(asyncio.BufferedProtocol):
+    """Accepted connection: one greeting byte, then a client stream or a peer worker's frames."""
+
+    def __init__(self, plane: Dataplane) -> None:
+        self.plane = plane
+        self.greeting = bytearray(1)
+        self.role: Ingress | PeerReader | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.greeting) if self.role is None else self.role.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.role is None:
+            kind = bytes(self.greeting)
+            if kind == CLIENT:
+                self.role = Ingress(self.plane, self.transport)
+            elif kind == PEER:
+                self.role = PeerReader(self.plane, self.transport)
+            else:
+                self.transport.close()
+            return
+        self.role.updated(nbytes)
+
+    def connection_lost(self, exc) -> None:
+        if isinstance(self.role, Ingress):
+            self.role.closed()
+
+
+class Ingress:
+    """A client's transaction stream into its own batch maker; cumulative acknowledgements back."""
+
+    def __init__(self, plane: Dataplane, transport: asyncio.Transport) -> None:
+        self.plane, self.transport = plane, transport
+        self.maker = BatchMaker(plane.setup.batch_size, plane.setup.max_tx)
+        self.unacked: deque[tuple[bytes, int]] = deque()  # (batch digest, txs of this stream up to it)
+        self.acked: set[bytes] = set()
+        self.sealed_txs = 0
+        self.timer: asyncio.TimerHandle | None = None
+        plane.clients.add(self)
+        if plane.paused:
+            transport.pause_reading()
+
+    def buffer(self) -> memoryview:
+        return self.maker.buffer()
+
+    def updated(self, nbytes: int) -> None:
+        try:
+            batch = self.maker.received(nbytes)
+        except TxError as exc:
+            log.warning("closing a client stream: %s", exc)
+            self.transport.close()
+            return
+        if batch is not None:
+            self._sealed(batch)
+        if self.maker.pending and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.plane.setup.max_batch_delay, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        batch = self.maker.seal()
+        if batch is not None:
+            self._sealed(batch)
+
+    def _sealed(self, batch: Batch) -> None:
+        if self.timer is not None and not self.maker.pending:
+            self.timer.cancel()
+            self.timer = None
+        self.sealed_txs += batch.txs
+        self.plane.totals["received_txs"] += batch.txs
+        self.unacked.append((batch.digest, self.sealed_txs))
+        self.plane.seal(batch, self)
+
+    def acknowledged(self, digest: bytes) -> None:
+        self.acked.add(digest)
+        count = None
+        while self.unacked and self.unacked[0][0] in self.acked:
+            d, count = self.unacked.popleft()
+            self.acked.discard(d)
+        if count is not None and not self.transport.is_closing():
+            self.transport.write(COUNT.pack(count))
+
+    def set_reading(self, on: bool) -> None:
+        if self.transport.is_closing():
+            return
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def closed(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        batch = self.maker.seal()  # what arrived before the client hung up is still batched
+        if batch is not None:
+            self._sealed(batch)
+        self.plane.clients.discard(self)
+
+
+class PeerReader:
+    """Frames from a peer's worker: the handshake first, then BATCH / ACK / REQUEST."""
+
+    def __init__(self, plane: Dataplane, transport: asyncio.Transport) -> None:
+        self.plane, self.transport = plane, transport
+        s = plane.setup
+        self.hs = Handshake(me=s.node_id, sign=plane.signer.sign, public_keys=s.public_keys, domain=s.domain)
+        self.reader = FrameReader()
+        transport.write(encode_frame(Channel.HANDSHAKE, self.hs.hello()))
+
+    def buffer(self) -> memoryview:
+        return self.reader.buffer()
+
+    def updated(self, nbytes: int) -> None:
+        try:
+            frame = self.reader.filled(nbytes)
+            if frame is None:
+                return
+            channel, body = frame
+            if not self.hs.done:
+                if channel is not Channel.HANDSHAKE:
+                    raise HandshakeError("unexpected", "data before the handshake completed")
+                for reply in self.hs.receive(bytes(body)):
+                    self.transport.write(encode_frame(Channel.HANDSHAKE, reply))
+                return
+            peer = self.hs.peer_id
+            if channel is not Channel.DATA or not body:
+                raise FrameError("unexpected_channel", f"{channel.name} frame on a worker link")
+            kind = body[0]
+            if kind == BATCH:
+                self.plane.on_batch(peer, body)
+            elif kind == ACK and len(body) == 1 + DIGEST_SIZE:
+                self.plane.on_ack(peer, bytes(body[1:]))
+            elif kind == REQUEST:
+                self.plane.on_request(peer, memoryview(body)[1:])
+            else:
+                raise FrameError("malformed", f"worker frame kind {kind} of {len(body)} bytes")
+        except (HandshakeError, FrameError) as exc:
+            log.warning("closing a worker link: %s", exc)
+            self.transport.close()
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def run(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    setup = await read_local(reader)
+    if not isinstance(setup, Setup):
+        raise SystemExit("the first message on the worker link must be WorkerSetup")
+    plane = Dataplane(setup, writer)
+    await plane.start()
+    log.info("worker %s listening on %s:%s", setup.node_id, setup.host, setup.port)
+    try:
+        while True:
+            plane.on_local(await read_local(reader))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        log.info("worker %s: the node closed the link; exiting", setup.node_id)
+
+
+def main() -> None:
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    asyncio.run(run(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -171,4 +171,5 @@ register(ProtocolSpec(
     replica=bullshark.Primary, config=bullshark.Config, settings=BullsharkSettings,
     messages=bullshark.MESSAGES, certificate=Certificate, metrics=BullsharkMetrics,
     node_components=worker_components,
+    sim_extras=lambda seed, committee, node_id, crypto: {"inline_batches": True},  # the worker inside the core
 ))

@@ -157,6 +157,13 @@ class BlockStore:
             row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, by key."""
+        with self._rlock:
+            rows = self._r.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
+                                   (prefix, prefix + "\uffff")).fetchall()
+        return [(k, v) for k, v in rows]
+
     def close(self) -> None:
         with self._wlock, self._rlock:
             self._r.close()

@@ -15,17 +15,25 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    round: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Cert:
     round: int
     author: int
     digest: bytes
     parents: tuple[bytes, ...]
+    weak: tuple[Link, ...] = ()
 
 
-def make_cert(round_: int, author: int, parents: Sequence[bytes]) -> Cert:
+def make_cert(round_: int, author: int, parents: Sequence[bytes], weak: Sequence[Link] = ()) -> Cert:
     parents = tuple(sorted(parents))
-    digest = hashlib.blake2b(f"{round_}/{author}/".encode() + b"".join(parents), digest_size=16).digest()
-    return Cert(round_, author, digest, parents)
+    digest = hashlib.blake2b(f"{round_}/{author}/".encode() + b"".join(parents) + b"".join(w.digest for w in weak),
+                             digest_size=16).digest()
+    return Cert(round_, author, digest, parents, tuple(weak))
 
 
 def full_rounds(n: int, rounds: int, authors: Sequence[int] | None = None) -> list[Cert]:
@@ -40,8 +48,11 @@ def full_rounds(n: int, rounds: int, authors: Sequence[int] | None = None) -> li
     return out
 
 
-def random_dag(seed: int, n: int, rounds: int, missing: Sequence[int] = (), slow: Sequence[int] = ()) -> list[Cert]:
+def random_dag(seed: int, n: int, rounds: int, missing: Sequence[int] = (), slow: Sequence[int] = (),
+               weak_links: bool = True) -> list[Cert]:
+    """... and, with `weak_links`, each author sometimes links certificates nothing references yet."""
     rng = random.Random(seed)
+    unreferenced: dict[bytes, Cert] = {}
     f = (n - 1) // 3
     quorum = 2 * f + 1
     live = [a for a in range(n) if a not in missing]
@@ -62,7 +73,15 @@ def random_dag(seed: int, n: int, rounds: int, missing: Sequence[int] = (), slow
             chosen = prompt[:k] + [c for c in late if rng.random() < 0.2]
             if len(chosen) < quorum:
                 chosen += [c for c in late if c not in chosen][: quorum - len(chosen)]
-            current.append(make_cert(r, author, [c.digest for c in chosen]))
+            weak = [Link(c.round, c.digest) for c in unreferenced.values() if c.round < r - 1] \
+                if weak_links and rng.random() < 0.5 else []
+            current.append(make_cert(r, author, [c.digest for c in chosen], weak))
+        for c in current:
+            for p in c.parents:
+                unreferenced.pop(p, None)
+            for w in c.weak:
+                unreferenced.pop(w.digest, None)
+        unreferenced.update({c.digest: c for c in current})
         out += current
         previous = current
     return out
@@ -73,11 +92,11 @@ def causal_orders(dag: Sequence[Cert], count: int, seed: int) -> Iterator[list[C
     rng = random.Random(seed)
     children: dict[bytes, list[Cert]] = {c.digest: [] for c in dag}
     for c in dag:
-        for p in c.parents:
+        for p in (*c.parents, *(w.digest for w in c.weak)):
             children[p].append(c)
     for _ in range(count):
-        missing = {c.digest: len(c.parents) for c in dag}
-        ready = [c for c in dag if not c.parents]
+        missing = {c.digest: len(c.parents) + len(c.weak) for c in dag}
+        ready = [c for c in dag if not c.parents and not c.weak]
         order: list[Cert] = []
         while ready:
             cert = ready.pop(rng.randrange(len(ready)))

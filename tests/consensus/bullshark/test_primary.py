@@ -175,15 +175,17 @@ def test_bad_peer_input_is_rejected_never_raised() -> None:
     start(net)
     tick(net, workers, 3)
     core = net.cores[0]
-    good = next(c for c in core.dag.by_digest.values() if c.author == 1)
+    voted_round, _ = core.guard.last[1]
+    good = core.dag.rounds[voted_round][1]  # the certificate of the header of node 1 we last voted for
     # A header claiming another author, a round-2+ header with too few parents, an equivocation.
     assert rejected(core.handle(0, Received(sender=2, message=Header(author=1, round=9, payload=(), parents=())))) \
         == ["bad_author"]
     assert rejected(core.handle(0, Received(sender=1, message=Header(author=1, round=9, payload=(),
                                                                       parents=(b"x" * 32,))))) == ["bad_parents"]
-    voted = next((a, r) for (a, r) in core.voted if a == 1)
-    twin = Header(author=1, round=voted[1], payload=(BatchRef(b"y" * 32, 0, 1, 1),), parents=good.parents)
+    twin = Header(author=1, round=voted_round, payload=(BatchRef(b"y" * 32, 0, 1, 1),), parents=good.parents)
     assert rejected(core.handle(0, Received(sender=1, message=twin))) == ["equivocation"]
+    older = Header(author=1, round=voted_round - 1, payload=(), parents=good.parents)
+    assert rejected(core.handle(0, Received(sender=1, message=older))) == ["stale"]
     # A certificate whose signatures are not votes for its header.
     forged = DagCertificate(header=twin, signers=good.signers, signatures=good.signatures)
     assert rejected(core.handle(0, Received(sender=3, message=forged))) == ["bad_certificate"]

@@ -40,9 +40,9 @@ class Dag:
         return other is not None and other.digest != cert.digest
 
     def missing(self, cert: DagCertificate) -> list[bytes]:
-        if cert.round - 1 < self.gc_round:
-            return []
-        return [p for p in cert.parents if p not in self.by_digest]
+        """Strong parents and weak links at or above the GC round that are not delivered yet."""
+        strong = [] if cert.round - 1 < self.gc_round else [p for p in cert.parents if p not in self.by_digest]
+        return strong + [w.digest for w in cert.weak if w.round >= self.gc_round and w.digest not in self.by_digest]
 
     def add(self, cert: DagCertificate) -> list[DagCertificate]:
         """Insert a sanitized certificate; return every certificate now delivered, parents first."""

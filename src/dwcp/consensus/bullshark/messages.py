@@ -32,13 +32,23 @@ class BatchRef(msgspec.Struct, frozen=True, array_like=True):
     size: int
 
 
+class Link(msgspec.Struct, frozen=True, array_like=True):
+    """A weak link: a certificate of an older round that nothing we know references yet."""
+
+    round: int
+    digest: bytes
+
+
 class Header(Message, tag="bs-hdr", dict=True):
-    """Author's proposal for `round`: its batches and >= 2f+1 certificate digests of round - 1."""
+    """Author's proposal for `round`: its batches, >= 2f+1 certificate digests of round - 1 (strong
+    parents: the commit rule follows only these), and weak links to older certificates no one has
+    referenced (Bullshark's weak links: a slow node's certificates still get ordered)."""
 
     author: int
     round: int
     payload: tuple[BatchRef, ...]
     parents: tuple[bytes, ...]
+    weak: tuple[Link, ...] = ()
 
     @cached_property
     def digest(self) -> bytes:
@@ -71,6 +81,10 @@ class DagCertificate(Message, tag="bs-cert", dict=True):
     def parents(self) -> tuple[bytes, ...]:
         return self.header.parents
 
+    @property
+    def weak(self) -> tuple[Link, ...]:
+        return self.header.weak
+
     def votes(self) -> Certificate:
         """The signatures in the framework's certificate form, for `check_quorum_signatures`."""
         return Certificate(kind=HEADER_VOTE, epoch=0, view=self.author, height=self.round, digest=self.digest,
@@ -85,6 +99,12 @@ class CertificateRequest(Message, tag="bs-certreq"):
 
 class CertificateResponse(Message, tag="bs-certresp"):
     certificates: tuple[DagCertificate, ...]
+
+
+class BatchRequest(Message, tag="bs-batchreq"):
+    """Simulation's in-core worker (inline.py): send me these batches (as core `TxBatch` messages)."""
+
+    digests: tuple[bytes, ...]
 
 
 class CommittedCert(msgspec.Struct, frozen=True, array_like=True):
@@ -160,4 +180,4 @@ LOCAL_MESSAGES: tuple[type, ...] = (WorkerSetup, BatchStored, FetchBatches, Comm
 """The primary-worker link's vocabulary; a message's index here is its kind byte on the link."""
 
 
-BULLSHARK_MESSAGES: tuple[type, ...] = (Header, DagCertificate, CertificateRequest, CertificateResponse)
+BULLSHARK_MESSAGES: tuple[type, ...] = (Header, DagCertificate, CertificateRequest, CertificateResponse, BatchRequest)

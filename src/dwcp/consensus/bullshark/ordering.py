@@ -7,7 +7,9 @@ arrives, the anchor of round r commits if at least f + 1 certificates of round r
 validity threshold) name it as a parent. Then, walking back two rounds at a time to the last
 committed anchor, every earlier anchor with a path from the newest one linked so far is committed
 first (`order_leaders`), and each anchor's causal history that no earlier commit took is flattened,
-sorted by (round, author) (`order_dag`): one `CommittedSubDag` per anchor, in order.
+sorted by (round, author) (`order_dag`): one `CommittedSubDag` per anchor, in order. The history
+follows weak links too (older certificates a header names so that they get ordered: a slow author's
+certificates would otherwise never be); the commit rule and anchor links use strong parents only.
 
 Why every node outputs the same sequence whatever order certificates arrive in: an anchor with f + 1
 supporters at round r + 1 is reachable from every certificate of round >= r + 2 (each names 2f + 1
@@ -41,6 +43,9 @@ class Vertex(Protocol):
     def digest(self) -> bytes: ...
     @property
     def parents(self) -> tuple[bytes, ...]: ...
+    @property
+    def weak(self) -> tuple:  # of (round, digest) links: followed when flattening, never by the commit rule
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,7 @@ class Committed:
     author: int
     digest: bytes
     parents: tuple[bytes, ...] = ()
+    weak: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,14 +231,13 @@ class Bullshark:
         stack = [leader]
         while stack:
             vertex = stack.pop()
-            below = vertex.round - 1
-            if below < horizon:
-                continue
-            wanted = set(vertex.parents)
-            for parent in st.dag.get(below, {}).values():
-                if parent.digest in wanted and parent.digest not in ordered and \
-                        parent.digest not in st.committed.get(below, ()):
-                    ordered[parent.digest] = parent
+            links = [(vertex.round - 1, p) for p in vertex.parents] + [(w.round, w.digest) for w in vertex.weak]
+            for round_, digest in links:
+                if round_ < horizon or digest in ordered or digest in st.committed.get(round_, ()):
+                    continue
+                parent = next((v for v in st.dag.get(round_, {}).values() if v.digest == digest), None)
+                if parent is not None:
+                    ordered[digest] = parent
                     stack.append(parent)
         return sorted(ordered.values(), key=lambda v: (v.round, v.author))
 

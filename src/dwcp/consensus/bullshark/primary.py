@@ -25,9 +25,11 @@ import msgspec
 
 from dwcp.consensus.bullshark import commits
 from dwcp.consensus.bullshark.dag import Dag
+from dwcp.consensus.bullshark.inline import SEAL, InlineWorker
 from dwcp.consensus.bullshark.messages import (
     COMMIT_VOTE,
     HEADER_VOTE,
+    BatchRequest,
     BatchStored,
     CertificateRequest,
     CertificateResponse,
@@ -35,15 +37,29 @@ from dwcp.consensus.bullshark.messages import (
     DagCertificate,
     FetchBatches,
     Header,
+    Link,
     SubDag,
 )
 from dwcp.consensus.bullshark.ordering import Bullshark, Committed, CommittedSubDag
 from dwcp.consensus.bullshark.progress import Progress
+from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
+from dwcp.consensus.bullshark.safety import VoteGuard
 from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
-from dwcp.consensus.core.inputs import Fetched, Input, Local, Received, Restored, Started, Submitted, Timer, TimerFired
-from dwcp.consensus.core.messages import Block, Certificate, Vote
+from dwcp.consensus.core.inputs import (
+    Fetched,
+    Input,
+    Local,
+    Received,
+    Recovered,
+    Restored,
+    Started,
+    Submitted,
+    Timer,
+    TimerFired,
+)
+from dwcp.consensus.core.messages import Block, Certificate, TxBatch, Vote
 from dwcp.consensus.core.outputs import (
     Broadcast,
     Commit,
@@ -57,6 +73,7 @@ from dwcp.consensus.core.outputs import (
 )
 from dwcp.consensus.core.protocol import check_quorum_signatures
 
+ORPHAN_ROUNDS = 3  # an uncommitted certificate of ours this far below a committed anchor is orphaned
 PROPOSE = Timer(kind="bs-propose")
 SYNC = Timer(kind="bs-sync")
 _subdag = msgspec.msgpack.Decoder(SubDag)
@@ -71,11 +88,13 @@ class Config:
     sync_retry: float = 0.25  # seconds between requests for still-missing certificates
     max_sync_certificates: int = 256  # most certificates in one sync response
     max_header_batches: int = 4096  # a header naming more is refused
+    inline_batch_txs: int = 64  # simulation's in-core worker (inline.py): transactions per batch
+    inline_batch_delay: float = 0.01  # ... and the longest a transaction waits for its batch
 
 
 class Primary:
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
-                 config: Config | None = None) -> None:
+                 config: Config | None = None, inline_batches: bool = False) -> None:
         self.committee, self.node_id, self.signer, self.verifier = committee, node_id, signer, verifier
         self.config = config = config or Config()
         self._sync_turn = node_id  # whom to ask next for missing certificates (round-robin over peers)
@@ -95,10 +114,14 @@ class Primary:
         self.delay_expired = False
         self.payload: list[commits.BatchRef] = []  # our sealed batches not yet in a certified header
         self.available: dict[bytes, int] = {}  # batch digest held by our worker -> round first seen
-        self.voted: dict[tuple[int, int], bytes] = {}  # (author, round) -> header digest we voted for
+        self.guard = VoteGuard()  # our votes and header, persisted before they are sent
+        self.uncommitted_own: dict[int, tuple[commits.BatchRef, ...]] = {}  # our certified payloads by round
+        self.unreferenced: dict[bytes, int] = {}  # delivered certificates nothing names yet -> round
         self.parked: dict[int, tuple[int, Header]] = {}  # author -> (sender, header) waiting on parents/batches
         self.created_at: dict[bytes, float] = {}  # our certificates' creation times, for consensus latency
         self._stuck_at: int | None = None  # height waiting for attestations at the last sync tick
+        self.inline = InlineWorker(config.inline_batch_txs, config.inline_batch_delay) if inline_batches else None
+        self.awaiting: list[CommittedSubDag] = []  # inline mode: ordered, waiting for batch contents
 
     # -- the one entry point -----------------------------------------------------------------
     def handle(self, now: float, inp: Input) -> list[Output]:
@@ -111,6 +134,8 @@ class Primary:
             if inp.timer == PROPOSE:
                 self.delay_expired = True
                 self._maybe_propose(now, out)
+            elif inp.timer == SEAL and self.inline is not None:
+                self._local_stored(now, self.inline.seal(out), out)
             elif inp.timer == SYNC:
                 self._resync(out)
                 out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
@@ -119,6 +144,11 @@ class Primary:
             out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
             self._maybe_propose(now, out)
             out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
+        elif isinstance(inp, Recovered) and inp.key == SAFETY_KEY:
+            own = self.guard.recover(inp.value)
+            if own is not None:  # re-collect votes for it (same digest: peers vote again)
+                self.round, self.header, self.certified = own.round, own, False
+                self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(own.vote())))}
         elif isinstance(inp, Restored):
             self._apply_log(now, inp.height, inp.block, inp.certificate, out, restored=True)
         elif isinstance(inp, Fetched):
@@ -128,7 +158,10 @@ class Primary:
                 else:
                     out.append(Rejected(peer=inp.sender, reason="bad_certificate"))
         elif isinstance(inp, Submitted):
-            out.append(TxDropped(tx_id=inp.tx.id, reason="submit_to_worker"))  # txs enter through the worker
+            if self.inline is None:
+                out.append(TxDropped(tx_id=inp.tx.id, reason="submit_to_worker"))  # txs enter through the worker
+            else:
+                self._local_stored(now, self.inline.submit(inp.tx, out), out)
         return out
 
     def _received(self, now: float, inp: Received, out: list[Output]) -> None:
@@ -153,6 +186,11 @@ class Primary:
         elif isinstance(msg, CertificateResponse):
             for cert in msg.certificates[: self.config.max_sync_certificates]:
                 self._certificate(now, sender, cert, out)
+        elif isinstance(msg, TxBatch) and self.inline is not None:
+            self._local_stored(now, self.inline.received(msg), out)
+            self._build_awaiting(now, out)
+        elif isinstance(msg, BatchRequest) and self.inline is not None:
+            self.inline.answer(sender, msg, out)
         else:
             out.append(Rejected(peer=sender, reason="unexpected"))
 
@@ -164,6 +202,12 @@ class Primary:
             return "bad_parents"
         return ""
 
+    def _check_weak(self, round_: int, weak: tuple) -> str:
+        if len(weak) > self.committee.n or len({w.digest for w in weak}) != len(weak) or \
+                any(not 1 <= w.round < round_ - 1 for w in weak):
+            return "bad_parents"
+        return ""
+
     def _check_header(self, sender: int, h: Header) -> str:
         if h.author != sender:
             return "bad_author"
@@ -171,31 +215,41 @@ class Primary:
             return "stale"
         if len(h.payload) > self.config.max_header_batches:
             return "too_large"
-        voted = self.voted.get((h.author, h.round))
-        if voted is not None and voted != h.digest:
-            return "equivocation"
-        return self._check_parents(h.round, h.parents)
+        return self.guard.refuse(h) or self._check_parents(h.round, h.parents) or self._check_weak(h.round, h.weak)
 
     def _on_header(self, sender: int, h: Header, out: list[Output]) -> None:
+        missing = self._missing_links(h)
+        if missing:
+            self.parked[h.author] = (sender, h)
+            out.append(Send(to=sender, message=CertificateRequest(digests=tuple(missing))))
+            return
         if h.round - 1 >= self.dag.gc_round:
-            missing = [p for p in h.parents if not self.dag.has(p)]
-            if missing:
-                self.parked[h.author] = (sender, h)
-                out.append(Send(to=sender, message=CertificateRequest(digests=tuple(missing))))
-                return
             parent_certs = [self.dag.get(p) for p in h.parents]
             if any(c.round != h.round - 1 for c in parent_certs) or len({c.author for c in parent_certs}) != len(
                     parent_certs):
                 out.append(Rejected(peer=sender, reason="bad_parents"))
                 return
         absent = tuple(b.digest for b in h.payload if b.digest not in self.available)
+        if absent and self.inline is not None:  # availability forgotten by GC, batch still stored
+            for d in absent:
+                if d in self.inline.store:
+                    self.available[d] = self.round
+            absent = tuple(d for d in absent if d not in self.available)
         if absent:
             self.parked[h.author] = (sender, h)
-            out.append(ToLocal(message=FetchBatches(digests=absent, peer=sender)))
+            if self.inline is not None:
+                self.inline.fetch(absent, (sender,), out)
+            else:
+                out.append(ToLocal(message=FetchBatches(digests=absent, peer=sender)))
             return
         self.parked.pop(h.author, None)
-        self.voted[(h.author, h.round)] = h.digest
+        if self.guard.last.get(h.author) != (h.round, h.digest):
+            out.append(self.guard.voted(h))
         out.append(Send(to=h.author, message=h.vote()))
+
+    def _missing_links(self, h: Header) -> list[bytes]:
+        strong = [] if h.round - 1 < self.dag.gc_round else [p for p in h.parents if not self.dag.has(p)]
+        return strong + [w.digest for w in h.weak if w.round >= self.dag.gc_round and not self.dag.has(w.digest)]
 
     def _on_vote(self, now: float, sender: int, vote: Vote, signature: bytes, out: list[Output]) -> None:
         h = self.header
@@ -208,7 +262,10 @@ class Primary:
         signers = tuple(sorted(self.votes))
         cert = DagCertificate(header=h, signers=signers, signatures=tuple(self.votes[s] for s in signers))
         self.certified = True
-        self.payload = self.payload[len(h.payload):]
+        included = {r.digest for r in h.payload}
+        self.payload = [r for r in self.payload if r.digest not in included]
+        if h.payload:
+            self.uncommitted_own[h.round] = h.payload
         self.created_at[cert.digest] = now
         self.progress.certificates_created += 1
         out.append(Broadcast(message=cert))
@@ -226,12 +283,14 @@ class Primary:
             return  # give the anchor of r the chance to be our parent
         parents = tuple(sorted(c.digest for c in self.dag.rounds.get(r, {}).values())) if r else ()
         batches = tuple(self.payload[: self.config.max_header_batches])
-        header = Header(author=self.node_id, round=r + 1, payload=batches, parents=parents)
+        weak = tuple(Link(round=rd, digest=d) for d, rd in sorted(self.unreferenced.items(), key=lambda i: i[1])
+                     if rd < r)[: self.committee.n]
+        header = Header(author=self.node_id, round=r + 1, payload=batches, parents=parents, weak=weak)
         self.progress.round_advanced(now, r + 1)
         self.round, self.header, self.certified, self.delay_expired = r + 1, header, False, False
         vote = header.vote()
         self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(vote)))}
-        self.voted[(self.node_id, header.round)] = header.digest
+        out.append(self.guard.proposed(header))
         out.append(Broadcast(message=header))
         out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
 
@@ -239,7 +298,7 @@ class Primary:
     def _check_certificate(self, c: DagCertificate) -> str:
         if c.author not in self.committee or c.round < 1:
             return "bad_author"
-        reason = self._check_parents(c.round, c.parents)
+        reason = self._check_parents(c.round, c.parents) or self._check_weak(c.round, c.weak)
         if reason:
             return reason
         if len(c.header.payload) > self.config.max_header_batches:
@@ -266,6 +325,11 @@ class Primary:
 
     def _deliver_all(self, now: float, delivered: list[DagCertificate], out: list[Output]) -> None:
         for c in delivered:
+            self.unreferenced[c.digest] = c.round
+            for p in c.parents:
+                self.unreferenced.pop(p, None)
+            for w in c.weak:
+                self.unreferenced.pop(w.digest, None)
             if self.dag.count(c.round) >= self.quorum:
                 self.quorum_round = max(self.quorum_round, c.round)
             for sub_dag in self.ordering.process(c):
@@ -273,13 +337,19 @@ class Primary:
         if delivered:
             self._collect(now, out)
             for author, (sender, h) in list(self.parked.items()):
-                if all(self.dag.has(p) for p in h.parents) or h.round - 1 < self.dag.gc_round:
+                if not self._missing_links(h):
                     del self.parked[author]
                     if not self._check_header(sender, h):
                         self._on_header(sender, h, out)
             self._maybe_propose(now, out)
 
     def _resync(self, out: list[Output]) -> None:
+        for _, h in list(self.parked.values()):  # batches the author could not give us: ask everyone
+            absent = tuple(b.digest for b in h.payload if b.digest not in self.available)
+            if absent and self.inline is not None:
+                self.inline.fetch(absent, self.peers, out)
+            elif absent:
+                out.append(ToLocal(message=FetchBatches(digests=absent, peer=-1)))
         wanted = tuple(self.dag.wanted())[: self.config.max_sync_certificates]
         if wanted and self.peers:
             self._sync_turn += 1
@@ -287,6 +357,11 @@ class Primary:
                             message=CertificateRequest(digests=wanted)))
         if self.header is not None and not self.certified:
             out.append(Broadcast(message=self.header))  # peers that restarted or lost it vote now
+        elif self.certified and self.quorum_round < self.round and self.header is not None:
+            # The round waits for certificates: ours may have been lost (a partition, a restart).
+            ours = self.dag.get(self.header.digest)
+            if ours is not None:
+                out.append(Broadcast(message=ours))
         stuck = self.log.next_height if self.log.next_height in self.log.ours else None
         if stuck is not None and stuck == self._stuck_at and self.peers:
             # Ordered here but never attested by f + 1: the others attested while we were away.
@@ -298,19 +373,21 @@ class Primary:
         if gc_round <= self.dag.gc_round:
             return
         released = self.dag.collect(gc_round)
-        for table in (self.voted,):
-            for key in [k for k in table if k[1] < gc_round]:
-                del table[key]
-        for d in [d for d, r in self.available.items() if r < gc_round]:
-            del self.available[d]
+        for table in (self.available, self.unreferenced):
+            for d in [d for d, r in table.items() if r < gc_round]:
+                del table[d]
         self._deliver_all(now, released, out)
 
     # -- local worker ------------------------------------------------------------------------
+    def _local_stored(self, now: float, stored: BatchStored | None, out: list[Output]) -> None:
+        if stored is not None:
+            self._local(now, stored, out)
+
     def _local(self, now: float, msg: Any, out: list[Output]) -> None:
         if not isinstance(msg, BatchStored):
             raise TypeError(f"unexpected local message {type(msg).__name__}")
         fresh = msg.ref.digest not in self.available
-        self.available.setdefault(msg.ref.digest, max(self.round, self.dag.gc_round))
+        self.available[msg.ref.digest] = max(self.round, self.dag.gc_round)  # (re)stamped: GC counts from here
         if msg.own and fresh:  # a worker restart re-announces its batches; each goes in one header
             self.payload.append(msg.ref)
             self._maybe_propose(now, out)
@@ -320,12 +397,39 @@ class Primary:
 
     # -- commits -----------------------------------------------------------------------------
     def _ordered(self, now: float, sub_dag: CommittedSubDag, out: list[Output]) -> None:
-        block = commits.block_of(sub_dag, self.batch_window)
-        digest = block_digest(block)
+        for c in sub_dag.certificates:
+            if c.author == self.node_id:
+                self.uncommitted_own.pop(c.round, None)
+        for r in [r for r in self.uncommitted_own if r + ORPHAN_ROUNDS <= sub_dag.leader.round]:
+            # No certificate of a later round named ours, so no anchor will ever commit it: propose its
+            # batches again (if it commits after all, BatchWindow keeps the second copy out).
+            self.payload[:0] = self.uncommitted_own.pop(r)
         for c in sub_dag.certificates:
             created = self.created_at.pop(c.digest, None)
             if created is not None:
                 self.progress.latency(now - created)
+        if self.inline is not None:
+            self.awaiting.append(sub_dag)
+            self._build_awaiting(now, out)
+        else:
+            self._attest(commits.block_of(sub_dag, self.batch_window), out)
+
+    def _build_awaiting(self, now: float, out: list[Output]) -> None:
+        """Inline mode: blocks hold their transactions, so a sub-DAG waits (in order) for its batches."""
+        assert self.inline is not None
+        while self.awaiting:
+            refs = tuple(ref for c in self.awaiting[0].certificates for ref in c.header.payload)
+            missing = self.inline.missing(refs)
+            if missing:
+                self.inline.fetch(missing, self.peers, out)
+                return
+            block = commits.block_of(self.awaiting.pop(0), self.batch_window)
+            txs = self.inline.block_txs(_subdag.decode(block.meta).batches)
+            self.inline.executed(txs)  # in build order, the same on every node: blocks stay identical
+            self._attest(msgspec.structs.replace(block, txs=txs), out)
+
+    def _attest(self, block: Block, out: list[Output]) -> None:
+        digest = block_digest(block)
         vote = Vote(kind=COMMIT_VOTE, epoch=0, view=0, height=block.height, digest=digest)
         own = self.signer.sign(signing_bytes(self.node_id, encode(vote)))
         out.append(Broadcast(message=vote))
@@ -337,12 +441,15 @@ class Primary:
     def _emit_commit(self, block: Block, cert: Certificate, out: list[Output]) -> None:
         record = _subdag.decode(block.meta)
         self.progress.committed(record)
-        out.append(Commit(height=block.height, block=block, certificate=cert, txs=()))
+        out.append(Commit(height=block.height, block=block, certificate=cert, txs=block.txs))
         out.append(ToLocal(message=CommittedBatches(height=block.height, batches=record.batches)))
 
     def _apply_log(self, now: float, height: int, block: Block, cert: Certificate, out: list[Output], *,
                    restored: bool) -> None:
         record = _subdag.decode(block.meta)
+        if self.inline is not None:
+            self.inline.executed(block.txs)
+            self.awaiting = [s for s in self.awaiting if s.index > height]
         if self.ordering.state.next_index == height:
             self.batch_window.fresh(height, record.batches)
             leader = Committed(record.leader_round, record.leader_author, record.leader_digest)

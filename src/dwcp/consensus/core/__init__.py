@@ -11,13 +11,15 @@ How a driver (the asyncio transport, or the simulator) runs any protocol core:
     #   Submitted(tx)                          a client transaction (HTTP POST)
     #   Fetched(sender, block, certificate)    a certified block got via catch-up (RequestSync)
     #   Local(message)                         from another component of this node (a Narwhal worker)
+    #   Recovered(key, value)                  what the core Persist-ed before a restart (before Restored)
 
 Outputs (`core.outputs`): Send(to, message), Multicast(to, message), Broadcast(message) [all other
 members], SetTimer(timer, delay) [replaces an equal timer], CancelTimer(timer),
 Commit(height, block, certificate, txs) [in height order; persist before acknowledging `txs`],
 Rejected(peer, reason) [count it], TxDropped(tx_id, reason) [answer the client 4xx],
 RequestSync(peers, from_height, to_height) [fetch certified blocks, feed back as Fetched],
-ToLocal(message) [hand to another component of this node, e.g. its worker].
+ToLocal(message) [hand to another component of this node, e.g. its worker],
+Persist(key, value) [make durable before the next output; fed back as Recovered after a restart].
 
 Wire: `Codec(protocol_message_types)`; `codec.seal(signer, msg) -> bytes` and
 `codec.open(verifier, bytes) -> Opened(sender, message, signature, payload) | DecodeError(reason)`.
@@ -44,6 +46,7 @@ from dwcp.consensus.core.inputs import (
     Input,
     Local,
     Received,
+    Recovered,
     Restored,
     Started,
     Submitted,
@@ -69,6 +72,7 @@ from dwcp.consensus.core.outputs import (
     Commit,
     Multicast,
     Output,
+    Persist,
     Rejected,
     RequestSync,
     Send,
@@ -80,9 +84,10 @@ from dwcp.consensus.core.protocol import LocalProtocolError, Protocol, verify_ce
 
 __all__ = [
     "Block", "BlockRequest", "BlockResponse", "Broadcast", "CancelTimer", "Certificate", "CertifiedBlock", "Codec",
-    "Commit", "Committee", "DecodeError", "Decided", "Ed25519Signer", "Ed25519Verifier", "Fetched", "Input",
-    "Local", "LocalProtocolError", "MacSigner", "MacVerifier", "Member", "Message", "Multicast", "Opened", "Output",
-    "Protocol", "Received", "Rejected", "RequestSync", "Restored", "Send", "SetTimer", "Signer", "Started",
-    "Submitted", "Timer", "TimerFired", "ToLocal", "Transaction", "TxBatch", "TxDropped", "Verifier", "Vote",
-    "block_digest", "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id", "verify_certificate",
+    "Commit", "Committee", "Decided", "DecodeError", "Ed25519Signer", "Ed25519Verifier", "Fetched", "Input", "Local",
+    "LocalProtocolError", "MacSigner", "MacVerifier", "Member", "Message", "Multicast", "Opened", "Output", "Persist",
+    "Protocol", "Received", "Recovered", "Rejected", "RequestSync", "Restored", "Send", "SetTimer", "Signer",
+    "Started", "Submitted", "Timer", "TimerFired", "ToLocal", "Transaction", "TxBatch", "TxDropped", "Verifier",
+    "Vote", "block_digest", "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id",
+    "verify_certificate",
 ]

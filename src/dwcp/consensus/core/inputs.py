@@ -67,6 +67,14 @@ class Local(Input):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered(Input):
+    """A value this core `Persist`ed before a restart; fed before any `Restored` input."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Restored(Input):
     """A block this node committed before a restart, read back from its own log (trusted, in order)."""
 

@@ -46,6 +46,16 @@ class ToLocal(Output):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Persist(Output):
+    """Make `value` durable under `key` (replacing the previous one) before executing the outputs
+    after this one; a restarted core gets it back as `Recovered`. For what a core must never forget
+    (a DAG primary's own header and votes), not for the log (that is `Commit`)."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetTimer(Output):
     timer: Timer
     delay: float

@@ -37,11 +37,12 @@ class Instance:
     """One core running under a node's key (two for twins), with its timers, committed log and the
     driver's catch-up planner (`transport.sync.CatchUpPlanner`, as a node runs it)."""
 
-    __slots__ = ("core", "scope", "timers", "log", "planner")
+    __slots__ = ("core", "scope", "timers", "log", "planner", "persisted")
 
     def __init__(self, core: Any, scope: frozenset[int] | None, log: list[tuple[Block, Any]],
-                 planner: CatchUpPlanner) -> None:
+                 planner: CatchUpPlanner, persisted: dict[str, bytes] | None = None) -> None:
         self.core, self.scope, self.log, self.planner = core, scope, log, planner
+        self.persisted = {} if persisted is None else persisted  # the core's Persist-ed values: survive a crash
         self.timers: dict[Timer, int] = {}
 
 

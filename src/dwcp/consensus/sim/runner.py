@@ -28,7 +28,17 @@ from typing import Any
 from dwcp.consensus import registry
 from dwcp.consensus.core.codec import Codec, DecodeError, block_digest, encode
 from dwcp.consensus.core.committee import Committee, Member
-from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.inputs import (
+    Fetched,
+    Input,
+    Received,
+    Recovered,
+    Restored,
+    Started,
+    Submitted,
+    Timer,
+    TimerFired,
+)
 from dwcp.consensus.core.messages import Block, Transaction
 from dwcp.consensus.core.outputs import (
     Broadcast,
@@ -36,6 +46,7 @@ from dwcp.consensus.core.outputs import (
     Commit,
     Multicast,
     Output,
+    Persist,
     Rejected,
     RequestSync,
     Send,
@@ -178,6 +189,8 @@ class Simulation:
                 for peer in out.peers:
                     inst.planner.on_status(peer, out.to_height)
                 self._request_missing(node, k)
+            elif isinstance(out, Persist):
+                inst.persisted[out.key] = out.value
 
     def _send(self, node: Node, inst: Instance, to: tuple[int, ...], message: Any) -> None:
         me = node.node_id
@@ -336,9 +349,11 @@ class Simulation:
             node = self.nodes[fault.node]
             if not node.up:
                 node.up = True
-                node.instances = [Instance(self._core(node, k), inst.scope, inst.log, self._planner())
+                node.instances = [Instance(self._core(node, k), inst.scope, inst.log, self._planner(), inst.persisted)
                                   for k, inst in enumerate(node.instances)]
                 for k, inst in enumerate(node.instances):
+                    for key, value in sorted(inst.persisted.items()):
+                        self._feed(node, k, Recovered(key=key, value=value))
                     for height, (block, cert) in enumerate(inst.log, start=1):
                         self._feed(node, k, Restored(height=height, block=block, certificate=cert))
                     self._feed(node, k, Started())

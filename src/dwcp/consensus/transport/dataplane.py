@@ -154,6 +154,10 @@ class Dataplane:
 
     def on_local(self, message) -> None:
         if isinstance(message, FetchBatches):
+            for digest in message.digests:  # stored already: the primary's note of it was collected
+                if digest in self.store:
+                    _, length, _ = self.store.index[digest]
+                    self.tell(BatchStored(ref=BatchRef(digest, 0, 0, length), own=False))
             self.request(message.digests, prefer=message.peer)
         elif isinstance(message, CommittedBatches):
             missing = [b.digest for b in message.batches if b.digest not in self.store]

@@ -38,6 +38,7 @@ from dwcp.consensus.core.inputs import (
     Input,
     Local,
     Received,
+    Recovered,
     Restored,
     Started,
     Submitted,
@@ -51,6 +52,7 @@ from dwcp.consensus.core.outputs import (
     Commit,
     Multicast,
     Output,
+    Persist,
     Rejected,
     RequestSync,
     Send,
@@ -78,6 +80,7 @@ from dwcp.consensus.transport.writer import CommitWriter
 
 log = logging.getLogger("dwcp.consensus.driver")
 SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
+CORE_META = "core."  # prefix of the store's meta keys that hold a core's Persist-ed values
 REPORT_INTERVAL = 0.1  # seconds between status snapshots for the observer while blocks commit
 
 
@@ -147,6 +150,8 @@ class Driver:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        for key, value in self.store.meta_items(CORE_META):
+            self._execute(self.core.handle(self.clock(), Recovered(key=key[len(CORE_META):], value=value)))
         restored = 0
         for stored in self.store.scan(chunk_bytes=SYNC_RESPONSE_BYTES):
             block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
@@ -271,6 +276,8 @@ class Driver:
                 for peer in out.peers:
                     self.planner.on_status(peer, out.to_height)
                 self._request_missing()
+            elif isinstance(out, Persist):
+                self.store.put_meta(CORE_META + out.key, out.value)  # synchronous: durable before what follows
             elif isinstance(out, ToLocal):
                 if self.local_sink is not None:  # e.g. the node's worker process (bullshark)
                     self.local_sink(out.message)

@@ -157,8 +157,8 @@ class WorkerSetup(msgspec.Struct, frozen=True, array_like=True):
 
     node_id: int
     private_key: bytes
-    public_keys: dict[int, bytes]
-    domain: bytes
+    certificates: dict[int, bytes]  # every node's pinned TLS certificate (PEM), ours included
+    label: str  # the deployment's ALPN label for worker links
     host: str
     port: int
     peers: dict[int, tuple[str, int]]  # other nodes' worker addresses

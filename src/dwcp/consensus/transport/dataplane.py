@@ -11,9 +11,10 @@ One listening port (the inventory's `worker` port). A connection's first byte sa
   `batch_size` bytes or after `max_batch_delay`; acknowledged counts go back once 2f + 1 workers
   hold the batch. While `max_inflight` of our batches wait for acknowledgements, clients are not
   read (TCP backpressure reaches the client).
-- PEER: a worker of another node, after the mutual handshake (transport/handshake.py, the same
-  Ed25519 identities as the primaries, domain `bullshark-worker/<committee>`). Connections are one
-  per direction as in tcp.py: we dial each peer to send to it, and read only from accepted ones.
+- PEER: a worker of another node: right after the greeting byte both ends start mutual TLS 1.3
+  (runtime/peerauth.py: the nodes' pinned Ed25519 certificates, ALPN label
+  `bullshark-worker/<committee>`), and the peer is named by its verified certificate. Connections
+  are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
   Frames come through `framing.FrameReader` (payload read into its own buffer, never copied);
   a batch is hashed once, appended to the store, acknowledged, and announced to our primary.
 A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
@@ -34,6 +35,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -56,11 +58,10 @@ from dwcp.consensus.bullshark.worker import (
     TxError,
     batch_digest,
 )
-from dwcp.consensus.core.crypto import Ed25519Signer
 from dwcp.consensus.transport.framing import HEADER, Channel, FrameError, FrameReader, encode_frame
-from dwcp.consensus.transport.handshake import Handshake, HandshakeError
 from dwcp.consensus.transport.locallink import encode_local, read_local
 from dwcp.consensus.transport.peers import Backoff
+from dwcp.runtime.peerauth import PeerAuth, PeerAuthError
 
 log = logging.getLogger("dwcp.bullshark.worker")
 _RECORD = struct.Struct("!32sIB")
@@ -123,7 +124,9 @@ class Dataplane:
         self.committed_log = open(data_dir / "committed.log", "a+")  # noqa: SIM115 - open for the process's life
         self.samples_log = open(data_dir / "samples.log", "a")  # noqa: SIM115
         self.quorum = QuorumWaiter(setup.quorum)
-        self.signer = Ed25519Signer(setup.node_id, setup.private_key)
+        self.auth = PeerAuth(me=setup.node_id, private_key=setup.private_key,
+                             certificate=setup.certificates[setup.node_id], peers=setup.certificates,
+                             label=setup.label)
         self.links: dict[int, PeerLink] = {p: PeerLink(self, p) for p in setup.peers}
         self.clients: set[Ingress] = set()
         self.owner: dict[bytes, Ingress] = {}  # our unacknowledged batch -> the connection it came from
@@ -205,7 +208,7 @@ class Dataplane:
         if digest not in self.store:
             self.store.put(digest, data, own=False)
             self.totals["stored"] += 1
-        self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)])
+        self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)], force=True)
         self.wanted.discard(digest)
         self.tell(BatchStored(ref=BatchRef(digest, 0, 0, len(data)), own=False))
 
@@ -258,15 +261,22 @@ class PeerLink:
         while True:
             closed = loop.create_future()
             try:
-                transport, proto = await asyncio.wait_for(
+                raw, proto = await asyncio.wait_for(
                     loop.create_connection(lambda closed=closed: Outbound(self, closed), host, port), 2.0)
-                await asyncio.wait_for(proto.authenticated, 3.0)
+                raw.write(PEER)
+                transport = await loop.start_tls(raw, proto, self.plane.auth.client_context(), server_hostname=None,
+                                                 ssl_handshake_timeout=3.0)
+                peer = self.plane.auth.peer_of(transport.get_extra_info("ssl_object"))
+                if peer != self.peer:
+                    raise PeerAuthError("wrong_peer", f"dialled worker {self.peer} but {peer} answered")
+                transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
                 self.transport, self.up = transport, True
                 self.writable.set()
                 backoff.reset()
+                log.info("worker link to %s up", self.peer)
                 await closed
-            except (OSError, TimeoutError, HandshakeError, FrameError) as exc:
-                log.debug("worker link to %s down: %s", self.peer, exc)
+            except (OSError, TimeoutError, PeerAuthError, ssl.SSLError, ConnectionError) as exc:
+                log.info("worker link to %s down: %r", self.peer, exc)
             finally:
                 self.up = False
                 if self.transport is not None:
@@ -275,40 +285,16 @@ class PeerLink:
             await asyncio.sleep(backoff.next_delay())
 
 
-class Outbound(asyncio.BufferedProtocol):
-    """Dialled connection: greet, handshake, then flow-controlled writes only."""
+class Outbound(asyncio.Protocol):
+    """Dialled connection: greeting byte, TLS, then flow-controlled writes only (the peer never writes)."""
 
     def __init__(self, link: PeerLink, closed: asyncio.Future) -> None:
         self.link, self.closed = link, closed
-        setup = link.plane.setup
-        self.hs = Handshake(me=setup.node_id, sign=link.plane.signer.sign, public_keys=setup.public_keys,
-                            domain=setup.domain, expected_peer=link.peer)
-        self.reader = FrameReader()
-        self.authenticated = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        transport.write(PEER + encode_frame(Channel.HANDSHAKE, self.hs.hello()))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frame = self.reader.filled(nbytes)
-            if frame is None:
-                return
-            if self.hs.done or frame[0] is not Channel.HANDSHAKE:
-                raise HandshakeError("unexpected", "the peer wrote on our outbound link")
-            for reply in self.hs.receive(bytes(frame[1])):
-                self.transport.write(encode_frame(Channel.HANDSHAKE, reply))
-            if self.hs.done and not self.authenticated.done():
-                self.authenticated.set_result(True)
-        except (HandshakeError, FrameError) as exc:
-            if not self.authenticated.done():
-                self.authenticated.set_exception(exc)
-            self.transport.close()
+    def data_received(self, data: bytes) -> None:
+        log.warning("worker %s wrote on our outbound link; closing it", self.link.peer)
+        if self.link.transport is not None:
+            self.link.transport.close()
 
     def pause_writing(self) -> None:
         self.link.writable.clear()
@@ -317,8 +303,6 @@ class Outbound(asyncio.BufferedProtocol):
         self.link.writable.set()
 
     def connection_lost(self, exc) -> None:
-        if not self.authenticated.done():
-            self.authenticated.set_exception(ConnectionResetError("closed during the handshake"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -330,6 +314,7 @@ class Inbound(asyncio.BufferedProtocol):
         self.plane = plane
         self.greeting = bytearray(1)
         self.role: Ingress | PeerReader | None = None
+        self.upgrading: asyncio.Future | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -343,11 +328,24 @@ class Inbound(asyncio.BufferedProtocol):
             if kind == CLIENT:
                 self.role = Ingress(self.plane, self.transport)
             elif kind == PEER:
-                self.role = PeerReader(self.plane, self.transport)
+                self.transport.pause_reading()  # the next byte belongs to TLS
+                self.role = PeerReader(self.plane, self.transport, None)  # frames may follow the handshake at once
+                self.upgrading = asyncio.ensure_future(self._upgrade(self.role))
             else:
                 self.transport.close()
             return
         self.role.updated(nbytes)
+
+    async def _upgrade(self, reader: PeerReader) -> None:
+        auth = self.plane.auth
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                self.transport, self, auth.server_context(), server_side=True, ssl_handshake_timeout=3.0)
+            self.transport = reader.transport = tls
+            reader.authenticated(auth.peer_of(tls.get_extra_info("ssl_object")))
+        except (OSError, TimeoutError, PeerAuthError, ssl.SSLError, ConnectionError) as exc:
+            log.warning("refused a worker link: %s", exc)
+            self.transport.close()
 
     def connection_lost(self, exc) -> None:
         if isinstance(self.role, Ingress):
@@ -425,44 +423,50 @@ class Ingress:
 
 
 class PeerReader:
-    """Frames from a peer's worker: the handshake first, then BATCH / ACK / REQUEST."""
+    """Frames from an authenticated peer's worker: BATCH / ACK / REQUEST."""
 
-    def __init__(self, plane: Dataplane, transport: asyncio.Transport) -> None:
-        self.plane, self.transport = plane, transport
-        s = plane.setup
-        self.hs = Handshake(me=s.node_id, sign=plane.signer.sign, public_keys=s.public_keys, domain=s.domain)
+    def __init__(self, plane: Dataplane, transport: asyncio.Transport, peer: int | None) -> None:
+        self.plane, self.transport, self.peer = plane, transport, peer
         self.reader = FrameReader()
-        transport.write(encode_frame(Channel.HANDSHAKE, self.hs.hello()))
+        self.early: list[tuple[Channel, bytearray]] = []  # frames read before start_tls named the peer
 
     def buffer(self) -> memoryview:
         return self.reader.buffer()
 
+    def authenticated(self, peer: int) -> None:
+        self.peer = peer
+        early, self.early = self.early, []
+        for frame in early:
+            self._frame(frame)
+
     def updated(self, nbytes: int) -> None:
         try:
             frame = self.reader.filled(nbytes)
-            if frame is None:
-                return
+        except FrameError as exc:
+            log.warning("closing the link from worker %s: %s", self.peer, exc)
+            self.transport.close()
+            return
+        if frame is not None and self.peer is None:
+            self.early.append(frame)
+        elif frame is not None:
+            self._frame(frame)
+
+    def _frame(self, frame: tuple[Channel, bytearray]) -> None:
+        try:
             channel, body = frame
-            if not self.hs.done:
-                if channel is not Channel.HANDSHAKE:
-                    raise HandshakeError("unexpected", "data before the handshake completed")
-                for reply in self.hs.receive(bytes(body)):
-                    self.transport.write(encode_frame(Channel.HANDSHAKE, reply))
-                return
-            peer = self.hs.peer_id
             if channel is not Channel.DATA or not body:
                 raise FrameError("unexpected_channel", f"{channel.name} frame on a worker link")
             kind = body[0]
             if kind == BATCH:
-                self.plane.on_batch(peer, body)
+                self.plane.on_batch(self.peer, body)
             elif kind == ACK and len(body) == 1 + DIGEST_SIZE:
-                self.plane.on_ack(peer, bytes(body[1:]))
+                self.plane.on_ack(self.peer, bytes(body[1:]))
             elif kind == REQUEST:
-                self.plane.on_request(peer, memoryview(body)[1:])
+                self.plane.on_request(self.peer, memoryview(body)[1:])
             else:
                 raise FrameError("malformed", f"worker frame kind {kind} of {len(body)} bytes")
-        except (HandshakeError, FrameError) as exc:
-            log.warning("closing a worker link: %s", exc)
+        except FrameError as exc:
+            log.warning("closing the link from worker %s: %s", self.peer, exc)
             self.transport.close()
 
 

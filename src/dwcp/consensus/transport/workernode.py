@@ -40,6 +40,7 @@ class WorkerProcess:
     async def start(self) -> None:
         self.driver.local_sink = self.send
         self.driver.status_extra["worker"] = f"{self.setup.host}:{self.setup.port}"  # where clients stream txs
+        self.driver.status_extra["worker_up"] = False
         self._task = asyncio.create_task(self._supervise(), name="bullshark-worker")
 
     def send(self, message: Any) -> None:
@@ -62,12 +63,14 @@ class WorkerProcess:
                     message = await read_local(reader)
                     if isinstance(message, WorkerReport):
                         self.metrics.report(message.totals)
+                        self.driver.status_extra["worker_up"] = True  # it reports once it listens
                     else:
                         self.driver.deliver_local(message)
             except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
                 if not self._stopping:
                     log.warning("worker of node %s exited (%s); restarting", self.setup.node_id, exc)
             finally:
+                self.driver.status_extra["worker_up"] = False
                 self._writer.close()
                 self._writer = None
             await self.process.wait()
@@ -98,8 +101,9 @@ def worker_components(ctx: Any, keys: Any, shared: Any, protocol: Any, driver: D
     me = keys.signer.node_id
     addresses = {i: (inst.host, inst.ports["worker"]) for i, inst in enumerate(instances)}
     setup = WorkerSetup(
-        node_id=me, private_key=keys.signer.private_key, public_keys=keys.committee.public_keys(),
-        domain=b"bullshark-worker/" + keys.committee.digest(), host=addresses[me][0], port=addresses[me][1],
+        node_id=me, private_key=keys.private_key,
+        certificates={m.node_id: m.certificate for m in keys.committee.members},
+        label=f"bullshark-worker/{keys.committee.digest().hex()[:32]}", host=addresses[me][0], port=addresses[me][1],
         peers={i: a for i, a in addresses.items() if i != me}, data_dir=str(ctx.data_dir / "worker"),
         batch_size=protocol.batch_size, max_batch_delay=protocol.max_batch_delay_ms / 1000,
         max_tx=shared.max_tx_bytes, max_inflight=protocol.max_inflight_batches, quorum=keys.committee.quorum,

@@ -128,15 +128,25 @@ def alert_sink(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(9095),
     data_dir: Path = typer.Option(Path("alerts"), help="Where received alerts are appended (JSONL)."),
+    token_file: Path = typer.Option(..., help="Bearer token Alertmanager must send (made by `dwcp up`)."),
 ) -> None:
     """Receive Alertmanager webhooks, log them and keep them queryable at GET /alerts (used by `dwcp up`)."""
-    import uvicorn
+    import os
 
     from dwcp.monitoring.sink import build_sink_app
+    from dwcp.runtime.auth import TokenFileError, read_tokens
+    from dwcp.runtime.inventory import HttpLimits
     from dwcp.runtime.logs import setup_logging
+    from dwcp.runtime.server import run_app
 
+    os.umask(0o077)  # the journal names hosts and alerts: for the DWCP user only
     setup_logging("info", component="alert-sink")
-    uvicorn.run(build_sink_app(data_dir), host=host, port=port, log_config=None, access_log=False)
+    try:
+        read_tokens(token_file)
+    except TokenFileError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    run_app(build_sink_app(data_dir, token_file=token_file), host, port, HttpLimits())
 
 
 @app.command()

@@ -1,4 +1,5 @@
 import logging
+import math
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,7 +50,11 @@ def test_allocate_release_and_cluster_view(tmp_path, clock):
         assert client.get(f"/v1/allocations/{body['id']}").json()["host"] == body["host"]
         assert client.delete(f"/v1/allocations/{body['id']}").status_code == 204
         assert client.get("/v1/cluster").json()["active_allocations"] == 0
-        assert client.delete(f"/v1/allocations/{body['id']}").json()["error"]["code"] == "unknown_allocation"
+        assert client.delete(f"/v1/allocations/{body['id']}").status_code == 204  # releasing is idempotent
+        unknown = client.delete(f"/v1/allocations/{'0' * 32}")
+        assert unknown.status_code == 404 and unknown.json()["error"] == {
+            "code": "unknown_allocation", "field": "alloc_id",
+            "message": "no such allocation (never issued here, or ended before this instance's last restart)"}
         assert reg.get_sample_value("maddpg_total_allocations_total") == 1
         assert reg.get_sample_value("maddpg_successful_allocations_total") == 1
         assert reg.get_sample_value("maddpg_allocation_duration_seconds_count") == 1
@@ -63,9 +68,14 @@ def test_allocate_release_and_cluster_view(tmp_path, clock):
     ({"demand": {"cpu": -1, "mem": 1}, "duration_s": 10}, 422, "demand.cpu"),
     ({"demand": {"cpu": 0}, "duration_s": 10}, 422, "demand"),
     ({"demand": {"cpu": 1}, "duration_s": 0}, 422, "duration_s"),
-    ({"demand": {"cpu": 1}, "duration_s": 10, "host": "nope"}, 422, "host"),
-    ({"demand": {"cpu": 1000, "mem": 1}, "duration_s": 10}, 422, "demand"),
+    ({"demand": {"cpu": 1}, "duration_s": 10, "host": "nope"}, 409, "host"),
+    ({"demand": {"cpu": 1000, "mem": 1}, "duration_s": 10}, 409, "demand"),
     ({"demand": {"cpu": 1}}, 422, "duration_s"),
+    ({"demand": {}, "duration_s": 10}, 422, "demand"),
+    ({"demand": {"cpu": 1e308}, "duration_s": 10}, 422, "demand.cpu"),
+    ({"demand": {"cpu": 1, "gpu": 1}, "duration_s": 10}, 422, "demand.gpu"),
+    ({"demand": {"cpu": 1}, "duration_s": 10, "max_wait_s": 1e308}, 422, "max_wait_s"),
+    ({"demand": {"cpu": 1}, "duration_s": 1e308}, 422, "duration_s"),
 ])
 def test_bad_input_is_a_json_4xx_and_changes_nothing(tmp_path, clock, payload, status, field):
     client, reg = make(tmp_path, clock)
@@ -125,3 +135,66 @@ def test_optimization_is_measured_against_the_round_robin_shadow(tmp_path, clock
         assert view["cost_core_hours"] == pytest.approx(32 * 500 / 3600)
         assert view["shadow_cost_core_hours"] == pytest.approx(4 * 32 * 500 / 3600)
         assert reg.get_sample_value("maddpg_resource_optimization_percentage") == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize("field", ["cpu", "mem", "net"])
+def test_a_host_of_absurd_capacity_is_refused_and_the_cost_meters_stay_finite(tmp_path, clock, field):
+    client, _ = make(tmp_path, clock)
+    with client:
+        host = {"name": "huge", "cpu": 8, "mem": 32, "net": 1000, field: 1e308}
+        r = client.post("/v1/hosts", json=host)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field
+        assert "1e+308" not in r.text  # errors never echo the input
+        assert alloc(client).status_code == 201
+        clock.t += 3600
+        view = client.get("/v1/cluster").json()
+        assert math.isfinite(view["cost_core_hours"]) and all(h["name"] != "huge" for h in view["hosts"])
+
+
+def test_releasing_an_expired_allocation_is_a_no_op_not_a_404(tmp_path, clock):
+    client, _ = make(tmp_path, clock)
+    with client:
+        aid = alloc(client, duration=10).json()["id"]
+        clock.t += 11
+        assert client.get(f"/v1/allocations/{aid}").status_code == 404  # not active any more
+        assert client.delete(f"/v1/allocations/{aid}").status_code == 204
+        assert client.delete(f"/v1/allocations/{aid}").status_code == 204
+        assert client.get("/v1/cluster").json()["active_allocations"] == 0
+
+
+def test_the_demand_schema_says_some_resource_must_be_positive(tmp_path, clock):
+    client, _ = make(tmp_path, clock)
+    with client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        assert {tuple(branch["required"]) for branch in schemas["Demand"]["anyOf"]} == {("cpu",), ("mem",), ("net",)}
+        assert schemas["Demand"]["additionalProperties"] is False
+
+
+async def test_the_load_profile_gets_no_errors_from_a_healthy_allocator(tmp_path, clock) -> None:
+    import asyncio
+    from collections import Counter
+
+    import httpx
+
+    from dwcp.allocator import load
+
+    ctx = ServiceContext(service="allocator", job="maddpg-allocator", instance=0, host="127.0.0.1", port=8400,
+                         settings=AllocatorSettings(), inventory=load_inventory(), data_dir=tmp_path,
+                         registry=CollectorRegistry(), logger=logging.getLogger("test"))
+    app = build_app(ctx)  # the real clock: the profile sizes durations from it
+    codes: Counter[int] = Counter()
+
+    async def count(response: httpx.Response) -> None:
+        codes[response.status_code] += 1
+
+    stop = asyncio.Event()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://a",
+                                 event_hooks={"response": [count]}) as client:
+        # A high rate on a small cluster: allocations expire during the run, so releases of ended ones happen.
+        task = asyncio.create_task(load.drive(["http://a"], client, stop, rate=400.0))
+        await asyncio.sleep(3.0)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert codes[201] > 50 and codes[204] > 5, codes
+    assert codes[404] == 0 and codes[422] == 0 and codes[400] == 0, codes

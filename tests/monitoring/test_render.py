@@ -125,3 +125,19 @@ def test_returned_names_cover_every_file_written(inventory, tmp_path):
             "grafana/provisioning/datasources/dwcp.yaml", "grafana/provisioning/dashboards/dwcp.yaml",
             "grafana/dashboards/dwcp-overview.json", "tests/services_test.yml"} <= set(written)
     assert all(isinstance(p, Path) and p.is_absolute() for p in written.values())
+
+
+def test_alertmanager_authenticates_to_the_sink_with_a_credentials_file(small_inventory, tmp_path, load):
+    import shutil
+    import subprocess
+
+    render_all(small_inventory(sink_token_file="/run/dwcp/secrets/alert-sink-token"), tmp_path)
+    sink = next(r for r in load(tmp_path / "alertmanager.yml")["receivers"] if r["name"] == "local-sink")
+    webhook = sink["webhook_configs"][0]
+    assert webhook["http_config"] == {"authorization": {"type": "Bearer",
+                                                        "credentials_file": "/run/dwcp/secrets/alert-sink-token"}}
+    assert webhook["max_alerts"] == 500
+    if shutil.which("amtool"):
+        check = subprocess.run(["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr

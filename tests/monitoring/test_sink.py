@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -57,3 +58,34 @@ def test_memory_is_bounded_but_the_journal_keeps_everything(tmp_path: Path):
         client.post("/alerts", json=_payload("firing", f"A{i}", "warning", f"f{i}"))
     assert [a["labels"]["alertname"] for a in client.get("/alerts").json()["alerts"]] == ["A2", "A3", "A4"]
     assert len((tmp_path / JOURNAL).read_text().splitlines()) == 5
+
+
+def test_only_posts_with_the_sink_token_are_kept_and_reads_stay_open(tmp_path: Path):
+    from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
+
+    token_file = ensure_token_file(tmp_path / "secrets" / "alert-sink-token")
+    client = TestClient(build_sink_app(tmp_path / "alerts", token_file=token_file))
+    fake = _payload("firing", "ServiceDown", "critical", "evil")
+    for headers in ({}, {"Authorization": "Bearer forged-token-of-some-length"}):
+        r = client.post("/alerts", json=fake, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert client.get("/alerts").json()["count"] == 0
+    r = client.post("/alerts", json=fake, headers=bearer_header(client_token(token_file)))
+    assert r.json() == {"received": 1}
+
+
+def test_a_huge_alert_is_refused_and_the_journal_is_bounded(tmp_path: Path):
+    client = TestClient(build_sink_app(tmp_path, max_journal_bytes=4096, max_body_bytes=64 * 1024))
+    huge = _payload("firing", "ServiceDown", "critical", "big")
+    huge["alerts"][0]["annotations"]["summary"] = "x" * (20 << 20)  # the 20 MB alert of issue 15
+    r = client.post("/alerts", content=json.dumps(huge), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "xxxx" not in r.text
+    assert not (tmp_path / JOURNAL).exists()
+    for i in range(40):  # ~350 bytes each: the journal rotates, never grows past two files of ~4 KiB
+        assert client.post("/alerts", json=_payload("firing", f"A{i}", "warning", f"f{i}")).status_code == 200
+    assert (tmp_path / JOURNAL).stat().st_size <= 4096 + 1024
+    assert (tmp_path / (JOURNAL + ".1")).stat().st_size <= 4096 + 1024
+    assert oct((tmp_path / JOURNAL).stat().st_mode & 0o777) == "0o600"
+    again = TestClient(build_sink_app(tmp_path))  # what is on disk is read back, newest last
+    names = [a["labels"]["alertname"] for a in again.get("/alerts").json()["alerts"]]
+    assert names[-1] == "A39" and names == sorted(names, key=lambda n: int(n[1:]))

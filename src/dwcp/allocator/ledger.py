@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ class Placement:
     inference_s: float
 
 
+ENDED_REMEMBERED = 100_000  # ids of ended allocations kept for idempotent DELETEs (~10 MB)
 _COUNTERS = ("total", "successful", "live_cost", "shadow_cost", "shadow_placed", "clock")
 
 
@@ -57,6 +59,8 @@ class Ledger:
             self.meta[a.id] = a
             heapq.heappush(self._ends, (a.end, a.id))
         self.shadow_only: dict[str, float] = {}
+        # Allocations that ended (expired or released) recently, so a late DELETE of one is a no-op, not a 404.
+        self.ended: OrderedDict[str, None] = OrderedDict()
         for i, host, d, end in store.shadow_only():
             self.shadow.place(i, self.shadow.index[host], np.array(d), end)
             self.shadow_only[i] = end
@@ -95,6 +99,9 @@ class Ledger:
         if i in self.shadow.allocs:
             self.shadow.release(i)
         del self.meta[i]
+        self.ended[i] = None
+        if len(self.ended) > ENDED_REMEMBERED:
+            self.ended.popitem(last=False)
 
     def counters(self) -> dict[str, float]:
         return dict(self.c)
@@ -114,9 +121,9 @@ class Ledger:
         if self.live.n_hosts == 0:
             raise LedgerError(409, "no_hosts", "no hosts are registered; POST /v1/hosts first")
         if host is not None and host not in self.live.index:
-            raise LedgerError(422, "unknown_host", f"host {host!r} is not registered", "host")
-        if not self.live.fits_anywhere_empty(demand):
-            raise LedgerError(422, "demand_exceeds_capacity",
+            raise LedgerError(409, "unknown_host", f"host {host!r} is not registered", "host")
+        if not self.live.fits_anywhere_empty(demand):  # a valid demand this cluster cannot hold: a state conflict
+            raise LedgerError(409, "demand_exceeds_capacity",
                               f"demand {demand.tolist()} is larger than every registered host", "demand")
         aid = uuid.uuid4().hex
         end = now + duration
@@ -157,11 +164,15 @@ class Ledger:
         heapq.heappush(self._ends, (end, aid))
         return Placement(aid, rec.host, now, end, inference)
 
-    def release(self, aid: str, now: float) -> StoredAllocation:
+    def release(self, aid: str, now: float) -> StoredAllocation | None:
+        """End an allocation early; None if it had already ended (expired or released): releasing is idempotent."""
         self._expire(now)
         rec = self.meta.get(aid)
+        if rec is None and aid in self.ended:
+            return None
         if rec is None:
-            raise LedgerError(404, "unknown_allocation", f"allocation {aid!r} is not active", "id")
+            raise LedgerError(404, "unknown_allocation", "no such allocation (never issued here, or ended before "
+                              "this instance's last restart)", "alloc_id")
         self.store.record(self.counters(), remove=[aid])
         self._drop(aid)
         return rec

@@ -9,26 +9,51 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from dwcp.allocator.cluster import HostSpec, load_cluster
 from dwcp.allocator.evaluate import make_policy
 from dwcp.allocator.ledger import Ledger, LedgerError
 from dwcp.allocator.metrics import AllocatorMetrics
-from dwcp.allocator.settings import AllocatorSettings
+from dwcp.allocator.settings import MAX_ALLOCATION_S, AllocatorSettings
 from dwcp.allocator.store import Store
 from dwcp.runtime.app import HealthResult, create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
 
+# Physical bounds of one host (and so of one demand): beyond them a value is a mistake or an attack, and
+# would push the cost meters to inf for good (they persist).
+MAX_CPU_CORES = 4096.0
+MAX_MEM_GIB = 65_536.0  # 64 TiB
+MAX_NET_MBPS = 1_000_000.0  # 1 Tbit/s
+MAX_WAIT_S = 7 * 86_400.0
+MAX_DURATION_S = MAX_ALLOCATION_S  # the settings' max_duration_s may only lower it
+
+
+def _json_number(value: object) -> object:
+    """JSON numbers only, as the schema says: pydantic's lax mode would take `true` for 1 and "3" for 3 (and
+    strict mode would refuse 3.0 for an integer, which JSON Schema calls an integer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_json_number)]
+Integer = Annotated[int, BeforeValidator(_json_number)]
+
 
 class Demand(BaseModel):
-    cpu: float = Field(0.0, ge=0, allow_inf_nan=False, description="cores")
-    mem: float = Field(0.0, ge=0, allow_inf_nan=False, description="GiB")
-    net: float = Field(0.0, ge=0, allow_inf_nan=False, description="Mbit/s")
+    # The validator below (some resource must be positive) in JSON Schema terms, so clients and Schemathesis
+    # know `{}` and all-zero demands are refused.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"exclusiveMinimum": 0}}} for name in ("cpu", "mem", "net")]})
+    cpu: Number = Field(0.0, ge=0, le=MAX_CPU_CORES, allow_inf_nan=False, description="cores")
+    mem: Number = Field(0.0, ge=0, le=MAX_MEM_GIB, allow_inf_nan=False, description="GiB")
+    net: Number = Field(0.0, ge=0, le=MAX_NET_MBPS, allow_inf_nan=False, description="Mbit/s")
 
     @model_validator(mode="after")
     def _some(self) -> Demand:
@@ -38,10 +63,13 @@ class Demand(BaseModel):
 
 
 class AllocationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     demand: Demand
-    duration_s: float = Field(gt=0, allow_inf_nan=False, description="seconds the allocation lasts")
-    max_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="SLA: longest acceptable wait")
-    host: str | None = Field(None, description="pin to this host (it must have room)")
+    duration_s: Number = Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False,
+                              description="seconds the allocation lasts (at most the service's max_duration_s)")
+    max_wait_s: Number = Field(0.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False,
+                              description="SLA: longest acceptable wait")
+    host: str | None = Field(None, max_length=128, description="pin to this host (it must have room)")
 
 
 class AllocationResponse(BaseModel):
@@ -53,11 +81,12 @@ class AllocationResponse(BaseModel):
 
 
 class HostRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
-    cpu: float = Field(gt=0, allow_inf_nan=False)
-    mem: float = Field(gt=0, allow_inf_nan=False)
-    net: float = Field(gt=0, allow_inf_nan=False)
-    group: int = Field(0, ge=0, le=1023)
+    cpu: Number = Field(gt=0, le=MAX_CPU_CORES, allow_inf_nan=False, description="cores")
+    mem: Number = Field(gt=0, le=MAX_MEM_GIB, allow_inf_nan=False, description="GiB")
+    net: Number = Field(gt=0, le=MAX_NET_MBPS, allow_inf_nan=False, description="Mbit/s")
+    group: Integer = Field(0, ge=0, le=1023)
 
 
 def _api(exc: LedgerError) -> ApiError:
@@ -97,7 +126,8 @@ def build_app(ctx: ServiceContext, clock=time.time) -> FastAPI:
                      health_checks={"store": db_health}, on_shutdown=[close])
     app.state.ledger = ledger
 
-    @app.post("/v1/hosts", status_code=201, tags=["allocator"], summary="Register a host and its capacity")
+    @app.post("/v1/hosts", status_code=201, tags=["allocator"], summary="Register a host and its capacity",
+              responses={409: {"description": "a host of this name is already registered"}})
     async def add_host(req: HostRequest) -> dict:
         try:
             ledger.add_host(HostSpec(req.name, req.cpu, req.mem, req.net, req.group), clock())
@@ -115,8 +145,9 @@ def build_app(ctx: ServiceContext, clock=time.time) -> FastAPI:
 
     @app.post("/v1/allocations", status_code=201, response_model=AllocationResponse, tags=["allocator"],
               summary="Place a workload, or refuse it (409 no_capacity) when no host has room now",
-              responses={409: {"description": "no host has room (SLA missed) or no hosts registered"},
-                         422: {"description": "bad input: negative demand, unknown host, larger than any host"}})
+              responses={409: {"description": "no host has room now (SLA missed), none could ever hold the demand, "
+                                               "the pinned host is not registered, or no hosts are registered"},
+                         422: {"description": "bad input: a field missing, of the wrong type or out of range"}})
     async def allocate(req: AllocationRequest) -> AllocationResponse:
         t0 = time.perf_counter()
         if req.duration_s > settings.max_duration_s:
@@ -137,7 +168,9 @@ def build_app(ctx: ServiceContext, clock=time.time) -> FastAPI:
                            "demand")
         return AllocationResponse(id=p.id, host=p.host, start=p.start, end=p.end, policy=ledger.policy.name)
 
-    @app.delete("/v1/allocations/{alloc_id}", status_code=204, tags=["allocator"], summary="Release an allocation")
+    @app.delete("/v1/allocations/{alloc_id}", status_code=204, tags=["allocator"],
+                summary="Release an allocation (204 also when it has already ended: releasing is idempotent)",
+                responses={404: {"description": "no such allocation was issued (recently) by this instance"}})
     async def release(alloc_id: str) -> Response:
         try:
             ledger.release(alloc_id, clock())

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_ALLOCATION_S = 7 * 86_400.0
 PolicyName = Literal["maddpg", "round-robin", "first-fit", "best-fit", "random"]
 
 
@@ -22,5 +23,6 @@ class AllocatorSettings(BaseModel):
         True, description="On first start (empty database), register the cluster (file or the 16-host default)."
     )
     database: str = Field("allocator.sqlite3", description="SQLite file, relative to the instance's data_dir.")
-    max_duration_s: float = Field(7 * 86_400.0, gt=0, description="Longest allocation accepted.")
+    max_duration_s: float = Field(MAX_ALLOCATION_S, gt=0, le=MAX_ALLOCATION_S, description="Longest allocation "
+                                  "accepted (the API documents MAX_ALLOCATION_S; this may only lower it).")
     seed: int = Field(0, description="Seed for the random policy.")

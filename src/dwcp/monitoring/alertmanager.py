@@ -14,6 +14,7 @@ from typing import Any
 from dwcp.monitoring.settings import MonitoringSettings
 
 SINK_RECEIVER = "local-sink"
+SINK_MAX_ALERTS = 500  # per notification, so a post stays far under the sink's body cap
 # A down target makes every other alert about it noise; a hard accuracy drop supersedes the drift alert.
 INHIBIT_RULES: list[dict[str, Any]] = [
     {"source_matchers": ['alertname=~"DWCPManagerDown|ServiceDown|ConsensusDown"'],
@@ -49,8 +50,10 @@ def alertmanager_config(s: MonitoringSettings) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
     if s.local_sink:
         routes.append({"receiver": SINK_RECEIVER, "matchers": ['alertname=~".+"'], "continue": True})
-        receivers.append({"name": SINK_RECEIVER,
-                          "webhook_configs": [{"url": s.sink_url, "send_resolved": True}]})
+        webhook: dict[str, Any] = {"url": s.sink_url, "send_resolved": True, "max_alerts": SINK_MAX_ALERTS}
+        if s.sink_token_file:  # the sink refuses posts without it; the token stays in its file
+            webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": s.sink_token_file}}
+        receivers.append({"name": SINK_RECEIVER, "webhook_configs": [webhook]})
     routes += [
         {"receiver": "pagerduty-critical", "matchers": ['severity="critical"']},
         {"receiver": "ops-team", "matchers": ['severity="warning"']},

@@ -46,6 +46,9 @@ class MonitoringSettings(BaseModel):
 
     # Route every alert to the built-in webhook sink as well as (continue: true) the seed's receivers.
     local_sink: bool = True
+    # The bearer token Alertmanager sends to the sink (credentials file). None: `dwcp up` makes
+    # <run dir>/secrets/alert-sink-token and renders that path.
+    sink_token_file: str | None = None
 
     # Secret sources: files Alertmanager reads at notify time. A receiver integration is rendered only
     # when its secret (or SMTP relay) is configured; unconfigured receivers stay valid but silent.

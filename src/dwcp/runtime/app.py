@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import msgspec
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -218,10 +219,12 @@ class App(FastAPI):
     FastAPI as usual.
     """
 
-    fast_routes: dict[str, FastHandler]
-    request_metrics: RequestMetrics
-    tokens: TokenFile | None = None  # None: writes are open (hand-built contexts in tests)
-    max_body_bytes: int = MAX_BODY_BYTES  # what JsonRequest.body() reads at most
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_routes: dict[str, FastHandler] = {}
+        self.request_metrics: RequestMetrics | None = None  # set by create_app
+        self.tokens: TokenFile | None = None  # None: writes are open (hand-built contexts in tests)
+        self.max_body_bytes = MAX_BODY_BYTES  # what JsonRequest.body() reads at most
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -266,7 +269,8 @@ class App(FastAPI):
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON), *headers]})
         await send({"type": "http.response.body", "body": body})
-        self.request_metrics.observe(self._template(scope), scope["method"], status, 0.0)
+        if self.request_metrics is not None:
+            self.request_metrics.observe(self._template(scope), scope["method"], status, 0.0)
 
     def _template(self, scope) -> str:
         if scope["path"] in self.fast_routes:
@@ -308,6 +312,72 @@ async def _run_check(check: HealthCheck) -> HealthResult:
         return result
     except Exception as exc:  # a failing check is a health fact, not a crash
         return HealthResult("down", f"{type(exc).__name__}: {exc}")
+
+
+def harden(app: App, token_file: Path | None, max_body_bytes: int | None = None) -> None:
+    """What every DWCP HTTP app gets before its routes are added: JSON errors in one shape, the one JSON
+    decoder and the body cap on every route (JsonRoute), and bearer tokens on writes when `token_file` is
+    given. `create_app` calls it; so does the alert sink, which is not a ServiceContext service."""
+    app.router.route_class = JsonRoute
+    install_error_handlers(app)
+    if token_file is not None:
+        app.tokens = TokenFile(token_file)
+    if max_body_bytes is not None:
+        app.max_body_bytes = max_body_bytes
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(generate(), guarded=app.tokens is not None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message", "field"], "additionalProperties": False,
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                       "field": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}},
+}
+_ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+# What the runtime itself may answer, besides each route's own documented errors.
+_RUNTIME_ERRORS = {
+    400: "the body is not valid JSON (malformed, invalid UTF-8, nested too deeply)",
+    401: "a write without a bearer token this service accepts",
+    404: "nothing at this path (an unknown id, or no such route)",
+    413: "the body is larger than this endpoint accepts",
+    415: "a content type this endpoint does not take",
+    422: "a field is missing, of the wrong type or out of range (the error names it)",
+    503: "a dependency of this instance is not ready or is full; retry later",
+}
+
+
+def document_errors(schema: dict[str, Any], *, guarded: bool) -> dict[str, Any]:
+    """The OpenAPI document with what every route may answer besides its own responses: the runtime's
+    errors (one `Error` shape, replacing FastAPI's validation-error schema) and, when writes are guarded,
+    the bearer scheme on every write operation."""
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    if guarded:
+        components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            write = method.upper() in WRITE_METHODS
+            if guarded and write:
+                operation["security"] = [{"bearer": []}]
+            responses = operation.setdefault("responses", {})
+            has_body = "requestBody" in operation
+            for status, why in _RUNTIME_ERRORS.items():
+                if (status in (400, 413, 415) and not has_body) or (status == 401 and not (guarded and write)):
+                    continue
+                documented = responses.setdefault(str(status), {"description": why})
+                documented["content"] = _ERROR_REF
+    return schema
 
 
 def _warn_open(ctx: ServiceContext) -> Hook:
@@ -354,20 +424,14 @@ def create_app(
             ctx.logger.info("stopped", extra={"event": "stopped"})
 
     app = App(title=title, version=version, description=description, lifespan=lifespan)
-    app.router.route_class = JsonRoute
+    harden(app, ctx.token_file, max_body_bytes)
     app.state.ctx = ctx
-    if ctx.token_file is not None:
-        app.tokens = TokenFile(ctx.token_file)
-    else:
+    if ctx.token_file is None:
         startup.insert(0, _warn_open(ctx))
-    if max_body_bytes is not None:
-        app.max_body_bytes = max_body_bytes
-    install_error_handlers(app)
     for collector in (ProcessCollector, PlatformCollector):
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
     app.request_metrics = RequestMetrics(ctx.registry, ctx.job)
-    app.fast_routes = {}
     app.add_middleware(MetricsMiddleware, metrics=app.request_metrics)
 
     @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")
@@ -385,7 +449,7 @@ def create_app(
         }
         return JSONResponse(body, status_code=503 if worst == "down" else 200)
 
-    @app.get("/metrics", tags=["runtime"], summary="Prometheus text exposition")
+    @app.get("/metrics", tags=["runtime"], summary="Prometheus text exposition", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -71,7 +71,9 @@ def raised_response(exc: ApiError | StarletteHTTPException) -> JSONResponse:
     """The answer to an error a handler raises on purpose: an ApiError, or an HTTP exception (routing's too)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field)
-    return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+    response = error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. routing's 405 names the allowed methods in Allow
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -92,12 +94,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_input", message, field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return raised_response(exc)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = raised_response(exc)
+        if exc.status_code == 405:  # routing names one route's methods; a path may have several routes
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_response(request.method, request.url.path, exc)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of `app` serves at `path`."""
+    methods = {m for route in app.router.routes if getattr(route, "path_regex", None) is not None
+               and route.path_regex.match(path) for m in (getattr(route, "methods", None) or ())}
+    return sorted(methods)
 
 
 def unexpected_response(method: str, path: str, exc: Exception) -> JSONResponse:

@@ -95,10 +95,26 @@ class SupervisorSettings(BaseModel):
         return self
 
 
-class SecuritySettings(BaseModel):
-    """Credentials of the HTTP services (see runtime/auth.py and docs/security.md). Paths only, never secrets."""
+class HttpLimits(BaseModel):
+    """What one HTTP service process lets connections hold (runtime/server.py, ConnectionGuard)."""
 
     model_config = ConfigDict(extra="forbid")
+    # Most connections at once; past it a new connection evicts the oldest one still waiting for a request head.
+    # Also kept under the process's descriptor limit, which `dwcp serve` raises to its hard limit.
+    max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # A request head (request line and headers) must arrive this long after the connection opened or went
+    # idle, however slowly it trickles in: the slow-loris bound.
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=1 << 20)
+    keep_alive_s: float = Field(5.0, gt=0, le=300)  # idle keep-alive connections are closed after this
+
+
+class SecuritySettings(BaseModel):
+    """Credentials and connection limits of the HTTP services (runtime/auth.py, runtime/server.py,
+    docs/security.md). Paths only, never secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+    http: HttpLimits = Field(default_factory=HttpLimits)
     # Bearer tokens for every service's write endpoints; relative to the inventory file. Default (None):
     # `dwcp up` makes one per run under <run dir>/secrets/. A multi-host inventory must name one.
     token_file: str | None = Field(None, min_length=1)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
+import resource
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dwcp.runtime.auth import RUN_DIR_ENV, ensure_token_file, token_path
 from dwcp.runtime.context import ServiceContext
-from dwcp.runtime.inventory import Inventory, InventoryError
+from dwcp.runtime.inventory import HttpLimits, Inventory, InventoryError
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
 
-__all__ = ["RUN_DIR_ENV", "build_context", "default_data_root", "serve"]
+__all__ = ["RUN_DIR_ENV", "ConnectionGuard", "HttpProtocol", "build_context", "default_data_root", "run_app",
+           "serve"]
 
 
 def default_data_root() -> Path:
@@ -85,25 +93,194 @@ class CoalescedWrites:
         return getattr(self._transport, name)
 
 
+# Connections the kernel may hold completed before the process accepts them (capped by net.core.somaxconn):
+# during a flood, a probe that finds this queue full waits a SYN retransmit (1 s).
+LISTEN_BACKLOG = 8192
+# Connections a header-timeout sweep drops per event-loop step: 10,000 at once would stall the loop ~100 ms.
+SWEEP_BATCH = 64
+
+
+class ConnectionGuard:
+    """What connections that have not sent a whole request head may hold: the slow-loris and descriptor bound.
+
+    A connection is *waiting* from accept, and again from the end of each response, until its next request
+    head (request line and headers) is complete. A waiting connection is dropped `header_timeout_s` after
+    it began waiting, however slowly it trickles bytes, and as soon as its head passes `max_header_bytes`.
+    At `max_connections`, a new connection evicts the oldest waiting one, so a flood of half-open
+    connections can never keep a health probe out; when none is waiting (every connection has a request in
+    flight) the new one is dropped instead. One guard per process; the event loop is its only thread.
+    """
+
+    def __init__(self, limits: HttpLimits, clock=time.monotonic) -> None:
+        self.max_connections = limits.max_connections
+        self.header_timeout_s = limits.header_timeout_s
+        self.max_header_bytes = limits.max_header_bytes
+        self._clock = clock
+        self.live: set[HttpProtocol] = set()
+        self.waiting: OrderedDict[HttpProtocol, float] = OrderedDict()  # -> deadline, oldest first
+        self.dropped = {"evicted": 0, "header_timeout": 0, "header_too_large": 0, "over_limit": 0}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def opened(self, conn: HttpProtocol) -> bool:
+        """Admit a new connection (False: drop it), evicting the oldest waiting one when at the limit."""
+        if len(self.live) >= self.max_connections:
+            if not self.waiting:
+                self.dropped["over_limit"] += 1
+                return False
+            oldest, _ = self.waiting.popitem(last=False)
+            self._drop(oldest, "evicted")
+        self.live.add(conn)
+        self.wait(conn)
+        return True
+
+    def wait(self, conn: HttpProtocol) -> None:
+        """`conn` now waits for a request head (new, or idle after a response)."""
+        conn.head_bytes = 0
+        self.waiting[conn] = self._clock() + self.header_timeout_s
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(self.header_timeout_s / 4, self._sweep, conn.loop)
+
+    def received(self, conn: HttpProtocol, size: int) -> bool:
+        """Count head bytes of a waiting connection; False (and dropped) once they pass the limit."""
+        if conn not in self.waiting:
+            return True
+        conn.head_bytes += size
+        if conn.head_bytes <= self.max_header_bytes:
+            return True
+        self.waiting.pop(conn)
+        self._drop(conn, "header_too_large")
+        return False
+
+    def busy(self, conn: HttpProtocol) -> None:
+        """`conn`'s request head is complete: it is the application's until the response ends."""
+        self.waiting.pop(conn, None)
+
+    def closed(self, conn: HttpProtocol) -> None:
+        self.live.discard(conn)
+        self.waiting.pop(conn, None)
+
+    def _drop(self, conn: HttpProtocol, why: str) -> None:
+        self.live.discard(conn)
+        self.dropped[why] += 1
+        conn.transport.abort()  # frees the descriptor now; a half-sent head has nothing to flush
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = self._clock()
+        for _ in range(SWEEP_BATCH):
+            if not self.waiting:
+                break
+            conn, deadline = next(iter(self.waiting.items()))
+            if deadline > now:
+                break
+            self.waiting.popitem(last=False)
+            self._drop(conn, "header_timeout")
+        else:  # more may be due: go on next loop step, so requests in flight are served in between
+            self._sweeper = loop.call_later(0, self._sweep, loop)
+            return
+        self._sweeper = loop.call_later(self.header_timeout_s / 4, self._sweep, loop) if self.waiting else None
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a `CoalescedWrites` transport."""
+    """uvicorn's httptools protocol on a `CoalescedWrites` transport, under a `ConnectionGuard`."""
+
+    head_bytes = 0
+
+    def __init__(self, *args, guard: ConnectionGuard | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescedWrites(transport, self.loop))
+        if self.guard is not None and not self.guard.opened(self):
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.guard is None or self.guard.received(self, len(data)):
+            super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        if self.guard is not None:
+            self.guard.busy(self)
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        idle = not self.pipeline
+        super().on_response_complete()
+        if self.guard is not None and idle and not self.transport.is_closing():
+            self.guard.wait(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.guard is not None:
+            self.guard.closed(self)
+        super().connection_lost(exc)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's open-descriptor limit to its hard limit; returns the (soft) limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_limit(limits: HttpLimits, descriptors: int) -> int:
+    """`max_connections`, kept under the descriptor limit with room for the service's own files and peers."""
+    reserve = max(256, descriptors // 8)
+    return max(16, min(limits.max_connections, descriptors - reserve))
 
 
 def serve(ctx: ServiceContext, *, bind_host: str | None = None, log_level: str = "info") -> None:
     """Build the service's app and serve it until SIGINT/SIGTERM (uvicorn drains, then runs shutdown hooks)."""
     setup_logging(log_level, service=ctx.job, instance=ctx.instance)
     app = resolve_kind(ctx.service).build_app_function()(ctx)
+    run_app(app, bind_host or ctx.host, ctx.port, ctx.inventory.security.http, ctx.registry)
+
+
+class GuardCollector:
+    """The guard's state as metrics: what a connection flood looks like from inside the process."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self):
+        open_now = GaugeMetricFamily("dwcp_http_connections", "HTTP connections this process holds, by state "
+                                     "(waiting: no complete request head yet).", labels=["state"])
+        open_now.add_metric(["open"], len(self.guard.live))
+        open_now.add_metric(["waiting"], len(self.guard.waiting))
+        dropped = CounterMetricFamily("dwcp_http_connections_dropped", "HTTP connections the server closed itself: "
+                                      "evicted at the connection limit, over_limit (none evictable), header_timeout, "
+                                      "header_too_large.", labels=["reason"])
+        for reason, count in self.guard.dropped.items():
+            dropped.add_metric([reason], count)
+        return [open_now, dropped]
+
+
+def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRegistry | None = None) -> None:
+    """Serve an ASGI app under the limits: descriptor limit raised, a ConnectionGuard on every connection (its
+    counts exported to `registry` when given)."""
+    descriptors = raise_descriptor_limit()
+    guarded = limits.model_copy(update={"max_connections": connection_limit(limits, descriptors)})
+    guard = ConnectionGuard(guarded)
+    if registry is not None:
+        registry.register(GuardCollector(guard))
     config = uvicorn.Config(
         app,
-        host=bind_host or ctx.host,
-        port=ctx.port,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=limits.keep_alive_s,
         lifespan="on",
-        http=HttpProtocol,
+        http=functools.partial(HttpProtocol, guard=guard),
+        backlog=LISTEN_BACKLOG,
     )
+    logging.getLogger("dwcp.runtime.server").info(
+        "connection limits", extra={"event": "limits", "max_connections": guarded.max_connections,
+                                    "descriptors": descriptors, "header_timeout_s": limits.header_timeout_s})
     uvicorn.Server(config).run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import shutil
 import signal
 import socket
@@ -63,9 +64,11 @@ class SupervisorMetrics:
 
 
 def make_run_dir(requested: Path | None) -> Path:
+    """The run directory, 0700: logs, stores, journals and secrets are the DWCP user's alone."""
     run_dir = requested or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     for sub in ("logs", "data", "monitoring"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    run_dir.chmod(0o700)
     return run_dir.resolve()
 
 
@@ -184,6 +187,14 @@ def prepare_tokens(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Path]
     return [ensure_token_file(path) for path in paths]
 
 
+def prepare_sink_token(mon, run_dir: Path):
+    """The monitoring settings with the alert sink's token file named (made if missing): Alertmanager sends
+    it, the sink requires it."""
+    path = Path(mon.sink_token_file) if mon.sink_token_file else run_dir / "secrets" / "alert-sink-token"
+    ensure_token_file(path)
+    return mon.model_copy(update={"sink_token_file": str(path.resolve())})
+
+
 def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> list[ProcessSpec]:
     mon = inv.monitoring
     logs = run_dir / "logs"
@@ -197,7 +208,7 @@ def plan_monitoring(inv: Inventory, run_dir: Path, files: dict[str, Path]) -> li
         ProcessSpec(
             name="alert-sink", log_path=logs / "alert-sink.log", target=f"{mon.sink_host}:{mon.sink_port}",
             argv=_dwcp("alert-sink", "--host", mon.sink_host, "--port", str(mon.sink_port),
-                       "--data-dir", str(run_dir / "alerts")),
+                       "--data-dir", str(run_dir / "alerts"), "--token-file", str(mon.sink_token_file)),
         ),
         ProcessSpec(
             name="alertmanager", log_path=logs / "alertmanager.log",
@@ -292,6 +303,7 @@ class Up:
         start_http_server(sup_port, addr=sup_host, registry=self.registry)
         monitor_specs = []
         if self.opts.monitoring:
+            self.inv.monitoring = prepare_sink_token(self.inv.monitoring, self.run_dir)
             files = self._render_monitoring(jobs)
             monitor_specs = plan_monitoring(self.inv, self.run_dir, files)
         console.print(f"run directory: [bold]{self.run_dir}[/bold]")
@@ -397,6 +409,7 @@ class Up:
 
 
 def run_up(inv: Inventory, opts: UpOptions) -> int:
+    os.umask(0o077)  # every file `up` and its children write (stores, journals, logs) is the DWCP user's alone
     up = Up(inv, opts)
     with open(up.run_dir / "logs" / "supervisor.log", "a") as log_file:
         setup_logging("info", component="supervisor", stream=log_file)

@@ -196,3 +196,51 @@ def test_health_stays_fast_while_a_cluster_stalls_every_call(make_sites):
     assert results[0].status_code == 503 and results[0].json()["error"]["field"] == "cluster"
     durations.sort()
     assert durations[int(0.99 * len(durations)) - 1] < 0.1, durations[-5:]  # vs a 3 s stall
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.network
+def test_allocations_fail_over_to_a_live_allocator_and_release_where_placed(make_sites, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from dwcp.runtime.auth import ensure_token_file
+
+    token_file = ensure_token_file(tmp_path / "secrets" / "http-token")
+    dead, live = free_port(), free_port()
+    instances = [{"host": "127.0.0.1", "port": dead}, {"host": "127.0.0.1", "port": live}]
+    inv = tmp_path / "allocator.yaml"
+    inv.write_text(yaml.safe_dump({"name": "alloc", "security": {"token_file": str(token_file)},
+                                   "services": {"allocator": {"instances": instances}}}))
+    log = open(tmp_path / "allocator.log", "wb")  # noqa: SIM115 - closed below
+    argv = [sys.executable, "-m", "dwcp", "serve", "allocator", "--instance", "1", "--inventory", str(inv),
+            "--data-dir", str(tmp_path / "alloc-data")]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{live}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        entry = {"allocator": {"instances": instances, "token_file": str(token_file)}}
+        site = make_sites(1, extra=entry)[0]
+        request = {"demand": {"cpu": 2, "mem": 4}, "duration_s": 600}
+        placed = [site.client.post("/v1/allocations", json=request) for _ in range(3)]
+        assert all(r.status_code == 201 for r in placed), [r.text for r in placed]
+        assert all(r.json()["allocator"] == f"http://127.0.0.1:{live}" for r in placed)
+        bad = site.client.post("/v1/allocations", json={"demand": {"cpu": -1}, "duration_s": 1})
+        assert bad.status_code == 422 and bad.json()["error"]["field"]  # the allocator's answer, passed through
+        alloc_id = placed[0].json()["id"]
+        assert site.client.delete(f"/v1/allocations/{alloc_id}").status_code == 204
+        assert site.client.delete(f"/v1/allocations/{alloc_id}").status_code == 404
+        assert site.metric("dwcp_circuit_breaker_state",
+                           {"service": "dwcp-manager", "breaker": "allocator", "state": "closed"}) == 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()

@@ -233,6 +233,7 @@ def test_allocations_fail_over_to_a_live_allocator_and_release_where_placed(make
         placed = [site.client.post("/v1/allocations", json=request) for _ in range(3)]
         assert all(r.status_code == 201 for r in placed), [r.text for r in placed]
         assert all(r.json()["allocator"] == f"http://127.0.0.1:{live}" for r in placed)
+        assert f"http://127.0.0.1:{dead}" in site.site.router.allocator._failed_at  # tried first, failed over
         bad = site.client.post("/v1/allocations", json={"demand": {"cpu": -1}, "duration_s": 1})
         assert bad.status_code == 422 and bad.json()["error"]["field"]  # the allocator's answer, passed through
         alloc_id = placed[0].json()["id"]

@@ -92,10 +92,14 @@ class TransferLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"CREATE TABLE IF NOT EXISTS transfers ({_QUOTED}, PRIMARY KEY (id))")
 
-    def save(self, t: Transfer) -> None:
+    def save(self, t: Transfer, durable: bool = False) -> None:
+        """Record `t`. `durable` (accepting a transfer, its final state) fsyncs the WAL before returning; a
+        progress save does not (WAL with synchronous=NORMAL survives a killed process, and a progress row
+        lost to a power cut only means the receiver's STATE is asked again)."""
         t.updated = time.time()
         row = [json.dumps(v) if isinstance(v, dict) else v for v in asdict(t).values()]
         with self._lock:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute(f"INSERT OR REPLACE INTO transfers VALUES ({', '.join('?' * len(_COLUMNS))})", row)
 
     def get(self, tid: str) -> Transfer | None:
@@ -173,7 +177,7 @@ class Transfers:
             return len(self._active)
 
     def _enqueue(self, t: Transfer) -> None:
-        self.log.save(t)
+        self.log.save(t, durable=True)
         with self._lock:
             self._active[t.id] = t
             self.metrics.transfers_active.set(len(self._active))
@@ -228,7 +232,7 @@ class Transfers:
         self.metrics.transfers.labels(t.state).inc()
         if t.state == "done":
             self.links.record_transfer(t.to, t.bytes_wire - wire_at_start, time.perf_counter() - started)
-        self.log.save(t)
+        self.log.save(t, durable=True)
 
     def _attempt(self, t: Transfer) -> None:
         site = self.sites[t.to]

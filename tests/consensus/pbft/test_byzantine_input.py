@@ -29,6 +29,9 @@ from dwcp.consensus.pbft.messages import (
     SignedViewChange,
     Status,
     ViewChange,
+    ViewChangeRef,
+    ViewChangeRelay,
+    ViewChangeRequest,
 )
 
 from .conftest import received, tx
@@ -167,9 +170,11 @@ def test_random_garbage_never_raises(replica):
         lambda: PrePrepare(epoch=i(), view=i(), block=blk()),
         lambda: Checkpoint(height=i(), state=d()),
         vc,
-        lambda: NewView(epoch=i(), view=i(), view_changes=(SignedViewChange(sender=i(), signature=d(),
-                                                                            view_change=vc()),), proposals=(blk(),)),
+        lambda: NewView(epoch=i(), view=i(), view_changes=(ViewChangeRef(sender=i(), digest=d()),),
+                        proposals=(d(),)),
         lambda: NewViewRequest(epoch=i(), view=i()),
+        lambda: ViewChangeRequest(epoch=i(), view=i(), senders=(i(), i())),
+        lambda: ViewChangeRelay(view_change=SignedViewChange(sender=i(), signature=d(), view_change=vc())),
         lambda: Status(epoch=i(), view=i(), height=i(), reply=rng.random() < 0.5),
         lambda: Decided(block=blk(), certificate=cert()),
         lambda: TxBatch(txs=(Transaction(payload=d()),)),

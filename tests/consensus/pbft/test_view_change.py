@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from dwcp.consensus.core import (
     Block,
     CancelTimer,
@@ -16,9 +18,21 @@ from dwcp.consensus.core import (
     TxBatch,
     Vote,
     block_digest,
+    encode,
 )
+from dwcp.consensus.core.messages import digest
 from dwcp.consensus.pbft import Mode, Replica
-from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, PrePrepare, ViewChange
+from dwcp.consensus.pbft.messages import (
+    NewView,
+    NewViewRequest,
+    Prepared,
+    PrePrepare,
+    SignedViewChange,
+    ViewChange,
+    ViewChangeRef,
+    ViewChangeRelay,
+    ViewChangeRequest,
+)
 from dwcp.consensus.pbft.state import GOSSIP, REQUEST, VIEW_CHANGE
 from dwcp.consensus.pbft.viewchange import reproposals
 
@@ -138,8 +152,8 @@ def test_view_change_preserves_a_prepared_but_uncommitted_block(pbft_net):
     net.fire(2, GOSSIP)
     net.run()
     [nv] = sent(net, 1, NewView)
-    assert nv.proposals == (b,)  # re-proposed byte for byte: same digest as in view 0
-    assert all(len(s.view_change.prepared) == 1 for s in nv.view_changes)
+    assert nv.proposals == (block_digest(b),)  # re-proposed byte for byte: same digest as in view 0
+    assert all(len(s.view_change.prepared) == 1 for s in net.cores[1].nv_proof.values())
     for n in (1, 2, 3):
         assert net.commits[n][0].block == b and net.commits[n][0].certificate.view == 1
         assert net.commits[n][0].certificate.digest == block_digest(b)
@@ -163,7 +177,7 @@ def test_block_committed_by_one_replica_is_adopted_from_its_view_change(pbft_net
     [vc3] = sent(net, 3, ViewChange)
     assert [(p.block, p.certificate) for p in vc3.prepared] == [(committed.block, committed.certificate)]
     [nv] = sent(net, 1, NewView)
-    assert nv.proposals == (committed.block,)
+    assert nv.proposals == (block_digest(committed.block),)
     for n in (1, 2):
         assert net.commits[n] == [committed]
     spread(net, 2, tx(2))
@@ -212,7 +226,7 @@ def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
     deliver(net, drop=lambda s, to, m: isinstance(m, NewView) and not held.append((to, m)))
     [(to, nv), *_] = held
     forged = NewView(epoch=0, view=1, view_changes=nv.view_changes,
-                     proposals=(Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(9),)),))
+                     proposals=(block_digest(Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(9),))),))
     assert net.cores[2].handle(2.0, received(net.keys, 1, forged)) == [Rejected(peer=1, reason="bad_reproposals")]
     short = NewView(epoch=0, view=1, view_changes=nv.view_changes[:2], proposals=nv.proposals)
     assert net.cores[2].handle(2.0, received(net.keys, 1, short)) == [Rejected(peer=1, reason="bad_new_view")]
@@ -311,8 +325,9 @@ def test_view_change_in_a_later_epoch(pbft_net):
     # Epoch 1 starts after height 4 and no checkpoint is stable yet: the view changes report proofs
     # for heights 5 and 6 only, and nothing at or below the epoch start is re-proposed.
     [nv] = sent(net, 1, NewView)
-    assert [[p.block.height for p in s.view_change.prepared] for s in nv.view_changes] == [[5, 6]] * 3
-    assert [b.height for b in nv.proposals] == [5, 6]
+    proof = net.cores[2].nv_proof  # what node 2 accepted the NEW-VIEW on
+    assert [[p.block.height for p in s.view_change.prepared] for s in proof.values()] == [[5, 6]] * 3
+    assert nv.proposals == tuple(block_digest(c.block) for c in net.commits[1][4:6])
     assert {(c.epoch, c.view) for n, c in net.cores.items() if n != 0} == {(1, 1)}
     for n in (1, 2, 3):
         assert net.commits[n][-1].height == 7 and net.commits[n][-1].block.txs == (tx(100),)
@@ -350,3 +365,75 @@ def test_view_change_too_big_for_a_frame_is_not_sent(pbft_net):
     time_out(net, [1, 2, 3])  # LocalNet seals every frame: an oversized one would raise here
     net.run()
     assert sent(net, 1, ViewChange) == [] and net.cores[1].mode is Mode.VIEW_CHANGE
+
+
+def test_new_view_names_view_changes_by_digest_and_proposals_by_block_digest(pbft_net):
+    net = pbft_net(batch_size=1)
+    spread(net, 0, tx(1))
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    net.run()
+    [nv] = sent(net, 1, NewView)
+    proof = net.cores[1].nv_proof
+    assert nv.view_changes == tuple(ViewChangeRef(sender=s, digest=digest(encode(svc.view_change)))
+                                    for s, svc in sorted(proof.items()))
+    assert sent(net, 1, ViewChangeRelay) == []  # everyone held every view change: nothing fetched
+    assert len(encode(nv)) < 400
+
+
+def test_a_replica_missing_a_view_change_fetches_it_from_the_primary_and_enters_the_view(pbft_net):
+    net = pbft_net(batch_size=1)
+    spread(net, 0, tx(1))
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    # Node 3's view change never reaches node 2; the NEW-VIEW (from 1) names it.
+    deliver(net, drop=lambda s, to, m: isinstance(m, ViewChange) and s == 3 and to == 2)
+    assert sent(net, 2, ViewChangeRequest) == [ViewChangeRequest(epoch=0, view=1, senders=(3,))]
+    [relay] = sent(net, 1, ViewChangeRelay)
+    assert relay.view_change == net.cores[1].nv_proof[3]
+    assert {(net.cores[n].view, net.cores[n].mode) for n in (1, 2, 3)} == {(1, Mode.NORMAL)}
+    assert net.heights() == {0: 0, 1: 1, 2: 1, 3: 1}  # the prepared block, re-proposed and committed
+
+
+def test_forged_or_unasked_relays_are_refused_and_a_new_view_on_a_bad_view_change_is_dropped(pbft_net):
+    net = pbft_net(batch_size=1)
+    spread(net, 0, tx(1))
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    held: list = []
+    deliver(net, drop=lambda s, to, m: (isinstance(m, ViewChange) and s == 3 and to == 2)
+            or (isinstance(m, ViewChangeRelay) and not held.append(m)))
+    core = net.cores[2]
+    assert core.pending_nv is not None and core.mode is Mode.VIEW_CHANGE  # waiting for node 3's view change
+    good = held[0].view_change
+    # The relay's bytes must hash to the digest the NEW-VIEW names, and carry node 3's signature.
+    other = SignedViewChange(sender=3, signature=good.signature,
+                             view_change=msgspec.structs.replace(good.view_change, height=0, prepared=()))
+    assert core.handle(2.0, received(net.keys, 1, ViewChangeRelay(view_change=other))) == [
+        Rejected(peer=1, reason="bad_relay")]
+    unsigned = msgspec.structs.replace(good, signature=b"\x00" * 64)
+    assert core.handle(2.0, received(net.keys, 1, ViewChangeRelay(view_change=unsigned))) == [
+        Rejected(peer=1, reason="bad_view_change_signature")]
+    assert core.mode is Mode.VIEW_CHANGE
+    core.handle(2.0, received(net.keys, 1, ViewChangeRelay(view_change=good)))  # the real one completes it
+    assert (core.view, core.mode, core.pending_nv) == (1, Mode.NORMAL, None)
+    assert core.handle(2.1, received(net.keys, 1, ViewChangeRelay(view_change=good))) == []  # late: ignored
+
+
+def test_view_change_requests_are_answered_for_the_current_view_and_rate_limited(pbft_net):
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    spread(net, 1, tx(1))
+    net.run()
+    time_out(net, [1, 2, 3])
+    net.run()
+    primary = net.cores[1]
+    ask = ViewChangeRequest(epoch=0, view=1, senders=(3, 2, 3, 0))
+    relays = primary.handle(3.0, received(net.keys, 2, ask))
+    assert relays == [Send(to=2, message=ViewChangeRelay(view_change=primary.nv_proof[s])) for s in (2, 3)]
+    assert primary.handle(3.1, received(net.keys, 2, ask)) == []  # within half a view-change timeout
+    assert len(primary.handle(3.6, received(net.keys, 2, ask))) == 2
+    assert primary.handle(9.0, received(net.keys, 3, ViewChangeRequest(epoch=0, view=0, senders=(2,)))) == []

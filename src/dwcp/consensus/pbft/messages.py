@@ -50,14 +50,40 @@ class SignedViewChange(msgspec.Struct, frozen=True, array_like=True):
     view_change: ViewChange
 
 
+class ViewChangeRef(msgspec.Struct, frozen=True, array_like=True):
+    """One signed view change a NEW-VIEW is built on, by its sender and the digest of its encoding."""
+
+    sender: int
+    digest: bytes
+
+
 class NewView(Message, tag="nv"):
-    """The new primary's proof (2f+1 signed view changes) and the blocks it re-proposes, which every
-    replica recomputes from the proof before accepting (see viewchange.py)."""
+    """The new primary's proof and choice, by reference: the 2f+1 view changes it used (sender and
+    digest: every replica received them from their senders, and fetches any it lacks with
+    `ViewChangeRequest`) and the digests of the blocks it re-proposes for the heights above the
+    low mark, which every replica recomputes from those view changes before accepting (see
+    newview.py). Its size is O(n + heights) digests, never the view changes themselves, so it
+    stays small at n = 100 where 67 view changes with their certificates exceed a 1 MiB frame."""
 
     epoch: int
     view: int
-    view_changes: tuple[SignedViewChange, ...]
-    proposals: tuple[Block, ...]
+    view_changes: tuple[ViewChangeRef, ...]
+    proposals: tuple[bytes, ...]
+
+
+class ViewChangeRequest(Message, tag="vcreq"):
+    """Send me these senders' view changes that the NEW-VIEW of (epoch, view) is built on."""
+
+    epoch: int
+    view: int
+    senders: tuple[int, ...]
+
+
+class ViewChangeRelay(Message, tag="vcrelay"):
+    """A view change passed on by a replica that holds it (the answer to `ViewChangeRequest`): it is
+    authenticated by its original sender's signature, not by the relay's envelope."""
+
+    view_change: SignedViewChange
 
 
 class NewViewRequest(Message, tag="nvreq"):
@@ -75,4 +101,6 @@ class Status(Message, tag="status"):
     reply: bool = False
 
 
-PBFT_MESSAGES: tuple[type, ...] = (PrePrepare, Checkpoint, ViewChange, NewView, NewViewRequest, Status)
+PBFT_MESSAGES: tuple[type, ...] = (
+    PrePrepare, Checkpoint, ViewChange, NewView, NewViewRequest, ViewChangeRequest, ViewChangeRelay, Status,
+)

@@ -15,7 +15,10 @@ in `_on_*`; anything else is dropped with `Rejected`, never raised):
 |              |                                                               | decided heights in order              |
 | Checkpoint   | any member, h > stable                                        | quorum -> stable, GC (checkpoint.py)  |
 | ViewChange   | member of group(e, v'), e current, v' > ours, proofs valid    | viewchange.py                         |
-| NewView      | from primary(e, v'); v' >= our target; proof recomputes       | enter v', prepare re-proposals        |
+| NewView      | from primary(e, v'); v' >= our target; the view changes it    | enter v', prepare re-proposals        |
+|              | names (fetched if missing) are valid and recompute its choice | (newview.py)                          |
+| VC request / | request: answered for our current view; relay: matches the    | relay the named view changes / gather |
+| relay        | pending NEW-VIEW's digest, signed by its sender, valid        |                                       |
 | TxBatch      | any member                                                    | add to mempool                        |
 | Decided      | certificate is a committee quorum of commit votes             | execute when next, else buffer        |
 | Status       | any member                                                    | answer; catch up if behind            |
@@ -53,14 +56,25 @@ from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
 from dwcp.consensus.pbft.checkpoint import CheckpointMixin
 from dwcp.consensus.pbft.execution import ExecutionMixin
 from dwcp.consensus.pbft.mempool import Mempool, framed_size
-from dwcp.consensus.pbft.messages import Checkpoint, NewView, NewViewRequest, Prepared, PrePrepare, Status, ViewChange
+from dwcp.consensus.pbft.messages import (
+    Checkpoint,
+    NewView,
+    NewViewRequest,
+    Prepared,
+    PrePrepare,
+    Status,
+    ViewChange,
+    ViewChangeRelay,
+    ViewChangeRequest,
+)
+from dwcp.consensus.pbft.newview import NewViewMixin
 from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot, Tally
 from dwcp.consensus.pbft.viewchange import ViewChangeMixin
 
 __all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Replica", "Slot"]
 
 
-class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
+class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin):
     protocol = "pbft"
     lazy_messages: tuple[type, ...] = (Vote,)  # drivers may hand these over unverified (see above)
 
@@ -94,6 +108,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
         self.view_changes = 0
         self._init_checkpoints()
         self._init_view_change()
+        self._init_new_view()
 
     # ---- who votes and who leads (T-PBFT overrides these) ----
     def group(self, epoch: int, view: int) -> tuple[int, ...]:
@@ -172,6 +187,10 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin):
             self._on_new_view(now, sender, msg, outs)
         elif isinstance(msg, NewViewRequest):
             self._on_new_view_request(sender, msg, outs)
+        elif isinstance(msg, ViewChangeRequest):
+            self._on_view_change_request(now, sender, msg, outs)
+        elif isinstance(msg, ViewChangeRelay):
+            self._on_view_change_relay(now, sender, msg, outs)
         elif isinstance(msg, Decided):
             self._on_certified(now, sender, msg.block, msg.certificate, outs)
         elif isinstance(msg, Status):

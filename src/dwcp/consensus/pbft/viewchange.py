@@ -6,13 +6,14 @@
    `committed` that checkpoint's proof; `prepared` has, for every height above it, executed or
    not, its highest-view proof: a prepare certificate, or the commit certificate once executed.
 2. The primary of v' collects a quorum (2f+1) of valid view changes for v' from voters(e, v') and
-   multicasts `NewView` with them and its re-proposals, computed by `reproposals()`: for every
-   height above `low` (the highest stable checkpoint reported) up to the highest reported proof,
-   the block of the highest-view proof (byte-identical, so its digest is unchanged), or an empty
-   "null" block (no txs, no meta) when no view change reports one.
-3. Every replica verifies each signed view change and recomputes the re-proposals; only an exact
-   match is accepted. It executes the blocks the proofs show committed (commit certificates), then
-   enters v' and prepares the re-proposals above its height as if pre-prepared.
+   multicasts `NewView` naming them by digest, with the digests of its re-proposals, computed by
+   `reproposals()`: for every height above `low` (the highest stable checkpoint reported) up to the
+   highest reported proof, the block of the highest-view proof (byte-identical, so its digest is
+   unchanged), or an empty "null" block (no txs, no meta) when no view change reports one.
+3. Every replica gathers the named view changes (its own copies, or relayed by the primary: see
+   newview.py), checks each one and recomputes the re-proposals; only an exact match is accepted.
+   It executes the blocks the proofs show committed (commit certificates), then enters v' and
+   prepares the re-proposals above its height as if pre-prepared.
 
 Safety: a block committed at (v, h) was prepared by a quorum, which meets any quorum of view
 changes in a correct replica that reports it (or a higher-view proof, which by induction is for
@@ -22,23 +23,27 @@ Liveness: the NEW-VIEW timer moves on to the next view only once a quorum asked 
 a later one (PBFT starts it at 2f+1 view changes), so a lone replica cannot run ahead; meanwhile
 it resends its view change and asks the primary for the NEW-VIEW (`NewViewRequest`), and peers
 answer a resend with their Status so it can still catch up. Timeouts double on each failed view
-change, capped at 4x. Known limit: proofs carry whole blocks (the wire format), so with big blocks
-a view change can outgrow a 1 MiB frame; it is then withheld rather than sent.
+change, capped at 4x. Sizes: a view change carries one certificate (2f+1 signatures) per height
+above its checkpoint and that height's block, bounded by the window; the NEW-VIEW only digests
+(newview.py), so neither grows with n² (at n = 100 a NEW-VIEW holding its 67 view changes was over
+1 MiB and never sent). Known limit: with big blocks a view change can outgrow a 1 MiB frame; it is
+then withheld rather than sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dwcp.consensus.core.codec import MAX_MESSAGE_SIZE, block_digest, encode, signing_bytes
+from dwcp.consensus.core.codec import MAX_MESSAGE_SIZE, block_digest, encode
 from dwcp.consensus.core.messages import Block
-from dwcp.consensus.core.outputs import CancelTimer, Output, Rejected, Send, SetTimer
+from dwcp.consensus.core.outputs import Output, Rejected, Send, SetTimer
 from dwcp.consensus.core.protocol import check_quorum_signatures
 from dwcp.consensus.pbft.checkpoint import check_checkpoint_proof
-from dwcp.consensus.pbft.messages import NewView, NewViewRequest, Prepared, SignedViewChange, Status, ViewChange
+from dwcp.consensus.pbft.messages import NewViewRequest, Prepared, SignedViewChange, Status, ViewChange
 from dwcp.consensus.pbft.state import REQUEST, VIEW_CHANGE, Mode
 
 MAX_BACKOFF = 4  # the NEW-VIEW timeout doubles per failed view change, up to this factor
+RELAY_OVERHEAD = 256  # room a view change leaves in its frame, so it can be relayed (ViewChangeRelay)
 
 
 def low_mark(changes: Iterable[ViewChange], start: int = 0) -> int:
@@ -82,7 +87,6 @@ class ViewChangeMixin:
         self.vc_attempts = 0  # consecutive view changes without a NEW-VIEW (timeout backoff)
         self.view_change_msgs: dict[int, dict[int, SignedViewChange]] = {}  # view -> sender -> vc
         self.vc_latest: dict[int, int] = {}  # sender -> view of its latest view change (one kept each)
-        self.new_views: dict[int, NewView] = {}  # the NEW-VIEW of our current view (to answer requests)
         self.higher: dict[int, tuple[int, int]] = {}  # peer -> highest (epoch, view) it was seen in
         self.clock = 0.0  # `now` of the input being handled (for hooks that are not passed it)
         # Heights at or below this were settled by the NEW-VIEW of our view (committed or re-proposed):
@@ -96,7 +100,7 @@ class ViewChangeMixin:
         self.view_floor = self.height
         self.view_change_msgs.clear()
         self.vc_latest.clear()
-        self.new_views.clear()
+        self._reset_new_view()
         self.higher = {p: ev for p, ev in self.higher.items() if ev[0] >= self.epoch}
         self.armed.discard(VIEW_CHANGE)
 
@@ -159,7 +163,8 @@ class ViewChangeMixin:
         # catch-up outran `proof_horizon`) our view change could hide a commit: stay silent instead.
         # Proofs carry whole blocks (see messages.py): with big blocks a view change can outgrow a
         # frame, and the driver must never be handed one it cannot send.
-        if complete and self.node_id in self.voters(self.epoch, view) and len(encode(vc)) <= MAX_MESSAGE_SIZE:
+        if (complete and self.node_id in self.voters(self.epoch, view)
+                and len(encode(vc)) <= MAX_MESSAGE_SIZE - RELAY_OVERHEAD):
             outs.append(self._broadcast(vc))
             self._store_view_change(now, SignedViewChange(sender=self.node_id, signature=self.sign(vc),
                                                           view_change=vc), outs)
@@ -259,6 +264,7 @@ class ViewChangeMixin:
             return  # executing them ended the epoch, and with it this view change
         self._store_view_change(now, SignedViewChange(sender=sender, signature=sig, view_change=msg), outs)
         self._note_higher_view(sender, msg.epoch, msg.view, outs)
+        self._on_view_change_for_pending(now, msg.view, outs)
 
     def _adopt_commits(self, now: float, changes: Iterable[ViewChange], outs: list[Output]) -> None:
         """Execute blocks that (verified) view changes prove committed: the commit votes that would
@@ -284,100 +290,6 @@ class ViewChangeMixin:
         self.view_change_msgs.setdefault(view, {})[sender] = svc
         self._maybe_new_view(now, view, outs)
 
-    def _maybe_new_view(self, now: float, view: int, outs: list[Output]) -> None:
-        """As the primary of `view`, send NEW-VIEW once a quorum of view changes is in."""
-        if (self.primary(self.epoch, view) != self.node_id or self.mode is not Mode.VIEW_CHANGE
-                or view != self.vc_target or view in self.new_views):
-            return
-        got = self.view_change_msgs.get(view, {})
-        if len(got) < self.committee.quorum:
-            return
-        proof = tuple(got[s] for s in sorted(got))
-        nv = NewView(epoch=self.epoch, view=view, view_changes=proof,
-                     proposals=reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof),
-                                           self._epoch_start(self.epoch)))
-        if len(encode(nv)) > MAX_MESSAGE_SIZE:
-            return  # too big to send (see start_view_change): the view-change timer moves on
-        outs.append(self._broadcast(nv))
-        self._enter_view(now, nv, outs)
-
-    # ---- new view ----
-    def _check_new_view(self, sender: int, nv: NewView) -> str | None:
-        if sender != self.primary(nv.epoch, nv.view):
-            return "not_primary"
-        senders = [s.sender for s in nv.view_changes]
-        if len(set(senders)) != len(senders) or len(senders) < self.committee.quorum:
-            return "bad_new_view"
-        for s in nv.view_changes:
-            vc = s.view_change
-            if (vc.epoch, vc.view) != (nv.epoch, nv.view) or s.sender not in self.committee:
-                return "bad_new_view"
-            if not self.verifier.verify(s.sender, signing_bytes(s.sender, encode(vc)), s.signature):
-                return "bad_view_change_signature"
-            if self._check_view_change(s.sender, vc) is not None:
-                return "bad_new_view"
-        expected = reproposals(nv.epoch, nv.view, sender, (s.view_change for s in nv.view_changes),
-                               self._epoch_start(nv.epoch))
-        return None if expected == nv.proposals else "bad_reproposals"
-
-    def _on_new_view(self, now: float, sender: int, msg: NewView, outs: list[Output]) -> None:
-        if msg.epoch != self.epoch:
-            if msg.epoch > self.epoch:
-                self._buffer(sender, msg, b"")
-            return
-        if msg.view <= self.view or (self.mode is Mode.VIEW_CHANGE and msg.view < self.vc_target):
-            return  # stale: we are already in (or past) that view
-        reason = self._check_new_view(sender, msg)
-        if reason is not None:
-            self.observe(sender, "invalid")
-            outs.append(Rejected(peer=sender, reason=reason))
-            return
-        for s in msg.view_changes:
-            vc = s.view_change
-            if vc.committed is not None:
-                self._note_certified(vc.height, vc.committed.signers)
-        epoch = self.epoch
-        self._adopt_commits(now, (s.view_change for s in msg.view_changes), outs)
-        if self.epoch == epoch:  # (executing may have ended the epoch, and with it this view)
-            self._enter_view(now, msg, outs)
-
     def _epoch_start(self, epoch: int) -> int:
         """Last height of the previous epoch: no block of `epoch` is at or below it."""
         return (self.epoch_end(epoch - 1) or 0) if epoch > 0 else 0
-
-    def _on_new_view_request(self, sender: int, msg: NewViewRequest, outs: list[Output]) -> None:
-        # Only the primary answers: a NEW-VIEW is accepted from the primary alone (see _check_new_view).
-        nv = self.new_views.get(msg.view)
-        if msg.epoch == self.epoch and nv is not None and self.primary(msg.epoch, msg.view) == self.node_id:
-            outs.append(Send(to=sender, message=nv))
-
-    def _enter_view(self, now: float, nv: NewView, outs: list[Output]) -> None:
-        """Install `nv`: the normal case resumes in its view, starting with its re-proposals."""
-        view = nv.view
-        self.view, self.vc_target, self.mode = view, view, Mode.NORMAL
-        self.vc_attempts = 0
-        self.new_views = {view: nv}
-        self.view_change_msgs = {v: m for v, m in self.view_change_msgs.items() if v > view}
-        self.vc_latest = {p: v for p, v in self.vc_latest.items() if v > view}
-        self.higher = {p: ev for p, ev in self.higher.items() if ev > (self.epoch, view)}
-        self.armed.discard(VIEW_CHANGE)
-        outs.append(CancelTimer(timer=VIEW_CHANGE))
-        # Old-view slots and votes can no longer complete; prepared proofs are kept for later view changes.
-        self.slots.clear()
-        self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
-        self.voted = {k: v for k, v in self.voted.items() if k[1] >= view}
-        self.mempool.inflight = {tx.id for b in nv.proposals for tx in b.txs}  # not for the primary to reuse
-        low = low_mark((s.view_change for s in nv.view_changes), self._epoch_start(nv.epoch))
-        self.view_floor = max([low, *(b.height for b in nv.proposals)])
-        self.proposed_to = max(self.height, self.view_floor)
-        for block in nv.proposals:
-            if self._in_window(block.height):
-                self._accept_block(now, block, outs)
-        self.mempool.restart_clocks(now)  # give the new primary a full request timeout
-        self._resend_checkpoint(outs)
-        self._replay(now, outs)
-        if self.behind():
-            self._catch_up(now, outs)
-        if len(self.mempool):
-            self._arm(REQUEST, self._request_step, outs)
-        self._maybe_propose(now, outs)

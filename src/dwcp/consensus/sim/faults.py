@@ -40,7 +40,7 @@ import msgspec
 
 from dwcp.consensus.core.codec import HEADER_SIZE, VERSION, Codec, signing_bytes
 from dwcp.consensus.core.crypto import Signer
-from dwcp.consensus.core.messages import Block, Decided
+from dwcp.consensus.core.messages import Block, Decided, digest
 
 Frames = list[tuple[tuple[int, ...], bytes]]
 
@@ -124,12 +124,16 @@ def _equivocal(message: Any) -> Any | None:
     block = _proposal_block(message)
     if block is not None and block.txs:
         return msgspec.structs.replace(message, block=msgspec.structs.replace(block, txs=block.txs[:-1]))
-    proposals = getattr(message, "proposals", None)  # a new view's re-proposals
+    proposals = getattr(message, "proposals", None)  # a new view's re-proposals (blocks, or their digests)
     if isinstance(proposals, tuple):
         for i, b in enumerate(proposals):
             if isinstance(b, Block) and b.txs:
-                changed = (*proposals[:i], msgspec.structs.replace(b, txs=b.txs[:-1]), *proposals[i + 1:])
-                return msgspec.structs.replace(message, proposals=changed)
+                other: Block | bytes = msgspec.structs.replace(b, txs=b.txs[:-1])
+            elif isinstance(b, bytes):
+                other = digest(b)  # names a block nobody can reproduce
+            else:
+                continue
+            return msgspec.structs.replace(message, proposals=(*proposals[:i], other, *proposals[i + 1:]))
     return None
 
 

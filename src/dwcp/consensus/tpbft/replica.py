@@ -42,7 +42,7 @@ from dwcp.consensus.core.outputs import Multicast, Output, Rejected
 from dwcp.consensus.core.protocol import LocalProtocolError
 from dwcp.consensus.pbft import Config as PbftConfig
 from dwcp.consensus.pbft import Replica as PbftReplica
-from dwcp.consensus.pbft.messages import NewView, PrePrepare
+from dwcp.consensus.pbft.messages import NewView, PrePrepare, SignedViewChange
 from dwcp.consensus.tpbft.messages import (
     SignedReport,
     TrustReport,
@@ -166,9 +166,10 @@ class Replica(StandbyMixin, PbftReplica):
         self._reset_standby()  # before the new epoch's buffered messages are replayed
         super()._enter_epoch(now, epoch, outs, replay)
 
-    def _enter_view(self, now: float, nv: NewView, outs: list[Output]) -> None:
+    def _enter_view(self, now: float, nv: NewView, proof: dict[int, SignedViewChange], blocks: tuple[Block, ...],
+                    outs: list[Output]) -> None:
         self._reset_standby()
-        super()._enter_view(now, nv, outs)
+        super()._enter_view(now, nv, proof, blocks, outs)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)

@@ -166,3 +166,53 @@ def test_streaming_and_closing_responses_still_work(server):
         while chunk := sock.recv(65536):  # the server closes after the answer, having sent all of it
             data += chunk
         assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"}") and b'"status":"ok"' in data
+
+
+def test_guard_counts_only_the_head_of_a_read_that_also_carries_a_large_body():
+    """A PUT's head and the first 256 KiB of its body often arrive in one read: only the head counts
+    towards max_header_bytes; a head over the limit is still dropped."""
+    import functools
+
+    from fastapi import Request
+
+    from dwcp.runtime.inventory import HttpLimits
+    from dwcp.runtime.server import ConnectionGuard
+
+    ctx = ServiceContext(service="compression", job="compression-api", instance=0, host="127.0.0.1", port=0,
+                         settings=None, inventory=load_inventory(), data_dir=None, registry=CollectorRegistry(),
+                         logger=logging.getLogger("test"))
+    app = create_app(ctx, title="t")
+
+    @app.put("/upload")
+    async def upload(request: Request) -> dict:
+        size = 0
+        async for piece in request.stream():
+            size += len(piece)
+        return {"got": size}
+
+    guard = ConnectionGuard(HttpLimits(max_header_bytes=4096))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                            http=functools.partial(HttpProtocol, guard=guard))
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        body = b"z" * (1 << 20)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"PUT /upload HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            [(head, answer)] = _read_responses(sock, 1)
+        assert head.startswith(b"HTTP/1.1 200 ") and answer == b'{"got":%d}' % len(body)
+        assert guard.dropped["header_too_large"] == 0
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 8192 + b"\r\n\r\n")
+            assert sock.recv(100) == b""  # dropped: the head itself is over the limit
+        assert guard.dropped["header_too_large"] == 1
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -194,6 +194,11 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("consensus/core/codec.py", frozenset({"open", "decode"}), "decode"),
     ("consensus/transport/sync.py", frozenset({"decode_sync"}), "decode"),
     ("consensus/core/codec.py", None, "encode"),
+    ("consensus/bullshark/worker.py", frozenset({"scan", "received"}), "ingress"),  # Narwhal worker: tx framing
+    ("consensus/bullshark/worker.py", frozenset({"batch_digest"}), "hash"),
+    ("consensus/transport/dataplane.py", frozenset({"put", "get", "pread"}), "storage"),
+    ("asyncio/sslproto.py", None, "tls"),
+    ("/ssl.py", None, "tls"),
     ("consensus/storage.py", None, "storage"),
     ("consensus/transport/writer.py", None, "storage"),
     ("sqlite3", None, "storage"),
@@ -218,7 +223,8 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("asyncio", None, "transport"),  # the event loop's own wake-ups, callbacks and stream handling
     ("uvloop", None, "transport"),
 )
-PHASES = ("sign", "verify", "decode", "encode", "transport", "core", "storage", "http", "metrics", "other")
+PHASES = ("sign", "verify", "decode", "encode", "transport", "core", "storage", "http", "metrics", "ingress", "hash",
+          "tls", "other")
 
 
 def phase_of(frames: list[str]) -> str:

@@ -142,6 +142,10 @@ class QuorumWaiter:
         self._waiting[batch.digest] = (ref, set())
         return None
 
+    def unacknowledged(self, peer: int) -> list[bytes]:
+        """Our waiting batches `peer` has not acknowledged (to send again when its link comes back)."""
+        return [d for d, (_, acks) in self._waiting.items() if peer not in acks]
+
     def ack(self, peer: int, digest: bytes) -> BatchRef | None:
         entry = self._waiting.get(digest)
         if entry is None:

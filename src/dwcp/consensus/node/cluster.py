@@ -23,6 +23,7 @@ import yaml
 from dwcp.consensus.node.keys import generate_committee, write_key_dir
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.inventory import load_inventory
+from dwcp.runtime.services import resolve_kind
 
 # Monitoring's default listeners (see the default inventory); never hand these out to nodes.
 _RESERVED = {9190, 9193, 9194, 9195}
@@ -52,8 +53,10 @@ class LocalCluster:
     ) -> None:
         self.root, self.n, self.service, self.log_level = Path(root), n, service, log_level
         self.root.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(2 * n)
-        self.http_ports, self.consensus_ports = ports[:n], ports[n:]
+        extra = [name for name in resolve_kind(service).extra_ports if name != "consensus"]  # e.g. a worker port
+        ports = free_ports((2 + len(extra)) * n)
+        self.http_ports, self.consensus_ports = ports[:n], ports[n:2 * n]
+        self.extra_ports = {name: ports[(2 + k) * n:(3 + k) * n] for k, name in enumerate(extra)}
         self.inventory = self.root / "inventory.yaml"
         key_dir = self.root / "keys"
         self.token_file = ensure_token_file(self.root / "secrets" / "http-token")
@@ -63,8 +66,9 @@ class LocalCluster:
             "services": {
                 service: {
                     "instances": [
-                        {"host": "127.0.0.1", "port": h, "ports": {"consensus": c}}
-                        for h, c in zip(self.http_ports, self.consensus_ports, strict=True)
+                        {"host": "127.0.0.1", "port": h,
+                         "ports": {"consensus": c, **{name: p[i] for name, p in self.extra_ports.items()}}}
+                        for i, (h, c) in enumerate(zip(self.http_ports, self.consensus_ports, strict=True))
                     ],
                     "settings": {**(settings or {}), "key_dir": str(key_dir)},
                 }
@@ -133,7 +137,8 @@ class LocalCluster:
                         raise RuntimeError(f"node {i} exited with {proc.returncode}; see {self.root}/node-{i}.log")
                     try:
                         status = client.get(f"{self.url(i)}/v1/status").json()
-                        if len(status["peers_connected"]) >= want:
+                        # a node with a worker process (bullshark) is ready once its worker listens
+                        if len(status["peers_connected"]) >= want and status.get("worker_up", True):
                             pending.discard(i)
                     except (httpx.HTTPError, ValueError, KeyError):
                         pass

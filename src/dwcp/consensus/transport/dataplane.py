@@ -67,6 +67,8 @@ log = logging.getLogger("dwcp.bullshark.worker")
 _RECORD = struct.Struct("!32sIB")
 CACHE_BATCHES = 64
 REPORT_INTERVAL = 1.0
+RETRY_INTERVAL = 1.0  # seconds between re-sends of batches still short of a quorum
+MAX_REQUEST = 4096  # digests in one REQUEST frame (128 KiB)
 WRITE_HIGH_WATER = 8 * 1024 * 1024
 
 
@@ -149,6 +151,7 @@ class Dataplane:
         for digest, (_, length, own) in self.store.index.items():
             self.tell(BatchStored(ref=BatchRef(digest, 0, 0, length), own=own and digest.hex() not in committed))
         self._reporter = asyncio.create_task(self._report_loop())
+        self._retrier = asyncio.create_task(self._retry_loop())
 
     async def _report_loop(self) -> None:
         while True:
@@ -183,7 +186,8 @@ class Dataplane:
             self.samples[batch.digest] = batch.samples
         frame = [HEADER.pack(len(batch.data) + 1, Channel.DATA), bytes((BATCH,)), batch.data]
         for link in self.links.values():
-            link.write(frame)
+            if not link.write(frame):
+                link.missed.add(batch.digest)
         ref = self.quorum.sent(batch)
         self.owner[batch.digest] = client
         if ref is not None:
@@ -208,7 +212,8 @@ class Dataplane:
         if digest not in self.store:
             self.store.put(digest, data, own=False)
             self.totals["stored"] += 1
-        self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)], force=True)
+        if not self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)], force=True):
+            self.links[peer].acks.add(digest)  # our link to it is down: acknowledge once it is back
         self.wanted.discard(digest)
         self.tell(BatchStored(ref=BatchRef(digest, 0, 0, len(data)), own=False))
 
@@ -217,6 +222,29 @@ class Dataplane:
             data = self.store.get(bytes(digests[i:i + DIGEST_SIZE]))
             if data is not None:
                 self.links[peer].write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data], force=True)
+
+    def resend(self, peer: int) -> None:
+        """Send `peer` the acknowledgements and the batches it missed (link down or backed up)."""
+        link = self.links[peer]
+        if link.acks and link.write([encode_frame(Channel.DATA, bytes((ACK,)) + d) for d in link.acks], force=True):
+            link.acks.clear()
+        waiting = set(self.quorum.unacknowledged(peer))
+        for digest in [d for d in link.missed if d in waiting]:
+            data = self.store.get(digest)
+            if data is not None and link.write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data]):
+                link.missed.discard(digest)
+        link.missed &= waiting
+
+    async def _retry_loop(self) -> None:
+        """Batches a peer missed reach it later: the quorum may need it (at n = 4, two of three peers);
+        batches we still lack are asked for again (a request made while links were down is lost)."""
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            for peer in self.links:
+                self.resend(peer)
+            self.wanted = {d for d in self.wanted if d not in self.store}
+            if self.wanted:
+                self.request(tuple(sorted(self.wanted))[:MAX_REQUEST], prefer=None)
 
     def request(self, digests: tuple[bytes, ...], prefer: int | None) -> None:
         wanted = [d for d in digests if d not in self.store]
@@ -246,13 +274,17 @@ class PeerLink:
         self.writable = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.up = False
+        self.missed: set[bytes] = set()  # our batches not written to this peer (link down or backed up)
+        self.acks: set[bytes] = set()  # acknowledgements we owe this peer and could not send
 
-    def write(self, pieces: list, force: bool = False) -> None:
+    def write(self, pieces: list, force: bool = False) -> bool:
         """Send now if the link is up and not backed up (`force`: small control frames always go)."""
-        if self.transport is None or not self.up or (self.transport.is_closing()):
-            return
+        if self.transport is None or not self.up or self.transport.is_closing():
+            return False
         if force or self.writable.is_set():
             self.transport.writelines(pieces)
+            return True
+        return False
 
     async def dial_forever(self) -> None:
         host, port = self.plane.setup.peers[self.peer]
@@ -274,6 +306,7 @@ class PeerLink:
                 self.writable.set()
                 backoff.reset()
                 log.info("worker link to %s up", self.peer)
+                self.plane.resend(self.peer)
                 await closed
             except (OSError, TimeoutError, PeerAuthError, ssl.SSLError, ConnectionError) as exc:
                 log.info("worker link to %s down: %r", self.peer, exc)
@@ -499,3 +532,37 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def committed_transactions(node_dir: Path, protocol: str = "bullshark",
+                           up_to: int | None = None) -> tuple[list[bytes], list[bytes]]:
+    """What a stopped node executed up to height `up_to` (default: all), from its own files: (block
+    digests by height, tx payloads in order).
+
+    Reads the node's log (`<protocol>-blocks.sqlite`) and its worker's `batches.dat`; a batch the
+    worker does not hold raises KeyError (it was never fetched). For tests and benchmarks."""
+    import msgspec
+
+    from dwcp.consensus.bullshark.messages import SubDag
+    from dwcp.consensus.bullshark.worker import transactions
+    from dwcp.consensus.core.messages import Block
+    from dwcp.consensus.storage import BlockStore
+
+    blocks = BlockStore(node_dir / f"{protocol}-blocks.sqlite")
+    batches = BatchStore(node_dir / "worker" / "batches.dat")
+    block_decoder, record_decoder = msgspec.msgpack.Decoder(Block), msgspec.msgpack.Decoder(SubDag)
+    digests, txs = [], []
+    try:
+        for stored in blocks.scan(chunk_bytes=4 * 1024 * 1024):
+            if up_to is not None and stored.height > up_to:
+                break
+            digests.append(stored.digest)
+            for ref in record_decoder.decode(block_decoder.decode(stored.block).meta).batches:
+                data = batches.get(ref.digest)
+                if data is None:
+                    raise KeyError(f"{node_dir}: batch {ref.digest.hex()} of height {stored.height} is not stored")
+                txs.extend(transactions(data))
+    finally:
+        blocks.close()
+        os.close(batches.fd)
+    return digests, txs

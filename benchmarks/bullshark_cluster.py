@@ -1,0 +1,262 @@
+"""Narwhal + Bullshark on a real loopback cluster: `dwcp serve bullshark` nodes, each with its worker
+process, and streaming clients (one per worker) in this process, as Narwhal's own benchmark does.
+
+Seed baseline: "Bullshark >300K tx/s" (all 100 nodes). Issue 13's target for this machine: a 4-node
+loopback cluster, 512 B transactions, consensus TPS >= 300,000, latency reported. Narwhal's published
+local run (4 nodes, 512 B tx, 500 KB batches, 1,000 B headers, 50,000 tx/s input) printed consensus
+46,478 tx/s at 464 ms and end-to-end 46,149 tx/s at 557 ms.
+
+What is measured, over the window after `--warmup` (Narwhal's definitions):
+- consensus TPS: transactions in sub-DAGs node 0 committed per second (its
+  bullshark_transactions_committed_total); consensus latency: certificate creation -> the anchor
+  ordering it (bullshark_consensus_latency_seconds, mean over the window);
+- end-to-end TPS: transactions the clients sent in the window that are committed, per second;
+  end-to-end latency: sampled transactions (first byte 0), client send -> commit at the worker that
+  received them (samples.log), mean and p50/p99;
+- CPU by role (user + system from /proc over the window): primaries, workers, clients; with
+  --profile, where one primary's and one worker's CPU goes (py-spy phases, benchmarks/_harness).
+
+    .venv/bin/python benchmarks/bullshark_cluster.py --nodes 4 --rate 50000 --tx-size 512 \\
+        --batch-size 500000 --duration 20 --json bullshark.json
+    .venv/bin/python benchmarks/bullshark_cluster.py --rates 5000,20000,50000 --png latency.png
+
+Clients send a prepared block of 1,000 transactions again and again; the first transaction of each
+block carries a counter (and every 10th block's is a sample), so every batch differs (a repeated batch
+would be deduplicated by digest) while the client spends almost no CPU per transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import PhaseProfile, cpu_seconds, format_phases, spent  # noqa: E402
+
+from dwcp.consensus.bullshark.worker import CLIENT, COUNT, TX_LEN  # noqa: E402
+from dwcp.consensus.node.cluster import LocalCluster  # noqa: E402
+
+BLOCK_TXS = 1000
+SAMPLE_EVERY_BLOCK = 10
+NARWHAL_LOCAL = {"consensus_tps": 46478, "consensus_latency_s": 0.464, "e2e_tps": 46149, "e2e_latency_s": 0.557}
+
+
+class Client:
+    """One streaming client: a prepared block of transactions, its first one patched per send."""
+
+    def __init__(self, index: int, port: int, tx_size: int) -> None:
+        self.index, self.port, self.tx_size = index, port, tx_size
+        body = b"\1" + b"." * (tx_size - 1)
+        self.block = bytearray((TX_LEN.pack(tx_size) + body) * BLOCK_TXS)
+        self.sent = 0
+        self.acked = 0
+        self.samples: dict[int, float] = {}  # sample id -> wall-clock send time
+        self.sent_at: list[tuple[float, int]] = []  # (time, total sent), one per block
+
+    async def run(self, rate: float, duration: float) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(CLIENT)
+        acks = asyncio.ensure_future(self._acks(reader))
+        started, blocks = time.monotonic(), 0
+        try:
+            while (elapsed := time.monotonic() - started) < duration:
+                due = int(rate * elapsed / BLOCK_TXS) + 1 - blocks
+                for _ in range(max(0, due)):
+                    blocks += 1
+                    tag = (self.index << 40) | blocks
+                    sample = blocks % SAMPLE_EVERY_BLOCK == 0
+                    struct.pack_into("!BQ", self.block, TX_LEN.size, 0 if sample else 1, tag)
+                    if sample:
+                        self.samples[tag] = time.time()
+                    writer.write(self.block)
+                    self.sent += BLOCK_TXS
+                    self.sent_at.append((time.time(), self.sent))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        finally:
+            await asyncio.sleep(1.0)
+            acks.cancel()
+            writer.close()
+
+    async def _acks(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            (self.acked,) = COUNT.unpack(await reader.readexactly(COUNT.size))
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def scrape(url: str) -> str:
+    return httpx.get(f"{url}/metrics", timeout=5).text
+
+
+def worker_pids(node_pids: dict[int, int]) -> dict[int, int]:
+    out = {}
+    for i, pid in node_pids.items():
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        kids = children.read_text().split() if children.exists() else []
+        if kids:
+            out[i] = int(kids[0])
+    return out
+
+
+def sample_latencies(root: Path, n: int, clients: list[Client], since: float) -> list[float]:
+    sent = {k: t for c in clients for k, t in c.samples.items() if t >= since}
+    out = []
+    for i in range(n):
+        log = root / "data" / f"bullshark-{i}" / "worker" / "samples.log"
+        if log.exists():
+            for line in log.read_text().splitlines():
+                sample, at = line.split()
+                if int(sample) in sent:
+                    out.append(float(at) - sent[int(sample)])
+    return out
+
+
+def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="dwcp-bullshark-bench-"))
+    settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
+                "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms}
+    with LocalCluster(root, args.nodes, service="bullshark", settings=settings) as cluster:
+        cluster.start_all()
+        cluster.wait_ready(timeout=180)
+        nodes = {i: p.pid for i, p in cluster.procs.items()}
+        workers = worker_pids(nodes)
+        clients = [Client(i, cluster.extra_ports["worker"][i], args.tx_size) for i in range(args.nodes)]
+        total = args.warmup + args.duration
+
+        async def drive() -> dict:
+            runs = [asyncio.ensure_future(c.run(rate / args.nodes, total)) for c in clients]
+            await asyncio.sleep(args.warmup)
+            before = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
+                      time.process_time(), sum(c.sent for c in clients))
+            profiles = [PhaseProfile(nodes[0], args.duration * 0.8), PhaseProfile(workers[0], args.duration * 0.8)] \
+                if profile and workers else []
+            await asyncio.sleep(args.duration)
+            after = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
+                     time.process_time(), sum(c.sent for c in clients))
+            await asyncio.gather(*runs)
+            shares = [await asyncio.to_thread(p.result) for p in profiles]
+            return {"before": before, "after": after, "profiles": shares}
+
+        got = asyncio.run(drive())
+        time.sleep(2.0)
+        b, a = got["before"], got["after"]
+        window = a[0] - b[0]
+
+        def delta(name: str) -> float:
+            return metric(a[1], name) - metric(b[1], name)
+
+        txs = delta("bullshark_transactions_committed_total")
+        lat_sum = delta("bullshark_consensus_latency_seconds_sum")
+        lat_n = delta("bullshark_consensus_latency_seconds_count")
+        e2e = sample_latencies(root, args.nodes, clients, since=b[0])
+        primary_cpu, worker_cpu = sum(spent(b[2], a[2]).values()), sum(spent(b[3], a[3]).values())
+        result = {
+            "nodes": args.nodes, "workers": args.workers, "rate": rate, "tx_size": args.tx_size,
+            "batch_size": args.batch_size, "duration_s": round(window, 2),
+            "sent_tps": round((a[5] - b[5]) / window),
+            "consensus_tps": round(txs / window), "consensus_bps": round(txs * args.tx_size / window),
+            "consensus_latency_s": round(lat_sum / lat_n, 3) if lat_n else None,
+            "e2e_tps": round(min(txs, a[5] - b[5]) / window),
+            "e2e_latency_s": round(statistics.mean(e2e), 3) if e2e else None,
+            "e2e_latency_p50_s": round(statistics.median(e2e), 3) if e2e else None,
+            "e2e_latency_p99_s": round(sorted(e2e)[int(0.99 * (len(e2e) - 1))], 3) if e2e else None,
+            "e2e_samples": len(e2e),
+            "cpu_cores": {"primaries": round(primary_cpu / window, 2), "workers": round(worker_cpu / window, 2),
+                          "clients": round((a[4] - b[4]) / window, 2)},
+            "cpu_us_per_tx": {"primaries": round(1e6 * primary_cpu / txs, 2) if txs else None,
+                              "workers": round(1e6 * worker_cpu / txs, 2) if txs else None},
+            "acknowledged": sum(c.acked for c in clients), "sent": sum(c.sent for c in clients),
+        }
+        if got["profiles"]:
+            result["profile_primary"], result["profile_worker"] = got["profiles"]
+    return result
+
+
+def report(r: dict) -> str:
+    lines = [
+        f"offered {r['rate']:,.0f} tx/s ({r['sent_tps']:,} sent): consensus {r['consensus_tps']:,} tx/s "
+        f"({r['consensus_bps'] / 1e6:.1f} MB/s) at {r['consensus_latency_s']} s; end-to-end {r['e2e_tps']:,} tx/s "
+        f"at {r['e2e_latency_s']} s (p50 {r['e2e_latency_p50_s']}, p99 {r['e2e_latency_p99_s']}, "
+        f"{r['e2e_samples']} samples)",
+        f"  CPU cores: primaries {r['cpu_cores']['primaries']}, workers {r['cpu_cores']['workers']}, "
+        f"clients {r['cpu_cores']['clients']}; per tx: {r['cpu_us_per_tx']}",
+        f"  Narwhal local (4 nodes, 50,000 tx/s in): consensus {NARWHAL_LOCAL['consensus_tps']:,} tx/s at "
+        f"{NARWHAL_LOCAL['consensus_latency_s']} s, e2e {NARWHAL_LOCAL['e2e_tps']:,} tx/s at "
+        f"{NARWHAL_LOCAL['e2e_latency_s']} s; seed: >300,000 tx/s",
+    ]
+    for role in ("primary", "worker"):
+        if r.get(f"profile_{role}"):
+            lines.append(f"  where node 0's {role} CPU goes: {format_phases(r[f'profile_{role}'])}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("consensus_latency_s", "consensus"), ("e2e_latency_s", "end-to-end")):
+        pts = [(r["consensus_tps"], r[key]) for r in results if r[key] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("committed tx/s")
+    ax.set_ylabel("latency (s)")
+    ax.set_title(f"Bullshark, {results[0]['nodes']} nodes on loopback, {results[0]['tx_size']} B tx")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1, help="workers per node (this version runs one)")
+    ap.add_argument("--rate", type=float, default=50_000, help="offered tx/s, all clients together")
+    ap.add_argument("--rates", default="", help="comma-separated rates: a sweep, for --png")
+    ap.add_argument("--tx-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=500_000)
+    ap.add_argument("--max-batch-delay-ms", type=float, default=100.0)
+    ap.add_argument("--header-size", type=int, default=1000)
+    ap.add_argument("--max-header-delay-ms", type=float, default=100.0)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--profile", action="store_true", help="py-spy one primary and one worker")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--png", type=Path)
+    args = ap.parse_args()
+    if args.workers != 1:
+        ap.error("this version runs one worker per node (--workers 1)")
+    if args.tx_size < 9:
+        ap.error("--tx-size must be at least 9 bytes (a sample carries an 8-byte id)")
+    rates = [float(r) for r in args.rates.split(",") if r] or [args.rate]
+    results = []
+    for k, rate in enumerate(rates):
+        result = one_run(args, rate, profile=args.profile and k == len(rates) - 1)
+        print(report(result), flush=True)
+        results.append(result)
+    if args.png:
+        plot(results, args.png)
+    if args.json:
+        doc = results[0] if len(results) == 1 else {"runs": results}
+        args.json.write_text(json.dumps({**doc, "narwhal_local": NARWHAL_LOCAL}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

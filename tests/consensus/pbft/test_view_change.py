@@ -437,3 +437,20 @@ def test_view_change_requests_are_answered_for_the_current_view_and_rate_limited
     assert primary.handle(3.1, received(net.keys, 2, ask)) == []  # within half a view-change timeout
     assert len(primary.handle(3.6, received(net.keys, 2, ask))) == 2
     assert primary.handle(9.0, received(net.keys, 3, ViewChangeRequest(epoch=0, view=0, senders=(2,)))) == []
+
+
+def test_a_new_view_still_gathering_is_dropped_once_the_replica_asks_for_a_later_view(pbft_net):
+    net = pbft_net(batch_size=1)
+    spread(net, 0, tx(1))
+    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
+    net.down.add(0)
+    time_out(net, [1, 2, 3])
+    held: list = []
+    deliver(net, drop=lambda s, to, m: (isinstance(m, ViewChange) and s == 3 and to == 2)
+            or (isinstance(m, ViewChangeRelay) and not held.append(m)))
+    core = net.cores[2]
+    assert core.pending_nv is not None and core.pending_nv.view == 1
+    outs: list = []
+    core.start_view_change(2.0, 2, outs)  # its view change now speaks for view 2
+    assert core.handle(2.1, received(net.keys, 1, held[0])) == []  # view 1's last view change, too late
+    assert (core.view, core.vc_target, core.mode, core.pending_nv) == (0, 2, Mode.VIEW_CHANGE, None)

@@ -170,6 +170,12 @@ class NewViewMixin:
         are missing."""
         nv = self.pending_nv
         assert nv is not None
+        if nv.epoch != self.epoch or nv.view <= self.view or (self.mode is Mode.VIEW_CHANGE
+                                                              and nv.view < self.vc_target):
+            # We moved on while gathering (our view changes now promise a later view): entering this
+            # one would vote in a view below the one our view change speaks for.
+            self.pending_nv, self.pending_vcs = None, {}
+            return True
         primary = self.primary(nv.epoch, nv.view)
         stored = self.view_change_msgs.get(nv.view, {})
         proof: dict[int, SignedViewChange] = {}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import struct
 import sys
@@ -80,7 +81,10 @@ class Client:
                     writer.write(self.block)
                     self.sent += BLOCK_TXS
                     self.sent_at.append((time.time(), self.sent))
-                await writer.drain()
+                try:  # backpressure: the worker stops reading while its batches wait for a quorum
+                    await asyncio.wait_for(writer.drain(), max(0.01, duration - (time.monotonic() - started)))
+                except TimeoutError:
+                    break
                 await asyncio.sleep(0.005)
         finally:
             await asyncio.sleep(1.0)
@@ -225,6 +229,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` etc.: stop the cluster on the way out
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1, help="workers per node (this version runs one)")

@@ -75,7 +75,7 @@ SERVICE_KINDS: dict[str, ServiceKind] = {
         ServiceKind(
             "bullshark", "bullshark-consensus", "Narwhal DAG mempool with Bullshark ordering",
             CONSENSUS_NODE, "dwcp.consensus.settings:ConsensusSettings",
-            "dwcp.consensus.node.load", ("consensus", "worker"), protocol="bullshark",
+            "dwcp.consensus.node.txstream", ("consensus", "worker"), protocol="bullshark",
         ),
         ServiceKind(
             "tpbft", "tpbft-consensus", "PBFT in an EigenTrust-chosen group",

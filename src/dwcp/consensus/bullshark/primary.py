@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from dwcp.consensus.bullshark import commits
+from dwcp.consensus.bullshark.commitpath import CommitPath
 from dwcp.consensus.bullshark.dag import Dag
 from dwcp.consensus.bullshark.inline import SEAL, InlineWorker
 from dwcp.consensus.bullshark.messages import (
@@ -33,18 +32,16 @@ from dwcp.consensus.bullshark.messages import (
     BatchStored,
     CertificateRequest,
     CertificateResponse,
-    CommittedBatches,
     DagCertificate,
     FetchBatches,
     Header,
     Link,
-    SubDag,
 )
-from dwcp.consensus.bullshark.ordering import Bullshark, Committed, CommittedSubDag
+from dwcp.consensus.bullshark.ordering import Bullshark, CommittedSubDag
 from dwcp.consensus.bullshark.progress import Progress
 from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
 from dwcp.consensus.bullshark.safety import VoteGuard
-from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.codec import encode, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import (
@@ -62,7 +59,6 @@ from dwcp.consensus.core.inputs import (
 from dwcp.consensus.core.messages import Block, Certificate, TxBatch, Vote
 from dwcp.consensus.core.outputs import (
     Broadcast,
-    Commit,
     Output,
     Rejected,
     RequestSync,
@@ -73,10 +69,8 @@ from dwcp.consensus.core.outputs import (
 )
 from dwcp.consensus.core.protocol import check_quorum_signatures
 
-ORPHAN_ROUNDS = 3  # an uncommitted certificate of ours this far below a committed anchor is orphaned
 PROPOSE = Timer(kind="bs-propose")
 SYNC = Timer(kind="bs-sync")
-_subdag = msgspec.msgpack.Decoder(SubDag)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +86,7 @@ class Config:
     inline_batch_delay: float = 0.01  # ... and the longest a transaction waits for its batch
 
 
-class Primary:
+class Primary(CommitPath):
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
                  config: Config | None = None, inline_batches: bool = False) -> None:
         self.committee, self.node_id, self.signer, self.verifier = committee, node_id, signer, verifier
@@ -269,7 +263,7 @@ class Primary:
         self.created_at[cert.digest] = now
         self.progress.certificates_created += 1
         out.append(Broadcast(message=cert))
-        self._deliver(now, cert, out)
+        self._deliver_all(now, self.dag.add(cert), out)
 
     def _maybe_propose(self, now: float, out: list[Output]) -> None:
         r = self.quorum_round
@@ -314,14 +308,11 @@ class Primary:
         if reason:
             out.append(Rejected(peer=sender, reason=reason))
             return
-        self._deliver(now, c, out)
+        self._deliver_all(now, self.dag.add(c), out)
         if c.digest in self.dag.suspended:
             missing = tuple(p for p in self.dag.missing(c) if not self.dag.known(p))
             if missing:
                 out.append(Send(to=sender, message=CertificateRequest(digests=missing)))
-
-    def _deliver(self, now: float, cert: DagCertificate, out: list[Output]) -> None:
-        self._deliver_all(now, self.dag.add(cert), out)
 
     def _deliver_all(self, now: float, delivered: list[DagCertificate], out: list[Output]) -> None:
         for c in delivered:
@@ -394,71 +385,6 @@ class Primary:
         for sender, h in list(self.parked.values()):
             if all(b.digest in self.available for b in h.payload) and not self._check_header(sender, h):
                 self._on_header(sender, h, out)
-
-    # -- commits -----------------------------------------------------------------------------
-    def _ordered(self, now: float, sub_dag: CommittedSubDag, out: list[Output]) -> None:
-        for c in sub_dag.certificates:
-            if c.author == self.node_id:
-                self.uncommitted_own.pop(c.round, None)
-        for r in [r for r in self.uncommitted_own if r + ORPHAN_ROUNDS <= sub_dag.leader.round]:
-            # No certificate of a later round named ours, so no anchor will ever commit it: propose its
-            # batches again (if it commits after all, BatchWindow keeps the second copy out).
-            self.payload[:0] = self.uncommitted_own.pop(r)
-        for c in sub_dag.certificates:
-            created = self.created_at.pop(c.digest, None)
-            if created is not None:
-                self.progress.latency(now - created)
-        if self.inline is not None:
-            self.awaiting.append(sub_dag)
-            self._build_awaiting(now, out)
-        else:
-            self._attest(commits.block_of(sub_dag, self.batch_window), out)
-
-    def _build_awaiting(self, now: float, out: list[Output]) -> None:
-        """Inline mode: blocks hold their transactions, so a sub-DAG waits (in order) for its batches."""
-        assert self.inline is not None
-        while self.awaiting:
-            refs = tuple(ref for c in self.awaiting[0].certificates for ref in c.header.payload)
-            missing = self.inline.missing(refs)
-            if missing:
-                self.inline.fetch(missing, self.peers, out)
-                return
-            block = commits.block_of(self.awaiting.pop(0), self.batch_window)
-            txs = self.inline.block_txs(_subdag.decode(block.meta).batches)
-            self.inline.executed(txs)  # in build order, the same on every node: blocks stay identical
-            self._attest(msgspec.structs.replace(block, txs=txs), out)
-
-    def _attest(self, block: Block, out: list[Output]) -> None:
-        digest = block_digest(block)
-        vote = Vote(kind=COMMIT_VOTE, epoch=0, view=0, height=block.height, digest=digest)
-        own = self.signer.sign(signing_bytes(self.node_id, encode(vote)))
-        out.append(Broadcast(message=vote))
-        ready = self.log.ordered(block, digest)
-        ready += self.log.attest(self.node_id, block.height, digest, own)
-        for blk, cert in ready:
-            self._emit_commit(blk, cert, out)
-
-    def _emit_commit(self, block: Block, cert: Certificate, out: list[Output]) -> None:
-        record = _subdag.decode(block.meta)
-        self.progress.committed(record)
-        out.append(Commit(height=block.height, block=block, certificate=cert, txs=block.txs))
-        out.append(ToLocal(message=CommittedBatches(height=block.height, batches=record.batches)))
-
-    def _apply_log(self, now: float, height: int, block: Block, cert: Certificate, out: list[Output], *,
-                   restored: bool) -> None:
-        record = _subdag.decode(block.meta)
-        if self.inline is not None:
-            self.inline.executed(block.txs)
-            self.awaiting = [s for s in self.awaiting if s.index > height]
-        if self.ordering.state.next_index == height:
-            self.batch_window.fresh(height, record.batches)
-            leader = Committed(record.leader_round, record.leader_author, record.leader_digest)
-            self.ordering.restore(height, leader, [Committed(c.round, c.author, c.digest) for c in record.certificates])
-            self.ordering.schedule.restore(record.schedule, record.scores, record.schedule_commits)
-        if not restored:  # fetched: commit it now (a restored height is already in our log)
-            self._emit_commit(block, cert, out)
-        self.log.skip_to(height + 1)
-        self._collect(now, out)
 
     # -- queries -----------------------------------------------------------------------------
     def verify_certificate(self, height: int, block: Block, certificate: Certificate) -> bool:

@@ -98,3 +98,33 @@ class TxStream:
         if self._acks is not None:
             self._acks.cancel()
             await asyncio.gather(self._acks, return_exceptions=True)
+
+
+async def drive(base_urls: list[str], client, stop: asyncio.Event, rate: float) -> None:
+    """`dwcp up`'s load for a Bullshark cluster: ~`rate` tx/s streamed to the nodes' workers.
+
+    Each node's `/v1/status` names its worker; one stream per worker carries rate / n. A stream
+    whose worker is down (restarting) is reopened every second; nothing here raises."""
+
+    async def one(url: str) -> None:
+        while not stop.is_set():
+            try:
+                status = (await client.get(f"{url}/v1/status")).json()
+                host, _, port = status["worker"].rpartition(":")
+                stream = TxStream(host, int(port), size=256)
+                await stream.connect()
+                try:
+                    while not stop.is_set():
+                        await stream.send(max(1, int(rate / len(base_urls) * TICK * 10)))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), TICK * 10)
+                finally:
+                    await stream.close()
+            except Exception:  # a node or worker not up yet, or restarting: try again in a second
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    if not base_urls or rate <= 0:
+        await stop.wait()
+        return
+    await asyncio.gather(*(one(url) for url in base_urls))

@@ -160,9 +160,10 @@ def cpu_seconds(pids: dict[int, int]) -> dict[int, float]:
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """User + system CPU so far of each thread of `pid`, summed per thread name (/proc/PID/task/*/stat),
-    e.g. the event loop ("python") against the commit writer ("commit-writer_0"): real CPU, where a
-    sampling profile also counts a thread that is merely waiting in the kernel (an fsync)."""
+    """User + system CPU so far of `pid`'s main thread (the event loop, "main") and of its other threads
+    together ("other threads": the commit writer, executor threads), from /proc/PID/task/*/stat: real
+    CPU, where a sampling profile also counts a thread that is merely waiting in the kernel (an fsync).
+    (Python does not name OS threads, so they are told apart by thread id only.)"""
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     try:
@@ -171,12 +172,12 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         return out
     for task in tasks:
         try:
-            head, _, rest = (task / "stat").read_text().partition(" (")
-            name, _, fields = rest.rpartition(") ")
+            fields = (task / "stat").read_text().rpartition(") ")[2]
         except OSError:
             continue
         values = fields.split()
-        out[name] = out.get(name, 0.0) + (int(values[11]) + int(values[12])) / tick
+        key = "main" if task.name == str(pid) else "other threads"
+        out[key] = out.get(key, 0.0) + (int(values[11]) + int(values[12])) / tick
     return out
 
 

@@ -109,3 +109,12 @@ def test_view_change_replaces_the_primary_and_keeps_group_voting(committee: Call
     tick(net, 0.01)
     assert all(net.heights()[n] == 2 for n in live)
     assert len(votes_for(net, 9, 2)) == before[9] == 0  # node 9 is a follower again in view 1
+
+
+def test_node_settings_set_standby_delay_and_measurement_epoch() -> None:
+    from dwcp.consensus.tpbft.settings import Settings
+
+    config = Settings.model_validate({"standby_after_ms": 50, "measurement_epoch": False}).core_config(1000)
+    assert (config.standby_after, config.measurement_epoch) == (0.05, False)
+    default = Settings.model_validate({}).core_config(1000)
+    assert (default.standby_after, default.measurement_epoch) == (Config().standby_after, True)

@@ -1,4 +1,5 @@
-"""T-PBFT's node settings: PBFT's plus the consensus group's size and the epoch length."""
+"""T-PBFT's node settings: PBFT's plus the consensus group's size, the epoch length, standby voting's
+delay and the measurement epoch (docs/tpbft.md)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,20 @@ class Settings(PbftSettings):
         None, ge=1, description="Blocks per epoch (the group is re-chosen after each); None: the core's default."
     )
 
+    standby_after_ms: float | None = Field(
+        None, gt=0, description="A group member lets the followers vote at a height still undecided this long "
+        "after it accepted the block (standby voting); None: the core's default (300 ms)."
+    )
+    measurement_epoch: bool | None = Field(
+        None, description="Epoch 0 is voted by the whole committee, so the first group is chosen from measured "
+        "timeliness; None: the core's default (on)."
+    )
+
     def config_values(self, max_pending: int) -> dict[str, Any]:
         values = super().config_values(max_pending)
-        for name in ("group_size", "epoch_length"):  # None: keep the core's default
+        if self.standby_after_ms is not None:
+            values["standby_after"] = self.standby_after_ms / 1000
+        for name in ("group_size", "epoch_length", "measurement_epoch"):  # None: keep the core's default
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return values

@@ -102,6 +102,7 @@ class Replica(StandbyMixin, PbftReplica):
         self.to_judge: dict[int, tuple[tuple[int, ...], bytes, float]] = {}  # height -> (voters, digest, executed)
         # Judge soon enough that the mid-epoch report holds this epoch's first heights: an eighth of an epoch.
         self.lag = cfg.evaluation_lag or min(cfg.max_inflight, max(1, cfg.epoch_length // 8))
+        self._groups: dict[tuple[int, int], tuple[int, ...]] = {}  # (epoch, view) -> group, see `group`
         self._init_standby()
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
@@ -116,12 +117,20 @@ class Replica(StandbyMixin, PbftReplica):
         # A view change replaces the group's failed primaries, not the group: the members that stayed
         # silent are covered by standby voting now and lose trust for the next epoch, and view changes
         # count from the whole committee (`voters`), so a group with many faulty members cannot stall it.
+        known = self._groups.get((epoch, view))
+        if known is not None:
+            return known
         r = self.ranking(epoch)
         if epoch == 0 and self.config.measurement_epoch:
-            return r
-        deposed = {r[u % len(r)] for u in range(min(view, len(r)))}
-        rest = tuple(i for i in r if i not in deposed)
-        return rest[: self.group_size] if len(rest) >= self.group_size else r
+            group = r
+        else:
+            deposed = {r[u % len(r)] for u in range(min(view, len(r)))}
+            rest = tuple(i for i in r if i not in deposed)
+            group = rest[: self.group_size] if len(rest) >= self.group_size else r
+        if len(self._groups) > 4 * KEPT_RANKINGS:
+            self._groups.clear()
+        self._groups[(epoch, view)] = group  # asked several times per message; cleared with each new ranking
+        return group
 
     def voters(self, epoch: int, view: int) -> tuple[int, ...]:
         return self.committee.ids
@@ -339,6 +348,7 @@ class Replica(StandbyMixin, PbftReplica):
         if incumbent in order[: self.group_size]:
             order = (incumbent, *(i for i in order if i != incumbent))
         self.rankings[epoch] = order
+        self._groups.clear()  # an epoch not ranked yet was answered with the newest ranking
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
 

@@ -15,6 +15,7 @@ event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,38 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 );
 """
+
+
+class CoreState:
+    """A core's `Persist`-ed values (e.g. a DAG primary's last header and votes), one small file per key
+    beside the log: `<log stem>.<key>.state`, replaced atomically (write a temporary file, rename).
+
+    Not fsynced: a value survives the process being killed (it is in the page cache when `save`
+    returns, and a rename is atomic), not a power cut. A core writes one per vote; an fsync each would
+    cost more than the vote (the log's own fsyncs already take a writer thread), and the log's
+    durability rules stay as they are.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self.dir, self.stem = log_path.parent, log_path.stem
+
+    def _path(self, key: str) -> Path:
+        return self.dir / f"{self.stem}.{key}.state"
+
+    def save(self, key: str, value: bytes) -> None:
+        path = self._path(key)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        prefix, suffix = f"{self.stem}.", ".state"
+        return sorted((p.name[len(prefix):-len(suffix)], p.read_bytes())
+                      for p in self.dir.glob(f"{self.stem}.*.state"))
 
 
 class StorageError(Exception):
@@ -156,13 +189,6 @@ class BlockStore:
         with self._rlock:
             row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
-
-    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
-        """Every (key, value) whose key starts with `prefix`, by key."""
-        with self._rlock:
-            rows = self._r.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
-                                   (prefix, prefix + "\uffff")).fetchall()
-        return [(k, v) for k, v in rows]
 
     def close(self) -> None:
         with self._wlock, self._rlock:

@@ -61,7 +61,7 @@ from dwcp.consensus.core.outputs import (
     TxDropped,
 )
 from dwcp.consensus.registry import ProtocolMetrics
-from dwcp.consensus.storage import BlockStore, StoredBlock
+from dwcp.consensus.storage import BlockStore, CoreState, StoredBlock
 from dwcp.consensus.transport.framing import Channel
 from dwcp.consensus.transport.metrics import TransportMetrics, message_kind
 from dwcp.consensus.transport.sync import (
@@ -80,7 +80,6 @@ from dwcp.consensus.transport.writer import CommitWriter
 
 log = logging.getLogger("dwcp.consensus.driver")
 SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
-CORE_META = "core."  # prefix of the store's meta keys that hold a core's Persist-ed values
 REPORT_INTERVAL = 0.1  # seconds between status snapshots for the observer while blocks commit
 
 
@@ -125,6 +124,7 @@ class Driver:
         self.committee, self.store, self.config = committee, store, config
         self.metrics, self.observer, self.clock = metrics, observer, clock
         self.me = signer.node_id
+        self.state = CoreState(store.path)  # the core's Persist-ed values
         self.local_sink: Callable[[Any], None] | None = None  # where ToLocal outputs go (a node component)
         self.status_extra: dict[str, Any] = {}  # what node components add to /v1/status (e.g. a worker address)
         self.peers = tuple(i for i in committee.ids if i != self.me)
@@ -150,8 +150,8 @@ class Driver:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        for key, value in self.store.meta_items(CORE_META):
-            self._execute(self.core.handle(self.clock(), Recovered(key=key[len(CORE_META):], value=value)))
+        for key, value in self.state.items():
+            self._execute(self.core.handle(self.clock(), Recovered(key=key, value=value)))
         restored = 0
         for stored in self.store.scan(chunk_bytes=SYNC_RESPONSE_BYTES):
             block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
@@ -277,7 +277,7 @@ class Driver:
                     self.planner.on_status(peer, out.to_height)
                 self._request_missing()
             elif isinstance(out, Persist):
-                self.store.put_meta(CORE_META + out.key, out.value)  # synchronous: durable before what follows
+                self.state.save(out.key, out.value)  # before the outputs that follow (see CoreState)
             elif isinstance(out, ToLocal):
                 if self.local_sink is not None:  # e.g. the node's worker process (bullshark)
                     self.local_sink(out.message)

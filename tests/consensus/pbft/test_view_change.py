@@ -367,12 +367,18 @@ def test_view_change_too_big_for_a_frame_is_not_sent(pbft_net):
     assert sent(net, 1, ViewChange) == [] and net.cores[1].mode is Mode.VIEW_CHANGE
 
 
-def test_new_view_names_view_changes_by_digest_and_proposals_by_block_digest(pbft_net):
-    net = pbft_net(batch_size=1)
+def _prepared_and_primary_down(net):
+    """Every replica prepares block 1 but none commits it; then primary 0 fails and 1, 2, 3 time out
+    (their view changes are queued, not yet delivered)."""
     spread(net, 0, tx(1))
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
     net.down.add(0)
     time_out(net, [1, 2, 3])
+
+
+def test_new_view_names_view_changes_by_digest_and_proposals_by_block_digest(pbft_net):
+    net = pbft_net(batch_size=1)
+    _prepared_and_primary_down(net)
     net.run()
     [nv] = sent(net, 1, NewView)
     proof = net.cores[1].nv_proof
@@ -384,10 +390,7 @@ def test_new_view_names_view_changes_by_digest_and_proposals_by_block_digest(pbf
 
 def test_a_replica_missing_a_view_change_fetches_it_from_the_primary_and_enters_the_view(pbft_net):
     net = pbft_net(batch_size=1)
-    spread(net, 0, tx(1))
-    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
-    net.down.add(0)
-    time_out(net, [1, 2, 3])
+    _prepared_and_primary_down(net)
     # Node 3's view change never reaches node 2; the NEW-VIEW (from 1) names it.
     deliver(net, drop=lambda s, to, m: isinstance(m, ViewChange) and s == 3 and to == 2)
     assert sent(net, 2, ViewChangeRequest) == [ViewChangeRequest(epoch=0, view=1, senders=(3,))]
@@ -397,18 +400,24 @@ def test_a_replica_missing_a_view_change_fetches_it_from_the_primary_and_enters_
     assert net.heights() == {0: 0, 1: 1, 2: 1, 3: 1}  # the prepared block, re-proposed and committed
 
 
-def test_forged_or_unasked_relays_are_refused_and_a_new_view_on_a_bad_view_change_is_dropped(pbft_net):
-    net = pbft_net(batch_size=1)
-    spread(net, 0, tx(1))
-    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
-    net.down.add(0)
-    time_out(net, [1, 2, 3])
+def _gathering(net):
+    """Block 1 prepared everywhere, primary 0 down, view change to 1; node 3's view change never
+    reaches node 2 and the primary's relay of it is held back: node 2 waits with the NEW-VIEW pending.
+    Returns node 2's core and the held relay."""
+    _prepared_and_primary_down(net)
     held: list = []
     deliver(net, drop=lambda s, to, m: (isinstance(m, ViewChange) and s == 3 and to == 2)
             or (isinstance(m, ViewChangeRelay) and not held.append(m)))
     core = net.cores[2]
-    assert core.pending_nv is not None and core.mode is Mode.VIEW_CHANGE  # waiting for node 3's view change
-    good = held[0].view_change
+    assert core.pending_nv is not None and core.pending_nv.view == 1 and core.mode is Mode.VIEW_CHANGE
+    [relay] = held
+    return core, relay
+
+
+def test_forged_or_unasked_relays_are_refused_and_a_new_view_on_a_bad_view_change_is_dropped(pbft_net):
+    net = pbft_net(batch_size=1)
+    core, relay = _gathering(net)
+    good = relay.view_change
     # The relay's bytes must hash to the digest the NEW-VIEW names, and carry node 3's signature.
     other = SignedViewChange(sender=3, signature=good.signature,
                              view_change=msgspec.structs.replace(good.view_change, height=0, prepared=()))
@@ -425,10 +434,7 @@ def test_forged_or_unasked_relays_are_refused_and_a_new_view_on_a_bad_view_chang
 
 def test_view_change_requests_are_answered_for_the_current_view_and_rate_limited(pbft_net):
     net = pbft_net(batch_size=1)
-    net.down.add(0)
-    spread(net, 1, tx(1))
-    net.run()
-    time_out(net, [1, 2, 3])
+    _prepared_and_primary_down(net)
     net.run()
     primary = net.cores[1]
     ask = ViewChangeRequest(epoch=0, view=1, senders=(3, 2, 3, 0))
@@ -441,16 +447,8 @@ def test_view_change_requests_are_answered_for_the_current_view_and_rate_limited
 
 def test_a_new_view_still_gathering_is_dropped_once_the_replica_asks_for_a_later_view(pbft_net):
     net = pbft_net(batch_size=1)
-    spread(net, 0, tx(1))
-    deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
-    net.down.add(0)
-    time_out(net, [1, 2, 3])
-    held: list = []
-    deliver(net, drop=lambda s, to, m: (isinstance(m, ViewChange) and s == 3 and to == 2)
-            or (isinstance(m, ViewChangeRelay) and not held.append(m)))
-    core = net.cores[2]
-    assert core.pending_nv is not None and core.pending_nv.view == 1
+    core, relay = _gathering(net)
     outs: list = []
     core.start_view_change(2.0, 2, outs)  # its view change now speaks for view 2
-    assert core.handle(2.1, received(net.keys, 1, held[0])) == []  # view 1's last view change, too late
+    assert core.handle(2.1, received(net.keys, 1, relay)) == []  # view 1's last view change, too late
     assert (core.view, core.vc_target, core.mode, core.pending_nv) == (0, 2, Mode.VIEW_CHANGE, None)

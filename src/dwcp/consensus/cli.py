@@ -137,7 +137,7 @@ def protocols() -> None:
 @app.command()
 def keygen(
     inventory: Path = typer.Option(..., "--inventory", "-i", help="Inventory YAML naming the service's instances."),
-    service: str = typer.Option("tpbft", "--service", help="Inventory service key of a consensus service."),
+    service: str = typer.Option(..., "--service", help="Inventory service key of a consensus service."),
     out: Path = typer.Option(..., "--out", "-o", help="Key directory to create (node-<I>.key, committee.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite keys already in --out."),
 ) -> None:

@@ -82,9 +82,12 @@ def test_keygen_writes_keys_that_load_keys_reads(tmp_path: Path) -> None:
         assert (out / f"node-{i}.key").stat().st_mode & 0o777 == 0o600
         sig = keys.signer.sign(b"x")
         assert keys.verifier.verify(i, b"x", sig)
-    again = runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "-o", str(out)])
+    again = runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "--service", "tpbft", "-o", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
-    assert runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "-o", str(out), "--force"]).exit_code == 0
+    assert runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "--service", "tpbft", "-o", str(out),
+                               "--force"]).exit_code == 0
+    unnamed = runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "-o", str(out)])
+    assert unnamed.exit_code == 2 and "--service" in unnamed.output  # no default consensus service
     missing = runner.invoke(app, ["consensus", "keygen", "-i", str(inventory), "--service", "probft", "-o",
                                   str(tmp_path / "k2")])
     assert missing.exit_code == 2

@@ -1,4 +1,4 @@
-"""A consensus node for real: `dwcp serve tpbft --instance I`.
+"""A consensus node for real: `dwcp serve <tpbft|probft|...> --instance I`, any registered protocol.
 
 `assemble.build_node(ctx)` puts keys (`keys`), the protocol's core and metrics (from the registry),
 the block store and the driver together; `service.build_app(ctx)` serves it over HTTP; `load` is the

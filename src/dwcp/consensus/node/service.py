@@ -1,4 +1,4 @@
-"""HTTP API of a consensus node: `dwcp serve tpbft --instance I` (probft and bullshark reuse it).
+"""HTTP API of a consensus node, whichever registered protocol it runs: `dwcp serve <service> --instance I`.
 
     POST /v1/transactions          submit; body JSON {"payload": "<base64>"} or raw bytes with
                                    Content-Type application/octet-stream -> 202 {"id", "status"};

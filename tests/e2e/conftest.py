@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+import yaml
+
 T = TypeVar("T")
 
 
@@ -68,3 +71,30 @@ class UpRun:
             self.code = self.proc.wait()
         self._out.close()
         print(self.log.read_text()[-4000:])
+
+
+def up_inventory(tmp_path: Path, name: str, services: dict) -> tuple[Path, str]:
+    """An inventory for `dwcp up` with `services`, its monitoring on free ports scraping every second;
+    returns its path and the Prometheus URL."""
+    names = ["prometheus", "alertmanager", "cluster", "sink", "supervisor"]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    inv = {
+        "name": name,
+        "supervisor": {"port": ports["supervisor"]},
+        "monitoring": {
+            "prometheus_port": ports["prometheus"], "alertmanager_port": ports["alertmanager"],
+            "alertmanager_cluster_port": ports["cluster"], "sink_port": ports["sink"],
+            "scrape_interval": "1s", "evaluation_interval": "1s",
+        },
+        "services": services,
+    }
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    return path, f"http://127.0.0.1:{ports['prometheus']}"
+
+
+def job_targets_up(client: httpx.Client, prom: str, job: str, n: int) -> list | None:
+    """The job's `n` Prometheus targets once all are up, else None (a `wait_for` probe)."""
+    targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
+    mine = [t for t in targets if t["labels"]["job"] == job]
+    return mine if len(mine) == n and all(t["health"] == "up" for t in mine) else None

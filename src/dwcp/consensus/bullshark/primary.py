@@ -9,7 +9,7 @@ Theory of operation (Danezis et al., Narwhal and Tusk, section 3; Narwhal's `pri
   batches (else we fetch both and park the header); one vote per author and round, ever.
 - 2f + 1 votes on our header make a certificate, which we broadcast and deliver. Certificates are
   delivered in causal order (dag.py), each handed to the Bullshark ordering (ordering.py); missing
-  parents are requested from the sender and, on the sync timer, from random peers.
+  parents are requested from the sender and, on the sync timer, from the other peers in turn.
 - Each ordered sub-DAG becomes a height once f + 1 primaries attest it (commits.py); its batches go
   to our worker for execution. GC: everything `gc_depth` rounds below the last anchor is dropped.
 Pair rule (Narwhal's sanitize/process): `_check_*` decides whether peer input is acceptable and

@@ -14,6 +14,10 @@ what the VRF proofs, header signatures and ballot format cost over PBFT's votes.
 
     .venv/bin/python benchmarks/probft_cluster.py                       # 500 tx/s for 20 s, each protocol
     .venv/bin/python benchmarks/probft_cluster.py --rate 200 --duration 10 --json probft_cluster.json
+
+Measured 2026-12-04 19:59 UTC (`--rate 500 --duration 10`, load average ~20 from other sessions): ProBFT
+p50 232 / p99 721 ms, quorum achievement 100%, 7.39 ms node CPU per block (43.9 tx/block); PBFT on the same
+7 nodes p50 183 / p99 454 ms, 5.70 ms per block (30.7 tx/block). p99 target 50 ms missed (PBFT too).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The HTTP contract of compression-api, and every bad input answered with a JSON error naming the field."""
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_predict_json(client):
 
 
 def test_predict_octet_stream_with_query_fields(client):
-    r = client.post("/v1/predict", content=TEXT, headers={"content-type": "application/octet-stream"},
+    r = client.post("/v1/predict/raw", content=TEXT, headers={"content-type": "application/octet-stream"},
                     params={"size_bytes": 1 << 20, "bandwidth_mbps": 50, "rtt_ms": 40, "loss_rate": 0})
     assert r.status_code == 200, r.text
     check_result(r.json())
@@ -53,7 +54,7 @@ def test_chunk_bytes_is_optional_and_defaults_to_the_manager_chunk(client):
     small = client.post("/v1/predict", json={**big, "chunk_bytes": 4096})
     assert small.status_code == 200
     check_result(small.json())
-    octets = client.post("/v1/predict", content=TEXT, headers={"content-type": "application/octet-stream"},
+    octets = client.post("/v1/predict/raw", content=TEXT, headers={"content-type": "application/octet-stream"},
                          params={"size_bytes": 1 << 30, "bandwidth_mbps": 50, "rtt_ms": 40, "chunk_bytes": 4096})
     assert octets.json() == small.json()
     whole = client.post("/v1/predict/batch", json={"items": [{**GOOD, "chunk_bytes": 1 << 20}, big]})
@@ -81,7 +82,7 @@ def test_batch_of_256(client):
     for res in body["results"]:
         check_result(res)
     too_many = client.post("/v1/predict/batch", json={"items": items + items[:1]})
-    assert too_many.status_code == 413 and too_many.json()["error"]["field"] == "items"
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "items"
 
 
 def test_metrics_count_predictions(make_client):
@@ -114,7 +115,10 @@ BAD_JSON = [
     ({**GOOD, "size_bytes": 0}, 422, "size_bytes"),
     ({**GOOD, "size_bytes": 10.5}, 422, "size_bytes"),
     ({**GOOD, "size_bytes": True}, 422, "size_bytes"),
-    ({**GOOD, "size_bytes": 100}, 422, "size_bytes"),  # smaller than the sample
+    ({**GOOD, "size_bytes": 1 << 50}, 422, "size_bytes"),  # past 1 PiB
+    ({**GOOD, "bandwidth_mbps": 5e-324}, 422, "bandwidth_mbps"),  # made predicted_seconds null (inf)
+    ({**GOOD, "bandwidth_mbps": 1e9}, 422, "bandwidth_mbps"),
+    ({**GOOD, "rtt_ms": 1e9}, 422, "rtt_ms"),
     ({**GOOD, "sample": "not base64!!"}, 422, "sample"),
     ({**GOOD, "sample": "QUI"}, 422, "sample"),  # missing padding
     ({**GOOD, "sample": "QU=I"}, 422, "sample"),  # padding inside
@@ -124,7 +128,6 @@ BAD_JSON = [
     ({**GOOD, "codec": "zstd"}, 422, "codec"),
     ({**GOOD, "chunk_bytes": 0}, 422, "chunk_bytes"),
     ({**GOOD, "chunk_bytes": -4096}, 422, "chunk_bytes"),
-    ({**GOOD, "chunk_bytes": (1 << 20) + 1}, 422, "chunk_bytes"),  # larger than the payload
     ({**GOOD, "chunk_bytes": 4096.5}, 422, "chunk_bytes"),
     ({**GOOD, "chunk_bytes": "1MiB"}, 422, "chunk_bytes"),
     ({**GOOD, "chunk_bytes": True}, 422, "chunk_bytes"),
@@ -145,25 +148,24 @@ BAD_OTHER = [
     ("/v1/predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
     ("/v1/predict", {"content": TEXT, "headers": {"content-type": "text/plain"}}, 415, "content-type"),
     ("/v1/predict", {"content": TEXT}, 415, "content-type"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS, "params": {"size_bytes": 1 << 20, "rtt_ms": 1}}, 422,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS, "params": {"size_bytes": 1 << 20, "rtt_ms": 1}}, 422,
      "bandwidth_mbps"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": "x", "rtt_ms": 1}}, 422, "bandwidth_mbps"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": -1, "rtt_ms": 1}}, 422, "bandwidth_mbps"),
-    ("/v1/predict", {"content": bytes(65537), "headers": OCTETS,
+    ("/v1/predict/raw", {"content": bytes(65537), "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1}}, 413, "sample"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "speed": 2}}, 422, "speed"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": 0}}, 422,
      "chunk_bytes"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
+    ("/v1/predict/raw", {"content": TEXT, "headers": OCTETS,
                      "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": "1.5"}}, 422,
      "chunk_bytes"),
-    ("/v1/predict", {"content": TEXT, "headers": OCTETS,
-                     "params": {"size_bytes": 8192, "bandwidth_mbps": 1, "rtt_ms": 1, "chunk_bytes": 8193}}, 422,
-     "chunk_bytes"),
+    ("/v1/predict/batch", {"json": {"items": [GOOD], "verbose": True}}, 422, "verbose"),
+    ("/v1/predict", {"content": TEXT, "headers": OCTETS}, 415, "content-type"),  # raw bytes go to /v1/predict/raw
     ("/v1/predict/batch", {"json": {"items": [GOOD, {**GOOD, "chunk_bytes": -1}]}}, 422, "items.1.chunk_bytes"),
     ("/v1/predict/batch", {"json": {"items": []}}, 422, "items"),
     ("/v1/predict/batch", {"json": {"things": [GOOD]}}, 422, "items"),
@@ -238,7 +240,7 @@ def fast_and_routed(make_client):
     router, the behaviour the fast path must reproduce); each with its registry."""
     fast, fast_reg, fast_app = make_client(shadow_fraction=0.0)
     routed, routed_reg, routed_app = make_client(shadow_fraction=0.0)
-    assert set(fast_app.fast_routes) == {"/v1/predict", "/v1/predict/batch"}
+    assert set(fast_app.fast_routes) == {"/v1/predict", "/v1/predict/raw", "/v1/predict/batch"}
     routed_app.fast_routes.clear()
     with fast, routed:
         yield (fast, fast_reg), (routed, routed_reg)
@@ -259,7 +261,7 @@ def test_fast_path_answers_good_input_like_the_router(fast_and_routed):
     (fast, _), (routed, _) = fast_and_routed
     octets = {"content": TEXT, "headers": {"content-type": "application/octet-stream; charset=binary"},
               "params": {"size_bytes": 1 << 20, "bandwidth_mbps": 50, "rtt_ms": 40, "loss_rate": 0.001}}
-    for path, kwargs in [("/v1/predict", {"json": GOOD}), ("/v1/predict", octets),
+    for path, kwargs in [("/v1/predict", {"json": GOOD}), ("/v1/predict/raw", octets),
                          ("/v1/predict/batch", {"json": {"items": [GOOD, {**GOOD, "loss_rate": 0.02}]}})]:
         a, b = fast.post(path, **kwargs), routed.post(path, **kwargs)
         assert a.status_code == b.status_code == 200, a.text
@@ -270,7 +272,7 @@ def test_fast_path_answers_good_input_like_the_router(fast_and_routed):
             check_result(r)
     # A repeated query parameter: the last value wins on both paths.
     twice = {**octets, "params": [*octets["params"].items(), ("rtt_ms", "-1")]}
-    a, b = fast.post("/v1/predict", **twice), routed.post("/v1/predict", **twice)
+    a, b = fast.post("/v1/predict/raw", **twice), routed.post("/v1/predict/raw", **twice)
     assert a.status_code == b.status_code == 422 and a.content == b.content
 
 
@@ -307,3 +309,22 @@ def test_fast_path_before_the_model_loads_answers_503_like_the_router(make_clien
     a, b = fast.post("/v1/predict", json=GOOD), routed.post("/v1/predict", json=GOOD)  # no lifespan: no model
     assert a.status_code == b.status_code == 503 and a.content == b.content
     assert a.json()["error"]["code"] == "unavailable"
+
+
+def test_a_sample_longer_than_size_bytes_or_a_chunk_past_the_payload_is_the_payload(client):
+    """No cross-field refusals the schema cannot state: the sample is part of the payload, so a larger sample
+    says the payload is at least that big; a chunk larger than the payload is the payload."""
+    whole = client.post("/v1/predict", json={**GOOD, "size_bytes": len(TEXT)})
+    assert client.post("/v1/predict", json={**GOOD, "size_bytes": 100}).json() == whole.json()
+    one_chunk = client.post("/v1/predict", json={**GOOD, "chunk_bytes": 1 << 20})
+    assert client.post("/v1/predict", json={**GOOD, "chunk_bytes": (1 << 20) + 1}).json() == one_chunk.json()
+
+
+def test_the_openapi_schemas_are_self_contained_and_state_the_bounds(client):
+    doc = client.get("/openapi.json").json()
+    batch = doc["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "$ref" not in json.dumps(batch) and batch["additionalProperties"] is False
+    single = doc["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert single["properties"]["bandwidth_mbps"]["minimum"] == 0.001 and single["additionalProperties"] is False
+    raw = doc["paths"]["/v1/predict/raw"]["post"]
+    assert {p["name"] for p in raw["parameters"] if p["required"]} == {"size_bytes", "bandwidth_mbps", "rtt_ms"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import math
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link
 from dwcp.compression.selector import Request
@@ -19,6 +19,13 @@ from dwcp.runtime.errors import decode_json as decode_json  # the one JSON decod
 
 FIELDS = ("sample", "size_bytes", "bandwidth_mbps", "rtt_ms", "loss_rate", "chunk_bytes")
 INTEGERS = ("size_bytes", "chunk_bytes")
+REQUIRED = ("size_bytes", "bandwidth_mbps", "rtt_ms")
+# Physical bounds (the schema states them too): past them a prediction is meaningless or not finite.
+MAX_SIZE_BYTES = 1 << 50  # 1 PiB
+MIN_BANDWIDTH_MBPS, MAX_BANDWIDTH_MBPS = 0.001, 1e7  # 1 kbit/s .. 10 Tbit/s
+MAX_RTT_MS = 600_000.0  # 10 minutes
+MAX_SAMPLE_BYTES = 65536  # the settings' default max_sample_bytes, as documented in the schema
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 
 
 def _invalid(field: str, message: str, status: int = 422) -> ApiError:
@@ -29,7 +36,7 @@ def _number(raw: object, field: str, *, minimum: float, strict_min: bool = False
             integer: bool = False) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise _invalid(field, "must be an integer" if integer else "must be a number")
-    if integer and not isinstance(raw, int):
+    if integer and not (isinstance(raw, int) or raw.is_integer()):  # JSON Schema: 3.0 is an integer
         raise _invalid(field, "must be an integer")
     if not math.isfinite(raw):
         raise _invalid(field, "must be finite")
@@ -45,22 +52,22 @@ def check_item(sample: bytes, fields: dict, max_sample: int, prefix: str = "") -
     for name in ("size_bytes", "bandwidth_mbps", "rtt_ms"):
         if name not in fields:
             _missing(prefix + name)
-    size = int(_number(fields["size_bytes"], prefix + "size_bytes", minimum=1, integer=True))
-    bw = _number(fields["bandwidth_mbps"], prefix + "bandwidth_mbps", minimum=0.0, strict_min=True)
-    rtt = _number(fields["rtt_ms"], prefix + "rtt_ms", minimum=0.0)
+    size = int(_number(fields["size_bytes"], prefix + "size_bytes", minimum=1, maximum=MAX_SIZE_BYTES,
+                       integer=True))
+    bw = _number(fields["bandwidth_mbps"], prefix + "bandwidth_mbps", minimum=MIN_BANDWIDTH_MBPS,
+                 maximum=MAX_BANDWIDTH_MBPS)
+    rtt = _number(fields["rtt_ms"], prefix + "rtt_ms", minimum=0.0, maximum=MAX_RTT_MS)
     loss = _number(fields.get("loss_rate", 0.0), prefix + "loss_rate", minimum=0.0, maximum=1.0)
-    chunk = DEFAULT_CHUNK_BYTES
-    if "chunk_bytes" in fields:
-        chunk = int(_number(fields["chunk_bytes"], prefix + "chunk_bytes", minimum=1, integer=True))
-        if chunk > size:
-            raise _invalid(prefix + "chunk_bytes", f"larger than the payload (size_bytes = {size})")
+    chunk = int(_number(fields.get("chunk_bytes", DEFAULT_CHUNK_BYTES), prefix + "chunk_bytes", minimum=1,
+                        maximum=MAX_SIZE_BYTES, integer=True))
     if len(sample) > max_sample:
         raise _invalid(prefix + "sample", f"{len(sample)} bytes exceeds the {max_sample}-byte limit", 413)
     if not sample:
         raise _invalid(prefix + "sample", "must not be empty")
-    if len(sample) > size:
-        raise _invalid(prefix + "size_bytes", f"smaller than the sample ({len(sample)} bytes)")
-    return Request(sample, size, Link(float(bw), float(rtt), float(loss)), chunk)
+    # A sample is part of the payload, and a chunk at most all of it: the larger sample says the payload is at
+    # least that big, and a chunk larger than the payload is the payload (no cross-field refusals).
+    size = max(size, len(sample))
+    return Request(sample, size, Link(float(bw), float(rtt), float(loss)), min(chunk, size))
 
 
 def _missing(field: str):
@@ -94,11 +101,14 @@ def parse_batch(obj: object, max_sample: int, max_items: int) -> list[Request]:
     """The items of a `/v1/predict/batch` body, each validated; errors name the item (`items.3.rtt_ms`)."""
     if not isinstance(obj, dict) or "items" not in obj:
         raise ApiError(422, "invalid_input", "items: field required", "items")
+    for key in obj:
+        if key != "items":
+            raise _invalid(str(key), "unknown field")
     raw = obj["items"]
     if not isinstance(raw, list) or not raw:
         raise ApiError(422, "invalid_input", "items: must be a non-empty list", "items")
     if len(raw) > max_items:
-        raise ApiError(413, "payload_too_large", f"items: at most {max_items} per call", "items")
+        raise ApiError(422, "invalid_input", f"items: at most {max_items} per call", "items")
     return [parse_object(o, max_sample, f"items.{i}.") for i, o in enumerate(raw)]
 
 
@@ -109,21 +119,34 @@ def parse_query(sample: bytes, query: dict[str, str], max_sample: int) -> Reques
         if key not in FIELDS[1:]:
             raise _invalid(key, "unknown query parameter")
         try:
-            fields[key] = int(value) if key in INTEGERS else float(value)
+            fields[key] = float(value)  # integers are checked as numbers with no fraction, as JSON ones are
         except ValueError:
             raise _invalid(key, "must be an integer" if key in INTEGERS else "must be a number") from None
     return check_item(sample, fields, max_sample)
 
 
 class PredictRequest(BaseModel):
-    sample: str = Field(description="base64 of a sample of the payload (all of it when it fits), at most 64 KiB")
-    size_bytes: int = Field(ge=1, description="size of the whole payload")
-    bandwidth_mbps: float = Field(gt=0, description="link bandwidth, Mbit/s")
-    rtt_ms: float = Field(ge=0, description="round-trip time, ms")
+    model_config = ConfigDict(extra="forbid")
+    sample: str = Field(min_length=4, max_length=4 * (MAX_SAMPLE_BYTES // 3), pattern=BASE64_PATTERN,
+                        description="base64 of a sample of the payload (all of it when it fits), 1 byte to 64 KiB")
+    size_bytes: int = Field(ge=1, lt=MAX_SIZE_BYTES, description="size of the whole payload (a longer sample "
+                            "counts as the whole payload)")
+    bandwidth_mbps: float = Field(ge=MIN_BANDWIDTH_MBPS, lt=MAX_BANDWIDTH_MBPS, description="link bandwidth, Mbit/s")
+    rtt_ms: float = Field(ge=0, lt=MAX_RTT_MS, description="round-trip time, ms")
     loss_rate: float = Field(0.0, ge=0, lt=1, description="packet loss probability")
-    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, description=(
-        "the chunk the payload will be compressed and sent in (at most size_bytes): ratio and speeds are "
-        "predicted for chunks of this size; default: the DWCP Manager's default chunk"))
+    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, lt=MAX_SIZE_BYTES, description=(
+        "the chunk the payload will be compressed and sent in (one larger than the payload is the payload): "
+        "ratio and speeds are predicted for chunks of this size; default: the DWCP Manager's default chunk"))
+
+
+def predict_schema() -> dict:
+    """One prediction's JSON Schema, self-contained (no $ref), for the hand-written OpenAPI of the fast routes."""
+    return PredictRequest.model_json_schema()
+
+
+def batch_schema() -> dict:
+    return {"type": "object", "required": ["items"], "additionalProperties": False, "properties": {
+        "items": {"type": "array", "minItems": 1, "maxItems": 256, "items": predict_schema()}}}
 
 
 class PredictResponse(BaseModel):

@@ -55,7 +55,7 @@ async def _send(client: httpx.AsyncClient, url: str, rng: np.random.Generator, p
         elif kind < 0.9:
             i = int(rng.integers(len(pool)))
             params = {"size_bytes": pool[i][1], **_link(rng)}
-            resp = await client.post(f"{url}/v1/predict", content=pool[i][0], params=params,
+            resp = await client.post(f"{url}/v1/predict/raw", content=pool[i][0], params=params,
                                      headers={"content-type": "application/octet-stream"})
         else:
             picks = rng.integers(len(pool), size=int(rng.integers(2, 33)))

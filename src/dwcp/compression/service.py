@@ -1,4 +1,5 @@
-"""The compression-api HTTP service: `/v1/predict`, `/v1/predict/batch`, `/v1/codecs`, `/v1/model`, `/v1/shadow`.
+"""The compression-api HTTP service: `/v1/predict` (JSON), `/v1/predict/raw` (raw sample, link in the query),
+`/v1/predict/batch`, `/v1/codecs`, `/v1/model`, `/v1/shadow`.
 
 HTTP only: handlers parse (`api.py`), make one `Selector.choose` call for the request's items, record
 metrics, offer the choices to the shadow evaluator and encode. Loading the model and calibration is
@@ -31,19 +32,16 @@ JSON = "application/json"
 OCTETS = "application/octet-stream"
 _encode = msgspec.json.Encoder().encode
 
-PREDICT_DOC = {
-    "requestBody": {"required": True, "content": {
-        JSON: {"schema": api.PredictRequest.model_json_schema()},
-        OCTETS: {"schema": {"type": "string", "format": "binary"}},
-    }},
-    "parameters": [
-        {"name": n, "in": "query", "required": n in ("size_bytes", "bandwidth_mbps", "rtt_ms"), "schema": {"type": t},
-         "description": "only with application/octet-stream"}
-        for n, t in (("size_bytes", "integer"), ("bandwidth_mbps", "number"), ("rtt_ms", "number"),
-                     ("loss_rate", "number"), ("chunk_bytes", "integer"))
-    ],
+# Each mode of a prediction has its own path, so each path's schema says exactly what it takes: JSON at
+# /v1/predict, the raw sample at /v1/predict/raw with the link in the query.
+PREDICT_DOC = {"requestBody": {"required": True, "content": {JSON: {"schema": api.predict_schema()}}}}
+RAW_DOC = {
+    "requestBody": {"required": True, "content": {OCTETS: {"schema": {
+        "type": "string", "format": "binary", "minLength": 1, "maxLength": api.MAX_SAMPLE_BYTES}}}},
+    "parameters": [{"name": name, "in": "query", "required": name in api.REQUIRED, "schema": schema}
+                   for name, schema in api.predict_schema()["properties"].items() if name != "sample"],
 }
-BATCH_DOC = {"requestBody": {"required": True, "content": {JSON: {"schema": api.BatchRequest.model_json_schema()}}}}
+BATCH_DOC = {"requestBody": {"required": True, "content": {JSON: {"schema": api.batch_schema()}}}}
 
 
 @dataclass
@@ -122,14 +120,17 @@ def build_app(ctx: ServiceContext) -> App:
         return choices, sel.version
 
     async def predict(request: RawRequest) -> bytes:
-        media = _media_type(request)
-        if media == JSON:
-            item = api.parse_object(api.decode_json(await request.body(single_limit, "sample")), max_sample)
-        elif media == OCTETS:
-            item = api.parse_query(await request.body(max_sample, "sample"), request.query(), max_sample)
-        else:
-            raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON} or {OCTETS}",
-                           "content-type")
+        if _media_type(request) != JSON:
+            raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON} (raw bytes: "
+                           "POST /v1/predict/raw)", "content-type")
+        item = api.parse_object(api.decode_json(await request.body(single_limit, "sample")), max_sample)
+        (choice,), version = choose([item])
+        return _encode(_result(choice, version))
+
+    async def predict_raw(request: RawRequest) -> bytes:
+        if _media_type(request) != OCTETS:
+            raise ApiError(415, "unsupported_media_type", f"content-type must be {OCTETS}", "content-type")
+        item = api.parse_query(await request.body(max_sample, "sample"), request.query(), max_sample)
         (choice,), version = choose([item])
         return _encode(_result(choice, version))
 
@@ -144,6 +145,9 @@ def build_app(ctx: ServiceContext) -> App:
     # The two hot endpoints skip FastAPI's per-request layers (App.fast_post); these are their docs.
     app.fast_post("/v1/predict", predict, tags=["selector"], openapi_extra=PREDICT_DOC,
                   responses={200: {"model": api.PredictResponse}}, summary="Choose the codec and level for one payload")
+    app.fast_post("/v1/predict/raw", predict_raw, tags=["selector"], openapi_extra=RAW_DOC,
+                  responses={200: {"model": api.PredictResponse}},
+                  summary="Choose for one payload sent as raw bytes, the link in the query")
     app.fast_post("/v1/predict/batch", predict_batch, tags=["selector"], openapi_extra=BATCH_DOC,
                   responses={200: {"model": api.BatchResponse}}, summary="Choose for up to 256 payloads at once")
 

@@ -33,6 +33,7 @@ from dwcp.runtime.errors import ApiError, decode_json
 
 RAW_TYPE = "application/octet-stream"
 JSON_TYPE = "application/json"
+TX_ID_PATTERN = f"^[0-9a-fA-F]{{{2 * TX_ID_SIZE}}}$"
 MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER: a larger height cannot be stored, so it cannot be asked for
 
 
@@ -63,19 +64,29 @@ def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes
 
 _encode = msgspec.json.Encoder().encode
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-SUBMIT_DOC = {
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "required": ["payload"],
-                                        "properties": {"payload": {"type": "string", "format": "byte"}}}},
-        RAW_TYPE: {"schema": {"type": "string", "format": "binary"}},
-    }},
-    "parameters": [
-        {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": False},
-         "description": "answer 200 once the transaction is durably committed (202 pending after `timeout`)"},
-        {"name": "timeout", "in": "query", "schema": {"type": "number", "default": 5.0, "exclusiveMinimum": 0,
-                                                      "maximum": 60}, "description": "seconds to wait"},
-    ],
-}
+# Base64 with its padding; at least one byte (4 characters).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+
+
+def submit_doc(max_tx_bytes: int) -> dict:
+    """The OpenAPI of POST /v1/transactions: the limits `parse_submission` enforces, in the schema."""
+    return {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["payload"], "additionalProperties": False,
+                "properties": {"payload": {
+                    "type": "string", "pattern": BASE64_PATTERN, "minLength": 4,
+                    # 4 characters per 3 bytes, whole groups only: never decodes to more than max_tx_bytes
+                    "maxLength": 4 * (max_tx_bytes // 3), "description": "base64 of the transaction"}}}},
+            RAW_TYPE: {"schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": max_tx_bytes}},
+        }},
+        "parameters": [
+            {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": False},
+             "description": "answer 200 once the transaction is durably committed (202 pending after `timeout`)"},
+            {"name": "timeout", "in": "query", "schema": {"type": "number", "default": 5.0, "exclusiveMinimum": 0,
+                                                          "maximum": 60}, "description": "seconds to wait"},
+        ],
+    }
 
 
 def _flag(text: str, field: str) -> bool:
@@ -93,16 +104,6 @@ def _timeout(text: str) -> float:
     if not 0 < value <= 60:  # also refuses nan
         raise ApiError(422, "invalid_input", "timeout: must be > 0 and <= 60 seconds", "timeout")
     return value
-
-
-def _is_tx_id(text: str) -> bool:
-    if len(text) != 2 * TX_ID_SIZE:
-        return False
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return True
 
 
 def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
@@ -130,13 +131,13 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
         return 202, _encode({"id": tx_id, "status": "pending"})
 
     app.fast_post("/v1/transactions", submit, tags=["consensus"], summary="Submit a transaction",
-                  openapi_extra=SUBMIT_DOC, responses={200: {"description": "committed (with ?wait=true)"},
-                                                       202: {"description": "accepted, pending"}})
+                  openapi_extra=submit_doc(max_tx_bytes),
+                  responses={200: {"description": "committed (with ?wait=true)"},
+                             202: {"description": "accepted, pending"},
+                             409: {"description": "this transaction is already pending or committed"}})
 
     @app.get("/v1/transactions/{tx_id}", tags=["consensus"], summary="Pending or committed, with block height")
-    async def transaction(tx_id: str) -> dict:
-        if not _is_tx_id(tx_id):
-            raise ApiError(422, "invalid_input", f"a transaction id is {2 * TX_ID_SIZE} hex digits", "tx_id")
+    async def transaction(tx_id: str = Path(pattern=TX_ID_PATTERN, description="32 hex digits")) -> dict:
         found = driver.tx_status(tx_id)
         if found is None:
             raise ApiError(404, "not_found", f"no transaction {tx_id} on this node", "tx_id")

@@ -8,7 +8,7 @@ commit under round-robin; HammerHead moves them to nodes that vote (`ordering.Le
     .venv/bin/python benchmarks/bullshark_sim.py --nodes 10 --byzantine 3 --seeds 3 --duration 15
 
 Measured 2026-12-04 on the shared 2-CPU VM (about 0.7 CPU-seconds per run), n = 10, 3 silent, 15 s, 20 tx/s
-per node, seeds 0-2: round-robin 17/17/18 heights, p50 1.25/1.31/1.28 s, p99 2.07/2.75/2.06 s; HammerHead
+offered, seeds 0-2: round-robin 17/17/18 heights, p50 1.25/1.31/1.28 s, p99 2.07/2.75/2.06 s; HammerHead
 (period 5) 23/23/22 heights (+31%), p50 1.14/1.17/1.20 s, p99 1.83/2.03/2.01 s; zero violations in all six.
 """
 
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--byzantine", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=15.0)
-    ap.add_argument("--rate", type=float, default=20.0, help="client tx/s per node")
+    ap.add_argument("--rate", type=float, default=20.0, help="offered client tx/s (the whole cluster)")
     ap.add_argument("--period", type=int, default=5, help="HammerHead: committed anchors per schedule")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -1,7 +1,8 @@
 """compression-api's share of `dwcp up` load: a realistic mix of payloads, links and request forms.
 
 Payloads come from the corpus families at many sizes; links span 1 Mbit/s-10 Gbit/s and 0.1-300 ms.
-About 70% of calls are single JSON predictions, 20% octet-stream, 10% batches of 2-32 items.
+About 70% of calls are single JSON predictions, 20% octet-stream, 10% batches of 2-32 items; a fifth of the
+items name a chunk (`chunk_bytes`, 64 KiB-4 MiB, at most the payload) instead of taking the 1 MiB default.
 HTTP failures are counted and logged, never raised: load keeps going while instances restart.
 """
 
@@ -44,22 +45,29 @@ def _link(rng: np.random.Generator) -> dict[str, float]:
     return link
 
 
+def _chunk(rng: np.random.Generator, size: int) -> dict[str, int]:
+    if rng.random() >= 0.2:
+        return {}
+    return {"chunk_bytes": min(size, 1 << int(rng.integers(16, 23)))}
+
+
 async def _send(client: httpx.AsyncClient, url: str, rng: np.random.Generator, pool: list[tuple[bytes, int]],
                 b64: list[str], stats: dict[str, int]) -> None:
     kind = rng.random()
     try:
         if kind < 0.7:
             i = int(rng.integers(len(pool)))
-            body = {"sample": b64[i], "size_bytes": pool[i][1], **_link(rng)}
+            body = {"sample": b64[i], "size_bytes": pool[i][1], **_link(rng), **_chunk(rng, pool[i][1])}
             resp = await client.post(f"{url}/v1/predict", json=body)
         elif kind < 0.9:
             i = int(rng.integers(len(pool)))
-            params = {"size_bytes": pool[i][1], **_link(rng)}
+            params = {"size_bytes": pool[i][1], **_link(rng), **_chunk(rng, pool[i][1])}
             resp = await client.post(f"{url}/v1/predict/raw", content=pool[i][0], params=params,
                                      headers={"content-type": "application/octet-stream"})
         else:
             picks = rng.integers(len(pool), size=int(rng.integers(2, 33)))
-            items = [{"sample": b64[i], "size_bytes": pool[i][1], **_link(rng)} for i in picks]
+            items = [{"sample": b64[i], "size_bytes": pool[i][1], **_link(rng), **_chunk(rng, pool[i][1])}
+                     for i in picks]
             resp = await client.post(f"{url}/v1/predict/batch", json={"items": items})
         stats["ok" if resp.status_code < 400 else "error"] += 1
     except httpx.HTTPError as exc:

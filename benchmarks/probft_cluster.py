@@ -45,7 +45,7 @@ SEED_BASELINE_S = 1.0
 def quorum_counts(cluster: LocalCluster) -> tuple[int, int]:
     """(phases that reached quorum, phases voted in), summed over every node and both phases."""
     achieved = attempts = 0
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, headers=cluster.headers) as client:
         for url in cluster.urls:
             status = client.get(f"{url}/v1/status").json()
             achieved += sum(status.get("quorum_achieved", {}).values())

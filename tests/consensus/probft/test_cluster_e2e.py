@@ -27,14 +27,14 @@ N = 7
 def test_probft_commits_through_kill9_of_two_nodes_and_they_catch_up(tmp_path: Path) -> None:
     settings = {"max_tx_bytes": 1024, "sync_interval_ms": 200, "batch_size": 2, "view_change_timeout_ms": 500}
     with LocalCluster(tmp_path, N, service="probft", settings=settings) as cluster, \
-            httpx.Client(timeout=10) as client:
+            httpx.Client(timeout=10, headers=cluster.headers) as client:
         committee = json.loads((tmp_path / "keys" / "committee.json").read_text())
         assert all(len(bytes.fromhex(m["vrf_public_key"])) == 32 for m in committee["members"])
         cluster.start_all()
         cluster.wait_ready(timeout=90)
         urls = cluster.urls
 
-        acked = asyncio.run(_submit_all(urls, "all-up", 40))
+        acked = asyncio.run(_submit_all(urls, "all-up", 40, cluster.headers))
         for url in urls:
             _wait_height(client, url, max(acked.values()))
         primary = _status(client, urls[0])["primary"]
@@ -42,7 +42,7 @@ def test_probft_commits_through_kill9_of_two_nodes_and_they_catch_up(tmp_path: P
         for v in victims:
             cluster.kill(v)
         survivors = [u for i, u in enumerate(urls) if i not in victims]
-        acked |= asyncio.run(_submit_all(survivors, "two-down", 40))
+        acked |= asyncio.run(_submit_all(survivors, "two-down", 40, cluster.headers))
         top = max(acked.values())
 
         for v in victims:
@@ -50,7 +50,7 @@ def test_probft_commits_through_kill9_of_two_nodes_and_they_catch_up(tmp_path: P
         cluster.wait_ready(victims, timeout=90)
         for v in victims:
             _wait_height(client, urls[v], top, timeout=60)  # own log, then certified blocks from peers
-        acked |= asyncio.run(_submit_all(urls, "rejoined", 20))
+        acked |= asyncio.run(_submit_all(urls, "rejoined", 20, cluster.headers))
         for url in urls:
             _wait_height(client, url, max(acked.values()), timeout=60)
 

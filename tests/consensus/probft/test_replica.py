@@ -204,3 +204,23 @@ def test_default_parameters_at_7_31_100():
     # The paper-like o = 2.5 is cheaper (q = 10 at n = 100) but forgeable by 33 colluding nodes.
     cheap = derive(100, 33, 67, o=2.5)
     assert (cheap.sample_size, cheap.quorum) == (25, 10) and predict(cheap)["forge_risk"] > 0.5
+
+
+def test_a_certificate_still_verifies_after_its_signer_sent_us_a_forged_proof_first(probft_net):
+    """A Byzantine signer that sent a forged proof first must not make valid certificates it signed
+    unverifiable (a node catching up would stall on them): the certificate's proof is judged on its own."""
+    from dwcp.consensus.probft import Config, Replica
+
+    net = probft_net(31, batch_size=1)
+    submit(net, 0, tx(1))
+    net.run()
+    commit = net.commits[0][0]
+    holder_entry = commit.certificate
+    signer = next(s for s in holder_entry.signers if s != 0)
+    keys = net.keys
+    fresh = Replica(committee=keys.committee, node_id=7, signer=keys.signers[7], verifier=keys.verifier,
+                    vrf=net.provers[7], vrf_verifier=net.cores[7].book.verifier, config=Config(batch_size=1))
+    forged = Ballot(kind="commit", epoch=0, view=0, height=1, digest=commit.certificate.digest,
+                    proof=random.Random(3).randbytes(64), header_signature=net.cores[0].headers[(0, 0, 1)][1])
+    fresh.handle(0.0, received(keys, signer, forged))  # cached as this signer's (bad) proof for the view
+    assert fresh.verify_certificate(1, commit.block, commit.certificate)

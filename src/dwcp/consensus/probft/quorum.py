@@ -99,6 +99,25 @@ class SampleBook:
             self._peers.popitem(last=False)
         return BAD_PROOF if sample is None else sample
 
+    def sample_in_certificate(self, sender: int, epoch: int, view: int, phase: str,
+                              proof: bytes) -> frozenset[int] | str:
+        """Like `sample_of`, for a proof inside a certificate whose ballot signature checked out: when the
+        cache holds another proof of this sender (a Byzantine sender that sent a forged one first), this
+        one is verified on its own instead of failing the whole certificate, which would stall a node
+        catching up; a valid one replaces a cached invalid one."""
+        got = self.sample_of(sender, epoch, view, phase, proof)
+        if got != PROOF_MISMATCH:
+            return got
+        self.proofs_verified += 1
+        beta = self.verifier.verify(sender, alpha(self.domain, epoch, view, phase), proof)
+        if beta is None:
+            return BAD_PROOF
+        sample = self._sample(sender, beta)
+        key = (sender, epoch, view, phase)
+        if self._peers.get(key, (b"", None))[1] is None:
+            self._peers[key] = (proof, sample)
+        return sample
+
     def check_certificate(self, cert: Certificate, verifier: Verifier, leader: Callable[[int, int], int]) -> bool:
         """True when `cert` holds >= q entries of distinct members, one holder, the leader's valid
         header signature, and for each signer a valid ballot signature and (unless it is the holder)
@@ -134,7 +153,7 @@ class SampleBook:
             if not verifier.verify(signer, signing_bytes(signer, encode(ballot)), sig):
                 return False
             if signer != holder:
-                sample = self.sample_of(signer, cert.epoch, cert.view, cert.kind, proof)
+                sample = self.sample_in_certificate(signer, cert.epoch, cert.view, cert.kind, proof)
                 if isinstance(sample, str) or holder not in sample:
                     return False
         return True

@@ -19,6 +19,14 @@ the same campaign in one region (1 ms RTT) for that comparison.
 Each run offers 10 tx/s for 3 simulated seconds, then drains (until every due tx commits, at most
 20 s): about 0.2 CPU-s per seed for both cores, so 10^4 seeds take ~35 CPU-minutes.
 
+Measured 2026-12-04 20:05-21:04 UTC (commit 91ddb74: lazy vote verification, the simulator on the driver's
+catch-up planner, T-PBFT's measurement epoch, standby voting and incumbent primary), `--runs 10000 --lan-runs 200
+--workers 2 --time-limit 3800` at nice 10 on the 2-core VM at load ~20 (other sessions' campaigns): 1,716 WAN
+seeds x 2 cores done in the time limit, 0 runs with violations for either core; LAN 200 seeds, 0 violations.
+Runs of 3 s stay in T-PBFT's measurement epoch (epoch 0: the whole committee votes), so both cores match:
+medians PBFT / T-PBFT p50 0.231 / 0.234 s, messages per block 191 / 193, view changes 643 / 643 in total.
+T-PBFT's own claims need runs over several epochs (docs/tpbft.md, "Measured"): `--epoch-length 16 --duration 8`.
+
 Measured 2026-11-25 22:21-22:38 UTC (commit 9649db2: client txs forwarded to the primary, request timeout in
 halves, adaptive batching; `--runs 10000 --lan-runs 200 --workers 2`, nice 19 on the shared 2-core VM):
 10,000 WAN seeds x 2 cores in 972 s wall, 0 runs with violations for either core. Medians over runs,

@@ -1,9 +1,10 @@
 """Each chunk's codec: one batch call to the Compression Selector per window of chunks, or the local rule.
 
 The selector gets each chunk's sample (`chunks.sample`: evenly spread slices, the shape of
-`compression.features.make_sample` that its model was trained on), the chunk's size and the link's
-measured bandwidth and RTT. When its breaker is open, its answer is slower than `timeout`, or it fails,
-the local rule (`chunks.local_choice`) decides instead, so a transfer never waits on the selector.
+`compression.features.make_sample` that its model was trained on), the chunk's size (`chunk_bytes`),
+the whole object's size (`size_bytes`) and the link's measured bandwidth and RTT. When its breaker is
+open, its answer is slower than `timeout`, or it fails, the local rule (`chunks.local_choice`) decides
+instead, so a transfer never waits on the selector.
 """
 
 from __future__ import annotations
@@ -23,21 +24,22 @@ log = logging.getLogger("dwcp.manager.selection")
 
 class CodecChooser:
     def __init__(self, urls: list[str], breaker: CircuitBreaker, metrics: ManagerMetrics | None,
-                 timeout: float, chunk_bytes: int, auth: httpx.Auth | None = None) -> None:
+                 timeout: float, auth: httpx.Auth | None = None) -> None:
         self.urls = urls
         self.breaker = breaker
         self._metrics = metrics
         self._client = httpx.Client(timeout=timeout, auth=auth)  # auth: the selector's bearer token
-        self._chunk_bytes = chunk_bytes
         self._next = 0
 
     def close(self) -> None:
         self._client.close()
 
     def choose(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
-               rtt_seconds: float | None, chunk_bytes: int | None = None) -> tuple[list[str], str]:
-        """(codec key per chunk, "selector" or "local")."""
-        picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, chunk_bytes or self._chunk_bytes)
+               rtt_seconds: float | None, payload_bytes: int | None = None) -> tuple[list[str], str]:
+        """(codec key per chunk, "selector" or "local"). `sizes` are the chunks' own sizes; `payload_bytes` is
+        the whole object's, so the selector prices each chunk's codec as one step of a pipelined transfer
+        (many chunks go at the slowest stage's pace) rather than as a lone single-chunk payload."""
+        picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes)
         source = "selector"
         if picked is None:
             picked, source = [local_choice(s, bandwidth_bps) for s in samples], "local"
@@ -46,7 +48,7 @@ class CodecChooser:
         return picked, source
 
     def _ask_selector(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
-                      rtt_seconds: float | None, chunk_bytes: int) -> list[str] | None:
+                      rtt_seconds: float | None, payload_bytes: int | None) -> list[str] | None:
         if not self.urls:
             return None
         items = [i for i, s in enumerate(samples) if s]  # an empty chunk needs no codec
@@ -55,7 +57,8 @@ class CodecChooser:
         bw_mbps = (bandwidth_bps or 125e6) * 8 / 1e6
         rtt_ms = (rtt_seconds or 0.001) * 1e3
         body = {"items": [{"sample": base64.b64encode(samples[i]).decode(),
-                           "size_bytes": sizes[i], "bandwidth_mbps": bw_mbps, "rtt_ms": rtt_ms} for i in items]}
+                           "size_bytes": max(payload_bytes or 0, sizes[i]), "chunk_bytes": sizes[i],
+                           "bandwidth_mbps": bw_mbps, "rtt_ms": rtt_ms} for i in items]}
         url = self.urls[self._next % len(self.urls)]
         self._next += 1
         try:

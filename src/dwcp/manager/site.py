@@ -61,7 +61,7 @@ class ManagerSite:
         self.links = LinkTable(sorted(self.peers), self.metrics)
         self.selector_breaker = self.breaker("selector")
         self.chooser = CodecChooser(service_urls(ctx, "compression"), self.selector_breaker, self.metrics,
-                                    settings.selector_timeout_s, settings.chunk_bytes,
+                                    settings.selector_timeout_s,
                                     client_auth(ctx.inventory, ctx.data_dir.parent, keys=["compression"]))
         self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
                                    links=self.links, metrics=self.metrics, settings=settings,

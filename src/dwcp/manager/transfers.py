@@ -424,5 +424,5 @@ class _Plan:
         lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
         picked, _ = self._owner.chooser.choose(samples, lengths, self._link.bandwidth, self._link.rtt,
-                                               t.chunk_bytes)
+                                               t.size)
         self._codecs.update(zip(indexes, picked, strict=True))

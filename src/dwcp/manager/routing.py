@@ -25,6 +25,7 @@ import asyncio
 import collections
 import hashlib
 import sqlite3
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -106,9 +107,10 @@ class RoutingLog:
 class Router:
     def __init__(self, clusters: dict[str, Dependency], unbuilt: dict[str, str], allocator: Dependency,
                  log: RoutingLog, links: LinkTable, metrics: ManagerMetrics, timeout: float,
-                 high_volume: float, auth: httpx.Auth | None = None) -> None:
+                 high_volume: float, auth: httpx.Auth | None = None, verify: ssl.SSLContext | bool = True) -> None:
         self.clusters, self.unbuilt, self.allocator = clusters, unbuilt, allocator
         self._auth = auth  # each service's bearer token (runtime.auth.client_auth)
+        self._verify = verify  # the CAs of services that serve HTTPS (runtime.tls.client_verify)
         self.log, self.links, self.metrics = log, links, metrics
         self.high_volume = high_volume
         self._timeout = timeout
@@ -118,7 +120,8 @@ class Router:
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits, auth=self._auth)
+        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits, auth=self._auth,
+                                         verify=self._verify)
 
     async def stop(self) -> None:
         if self._client is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 
 import httpx
 
@@ -24,11 +25,12 @@ log = logging.getLogger("dwcp.manager.selection")
 
 class CodecChooser:
     def __init__(self, urls: list[str], breaker: CircuitBreaker, metrics: ManagerMetrics | None,
-                 timeout: float, auth: httpx.Auth | None = None) -> None:
+                 timeout: float, auth: httpx.Auth | None = None, verify: ssl.SSLContext | bool = True) -> None:
         self.urls = urls
         self.breaker = breaker
         self._metrics = metrics
-        self._client = httpx.Client(timeout=timeout, auth=auth)  # auth: the selector's bearer token
+        # auth: the selector's bearer token; verify: its TLS CA (runtime.tls), when it serves HTTPS
+        self._client = httpx.Client(timeout=timeout, auth=auth, verify=verify)
         self._next = 0
 
     def close(self) -> None:

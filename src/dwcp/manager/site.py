@@ -29,6 +29,7 @@ from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.resilience import Guard, RetryBudget
 from dwcp.runtime.services import SERVICE_KINDS
+from dwcp.runtime.tls import client_verify
 
 log = logging.getLogger("dwcp.manager")
 
@@ -62,7 +63,8 @@ class ManagerSite:
         self.selector_breaker = self.breaker("selector")
         self.chooser = CodecChooser(service_urls(ctx, "compression"), self.selector_breaker, self.metrics,
                                     settings.selector_timeout_s,
-                                    client_auth(ctx.inventory, ctx.data_dir.parent, keys=["compression"]))
+                                    client_auth(ctx.inventory, ctx.data_dir.parent, keys=["compression"]),
+                                    client_verify(ctx.inventory, ["compression"]))
         self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
                                    links=self.links, metrics=self.metrics, settings=settings,
                                    log_path=ctx.data_dir / "transfers.sqlite", tamper=tamper)
@@ -94,7 +96,7 @@ class ManagerSite:
         allocator = self.dependency("allocator", service_urls(self.ctx, "allocator"))
         return Router(clusters, unbuilt, allocator, RoutingLog(self.ctx.data_dir / "routing.sqlite"), self.links,
                       self.metrics, self.settings.request_timeout_s, self.settings.high_volume_tx_per_second,
-                      client_auth(self.ctx.inventory, self.ctx.data_dir.parent))
+                      client_auth(self.ctx.inventory, self.ctx.data_dir.parent), client_verify(self.ctx.inventory))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dwcp.monitoring.settings import MonitoringSettings
@@ -10,8 +11,10 @@ ALERT_RULES = "alert_rules.yml"
 RECORDING_RULES = "recording_rules.yml"
 
 
-def prometheus_config(settings: MonitoringSettings, targets: dict[str, list[str]]) -> dict[str, Any]:
-    """`targets` is job -> host:port list, in render order; the label `instance` stays host:port."""
+def prometheus_config(settings: MonitoringSettings, targets: dict[str, list[str]],
+                      tls_ca: dict[str, Path] | None = None) -> dict[str, Any]:
+    """`targets` is job -> host:port list, in render order; the label `instance` stays host:port. Jobs in
+    `tls_ca` (job -> CA file, runtime.tls) are scraped over HTTPS, verified against that CA."""
     self_jobs = {
         "prometheus": [f"{settings.prometheus_host}:{settings.prometheus_port}"],
         "alertmanager": [settings.alertmanager_address],
@@ -24,7 +27,13 @@ def prometheus_config(settings: MonitoringSettings, targets: dict[str, list[str]
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [settings.alertmanager_address]}]}]},
         "rule_files": [ALERT_RULES, RECORDING_RULES],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(addrs)}]}
-            for job, addrs in {**self_jobs, **targets}.items()
+            _scrape_job(job, addrs, (tls_ca or {}).get(job)) for job, addrs in {**self_jobs, **targets}.items()
         ],
     }
+
+
+def _scrape_job(job: str, addrs: list[str], ca: Path | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"job_name": job}
+    if ca is not None:  # Prometheus checks the certificate names each target's host, as our clients do
+        config |= {"scheme": "https", "tls_config": {"ca_file": str(ca)}}
+    return config | {"static_configs": [{"targets": list(addrs)}]}

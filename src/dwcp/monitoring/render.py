@@ -89,6 +89,20 @@ def scrape_targets(inventory: InventoryLike, jobs: Iterable[str] | None = None,
     return targets
 
 
+def scrape_tls(inventory: InventoryLike, targets: Mapping[str, Sequence[str]]) -> dict[str, Path]:
+    """job -> CA file for the scraped services that serve HTTPS (runtime.tls); inventories without a
+    `security` section (test doubles) have none."""
+    if getattr(inventory, "security", None) is None:
+        return {}
+    from dwcp.runtime.tls import service_tls
+
+    found = {}
+    for key, spec in inventory.services.items():
+        if spec.job in targets and (tls := service_tls(inventory, key)) is not None:  # type: ignore[arg-type]
+            found[spec.job] = tls.ca
+    return found
+
+
 def render_files(inventory: InventoryLike, *, jobs: Iterable[str] | None = None,
                  extra_targets: Mapping[str, Sequence[str]] | None = None,
                  dashboards_path: str = "grafana/dashboards") -> dict[str, str]:
@@ -97,7 +111,7 @@ def render_files(inventory: InventoryLike, *, jobs: Iterable[str] | None = None,
     targets = scrape_targets(inventory, jobs, extra_targets)
     scope = Scope(tuple(targets))
     files = {
-        "prometheus.yml": prometheus.prometheus_config(settings, targets),
+        "prometheus.yml": prometheus.prometheus_config(settings, targets, scrape_tls(inventory, targets)),
         prometheus.ALERT_RULES: {"groups": rule_groups(scope, settings)},
         prometheus.RECORDING_RULES: {"groups": recording.rule_groups()},
         "alertmanager.yml": alertmanager.alertmanager_config(settings),

@@ -160,7 +160,8 @@ def client_token(path: Path) -> str:
     return read_tokens(Path(path))[0]
 
 
-def _resolve(raw: str, inventory: Inventory) -> Path:
+def inventory_relative(raw: str, inventory: Inventory) -> Path:
+    """A path named in the inventory: relative paths are relative to the inventory file."""
     path = Path(raw).expanduser()
     if path.is_absolute():
         return path
@@ -179,7 +180,7 @@ def token_path(inventory: Inventory, key: str, data_root: Path | None = None, ru
     """Where service `key`'s token file is (see the module docstring for the order)."""
     raw = explicit_token_file(inventory, key)
     if raw:
-        return _resolve(raw, inventory)
+        return inventory_relative(raw, inventory)
     run_dir = run_dir or os.environ.get(RUN_DIR_ENV)
     if run_dir:
         return Path(run_dir) / "secrets" / TOKEN_FILE_NAME

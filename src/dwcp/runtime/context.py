@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
     from dwcp.runtime.inventory import Inventory
+    from dwcp.runtime.tls import HttpTls
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ServiceContext:
     # Bearer tokens for write endpoints (runtime.auth). `build_context` always sets it; None (hand-built
     # contexts in tests) leaves POST/PUT/PATCH/DELETE open and logs that at startup.
     token_file: Path | None = None
+    # The checked certificate and key its HTTP port serves with (runtime.tls); None: plain HTTP.
+    tls: HttpTls | None = None
 
     @property
     def name(self) -> str:

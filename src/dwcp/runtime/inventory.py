@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from dwcp.runtime.breaker import BreakerConfig
 from dwcp.runtime.services import SERVICE_KINDS, ServiceKind, importable
@@ -32,6 +32,7 @@ class Instance(BaseModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: Port = Field(ge=1, le=65535, description="HTTP port: API, /health, /metrics")
     ports: dict[str, Port] = Field(default_factory=dict, description="other named ports, e.g. consensus")
+    _tls: bool = PrivateAttr(False)  # the service serves HTTPS: decided by its spec or security.tls
 
     @model_validator(mode="after")
     def _ports_in_range(self) -> Instance:
@@ -46,7 +47,19 @@ class Instance(BaseModel):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        """The base URL clients use: https when the service has TLS (set by `Inventory`, see runtime.tls)."""
+        return f"{'https' if self._tls else 'http'}://{self.address}"
+
+
+class TlsFiles(BaseModel):
+    """TLS for a service's HTTP port (runtime/tls.py): PEM paths, relative to the inventory file."""
+
+    model_config = ConfigDict(extra="forbid")
+    cert_file: str = Field(min_length=1)  # the server's certificate chain; it must name the instance's host
+    key_file: str = Field(min_length=1)  # its private key, mode 0600 (refused when group or others can read it)
+    # What clients verify the server against: a CA bundle, or the pinned (self-signed) certificate itself.
+    # Default: cert_file, i.e. the certificate is pinned.
+    ca_file: str | None = Field(None, min_length=1)
 
 
 class ServiceSpec(BaseModel):
@@ -63,6 +76,8 @@ class ServiceSpec(BaseModel):
     settings: Any = Field(default_factory=dict)
     # This service's bearer-token file, when it must differ from security.token_file (see runtime.auth).
     token_file: str | None = Field(None, min_length=1)
+    # HTTPS for this service's instances, when it differs from security.tls.
+    tls: TlsFiles | None = None
 
     @model_validator(mode="after")
     def _expand(self) -> ServiceSpec:
@@ -118,6 +133,8 @@ class SecuritySettings(BaseModel):
     # Bearer tokens for every service's write endpoints; relative to the inventory file. Default (None):
     # `dwcp up` makes one per run under <run dir>/secrets/. A multi-host inventory must name one.
     token_file: str | None = Field(None, min_length=1)
+    # HTTPS for every service (unless services.<key>.tls names other files); None: plain HTTP.
+    tls: TlsFiles | None = None
 
 
 class Inventory(BaseModel):
@@ -138,6 +155,8 @@ class Inventory(BaseModel):
                 raise ValueError(f"services.{key}: unknown service {key!r}; known services: {known}")
             spec.job = spec.job or kind.job
             spec.settings = _validate_settings(key, kind, spec.settings)
+            for inst in spec.instances:
+                inst._tls = (spec.tls or self.security.tls) is not None
             for i, inst in enumerate(spec.instances):
                 missing = [p for p in kind.extra_ports if p not in inst.ports]
                 if missing:

@@ -18,6 +18,7 @@ from dwcp.runtime.auth import client_auth
 from dwcp.runtime.inventory import Inventory
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import SERVICE_KINDS, importable
+from dwcp.runtime.tls import client_verify
 
 log = logging.getLogger("dwcp.load")
 
@@ -43,7 +44,8 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
         return 2
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     auth = client_auth(inv, keys=[key for key, _, _ in drivers])
-    async with httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth) as client:
+    verify = client_verify(inv, [key for key, _, _ in drivers])
+    async with httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth, verify=verify) as client:
         tasks = [
             asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}") for key, drive, urls in drivers
         ]

@@ -21,6 +21,7 @@ from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import HttpLimits, Inventory, InventoryError
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
+from dwcp.runtime.tls import HttpTls, TlsFileError, server_files
 
 __all__ = ["RUN_DIR_ENV", "ConnectionGuard", "HttpProtocol", "build_context", "default_data_root", "run_app",
            "serve"]
@@ -47,6 +48,10 @@ def build_context(inventory: Inventory, service: str, instance: int, data_root: 
         token_file = ensure_token_file(token_path(inventory, kind.key, data_root))
     except (OSError, ValueError) as exc:
         raise InventoryError(f"{inventory.source}: services.{kind.key}: {exc}") from None
+    try:
+        tls = server_files(inventory, kind.key)
+    except TlsFileError as exc:
+        raise InventoryError(f"{inventory.source}: services.{kind.key}.tls: {exc}") from None
     return ServiceContext(
         service=kind.key,
         job=spec.job,
@@ -59,6 +64,7 @@ def build_context(inventory: Inventory, service: str, instance: int, data_root: 
         data_dir=data_dir,
         logger=logging.getLogger(f"dwcp.{kind.key}"),
         token_file=token_file,
+        tls=tls,
     )
 
 
@@ -244,7 +250,7 @@ def serve(ctx: ServiceContext, *, bind_host: str | None = None, log_level: str =
     """Build the service's app and serve it until SIGINT/SIGTERM (uvicorn drains, then runs shutdown hooks)."""
     setup_logging(log_level, service=ctx.job, instance=ctx.instance)
     app = resolve_kind(ctx.service).build_app_function()(ctx)
-    run_app(app, bind_host or ctx.host, ctx.port, ctx.inventory.security.http, ctx.registry)
+    run_app(app, bind_host or ctx.host, ctx.port, ctx.inventory.security.http, ctx.registry, tls=ctx.tls)
 
 
 class GuardCollector:
@@ -266,9 +272,10 @@ class GuardCollector:
         return [open_now, dropped]
 
 
-def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRegistry | None = None) -> None:
+def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRegistry | None = None, *,
+            tls: HttpTls | None = None) -> None:
     """Serve an ASGI app under the limits: descriptor limit raised, a ConnectionGuard on every connection (its
-    counts exported to `registry` when given)."""
+    counts exported to `registry` when given); HTTPS only when `tls` is given (runtime.tls)."""
     descriptors = raise_descriptor_limit()
     guarded = limits.model_copy(update={"max_connections": connection_limit(limits, descriptors)})
     guard = ConnectionGuard(guarded)
@@ -285,8 +292,11 @@ def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRe
         lifespan="on",
         http=functools.partial(HttpProtocol, guard=guard),
         backlog=LISTEN_BACKLOG,
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
     )
     logging.getLogger("dwcp.runtime.server").info(
         "connection limits", extra={"event": "limits", "max_connections": guarded.max_connections,
                                     "descriptors": descriptors, "header_timeout_s": limits.header_timeout_s})
     uvicorn.Server(config).run()
+

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dwcp.runtime.inventory import Inventory
+from dwcp.runtime.tls import client_verify
 
 console = Console()
 _STYLE = {"ok": "green", "up": "green", "degraded": "yellow", "unknown": "yellow"}
@@ -26,7 +27,7 @@ async def _health(client: httpx.AsyncClient, url: str) -> tuple[str, str]:
 
 async def _collect(inv: Inventory, timeout: float) -> tuple[list[tuple], list[dict] | str]:
     rows = []
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=client_verify(inv)) as client:
         probes = [
             (spec.job, i, inst.url) for spec in inv.runnable().values() for i, inst in enumerate(spec.instances)
         ]

@@ -32,6 +32,7 @@ from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.procs import ProcessSpec, Supervised
 from dwcp.runtime.server import RUN_DIR_ENV
 from dwcp.runtime.services import SERVICE_KINDS
+from dwcp.runtime.tls import TlsFileError, client_verify, server_files
 
 console = Console(stderr=True)
 
@@ -87,6 +88,24 @@ def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[Proces
         )
         for key, i, spec, inst in local_instances(inv, opts)
     ]
+
+
+def service_urls(inv: Inventory, opts: UpOptions) -> dict[str, str]:
+    """Process name -> base URL (https for a service with TLS) of every service instance started here."""
+    return {f"{key}-{i}": inst.url for key, i, _, inst in local_instances(inv, opts)}
+
+
+def prepare_tls(inv: Inventory, opts: UpOptions) -> list[str]:
+    """Each selected service's TLS files checked before anything starts (runtime.tls): the problems found."""
+    problems = []
+    for key in selected_kinds(inv, opts):
+        try:
+            if (tls := server_files(inv, key)) is not None:
+                client_verify(inv, [key])
+                console.print(f"{key}: HTTPS with {tls.cert}")
+        except TlsFileError as exc:
+            problems.append(f"services.{key}.tls: {exc}")
+    return problems
 
 
 def local_instances(inv: Inventory, opts: UpOptions) -> Iterator[tuple[str, int, ServiceSpec, Instance]]:
@@ -300,6 +319,12 @@ class Up:
             return 2
         for path in token_files:
             console.print(f"bearer token for write endpoints: {path}")
+        tls_problems = prepare_tls(self.inv, self.opts)
+        if tls_problems:
+            console.print("[red]cannot start: TLS files[/red]")
+            for problem in tls_problems:
+                console.print(f"  {problem}")
+            return 2
         start_http_server(sup_port, addr=sup_host, registry=self.registry)
         monitor_specs = []
         if self.opts.monitoring:
@@ -339,14 +364,15 @@ class Up:
         mon = self.inv.monitoring
         prom_url = f"http://{mon.prometheus_host}:{mon.prometheus_port}"
         healthy: set[str] = set()
-        async with httpx.AsyncClient() as client:
+        urls = service_urls(self.inv, self.opts)
+        async with httpx.AsyncClient(verify=client_verify(self.inv)) as client:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                           TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as bar:
                 t_health = bar.add_task("services healthy", total=len(self.services))
                 t_targets = bar.add_task("prometheus targets up", total=None) if self.monitors else None
                 while time.monotonic() < deadline and not self.stop_event.is_set():
                     pending = [p for p in self.services if p.name not in healthy]
-                    oks = await asyncio.gather(*(_healthy(client, f"http://{p.spec.target}/health") for p in pending))
+                    oks = await asyncio.gather(*(_healthy(client, f"{urls[p.name]}/health") for p in pending))
                     healthy.update(p.name for p, ok in zip(pending, oks, strict=True) if ok)
                     bar.update(t_health, completed=len(healthy))
                     done = len(healthy) == len(self.services)
@@ -389,8 +415,10 @@ class Up:
         table = Table(title="DWCP is up")
         for col in ("process", "job", "url", "pid"):
             table.add_column(col)
+        urls = service_urls(self.inv, self.opts)
         for proc in self.services + self.monitors:
-            table.add_row(proc.name, proc.spec.job or "-", f"http://{proc.spec.target}", str(proc.pid or "-"))
+            url = urls.get(proc.name, f"http://{proc.spec.target}")
+            table.add_row(proc.name, proc.spec.job or "-", url, str(proc.pid or "-"))
         sup_host, sup_port = supervisor_address(self.inv, self.opts)
         table.add_row("supervisor", "dwcp-supervisor", f"http://{sup_host}:{sup_port}/metrics", "-")
         console.print(table)

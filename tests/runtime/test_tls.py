@@ -1,0 +1,182 @@
+"""HTTPS on a service's port from the inventory (runtime/tls.py): server, clients, Prometheus, file checks."""
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from dwcp.monitoring.render import render_all
+from dwcp.runtime.inventory import InventoryError, load_inventory
+from dwcp.runtime.server import build_context
+from dwcp.runtime.status import _collect
+from dwcp.runtime.tls import TlsFileError, client_verify, service_tls
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def make_ca(directory: Path, name: str = "dwcp test CA") -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name)).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = directory / f"{name.replace(' ', '-')}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, key, cert
+
+
+def make_server_cert(directory: Path, ca_key, ca_cert, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for `host` (IP subjectAltName) signed by the CA, and its key (mode 0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pki(tmp_path):
+    ca, ca_key, ca_cert = make_ca(tmp_path)
+    cert, key = make_server_cert(tmp_path, ca_key, ca_cert)
+    return {"ca": ca, "cert": cert, "key": key, "dir": tmp_path}
+
+
+def write_inventory(directory: Path, port: int, tls: dict | None, where: str = "service") -> Path:
+    allocator: dict = {"instances": [{"host": "127.0.0.1", "port": port}]}
+    data: dict = {"supervisor": {"port": _free_port()}, "services": {"allocator": allocator}}
+    if tls is not None and where == "service":
+        allocator["tls"] = tls
+    elif tls is not None:
+        data["security"] = {"tls": tls}
+    path = directory / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_service_tls_comes_from_the_service_or_the_deployment_with_the_certificate_pinned_by_default(pki):
+    inv = load_inventory(write_inventory(pki["dir"], 18001, {"cert_file": "server.pem", "key_file": "server.key"},
+                                         where="security"))
+    tls = service_tls(inv, "allocator")
+    assert (tls.cert, tls.key, tls.ca) == (pki["cert"], pki["key"], pki["cert"])  # relative to the inventory
+    assert inv.services["allocator"].instances[0].url == "https://127.0.0.1:18001"
+    plain = load_inventory(write_inventory(pki["dir"], 18001, None))
+    assert service_tls(plain, "allocator") is None and client_verify(plain) is True
+    assert plain.services["allocator"].instances[0].url == "http://127.0.0.1:18001"
+
+
+def test_a_key_readable_by_others_or_a_missing_certificate_is_refused_naming_the_file(pki):
+    tls = {"cert_file": str(pki["cert"]), "key_file": str(pki["key"]), "ca_file": str(pki["ca"])}
+    pki["key"].chmod(0o644)
+    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls))
+    with pytest.raises(InventoryError, match=r"server.key: TLS key file is readable by group or others.*chmod 600"):
+        build_context(inv, "allocator", 0, pki["dir"] / "data")
+    pki["key"].chmod(0o600)
+    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"cert_file": "missing.pem"}))
+    with pytest.raises(InventoryError, match=r"services.allocator.tls: .*missing.pem: TLS certificate file not found"):
+        build_context(inv, "allocator", 0, pki["dir"] / "data")
+    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"cert_file": str(pki["ca"])}))
+    with pytest.raises(InventoryError, match="not a PEM certificate and its private key"):
+        build_context(inv, "allocator", 0, pki["dir"] / "data")  # the CA's certificate does not match the key
+    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"ca_file": str(pki["key"])}))
+    with pytest.raises(TlsFileError, match="server.key: TLS CA file holds no PEM certificate"):
+        client_verify(inv)
+
+
+def test_prometheus_scrapes_a_tls_service_over_https_against_its_ca(pki):
+    tls = {"cert_file": "server.pem", "key_file": "server.key", "ca_file": pki["ca"].name}
+    inv = load_inventory(write_inventory(pki["dir"], 18002, tls))
+    files = render_all(inv, pki["dir"] / "monitoring")
+    config = yaml.safe_load(files["prometheus.yml"].read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["maddpg-allocator"]["scheme"] == "https"
+    assert jobs["maddpg-allocator"]["tls_config"] == {"ca_file": str(pki["ca"])}
+    assert "scheme" not in jobs["prometheus"]  # Prometheus itself stays plain HTTP
+    check = subprocess.run(["promtool", "check", "config", "--syntax-only", str(files["prometheus.yml"])],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.fixture
+def tls_allocator(pki):
+    """`dwcp serve allocator` with TLS from its inventory, on a free port: (inventory, port)."""
+    port = _free_port()
+    tls = {"cert_file": "server.pem", "key_file": "server.key", "ca_file": pki["ca"].name}
+    inv_path = write_inventory(pki["dir"], port, tls)
+    env = os.environ | {"PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "dwcp.cli", "serve", "allocator", "--inventory", str(inv_path),
+                             "--data-dir", str(pki["dir"] / "data"), "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    inv = load_inventory(inv_path)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield inv, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.mark.e2e
+def test_tls_service_answers_health_over_https_with_its_ca_and_refuses_plaintext_and_unknown_cas(pki, tls_allocator):
+    inv, port = tls_allocator
+    with httpx.Client(verify=client_verify(inv), timeout=10) as client:
+        resp = client.get(f"{inv.services['allocator'].instances[0].url}/health")
+    assert resp.status_code == 200 and resp.json()["status"] == "ok"
+
+    with pytest.raises(httpx.HTTPError), httpx.Client(timeout=5) as client:  # plaintext on the TLS port
+        client.get(f"http://127.0.0.1:{port}/health")
+
+    other_ca, _, _ = make_ca(pki["dir"], "another CA")  # a client without the deployment's CA
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"), \
+            httpx.Client(verify=ssl.create_default_context(cafile=other_ca), timeout=5) as client:
+        client.get(f"https://127.0.0.1:{port}/health")
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"), \
+            httpx.Client(timeout=5) as client:  # the system trust store does not know it either
+        client.get(f"https://127.0.0.1:{port}/health")
+
+    rows, _ = asyncio.run(_collect(inv, 5.0))  # `dwcp status` reaches it over https with the configured CA
+    assert [(url, status) for _, _, url, status, _ in rows] == [(f"https://127.0.0.1:{port}", "ok")]

@@ -137,3 +137,12 @@ def test_tls_service_answers_health_over_https_with_its_ca_and_refuses_plaintext
 
     rows, _ = asyncio.run(_collect(inv, 5.0))  # `dwcp status` reaches it over https with the configured CA
     assert [(url, status) for _, _, url, status, _ in rows] == [(f"https://127.0.0.1:{port}", "ok")]
+
+
+def test_status_with_an_unusable_ca_file_says_which_file_instead_of_a_traceback(pki, capsys):
+    from dwcp.runtime.status import print_status
+
+    tls = {"cert_file": "server.pem", "key_file": "server.key", "ca_file": "no-such-ca.pem"}
+    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls))
+    assert print_status(inv, timeout=1.0) == 2
+    assert "no-such-ca.pem: TLS CA file not found" in " ".join(capsys.readouterr().out.split())  # rich wraps

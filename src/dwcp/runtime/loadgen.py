@@ -18,7 +18,7 @@ from dwcp.runtime.auth import client_auth
 from dwcp.runtime.inventory import Inventory
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import SERVICE_KINDS, importable
-from dwcp.runtime.tls import client_verify
+from dwcp.runtime.tls import TlsFileError, client_verify
 
 log = logging.getLogger("dwcp.load")
 
@@ -44,7 +44,11 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
         return 2
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     auth = client_auth(inv, keys=[key for key, _, _ in drivers])
-    verify = client_verify(inv, [key for key, _, _ in drivers])
+    try:
+        verify = client_verify(inv, [key for key, _, _ in drivers])
+    except TlsFileError as exc:
+        log.error("cannot verify the services' TLS certificates: %s", exc)
+        return 2
     async with httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth, verify=verify) as client:
         tasks = [
             asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}") for key, drive, urls in drivers

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dwcp.runtime.inventory import Inventory
-from dwcp.runtime.tls import client_verify
+from dwcp.runtime.tls import TlsFileError, client_verify
 
 console = Console()
 _STYLE = {"ok": "green", "up": "green", "degraded": "yellow", "unknown": "yellow"}
@@ -43,7 +43,11 @@ async def _collect(inv: Inventory, timeout: float) -> tuple[list[tuple], list[di
 
 
 def print_status(inv: Inventory, timeout: float = 2.0) -> int:
-    rows, targets = asyncio.run(_collect(inv, timeout))
+    try:
+        rows, targets = asyncio.run(_collect(inv, timeout))
+    except TlsFileError as exc:
+        console.print(f"[red]cannot verify the services' TLS certificates:[/red] {exc}")
+        return 2
     health = Table(title="service health")
     for col in ("job", "instance", "url", "health", "detail"):
         health.add_column(col)

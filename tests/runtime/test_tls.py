@@ -43,6 +43,8 @@ def write_inventory(directory: Path, port: int, tls: dict | None, where: str = "
         allocator["tls"] = tls
     elif tls is not None:
         data["security"] = {"tls": tls}
+    if where == "service":  # a short slow-loris bound, so a stalled handshake is dropped quickly
+        data["security"] = {"http": {"header_timeout_s": 1.0}}
     path = directory / "inventory.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -146,3 +148,14 @@ def test_status_with_an_unusable_ca_file_says_which_file_instead_of_a_traceback(
     inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls))
     assert print_status(inv, timeout=1.0) == 2
     assert "no-such-ca.pem: TLS CA file not found" in " ".join(capsys.readouterr().out.split())  # rich wraps
+
+
+@pytest.mark.e2e
+def test_a_client_that_never_finishes_its_tls_handshake_is_dropped_at_the_header_timeout(tls_allocator):
+    _, port = tls_allocator
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
+        assert sock.recv(1024) == b""  # closed by the server, not by our timeout (that would raise)
+        waited = time.monotonic() - started
+    assert 0.9 < waited < 5.0  # header_timeout_s is 1 s; asyncio's default handshake timeout is 60 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import functools
 import logging
 import os
@@ -21,7 +22,7 @@ from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import HttpLimits, Inventory, InventoryError
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
-from dwcp.runtime.tls import HttpTls, TlsFileError, server_files
+from dwcp.runtime.tls import HttpTls, TlsFileError, server_context, server_files
 
 __all__ = ["RUN_DIR_ENV", "ConnectionGuard", "HttpProtocol", "build_context", "default_data_root", "run_app",
            "serve"]
@@ -290,13 +291,31 @@ def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRe
         timeout_graceful_shutdown=5,
         timeout_keep_alive=limits.keep_alive_s,
         lifespan="on",
-        http=functools.partial(HttpProtocol, guard=guard),
+        http=_tls_wrapped(functools.partial(HttpProtocol, guard=guard), tls, limits.header_timeout_s)
+        if tls else functools.partial(HttpProtocol, guard=guard),
         backlog=LISTEN_BACKLOG,
-        ssl_certfile=tls.cert if tls else None,
-        ssl_keyfile=tls.key if tls else None,
     )
     logging.getLogger("dwcp.runtime.server").info(
         "connection limits", extra={"event": "limits", "max_connections": guarded.max_connections,
                                     "descriptors": descriptors, "header_timeout_s": limits.header_timeout_s})
     uvicorn.Server(config).run()
+
+
+def _tls_wrapped(make_http, tls: HttpTls, handshake_timeout_s: float):
+    """A protocol factory that runs TLS in front of each `make_http()` connection, the handshake bounded by
+    `handshake_timeout_s`.
+
+    uvicorn's own TLS (`ssl_certfile`) hands the context to `loop.create_server` with no way to set the
+    handshake timeout (60 s by default), so a slow-handshake flood would hold descriptors six times longer
+    than a slow-loris flood of plain HTTP. asyncio's SSLProtocol is what `create_server(ssl=...)` builds
+    itself; built here, it takes the timeout, and uvicorn sees an ordinary (already decrypted) connection.
+    """
+    context = server_context(tls)
+
+    def factory(**kwargs) -> asyncio.BaseProtocol:
+        http = make_http(**kwargs)
+        return asyncio.sslproto.SSLProtocol(http.loop, http, context, None, server_side=True,
+                                            ssl_handshake_timeout=handshake_timeout_s)
+
+    return factory
 

@@ -9,9 +9,9 @@ relative to the inventory file. `Instance.url` is `https://...` for such a servi
 builds URLs from the inventory speaks TLS to it.
 
 Server side. `server_files(inventory, key)` checks the files (each readable, the key private, cert and
-key a pair) and `runtime.server.run_app` hands them to uvicorn, under the same `ConnectionGuard`. The guard
-sees a connection once its TLS handshake is done: a handshake in progress is bounded only by the event
-loop's own 60 s handshake timeout (uvicorn offers no way to pass a shorter one), not by the guard's limits.
+key a pair) and `runtime.server.run_app` serves HTTPS with them under the same `ConnectionGuard`: the guard
+sees a connection once its TLS handshake is done, and a handshake must finish within the guard's
+`header_timeout_s` (the slow-loris bound before the guard; asyncio's default would be 60 s).
 
 Client side. `client_verify(inventory, keys)` is what to pass as httpx's `verify=`: an `ssl.SSLContext`
 trusting exactly the CA files of the TLS services among `keys` (not the system store: a public CA's
@@ -83,6 +83,14 @@ def check_server_files(tls: HttpTls) -> HttpTls:
     except ssl.SSLError as exc:
         raise TlsFileError(f"{tls.cert}, {tls.key}: not a PEM certificate and its private key ({exc.reason})") from None
     return tls
+
+
+def server_context(tls: HttpTls) -> ssl.SSLContext:
+    """The server side of HTTPS with `tls`'s certificate and key: TLS 1.2 or later, no client certificates."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    return context
 
 
 def server_files(inventory: Inventory, key: str) -> HttpTls | None:

@@ -124,7 +124,9 @@ def test_tls_service_answers_health_over_https_with_its_ca_and_refuses_plaintext
     inv, port = tls_allocator
     with httpx.Client(verify=client_verify(inv), timeout=10) as client:
         resp = client.get(f"{inv.services['allocator'].instances[0].url}/health")
+        metrics = client.get(f"https://127.0.0.1:{port}/metrics").text
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
+    assert 'dwcp_http_connections{state="open"} 1.0' in metrics  # the ConnectionGuard sees TLS connections
 
     with pytest.raises(httpx.HTTPError), httpx.Client(timeout=5) as client:  # plaintext on the TLS port
         client.get(f"http://127.0.0.1:{port}/health")

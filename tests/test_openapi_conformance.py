@@ -93,6 +93,76 @@ def sink(tmp_path: Path) -> Served:
     return Served(build_sink_app(tmp_path / "alerts", token_file=token_file), token_file)
 
 
+class LocalServer:
+    """An app served by uvicorn on a free loopback port in a thread of this process (lifespan included)."""
+
+    def __init__(self, app, port: int) -> None:
+        import threading
+
+        import uvicorn
+
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                                     access_log=False, lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LocalServer:
+        import time
+
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            assert time.monotonic() < deadline and self._thread.is_alive(), f"{self.url} did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+
+
+@pytest.fixture
+def manager(tmp_path: Path):
+    """A manager site with its dependencies local: one-node T-PBFT, ProBFT and Bullshark clusters and an
+    allocator, each served on loopback by this process; a second site's peer port is inventoried but unserved
+    (a transfer to it is accepted, then fails in the background, as it would with that site down)."""
+    from contextlib import ExitStack
+
+    from dwcp.allocator.service import build_app as build_allocator
+    from dwcp.consensus.node.service import build_app as build_node
+    from dwcp.manager.service import build_app
+    from dwcp.runtime.inventory import parse_inventory
+    from dwcp.runtime.server import build_context
+    from tests.consensus.conftest import keyed_inventory
+
+    ports = iter(free_ports(12))
+    token_file = ensure_token_file(tmp_path / "secrets" / "http-token")
+    with ExitStack() as stack:
+        services: dict = {}
+        for cluster in ("tpbft", "probft", "bullshark"):
+            http = next(ports)
+            extra = {"worker": next(ports)} if cluster == "bullshark" else {}
+            services[cluster] = {"instances": [{"host": "127.0.0.1", "port": http,
+                                                "ports": {"consensus": next(ports), **extra}}]}
+            doc = {"name": "local", "security": {"token_file": str(token_file)},
+                   "services": {cluster: services[cluster]}}
+            inv = keyed_inventory(doc, cluster, tmp_path / f"{cluster}-keys")
+            ctx = build_context(inv, cluster, 0, tmp_path / cluster)
+            stack.enter_context(LocalServer(build_node(ctx), http))
+        alloc_port = next(ports)
+        services["allocator"] = {"instances": [{"host": "127.0.0.1", "port": alloc_port}]}
+        (tmp_path / "allocator").mkdir()
+        alloc_ctx = _context("allocator", "maddpg-allocator", None, tmp_path / "allocator")
+        alloc_ctx.token_file = token_file  # the manager writes to it with the deployment's token
+        stack.enter_context(LocalServer(build_allocator(alloc_ctx), alloc_port))
+        services["manager"] = {"instances": [{"host": "127.0.0.1", "port": next(ports), "ports": {"peer": next(ports)}}
+                                             for _ in range(2)],
+                               "settings": {"probe_interval_s": 3600, "max_tx_bytes": 1024}}
+        inv = parse_inventory({"name": "fuzz", "security": {"token_file": str(token_file)}, "services": services})
+        ctx = build_context(inv, "manager", 0, tmp_path / "manager")
+        yield Served(build_app(ctx), ctx.token_file)
+
+
 def _check(served: Served, case) -> None:
     case.call_and_validate(headers=served.headers)
 
@@ -101,6 +171,7 @@ compression_api = schemathesis.pytest.from_fixture("compression_schema")
 allocator_api = schemathesis.pytest.from_fixture("allocator_schema")
 tpbft_api = schemathesis.pytest.from_fixture("tpbft_schema")
 sink_api = schemathesis.pytest.from_fixture("sink_schema")
+manager_api = schemathesis.pytest.from_fixture("manager_schema")
 
 
 @pytest.fixture
@@ -121,6 +192,20 @@ def tpbft_schema(tpbft: Served):
 @pytest.fixture
 def sink_schema(sink: Served):
     return sink.schema()
+
+
+@pytest.fixture
+def manager_schema(manager: Served):
+    schema = manager.schema()
+
+    @schema.hook
+    def filter_body(ctx, body) -> bool:
+        # A Bullshark node takes transactions only on its worker's stream (`submit_to_worker`), never over
+        # HTTP, so the manager answers every cluster=bullshark submission 503 naming the cluster: a known gap
+        # (test_the_manager_routes_transactions_to_bullshark below), not fuzzed until it is closed.
+        return not (isinstance(body, dict) and body.get("cluster") == "bullshark")
+
+    return schema
 
 
 @compression_api.parametrize()
@@ -147,15 +232,28 @@ def test_alert_sink_conforms_to_its_openapi(case, sink: Served) -> None:
     _check(sink, case)
 
 
+@manager_api.parametrize()
+@FUZZ
+def test_manager_conforms_to_its_openapi(case, manager: Served) -> None:
+    _check(manager, case)
+
+
+@pytest.mark.xfail(strict=True, reason="the manager submits over HTTP; Bullshark takes transactions only on its "
+                   "worker stream, so the manager answers 503 (issue 14 routing to Bullshark is open)")
+def test_the_manager_routes_transactions_to_bullshark(manager: Served) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(manager.app, headers=manager.headers) as client:
+        resp = client.post("/v1/transactions", json={"payload": "eA==", "cluster": "bullshark", "idempotency_key": "b"})
+    assert resp.status_code == 202, resp.text
+
+
 def test_every_built_service_is_fuzzed_here() -> None:
     """A new service (its own app module) must get a fixture and a test above."""
     from dwcp.runtime.services import SERVICE_KINDS
 
-    fuzzed = {"dwcp.compression.service", "dwcp.allocator.service", "dwcp.consensus.node.service"}
-    # ProBFT and Bullshark are served by the consensus node service. The manager (issue 14) is not fuzzed yet:
-    # run against it, Schemathesis finds 8 operations whose schema and answers disagree (undocumented
-    # octet-stream on GET/HEAD /v1/objects/{key}, ids and keys without a pattern, base64 without one, a
-    # state-dependent `to` refused with 422, /v1/allocations' body undocumented).
-    not_yet = {"dwcp.manager.service"}
+    # ProBFT and Bullshark are served by the consensus node service.
+    fuzzed = {"dwcp.compression.service", "dwcp.allocator.service", "dwcp.consensus.node.service",
+              "dwcp.manager.service"}
     built = {kind.app_module for kind in SERVICE_KINDS.values() if kind.built}
-    assert built <= fuzzed | not_yet, f"built services without an OpenAPI fuzz test here: {sorted(built - fuzzed)}"
+    assert built <= fuzzed, f"built services without an OpenAPI fuzz test here: {sorted(built - fuzzed)}"

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import binascii
 import re
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 
+from dwcp.allocator.service import AllocationRequest, AllocationResponse
 from dwcp.compression.codecs import KEYS
 from dwcp.manager.dependency import Unavailable
 from dwcp.manager.routing import IdempotencyConflict, Rejected, UnknownId
@@ -32,29 +34,64 @@ from dwcp.runtime.app import create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 WRITE_BLOCK = 1 << 20  # a PUT's body is written (and hashed) off the event loop in blocks of this size
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# `store.check_key` as a pattern: segments of [A-Za-z0-9._~-] joined by '/', none of them '.' or '..'.
+_SEGMENT = r"(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)"
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+ID_PATTERN = r"^[0-9a-f]{32}$"
+# Base64 with its padding; at least one byte (4 characters).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+OCTETS = "application/octet-stream"
+_BINARY = {OCTETS: {"schema": {"type": "string", "format": "binary"}}}
 
 
-class TransferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: str = Field(min_length=1, description="object key on this site; its latest version is sent")
-    to: str = Field(min_length=1, description="peer site name from the inventory, e.g. manager-1")
-    codec: str | None = Field(None, description="every chunk in this codec (none, lz4, zstd-3, ...) instead of "
-                              "the selector's choice; for benchmarks and operators")
+class ObjectStored(BaseModel):
+    key: str
+    size: int
+    sha256: str
+    version: int
+
+
+def transfer_request_model(peers: list[str], max_key: int) -> type[BaseModel]:
+    """POST /v1/transfers' body: `to` is one of this site's peers and `codec` a known codec, in the schema."""
+    return create_model(
+        "TransferRequest", __config__=ConfigDict(extra="forbid"),
+        key=(str, Field(min_length=1, max_length=max_key, pattern=KEY_PATTERN,
+                        description="object key on this site; its latest version is sent")),
+        to=(str, Field(json_schema_extra={"enum": peers},
+                       description="a peer site of this one in the inventory, e.g. manager-1")),
+        codec=(str | None, Field(None, json_schema_extra={"enum": [*KEYS, None]},
+                                 description="every chunk in this codec (none, lz4, zstd-3, ...) instead of the "
+                                 "selector's choice; for benchmarks and operators")))
 
 
 class TransferAccepted(BaseModel):
     id: str
 
 
-class TransactionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    payload: str = Field(min_length=1, description="the transaction, base64")
-    cluster: Literal["tpbft", "probft", "bullshark", "auto"] = Field(description="auto: chosen by policy")
-    idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
-                                 description="a retry with the same key commits at most once")
-    trust_sensitive: bool = Field(False, description="for auto: needs the trust-weighted cluster (T-PBFT)")
+def max_base64(max_bytes: int) -> int:
+    """Longest base64 text accepted for `max_bytes`: whole 4-character groups that never decode to more."""
+    return 4 * (max_bytes // 3)
+
+
+def transaction_request_model(max_tx_bytes: int) -> type[BaseModel]:
+    """POST /v1/transactions' body, with the payload limits the handler enforces stated in the schema."""
+    return create_model(
+        "TransactionRequest", __config__=ConfigDict(extra="forbid"),
+        # 4 characters per 3 bytes, whole groups only: never decodes to more than max_tx_bytes
+        # (the length is checked by the handler, so a payload over it is a 413 like an over-long body)
+        payload=(str, Field(min_length=4, pattern=BASE64_PATTERN, json_schema_extra={"maxLength": max_base64(
+            max_tx_bytes)}, description="the transaction, base64")),
+        cluster=(Literal["tpbft", "probft", "bullshark", "auto"], Field(description="auto: chosen by policy")),
+        idempotency_key=(str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                                    description="a retry with the same key commits at most once")),
+        trust_sensitive=(StrictBool, Field(False, description="for auto: needs the trust-weighted cluster (T-PBFT)")))
+
+
+class AllocationPlaced(AllocationResponse):
+    allocator: str = Field(description="the allocator instance that placed it (releases go there)")
 
 
 class TransactionAccepted(BaseModel):
@@ -62,6 +99,15 @@ class TransactionAccepted(BaseModel):
     cluster: str
     status: str
     replayed: bool = Field(description="true when the idempotency key was seen before: nothing was resubmitted")
+
+
+def body_of(model: type[BaseModel]) -> Callable[[Handler], Handler]:
+    """Annotate a handler's `body` with a model built at run time (a string annotation, as this module's
+    `from __future__ import annotations` makes them, would be looked up among the module's globals)."""
+    def annotate(handler: Handler) -> Handler:
+        handler.__annotations__["body"] = model
+        return handler
+    return annotate
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -92,6 +138,9 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
                      health_checks=site.health_checks(), on_startup=[site.start], on_shutdown=[site.stop])
     app.state.site = site
     store, max_key = site.store, site.settings.max_key_bytes
+    key_param = Path(min_length=1, max_length=max_key, pattern=KEY_PATTERN,
+                     description="object name: segments of letters, digits and . _ ~ - joined by '/'")
+    TransferRequest = transfer_request_model(sorted(site.peers), max_key)  # noqa: N806 - a model class
 
     def valid_key(key: str) -> str:
         try:
@@ -105,8 +154,10 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         except NotFound:
             raise ApiError(404, "not_found", f"key: no object {key!r} on {site.name}", "key") from None
 
-    @app.put("/v1/objects/{key:path}", tags=["objects"], summary="Store a body as the key's next version")
-    async def put_object(key: str, request: Request) -> dict:
+    @app.put("/v1/objects/{key:path}", tags=["objects"], summary="Store a body as the key's next version",
+             response_model=ObjectStored, openapi_extra={"requestBody": {"required": False, "content": _BINARY,
+                                             "description": "the object's bytes; no body stores an empty object"}})
+    async def put_object(request: Request, key: str = key_param) -> dict:
         key = valid_key(key)
         ingest = await asyncio.to_thread(store.begin_put)
         try:
@@ -128,9 +179,26 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         return {"etag": f'"{obj.sha256}"', "x-object-sha256": obj.sha256, "x-object-version": str(obj.version),
                 "accept-ranges": "bytes"}
 
-    @app.api_route("/v1/objects/{key:path}", methods=["GET", "HEAD"], tags=["objects"],
-                   summary="Stream the latest version (Range supported); HEAD gives size and sha256")
-    async def get_object(key: str, request: Request) -> Response:
+    object_responses = {
+        200: {"description": "the whole object", "content": _BINARY},
+        206: {"description": "the bytes of a single `Range: bytes=start-end` (or `bytes=-suffix`)",
+              "content": _BINARY},
+        404: {"description": "no object under this key on this site"},
+        416: {"description": "the Range is not one satisfiable byte range of the object",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    }
+
+    @app.get("/v1/objects/{key:path}", tags=["objects"], response_class=Response, responses=object_responses,
+             summary="Stream the latest version (a single `Range: bytes=` range supported)")
+    async def get_object(request: Request, key: str = key_param) -> Response:
+        return serve_object(key, request)
+
+    @app.head("/v1/objects/{key:path}", tags=["objects"], response_class=Response, responses=object_responses,
+              summary="The latest version's size (content-length) and sha256 (etag, x-object-sha256)")
+    async def head_object(request: Request, key: str = key_param) -> Response:
+        return serve_object(key, request)
+
+    def serve_object(key: str, request: Request) -> Response:
         obj = latest(key)
         headers = object_headers(obj)
         span = parse_range(request.headers.get("range", ""), obj.size)
@@ -141,13 +209,14 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
             status = 206
             headers["content-range"] = f"bytes {start}-{end - 1}/{obj.size}"
         if request.method == "HEAD":
-            return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+            return Response(status_code=status, headers=headers, media_type=OCTETS)
         return StreamingResponse(store.read_range(obj.sha256, start, end), status_code=status, headers=headers,
-                                 media_type="application/octet-stream")
+                                 media_type=OCTETS)
 
     @app.post("/v1/transfers", status_code=202, response_model=TransferAccepted, tags=["transfers"],
               summary="Send the key's latest version to a peer site")
-    async def start_transfer(body: TransferRequest) -> dict:
+    @body_of(TransferRequest)
+    async def start_transfer(body) -> dict:
         obj = latest(body.key)
         if body.to == site.name:
             raise ApiError(422, "invalid_input", f"to: {body.to} is this site", "to")
@@ -161,9 +230,7 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         return {"id": transfer.id}
 
     @app.get("/v1/transfers/{transfer_id}", tags=["transfers"], summary="A transfer's progress")
-    async def get_transfer(transfer_id: str) -> dict:
-        if not re.fullmatch(r"[0-9a-f]{32}", transfer_id):
-            raise ApiError(422, "invalid_input", "transfer_id: a transfer id is 32 hex digits", "transfer_id")
+    async def get_transfer(transfer_id: str = Path(pattern=ID_PATTERN, description="32 hex digits")) -> dict:
         t = await asyncio.to_thread(site.transfers.get, transfer_id)
         if t is None:
             raise ApiError(404, "not_found", f"transfer_id: no transfer {transfer_id} on {site.name}",
@@ -175,15 +242,19 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         return {"site": site.name, "links": [link.as_dict() for link in site.links.all()]}
 
     router, max_tx = site.router, site.settings.max_tx_bytes
+    TransactionRequest = transaction_request_model(max_tx)  # noqa: N806 - a model class
 
     def unavailable(exc: Unavailable, field: str) -> ApiError:
         return ApiError(503, "unavailable", f"{field}: {exc}", field)
 
     @app.post("/v1/transactions", status_code=202, response_model=TransactionAccepted, tags=["routing"],
+              responses={409: {"description": "the idempotency_key was used before with another payload"}},
               summary="Submit a transaction to a consensus cluster (explicit or by policy), at most once per key")
-    async def submit(body: TransactionRequest) -> dict:
-        if len(body.payload) > 4 * (max_tx + 2) // 3 + 4:
-            raise ApiError(413, "payload_too_large", f"payload: more than {max_tx} bytes", "payload")
+    @body_of(TransactionRequest)
+    async def submit(body) -> dict:
+        if len(body.payload) > max_base64(max_tx):
+            raise ApiError(413, "payload_too_large", f"payload: more than {max_base64(max_tx)} base64 characters",
+                           "payload")
         try:
             payload = binascii.a2b_base64(body.payload, strict_mode=True)
         except (binascii.Error, ValueError):
@@ -201,9 +272,7 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
             return JSONResponse(exc.body, status_code=exc.status)
 
     @app.get("/v1/transactions/{transaction_id}", tags=["routing"], summary="Follow a transaction to commit")
-    async def transaction(transaction_id: str) -> dict:
-        if not re.fullmatch(r"[0-9a-f]{32}", transaction_id):
-            raise ApiError(422, "invalid_input", "transaction_id: 32 hex digits", "transaction_id")
+    async def transaction(transaction_id: str = Path(pattern=ID_PATTERN, description="32 hex digits")) -> dict:
         try:
             return await router.transaction(transaction_id)
         except UnknownId:
@@ -213,16 +282,11 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
             raise unavailable(exc, "cluster") from None
 
     @app.post("/v1/allocations", tags=["routing"], summary="Request an allocation from the allocator (failover)",
-              status_code=201)
-    async def allocate(request: Request) -> JSONResponse:
+              status_code=201, response_model=AllocationPlaced,
+              responses={409: {"description": "the allocator has no room for this demand now (its answer)"}})
+    async def allocate(body: AllocationRequest) -> JSONResponse:
         try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(422, "invalid_input", "body: not valid JSON", "body") from None
-        if not isinstance(body, dict):
-            raise ApiError(422, "invalid_input", "body: must be a JSON object", "body")
-        try:
-            status, doc = await router.allocate(body)
+            status, doc = await router.allocate(body.model_dump(mode="json", exclude_unset=True))
         except Unavailable as exc:
             raise unavailable(exc, "allocator") from None
         return JSONResponse(doc, status_code=status)

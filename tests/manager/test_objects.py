@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -119,3 +120,36 @@ def test_writes_need_the_bearer_token_and_reads_do_not(make_sites, tmp_path):
     assert site.client.get("/v1/objects/k").content == b"x"
     assert site.client.head("/v1/objects/k").status_code == 200
     assert site.client.get("/v1/links").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["a", "a/b.c", ".hidden", "..x", "...", "a~b/c-d_e", "x" * 1024])
+def test_keys_the_store_takes_match_the_openapi_key_pattern(site, key):
+    schema = site.client.get("/openapi.json").json()
+    [param] = schema["paths"]["/v1/objects/{key}"]["put"]["parameters"]
+    assert re.fullmatch(param["schema"]["pattern"].strip("^$"), key) and len(key) <= param["schema"]["maxLength"]
+    assert site.client.put(f"/v1/objects/{key}", content=b"v").status_code == 200
+
+
+@pytest.mark.parametrize("key", [".", "..", "a/..", "a/./b", "a//b", "a b", "é"])
+def test_keys_the_store_refuses_are_outside_the_openapi_key_pattern(site, key):
+    schema = site.client.get("/openapi.json").json()
+    [param] = schema["paths"]["/v1/objects/{key}"]["put"]["parameters"]
+    assert not re.fullmatch(param["schema"]["pattern"].strip("^$"), key)
+
+
+def test_transfer_schema_lists_this_sites_peers_and_the_known_codecs(make_sites):
+    from dwcp.compression.codecs import KEYS
+
+    a, _, _ = make_sites(3)
+    body = a.client.get("/openapi.json").json()["components"]["schemas"]["TransferRequest"]["properties"]
+    assert body["to"]["enum"] == ["manager-1", "manager-2"]  # never the site itself
+    assert [c for c in body["codec"]["enum"] if c is not None] == list(KEYS)
+
+
+def test_get_and_head_of_an_object_are_separate_documented_operations(site):
+    paths = site.client.get("/openapi.json").json()["paths"]["/v1/objects/{key}"]
+    assert paths["get"]["operationId"] != paths["head"]["operationId"]
+    for method in ("get", "head"):
+        responses = paths[method]["responses"]
+        assert "application/octet-stream" in responses["200"]["content"]
+        assert {"206", "404", "416"} <= set(responses)

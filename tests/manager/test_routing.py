@@ -61,12 +61,26 @@ def test_a_dead_cluster_opens_its_breaker_and_then_fails_fast(make_sites):
     (tx(b"x", key="has space"), "idempotency_key", 422),
     ({"payload": "eA==", "cluster": "tpbft"}, "idempotency_key", 422),
     (tx(b"x") | {"extra": 1}, "extra", 422),
+    (tx(b"x") | {"trust_sensitive": 0}, "trust_sensitive", 422),  # a strict boolean, as the schema says
+    (tx(b"x") | {"payload": "eA"}, "payload", 422),  # base64 without its padding
     (tx(b"x" * 70000), "payload", 413),
 ])
 def test_bad_transaction_requests_name_the_field(make_sites, body, field, status):
     site = make_sites(1)[0]
     resp = site.client.post("/v1/transactions", json=body)
     assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"demand": {"cpu": 2}}, "duration_s"),
+    ({"demand": {"cpu": -1}, "duration_s": 60}, "demand.cpu"),
+    ({"demand": {"cpu": 2}, "duration_s": 60, "extra": 1}, "extra"),
+])
+def test_bad_allocation_requests_are_refused_here_naming_the_field(make_sites, body, field):
+    site = make_sites(1)[0]  # no allocator in this deployment: a bad body never gets as far as needing one
+    resp = site.client.post("/v1/allocations", json=body)
+    assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["field"] == field
 
 

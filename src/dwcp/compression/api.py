@@ -16,6 +16,7 @@ from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link
 from dwcp.compression.selector import Request
 from dwcp.runtime.errors import ApiError
 from dwcp.runtime.errors import decode_json as decode_json  # the one JSON decoder, re-exported for service.py
+from dwcp.runtime.patterns import BASE64_PATTERN, max_base64
 
 FIELDS = ("sample", "size_bytes", "bandwidth_mbps", "rtt_ms", "loss_rate", "chunk_bytes")
 INTEGERS = ("size_bytes", "chunk_bytes")
@@ -25,7 +26,6 @@ MAX_SIZE_BYTES = 1 << 50  # 1 PiB
 MIN_BANDWIDTH_MBPS, MAX_BANDWIDTH_MBPS = 0.001, 1e7  # 1 kbit/s .. 10 Tbit/s
 MAX_RTT_MS = 600_000.0  # 10 minutes
 MAX_SAMPLE_BYTES = 65536  # the settings' default max_sample_bytes, as documented in the schema
-BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 
 
 def _invalid(field: str, message: str, status: int = 422) -> ApiError:
@@ -127,7 +127,7 @@ def parse_query(sample: bytes, query: dict[str, str], max_sample: int) -> Reques
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sample: str = Field(min_length=4, max_length=4 * (MAX_SAMPLE_BYTES // 3), pattern=BASE64_PATTERN,
+    sample: str = Field(min_length=4, max_length=max_base64(MAX_SAMPLE_BYTES), pattern=BASE64_PATTERN,
                         description="base64 of a sample of the payload (all of it when it fits), 1 byte to 64 KiB")
     size_bytes: int = Field(ge=1, lt=MAX_SIZE_BYTES, description="size of the whole payload (a longer sample "
                             "counts as the whole payload)")

@@ -33,6 +33,7 @@ from dwcp.manager.store import BadKey, NotFound, ObjectVersion, check_key
 from dwcp.runtime.app import create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
+from dwcp.runtime.patterns import BASE64_PATTERN, max_base64
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 WRITE_BLOCK = 1 << 20  # a PUT's body is written (and hashed) off the event loop in blocks of this size
@@ -41,8 +42,6 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _SEGMENT = r"(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)"
 KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 ID_PATTERN = r"^[0-9a-f]{32}$"
-# Base64 with its padding; at least one byte (4 characters).
-BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 OCTETS = "application/octet-stream"
 _BINARY = {OCTETS: {"schema": {"type": "string", "format": "binary"}}}
 
@@ -69,11 +68,6 @@ def transfer_request_model(peers: list[str], max_key: int) -> type[BaseModel]:
 
 class TransferAccepted(BaseModel):
     id: str
-
-
-def max_base64(max_bytes: int) -> int:
-    """Longest base64 text accepted for `max_bytes`: whole 4-character groups that never decode to more."""
-    return 4 * (max_bytes // 3)
 
 
 def transaction_request_model(max_tx_bytes: int) -> type[BaseModel]:

@@ -30,6 +30,7 @@ from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFu
 from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError, decode_json
+from dwcp.runtime.patterns import BASE64_PATTERN, max_base64
 
 RAW_TYPE = "application/octet-stream"
 JSON_TYPE = "application/json"
@@ -64,8 +65,6 @@ def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes
 
 _encode = msgspec.json.Encoder().encode
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-# Base64 with its padding; at least one byte (4 characters).
-BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 
 
 def submit_doc(max_tx_bytes: int) -> dict:
@@ -77,7 +76,7 @@ def submit_doc(max_tx_bytes: int) -> dict:
                 "properties": {"payload": {
                     "type": "string", "pattern": BASE64_PATTERN, "minLength": 4,
                     # 4 characters per 3 bytes, whole groups only: never decodes to more than max_tx_bytes
-                    "maxLength": 4 * (max_tx_bytes // 3), "description": "base64 of the transaction"}}}},
+                    "maxLength": max_base64(max_tx_bytes), "description": "base64 of the transaction"}}}},
             RAW_TYPE: {"schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": max_tx_bytes}},
         }},
         "parameters": [

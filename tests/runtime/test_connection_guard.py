@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
+
 from dwcp.runtime.inventory import HttpLimits
 from dwcp.runtime.server import ConnectionGuard, connection_limit
 
 
 class Transport:
     def __init__(self) -> None:
-        self.aborted = False
+        self.aborted = self.closed = False
+        self.written = b""
 
     def abort(self) -> None:
         self.aborted = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closed = True  # our side is done: FIN after the answer
 
 
 class Loop:
@@ -90,13 +105,19 @@ def test_a_head_trickled_slowly_is_cut_at_the_header_timeout_however_it_trickles
     assert prompt.transport.aborted and loop.timers == []  # nothing waits: no sweeper left
 
 
-def test_a_head_past_its_byte_limit_is_dropped() -> None:
+def test_a_head_past_its_byte_limit_is_answered_431_naming_headers_then_closed() -> None:
     guard, loop, _ = make(header_bytes=1024)
     conn = Conn(loop, "big")
     guard.opened(conn)
     assert guard.received(conn, 1000)
     assert not guard.received(conn, 100)
-    assert conn.transport.aborted and guard.dropped["header_too_large"] == 1
+    head, body = conn.transport.written.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 431 ") and b"connection: close" in head
+    assert json.loads(body)["error"] == {"code": "header_too_large", "field": "headers",
+                                         "message": "headers: the request head exceeds 1024 bytes"}
+    assert conn.transport.closed and not conn.transport.aborted and guard.dropped["header_too_large"] == 1
+    loop.run_timers()  # a client that has not read the answer by the grace period is aborted
+    assert conn.transport.aborted
     guard.closed(conn)  # uvicorn's connection_lost after the abort
     assert not guard.live and not guard.waiting
 

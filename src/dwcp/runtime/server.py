@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import functools
+import json
 import logging
 import os
 import resource
@@ -19,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dwcp.runtime.auth import RUN_DIR_ENV, ensure_token_file, token_path
 from dwcp.runtime.context import ServiceContext
+from dwcp.runtime.errors import error_body
 from dwcp.runtime.inventory import HttpLimits, Inventory, InventoryError
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
@@ -96,6 +98,10 @@ class CoalescedWrites:
         self._flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name: str):
         return getattr(self._transport, name)
 
@@ -105,6 +111,17 @@ class CoalescedWrites:
 LISTEN_BACKLOG = 8192
 # Connections a header-timeout sweep drops per event-loop step: 10,000 at once would stall the loop ~100 ms.
 SWEEP_BATCH = 64
+# How long a connection refused with 431 may take to read that answer before it is aborted anyway: the answer
+# is one small write, so this only matters for a client that does not read, which must not keep a descriptor.
+REFUSAL_GRACE_S = 1.0
+
+
+def head_too_large(limit: int) -> bytes:
+    """The whole 431 answer (JSON error naming `headers`) sent before closing a connection whose head is too big."""
+    body = json.dumps(error_body("header_too_large", f"headers: the request head exceeds {limit} bytes",
+                                 "headers")).encode()
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
 
 
 class ConnectionGuard:
@@ -112,7 +129,8 @@ class ConnectionGuard:
 
     A connection is *waiting* from accept, and again from the end of each response, until its next request
     head (request line and headers) is complete. A waiting connection is dropped `header_timeout_s` after
-    it began waiting, however slowly it trickles bytes, and as soon as its head passes `max_header_bytes`.
+    it began waiting, however slowly it trickles bytes, and as soon as its head passes `max_header_bytes`
+    (answered 431 with the JSON error first, and aborted `REFUSAL_GRACE_S` later if it has not gone by then).
     At `max_connections`, a new connection evicts the oldest waiting one, so a flood of half-open
     connections can never keep a health probe out; when none is waiting (every connection has a request in
     flight) the new one is dropped instead. One guard per process; the event loop is its only thread.
@@ -127,6 +145,7 @@ class ConnectionGuard:
         self.waiting: OrderedDict[HttpProtocol, float] = OrderedDict()  # -> deadline, oldest first
         self.dropped = {"evicted": 0, "header_timeout": 0, "header_too_large": 0, "over_limit": 0}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._too_large = head_too_large(limits.max_header_bytes)
 
     def opened(self, conn: HttpProtocol) -> bool:
         """Admit a new connection (False: drop it), evicting the oldest waiting one when at the limit."""
@@ -155,7 +174,17 @@ class ConnectionGuard:
         if conn.head_bytes <= self.max_header_bytes:
             return True
         self.waiting.pop(conn)
-        self._drop(conn, "header_too_large")
+        self.live.discard(conn)
+        self.dropped["header_too_large"] += 1
+        conn.refused = True  # what it still sends is read and discarded, never parsed
+        # The answer, then our side closed (FIN) while the rest of its head is read and discarded: closing with
+        # unread bytes would send a reset, which can destroy the 431 before the client reads it.
+        conn.transport.write(self._too_large)
+        if conn.transport.can_write_eof():
+            conn.transport.write_eof()
+        else:  # TLS: no half-close
+            conn.transport.close()
+        conn.loop.call_later(REFUSAL_GRACE_S, conn.transport.abort)
         return False
 
     def busy(self, conn: HttpProtocol) -> None:
@@ -191,6 +220,7 @@ class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a `CoalescedWrites` transport, under a `ConnectionGuard`."""
 
     head_bytes = 0
+    refused = False  # answered 431: the guard closes it soon, and nothing more it sends is parsed
 
     def __init__(self, *args, guard: ConnectionGuard | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -202,6 +232,8 @@ class HttpProtocol(HttpToolsProtocol):
             transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.guard is not None and self in self.guard.waiting:
             # Count only the head: the read that completes it also carries the start of the body (a large
             # PUT's first read holds up to 256 KiB of it), which is not head bytes and must not get the

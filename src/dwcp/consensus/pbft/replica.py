@@ -23,11 +23,9 @@ in `_on_*`; anything else is dropped with `Rejected`, never raised):
 | Decided      | certificate is a committee quorum of commit votes             | execute when next, else buffer        |
 | Status       | any member                                                    | answer; catch up if behind            |
 
-Votes are verified lazily (`lazy_messages`): the driver hands them over unchecked, a vote's
-signature is checked only when it would complete a quorum for the block we hold, votes after a
-checked quorum are never checked, and certificates hold checked signatures only. A vote with a bad
-signature is dropped and its sender observed as invalid; it cannot vote again at that (view, height).
-Every other message arrives checked (or is checked in `handle` if a driver passed it unchecked).
+Votes are verified lazily (`lazy_messages`; votes.py): a vote's signature is checked only when it
+would complete a quorum for the block we hold. Every other message arrives checked (or is checked
+in `handle` if a driver passed it unchecked).
 
 Messages for a later view or epoch are buffered (bounded) and replayed on entry, since the
 protocol has no retransmission of votes. Quorums are always `committee.quorum` (2f+1 of n) even
@@ -51,11 +49,12 @@ from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
 from dwcp.consensus.core.messages import Block, Certificate, Decided, Transaction, TxBatch, Vote
-from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer, TxDropped
+from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer
 from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
 from dwcp.consensus.pbft.checkpoint import CheckpointMixin
 from dwcp.consensus.pbft.execution import ExecutionMixin
-from dwcp.consensus.pbft.mempool import Mempool, framed_size
+from dwcp.consensus.pbft.forwarding import ForwardingMixin
+from dwcp.consensus.pbft.mempool import Mempool
 from dwcp.consensus.pbft.messages import (
     Checkpoint,
     NewView,
@@ -68,13 +67,14 @@ from dwcp.consensus.pbft.messages import (
     ViewChangeRequest,
 )
 from dwcp.consensus.pbft.newview import NewViewMixin
-from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot, Tally
+from dwcp.consensus.pbft.state import BATCH, GOSSIP, REQUEST, VIEW_CHANGE, Config, Mode, Slot
 from dwcp.consensus.pbft.viewchange import ViewChangeMixin
+from dwcp.consensus.pbft.votes import Tally, VotingMixin
 
 __all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Replica", "Slot"]
 
 
-class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin):
+class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, VotingMixin, ForwardingMixin):
     protocol = "pbft"
     lazy_messages: tuple[type, ...] = (Vote,)  # drivers may hand these over unverified (see above)
 
@@ -264,81 +264,6 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin):
     def observe(self, peer: int, event: str) -> None:
         """Hook for T-PBFT's trust observations; PBFT keeps none."""
 
-    # ---- clients and mempool ----
-    # Client txs go to the primary only, as PBFT clients send their requests (Castro & Liskov, 4.1):
-    # it is the one node that needs them, and forwarding to the whole group made every node check a
-    # signature for every other node's gossip, about as much CPU as all the votes. The node a client
-    # used keeps the tx (`own`) until it executes: it re-forwards to each new primary, and half a request
-    # timeout later it sends the stuck txs to the whole group (as a PBFT client retransmits to all
-    # replicas), which starts the others' timers; a view change follows only if the group's run out too
-    # (viewchange.py).
-    def _on_submitted(self, now: float, tx: Transaction, outs: list[Output]) -> None:
-        reason = self.mempool.add(tx, now)
-        if reason is not None:
-            outs.append(TxDropped(tx_id=tx.id, reason=reason))
-            return
-        self.own.add(tx.id)
-        if self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id:
-            self.outbox.append(tx)
-            # As with blocks: at once unless we forwarded within gossip_delay, so forwarding costs no
-            # latency under light load and sends fewer, bigger batches (one signature each) under heavy load.
-            wait = self.flushed_at + self.config.gossip_delay - now
-            if wait > 0:
-                self._arm(GOSSIP, wait, outs)
-            else:
-                self._flush_gossip(now, outs)
-        self._arm(REQUEST, self._request_step, outs)
-        self._maybe_propose(now, outs)
-
-    def _flush_gossip(self, now: float, outs: list[Output]) -> None:
-        txs, self.outbox = self.outbox, []
-        self.flushed_at = now
-        if self.mode is not Mode.NORMAL:
-            self._announce(txs, outs)  # no primary while the view changes: the whole group holds them
-            return
-        primary = self.primary(self.epoch, self.view)
-        if primary == self.forwarded_to and primary != self.node_id:
-            self._gossip(txs, outs, to=(primary,))
-        # Otherwise the primary just changed: `_follow_primary` forwards all of `own` to the new one.
-
-    def _announce(self, txs: list[Transaction], outs: list[Output]) -> None:
-        """Send `txs` to the whole group, so that every member's request timer covers them."""
-        if not txs:
-            return
-        self._gossip(txs, outs)
-        self.announced.update(tx.id for tx in txs)
-
-    def _follow_primary(self, outs: list[Output]) -> None:
-        """Forward our pending client txs to a primary that has not had them yet (a new view or epoch), or
-        to the whole group when a view change starts."""
-        primary = self.primary(self.epoch, self.view) if self.mode is Mode.NORMAL else None
-        if primary == self.forwarded_to:
-            return
-        self.forwarded_to = primary
-        pending = self.mempool.pending
-        self.own = {tid for tid in self.own if tid in pending}
-        mine = [pending[tid][0] for tid in pending if tid in self.own]
-        if primary is None:  # the view is changing: whoever leads next must find them, so all hold them
-            self._announce([tx for tx in mine if tx.id not in self.announced], outs)
-        elif primary != self.node_id and mine:
-            self.outbox = []
-            self._gossip(mine, outs, to=(primary,))
-
-    def _gossip(self, txs: list[Transaction], outs: list[Output], to: tuple[int, ...] | None = None) -> None:
-        """Multicast `txs` (to the group unless `to` is given) in batches far below the frame size limit."""
-        if to is None:
-            to = self._others(self.group(self.epoch, self.view))
-        batch: list[Transaction] = []
-        size = 0
-        for tx in txs:
-            if batch and (len(batch) == 1000 or size + len(tx.payload) > self.config.max_block_bytes):
-                outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
-                batch, size = [], 0
-            batch.append(tx)
-            size += framed_size(tx)
-        if batch:
-            outs.append(Multicast(to=to, message=TxBatch(txs=tuple(batch))))
-
     # ---- normal case: propose ----
     def _maybe_propose(self, now: float, outs: list[Output], force: bool = False) -> None:
         cfg = self.config
@@ -422,91 +347,6 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin):
         self.slots[block.height] = Slot(block, dig, self.view)
         vote = Vote(kind="prepare", epoch=self.epoch, view=self.view, height=block.height, digest=dig)
         self._cast(now, vote, outs)
-
-    def _cast(self, now: float, vote: Vote, outs: list[Output]) -> None:
-        to = self.vote_targets(vote.epoch, vote.view, vote.height)
-        if to is None:
-            return  # T-PBFT followers hold the block but do not vote
-        outs.append(Multicast(to=self._others(to), message=vote))
-        self._record(now, self.node_id, vote, self.sign(vote), outs)
-
-    def _check_vote(self, sender: int, v: Vote) -> str | None:
-        if v.kind not in ("prepare", "commit"):
-            return "bad_vote_kind"
-        if sender not in self.voters(v.epoch, v.view):
-            return "not_in_group"
-        if not self._in_window(v.height):
-            return "outside_window"
-        prior = self.voted.get((v.kind, v.view, v.height, sender))
-        if prior is not None:
-            return "double_vote" if prior != v.digest else "duplicate"
-        return None
-
-    def _on_vote(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output], verified: bool = True) -> None:
-        if self._elsewhere(sender, v, sig, outs, verified):
-            return
-        if self.mode is not Mode.NORMAL:
-            return
-        reason = self._check_vote(sender, v)
-        if reason is not None:
-            if reason not in ("duplicate", "outside_window"):
-                self.observe(sender, "invalid" if reason != "double_vote" else "conflict")
-                outs.append(Rejected(peer=sender, reason=reason))
-            return
-        self.observe(sender, "timely")
-        self._record(now, sender, v, sig, outs, verified)
-
-    def _record(self, now: float, sender: int, v: Vote, sig: bytes, outs: list[Output], verified: bool = True) -> None:
-        self.voted[(v.kind, v.view, v.height, sender)] = v.digest
-        tally = self.votes.setdefault((v.kind, v.view, v.height), {}).get(v.digest)
-        if tally is None:
-            tally = self.votes[(v.kind, v.view, v.height)][v.digest] = Tally()
-        tally[sender] = sig
-        if not verified:
-            tally.unchecked.add(sender)
-        self._progress(now, v.height, outs)
-
-    def _certificate(self, kind: str, h: int, slot: Slot) -> Certificate:
-        tally = self.votes[(kind, slot.view, h)][slot.digest]
-        signers = tuple(sorted(s for s in tally if s not in tally.unchecked))[: self.committee.quorum]
-        return Certificate(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest,
-                           signers=signers, signatures=tuple(tally[s] for s in signers))
-
-    def _count(self, kind: str, h: int, slot: Slot) -> int:
-        """Votes for our block at `h`, checked or not."""
-        return len(self.votes.get((kind, slot.view, h), {}).get(slot.digest, ()))
-
-    def _quorum(self, kind: str, h: int, slot: Slot, outs: list[Output]) -> bool:
-        """Does a quorum of checked votes of `kind` back our block at `h`? Unchecked votes are checked
-        (lowest id first, so every run checks the same ones) only while they would complete it."""
-        tally = self.votes.get((kind, slot.view, h), {}).get(slot.digest)
-        q = self.committee.quorum
-        if tally is None or len(tally) < q:
-            return False
-        while tally.checked < q and len(tally) >= q:
-            voter = min(tally.unchecked)
-            tally.unchecked.discard(voter)
-            vote = Vote(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest)
-            if not signed_by(self.verifier, voter, vote, tally[voter]):
-                del tally[voter]  # its `voted` entry stays: it cannot vote again here
-                self.observe(voter, "invalid")
-                outs.append(Rejected(peer=voter, reason="bad_signature"))
-        return tally.checked >= q
-
-    def _progress(self, now: float, h: int, outs: list[Output]) -> None:
-        slot = self.slots.get(h)
-        if slot is None or slot.view != self.view:
-            return
-        if not slot.prepared and self._quorum("prepare", h, slot, outs):
-            slot.prepared = True
-            self.prepared[h] = Prepared(block=slot.block, certificate=self._certificate("prepare", h, slot))
-        if slot.prepared and not slot.sent_commit:
-            slot.sent_commit = True
-            self._cast(now, Vote(kind="commit", epoch=self.epoch, view=self.view, height=h, digest=slot.digest), outs)
-            return  # _cast re-entered _progress for our own commit vote
-        if slot.prepared and h not in self.decided and self._quorum("commit", h, slot, outs):
-            self.decided[h] = (slot.block, self._certificate("commit", h, slot))
-            self._execute_ready(now, outs)
 
     # ---- execution (execution.py) ----
     def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:

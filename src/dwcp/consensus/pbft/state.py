@@ -49,19 +49,3 @@ class Slot:
         self.block, self.digest, self.view = block, dig, view
         self.prepared = False
         self.sent_commit = False
-
-
-class Tally(dict):
-    """Votes of one kind for one digest at one (view, height): voter -> signature, plus which of them
-    are not checked yet. A vote is checked only when it would complete a quorum (`Replica._quorum`);
-    one that arrives after a checked quorum is never checked, and none is checked twice."""
-
-    __slots__ = ("unchecked",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.unchecked: set[int] = set()
-
-    @property
-    def checked(self) -> int:
-        return len(self) - len(self.unchecked)

@@ -197,7 +197,7 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("consensus/core/codec.py", None, "encode"),
     ("consensus/bullshark/worker.py", frozenset({"scan", "received"}), "ingress"),  # Narwhal worker: tx framing
     ("consensus/bullshark/worker.py", frozenset({"batch_digest"}), "hash"),
-    ("consensus/transport/dataplane.py", frozenset({"put", "get", "pread"}), "storage"),
+    ("consensus/transport/batchstore.py", frozenset({"put", "get", "pread"}), "storage"),
     ("asyncio/sslproto.py", None, "tls"),
     ("/ssl.py", None, "tls"),
     ("consensus/storage.py", None, "storage"),

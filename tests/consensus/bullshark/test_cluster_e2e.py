@@ -21,7 +21,7 @@ import pytest
 
 from dwcp.consensus.node.cluster import LocalCluster
 from dwcp.consensus.node.txstream import TxStream, payloads
-from dwcp.consensus.transport.dataplane import committed_transactions
+from dwcp.consensus.transport.batchstore import committed_transactions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 

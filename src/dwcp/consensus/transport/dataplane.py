@@ -6,12 +6,12 @@ with one end of a socketpair as FD: the node sends `WorkerSetup` first, then `Fe
 (PR_SET_PDEATHSIG), so `kill -9` of the node takes both down, as on a real machine failure.
 
 One listening port (the inventory's `worker` port). A connection's first byte says who it is:
-- CLIENT: a load client streaming transactions (worker.py has the format); read with
+- CLIENT: a load client streaming transactions (worker.py has the format; workeringress.py); read with
   `asyncio.BufferedProtocol` straight into the connection's `BatchMaker` buffer; a batch seals at
   `batch_size` bytes or after `max_batch_delay`; acknowledged counts go back once 2f + 1 workers
   hold the batch. While `max_inflight` of our batches wait for acknowledgements, clients are not
   read (TCP backpressure reaches the client).
-- PEER: a worker of another node: right after the greeting byte both ends start mutual TLS 1.3
+- PEER: a worker of another node (workerlinks.py): right after the greeting byte both ends start mutual TLS 1.3
   (runtime/peerauth.py: the nodes' pinned Ed25519 certificates, ALPN label
   `bullshark-worker/<committee>`), and the peer is named by its verified certificate. Connections
   are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
@@ -20,8 +20,8 @@ One listening port (the inventory's `worker` port). A connection's first byte sa
 A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
 what it misses by digest when its primary needs it, and the quorum does not wait for it.
 
-Storage: `batches.dat`, append-only records `digest | u32 length | u8 own | bytes`, re-indexed at
-start; own batches not yet known committed are re-announced then (the node may have lost them).
+Storage: `batches.dat` (batchstore.py), re-indexed at start; own batches not yet known committed are
+re-announced then (the node may have lost them).
 `committed.log` lists each committed height's batch digests; `samples.log` the commit time of
 sample transactions (benchmarks read both).
 """
@@ -32,14 +32,11 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import signal
 import socket
 import ssl
-import struct
 import sys
 import time
-from collections import OrderedDict, deque
 from pathlib import Path
 
 from dwcp.consensus.bullshark.messages import BatchRef, BatchStored, CommittedBatches, FetchBatches, WorkerReport
@@ -48,72 +45,24 @@ from dwcp.consensus.bullshark.worker import (
     ACK,
     BATCH,
     CLIENT,
-    COUNT,
     DIGEST_SIZE,
     PEER,
     REQUEST,
     Batch,
-    BatchMaker,
     QuorumWaiter,
-    TxError,
     batch_digest,
 )
-from dwcp.consensus.transport.framing import HEADER, Channel, FrameError, FrameReader, encode_frame
+from dwcp.consensus.transport.batchstore import BatchStore
+from dwcp.consensus.transport.framing import HEADER, Channel, encode_frame
 from dwcp.consensus.transport.locallink import encode_local, read_local
-from dwcp.consensus.transport.peers import Backoff
+from dwcp.consensus.transport.workeringress import Ingress
+from dwcp.consensus.transport.workerlinks import PeerLink, PeerReader
 from dwcp.runtime.peerauth import PeerAuth, PeerAuthError
 
 log = logging.getLogger("dwcp.bullshark.worker")
-_RECORD = struct.Struct("!32sIB")
-CACHE_BATCHES = 64
 REPORT_INTERVAL = 1.0
 RETRY_INTERVAL = 1.0  # seconds between re-sends of batches still short of a quorum
 MAX_REQUEST = 4096  # digests in one REQUEST frame (128 KiB)
-WRITE_HIGH_WATER = 8 * 1024 * 1024
-
-
-class BatchStore:
-    """Append-only batch file with an in-memory index (and a small cache of recent batches)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.index: dict[bytes, tuple[int, int, bool]] = {}  # digest -> (offset, length, own)
-        self.cache: OrderedDict[bytes, memoryview] = OrderedDict()
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        size, pos = os.fstat(self.fd).st_size, 0
-        while pos + _RECORD.size <= size:
-            digest, length, own = _RECORD.unpack(os.pread(self.fd, _RECORD.size, pos))
-            if pos + _RECORD.size + length > size:
-                break  # a torn last record (crash mid-write): ignored, and overwritten by truncation
-            self.index[digest] = (pos + _RECORD.size, length, bool(own))
-            pos += _RECORD.size + length
-        if pos != size:
-            os.ftruncate(self.fd, pos)
-
-    def __contains__(self, digest: bytes) -> bool:
-        return digest in self.index
-
-    def put(self, digest: bytes, data: memoryview, own: bool) -> None:
-        if digest in self.index:
-            return
-        offset = os.lseek(self.fd, 0, os.SEEK_END) + _RECORD.size
-        os.writev(self.fd, [_RECORD.pack(digest, len(data), own), data])  # page cache: survives kill -9
-        self.index[digest] = (offset, len(data), own)
-        self._remember(digest, data)
-
-    def get(self, digest: bytes) -> memoryview | None:
-        data = self.cache.get(digest)
-        if data is None and digest in self.index:
-            offset, length, _ = self.index[digest]
-            data = memoryview(os.pread(self.fd, length, offset))
-            self._remember(digest, data)
-        return data
-
-    def _remember(self, digest: bytes, data: memoryview) -> None:
-        self.cache[digest] = data
-        self.cache.move_to_end(digest)
-        while len(self.cache) > CACHE_BATCHES:
-            self.cache.popitem(last=False)
 
 
 class Dataplane:
@@ -265,81 +214,6 @@ class Dataplane:
                 client.set_reading(not busy)
 
 
-class PeerLink:
-    """Our outbound connection to one peer's worker (we only write on it)."""
-
-    def __init__(self, plane: Dataplane, peer: int) -> None:
-        self.plane, self.peer = plane, peer
-        self.transport: asyncio.Transport | None = None
-        self.writable = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.up = False
-        self.missed: set[bytes] = set()  # our batches not written to this peer (link down or backed up)
-        self.acks: set[bytes] = set()  # acknowledgements we owe this peer and could not send
-
-    def write(self, pieces: list, force: bool = False) -> bool:
-        """Send now if the link is up and not backed up (`force`: small control frames always go)."""
-        if self.transport is None or not self.up or self.transport.is_closing():
-            return False
-        if force or self.writable.is_set():
-            self.transport.writelines(pieces)
-            return True
-        return False
-
-    async def dial_forever(self) -> None:
-        host, port = self.plane.setup.peers[self.peer]
-        backoff = Backoff(0.05, 2.0)
-        loop = asyncio.get_running_loop()
-        while True:
-            closed = loop.create_future()
-            try:
-                raw, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda closed=closed: Outbound(self, closed), host, port), 2.0)
-                raw.write(PEER)
-                transport = await loop.start_tls(raw, proto, self.plane.auth.client_context(), server_hostname=None,
-                                                 ssl_handshake_timeout=3.0)
-                peer = self.plane.auth.peer_of(transport.get_extra_info("ssl_object"))
-                if peer != self.peer:
-                    raise PeerAuthError("wrong_peer", f"dialled worker {self.peer} but {peer} answered")
-                transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-                self.transport, self.up = transport, True
-                self.writable.set()
-                backoff.reset()
-                log.info("worker link to %s up", self.peer)
-                self.plane.resend(self.peer)
-                await closed
-            except (OSError, TimeoutError, PeerAuthError, ssl.SSLError, ConnectionError) as exc:
-                log.info("worker link to %s down: %r", self.peer, exc)
-            finally:
-                self.up = False
-                if self.transport is not None:
-                    self.transport.close()
-                self.transport = None
-            await asyncio.sleep(backoff.next_delay())
-
-
-class Outbound(asyncio.Protocol):
-    """Dialled connection: greeting byte, TLS, then flow-controlled writes only (the peer never writes)."""
-
-    def __init__(self, link: PeerLink, closed: asyncio.Future) -> None:
-        self.link, self.closed = link, closed
-
-    def data_received(self, data: bytes) -> None:
-        log.warning("worker %s wrote on our outbound link; closing it", self.link.peer)
-        if self.link.transport is not None:
-            self.link.transport.close()
-
-    def pause_writing(self) -> None:
-        self.link.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.link.writable.set()
-
-    def connection_lost(self, exc) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 class Inbound(asyncio.BufferedProtocol):
     """Accepted connection: one greeting byte, then a client stream or a peer worker's frames."""
 
@@ -385,124 +259,6 @@ class Inbound(asyncio.BufferedProtocol):
             self.role.closed()
 
 
-class Ingress:
-    """A client's transaction stream into its own batch maker; cumulative acknowledgements back."""
-
-    def __init__(self, plane: Dataplane, transport: asyncio.Transport) -> None:
-        self.plane, self.transport = plane, transport
-        self.maker = BatchMaker(plane.setup.batch_size, plane.setup.max_tx)
-        self.unacked: deque[tuple[bytes, int]] = deque()  # (batch digest, txs of this stream up to it)
-        self.acked: set[bytes] = set()
-        self.sealed_txs = 0
-        self.timer: asyncio.TimerHandle | None = None
-        plane.clients.add(self)
-        if plane.paused:
-            transport.pause_reading()
-
-    def buffer(self) -> memoryview:
-        return self.maker.buffer()
-
-    def updated(self, nbytes: int) -> None:
-        try:
-            batch = self.maker.received(nbytes)
-        except TxError as exc:
-            log.warning("closing a client stream: %s", exc)
-            self.transport.close()
-            return
-        if batch is not None:
-            self._sealed(batch)
-        if self.maker.pending and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.plane.setup.max_batch_delay, self._expire)
-
-    def _expire(self) -> None:
-        self.timer = None
-        batch = self.maker.seal()
-        if batch is not None:
-            self._sealed(batch)
-
-    def _sealed(self, batch: Batch) -> None:
-        if self.timer is not None and not self.maker.pending:
-            self.timer.cancel()
-            self.timer = None
-        self.sealed_txs += batch.txs
-        self.plane.totals["received_txs"] += batch.txs
-        self.unacked.append((batch.digest, self.sealed_txs))
-        self.plane.seal(batch, self)
-
-    def acknowledged(self, digest: bytes) -> None:
-        self.acked.add(digest)
-        count = None
-        while self.unacked and self.unacked[0][0] in self.acked:
-            d, count = self.unacked.popleft()
-            self.acked.discard(d)
-        if count is not None and not self.transport.is_closing():
-            self.transport.write(COUNT.pack(count))
-
-    def set_reading(self, on: bool) -> None:
-        if self.transport.is_closing():
-            return
-        if on:
-            self.transport.resume_reading()
-        else:
-            self.transport.pause_reading()
-
-    def closed(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        batch = self.maker.seal()  # what arrived before the client hung up is still batched
-        if batch is not None:
-            self._sealed(batch)
-        self.plane.clients.discard(self)
-
-
-class PeerReader:
-    """Frames from an authenticated peer's worker: BATCH / ACK / REQUEST."""
-
-    def __init__(self, plane: Dataplane, transport: asyncio.Transport, peer: int | None) -> None:
-        self.plane, self.transport, self.peer = plane, transport, peer
-        self.reader = FrameReader()
-        self.early: list[tuple[Channel, bytearray]] = []  # frames read before start_tls named the peer
-
-    def buffer(self) -> memoryview:
-        return self.reader.buffer()
-
-    def authenticated(self, peer: int) -> None:
-        self.peer = peer
-        early, self.early = self.early, []
-        for frame in early:
-            self._frame(frame)
-
-    def updated(self, nbytes: int) -> None:
-        try:
-            frame = self.reader.filled(nbytes)
-        except FrameError as exc:
-            log.warning("closing the link from worker %s: %s", self.peer, exc)
-            self.transport.close()
-            return
-        if frame is not None and self.peer is None:
-            self.early.append(frame)
-        elif frame is not None:
-            self._frame(frame)
-
-    def _frame(self, frame: tuple[Channel, bytearray]) -> None:
-        try:
-            channel, body = frame
-            if channel is not Channel.DATA or not body:
-                raise FrameError("unexpected_channel", f"{channel.name} frame on a worker link")
-            kind = body[0]
-            if kind == BATCH:
-                self.plane.on_batch(self.peer, body)
-            elif kind == ACK and len(body) == 1 + DIGEST_SIZE:
-                self.plane.on_ack(self.peer, bytes(body[1:]))
-            elif kind == REQUEST:
-                self.plane.on_request(self.peer, memoryview(body)[1:])
-            else:
-                raise FrameError("malformed", f"worker frame kind {kind} of {len(body)} bytes")
-        except FrameError as exc:
-            log.warning("closing the link from worker %s: %s", self.peer, exc)
-            self.transport.close()
-
-
 def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -532,37 +288,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def committed_transactions(node_dir: Path, protocol: str = "bullshark",
-                           up_to: int | None = None) -> tuple[list[bytes], list[bytes]]:
-    """What a stopped node executed up to height `up_to` (default: all), from its own files: (block
-    digests by height, tx payloads in order).
-
-    Reads the node's log (`<protocol>-blocks.sqlite`) and its worker's `batches.dat`; a batch the
-    worker does not hold raises KeyError (it was never fetched). For tests and benchmarks."""
-    import msgspec
-
-    from dwcp.consensus.bullshark.messages import SubDag
-    from dwcp.consensus.bullshark.worker import transactions
-    from dwcp.consensus.core.messages import Block
-    from dwcp.consensus.storage import BlockStore
-
-    blocks = BlockStore(node_dir / f"{protocol}-blocks.sqlite")
-    batches = BatchStore(node_dir / "worker" / "batches.dat")
-    block_decoder, record_decoder = msgspec.msgpack.Decoder(Block), msgspec.msgpack.Decoder(SubDag)
-    digests, txs = [], []
-    try:
-        for stored in blocks.scan(chunk_bytes=4 * 1024 * 1024):
-            if up_to is not None and stored.height > up_to:
-                break
-            digests.append(stored.digest)
-            for ref in record_decoder.decode(block_decoder.decode(stored.block).meta).batches:
-                data = batches.get(ref.digest)
-                if data is None:
-                    raise KeyError(f"{node_dir}: batch {ref.digest.hex()} of height {stored.height} is not stored")
-                txs.extend(transactions(data))
-    finally:
-        blocks.close()
-        os.close(batches.fd)
-    return digests, txs

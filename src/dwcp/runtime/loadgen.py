@@ -1,13 +1,15 @@
 """`dwcp load`: drive every built service's own request mix at its instances.
 
 Each service package owns its profile (`dwcp/<pkg>/load.py: drive(base_urls, client, stop, rate)`); this
-module only finds them, shares one HTTP client (sending each service its bearer token, runtime.auth), and
-runs them side by side until stopped.
+module only finds them, gives each its own HTTP client (sending each service its bearer token, runtime.auth),
+and runs them side by side until stopped. One client per profile is a bulkhead: a stalled service holds only
+its own profile's connections, so the others' load keeps flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
@@ -21,6 +23,7 @@ from dwcp.runtime.services import SERVICE_KINDS, importable
 from dwcp.runtime.tls import TlsFileError, client_verify
 
 log = logging.getLogger("dwcp.load")
+PROFILE_CONNECTIONS = 32  # per service profile's client
 
 
 async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str]) -> int:
@@ -42,17 +45,19 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
     if not drivers:
         log.error("nothing to drive: no built service with a load profile")
         return 2
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=PROFILE_CONNECTIONS, max_keepalive_connections=PROFILE_CONNECTIONS)
     auth = client_auth(inv, keys=[key for key, _, _ in drivers])
     try:
         verify = client_verify(inv, [key for key, _, _ in drivers])
     except TlsFileError as exc:
         log.error("cannot verify the services' TLS certificates: %s", exc)
         return 2
-    async with httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth, verify=verify) as client:
-        tasks = [
-            asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}") for key, drive, urls in drivers
-        ]
+    async with contextlib.AsyncExitStack() as clients:
+        tasks = []
+        for key, drive, urls in drivers:
+            client = await clients.enter_async_context(
+                httpx.AsyncClient(timeout=10.0, limits=limits, auth=auth, verify=verify))
+            tasks.append(asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}"))
         log.info("driving %s at %.1f req/s each", ", ".join(k for k, _, _ in drivers), rate)
         if duration > 0:
             try:
@@ -72,4 +77,6 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
 
 def run_load(inv: Inventory, *, rate: float, duration: float = 0.0, only: set[str] | None = None) -> int:
     setup_logging("info", component="loadgen")
+    # httpx logs every request at INFO: at dwcp up's rates that is most of the generator's own CPU.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return asyncio.run(_drive_all(inv, rate, duration, only or set()))

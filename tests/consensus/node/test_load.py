@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwcp.consensus.node.load import LoadStats, drive, make_payload
+from dwcp.consensus.node.load import MAX_IN_FLIGHT, LoadStats, drive, make_payload
 from dwcp.consensus.node.service import build_app
 from dwcp.runtime.auth import bearer_header, client_token
 from dwcp.runtime.server import build_context
@@ -47,3 +47,28 @@ async def test_unreachable_nodes_are_counted_not_raised() -> None:
         stop.set()
         await asyncio.wait_for(task, 5)
     assert stats.submitted > 0 and stats.accepted == 0
+
+
+async def test_a_stalled_cluster_sheds_load_instead_of_piling_up_requests() -> None:
+    """A cluster that never answers holds at most MAX_IN_FLIGHT requests; later ticks are counted as shed."""
+    answered = asyncio.Event()
+    outstanding = 0
+    peak = 0
+
+    async def stalled(scope, receive, send) -> None:
+        nonlocal outstanding, peak
+        outstanding += 1
+        peak = max(peak, outstanding)
+        try:
+            await answered.wait()  # never set: every request hangs until the client gives up
+        finally:
+            outstanding -= 1
+
+    stats, stop = LoadStats(), asyncio.Event()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stalled), timeout=30) as client:
+        task = asyncio.create_task(drive(["http://node-a"], client, stop, rate=1000.0, stats=stats))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert stats.submitted == MAX_IN_FLIGHT and peak == MAX_IN_FLIGHT
+    assert stats.shed > 100

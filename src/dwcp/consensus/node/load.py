@@ -19,8 +19,13 @@ from dataclasses import dataclass, field
 import httpx
 
 POLL_EVERY = 10  # follow one transaction in ten to its commit
-POLL_INTERVAL = 0.05
+POLL_INTERVAL = 0.05  # first poll; each later one waits twice as long, up to POLL_INTERVAL_MAX
+POLL_INTERVAL_MAX = 1.0
 POLL_FOR = 10.0
+# Submissions and followers in flight at once. Open loop, but bounded: when a cluster stalls, ticks past
+# this are shed (counted) instead of piling up tasks and queued requests. Without a bound, a stalled
+# cluster grew the shared HTTP client's queue until every profile of `dwcp up`'s load timed out.
+MAX_IN_FLIGHT = 64
 
 
 @dataclass
@@ -29,6 +34,7 @@ class LoadStats:
     accepted: int = 0
     rejected: int = 0  # 4xx/5xx answers
     failed: int = 0  # no answer (node down, timeout)
+    shed: int = 0  # ticks not submitted because MAX_IN_FLIGHT requests were still outstanding
     committed: int = 0
     latencies: list[float] = field(default_factory=list)  # submit -> seen committed, for polled txs
 
@@ -40,7 +46,7 @@ def make_payload(seq: int, size: int = 64) -> bytes:
 
 
 async def _follow(client: httpx.AsyncClient, url: str, tx_id: str, started: float, stats: LoadStats) -> None:
-    deadline = started + POLL_FOR
+    deadline, pause = started + POLL_FOR, POLL_INTERVAL
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             r = await client.get(f"{url}/v1/transactions/{tx_id}")
@@ -48,7 +54,8 @@ async def _follow(client: httpx.AsyncClient, url: str, tx_id: str, started: floa
                 stats.committed += 1
                 stats.latencies.append(time.monotonic() - started)
                 return
-        await asyncio.sleep(POLL_INTERVAL)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, POLL_INTERVAL_MAX)
 
 
 async def submit_one(
@@ -65,7 +72,7 @@ async def submit_one(
         stats.rejected += 1
         return
     stats.accepted += 1
-    if follow:
+    if follow and len(tasks) < MAX_IN_FLIGHT:
         task = asyncio.create_task(_follow(client, url, r.json()["id"], started, stats))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -93,10 +100,14 @@ async def drive(
             if stop.is_set():
                 break
             # Open-loop: each submission is its own task, so a slow node does not slow the offered rate.
-            coro = submit_one(client, next(urls), make_payload(seq, payload_size), stats, seq % POLL_EVERY == 0, tasks)
-            task = asyncio.create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if len(tasks) < MAX_IN_FLIGHT:
+                coro = submit_one(client, next(urls), make_payload(seq, payload_size), stats, seq % POLL_EVERY == 0,
+                                  tasks)
+                task = asyncio.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:
+                stats.shed += 1
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:

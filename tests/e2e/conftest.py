@@ -15,6 +15,8 @@ from typing import TypeVar
 import httpx
 import yaml
 
+from dwcp.monitoring.live import check_live
+
 T = TypeVar("T")
 
 
@@ -98,3 +100,20 @@ def job_targets_up(client: httpx.Client, prom: str, job: str, n: int) -> list | 
     targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
     mine = [t for t in targets if t["labels"]["job"] == job]
     return mine if len(mine) == n and all(t["health"] == "up" for t in mine) else None
+
+
+def wait_live_queries(prom: str, monitoring_dir: Path, timeout: float, about: str = "") -> list:
+    """`check_live`'s results once every answerable dashboard query and recording rule returns data (and,
+    with `about`, at least one answered query mentions it); on timeout, the error lists the still-empty ones."""
+    empty: list[str] = []
+
+    def answered():
+        results = check_live(prom, monitoring_dir)
+        empty[:] = [f"{x.where}: {x.expr}" for x in results if not x.ok]
+        mine = [x for x in results if about in x.expr and not x.skipped]
+        return results if not empty and mine else None
+
+    try:
+        return wait_for("every answerable query to return data", answered, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still empty: {empty}") from None

@@ -11,9 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwcp.monitoring.live import check_live
-
-from .conftest import UpRun, free_ports, job_targets_up, up_inventory, wait_for
+from .conftest import UpRun, free_ports, job_targets_up, up_inventory, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 N = 4
@@ -40,18 +38,7 @@ def test_up_runs_bullshark_consensus_and_its_dashboards_answer(tmp_path: Path) -
         wait_for("transactions committed under load", lambda: [
             r for r in query('min(bullshark_transactions_committed_total{job="bullshark-consensus"})')
             if float(r["value"][1]) > 0], timeout=120)
-        empty: list[str] = []
-
-        def live_queries_answer():
-            results = check_live(prom, run_dir / "monitoring")
-            empty[:] = [f"{x.where}: {x.expr}" for x in results if not x.ok]
-            mine = [x for x in results if "bullshark" in x.expr and not x.skipped]
-            return results if not empty and mine else None
-
-        try:
-            live = wait_for("every answerable query to return data", live_queries_answer, timeout=120)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; still empty: {empty}") from None
+        live = wait_live_queries(prom, run_dir / "monitoring", timeout=120, about="bullshark")
         answered = [x.expr for x in live if "bullshark" in x.expr and not x.skipped]
         assert any("bullshark_round_duration_seconds" in e for e in answered), answered
         assert any("bullshark_throughput_tx_per_second" in e for e in answered), answered

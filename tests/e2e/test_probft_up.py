@@ -15,9 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from dwcp.monitoring.live import check_live
-
-from .conftest import free_ports, wait_for
+from .conftest import free_ports, job_targets_up, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 N = 7
@@ -57,27 +55,12 @@ def test_up_runs_probft_consensus_and_its_dashboards_answer(tmp_path: Path) -> N
         return body["data"]["result"]
 
     try:
-        def nodes_up():
-            targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
-            mine = [t for t in targets if t["labels"]["job"] == "probft-consensus"]
-            return mine if len(mine) == N and all(t["health"] == "up" for t in mine) else None
-
-        wait_for("the 7 probft-consensus targets up", nodes_up, timeout=180)
+        wait_for("the 7 probft-consensus targets up",
+                 lambda: job_targets_up(client, prom, "probft-consensus", N), timeout=180)
         wait_for("blocks finalized under load", lambda: [
             r for r in query('sum(probft_blocks_finalized_total{job="probft-consensus"})')
             if float(r["value"][1]) > 0], timeout=90)
-        empty: list[str] = []
-
-        def live_queries_answer():
-            results = check_live(prom, run_dir / "monitoring")
-            empty[:] = [f"{x.where}: {x.expr}" for x in results if not x.ok]
-            probft = [x for x in results if "probft" in x.expr and not x.skipped]
-            return results if not empty and probft else None
-
-        try:
-            live = wait_for("every answerable query to return data", live_queries_answer, timeout=120)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; still empty: {empty}") from None
+        live = wait_live_queries(prom, run_dir / "monitoring", timeout=120, about="probft")
         answered = [x.expr for x in live if "probft" in x.expr and not x.skipped]
         assert any("probft_finalization_duration_seconds" in e for e in answered), answered
         assert any("probft_blocks_finalized_total" in e for e in answered), answered

@@ -19,9 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from dwcp.monitoring.live import check_live
-
-from .conftest import free_ports, wait_for
+from .conftest import free_ports, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
@@ -85,17 +83,7 @@ def test_up_scrapes_restarts_and_alerts(tmp_path: Path) -> None:
         assert client.post(f"{service}/v1/predict", json={}).status_code == 401
 
         # Every dashboard query and recording rule over what this system exports returns data.
-        empty: list[str] = []
-
-        def live_queries_answer():
-            results = check_live(prom, run_dir / "monitoring")
-            empty[:] = [f"{x.where}: {x.expr}" for x in results if not x.ok]
-            return results if not empty else None
-
-        try:
-            live = wait_for("every answerable dashboard query to return data", live_queries_answer, timeout=60)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; still empty: {empty}") from None
+        live = wait_live_queries(prom, run_dir / "monitoring", timeout=60)
         answered = {x.where for x in live if not x.skipped}
         assert {"dwcp-ml: Prediction Latency/A", "dwcp-ml: Predictions by Codec/A",
                 "dwcp-overview: Request Rate/A", "dwcp-overview: Service Restarts (1h)/A"} <= answered

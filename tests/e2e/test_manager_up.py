@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from dwcp.monitoring.live import check_live
+from dwcp.runtime.auth import bearer_header, client_token
 
-from .conftest import UpRun, free_ports, wait_for
+from .conftest import UpRun, free_ports, job_targets_up, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
@@ -52,29 +52,19 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
         return sum(float(r["value"][1]) for r in body["data"]["result"])
 
     with up, client:
-        def managers_up():
-            targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
-            mine = [t for t in targets if t["labels"]["job"] == "dwcp-manager"]
-            return mine if len(mine) == 3 and all(t["health"] == "up" for t in mine) else None
-
-        wait_for("the 3 dwcp-manager targets up", managers_up, timeout=300)
+        wait_for("the 3 dwcp-manager targets up",
+                 lambda: job_targets_up(client, prom, "dwcp-manager", 3), timeout=300)
+        # The load makes no mistakes, so a client's bad request gives the Overview's Error Rate panel its data.
+        token = bearer_header(client_token(run_dir / "secrets" / "http-token"))
+        bad = client.post(f"http://127.0.0.1:{m_http[0]}/v1/transactions", json={"cluster": "tpbft"}, headers=token)
+        assert bad.status_code == 422 and bad.json()["error"]["field"], bad.text
         wait_for("transfers done between sites", lambda: value(
             'sum(dwcp_transfers_total{job="dwcp-manager", state="done"})') >= 3, timeout=180)
         wait_for("bytes on the wire", lambda: value('sum(dwcp_transfer_bytes_total{kind="wire"})') > 0, timeout=60)
         wait_for("transactions routed to tpbft", lambda: value(
             'sum(dwcp_routed_requests_total{target="tpbft", outcome="accepted"})') > 0, timeout=120)
         wait_for("links probed", lambda: value("count(dwcp_link_rtt_seconds)") == 6, timeout=60)
-        empty: list[str] = []
-
-        def live_queries_answer():
-            results = check_live(prom, run_dir / "monitoring")
-            empty[:] = [f"{x.where}: {x.expr}" for x in results if not x.ok]
-            return results if not empty else None
-
-        try:
-            live = wait_for("every answerable query to return data", live_queries_answer, timeout=180)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; still empty: {empty}") from None
+        live = wait_live_queries(prom, run_dir / "monitoring", timeout=180)
         overview = [x for x in live if "overview" in x.where and not x.skipped]
         answered = " ".join(x.expr for x in overview)
         for metric in ("up{", "dwcp_requests_total", "dwcp_request_duration_seconds_bucket", "dwcp_errors_total",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from dwcp.consensus.node.cluster import free_ports
+from dwcp.runtime.ports import free_ports
 
 
 # ---- open-loop client ------------------------------------------------------------------------

@@ -53,8 +53,8 @@ from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
 from dwcp.compression.features import make_sample
 from dwcp.compression.train import BUCKETS, Requests, bucket_of, grouped, heldout_payloads, random_links, requests
-from dwcp.consensus.node.cluster import free_ports
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
+from dwcp.runtime.ports import free_ports
 
 SEED = {"p99_s": 0.010, "accuracy": 0.995, "rps": 1000.0}
 TARGET = {"p99_s": 0.002, "accuracy": 0.995, "rps": 3000.0}

@@ -34,11 +34,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from dwcp.consensus.core.crypto import generate_private_key
-from dwcp.consensus.node.cluster import free_ports
 from dwcp.consensus.transport.framing import Channel
 from dwcp.consensus.transport.metrics import TransportMetrics
 from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
 from dwcp.runtime.peerauth import PeerAuth, connect, self_signed_certificate
+from dwcp.runtime.ports import free_ports
 
 
 def process_cpu() -> float:

@@ -19,10 +19,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry
 
-from dwcp.consensus.node.cluster import free_ports
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import load_inventory
+from dwcp.runtime.ports import free_ports
 
 EXAMPLES = int(os.environ.get("DWCP_SCHEMATHESIS_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

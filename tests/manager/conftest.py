@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -19,14 +18,9 @@ from dwcp.manager.service import build_app
 from dwcp.manager.site import ManagerSite
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import Inventory, parse_inventory
+from dwcp.runtime.ports import free_port
 
 CHUNK = 64 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manager_inventory(sites: int = 2, settings: dict | None = None, extra: dict | None = None) -> Inventory:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
-from tests.manager.conftest import free_port
+from dwcp.runtime.ports import free_port
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 MIB = 1 << 20

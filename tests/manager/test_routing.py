@@ -14,8 +14,8 @@ from dwcp.consensus.core.messages import tx_id
 from dwcp.consensus.node.cluster import LocalCluster
 from dwcp.manager.links import LinkTable
 from dwcp.manager.routing import Router
+from dwcp.runtime.ports import free_port
 from dwcp.runtime.services import SERVICE_KINDS
-from tests.manager.conftest import free_port
 
 
 def tx(payload: bytes, cluster: str = "tpbft", key: str = "k1", **extra) -> dict:

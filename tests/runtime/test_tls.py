@@ -15,18 +15,13 @@ import yaml
 
 from dwcp.monitoring.render import render_all
 from dwcp.runtime.inventory import InventoryError, load_inventory
+from dwcp.runtime.ports import free_port
 from dwcp.runtime.server import build_context
 from dwcp.runtime.status import _collect
 from dwcp.runtime.tls import TlsFileError, client_verify, service_tls
 from tests.pki import make_ca, make_server_cert
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def pki(tmp_path):
 
 def write_inventory(directory: Path, port: int, tls: dict | None, where: str = "service") -> Path:
     allocator: dict = {"instances": [{"host": "127.0.0.1", "port": port}]}
-    data: dict = {"supervisor": {"port": _free_port()}, "services": {"allocator": allocator}}
+    data: dict = {"supervisor": {"port": free_port()}, "services": {"allocator": allocator}}
     if tls is not None and where == "service":
         allocator["tls"] = tls
     elif tls is not None:
@@ -64,17 +59,17 @@ def test_service_tls_comes_from_the_service_or_the_deployment_with_the_certifica
 def test_a_key_readable_by_others_or_a_missing_certificate_is_refused_naming_the_file(pki):
     tls = {"cert_file": str(pki["cert"]), "key_file": str(pki["key"]), "ca_file": str(pki["ca"])}
     pki["key"].chmod(0o644)
-    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls))
+    inv = load_inventory(write_inventory(pki["dir"], free_port(), tls))
     with pytest.raises(InventoryError, match=r"server.key: TLS key file is readable by group or others.*chmod 600"):
         build_context(inv, "allocator", 0, pki["dir"] / "data")
     pki["key"].chmod(0o600)
-    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"cert_file": "missing.pem"}))
+    inv = load_inventory(write_inventory(pki["dir"], free_port(), tls | {"cert_file": "missing.pem"}))
     with pytest.raises(InventoryError, match=r"services.allocator.tls: .*missing.pem: TLS certificate file not found"):
         build_context(inv, "allocator", 0, pki["dir"] / "data")
-    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"cert_file": str(pki["ca"])}))
+    inv = load_inventory(write_inventory(pki["dir"], free_port(), tls | {"cert_file": str(pki["ca"])}))
     with pytest.raises(InventoryError, match="not a PEM certificate and its private key"):
         build_context(inv, "allocator", 0, pki["dir"] / "data")  # the CA's certificate does not match the key
-    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls | {"ca_file": str(pki["key"])}))
+    inv = load_inventory(write_inventory(pki["dir"], free_port(), tls | {"ca_file": str(pki["key"])}))
     with pytest.raises(TlsFileError, match="server.key: TLS CA file holds no PEM certificate"):
         client_verify(inv)
 
@@ -96,7 +91,7 @@ def test_prometheus_scrapes_a_tls_service_over_https_against_its_ca(pki):
 @pytest.fixture
 def tls_allocator(pki):
     """`dwcp serve allocator` with TLS from its inventory, on a free port: (inventory, port)."""
-    port = _free_port()
+    port = free_port()
     tls = {"cert_file": "server.pem", "key_file": "server.key", "ca_file": pki["ca"].name}
     inv_path = write_inventory(pki["dir"], port, tls)
     env = os.environ | {"PYTHONPATH": str(REPO / "src")}
@@ -147,7 +142,7 @@ def test_status_with_an_unusable_ca_file_says_which_file_instead_of_a_traceback(
     from dwcp.runtime.status import print_status
 
     tls = {"cert_file": "server.pem", "key_file": "server.key", "ca_file": "no-such-ca.pem"}
-    inv = load_inventory(write_inventory(pki["dir"], _free_port(), tls))
+    inv = load_inventory(write_inventory(pki["dir"], free_port(), tls))
     assert print_status(inv, timeout=1.0) == 2
     assert "no-such-ca.pem: TLS CA file not found" in " ".join(capsys.readouterr().out.split())  # rich wraps
 

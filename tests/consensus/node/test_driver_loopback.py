@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dwcp.consensus.node.assemble import build_node, core_config
-from dwcp.consensus.node.cluster import free_ports
 from dwcp.consensus.settings import ConsensusSettings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction
+from dwcp.runtime.ports import free_ports
 from dwcp.runtime.server import build_context
 from tests.consensus.conftest import keyed_inventory
 

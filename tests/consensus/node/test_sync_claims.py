@@ -20,11 +20,11 @@ from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
 from dwcp.consensus.core.crypto import Ed25519Signer
 from dwcp.consensus.core.messages import Block, Certificate, Transaction, Vote
 from dwcp.consensus.node.assemble import build_node
-from dwcp.consensus.node.cluster import free_ports
 from dwcp.consensus.node.keys import load_keys
 from dwcp.consensus.transport.driver import Driver
 from dwcp.consensus.transport.framing import Channel, FrameDecoder
 from dwcp.consensus.transport.sync import SyncBlock, SyncBlocks, SyncRequest, SyncStatus, decode_sync, encode_sync
+from dwcp.runtime.ports import free_ports
 from dwcp.runtime.server import build_context
 from tests.consensus.conftest import keyed_inventory
 

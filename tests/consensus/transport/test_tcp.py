@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import struct
 
@@ -17,16 +16,11 @@ from dwcp.consensus.transport.metrics import TransportMetrics
 from dwcp.consensus.transport.sync import SyncStatus, encode_sync
 from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
 from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, connect, self_signed_certificate
+from dwcp.runtime.ports import free_port
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(30)]
 LABEL = "tpbft/tcp-test"
 REJECTED = "dwcp_consensus_frames_rejected_total"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,27 +22,8 @@ import yaml
 from dwcp.consensus.node.keys import generate_committee, write_key_dir
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.inventory import load_inventory
+from dwcp.runtime.ports import free_ports
 from dwcp.runtime.services import resolve_kind
-
-# Monitoring's default listeners (see the default inventory); never hand these out to nodes.
-_RESERVED = {9190, 9193, 9194, 9195}
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together so none repeats)."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port not in _RESERVED:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 class LocalCluster:

@@ -1,5 +1,6 @@
 import logging
 import math
+import warnings
 
 import pytest
 from fastapi.testclient import TestClient
@@ -149,6 +150,21 @@ def test_a_host_of_absurd_capacity_is_refused_and_the_cost_meters_stay_finite(tm
         clock.t += 3600
         view = client.get("/v1/cluster").json()
         assert math.isfinite(view["cost_core_hours"]) and all(h["name"] != "huge" for h in view["hosts"])
+
+
+@pytest.mark.parametrize("field", ["cpu", "mem", "net"])
+def test_a_host_of_denormal_capacity_is_refused_so_no_feature_overflows(tmp_path, clock, field):
+    client, _ = make(tmp_path, clock)
+    with client:
+        r = client.post("/v1/hosts", json={"name": "tiny", "cpu": 8, "mem": 32, "net": 1000, field: 5e-324})
+        assert r.status_code == 422 and r.json()["error"]["field"] == field
+        # With the smallest host accepted beside the default cluster, observing a demand raises no overflow.
+        smallest = {"name": "smallest", "cpu": 0.001, "mem": 1 / 1024, "net": 0.001, "group": 0}
+        assert client.post("/v1/hosts", json=smallest).status_code == 201
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            r = alloc(client, cpu=16, mem=64, net=1000)
+        assert r.status_code == 201, r.text
 
 
 def test_releasing_an_expired_allocation_is_a_no_op_not_a_404(tmp_path, clock):

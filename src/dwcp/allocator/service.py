@@ -32,6 +32,11 @@ MAX_MEM_GIB = 65_536.0  # 64 TiB
 MAX_NET_MBPS = 1_000_000.0  # 1 Tbit/s
 MAX_WAIT_S = 7 * 86_400.0
 MAX_DURATION_S = MAX_ALLOCATION_S  # the settings' max_duration_s may only lower it
+# The smallest host worth scheduling on (a millicore, 1 MiB, 1 kbit/s). Features divide by a host's capacity,
+# so a denormal capacity such as 5e-324 (which `gt=0` would let in) overflowed them to inf.
+MIN_HOST_CPU_CORES = 0.001
+MIN_HOST_MEM_GIB = 1 / 1024
+MIN_HOST_NET_MBPS = 0.001
 
 
 def _json_number(value: object) -> object:
@@ -83,9 +88,9 @@ class AllocationResponse(BaseModel):
 class HostRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
-    cpu: Number = Field(gt=0, le=MAX_CPU_CORES, allow_inf_nan=False, description="cores")
-    mem: Number = Field(gt=0, le=MAX_MEM_GIB, allow_inf_nan=False, description="GiB")
-    net: Number = Field(gt=0, le=MAX_NET_MBPS, allow_inf_nan=False, description="Mbit/s")
+    cpu: Number = Field(ge=MIN_HOST_CPU_CORES, le=MAX_CPU_CORES, allow_inf_nan=False, description="cores")
+    mem: Number = Field(ge=MIN_HOST_MEM_GIB, le=MAX_MEM_GIB, allow_inf_nan=False, description="GiB")
+    net: Number = Field(ge=MIN_HOST_NET_MBPS, le=MAX_NET_MBPS, allow_inf_nan=False, description="Mbit/s")
     group: Integer = Field(0, ge=0, le=1023)
 
 

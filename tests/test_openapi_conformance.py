@@ -196,16 +196,7 @@ def sink_schema(sink: Served):
 
 @pytest.fixture
 def manager_schema(manager: Served):
-    schema = manager.schema()
-
-    @schema.hook
-    def filter_body(ctx, body) -> bool:
-        # A Bullshark node takes transactions only on its worker's stream (`submit_to_worker`), never over
-        # HTTP, so the manager answers every cluster=bullshark submission 503 naming the cluster: a known gap
-        # (test_the_manager_routes_transactions_to_bullshark below), not fuzzed until it is closed.
-        return not (isinstance(body, dict) and body.get("cluster") == "bullshark")
-
-    return schema
+    return manager.schema()
 
 
 @compression_api.parametrize()
@@ -238,14 +229,22 @@ def test_manager_conforms_to_its_openapi(case, manager: Served) -> None:
     _check(manager, case)
 
 
-@pytest.mark.xfail(strict=True, reason="the manager submits over HTTP; Bullshark takes transactions only on its "
-                   "worker stream, so the manager answers 503 (issue 14 routing to Bullshark is open)")
-def test_the_manager_routes_transactions_to_bullshark(manager: Served) -> None:
+def test_the_manager_routes_transactions_to_bullshark_and_follows_them_to_commit(manager: Served) -> None:
+    """A Bullshark node takes HTTP submissions like any registered protocol: batched by its primary, stored
+    by its worker, committed; the manager's GET follows the transaction to its height."""
+    import time
+
     from fastapi.testclient import TestClient
 
     with TestClient(manager.app, headers=manager.headers) as client:
         resp = client.post("/v1/transactions", json={"payload": "eA==", "cluster": "bullshark", "idempotency_key": "b"})
-    assert resp.status_code == 202, resp.text
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["cluster"] == "bullshark"
+        tid, deadline = resp.json()["id"], time.monotonic() + 30
+        while (doc := client.get(f"/v1/transactions/{tid}").json())["status"] != "committed":
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.1)
+        assert doc["cluster"] == "bullshark" and doc["height"] >= 1, doc
 
 
 def test_every_built_service_is_fuzzed_here() -> None:

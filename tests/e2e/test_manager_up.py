@@ -1,6 +1,8 @@
-"""`dwcp up` with three DWCP Manager sites, a compression-api, a 4-node T-PBFT cluster and the monitoring:
-the load stores and transfers mixed objects between the sites and routes transactions through them, and
-every Overview query (and every other answerable dashboard query and recording rule) returns data.
+"""`dwcp up` with three DWCP Manager sites, a compression-api, a 4-node T-PBFT cluster, a one-node Bullshark
+cluster (primary and worker process) and the monitoring: the load stores and transfers mixed objects between
+the sites and routes transactions through them to both clusters, a transaction routed to Bullshark is followed
+to its commit, and every Overview query (and every other answerable dashboard query and recording rule)
+returns data.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
     names = ["prometheus", "alertmanager", "cluster", "sink", "supervisor", "compression"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     m_http, m_peer, t_http, t_cons = free_ports(3), free_ports(3), free_ports(4), free_ports(4)
+    b_http, b_cons, b_worker = free_ports(3)
     inv = {
         "name": "e2e-manager",
         "supervisor": {"port": ports["supervisor"]},
@@ -37,6 +40,8 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
             "compression": {"instances": [{"host": "127.0.0.1", "port": ports["compression"]}]},
             "tpbft": {"instances": [{"host": "127.0.0.1", "port": h, "ports": {"consensus": c}}
                                     for h, c in zip(t_http, t_cons, strict=True)]},
+            "bullshark": {"instances": [{"host": "127.0.0.1", "port": b_http,
+                                         "ports": {"consensus": b_cons, "worker": b_worker}}]},
         },
     }
     inv_path = tmp_path / "inventory.yaml"
@@ -61,8 +66,16 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
         wait_for("transfers done between sites", lambda: value(
             'sum(dwcp_transfers_total{job="dwcp-manager", state="done"})') >= 3, timeout=180)
         wait_for("bytes on the wire", lambda: value('sum(dwcp_transfer_bytes_total{kind="wire"})') > 0, timeout=60)
-        wait_for("transactions routed to tpbft", lambda: value(
-            'sum(dwcp_routed_requests_total{target="tpbft", outcome="accepted"})') > 0, timeout=120)
+        for cluster in ("tpbft", "bullshark"):
+            wait_for(f"transactions routed to {cluster}", lambda c=cluster: value(
+                f'sum(dwcp_routed_requests_total{{target="{c}", outcome="accepted"}})') > 0, timeout=120)
+        site = f"http://127.0.0.1:{m_http[1]}"
+        routed = client.post(f"{site}/v1/transactions", headers=token, json={
+            "payload": "ZTJlIGJ1bGxzaGFyaw==", "cluster": "bullshark", "idempotency_key": "e2e-bullshark"})
+        assert routed.status_code == 202 and routed.json()["cluster"] == "bullshark", routed.text
+        tx = routed.json()["id"]
+        wait_for("the routed transaction committed by Bullshark", lambda: client.get(
+            f"{site}/v1/transactions/{tx}").json()["status"] == "committed", timeout=60)
         wait_for("links probed", lambda: value("count(dwcp_link_rtt_seconds)") == 6, timeout=60)
         live = wait_live_queries(prom, run_dir / "monitoring", timeout=180)
         overview = [x for x in live if "overview" in x.where and not x.skipped]

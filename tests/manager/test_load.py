@@ -40,3 +40,29 @@ async def test_object_reads_go_to_the_site_that_holds_the_object(monkeypatch) ->
             await _read_round(client, SITES, rng, stored_at, stats)
     assert len(heads) > 10 and all(code == 200 for _, code in heads)
     assert stats["error"] == 0 and stats["failed"] == 0
+
+
+async def test_transactions_name_every_cluster_the_site_routes_to_and_never_an_absent_one() -> None:
+    from collections import Counter
+
+    from dwcp.manager.load import _transaction_round
+
+    named: Counter[str] = Counter()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":  # this site runs T-PBFT and Bullshark; ProBFT is not deployed
+            return httpx.Response(200, json={"status": "ok", "checks": {
+                "tpbft": {"status": "ok", "detail": "breaker closed"},
+                "bullshark": {"status": "degraded", "detail": "breaker half_open"},
+                "probft": {"status": "ok", "detail": "unavailable: probft is not in this deployment's inventory"}}})
+        cluster = httpx.Response(200, content=request.content).json()["cluster"]
+        named[cluster] += 1
+        return httpx.Response(503 if cluster == "probft" else 202, json={"id": "0" * 32})
+
+    rng, sent, stats = np.random.default_rng(3), [], {"ok": 0, "error": 0, "failed": 0}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        clusters: dict[str, list[str]] = {}
+        for _ in range(300):
+            await _transaction_round(client, SITES[:1], rng, sent, stats, clusters)
+    assert named["bullshark"] > 20 and named["tpbft"] > 20 and named["auto"] > 150, named
+    assert named["probft"] == 0 and stats["error"] == 0, (named, stats)

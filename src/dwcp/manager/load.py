@@ -4,7 +4,9 @@ transactions routed to the consensus clusters, and reads.
 Objects (10% of operations): text, JSON logs, binary-like LZ data, VM-image-like data (zero runs between
 data blocks) and random bytes, 16 KiB-8 MiB. A third of the puts rewrite an earlier key with a small
 edit, so transfers of those travel as deltas. Each put is followed by a transfer to another site.
-Transactions (60%): `auto` or `tpbft`, 5% of them retries of an earlier idempotency key. Reads (30%):
+Transactions (60%): `auto`, or a cluster named explicitly (one the site's /health does not report
+unavailable, so every cluster the deployment runs gets traffic), 5% of them retries of an earlier
+idempotency key. Reads (30%):
 HEAD of an object, transaction status, links. HTTP failures are counted and logged, never raised: load
 keeps going while instances restart.
 """
@@ -21,6 +23,7 @@ import httpx
 import numpy as np
 
 from dwcp.compression.corpus import json_logs, lz, random_bytes, text
+from dwcp.manager.routing import ABSENT, CLUSTERS
 
 log = logging.getLogger("dwcp.load.manager")
 MAX_IN_FLIGHT = 32
@@ -75,14 +78,27 @@ async def _object_round(client: httpx.AsyncClient, urls: list[str], rng: np.rand
             log.warning("manager request to %s failed: %r", urls[src], exc)
 
 
+async def routable(client: httpx.AsyncClient, url: str) -> list[str] | None:
+    """The clusters a site can route to: those its /health does not report unavailable (None: no answer)."""
+    try:
+        checks = (await client.get(f"{url}/health")).json().get("checks", {})
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return [c for c in CLUSTERS if c in checks and not str(checks[c].get("detail", "")).startswith(ABSENT)]
+
+
 async def _transaction_round(client: httpx.AsyncClient, urls: list[str], rng: np.random.Generator,
-                             sent: list[tuple[str, str, str]], stats: dict[str, int]) -> None:
+                             sent: list[tuple[str, str, str]], stats: dict[str, int],
+                             clusters: dict[str, list[str]]) -> None:
     url = urls[int(rng.integers(len(urls)))]
     if sent and rng.random() < 0.05:
         key, payload, cluster = sent[int(rng.integers(len(sent)))]  # a client retrying: commits once
     else:
         key, payload = os.urandom(8).hex(), base64.b64encode(os.urandom(int(rng.integers(32, 512)))).decode()
-        cluster = "auto" if rng.random() < 0.7 else "tpbft"
+        if url not in clusters and (found := await routable(client, url)) is not None:
+            clusters[url] = found
+        named = clusters.get(url)
+        cluster = "auto" if rng.random() < 0.7 or not named else named[int(rng.integers(len(named)))]
     try:
         resp = await client.post(f"{url}/v1/transactions",
                                  json={"payload": payload, "cluster": cluster, "idempotency_key": key})
@@ -121,6 +137,7 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
     last: dict[str, bytes] = {}
     stored_at: dict[str, str] = {}  # key -> the site its latest version was PUT to
     sent: list[tuple[str, str, str]] = []
+    clusters: dict[str, list[str]] = {}  # site -> clusters it routes to (asked once per site)
     tasks: set[asyncio.Task] = set()
     loop = asyncio.get_running_loop()
     next_at = loop.time()
@@ -130,7 +147,7 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
             if pick < OBJECT_SHARE:
                 work = _object_round(client, base_urls, rng, last, stored_at, stats)
             elif pick < OBJECT_SHARE + TRANSACTION_SHARE:
-                work = _transaction_round(client, base_urls, rng, sent, stats)
+                work = _transaction_round(client, base_urls, rng, sent, stats, clusters)
             else:
                 work = _read_round(client, base_urls, rng, stored_at, stats)
             task = asyncio.create_task(work)

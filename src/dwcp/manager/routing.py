@@ -39,6 +39,7 @@ from dwcp.manager.metrics import ManagerMetrics
 
 CLUSTERS = ("tpbft", "probft", "bullshark")
 FALLBACK_ORDER = ("tpbft", "probft", "bullshark")
+ABSENT = "unavailable:"  # how /health's detail of a cluster this site cannot route to begins
 
 
 class IdempotencyConflict(Exception):

@@ -17,7 +17,7 @@ from dwcp.manager.keys import site_auth
 from dwcp.manager.links import LinkTable, probe
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import PeerServer, dial, sites
-from dwcp.manager.routing import CLUSTERS, Router, RoutingLog
+from dwcp.manager.routing import ABSENT, CLUSTERS, Router, RoutingLog
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore
@@ -151,7 +151,7 @@ class ManagerSite:
     @staticmethod
     def _absent(why: str):
         def check() -> HealthResult:
-            return HealthResult("ok", f"unavailable: {why} (its requests get 503)")
+            return HealthResult("ok", f"{ABSENT} {why} (its requests get 503)")
         return check
 
     def _store_health(self) -> HealthResult:

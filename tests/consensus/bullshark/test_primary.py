@@ -217,3 +217,77 @@ def test_seven_primaries_with_two_down_agree(schedule_period) -> None:
     tick(net, workers, 24)
     assert_same_prefix(net, range(5))
     assert min(len(net.commits.get(n, [])) for n in range(5)) >= 3
+
+
+def submit_over_http(net: LocalNet, node: int, payload: bytes):
+    """A `Submitted` tx on `node`, its batch sealed: the `ClientBatch` the primary hands its worker."""
+    from dwcp.consensus.bullshark.inline import SEAL
+    from dwcp.consensus.bullshark.messages import ClientBatch
+    from dwcp.consensus.core import Submitted
+    from dwcp.consensus.core.messages import Transaction
+
+    net.feed(node, Submitted(tx=Transaction(payload=payload)))
+    batches = [o.message for o in net.fire(node, SEAL) if isinstance(o, ToLocal)]
+    assert len(batches) == 1 and isinstance(batches[0], ClientBatch)
+    return batches[0]
+
+
+def worker_stored(net: LocalNet, node: int, data: bytes) -> BatchRef:
+    """Every worker holds `data` (2f + 1 acknowledged it at `node`'s worker, which reports it as its own)."""
+    from dwcp.consensus.bullshark.worker import batch_digest, scan
+
+    ref = BatchRef(digest=batch_digest(data), worker=0, txs=scan(data, 0, len(data), 1 << 20)[1], size=len(data))
+    for other in net.cores:
+        net.feed(other, Local(message=BatchStored(ref=ref, own=other == node)))
+    return ref
+
+
+def test_a_transaction_submitted_over_http_commits_in_its_batch_and_is_named_by_that_node() -> None:
+    from dwcp.consensus.core import Submitted, TxDropped
+    from dwcp.consensus.core.messages import Transaction
+
+    net, workers = cluster()
+    start(net)
+    batch = submit_over_http(net, 0, b"pay me")
+    assert batch.data == len(b"pay me").to_bytes(4, "big") + b"pay me"  # the worker's client framing
+    dup = net.feed(0, Submitted(tx=Transaction(payload=b"pay me")))
+    assert [o.reason for o in dup if isinstance(o, TxDropped)] == ["duplicate"]
+    ref = worker_stored(net, 0, batch.data)
+    tick(net, workers, 12)
+    named = [(c.height, [t.payload for t in c.txs]) for c in net.commits[0] if c.txs]
+    assert [p for _, p in named] == [[b"pay me"]], named
+    executed = [r.digest for _, refs in workers.executed[0] for r in refs]
+    assert executed.count(ref.digest) == 1
+    for other in (1, 2, 3):  # the same block there; only the node that took the tx over HTTP can name it
+        assert not any(c.txs for c in net.commits[other])
+        assert ref.digest in [r.digest for _, refs in workers.executed[other] for r in refs]
+    again = net.feed(0, Submitted(tx=Transaction(payload=b"pay me")))
+    assert [o.reason for o in again if isinstance(o, TxDropped)] == ["committed"]
+
+
+def test_a_batch_the_worker_never_confirmed_is_handed_to_it_again_until_it_commits() -> None:
+    from dwcp.consensus.bullshark.messages import ClientBatch
+    from dwcp.consensus.bullshark.submissions import RESEND_TICKS
+
+    net, workers = cluster()
+    start(net)
+    batch = submit_over_http(net, 0, b"lost on the way")  # the worker link was down: it never arrives
+    resent = []
+    for _ in range(2 * RESEND_TICKS):
+        resent.append([o.message for o in net.fire(0, SYNC) if isinstance(o, ToLocal)
+                       and isinstance(o.message, ClientBatch)])
+    assert [len(r) for r in resent] == [0] * (RESEND_TICKS - 1) + [1] + [0] * (RESEND_TICKS - 1) + [1]
+    assert resent[RESEND_TICKS - 1] == [batch]
+    worker_stored(net, 0, batch.data)
+    tick(net, workers, 12)
+    assert [t.payload for c in net.commits[0] for t in c.txs] == [b"lost on the way"]
+    assert not [o for o in net.fire(0, SYNC) if isinstance(o, ToLocal) and isinstance(o.message, ClientBatch)]
+
+
+def test_a_committee_of_one_certifies_its_own_headers_and_commits() -> None:
+    net, workers = cluster(1)
+    start(net)
+    workers.seal(0, 2)
+    tick(net, workers, 8)
+    assert len(net.commits[0]) >= 2
+    assert sorted(r.digest for _, refs in workers.executed[0] for r in refs) == sorted(r.digest for r in workers.sealed)

@@ -32,6 +32,7 @@ class CommitPath:
     batch_window: commits.BatchWindow
     progress: Any
     inline: Any
+    batcher: Any  # the inline worker, or submissions.Submissions
     awaiting: list[CommittedSubDag]
     uncommitted_own: dict[int, tuple[commits.BatchRef, ...]]
     payload: list[commits.BatchRef]
@@ -84,7 +85,9 @@ class CommitPath:
     def _emit_commit(self, block: Block, cert: Certificate, out: list[Output]) -> None:
         record = _subdag.decode(block.meta)
         self.progress.committed(record)
-        out.append(Commit(height=block.height, block=block, certificate=cert, txs=block.txs))
+        # With a worker process a block names batches: the transactions it can name are those submitted here.
+        txs = block.txs if self.inline is not None else self.batcher.executed(b.digest for b in record.batches)
+        out.append(Commit(height=block.height, block=block, certificate=cert, txs=txs))
         out.append(ToLocal(message=CommittedBatches(height=block.height, batches=record.batches)))
 
     def _apply_log(self, now: float, height: int, block: Block, cert: Certificate, out: list[Output], *,

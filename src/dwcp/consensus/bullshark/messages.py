@@ -170,13 +170,21 @@ class WorkerSetup(msgspec.Struct, frozen=True, array_like=True):
     quorum: int
 
 
+class ClientBatch(msgspec.Struct, frozen=True, array_like=True):
+    """Transactions this node took over HTTP, batched by the primary (submissions.py) in the worker's client
+    framing: store it, send it to the other workers and report `BatchStored(own=True)` as for a sealed batch."""
+
+    data: bytes
+
+
 class WorkerReport(msgspec.Struct, frozen=True, array_like=True):
     """The worker's running totals, for the node's metrics."""
 
     totals: dict[str, int]
 
 
-LOCAL_MESSAGES: tuple[type, ...] = (WorkerSetup, BatchStored, FetchBatches, CommittedBatches, WorkerReport)
+LOCAL_MESSAGES: tuple[type, ...] = (WorkerSetup, BatchStored, FetchBatches, CommittedBatches, WorkerReport,
+                                    ClientBatch)
 """The primary-worker link's vocabulary; a message's index here is its kind byte on the link."""
 
 

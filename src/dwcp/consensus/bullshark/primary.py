@@ -2,6 +2,7 @@
 
 Theory of operation (Danezis et al., Narwhal and Tusk, section 3; Narwhal's `primary/src/core.rs`):
 - Our worker reports batches it sealed (`Local(BatchStored(own=True))`): their refs wait in `payload`.
+  Transactions submitted over HTTP are batched here and handed to the worker (submissions.py).
 - We propose a header for round r + 1 once 2f + 1 certificates of round r are delivered and either the
   payload fills `header_size` bytes of digests or `max_header_delay` passed; at an even r we also wait
   (up to the same delay) for the anchor of r, so that anchors collect parents and commit.
@@ -41,6 +42,7 @@ from dwcp.consensus.bullshark.ordering import Bullshark, CommittedSubDag
 from dwcp.consensus.bullshark.progress import Progress
 from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
 from dwcp.consensus.bullshark.safety import VoteGuard
+from dwcp.consensus.bullshark.submissions import Submissions
 from dwcp.consensus.core.codec import encode, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
@@ -65,7 +67,6 @@ from dwcp.consensus.core.outputs import (
     Send,
     SetTimer,
     ToLocal,
-    TxDropped,
 )
 from dwcp.consensus.core.protocol import check_quorum_signatures
 
@@ -82,7 +83,7 @@ class Config:
     sync_retry: float = 0.25  # seconds between requests for still-missing certificates
     max_sync_certificates: int = 256  # most certificates in one sync response
     max_header_batches: int = 4096  # a header naming more is refused
-    inline_batch_txs: int = 64  # simulation's in-core worker (inline.py): transactions per batch
+    inline_batch_txs: int = 64  # txs batched in the core (simulation: inline.py; a node's HTTP: submissions.py)
     inline_batch_delay: float = 0.01  # ... and the longest a transaction waits for its batch
 
 
@@ -115,6 +116,7 @@ class Primary(CommitPath):
         self.created_at: dict[bytes, float] = {}  # our certificates' creation times, for consensus latency
         self._stuck_at: int | None = None  # height waiting for attestations at the last sync tick
         self.inline = InlineWorker(config.inline_batch_txs, config.inline_batch_delay) if inline_batches else None
+        self.batcher = self.inline or Submissions(config.inline_batch_txs, config.inline_batch_delay)  # Submitted txs
         self.awaiting: list[CommittedSubDag] = []  # inline mode: ordered, waiting for batch contents
 
     # -- the one entry point -----------------------------------------------------------------
@@ -128,10 +130,12 @@ class Primary(CommitPath):
             if inp.timer == PROPOSE:
                 self.delay_expired = True
                 self._maybe_propose(now, out)
-            elif inp.timer == SEAL and self.inline is not None:
-                self._local_stored(now, self.inline.seal(out), out)
+            elif inp.timer == SEAL:
+                self._local_stored(now, self.batcher.seal(out), out)
             elif inp.timer == SYNC:
                 self._resync(out)
+                if self.inline is None:
+                    self.batcher.resend(out)
                 out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
         elif isinstance(inp, Started):
             self.started = True
@@ -151,11 +155,8 @@ class Primary(CommitPath):
                     self._apply_log(now, inp.block.height, inp.block, inp.certificate, out, restored=False)
                 else:
                     out.append(Rejected(peer=inp.sender, reason="bad_certificate"))
-        elif isinstance(inp, Submitted):
-            if self.inline is None:
-                out.append(TxDropped(tx_id=inp.tx.id, reason="submit_to_worker"))  # txs enter through the worker
-            else:
-                self._local_stored(now, self.inline.submit(inp.tx, out), out)
+        elif isinstance(inp, Submitted):  # HTTP clients: batched here (inline, or for our worker: submissions.py)
+            self._local_stored(now, self.batcher.submit(inp.tx, out), out)
         return out
 
     def _received(self, now: float, inp: Received, out: list[Output]) -> None:
@@ -282,10 +283,10 @@ class Primary(CommitPath):
         header = Header(author=self.node_id, round=r + 1, payload=batches, parents=parents, weak=weak)
         self.progress.round_advanced(now, r + 1)
         self.round, self.header, self.certified, self.delay_expired = r + 1, header, False, False
-        vote = header.vote()
-        self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(vote)))}
+        vote, self.votes = header.vote(), {}
         out.append(self.guard.proposed(header))
-        out.append(Broadcast(message=header))
+        out.append(Broadcast(message=header))  # then our own vote: alone a quorum in a committee of one
+        self._on_vote(now, self.node_id, vote, self.signer.sign(signing_bytes(self.node_id, encode(vote))), out)
         out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
 
     # -- certificates ------------------------------------------------------------------------

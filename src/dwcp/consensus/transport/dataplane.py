@@ -1,8 +1,9 @@
 """The Narwhal worker process: the loop that runs `bullshark.worker` for real (the data plane).
 
 Started by its node (`transport/workernode.py`) as `python -m dwcp.consensus.transport.dataplane FD`,
-with one end of a socketpair as FD: the node sends `WorkerSetup` first, then `FetchBatches` and
-`CommittedBatches`; the worker answers `BatchStored` and `WorkerReport`. It dies with its node
+with one end of a socketpair as FD: the node sends `WorkerSetup` first, then `FetchBatches`,
+`CommittedBatches` and `ClientBatch` (transactions the node took over HTTP, batched by its primary:
+stored and spread like a sealed batch); the worker answers `BatchStored` and `WorkerReport`. It dies with its node
 (PR_SET_PDEATHSIG), so `kill -9` of the node takes both down, as on a real machine failure.
 
 One listening port (the inventory's `worker` port). A connection's first byte says who it is:
@@ -39,7 +40,14 @@ import sys
 import time
 from pathlib import Path
 
-from dwcp.consensus.bullshark.messages import BatchRef, BatchStored, CommittedBatches, FetchBatches, WorkerReport
+from dwcp.consensus.bullshark.messages import (
+    BatchRef,
+    BatchStored,
+    ClientBatch,
+    CommittedBatches,
+    FetchBatches,
+    WorkerReport,
+)
 from dwcp.consensus.bullshark.messages import WorkerSetup as Setup
 from dwcp.consensus.bullshark.worker import (
     ACK,
@@ -50,7 +58,9 @@ from dwcp.consensus.bullshark.worker import (
     REQUEST,
     Batch,
     QuorumWaiter,
+    TxError,
     batch_digest,
+    scan,
 )
 from dwcp.consensus.transport.batchstore import BatchStore
 from dwcp.consensus.transport.framing import HEADER, Channel, encode_frame
@@ -80,7 +90,7 @@ class Dataplane:
                              label=setup.label)
         self.links: dict[int, PeerLink] = {p: PeerLink(self, p) for p in setup.peers}
         self.clients: set[Ingress] = set()
-        self.owner: dict[bytes, Ingress] = {}  # our unacknowledged batch -> the connection it came from
+        self.owner: dict[bytes, Ingress | None] = {}  # our unacknowledged batch -> the connection it came from
         self.samples: dict[bytes, list[int]] = {}  # our batch -> sample tx ids in it
         self.wanted: set[bytes] = set()
         self.paused = False
@@ -125,9 +135,27 @@ class Dataplane:
             self.samples_log.flush()
             if missing:
                 self.request(tuple(missing), prefer=None)
+        elif isinstance(message, ClientBatch):
+            self.client_batch(message.data)
+
+    def client_batch(self, data: bytes) -> None:
+        """A batch of the node's HTTP submissions; one we store already is a resend (quorum retries are ours)."""
+        digest = batch_digest(data)
+        if digest in self.store:
+            return
+        try:
+            end, count = scan(data, 0, len(data), self.setup.max_tx)
+        except TxError as exc:
+            log.warning("refused a batch from the node: %s", exc)
+            return
+        if end != len(data) or not count:
+            log.warning("refused a batch from the node: %d of %d bytes are whole transactions", end, len(data))
+            return
+        self.totals["received_txs"] += count
+        self.seal(Batch(digest, memoryview(data), count), None)
 
     # -- batches -----------------------------------------------------------------------------
-    def seal(self, batch: Batch, client: Ingress) -> None:
+    def seal(self, batch: Batch, client: Ingress | None) -> None:
         self.store.put(batch.digest, batch.data, own=True)
         self.totals["sealed"] += 1
         self.totals["sealed_bytes"] += len(batch.data)

@@ -1,0 +1,87 @@
+"""Transactions a node takes over HTTP (`Submitted`), batched in the primary and handed to its own worker.
+
+Load clients stream transactions to the worker port (worker.py); an HTTP client (the DWCP Manager)
+submits one transaction at a time to the node's API, as it does to any registered protocol. The
+primary cuts those into batches itself (every `batch_txs` transactions or `batch_delay` seconds, on
+the inline worker's SEAL timer: the two never run in one primary) in the worker's framing
+(`u32 length | payload`, back to back), so the digest it computes is the one the worker computes. It
+sends each batch to its worker (`ToLocal(ClientBatch)`), which stores it, sends it to the other
+workers and reports `BatchStored(own=True)` once 2f + 1 hold it, as for a batch its clients filled.
+Because the primary knows which transactions each digest carries, a `Commit` names them (`txs`) when
+a committed sub-DAG includes the batch: the driver marks them committed and `GET
+/v1/transactions/{id}` follows them to their height on this node.
+
+A batch not committed after `RESEND_TICKS` sync ticks is sent to the worker again (its link may have
+been down when the batch went out, or the worker restarted before storing it); the worker ignores a
+batch it already stores. Ids are refused while pending here and after their commit here (for this
+node's lifetime: Narwhal keeps no transaction index, and a block names batches, not transactions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dwcp.consensus.bullshark.inline import SEAL
+from dwcp.consensus.bullshark.messages import ClientBatch
+from dwcp.consensus.bullshark.worker import TX_LEN, batch_digest
+from dwcp.consensus.core.messages import Transaction
+from dwcp.consensus.core.outputs import Output, SetTimer, ToLocal, TxDropped
+
+RESEND_TICKS = 4  # sync ticks (sync_retry, 0.25 s by default) a batch may wait for its commit before a resend
+
+
+def frame(txs: Iterable[Transaction]) -> bytes:
+    """A batch's bytes in the worker's client framing."""
+    return b"".join(TX_LEN.pack(len(t.payload)) + t.payload for t in txs)
+
+
+class Submissions:
+    def __init__(self, batch_txs: int, batch_delay: float) -> None:
+        self.batch_txs, self.batch_delay = batch_txs, batch_delay
+        self.pending: list[Transaction] = []  # not yet in a batch
+        self.known: set[bytes] = set()  # ids pending or batched here, not yet committed
+        self.batches: dict[bytes, tuple[Transaction, ...]] = {}  # digest -> its txs, until committed
+        self.waiting: dict[bytes, tuple[bytes, int]] = {}  # digest -> (batch bytes, sync ticks since sent)
+        self.committed: set[bytes] = set()
+
+    def submit(self, tx: Transaction, out: list[Output]) -> None:
+        if tx.id in self.committed or tx.id in self.known:
+            out.append(TxDropped(tx_id=tx.id, reason="committed" if tx.id in self.committed else "duplicate"))
+            return
+        if not self.pending:
+            out.append(SetTimer(timer=SEAL, delay=self.batch_delay))
+        self.pending.append(tx)
+        self.known.add(tx.id)
+        if len(self.pending) >= self.batch_txs:
+            self.seal(out)
+
+    def seal(self, out: list[Output]) -> None:
+        """The pending transactions as one batch for our worker (the primary hears back `BatchStored`)."""
+        if not self.pending:
+            return
+        txs, self.pending = tuple(self.pending), []
+        data = frame(txs)
+        digest = batch_digest(data)
+        self.batches[digest] = txs
+        self.waiting[digest] = (data, 0)
+        out.append(ToLocal(message=ClientBatch(data=data)))
+
+    def resend(self, out: list[Output]) -> None:
+        """A sync tick: batches still uncommitted after RESEND_TICKS of them go to the worker again."""
+        for digest, (data, ticks) in self.waiting.items():
+            if ticks + 1 >= RESEND_TICKS:
+                out.append(ToLocal(message=ClientBatch(data=data)))
+            self.waiting[digest] = (data, (ticks + 1) % RESEND_TICKS)
+
+    def executed(self, digests: Iterable[bytes]) -> tuple[Transaction, ...]:
+        """Of the batches a height commits, the transactions submitted here (a tx executes once)."""
+        txs: list[Transaction] = []
+        for digest in digests:
+            batch = self.batches.pop(digest, None)
+            self.waiting.pop(digest, None)
+            for tx in batch or ():
+                self.known.discard(tx.id)
+                if tx.id not in self.committed:
+                    self.committed.add(tx.id)
+                    txs.append(tx)
+        return tuple(txs)

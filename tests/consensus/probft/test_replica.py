@@ -224,3 +224,35 @@ def test_a_certificate_still_verifies_after_its_signer_sent_us_a_forged_proof_fi
                     proof=random.Random(3).randbytes(64), header_signature=net.cores[0].headers[(0, 0, 1)][1])
     fresh.handle(0.0, received(keys, signer, forged))  # cached as this signer's (bad) proof for the view
     assert fresh.verify_certificate(1, commit.block, commit.certificate)
+
+
+def test_a_certificate_checked_at_two_replicas_costs_its_signatures_once_and_feeds_both_proof_caches(probft_net):
+    """The signature part of a certificate check is memoised with the (shared) verifier; the sample part is
+    each replica's own, so each one's proof cache holds the signers' proofs as it always did."""
+    from dwcp.consensus.core.crypto import Ed25519Verifier
+    from dwcp.consensus.probft import Config, Replica
+
+    net = probft_net(31, batch_size=1)
+    submit(net, 0, tx(1))
+    net.run()
+    commit = net.commits[0][0]
+    keys = net.keys
+
+    class Counting(Ed25519Verifier):
+        calls = 0
+
+        def verify(self, node_id: int, data: bytes, signature: bytes) -> bool:
+            self.calls += 1
+            return super().verify(node_id, data, signature)
+
+    verifier = Counting(keys.committee.public_keys())
+    fresh = [Replica(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=verifier,
+                     vrf=net.provers[i], vrf_verifier=net.cores[i].book.verifier, config=Config(batch_size=1))
+             for i in (7, 8)]
+    assert fresh[0].verify_certificate(1, commit.block, commit.certificate)
+    first = verifier.calls
+    assert first == 1 + len(commit.certificate.signers)  # the header, then each ballot
+    assert fresh[1].verify_certificate(1, commit.block, commit.certificate)
+    assert verifier.calls == first
+    others = len([s for s in commit.certificate.signers if s != 0])
+    assert fresh[0].book.proofs_verified == fresh[1].book.proofs_verified == others

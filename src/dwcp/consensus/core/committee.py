@@ -51,6 +51,7 @@ class Committee:
     f: int = field(init=False, repr=False, compare=False)  # floor((n - 1) / 3)
     quorum: int = field(init=False, repr=False, compare=False)  # ceil((n + f + 1) / 2)
     validity: int = field(init=False, repr=False, compare=False)  # f + 1
+    _digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = tuple(m.node_id for m in self.members)
@@ -64,7 +65,9 @@ class Committee:
         n = len(ids)
         f = (n - 1) // 3
         derived = {"_by_id": {m.node_id: m for m in self.members}, "ids": ids, "n": n, "f": f,
-                   "quorum": (n + f + 2) // 2, "validity": f + 1}
+                   "quorum": (n + f + 2) // 2, "validity": f + 1,
+                   "_digest": digest(self.name.encode() + b"".join(
+                       m.node_id.to_bytes(4, "big") + m.public_key for m in self.members))}
         for attr, value in derived.items():
             object.__setattr__(self, attr, value)
 
@@ -79,7 +82,7 @@ class Committee:
 
     def digest(self) -> bytes:
         """Identifies this committee (ids and keys), e.g. in the transport's TLS deployment label (ALPN)."""
-        return digest(self.name.encode() + b"".join(m.node_id.to_bytes(4, "big") + m.public_key for m in self.members))
+        return self._digest
 
     def to_json(self) -> str:
         return json.dumps(

@@ -42,17 +42,21 @@ def check_quorum_signatures(
     members: Sequence[int] | None = None,
 ) -> bool:
     """True when `certificate` holds >= quorum valid signatures of distinct committee members
-    (restricted to `members` when given) over its vote."""
+    (restricted to `members` when given) over its vote. Verdicts are memoised in `verifier.verdicts`."""
     need = committee.quorum if quorum is None else quorum
     if len(certificate.signers) != len(certificate.signatures) or len(set(certificate.signers)) < need:
         return False
+    key = ("quorum", committee.digest(), need, None if members is None else tuple(members), certificate)
+    known = verifier.verdicts.get(key)
+    if known is not None:
+        return known
     allowed = set(committee.ids if members is None else members)
     payload = encode(certificate.vote())
     good = 0
     for signer, sig in zip(certificate.signers, certificate.signatures, strict=True):
         if signer in allowed and verifier.verify(signer, signing_bytes(signer, payload), sig):
             good += 1
-    return good >= need and len(set(certificate.signers)) == len(certificate.signers)
+    return verifier.verdicts.put(key, good >= need and len(set(certificate.signers)) == len(certificate.signers))
 
 
 def verify_certificate(

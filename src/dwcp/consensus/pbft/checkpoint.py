@@ -45,11 +45,15 @@ def check_checkpoint_proof(committee: Committee, verifier: Verifier, proof: Cert
         return False
     if len(signers) < committee.quorum:
         return False
+    key = ("checkpoint", committee.digest(), proof)
+    known = verifier.verdicts.get(key)
+    if known is not None:
+        return known
     payload = encode(Checkpoint(height=proof.height, state=proof.digest))
-    return all(
+    return verifier.verdicts.put(key, all(
         s in committee and verifier.verify(s, signing_bytes(s, payload), sig)
         for s, sig in zip(signers, proof.signatures, strict=True)
-    )
+    ))
 
 
 class CheckpointMixin:

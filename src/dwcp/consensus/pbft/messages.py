@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import msgspec
 
-from dwcp.consensus.core.messages import Block, Certificate, Message
+from dwcp.consensus.core.codec import encode
+from dwcp.consensus.core.messages import Block, Certificate, Message, digest
 
 
 class PrePrepare(Message, tag="pp"):
@@ -31,7 +34,7 @@ class Prepared(msgspec.Struct, frozen=True, array_like=True):
     certificate: Certificate
 
 
-class ViewChange(Message, tag="vc"):
+class ViewChange(Message, tag="vc", dict=True):
     """Vote to move to `view` of `epoch`. `height` is our last stable checkpoint and `committed` its
     proof (a `Certificate` of kind "checkpoint": a quorum's signatures over `Checkpoint(height,
     digest)`; None at 0); `prepared` lists our highest-view proof for each height above it (or
@@ -42,6 +45,12 @@ class ViewChange(Message, tag="vc"):
     height: int
     committed: Certificate | None
     prepared: tuple[Prepared, ...]
+
+    @cached_property
+    def encoded_digest(self) -> bytes:
+        """Digest of the encoding, how a NEW-VIEW names it; computed once per object (a NEW-VIEW's
+        completion compares every stored view change's digest each time one more arrives)."""
+        return digest(encode(self))
 
 
 class SignedViewChange(msgspec.Struct, frozen=True, array_like=True):

@@ -49,7 +49,7 @@ from dwcp.consensus.pbft.viewchange import low_mark, reproposals
 
 
 def view_change_digest(vc: ViewChange) -> bytes:
-    return digest(encode(vc))
+    return vc.encoded_digest
 
 
 class NewViewMixin:

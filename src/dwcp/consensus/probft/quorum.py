@@ -58,12 +58,13 @@ class SampleBook:
         self.committee, self.node_id, self.params = committee, node_id, params
         self.prover, self.verifier = prover, verifier
         self.domain = committee.digest()
+        self._others = {m: tuple(i for i in committee.ids if i != m) for m in committee.ids}
         self._mine: OrderedDict[tuple[int, int, str], tuple[bytes, tuple[int, ...]]] = OrderedDict()
         self._peers: OrderedDict[tuple[int, int, int, str], tuple[bytes, frozenset[int] | None]] = OrderedDict()
         self.proofs_verified = 0
 
     def _sample(self, node: int, beta: bytes) -> frozenset[int]:
-        others = tuple(i for i in self.committee.ids if i != node)
+        others = self._others[node]
         if self.params.dense:
             return frozenset(others)
         return draw(beta, others, self.params.sample_size)
@@ -127,6 +128,30 @@ class SampleBook:
             return False
         if len(set(cert.signers)) != len(cert.signers):
             return False
+        # The signature part is a pure function of the certificate and the keys, so it is memoised with
+        # the verifier (once per process; once per run in the simulator). The sample part is ours: it
+        # feeds our proof cache in the order it always did, which later ballots' checks depend on.
+        key = ("probft", self.domain, cert)
+        known = verifier.verdicts.get(key)
+        if known is None:
+            known = verifier.verdicts.put(key, self._signed_prefix(cert, verifier, leader))
+        if known is False:
+            return False
+        holder, proofs, good = known
+        for i, (signer, proof) in enumerate(zip(cert.signers, proofs, strict=True)):
+            if i >= good:
+                return False
+            if signer != holder:
+                sample = self.sample_in_certificate(signer, cert.epoch, cert.view, cert.kind, proof)
+                if isinstance(sample, str) or holder not in sample:
+                    return False
+        return True
+
+    def _signed_prefix(self, cert: Certificate, verifier: Verifier, leader: Callable[[int, int], int]
+                       ) -> tuple[int, tuple[bytes, ...], int] | bool:
+        """(holder, each entry's proof, how many leading entries are members with valid ballot
+        signatures), or False when the entries are malformed, disagree on holder or header, or the
+        leader's header signature is invalid."""
         parsed = [unpack_entry(e) for e in cert.signatures]
         if any(p is None for p in parsed):
             return False
@@ -142,18 +167,17 @@ class SampleBook:
         # Empty only for a view change's re-proposals (the NEW-VIEW settled those blocks, not a leader's header).
         if header_sig and not verifier.verify(chief, signing_bytes(chief, head), header_sig):
             return False
+        proofs = tuple(p[3] for p in parsed if p is not None)
+        good = 0
         for signer, p in zip(cert.signers, parsed, strict=True):
             assert p is not None
             sig, _, _, proof = p
             if signer not in self.committee:
-                return False
+                break
             ballot = Ballot(kind=cert.kind, epoch=cert.epoch, view=cert.view, height=cert.height,
                             digest=cert.digest, proof=proof, header_signature=header_sig)
             # The signature first: only a proof its signer really sent may enter the sample cache.
             if not verifier.verify(signer, signing_bytes(signer, encode(ballot)), sig):
-                return False
-            if signer != holder:
-                sample = self.sample_in_certificate(signer, cert.epoch, cert.view, cert.kind, proof)
-                if isinstance(sample, str) or holder not in sample:
-                    return False
-        return True
+                break
+            good += 1
+        return holder, proofs, good

@@ -221,11 +221,16 @@ PHASE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("uvicorn", None, "http"),
     ("pydantic", None, "http"),
     ("httptools", None, "http"),
-    ("asyncio", None, "transport"),  # the event loop's own wake-ups, callbacks and stream handling
+    # Below any Python callback: the loop itself (epoll, socket reads and writes, uvloop's native TLS
+    # plumbing and handles). It serves HTTP and consensus alike, so it is not "transport".
+    ("asyncio/runners.py", frozenset({"Runner.run"}), "loop"),
+    ("asyncio/base_events.py", frozenset({"BaseEventLoop.run_forever", "BaseEventLoop._run_once"}), "loop"),
+    ("selectors.py", None, "loop"),
+    ("asyncio", None, "transport"),  # the event loop's Python wake-ups, callbacks and stream handling
     ("uvloop", None, "transport"),
 )
 PHASES = ("sign", "verify", "decode", "encode", "transport", "core", "storage", "http", "metrics", "ingress", "hash",
-          "tls", "other")
+          "tls", "loop", "other")
 
 
 def phase_of(frames: list[str]) -> str:
@@ -285,6 +290,81 @@ class PhaseProfile:
         shutil.rmtree(self.out.parent, ignore_errors=True)
         total = sum(counts.values())
         return {p: counts[p] / total for p in PHASES if counts[p]} if total else {}
+
+
+# ---- CPU by library, from the kernel's own samples ------------------------------------------
+# py-spy samples wall-clock time and keeps a sample when the thread is not blocked: a node that a packet
+# woke but that waits in the run queue for one of the 2 CPUs (10 nodes share them) is sampled where it
+# stands, mostly in the event loop. So its shares weigh waiting, not only work. `perf` samples CPU cycles
+# actually spent: it cannot name Python functions (3.11 has no perf map) but it splits the work by
+# library, which answers "how much is signatures, kernel, TLS, SQLite, the interpreter".
+LIBRARY_GROUPS: tuple[tuple[str, str], ...] = (
+    ("_sodium", "ed25519"),  # PyNaCl's libsodium: signing and verifying
+    ("[kernel", "kernel"),  # syscalls, loopback TCP, fsync, scheduling
+    ("libssl", "tls"),
+    ("libcrypto", "tls"),
+    ("_ssl.", "tls"),
+    ("sqlite3", "sqlite"),
+    ("loop.cpython", "uvloop"),
+    ("libpython", "python"),  # the interpreter running our code, the HTTP stack's and asyncio's
+    ("libc.so", "libc"),  # malloc, memcpy
+)
+
+
+def library_of(dso: str) -> str:
+    for fragment, group in LIBRARY_GROUPS:
+        if fragment in dso:
+            return group
+    return "other native"  # msgspec, httptools, cffi, blake2, ...
+
+
+class LibraryProfile:
+    """`perf record` of some processes for a window; `result()` is each library group's share of CPU samples.
+
+    Needs perf and the right to trace the processes (root, or kernel.perf_event_paranoid <= 1); else
+    `error` says why and the result is empty."""
+
+    def __init__(self, pids: list[int], duration: float, rate: int = 499) -> None:
+        self.duration = duration
+        self.out = Path(tempfile.mkdtemp(prefix="dwcp-perf-")) / "perf.data"
+        self.error = ""
+        self.proc: subprocess.Popen | None = None
+        exe = shutil.which("perf")
+        if exe is None:
+            self.error = "perf is not installed (Debian: linux-perf)"
+            return
+        self.exe = exe
+        self.proc = subprocess.Popen(
+            [exe, "record", "-q", "-F", str(rate), "-p", ",".join(map(str, pids)), "-o", str(self.out), "--",
+             "sleep", str(duration)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def result(self) -> dict[str, float]:
+        if self.proc is None:
+            return {}
+        try:
+            _, err = self.proc.communicate(timeout=self.duration + 30)
+            report = subprocess.run(
+                [self.exe, "report", "-i", str(self.out), "--sort", "dso", "--stdio", "-q", "-g", "none"],
+                capture_output=True, text=True, timeout=120,
+            )
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.error = "perf did not finish"
+            return {}
+        finally:
+            shutil.rmtree(self.out.parent, ignore_errors=True)
+        shares: Counter = Counter()
+        for line in report.stdout.splitlines():
+            share, _, dso = line.strip().partition("%")
+            try:
+                shares[library_of(dso.strip())] += float(share) / 100
+            except ValueError:
+                continue
+        if not shares:
+            self.error = f"perf recorded nothing: {(err or b'').decode(errors='replace').strip()[-300:]}"
+        return dict(shares)
 
 
 def format_phases(shares: dict[str, float], cpu_ms_per_block: float | None = None) -> str:

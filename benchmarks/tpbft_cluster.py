@@ -18,7 +18,11 @@ Every run prints and writes `node_cpu_ms_per_block` and `node_cpu_ms_per_tx`: th
 /proc) of the node processes over the measured window only, divided by the node count and by the blocks
 (or transactions) committed in it; target <= 1.0 ms per block at n = 10 and ~30 tx per block. The main run
 also profiles one node (`--profile-node`, py-spy sampling, the process unmodified) and splits its CPU into
-phases: sign, verify, decode, encode, transport, core, storage, http, metrics.
+phases: sign, verify, decode, encode, transport, core, storage, http, metrics, loop; records all nodes with
+`perf` and splits their CPU cycles by library (python, ed25519, kernel, tls, sqlite, uvloop, libc); and
+counts the consensus messages each node received and sent per block, by kind. Trust perf's split for
+"where does the CPU go": py-spy keeps samples of runnable threads, and with 10 nodes on 2 CPUs a node woken
+by a packet waits in the run queue inside the event loop ("loop"), which py-spy counts as work.
 
 Measured 2026-12-04 (issue 12) on the shared 2-CPU VM, 10-node T-PBFT, 1000 tx/s for 10 s, `--no-ramp`:
   19:19 UTC, main cb991e4, load 1.3 (`--peer etcd`): p50 81 ms, p99 185 ms, 32 tx/block,
@@ -35,6 +39,15 @@ Measured 2026-12-04 (issue 12) on the shared 2-CPU VM, 10-node T-PBFT, 1000 tx/s
   node its own verifier; 300 blocks of ~15 tx; medians of 3 interleaved runs) went from 1.80 to 1.69 ms per
   block per node for T-PBFT and from 2.23 to 1.65 for PBFT. The target (<= 1.0 ms per block per node, all
   included) is missed: transport (TLS records, syscalls, event-loop wake-ups per frame) is over half of it.
+
+  22:16-22:20 (issue 12, transport writes coalesced per loop step, inbound frames decoded in the protocol
+    callback), load 10-13, interleaved with main 4954cb9, same command: node_cpu_ms_per_block main 6.07 /
+    5.68, this 5.66 / 6.54 at 50-57 tx/block; node_cpu_ms_per_tx 0.110 / 0.109 vs 0.114 / 0.116: no change
+    beyond the noise, because the transport is a small part of a block: ~18 frames in and ~18 out per node
+    per block (received: prepare 5.6, commit 5.6, txs 3.9, ckpt 1.1, sync 1.0, pp 0.7, decided 0.4, trust
+    0.2), ~12 us each in transport_frames.py's rounds. perf, all nodes: python 50-51% (~3 ms/block),
+    ed25519 16-17% (~1 ms), kernel 15% (~0.9 ms), tls 3%, sqlite 3%, uvloop 3-4%. p99 400-422 ms vs
+    610-616 ms on main in the same pairs (one pair each way is not a result).
 
 Measured 2026-11-25 22:25 UTC (commit 9649db2) on the shared 2-CPU dev VM, a simulator campaign running
 beside it at nice 19, node defaults (max_inflight 1, batch_timeout_ms 5, forward_interval_ms 5):
@@ -68,6 +81,7 @@ from pathlib import Path
 import httpx
 from _harness import (
     EtcdCluster,
+    LibraryProfile,
     OpenLoopResult,
     PhaseProfile,
     Target,
@@ -77,6 +91,7 @@ from _harness import (
     spent,
     thread_cpu_seconds,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from dwcp.consensus import registry
 from dwcp.consensus.node.cluster import LocalCluster
@@ -99,6 +114,8 @@ class Run(OpenLoopResult):
     profiled_cpu_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # share of the profiled node's on-CPU samples
     threads: dict[str, float] = field(default_factory=dict)  # the profiled node's CPU seconds per thread name
+    messages_per_block: dict[str, float] = field(default_factory=dict)  # per node per block, by way and kind
+    libraries: dict[str, float] = field(default_factory=dict)  # share of all nodes' CPU samples (perf) by library
 
     @property
     def node_cpu_ms_per_block(self) -> float:
@@ -138,12 +155,29 @@ def top_height(cluster: LocalCluster) -> int:
         return max(client.get(f"{u}/v1/status").json()["height"] for u in cluster.urls)
 
 
+def message_counts(cluster: LocalCluster) -> dict[str, float]:
+    """Consensus messages every node received and sent so far, summed, by `received_<kind>` / `sent_<kind>`."""
+    counts: dict[str, float] = {}
+    with httpx.Client(timeout=5, headers=cluster.headers) as client:
+        for url in cluster.urls:
+            for family in text_string_to_metric_families(client.get(f"{url}/metrics").text):
+                if family.name not in ("dwcp_consensus_messages_received", "dwcp_consensus_messages_sent"):
+                    continue
+                way = family.name.rsplit("_", 1)[1]
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = f"{way}_{sample.labels['kind']}"
+                        counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
 def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
     (all read at the window's two ends), and optionally a phase profile of one node over the window."""
     pids = node_pids(cluster)
-    h0, cpu0, own0 = top_height(cluster), cpu_seconds(pids), time.process_time()
+    h0, cpu0, own0, msgs0 = top_height(cluster), cpu_seconds(pids), time.process_time(), message_counts(cluster)
     profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
+    libraries = LibraryProfile(list(pids.values()), duration) if profile_node is not None else None
     threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
     result = asyncio.run(open_loop(node_target(cluster), rate, duration))
     used = spent(cpu0, cpu_seconds(pids))
@@ -151,12 +185,20 @@ def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: 
     run.node_cpu_s, run.client_cpu_s = sum(used.values()), time.process_time() - own0
     run.busiest_node, run.busiest_cpu_s = max(used.items(), key=lambda kv: kv[1], default=(-1, 0.0))
     run.blocks = top_height(cluster) - h0
+    if run.blocks:
+        msgs = message_counts(cluster)
+        run.messages_per_block = {k: (v - msgs0.get(k, 0.0)) / cluster.n / run.blocks for k, v in sorted(msgs.items())
+                                  if v > msgs0.get(k, 0.0)}
     if profile is not None:
         run.profiled_node, run.profiled_cpu_s = profile_node, used.get(profile_node, 0.0)
         run.threads = spent(threads0, thread_cpu_seconds(pids[profile_node]))
         run.phases = profile.result()
         if profile.error:
             print(f"# profile of node {profile_node} failed: {profile.error}", flush=True)
+    if libraries is not None:
+        run.libraries = libraries.result()
+        if libraries.error:
+            print(f"# CPU by library (perf) failed: {libraries.error}", flush=True)
     return run
 
 
@@ -211,6 +253,16 @@ def report(run: Run) -> str:
         f"{cores(run.node_cpu_s):.2f} cores; busiest node {run.busiest_node} {cores(run.busiest_cpu_s):.2f} cores; "
         f"client CPU {run.client_cpu_s:.1f} s"
     )
+    if run.messages_per_block:
+        mpb = run.messages_per_block
+        received = sum(v for k, v in mpb.items() if k.startswith("received_"))
+        sent = sum(v for k, v in mpb.items() if k.startswith("sent_"))
+        text += (f"\n    consensus messages per node per block: received {received:.1f}, sent {sent:.1f} (a broadcast "
+                 "counts once per peer): " + ", ".join(f"{k} {v:.1f}" for k, v in mpb.items() if v >= 0.05))
+    if run.libraries:
+        cpu_ms_per_block = run.node_cpu_ms_per_block if run.blocks else None
+        text += (f"\n    all nodes' CPU by library (perf, cycles spent): "
+                 f"{format_phases(run.libraries, cpu_ms_per_block)}")
     if run.phases:
         per_block = 1e3 * run.profiled_cpu_s / run.blocks if run.blocks else None
         text += (f"\n    node {run.profiled_node} profile ({per_block or float('nan'):.2f} ms CPU/block): "

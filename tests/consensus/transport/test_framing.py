@@ -90,3 +90,21 @@ def test_data_channel_carries_multi_megabyte_batches_in_small_chunks() -> None:
         got += dec.feed(wire[i : i + 65536])
     assert got == [Frame(Channel.DATA, payload)]
     assert HEADER_SIZE == 5
+
+
+def test_stream_split_at_every_offset_yields_the_same_frames_as_bytes() -> None:
+    """A read may end anywhere: straight-from-the-read payloads and buffered ones must come out the same."""
+    stream = b"".join(w for _, _, w in CASES) * 2
+    want = [Frame(c, p) for c, p, _ in CASES] * 2
+    for cut in range(len(stream) + 1):
+        dec = FrameDecoder()
+        got = dec.feed(stream[:cut]) + dec.feed(stream[cut:])
+        assert got == want, cut
+        assert all(type(f.payload) is bytes for f in got)
+        assert dec.buffered == 0
+
+
+def test_feed_accepts_bytearray_and_memoryview_reads() -> None:
+    wire = encode_frame(Channel.CONSENSUS, b"vote") + encode_frame(Channel.SYNC, b"status")
+    for chunk in (bytearray(wire), memoryview(wire)):
+        assert FrameDecoder().feed(chunk) == [Frame(Channel.CONSENSUS, b"vote"), Frame(Channel.SYNC, b"status")]

@@ -81,3 +81,18 @@ def test_backoff_grows_to_the_cap_with_jitter_and_resets() -> None:
 def test_backoff_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         Backoff(initial=0, maximum=1)
+
+
+def test_ready_hook_fires_on_every_queued_frame_and_count_follows_take_and_evictions() -> None:
+    marks: list[int] = []
+    q = OutboundQueue({Channel.CONSENSUS: QueueLimits(max_frames=2)}, on_ready=lambda: marks.append(len(q)))
+    q.offer(Channel.CONSENSUS, b"a")
+    q.offer(Channel.SYNC, b"s")
+    q.offer(Channel.CONSENSUS, b"b")
+    q.offer(Channel.CONSENSUS, b"c")  # evicts "a"
+    assert marks == [1, 2, 3, 3]
+    assert len(q) == 3
+    assert q.take() == [b"b", b"c", b"s"]
+    assert len(q) == 0
+    q.offer(Channel.DATA, b"d")
+    assert q.clear(Channel.DATA) == 1 and len(q) == 0

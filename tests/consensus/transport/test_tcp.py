@@ -245,3 +245,74 @@ async def test_queue_to_an_unreachable_peer_stays_bounded() -> None:
         assert dropped == 20_000 - len(q) > 0
     finally:
         await c.nodes[0].stop()
+
+
+class _CountingWrites:
+    """A link's asyncio transport, with its `write` calls recorded (everything else passes through)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self._inner.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+async def test_frames_queued_in_one_step_leave_as_one_write_in_order() -> None:
+    c = Cluster(2)
+    for t in c.nodes.values():
+        await t.start()
+    try:
+        await c.wait_connected()
+        link = c.nodes[0]._links[1]
+        link.transport = counting = _CountingWrites(link.transport)
+        frames = [(Channel.SYNC if i % 7 == 0 else Channel.CONSENSUS, b"m%03d" % i) for i in range(50)]
+        for channel, payload in frames:  # one event-loop step: no await in between
+            c.nodes[0].send(1, channel, payload)
+        got = [await _get(c.inbox[1]) for _ in frames]
+        assert counting.writes == [sum(len(encode_frame(ch, p)) for ch, p in frames)]
+        # Priority within the step (consensus before sync), FIFO within each channel.
+        want = [f for f in frames if f[0] is Channel.CONSENSUS] + [f for f in frames if f[0] is Channel.SYNC]
+        assert [(ch, p) for _, ch, p in got] == want
+        c.nodes[0].send(1, Channel.CONSENSUS, b"next step")
+        assert await _get(c.inbox[1]) == (0, Channel.CONSENSUS, b"next step")
+        assert len(counting.writes) == 2
+    finally:
+        for t in c.nodes.values():
+            await t.stop()
+
+
+async def test_a_peer_that_stops_reading_parks_frames_in_the_bounded_queue_then_gets_all_in_order() -> None:
+    c = Cluster(2)
+    for t in c.nodes.values():
+        await t.start()
+    try:
+        await c.wait_connected()
+        await _until(lambda: 0 in c.nodes[1].inbound)
+        c.nodes[1]._inbound[0].transport.pause_reading()  # node 1 stops reading node 0's link
+        link = c.nodes[0]._links[1]
+        queue = c.nodes[0].queue(1)
+        payload = b"v" * 60_000
+        sent = 0
+        while not len(queue):  # until the socket buffers are full and frames stay queued here
+            assert sent < 2_000, "the link never pushed back"
+            c.nodes[0].send(1, Channel.CONSENSUS, payload + sent.to_bytes(4, "big"))
+            sent += 1
+            await asyncio.sleep(0)
+        for _ in range(20):  # more frames keep queueing (bounded), nothing is dropped below the bound
+            assert c.nodes[0].send(1, Channel.CONSENSUS, payload + sent.to_bytes(4, "big"))
+            sent += 1
+        await asyncio.sleep(0.05)
+        assert link.blocked.is_set() and len(queue) >= 20
+        assert link.transport.get_write_buffer_size() >= link.high_water
+        c.nodes[1]._inbound[0].transport.resume_reading()
+        got = [await _get(c.inbox[1], timeout=10) for _ in range(sent)]
+        assert [int.from_bytes(p[-4:], "big") for _, _, p in got] == list(range(sent))
+        assert len(queue) == 0 and c.sample(0, "dwcp_consensus_frames_dropped_total", channel="consensus") == 0
+    finally:
+        for t in c.nodes.values():
+            await t.stop()

@@ -70,44 +70,57 @@ class FrameDecoder:
 
     def __init__(self, limits: dict[Channel, int] | None = None) -> None:
         self._limits = dict(limits or DEFAULT_LIMITS)
-        self._buf = bytearray()
-        self._pos = 0  # start of unread bytes; compacting lazily keeps large frames O(n)
+        self._buf = bytearray()  # bytes of an incomplete frame (its header already parsed once `_need` is set)
         self._need: tuple[int, Channel] | None = None  # parsed header awaiting its payload
         self.failed: FrameError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames (bounded by header + largest limit)."""
-        return len(self._buf) - self._pos
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes; return every frame now complete, up to the first bad header (see `failed`)."""
+        """Add bytes; return every frame now complete, up to the first bad header (see `failed`).
+
+        Each payload is copied once, into its own `bytes`: straight from `data` when nothing was
+        buffered before (the usual case: a read holds whole frames), else from the buffer.
+        """
         if self.failed is not None:
             raise self.failed
-        self._buf += data
+        if self._buf:
+            self._buf += data
+            source: bytes | bytearray = self._buf
+        else:
+            source = data if isinstance(data, bytes) else bytes(data)
+        end, pos = len(source), 0
         frames: list[Frame] = []
         while True:
             if self._need is None:
-                if self.buffered < HEADER_SIZE:
+                if end - pos < HEADER_SIZE:
                     break
-                length, raw_channel = HEADER.unpack_from(self._buf, self._pos)
+                length, raw_channel = HEADER.unpack_from(source, pos)
                 try:
                     self._need = (length, self._check_header(length, raw_channel))
                 except FrameError as exc:
                     self.failed = exc
                     self._buf.clear()
-                    self._pos = 0
                     return frames
-                self._pos += HEADER_SIZE
+                pos += HEADER_SIZE
             length, channel = self._need
-            if self.buffered < length:
+            if end - pos < length:
                 break
-            frames.append(Frame(channel, bytes(self._buf[self._pos : self._pos + length])))
-            self._pos += length
+            if source is self._buf:
+                with memoryview(self._buf) as view:
+                    payload = bytes(view[pos : pos + length])
+            else:
+                payload = source[pos : pos + length]
+            frames.append(Frame(channel, payload))
+            pos += length
             self._need = None
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
+        if source is self._buf:
+            del self._buf[:pos]
+        elif pos < end:
+            self._buf += source[pos:]  # a partial frame waits for the rest
         return frames
 
     def _check_header(self, length: int, raw_channel: int) -> Channel:

@@ -8,7 +8,8 @@ in frames and bytes:
 - `put()` waits for room instead. It is for producers that can pause, such as a Narwhal worker
   streaming batches on the DATA channel: backpressure rather than loss.
 The writer takes frames by channel priority (HANDSHAKE, CONSENSUS, SYNC, DATA), so a vote never
-waits behind megabytes of batch data.
+waits behind megabytes of batch data. The queue wakes nobody itself: `on_ready` (the transport's
+"this peer has frames" mark) is called on every append, and the transport decides when to write.
 """
 
 from __future__ import annotations
@@ -29,22 +30,27 @@ class QueueLimits:
 
 
 DropHook = Callable[[Channel, int], None]  # (channel, frames dropped)
+ReadyHook = Callable[[], None]  # frames were queued
 
 
 class OutboundQueue:
     """Encoded frames waiting for one peer, one bounded FIFO per channel."""
 
-    def __init__(self, limits: dict[Channel, QueueLimits] | None = None, on_drop: DropHook | None = None) -> None:
+    def __init__(
+        self, limits: dict[Channel, QueueLimits] | None = None, on_drop: DropHook | None = None,
+        on_ready: ReadyHook | None = None,
+    ) -> None:
         self._limits = {ch: (limits or {}).get(ch, QueueLimits()) for ch in Channel}
         self._queues: dict[Channel, deque[bytes]] = {ch: deque() for ch in Channel}
         self._bytes: dict[Channel, int] = dict.fromkeys(Channel, 0)
         self._on_drop = on_drop
-        self._ready = asyncio.Event()  # set while any frame is queued
+        self._on_ready = on_ready
+        self._count = 0  # frames queued over all channels (asked after every write: kept, not summed)
         self._room = asyncio.Event()  # pulsed whenever frames leave, to wake put()
         self.dropped: dict[Channel, int] = dict.fromkeys(Channel, 0)
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return self._count
 
     def queued_bytes(self, channel: Channel | None = None) -> int:
         return self._bytes[channel] if channel is not None else sum(self._bytes.values())
@@ -56,7 +62,9 @@ class OutboundQueue:
     def _append(self, channel: Channel, frame: bytes) -> None:
         self._queues[channel].append(frame)
         self._bytes[channel] += len(frame)
-        self._ready.set()
+        self._count += 1
+        if self._on_ready is not None:
+            self._on_ready()
 
     def _drop(self, channel: Channel, count: int) -> None:
         self.dropped[channel] += count
@@ -71,6 +79,7 @@ class OutboundQueue:
         queue, evicted = self._queues[channel], 0
         while not self._fits(channel, len(frame)):
             self._bytes[channel] -= len(queue.popleft())
+            self._count -= 1
             evicted += 1
         self._append(channel, frame)
         if evicted:
@@ -97,26 +106,17 @@ class OutboundQueue:
                 self._bytes[channel] -= len(frame)
                 total += len(frame)
                 out.append(frame)
-        if not len(self):
-            self._ready.clear()
+        self._count -= len(out)
         if out:
             self._room.set()
         return out
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
-
-    def wake(self) -> None:
-        """Release `wait_ready()` even with nothing queued (the writer has something else to notice)."""
-        self._ready.set()
 
     def clear(self, channel: Channel) -> int:
         """Discard one channel's frames (e.g. a stale handshake after a reconnect); returns how many."""
         n = len(self._queues[channel])
         self._queues[channel].clear()
         self._bytes[channel] = 0
-        if not len(self):
-            self._ready.clear()
+        self._count -= n
         self._room.set()
         return n
 

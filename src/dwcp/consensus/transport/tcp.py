@@ -9,6 +9,16 @@ is encrypted and integrity-protected, so a relay or an on-path attacker can only
 Before authentication a listener reads nothing but TLS handshake records, from at most
 `max_unauthenticated` strangers at once, each for at most `handshake_timeout` seconds.
 
+Cost per frame. A node at n = 10 sends and receives ~40 small frames per block, so what each
+frame costs in wake-ups matters more than bytes. Sending: `send()` queues the frame and marks
+the peer; one `call_soon` callback per event-loop step (`_flush`) writes each marked peer's
+queued frames as ONE `transport.write` (one TLS record, one syscall), however many frames the
+core produced in that step. No task wakes per frame: each connection's task sleeps until the
+link closes or the socket's buffer passes its high-water mark (then it waits for `drain()`
+while frames keep queueing, bounded). Receiving: an authenticated inbound connection is handed
+to a plain `asyncio.Protocol` whose `data_received` decodes and delivers frames in the same
+callback (no StreamReader buffer, no task wake per chunk).
+
 Failure handling: a dialler that loses its connection redials with exponential backoff + jitter;
 frames for a peer wait in its bounded `OutboundQueue` meanwhile (peers.py). A frame with a bad
 header closes only that connection (the stream cannot be resynced) and is counted; nothing here
@@ -32,7 +42,51 @@ from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, PeerServer, ServeLimi
 log = logging.getLogger("dwcp.consensus.transport")
 
 FrameHandler = Callable[[int, Channel, bytes], None]  # (authenticated peer id, channel, payload)
-READ_CHUNK = 256 * 1024
+WRITE_BATCH_BYTES = 256 * 1024  # joined per write: big enough for any step's votes, small enough to interleave
+
+
+class _Link:
+    """A peer's authenticated outbound connection while it is writable; the flush writes here."""
+
+    __slots__ = ("transport", "high_water", "blocked")
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.high_water = transport.get_write_buffer_limits()[1]
+        self.blocked = asyncio.Event()  # set: the flush stopped here (buffer full) or the link closed
+
+
+class _FrameReceiver(asyncio.Protocol):
+    """An inbound connection's frames, decoded and delivered inside `data_received` (no reader task)."""
+
+    def __init__(self, deliver: Callable[[list], None], limits: dict[Channel, int]) -> None:
+        self._deliver = deliver
+        self._decoder = FrameDecoder(limits)
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()  # None on EOF, else the error
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:  # cannot happen after `failed` is checked below, but never raise into the loop
+            self._finish(exc)
+            return
+        if frames:
+            self._deliver(frames)
+        if self._decoder.failed is not None:
+            self._finish(self._decoder.failed)
+
+    def eof_received(self) -> bool:
+        self._finish(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc)
+
+    def _finish(self, outcome: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
 
 
 @dataclass
@@ -61,8 +115,12 @@ class TcpTransport:
         self._on_frame = on_frame
         self._metrics = metrics
         self._queues = {
-            p: OutboundQueue(config.queue_limits, on_drop=self._dropped_hook()) for p in config.peers
+            p: OutboundQueue(config.queue_limits, on_drop=self._dropped_hook(), on_ready=self._ready_hook(p))
+            for p in config.peers
         }
+        self._links: dict[int, _Link] = {}  # writable outbound connections
+        self._marked: set[int] = set()  # peers with frames queued since the last flush
+        self._flush_handle: asyncio.Handle | None = None
         self._connected: set[int] = set()
         self._inbound: dict[int, asyncio.StreamWriter] = {}
         self._server: PeerServer | None = None
@@ -87,6 +145,10 @@ class TcpTransport:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._links.clear()
         self._connected.clear()
         self._set_peers()
 
@@ -145,6 +207,35 @@ class TcpTransport:
 
         return hook
 
+    def _ready_hook(self, peer: int) -> Callable[[], None]:
+        def hook() -> None:
+            if peer not in self._links:
+                return  # no connection: the link writes the queue out when it comes up
+            self._marked.add(peer)
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+        return hook
+
+    def _flush(self) -> None:
+        """Once per event-loop step in which frames were queued: each marked peer's frames, one write each."""
+        self._flush_handle = None
+        marked, self._marked = self._marked, set()
+        for peer in marked:
+            self._write_out(peer)
+
+    def _write_out(self, peer: int) -> None:
+        link = self._links.get(peer)
+        if link is None:
+            return  # not connected: the frames wait (bounded) until the link is up again
+        queue, transport = self._queues[peer], link.transport
+        while len(queue):
+            if transport.is_closing() or transport.get_write_buffer_size() >= link.high_water:
+                link.blocked.set()  # the link's task drains (or notices the close), then writes the rest
+                return
+            frames = queue.take(WRITE_BATCH_BYTES)
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
     def _reject(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.rejected(reason)
@@ -186,43 +277,65 @@ class TcpTransport:
                 await asyncio.sleep(backoff.next_delay())
 
     async def _write_loop(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Move queued frames onto the socket until either side fails; the peer never writes here.
+        """Hold the link open for `_flush` until either side fails; the peer never writes here.
 
-        No per-wakeup future or `asyncio.wait`: the one read below completes when the peer closes
-        (or misbehaves by writing) and then wakes the queue, so the loop is a plain wait/take/write.
+        The task wakes only when the link closes (the one read below completes when the peer closes,
+        or misbehaves by writing) or when a flush found the socket buffer full: then it waits for
+        `drain()` and writes what queued meanwhile. Frames themselves never wake it.
         """
-        queue = self._queues[peer]
+        link = _Link(writer.transport)
         eof = asyncio.ensure_future(reader.read(1))
-        eof.add_done_callback(lambda _: queue.wake())
+
+        def closed(_: asyncio.Future) -> None:
+            if self._links.get(peer) is link:  # at once, so no flush writes into a dead connection
+                del self._links[peer]
+            link.blocked.set()
+
+        eof.add_done_callback(closed)
+        self._links[peer] = link
         try:
+            self._write_out(peer)  # what queued while the link was down
             while True:
-                await queue.wait_ready()
-                if eof.done():
+                await link.blocked.wait()
+                if eof.done() or link.transport.is_closing():
                     raise ConnectionResetError(f"node {peer} closed the connection")
-                writer.writelines(queue.take())
+                link.blocked.clear()
                 await writer.drain()  # TCP backpressure: meanwhile new frames wait in the bounded queue
+                if link.transport.get_write_buffer_size() >= link.high_water:
+                    await asyncio.sleep(0.005)  # the transport did not pause at our mark: do not spin
+                self._write_out(peer)
         finally:
             eof.cancel()
+            if self._links.get(peer) is link:
+                del self._links[peer]
 
     async def _accept(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """An authenticated inbound connection from `peer` (peerauth ran the handshake): read its frames."""
+        """An authenticated inbound connection from `peer` (peerauth ran the handshake): read its frames.
+
+        The connection moves from peerauth's StreamReader to a `_FrameReceiver`: bytes the reader
+        already holds (frames sent right behind the handshake) are fed first, then the protocol gets
+        every later read directly. Nothing awaits between the two, so the order is kept.
+        """
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        transport = writer.transport
         try:
             old = self._inbound.pop(peer, None)
             if old is not None:  # the peer redialled (e.g. restarted): the newest connection wins
                 old.transport.abort()
             self._inbound[peer] = writer
-            decoder = FrameDecoder(self.config.frame_limits)
-            while decoder.failed is None:
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                self._deliver(peer, decoder.feed(data))
-            if decoder.failed is not None:
-                raise decoder.failed
+            receiver = _FrameReceiver(lambda frames: self._deliver(peer, frames), self.config.frame_limits)
+            transport.set_protocol(receiver)
+            reader.feed_eof()  # what the reader holds is all it will ever hold: read it without waiting
+            buffered = await reader.read()
+            transport.resume_reading()  # the reader may have paused reading at its buffer limit
+            if buffered:
+                receiver.data_received(buffered)
+            outcome = await receiver.done
+            if outcome is not None:
+                raise outcome
         except FrameError as exc:
             self._reject(exc.reason)
             log.warning("closing connection from node %s: %s", peer, exc)
@@ -235,7 +348,7 @@ class TcpTransport:
                 del self._inbound[peer]
             # We never write on an inbound link, so a graceful TLS close (close_notify, then waiting for
             # the peer's) would only keep the socket half-alive; abort so the dialler notices at once.
-            writer.transport.abort()
+            transport.abort()
 
     def _deliver(self, peer: int, frames: list) -> None:
         for frame in frames:

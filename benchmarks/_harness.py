@@ -254,37 +254,49 @@ def parse_collapsed(text: str) -> Counter:
     return phases
 
 
-class PhaseProfile:
-    """Samples one process with py-spy (a sampling profiler: the process runs unmodified) for a window;
-    `result()` is each phase's share of the on-CPU samples, over every thread of the process."""
+class _Sampler:
+    """A profiler run as a subprocess over a window (the profiled processes run unmodified)."""
 
-    def __init__(self, pid: int, duration: float, rate: int = 97) -> None:
-        self.pid, self.duration = pid, duration
-        self.out = Path(tempfile.mkdtemp(prefix="dwcp-profile-")) / "stacks.txt"
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    def __init__(self, tool: str, exe: str | None, missing: str, duration: float, out_name: str) -> None:
+        self.tool, self.exe, self.duration = tool, exe or "", duration
+        self.out = Path(tempfile.mkdtemp(prefix=f"dwcp-{tool}-")) / out_name
         self.proc: subprocess.Popen | None = None
-        self.error = ""
-        if not Path(exe).exists():
-            self.error = "py-spy is not installed (pip install py-spy; see pyproject's bench extra)"
-            return
-        self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))), "--rate", str(rate),
-             "--format", "raw", "--output", str(self.out), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        self.error = "" if exe and Path(exe).exists() else missing
 
-    def result(self) -> dict[str, float]:
-        """Share of samples per phase (sums to 1), or {} with `error` set when sampling failed."""
+    def _start(self, args: list[str]) -> None:
+        if not self.error:
+            self.proc = subprocess.Popen([self.exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _finish(self) -> str | None:
+        """Wait for the window to end; the tool's stderr, or None with `error` set when it failed."""
         if self.proc is None:
-            return {}
+            return None
         try:
             _, err = self.proc.communicate(timeout=self.duration + 30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.error = "py-spy did not finish"
-            return {}
+            self.error = f"{self.tool} did not finish"
+            return None
         if not self.out.exists():
-            self.error = f"py-spy wrote nothing: {err.decode(errors='replace').strip()[-300:]}"
+            self.error = f"{self.tool} wrote nothing: {err.decode(errors='replace').strip()[-300:]}"
+            return None
+        return err.decode(errors="replace")
+
+
+class PhaseProfile(_Sampler):
+    """Samples one process with py-spy for a window; `result()` is each phase's share of the samples of its
+    runnable threads, over every thread of the process (see LibraryProfile for what that overstates)."""
+
+    def __init__(self, pid: int, duration: float, rate: int = 97) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        super().__init__("py-spy", exe, "py-spy is not installed (pip install py-spy; see pyproject's bench extra)",
+                         duration, "stacks.txt")
+        self._start(["record", "--pid", str(pid), "--duration", str(max(1, round(duration))), "--rate", str(rate),
+                     "--format", "raw", "--output", str(self.out), "--nonblocking"])
+
+    def result(self) -> dict[str, float]:
+        """Share of samples per phase (sums to 1), or {} with `error` set when sampling failed."""
+        if self._finish() is None:
             return {}
         counts = parse_collapsed(self.out.read_text())
         shutil.rmtree(self.out.parent, ignore_errors=True)
@@ -318,41 +330,26 @@ def library_of(dso: str) -> str:
     return "other native"  # msgspec, httptools, cffi, blake2, ...
 
 
-class LibraryProfile:
+class LibraryProfile(_Sampler):
     """`perf record` of some processes for a window; `result()` is each library group's share of CPU samples.
 
     Needs perf and the right to trace the processes (root, or kernel.perf_event_paranoid <= 1); else
     `error` says why and the result is empty."""
 
     def __init__(self, pids: list[int], duration: float, rate: int = 499) -> None:
-        self.duration = duration
-        self.out = Path(tempfile.mkdtemp(prefix="dwcp-perf-")) / "perf.data"
-        self.error = ""
-        self.proc: subprocess.Popen | None = None
-        exe = shutil.which("perf")
-        if exe is None:
-            self.error = "perf is not installed (Debian: linux-perf)"
-            return
-        self.exe = exe
-        self.proc = subprocess.Popen(
-            [exe, "record", "-q", "-F", str(rate), "-p", ",".join(map(str, pids)), "-o", str(self.out), "--",
-             "sleep", str(duration)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        super().__init__("perf", shutil.which("perf"), "perf is not installed (Debian: linux-perf)", duration,
+                         "perf.data")
+        self._start(["record", "-q", "-F", str(rate), "-p", ",".join(map(str, pids)), "-o", str(self.out), "--",
+                     "sleep", str(duration)])
 
     def result(self) -> dict[str, float]:
-        if self.proc is None:
-            return {}
         try:
-            _, err = self.proc.communicate(timeout=self.duration + 30)
+            if self._finish() is None:
+                return {}
             report = subprocess.run(
                 [self.exe, "report", "-i", str(self.out), "--sort", "dso", "--stdio", "-q", "-g", "none"],
                 capture_output=True, text=True, timeout=120,
             )
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.error = "perf did not finish"
-            return {}
         finally:
             shutil.rmtree(self.out.parent, ignore_errors=True)
         shares: Counter = Counter()
@@ -363,7 +360,7 @@ class LibraryProfile:
             except ValueError:
                 continue
         if not shares:
-            self.error = f"perf recorded nothing: {(err or b'').decode(errors='replace').strip()[-300:]}"
+            self.error = f"perf report found no samples: {report.stderr.strip()[-300:]}"
         return dict(shares)
 
 

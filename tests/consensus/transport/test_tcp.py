@@ -51,6 +51,18 @@ class Cluster:
     def sample(self, i: int, name: str, **labels: str) -> float:
         return self.registries[i].get_sample_value(name, {"protocol": "tpbft", **labels}) or 0.0
 
+    @contextlib.asynccontextmanager
+    async def running(self):
+        """Every node started and connected to every other; all stopped after."""
+        for t in self.nodes.values():
+            await t.start()
+        try:
+            await self.wait_connected()
+            yield self
+        finally:
+            for t in self.nodes.values():
+                await t.stop()
+
     async def wait_connected(self, timeout: float = 5.0) -> None:
         async def all_up() -> None:
             while any(len(t.connected) < len(self.nodes) - 1 for t in self.nodes.values()):
@@ -263,11 +275,7 @@ class _CountingWrites:
 
 
 async def test_frames_queued_in_one_step_leave_as_one_write_in_order() -> None:
-    c = Cluster(2)
-    for t in c.nodes.values():
-        await t.start()
-    try:
-        await c.wait_connected()
+    async with Cluster(2).running() as c:
         link = c.nodes[0]._links[1]
         link.transport = counting = _CountingWrites(link.transport)
         frames = [(Channel.SYNC if i % 7 == 0 else Channel.CONSENSUS, b"m%03d" % i) for i in range(50)]
@@ -281,17 +289,10 @@ async def test_frames_queued_in_one_step_leave_as_one_write_in_order() -> None:
         c.nodes[0].send(1, Channel.CONSENSUS, b"next step")
         assert await _get(c.inbox[1]) == (0, Channel.CONSENSUS, b"next step")
         assert len(counting.writes) == 2
-    finally:
-        for t in c.nodes.values():
-            await t.stop()
 
 
 async def test_a_peer_that_stops_reading_parks_frames_in_the_bounded_queue_then_gets_all_in_order() -> None:
-    c = Cluster(2)
-    for t in c.nodes.values():
-        await t.start()
-    try:
-        await c.wait_connected()
+    async with Cluster(2).running() as c:
         await _until(lambda: 0 in c.nodes[1].inbound)
         c.nodes[1]._inbound[0].transport.pause_reading()  # node 1 stops reading node 0's link
         link = c.nodes[0]._links[1]
@@ -313,6 +314,3 @@ async def test_a_peer_that_stops_reading_parks_frames_in_the_bounded_queue_then_
         got = [await _get(c.inbox[1], timeout=10) for _ in range(sent)]
         assert [int.from_bytes(p[-4:], "big") for _, _, p in got] == list(range(sent))
         assert len(queue) == 0 and c.sample(0, "dwcp_consensus_frames_dropped_total", channel="consensus") == 0
-    finally:
-        for t in c.nodes.values():
-            await t.stop()

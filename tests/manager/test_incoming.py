@@ -66,3 +66,24 @@ def test_a_changed_offer_for_the_same_transfer_discards_what_was_received(tmp_pa
     inc.write(0, body[:CHUNK])
     other = os.urandom(2 * CHUNK)
     assert rx.offer("manager-0", offer(other)).have == set()
+
+
+def test_aligned_chunks_bypass_the_page_cache_and_early_ones_are_hashed_from_disk(tmp_path, monkeypatch):
+    from dwcp.manager.incoming import aligned_buffer
+
+    rx = Receiver(ObjectStore(tmp_path / "objects"))
+    body = os.urandom(4 * CHUNK + 100)  # four whole chunks and a partial one
+    inc = rx.offer("manager-0", offer(body))
+    if inc.direct_fd < 0:
+        pytest.skip("this file system refuses O_DIRECT")
+    writes: list[int] = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, off: writes.append(fd) or real_pwrite(fd, data, off))
+    for i in (2, 4, 1, 3, 0):  # 0 last: chunks 1-3 are read back for the running hash
+        piece = body[i * CHUNK:(i + 1) * CHUNK]
+        buf = aligned_buffer(CHUNK)  # what a peer connection receives into
+        buf[:len(piece)] = piece
+        inc.write(i, memoryview(buf)[:len(piece)])
+    assert writes.count(inc.direct_fd) == 4 and writes.count(inc.fd) == 1  # the partial chunk is buffered
+    assert inc.hashed == 5
+    assert rx.finish("manager-0", inc).sha256 == hashlib.sha256(body).hexdigest()

@@ -8,7 +8,6 @@ event loop never waits on a chunk.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import socket
 import threading
@@ -125,7 +124,7 @@ class PeerServer:
 
     def _session(self, conn: Connection, peer: str) -> None:
         while not self._stop.is_set():
-            kind, meta, data = conn.receive(MAX_FRAME_DATA)
+            kind, meta, data = conn.receive(MAX_FRAME_DATA, reuse=True)
             if kind is Kind.PING:
                 conn.send(Kind.PONG, meta)
             elif kind is Kind.PROBE:
@@ -153,7 +152,7 @@ class PeerServer:
         inc = self._receiver.offer(peer, offer)
         conn.send(Kind.STATE, {"have": sorted(inc.have), "base": inc.base_sha256, "base_size": inc.base_size})
 
-    def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray) -> None:
+    def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray | memoryview) -> None:
         tid, index = str(meta.get("tid")), meta.get("i")
         inc = self._receiver.get(peer, tid)
         if inc is None:
@@ -175,7 +174,7 @@ class PeerServer:
         except ValueError:
             conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "decode"})
             return
-        if len(raw) != raw_len or hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+        if len(raw) != raw_len or chunks.checksum(raw) != meta.get("xxh3"):
             conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "checksum"})
             return
         inc.write(index, raw)

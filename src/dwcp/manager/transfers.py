@@ -13,7 +13,6 @@ until `transfer_retry_limit`. COMMIT asks the receiver to verify the whole objec
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -301,6 +300,7 @@ class Transfers:
 
         def stream(conn: Connection) -> None:
             inflight: list[int] = []
+            buf = bytearray(t.chunk_bytes)  # each chunk is read into it: no allocation per chunk
             try:
                 while True:
                     while len(inflight) < self.settings.window_per_stream:
@@ -308,7 +308,7 @@ class Transfers:
                         if i is None:
                             break
                         inflight.append(i)
-                        self._send_chunk(t, conn, i, fd, plan, base)
+                        self._send_chunk(t, conn, i, fd, plan, base, buf)
                     if not inflight:
                         return
                     kind, meta, _ = conn.expect((Kind.ACK, Kind.NACK), 0)
@@ -347,10 +347,12 @@ class Transfers:
             raise WireError("incomplete", f"{len(todo)} chunks left unsent")
 
     def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: _Plan,
-                    base: tuple[Path, int] | None) -> None:
+                    base: tuple[Path, int] | None, buf: bytearray) -> None:
         offset = i * t.chunk_bytes
         length = max(0, min(t.chunk_bytes, t.size - offset))
-        raw = os.pread(fd, length, offset)
+        raw = memoryview(buf)[:length]
+        if os.preadv(fd, [raw], offset) != length:
+            raise TransferFailed(f"object {t.key} v{t.version} is shorter than its recorded {t.size} bytes")
         codec = plan.codec(i)
         started = time.perf_counter()
         data = chunks.encode(raw, codec)
@@ -362,7 +364,7 @@ class Transfers:
             old_ratio = self.encode_ratio.get(codec)
             self.encode_ratio[codec] = ratio if old_ratio is None else 0.8 * old_ratio + 0.2 * ratio
         if base is not None and raw:
-            delta = chunks.delta_encode(raw, chunks.base_window(base[0], base[1], i, t.chunk_bytes))
+            delta = chunks.delta_encode(bytes(raw), chunks.base_window(base[0], base[1], i, t.chunk_bytes))
             if len(delta) < len(data):
                 self.metrics.delta_saved.inc(len(data) - len(delta))
                 data, codec = delta, chunks.DELTA
@@ -370,7 +372,7 @@ class Transfers:
             data, codec = raw, "none"  # the codec did not pay: send raw bytes, nothing to decode
         sent = self.tamper(i, bytes(data)) if self.tamper else data
         wire = conn.send(Kind.CHUNK, {"tid": t.id, "i": i, "codec": codec, "raw_len": length,
-                                      "sha256": hashlib.sha256(raw).hexdigest()}, sent)
+                                      "xxh3": chunks.checksum(raw)}, sent)
         t.bytes_raw += length
         t.bytes_wire += wire
         t.codecs[codec] = t.codecs.get(codec, 0) + 1

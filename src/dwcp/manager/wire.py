@@ -7,7 +7,7 @@ Kinds and their meta (the data part is empty unless said):
     AUTH      reserved: authentication happens below the frames (TLS), never as a frame
     OFFER     {tid, key, size, sha256, chunk_bytes, chunks, base}   sender -> receiver, opens or resumes a transfer
     STATE     {have: [chunk index...], base}                        durable chunks; base: sha256 usable as delta base
-    CHUNK     {tid, i, codec, raw_len, sha256}, data = encoded chunk
+    CHUNK     {tid, i, codec, raw_len, xxh3}, data = encoded chunk (xxh3: `chunks.checksum` of the raw bytes)
     ACK       {tid, i}                                              chunk i is written and fsynced
     NACK      {tid, i, reason}                                      chunk i failed its checksum: send it again
     COMMIT    {tid}                                                 every chunk acknowledged: verify and publish
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import mmap
 import socket
 import ssl
 import struct
@@ -73,6 +74,9 @@ class Connection:
         self.sock = sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer: str | None = None
+        # `receive(reuse=True)` reads frame data here, one frame at a time: page-aligned (an anonymous mmap), so a
+        # chunk can be written to disk with O_DIRECT straight from it (incoming.py).
+        self._data: mmap.mmap | None = None
 
     def send(self, kind: Kind, meta: dict | None = None, data: bytes | memoryview = b"") -> int:
         encoded = _pack(meta or {})
@@ -86,15 +90,20 @@ class Connection:
 
     def _exactly(self, n: int) -> bytearray:
         buf = bytearray(n)
-        view, got = memoryview(buf), 0
+        self._fill(memoryview(buf))
+        return buf
+
+    def _fill(self, view: memoryview) -> None:
+        got, n = 0, len(view)
         while got < n:
             r = self.sock.recv_into(view[got:], n - got)
             if r == 0:
                 raise WireError("closed", "peer closed the connection")
             got += r
-        return buf
 
-    def receive(self, max_data: int) -> tuple[Kind, dict, bytearray]:
+    def receive(self, max_data: int, reuse: bool = False) -> tuple[Kind, dict, bytearray | memoryview]:
+        """The next frame. With `reuse`, its data is a view of this connection's buffer, valid only until the
+        next `receive` (a chunk is checked and written before that): no allocation per chunk."""
         kind, meta_len, data_len = _HEAD.unpack(self._exactly(_HEAD.size))
         try:
             kind = Kind(kind)
@@ -108,7 +117,15 @@ class Connection:
             meta = _unpack(self._exactly(meta_len)) if meta_len else {}
         except msgspec.DecodeError as exc:
             raise WireError("malformed", f"bad frame meta: {exc}") from None
-        return kind, meta, self._exactly(data_len) if data_len else bytearray()
+        if not data_len:
+            return kind, meta, bytearray()
+        if not reuse:
+            return kind, meta, self._exactly(data_len)
+        if self._data is None or len(self._data) < data_len:
+            self._data = mmap.mmap(-1, data_len)
+        view = memoryview(self._data)[:data_len]
+        self._fill(view)
+        return kind, meta, view
 
     def expect(self, kinds: tuple[Kind, ...], max_data: int) -> tuple[Kind, dict, bytearray]:
         kind, meta, data = self.receive(max_data)

@@ -27,6 +27,7 @@ what the targets get: docs/probft.md, "Measured".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -38,24 +39,22 @@ from typing import Any
 from consensus_sim import render, summarize  # noqa: E402 - the sibling benchmark's tables
 from rich.console import Console
 
-from dwcp.consensus import probft, registry
+from dwcp.consensus import registry
 from dwcp.consensus.core.crypto import Ed25519Signer, ed25519_verify
 from dwcp.consensus.core.vrf import ecvrf_prove, ecvrf_public_key, ecvrf_verify
 from dwcp.consensus.probft.sampling import derive, predict
 from dwcp.consensus.sim.campaign import CampaignSpec, run_campaign
 
 
-def register_variant(o: float) -> str:
-    """A registry row for ProBFT with sample factor `o` (a benchmark-only protocol name)."""
-    name = f"probft-o{o:g}"
+def register_variant(base_name: str, suffix: str, summary: str, **config: Any) -> str:
+    """A registry row for `base_name` with its core `Config` fields replaced (a benchmark-only protocol name)."""
+    name = f"{base_name}-{suffix}"
     if name not in registry.PROTOCOLS:
-        base = registry.get("probft")
-        registry.register(registry.ProtocolSpec(
-            name=name, summary=f"ProBFT with o = {o:g}",
-            replica=functools.partial(base.replica, config=probft.Config(sample_factor=o)),
-            config=functools.partial(probft.Config, sample_factor=o), settings=base.settings,
-            messages=base.messages, certificate=base.certificate, metrics=base.metrics,
-            sim_extras=base.sim_extras, node_extras=base.node_extras))
+        base = registry.get(base_name)
+        cfg = dataclasses.replace(base.config(), **config)
+        registry.register(dataclasses.replace(
+            base, name=name, summary=f"{base.summary} ({summary})",
+            replica=functools.partial(base.replica, config=cfg), config=functools.partial(lambda c: c, cfg)))
     return name
 
 
@@ -111,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--chaos", action="store_true", help="also partitions and crash/restarts")
     ap.add_argument("--paper-o", type=float, default=0.0, help="also run ProBFT with this sample factor")
+    ap.add_argument("--timeout", type=float, default=0.0,
+                    help="request and view-change timeout (s) for every protocol (default: each core's, 1.0)")
     ap.add_argument("--vrf", action="store_true", help="measure ECVRF prove/verify vs Ed25519 verify")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds over all sizes")
@@ -125,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("ecvrf_prove", "ecvrf_verify", "ed25519_verify"))
             + f"; ECVRF verify = {costs['verify_ratio_cpu']:.1f} Ed25519 verifies")
     protocols: tuple[str, ...] = ("pbft", "probft")
+    timeouts: dict[str, float] = {}
+    if args.timeout:
+        timeouts = {"request_timeout": args.timeout, "view_change_timeout": args.timeout}
+        protocols = tuple(register_variant(p, f"t{args.timeout:g}", f"{args.timeout:g} s timeouts", **timeouts)
+                          for p in protocols)
     if args.paper_o:
-        protocols += (register_variant(args.paper_o),)
+        protocols += (register_variant(protocols[1], f"o{args.paper_o:g}", f"o = {args.paper_o:g}",
+                                       sample_factor=args.paper_o, **timeouts),)
     started = time.monotonic()
     ok = True
     for n, runs in args.sizes:
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(campaign)
         title = f"n = {n}, f = {f} Byzantine (mixed), WAN {args.regions}"
         render(title, summary, protocols, console)
-        summary["predicted"] = {"probft": predicted(n)}
+        summary["predicted"] = {protocols[1]: predicted(n)}
         if args.paper_o:
             summary["predicted"][protocols[-1]] = predicted(n, args.paper_o)
         child_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for p, pred in summary["predicted"].items():
             t = summary[p]["totals"]
             safe = 1 - t["runs_with_violations"] / t["runs"] if t["runs"] else 0.0
-            ratio = summary.get(f"ratio_{p}_over_pbft", {}).get("messages_per_block")
+            ratio = summary.get(f"ratio_{p}_over_{protocols[0]}", {}).get("messages_per_block")
             console.print(
                 f"{p} at n = {n}: s = {pred['sample_size']}, q = {pred['quorum']}{' (dense)' if pred['dense'] else ''};"
                 f" predicted ballots/block {pred['ballot_ratio']:.0%} of PBFT's, measured messages/block "

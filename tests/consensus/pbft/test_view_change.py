@@ -215,7 +215,7 @@ def test_replica_behind_the_stable_checkpoint_fetches_and_cannot_be_forked(pbft_
     assert net.heights() == {0: 2, 1: 3, 2: 3, 3: 3}
 
 
-def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
+def test_new_view_with_wrong_reproposals_is_rejected_and_its_primary_replaced_at_once(pbft_net):
     net = pbft_net(batch_size=1)
     spread(net, 0, tx(1))
     deliver(net, drop=lambda s, to, m: isinstance(m, Vote) and m.kind == "commit")
@@ -227,12 +227,17 @@ def test_new_view_with_wrong_reproposals_is_rejected(pbft_net):
     [(to, nv), *_] = held
     forged = NewView(epoch=0, view=1, view_changes=nv.view_changes,
                      proposals=(block_digest(Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(9),))),))
-    assert net.cores[2].handle(2.0, received(net.keys, 1, forged)) == [Rejected(peer=1, reason="bad_reproposals")]
     short = NewView(epoch=0, view=1, view_changes=nv.view_changes[:2], proposals=nv.proposals)
     assert net.cores[2].handle(2.0, received(net.keys, 1, short)) == [Rejected(peer=1, reason="bad_new_view")]
     assert net.cores[2].mode is Mode.VIEW_CHANGE
-    net.feed(2, received(net.keys, 1, nv))  # the real one is accepted
-    assert (net.cores[2].view, net.cores[2].mode) == (1, Mode.NORMAL)
+    net.feed(3, received(net.keys, 1, nv))  # the real one is accepted
+    assert (net.cores[3].view, net.cores[3].mode) == (1, Mode.NORMAL)
+    # A NEW-VIEW its primary signed that contradicts the view changes it names proves the primary faulty:
+    # the replica asks for the next view at once instead of waiting out the NEW-VIEW timeout.
+    outs = net.cores[2].handle(2.0, received(net.keys, 1, forged))
+    assert outs[0] == Rejected(peer=1, reason="bad_reproposals")
+    [vc] = [o.message for o in outs if isinstance(o, Multicast) and isinstance(o.message, ViewChange)]
+    assert vc.view == 2 and (net.cores[2].mode, net.cores[2].vc_target) == (Mode.VIEW_CHANGE, 2)
 
 
 def test_a_lone_view_change_waits_and_resends_instead_of_running_ahead(pbft_net):
@@ -452,3 +457,28 @@ def test_a_new_view_still_gathering_is_dropped_once_the_replica_asks_for_a_later
     core.start_view_change(2.0, 2, outs)  # its view change now speaks for view 2
     assert core.handle(2.1, received(net.keys, 1, relay)) == []  # view 1's last view change, too late
     assert (core.view, core.vc_target, core.mode, core.pending_nv) == (0, 2, Mode.VIEW_CHANGE, None)
+
+
+def test_a_new_primary_gets_a_full_request_timeout_for_txs_announced_in_the_old_view(pbft_net):
+    """Txs already sent to all in view 0 must not cost the view-1 primary its first half-timeout: at WAN
+    latencies a 0.5 s timeout then replaced correct primaries one after another."""
+    net = pbft_net(batch_size=1)
+    net.down.add(0)
+    submit(net, 1, tx(1))
+    net.fire(1, GOSSIP)
+    net.now = 0.5
+    net.fire(1, REQUEST)  # sent to all
+    net.run()
+    time_out(net, [1, 2, 3], now=1.0)
+    net.queue.clear()  # the view changes are lost: nobody enters view 1 yet
+    for n in (1, 2, 3):
+        core = net.cores[n]
+        core.mode, core.view, core.vc_target, core.view_since = Mode.NORMAL, 1, 1, 1.0  # as _enter_view leaves it
+    net.cores[2].mempool.restart_clocks(1.0)
+    net.now = 1.6  # past half a timeout in view 1, and the tx was announced long ago
+    outs = net.fire(2, REQUEST)
+    assert net.cores[2].mode is Mode.NORMAL and [vc.view for vc in sent(net, 2, ViewChange)] == [1]
+    assert outs[-1] == SetTimer(timer=REQUEST, delay=outs[-1].delay) and abs(outs[-1].delay - 0.4) < 1e-9
+    net.now = 2.0  # a full timeout in view 1
+    net.fire(2, REQUEST)
+    assert (net.cores[2].mode, net.cores[2].vc_target) == (Mode.VIEW_CHANGE, 2)

@@ -256,3 +256,22 @@ def test_a_certificate_checked_at_two_replicas_costs_its_signatures_once_and_fee
     assert verifier.calls == first
     others = len([s for s in commit.certificate.signers if s != 0])
     assert fresh[0].book.proofs_verified == fresh[1].book.proofs_verified == others
+
+
+def test_a_proposal_its_primary_sent_with_a_header_it_did_not_sign_starts_a_view_change(probft_net):
+    """The envelope proves who sent it, so an unsigned header (an equivocator that changed the block)
+    convicts the primary: leave the view at once. From a non-primary it is only rejected."""
+    from dwcp.consensus.pbft import Mode
+    from dwcp.consensus.pbft.messages import ViewChange
+
+    net = probft_net(7, batch_size=1)
+    core = net.cores[3]
+    block = Block(height=1, epoch=0, view=0, proposer=0, txs=(tx(1),))
+    other = Block(height=1, epoch=0, view=0, proposer=0, txs=(tx(2),))
+    wrong = net.cores[0].sign(header(0, 0, 1, block_digest(other)))
+    outs = core.handle(0.1, received(net.keys, 2, Proposal(epoch=0, view=0, block=block, header_signature=wrong)))
+    assert rejections(outs, "bad_header_signature") and core.mode is Mode.NORMAL
+    outs = core.handle(0.2, received(net.keys, 0, Proposal(epoch=0, view=0, block=block, header_signature=wrong)))
+    assert rejections(outs, "bad_header_signature")
+    [vc] = [o.message for o in outs if isinstance(o, Multicast) and isinstance(o.message, ViewChange)]
+    assert vc.view == 1 and core.mode is Mode.VIEW_CHANGE

@@ -197,6 +197,9 @@ class NewViewMixin:
         if tuple(block_digest(b) for b in blocks) != nv.proposals:
             self.observe(primary, "invalid")
             outs.append(Rejected(peer=primary, reason="bad_reproposals"))
+            # The primary signed a NEW-VIEW that contradicts the view changes it names: it is faulty, so
+            # move on now instead of waiting out the NEW-VIEW timeout (f + 1 such replicas pull in the rest).
+            self.start_view_change(now, nv.view + 1, outs)
             return True
         for vc in changes:
             if vc.committed is not None:
@@ -212,6 +215,7 @@ class NewViewMixin:
         """Install `nv`: the normal case resumes in its view, starting with its re-proposals."""
         view = nv.view
         self.view, self.vc_target, self.mode = view, view, Mode.NORMAL
+        self.view_since = now
         self.vc_attempts = 0
         self.new_views, self.nv_proof, self.relayed_at = {view: nv}, proof, {}
         self.pending_nv, self.pending_vcs = None, {}

@@ -92,6 +92,7 @@ class ViewChangeMixin:
         # Heights at or below this were settled by the NEW-VIEW of our view (committed or re-proposed):
         # the primary may not pre-prepare them again, or a Byzantine one could fork a lagging replica.
         self.view_floor = 0
+        self.view_since = 0.0  # when we entered our view (its primary gets a full request timeout)
 
     def _reset_view_change(self) -> None:
         """On entering a new epoch: forget view-change state of the old one."""
@@ -144,6 +145,11 @@ class ViewChangeMixin:
                 self.mempool.restart_clocks(now, fresh)
                 self._arm(REQUEST, step, outs)
                 return
+        if now - self.view_since < timeout:
+            # Txs announced in an earlier view would otherwise give a new primary only the second half:
+            # at WAN latencies under a 0.5 s timeout that replaced correct primaries one after another.
+            self._arm(REQUEST, max(timeout - (now - self.view_since), 0.01), outs)
+            return
         self.start_view_change(now, self.view + 1, outs)
 
     def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:

@@ -150,8 +150,14 @@ class Replica(PbftReplica):
             return
         key = (msg.epoch, msg.view, msg.block.height)
         dig = block_digest(msg.block)
-        if sender != self.primary(msg.epoch, msg.view) or not self._header_ok(*key, dig, msg.header_signature):
+        primary = self.primary(msg.epoch, msg.view)
+        if sender != primary or not self._header_ok(*key, dig, msg.header_signature):
             outs.append(Rejected(peer=sender, reason="bad_header_signature"))
+            if sender == primary and (msg.epoch, msg.view) == (self.epoch, self.view) and self.mode is Mode.NORMAL:
+                # The envelope proves our primary sent a proposal whose header it did not sign (e.g. an
+                # equivocator that changed the block): no correct leader does, so leave the view now
+                # rather than a request timeout later (f + 1 such replicas pull in the rest).
+                self.start_view_change(now, self.view + 1, outs)
             return
         if self._note_header(now, key, dig, msg.header_signature, sender, outs) is not None:
             return

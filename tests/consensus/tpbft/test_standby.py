@@ -1,9 +1,10 @@
 """T-PBFT's group rules as scenarios: standby voting covers a group with more silent members than its
 slack (no view change), followers that stepped in earn their way into the next group, epoch 0 measures
-everyone, and a view change keeps group voting."""
+everyone, a view change keeps group voting, and a view that needed its followers keeps them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from dwcp.consensus.core import Submitted, Transaction, Vote
@@ -38,10 +39,31 @@ def test_followers_step_in_for_silent_members_without_a_view_change(committee: C
     assert all(net.heights()[n] == 1 for n in live)
     assert {v.kind for v in votes_for(net, 8, 1)} == {"prepare", "commit"}  # the follower stepped in
     assert all(net.cores[n].view == 0 and net.cores[n].view_changes == 0 for n in live)
-    # The next height is voted by the group alone again, until it too is stuck for standby_after.
+
+
+def test_a_view_that_needed_its_followers_keeps_them_without_waiting_again(committee: Callable[..., Keys]) -> None:
+    net = make_net(committee(n=10))
+    net.down.update(SILENT)
+    live = [n for n in net.cores if n not in SILENT]
+    commit_next(net, b"h1")  # stuck for standby_after, then widened
+    assert all(net.heights()[n] == 1 for n in live)
+    for h in (2, 3):  # the group is still short of a quorum: later heights are widened at once
+        net.feed(0, Submitted(tx=Transaction(payload=b"h%d" % h)))
+        net.run()  # no clock advance: nobody waits standby_after again
+        assert all(net.heights()[n] == h for n in live)
+        assert {v.kind for v in votes_for(net, 9, h)} == {"prepare", "commit"}
+    assert all(net.cores[n].view_changes == 0 for n in live)
+    assert net.cores[0].status()["widened_heights"] == 3
+
+
+def test_with_sticky_widening_off_the_next_height_waits_for_the_group_again(committee: Callable[..., Keys]) -> None:
+    net = make_net(committee(n=10), dataclasses.replace(FAST, standby_sticky_after=0))
+    net.down.update(SILENT)
+    live = [n for n in net.cores if n not in SILENT]
+    commit_next(net, b"h1")
     net.feed(0, Submitted(tx=Transaction(payload=b"h2")))
     net.run()
-    assert votes_for(net, 9, 2) == [] and net.heights()[0] == 1
+    assert votes_for(net, 9, 2) == [] and net.heights()[0] == 1  # the group alone, until stuck again
     tick(net, 0.35)
     assert all(net.heights()[n] == 2 for n in live)
     assert net.cores[0].status()["widened_heights"] == 2
@@ -114,7 +136,8 @@ def test_view_change_replaces_the_primary_and_keeps_group_voting(committee: Call
 def test_node_settings_set_standby_delay_and_measurement_epoch() -> None:
     from dwcp.consensus.tpbft.settings import Settings
 
-    config = Settings.model_validate({"standby_after_ms": 50, "measurement_epoch": False}).core_config(1000)
-    assert (config.standby_after, config.measurement_epoch) == (0.05, False)
+    config = Settings.model_validate({"standby_after_ms": 50, "measurement_epoch": False,
+                                      "standby_sticky_after": 0}).core_config(1000)
+    assert (config.standby_after, config.measurement_epoch, config.standby_sticky_after) == (0.05, False, 0)
     default = Settings.model_validate({}).core_config(1000)
     assert (default.standby_after, default.measurement_epoch) == (Config().standby_after, True)

@@ -69,6 +69,7 @@ class Config(PbftConfig):
     late_after: float = 0.5  # a vote arriving this long after we executed its block is late
     evaluation_lag: int = 0  # judge height h once h + lag executed (0: min(max_inflight, epoch_length // 8))
     standby_after: float = 0.3  # a group member widens a height still undecided this long after its block
+    standby_sticky_after: int = 1  # ... and, past this many widened heights in one view, every later one at once
     measurement_epoch: bool = True  # epoch 0: the whole committee votes (group chosen from measured timeliness)
 
 

@@ -1,5 +1,5 @@
 """T-PBFT's node settings: PBFT's plus the consensus group's size, the epoch length, standby voting's
-delay and the measurement epoch (docs/tpbft.md)."""
+delay and stickiness, and the measurement epoch (docs/tpbft.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class Settings(PbftSettings):
         None, gt=0, description="A group member lets the followers vote at a height still undecided this long "
         "after it accepted the block (standby voting); None: the core's default (300 ms)."
     )
+    standby_sticky_after: int | None = Field(
+        None, ge=0, description="After this many widened heights in one view, a group member widens every later "
+        "height of that view at once (0: never); None: the core's default (1)."
+    )
     measurement_epoch: bool | None = Field(
         None, description="Epoch 0 is voted by the whole committee, so the first group is chosen from measured "
         "timeliness; None: the core's default (on)."
@@ -31,7 +35,8 @@ class Settings(PbftSettings):
         values = super().config_values(max_pending)
         if self.standby_after_ms is not None:
             values["standby_after"] = self.standby_after_ms / 1000
-        for name in ("group_size", "epoch_length", "measurement_epoch"):  # None: keep the core's default
+        # None: keep the core's default
+        for name in ("group_size", "epoch_length", "measurement_epoch", "standby_sticky_after"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return values

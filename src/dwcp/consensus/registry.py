@@ -27,6 +27,8 @@ What a row holds, and who reads it:
 |              | os.urandom on a node)                                               |                      |
 | sim_extras   | simulator stand-ins: extra core kwargs for a node of a seeded run   | simulator            |
 |              | (e.g. a keyed-hash VRF in place of the real one, like `MacSigner`)  |                      |
+| sim_scale    | seed-scale simulation hooks (`sim/dataplane.py`): the node's worker | simulator            |
+|              | messages for declared batches, signatures a receiver verifies       |                      |
 | node_extras  | extra core kwargs from a node's loaded keys (e.g. its VRF key)      | node                 |
 | node_        | other processes or tasks of a node, started after its driver and   | node service         |
 | components   | stopped before it: `(ctx, keys, shared settings, protocol settings, |                      |
@@ -100,6 +102,9 @@ class ProtocolSpec:
     seeded: bool = False
     # (seed, committee, node_id, crypto) -> extra core kwargs in a simulated run
     sim_extras: Callable[[int, Committee, int, str], Mapping[str, Any]] | None = None
+    # () -> the simulator's seed-scale hooks (sim/dataplane.py `ScaleHooks`: declared batches, signatures
+    # a receiver verifies); a factory, as the hooks import the simulator, which imports this registry
+    sim_scale: Callable[[], Any] | None = None
     # NodeKeys -> extra core kwargs on a real node
     node_extras: Callable[[Any], Mapping[str, Any]] | None = None
     # (ServiceContext, NodeKeys, ConsensusSettings, protocol settings, Driver) -> [NodeComponent]
@@ -147,6 +152,12 @@ def names() -> list[str]:
     return sorted(PROTOCOLS)
 
 
+def _bullshark_scale() -> Any:
+    from dwcp.consensus.bullshark.simworker import DeclaredWorkers  # imports the simulator, which imports us
+
+    return DeclaredWorkers()
+
+
 register(ProtocolSpec(
     name="pbft",
     summary="classic PBFT over the whole committee (the baseline)",
@@ -172,4 +183,5 @@ register(ProtocolSpec(
     messages=bullshark.MESSAGES, certificate=Certificate, metrics=BullsharkMetrics,
     node_components=worker_components,
     sim_extras=lambda seed, committee, node_id, crypto: {"inline_batches": True},  # the worker inside the core
+    sim_scale=_bullshark_scale,
 ))

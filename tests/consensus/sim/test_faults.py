@@ -60,6 +60,19 @@ def test_equivocating_new_primary_re_proposes_differently_to_each_half() -> None
     assert _open(second).message.proposals == (digest(block_digest(PP.block)),)
 
 
+def test_equivocating_narwhal_author_sends_each_half_a_header_of_the_same_round() -> None:
+    from dwcp.consensus.bullshark.messages import BULLSHARK_MESSAGES, BatchRef, Header
+
+    codec = Codec(BULLSHARK_MESSAGES)
+    refs = tuple(BatchRef(digest=bytes([i]) * 32, worker=0, txs=10, size=5120) for i in range(3))
+    header = Header(author=0, round=4, payload=refs, parents=())
+    (_, first), (_, second) = _make(Equivocate).outgoing(codec, SIGNER, TO, header)
+    a, b = (codec.open(MacVerifier({0: mac_secret(0, 0)}), f).message for f in (first, second))
+    assert a == header and b.round == 4 and b.payload == refs[:-1] and a.digest != b.digest
+    empty = Header(author=0, round=4, payload=(), parents=())
+    assert len(_make(Equivocate).outgoing(codec, SIGNER, TO, empty)) == 1  # nothing to vary: sent as is
+
+
 def test_twins_split_the_committee_between_two_cores() -> None:
     twins = _make(Twins)
     assert twins.instances == 2
@@ -91,6 +104,7 @@ def test_garbage_frames_never_decode_to_a_message() -> None:
 
 def test_every_behaviour_is_registered_by_name() -> None:
     assert set(BEHAVIOURS) == {"none", "silent", "equivocate", "twins", "invalid-signature", "garbage",
-                               "outside-sample", "forged-proof", "replayed-proof"}
-    # The sample attacks are named explicitly, never drawn by "mixed": existing seeds keep their draws.
+                               "outside-sample", "forged-proof", "replayed-proof", "withhold"}
+    # The sample and data-plane attacks are named explicitly, never drawn by "mixed": existing seeds
+    # keep their draws.
     assert set(BYZANTINE) == {"silent", "equivocate", "twins", "invalid-signature", "garbage"}

@@ -10,7 +10,8 @@ so every forgery goes through the receivers' real `Codec.open` checks:
 | silent            | nothing (a crashed or mute node that never recovers)                        |
 | equivocate        | proposals (a `block`, bar `Decided`, or a new view's `proposals`): the      |
 |                   | second half of the recipients gets a different block (one tx fewer),        |
-|                   | re-signed with our key                                                      |
+|                   | re-signed with our key; a Narwhal header (its batch `payload`): the second  |
+|                   | half gets the same round's header with one batch fewer                      |
 | twins             | two cores with our key, each talking only to one half of the committee, so  |
 |                   | each half sees an honest node while the key proposes and votes twice         |
 | invalid-signature | half the messages with a flipped signature, a payload changed after signing,|
@@ -18,6 +19,12 @@ so every forgery goes through the receivers' real `Codec.open` checks:
 |                   | replay of a frame another node signed (`sender_mismatch`, as the driver)    |
 | garbage           | half the messages replaced by random bytes, or by random payloads that are   |
 |                   | validly signed (`malformed`), or truncated frames                            |
+
+A data-plane attack, for protocols whose workers the simulator models (declared batches,
+`sim/dataplane.py`); also named explicitly, not drawn by "mixed":
+
+| withhold          | the node's worker tells its primary its batches are stored by a quorum but  |
+|                   | sends them to nobody and answers no fetch (headers name unobtainable batches)|
 
 Sample attacks, for protocols whose messages carry a VRF `proof` of who may receive them (ProBFT);
 other messages leave such a node unchanged. They are named explicitly (`--behaviour outside-sample,...`)
@@ -86,6 +93,7 @@ class Behaviour:
 
     name = "none"
     instances = 1  # cores run under this node's key
+    batches = "send"  # its worker (sim/dataplane.py): "send", "withhold" or "none" (sends nothing)
 
     def __init__(self, rng: random.Random, committee_ids: Sequence[int], node_id: int) -> None:
         self.rng = rng
@@ -107,6 +115,7 @@ class Behaviour:
 
 class Silent(Behaviour):
     name = "silent"
+    batches = "none"
 
     def outgoing(self, codec: Codec, signer: Signer, to: tuple[int, ...], message: Any) -> Frames:
         return []
@@ -134,6 +143,9 @@ def _equivocal(message: Any) -> Any | None:
             else:
                 continue
             return msgspec.structs.replace(message, proposals=(*proposals[:i], other, *proposals[i + 1:]))
+    payload = getattr(message, "payload", None)  # a Narwhal header's batch references
+    if isinstance(payload, tuple) and payload and hasattr(message, "round"):
+        return msgspec.structs.replace(message, payload=payload[:-1])
     return None
 
 
@@ -204,6 +216,11 @@ class Garbage(Behaviour):
         return [(to, junk)]
 
 
+class Withhold(Behaviour):
+    name = "withhold"
+    batches = "withhold"
+
+
 class OutsideSample(Behaviour):
     name = "outside-sample"
 
@@ -242,7 +259,9 @@ class ReplayedProof(Behaviour):
 
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     b.name: b for b in (Behaviour, Silent, Equivocate, Twins, InvalidSignature, Garbage,
-                        OutsideSample, ForgedProof, ReplayedProof)
+                        OutsideSample, ForgedProof, ReplayedProof, Withhold)
 }
 SAMPLE_ATTACKS = (OutsideSample.name, ForgedProof.name, ReplayedProof.name)
-BYZANTINE = tuple(name for name in BEHAVIOURS if name != "none" and name not in SAMPLE_ATTACKS)
+DATA_PLANE_ATTACKS = (Withhold.name,)
+BYZANTINE = tuple(name for name in BEHAVIOURS
+                  if name != "none" and name not in SAMPLE_ATTACKS and name not in DATA_PLANE_ATTACKS)

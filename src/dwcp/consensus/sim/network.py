@@ -6,7 +6,14 @@ A message of `size` bytes from node a to node b sent at time t arrives at
     on_wire = start + size * 8 / bandwidth          serialisation delay
     arrive  = max(on_wire + one_way(a, b) * (1 + jitter), last arrival on (a, b))
 
-The last term keeps each link FIFO, as the TCP transport is. `one_way` is half the round-trip time
+The last term keeps each link FIFO, as the TCP transport is. With a downlink bandwidth set
+(`downlink_bps > 0`), a copy that reached the receiver's edge at `arrive` is then read off the
+receiver's one downlink, in the order copies reach it (the runner calls `downlink` at that time):
+
+    received = max(arrive, b's downlink free-at) + size * 8 / downlink_bps
+
+so 99 peers sending a node their batches at once queue at its NIC (incast), as a sender's 99 copies
+queue on its uplink (fan-out). `one_way` is half the round-trip time
 between the two nodes' regions. With probability `loss` the copy is dropped (a reset connection or
 a full peer queue in the real transport; TCP itself never loses a byte it acknowledged).
 
@@ -73,6 +80,7 @@ class NetworkModel:
     jitter: float = 0.05  # mean extra one-way delay, as a fraction of the base (exponential)
     bandwidth_bps: float = 1e9  # per-node uplink
     loss: float = 0.0
+    downlink_bps: float = 0.0  # per-node downlink; 0: unlimited (no receive queue)
     _one_way: list[list[float]] = field(init=False, repr=False)
     _uplink_free: list[float] = field(init=False, repr=False)
     _last_arrival: list[float] = field(init=False, repr=False)  # per link a * n + b
@@ -82,6 +90,7 @@ class NetworkModel:
         n = len(self.placement)
         self._one_way = [[self.rtt_ms[(a, b)] / 2000.0 for b in self.placement] for a in self.placement]
         self._uplink_free = [0.0] * n
+        self._downlink_free = [0.0] * n
         self._last_arrival = [0.0] * (n * n)
         self.side = [0] * n
 
@@ -150,8 +159,16 @@ class NetworkModel:
         self._uplink_free[a] = free
         return out
 
+    def downlink(self, now: float, b: int, size: int) -> float:
+        """When a copy of `size` bytes that reached b's edge `now` has been read off b's downlink."""
+        free = self._downlink_free[b]
+        done = (free if free > now else now) + size * 8.0 / self.downlink_bps
+        self._downlink_free[b] = done
+        return done
+
     def reset_links(self, node: int) -> None:
         """A crashed node's connections are gone: forget FIFO state on its links."""
         n = len(self.side)
+        self._downlink_free[node] = 0.0
         for other in range(n):
             self._last_arrival[node * n + other] = self._last_arrival[other * n + node] = 0.0

@@ -12,7 +12,11 @@ It is `transport/driver.py` with the sockets, timers and SQLite replaced by `Clo
   out and the planner moves on, as on a real network), and the answer goes through the same
   `apply_fetched` loop as on a node (`core.verify_certificate`, then `Fetched`);
 - crash drops a node's state and traffic; restart rebuilds its core from its own log (`Restored`
-  per block, then `Started`).
+  per block, then `Started`);
+- at the seed's scale (`Scenario.batch_bytes`), workers carry declared batches outside the cores
+  (`dataplane.py`, fed to and read from the cores as `Local`/`ToLocal`); with `downlink_mbps` a copy
+  then queues at the receiver's downlink, and with `cpu` each frame's encoding and signing (sender)
+  and opening (receiver) queue on the node's primary CPU lane (`cpu.py`) before the core sees it.
 There is no protocol logic here. Every random choice comes from the scenario's seed.
 """
 
@@ -51,9 +55,12 @@ from dwcp.consensus.core.outputs import (
     RequestSync,
     Send,
     SetTimer,
+    ToLocal,
     TxDropped,
 )
 from dwcp.consensus.sim.clock import Clock
+from dwcp.consensus.sim.cpu import PRIMARY, CpuModel
+from dwcp.consensus.sim.dataplane import DeclaredDataPlane
 from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Partition, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker
 from dwcp.consensus.sim.network import NetworkModel
@@ -92,7 +99,13 @@ class Simulation:
         )
         self.clock = Clock()
         self.net = NetworkModel.spread(sc.nodes, sc.regions, self.rng_net, jitter=sc.jitter,
-                                       bandwidth_bps=sc.bandwidth_mbps * 1e6, loss=sc.loss)
+                                       bandwidth_bps=sc.bandwidth_mbps * 1e6, loss=sc.loss,
+                                       downlink_bps=sc.downlink_mbps * 1e6)
+        self.cpu = CpuModel(sc.nodes, sc.cpu, sc.cpu_cores) if sc.cpu is not None else None
+        self.scale = spec.sim_scale() if spec.sim_scale is not None and (sc.batch_bytes or sc.cpu) else None
+        if sc.batch_bytes and self.scale is None:
+            raise ValueError(f"{sc.protocol} has no declared-batch workers (registry sim_scale)")
+        self.staged = self.cpu is not None or sc.downlink_mbps > 0  # a frame waits for downlink/CPU
         self.checker = InvariantChecker(sc.correct)
         self.nodes: list[Node] = []
         for i in range(sc.nodes):
@@ -110,6 +123,10 @@ class Simulation:
         self._tx_counter = 0
         self.loading = True
         self.drained_s = 0.0
+        self.dataplane = DeclaredDataPlane(
+            self, self.scale, rate=sc.rate, tx_size=sc.tx_size, batch_bytes=sc.batch_bytes,
+            max_batch_delay=sc.max_batch_delay, warmup=sc.warmup, end=sc.duration,
+        ) if sc.batch_bytes and self.scale is not None else None
 
     # -- construction ------------------------------------------------------------------------
     def _core(self, node: Node, instance: int) -> Any:
@@ -117,6 +134,8 @@ class Simulation:
         spec, sc = self.spec, self.scenario
         if spec.sim_extras is not None:
             kwargs.update(spec.sim_extras(sc.seed, self.committee, node.node_id, sc.crypto))
+        if sc.batch_bytes and self.scale is not None:
+            kwargs.update(self.scale.core_kwargs)
         if spec.seeded:
             kwargs["rng"] = random.Random(self.core_seed * 1_000_003 + node.node_id * 7 + instance)
         return spec.replica(committee=self.committee, node_id=node.node_id, signer=node.signer,
@@ -131,7 +150,9 @@ class Simulation:
                 self._feed(node, k, Started())
         for fault in sc.faults:
             self.clock.at(fault.at, self._apply_fault, fault)
-        if sc.rate > 0:
+        if self.dataplane is not None:
+            self.dataplane.start()
+        elif sc.rate > 0:
             self.clock.at(self.rng_load.expovariate(sc.rate), self._submit)
         if sc.sync_interval > 0:
             for node in self.nodes:
@@ -141,11 +162,15 @@ class Simulation:
         live = [n.node_id for n in self.nodes if n.up]
         due = self.checker.due(sc.healed_at, sc.duration)
         end = sc.duration
-        while end < sc.duration + sc.drain and not self.checker.settled(due, live):
+        plane = self.dataplane
+        while end < sc.duration + sc.drain and not (
+                self.checker.settled(due, live) and (plane is None or not plane.unsettled(live))):
             end = min(end + DRAIN_STEP, sc.duration + sc.drain)
             self.clock.run_until(end)
         self.drained_s = end - sc.duration
         self.checker.finish(sc.healed_at, sc.duration, live)
+        if plane is not None:
+            plane.finish(self.checker, live)
         return summarize(self, time.perf_counter() - started)
 
     @property
@@ -191,6 +216,8 @@ class Simulation:
                 self._request_missing(node, k)
             elif isinstance(out, Persist):
                 inst.persisted[out.key] = out.value
+            elif isinstance(out, ToLocal) and self.dataplane is not None:
+                self.dataplane.command(node, out.message)
 
     def _send(self, node: Node, inst: Instance, to: tuple[int, ...], message: Any) -> None:
         me = node.node_id
@@ -204,7 +231,8 @@ class Simulation:
             dsts = [d for d in group if d != me]
             self.messages += len(dsts)
             self.bytes += size * len(dsts)
-            for dst, arrive in zip(dsts, self.net.transmit_all(now, me, dsts, size), strict=True):
+            start = now if self.cpu is None else self.cpu.run(me, PRIMARY, now, self.cpu.costs.send(len(data)))
+            for dst, arrive in zip(dsts, self.net.transmit_all(start, me, dsts, size), strict=True):
                 if arrive is None:
                     self.lost += 1
                 else:
@@ -212,6 +240,24 @@ class Simulation:
                     at(arrive, deliver, packet, target, target.incarnation)
 
     def _deliver(self, packet: Packet, node: Node, incarnation: int) -> None:
+        """A copy reached `node`: off its downlink and opened on its CPU (when modelled), to the core."""
+        if not self.staged:
+            self._process(packet, node, incarnation)
+            return
+        if not node.up or node.incarnation != incarnation:
+            return
+        dst, size, ready = node.node_id, len(packet.data), self.clock.now
+        if self.net.downlink_bps:
+            ready = self.net.downlink(ready, dst, size + FRAME_OVERHEAD)
+        if self.cpu is not None:
+            inp = packet.opened
+            if inp is None:
+                inp = packet.opened = self._open(packet, dst)
+            extra = self.scale.signatures(inp.message) if self.scale is not None and type(inp) is Received else 0
+            ready = self.cpu.run(dst, PRIMARY, ready, self.cpu.costs.receive(size, extra))
+        self.clock.at(ready, self._process, packet, node, incarnation)
+
+    def _process(self, packet: Packet, node: Node, incarnation: int) -> None:
         if not node.up or node.incarnation != incarnation:
             return
         src = packet.src
@@ -345,6 +391,8 @@ class Simulation:
                 node.up = False
                 node.incarnation += 1
                 self.net.reset_links(node.node_id)
+                if self.cpu is not None:
+                    self.cpu.reset(node.node_id, self.clock.now)
         elif isinstance(fault, Restart):
             node = self.nodes[fault.node]
             if not node.up:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from dwcp.consensus.sim.cpu import CpuCosts
 from dwcp.consensus.sim.faults import BEHAVIOURS, BYZANTINE, Crash, Fault, Heal, Partition, Restart, describe
 from dwcp.consensus.sim.network import DEFAULT_REGIONS, REGIONS, pick_regions
 
@@ -34,6 +35,13 @@ class Scenario:
     sync_interval: float = 0.5  # the driver's height gossip / catch-up period (0: off)
     crypto: str = "mac"  # "mac" (simulation-only, fast) or "ed25519"
     epoch_length: int = 0  # blocks per epoch for protocols with epochs (T-PBFT re-chooses its group); 0: core default
+    # The seed's scale (sim/dataplane.py, sim/cpu.py): off by default, so existing runs stay what they were.
+    batch_bytes: int = 0  # > 0: workers outside the cores carry declared batches of this size; `rate` feeds them
+    max_batch_delay: float = 0.1  # a declared batch seals when full or this old
+    downlink_mbps: float = 0.0  # per-node downlink (incast queue); 0: unlimited
+    cpu: CpuCosts | None = None  # charge signing, verifying, hashing and codec time per node
+    cpu_cores: tuple[int, int] = (1, 1)  # cores of a node's primary and of its worker (with `cpu`)
+    warmup: float = 0.0  # declared load: figures count from here
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -45,6 +53,10 @@ class Scenario:
                 raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
         if self.crypto not in ("mac", "ed25519"):
             raise ValueError("crypto is 'mac' or 'ed25519'")
+        if self.batch_bytes < 0 or self.downlink_mbps < 0 or not 0 <= self.warmup < self.duration:
+            raise ValueError("batch_bytes and downlink_mbps must be >= 0, warmup in [0, duration)")
+        if self.batch_bytes and self.max_batch_delay <= 0:
+            raise ValueError("max_batch_delay must be > 0")
 
     @property
     def correct(self) -> tuple[int, ...]:
@@ -61,6 +73,10 @@ class Scenario:
             "protocol": self.protocol, "seed": self.seed, "nodes": self.nodes,
             "byzantine": {str(k): v for k, v in sorted(self.byzantine.items())},
             "regions": list(self.regions), "faults": [describe(f) for f in self.faults],
+            **({"batch_bytes": self.batch_bytes, "tx_size": self.tx_size, "rate": self.rate,
+                "bandwidth_mbps": self.bandwidth_mbps, "downlink_mbps": self.downlink_mbps,
+                "cpu": self.cpu.as_dict() if self.cpu else None, "cpu_cores": list(self.cpu_cores)}
+               if self.batch_bytes else {}),
         }
 
     @classmethod

@@ -98,8 +98,23 @@ def seed_scale(args: argparse.Namespace) -> dict:
                       f"{row['latency_p99_s']:.2f} s, {row['heights']} heights, violations {row['violations']}, "
                       f"primary CPU {row['primary_cores_busy_mean']} cores busy, sim {row['sim_cpu_s']} CPU-s "
                       f"({row['sim_cpu_s_per_simulated_s']} per simulated s)", flush=True)
+    summary = []
+    for nodes in args.nodes:
+        for mode in args.faults:
+            group = [r for r in rows if r["nodes"] == nodes and r["faults"] == mode]
+            summary.append({
+                "nodes": nodes, "faults": mode, "runs": len(group),
+                "runs_with_violations": sum(1 for r in group if r["violations"]),
+                "committed_tx_per_s_median": statistics.median(r["committed_tx_per_s"] for r in group),
+                "committed_tx_per_s_min": min(r["committed_tx_per_s"] for r in group),
+                "latency_p50_s_median": statistics.median(r["latency_p50_s"] for r in group),
+                "latency_p99_s_max": max(r["latency_p99_s"] for r in group),
+                "sim_cpu_s_per_simulated_s": round(statistics.mean(r["sim_cpu_s_per_simulated_s"] for r in group), 2),
+            })
+            print("summary " + json.dumps(summary[-1]), flush=True)
     return {"seed_tps": SEED_TPS, "published": PUBLISHED, "args": {k: v for k, v in vars(args).items()
-                                                                   if k != "json"}, "rows": rows}
+                                                                   if k != "json"}, "rows": rows,
+            "summary": summary}
 
 
 def token_run(nodes: int, byzantine: int, seed: int, duration: float, rate: float, period: int) -> dict:

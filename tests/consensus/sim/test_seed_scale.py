@@ -127,3 +127,9 @@ def test_scale_mode_with_equivocating_and_withholding_nodes_has_no_violations(se
     withholder = next(i for i, b in sc.byzantine.items() if b == "withhold")
     assert all(plane.batches[d].origin != withholder for i in sc.correct for d in plane.holds[i])
     assert plane.throughput() > 0 and min(len(sim.nodes[i].instances[0].log) for i in sc.correct) > 3
+
+
+def test_batches_of_correct_nodes_left_uncommitted_are_liveness_violations() -> None:
+    result = Simulation(_declared(duration=1.0, warmup=0.0, drain=0.0)).run()  # no time to commit the last ones
+    assert result.violations["liveness"] == 4 and not result.ok
+    assert "declared batches of correct nodes not committed" in result.violation_details[0]

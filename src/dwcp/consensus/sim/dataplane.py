@@ -23,9 +23,10 @@ still missing as a liveness violation). Declared runs do not restart nodes, so n
 
 Figures kept: per correct node, the commits while the load ran after `warmup` (throughput is the
 transactions committed between the first and the last of them, over the time between, so a window
-does not gain or lose a whole height at its edges, as Narwhal's benchmark measures); per batch
-of a correct origin sealed after `warmup`, sealed -> committed at its origin (consensus latency plus
-the batch's dissemination; Narwhal's consensus latency starts later, at header creation).
+does not gain or lose a whole height at its edges, as Narwhal's benchmark measures); per batch of a
+correct origin sealed between `warmup` and the end of the load, sealed -> committed at its origin,
+whenever that is (consensus latency plus the batch's dissemination; Narwhal's consensus latency
+starts later, at header creation).
 """
 
 from __future__ import annotations
@@ -230,13 +231,13 @@ class DeclaredDataPlane:
         a, now, batches = node.node_id, self.sim.clock.now, self.sim.nodes
         self.executed_due[a] += sum(1 for d, _, _ in cmd.batches if d in self.batches and
                                     batches[self.batches[d].origin].correct)
+        for d, _, _ in cmd.batches:  # latency of batches sealed in the window, whenever they commit
+            batch = self.batches.get(d)
+            if batch is not None and batch.origin == a and self.warmup <= batch.sealed <= self.end:
+                self.latencies.append(now - batch.sealed)
         if not self.warmup <= now <= self.end:
             return
-        for d, txs, _size in cmd.batches:
-            self.executed[a] += txs
-            batch = self.batches.get(d)
-            if batch is not None and batch.origin == a and batch.sealed >= self.warmup:
-                self.latencies.append(now - batch.sealed)
+        self.executed[a] += sum(txs for _, txs, _ in cmd.batches)
         if self._first[a] is None:
             self._first[a] = (now, self.executed[a])
         self._last[a] = (now, self.executed[a])

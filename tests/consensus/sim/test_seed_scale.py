@@ -13,7 +13,7 @@ from dwcp.consensus.bullshark.messages import BatchStored
 from dwcp.consensus.bullshark.simworker import DeclaredWorkers
 from dwcp.consensus.sim import Scenario
 from dwcp.consensus.sim.cpu import PRIMARY, WORKER, CpuCosts, CpuModel
-from dwcp.consensus.sim.network import NetworkModel
+from dwcp.consensus.sim.network import DATA, NetworkModel
 from dwcp.consensus.sim.runner import Simulation
 
 MB = 8e6  # bits per second that move one byte per microsecond
@@ -31,6 +31,16 @@ def test_incast_queues_copies_at_the_receivers_downlink_in_arrival_order() -> No
     assert done == [pytest.approx(0.0015 + 0.010 * k) for k in (1, 2, 3)]  # 10 ms each, back to back
     assert net.downlink(1.0, 3, 1000) == pytest.approx(1.001)  # an idle downlink starts at arrival
     assert net.downlink(0.0, 2, 1000) == pytest.approx(0.001)  # another receiver's is its own
+
+
+def test_a_vote_does_not_wait_behind_the_batches_on_the_workers_flow() -> None:
+    net = _lan(2, bandwidth_bps=MB, downlink_bps=MB)
+    batch = net.transmit(0.0, 0, 1, 100_000, DATA)  # 100 ms of batch on the uplink
+    vote = net.transmit(0.0, 0, 1, 100)  # the primary's flow: its own queue
+    assert batch == pytest.approx(0.1005) and vote == pytest.approx(0.0006)
+    assert net.transmit(0.0, 0, 1, 1000, DATA) == pytest.approx(0.1015)  # behind the batch
+    assert net.downlink(vote, 1, 100) == pytest.approx(0.0007)
+    assert net.downlink(batch, 1, 100_000, DATA) == pytest.approx(0.2005)
 
 
 def test_fan_out_queues_on_the_senders_uplink_then_each_downlink() -> None:
@@ -133,3 +143,14 @@ def test_batches_of_correct_nodes_left_uncommitted_are_liveness_violations() -> 
     result = Simulation(_declared(duration=1.0, warmup=0.0, drain=0.0)).run()  # no time to commit the last ones
     assert result.violations["liveness"] == 4 and not result.ok
     assert "declared batches of correct nodes not committed" in result.violation_details[0]
+
+
+def test_an_overloaded_link_throttles_clients_as_the_workers_backpressure_does() -> None:
+    # 20,000 tx/s of 512 B is 82 Mbit/s a node must receive; the links carry 20.
+    sim = Simulation(_declared(bandwidth_mbps=20.0, downlink_mbps=20.0, duration=5.0, warmup=2.0, drain=10.0))
+    result = sim.run()
+    plane = sim.dataplane
+    assert result.ok, result.violation_details
+    assert plane.throttled_txs > 0 and max(plane.inflight) <= plane.max_inflight
+    # Each node's uplink carries its batches to 3 peers: the cluster commits at most 4/3 of one link.
+    assert 0 < plane.throughput() < 1.05 * 4 / 3 * 20e6 / 8 / 512 < 20_000

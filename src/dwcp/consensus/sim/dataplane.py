@@ -12,6 +12,8 @@ fetch these digests; this height committed these batches) comes back through the
 Load: `rate` tx/s of `tx_size` bytes, an equal share per node (clients connect to every worker, as in
 Narwhal's benchmark; a crashed node's clients get nothing in). A worker seals every `interval` =
 min(max_batch_delay, batch_bytes / (share * tx_size)) seconds, so a batch is full or a delay old.
+Backpressure as the real worker's: while `max_inflight` of its batches wait for 2f + 1 acknowledgements,
+a worker reads no client, so that interval's transactions are not sent (counted in `throttled_txs`).
 
 Byzantine workers (`Behaviour.batches`): "none" (a silent node: seals, sends and acknowledges
 nothing) and "withhold" (tells its primary its batches are acknowledged but sends them to nobody and
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dwcp.consensus.core.inputs import Local
 from dwcp.consensus.sim.cpu import WORKER
+from dwcp.consensus.sim.network import DATA
 
 if TYPE_CHECKING:
     from dwcp.consensus.sim.invariants import InvariantChecker
@@ -87,7 +90,7 @@ class _Batch:
 
 class DeclaredDataPlane:
     def __init__(self, sim: Simulation, hooks: ScaleHooks, *, rate: float, tx_size: int, batch_bytes: int,
-                 max_batch_delay: float, warmup: float, end: float) -> None:
+                 max_batch_delay: float, warmup: float, end: float, max_inflight: int = 16) -> None:
         self.sim, self.hooks = sim, hooks
         n = len(sim.nodes)
         self.share = rate / n  # tx/s each node's clients send
@@ -109,6 +112,10 @@ class DeclaredDataPlane:
         self.latencies: list[float] = []
         self.sealed = 0
         self.fetches = 0
+        self.max_inflight = max_inflight  # WorkerSetup.max_inflight on a node
+        self.inflight = [0] * n  # own batches waiting for a quorum of acknowledgements
+        self._incarnation = [0] * n  # a restarted worker's unacknowledged batches no longer hold it back
+        self.throttled_txs = 0
 
     def start(self) -> None:
         if self.share <= 0:
@@ -132,6 +139,11 @@ class DeclaredDataPlane:
         self._carry[a] = want - txs
         if txs == 0:
             return
+        if self._incarnation[a] != node.incarnation:
+            self._incarnation[a], self.inflight[a] = node.incarnation, 0
+        if self.inflight[a] >= self.max_inflight:
+            self.throttled_txs += txs
+            return
         self._seq += 1
         d = hashlib.blake2b(f"{a}:{self._seq}".encode(), digest_size=32).digest()
         size = txs * self.tx_size
@@ -144,12 +156,13 @@ class DeclaredDataPlane:
         if kind == "withhold" or self.quorum <= 1:
             sim.clock.at(ready, self._own_stored, node, node.incarnation, d)
             return
+        self.inflight[a] += 1
         self._transmit(ready, a, [b for b in sim.committee.ids if b != a], d, True)
 
     def _transmit(self, start: float, a: int, dsts: list[int], d: bytes, ack: bool) -> None:
         sim = self.sim
         size = self.batches[d].size
-        for b, arrive in zip(dsts, sim.net.transmit_all(start, a, dsts, size), strict=True):
+        for b, arrive in zip(dsts, sim.net.transmit_all(start, a, dsts, size, DATA), strict=True):
             if arrive is not None:
                 target = sim.nodes[b]
                 sim.clock.at(arrive, self._arrive, target, target.incarnation, a, d, ack)
@@ -159,7 +172,7 @@ class DeclaredDataPlane:
         if not node.up or node.incarnation != incarnation or not sim.net.connected(src, node.node_id):
             return
         b, size, now = node.node_id, self.batches[d].size, sim.clock.now
-        ready = sim.net.downlink(now, b, size) if sim.net.downlink_bps else now
+        ready = sim.net.downlink(now, b, size, DATA) if sim.net.downlink_bps else now
         if sim.cpu is not None:
             ready = sim.cpu.run(b, WORKER, ready, sim.cpu.costs.batch(size))
         sim.clock.at(ready, self._store, node, incarnation, src, d, ack)
@@ -183,6 +196,7 @@ class DeclaredDataPlane:
         batch = self.batches[d]
         batch.acks += 1
         if batch.acks == self.quorum:
+            self.inflight[node.node_id] -= 1
             self._own_stored(node, incarnation, d)
 
     def _own_stored(self, node: Node, incarnation: int, d: bytes) -> None:

@@ -13,7 +13,11 @@ receiver's one downlink, in the order copies reach it (the runner calls `downlin
     received = max(arrive, b's downlink free-at) + size * 8 / downlink_bps
 
 so 99 peers sending a node their batches at once queue at its NIC (incast), as a sender's 99 copies
-queue on its uplink (fan-out). `one_way` is half the round-trip time
+queue on its uplink (fan-out). Each direction has two queues, `CONTROL` (the primary's frames) and
+`DATA` (the worker's batches), each served at the full rate: the two processes use separate TCP
+flows, and a fair-queuing NIC (Linux's default fq_codel) serves a small control flow beside a bulk
+one with about a packet's wait, not behind the bulk flow's backlog. It overstates capacity by the
+control traffic's share of the link (a few per cent at n = 100). `one_way` is half the round-trip time
 between the two nodes' regions. With probability `loss` the copy is dropped (a reset connection or
 a full peer queue in the real transport; TCP itself never loses a byte it acknowledged).
 
@@ -51,6 +55,7 @@ WAN_RTT_MS: dict[tuple[str, str], float] = {
     **_PAIRS_MS, **{(b, a): ms for (a, b), ms in _PAIRS_MS.items()}, **{(r, r): INTRA_REGION_RTT_MS for r in REGIONS},
 }
 DEFAULT_REGIONS = 4  # us-east-1, eu-west-1, us-west-2, ap-northeast-1: three continents
+CONTROL, DATA = 0, 1  # a link's queues: consensus frames, batches
 
 
 def pick_regions(spec: str | int) -> tuple[str, ...]:
@@ -82,16 +87,16 @@ class NetworkModel:
     loss: float = 0.0
     downlink_bps: float = 0.0  # per-node downlink; 0: unlimited (no receive queue)
     _one_way: list[list[float]] = field(init=False, repr=False)
-    _uplink_free: list[float] = field(init=False, repr=False)
-    _last_arrival: list[float] = field(init=False, repr=False)  # per link a * n + b
+    _uplink_free: list[list[float]] = field(init=False, repr=False)
+    _last_arrival: list[float] = field(init=False, repr=False)  # per link and queue: (a * n + b) * 2 + queue
     side: list[int] = field(init=False, repr=False)  # node -> partition group (0: the rest)
 
     def __post_init__(self) -> None:
         n = len(self.placement)
         self._one_way = [[self.rtt_ms[(a, b)] / 2000.0 for b in self.placement] for a in self.placement]
-        self._uplink_free = [0.0] * n
-        self._downlink_free = [0.0] * n
-        self._last_arrival = [0.0] * (n * n)
+        self._uplink_free = [[0.0, 0.0] for _ in range(n)]  # per node and queue (CONTROL, DATA)
+        self._downlink_free = [[0.0, 0.0] for _ in range(n)]
+        self._last_arrival = [0.0] * (n * n * 2)  # FIFO per link and queue
         self.side = [0] * n
 
     @classmethod
@@ -121,22 +126,24 @@ class NetworkModel:
     def one_way(self, a: int, b: int) -> float:
         return self._one_way[a][b]
 
-    def transmit(self, now: float, a: int, b: int, size: int) -> float | None:
+    def transmit(self, now: float, a: int, b: int, size: int, queue: int = CONTROL) -> float | None:
         """Arrival time of one copy from a to b, or None when it is lost or cut by a partition.
 
         Charges a's uplink even for a lost copy (it was sent), but not for a partitioned one (the
         real transport has no connection to send on)."""
-        return self.transmit_all(now, a, (b,), size)[0]
+        return self.transmit_all(now, a, (b,), size, queue)[0]
 
-    def transmit_all(self, now: float, a: int, dsts: Sequence[int], size: int) -> list[float | None]:
-        """`transmit` for copies of one frame to each of `dsts`, in order (one uplink, queued)."""
+    def transmit_all(self, now: float, a: int, dsts: Sequence[int], size: int,
+                     queue: int = CONTROL) -> list[float | None]:
+        """`transmit` for copies of one frame to each of `dsts`, in order (one uplink queue)."""
         side, last_arrival, rng = self.side, self._last_arrival, self.rng
         one_way, loss, jitter = self._one_way[a], self.loss, self.jitter
         wire = size * 8.0 / self.bandwidth_bps
-        free = self._uplink_free[a]
+        uplink = self._uplink_free[a]
+        free = uplink[queue]
         if now > free:
             free = now
-        row = a * len(side)
+        row = (a * len(side)) * 2 + queue
         my_side = side[a]
         out: list[float | None] = []
         for b in dsts:
@@ -151,24 +158,27 @@ class NetworkModel:
             arrive = free + base
             if jitter:
                 arrive -= base * jitter * math.log(1.0 - rng.random())  # exponential, mean jitter * base
-            link = row + b
+            link = row + 2 * b
             if arrive < last_arrival[link]:
                 arrive = last_arrival[link]
             last_arrival[link] = arrive
             out.append(arrive)
-        self._uplink_free[a] = free
+        uplink[queue] = free
         return out
 
-    def downlink(self, now: float, b: int, size: int) -> float:
+    def downlink(self, now: float, b: int, size: int, queue: int = CONTROL) -> float:
         """When a copy of `size` bytes that reached b's edge `now` has been read off b's downlink."""
-        free = self._downlink_free[b]
+        lanes = self._downlink_free[b]
+        free = lanes[queue]
         done = (free if free > now else now) + size * 8.0 / self.downlink_bps
-        self._downlink_free[b] = done
+        lanes[queue] = done
         return done
 
     def reset_links(self, node: int) -> None:
         """A crashed node's connections are gone: forget FIFO state on its links."""
         n = len(self.side)
-        self._downlink_free[node] = 0.0
+        self._downlink_free[node] = [0.0, 0.0]
         for other in range(n):
-            self._last_arrival[node * n + other] = self._last_arrival[other * n + node] = 0.0
+            for queue in (CONTROL, DATA):
+                self._last_arrival[(node * n + other) * 2 + queue] = 0.0
+                self._last_arrival[(other * n + node) * 2 + queue] = 0.0

@@ -275,3 +275,64 @@ def test_a_proposal_its_primary_sent_with_a_header_it_did_not_sign_starts_a_view
     assert rejections(outs, "bad_header_signature")
     [vc] = [o.message for o in outs if isinstance(o, Multicast) and isinstance(o.message, ViewChange)]
     assert vc.view == 1 and core.mode is Mode.VIEW_CHANGE
+
+
+def _reproposal_view_change(net):
+    """n = 7: every replica prepares block 1, none commits; primary 0 fails; the others time out. The NEW-VIEW
+    from 1 (held back, returned) re-proposes block 1."""
+    from dwcp.consensus.pbft.state import REQUEST
+    from tests.consensus.pbft.conftest import deliver, spread
+
+    spread(net, 0, tx(1))
+    deliver(net, drop=lambda s, to, m: isinstance(m, Ballot) and m.kind == "commit")
+    net.down.add(0)
+    net.now = 1.5
+    for n in range(1, 7):
+        net.fire(n, REQUEST)
+    held = []
+    deliver(net, drop=lambda s, to, m: type(m).__name__ == "SignedNewView" and to == 2 and not held.append(m))
+    return held[0]
+
+
+def test_a_view_change_signs_each_reproposal_header_so_its_ballots_carry_evidence(probft_net):
+    from dwcp.consensus.pbft import Mode
+    from dwcp.consensus.pbft.messages import NewView, ViewChange
+    from dwcp.consensus.probft.messages import SignedNewView
+
+    net = probft_net(7, batch_size=1)
+    nv = _reproposal_view_change(net)
+    block = Block(height=1, epoch=0, view=0, proposer=0, txs=(tx(1),))
+    dig = block_digest(block)
+    assert isinstance(nv, SignedNewView) and nv.view == 1 and nv.proposals == (dig,)
+    [sig] = nv.header_signatures
+    assert net.cores[1].verifier.verify(1, signing_bytes(1, encode(header(0, 1, 1, dig))), sig)
+    # Ballots for the re-proposal carry the new leader's header signature, like any proposal's.
+    prepares = [o.message for o in net.outputs[3] if isinstance(o, Multicast) and isinstance(o.message, Ballot)
+                and o.message.view == 1]
+    assert prepares and all(b.header_signature == sig for b in prepares)
+    assert all(len(c) == 1 and c[0].certificate.view == 1 for n, c in net.commits.items() if n not in (0, 2))
+    # Node 2 has not seen the NEW-VIEW: a plain one is refused, a signed one with a bad header moves on at once.
+    core = net.cores[2]
+    plain = NewView(epoch=0, view=1, view_changes=nv.view_changes, proposals=nv.proposals)
+    assert rejections(core.handle(2.0, received(net.keys, 1, plain)), "unexpected_message")
+    forged = SignedNewView(epoch=0, view=1, view_changes=nv.view_changes, proposals=nv.proposals,
+                           header_signatures=(net.cores[1].sign(header(0, 1, 1, b"x" * 32)),))
+    outs = core.handle(2.0, received(net.keys, 1, forged))
+    assert rejections(outs, "bad_header_signature")
+    [vc] = [o.message for o in outs if isinstance(o, Multicast) and isinstance(o.message, ViewChange)]
+    assert vc.view == 2 and core.mode is Mode.VIEW_CHANGE
+
+
+def test_a_second_signed_header_for_a_reproposed_height_is_equivocation_evidence(probft_net):
+    net = probft_net(7, batch_size=1)
+    nv = _reproposal_view_change(net)
+    core = net.cores[3]
+    assert core.headers[(0, 1, 1)] == (nv.proposals[0], nv.header_signatures[0])
+    other = Block(height=1, epoch=0, view=1, proposer=1, txs=(tx(9),))
+    sig = net.cores[1].sign(header(0, 1, 1, block_digest(other)))
+    proof, _ = net.cores[4].book.mine(0, 1, "prepare")
+    ballot = Ballot(kind="prepare", epoch=0, view=1, height=1, digest=block_digest(other), proof=proof,
+                    header_signature=sig)
+    outs = core.handle(2.0, received(net.keys, 4, ballot))
+    assert rejections(outs, "equivocation_evidence")
+    assert (0, 1, 1) in core.poisoned

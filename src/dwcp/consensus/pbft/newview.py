@@ -81,9 +81,13 @@ class NewViewMixin:
         blocks = reproposals(self.epoch, view, self.node_id, (s.view_change for s in proof.values()),
                              self._epoch_start(self.epoch))
         refs = tuple(ViewChangeRef(sender=s, digest=view_change_digest(svc.view_change)) for s, svc in proof.items())
-        nv = NewView(epoch=self.epoch, view=view, view_changes=refs, proposals=tuple(block_digest(b) for b in blocks))
+        nv = self._new_view_message(view, refs, blocks)
         outs.append(self._broadcast(nv))
         self._enter_view(now, nv, proof, blocks, outs)
+
+    def _new_view_message(self, view: int, refs: tuple[ViewChangeRef, ...], blocks: tuple[Block, ...]) -> NewView:
+        """The NEW-VIEW we send as the primary of `view` (ProBFT's adds its header signatures)."""
+        return NewView(epoch=self.epoch, view=view, view_changes=refs, proposals=tuple(block_digest(b) for b in blocks))
 
     def _on_new_view_request(self, sender: int, msg: NewViewRequest, outs: list[Output]) -> None:
         # Only the primary answers: a NEW-VIEW is accepted from the primary alone (see _check_new_view).

@@ -4,6 +4,7 @@ accepted from peers (it carries no proof of who may send it where)."""
 from __future__ import annotations
 
 from dwcp.consensus.core.messages import Block, Message, Vote
+from dwcp.consensus.pbft.messages import NewView
 
 
 class Proposal(Message, tag="propose"):
@@ -32,9 +33,20 @@ class Ballot(Message, tag="ballot"):
     header_signature: bytes
 
 
+class SignedNewView(NewView, tag="signed_nv"):
+    """PBFT's NEW-VIEW plus the new leader's header signature for each re-proposal (same order as
+    `proposals`), so ballots for re-proposed blocks carry one like any proposal's and a second signed
+    header for the same (epoch, view, height) is equivocation evidence there too. A new message type,
+    not a new codec VERSION: the envelope version is shared by every protocol and signed into every
+    certificate, so bumping it would orphan all stored certificates; a replica that predates this
+    type drops it as `malformed`."""
+
+    header_signatures: tuple[bytes, ...]
+
+
 def header(epoch: int, view: int, height: int, digest: bytes) -> Vote:
     """What a leader signs for each proposal (a `Vote` of kind "propose": the same encoding rules)."""
     return Vote(kind="propose", epoch=epoch, view=view, height=height, digest=digest)
 
 
-PROBFT_MESSAGES: tuple[type, ...] = (Proposal, Ballot)
+PROBFT_MESSAGES: tuple[type, ...] = (Proposal, Ballot, SignedNewView)

@@ -39,9 +39,17 @@ from dwcp.consensus.core.outputs import Multicast, Output, Rejected
 from dwcp.consensus.core.vrf import VrfProver, VrfVerifier
 from dwcp.consensus.pbft import Config as PbftConfig
 from dwcp.consensus.pbft import Replica as PbftReplica
-from dwcp.consensus.pbft.messages import Checkpoint, NewView, Prepared, PrePrepare, ViewChange
+from dwcp.consensus.pbft.messages import (
+    Checkpoint,
+    NewView,
+    Prepared,
+    PrePrepare,
+    SignedViewChange,
+    ViewChange,
+    ViewChangeRef,
+)
 from dwcp.consensus.pbft.state import Mode, Slot
-from dwcp.consensus.probft.messages import Ballot, Proposal, header
+from dwcp.consensus.probft.messages import Ballot, Proposal, SignedNewView, header
 from dwcp.consensus.probft.quorum import SampleBook, pack_entry
 from dwcp.consensus.probft.sampling import PHASES, derive, predict
 
@@ -116,8 +124,10 @@ class Replica(PbftReplica):
             self._on_ballot(now, sender, msg, sig, outs)
         elif isinstance(msg, Proposal):
             self._on_proposal(now, sender, msg, sig, outs)
-        elif isinstance(msg, (Vote, PrePrepare)):
+        elif isinstance(msg, (Vote, PrePrepare)) or type(msg) is NewView:
             outs.append(Rejected(peer=sender, reason="unexpected_message", detail=type(msg).__name__))
+        elif isinstance(msg, SignedNewView) and len(msg.header_signatures) != len(msg.proposals):
+            outs.append(Rejected(peer=sender, reason="bad_new_view", detail="header signatures"))
         else:
             super()._dispatch(now, sender, msg, sig, outs)
 
@@ -166,11 +176,39 @@ class Replica(PbftReplica):
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         key = (self.epoch, self.view, block.height)
         if (self.primary(self.epoch, self.view) == self.node_id and block.height > self.view_floor
-                and key not in self.headers):  # our own new proposal (re-proposals carry no header)
+                and key not in self.headers):  # our own new proposal (re-proposals': _new_view_message)
             dig = block_digest(block)
             self.headers[key] = (dig, self.sign(header(*key, dig)))
         self.accepted_at.setdefault(block.height, now)
         super()._accept_block(now, block, outs)
+
+    # ---- view change: re-proposals carry the new leader's header signatures ----
+    def _new_view_message(self, view: int, refs: tuple[ViewChangeRef, ...], blocks: tuple[Block, ...]) -> NewView:
+        sigs = []
+        for block in blocks:
+            key, dig = (self.epoch, view, block.height), block_digest(block)
+            self.headers[key] = (dig, self.sign(header(*key, dig)))
+            sigs.append(self.headers[key][1])
+        return SignedNewView(epoch=self.epoch, view=view, view_changes=refs,
+                             proposals=tuple(block_digest(b) for b in blocks), header_signatures=tuple(sigs))
+
+    def _enter_view(self, now: float, nv: NewView, proof: dict[int, SignedViewChange], blocks: tuple[Block, ...],
+                    outs: list[Output]) -> None:
+        primary = self.primary(nv.epoch, nv.view)
+        forged = False
+        if primary != self.node_id:  # (our own headers were recorded as we built the NEW-VIEW)
+            sigs = nv.header_signatures if isinstance(nv, SignedNewView) else ()
+            for block, sig in zip(blocks, sigs, strict=False):
+                key, dig = (nv.epoch, nv.view, block.height), block_digest(block)
+                if self._header_ok(*key, dig, sig):
+                    self._note_header(now, key, dig, sig, primary, outs)
+                else:
+                    forged = True
+        super()._enter_view(now, nv, proof, blocks, outs)
+        if forged and self.mode is Mode.NORMAL and self.view == nv.view:
+            # The primary signed a NEW-VIEW whose headers it did not sign: it is faulty, move on.
+            outs.append(Rejected(peer=primary, reason="bad_header_signature", detail="new view"))
+            self.start_view_change(now, nv.view + 1, outs)
 
     def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:
         accepted = self.accepted_at.pop(block.height, None)
@@ -208,9 +246,8 @@ class Replica(PbftReplica):
         if self.node_id not in sample:
             return "outside_sample"
         key = (b.epoch, b.view, b.height)
-        if not b.header_signature:
-            # Only a view change's re-proposals (settled by the NEW-VIEW, at or below view_floor) have none.
-            return None if b.height <= self.view_floor else "missing_header"
+        if not b.header_signature:  # every proposal's header is signed, re-proposals' too (in the NEW-VIEW)
+            return "missing_header"
         known = self.headers.get(key)
         if known is not None and known == (b.digest, b.header_signature):
             return None

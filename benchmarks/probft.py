@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from dwcp.consensus.core.crypto import Ed25519Signer, ed25519_verify
 from dwcp.consensus.core.vrf import ecvrf_prove, ecvrf_public_key, ecvrf_verify
 from dwcp.consensus.probft.sampling import derive, predict
 from dwcp.consensus.sim.campaign import CampaignSpec, run_campaign
+from dwcp.consensus.sim.report import histogram_percentile
 
 
 def register_variant(base_name: str, suffix: str, summary: str, **config: Any) -> str:
@@ -99,6 +101,48 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def merge(paths: list[Path], console: Console) -> dict[str, Any]:
+    """Pool campaign chunks (JSON of earlier runs, e.g. one per seed range) per size and protocol: runs,
+    runs with violations, violations by kind, messages and bytes per block, latency p50 / p99 from the
+    summed histograms, view changes."""
+    pooled: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in paths:
+        for size, summary in json.loads(path.read_text()).items():
+            if not size.startswith("n") or not isinstance(summary, dict):
+                continue
+            for p, row in summary.items():
+                if not isinstance(row, dict) or "totals" not in row:
+                    continue
+                t, acc = row["totals"], pooled.setdefault(size, {}).setdefault(p, {
+                    "runs": 0, "runs_with_violations": 0, "violations": Counter(), "blocks": 0, "messages": 0.0,
+                    "bytes": 0.0, "view_changes": 0, "hist": Counter(), "seed_ranges": []})
+                acc["runs"] += t["runs"]
+                acc["runs_with_violations"] += t["runs_with_violations"]
+                acc["violations"].update(t["violations"])
+                acc["blocks"] += t["committed_blocks"]
+                acc["messages"] += t["messages_per_block"] * t["committed_blocks"]
+                acc["bytes"] += t["bytes_per_block"] * t["committed_blocks"]
+                acc["view_changes"] += t["view_changes"]
+                acc["hist"].update({int(k): v for k, v in row.get("latency_hist", {}).items()})
+                acc["seed_ranges"].append(row.get("seeds"))
+    out: dict[str, Any] = {}
+    for size, rows in sorted(pooled.items(), key=lambda kv: int(kv[0][1:])):
+        for p, acc in rows.items():
+            blocks = acc["blocks"] or 1
+            out.setdefault(size, {})[p] = row = {
+                "runs": acc["runs"], "runs_with_violations": acc["runs_with_violations"],
+                "violations": dict(acc["violations"]), "messages_per_block": acc["messages"] / blocks,
+                "bytes_per_block": acc["bytes"] / blocks, "view_changes": acc["view_changes"],
+                "latency_p50_s": histogram_percentile(acc["hist"], 50) if acc["hist"] else None,
+                "latency_p99_s": histogram_percentile(acc["hist"], 99) if acc["hist"] else None,
+                "pooled_txs": sum(acc["hist"].values()), "seed_ranges": sorted(acc["seed_ranges"], key=str)}
+            lat = "-" if row["latency_p99_s"] is None else f"{row['latency_p50_s']:.3f} / {row['latency_p99_s']:.3f} s"
+            console.print(f"{size} {p}: {row['runs']} runs, {row['runs_with_violations']} with violations; "
+                          f"messages/block {row['messages_per_block']:.0f}, bytes/block {row['bytes_per_block']:.0f}; "
+                          f"latency p50 / p99 {lat} over {row['pooled_txs']} txs; {row['view_changes']} view changes")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=_sizes, default=_sizes("7:10000,31:2000,100:200"),
@@ -116,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds over all sizes")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="pool these JSON outputs of earlier runs (chunks of one campaign) instead of running")
     args = ap.parse_args(argv)
     console = Console(width=170)
+    if args.merge:
+        merged = merge(args.merge, console)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(merged, indent=2))
+        return 0 if all(r["runs_with_violations"] == 0 for rows in merged.values() for r in rows.values()) else 1
     report: dict[str, Any] = {"args": vars(args) | {"json_out": str(args.json_out)}}
     if args.vrf:
         report["vrf"] = costs = vrf_costs()
@@ -164,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'-' if ratio is None else f'{ratio:.0%}'} (same runs, median); empirical safety {safe:.4f} over "
                 f"{t['runs']} runs (predicted forge risk/view {pred['forge_risk']:.1e}, liveness miss/phase "
                 f"{pred['liveness_miss']:.1e}); {campaign.wall_s:.0f} s wall, {summary['cpu_s']:.0f} CPU-s")
+        for p, results in campaign.results.items():  # so chunks of a campaign can be pooled (--merge)
+            summary[p]["latency_hist"] = dict(sum((Counter(r.latency_hist) for r in results), Counter()))
+            summary[p]["seeds"] = [min((r.seed for r in results), default=None),
+                                   max((r.seed for r in results), default=None)]
         report[f"n{n}"] = summary
         ok = ok and campaign.ok
     if args.json_out:

@@ -8,7 +8,8 @@ Byzantine peer sends. The cache holds the last `CACHE_SIZE` keys.
 
 A ProBFT certificate is the core `Certificate` (so PBFT's view change, storage and catch-up carry it
 unchanged) whose `signatures[i]` is an entry: signature (64 B) || holder id (4 B) || header signature
-length (1 B: 64, or 0 for a view change's re-proposal) || the leader's header signature || VRF proof.
+length (1 B: 64, or 0 in certificates
+written before re-proposals were signed) || the leader's header signature || VRF proof.
 `holder` is the node whose quorum it is: every signer other than the holder must have the holder in
 its VRF sample, so the certificate shows q matching ballots that a single node was entitled to
 receive, which is exactly what made that node decide. The signature is the signer's envelope
@@ -164,7 +165,7 @@ class SampleBook:
             return False
         chief = leader(cert.epoch, cert.view)
         head = encode(header(cert.epoch, cert.view, cert.height, cert.digest))
-        # Empty only for a view change's re-proposals (the NEW-VIEW settled those blocks, not a leader's header).
+        # Empty only in certificates of re-proposals written before SignedNewView signed their headers.
         if header_sig and not verifier.verify(chief, signing_bytes(chief, head), header_sig):
             return False
         proofs = tuple(p[3] for p in parsed if p is not None)

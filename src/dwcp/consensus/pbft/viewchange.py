@@ -19,18 +19,18 @@ Safety: a block committed at (v, h) was prepared by a quorum, which meets any qu
 changes in a correct replica that reports it (or a higher-view proof, which by induction is for
 the same block), unless h <= its stable checkpoint <= `low`; heights up to `low` are committed and
 held by the f+1 correct signers of that checkpoint, so they are fetched, never re-proposed.
-Liveness: the NEW-VIEW timer moves on to the next view only once a quorum asked for this one or
-a later one (PBFT starts it at 2f+1 view changes), so a lone replica cannot run ahead; meanwhile
-it resends its view change and asks the primary for the NEW-VIEW (`NewViewRequest`), and peers
-answer a resend with their Status so it can still catch up. Timeouts double on each failed view
-change, capped at 4x. A new primary gets a full request timeout from the moment we enter its view
-(txs announced to all in an earlier view would otherwise give it only the second half: at WAN
-latencies under a 0.5 s timeout that replaced correct primaries one after another), and a primary
-whose NEW-VIEW contradicts its view changes (`bad_reproposals`) is left at once (newview.py).
-Sizes: a view change carries one certificate (2f+1 signatures) per height above its checkpoint and that height's block, bounded by the window; the NEW-VIEW only digests
-(newview.py), so neither grows with n² (at n = 100 a NEW-VIEW holding its 67 view changes was over
-1 MiB and never sent). Known limit: with big blocks a view change can outgrow a 1 MiB frame; it is
-then withheld rather than sent.
+Liveness: the NEW-VIEW timer moves on to the next view only once a quorum asked for this one or a
+later one (PBFT starts it at 2f+1 view changes), so a lone replica cannot run ahead; meanwhile it
+resends its view change and asks the primary for the NEW-VIEW (`NewViewRequest`), and peers answer a
+resend with their Status so it can still catch up. Timeouts double on each failed view change,
+capped at 4x. A new primary gets a full request timeout from the moment we enter its view (txs
+announced to all in an earlier view would otherwise give it only the second half: at WAN latencies
+under a 0.5 s timeout that replaced correct primaries one after another), and a primary whose
+NEW-VIEW contradicts its view changes (`bad_reproposals`) is left at once (newview.py). Sizes: a
+view change carries one certificate (2f+1 signatures) per height above its checkpoint and that
+height's block, bounded by the window; the NEW-VIEW only digests (newview.py), so neither grows with
+n² (at n = 100 a NEW-VIEW holding its 67 view changes was over 1 MiB and never sent). Known limit:
+with big blocks a view change can outgrow a 1 MiB frame; it is then withheld rather than sent.
 """
 
 from __future__ import annotations

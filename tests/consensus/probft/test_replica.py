@@ -229,23 +229,15 @@ def test_a_certificate_still_verifies_after_its_signer_sent_us_a_forged_proof_fi
 def test_a_certificate_checked_at_two_replicas_costs_its_signatures_once_and_feeds_both_proof_caches(probft_net):
     """The signature part of a certificate check is memoised with the (shared) verifier; the sample part is
     each replica's own, so each one's proof cache holds the signers' proofs as it always did."""
-    from dwcp.consensus.core.crypto import Ed25519Verifier
     from dwcp.consensus.probft import Config, Replica
+    from tests.consensus.core.test_verdicts import CountingVerifier
 
     net = probft_net(31, batch_size=1)
     submit(net, 0, tx(1))
     net.run()
     commit = net.commits[0][0]
     keys = net.keys
-
-    class Counting(Ed25519Verifier):
-        calls = 0
-
-        def verify(self, node_id: int, data: bytes, signature: bytes) -> bool:
-            self.calls += 1
-            return super().verify(node_id, data, signature)
-
-    verifier = Counting(keys.committee.public_keys())
+    verifier = CountingVerifier(keys.committee.public_keys())
     fresh = [Replica(committee=keys.committee, node_id=i, signer=keys.signers[i], verifier=verifier,
                      vrf=net.provers[i], vrf_verifier=net.cores[i].book.verifier, config=Config(batch_size=1))
              for i in (7, 8)]

@@ -48,6 +48,12 @@ Measured 2026-12-04 (issue 12) on the shared 2-CPU VM, 10-node T-PBFT, 1000 tx/s
     0.2), ~12 us each in transport_frames.py's rounds. perf, all nodes: python 50-51% (~3 ms/block),
     ed25519 16-17% (~1 ms), kernel 15% (~0.9 ms), tls 3%, sqlite 3%, uvloop 3-4%. p99 400-422 ms vs
     610-616 ms on main in the same pairs (one pair each way is not a result).
+  22:47 (main 1c9aa48), load 19-25 (other sessions' tests and two simulator campaigns at nice 10),
+    `--rate 1000 --duration 10 --peer etcd --ramp-rates 1500,2000,3000`: T-PBFT 1000 tx/s sustained (982
+    committed, p50 623 ms, p99 2.28 s, 102 tx/block, 8.76 ms CPU/block, 0.086 ms/tx); 1500 tx/s NOT
+    sustained (694 committed): max sustained rate 1000 tx/s on this machine at that load. etcd 3.4 with 10
+    members, same client, same run: 368 tx/s committed of 1000 (not sustained), p50 11.9 s, p99 19.1 s,
+    0.195 ms member CPU per tx. On a machine this loaded neither latency means more than "saturated".
 
 Measured 2026-11-25 22:25 UTC (commit 9649db2) on the shared 2-CPU dev VM, a simulator campaign running
 beside it at nice 19, node defaults (max_inflight 1, batch_timeout_ms 5, forward_interval_ms 5):

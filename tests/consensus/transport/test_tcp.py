@@ -314,3 +314,38 @@ async def test_a_peer_that_stops_reading_parks_frames_in_the_bounded_queue_then_
         got = [await _get(c.inbox[1], timeout=10) for _ in range(sent)]
         assert [int.from_bytes(p[-4:], "big") for _, _, p in got] == list(range(sent))
         assert len(queue) == 0 and c.sample(0, "dwcp_consensus_frames_dropped_total", channel="consensus") == 0
+
+
+class _ClosedTransport:
+    """What an inbound link looks like when the peer hung up before the hand-over: closed, and its
+    protocol will hear nothing more (connection_lost went to the StreamReader)."""
+
+    def __init__(self) -> None:
+        self.protocol = None
+        self.aborted = False
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def is_closing(self) -> bool:
+        return True
+
+    def resume_reading(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_peer_that_sent_and_hung_up_before_the_hand_over_is_delivered_and_forgotten() -> None:
+    c = Cluster(2)
+    reader = asyncio.StreamReader()
+    reader.feed_data(encode_frame(Channel.CONSENSUS, b"last words"))
+    reader.feed_eof()
+    transport = _ClosedTransport()
+    writer = type("Writer", (), {"transport": transport})()
+    task = asyncio.ensure_future(c.nodes[0]._accept(1, reader, writer))
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done, "the link's task waits for a receiver that will hear nothing more"
+    assert await _get(c.inbox[0]) == (1, Channel.CONSENSUS, b"last words")
+    assert transport.aborted and 1 not in c.nodes[0].inbound

@@ -333,6 +333,8 @@ class TcpTransport:
             transport.resume_reading()  # the reader may have paused reading at its buffer limit
             if buffered:
                 receiver.data_received(buffered)
+            if transport.is_closing():  # closed before the hand-over: the receiver will hear nothing more
+                receiver.connection_lost(None)
             outcome = await receiver.done
             if outcome is not None:
                 raise outcome

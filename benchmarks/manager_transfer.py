@@ -13,6 +13,8 @@ three size buckets, end to end, with fresh keys / a fresh destination each time 
 
 Loopback: two managers on 127.0.0.1, one incompressible object, goodput with checksums on (always on).
 Health: /health latency measured by a closed-loop client while the loopback transfer runs.
+Small files: on loopback, `--small-files` (1,000) objects of `--small-bytes` (4 KiB), one transfer each, from
+the first POST to the last completion, against rsync -a of the same files to a local rsync daemon.
 CPU seconds of every process involved come from /proc, beside wall-clock (the machine is shared).
 
     .venv/bin/python benchmarks/manager_transfer.py --out runs/manager_transfer.json
@@ -96,6 +98,7 @@ class Managers:
                                                   "services": services}))
         self.procs: dict[str, subprocess.Popen] = {}
         self.selector = selector
+        self.client = httpx.Client(timeout=120, headers=self.headers)  # keep-alive: a request is not a dial
 
     def _spawn(self, name: str, argv: list[str], ns: str | None) -> None:
         # `ip netns exec` execs its command, so the Popen pid is the service's own (for /proc CPU time).
@@ -140,12 +143,13 @@ class Managers:
         return self.request(base, "GET", path)
 
     def request(self, base: str, method: str, path: str, **kw) -> httpx.Response:
-        return httpx.request(method, f"{base}{path}", timeout=120, headers=self.headers, **kw)
+        return self.client.request(method, f"{base}{path}", **kw)
 
     def pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.procs.items() if p.poll() is None}
 
     def stop(self) -> None:
+        self.client.close()
         for p in self.procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -156,8 +160,9 @@ class Managers:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float) -> dict:
-    """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed)."""
+def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float, batch: bool = False) -> dict:
+    """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed); `batch`:
+    one POST /v1/transfer-batches for all of them, as a client moving a file set would."""
     keys = []
     for f in files:
         key = f"{tag}/{mode}/{f.parent.name}/{f.name}"
@@ -170,21 +175,25 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     t0 = time.perf_counter()
     wall0 = time.time()
     ids = []
-    for key in keys:
+    if batch:
+        resp = m.request(m.url(0), "POST", "/v1/transfer-batches",
+                         json={"keys": keys, "to": "manager-1", **({"codec": codec} if codec else {})})
+        assert resp.status_code == 202, resp.text
+        ids = resp.json()["ids"]
+    for key in keys if not batch else ():
         body = {"key": key, "to": "manager-1", **({"codec": codec} if codec else {})}
         resp = m.request(m.url(0), "POST", "/v1/transfers", json=body)
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["id"])
     states: dict[str, dict] = {}
-    while len(states) < len(ids):
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"{mode}: transfers not done after {timeout}s")
-        for tid in ids:
-            if tid not in states:
-                s = m.get(m.url(0), f"/v1/transfers/{tid}").json()
-                if s["state"] in ("done", "failed"):
-                    states[tid] = s
-        time.sleep(0.05)
+    # The last submitted first (it ends about last), then each of the others once: few polls compete with the
+    # transfers for the CPU.
+    for tid in [*ids[-1:], *ids[:-1]]:
+        while (s := m.get(m.url(0), f"/v1/transfers/{tid}").json())["state"] not in ("done", "failed"):
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"{mode}: transfers not done after {timeout}s")
+            time.sleep(0.02)
+        states[tid] = s
     # End to end from the first request to the last transfer's completion as the manager recorded it (its
     # `updated` stamp, same host clock), so the benchmark's polling interval does not count.
     seconds = max(s["updated"] for s in states.values()) - wall0
@@ -203,15 +212,15 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
 
 
 class Rsyncd:
-    def __init__(self, work: Path, ns: str, addr: str) -> None:
+    def __init__(self, work: Path, ns: str | None, addr: str) -> None:
         self.root = work / "rsync-dest"
         self.root.mkdir(parents=True, exist_ok=True)
         (self.port,) = free_ports(1)
         conf = work / "rsyncd.conf"
         conf.write_text(f"pid file = {work}/rsyncd.pid\nuse chroot = no\n[bench]\n  path = {self.root}\n"
                         "  read only = no\n  uid = root\n  gid = root\n")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "rsync", "--daemon", "--no-detach",
-                                      f"--config={conf}", f"--port={self.port}", f"--address={addr}"],
+        self.proc = subprocess.Popen(in_ns(ns, "rsync", "--daemon", "--no-detach", f"--config={conf}",
+                                           f"--port={self.port}", f"--address={addr}"),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.addr = addr
         time.sleep(0.5)
@@ -353,6 +362,30 @@ def loopback(work: Path, size: int, timeout: float) -> dict:
         m.stop()
 
 
+def small_files(work: Path, count: int, size: int, timeout: float) -> dict:
+    """`count` objects of `size` random bytes, one transfer each, vs rsync -a of the same files (loopback)."""
+    src = work / "small"
+    src.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        f = src / f"f{i:05d}.bin"
+        f.write_bytes(os.urandom(size))
+        files.append(f)
+    m = Managers(work, ("127.0.0.1", "127.0.0.1"), None, selector=False)
+    with ExitStack() as stack:
+        stack.callback(m.stop)
+        m.start()
+        single = manager_run(m, files, "selector", "small-single", timeout)
+        manager = manager_run(m, files, "selector", "small", timeout, batch=True)
+        rsyncd = Rsyncd(work, None, "127.0.0.1")
+        stack.callback(rsyncd.stop)
+        rsync = rsyncd.run(files, "small", compress=False)
+    return {"files": count, "file_bytes": size, "manager": manager, "manager_one_post_each": single, "rsync": rsync,
+            "manager_over_rsync": round(manager["seconds"] / rsync["seconds"], 2),
+            "one_post_each_over_rsync": round(single["seconds"] / rsync["seconds"], 2),
+            "manager_cpu_seconds_per_file": round(manager["cpu_seconds"] / count, 5)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="10,100,1000", help="Mbit/s of the shaped runs (comma separated)")
@@ -361,6 +394,8 @@ def main() -> None:
     ap.add_argument("--loopback-mib", type=int, default=512)
     ap.add_argument("--skip-shaped", action="store_true")
     ap.add_argument("--skip-loopback", action="store_true")
+    ap.add_argument("--small-files", type=int, default=1000, help="objects in the small-files run (0: skip it)")
+    ap.add_argument("--small-bytes", type=int, default=4096)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
     ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
@@ -381,6 +416,15 @@ def main() -> None:
               f"{r['health_during_transfer']['server_share_within_1ms']:.1%} within 1 ms, "
               f"{r['health_during_transfer']['server_share_within_2ms']:.1%} within 2 ms; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    if args.small_files and shutil.which("rsync") is not None:
+        sm = work / "small-files"
+        sm.mkdir(exist_ok=True)
+        report["small_files"] = r = small_files(sm, args.small_files, args.small_bytes, args.timeout)
+        print(f"small files, {r['files']} x {r['file_bytes']} B on loopback: manager (one batch POST) "
+              f"{r['manager']['seconds']:.2f} s ({r['manager_cpu_seconds_per_file'] * 1e3:.2f} CPU ms per file, both "
+              f"managers), one POST per file {r['manager_one_post_each']['seconds']:.2f} s, rsync "
+              f"{r['rsync']['seconds']:.2f} s: manager/rsync = {r['manager_over_rsync']} (target <= 2), one POST "
+              f"each/rsync = {r['one_post_each_over_rsync']}; load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_shaped:
         if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("rsync") is None:
             print("shaped runs need root, iproute2 and rsync (scripts/setup.sh installs rsync); skipped")

@@ -69,7 +69,10 @@ def test_a_changed_offer_for_the_same_transfer_discards_what_was_received(tmp_pa
 
 
 def test_aligned_chunks_bypass_the_page_cache_and_early_ones_are_hashed_from_disk(tmp_path, monkeypatch):
+    from dwcp.manager import incoming
     from dwcp.manager.incoming import aligned_buffer
+
+    monkeypatch.setattr(incoming, "DIRECT_MIN", CHUNK)  # the test's chunks are small
 
     rx = Receiver(ObjectStore(tmp_path / "objects"))
     body = os.urandom(4 * CHUNK + 100)  # four whole chunks and a partial one

@@ -23,6 +23,7 @@ from dwcp.runtime.inventory import Inventory
 log = logging.getLogger("dwcp.manager.peers")
 # A chunk's encoded form may exceed its raw size a little (incompressible data under a codec).
 MAX_FRAME_DATA = 64 * (1 << 20) + (1 << 20)
+MAX_COMMIT_MANY = 512  # transfers one COMMIT_MANY may publish (its answer stays under MAX_META)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class PeerServer:
                 self._chunk(conn, peer, meta, data)
             elif kind is Kind.COMMIT:
                 self._commit(conn, peer, meta)
+            elif kind is Kind.COMMIT_MANY:
+                self._commit_many(conn, peer, meta)
             else:
                 raise WireError("unexpected", f"{kind.name} is not a request")
 
@@ -198,3 +201,25 @@ class PeerServer:
         log.info("published %s v%d from %s (verified in %.3fs)", version.key, version.version, peer,
                  time.perf_counter() - t0)
         conn.send(Kind.DONE, {"tid": tid, "version": version.version})
+
+    def _commit_many(self, conn: Connection, peer: str, meta: dict) -> None:
+        tids = meta.get("tids")
+        if not isinstance(tids, list) or not 0 < len(tids) <= MAX_COMMIT_MANY:
+            raise WireError("malformed", f"COMMIT_MANY needs 1..{MAX_COMMIT_MANY} tids")
+        results: dict[str, dict] = {}
+        ready = []
+        for tid in map(str, tids):
+            inc = self._receiver.get(peer, tid)
+            if inc is None:
+                results[tid] = {"tid": tid, "error": "unknown transfer"}
+            elif not inc.complete():
+                results[tid] = {"tid": tid, "error": f"incomplete: {len(inc.have)}/{inc.chunks} chunks"}
+            else:
+                ready.append((tid, inc))
+        if ready:
+            outcome = self._receiver.finish_many(peer, [inc for _, inc in ready])
+            for (tid, _), done in zip(ready, outcome, strict=True):
+                results[tid] = ({"tid": tid, "error": f"checksum: {done}"} if isinstance(done, ChecksumMismatch)
+                                else {"tid": tid, "version": done.version})
+        log.info("published %d of %d objects from %s in one batch", len(ready), len(tids), peer)
+        conn.send(Kind.DONE_MANY, {"results": [results[str(t)] for t in tids]})

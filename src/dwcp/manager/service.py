@@ -4,6 +4,8 @@
     GET  /v1/objects/{key}        stream the latest version back (single `Range: bytes=` supported)
     HEAD /v1/objects/{key}        size and sha256 in headers
     POST /v1/transfers            {"key", "to": "manager-<i>"} -> 202 {"id"}
+    POST /v1/transfer-batches     {"keys": [...], "to"} -> 202 {"ids"}: one transfer per key, small ones
+                                  sent together in one session (docs/manager.md)
     GET  /v1/transfers/{id}       state, bytes raw and on the wire, chunks, codecs, sha256, error
     GET  /v1/links                RTT, bandwidth and tier to each peer
     POST /v1/transactions         {"payload": base64, "cluster": tpbft|probft|bullshark|auto, "idempotency_key"}
@@ -18,7 +20,7 @@ import asyncio
 import binascii
 import re
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -53,21 +55,43 @@ class ObjectStored(BaseModel):
     version: int
 
 
+MAX_BATCH_KEYS = 4096
+
+
+def _destination_fields(peers: list[str]) -> dict:
+    return {
+        "to": (str, Field(json_schema_extra={"enum": peers},
+                          description="a peer site of this one in the inventory, e.g. manager-1")),
+        "codec": (str | None, Field(None, json_schema_extra={"enum": [*KEYS, None]},
+                                    description="every chunk in this codec (none, lz4, zstd-3, ...) instead of the "
+                                    "selector's choice; for benchmarks and operators"))}
+
+
 def transfer_request_model(peers: list[str], max_key: int) -> type[BaseModel]:
     """POST /v1/transfers' body: `to` is one of this site's peers and `codec` a known codec, in the schema."""
     return create_model(
         "TransferRequest", __config__=ConfigDict(extra="forbid"),
         key=(str, Field(min_length=1, max_length=max_key, pattern=KEY_PATTERN,
                         description="object key on this site; its latest version is sent")),
-        to=(str, Field(json_schema_extra={"enum": peers},
-                       description="a peer site of this one in the inventory, e.g. manager-1")),
-        codec=(str | None, Field(None, json_schema_extra={"enum": [*KEYS, None]},
-                                 description="every chunk in this codec (none, lz4, zstd-3, ...) instead of the "
-                                 "selector's choice; for benchmarks and operators")))
+        **_destination_fields(peers))
+
+
+def transfer_batch_model(peers: list[str], max_key: int) -> type[BaseModel]:
+    """POST /v1/transfer-batches's body: `keys` instead of `key`, the rest as POST /v1/transfers."""
+    key = Annotated[str, Field(min_length=1, max_length=max_key, pattern=KEY_PATTERN)]
+    return create_model(
+        "TransferBatchRequest", __config__=ConfigDict(extra="forbid"),
+        keys=(list[key], Field(min_length=1, max_length=MAX_BATCH_KEYS,
+                               description="object keys on this site; each key's latest version is sent")),
+        **_destination_fields(peers))
 
 
 class TransferAccepted(BaseModel):
     id: str
+
+
+class TransfersAccepted(BaseModel):
+    ids: list[str]  # in the order of `keys`
 
 
 def transaction_request_model(max_tx_bytes: int) -> type[BaseModel]:
@@ -135,6 +159,7 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
     key_param = Path(min_length=1, max_length=max_key, pattern=KEY_PATTERN,
                      description="object name: segments of letters, digits and . _ ~ - joined by '/'")
     TransferRequest = transfer_request_model(sorted(site.peers), max_key)  # noqa: N806 - a model class
+    TransferBatchRequest = transfer_batch_model(sorted(site.peers), max_key)  # noqa: N806 - a model class
 
     def valid_key(key: str) -> str:
         try:
@@ -142,11 +167,11 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
         except BadKey as exc:
             raise ApiError(422, "invalid_input", f"key: {exc}", "key") from None
 
-    def latest(key: str) -> ObjectVersion:
+    def latest(key: str, field: str = "key") -> ObjectVersion:
         try:
             return store.latest(valid_key(key))
         except NotFound:
-            raise ApiError(404, "not_found", f"key: no object {key!r} on {site.name}", "key") from None
+            raise ApiError(404, "not_found", f"{field}: no object {key!r} on {site.name}", field) from None
 
     @app.put("/v1/objects/{key:path}", tags=["objects"], summary="Store a body as the key's next version",
              response_model=ObjectStored, openapi_extra={"requestBody": {"required": False, "content": _BINARY,
@@ -212,16 +237,27 @@ def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
     @body_of(TransferRequest)
     async def start_transfer(body) -> dict:
         obj = latest(body.key)
-        if body.to == site.name:
-            raise ApiError(422, "invalid_input", f"to: {body.to} is this site", "to")
-        if body.to not in site.peers:
-            known = ", ".join(sorted(site.peers)) or "none"
-            raise ApiError(422, "invalid_input", f"to: unknown peer {body.to!r}; peers: {known}", "to")
-        if body.codec is not None and body.codec not in KEYS:
-            raise ApiError(422, "invalid_input", f"codec: unknown codec {body.codec!r}; known: {', '.join(KEYS)}",
-                           "codec")
+        check_destination(body.to, body.codec)
         transfer = await asyncio.to_thread(site.transfers.submit, obj, body.to, body.codec)
         return {"id": transfer.id}
+
+    @app.post("/v1/transfer-batches", status_code=202, response_model=TransfersAccepted, tags=["transfers"],
+              summary="Send several keys' latest versions to a peer site (small objects share one session)")
+    @body_of(TransferBatchRequest)
+    async def start_transfers(body) -> dict:
+        objs = await asyncio.to_thread(lambda: [latest(k, "keys") for k in body.keys])
+        check_destination(body.to, body.codec)
+        transfers = await asyncio.to_thread(site.transfers.submit_many, objs, body.to, body.codec)
+        return {"ids": [t.id for t in transfers]}
+
+    def check_destination(to: str, codec: str | None) -> None:
+        if to == site.name:
+            raise ApiError(422, "invalid_input", f"to: {to} is this site", "to")
+        if to not in site.peers:
+            known = ", ".join(sorted(site.peers)) or "none"
+            raise ApiError(422, "invalid_input", f"to: unknown peer {to!r}; peers: {known}", "to")
+        if codec is not None and codec not in KEYS:
+            raise ApiError(422, "invalid_input", f"codec: unknown codec {codec!r}; known: {', '.join(KEYS)}", "codec")
 
     @app.get("/v1/transfers/{transfer_id}", tags=["transfers"], summary="A transfer's progress")
     async def get_transfer(transfer_id: str = Path(pattern=ID_PATTERN, description="32 hex digits")) -> dict:

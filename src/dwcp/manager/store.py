@@ -129,19 +129,39 @@ class ObjectStore:
 
     def publish(self, key: str, tmp_path: Path, sha256: str, size: int) -> ObjectVersion:
         """Move a complete, fsynced temporary file into the store as the key's next version."""
-        target = self.blob_path(sha256)
-        if target.is_file():  # same content already stored: keep one copy
-            Path(tmp_path).unlink(missing_ok=True)
-        else:
-            target.parent.mkdir(exist_ok=True)
-            os.replace(tmp_path, target)
-            fsync_dir(target.parent)
+        return self.publish_many([(key, tmp_path, sha256, size)])[0]
+
+    def publish_many(self, items: list[tuple[str, Path, str, int]]) -> list[ObjectVersion]:
+        """`publish` for several (key, fsynced file, sha256, size) at once: every rename first, one fsync per
+        directory touched, then one SQLite transaction for all the versions (a batch of small objects pays
+        for durability once, not per object)."""
+        touched: set[Path] = set()
+        for _, tmp_path, sha256, _ in items:
+            target = self.blob_path(sha256)
+            if target.is_file():  # same content already stored: keep one copy
+                Path(tmp_path).unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(exist_ok=True)
+                os.replace(tmp_path, target)
+                touched.add(target.parent)
+        for d in sorted(touched):
+            fsync_dir(d)
+        versions = []
         with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?", (key,)).fetchone()
-            version = ObjectVersion(key, row[0] + 1, sha256, size, time.time())
-            self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
-                             (key, version.version, sha256, size, version.created))
-        return version
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, _, sha256, size in items:
+                    row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?",
+                                           (key,)).fetchone()
+                    version = ObjectVersion(key, row[0] + 1, sha256, size, time.time())
+                    self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                                     (key, version.version, sha256, size, version.created))
+                    versions.append(version)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return versions
 
     def latest(self, key: str) -> ObjectVersion:
         with self._lock:

@@ -8,6 +8,12 @@ with up to `window_per_stream` chunks unacknowledged, so reading, compressing, s
 receiver's decoding and writing overlap. A NACKed chunk (bad checksum) goes back to the queue; a lost
 connection puts its unacknowledged chunks back; a failed attempt is retried with jittered backoff
 until `transfer_retry_limit`. COMMIT asks the receiver to verify the whole object's sha256 and publish.
+
+Small objects (one chunk: at most `chunk_min_bytes`) queued for the same peer travel together: a worker that
+takes one drains up to `BATCH_MAX` more from the queue and sends them in one session (batch.py): one dial,
+one selector call, OFFER and CHUNK of each back to back, one COMMIT_MANY that the receiver publishes with
+one round of fsyncs and one index transaction, and one journal write for all. A batch that fails falls back
+to sending each of its transfers alone (the usual resume and retry path).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dwcp.manager import chunks
+from dwcp.manager.batch import BATCH_MAX, send_batch
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import Site, dial
@@ -95,11 +102,21 @@ class TransferLog:
         """Record `t`. `durable` (accepting a transfer, its final state) fsyncs the WAL before returning; a
         progress save does not (WAL with synchronous=NORMAL survives a killed process, and a progress row
         lost to a power cut only means the receiver's STATE is asked again)."""
-        t.updated = time.time()
-        row = [json.dumps(v) if isinstance(v, dict) else v for v in asdict(t).values()]
+        self.save_many([t], durable)
+
+    def save_many(self, ts: list[Transfer], durable: bool = False) -> None:
+        """`save` for several transfers in one transaction (one fsync when durable)."""
+        now = time.time()
+        rows = []
+        for t in ts:
+            t.updated = now
+            rows.append([json.dumps(v) if isinstance(v, dict) else v for v in asdict(t).values()])
         with self._lock:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute(f"INSERT OR REPLACE INTO transfers VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+            self._db.execute("BEGIN")
+            self._db.executemany(f"INSERT OR REPLACE INTO transfers VALUES ({', '.join('?' * len(_COLUMNS))})",
+                                 rows)
+            self._db.execute("COMMIT")
 
     def get(self, tid: str) -> Transfer | None:
         with self._lock:
@@ -161,10 +178,21 @@ class Transfers:
 
     # -- API -----------------------------------------------------------------------------------
     def submit(self, obj: ObjectVersion, to: str, codec: str | None = None) -> Transfer:
-        t = Transfer(id=uuid.uuid4().hex, key=obj.key, version=obj.version, sha256=obj.sha256, size=obj.size,
-                     to=to, codec=codec, created=time.time())
-        self._enqueue(t)
-        return t
+        return self.submit_many([obj], to, codec)[0]
+
+    def submit_many(self, objs: list[ObjectVersion], to: str, codec: str | None = None) -> list[Transfer]:
+        """One transfer per object, journaled durably in one transaction, then queued."""
+        now = time.time()
+        ts = [Transfer(id=uuid.uuid4().hex, key=o.key, version=o.version, sha256=o.sha256, size=o.size, to=to,
+                       codec=codec, created=now) for o in objs]
+        self.log.save_many(ts, durable=True)
+        with self._lock:
+            for t in ts:
+                self._active[t.id] = t
+            self.metrics.transfers_active.set(len(self._active))
+        for t in ts:
+            self._queue.put(t.id)
+        return ts
 
     def get(self, tid: str) -> Transfer | None:
         with self._lock:
@@ -191,12 +219,39 @@ class Transfers:
                 t = self._active.get(tid)
             if t is None:
                 continue
+            ts = self._small_batch(t) if self.is_small(t) else [t]
             try:
-                self._run(t)
+                if len(ts) > 1:
+                    send_batch(self, ts)
+                else:
+                    self._run(t)
             finally:
                 with self._lock:
-                    self._active.pop(tid, None)
+                    for done in ts:
+                        self._active.pop(done.id, None)
                     self.metrics.transfers_active.set(len(self._active))
+
+    def is_small(self, t: Transfer) -> bool:
+        """One chunk whatever the link: these travel in batches."""
+        return t.size <= self.settings.chunk_min_bytes and not t.chunks_done
+
+    def _small_batch(self, first: Transfer) -> list[Transfer]:
+        """`first` and up to BATCH_MAX - 1 more small transfers to the same peer, taken from the queue now."""
+        batch, others = [first], []
+        while len(batch) < BATCH_MAX:
+            try:
+                tid = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                t = self._active.get(tid) if tid is not None else None
+            if t is not None and t.to == first.to and self.is_small(t):
+                batch.append(t)
+            else:
+                others.append(tid)
+        for tid in others:  # the stop sentinel and other transfers go back for the next worker
+            self._queue.put(tid)
+        return batch
 
     # -- one transfer --------------------------------------------------------------------------
     def _run(self, t: Transfer) -> None:

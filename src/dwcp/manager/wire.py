@@ -12,6 +12,8 @@ Kinds and their meta (the data part is empty unless said):
     NACK      {tid, i, reason}                                      chunk i failed its checksum: send it again
     COMMIT    {tid}                                                 every chunk acknowledged: verify and publish
     DONE      {tid, version}                                        published
+    COMMIT_MANY {tids: [...]}                                       a batch of small transfers: verify, publish all
+    DONE_MANY {results: [{tid, version} or {tid, error}]}          per transfer, in the order asked
     FAIL      {tid?, reason}                                        refused; the connection closes
     PING/PONG {t}                                                   RTT probe
     PROBE     {n}, data = n filler bytes; PROBE_ACK {n}             bandwidth probe
@@ -57,6 +59,8 @@ class Kind(enum.IntEnum):
     PONG = 11
     PROBE = 12
     PROBE_ACK = 13
+    COMMIT_MANY = 14
+    DONE_MANY = 15
 
 
 class WireError(Exception):

@@ -1,0 +1,74 @@
+"""Small objects sent together: POST /v1/transfer-batches, one session per batch, one commit for many."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dwcp.manager import batch
+from tests.manager.conftest import CHUNK, mixed, sha
+
+pytestmark = pytest.mark.network
+
+
+def sizes(n: int) -> list[int]:
+    return [(0, 1, 4096, CHUNK - 1, CHUNK, 300)[i % 6] for i in range(n)]
+
+
+def post_batch(site, keys: list[str], to: str = "manager-1") -> list[str]:
+    resp = site.client.post("/v1/transfer-batches", json={"keys": keys, "to": to})
+    assert resp.status_code == 202, resp.text
+    return resp.json()["ids"]
+
+
+def test_small_objects_posted_together_share_a_few_sessions_and_arrive_intact(make_sites, monkeypatch):
+    dials = []
+    real_dial = batch.dial
+    monkeypatch.setattr(batch, "dial", lambda site, auth: dials.append(site.name) or real_dial(site, auth))
+    a, b = make_sites(2)
+    bodies = {f"small/{i}": mixed(n, seed=i) for i, n in enumerate(sizes(120))}
+    for key, body in bodies.items():
+        a.put(key, body)
+    ids = post_batch(a, list(bodies))
+    states = [a.wait(tid) for tid in ids]
+    assert all(s["state"] == "done" for s in states), [s for s in states if s["state"] != "done"]
+    assert [s["key"] for s in states] == list(bodies)  # ids answer in the order of keys
+    for key, body in bodies.items():
+        got = b.client.get(f"/v1/objects/{key}")
+        assert got.status_code == 200 and got.content == body and got.headers["x-object-sha256"] == sha(body)
+    # four transfer workers: at most one batch each (and a straggler), never one session per object
+    assert 1 <= len(dials) <= 8, dials
+
+
+def test_a_chunk_refused_in_a_batch_sends_the_rest_one_by_one_and_all_arrive(make_sites):
+    damaged = []
+
+    def flip_once(index: int, data: bytes) -> bytes:
+        if data and not damaged:
+            damaged.append(index)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    a, b = make_sites(2, tamper={0: flip_once})
+    bodies = {f"k{i}": os.urandom(1000 + i) for i in range(20)}
+    for key, body in bodies.items():
+        a.put(key, body)
+    states = [a.wait(tid) for tid in post_batch(a, list(bodies))]
+    assert damaged and all(s["state"] == "done" for s in states), states
+    for key, body in bodies.items():
+        assert b.client.get(f"/v1/objects/{key}").content == body
+
+
+def test_batch_bodies_are_checked_and_an_unknown_key_is_named(make_sites):
+    a, _ = make_sites(2)
+    a.put("there", b"x")
+    missing = a.client.post("/v1/transfer-batches", json={"keys": ["there", "not-there"], "to": "manager-1"})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "keys", missing.text
+    assert "not-there" in missing.json()["error"]["message"]
+    empty = a.client.post("/v1/transfer-batches", json={"keys": [], "to": "manager-1"})
+    assert empty.status_code == 422, empty.text
+    tricky = a.client.post("/v1/transfer-batches", json={"keys": ["../etc/passwd"], "to": "manager-1"})
+    assert tricky.status_code == 422, tricky.text
+    nobody = a.client.post("/v1/transfer-batches", json={"keys": ["there"], "to": "manager-9"})
+    assert nobody.status_code == 422 and nobody.json()["error"]["field"] == "to", nobody.text

@@ -195,10 +195,18 @@ class Router:
             raise Unavailable(cluster, self.unbuilt[cluster])
         self._recent.append(time.monotonic())
         tid = tx_id(payload).hex()
+
+        async def settled(url: str) -> httpx.Response | None:
+            # A failover after a timeout: the node we left may have accepted the transaction and gossiped it.
+            # If this node knows it, the submission stands (its answer, 200, is the original result), and
+            # resubmitting would only earn a 409 from the cluster.
+            known = await self.client.get(f"{url}/v1/transactions/{tid}")
+            return known if known.status_code == 200 else None
+
         try:
             _, resp = await self.clusters[cluster].call(
                 self.client, "POST", "/v1/transactions", content=payload,
-                headers={"content-type": "application/octet-stream"})
+                headers={"content-type": "application/octet-stream"}, settled=settled)
         except Unavailable:
             self.metrics.routed.labels(cluster, "unavailable").inc()
             raise

@@ -8,6 +8,9 @@ Durability rules, the reason this file exists:
 - Several blocks can go in one `append()` call: one transaction, one fsync (group commit).
 Blocks are stored as the codec's bytes with their digest and commit certificate, so this file
 knows nothing about any protocol's types and serves ProBFT and Bullshark unchanged.
+Each block row also keeps the ids its commit named (`tx_ids`, a msgpack array), read back with the block
+on restart: a Bullshark block names batches, not transactions, so the ids a node took over HTTP are
+known only from its `Commit`, and its core must relearn them from the log to refuse a resubmission.
 
 Reads and writes use separate connections: WAL readers never wait for a writer's fsync, so the
 event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing.
@@ -22,13 +25,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
     height INTEGER PRIMARY KEY,
     digest BLOB NOT NULL,
     block BLOB NOT NULL,
     certificate BLOB NOT NULL,
-    committed_at REAL NOT NULL
+    committed_at REAL NOT NULL,
+    tx_ids BLOB NOT NULL DEFAULT x''
 );
 CREATE TABLE IF NOT EXISTS txs (
     id BLOB PRIMARY KEY,
@@ -87,6 +93,14 @@ class StoredBlock:
     committed_at: float = 0.0  # wall-clock seconds, for humans; never used for ordering
 
 
+_ids_decoder = msgspec.msgpack.Decoder(tuple[bytes, ...])
+
+
+def _ids(tx_ids: tuple[bytes, ...]) -> bytes:
+    """A block's tx ids for its row; empty (the column's default, as in rows written before it) when none."""
+    return msgspec.msgpack.encode(tx_ids) if tx_ids else b""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -104,6 +118,9 @@ class BlockStore:
         self._wlock, self._rlock = threading.Lock(), threading.Lock()
         self._w = _connect(self.path)
         self._w.executescript(_SCHEMA)
+        columns = {r[1] for r in self._w.execute("PRAGMA table_info(blocks)")}
+        if "tx_ids" not in columns:  # a log written before blocks kept their ids: those rows read back as ()
+            self._w.execute("ALTER TABLE blocks ADD COLUMN tx_ids BLOB NOT NULL DEFAULT x''")
         self._r = _connect(self.path)
         row = self._w.execute("SELECT MAX(height), MIN(height) FROM blocks").fetchone()
         if row[1] is not None and row[1] != first_height:
@@ -130,8 +147,9 @@ class BlockStore:
                     expected += 1
                 # One statement per table for the whole group commit, not one per block.
                 self._w.executemany(
-                    "INSERT INTO blocks (height, digest, block, certificate, committed_at) VALUES (?, ?, ?, ?, ?)",
-                    [(b.height, b.digest, b.block, b.certificate, b.committed_at) for b in blocks],
+                    "INSERT INTO blocks (height, digest, block, certificate, committed_at, tx_ids)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(b.height, b.digest, b.block, b.certificate, b.committed_at, _ids(b.tx_ids)) for b in blocks],
                 )
                 # A tx re-proposed after a view change keeps its first height.
                 self._w.executemany(
@@ -147,7 +165,8 @@ class BlockStore:
     def get(self, height: int) -> StoredBlock | None:
         with self._rlock:
             row = self._r.execute(
-                "SELECT height, digest, block, certificate, committed_at FROM blocks WHERE height = ?", (height,)
+                "SELECT height, digest, block, certificate, committed_at, tx_ids FROM blocks WHERE height = ?",
+                (height,),
             ).fetchone()
         return self._row(row) if row else None
 
@@ -157,7 +176,7 @@ class BlockStore:
         total = 0
         with self._rlock:
             cur = self._r.execute(
-                "SELECT height, digest, block, certificate, committed_at FROM blocks"
+                "SELECT height, digest, block, certificate, committed_at, tx_ids FROM blocks"
                 " WHERE height BETWEEN ? AND ? ORDER BY height",
                 (start, end),
             )
@@ -197,4 +216,5 @@ class BlockStore:
 
     @staticmethod
     def _row(row: tuple) -> StoredBlock:
-        return StoredBlock(height=row[0], digest=row[1], block=row[2], certificate=row[3], committed_at=row[4])
+        return StoredBlock(height=row[0], digest=row[1], block=row[2], certificate=row[3], committed_at=row[4],
+                           tx_ids=_ids_decoder.decode(row[5]) if row[5] else ())

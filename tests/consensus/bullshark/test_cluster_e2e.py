@@ -12,6 +12,7 @@ node, in the same order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import Counter
 from pathlib import Path
@@ -95,3 +96,22 @@ def test_kill_9_restart_catch_up_and_every_acknowledged_tx_once_everywhere(tmp_p
         missing = [tx for tx in expected if tx not in counts]
         assert not missing, f"node {node} lacks {len(missing)} of {len(expected)} acknowledged transactions"
         assert txs == logs[0][1]
+
+
+def test_a_transaction_committed_over_http_is_still_known_and_refused_again_after_kill_9(tmp_path: Path) -> None:
+    payload = base64.b64encode(b"submitted over http, once").decode()
+    with LocalCluster(tmp_path, 1, service="bullshark") as cluster, httpx.Client(timeout=15.0) as client:
+        cluster.start_all()
+        cluster.wait_ready(timeout=120)
+        sent = client.post(f"{cluster.url(0)}/v1/transactions", params={"wait": "true", "timeout": "10"},
+                           json={"payload": payload}, headers=cluster.headers)
+        assert sent.status_code == 200, sent.text
+        tx, height = sent.json()["id"], sent.json()["height"]
+        cluster.kill(0)
+        cluster.start(0)
+        cluster.wait_ready(timeout=120)
+        found = client.get(f"{cluster.url(0)}/v1/transactions/{tx}")
+        assert found.json() == {"id": tx, "status": "committed", "height": height}
+        again = client.post(f"{cluster.url(0)}/v1/transactions", json={"payload": payload}, headers=cluster.headers)
+        assert again.status_code == 409, again.text
+        assert "is already committed" in again.text, again.text

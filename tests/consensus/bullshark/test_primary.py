@@ -265,6 +265,25 @@ def test_a_transaction_submitted_over_http_commits_in_its_batch_and_is_named_by_
     assert [o.reason for o in again if isinstance(o, TxDropped)] == ["committed"]
 
 
+def test_a_primary_restored_from_its_log_still_refuses_a_transaction_it_committed_over_http() -> None:
+    from dwcp.consensus.core import Submitted, TxDropped
+    from dwcp.consensus.core.messages import Transaction
+
+    net, workers = cluster()
+    start(net)
+    worker_stored(net, 0, submit_over_http(net, 0, b"pay me once").data)
+    tick(net, workers, 12)
+    assert [t.payload for c in net.commits[0] for t in c.txs] == [b"pay me once"]
+    fresh = Primary(committee=net.keys.committee, node_id=0, signer=net.keys.signers[0], verifier=net.keys.verifier)
+    for c in net.commits[0]:  # what the driver reads back from the log: each block with the ids its Commit named
+        fresh.handle(0.0, Restored(height=c.height, block=c.block, certificate=c.certificate,
+                                   tx_ids=tuple(t.id for t in c.txs)))
+    again = fresh.handle(0.0, Submitted(tx=Transaction(payload=b"pay me once")))
+    assert [o.reason for o in again if isinstance(o, TxDropped)] == ["committed"]
+    other = fresh.handle(0.0, Submitted(tx=Transaction(payload=b"a new one")))
+    assert not [o for o in other if isinstance(o, TxDropped)]
+
+
 def test_a_batch_the_worker_never_confirmed_is_handed_to_it_again_until_it_commits() -> None:
     from dwcp.consensus.bullshark.messages import ClientBatch
     from dwcp.consensus.bullshark.submissions import RESEND_TICKS

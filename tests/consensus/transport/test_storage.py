@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,33 @@ def test_survives_reopen(tmp_path: Path) -> None:
     again.append([_block(6)])
     with pytest.raises(StorageError):
         again.append([_block(8)])
+
+
+def test_a_block_reads_back_with_the_tx_ids_its_commit_named_after_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    store = BlockStore(path)
+    store.append([_block(1, txs=3), _block(2, txs=0)])
+    store.close()
+    again = BlockStore(path)
+    assert [b.tx_ids for b in again.scan(chunk_bytes=1)] == [_block(1, txs=3).tx_ids, ()]
+    assert again.get(1).tx_ids == (b"tx-1-0", b"tx-1-1", b"tx-1-2")
+
+
+def test_a_log_written_before_blocks_kept_their_tx_ids_opens_and_grows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE blocks (height INTEGER PRIMARY KEY, digest BLOB NOT NULL, block BLOB NOT NULL,
+                             certificate BLOB NOT NULL, committed_at REAL NOT NULL);
+        CREATE TABLE txs (id BLOB PRIMARY KEY, height INTEGER NOT NULL) WITHOUT ROWID;
+    """)
+    old.execute("INSERT INTO blocks VALUES (1, x'aa', x'bb', x'cc', 0.0)")
+    old.commit()
+    old.close()
+    store = BlockStore(path)
+    assert store.get(1).tx_ids == () and store.get(1).block == b"\xbb"
+    store.append([_block(2)])
+    assert store.get(2).tx_ids == _block(2).tx_ids
 
 
 def test_duplicate_tx_keeps_its_first_height(tmp_path: Path) -> None:

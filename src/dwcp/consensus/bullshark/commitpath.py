@@ -91,8 +91,9 @@ class CommitPath:
         out.append(ToLocal(message=CommittedBatches(height=block.height, batches=record.batches)))
 
     def _apply_log(self, now: float, height: int, block: Block, cert: Certificate, out: list[Output], *,
-                   restored: bool) -> None:
+                   restored: bool, tx_ids: tuple[bytes, ...] = ()) -> None:
         record = _subdag.decode(block.meta)
+        self.batcher.committed.update(tx_ids)  # ours, taken over HTTP: refused again after a restart
         if self.inline is not None:
             self.inline.executed(block.txs)
             self.awaiting = [s for s in self.awaiting if s.index > height]

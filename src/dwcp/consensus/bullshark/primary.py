@@ -148,7 +148,7 @@ class Primary(CommitPath):
                 self.round, self.header, self.certified = own.round, own, False
                 self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(own.vote())))}
         elif isinstance(inp, Restored):
-            self._apply_log(now, inp.height, inp.block, inp.certificate, out, restored=True)
+            self._apply_log(now, inp.height, inp.block, inp.certificate, out, restored=True, tx_ids=inp.tx_ids)
         elif isinstance(inp, Fetched):
             if inp.block.height == self.log.next_height:
                 if self.verify_certificate(inp.block.height, inp.block, inp.certificate):

@@ -13,8 +13,11 @@ a committed sub-DAG includes the batch: the driver marks them committed and `GET
 
 A batch not committed after `RESEND_TICKS` sync ticks is sent to the worker again (its link may have
 been down when the batch went out, or the worker restarted before storing it); the worker ignores a
-batch it already stores. Ids are refused while pending here and after their commit here (for this
-node's lifetime: Narwhal keeps no transaction index, and a block names batches, not transactions).
+batch it already stores. Ids are refused while pending here and after their commit here, also after a
+restart: a block names batches, not transactions, so the node's log keeps the ids each `Commit` named
+beside its block (storage.py) and hands them back with `Restored` (commitpath.py adds them to
+`committed`). Not covered: a batch in flight when the node stops is forgotten here, so a resubmission
+of one of its transactions is accepted and may execute twice if that batch still commits.
 """
 
 from __future__ import annotations

@@ -76,11 +76,15 @@ class Recovered(Input):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Restored(Input):
-    """A block this node committed before a restart, read back from its own log (trusted, in order)."""
+    """A block this node committed before a restart, read back from its own log (trusted, in order).
+
+    `tx_ids` are the transactions its `Commit` named (`Commit.txs`), which a core whose blocks do not
+    carry transactions (Bullshark: a block names batches) needs to refuse a committed one again."""
 
     height: int
     block: Block
     certificate: Certificate
+    tx_ids: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -155,7 +155,8 @@ class Driver:
         restored = 0
         for stored in self.store.scan(chunk_bytes=SYNC_RESPONSE_BYTES):
             block, cert = self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
-            self._execute(self.core.handle(self.clock(), Restored(height=stored.height, block=block, certificate=cert)))
+            self._execute(self.core.handle(self.clock(), Restored(
+                height=stored.height, block=block, certificate=cert, tx_ids=stored.tx_ids)))
             self._tip = (stored.block, stored.certificate)
             restored += 1
         log.info("node %s restored %d blocks (height %d)", self.me, restored, self.store.last_height)

@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from dwcp.compression import calibrate
+from dwcp.compression import calibrate, corpus, train
 from dwcp.compression.cli import app
 from dwcp.compression.model import Model
 from dwcp.compression.train import Dataset
@@ -33,3 +33,26 @@ def test_train_relabels_a_cache_whose_calibration_predates_the_pilot(tmp_path, m
     assert "held-out synthetic" in r.output and "held-out real files" in r.output and ">1 GiB" in r.output
     model = Model.load(out)
     assert model.training["train_payloads"] == 12 and model.version.startswith("mlp-")
+
+
+def test_evaluate_repeat_labels_the_held_out_sets_again_once_and_prints_the_oracle_beside_the_selector(
+        tmp_path, monkeypatch, calibration):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    calibrate.save(calibration, cache / "calibration.json")
+    # Small payloads only: the thirds' 1 MiB chunks would cost seconds of oracle time per pass.
+    monkeypatch.setattr(train, "heldout_payloads", lambda make, seed, count: list(make(seed, count, 1024, 4096)))
+    model = tmp_path / "model.npz"
+    train.train(train.label(corpus.items(7, 12, 1024, 4096)), calibration, epochs=5, hidden=(8,)).save(model)
+    real_label, labelled = train.label, []
+    monkeypatch.setattr(train, "label", lambda payloads, **kw: labelled.append(1) or real_label(payloads, **kw))
+    args = ["evaluate", "--cache", str(cache), "--heldout-items", "4", "--real-items", "2", "--model", str(model),
+            "--repeat"]
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})  # room for every column
+    assert r.exit_code == 0, r.output
+    assert len(labelled) == 4  # both held-out sets, twice
+    first, again = Dataset.load(cache / "heldout-s2-n4.npz"), Dataset.load(cache / "heldout-s2-n4-pass2.npz")
+    assert (first.size == again.size).all() and first.payloads == 4 and (first.vc != again.vc).any()
+    assert "oracle repeatability" in r.output and "oracle rep." in r.output and ">1 GiB" in r.output
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and len(labelled) == 4  # cached: never measured again

@@ -55,6 +55,27 @@ def test_evaluate_reports_scores_and_family_ratios(tiny, calibration):
     assert {">1 GiB", "<=64 KiB"} <= set(ev.buckets) and sum(b["n"] for b in ev.buckets.values()) == ev.overall["n"]
 
 
+def test_an_identical_second_labelling_repeats_everywhere_and_a_slower_one_is_caught(tiny, calibration):
+    data, model = tiny
+    same = evaluate(model, calibration, data, links_per_item=3, again=data)
+    assert same.repeat["overall"]["accuracy"] == 1.0 and same.repeat["overall"]["mean_regret"] == 0.0
+    assert set(same.repeat["buckets"]) == set(same.buckets) and set(same.repeat["families"]) == set(same.families)
+    # The second run measured every coded option 10x slower to compress (a badly disturbed run): its best
+    # option is `none` wherever compressing does not pay any more, which the first run's truth scores as wrong
+    # on fast links; the selector's own figures do not change.
+    slow = Dataset(data.x, data.ratio, data.vc / 10, data.vd, data.size, data.family, data.item, data.pilot)
+    noisy = evaluate(model, calibration, data, links_per_item=3, again=slow)
+    assert noisy.repeat["overall"]["accuracy"] < 1.0 and noisy.repeat["overall"]["mean_regret"] > 0.0
+    assert noisy.overall == same.overall and noisy.buckets == same.buckets
+
+
+def test_a_second_labelling_of_other_payloads_is_refused(tiny, calibration):
+    data, model = tiny
+    other = Dataset(data.x, data.ratio, data.vc, data.vd, data.size + 1, data.family, data.item, data.pilot)
+    with pytest.raises(ValueError, match="same payloads"):
+        evaluate(model, calibration, data, links_per_item=3, again=other)
+
+
 def test_damaged_artifacts_fail_to_load(tiny, tmp_path: Path):
     _, model = tiny
     good = tmp_path / "good.npz"

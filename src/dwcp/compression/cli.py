@@ -40,14 +40,7 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
     up to 1 MiB and full 1 MiB chunks (`train.heldout_payloads`). Real payloads are files of one kind
     concatenated (`corpus.real_payloads`); training ones come from other directory trees than the held-out
     ones (`corpus.TRAIN_REAL_ROOTS`), so no file is both trained on and scored on."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from dwcp.compression import calibrate as cal_mod
-    from dwcp.compression import corpus
-    from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
-    from dwcp.compression.features import N_FEATURES
-    from dwcp.compression.train import Dataset, heldout_payloads, label
-    from dwcp.compression.train import refeature as recompute
 
     cal_path = cache / "calibration.json"
     cal = None
@@ -60,37 +53,57 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
         cal = cal_mod.run()
         cal_mod.save(cal, cal_path)
         relabel = True  # labels are relative to the calibration: new calibration, new labels
-    small = 128 << 10
-    specs = [("heldout", seed + 1, n_heldout, lambda: heldout_payloads(corpus.items, seed + 1, n_heldout)),
-             ("real", seed + 2, n_real, lambda: heldout_payloads(corpus.real_payloads, seed + 2, n_real)),
-             ("train", seed, n_train, lambda: corpus.items(seed, n_train, 512, small)),
-             ("trainlarge", seed + 10, n_train_large,
-              lambda: corpus.items(seed + 10, n_train_large, small, DEFAULT_CHUNK_BYTES)),
-             ("realtrain", seed + 3, n_real_train,
-              lambda: corpus.real_payloads(seed + 3, n_real_train, 512, DEFAULT_CHUNK_BYTES, corpus.TRAIN_REAL_ROOTS))]
     out = []
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        for name, s, n, make in specs:
-            path = cache / f"{name}-s{s}-n{n}.npz"
-            augment = "train" in name  # training also sees smaller client samples
-            if n == 0:
-                out.append(None)
-                continue
-            if path.exists() and not relabel:
-                ds = Dataset.load(path)
-                # Labels stay valid; only the features are recomputed from the same payloads (also when the
-                # cache predates a change in the feature vector).
-                if refeature or ds.x.shape[1] != N_FEATURES:
-                    ds = recompute(ds, make(), augment=augment)
-                    ds.save(path)
-                out.append(ds)
-                continue
-            task = progress.add_task(f"labelling {name} (oracle: every option)", total=n)
-            ds = label(make(), progress=_advance(progress, task, f"labelling {name}", n), augment=augment)
-            ds.save(path)
-            out.append(ds)
+    with _progress() as progress:
+        for name, s, n, make in _specs(seed, n_train, n_heldout, n_real, n_real_train, n_train_large):
+            out.append(_labelled(cache / f"{name}-s{s}-n{n}.npz", name, n, make, relabel, refeature, progress))
     return cal, *out
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def _specs(seed: int, n_train: int, n_heldout: int, n_real: int, n_real_train: int = 0, n_train_large: int = 0):
+    """(name, seed, count, payload maker) of every dataset, held-out sets first (see `_datasets`)."""
+    from dwcp.compression import corpus
+    from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
+    from dwcp.compression.train import heldout_payloads
+
+    small = 128 << 10
+    return [("heldout", seed + 1, n_heldout, lambda: heldout_payloads(corpus.items, seed + 1, n_heldout)),
+            ("real", seed + 2, n_real, lambda: heldout_payloads(corpus.real_payloads, seed + 2, n_real)),
+            ("train", seed, n_train, lambda: corpus.items(seed, n_train, 512, small)),
+            ("trainlarge", seed + 10, n_train_large,
+             lambda: corpus.items(seed + 10, n_train_large, small, DEFAULT_CHUNK_BYTES)),
+            ("realtrain", seed + 3, n_real_train,
+             lambda: corpus.real_payloads(seed + 3, n_real_train, 512, DEFAULT_CHUNK_BYTES, corpus.TRAIN_REAL_ROOTS))]
+
+
+def _labelled(path: Path, name: str, n: int, make, relabel: bool, refeature: bool, progress):
+    """The dataset cached at `path`, else labelled now and saved there (None for `n` = 0)."""
+    from dwcp.compression.features import N_FEATURES
+    from dwcp.compression.train import Dataset, label
+    from dwcp.compression.train import refeature as recompute
+
+    augment = "train" in name  # training also sees smaller client samples
+    if n == 0:
+        return None
+    if path.exists() and not relabel:
+        ds = Dataset.load(path)
+        # Labels stay valid; only the features are recomputed from the same payloads (also when the
+        # cache predates a change in the feature vector).
+        if refeature or ds.x.shape[1] != N_FEATURES:
+            ds = recompute(ds, make(), augment=augment)
+            ds.save(path)
+        return ds
+    task = progress.add_task(f"labelling {path.stem} (oracle: every option)", total=n)
+    ds = label(make(), progress=_advance(progress, task, f"labelling {path.stem}", n), augment=augment)
+    ds.save(path)
+    return ds
 
 
 def _advance(progress, task, what: str, total: int, lines: int = 20):
@@ -113,12 +126,20 @@ def _print_eval(title: str, ev) -> None:
     console.print(f"[bold]{title}[/bold]: accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
                   f"mean regret {o['mean_regret']:.4f} over {o['n']} requests "
                   f"(decisive only: {d['accuracy']:.4f} / {d['exact_best']:.4f} / {d['mean_regret']:.4f}, n={d['n']})")
-    for what, groups in (("declared size", ev.buckets), ("family", ev.families)):
-        table = Table(what, "n", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed")
+    if ev.repeat:
+        r = ev.repeat["overall"]
+        console.print(f"oracle repeatability (a second labelling's best option scored on the first): near-best "
+                      f"{r['accuracy']:.4f}, exact-best {r['exact_best']:.4f}, mean regret {r['mean_regret']:.4f}")
+    for what, key in (("declared size", "buckets"), ("family", "families")):
+        groups = getattr(ev, key)
+        rep = ev.repeat[key] if ev.repeat else None
+        table = Table(what, "n", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed",
+                      *(["oracle rep.", "oracle regret"] if rep else []))
         for name, s in groups.items():
             table.add_row(name, str(s["n"]), f"{s['accuracy']:.4f}", f"{s['exact_best']:.3f}",
                           f"{s['mean_regret']:.4f}", f"{s['vs_zstd-3']:.3f}", f"{s['vs_none']:.3f}", s["best_fixed"],
-                          f"{s['vs_best_fixed']:.3f}")
+                          f"{s['vs_best_fixed']:.3f}",
+                          *([f"{rep[name]['accuracy']:.4f}", f"{rep[name]['mean_regret']:.4f}"] if rep else []))
         console.print(table)
 
 
@@ -185,6 +206,8 @@ def evaluate(
     seed: int = typer.Option(1),
     heldout_items: int = typer.Option(180),
     real_items: int = typer.Option(90),
+    repeat: bool = typer.Option(False, help="Also label the held-out sets a second time (cached as *-pass2.npz) "
+                                            "and print the oracle's repeatability beside each figure."),
 ) -> None:
     """Held-out accuracy, exact-best, regret and per-family end-to-end ratios vs fixed options."""
     from dwcp.compression.model import Model
@@ -193,7 +216,12 @@ def evaluate(
 
     model = Model.load(model_path or DEFAULT_MODEL)
     cal, ho, real, *_ = _datasets(cache, seed, 0, heldout_items, real_items, False)
+    again = [None, None]
+    if repeat:  # after the first labelling of both sets (minutes apart: another run, as the issue asks)
+        with _progress() as progress:
+            again = [_labelled(cache / f"{name}-s{s}-n{n}-pass2.npz", name, n, make, False, False, progress)
+                     for name, s, n, make in _specs(seed, 0, heldout_items, real_items)[:2]]
     console.print(f"model {model.version}")
-    for title, ds in (("held-out synthetic", ho), ("held-out real files", real)):
+    for title, ds, ds2 in (("held-out synthetic", ho, again[0]), ("held-out real files", real, again[1])):
         if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set
-            _print_eval(title, run_eval(model, cal, ds))
+            _print_eval(title, run_eval(model, cal, ds, again=ds2))

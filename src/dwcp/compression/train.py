@@ -281,11 +281,19 @@ class Evaluation:
     decisive: dict[str, float]  # only requests where the options differ by more than the 5% tolerance
     families: dict[str, dict[str, float]]  # per family: accuracy and end-to-end time ratios vs fixed options
     buckets: dict[str, dict[str, float]]  # the same per declared payload size bucket (`BUCKETS`)
+    # The oracle against itself (`oracle_agreement`) on the same requests, when a second labelling was given:
+    # "overall", and per bucket and per family as above.
+    repeat: dict[str, dict] | None = None
 
 
-def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1) -> Evaluation:
+def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1,
+             again: Dataset | None = None) -> Evaluation:
     """Score the selector against the oracle on (payload, link, declared size) requests of a held-out dataset
-    (`requests`), its speeds rescaled to the host's calibrated speed (as the model's predictions are)."""
+    (`requests`), its speeds rescaled to the host's calibrated speed (as the model's predictions are).
+
+    With `again` (the same payloads labelled in another run), also the oracle's own repeatability on the same
+    requests (`oracle_agreement`): the near-best share no selector can be shown to beat on this host.
+    """
     from dwcp.compression.selector import Selector
 
     sel = Selector(model, cal)
@@ -295,6 +303,26 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
     chosen, _ = sel.choose_features(data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps),
                                     req.rtt_ms / 1e3, req.loss)
     decisive = truth.max(1) > oracle.NEAR_BEST * truth.min(1)
-    buckets = grouped(chosen, truth, bucket_of(req.size), [name for _, name in BUCKETS])
+    names, in_bucket, family = [name for _, name in BUCKETS], bucket_of(req.size), data.family[req.row]
+    buckets = grouped(chosen, truth, in_bucket, names)
+    repeat = None
+    if again is not None:
+        pick = oracle_agreement(data, again.at_speed(cal.pilot), req)
+        repeat = {"overall": oracle.score_many(pick, truth), "buckets": grouped(pick, truth, in_bucket, names),
+                  "families": grouped(pick, truth, family)}
     return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]),
-                      grouped(chosen, truth, data.family[req.row]), buckets)
+                      grouped(chosen, truth, family), buckets, repeat)
+
+
+def oracle_agreement(first: Dataset, again: Dataset, req: Requests) -> np.ndarray:
+    """The oracle's pick for every request from `again`, a second labelling of `first`'s payloads (another run),
+    to be scored on `first`'s truth: where the two runs' best options are not within 5% of each other, the
+    labels are noise at that request, and no selector can be shown right or wrong there.
+
+    Both sets must be the same payloads in the same order (same sizes, families and item numbers); speeds are
+    taken as given (rescale both with `Dataset.at_speed` first).
+    """
+    if (len(first) != len(again) or not np.array_equal(first.size, again.size)
+            or not np.array_equal(first.family, again.family) or not np.array_equal(first.item, again.item)):
+        raise ValueError("the second labelling is not of the same payloads as the first")
+    return req.truth(again.ratio, again.vc, again.vd).argmin(axis=1)

@@ -187,7 +187,7 @@ def train(
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
         "train_payloads": synthetic.payloads + (0 if large is None else large.payloads),
         "train_real_files": 0 if real_train is None else real_train.payloads,
-        "train_rows": len(tr), "epochs": epochs,
+        "train_rows": len(tr), "epochs": epochs, "max_chunk_bytes": int(tr.size.max()),
         "members": members, "hidden": list(widths), "weighted": weighted,
         "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
         "heldout_buckets": {"synthetic": {k: v["accuracy"] for k, v in ev_syn.buckets.items()},

@@ -8,6 +8,7 @@ service's selector from its artifact and the host's calibration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, OPTIONS, Option
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link, transfer_seconds
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import FEATURE_NAMES, LEGACY_FEATURE_NAMES, N_FEATURES, Extractor
+from dwcp.compression.features import FEATURE_NAMES, LEGACY_FEATURE_NAMES, MAX_LOG_CHUNK, N_FEATURES, Extractor
 from dwcp.compression.model import Model
 
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "selector.npz"
@@ -57,6 +58,7 @@ class Selector:
         self.model = model
         self.calibration = calibration
         self.extract = Extractor()
+        self.max_log_chunk = trained_log_chunk(model)
         # properties() works on one (N, 3, options) block of logs: rows ratio, compress speed, decompress
         # speed; column 0 is `none` (ratio 1, infinite speeds), pinned there by its bounds. Keep a model that
         # extrapolates wildly (odd input) inside physical bounds: ratio in [1e-6, 1.5], speeds within a factor
@@ -97,7 +99,7 @@ class Selector:
         exp(clip(log) + log reference) on one block: a handful of numpy calls whatever N is, since at one row
         per request numpy's per-call overhead, not the arithmetic, is the cost.
         """
-        log_r, log_vc, log_vd = self.model.predict(x)
+        log_r, log_vc, log_vd = self.model.predict(self.within_training(x))
         e = np.zeros((log_r.shape[0], 3, self._lo.shape[1]))
         e[:, 0, 1:], e[:, 1, 1:], e[:, 2, 1:] = log_r, log_vc, log_vd
         # maximum then minimum is np.clip (same values, ~half its call overhead).
@@ -106,6 +108,24 @@ class Selector:
         e += self._log_ref
         np.exp(e, out=e)
         return e[:, 0], e[:, 1], e[:, 2]
+
+    def within_training(self, x: np.ndarray) -> np.ndarray:
+        """`x` with a chunk larger than any the model was trained on read as the largest it was (a copy then).
+
+        Past its data a model extrapolates the trend it learned, and the one below 512 KiB (per-call overhead
+        amortised: larger is faster) runs the wrong way beyond: zstd-9 and zstd-19 on 1 MiB chunks of real
+        files run ~2x slower than the shipped model, trained on chunks up to 512 KiB, predicted at 1 MiB
+        (docs/compression.md, "Per-family misses"). The largest trained chunk's speeds are the nearest
+        measured answer.
+        """
+        cap = self.max_log_chunk
+        over = x[:, 0] > cap
+        if not over.any():
+            return x
+        x = x.copy()
+        x[over, 0] = cap
+        x[over, 2] = np.maximum(cap - x[over, 1], 0.0)  # log2_chunk_over_sample, as the extractor computes it
+        return x
 
     def costs(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> np.ndarray:
         """Predicted end-to-end seconds of each option, (N, options): the cost model on predicted properties."""
@@ -116,6 +136,20 @@ class Selector:
         """(chosen option index, its predicted seconds) per row of features."""
         t = self.costs(x, size, chunk, bandwidth_bps, rtt_s, loss)
         return t.argmin(axis=1), t.min(axis=1)
+
+
+# Artifacts from before chunks (mlp-bc45da71d8 and earlier) do not record their largest training chunk: their
+# payloads were measured whole, 256 B-512 KiB (docs/compression.md, "Training and retraining").
+LEGACY_MAX_CHUNK_BYTES = 512 << 10
+
+
+def trained_log_chunk(model: Model | ProbeModel) -> float:
+    """log2 of the largest chunk in `model`'s training data (artifact header `training.max_chunk_bytes`); without
+    that record, 512 KiB for a pre-chunk artifact, else the extractor's own cap (1 MiB)."""
+    legacy = tuple(model.features) == LEGACY_FEATURE_NAMES
+    default = math.log2(LEGACY_MAX_CHUNK_BYTES) if legacy else MAX_LOG_CHUNK
+    recorded = getattr(model, "training", {}).get("max_chunk_bytes")
+    return default if recorded is None else math.log2(recorded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,14 @@ Runs of 3 s stay in T-PBFT's measurement epoch (epoch 0: the whole committee vot
 medians PBFT / T-PBFT p50 0.231 / 0.234 s, messages per block 191 / 193, view changes 643 / 643 in total.
 T-PBFT's own claims need runs over several epochs (docs/tpbft.md, "Measured"): `--epoch-length 16 --duration 8`.
 
+Measured 2026-12-04 22:47-23:24 UTC on main 1c9aa48 (T-PBFT's sticky standby widening; b421aee's view-change
+timeouts), `nice -n 10 ... --runs 10000 --lan-runs 200 --workers 1 --time-limit 2100` beside other sessions'
+work (load ~20): 1,244 WAN seeds x 2 cores in the limit (1,890 s wall), 0 runs with violations for either core;
+LAN 200 seeds, 0 violations. Medians PBFT / T-PBFT p50 0.231 / 0.234 s, messages per block 191 / 194 (3 s runs
+stay in T-PBFT's measurement epoch). Seeds run with 0 violations over this and the earlier campaigns on main
+since the lazy-verification changes: 5,305 + 1,244 WAN and 400 LAN per core; the 10,000 are still not reached
+in one sitting on this machine.
+
 Measured 2026-11-25 22:21-22:38 UTC (commit 9649db2: client txs forwarded to the primary, request timeout in
 halves, adaptive batching; `--runs 10000 --lan-runs 200 --workers 2`, nice 19 on the shared 2-core VM):
 10,000 WAN seeds x 2 cores in 972 s wall, 0 runs with violations for either core. Medians over runs,

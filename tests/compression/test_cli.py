@@ -33,6 +33,8 @@ def test_train_relabels_a_cache_whose_calibration_predates_the_pilot(tmp_path, m
     assert "held-out synthetic" in r.output and "held-out real files" in r.output and ">1 GiB" in r.output
     model = Model.load(out)
     assert model.training["train_payloads"] == 12 and model.version.startswith("mlp-")
+    # The largest chunk it was trained on is recorded: the selector reads any larger one as that one.
+    assert model.training["max_chunk_bytes"] == int(train.size.max()) < 128 << 10
 
 
 def test_evaluate_repeat_labels_the_held_out_sets_again_once_and_prints_the_oracle_beside_the_selector(

@@ -69,6 +69,8 @@ def seed_run(nodes: int, mode: str, seed: int, args: argparse.Namespace, costs: 
     return {
         "nodes": nodes, "faults": mode, "faulty": f if behaviour else 0, "seed": seed,
         "offered_tx_per_s": round(args.rate * up / nodes), "committed_tx_per_s": round(plane.throughput()),
+        "goodput_tx_per_s": round(plane.goodput()),
+        "throttled_tx": plane.throttled_txs,
         "latency_p50_s": round(percentile(plane.latencies, 50), 3),
         "latency_p99_s": round(percentile(plane.latencies, 99), 3),
         "latency_samples": len(plane.latencies), "heights": res.committed_blocks,
@@ -94,8 +96,9 @@ def seed_scale(args: argparse.Namespace) -> dict:
                 row = seed_run(nodes, mode, seed, args, costs)
                 rows.append(row)
                 print(f"n={nodes:3d} {mode:9s} seed {seed}: {row['committed_tx_per_s']:>9,} tx/s of "
-                      f"{row['offered_tx_per_s']:,} offered, p50 {row['latency_p50_s']:.2f} s, p99 "
-                      f"{row['latency_p99_s']:.2f} s, {row['heights']} heights, violations {row['violations']}, "
+                      f"{row['offered_tx_per_s']:,} offered (goodput {row['goodput_tx_per_s']:,}), "
+                      f"p50 {row['latency_p50_s']:.2f} s, p99 {row['latency_p99_s']:.2f} s, {row['heights']} heights, "
+                      f"violations {row['violations']}, "
                       f"primary CPU {row['primary_cores_busy_mean']} cores busy, sim {row['sim_cpu_s']} CPU-s "
                       f"({row['sim_cpu_s_per_simulated_s']} per simulated s)", flush=True)
     summary = []
@@ -107,6 +110,7 @@ def seed_scale(args: argparse.Namespace) -> dict:
                 "runs_with_violations": sum(1 for r in group if r["violations"]),
                 "committed_tx_per_s_median": statistics.median(r["committed_tx_per_s"] for r in group),
                 "committed_tx_per_s_min": min(r["committed_tx_per_s"] for r in group),
+                "goodput_tx_per_s_min": min(r["goodput_tx_per_s"] for r in group),
                 "latency_p50_s_median": statistics.median(r["latency_p50_s"] for r in group),
                 "latency_p99_s_max": max(r["latency_p99_s"] for r in group),
                 "sim_cpu_s_per_simulated_s": round(statistics.mean(r["sim_cpu_s_per_simulated_s"] for r in group), 2),

@@ -97,6 +97,7 @@ def test_declared_batches_reach_every_primary_and_commit_once_without_payload_by
     assert all(len(h) == plane.sealed for h in plane.holds)
     assert len(set(plane.executed)) == 1
     assert 0.8 * 20_000 < plane.throughput() < 1.2 * 20_000
+    assert 0.97 * 20_000 < plane.goodput() <= 1.01 * 20_000  # every tx the window offered, committed
     assert plane.latencies and max(plane.latencies) < 3.0
     # Batches cost bandwidth but not the consensus frames' bytes: headers carry 32-byte digests only.
     assert result.bytes < plane.sealed * 100_000 / 10

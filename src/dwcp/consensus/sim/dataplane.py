@@ -28,7 +28,9 @@ transactions committed between the first and the last of them, over the time bet
 does not gain or lose a whole height at its edges, as Narwhal's benchmark measures); per batch of a
 correct origin sealed between `warmup` and the end of the load, sealed -> committed at its origin,
 whenever that is (consensus latency plus the batch's dissemination; Narwhal's consensus latency
-starts later, at header creation).
+starts later, at header creation). `goodput` counts instead the transactions of batches sealed in the
+window that the slowest node executed by the end of the run, over the window: with few heights in a short
+window it is the steadier figure (it cannot exceed what the correct nodes' clients got in).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class DeclaredDataPlane:
         self._last: list[tuple[float, int] | None] = [None] * n
         self.due = 0  # batches sealed by correct nodes
         self.executed_due = [0] * n  # ... of which each node executed
+        self.executed_sealed_in_window = [0] * n  # txs of correct nodes' batches sealed in the window
         self.latencies: list[float] = []
         self.sealed = 0
         self.fetches = 0
@@ -247,8 +250,12 @@ class DeclaredDataPlane:
                                     batches[self.batches[d].origin].correct)
         for d, _, _ in cmd.batches:  # latency of batches sealed in the window, whenever they commit
             batch = self.batches.get(d)
-            if batch is not None and batch.origin == a and self.warmup <= batch.sealed <= self.end:
+            if batch is None or not self.warmup <= batch.sealed <= self.end:
+                continue
+            if batch.origin == a:
                 self.latencies.append(now - batch.sealed)
+            if batches[batch.origin].correct:
+                self.executed_sealed_in_window[a] += batch.txs
         if not self.warmup <= now <= self.end:
             return
         self.executed[a] += sum(txs for _, txs, _ in cmd.batches)
@@ -269,6 +276,12 @@ class DeclaredDataPlane:
             if self.sim.nodes[i].correct and self.executed_due[i] < self.due:
                 out[i] = self.due - self.executed_due[i]
         return out
+
+    def goodput(self) -> float:
+        """Tx/s of the window's batches (of correct nodes) the slowest correct live node executed."""
+        live = [n.node_id for n in self.sim.nodes if n.correct and n.up]
+        window = self.end - self.warmup
+        return min((self.executed_sealed_in_window[i] for i in live), default=0) / window if window > 0 else 0.0
 
     def throughput(self) -> float:
         """Committed tx/s of the slowest correct live node (module docstring); 0 below two commits."""

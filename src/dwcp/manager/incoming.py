@@ -41,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dwcp.manager.store import ObjectStore, ObjectVersion
+from dwcp.manager.store import FSYNC_THREADS, ObjectStore, ObjectVersion
 
 _INDEX = struct.Struct("!I")
 HASH_BLOCK = 4 << 20
-FSYNC_THREADS = 16  # concurrent fsyncs of a batch's files
 DIRECT_ALIGN = 4096  # O_DIRECT offsets, lengths and buffers: a multiple of the logical block size
 # Smaller writes go through the page cache: an O_DIRECT write waits for the device, which costs a small
 # object a disk round trip of its own instead of sharing its batch's one round of fsyncs.
@@ -293,9 +292,7 @@ class Receiver:
                 self._open.pop((peer, inc.offer["tid"]), None)
         for inc in incs:
             inc.close()
-            if inc.held is not None:
-                self._held_path(inc).unlink(missing_ok=True)  # published (moved) already, unless it failed
-            else:
+            if inc.held is None:  # a held object never had a directory
                 shutil.rmtree(inc.path, ignore_errors=True)
 
     def finish(self, peer: str, inc: Incoming) -> ObjectVersion:
@@ -306,44 +303,36 @@ class Receiver:
         return result
 
     def finish_many(self, peer: str, incs: list[Incoming]) -> list[ObjectVersion | ChecksumMismatch]:
-        """`finish` for a batch: the data files are fsynced concurrently (the file system's journal commits
-        them together), each object is verified, and the good ones are published in one `publish_many`."""
-        with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(incs))) as pool:
-            list(pool.map(self._make_durable, incs))
+        """`finish` for a batch: each object is verified; the good ones held in memory are published with one
+        fsync (`publish_held`), the others' data files are fsynced concurrently (the file system's journal
+        commits them together) and published in one `publish_many`."""
+        with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
+            list(pool.map(self._make_durable, [i for i in incs if i.held is None]))
         # The receiver's lock is not held for this file system work: other connections keep offering and
         # writing meanwhile (the store has its own lock).
-        results: list[ObjectVersion | ChecksumMismatch | None] = []
-        good: list[Incoming] = []
-        bad: list[Incoming] = []
-        for inc in incs:
+        results: dict[int, ObjectVersion | ChecksumMismatch] = {}
+        held: list[int] = []
+        files: list[int] = []
+        for n, inc in enumerate(incs):
             actual = inc.object_sha256()
             if actual != inc.offer["sha256"]:
-                bad.append(inc)
-                results.append(ChecksumMismatch(f"object sha256 {actual} != offered {inc.offer['sha256']}"))
+                results[n] = ChecksumMismatch(f"object sha256 {actual} != offered {inc.offer['sha256']}")
                 continue
             inc.close()
-            good.append(inc)
-            results.append(None)  # filled in below
-        versions = iter(self.store.publish_many(
-            [(i.offer["key"], self._held_path(i) if i.held is not None else i.path / "data", i.offer["sha256"],
-              int(i.offer["size"])) for i in good]))
-        self._forget(peer, good + bad)
-        return [r if r is not None else next(versions) for r in results]
+            (held if inc.held is not None else files).append(n)
+        if held:
+            results.update(zip(held, self.store.publish_held(
+                [(incs[n].offer["key"], incs[n].held, incs[n].offer["sha256"]) for n in held]), strict=True))
+        if files:
+            results.update(zip(files, self.store.publish_many(
+                [(incs[n].offer["key"], incs[n].path / "data", incs[n].offer["sha256"], int(incs[n].offer["size"]))
+                 for n in files]), strict=True))
+        self._forget(peer, incs)
+        return [results[n] for n in range(len(incs))]
 
     def _make_durable(self, inc: Incoming) -> None:
-        if inc.held is None:
-            inc.open()
-            os.fsync(inc.fd)
-            return
-        fd = os.open(self._held_path(inc), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, inc.held)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _held_path(self, inc: Incoming) -> Path:
-        return inc.path.with_name(inc.path.name + ".data")
+        inc.open()
+        os.fsync(inc.fd)
 
     def pending(self) -> int:
         return sum(1 for _ in self.root.iterdir())

@@ -22,6 +22,10 @@ invocation with a time limit: n = 100 (3 runs per protocol in 1 100 s): messages
 ProBFT 11 799 (64%), o = 2.5 5 035 (27%); n = 31 (40 runs): 1 899 / 1 424 (75%) / 896 (48%); n = 7 (1 499
 runs, dense): 90 / 86; zero violations everywhere. ECVRF verify = 10.5 Ed25519 verifies (CPU). Details and
 what the targets get: docs/probft.md, "Measured".
+
+Measured 2026-12-04 23:00-23:52 UTC on the landed code (1a0a2d0), seed-range chunks pooled with --merge:
+n = 7 with --timeout 0.5: 9 000 runs, 0 violations, p99 ProBFT 1.010 s / PBFT 1.062 s; n = 31: 700 runs,
+0 violations, messages/block 74% of PBFT's; n = 100: 40 runs, 0 violations, 64%.
 """
 
 from __future__ import annotations

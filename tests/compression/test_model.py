@@ -242,7 +242,7 @@ def test_selector_is_near_best_at_1_gib_nearly_as_often_as_at_64_kib(host_calibr
     rng = np.random.default_rng(32)
     near = {65536: [], 1 << 30: []}
     for _, data in payloads:
-        m = oracle.measure(data, min_total=0.0005, rounds=1, max_rounds=2).at_speed(calibration.pilot)
+        m = oracle.measure(data, min_total=0.004, rounds=3, max_rounds=6).at_speed(calibration.pilot)
         bw, rtt, loss = (rng.uniform(0, 1, 8) for _ in range(3))
         for b, r, p in zip(10 ** (4 * bw), 10 ** (3 * rtt - 1), np.where(loss < 0.5, 0.0, loss / 100), strict=True):
             link = Link(float(b), float(r), float(p))

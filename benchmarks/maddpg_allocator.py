@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from dwcp.runtime.ports import free_port
 
 
 def held_out(n_traces: int, hours: float, base_rate: float) -> list[tuple[str, dict[str, dict]]]:
@@ -99,12 +100,6 @@ def inference_p99(n: int) -> dict[str, float]:
             "p99_ms": 1e3 * float(np.percentile(times, 99)), "cpu_p99_ms": 1e3 * float(np.percentile(cpu, 99))}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(port: int, data_dir: str) -> None:
     """The service alone in its own process (as `dwcp serve` runs it), so the client never shares its GIL."""
     import uvicorn
@@ -142,7 +137,7 @@ def api_latency(n_requests: int) -> dict[str, float]:
     from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 
     tmp = tempfile.TemporaryDirectory()
-    port = _free_port()
+    port = free_port()
     token = client_token(ensure_token_file(Path(tmp.name) / "http-token"))
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, tmp.name), daemon=True)
     server.start()

@@ -23,6 +23,7 @@ from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import load_inventory
 from dwcp.runtime.ports import free_ports
+from tests.servers import LocalServer
 
 EXAMPLES = int(os.environ.get("DWCP_SCHEMATHESIS_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -91,34 +92,6 @@ def sink(tmp_path: Path) -> Served:
 
     token_file = ensure_token_file(tmp_path / "secrets" / "alert-sink-token")
     return Served(build_sink_app(tmp_path / "alerts", token_file=token_file), token_file)
-
-
-class LocalServer:
-    """An app served by uvicorn on a free loopback port in a thread of this process (lifespan included)."""
-
-    def __init__(self, app, port: int) -> None:
-        import threading
-
-        import uvicorn
-
-        self.url = f"http://127.0.0.1:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                                     access_log=False, lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> LocalServer:
-        import time
-
-        self._thread.start()
-        deadline = time.monotonic() + 60
-        while not self._server.started:
-            assert time.monotonic() < deadline and self._thread.is_alive(), f"{self.url} did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
 
 
 @pytest.fixture

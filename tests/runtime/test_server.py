@@ -4,18 +4,17 @@ import asyncio
 import json
 import logging
 import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry
 
 from dwcp.runtime.app import create_app
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import load_inventory
+from dwcp.runtime.ports import free_port
 from dwcp.runtime.server import CoalescedWrites, HttpProtocol
+from tests.servers import LocalServer
 
 
 class FakeTransport:
@@ -103,20 +102,8 @@ def server(tmp_path):
 
         return StreamingResponse(parts(), media_type="text/plain")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", http=HttpProtocol)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    yield port
-    srv.should_exit = True
-    thread.join(10)
+    with LocalServer(app, free_port(), http=HttpProtocol) as served:
+        yield served.port
 
 
 def _post(body: bytes) -> bytes:
@@ -192,18 +179,8 @@ def test_guard_counts_only_the_head_of_a_read_that_also_carries_a_large_body():
         return {"got": size}
 
     guard = ConnectionGuard(HttpLimits(max_header_bytes=4096))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                            http=functools.partial(HttpProtocol, guard=guard))
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
+    port = free_port()
+    with LocalServer(app, port, http=functools.partial(HttpProtocol, guard=guard)):
         body = b"z" * (1 << 20)
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"PUT /upload HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
@@ -221,6 +198,3 @@ def test_guard_counts_only_the_head_of_a_read_that_also_carries_a_large_body():
             head, body = answer.split(b"\r\n\r\n", 1)
             assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error"]["field"] == "headers"
             assert guard.dropped["header_too_large"] == n
-    finally:
-        srv.should_exit = True
-        thread.join(10)

@@ -81,6 +81,13 @@ def up_inventory(tmp_path: Path, name: str, services: dict) -> tuple[Path, str]:
     return path, f"http://127.0.0.1:{ports['prometheus']}"
 
 
+def prom_query(client: httpx.Client, prom: str, expr: str) -> list[dict]:
+    """The result vector of an instant PromQL query (the query itself must be valid)."""
+    body = client.get(f"{prom}/api/v1/query", params={"query": expr}).json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
 def job_targets_up(client: httpx.Client, prom: str, job: str, n: int) -> list | None:
     """The job's `n` Prometheus targets once all are up, else None (a `wait_for` probe)."""
     targets = client.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]

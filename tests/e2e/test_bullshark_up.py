@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import UpRun, free_ports, job_targets_up, up_inventory, wait_for, wait_live_queries
+from .conftest import UpRun, free_ports, job_targets_up, prom_query, up_inventory, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 N = 4
@@ -28,9 +28,7 @@ def test_up_runs_bullshark_consensus_and_its_dashboards_answer(tmp_path: Path) -
     client = httpx.Client(timeout=3.0)
 
     def query(expr: str) -> list[dict]:
-        body = client.get(f"{prom}/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return prom_query(client, prom, expr)
 
     with up, client:
         wait_for("the 4 bullshark-consensus targets up",

@@ -15,7 +15,7 @@ import yaml
 
 from dwcp.runtime.auth import bearer_header, client_token
 
-from .conftest import UpRun, free_ports, job_targets_up, wait_for, wait_live_queries
+from .conftest import UpRun, free_ports, job_targets_up, prom_query, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
@@ -52,9 +52,7 @@ def test_up_runs_three_manager_sites_with_transfers_and_routing(tmp_path: Path) 
     client = httpx.Client(timeout=5.0)
 
     def value(expr: str) -> float:
-        body = client.get(f"{prom}/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return sum(float(r["value"][1]) for r in body["data"]["result"])
+        return sum(float(r["value"][1]) for r in prom_query(client, prom, expr))
 
     with up, client:
         wait_for("the 3 dwcp-manager targets up",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import free_ports, job_targets_up, wait_for, wait_live_queries
+from .conftest import free_ports, job_targets_up, prom_query, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 N = 7
@@ -50,9 +50,7 @@ def test_up_runs_probft_consensus_and_its_dashboards_answer(tmp_path: Path) -> N
     client = httpx.Client(timeout=3.0)
 
     def query(expr: str) -> list[dict]:
-        body = client.get(f"{prom}/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return prom_query(client, prom, expr)
 
     try:
         wait_for("the 7 probft-consensus targets up",

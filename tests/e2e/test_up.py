@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import free_ports, wait_for, wait_live_queries
+from .conftest import free_ports, prom_query, wait_for, wait_live_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.network, pytest.mark.slow]
 
@@ -59,9 +59,7 @@ def test_up_scrapes_restarts_and_alerts(tmp_path: Path) -> None:
     client = httpx.Client(timeout=3.0)
 
     def query(expr: str) -> list[dict]:
-        body = client.get(f"{prom}/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return prom_query(client, prom, expr)
 
     try:
         def all_targets_up():

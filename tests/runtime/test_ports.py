@@ -24,6 +24,7 @@ class FakeSocket:
 
 def test_a_port_offered_again_by_the_kernel_is_skipped(monkeypatch):
     monkeypatch.setattr(ports, "_handed_out", set())
+    monkeypatch.setattr(ports, "_order", ports.deque())
     monkeypatch.setattr(ports.socket, "socket", FakeSocket)
     FakeSocket.offers = iter([41000, 41000, 41001, 41001, 41000, 41002])
     assert ports.free_port() == 41000
@@ -32,6 +33,7 @@ def test_a_port_offered_again_by_the_kernel_is_skipped(monkeypatch):
 
 def test_the_monitoring_listeners_are_never_handed_out(monkeypatch):
     monkeypatch.setattr(ports, "_handed_out", set())
+    monkeypatch.setattr(ports, "_order", ports.deque())
     monkeypatch.setattr(ports.socket, "socket", FakeSocket)
     FakeSocket.offers = iter([9190, 9193, 41003])
     assert ports.free_ports(1) == [41003]
@@ -40,3 +42,14 @@ def test_the_monitoring_listeners_are_never_handed_out(monkeypatch):
 def test_real_ports_are_distinct_across_calls():
     got = list(itertools.chain.from_iterable(ports.free_ports(20) for _ in range(5)))
     assert len(set(got)) == len(got) == 100
+
+
+def test_only_the_most_recent_ports_are_remembered_so_a_long_campaign_never_runs_dry(monkeypatch):
+    monkeypatch.setattr(ports, "_handed_out", set())
+    monkeypatch.setattr(ports, "_order", ports.deque())
+    monkeypatch.setattr(ports, "REMEMBERED", 2)
+    monkeypatch.setattr(ports.socket, "socket", FakeSocket)
+    FakeSocket.offers = iter([41000, 41001, 41002, 41000, 41001])
+    assert ports.free_ports(3) == [41000, 41001, 41002]
+    assert ports.free_port() == 41000  # forgotten (oldest), so offered again; 41001 is still remembered
+    assert sorted(ports._handed_out) == [41000, 41002]

@@ -22,7 +22,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,26 +147,32 @@ class ObjectStore:
         landing before it serves anything, so an acknowledged object survives a power cut too.
         """
         for _, data, sha256 in items:
-            target = self.blob_path(sha256)
-            if not target.is_file():
-                target.parent.mkdir(exist_ok=True)
-                tmp = self.tmp_dir / f"held-{uuid.uuid4().hex}"
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
-        versions = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # Every item lands, also one whose blob file was there: that file may be unsynced itself.
-                self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)",
-                                     [(sha256, data) for _, data, sha256 in items])
-                for key, data, sha256 in items:
-                    versions.append(self._next_version(key, sha256, len(data)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return versions
+            if not self.blob_path(sha256).is_file():
+                self._write_blob(sha256, data)
+        with self._lock, self._transaction():
+            # Every item lands, also one whose blob file was there: that file may be unsynced itself.
+            self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)",
+                                 [(sha256, data) for _, data, sha256 in items])
+            return [self._next_version(key, sha256, len(data)) for key, data, sha256 in items]
+
+    def _write_blob(self, sha256: str, data: bytes) -> None:
+        """Write a blob file from memory, renamed into place whole (not fsynced: see `publish_held`)."""
+        target = self.blob_path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        tmp = self.tmp_dir / f"held-{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction (the caller holds `_lock`): committed on success, rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _next_version(self, key: str, sha256: str, size: int) -> ObjectVersion:
         row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?", (key,)).fetchone()
@@ -190,11 +198,7 @@ class ObjectStore:
             for sha256 in landed:
                 with self._lock:
                     (data,) = self._db.execute("SELECT data FROM landing WHERE sha256 = ?", (sha256,)).fetchone()
-                target = self.blob_path(sha256)
-                target.parent.mkdir(exist_ok=True)
-                tmp = self.tmp_dir / f"held-{uuid.uuid4().hex}"
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+                self._write_blob(sha256, data)
         paths = [self.blob_path(h) for h in landed]
         with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(paths))) as pool:
             list(pool.map(fsync_path, paths))
@@ -231,17 +235,8 @@ class ObjectStore:
                 touched.add(target.parent)
         for d in sorted(touched):
             fsync_path(d)
-        versions = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, _, sha256, size in items:
-                    versions.append(self._next_version(key, sha256, size))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return versions
+        with self._lock, self._transaction():
+            return [self._next_version(key, sha256, size) for key, _, sha256, size in items]
 
     def latest(self, key: str) -> ObjectVersion:
         with self._lock:

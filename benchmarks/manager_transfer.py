@@ -299,8 +299,8 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
             row: dict = {}
             for bucket, files in data.items():
                 cell = {}
-                for mode in MANAGER_MODES:
-                    cell[mode] = manager_run(m, files, mode, f"r{mbit}", timeout)
+                for mode in MANAGER_MODES:  # one batch POST for the bucket's files, as rsync gets one session
+                    cell[mode] = manager_run(m, files, mode, f"r{mbit}", timeout, batch=True)
                 cell["rsync"] = rsyncd.run(files, f"r{mbit}-plain-{bucket}", compress=False)
                 cell["rsync-zstd"] = rsyncd.run(files, f"r{mbit}-zstd-{bucket}", compress=True)
                 base = cell["selector"]["seconds"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 
 import pytest
 
 from dwcp.consensus.core.crypto import generate_private_key
 from dwcp.manager.keys import PeerKeyError, site_auth
 from dwcp.manager.links import probe, tier_of
-from dwcp.manager.peers import dial
+from dwcp.manager.peers import SessionPool, dial
 from dwcp.manager.wire import Connection, Kind, TlsAuth, WireError
 from dwcp.runtime.peerauth import PeerAuth, self_signed_certificate
 from tests.manager.conftest import context, manager_inventory
@@ -103,3 +105,33 @@ def test_probe_on_an_authenticated_connection(make_sites):
     finally:
         conn.close()
     assert rtt > 0 and bandwidth > 0
+
+
+def ping(conn: Connection) -> None:
+    conn.send(Kind.PING, {"t": 1})
+    assert conn.expect((Kind.PONG,), 0)[1] == {"t": 1}
+
+
+def test_a_pooled_connection_is_reused_until_the_peer_drops_it_or_it_idles_too_long(make_sites):
+    a, _ = make_sites(2)
+    site = a.site.sites["manager-1"]
+    pool = SessionPool(a.site.auth, idle_s=30)
+    conn = pool.take(site)
+    ping(conn)
+    pool.give(site, conn)
+    again = pool.take(site)
+    assert again is conn and (pool.dials, pool.reuses) == (1, 1)
+    ping(again)
+    again.send(Kind.DONE, {})  # not a request: the receiver answers FAIL and closes this connection
+    pool.give(site, again)
+    deadline = time.monotonic() + 5
+    while not select.select([again.sock], [], [], 0.05)[0] and time.monotonic() < deadline:
+        pass
+    fresh = pool.take(site)
+    assert fresh is not again and pool.dials == 2
+    ping(fresh)
+    expiring = SessionPool(a.site.auth, idle_s=0.0)
+    expiring.give(site, fresh)
+    assert expiring.take(site) is not fresh and expiring.dials == 1
+    pool.close()
+    expiring.close()

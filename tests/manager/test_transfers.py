@@ -26,6 +26,21 @@ def test_object_arrives_intact_at_every_size_around_chunk_boundaries(make_sites,
     assert got.headers["x-object-sha256"] == sha(body)
 
 
+def test_a_second_transfer_to_the_same_peer_reuses_the_first_ones_connections(make_sites):
+    a, b = make_sites(2)
+    first, second = os.urandom(4 * CHUNK), os.urandom(4 * CHUNK + 7)
+    a.put("one", first)
+    a.put("two", second)
+    assert a.transfer("one", "manager-1")["state"] == "done"
+    sessions = a.site.transfers.sessions
+    dials, reuses = sessions.dials, sessions.reuses
+    assert dials == 4  # the OFFER connection and three more streams
+    state = a.transfer("two", "manager-1")
+    assert state["state"] == "done" and state["error"] is None and state["resumes"] == 0
+    assert sessions.dials == dials and sessions.reuses == reuses + 4  # no TCP connect, no TLS handshake
+    assert b.client.get("/v1/objects/two").content == second
+
+
 def test_compressible_chunks_travel_compressed_and_random_ones_raw(make_sites):
     a, b = make_sites(2)
     body = b"log line 42 ok\n" * (4 * CHUNK // 15) + os.urandom(4 * CHUNK)

@@ -26,7 +26,6 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.peers import dial
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -70,8 +69,10 @@ def send_batch(owner: Transfers, ts: list[Transfer]) -> None:
 
 
 def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None:
-    conn = dial(owner.sites[ts[0].to], owner.auth)
+    site = owner.sites[ts[0].to]
+    conn = owner.sessions.take(site)
     fds: dict[str, int] = {}
+    clean = False  # every request answered: the connection goes back to the pool
     try:
         for t in ts:
             blob = owner.store.blob_path(t.sha256)
@@ -91,6 +92,7 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
         while unanswered:
             _answered(conn, unanswered.popleft())
         if not ready:
+            clean = True
             return
         conn.send(Kind.COMMIT_MANY, {"tids": [t.id for t in ready]})
         _, answer, _ = conn.expect((Kind.DONE_MANY,), 0)
@@ -101,10 +103,14 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
                 done.append(t)
             else:
                 log.info("transfer %s in a batch: %s", t.id, result.get("error", "no answer"))
+        clean = True
     finally:
         for fd in fds.values():
             os.close(fd)
-        conn.close()
+        if clean:
+            owner.sessions.give(site, conn)
+        else:
+            conn.close()
 
 
 def _answered(conn: Connection, t: Transfer) -> None:

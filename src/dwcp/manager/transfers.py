@@ -35,7 +35,7 @@ from dwcp.manager import chunks
 from dwcp.manager.batch import BATCH_MAX, send_batch
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
-from dwcp.manager.peers import Site, dial
+from dwcp.manager.peers import SessionPool, Site
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore, ObjectVersion
@@ -148,6 +148,7 @@ class Transfers:
         self.links, self.metrics, self.settings = links, metrics, settings
         self.log = TransferLog(log_path)
         self.tamper = tamper
+        self.sessions = SessionPool(auth, max_idle=2 * settings.streams)
         self._active: dict[str, Transfer] = {}
         self.encode_speed: dict[str, float] = {}  # codec -> recent compression speed on this host, bytes/s
         self.encode_ratio: dict[str, float] = {}  # codec -> recent output/input size
@@ -174,6 +175,7 @@ class Transfers:
             self._queue.put(None)
         for w in self._workers:
             w.join(timeout=5)
+        self.sessions.close()
         self.log.close()
 
     # -- API -----------------------------------------------------------------------------------
@@ -300,8 +302,9 @@ class Transfers:
                                                   s.chunk_max_bytes, s.chunk_target_seconds)
         n = chunks.chunk_count(t.size, t.chunk_bytes)
         t.chunks_total = n
-        conns: list[Connection] = [dial(site, self.auth)]
+        conns: list[Connection] = [self.sessions.take(site)]
         fd = os.open(blob, os.O_RDONLY)
+        clean = False  # every request answered: the connections go back to the pool, else they are closed
         try:
             conns[0].send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                        "chunk_bytes": t.chunk_bytes, "chunks": n})
@@ -315,7 +318,7 @@ class Transfers:
             todo = collections.deque(i for i in range(n) if i not in have)
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
-                    conns.append(dial(site, self.auth))
+                    conns.append(self.sessions.take(site))
                 plan = _Plan(self, t, fd, link)
                 self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
@@ -326,10 +329,14 @@ class Transfers:
                 raise WireError("commit_refused", str(meta.get("reason")))
             if kind is not Kind.DONE:
                 raise WireError("unexpected", f"expected DONE, got {kind.name}")
+            clean = True
         finally:
             os.close(fd)
             for c in conns:
-                c.close()
+                if clean:
+                    self.sessions.give(site, c)
+                else:
+                    c.close()
 
     def _delta_base(self, state: dict, t: Transfer) -> tuple[Path, int] | None:
         base = state.get("base")

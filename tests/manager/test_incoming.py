@@ -141,3 +141,26 @@ def test_the_checkpoint_fsyncs_landed_blobs_and_drops_their_landing_rows(tmp_pat
     assert db.execute("SELECT COUNT(*) FROM landing").fetchone() == (0,)
     assert store.blob_path(hashlib.sha256(b"alpha").hexdigest()).read_bytes() == b"alpha"
     store.close()
+
+
+def test_a_held_object_too_large_to_land_in_the_index_is_published_as_an_fsynced_file(tmp_path, monkeypatch):
+    import dwcp.manager.store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 3600.0)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store = ObjectStore(tmp_path / "objects")
+    large, small = os.urandom(store_module.LANDING_MAX_BYTES + 1), b"tiny"
+    sha_large, sha_small = hashlib.sha256(large).hexdigest(), hashlib.sha256(small).hexdigest()
+    versions = store.publish_held([("large", large, sha_large), ("small", small, sha_small)])
+    assert [v.key for v in versions] == ["large", "small"]
+    db = sqlite3.connect(tmp_path / "objects" / "index.sqlite")
+    # Only the small one's bytes went into the index (a 4 MiB one-chunk object would be written twice more).
+    assert [r[0] for r in db.execute("SELECT sha256 FROM landing")] == [sha_small]
+    assert len(synced) == 2  # the large blob and its directory, before its version row was committed
+    store.blob_path(sha_small).unlink()  # a power cut: only the unsynced small blob can be lost
+    restarted = ObjectStore(tmp_path / "objects")
+    assert restarted.blob_path(sha_large).read_bytes() == large
+    assert restarted.blob_path(sha_small).read_bytes() == small
+    restarted.close()

@@ -21,9 +21,9 @@ decoded chunk in unaligned memory, a file system without O_DIRECT such as older 
 the page cache. Durability is unchanged: the data is fdatasync'ed (the file's extents) before its index is
 recorded.
 
-A one-chunk object gets no directory at all: its bytes wait in memory (at most `chunk_min_bytes`) and its
-commit writes them to `<peer>-<tid>.data`, fsyncs and publishes them; several commits (COMMIT_MANY) share
-one round of fsyncs and one index transaction (`Receiver.finish_many`, `ObjectStore.publish_many`).
+A one-chunk object gets no directory at all: its bytes wait in memory (one chunk: 16 MiB at most) and its
+commit publishes them with `ObjectStore.publish_held` (small ones land in the index with one WAL fsync for a
+whole COMMIT_MANY, larger ones are written as fsynced files); several commits share one index transaction.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Incoming:
         """
         if self.chunks == 1:
             # A one-chunk object has nothing to resume from but itself: no directory, no journal; its bytes
-            # wait in memory (at most chunk_min_bytes) and its commit writes and fsyncs them, so a batch of
+            # wait in memory (one chunk) and its commit writes and fsyncs them, so a batch of
             # small objects pays one round of file system work, not one per object.
             with self.cond:
                 self.held = bytes(raw)

@@ -40,3 +40,22 @@ def test_a_failing_selector_falls_back_to_the_local_rule() -> None:
     chooser = chooser_with(lambda request: httpx.Response(503, json={"error": {"code": "down"}}))
     picked, source = chooser.choose([b"x" * 100], [MiB], 12.5e6, 0.02, payload_bytes=MiB)
     assert source == "local" and len(picked) == 1
+
+
+def test_a_payload_that_crosses_the_link_faster_than_the_selector_answers_is_decided_locally() -> None:
+    asked: list[int] = []
+
+    def slow_selector(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        asked.append(len(items))
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
+
+    chooser = chooser_with(slow_selector)
+    chooser.choose([b"a" * 100], [MiB], 125e6, 0.001, payload_bytes=MiB)  # the first answer is timed
+    chooser.latency = 0.05  # as if answers took 50 ms
+    # 80 KiB at 10 Mbit/s: 66 ms on the wire, more than the answer takes -> asked
+    assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "selector"
+    # 1.25 MiB at 1000 Mbit/s: 10 ms on the wire -> the local rule, no call
+    picked, source = chooser.choose([b"log line\n" * 100] * 5, [256 << 10] * 5, 125e6, 0.001,
+                                    payload_bytes=5 * (256 << 10))
+    assert source == "local" and len(picked) == 5 and asked == [1, 1]

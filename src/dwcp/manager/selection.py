@@ -4,7 +4,9 @@ The selector gets each chunk's sample (`chunks.sample`: evenly spread slices, th
 `compression.features.make_sample` that its model was trained on), the chunk's size (`chunk_bytes`),
 the whole object's size (`size_bytes`) and the link's measured bandwidth and RTT. When its breaker is
 open, its answer is slower than `timeout`, or it fails, the local rule (`chunks.local_choice`) decides
-instead, so a transfer never waits on the selector.
+instead, so a transfer never waits on the selector. Nor is it asked when the whole payload would cross the link
+uncompressed in less time than its recent answers took (a few small files on a fast link): a better codec
+can save at most that wire time, and asking costs the answer's latency before the first byte leaves.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
+import time
 
 import httpx
 
@@ -32,6 +35,7 @@ class CodecChooser:
         # auth: the selector's bearer token; verify: its TLS CA (runtime.tls), when it serves HTTPS
         self._client = httpx.Client(timeout=timeout, auth=auth, verify=verify)
         self._next = 0
+        self.latency: float | None = None  # recent selector answer time (EWMA), seconds; None until one is timed
 
     def close(self) -> None:
         self._client.close()
@@ -41,13 +45,21 @@ class CodecChooser:
         """(codec key per chunk, "selector" or "local"). `sizes` are the chunks' own sizes; `payload_bytes` is
         the whole object's, so the selector prices each chunk's codec as one step of a pipelined transfer
         (many chunks go at the slowest stage's pace) rather than as a lone single-chunk payload."""
-        picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes)
+        picked = None
+        if self._worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
+            picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes)
         source = "selector"
         if picked is None:
             picked, source = [local_choice(s, bandwidth_bps) for s in samples], "local"
         if self._metrics is not None:
             self._metrics.codec_decisions.labels(source).inc(len(samples))
         return picked, source
+
+    def _worth_asking(self, payload_bytes: int, bandwidth_bps: float | None) -> bool:
+        """False when the payload's uncompressed wire time is below the selector's recent answer time."""
+        if self.latency is None or not bandwidth_bps:
+            return True
+        return payload_bytes / bandwidth_bps >= self.latency
 
     def _ask_selector(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
                       rtt_seconds: float | None, payload_bytes: int | None) -> list[str] | None:
@@ -63,6 +75,7 @@ class CodecChooser:
                            "bandwidth_mbps": bw_mbps, "rtt_ms": rtt_ms} for i in items]}
         url = self.urls[self._next % len(self.urls)]
         self._next += 1
+        started = time.perf_counter()
         try:
             resp = self._client.post(f"{url}/v1/predict/batch", json=body)
             resp.raise_for_status()
@@ -71,11 +84,17 @@ class CodecChooser:
             if len(keys) != len(items) or any(k not in BY_KEY for k in keys):
                 raise ValueError(f"selector answered {len(keys)} codecs for {len(items)} chunks")
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._timed(started)
             self.breaker.record_failure()
             log.info("selector %s failed (%s); using the local rule", url, exc)
             return None
+        self._timed(started)
         self.breaker.record_success()
         out = ["none"] * len(samples)
         for i, key in zip(items, keys, strict=True):
             out[i] = key
         return out
+
+    def _timed(self, started: float) -> None:
+        took = time.perf_counter() - started
+        self.latency = took if self.latency is None else 0.8 * self.latency + 0.2 * took

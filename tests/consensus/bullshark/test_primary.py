@@ -310,3 +310,29 @@ def test_a_committee_of_one_certifies_its_own_headers_and_commits() -> None:
     tick(net, workers, 8)
     assert len(net.commits[0]) >= 2
     assert sorted(r.digest for _, refs in workers.executed[0] for r in refs) == sorted(r.digest for r in workers.sealed)
+
+
+def test_a_header_whose_batches_are_withheld_is_not_fetched_again_for_every_certificate() -> None:
+    """A withholding author's header stays parked for good; delivering the other authors' certificates must
+    not re-examine it and ask the worker for its batches each time (at n = 100 that storm stalled the sim)."""
+    net, workers = cluster()
+    start(net)
+    withheld = BatchRef(digest=hashlib.blake2b(b"withheld", digest_size=32).digest(), worker=0, txs=10, size=5120)
+    net.feed(3, Local(message=BatchStored(ref=withheld, own=True)))  # node 3's worker sends it to nobody
+    refetched = []
+    feed = net.feed
+
+    def recording_feed(node, inp):
+        outs = feed(node, inp)
+        if node == 0 and isinstance(inp, Received) and isinstance(inp.message, DagCertificate):
+            refetched.extend(o for o in outs if isinstance(o, ToLocal) and isinstance(o.message, FetchBatches)
+                             and withheld.digest in o.message.digests)
+        return outs
+
+    net.feed = recording_feed
+    for node in range(3):
+        workers.seal(node, 2)
+    tick(net, workers, 10)
+    assert refetched == []
+    assert net.cores[0].parked.headers[3][1].payload == (withheld,)
+    assert min(len(logs(net)[n]) for n in range(3)) >= 2  # the other three keep committing

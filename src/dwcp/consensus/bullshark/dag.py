@@ -11,7 +11,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dwcp.consensus.bullshark.messages import DagCertificate
+from dwcp.consensus.bullshark.messages import DagCertificate, Link
+
+
+def malformed_links(round_: int, parents: tuple[bytes, ...], weak: tuple[Link, ...], quorum: int, n: int) -> str:
+    """Why a round-`round_` vertex's links cannot be (or ""): strong parents are none in round 1, else 2f + 1
+    to n distinct; weak links at most n distinct, each to a round in 1 .. round_ - 2."""
+    if round_ == 1 and parents:
+        return "bad_parents"
+    if round_ != 1 and (len(set(parents)) != len(parents) or not quorum <= len(parents) <= n):
+        return "bad_parents"
+    if len(weak) > n or len({w.digest for w in weak}) != len(weak) or any(not 1 <= w.round < round_ - 1 for w in weak):
+        return "bad_parents"
+    return ""
 
 
 class Dag:

@@ -24,7 +24,7 @@ from typing import Any
 
 from dwcp.consensus.bullshark import commits
 from dwcp.consensus.bullshark.commitpath import CommitPath
-from dwcp.consensus.bullshark.dag import Dag
+from dwcp.consensus.bullshark.dag import Dag, malformed_links
 from dwcp.consensus.bullshark.inline import SEAL, InlineWorker
 from dwcp.consensus.bullshark.messages import (
     COMMIT_VOTE,
@@ -39,6 +39,7 @@ from dwcp.consensus.bullshark.messages import (
     Link,
 )
 from dwcp.consensus.bullshark.ordering import Bullshark, CommittedSubDag
+from dwcp.consensus.bullshark.parking import Parked
 from dwcp.consensus.bullshark.progress import Progress
 from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
 from dwcp.consensus.bullshark.safety import VoteGuard
@@ -112,7 +113,7 @@ class Primary(CommitPath):
         self.guard = VoteGuard()  # our votes and header, persisted before they are sent
         self.uncommitted_own: dict[int, tuple[commits.BatchRef, ...]] = {}  # our certified payloads by round
         self.unreferenced: dict[bytes, int] = {}  # delivered certificates nothing names yet -> round
-        self.parked: dict[int, tuple[int, Header]] = {}  # author -> (sender, header) waiting on parents/batches
+        self.parked = Parked()  # peers' headers waiting for parents or batches
         self.created_at: dict[bytes, float] = {}  # our certificates' creation times, for consensus latency
         self._stuck_at: int | None = None  # height waiting for attestations at the last sync tick
         self.inline = InlineWorker(config.inline_batch_txs, config.inline_batch_delay) if inline_batches else None
@@ -190,19 +191,6 @@ class Primary(CommitPath):
             out.append(Rejected(peer=sender, reason="unexpected"))
 
     # -- headers and votes -------------------------------------------------------------------
-    def _check_parents(self, round_: int, parents: tuple[bytes, ...]) -> str:
-        if round_ == 1:
-            return "" if not parents else "bad_parents"
-        if len(set(parents)) != len(parents) or not self.quorum <= len(parents) <= self.committee.n:
-            return "bad_parents"
-        return ""
-
-    def _check_weak(self, round_: int, weak: tuple) -> str:
-        if len(weak) > self.committee.n or len({w.digest for w in weak}) != len(weak) or \
-                any(not 1 <= w.round < round_ - 1 for w in weak):
-            return "bad_parents"
-        return ""
-
     def _check_header(self, sender: int, h: Header) -> str:
         if h.author != sender:
             return "bad_author"
@@ -210,12 +198,12 @@ class Primary(CommitPath):
             return "stale"
         if len(h.payload) > self.config.max_header_batches:
             return "too_large"
-        return self.guard.refuse(h) or self._check_parents(h.round, h.parents) or self._check_weak(h.round, h.weak)
+        return self.guard.refuse(h) or malformed_links(h.round, h.parents, h.weak, self.quorum, self.committee.n)
 
     def _on_header(self, sender: int, h: Header, out: list[Output]) -> None:
         missing = self._missing_links(h)
         if missing:
-            self.parked[h.author] = (sender, h)
+            self.parked.park(sender, h, missing, links=True)
             out.append(Send(to=sender, message=CertificateRequest(digests=tuple(missing))))
             return
         if h.round - 1 >= self.dag.gc_round:
@@ -231,13 +219,13 @@ class Primary(CommitPath):
                     self.available[d] = self.round
             absent = tuple(d for d in absent if d not in self.available)
         if absent:
-            self.parked[h.author] = (sender, h)
+            self.parked.park(sender, h, absent, links=False)
             if self.inline is not None:
                 self.inline.fetch(absent, (sender,), out)
             else:
                 out.append(ToLocal(message=FetchBatches(digests=absent, peer=sender)))
             return
-        self.parked.pop(h.author, None)
+        self.parked.drop(h.author)
         if self.guard.last.get(h.author) != (h.round, h.digest):
             out.append(self.guard.voted(h))
         out.append(Send(to=h.author, message=h.vote()))
@@ -293,7 +281,7 @@ class Primary(CommitPath):
     def _check_certificate(self, c: DagCertificate) -> str:
         if c.author not in self.committee or c.round < 1:
             return "bad_author"
-        reason = self._check_parents(c.round, c.parents) or self._check_weak(c.round, c.weak)
+        reason = malformed_links(c.round, c.parents, c.weak, self.quorum, self.committee.n)
         if reason:
             return reason
         if len(c.header.payload) > self.config.max_header_batches:
@@ -328,15 +316,16 @@ class Primary(CommitPath):
                 self._ordered(now, sub_dag, out)
         if delivered:
             self._collect(now, out)
-            for author, (sender, h) in list(self.parked.items()):
-                if not self._missing_links(h):
-                    del self.parked[author]
-                    if not self._check_header(sender, h):
-                        self._on_header(sender, h, out)
+            self._reexamine(self.parked.arrived(c.digest for c in delivered), out)
             self._maybe_propose(now, out)
 
+    def _reexamine(self, headers: list[tuple[int, Header]], out: list[Output]) -> None:
+        for sender, h in headers:
+            if not self._check_header(sender, h):
+                self._on_header(sender, h, out)
+
     def _resync(self, out: list[Output]) -> None:
-        for _, h in list(self.parked.values()):  # batches the author could not give us: ask everyone
+        for _, h in list(self.parked.headers.values()):  # batches the author could not give us: ask everyone
             absent = tuple(b.digest for b in h.payload if b.digest not in self.available)
             if absent and self.inline is not None:
                 self.inline.fetch(absent, self.peers, out)
@@ -369,6 +358,7 @@ class Primary(CommitPath):
             for d in [d for d, r in table.items() if r < gc_round]:
                 del table[d]
         self._deliver_all(now, released, out)
+        self._reexamine(self.parked.take_waiting_for_links(), out)  # links below the GC round: no longer awaited
 
     # -- local worker ------------------------------------------------------------------------
     def _local_stored(self, now: float, stored: BatchStored | None, out: list[Output]) -> None:
@@ -383,9 +373,7 @@ class Primary(CommitPath):
         if msg.own and fresh:  # a worker restart re-announces its batches; each goes in one header
             self.payload.append(msg.ref)
             self._maybe_propose(now, out)
-        for sender, h in list(self.parked.values()):
-            if all(b.digest in self.available for b in h.payload) and not self._check_header(sender, h):
-                self._on_header(sender, h, out)
+        self._reexamine(self.parked.arrived((msg.ref.digest,)), out)
 
     # -- queries -----------------------------------------------------------------------------
     def verify_certificate(self, height: int, block: Block, certificate: Certificate) -> bool:

@@ -5,7 +5,7 @@ import pytest
 
 from dwcp.runtime.inventory import InventoryError, parse_inventory
 from dwcp.runtime.procs import ProcessSpec, Supervised
-from dwcp.runtime.supervise import UpOptions, plan_services
+from dwcp.runtime.supervise import UpOptions, plan_load, plan_services
 
 
 async def test_crashed_process_is_restarted_and_counted(tmp_path):
@@ -101,3 +101,15 @@ def test_up_refuses_to_start_on_ports_in_use_and_names_them(tmp_path):
     assert busy == [("supervisor", f"127.0.0.1:{sup_port} — in use"),
                     ("compression-0", f"127.0.0.1:{svc_port} — in use")]
     assert busy_ports(planned) == []  # free again once the holders closed
+
+
+def test_up_gives_each_service_kind_its_own_load_generator_process(tmp_path):
+    # One shared generator's stalls (large compression bodies, corpus generation) showed up as
+    # every other service's request latency; each kind is driven from its own process.
+    specs = plan_load(UpOptions(load_rate=7.0), tmp_path, ["manager", "tpbft"])
+    assert [s.name for s in specs] == ["loadgen-manager", "loadgen-tpbft"]
+    for spec, key in zip(specs, ["manager", "tpbft"], strict=True):
+        assert spec.argv[-4:] == ["--rate", "7.0", "--service", key]
+        assert spec.log_path == tmp_path / "logs" / f"loadgen-{key}.log"
+        assert spec.env == {"DWCP_RUN_DIR": str(tmp_path)}
+        assert spec.job == ""  # not a scraped service

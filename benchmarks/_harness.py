@@ -142,6 +142,70 @@ async def open_loop(target: Target, rate: float, duration: float) -> OpenLoopRes
     return run
 
 
+@dataclass(frozen=True)
+class BatchTarget:
+    """What the batching open-loop client sends: every `tick` seconds, the transactions that fell due
+    since the last tick go as ONE request (POST path with body(first, count)) to the next of `ports` in
+    turn; `outcomes(status, answer)` says per transaction "committed", "pending" or anything else (an error)."""
+
+    ports: list[int]
+    path: str
+    body: Callable[[int, int], bytes]
+    outcomes: Callable[[int, bytes], list[str]]
+    tick: float = 0.005
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def open_loop_batches(target: BatchTarget, rate: float, duration: float) -> OpenLoopResult:
+    """`rate * duration` transactions on the same fixed schedule as `open_loop`, sent in batches per tick;
+    a transaction's latency runs from its own scheduled time (not its batch's send) to its batch's answer,
+    so the client's batching delay is counted in it."""
+    clients = [RawHttp(p, target.headers) for p in target.ports]
+    run = OpenLoopResult(rate, duration)
+    tasks: set[asyncio.Task] = set()
+    total = int(rate * duration)
+
+    async def one(request: int, first: int, count: int, t0: float) -> None:
+        try:
+            status, answer = await clients[request % len(clients)].post(target.path, target.body(first, count),
+                                                                        target.content_type)
+        except (OSError, asyncio.IncompleteReadError):
+            run.errors += count
+            return
+        done = time.perf_counter()
+        outcomes = target.outcomes(status, answer)
+        for j, outcome in enumerate(outcomes[:count]):
+            if outcome == "committed":
+                run.committed += 1
+                run.latencies.append(done - (t0 + (first + j) / rate))
+            elif outcome == "pending":
+                run.pending += 1
+            else:
+                run.errors += 1
+        run.errors += max(0, count - len(outcomes))
+
+    t0 = time.perf_counter()
+    sent = 0
+    for request in range(int(duration / target.tick) + 2):
+        delay = t0 + request * target.tick - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1) - sent
+        if due > 0:
+            task = asyncio.create_task(one(request, sent, due, t0))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += due
+        if sent >= total:
+            break
+    await asyncio.gather(*tasks)
+    run.elapsed = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return run
+
+
 # ---- CPU time from /proc ---------------------------------------------------------------------
 def cpu_seconds(pids: dict[int, int]) -> dict[int, float]:
     """User + system CPU so far of each process, keyed as `pids` is (e.g. node id -> pid), with its

@@ -86,6 +86,7 @@ from pathlib import Path
 
 import httpx
 from _harness import (
+    BatchTarget,
     EtcdCluster,
     LibraryProfile,
     OpenLoopResult,
@@ -94,6 +95,7 @@ from _harness import (
     cpu_seconds,
     format_phases,
     open_loop,
+    open_loop_batches,
     spent,
     thread_cpu_seconds,
 )
@@ -152,6 +154,33 @@ def node_target(cluster: LocalCluster) -> Target:
                   body=lambda i: prefix + b"-%d-" % i + b"." * 40, headers=cluster.headers)
 
 
+def batch_target(cluster: LocalCluster, tick: float) -> BatchTarget:
+    """Batched submissions: each tick's due transactions in one POST /v1/transactions/batch?wait=true."""
+    prefix = os.urandom(6).hex().encode()
+
+    def body(first: int, count: int) -> bytes:
+        out = bytearray()
+        for i in range(first, first + count):
+            tx = prefix + b"-%d-" % i + b"." * 40
+            out += len(tx).to_bytes(4, "big") + tx
+        return bytes(out)
+
+    def outcomes(status: int, answer: bytes) -> list[str]:
+        if status not in (200, 202):
+            return []
+        return [t["status"] for t in json.loads(answer)["transactions"]]
+
+    return BatchTarget(ports=cluster.http_ports, path=f"/v1/transactions/batch?wait=true&timeout={WAIT_TIMEOUT_S}",
+                       body=body, outcomes=outcomes, tick=tick, headers=cluster.headers)
+
+
+def offer(cluster: LocalCluster, rate: float, duration: float, batch_ms: float) -> OpenLoopResult:
+    """The open-loop load: one request per transaction, or (batch_ms > 0) one batch per batch_ms."""
+    if batch_ms > 0:
+        return asyncio.run(open_loop_batches(batch_target(cluster, batch_ms / 1000), rate, duration))
+    return asyncio.run(open_loop(node_target(cluster), rate, duration))
+
+
 def node_pids(cluster: LocalCluster) -> dict[int, int]:
     return {node: proc.pid for node, proc in cluster.procs.items()}
 
@@ -177,7 +206,8 @@ def message_counts(cluster: LocalCluster) -> dict[str, float]:
     return counts
 
 
-def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None) -> Run:
+def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None,
+             batch_ms: float = 0.0) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
     (all read at the window's two ends), and optionally a phase profile of one node over the window."""
     pids = node_pids(cluster)
@@ -185,7 +215,7 @@ def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: 
     profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
     libraries = LibraryProfile(list(pids.values()), duration) if profile_node is not None else None
     threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
-    result = asyncio.run(open_loop(node_target(cluster), rate, duration))
+    result = offer(cluster, rate, duration, batch_ms)
     used = spent(cpu0, cpu_seconds(pids))
     run = Run(**vars(result), nodes=cluster.n)
     run.node_cpu_s, run.client_cpu_s = sum(used.values()), time.process_time() - own0
@@ -316,6 +346,9 @@ def main() -> int:
     ap.add_argument("--ramp-rates", default="1500,2000,3000,4000,6000", help="Tried in turn after a sustained run.")
     ap.add_argument("--ramp-down-rates", default="700,500,300,200,100", help="Tried in turn after a failed run.")
     ap.add_argument("--ramp-duration", type=float, default=10.0)
+    ap.add_argument("--batch-ms", type=float, default=0.0,
+                    help="Client batching: every this many ms, the transactions due go as one POST "
+                         "/v1/transactions/batch to the next node in turn (0: one POST /v1/transactions each).")
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
@@ -339,21 +372,22 @@ def main() -> int:
         settings[key] = json.loads(value)
     print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
-    results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(),
+    results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "batch_ms": args.batch_ms,
                      "load_average_at_start": os.getloadavg()[0], "settings": settings, "runs": []}
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
-        asyncio.run(open_loop(node_target(cluster), min(args.rate, 200.0), args.warmup))  # connections, caches
+        offer(cluster, min(args.rate, 200.0), args.warmup, args.batch_ms)  # connections, caches
         settle(cluster)
-        main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None)
+        main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None,
+                            args.batch_ms)
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0
         # Up from the target rate while it holds; down from it until one holds (max sustained either way).
         ramp = args.ramp_rates if main_run.sustained else args.ramp_down_rates
         if args.ramp:
             for rate in (float(r) for r in ramp.split(",")):
-                run = measured(cluster, rate, args.ramp_duration)
+                run = measured(cluster, rate, args.ramp_duration, batch_ms=args.batch_ms)
                 record(results, run, cluster)
                 if run.sustained:
                     best = max(best, rate)

@@ -49,6 +49,16 @@ async def _commit(driver: Driver, count: int) -> dict[str, int]:
     return dict(zip(ids, heights, strict=True))
 
 
+async def _commit_batched(driver: Driver, count: int) -> dict[str, int]:
+    """As a batched HTTP request submits: all in one step, then waited for together."""
+    outcomes = driver.submit_many([os.urandom(24) for _ in range(count)])
+    assert {(o.status, o.detail) for o in outcomes} == {("pending", "")}
+    ids = [o.tx_id for o in outcomes]
+    heights = await driver.wait_committed_many(ids, 20.0)
+    assert None not in heights
+    return dict(zip(ids, heights, strict=True))
+
+
 def _log(driver: Driver) -> list[tuple[int, bytes]]:
     return [(b.height, b.digest) for b in driver.store.range(1, driver.store.last_height)]
 
@@ -83,6 +93,7 @@ async def test_commits_and_a_restarted_node_catches_up_from_its_log_and_peers(tm
 
         await nodes[3].stop()  # node 3 leaves with its log on disk
         acked |= await _commit(nodes[0], 30)
+        acked |= await _commit_batched(nodes[2], 40)  # a backup: one forward to the primary for the lot
         top = max(acked.values())
         # Same data dir: it replays its log, then fetches the rest from peers.
         nodes[3] = build_node(replace(ctxs[3], registry=CollectorRegistry()))

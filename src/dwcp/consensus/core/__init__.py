@@ -9,6 +9,7 @@ How a driver (the asyncio transport, or the simulator) runs any protocol core:
     #   Received(sender, message, signature)   after codec.open() verified the envelope
     #   TimerFired(timer)                      when a SetTimer's delay has passed (not cancelled)
     #   Submitted(tx)                          a client transaction (HTTP POST)
+    #   SubmittedBatch(txs)                    several at once (cores with batch_submissions = True)
     #   Fetched(sender, block, certificate)    a certified block got via catch-up (RequestSync)
     #   Local(message)                         from another component of this node (a Narwhal worker)
     #   Recovered(key, value)                  what the core Persist-ed before a restart (before Restored)
@@ -50,6 +51,7 @@ from dwcp.consensus.core.inputs import (
     Restored,
     Started,
     Submitted,
+    SubmittedBatch,
     Timer,
     TimerFired,
 )
@@ -87,7 +89,7 @@ __all__ = [
     "Commit", "Committee", "Decided", "DecodeError", "Ed25519Signer", "Ed25519Verifier", "Fetched", "Input", "Local",
     "LocalProtocolError", "MacSigner", "MacVerifier", "Member", "Message", "Multicast", "Opened", "Output", "Persist",
     "Protocol", "Received", "Recovered", "Rejected", "RequestSync", "Restored", "Send", "SetTimer", "Signer",
-    "Started", "Submitted", "Timer", "TimerFired", "ToLocal", "Transaction", "TxBatch", "TxDropped", "Verifier",
-    "Vote", "block_digest", "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id",
+    "Started", "Submitted", "SubmittedBatch", "Timer", "TimerFired", "ToLocal", "Transaction", "TxBatch", "TxDropped",
+    "Verifier", "Vote", "block_digest", "encode", "generate_private_key", "public_key_of", "signing_bytes", "tx_id",
     "verify_certificate",
 ]

@@ -60,6 +60,15 @@ class Submitted(Input):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubmittedBatch(Input):
+    """Client transactions handed over together (one batched HTTP request), for the cores that say
+    `batch_submissions = True`: taken in one step, so they are forwarded in one signed `TxBatch`
+    instead of one now and the rest a forwarding interval later. Other cores get one `Submitted` each."""
+
+    txs: tuple[Transaction, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Local(Input):
     """A fact from another component of this node, not a peer (a Narwhal worker: "batch stored")."""
 

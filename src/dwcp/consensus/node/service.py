@@ -4,6 +4,12 @@
                                    Content-Type application/octet-stream -> 202 {"id", "status"};
                                    with ?wait=true, 200 {"id", "status": "committed", "height"}
                                    once durable (202 pending if `timeout` seconds pass first)
+    POST /v1/transactions/batch    many at once: body application/octet-stream, `u32 length | payload` per
+                                   transaction (big-endian; the Narwhal worker stream's framing), at most
+                                   MAX_BATCH_TXS -> 202 {"accepted", "transactions": [{"id", "status",
+                                   "height"}]}, status per transaction "pending" | "committed" | "duplicate" |
+                                   "refused" (pool full); with ?wait=true, 200 once every accepted one is
+                                   durable. One request and one forward to the primary for the lot.
     GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}; 404 unknown here,
                                    422 not a transaction id (32 hex digits)
     GET  /v1/blocks/{height}       {"height", "digest", "transactions": [...], "certificate": ...}
@@ -24,6 +30,7 @@ import binascii
 import msgspec
 from fastapi import FastAPI, Path
 
+from dwcp.consensus.bullshark.worker import TX_LEN, TxError, scan, transactions
 from dwcp.consensus.core.messages import TX_ID_SIZE
 from dwcp.consensus.node.assemble import build_components, build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
@@ -36,6 +43,7 @@ RAW_TYPE = "application/octet-stream"
 JSON_TYPE = "application/json"
 TX_ID_PATTERN = f"^[0-9a-fA-F]{{{2 * TX_ID_SIZE}}}$"
 MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER: a larger height cannot be stored, so it cannot be asked for
+MAX_BATCH_TXS = 1000  # transactions per batched request (what one forwarded TxBatch carries at most)
 
 
 def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes:
@@ -63,6 +71,29 @@ def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes
     return payload
 
 
+def parse_batch(body: bytes, content_type: str, max_tx_bytes: int) -> list[bytes]:
+    """The payloads of a batched submission (`u32 length | payload` each); ApiError 413/415/422 otherwise."""
+    if content_type.split(";")[0].strip().lower() != RAW_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"content-type must be {RAW_TYPE}", "content-type")
+    try:
+        end, count = scan(body, 0, len(body), 2**32 - 1)  # sizes are checked below, for a 413 rather than a 422
+    except TxError:
+        raise ApiError(422, "invalid_input", "a transaction in the batch is empty", "body") from None
+    if end != len(body):
+        raise ApiError(422, "invalid_input", f"the body ends inside a transaction (at byte {end} of {len(body)}): "
+                       f"each one is a {TX_LEN.size}-byte big-endian length, then that many bytes", "body")
+    if count == 0:
+        raise ApiError(422, "invalid_input", "the batch holds no transaction", "body")
+    if count > MAX_BATCH_TXS:
+        raise ApiError(413, "payload_too_large", f"{count} transactions in one batch (at most {MAX_BATCH_TXS})",
+                       "body")
+    payloads = transactions(body)
+    largest = max(len(p) for p in payloads)
+    if largest > max_tx_bytes:
+        raise ApiError(413, "payload_too_large", f"a payload of {largest} bytes exceeds {max_tx_bytes}", "body")
+    return payloads
+
+
 _encode = msgspec.json.Encoder().encode
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -85,6 +116,19 @@ def submit_doc(max_tx_bytes: int) -> dict:
             {"name": "timeout", "in": "query", "schema": {"type": "number", "default": 5.0, "exclusiveMinimum": 0,
                                                           "maximum": 60}, "description": "seconds to wait"},
         ],
+    }
+
+
+def batch_doc(max_tx_bytes: int) -> dict:
+    """The OpenAPI of POST /v1/transactions/batch: the framing and limits `parse_batch` enforces."""
+    single = submit_doc(max_tx_bytes)
+    return {
+        "requestBody": {"required": True, "content": {RAW_TYPE: {"schema": {
+            "type": "string", "format": "binary", "minLength": TX_LEN.size + 1,
+            "maxLength": MAX_BATCH_TXS * (TX_LEN.size + max_tx_bytes),
+            "description": f"1..{MAX_BATCH_TXS} transactions, each a 4-byte big-endian length (1.."
+                           f"{max_tx_bytes}) then that many bytes"}}}},
+        "parameters": single["parameters"],
     }
 
 
@@ -128,6 +172,36 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
             if height is not None:
                 return 200, _encode({"id": tx_id, "status": "committed", "height": height})
         return 202, _encode({"id": tx_id, "status": "pending"})
+
+    async def submit_batch(request: RawRequest) -> tuple[int, bytes]:
+        query = request.query()
+        wait = _flag(query.get("wait", "false"), "wait")
+        timeout = _timeout(query.get("timeout", "5"))
+        body = await request.body(MAX_BATCH_TXS * (TX_LEN.size + max_tx_bytes), "body")
+        payloads = parse_batch(body, request.header(b"content-type"), max_tx_bytes)
+        try:
+            outcomes = driver.submit_many(payloads)
+        except PoolFull as full:
+            raise ApiError(503, "unavailable", str(full)) from None
+        taken = [i for i, o in enumerate(outcomes) if o.status == "pending" and not o.detail]
+        heights: list[int | None] = [None] * len(outcomes)
+        if wait and taken:
+            for i, height in zip(taken, await driver.wait_committed_many([outcomes[i].tx_id for i in taken], timeout),
+                                 strict=True):
+                heights[i] = height
+        docs = []
+        for o, height in zip(outcomes, heights, strict=True):
+            status = "duplicate" if o.detail and o.status != "refused" else o.status
+            if height is not None:
+                status = "committed"
+            docs.append({"id": o.tx_id, "status": status, "height": height})
+        done = wait and all(heights[i] is not None for i in taken)
+        return (200 if done else 202), _encode({"accepted": len(taken), "transactions": docs})
+
+    app.fast_post("/v1/transactions/batch", submit_batch, tags=["consensus"], summary="Submit many transactions",
+                  openapi_extra=batch_doc(max_tx_bytes),
+                  responses={200: {"description": "every accepted transaction committed (with ?wait=true)"},
+                             202: {"description": "accepted; per transaction: pending, duplicate or refused"}})
 
     app.fast_post("/v1/transactions", submit, tags=["consensus"], summary="Submit a transaction",
                   openapi_extra=submit_doc(max_tx_bytes),

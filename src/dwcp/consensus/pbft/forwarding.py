@@ -11,6 +11,8 @@ replicas), which starts the others' timers; a view change follows only if the gr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dwcp.consensus.core.messages import Transaction, TxBatch
 from dwcp.consensus.core.outputs import Multicast, Output, TxDropped
 from dwcp.consensus.pbft.mempool import framed_size
@@ -21,14 +23,24 @@ class ForwardingMixin:
     """Needs from `Replica`: config, node_id, epoch/view/mode, mempool, outbox, own, announced,
     forwarded_to, flushed_at, `group`, `primary`, `_others`, `_arm`, `_request_step`, `_maybe_propose`."""
 
-    def _on_submitted(self, now: float, tx: Transaction, outs: list[Output]) -> None:
-        reason = self.mempool.add(tx, now)
-        if reason is not None:
-            outs.append(TxDropped(tx_id=tx.id, reason=reason))
+    def _on_submitted(self, now: float, txs: Sequence[Transaction], outs: list[Output]) -> None:
+        """Client txs handed to this node in one step (one `Submitted`, or a `SubmittedBatch`): pooled,
+        then forwarded together, so a batch of them costs the primary one signature check."""
+        taken = queued = 0
+        forward = self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id
+        for tx in txs:
+            reason = self.mempool.add(tx, now)
+            if reason is not None:
+                outs.append(TxDropped(tx_id=tx.id, reason=reason))
+                continue
+            self.own.add(tx.id)
+            taken += 1
+            if forward:
+                self.outbox.append(tx)
+                queued += 1
+        if not taken:
             return
-        self.own.add(tx.id)
-        if self.mode is not Mode.NORMAL or self.primary(self.epoch, self.view) != self.node_id:
-            self.outbox.append(tx)
+        if queued:
             # As with blocks: at once unless we forwarded within gossip_delay, so forwarding costs no
             # latency under light load and sends fewer, bigger batches (one signature each) under heavy load.
             wait = self.flushed_at + self.config.gossip_delay - now

@@ -47,7 +47,17 @@ from typing import Any
 from dwcp.consensus.core.codec import block_digest, encode, signed_by, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
-from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
+from dwcp.consensus.core.inputs import (
+    Fetched,
+    Input,
+    Received,
+    Restored,
+    Started,
+    Submitted,
+    SubmittedBatch,
+    Timer,
+    TimerFired,
+)
 from dwcp.consensus.core.messages import Block, Certificate, Decided, Transaction, TxBatch, Vote
 from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer
 from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
@@ -77,6 +87,7 @@ __all__ = ["BATCH", "GOSSIP", "REQUEST", "VIEW_CHANGE", "Config", "Mode", "Repli
 class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, VotingMixin, ForwardingMixin):
     protocol = "pbft"
     lazy_messages: tuple[type, ...] = (Vote,)  # drivers may hand these over unverified (see above)
+    batch_submissions = True  # takes SubmittedBatch: a batched client request is forwarded as one TxBatch
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
                  config: Config | None = None) -> None:
@@ -150,7 +161,9 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             self.armed.discard(input.timer)
             self._on_timer(now, input.timer, outs)
         elif isinstance(input, Submitted):
-            self._on_submitted(now, input.tx, outs)
+            self._on_submitted(now, (input.tx,), outs)
+        elif isinstance(input, SubmittedBatch):
+            self._on_submitted(now, input.txs, outs)
         elif isinstance(input, Fetched):
             self._on_certified(now, input.sender, input.block, input.certificate, outs)
         elif isinstance(input, Restored):

@@ -4,7 +4,7 @@ Theory of operation. Everything happens on one asyncio loop, one input at a time
 - peer frames (tcp.py) are opened by the codec (signature checked, sender = authenticated peer)
   and fed as `Received`; the types a core lists in `lazy_messages` (PBFT's votes) are fed unchecked
   and the core checks them when they would complete a quorum; timers fire as `TimerFired`; HTTP
-  submissions arrive as `Submitted`;
+  submissions arrive as `Submitted` (or one `SubmittedBatch` per batched request);
 - each `core.handle(time.monotonic(), input)` returns outputs executed in order: `Send`,
   `Multicast`, `Broadcast` seal once and queue per peer; `SetTimer`/`CancelTimer` map to
   `loop.call_later` handles; `Rejected` is counted; `Commit` goes to the group-commit writer and
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from dwcp.consensus.core.inputs import (
     Restored,
     Started,
     Submitted,
+    SubmittedBatch,
     Timer,
     TimerFired,
 )
@@ -91,6 +92,16 @@ class DuplicateTransaction(Exception):
 
 class PoolFull(Exception):
     """This node holds as many pending transactions as it may: retry later or elsewhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What became of one submitted transaction: `pending` (taken, or already pending: `detail` says so),
+    `committed` (already committed before), or `refused` (the pending pool is full; `detail` says why)."""
+
+    tx_id: str
+    status: str
+    detail: str = ""
 
 
 @dataclass
@@ -143,6 +154,7 @@ class Driver:
         self._reported_at = float("-inf")
         self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
         self._lazy: tuple[type, ...] = getattr(core, "lazy_messages", ())  # the core checks these itself
+        self._batch_submissions: bool = getattr(core, "batch_submissions", False)  # takes SubmittedBatch
         self._block_decoder = msgspec.msgpack.Decoder(Block)
         # The protocol's certificate type (registry): the driver stores, serves and hands over
         # certificates without knowing their shape.
@@ -187,36 +199,76 @@ class Driver:
 
     def submit(self, payload: bytes) -> str:
         """Hand a client transaction to the core; returns its hex id. Raises DuplicateTransaction, PoolFull."""
+        (outcome,) = self.submit_many((payload,))
+        if outcome.status in ("pending", "committed") and outcome.detail:
+            raise DuplicateTransaction(outcome.tx_id, outcome.status)
+        if outcome.status == "refused":
+            raise PoolFull(outcome.detail)
+        return outcome.tx_id
+
+    def submit_many(self, payloads: Sequence[bytes]) -> list[Submission]:
+        """Hand client transactions to the core in one step (`SubmittedBatch` where the core takes it, so
+        they are forwarded to the primary in one signed batch); one `Submission` per payload, in order.
+        Raises PoolFull when this node can no longer commit at all."""
         if self.failed is not None:
             raise PoolFull(f"this node cannot commit: {self.failed}")
-        tx = Transaction(payload=payload)
-        tid = tx.id
-        if tid in self._pending:
-            raise DuplicateTransaction(tid.hex(), "pending")
-        # Committed txs are refused by the core below (its pool remembers every committed id, restored
-        # from the log at start, and knows a commit before the log does): no database lookup per submit.
-        if len(self._pending) >= self.config.max_pending:
-            raise PoolFull(f"{len(self._pending)} transactions pending on this node")
-        self._pending[tid] = self.clock()
-        for out in self._feed(Submitted(tx=tx)):
-            if isinstance(out, TxDropped) and out.tx_id == tid:
-                self._pending.pop(tid, None)
-                if out.reason in ("duplicate", "committed"):  # known to the core from a peer's gossip or a block
-                    raise DuplicateTransaction(tid.hex(), "pending" if out.reason == "duplicate" else "committed")
-                raise PoolFull(f"the protocol refused the transaction: {out.reason}")
-        return tid.hex()
+        outcomes: list[Submission] = []
+        fresh: dict[bytes, int] = {}  # tx id -> its index in outcomes
+        txs: list[Transaction] = []
+        for payload in payloads:
+            tx = Transaction(payload=payload)
+            tid = tx.id
+            if tid in self._pending:  # submitted here before, or earlier in this batch
+                outcomes.append(Submission(tid.hex(), "pending", "already pending"))
+            # Committed txs are refused by the core below (its pool remembers every committed id, restored
+            # from the log at start, and knows a commit before the log does): no database lookup per submit.
+            elif len(self._pending) >= self.config.max_pending:
+                outcomes.append(Submission(tid.hex(), "refused", f"{len(self._pending)} transactions pending here"))
+            else:
+                self._pending[tid] = self.clock()
+                fresh[tid] = len(outcomes)
+                outcomes.append(Submission(tid.hex(), "pending"))
+                txs.append(tx)
+        if len(txs) > 1 and self._batch_submissions:
+            inputs: list[Input] = [SubmittedBatch(txs=tuple(txs))]
+        else:
+            inputs = [Submitted(tx=tx) for tx in txs]
+        for inp in inputs:
+            for out in self._feed(inp):
+                if isinstance(out, TxDropped) and out.tx_id in fresh:
+                    self._pending.pop(out.tx_id, None)
+                    at = fresh.pop(out.tx_id)
+                    if out.reason in ("duplicate", "committed"):  # known to the core from a peer or a block
+                        status = "pending" if out.reason == "duplicate" else "committed"
+                        outcomes[at] = Submission(out.tx_id.hex(), status, f"already {status}")
+                    else:
+                        outcomes[at] = Submission(out.tx_id.hex(), "refused",
+                                                  f"the protocol refused the transaction: {out.reason}")
+        return outcomes
 
     async def wait_committed(self, tx_hex: str, timeout: float) -> int | None:
         """Height once the transaction is durably committed, or None after `timeout` seconds."""
-        tid = bytes.fromhex(tx_hex)
-        if tid not in self._pending:  # submitted here and not yet durable, or else look it up
-            return self.store.tx_height(tid)
-        fut = self._waiters.get(tid) or asyncio.get_running_loop().create_future()
-        self._waiters[tid] = fut
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            return None
+        (height,) = await self.wait_committed_many((tx_hex,), timeout)
+        return height
+
+    async def wait_committed_many(self, tx_hexes: Sequence[str], timeout: float) -> list[int | None]:
+        """Each transaction's height once durably committed; None for those still not after `timeout` seconds."""
+        heights: list[int | None] = []
+        waiting: dict[int, asyncio.Future] = {}
+        for i, tx_hex in enumerate(tx_hexes):
+            tid = bytes.fromhex(tx_hex)
+            if tid not in self._pending:  # submitted here and not yet durable, or else look it up
+                heights.append(self.store.tx_height(tid))
+                continue
+            heights.append(None)
+            fut = self._waiters.get(tid) or asyncio.get_running_loop().create_future()
+            self._waiters[tid] = waiting[i] = fut
+        if waiting:
+            await asyncio.wait(set(waiting.values()), timeout=timeout)  # never cancels them
+            for i, fut in waiting.items():
+                if fut.done() and not fut.cancelled():
+                    heights[i] = fut.result()
+        return heights
 
     def deliver_local(self, message: Any) -> None:
         """A fact from another component of this node (its worker), fed to the core as `Local`."""

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import statistics
@@ -155,23 +156,21 @@ def node_target(cluster: LocalCluster) -> Target:
 
 
 def batch_target(cluster: LocalCluster, tick: float) -> BatchTarget:
-    """Batched submissions: each tick's due transactions in one POST /v1/transactions/batch?wait=true."""
+    """Batched submissions: each tick's due transactions in one POST /v1/batches?wait=true."""
     prefix = os.urandom(6).hex().encode()
 
     def body(first: int, count: int) -> bytes:
-        out = bytearray()
-        for i in range(first, first + count):
-            tx = prefix + b"-%d-" % i + b"." * 40
-            out += len(tx).to_bytes(4, "big") + tx
-        return bytes(out)
+        txs = (prefix + b"-%d-" % i + b"." * 40 for i in range(first, first + count))
+        return json.dumps({"payloads": [base64.b64encode(tx).decode() for tx in txs]}).encode()
 
     def outcomes(status: int, answer: bytes) -> list[str]:
         if status not in (200, 202):
             return []
         return [t["status"] for t in json.loads(answer)["transactions"]]
 
-    return BatchTarget(ports=cluster.http_ports, path=f"/v1/transactions/batch?wait=true&timeout={WAIT_TIMEOUT_S}",
-                       body=body, outcomes=outcomes, tick=tick, headers=cluster.headers)
+    return BatchTarget(ports=cluster.http_ports, path=f"/v1/batches?wait=true&timeout={WAIT_TIMEOUT_S}",
+                       body=body, outcomes=outcomes, tick=tick, content_type="application/json",
+                       headers=cluster.headers)
 
 
 def offer(cluster: LocalCluster, rate: float, duration: float, batch_ms: float) -> OpenLoopResult:
@@ -348,7 +347,7 @@ def main() -> int:
     ap.add_argument("--ramp-duration", type=float, default=10.0)
     ap.add_argument("--batch-ms", type=float, default=0.0,
                     help="Client batching: every this many ms, the transactions due go as one POST "
-                         "/v1/transactions/batch to the next node in turn (0: one POST /v1/transactions each).")
+                         "/v1/batches to the next node in turn (0: one POST /v1/transactions each).")
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",

@@ -136,15 +136,14 @@ async def test_submissions_take_the_fast_route_and_are_counted(client: httpx.Asy
     assert {p["name"] for p in doc["parameters"]} == {"wait", "timeout"}
 
 
-def _framed(*payloads: bytes) -> bytes:
-    return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
+
+def _batch(*payloads: bytes) -> dict:
+    return {"payloads": [base64.b64encode(p).decode() for p in payloads]}
 
 
 async def test_a_batched_request_takes_each_transaction_and_reports_it(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/transactions", json=_b64(b"earlier"))).status_code == 202
-    r = await client.post("/v1/transactions/batch?wait=true&timeout=0.05",
-                          content=_framed(b"a", b"b", b"earlier", b"a"),
-                          headers={"content-type": "application/octet-stream"})
+    r = await client.post("/v1/batches?wait=true&timeout=0.05", json=_batch(b"a", b"b", b"earlier", b"a"))
     assert r.status_code == 202  # a and b are pending: this node has no peers, nothing commits
     body = r.json()
     assert body["accepted"] == 2
@@ -153,23 +152,29 @@ async def test_a_batched_request_takes_each_transaction_and_reports_it(client: h
     assert body["transactions"][3]["id"] == a
     assert (await client.get(f"/v1/transactions/{a}")).json()["status"] == "pending"
     assert (await client.get("/v1/status")).json()["pending"] == 3
-    doc = (await client.get("/openapi.json")).json()["paths"]["/v1/transactions/batch"]["post"]
-    assert "application/octet-stream" in doc["requestBody"]["content"]
+    doc = (await client.get("/openapi.json")).json()["paths"]["/v1/batches"]["post"]
+    assert doc["requestBody"]["content"]["application/json"]["schema"]["properties"]["payloads"]["maxItems"] == 1000
 
 
 @pytest.mark.parametrize(
-    ("body", "ctype", "status", "code"),
+    ("request_args", "status", "code", "field"),
     [
-        (_framed(b"ok") + b"\x00\x00\x00\x05abc", "application/octet-stream", 422, "invalid_input"),  # cut short
-        (_framed(b"ok", b""), "application/octet-stream", 422, "invalid_input"),  # an empty transaction
-        (b"", "application/octet-stream", 422, "invalid_input"),
-        (_framed(b"x" * 65), "application/octet-stream", 413, "payload_too_large"),  # max_tx_bytes is 64
-        (_framed(*[b"%d" % i for i in range(1001)]), "application/octet-stream", 413, "payload_too_large"),
-        (_framed(b"ok"), "application/json", 415, "unsupported_media_type"),
+        ({"json": _batch(b"ok", b"")}, 422, "invalid_input", "payloads[1]"),
+        ({"json": {"payloads": ["aGk=", "not base64!"]}}, 422, "invalid_input", "payloads[1]"),
+        ({"json": {"payloads": ["aGk=", 7]}}, 422, "invalid_input", "payloads[1]"),
+        ({"json": {"payloads": []}}, 422, "invalid_input", "payloads"),
+        ({"json": {"payloads": "aGk="}}, 422, "invalid_input", "payloads"),
+        ({"json": {"payload": "aGk="}}, 422, "invalid_input", "payloads"),
+        ({"json": _batch(b"ok", b"x" * 65)}, 413, "payload_too_large", "payloads[1]"),  # max_tx_bytes is 64
+        ({"json": _batch(*[b"%d" % i for i in range(1001)])}, 413, "payload_too_large", "payloads"),
+        ({"content": b'{"payloads": [', "headers": {"content-type": "application/json"}}, 400, "bad_request", "body"),
+        ({"content": b"\x00\x00\x00\x02ok", "headers": {"content-type": "application/octet-stream"}}, 415,
+         "unsupported_media_type", "content-type"),
     ],
 )
-async def test_a_bad_batch_is_refused_whole_and_submits_nothing(client: httpx.AsyncClient, body: bytes, ctype: str,
-                                                                status: int, code: str) -> None:
-    r = await client.post("/v1/transactions/batch", content=body, headers={"content-type": ctype})
-    assert r.status_code == status and r.json()["error"]["code"] == code
+async def test_a_bad_batch_is_refused_whole_and_submits_nothing(client: httpx.AsyncClient, request_args: dict,
+                                                                status: int, code: str, field: str) -> None:
+    r = await client.post("/v1/batches", **request_args)
+    assert r.status_code == status
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (code, field)
     assert (await client.get("/v1/status")).json()["pending"] == 0

@@ -4,12 +4,12 @@
                                    Content-Type application/octet-stream -> 202 {"id", "status"};
                                    with ?wait=true, 200 {"id", "status": "committed", "height"}
                                    once durable (202 pending if `timeout` seconds pass first)
-    POST /v1/transactions/batch    many at once: body application/octet-stream, `u32 length | payload` per
-                                   transaction (big-endian; the Narwhal worker stream's framing), at most
-                                   MAX_BATCH_TXS -> 202 {"accepted", "transactions": [{"id", "status",
+    POST /v1/batches              many at once: body JSON {"payloads": ["<base64>", ...]}, 1..MAX_BATCH_TXS
+                                   of them -> 202 {"accepted", "transactions": [{"id", "status",
                                    "height"}]}, status per transaction "pending" | "committed" | "duplicate" |
                                    "refused" (pool full); with ?wait=true, 200 once every accepted one is
-                                   durable. One request and one forward to the primary for the lot.
+                                   durable. One request and one forward to the primary for the lot;
+                                   a bad batch is refused whole (413/415/422 naming payloads[i]).
     GET  /v1/transactions/{id}     {"id", "status": "pending"|"committed", "height"}; 404 unknown here,
                                    422 not a transaction id (32 hex digits)
     GET  /v1/blocks/{height}       {"height", "digest", "transactions": [...], "certificate": ...}
@@ -30,7 +30,6 @@ import binascii
 import msgspec
 from fastapi import FastAPI, Path
 
-from dwcp.consensus.bullshark.worker import TX_LEN, TxError, scan, transactions
 from dwcp.consensus.core.messages import TX_ID_SIZE
 from dwcp.consensus.node.assemble import build_components, build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
@@ -50,48 +49,50 @@ def parse_submission(body: bytes, content_type: str, max_tx_bytes: int) -> bytes
     """The transaction payload from a request body; ApiError (400/413/415/422) for anything else."""
     media = content_type.split(";")[0].strip().lower()
     if media == RAW_TYPE:
-        payload = body
-    elif media != JSON_TYPE:
+        return _checked(body, max_tx_bytes, "payload")
+    if media != JSON_TYPE:
         raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON_TYPE} or {RAW_TYPE}",
                        "content-type")
-    else:
-        doc = decode_json(body)
-        if not isinstance(doc, dict) or set(doc) != {"payload"}:
-            raise ApiError(422, "invalid_input", 'body must be {"payload": "<base64>"}', "payload")
-        if not isinstance(doc["payload"], str):
-            raise ApiError(422, "invalid_input", "payload must be a base64 string", "payload")
-        try:
-            payload = base64.b64decode(doc["payload"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(422, "invalid_input", "payload is not valid base64", "payload") from None
+    doc = decode_json(body)
+    if not isinstance(doc, dict) or set(doc) != {"payload"}:
+        raise ApiError(422, "invalid_input", 'body must be {"payload": "<base64>"}', "payload")
+    return _decoded(doc["payload"], max_tx_bytes, "payload")
+
+
+def _decoded(text: object, max_tx_bytes: int, field: str) -> bytes:
+    """A base64 payload from a JSON body, decoded and checked as `_checked` checks it."""
+    if not isinstance(text, str):
+        raise ApiError(422, "invalid_input", f"{field} must be a base64 string", field)
+    try:
+        payload = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid_input", f"{field} is not valid base64", field) from None
+    return _checked(payload, max_tx_bytes, field)
+
+
+def _checked(payload: bytes, max_tx_bytes: int, field: str) -> bytes:
     if not payload:
-        raise ApiError(422, "invalid_input", "payload is empty", "payload")
+        raise ApiError(422, "invalid_input", f"{field} is empty", field)
     if len(payload) > max_tx_bytes:
-        raise ApiError(413, "payload_too_large", f"payload of {len(payload)} bytes exceeds {max_tx_bytes}", "payload")
+        raise ApiError(413, "payload_too_large", f"{field} of {len(payload)} bytes exceeds {max_tx_bytes}", field)
     return payload
 
 
 def parse_batch(body: bytes, content_type: str, max_tx_bytes: int) -> list[bytes]:
-    """The payloads of a batched submission (`u32 length | payload` each); ApiError 413/415/422 otherwise."""
-    if content_type.split(";")[0].strip().lower() != RAW_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"content-type must be {RAW_TYPE}", "content-type")
-    try:
-        end, count = scan(body, 0, len(body), 2**32 - 1)  # sizes are checked below, for a 413 rather than a 422
-    except TxError:
-        raise ApiError(422, "invalid_input", "a transaction in the batch is empty", "body") from None
-    if end != len(body):
-        raise ApiError(422, "invalid_input", f"the body ends inside a transaction (at byte {end} of {len(body)}): "
-                       f"each one is a {TX_LEN.size}-byte big-endian length, then that many bytes", "body")
-    if count == 0:
-        raise ApiError(422, "invalid_input", "the batch holds no transaction", "body")
-    if count > MAX_BATCH_TXS:
-        raise ApiError(413, "payload_too_large", f"{count} transactions in one batch (at most {MAX_BATCH_TXS})",
-                       "body")
-    payloads = transactions(body)
-    largest = max(len(p) for p in payloads)
-    if largest > max_tx_bytes:
-        raise ApiError(413, "payload_too_large", f"a payload of {largest} bytes exceeds {max_tx_bytes}", "body")
-    return payloads
+    """The payloads of a batched submission, `{"payloads": ["<base64>", ...]}` (1..MAX_BATCH_TXS of them);
+    ApiError (400/413/415/422) for anything else, naming the first bad one."""
+    if content_type.split(";")[0].strip().lower() != JSON_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"content-type must be {JSON_TYPE}", "content-type")
+    doc = decode_json(body)
+    if not isinstance(doc, dict) or set(doc) != {"payloads"} or not isinstance(doc["payloads"], list):
+        raise ApiError(422, "invalid_input", 'body must be {"payloads": ["<base64>", ...]}', "payloads")
+    texts = doc["payloads"]
+    if not texts:
+        raise ApiError(422, "invalid_input", "payloads is empty: a batch holds 1 or more transactions", "payloads")
+    if len(texts) > MAX_BATCH_TXS:
+        raise ApiError(413, "payload_too_large", f"{len(texts)} transactions in one batch (at most {MAX_BATCH_TXS})",
+                       "payloads")
+    return [_decoded(text, max_tx_bytes, f"payloads[{i}]") for i, text in enumerate(texts)]
 
 
 _encode = msgspec.json.Encoder().encode
@@ -120,14 +121,14 @@ def submit_doc(max_tx_bytes: int) -> dict:
 
 
 def batch_doc(max_tx_bytes: int) -> dict:
-    """The OpenAPI of POST /v1/transactions/batch: the framing and limits `parse_batch` enforces."""
+    """The OpenAPI of POST /v1/batches: the limits `parse_batch` enforces, in the schema."""
     single = submit_doc(max_tx_bytes)
+    payload = single["requestBody"]["content"][JSON_TYPE]["schema"]["properties"]["payload"]
     return {
-        "requestBody": {"required": True, "content": {RAW_TYPE: {"schema": {
-            "type": "string", "format": "binary", "minLength": TX_LEN.size + 1,
-            "maxLength": MAX_BATCH_TXS * (TX_LEN.size + max_tx_bytes),
-            "description": f"1..{MAX_BATCH_TXS} transactions, each a 4-byte big-endian length (1.."
-                           f"{max_tx_bytes}) then that many bytes"}}}},
+        "requestBody": {"required": True, "content": {JSON_TYPE: {"schema": {
+            "type": "object", "required": ["payloads"], "additionalProperties": False,
+            "properties": {"payloads": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_TXS, "items": payload,
+                                        "description": "the transactions, each as base64"}}}}}},
         "parameters": single["parameters"],
     }
 
@@ -177,7 +178,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
         query = request.query()
         wait = _flag(query.get("wait", "false"), "wait")
         timeout = _timeout(query.get("timeout", "5"))
-        body = await request.body(MAX_BATCH_TXS * (TX_LEN.size + max_tx_bytes), "body")
+        body = await request.body(MAX_BATCH_TXS * (body_cap + 4), "payloads")
         payloads = parse_batch(body, request.header(b"content-type"), max_tx_bytes)
         try:
             outcomes = driver.submit_many(payloads)
@@ -198,7 +199,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
         done = wait and all(heights[i] is not None for i in taken)
         return (200 if done else 202), _encode({"accepted": len(taken), "transactions": docs})
 
-    app.fast_post("/v1/transactions/batch", submit_batch, tags=["consensus"], summary="Submit many transactions",
+    app.fast_post("/v1/batches", submit_batch, tags=["consensus"], summary="Submit many transactions",
                   openapi_extra=batch_doc(max_tx_bytes),
                   responses={200: {"description": "every accepted transaction committed (with ?wait=true)"},
                              202: {"description": "accepted; per transaction: pending, duplicate or refused"}})

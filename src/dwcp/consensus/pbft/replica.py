@@ -44,20 +44,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from dwcp.consensus.core import inputs
 from dwcp.consensus.core.codec import block_digest, encode, signed_by, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
-from dwcp.consensus.core.inputs import (
-    Fetched,
-    Input,
-    Received,
-    Restored,
-    Started,
-    Submitted,
-    SubmittedBatch,
-    Timer,
-    TimerFired,
-)
+from dwcp.consensus.core.inputs import Fetched, Input, Received, Restored, Started, Submitted, Timer, TimerFired
 from dwcp.consensus.core.messages import Block, Certificate, Decided, Transaction, TxBatch, Vote
 from dwcp.consensus.core.outputs import Multicast, Output, Rejected, SetTimer
 from dwcp.consensus.core.protocol import LocalProtocolError, verify_certificate
@@ -162,7 +153,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             self._on_timer(now, input.timer, outs)
         elif isinstance(input, Submitted):
             self._on_submitted(now, (input.tx,), outs)
-        elif isinstance(input, SubmittedBatch):
+        elif isinstance(input, inputs.SubmittedBatch):
             self._on_submitted(now, input.txs, outs)
         elif isinstance(input, Fetched):
             self._on_certified(now, input.sender, input.block, input.certificate, outs)

@@ -42,7 +42,9 @@ class TxError(Exception):
 
 
 def batch_digest(data: bytes | bytearray | memoryview) -> bytes:
-    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+    """SHA-256 of a batch: with the CPU's SHA extensions 0.58 ns/B here against BLAKE2b-256's 1.03
+    (benchmarks/bullshark_bound.py), and every batch is hashed by all n workers."""
+    return hashlib.sha256(data).digest()
 
 
 def scan(buf: bytearray | memoryview, start: int, end: int, max_tx: int,

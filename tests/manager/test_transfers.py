@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -105,6 +106,33 @@ def test_transfer_completes_on_the_local_rule_while_the_selector_is_down(make_si
     assert health["checks"]["selector"]["status"] == "degraded"
 
 
+def test_chunks_go_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
+    import threading
+
+    import httpx
+
+    a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
+    a.site.probe("manager-1")  # a measured link: a chunk waits a tenth of its wire time, not the timeout
+    released = threading.Event()
+
+    def stalled(request: httpx.Request) -> httpx.Response:
+        released.wait(20)
+        items = json.loads(request.content)["items"]
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 19}] * len(items)})
+
+    chooser = a.site.chooser
+    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(stalled))
+    body = mixed(4 * CHUNK)
+    a.put("k", body)
+    try:
+        state = a.transfer("k", "manager-1", timeout=15)  # done while the selector has not answered
+    finally:
+        released.set()
+    assert state["state"] == "done" and "zstd-19" not in state["codecs"]
+    assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "ahead_of_selector"}) == 4
+    assert b.client.get("/v1/objects/k").content == body
+
+
 def test_several_versions_and_transfers_keep_each_sites_versions_apart(make_sites):
     a, b, c = make_sites(3)
     a.put("k", b"one")
@@ -128,7 +156,8 @@ def test_a_forced_codec_is_used_for_every_chunk_and_an_unknown_one_is_refused(ma
 
 
 def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(make_sites):
-    from dwcp.manager.transfers import Transfer, _Plan
+    from dwcp.manager.plan import Plan
+    from dwcp.manager.transfers import Transfer
 
     a, _ = make_sites(2)
     transfers = a.site.transfers
@@ -138,7 +167,7 @@ def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(ma
     # output rates: zstd-19 2e6 x 2 x 0.3, zstd-3 40e6 x 2 x 0.4 = 32e6 (both < 100e6); zstd-1 200e6 x 2 x 0.5
     transfers.encode_speed.update({"zstd-19": 2e6, "zstd-3": 40e6, "zstd-1": 200e6})
     transfers.encode_ratio.update({"zstd-19": 0.3, "zstd-3": 0.4, "zstd-1": 0.5})
-    plan = _Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=0, to="manager-1"), -1, link)
+    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=0, to="manager-1"), -1, link)
     assert plan._keeps_up("zstd-19") == "zstd-1"
     assert plan._keeps_up("zstd-1") == "zstd-1"
     assert plan._keeps_up("lz4") == "lz4"  # not timed yet: trusted

@@ -36,6 +36,7 @@ from dwcp.manager.batch import BATCH_MAX, send_batch
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import SessionPool, Site
+from dwcp.manager.plan import Plan
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore, ObjectVersion
@@ -46,8 +47,6 @@ log = logging.getLogger("dwcp.manager.transfers")
 MAX_CHUNK_RETRIES = 8
 PERSIST_EVERY = 16  # acknowledged chunks between saves of a running transfer's progress
 SPEED_SAMPLE_BYTES = 64 * 1024  # smaller chunks time too noisily to count
-# Lighter and lighter codecs the CPU guard steps down to when the chosen one cannot keep up with the link.
-LIGHTER = ("zstd-3", "zstd-1", "lz4", "none")
 # tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
 Tamper = Callable[[int, bytes], bytes]
 
@@ -319,7 +318,7 @@ class Transfers:
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
                     conns.append(self.sessions.take(site))
-                plan = _Plan(self, t, fd, link)
+                plan = Plan(self, t, fd, link)
                 self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
             conns[0].send(Kind.COMMIT, {"tid": t.id})
@@ -346,7 +345,7 @@ class Transfers:
         path = self.store.blob_path(base)
         return (path, size) if path.is_file() else None
 
-    def _send_all(self, t: Transfer, conns: list[Connection], todo: collections.deque, fd: int, plan: _Plan,
+    def _send_all(self, t: Transfer, conns: list[Connection], todo: collections.deque, fd: int, plan: Plan,
                   base: tuple[Path, int] | None) -> None:
         lock = threading.Lock()
         errors: list[Exception] = []
@@ -408,7 +407,7 @@ class Transfers:
         if todo:
             raise WireError("incomplete", f"{len(todo)} chunks left unsent")
 
-    def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: _Plan,
+    def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: Plan,
                     base: tuple[Path, int] | None, buf: bytearray) -> None:
         offset = i * t.chunk_bytes
         length = max(0, min(t.chunk_bytes, t.size - offset))
@@ -441,52 +440,3 @@ class Transfers:
         self.metrics.transfer_bytes.labels(t.to, "raw").inc(length)
         self.metrics.transfer_bytes.labels(t.to, "wire").inc(wire)
         self.metrics.transfer_chunks.labels(codec).inc()
-
-
-class _Plan:
-    """Codecs for a transfer's chunks, asked of the selector one window of chunks at a time."""
-
-    def __init__(self, owner: Transfers, t: Transfer, fd: int, link) -> None:
-        self._owner, self._t, self._fd, self._link = owner, t, fd, link
-        self._codecs: dict[int, str] = {}
-        self._lock = threading.Lock()
-
-    def codec(self, i: int) -> str:
-        if self._t.codec is not None:
-            return self._t.codec
-        with self._lock:
-            if i not in self._codecs:
-                self._fill(i)
-            return self._keeps_up(self._codecs[i])
-
-    def _keeps_up(self, codec: str) -> str:
-        """CPU guard: the selector's speeds are the host's calibrated ones; when this host now compresses
-        `codec` slower than the link drains its output (raw bytes/s x parallel x ratio < bandwidth, with
-        the speed and ratio measured on recent chunks), a lighter codec that does keep up (or has not been
-        timed yet) is used instead, since the transfer would otherwise wait on the CPU."""
-        bandwidth = self._link.bandwidth
-        if not bandwidth or codec == "none" or self._keeps_pace(codec, bandwidth):
-            return codec
-        start = LIGHTER.index(codec) + 1 if codec in LIGHTER else 0
-        for lighter in LIGHTER[start:]:
-            if lighter == "none" or self._keeps_pace(lighter, bandwidth):
-                self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
-                return lighter
-        return "none"
-
-    def _keeps_pace(self, codec: str, bandwidth: float) -> bool:
-        speed = self._owner.encode_speed.get(codec)
-        if speed is None:
-            return True
-        output_rate = speed * self._owner.parallel * self._owner.encode_ratio.get(codec, 1.0)
-        return output_rate >= bandwidth
-
-    def _fill(self, i: int) -> None:
-        t, w = self._t, self._owner.settings.selector_window
-        first = (i // w) * w
-        indexes = list(range(first, min(first + w, t.chunks_total)))
-        lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
-        samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
-        picked, _ = self._owner.chooser.choose(samples, lengths, self._link.bandwidth, self._link.rtt,
-                                               t.size)
-        self._codecs.update(zip(indexes, picked, strict=True))

@@ -1,4 +1,6 @@
+import asyncio
 import logging
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -192,3 +194,50 @@ def test_fast_post_handler_may_answer_another_success_status(ctx):
         assert (ok.status_code, ok.json()) == (200, {"ok": True})
     text = client.get("/metrics").text
     assert 'dwcp_requests_total{code="202",handler="/accept",method="POST",service="compression-api"} 2.0' in text
+
+
+def test_health_is_answered_ahead_of_a_slow_middleware_and_still_counted(ctx):
+    """/health never waits on what other requests pass through: a middleware that stalls is bypassed."""
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t", health_checks={"db": lambda: HealthResult("ok", "cached")})
+    stalled: list[str] = []
+
+    @app.middleware("http")
+    async def stall(request, call_next):
+        stalled.append(request.url.path)
+        await asyncio.sleep(0.2)
+        return await call_next(request)
+
+    with TestClient(app) as client:
+        started = time.perf_counter()
+        resp = client.get("/health")
+        elapsed = time.perf_counter() - started
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        assert resp.json()["checks"] == {"db": {"status": "ok", "detail": "cached"}}
+        assert stalled == [] and elapsed < 0.2
+        client.get("/metrics")
+        assert stalled == ["/metrics"]
+    assert ctx.registry.get_sample_value(
+        "dwcp_requests_total", {"service": "compression-api", "handler": "/health", "method": "GET",
+                                "code": "200"}) == 1.0
+
+
+def test_a_handler_that_blocks_the_loop_shows_as_event_loop_lag(ctx):
+    ctx.registry = CollectorRegistry()
+    app = create_app(ctx, title="t")
+
+    @app.get("/v1/block")
+    async def block():
+        time.sleep(0.12)  # a blocking call in an async handler: every other request waits behind it
+        return {}
+
+    with TestClient(app) as client:
+        time.sleep(0.15)
+        assert ctx.registry.get_sample_value("dwcp_event_loop_lag_seconds_count", {"service": "compression-api"})
+        client.get("/v1/block")
+        time.sleep(0.1)
+        assert app.state.loop_lag.max_seconds >= 0.05
+    late = ctx.registry.get_sample_value("dwcp_event_loop_lag_seconds_count", {"service": "compression-api"}) - \
+        ctx.registry.get_sample_value("dwcp_event_loop_lag_seconds_bucket", {"service": "compression-api",
+                                                                             "le": "0.05"})
+    assert late >= 1

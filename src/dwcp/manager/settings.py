@@ -35,6 +35,9 @@ class ManagerSettings(BaseModel):
     gil_switch_interval_s: float = Field(
         0.0005, gt=0, le=0.1, description="sys.setswitchinterval for the manager process: the HTTP event loop "
         "waits at most this long for the GIL while transfer threads run Python code (CPython's default: 5 ms)")
+    bulk_thread_nice: int = Field(
+        10, ge=0, le=19, description="nice value of the threads that move bytes (transfers, the peer port, probes): "
+        "when the host is short of CPU, the scheduler runs the HTTP event loop (/health) before them")
     # Links.
     probe_interval_s: float = Field(30.0, gt=0, description="seconds between active probes of each peer")
     probe_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB, description="bytes an active bandwidth probe sends")

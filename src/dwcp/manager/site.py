@@ -7,9 +7,11 @@ manager runs besides the HTTP server, and starts and stops them with the app.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from dwcp.manager.dependency import Dependency
 from dwcp.manager.incoming import Receiver
@@ -43,6 +45,11 @@ def service_urls(ctx: ServiceContext, key: str) -> list[str]:
     """HTTP base URLs of a built, enabled service in this inventory (empty when it is absent)."""
     spec = ctx.inventory.runnable().get(key)
     return [inst.url for inst in spec.instances] if spec else []
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value to `nice` (never lower it: that needs privileges)."""
+    os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
 class ManagerSite:
@@ -102,6 +109,13 @@ class ManagerSite:
     async def start(self) -> None:
         sys.setswitchinterval(self.settings.gil_switch_interval_s)
         await self.router.start()
+        # Started from a thread at a lower priority, which every thread they start inherits (nice is per
+        # thread on Linux): hashing, TLS and compression then never keep the event loop off a CPU.
+        with ThreadPoolExecutor(1, "bulk-start", initializer=lower_priority,
+                                initargs=(self.settings.bulk_thread_nice,)) as starter:
+            starter.submit(self._start_bulk).result()
+
+    def _start_bulk(self) -> None:
         self.peer_server.start()
         self.transfers.start()
         self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -47,6 +47,7 @@ from dwcp.runtime.errors import (
     read_capped,
     unexpected_response,
 )
+from dwcp.runtime.looplag import LoopLag
 
 # `_created` samples double every counter's series and no DWCP query reads them.
 disable_created_metrics()
@@ -222,6 +223,7 @@ class App(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_routes: dict[str, FastHandler] = {}
+        self.fast_gets: dict[str, FastHandler] = {}  # GETs answered the same way (`/health`)
         self.request_metrics: RequestMetrics | None = None  # set by create_app
         self.tokens: TokenFile | None = None  # None: writes are open (hand-built contexts in tests)
         self.max_body_bytes = MAX_BODY_BYTES  # what JsonRequest.body() reads at most
@@ -237,7 +239,8 @@ class App(FastAPI):
                                f"{method} needs an Authorization: Bearer token this service accepts",
                                "authorization", deny_response_headers())
             return
-        handler = self.fast_routes.get(scope["path"]) if method == "POST" else None
+        handler = self.fast_routes.get(scope["path"]) if method == "POST" else \
+            self.fast_gets.get(scope["path"]) if method == "GET" else None
         if handler is None:
             await super().__call__(scope, receive, send)
             return
@@ -260,7 +263,7 @@ class App(FastAPI):
             status = response.status_code
             await response(scope, receive, send)
         finally:
-            self.request_metrics.observe(scope["path"], "POST", status, time.perf_counter() - start)
+            self.request_metrics.observe(scope["path"], method, status, time.perf_counter() - start)
 
     async def _refuse(self, scope, send, status: int, code: str, message: str, field: str,
                       headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -273,7 +276,7 @@ class App(FastAPI):
             self.request_metrics.observe(self._template(scope), scope["method"], status, 0.0)
 
     def _template(self, scope) -> str:
-        if scope["path"] in self.fast_routes:
+        if scope["path"] in self.fast_routes or scope["path"] in self.fast_gets:
             return scope["path"]
         for route in self.router.routes:
             if route.matches(scope)[0] is not Match.NONE:
@@ -432,10 +435,20 @@ def create_app(
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
     app.request_metrics = RequestMetrics(ctx.registry, ctx.job)
+    lag = LoopLag(ctx.registry, ctx.job)
+    app.state.loop_lag = lag
+
+    async def watch_loop() -> None:
+        lag.start()
+
+    async def unwatch_loop() -> None:
+        lag.stop()
+
+    startup.insert(0, watch_loop)
+    shutdown.insert(0, unwatch_loop)  # shutdown hooks run in reverse: this one last
     app.add_middleware(MetricsMiddleware, metrics=app.request_metrics)
 
-    @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")
-    async def health() -> JSONResponse:
+    async def answer_health(_: RawRequest) -> tuple[int, bytes]:
         results = {name: await _run_check(check) for name, check in checks.items()}
         worst = max((r.status for r in results.values()), key=_SEVERITY.__getitem__, default="ok")
         body = {
@@ -447,7 +460,17 @@ def create_app(
             "uptime_seconds": round(time.time() - started_at, 3),
             "checks": {n: {"status": r.status, "detail": r.detail} for n, r in results.items()},
         }
-        return JSONResponse(body, status_code=503 if worst == "down" else 200)
+        return 503 if worst == "down" else 200, msgspec.json.encode(body)
+
+    # Answered ahead of FastAPI's layers (App.__call__), as a fast POST is: its routing, dependency
+    # resolution and JSONResponse cost several times what the checks (cached facts) do, and under load
+    # every extra step on the event loop is another chance to wait for the GIL.
+    app.fast_gets["/health"] = answer_health
+
+    @app.get("/health", tags=["runtime"], summary="Instance health with each dependency's status")
+    async def health(request: Request) -> Response:
+        status, body = await answer_health(RawRequest(request.scope, request.receive))
+        return Response(body, status_code=status, media_type="application/json")
 
     @app.get("/metrics", tags=["runtime"], summary="Prometheus text exposition", response_class=PlainTextResponse)
     async def metrics() -> Response:

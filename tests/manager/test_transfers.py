@@ -174,3 +174,21 @@ def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(ma
     link.bandwidth = 1e6  # a slow link: even zstd-19's 1.2 MB/s of output keeps it busy
     assert plan._keeps_up("zstd-19") == "zstd-19"
     assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
+
+
+def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites):
+    """Transfers, the peer port and probes run at `bulk_thread_nice`: a busy host runs /health's loop first."""
+    import os
+    import threading
+
+    def nice_of(thread: threading.Thread) -> int:
+        with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+
+    a, _ = make_sites(2)
+    assert a.transfer(a.put("bulk", mixed(1 << 20))["key"], "manager-1")["state"] == "done"
+    baseline = os.getpriority(os.PRIO_PROCESS, 0)
+    bulk = [t for t in threading.enumerate() if t.name.startswith(("transfer-", "peer-", "link-prober"))]
+    assert {t.name.split("-")[0] for t in bulk} >= {"transfer", "peer", "link"}
+    assert {nice_of(t) for t in bulk} == {max(10, baseline)}
+    assert nice_of(threading.main_thread()) == baseline

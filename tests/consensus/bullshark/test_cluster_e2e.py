@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -115,3 +116,29 @@ def test_a_transaction_committed_over_http_is_still_known_and_refused_again_afte
         again = client.post(f"{cluster.url(0)}/v1/transactions", json={"payload": payload}, headers=cluster.headers)
         assert again.status_code == 409, again.text
         assert "is already committed" in again.text, again.text
+
+
+def test_transactions_acknowledged_just_before_a_sigterm_commit_and_are_known_after_the_restart(
+        tmp_path: Path) -> None:
+    """A stop never acknowledges and drops: the node drains (refusing new submissions) before it exits."""
+    payloads_ = [base64.b64encode(f"taken right before the stop {i}".encode()).decode() for i in range(20)]
+    with LocalCluster(tmp_path, 1, service="bullshark") as cluster, httpx.Client(timeout=15.0) as client:
+        cluster.start_all()
+        cluster.wait_ready(timeout=120)
+        ids = []
+        for payload in payloads_:
+            sent = client.post(f"{cluster.url(0)}/v1/transactions", json={"payload": payload},
+                               headers=cluster.headers)
+            assert sent.status_code == 202, sent.text
+            ids.append(sent.json()["id"])
+        # At once: the last ones are still in their batch or on their way. (uvicorn re-raises the SIGTERM
+        # it handled once its shutdown is done: that exit is the signal's.)
+        assert cluster.stop(0) == -signal.SIGTERM
+        cluster.start(0)
+        cluster.wait_ready(timeout=120)
+        found = [client.get(f"{cluster.url(0)}/v1/transactions/{tx}") for tx in ids]
+        assert [(r.status_code, r.json().get("status")) for r in found] == [(200, "committed")] * len(ids), \
+            f"logs in {tmp_path}"
+        again = client.post(f"{cluster.url(0)}/v1/transactions", json={"payload": payloads_[-1]},
+                            headers=cluster.headers)
+        assert again.status_code == 409, again.text

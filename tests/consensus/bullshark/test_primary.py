@@ -336,3 +336,48 @@ def test_a_header_whose_batches_are_withheld_is_not_fetched_again_for_every_cert
     assert refetched == []
     assert net.cores[0].parked.headers[3][1].payload == (withheld,)
     assert min(len(logs(net)[n]) for n in range(3)) >= 2  # the other three keep committing
+
+
+def test_a_batch_sealed_before_a_stop_is_taken_back_resent_and_named_by_its_commit_after_the_restart() -> None:
+    from dwcp.consensus.bullshark.messages import ClientBatch
+    from dwcp.consensus.bullshark.submissions import KEY
+    from dwcp.consensus.core import Submitted, TxDropped
+    from dwcp.consensus.core.inputs import Recovered, TimerFired
+    from dwcp.consensus.core.messages import Transaction
+    from dwcp.consensus.core.outputs import Persist
+
+    def persisted(outs) -> list[Persist]:
+        return [o for o in outs if isinstance(o, Persist) and o.key == KEY]
+
+    def restarted(node: int) -> Primary:
+        keys = net.keys
+        return Primary(committee=keys.committee, node_id=node, signer=keys.signers[node], verifier=keys.verifier)
+
+    net, workers = cluster()
+    start(net)
+    batch = submit_over_http(net, 0, b"acknowledged, then the node stopped")
+    kept = persisted(net.outputs[0])[-1]  # written before the batch went to the worker, which never stored it
+    net.cores[0], net.timers[0] = restarted(0), {}
+    net.feed(0, Recovered(key=KEY, value=kept.value))
+    net.feed(0, Started())
+    again = net.feed(0, Submitted(tx=Transaction(payload=b"acknowledged, then the node stopped")))
+    assert [o.reason for o in again if isinstance(o, TxDropped)] == ["duplicate"]
+    resent = [o.message for o in net.fire(0, SYNC) if isinstance(o, ToLocal) and isinstance(o.message, ClientBatch)]
+    assert resent == [batch]
+    worker_stored(net, 0, batch.data)
+    tick(net, workers, 12)
+    assert [t.payload for c in net.commits[0] for t in c.txs] == [b"acknowledged, then the node stopped"]
+    assert persisted(net.outputs[0])[-1].value == b"\x90"  # msgpack []: a sync tick dropped the committed batch
+
+    # Stopped again with the stale record (its batch committed since): the log drops it, nothing is resent.
+    fresh = restarted(0)
+    fresh.handle(0.0, Recovered(key=KEY, value=kept.value))
+    for c in net.commits[0]:
+        fresh.handle(0.0, Restored(height=c.height, block=c.block, certificate=c.certificate,
+                                   tx_ids=tuple(t.id for t in c.txs)))
+    fresh.handle(0.0, Started())
+    for _ in range(2):
+        outs = fresh.handle(0.0, TimerFired(timer=SYNC))
+        assert not [o for o in outs if isinstance(o, ToLocal) and isinstance(o.message, ClientBatch)]
+    repeat = fresh.handle(0.0, Submitted(tx=Transaction(payload=b"acknowledged, then the node stopped")))
+    assert [o.reason for o in repeat if isinstance(o, TxDropped)] == ["committed"]

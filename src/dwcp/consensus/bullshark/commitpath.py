@@ -94,6 +94,8 @@ class CommitPath:
                    restored: bool, tx_ids: tuple[bytes, ...] = ()) -> None:
         record = _subdag.decode(block.meta)
         self.batcher.committed.update(tx_ids)  # ours, taken over HTTP: refused again after a restart
+        if restored and self.inline is None:  # batches recovered from before the stop that this height committed
+            self.batcher.executed(b.digest for b in record.batches)
         if self.inline is not None:
             self.inline.executed(block.txs)
             self.awaiting = [s for s in self.awaiting if s.index > height]

@@ -43,6 +43,7 @@ from dwcp.consensus.bullshark.parking import Parked
 from dwcp.consensus.bullshark.progress import Progress
 from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
 from dwcp.consensus.bullshark.safety import VoteGuard
+from dwcp.consensus.bullshark.submissions import KEY as SUBMITTED_KEY
 from dwcp.consensus.bullshark.submissions import Submissions
 from dwcp.consensus.core.codec import encode, signing_bytes
 from dwcp.consensus.core.committee import Committee
@@ -60,15 +61,7 @@ from dwcp.consensus.core.inputs import (
     TimerFired,
 )
 from dwcp.consensus.core.messages import Block, Certificate, TxBatch, Vote
-from dwcp.consensus.core.outputs import (
-    Broadcast,
-    Output,
-    Rejected,
-    RequestSync,
-    Send,
-    SetTimer,
-    ToLocal,
-)
+from dwcp.consensus.core.outputs import Broadcast, Output, Rejected, RequestSync, Send, SetTimer, ToLocal
 from dwcp.consensus.core.protocol import check_quorum_signatures
 
 PROPOSE = Timer(kind="bs-propose")
@@ -148,6 +141,8 @@ class Primary(CommitPath):
             if own is not None:  # re-collect votes for it (same digest: peers vote again)
                 self.round, self.header, self.certified = own.round, own, False
                 self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(own.vote())))}
+        elif isinstance(inp, Recovered) and inp.key == SUBMITTED_KEY and self.inline is None:
+            self.batcher.recover(inp.value)  # our batches sealed before a stop (submissions.py)
         elif isinstance(inp, Restored):
             self._apply_log(now, inp.height, inp.block, inp.certificate, out, restored=True, tx_ids=inp.tx_ids)
         elif isinstance(inp, Fetched):

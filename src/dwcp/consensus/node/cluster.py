@@ -91,6 +91,12 @@ class LocalCluster:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
+    def stop(self, i: int, timeout: float = 15.0) -> int:
+        """SIGTERM, as a supervisor stops a node: its shutdown hooks run; returns its exit code."""
+        proc = self.procs.pop(i)
+        os.killpg(proc.pid, signal.SIGTERM)
+        return proc.wait(timeout)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -243,7 +243,7 @@ def add_routes(app: App, driver: Driver, max_tx_bytes: int) -> None:
 def build_app(ctx: ServiceContext) -> FastAPI:
     """The node's FastAPI app; consensus starts in the app's startup hook and stops in its shutdown."""
     driver = build_node(ctx)
-    components = build_components(ctx, driver)  # started after the driver, stopped before it
+    components = build_components(ctx, driver)  # started after the driver
 
     def health() -> HealthResult:
         if driver.failed is not None:
@@ -260,7 +260,8 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         description=__doc__ or "",
         health_checks={"consensus": health},
         on_startup=[driver.start, *(c.start for c in components)],
-        on_shutdown=[*(c.stop for c in components), driver.stop],
+        # Run in reverse: the driver drains first, with the worker still up to store and spread batches.
+        on_shutdown=[*(c.stop for c in components), driver.stop, driver.drain],
     )
     app.state.driver = driver
     add_routes(app, driver, node_settings(ctx).max_tx_bytes)

@@ -111,6 +111,7 @@ class DriverConfig:
     sync_max_blocks: int = 64
     sync_timeout: float = 2.0
     max_pending: int = 100_000
+    drain_timeout: float = 3.0  # on stop, how long transactions taken here may take to become durable
     peers_needed: int = 0  # peers to reach for the protocol to make progress (the registry's live_peers)
 
 
@@ -153,6 +154,7 @@ class Driver:
         self._running = False
         self._reported_at = float("-inf")
         self.failed: str | None = None  # set when the log could not be written: the node stops acknowledging
+        self._draining = False  # stopping: submissions are refused (503), those taken are seen to commit
         self._lazy: tuple[type, ...] = getattr(core, "lazy_messages", ())  # the core checks these itself
         self._batch_submissions: bool = getattr(core, "batch_submissions", False)  # takes SubmittedBatch
         self._block_decoder = msgspec.msgpack.Decoder(Block)
@@ -178,6 +180,17 @@ class Driver:
         self._feed(Started())
         self._gossip = asyncio.create_task(self._gossip_loop(), name="sync-gossip")
         self._report()
+
+    async def drain(self) -> None:
+        """The first step of a stop (SIGTERM): refuse new submissions, then give the transactions this node
+        acknowledged with 202 up to `drain_timeout` seconds to become durable while everything (peers,
+        timers, the worker) still runs, so a stop never drops what it took. What is still pending after
+        that is the protocol's to recover on restart (Bullshark persists its sealed batches)."""
+        self._draining = True
+        deadline = self.clock() + self.config.drain_timeout
+        while self._pending and self._running and self.failed is None and self.clock() < deadline:
+            await asyncio.sleep(0.01)
+        log.info("node %s stopping with %d transactions taken here not yet durable", self.me, len(self._pending))
 
     async def stop(self) -> None:
         self._running = False
@@ -212,6 +225,8 @@ class Driver:
         Raises PoolFull when this node can no longer commit at all."""
         if self.failed is not None:
             raise PoolFull(f"this node cannot commit: {self.failed}")
+        if self._draining:
+            raise PoolFull("this node is stopping: submit to another node of the cluster")
         outcomes: list[Submission] = []
         fresh: dict[bytes, int] = {}  # tx id -> its index in outcomes
         txs: list[Transaction] = []

@@ -54,7 +54,11 @@ class WorkerProcess:
             with open(self.log_path, "ab") as out:
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "dwcp.consensus.transport.dataplane", str(theirs.fileno()),
-                    pass_fds=(theirs.fileno(),), stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
+                    pass_fds=(theirs.fileno(),), stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
+                    # Out of the node's process group: a SIGTERM to the group (a supervisor's stop) reaches
+                    # the node alone, which drains with its worker still up, then stops it (`stop`). It dies
+                    # with the node all the same (PR_SET_PDEATHSIG, and its link closing).
+                    start_new_session=True)
             theirs.close()
             reader, self._writer = await asyncio.open_connection(sock=ours)
             self._writer.write(encode_local(self.setup))

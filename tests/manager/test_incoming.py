@@ -114,17 +114,18 @@ def test_a_batch_of_held_objects_is_published_with_one_fsync_and_survives_losing
     assert [v.sha256 for v in versions] == [hashlib.sha256(b).hexdigest() for b in bodies]
     assert synced == []  # the index's WAL fsync is SQLite's own; no file or directory fsync per object
     assert store.blob_path(versions[3].sha256).read_bytes() == bodies[3]  # readable at once
-    # A power cut loses what was never fsynced: a blob cut short, another gone.
+    # A power cut loses what was never fsynced: a blob cut short, another gone; the machine boots again.
     store.blob_path(versions[0].sha256).write_bytes(b"")
     store.blob_path(versions[1].sha256).unlink()
-    restarted = ObjectStore(tmp_path / "objects")  # rewrites every landed blob before it serves
+    monkeypatch.setattr(store_module, "boot_id", lambda: "the boot after the power cut")
+    restarted = ObjectStore(tmp_path / "objects")  # rewrites every small blob file from the index first
     for version, body in zip(versions, bodies, strict=True):
         assert restarted.latest(version.key).sha256 == version.sha256
         assert restarted.blob_path(version.sha256).read_bytes() == body
     restarted.close()
-    assert synced  # the restart fsynced the rewritten blobs
+    assert synced == []  # small blobs stay in the index (their durable copy): their files are never fsynced
     assert sqlite3.connect(tmp_path / "objects" / "index.sqlite").execute("SELECT COUNT(*) FROM landing").fetchone() \
-        == (0,)
+        == (20,)
 
 
 def test_the_checkpoint_fsyncs_landed_blobs_and_drops_their_landing_rows(tmp_path, monkeypatch):
@@ -132,14 +133,70 @@ def test_the_checkpoint_fsyncs_landed_blobs_and_drops_their_landing_rows(tmp_pat
 
     monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 0.05)
     store = ObjectStore(tmp_path / "objects")
-    store.publish_held([("a", b"alpha", hashlib.sha256(b"alpha").hexdigest())])
+    alpha = os.urandom(store_module.SMALL_BLOB_BYTES + 1)  # past the small size: landed only until its fsync
+    store.publish_held([("a", alpha, hashlib.sha256(alpha).hexdigest()),
+                        ("b", b"beta", hashlib.sha256(b"beta").hexdigest())])
     db = sqlite3.connect(tmp_path / "objects" / "index.sqlite")
     for _ in range(200):
-        if db.execute("SELECT COUNT(*) FROM landing").fetchone() == (0,):
+        if db.execute("SELECT COUNT(*) FROM landing").fetchone() == (1,):
             break
         time.sleep(0.02)
-    assert db.execute("SELECT COUNT(*) FROM landing").fetchone() == (0,)
-    assert store.blob_path(hashlib.sha256(b"alpha").hexdigest()).read_bytes() == b"alpha"
+    assert db.execute("SELECT sha256 FROM landing").fetchall() == [(hashlib.sha256(b"beta").hexdigest(),)]
+    assert store.blob_path(hashlib.sha256(alpha).hexdigest()).read_bytes() == alpha
+    store.close()
+
+
+def test_a_small_put_costs_no_file_fsync_and_its_object_survives_a_reboot_that_lost_the_file(tmp_path, monkeypatch):
+    import dwcp.manager.store as store_module
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store = ObjectStore(tmp_path / "objects")
+    small, large = os.urandom(4096), os.urandom(store_module.SMALL_BLOB_BYTES + 4096)
+    for key, body in (("small", small), ("large", large)):
+        ingest = store.begin_put()
+        for at in range(0, len(body), 1000):
+            ingest.write(body[at:at + 1000])
+        fsyncs = len(synced)
+        assert ingest.commit(key).sha256 == hashlib.sha256(body).hexdigest()
+        assert len(synced) - fsyncs == (0 if key == "small" else 2)  # a large one: its file and its directory
+    assert list((tmp_path / "objects" / "tmp").iterdir()) == []
+    store.close()
+    store.blob_path(hashlib.sha256(small).hexdigest()).write_bytes(small[:100])  # the page cache was lost
+    monkeypatch.setattr(store_module, "boot_id", lambda: "next boot")
+    reopened = ObjectStore(tmp_path / "objects")
+    for key, body in (("small", small), ("large", large)):
+        obj = reopened.latest(key)
+        assert b"".join(reopened.read_range(obj.sha256, 0, obj.size)) == body
+    reopened.close()
+
+
+def test_small_puts_acknowledged_before_a_kill_9_are_all_there_after_reopening(tmp_path):
+    """A killed process loses no acknowledged small object: its unsynced files are in the page cache, and the
+    index (one WAL fsync each) says what was acknowledged."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import hashlib, sys, time
+from dwcp.manager.store import ObjectStore
+store = ObjectStore({str(tmp_path / "objects")!r})
+for i in range(200):
+    ingest = store.begin_put()
+    ingest.write(hashlib.sha256(str(i).encode()).digest() * 128)
+    ingest.commit(f"obj/{{i}}")
+    print(i, flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    acknowledged = [child.stdout.readline() for _ in range(200)]
+    child.kill()
+    child.wait(10)
+    assert acknowledged[-1].strip() == "199"
+    store = ObjectStore(tmp_path / "objects")
+    for i in range(200):
+        obj = store.latest(f"obj/{i}")
+        assert b"".join(store.read_range(obj.sha256, 0, obj.size)) == hashlib.sha256(str(i).encode()).digest() * 128
     store.close()
 
 
@@ -160,6 +217,7 @@ def test_a_held_object_too_large_to_land_in_the_index_is_published_as_an_fsynced
     assert [r[0] for r in db.execute("SELECT sha256 FROM landing")] == [sha_small]
     assert len(synced) == 2  # the large blob and its directory, before its version row was committed
     store.blob_path(sha_small).unlink()  # a power cut: only the unsynced small blob can be lost
+    monkeypatch.setattr(store_module, "boot_id", lambda: "the boot after the power cut")
     restarted = ObjectStore(tmp_path / "objects")
     assert restarted.blob_path(sha_large).read_bytes() == large
     assert restarted.blob_path(sha_small).read_bytes() == small

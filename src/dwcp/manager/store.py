@@ -4,10 +4,19 @@ Layout under the instance's data dir:
 
     objects/blobs/<sha[:2]>/<sha256>   each distinct content once, written only by rename
     objects/tmp/                       bodies being received (PUT or a peer transfer)
-    objects/index.sqlite               versions(key, version, sha256, size, created)
+    objects/index.sqlite               versions(key, version, sha256, size, created);
+                                       landing(sha256, data): small blobs' bytes (below)
 
 A body is hashed while it streams into a temporary file, fsynced, then renamed into place, and only
 then is its version row inserted: a crash at any point leaves either no version or a complete one.
+
+Small objects (at most SMALL_BLOB_BYTES) are kept durable in the index instead: their bytes go into the
+`landing` table in the same SQLite transaction as their version row (one WAL fsync, shared by a batch),
+and their blob file is a copy written without any fsync, so readers find every blob as a file. Within
+one boot a file written before a crash is still in the page cache (a killed process loses nothing); after
+a reboot (a new kernel boot id) the store rewrites every small blob file that is missing or short from
+its row before it serves anything. Larger objects published from memory (`publish_held`) land the same
+way, but only until the checkpoint thread has fsynced their files.
 A key is a name, never a path: it is checked (`check_key`) and stored as a column, so `../` in a key
 cannot reach the file system.
 """
@@ -31,12 +40,22 @@ from pathlib import Path
 _KEY_CHARS = re.compile(r"^[A-Za-z0-9._~/-]+$")
 log = logging.getLogger("dwcp.manager.store")
 READ_BLOCK = 1 << 20
-CHECKPOINT_SECONDS = 1.0  # how often landed small objects' blob files are fsynced and their landing rows dropped
+CHECKPOINT_SECONDS = 1.0  # how often landed larger objects' blob files are fsynced and their landing rows dropped
+SMALL_BLOB_BYTES = 64 << 10  # blobs up to this size stay in the index for good (their files are never fsynced)
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 FSYNC_THREADS = 16  # concurrent fsyncs at a checkpoint (the file system's journal commits them together)
 # A held object up to this size lands in the index (its bytes written twice, in the WAL and as a file, to save
 # two fsyncs); a larger one (a one-chunk object on a fast link: chunks reach 16 MiB) is written as a file and
 # fsynced, since at ~100 MB/s of durable writes a second copy of it costs more than the fsyncs (~1-2 ms each).
 LANDING_MAX_BYTES = 256 * 1024
+
+
+def boot_id() -> str:
+    """This kernel boot's id: page-cache contents (unsynced files) survive exactly as long as it stays the same."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""  # unknown: every open checks the small blob files
 
 
 class BadKey(ValueError):
@@ -82,30 +101,44 @@ def fsync_path(path: Path) -> None:
 
 
 class Ingest:
-    """One body streaming into the store: `write` pieces, then `commit(key)` or `abort()`."""
+    """One body streaming into the store: `write` pieces, then `commit(key)` or `abort()`.
+
+    The body stays in memory while it is at most SMALL_BLOB_BYTES (committed with `publish_held`: one WAL
+    fsync); past that it streams into a temporary file (fsynced, renamed: `publish`)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
         self.path = store.tmp_dir / f"put-{uuid.uuid4().hex}"
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by commit/abort
+        self._file = None
+        self._held = bytearray()
         self._hash = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
+        if self._file is None and self.size <= SMALL_BLOB_BYTES:
+            self._held += data
+            return
+        if self._file is None:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by commit/abort
+            self._file.write(self._held)
+            self._held = bytearray()
+        self._file.write(data)
 
     def commit(self, key: str) -> ObjectVersion:
+        if self._file is None:
+            return self._store.publish_held([(key, bytes(self._held), self._hash.hexdigest())])[0]
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         return self._store.publish(key, self.path, self._hash.hexdigest(), self.size)
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        if self._file is not None:
+            if not self._file.closed:
+                self._file.close()
+            self.path.unlink(missing_ok=True)
 
 
 class ObjectStore:
@@ -128,7 +161,9 @@ class ObjectStore:
         # Small objects published from memory (`publish_held`): their bytes, durable here until a checkpoint
         # has fsynced their blob files.
         self._db.execute("CREATE TABLE IF NOT EXISTS landing (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
-        self._checkpoint(rewrite=True)  # a crash may have left landed blobs short or missing: write them again
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._restore_small()  # after a reboot, small blob files may be short or missing: write them again
+        self._checkpoint(rewrite=True)  # the same for larger landed blobs, after any crash
         self._closed = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="store-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -141,14 +176,15 @@ class ObjectStore:
             self._db.close()
 
     def publish_held(self, items: list[tuple[str, bytes, str]]) -> list[ObjectVersion]:
-        """Publish small verified objects whose bytes are in memory, (key, data, sha256) each, with one fsync.
+        """Publish verified objects whose bytes are in memory, (key, data, sha256) each, with one fsync.
 
         `publish_many` costs two fsyncs per object (its file, its directory), about 1-2 ms each on this kind of
         disk even when issued together. Here the bytes go into the index's `landing` table in the same SQLite
         transaction as the versions (one WAL fsync for the batch), and the blob files are written without an
-        fsync: readable at once from the page cache, fsynced within CHECKPOINT_SECONDS by the checkpoint
-        thread, which then drops their landing rows. After a crash the store rewrites every blob still
-        landing before it serves anything, so an acknowledged object survives a power cut too.
+        fsync: readable at once from the page cache. A small blob's row stays (module docstring); a larger
+        one's file is fsynced within CHECKPOINT_SECONDS by the checkpoint thread, which then drops its row.
+        After a crash the store rewrites every larger blob still landing before it serves anything, and after
+        a reboot every small one, so an acknowledged object survives a power cut too.
         """
         landing = [(sha256, data) for _, data, sha256 in items if len(data) <= LANDING_MAX_BYTES]
         for sha256, data in landing:
@@ -201,10 +237,38 @@ class ObjectStore:
             except OSError as exc:  # e.g. disk full: the rows stay, the next round (or a restart) tries again
                 log.warning("store checkpoint failed: %s", exc)
 
-    def _checkpoint(self, rewrite: bool) -> None:
-        """Make the landed blobs durable as files (`rewrite`: from their landing bytes first), then drop the rows."""
+    def _restore_small(self) -> None:
+        """On open after a reboot (or with no boot id to compare): small blob files missing or short are
+        written again from their rows; then this boot is recorded."""
+        now = boot_id()
         with self._lock:
-            landed = [r[0] for r in self._db.execute("SELECT sha256 FROM landing")]
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'boot_id'").fetchone()
+        if now and row is not None and row[0] == now:
+            return
+        with self._lock:
+            small = self._db.execute("SELECT sha256, length(data) FROM landing WHERE length(data) <= ?",
+                                     (SMALL_BLOB_BYTES,)).fetchall()
+        rewritten = 0
+        for sha256, size in small:
+            path = self.blob_path(sha256)
+            if path.is_file() and path.stat().st_size == size:
+                continue
+            with self._lock:
+                (data,) = self._db.execute("SELECT data FROM landing WHERE sha256 = ?", (sha256,)).fetchone()
+            self._write_blob(sha256, data)
+            rewritten += 1
+        # Recorded without syncing the files: any later boot has another id, so it checks them again.
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('boot_id', ?)", (now,))
+        if rewritten:
+            log.warning("rewrote %d of %d small blob files from the index after a reboot", rewritten, len(small))
+
+    def _checkpoint(self, rewrite: bool) -> None:
+        """Make the larger landed blobs durable as files (`rewrite`: from their landing bytes first), then drop
+        their rows. Small blobs' rows stay: they are the durable copy."""
+        with self._lock:
+            landed = [r[0] for r in self._db.execute("SELECT sha256 FROM landing WHERE length(data) > ?",
+                                                     (SMALL_BLOB_BYTES,))]
         if not landed:
             return
         if rewrite:

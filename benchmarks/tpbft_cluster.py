@@ -13,6 +13,11 @@ round trip. The load is open-loop (a fixed schedule, never slowed by slow answer
     .venv/bin/python benchmarks/tpbft_cluster.py --protocol pbft     # classic PBFT baseline
     .venv/bin/python benchmarks/tpbft_cluster.py --setting max_inflight=2 --batch-timeout-ms 10
     .venv/bin/python benchmarks/tpbft_cluster.py --no-ramp --peer etcd   # etcd with as many members, same client
+    .venv/bin/python benchmarks/tpbft_cluster.py --batch-ms 10       # batched client: POST /v1/batches per 10 ms
+
+With `--batch-ms N` the client sends, every N ms, the transactions that fell due as one `POST /v1/batches`
+to the next node in turn; each transaction's latency still runs from its own scheduled time (so it includes
+up to N ms of client-side batching) to the answer, sent once every transaction of the batch is durable.
 
 Every run prints and writes `node_cpu_ms_per_block` and `node_cpu_ms_per_tx`: the CPU (user + system, from
 /proc) of the node processes over the measured window only, divided by the node count and by the blocks
@@ -54,6 +59,31 @@ Measured 2026-12-04 (issue 12) on the shared 2-CPU VM, 10-node T-PBFT, 1000 tx/s
     sustained (694 committed): max sustained rate 1000 tx/s on this machine at that load. etcd 3.4 with 10
     members, same client, same run: 368 tx/s committed of 1000 (not sustained), p50 11.9 s, p99 19.1 s,
     0.195 ms member CPU per tx. On a machine this loaded neither latency means more than "saturated".
+
+Measured 2026-12-05 00:54-01:33 UTC (issue 12, batched client ingress: POST /v1/batches, a backup forwards a
+  batch as one TxBatch), main 3f0c4e2, the shared 2-CPU VM at load 20-54 (the lead's `dwcp up`, other helpers'
+  tests and a simulator campaign), interleaved pairs `--rate R --duration 10 --no-ramp --batch-ms 0` (one POST
+  per transaction) / `--batch-ms 10`:
+    R = 1000 (load 22-30): per tx 0.086 / 0.092 ms -> 0.072 / 0.074 ms; per block 11.64 / 8.81 -> 5.94 / 6.24 ms
+      at 135 / 96 -> 83 / 84 tx/block; one POST each was NOT sustained (743 / 541 tx/s committed, p50 3.5-6.8 s),
+      batched sustained (977-978 tx/s, p50 235-245 ms, p99 413-457 ms). (The first pair, with a binary body,
+      load 26-54: 0.143 / 0.101 -> 0.061 / 0.055 ms per tx, one POST each again not sustained.)
+    R = 500 (load ~30; both sustained): per block 8.65 / 8.05 ms at 63 / 60 tx/block -> 4.24 / 5.26 ms at
+      26 / 44 tx/block; p50 375 / 395 -> 152 / 253 ms, p99 1.55 / 1.84 s -> 0.50 / 0.46 s.
+  A straight-line fit of node_cpu_ms_per_block over every run of those pairs: one POST per transaction
+  4.6 ms + 0.064 ms per tx, batched 4.1 ms + 0.020 ms per tx: batching takes ~2/3 of the per-transaction
+  CPU away (each node parses one request per 10 ms of load instead of one per transaction; the primary
+  checks ~0.4-0.9 TxBatch signatures per block per node instead of 3.8), leaving a per-block floor of
+  ~4 ms (at 26 tx/block: perf, all nodes: python 50% 2.1 ms, ed25519 17% 0.70 ms, kernel 16% 0.66 ms,
+  tls 4%, uvloop 4%, libc 4%, sqlite 3%; py-spy node 1: main thread 3.87 ms of which loop/run-queue 42%,
+  transport 22%, storage 21%, http 3%; commit-writer thread 0.62 ms; messages in per node per block:
+  prepare 5.6, commit 5.6, ckpt 1.2, sync status 1.0, pp 0.7, decided 0.4, txs 0.4, trust 0.2).
+  `--rate 1000 --duration 10 --batch-ms 5 --ramp-rates 1500,2000,3000,4000` at 01:26, load ~20-23:
+  1000 tx/s p50 237 ms, p99 449 ms, 81 tx/block, 5.87 ms/block; 1500 sustained (p99 1.87 s); 2000 sustained
+  (1955 committed, p50 330 ms, p99 563 ms, 220 tx/block, 0.042 ms/tx); 3000 NOT (2172 committed): max
+  sustained 2000 tx/s (1000 with one POST per transaction last session). The cluster got 0.7-0.9 cores of
+  the 2 at that load; a block costs the cluster ~50 ms of CPU in three serial phases, so p99 <= 20 ms is
+  out of reach here whatever the client does.
 
 Measured 2026-11-25 22:25 UTC (commit 9649db2) on the shared 2-CPU dev VM, a simulator campaign running
 beside it at nice 19, node defaults (max_inflight 1, batch_timeout_ms 5, forward_interval_ms 5):

@@ -8,7 +8,8 @@ Each stage a worker (or its client) does per byte is measured alone on this VM, 
 - TLS 1.3 with the worker links' own contexts (runtime/peerauth: pinned Ed25519 certificates):
   the crypto floor (two `SSLObject`s over memory BIOs, encrypt + decrypt in one process), and a real
   link between two processes through asyncio's TLS transport, with the standard loop and with uvloop
-  (sender writes 500 KB frames, receiver reads into a preallocated buffer, as dataplane.py does);
+  (sender writes 500 KB frames, receiver reads into a preallocated buffer, as dataplane.py does), and
+  over blocking `SSLSocket`s (no transport: what a link thread would cost);
 - the worker's `batch_digest` (SHA-256), and BLAKE2b-256 (what it used before) over 500 KB;
 - the transaction scan (`worker.scan` over a batch of 512 B transactions);
 - the batch store as the worker writes it (`BatchStore.put`, page cache), and the same with an
@@ -213,6 +214,42 @@ def tls_link(total: int, use_uvloop: bool) -> dict:
             "ns_per_byte": 1e9 * (send_cpu + recv_cpu) / total, "wall_mb_per_s": total / wall / 1e6}
 
 
+def tls_blocking(total: int) -> dict:
+    """A TLS 1.3 link between two processes over blocking `SSLSocket`s (`sendall` of 500 KB, `recv_into` a
+    preallocated buffer): no event-loop transport, so no memory-BIO copies (what a link thread would cost)."""
+    server_auth, client_auth = _auths()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            conn, _ = server.accept()
+            tls = server_auth.server_context().wrap_socket(conn, server_side=True)
+            buf, got = memoryview(bytearray(CHUNK)), 0
+            while got < total:
+                n = tls.recv_into(buf)
+                if not n:
+                    break
+                got += n
+            os._exit(0 if got >= total else 1)
+        except BaseException:  # noqa: BLE001 - the child reports failure by its exit status
+            os._exit(1)
+    server.close()
+    wall = time.perf_counter()
+    tls = client_auth.client_context().wrap_socket(socket.create_connection(("127.0.0.1", port)))
+    block = memoryview(os.urandom(BATCH))
+    started, sent = _cpu(), 0
+    while sent < total:
+        tls.sendall(block)
+        sent += len(block)
+    send_cpu = _cpu() - started
+    recv_cpu = _child_cpu(pid)
+    tls.close()
+    wall = time.perf_counter() - wall
+    return {"bytes": total, "send_ns_per_byte": 1e9 * send_cpu / total, "recv_ns_per_byte": 1e9 * recv_cpu / total,
+            "ns_per_byte": 1e9 * (send_cpu + recv_cpu) / total, "wall_mb_per_s": total / wall / 1e6}
+
+
 def hashing(rounds: int) -> dict:
     data = memoryview(os.urandom(BATCH))
     out = {}
@@ -314,6 +351,7 @@ def main() -> None:
         ("tls_memory", lambda: tls_memory(total // 2)),
         ("tls_asyncio", lambda: tls_link(total // 2, use_uvloop=False)),
         ("tls_uvloop", lambda: tls_link(total // 2, use_uvloop=True)),
+        ("tls_blocking", lambda: tls_blocking(total // 2)),
         ("hash", lambda: hashing(200)),
         ("scan", lambda: tx_scan(args.tx_size, 20)),
         ("store", lambda: store(total, args.dir)),
@@ -323,7 +361,7 @@ def main() -> None:
         m[name] = _median(runs)
         print(f"{name:12s} " + json.dumps(m[name], default=lambda x: round(x, 3)), flush=True)
     m["bound"] = {key: bound(m, args.nodes, args.rate, args.tx_size, os.cpu_count() or 1, key)
-                  for key in ("tls_asyncio", "tls_uvloop", "tls_memory")}
+                  for key in ("tls_asyncio", "tls_uvloop", "tls_blocking", "tls_memory")}
     for key, b in m["bound"].items():
         print(f"bound with {key}: {b['per_tx_us']} us of CPU per tx ({b['per_tx_ns']} ns); {args.rate:,.0f} tx/s "
               f"needs {b['cores_needed']} cores, this machine has {b['cores_here']}: at most "

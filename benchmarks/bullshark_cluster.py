@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import statistics
 import struct
@@ -132,6 +133,16 @@ def sample_latencies(root: Path, n: int, clients: list[Client], since: float) ->
 
 def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
     root = Path(tempfile.mkdtemp(prefix="dwcp-bullshark-bench-"))
+    try:
+        return _run_in(root, args, rate, profile)
+    finally:
+        if args.keep:
+            print(f"  cluster data kept in {root}", flush=True)
+        else:  # every run stores each batch four times: 0.3-1 GB
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) -> dict:
     settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
                 "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms}
     with LocalCluster(root, args.nodes, service="bullshark", settings=settings) as cluster:
@@ -243,6 +254,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--profile", action="store_true", help="py-spy one primary and one worker")
+    ap.add_argument("--keep", action="store_true", help="keep the cluster's data directory (logs, batch stores)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
     args = ap.parse_args()

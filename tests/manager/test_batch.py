@@ -69,3 +69,33 @@ def test_batch_bodies_are_checked_and_an_unknown_key_is_named(make_sites):
     assert tricky.status_code == 422, tricky.text
     nobody = a.client.post("/v1/transfer-batches", json={"keys": ["there"], "to": "manager-9"})
     assert nobody.status_code == 422 and nobody.json()["error"]["field"] == "to", nobody.text
+
+
+def test_a_batch_goes_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
+    import json
+    import threading
+
+    import httpx
+
+    a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
+    a.site.probe("manager-1")  # a measured link: the batch waits a tenth of its wire time, not the timeout
+    released = threading.Event()
+
+    def stalled(request: httpx.Request) -> httpx.Response:
+        released.wait(20)
+        items = json.loads(request.content)["items"]
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 19}] * len(items)})
+
+    chooser = a.site.chooser
+    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(stalled))
+    bodies = {f"k{i}": mixed(3000 + i, seed=i) for i in range(10)}
+    for key, body in bodies.items():
+        a.put(key, body)
+    try:
+        states = [a.wait(tid, timeout=15) for tid in post_batch(a, list(bodies))]
+    finally:
+        released.set()
+    assert all(s["state"] == "done" and "zstd-19" not in s["codecs"] for s in states), states
+    assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "ahead_of_selector"}) == 10
+    for key, body in bodies.items():
+        assert b.client.get(f"/v1/objects/{key}").content == body

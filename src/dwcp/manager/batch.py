@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
+from dwcp.manager.plan import Answer, answer_wait
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -123,13 +124,19 @@ def _answered(conn: Connection, t: Transfer) -> None:
 
 
 def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[str]:
-    """Each object's codec: its own when the transfer names one, else one selector call for the batch."""
+    """Each object's codec: its own when the transfer names one, else one selector call for the batch, waited
+    for as `plan.answer_wait` allows (a share of the batch's wire time), then the local rule for each object."""
     ask = [t for t in ts if t.codec is None]
     chosen: dict[str, str] = {t.id: t.codec for t in ts if t.codec is not None}
     if ask:
         link = owner.links.get(ask[0].to)
         samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
-        picked, _ = owner.chooser.choose(samples, [t.size for t in ask], link.bandwidth, link.rtt,
-                                         sum(t.size for t in ask))
-        chosen.update(zip((t.id for t in ask), picked, strict=True))
+        payload = sum(t.size for t in ask)
+        answer = Answer()
+        answer.start(owner.chooser, samples, [t.size for t in ask], link, payload)
+        picked = answer.wait(answer_wait(payload, link.bandwidth, owner.settings.selector_timeout_s))
+        if picked is None:
+            owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
+            picked = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}
+        chosen.update((t.id, picked[n]) for n, t in enumerate(ask))
     return [chosen[t.id] for t in ts]

@@ -22,6 +22,7 @@ from dwcp.manager import chunks
 
 if TYPE_CHECKING:
     from dwcp.manager.links import Link
+    from dwcp.manager.selection import CodecChooser
     from dwcp.manager.transfers import Transfer, Transfers
 
 # Lighter and lighter codecs the CPU guard steps down to when the chosen one cannot keep up with the link.
@@ -29,11 +30,44 @@ LIGHTER = ("zstd-3", "zstd-1", "lz4", "none")
 ANSWER_WAIT_SHARE = 0.1  # of a chunk's uncompressed wire time: the longest it waits for the selector's answer
 
 
+def answer_wait(payload_bytes: int, bandwidth: float | None, timeout: float) -> float:
+    """How long codecs for `payload_bytes` wait for the selector: a share of their wire time on a measured link."""
+    return ANSWER_WAIT_SHARE * payload_bytes / bandwidth if bandwidth else timeout
+
+
+class Answer:
+    """One selector call made in the background: codecs by chunk index once it is in."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._codecs: dict[int, str] = {}
+
+    def start(self, chooser: CodecChooser, samples: list[bytes], sizes: list[int], link: Link, payload_bytes: int,
+              first: int = 0) -> None:
+        """Ask about chunks `first`, `first` + 1, ... (their samples and sizes); returns at once."""
+        if not samples:
+            self._done.set()
+            return
+
+        def call() -> None:
+            try:
+                picked, _ = chooser.choose(samples, sizes, link.bandwidth, link.rtt, payload_bytes)
+            except Exception:  # the chooser falls back itself; this only keeps a waiting chunk from hanging
+                picked = [chunks.local_choice(s, link.bandwidth) for s in samples]
+            self._codecs = dict(enumerate(picked, start=first))
+            self._done.set()
+
+        threading.Thread(target=call, name="selector-call", daemon=True).start()
+
+    def wait(self, seconds: float) -> dict[int, str] | None:
+        """The codecs by chunk index, or None when the answer is not in within `seconds`."""
+        return self._codecs if self._done.wait(seconds) else None
+
+
 class Plan:
     def __init__(self, owner: Transfers, t: Transfer, fd: int, link: Link) -> None:
         self._owner, self._t, self._fd, self._link = owner, t, fd, link
-        self._codecs: dict[int, str] = {}
-        self._answered: dict[int, threading.Event] = {}  # window -> set once its codecs are in _codecs
+        self._answers: dict[int, Answer] = {}  # window -> its selector call
         self._lock = threading.Lock()
         if t.codec is None:
             self._ask(0)
@@ -42,51 +76,35 @@ class Plan:
         if self._t.codec is not None:
             return self._t.codec
         window = i // self._owner.settings.selector_window
-        answered = self._ask(window)
+        answer = self._ask(window)
         self._ask(window + 1)
-        if not answered.wait(self._answer_wait(i)):
+        picked = answer.wait(self._answer_wait(i))
+        if picked is None:
             self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
             t = self._t
             length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
             return self._keeps_up(chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
                                                       self._link.bandwidth))
-        with self._lock:
-            return self._keeps_up(self._codecs[i])
+        return self._keeps_up(picked[i])
 
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
-        if not bandwidth:
-            return self._owner.settings.selector_timeout_s
         length = max(0, min(self._t.chunk_bytes, self._t.size - i * self._t.chunk_bytes))
-        return ANSWER_WAIT_SHARE * length / bandwidth
+        return answer_wait(length, bandwidth, self._owner.settings.selector_timeout_s)
 
-    def _ask(self, window: int) -> threading.Event:
-        """Start the selector call for `window` unless it was started; its event is set once it is answered."""
+    def _ask(self, window: int) -> Answer:
+        """The selector call for `window`, started now unless it was started before."""
         with self._lock:
-            answered = self._answered.get(window)
-            if answered is not None:
-                return answered
-            answered = self._answered[window] = threading.Event()
+            answer = self._answers.get(window)
+            if answer is not None:
+                return answer
+            answer = self._answers[window] = Answer()
         t, w = self._t, self._owner.settings.selector_window
         indexes = list(range(window * w, min((window + 1) * w, t.chunks_total)))
-        if not indexes:
-            answered.set()
-            return answered
         lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
-
-        def call() -> None:
-            try:
-                picked, _ = self._owner.chooser.choose(samples, lengths, self._link.bandwidth, self._link.rtt,
-                                                       t.size)
-            except Exception:  # the chooser falls back itself; this only keeps a waiting chunk from hanging
-                picked = [chunks.local_choice(s, self._link.bandwidth) for s in samples]
-            with self._lock:
-                self._codecs.update(zip(indexes, picked, strict=True))
-            answered.set()
-
-        threading.Thread(target=call, name=f"selector-{t.id[:8]}-{window}", daemon=True).start()
-        return answered
+        answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w)
+        return answer
 
     def _keeps_up(self, codec: str) -> str:
         """CPU guard: the selector's speeds are the host's calibrated ones; when this host now compresses

@@ -482,3 +482,27 @@ def test_a_new_primary_gets_a_full_request_timeout_for_txs_announced_in_the_old_
     net.now = 2.0  # a full timeout in view 1
     net.fire(2, REQUEST)
     assert (net.cores[2].mode, net.cores[2].vc_target) == (Mode.VIEW_CHANGE, 2)
+
+
+def test_a_primary_whose_block_is_slow_to_commit_does_not_vote_itself_out(pbft_net):
+    """A tx forwarded to the primary counts as held by the group there, so the primary's request timer runs out
+    half a timeout after it arrived. Over a WAN a commit can take longer than that (with f silent nodes every
+    quorum waits for the farthest correct one), and a primary that started a view change then stopped
+    proposing and voting: its backups timed out behind it and a correct primary was replaced. A primary never
+    suspects itself (PBFT's backups run the request timer); it leaves its view when the others do."""
+    net = pbft_net(batch_size=1)
+    slow_primary = lambda sender, to, msg: sender == 0  # noqa: E731 - its pre-prepare is slow to reach anyone
+    submit(net, 1, tx(1))
+    deliver(net, drop=slow_primary)
+    net.now = 0.5
+    net.fire(1, REQUEST)  # half the timeout at the origin: sent to all
+    deliver(net, drop=slow_primary)
+    assert net.cores[0].mempool.oldest() == 0.0 and tx(1).id in net.cores[0].announced
+    net.now = 1.1  # a full timeout after the primary got it, its own block still in flight
+    outs = net.fire(0, REQUEST)
+    assert outs == [SetTimer(timer=REQUEST, delay=0.5)]
+    assert net.cores[0].mode is Mode.NORMAL and sent(net, 0, ViewChange) == []
+    time_out(net, [1, 2, 3], now=1.1)  # the backups held it for the other half: they suspect the primary
+    net.run()
+    assert [(net.cores[n].view, net.cores[n].mode) for n in (0, 1, 2, 3)] == [(1, Mode.NORMAL)] * 4
+    assert net.heights() == {0: 1, 1: 1, 2: 1, 3: 1}

@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chaos", action="store_true", help="also partitions and crash/restarts")
     ap.add_argument("--paper-o", type=float, default=0.0, help="also run ProBFT with this sample factor")
     ap.add_argument("--timeout", type=float, default=0.0,
-                    help="request and view-change timeout (s) for every protocol (default: each core's, 1.0)")
+                    help="request timeout (s) for every protocol, and NEW-VIEW wait unless --new-view-timeout "
+                         "(default: each core's: PBFT 1.0 / 1.0, ProBFT 0.5 / 0.25)")
+    ap.add_argument("--new-view-timeout", type=float, default=0.0,
+                    help="wait (s) for the new primary's NEW-VIEW after a view change (with --timeout)")
     ap.add_argument("--vrf", action="store_true", help="measure ECVRF prove/verify vs Ed25519 verify")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds over all sizes")
@@ -183,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     protocols: tuple[str, ...] = ("pbft", "probft")
     timeouts: dict[str, float] = {}
     if args.timeout:
-        timeouts = {"request_timeout": args.timeout, "view_change_timeout": args.timeout}
-        protocols = tuple(register_variant(p, f"t{args.timeout:g}", f"{args.timeout:g} s timeouts", **timeouts)
-                          for p in protocols)
+        new_view = args.new_view_timeout or args.timeout
+        timeouts = {"request_timeout": args.timeout, "view_change_timeout": new_view}
+        label = f"t{args.timeout:g}" + (f"-nv{new_view:g}" if new_view != args.timeout else "")
+        protocols = tuple(register_variant(p, label, f"{args.timeout:g} s request, {new_view:g} s NEW-VIEW timeouts",
+                                           **timeouts) for p in protocols)
     if args.paper_o:
         protocols += (register_variant(protocols[1], f"o{args.paper_o:g}", f"o = {args.paper_o:g}",
                                        sample_factor=args.paper_o, **timeouts),)

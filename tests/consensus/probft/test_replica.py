@@ -4,13 +4,17 @@ equivocation evidence, certificates a third party checks. No sockets, no clock."
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import msgspec
 
 from dwcp.consensus.core import Block, Multicast, Rejected, Submitted, Vote, block_digest
 from dwcp.consensus.core.codec import encode, signing_bytes
+from dwcp.consensus.node.assemble import core_config
 from dwcp.consensus.probft.messages import Ballot, Proposal, header
+from dwcp.consensus.probft.replica import Config
 from dwcp.consensus.probft.sampling import alpha, derive, draw, predict
+from dwcp.consensus.settings import ConsensusSettings
 from tests.consensus.pbft.conftest import received, submit, tx
 
 
@@ -328,3 +332,16 @@ def test_a_second_signed_header_for_a_reproposed_height_is_equivocation_evidence
     outs = core.handle(2.0, received(net.keys, 4, ballot))
     assert rejections(outs, "equivocation_evidence")
     assert (0, 1, 1) in core.poisoned
+
+
+def test_probft_nodes_default_to_half_second_request_and_quarter_second_new_view_timeouts() -> None:
+    """ProBFT's own defaults (node settings and the core's, which the simulator uses); PBFT keeps 1 s / 1 s,
+    and `new_view_timeout_ms: null` falls back to the progress timeout."""
+    def timeouts(cfg: Any) -> tuple[float, float]:
+        return cfg.request_timeout, cfg.view_change_timeout
+
+    assert timeouts(core_config("probft", ConsensusSettings())) == timeouts(Config()) == (0.5, 0.25)
+    assert timeouts(core_config("pbft", ConsensusSettings())) == (1.0, 1.0)
+    assert timeouts(core_config("probft", ConsensusSettings(view_change_timeout_ms=800,
+                                                            new_view_timeout_ms=None))) == (0.8, 0.8)
+    assert timeouts(core_config("pbft", ConsensusSettings(new_view_timeout_ms=300))) == (1.0, 0.3)

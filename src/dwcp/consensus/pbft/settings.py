@@ -24,6 +24,9 @@ class Settings(BaseModel):
         5.0, gt=0, description="Least time between two forwards of client transactions to the primary: "
         "at once under light load, one batch (one signature) per interval under heavy load.")
     view_change_timeout_ms: float = Field(1000.0, gt=0, description="Progress timeout before a view change.")
+    new_view_timeout_ms: float | None = Field(
+        None, gt=0, description="Wait for the new primary's NEW-VIEW after a view change (doubles per failed one, "
+        "up to 4x); None: view_change_timeout_ms.")
     # One block in flight: the next one gathers everything that arrived while this one commits, so blocks
     # grow with load. On the 2-CPU loopback cluster at 1,000 tx/s this halved p50 and p99 against the
     # core's 8 (benchmarks/tpbft_cluster.py); over a WAN, where a block takes an RTT or more, raise it.
@@ -38,7 +41,8 @@ class Settings(BaseModel):
             "batch_delay": self.batch_timeout_ms / 1000,
             "gossip_delay": self.forward_interval_ms / 1000,
             "request_timeout": progress_timeout,  # a pending tx this old suspects the primary
-            "view_change_timeout": progress_timeout,  # then wait this long for NEW-VIEW
+            "view_change_timeout": (progress_timeout if self.new_view_timeout_ms is None  # then wait this
+                                    else self.new_view_timeout_ms / 1000),  # long for NEW-VIEW
             "max_pending": max_pending,
         }
         if self.max_inflight is not None:  # None: keep the core's default

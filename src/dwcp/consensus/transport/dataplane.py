@@ -75,6 +75,7 @@ log = logging.getLogger("dwcp.bullshark.worker")
 REPORT_INTERVAL = 1.0
 RETRY_INTERVAL = 1.0  # seconds between re-sends of batches still short of a quorum
 MAX_REQUEST = 4096  # digests in one REQUEST frame (128 KiB)
+REQUEST_AGAIN_AFTER = 1.0  # seconds before a batch we asked for is asked for again
 
 
 class Dataplane:
@@ -95,6 +96,7 @@ class Dataplane:
         self.owner: dict[bytes, Ingress | None] = {}  # our unacknowledged batch -> the connection it came from
         self.samples: dict[bytes, list[int]] = {}  # our batch -> sample tx ids in it
         self.wanted: set[bytes] = set()
+        self.requested: dict[bytes, float] = {}  # batch we asked peers for -> when (monotonic)
         self.paused = False
         self.totals = {"sealed": 0, "sealed_bytes": 0, "received_txs": 0, "stored": 0}
 
@@ -194,6 +196,7 @@ class Dataplane:
         if not self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)], force=True):
             self.links[peer].acks.add(digest)  # our link to it is down: acknowledge once it is back
         self.wanted.discard(digest)
+        self.requested.pop(digest, None)
         self.tell(BatchStored(ref=BatchRef(digest, 0, 0, len(data)), own=False))
 
     def on_request(self, peer: int, digests: memoryview) -> None:
@@ -222,14 +225,22 @@ class Dataplane:
             for peer in self.links:
                 self.resend(peer)
             self.wanted = {d for d in self.wanted if d not in self.store}
+            self.requested = {d: t for d, t in self.requested.items() if d in self.wanted}
             if self.wanted:
                 self.request(tuple(sorted(self.wanted))[:MAX_REQUEST], prefer=None)
 
     def request(self, digests: tuple[bytes, ...], prefer: int | None) -> None:
-        wanted = [d for d in digests if d not in self.store]
+        """Ask `prefer` (else every peer) for the batches we lack and did not ask for in the last
+        REQUEST_AGAIN_AFTER seconds. Each answer is a whole batch: re-asking on every sync tick (the primary's
+        is 0.25 s) while a backed-up link still carries the first answers made a saturated cluster send the
+        same batches again and again."""
+        now = time.monotonic()
+        wanted = [d for d in digests if d not in self.store and now - self.requested.get(d, -REQUEST_AGAIN_AFTER)
+                  >= REQUEST_AGAIN_AFTER]
         if not wanted:
             return
         self.wanted.update(wanted)
+        self.requested.update((d, now) for d in wanted)
         frame = [encode_frame(Channel.DATA, bytes((REQUEST,)) + b"".join(wanted))]
         targets = [prefer] if prefer in self.links else list(self.links)
         for peer in targets:

@@ -63,7 +63,8 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
             asyncio.run(open_loop(node_target(cluster), min(args.rate, 200.0), args.warmup))
             settle(cluster)
             a0, t0 = quorum_counts(cluster) if protocol == "probft" else (0, 0)
-            run = measured(cluster, args.rate, args.duration, profile_node=None)
+            profile = args.profile_node if protocol == "probft" else None
+            run = measured(cluster, args.rate, args.duration, profile_node=profile)
             after = settle(cluster)
             top, compared = check_logs_agree(cluster)
             out = run.summary() | {"protocol": protocol, "after": after, "logs_agree_heights": compared}
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="node setting for both protocols' nodes (e.g. batch_timeout_ms=2)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile-node", type=int, default=None, metavar="I",
+                    help="profile ProBFT node I during its run (py-spy phases, perf libraries: tpbft_cluster.py)")
     args = ap.parse_args(argv)
     results = {p: one_protocol(p, args) for p in ("probft", "pbft")}
     pro, base = results["probft"], results["pbft"]

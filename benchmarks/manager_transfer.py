@@ -280,6 +280,19 @@ def shape(mbit: int) -> None:
                   "latency", "50ms"))
 
 
+def wait_for_probe(m: Managers, since: float, timeout: float) -> None:
+    """Until manager-0 has probed the link after `since` (its schedule: every probe_interval_s): a deployed
+    manager knows its link, and a bandwidth figure from before the re-shaping would steer every mode's chunk
+    size and the local rule as if the link had not changed (transfers can only raise the figure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        links = m.get(m.url(0), "/v1/links").json()["links"]
+        if all((link.get("probed_at") or 0) > since and link.get("bandwidth_bytes_per_second") for link in links):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"manager-0 did not probe the link within {timeout}s")
+
+
 def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float) -> dict:
     make_namespace()
     results: dict = {}
@@ -292,6 +305,7 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
         stack.callback(rsyncd.stop)
         for mbit in rates:
             shape(mbit)
+            wait_for_probe(m, time.time(), timeout)
             # Size the data so an uncompressed run takes about `seconds_per_mode` on this link.
             total_full = sum(BUCKETS.values()) * len(FAMILIES)
             scale = min(1.0, seconds_per_mode * mbit * 125_000 / total_full)

@@ -251,3 +251,85 @@ def test_selector_is_near_best_at_1_gib_nearly_as_often_as_at_64_kib(host_calibr
                 t = oracle.times(m, size, link, 65536)
                 near[size].append(t[choice.index] <= oracle.NEAR_BEST * t.min())
     assert np.mean(near[1 << 30]) >= np.mean(near[65536]) - 0.05, {k: np.mean(v) for k, v in near.items()}
+
+
+def _with_large_part(base: Model, calibration, offset: np.ndarray, above: int = 512 << 10) -> tuple[Model, Dataset]:
+    """`base` given a large-chunk part fitted on chunks of 600 KiB-1 MiB whose measured properties are `base`'s
+    prediction at `above` times e^offset (per output), and the dataset it was fitted on."""
+    from dwcp.compression.features import Extractor, chunk_at_most
+    from dwcp.compression.train import train_large_chunks
+
+    rng, extract = np.random.default_rng(8), Extractor()
+    chunks = [int(c) for c in np.exp(rng.uniform(np.log(600 << 10), np.log(1 << 20), 14))]
+    samples = [make_sample(corpus.FAMILIES[f](rng, 65536)) for f in (list(corpus.FAMILIES) * 2)[:14]]
+    x = np.array([extract(s, c) for s, c in zip(samples, chunks, strict=True)])
+    y = np.hstack(base.predict(chunk_at_most(x, np.log2(above)))) + offset
+    k = len(base.options)
+    ones = np.ones((len(x), 1))
+    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
+                                                                     calibration.vc[1:]]),
+                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]), np.array(chunks),
+                 np.array(["text"] * len(x)), np.arange(len(x)))
+    return train_large_chunks(base, ds, calibration, above_bytes=above, ridge=1e-6), ds
+
+
+def test_a_large_chunk_part_leaves_small_chunks_bit_for_bit_and_learns_the_large_ones(calibration, tmp_path: Path):
+    """Issue 16's large-chunk rule: an artifact with a large-chunk part answers every chunk up to 512 KiB exactly
+    as the shipped model does (the selector's properties, not just its picks), in batches mixing both kinds and
+    alone, after a save and load; chunks above get the fitted correction (here: zstd-19 e^-0.5 slower)."""
+    base = Model.load(DEFAULT_MODEL)
+    k = len(base.options)
+    offset = np.zeros(3 * k)
+    offset[k + base.options.index("zstd-19")] = -0.5
+    composed, fitted_on = _with_large_part(base, calibration, offset)
+    composed.save(tmp_path / "large.npz")
+    loaded = Model.load(tmp_path / "large.npz")
+    assert loaded.large is not None and loaded.version != base.version
+    assert loaded.training["max_chunk_bytes"] == fitted_on.size.max()
+    old, new = Selector(base, calibration), Selector(loaded, calibration)
+    rng = np.random.default_rng(9)
+    samples = [make_sample(corpus.FAMILIES[f](rng, n)) for f in corpus.FAMILIES for n in (2048, 300_000)]
+    chunks = (1024, 65536, 300_000, 512 << 10, (512 << 10) + 1, 800_000, 1 << 20, 16 << 20)
+    reqs = [Request(s, 1 << 30, Link(50.0, 20.0), c) for s in samples for c in chunks]
+    x = old.features(reqs)
+    small = x[:, 0] <= 19.0
+    for a, b in zip(old.properties(x), new.properties(x), strict=True):
+        assert np.array_equal(a[small], b[small])
+    for r in [r for r in reqs if r.chunk <= 512 << 10][:12]:  # one request at a time: the service's common call
+        assert old.choose([r])[0] == new.choose([r])[0]
+    _, vc_old, _ = old.properties(x[~small])
+    _, vc_new, _ = new.properties(x[~small])
+    z19 = 1 + base.options.index("zstd-19")
+    assert np.allclose(np.log(vc_new[:, z19] / vc_old[:, z19]), -0.5, atol=0.02)
+    others = [i for i in range(1, k + 1) if i != z19]
+    assert np.allclose(vc_new[:, others], vc_old[:, others], rtol=0.02)
+
+
+def test_an_artifact_whose_large_chunk_part_runs_off_fails_the_physical_bounds(calibration, tmp_path: Path):
+    """The physical-bounds round trip reaches the large-chunk part too: a correction pushing zstd-9 e^5 faster
+    on large chunks is caught on large-chunk rows only."""
+    base = Model.load(DEFAULT_MODEL)
+    k = len(base.options)
+    offset = np.zeros(3 * k)
+    offset[k + base.options.index("zstd-9")] = 5.0
+    bad, _ = _with_large_part(base, calibration, offset)
+    bad.save(tmp_path / "bad.npz")
+    loaded = Model.load(tmp_path / "bad.npz")
+    sel = Selector(loaded, calibration)
+    sample = make_sample(corpus.FAMILIES["text"](np.random.default_rng(4), 65536))
+    x_small, x_large = (sel.within_training(sel.features([Request(sample, 1 << 30, Link(100.0, 10.0), c)]))
+                        for c in (256 << 10, 1 << 20))
+    assert physical_violations(loaded, calibration, x_small) == []
+    assert any("zstd-9" in v for v in physical_violations(loaded, calibration, x_large))
+
+
+def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
+    base = Model.load(DEFAULT_MODEL)
+    composed, _ = _with_large_part(base, calibration, np.zeros(3 * len(base.options)))
+    composed.save(tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["large_W"] = arrays["large_W"][:, :5]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="large-chunk"):
+        Model.load(tmp_path / "bad.npz")

@@ -107,3 +107,23 @@ def test_the_oracle_measures_at_the_request_chunk(monkeypatch):
     ev.evaluate(Job(Request(ZEROS, 20_000_000, SLOW), KEYS.index("zstd-3")))
     assert chunks == [4096, 1 << 20]  # the default chunk is larger than the sample: measured whole
     assert scored == [(1 << 30, SLOW, 4096), (20_000_000, SLOW, 1 << 20)]
+
+
+def test_a_chunk_larger_than_its_sample_is_scored_at_the_sample_size_with_the_selector_s_choice_for_it(monkeypatch):
+    """No truth exists for a 1 MiB chunk of a payload the service saw 32 KiB of: the evaluator asks its selector
+    what it would pick were the payload sent in 32 KiB chunks, measures 32 KiB, and scores that pick. A request
+    whose chunk its sample covers is scored as offered."""
+    from dwcp.compression import oracle
+
+    chunks, scored, asked = [], [], []
+    real_measure, real_times = oracle.measure, oracle.times
+    monkeypatch.setattr(oracle, "measure", lambda data, **k: chunks.append(k["chunk"]) or real_measure(data, **k))
+    monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(a) or real_times(m, *a))
+    ev = evaluator(choose=lambda r: asked.append(r) or KEYS.index("none"))
+    first = ev.evaluate(Job(Request(ZEROS, 1 << 30, SLOW), KEYS.index("zstd-3")))
+    assert asked == [Request(ZEROS, 1 << 30, SLOW, len(ZEROS))]
+    assert chunks == [len(ZEROS)] and scored == [(1 << 30, SLOW, len(ZEROS))]
+    assert not first.near_best  # the re-asked pick ("none" for zeros over 1 Mbit/s) was scored, not zstd-3
+    ev.evaluate(Job(Request(ZEROS, 1 << 30, SLOW, 4096), KEYS.index("zstd-3")))
+    assert len(asked) == 1 and chunks[-1] == 4096 and scored[-1] == (1 << 30, SLOW, 4096)
+    assert ev.stats()["rescoped"] == 1 and ev.stats()["evaluated"] == 2

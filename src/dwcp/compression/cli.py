@@ -225,3 +225,64 @@ def evaluate(
     for title, ds, ds2 in (("held-out synthetic", ho, again[0]), ("held-out real files", real, again[1])):
         if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set
             _print_eval(title, run_eval(model, cal, ds, again=ds2))
+
+
+LabelsOpt = typer.Option(Path("runs/compression/large"), help="Directory of per-payload labelled large chunks.")
+
+
+@app.command("label-large")
+def label_large(
+    labels: Path = LabelsOpt,
+    sets: list[str] = typer.Argument(None, help="Sets to label, in turns (default: all four)."),
+    minutes: float = typer.Option(0.0, help="Stop taking new payloads after this long (0: run until done)."),
+) -> None:
+    """Label chunks above 512 KiB one payload per file (resumable; run several at once to share the work)."""
+    import time
+
+    from dwcp.compression import large
+
+    names = sets or list(large.SETS)
+    unknown = sorted(set(names) - set(large.SETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown sets {unknown}; known: {list(large.SETS)}")
+    deadline = time.time() + minutes * 60 if minutes > 0 else float("inf")
+    n = large.label_sets(labels, names, on_done=console.print, deadline=deadline)
+    console.print(f"labelled {n} payloads into {labels}")
+
+
+@app.command("train-large")
+def train_large(
+    labels: Path = LabelsOpt,
+    base: Path | None = typer.Option(None, help="The small-chunk artifact; default: the shipped one."),
+    ridge: str = typer.Option("0.01,0.1,1,10,1000", help="Ridge penalties to choose from by cross-validation."),
+    out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
+) -> None:
+    """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
+    from dwcp.compression import large
+    from dwcp.compression.model import Model
+    from dwcp.compression.selector import DEFAULT_MODEL
+    from dwcp.compression.train import Dataset, choose_ridge, train_large_chunks
+    from dwcp.compression.train import evaluate as run_eval
+
+    cal = large.calibration(labels)
+    small = Model.load(base or DEFAULT_MODEL)
+    parts = [d for d in (large.load_set(labels, "train-real"), large.load_set(labels, "train-synthetic")) if d]
+    if not parts:
+        raise typer.BadParameter(f"no labelled training chunks in {labels}; run `dwcp compression label-large`")
+    tr = Dataset.concat(*parts)
+    penalties = [float(r) for r in ridge.split(",")]
+    best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
+    console.print("cross-validated mean squared residual by ridge: "
+                  + ", ".join(f"{r:g}: {e:.4f}" for r, e in cv.items()) + f" (no correction: {cv['none']:.4f})")
+    model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best)
+    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB, ridge {best:g}")
+    for name in ("heldout-synthetic", "heldout-real"):
+        ds = large.load_set(labels, name)
+        if ds is None:
+            continue
+        for title, m in ((f"{name} above 512 KiB, {small.version}", small), (f"{name} above 512 KiB, with the "
+                                                                            "large-chunk part", model)):
+            _print_eval(f"{title} ({ds.payloads} payloads)", run_eval(m, cal, ds))
+    if out is not None:
+        model.save(out)
+        console.print(f"wrote {out} ({Model.load(out).version})")

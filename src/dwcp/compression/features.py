@@ -108,3 +108,15 @@ class Extractor:
         for i, (s, chunk) in enumerate(zip(samples, chunks, strict=True)):
             self(s, chunk, out[i])
         return out
+
+
+def chunk_at_most(x: np.ndarray, log_chunk: float) -> np.ndarray:
+    """Feature rows `x` with any chunk larger than 2^`log_chunk` read as that chunk (a copy then; `x` itself when
+    no row is larger): the chunk and the chunk-over-sample inputs, as `Extractor` would compute them."""
+    over = x[:, 0] > log_chunk
+    if not over.any():
+        return x
+    x = x.copy()
+    x[over, 0] = log_chunk
+    x[over, 2] = np.maximum(log_chunk - x[over, 1], 0.0)
+    return x

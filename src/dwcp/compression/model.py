@@ -8,6 +8,11 @@ Artifact format (one `.npz`, read with `allow_pickle=False`, so loading never ru
 - `x_mean`, `x_std`: input standardisation; `y_mean`, `y_std`: output de-standardisation.
 - `W0`, `b0`, ... `W{L-1}`, `b{L-1}`: dense layers, ReLU between them, linear last layer.
 Prediction: `y = MLP((x - x_mean) / x_std) * y_std + y_mean`.
+
+Format /2 adds a large-chunk part (`LargeChunks`): header `large_chunks` (`above_log2_chunk`) and arrays
+`large_x_mean`, `large_x_std`, `large_W`. Rows whose chunk is at most 2^above_log2_chunk get the MLP's output
+exactly as in /1; larger chunks get the MLP's output for a chunk of 2^above_log2_chunk plus
+`[1, (x - large_x_mean) / large_x_std] @ large_W`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,42 @@ from pathlib import Path
 
 import numpy as np
 
+from dwcp.compression.features import chunk_at_most
+
 FORMAT = "dwcp-compression-model/1"
+FORMAT_LARGE = "dwcp-compression-model/2"  # with a large-chunk part
+
+
+@dataclass
+class LargeChunks:
+    """What chunks larger than the MLP's training data are like: its answer at its largest chunk, corrected.
+
+    Why a correction and not a refit: an MLP trained on chunks up to 512 KiB extrapolates "larger is faster"
+    past them, yet a refit of the whole model on new large-chunk labels moves its small-chunk answers too (the
+    2026-12-04 candidates lost 0.4-0.6 points on synthetic <= 1 MiB). A per-output linear map of the features,
+    fitted on the residuals of labelled large chunks only, changes nothing at or below `above` by construction
+    and needs far fewer labels than an MLP (a 1 MiB chunk costs seconds of oracle time per label).
+    """
+
+    above: float  # log2 of the largest chunk the MLP answers for alone (19: 512 KiB)
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    weights: np.ndarray  # (1 + features, outputs): the intercept row, then one row per standardised feature
+
+    def correction(self, x: np.ndarray) -> np.ndarray:
+        """The outputs' correction (log units) for feature rows `x`, all of chunks above `above`."""
+        return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
+
+    @classmethod
+    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float) -> LargeChunks:
+        """Ridge regression of `residual` (measured minus the MLP's outputs, rows of chunks above `above`) on
+        the standardised features; `ridge` penalises the slopes (not the intercept) per row of data."""
+        x_mean, x_std = x.mean(0), x.std(0) + 1e-6
+        a = np.hstack([np.ones((len(x), 1)), (x - x_mean) / x_std])
+        penalty = np.eye(a.shape[1]) * ridge * len(x)
+        penalty[0, 0] = 0.0
+        weights = np.linalg.solve(a.T @ a + penalty, a.T @ residual)
+        return cls(above, x_mean, x_std, weights)
 
 
 @dataclass
@@ -36,6 +76,7 @@ class Model:
     reference_sha256: str = ""
     training: dict = field(default_factory=dict)
     version: str = ""
+    large: LargeChunks | None = None  # format /2: chunks above large.above get the MLP's answer corrected
     _plan: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -43,8 +84,24 @@ class Model:
         return [f"{kind}:{k}" for kind in ("log_ratio", "log_vc_rel", "log_vd_rel") for k in self.options]
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log ratio, log compress speed / reference, log decompress speed / reference), each (N, options)."""
-        h = ((np.atleast_2d(x) - self.x_mean) / self.x_std).astype(np.float32)
+        """(log ratio, log compress speed / reference, log decompress speed / reference), each (N, options).
+
+        With a large-chunk part, rows of larger chunks than `large.above` go through the MLP as chunks of that
+        size (the other rows unchanged, so their outputs are the MLP's bit for bit), then get the correction.
+        """
+        x = np.atleast_2d(x)
+        if self.large is None:
+            y = self._mlp(x)
+        else:
+            y = self._mlp(chunk_at_most(x, self.large.above))
+            over = x[:, 0] > self.large.above
+            if over.any():
+                y[over] += self.large.correction(x[over])
+        k = len(self.options)
+        return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
+
+    def _mlp(self, x: np.ndarray) -> np.ndarray:
+        h = ((x - self.x_mean) / self.x_std).astype(np.float32)
         for w, b, blocks, relu in self._plan or self._make_plan():
             if blocks > 1:  # block-diagonal layer (merged ensemble): one small matmul per block
                 n = h.shape[0]
@@ -53,9 +110,7 @@ class Model:
                 h = h @ w + b
             if relu:
                 np.maximum(h, 0.0, out=h)
-        y = h.astype(np.float64) * self.y_std + self.y_mean
-        k = len(self.options)
-        return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
+        return h.astype(np.float64) * self.y_std + self.y_mean
 
     def _make_plan(self) -> list[tuple[np.ndarray, np.ndarray, int, bool]]:
         """float32 layers for inference, block-diagonal hidden layers split into their blocks (exact)."""
@@ -71,21 +126,27 @@ class Model:
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases):
+        large = () if self.large is None else (self.large.x_mean, self.large.x_std, self.large.weights)
+        for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
 
     def save(self, path: Path) -> None:
         header = {
-            "format": FORMAT, "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
+            "format": FORMAT if self.large is None else FORMAT_LARGE,
+            "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
             "options": list(self.options), "outputs": self.outputs, "activation": "relu",
             "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
             "training": self.training,
         }
-        arrays = {"header": np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8),
-                  "x_mean": self.x_mean, "x_std": self.x_std, "y_mean": self.y_mean, "y_std": self.y_std}
+        arrays = {"x_mean": self.x_mean, "x_std": self.x_std, "y_mean": self.y_mean, "y_std": self.y_std}
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             arrays[f"W{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        if self.large is not None:
+            header["large_chunks"] = {"above_log2_chunk": self.large.above}
+            arrays |= {"large_x_mean": self.large.x_mean, "large_x_std": self.large.x_std,
+                       "large_W": self.large.weights}
+        arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -102,7 +163,7 @@ class Model:
     def _load(cls, path: Path) -> Model:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
-            if header.get("format") != FORMAT:
+            if header.get("format") not in (FORMAT, FORMAT_LARGE):
                 raise ValueError(f"{path}: not a selector model (format {header.get('format')!r})")
             n = len(header["layers"])
             weights = [z[f"W{i}"].astype(np.float64) for i in range(n)]
@@ -110,8 +171,13 @@ class Model:
             m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
                     z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
                     header["version"])
+            if header["format"] == FORMAT_LARGE:
+                m.large = LargeChunks(float(header["large_chunks"]["above_log2_chunk"]), z["large_x_mean"],
+                                      z["large_x_std"], z["large_W"])
         if m.outputs != header["outputs"] or weights[0].shape[0] != len(m.features):
             raise ValueError(f"{path}: header and arrays disagree")
+        if m.large is not None and m.large.weights.shape != (1 + len(m.features), 3 * len(m.options)):
+            raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
         if weights[-1].shape[1] != 3 * len(m.options):
             raise ValueError(f"{path}: last layer has {weights[-1].shape[1]} outputs, expected {3 * len(m.options)}")
         return m

@@ -20,7 +20,14 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, OPTIONS, Option
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link, transfer_seconds
 from dwcp.compression.fallback import ProbeModel
-from dwcp.compression.features import FEATURE_NAMES, LEGACY_FEATURE_NAMES, MAX_LOG_CHUNK, N_FEATURES, Extractor
+from dwcp.compression.features import (
+    FEATURE_NAMES,
+    LEGACY_FEATURE_NAMES,
+    MAX_LOG_CHUNK,
+    N_FEATURES,
+    Extractor,
+    chunk_at_most,
+)
 from dwcp.compression.model import Model
 
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "selector.npz"
@@ -118,14 +125,7 @@ class Selector:
         (docs/compression.md, "Per-family misses"). The largest trained chunk's speeds are the nearest
         measured answer.
         """
-        cap = self.max_log_chunk
-        over = x[:, 0] > cap
-        if not over.any():
-            return x
-        x = x.copy()
-        x[over, 0] = cap
-        x[over, 2] = np.maximum(cap - x[over, 1], 0.0)  # log2_chunk_over_sample, as the extractor computes it
-        return x
+        return chunk_at_most(x, self.max_log_chunk)
 
     def costs(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> np.ndarray:
         """Predicted end-to-end seconds of each option, (N, options): the cost model on predicted properties."""

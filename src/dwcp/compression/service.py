@@ -21,7 +21,7 @@ import msgspec
 from dwcp.compression import api, calibrate, selector
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.metrics import CompressionMetrics
-from dwcp.compression.selector import Choice, Loaded, Request
+from dwcp.compression.selector import Choice, Loaded, Request, Selector
 from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
 from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
@@ -82,7 +82,10 @@ def build_app(ctx: ServiceContext) -> App:
         loaded = await asyncio.to_thread(selector.load, settings.model_path, cal_path)
         if loaded.warning:
             ctx.logger.warning(loaded.warning)
-        shadow = ShadowEvaluator.from_settings(settings, loaded.selector.calibration.pilot, metrics.shadow_evaluated)
+        # The shadow's own selector (same model and calibration): its worker thread needs its own Extractor.
+        shadow_selector = Selector(loaded.selector.model, loaded.selector.calibration)
+        shadow = ShadowEvaluator.from_settings(settings, loaded.selector.calibration.pilot, metrics.shadow_evaluated,
+                                               choose=lambda r: shadow_selector.choose([r])[0].index)
         metrics.export_accuracy(shadow.accuracy)
         state.loaded, state.shadow = loaded, shadow
         app.state.shadow = shadow

@@ -58,3 +58,38 @@ def test_evaluate_repeat_labels_the_held_out_sets_again_once_and_prints_the_orac
     assert "oracle repeatability" in r.output and "oracle rep." in r.output and ">1 GiB" in r.output
     r = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 0 and len(labelled) == 4  # cached: never measured again
+
+
+def test_label_large_resumes_and_shares_sets_and_train_large_scores_and_writes_the_large_chunk_part(
+        tmp_path, monkeypatch, calibration):
+    """The large-chunk pipeline at toy scale (chunks "above" 2 KiB): two label-large runs over the same sets label
+    each payload once (the second finds every payload labelled or claimed), train-large fits the part, prints the
+    held-out chunks' figures for the base and the new artifact side by side, and writes a /2 artifact whose
+    smaller chunks the base answers."""
+    from dwcp.compression import large
+
+    monkeypatch.setattr(calibrate, "run", lambda: calibration)
+    monkeypatch.setattr(large, "SPLIT_BYTES", 2048)
+    monkeypatch.setattr(large, "SETS", {
+        "train-real": (lambda: list(corpus.items(60, 8, 1024, 6000)), True),
+        "train-synthetic": (lambda: list(corpus.items(61, 8, 2049, 6000)), True),
+        "heldout-real": (lambda: list(corpus.items(62, 6, 1024, 6000)), False),
+    })
+    labels = tmp_path / "large"
+    first = runner.invoke(app, ["label-large", "--labels", str(labels)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["label-large", "--labels", str(labels), "heldout-real"])
+    assert again.exit_code == 0 and "labelled 0 payloads" in again.output, again.output
+    held = large.load_set(labels, "heldout-real")
+    sizes = [len(d) for _, d in large.SETS["heldout-real"][0]()]
+    assert sorted(set(held.item.tolist())) == [i for i, n in enumerate(sizes) if n > 2048]
+    assert large.load_set(labels, "train-synthetic").payloads == 8
+    out = tmp_path / "composed.npz"
+    r = runner.invoke(app, ["train-large", "--labels", str(labels), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "cross-validated" in r.output and "with the large-chunk part" in r.output and "heldout-real" in r.output
+    model = Model.load(out)
+    assert model.large is not None and model.large.above == 11.0
+    assert model.training["large_chunks"]["payloads"] == 8 + sum(
+        len(d) > 2048 for _, d in large.SETS["train-real"][0]())
+    assert runner.invoke(app, ["label-large", "--labels", str(labels), "nonsense"]).exit_code != 0

@@ -139,8 +139,9 @@ def test_a_chunk_beyond_the_training_data_is_read_as_the_largest_trained_one(cal
     shipped = Model.load(DEFAULT_MODEL)
     rng = np.random.default_rng(5)
     samples = [make_sample(FAMILIES[f](rng, 1 << 20)) for f in ("text", "records", "lz")]
-    for model, trained in ((shipped, 512 << 10), (dataclasses.replace(shipped, training={"max_chunk_bytes": 65536}),
-                                                  65536)):
+    largest = round(2 ** trained_log_chunk(shipped))  # 512 KiB, or just under 1 MiB with a large-chunk part
+    for model, trained in ((shipped, largest), (dataclasses.replace(shipped, training={"max_chunk_bytes": 65536}),
+                                                65536)):
         sel = Selector(model, calibration)
         for sample in samples:
             x = sel.features([Request(sample, 64 << 30, Link(100.0, 20.0), c)

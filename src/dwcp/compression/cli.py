@@ -271,9 +271,12 @@ def train_large(
         raise typer.BadParameter(f"no labelled training chunks in {labels}; run `dwcp compression label-large`")
     tr = Dataset.concat(*parts)
     penalties = [float(r) for r in ridge.split(",")]
-    best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
+    try:
+        best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc}; label more with `dwcp compression label-large`") from None
     console.print("cross-validated mean squared residual by ridge: "
-                  + ", ".join(f"{r:g}: {e:.4f}" for r, e in cv.items()) + f" (no correction: {cv['none']:.4f})")
+                  + ", ".join(f"{r:g}: {cv[r]:.4f}" for r in penalties) + f" (no correction: {cv['none']:.4f})")
     model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best)
     console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB, ridge {best:g}")
     for name in ("heldout-synthetic", "heldout-real"):

@@ -234,8 +234,12 @@ def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[f
     residual = data.targets(cal)[rows] - np.hstack(base.predict(chunk_at_most(x, above)))
     k = len(CODED)
     weight = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
-    fold = np.random.default_rng(0).permutation(np.unique(data.item[rows])) % folds
-    fold_of = dict(zip(np.unique(data.item[rows]).tolist(), fold.tolist(), strict=True))
+    payloads = np.unique(data.item[rows])
+    folds = min(folds, len(payloads))
+    if folds < 2:
+        raise ValueError(f"{len(payloads)} labelled payload(s) above {above_bytes} bytes: too few to cross-validate")
+    fold_of = dict(zip(payloads.tolist(), (np.random.default_rng(0).permutation(len(payloads)) % folds).tolist(),
+                       strict=True))
     row_fold = np.array([fold_of[i] for i in data.item[rows].tolist()])
     errors: dict = {"none": float(np.mean(residual ** 2 @ weight) / weight.sum())}
     for ridge in penalties:

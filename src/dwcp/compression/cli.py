@@ -275,10 +275,13 @@ def train_large(
         best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc}; label more with `dwcp compression label-large`") from None
-    console.print("cross-validated mean squared residual by ridge: "
-                  + ", ".join(f"{r:g}: {cv[r]:.4f}" for r in penalties) + f" (no correction: {cv['none']:.4f})")
+    table = Table("ridge", *small.outputs, title="cross-validated mean squared log residual per output (inf: none)")
+    for r, err in cv.items():
+        table.add_row(f"{r:g}", *(f"{e:.3f}" for e in err))
+    table.add_row("chosen", *(f"{r:g}" for r in best))
+    console.print(table)
     model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best)
-    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB, ridge {best:g}")
+    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB")
     for name in ("heldout-synthetic", "heldout-real"):
         ds = large.load_set(labels, name)
         if ds is None:

@@ -52,14 +52,19 @@ class LargeChunks:
         return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
 
     @classmethod
-    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float) -> LargeChunks:
+    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray) -> LargeChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs, rows of chunks above `above`) on
-        the standardised features; `ridge` penalises the slopes (not the intercept) per row of data."""
+        the standardised features; `ridge` (one for all outputs, or one per output) penalises the slopes (not
+        the intercept) per row of data; an infinite one leaves its output uncorrected."""
         x_mean, x_std = x.mean(0), x.std(0) + 1e-6
         a = np.hstack([np.ones((len(x), 1)), (x - x_mean) / x_std])
-        penalty = np.eye(a.shape[1]) * ridge * len(x)
-        penalty[0, 0] = 0.0
-        weights = np.linalg.solve(a.T @ a + penalty, a.T @ residual)
+        per_output = np.broadcast_to(np.asarray(ridge, float), residual.shape[1:])
+        weights = np.zeros((a.shape[1], residual.shape[1]))
+        for r in np.unique(per_output[np.isfinite(per_output)]):
+            cols = per_output == r
+            penalty = np.eye(a.shape[1]) * r * len(x)
+            penalty[0, 0] = 0.0
+            weights[:, cols] = np.linalg.solve(a.T @ a + penalty, a.T @ residual[:, cols])
         return cls(above, x_mean, x_std, weights)
 
 

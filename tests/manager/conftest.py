@@ -46,6 +46,13 @@ class Site:
         assert resp.status_code == 200, resp.text
         return resp.json()
 
+    def first_probe_done(self, peer: str = "manager-1", timeout: float = 20.0) -> None:
+        """Until the prober's first round (2 s after start) probed `peer`; the next is probe_interval_s away."""
+        deadline = time.monotonic() + timeout
+        while self.site.links.get(peer).probed_at is None:
+            assert time.monotonic() < deadline, f"{peer} not probed after {timeout}s"
+            time.sleep(0.05)
+
     def transfer(self, key: str, to: str, timeout: float = 30.0) -> dict:
         resp = self.client.post("/v1/transfers", json={"key": key, "to": to})
         assert resp.status_code == 202, resp.text

@@ -135,3 +135,14 @@ def test_a_pooled_connection_is_reused_until_the_peer_drops_it_or_it_idles_too_l
     assert expiring.take(site) is not fresh and expiring.dials == 1
     pool.close()
     expiring.close()
+
+
+def test_a_link_probe_leaves_a_warm_session_that_the_next_transfer_uses(make_sites):
+    a, b = make_sites(2)
+    a.first_probe_done()
+    sessions = a.site.transfers.sessions
+    assert sessions.dials == 1  # the probe's; the next round is probe_interval_s (an hour) away
+    a.put("k", b"one chunk")
+    assert a.transfer("k", "manager-1")["state"] == "done"
+    assert sessions.dials == 1 and sessions.reuses == 1  # no TCP connect, no TLS handshake before the OFFER
+    assert b.client.get("/v1/objects/k").content == b"one chunk"

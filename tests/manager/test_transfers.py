@@ -32,10 +32,11 @@ def test_a_second_transfer_to_the_same_peer_reuses_the_first_ones_connections(ma
     first, second = os.urandom(4 * CHUNK), os.urandom(4 * CHUNK + 7)
     a.put("one", first)
     a.put("two", second)
-    assert a.transfer("one", "manager-1")["state"] == "done"
+    a.first_probe_done()  # its connection waits in the pool; no other probe comes during the test
     sessions = a.site.transfers.sessions
+    assert a.transfer("one", "manager-1")["state"] == "done"
     dials, reuses = sessions.dials, sessions.reuses
-    assert dials == 4  # the OFFER connection and three more streams
+    assert (dials, reuses) == (4, 1)  # the probe's, then three more streams (the OFFER took the probe's)
     state = a.transfer("two", "manager-1")
     assert state["state"] == "done" and state["error"] is None and state["resumes"] == 0
     assert sessions.dials == dials and sessions.reuses == reuses + 4  # no TCP connect, no TLS handshake

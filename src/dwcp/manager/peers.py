@@ -63,11 +63,12 @@ class SessionPool:
     """Idle authenticated connections to each peer, kept after a transfer that ended cleanly and taken by the
     next one instead of a new TCP connect and TLS handshake (two round trips and an Ed25519 signature and
     verification on each side). Only a connection with no request outstanding comes back, and one is dropped
-    when it sat idle `idle_s` (well inside the receiver's 120 s read timeout) or the peer closed it or sent
+    when it sat idle `idle_s` (inside the receiver's 120 s read timeout; longer than the 30 s between link probes,
+    which go through the pool too, so a deployed site keeps one warm session per peer) or the peer closed it or sent
     something unasked (readable while idle); at most `max_idle` wait per peer, so pooled connections never
     hold many of a receiver's `max_incoming` slots."""
 
-    def __init__(self, auth: PeerAuth, max_idle: int = 8, idle_s: float = 20.0) -> None:
+    def __init__(self, auth: PeerAuth, max_idle: int = 8, idle_s: float = 90.0) -> None:
         self._auth, self.max_idle, self.idle_s = auth, max_idle, idle_s
         self._idle: dict[str, collections.deque[tuple[float, Connection]]] = {}
         self._lock = threading.Lock()

@@ -18,7 +18,7 @@ from dwcp.manager.incoming import Receiver
 from dwcp.manager.keys import site_auth
 from dwcp.manager.links import LinkTable, probe
 from dwcp.manager.metrics import ManagerMetrics
-from dwcp.manager.peers import PeerServer, dial, sites
+from dwcp.manager.peers import PeerServer, sites
 from dwcp.manager.routing import ABSENT, CLUSTERS, Router, RoutingLog
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
@@ -138,12 +138,17 @@ class ManagerSite:
             delay = self.settings.probe_interval_s
 
     def probe(self, peer: str) -> None:
+        # Through the session pool: the probe's connection stays for the next transfer, so with probes every
+        # probe_interval_s (inside the pool's idle limit) a transfer finds a warm authenticated session.
+        sessions, site = self.transfers.sessions, self.peers[peer]
         try:
-            conn = dial(self.peers[peer], self.auth, timeout=5.0)
+            conn = sessions.take(site, timeout=5.0)
             try:
                 rtt, bandwidth = probe(conn, self.settings.probe_bytes)
-            finally:
+            except BaseException:
                 conn.close()
+                raise
+            sessions.give(site, conn)
         except (WireError, OSError) as exc:
             self.links.record_error(peer, f"{type(exc).__name__}: {exc}")
             return

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -108,3 +111,17 @@ def mixed(size: int, seed: int = 1) -> bytes:
     text = (b"2026-12-04T19:00:00 INFO request served in 3 ms path=/v1/objects/x status=200\n" * (size // 70 + 1))
     return (text[: size - len(rnd)] + rnd)[:size]
 
+
+
+def stall_selector(site: Site) -> threading.Event:
+    """Point `site` at a selector that answers zstd-19 only once the returned event is set (or after 20 s)."""
+    released = threading.Event()
+
+    def stalled(request: httpx.Request) -> httpx.Response:
+        released.wait(20)
+        items = json.loads(request.content)["items"]
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 19}] * len(items)})
+
+    chooser = site.site.chooser
+    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(stalled))
+    return released

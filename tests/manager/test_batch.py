@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.manager.conftest import CHUNK, mixed, sha
+from tests.manager.conftest import CHUNK, mixed, sha, stall_selector
 
 pytestmark = pytest.mark.network
 
@@ -72,22 +72,9 @@ def test_batch_bodies_are_checked_and_an_unknown_key_is_named(make_sites):
 
 
 def test_a_batch_goes_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
-    import json
-    import threading
-
-    import httpx
-
     a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
     a.site.probe("manager-1")  # a measured link: the batch waits a tenth of its wire time, not the timeout
-    released = threading.Event()
-
-    def stalled(request: httpx.Request) -> httpx.Response:
-        released.wait(20)
-        items = json.loads(request.content)["items"]
-        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 19}] * len(items)})
-
-    chooser = a.site.chooser
-    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(stalled))
+    released = stall_selector(a)
     bodies = {f"k{i}": mixed(3000 + i, seed=i) for i in range(10)}
     for key, body in bodies.items():
         a.put(key, body)

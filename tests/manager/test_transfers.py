@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
-from tests.manager.conftest import CHUNK, mixed, sha
+from tests.manager.conftest import CHUNK, mixed, sha, stall_selector
 
 pytestmark = pytest.mark.network
 
@@ -108,21 +107,9 @@ def test_transfer_completes_on_the_local_rule_while_the_selector_is_down(make_si
 
 
 def test_chunks_go_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
-    import threading
-
-    import httpx
-
     a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
     a.site.probe("manager-1")  # a measured link: a chunk waits a tenth of its wire time, not the timeout
-    released = threading.Event()
-
-    def stalled(request: httpx.Request) -> httpx.Response:
-        released.wait(20)
-        items = json.loads(request.content)["items"]
-        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 19}] * len(items)})
-
-    chooser = a.site.chooser
-    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(stalled))
+    released = stall_selector(a)
     body = mixed(4 * CHUNK)
     a.put("k", body)
     try:

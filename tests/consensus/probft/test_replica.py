@@ -334,13 +334,13 @@ def test_a_second_signed_header_for_a_reproposed_height_is_equivocation_evidence
     assert (0, 1, 1) in core.poisoned
 
 
-def test_probft_nodes_default_to_half_second_request_and_quarter_second_new_view_timeouts() -> None:
+def test_probft_nodes_default_to_half_second_request_and_035_second_new_view_timeouts() -> None:
     """ProBFT's own defaults (node settings and the core's, which the simulator uses); PBFT keeps 1 s / 1 s,
     and `new_view_timeout_ms: null` falls back to the progress timeout."""
     def timeouts(cfg: Any) -> tuple[float, float]:
         return cfg.request_timeout, cfg.view_change_timeout
 
-    assert timeouts(core_config("probft", ConsensusSettings())) == timeouts(Config()) == (0.5, 0.25)
+    assert timeouts(core_config("probft", ConsensusSettings())) == timeouts(Config()) == (0.5, 0.35)
     assert timeouts(core_config("pbft", ConsensusSettings())) == (1.0, 1.0)
     assert timeouts(core_config("probft", ConsensusSettings(view_change_timeout_ms=800,
                                                             new_view_timeout_ms=None))) == (0.8, 0.8)

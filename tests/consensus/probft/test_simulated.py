@@ -50,7 +50,7 @@ def test_twins_equivocating_under_one_key_are_caught_by_header_evidence_without_
 
 def test_a_silent_first_primary_at_n7_over_a_wan_is_replaced_within_the_seeds_one_second() -> None:
     """Issue 11's p99 < 1 s at n = 7 with 2 Byzantine nodes, in its worst common case: the view-0 primary and
-    one more node silent, WAN 4 regions. At the defaults (0.5 s request, 0.25 s NEW-VIEW timeouts) one view
+    one more node silent, WAN 4 regions. At the defaults (0.5 s request, 0.35 s NEW-VIEW timeouts) one view
     change replaces the primary and the pooled p99 stays under 1 s; PBFT's 1 s timeouts gave 1.27-1.39 s."""
     hist: Counter[int] = Counter()
     for seed in range(10):

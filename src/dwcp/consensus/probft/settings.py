@@ -12,10 +12,10 @@ from dwcp.consensus.probft.replica import Config
 
 class Settings(PbftSettings):
     # Shorter than PBFT's 1 s: issue 11's finalization p99 < 1 s at n = 7 with 2 Byzantine nodes over a WAN
-    # needs a faulty first primary replaced within about half a second (docs/probft.md, "p99").
+    # needs a faulty first primary replaced within about half a second (docs/probft.md, "Session 3").
     view_change_timeout_ms: float = Field(500.0, gt=0, description="Progress timeout before a view change.")
     new_view_timeout_ms: float | None = Field(
-        250.0, gt=0, description="Wait for the new primary's NEW-VIEW after a view change (doubles per failed one, "
+        350.0, gt=0, description="Wait for the new primary's NEW-VIEW after a view change (doubles per failed one, "
         "up to 4x); None: view_change_timeout_ms.")
     sample_factor: float = Field(0.0, ge=0, le=100, description="o: each prepare and commit goes to "
                                  "ceil(o * sqrt(n)) VRF-drawn peers; 0: the default (docs/probft.md).")

@@ -222,3 +222,21 @@ def test_a_held_object_too_large_to_land_in_the_index_is_published_as_an_fsynced
     assert restarted.blob_path(sha_large).read_bytes() == large
     assert restarted.blob_path(sha_small).read_bytes() == small
     restarted.close()
+
+
+def test_a_landed_blob_file_lost_before_its_checkpoint_is_written_again_and_close_does_not_raise(
+        tmp_path, monkeypatch):
+    import dwcp.manager.store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 3600)  # only close() checkpoints here
+    store = ObjectStore(tmp_path / "objects")
+    lost, cut = (os.urandom(store_module.SMALL_BLOB_BYTES + 1) for _ in range(2))  # landed until the checkpoint
+    store.publish_held([("lost", lost, hashlib.sha256(lost).hexdigest()),
+                        ("cut", cut, hashlib.sha256(cut).hexdigest())])
+    store.blob_path(hashlib.sha256(lost).hexdigest()).unlink()
+    store.blob_path(hashlib.sha256(cut).hexdigest()).write_bytes(cut[:100])
+    store.close()  # raised FileNotFoundError from the fsync of the lost file
+    assert store.blob_path(hashlib.sha256(lost).hexdigest()).read_bytes() == lost
+    assert store.blob_path(hashlib.sha256(cut).hexdigest()).read_bytes() == cut
+    db = sqlite3.connect(tmp_path / "objects" / "index.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM landing").fetchone() == (0,)

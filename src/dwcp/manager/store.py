@@ -141,6 +141,13 @@ class Ingest:
             self.path.unlink(missing_ok=True)
 
 
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
 class ObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -250,8 +257,7 @@ class ObjectStore:
                                      (SMALL_BLOB_BYTES,)).fetchall()
         rewritten = 0
         for sha256, size in small:
-            path = self.blob_path(sha256)
-            if path.is_file() and path.stat().st_size == size:
+            if _has_size(self.blob_path(sha256), size):
                 continue
             with self._lock:
                 (data,) = self._db.execute("SELECT data FROM landing WHERE sha256 = ?", (sha256,)).fetchone()
@@ -267,15 +273,18 @@ class ObjectStore:
         """Make the larger landed blobs durable as files (`rewrite`: from their landing bytes first), then drop
         their rows. Small blobs' rows stay: they are the durable copy."""
         with self._lock:
-            landed = [r[0] for r in self._db.execute("SELECT sha256 FROM landing WHERE length(data) > ?",
-                                                     (SMALL_BLOB_BYTES,))]
-        if not landed:
+            rows = self._db.execute("SELECT sha256, length(data) FROM landing WHERE length(data) > ?",
+                                    (SMALL_BLOB_BYTES,)).fetchall()
+        if not rows:
             return
-        if rewrite:
-            for sha256 in landed:
-                with self._lock:
-                    (data,) = self._db.execute("SELECT data FROM landing WHERE sha256 = ?", (sha256,)).fetchone()
-                self._write_blob(sha256, data)
+        landed = [sha256 for sha256, _ in rows]
+        # A file lost before its fsync (removed or truncated under us) is written again from its row, so the
+        # checkpoint neither raises out of close() nor drops the only copy of an acknowledged object.
+        damaged = landed if rewrite else [h for h, size in rows if not _has_size(self.blob_path(h), size)]
+        for sha256 in damaged:
+            with self._lock:
+                (data,) = self._db.execute("SELECT data FROM landing WHERE sha256 = ?", (sha256,)).fetchone()
+            self._write_blob(sha256, data)
         paths = [self.blob_path(h) for h in landed]
         with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(paths))) as pool:
             list(pool.map(fsync_path, paths))

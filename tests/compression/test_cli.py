@@ -92,4 +92,10 @@ def test_label_large_resumes_and_shares_sets_and_train_large_scores_and_writes_t
     assert model.large is not None and model.large.above == 11.0
     assert model.training["large_chunks"]["payloads"] == 8 + sum(
         len(d) > 2048 for _, d in large.SETS["train-real"][0]())
+    speeds_only = tmp_path / "speeds.npz"
+    r = runner.invoke(app, ["train-large", "--labels", str(labels), "--outputs", "log_vc_rel",
+                            "--out", str(speeds_only)])
+    assert r.exit_code == 0, r.output
+    w, k = Model.load(speeds_only).large.weights, len(model.options)
+    assert not w[:, :k].any() and not w[:, 2 * k:].any()  # ratios and decompress speeds keep the base's answer
     assert runner.invoke(app, ["label-large", "--labels", str(labels), "nonsense"]).exit_code != 0

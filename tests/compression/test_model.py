@@ -253,6 +253,17 @@ def test_selector_is_near_best_at_1_gib_nearly_as_often_as_at_64_kib(host_calibr
     assert np.mean(near[1 << 30]) >= np.mean(near[65536]) - 0.05, {k: np.mean(v) for k, v in near.items()}
 
 
+def _shipped_mlp() -> Model:
+    """The shipped artifact's MLP alone (without a large-chunk part), read up to the chunk it was trained on."""
+    import dataclasses
+
+    model = Model.load(DEFAULT_MODEL)
+    if model.large is None:
+        return model
+    return dataclasses.replace(model, large=None, version="",
+                               training={**model.training, "max_chunk_bytes": round(2 ** model.large.above)})
+
+
 def _with_large_part(base: Model, calibration, offset: np.ndarray, above: int = 512 << 10) -> tuple[Model, Dataset]:
     """`base` given a large-chunk part fitted on chunks of 600 KiB-1 MiB whose measured properties are `base`'s
     prediction at `above` times e^offset (per output), and the dataset it was fitted on."""
@@ -277,7 +288,7 @@ def test_a_large_chunk_part_leaves_small_chunks_bit_for_bit_and_learns_the_large
     """Issue 16's large-chunk rule: an artifact with a large-chunk part answers every chunk up to 512 KiB exactly
     as the shipped model does (the selector's properties, not just its picks), in batches mixing both kinds and
     alone, after a save and load; chunks above get the fitted correction (here: zstd-19 e^-0.5 slower)."""
-    base = Model.load(DEFAULT_MODEL)
+    base = _shipped_mlp()
     k = len(base.options)
     offset = np.zeros(3 * k)
     offset[k + base.options.index("zstd-19")] = -0.5
@@ -308,7 +319,7 @@ def test_a_large_chunk_part_leaves_small_chunks_bit_for_bit_and_learns_the_large
 def test_an_artifact_whose_large_chunk_part_runs_off_fails_the_physical_bounds(calibration, tmp_path: Path):
     """The physical-bounds round trip reaches the large-chunk part too: a correction pushing zstd-9 e^5 faster
     on large chunks is caught on large-chunk rows only."""
-    base = Model.load(DEFAULT_MODEL)
+    base = _shipped_mlp()
     k = len(base.options)
     offset = np.zeros(3 * k)
     offset[k + base.options.index("zstd-9")] = 5.0
@@ -324,7 +335,7 @@ def test_an_artifact_whose_large_chunk_part_runs_off_fails_the_physical_bounds(c
 
 
 def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
-    base = Model.load(DEFAULT_MODEL)
+    base = _shipped_mlp()
     composed, _ = _with_large_part(base, calibration, np.zeros(3 * len(base.options)))
     composed.save(tmp_path / "ok.npz")
     with np.load(tmp_path / "ok.npz") as z:
@@ -333,3 +344,17 @@ def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibratio
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="large-chunk"):
         Model.load(tmp_path / "bad.npz")
+
+
+def test_the_shipped_artifact_answers_chunks_up_to_512_kib_as_mlp_bc45da71d8_did(calibration):
+    """Issue 16's rule for the large-chunk artifact: small buckets cannot regress. Its MLP is mlp-bc45da71d8's
+    (same weights: same fingerprint), and every chunk up to 512 KiB gets that MLP's answer bit for bit."""
+    shipped, mlp = Model.load(DEFAULT_MODEL), _shipped_mlp()
+    assert mlp.fingerprint() == "bc45da71d8"
+    old, new = Selector(mlp, calibration), Selector(shipped, calibration)
+    rng = np.random.default_rng(12)
+    samples = [make_sample(corpus.FAMILIES[f](rng, 200_000)) for f in corpus.FAMILIES]
+    reqs = [Request(s, 64 << 30, Link(20.0, 40.0), c) for s in samples for c in (4096, 65536, 512 << 10)]
+    x = new.features(reqs)
+    for a, b in zip(old.properties(x), new.properties(x), strict=True):
+        assert np.array_equal(a, b)

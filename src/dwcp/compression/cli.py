@@ -255,9 +255,15 @@ def train_large(
     labels: Path = LabelsOpt,
     base: Path | None = typer.Option(None, help="The small-chunk artifact; default: the shipped one."),
     ridge: str = typer.Option("0.01,0.1,1,10,1000", help="Ridge penalties to choose from by cross-validation."),
+    outputs: str = typer.Option("log_ratio,log_vc_rel,log_vd_rel", help="Which kinds of output the part may "
+                                "correct (others keep the base's answer)."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
 ) -> None:
     """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
+    import math
+
+    import numpy as np
+
     from dwcp.compression import large
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
@@ -275,6 +281,8 @@ def train_large(
         best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc}; label more with `dwcp compression label-large`") from None
+    kinds = tuple(outputs.split(","))
+    best = np.where([name.split(":")[0] in kinds for name in small.outputs], best, math.inf)
     table = Table("ridge", *small.outputs, title="cross-validated mean squared log residual per output (inf: none)")
     for r, err in cv.items():
         table.add_row(f"{r:g}", *(f"{e:.3f}" for e in err))

@@ -2,8 +2,9 @@
 
 A 1 MiB chunk costs seconds of oracle time (brotli-11 and zstd-19 run at 1-5 MB/s), so these sets are
 labelled one payload per file in a directory: resumable after a stop, and shared by several workers (each
-claims a payload with an exclusive `.claim` file before labelling it). Payloads are taken in a stride order
-(every fourth first), so a set stopped early still spreads over its kinds and sizes. The directory's
+claims a payload with an exclusive `.claim` file before labelling it). Payloads are taken in a fixed random
+order, so a set stopped early still spreads over its kinds and sizes (every fourth payload of a set whose
+families come round-robin in twelves hit only three of them). The directory's
 `calibration.json` is the calibration its labels are relative to.
 
 Sets (payloads regenerated deterministically from their seeds; only chunks above `SPLIT_BYTES` are labelled):
@@ -58,8 +59,8 @@ def _jobs(name: str) -> Iterator[tuple[int, tuple[str, bytes], bool]]:
     make, augment = SETS[name]
     payloads = make()
     above = [i for i, (_, data) in enumerate(payloads) if len(data) > SPLIT_BYTES]
-    for i in [j for start in range(4) for j in above[start::4]]:
-        yield i, payloads[i], augment
+    for j in np.random.default_rng(0).permutation(len(above)):
+        yield above[j], payloads[above[j]], augment
 
 
 def _claim(path: Path) -> bool:

@@ -188,28 +188,31 @@ def test_health_stays_fast_while_a_cluster_stalls_every_call(make_sites):
     import socket
     import threading
 
-    # A node that accepts connections and never answers: each routed call waits for the full timeout.
+    # A node that accepts connections and never answers: the routed call waits until the black hole closes.
     black_hole = socket.socket()
     black_hole.bind(("127.0.0.1", 0))
     black_hole.listen(64)
     port = black_hole.getsockname()[1]
     entry = {"tpbft": {"instances": [{"host": "127.0.0.1", "port": port, "ports": {"consensus": free_port()}}]}}
-    site = make_sites(1, extra=entry, settings={"request_timeout_s": 3.0})[0]
+    site = make_sites(1, extra=entry, settings={"request_timeout_s": 60.0})[0]
     results = []
     stalled = threading.Thread(target=lambda: results.append(
         site.client.post("/v1/transactions", json=tx(b"stuck", key="stuck"))))
     stalled.start()
     time.sleep(0.3)
+    # Every /health answers while the routed call is still stuck (its timeout is 60 s): behaviour, not wall
+    # clock, so CPU starvation on a loaded CI machine cannot fail it; the timings are kept for the message.
     durations = []
     for _ in range(50):
         t0 = time.perf_counter()
         assert site.client.get("/health").status_code == 200
         durations.append(time.perf_counter() - t0)
-    stalled.join()
-    black_hole.close()
+        assert stalled.is_alive() and not results, f"the stalled call ended before /health #{len(durations)}"
+    black_hole.close()  # resets the queued connection: the routed call fails now instead of after 60 s
+    stalled.join(30)
+    assert not stalled.is_alive()
     assert results[0].status_code == 503 and results[0].json()["error"]["field"] == "cluster"
-    durations.sort()
-    assert durations[int(0.99 * len(durations)) - 1] < 0.1, durations[-5:]  # vs a 3 s stall
+    assert max(durations) < 30.0, sorted(durations)[-5:]  # vs a 60 s stall: no /health waited on it
 
 
 @pytest.mark.e2e

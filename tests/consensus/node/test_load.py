@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -27,13 +28,24 @@ async def test_drive_submits_at_about_the_rate_and_stops(tmp_path: Path) -> None
     app = build_app(ctx)
     stats, stop = LoadStats(), asyncio.Event()
     token = bearer_header(client_token(ctx.token_file))
+    rate, wanted = 100.0, 30
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), headers=token) as client:
-        task = asyncio.create_task(drive(["http://node-a", "http://node-b"], client, stop, rate=100.0, stats=stats))
-        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        task = asyncio.create_task(drive(["http://node-a", "http://node-b"], client, stop, rate=rate, stats=stats))
+        deadline = started + 30  # liveness only: unloaded, 30 submissions take 0.3 s
+        while stats.submitted < wanted and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
         stop.set()
         await asyncio.wait_for(task, 5)
+        stopped_at = stats.submitted
+        await asyncio.sleep(0.05)
     app.state.driver.store.close()
-    assert 20 <= stats.submitted <= 80
+    assert stats.submitted >= wanted, f"{stats.submitted} submissions in {elapsed:.1f} s"
+    # Tick k is due at start + k/rate and never sent early, so no machine load can push the count above
+    # this (a starved loop only falls behind); a driver that ignored the rate would burst far past it.
+    assert stats.submitted <= int(rate * elapsed) + 1, (stats.submitted, elapsed)
+    assert stats.submitted == stopped_at  # stopped: nothing is sent after stop is set
     assert stats.accepted == stats.submitted - stats.failed and stats.rejected == 0
     assert app.state.driver.status()["pending"] == stats.accepted
 

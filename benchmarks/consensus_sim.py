@@ -35,10 +35,10 @@ stay in T-PBFT's measurement epoch). Seeds run with 0 violations over this and t
 since the lazy-verification changes: 5,305 + 1,244 WAN and 400 LAN per core; the 10,000 are still not reached
 in one sitting on this machine.
 
-Measured 2026-12-05 01:53-02:22 UTC on main 7835380 (issue 12 session 3; docs/tpbft.md "Campaign on the code
+Measured 2026-12-05 01:53-02:35 UTC on main 7835380 (issue 12 session 3; docs/tpbft.md "Campaign on the code
 of 2026-12-05"), `--runs 100 --lan-runs 0 --workers 1 --seed S --epoch-length 16 --duration 8` per chunk of
-100 seeds at nice 10, load ~17-24: 2,400 WAN seeds x 2 cores, 0 runs with violations; pooled messages per
-block 185.6 / 153.0 (same-run median 0.823), view changes 895 / 900, p50 same-run median 1.056; ~0.36 CPU-s
+100 seeds at nice 10, load ~17-24: 4,100 WAN seeds x 2 cores, 0 runs with violations; pooled messages per
+block 185.8 / 153.2 (same-run median 0.823), view changes 1539 / 1550, p50 same-run median 1.056; ~0.36 CPU-s
 per seed for both cores (8 s runs). Earlier that night on a53daed: 1,100 seeds, 0 violations.
 
 Measured 2026-11-25 22:21-22:38 UTC (commit 9649db2: client txs forwarded to the primary, request timeout in

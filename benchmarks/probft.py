@@ -26,6 +26,11 @@ what the targets get: docs/probft.md, "Measured".
 Measured 2026-12-04 23:00-23:52 UTC on the landed code (1a0a2d0), seed-range chunks pooled with --merge:
 n = 7 with --timeout 0.5: 9 000 runs, 0 violations, p99 ProBFT 1.010 s / PBFT 1.062 s; n = 31: 700 runs,
 0 violations, messages/block 74% of PBFT's; n = 100: 40 runs, 0 violations, 64%.
+
+Session 3 (2026-12-05 00:47-02:40 UTC), pooled in docs/probft.md "Campaigns, session 3": n = 7 10,000 runs at
+0.5 / 0.5 s on 1a0a2d0 (p99 ProBFT 1.000 s / PBFT 1.051 s) and 10,000 with the primary rule at 0.5 / 0.25 s
+(1.051 / 1.094 s) and 10,000 at the final 0.5 / 0.35 s (0.961 / 1.000 s); n = 31 800 and n = 100 50 runs on
+1a0a2d0; 0 violations everywhere.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper-o", type=float, default=0.0, help="also run ProBFT with this sample factor")
     ap.add_argument("--timeout", type=float, default=0.0,
                     help="request timeout (s) for every protocol, and NEW-VIEW wait unless --new-view-timeout "
-                         "(default: each core's: PBFT 1.0 / 1.0, ProBFT 0.5 / 0.25)")
+                         "(default: each core's: PBFT 1.0 / 1.0, ProBFT 0.5 / 0.35)")
     ap.add_argument("--new-view-timeout", type=float, default=0.0,
                     help="wait (s) for the new primary's NEW-VIEW after a view change (with --timeout)")
     ap.add_argument("--vrf", action="store_true", help="measure ECVRF prove/verify vs Ed25519 verify")

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dwcp.consensus.bullshark.worker import TX_LEN, batch_digest, scan
@@ -63,35 +64,55 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def loopback_tcp(total: int) -> dict:
-    """Plain TCP between two processes: sender and receiver CPU per byte."""
+def _receive_all(conn, total: int) -> bool:
+    """Read `total` bytes into one preallocated buffer (socket or SSLSocket): True when all arrived."""
+    buf, got = memoryview(bytearray(CHUNK)), 0
+    while got < total:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        got += n
+    return got >= total
+
+
+def _pair(total: int, receive: Callable[[socket.socket], object], send: Callable[[int], float]) -> dict:
+    """A receiver process (`receive(listening socket)`, falsy or raising = failed) and this process sending
+    (`send(port)` -> its CPU seconds): CPU per byte of each end, from rusage, and the wall rate."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     pid = os.fork()
     if pid == 0:
-        conn, _ = server.accept()
-        buf = memoryview(bytearray(CHUNK))
-        got = 0
-        while got < total:
-            n = conn.recv_into(buf)
-            if not n:
-                break
-            got += n
-        os._exit(0 if got == total else 1)
+        try:
+            ok = receive(server) is not False
+        except BaseException:  # noqa: BLE001 - the child reports failure by its exit status
+            ok = False
+        os._exit(0 if ok else 1)
     server.close()
-    block = os.urandom(BATCH)
-    sock = socket.create_connection(("127.0.0.1", port))
-    started, wall = _cpu(), time.perf_counter()
-    sent = 0
-    while sent < total:
-        sock.sendall(block)
-        sent += len(block)
-    sock.close()
-    send_cpu = _cpu() - started
+    wall = time.perf_counter()
+    send_cpu = send(port)
     recv_cpu = _child_cpu(pid)
     wall = time.perf_counter() - wall
     return {"bytes": total, "send_ns_per_byte": 1e9 * send_cpu / total, "recv_ns_per_byte": 1e9 * recv_cpu / total,
             "ns_per_byte": 1e9 * (send_cpu + recv_cpu) / total, "wall_mb_per_s": total / wall / 1e6}
+
+
+def _send_all(sock, total: int) -> float:
+    """`sendall` 500 KB blocks until `total` bytes went; the CPU seconds it took. The caller closes `sock`
+    after the receiver is done: closing a TLS socket with the server's unread session tickets resets it."""
+    block = memoryview(os.urandom(BATCH))
+    started, sent = _cpu(), 0
+    while sent < total:
+        sock.sendall(block)
+        sent += len(block)
+    return _cpu() - started
+
+
+def loopback_tcp(total: int) -> dict:
+    """Plain TCP between two processes: sender and receiver CPU per byte."""
+    with contextlib.ExitStack() as open_socks:
+        return _pair(total, lambda server: _receive_all(server.accept()[0], total),
+                     lambda port: _send_all(open_socks.enter_context(socket.create_connection(("127.0.0.1", port))),
+                                            total))
 
 
 def _auths() -> tuple[PeerAuth, PeerAuth]:
@@ -196,58 +217,24 @@ def _run(coro_fn, use_uvloop: bool):
 def tls_link(total: int, use_uvloop: bool) -> dict:
     """A TLS 1.3 worker link between two processes through an asyncio transport (stdlib loop or uvloop)."""
     server_auth, client_auth = _auths()
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _run(lambda: _tls_receiver(server, server_auth, total), use_uvloop)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 - the child reports failure by its exit status
-            os._exit(1)
-    server.close()
-    wall = time.perf_counter()
-    send_cpu = _run(lambda: _tls_sender(port, client_auth, total), use_uvloop)
-    recv_cpu = _child_cpu(pid)
-    wall = time.perf_counter() - wall
-    return {"bytes": total, "send_ns_per_byte": 1e9 * send_cpu / total, "recv_ns_per_byte": 1e9 * recv_cpu / total,
-            "ns_per_byte": 1e9 * (send_cpu + recv_cpu) / total, "wall_mb_per_s": total / wall / 1e6}
+    return _pair(total, lambda server: _run(lambda: _tls_receiver(server, server_auth, total), use_uvloop),
+                 lambda port: _run(lambda: _tls_sender(port, client_auth, total), use_uvloop))
 
 
 def tls_blocking(total: int) -> dict:
     """A TLS 1.3 link between two processes over blocking `SSLSocket`s (`sendall` of 500 KB, `recv_into` a
     preallocated buffer): no event-loop transport, so no memory-BIO copies (what a link thread would cost)."""
     server_auth, client_auth = _auths()
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:
-        try:
-            conn, _ = server.accept()
-            tls = server_auth.server_context().wrap_socket(conn, server_side=True)
-            buf, got = memoryview(bytearray(CHUNK)), 0
-            while got < total:
-                n = tls.recv_into(buf)
-                if not n:
-                    break
-                got += n
-            os._exit(0 if got >= total else 1)
-        except BaseException:  # noqa: BLE001 - the child reports failure by its exit status
-            os._exit(1)
-    server.close()
-    wall = time.perf_counter()
-    tls = client_auth.client_context().wrap_socket(socket.create_connection(("127.0.0.1", port)))
-    block = memoryview(os.urandom(BATCH))
-    started, sent = _cpu(), 0
-    while sent < total:
-        tls.sendall(block)
-        sent += len(block)
-    send_cpu = _cpu() - started
-    recv_cpu = _child_cpu(pid)
-    tls.close()
-    wall = time.perf_counter() - wall
-    return {"bytes": total, "send_ns_per_byte": 1e9 * send_cpu / total, "recv_ns_per_byte": 1e9 * recv_cpu / total,
-            "ns_per_byte": 1e9 * (send_cpu + recv_cpu) / total, "wall_mb_per_s": total / wall / 1e6}
+
+    def receive(server: socket.socket) -> bool:
+        return _receive_all(server_auth.server_context().wrap_socket(server.accept()[0], server_side=True), total)
+
+    with contextlib.ExitStack() as open_socks:
+        def send(port: int) -> float:
+            conn = socket.create_connection(("127.0.0.1", port))
+            return _send_all(open_socks.enter_context(client_auth.client_context().wrap_socket(conn)), total)
+
+        return _pair(total, receive, send)
 
 
 def hashing(rounds: int) -> dict:

@@ -82,8 +82,14 @@ def test_two_hundred_unauthenticated_8mib_senders_cost_under_50mb_and_nothing_af
         time.sleep(1.5)  # failed handshakes are collected within a second (peerauth.PeerServer)
         after = _rss_bytes(pid)
         peak2, _ = asyncio.run(_attack(cluster.consensus_ports[0], pid))
-        time.sleep(1.5)
-        after2 = _rss_bytes(pid)
+        # Collected within a second on an idle machine; on a loaded 2-core CI runner the collection can lag,
+        # so give it up to 6 s to fall back (a leak never does).
+        settle = time.monotonic() + 6
+        while True:
+            time.sleep(1.5)
+            after2 = _rss_bytes(pid)
+            if after2 - after < 5 * 1024 * 1024 or time.monotonic() > settle:
+                break
         mb = 1024 * 1024
         print(f"RSS baseline {baseline / mb:.1f} MB; first attack peak +{(peak - baseline) / mb:.1f}, after "
               f"+{(after - baseline) / mb:.1f}; second peak +{(peak2 - baseline) / mb:.1f}, after "

@@ -77,6 +77,11 @@ def _dwcp(*args: str) -> list[str]:
     return [sys.executable, "-m", "dwcp", *args]
 
 
+def _inventory_args(opts: UpOptions) -> list[str]:
+    """The child's --inventory: the same file `up` read (absolute, children may run elsewhere), or none."""
+    return ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
+
+
 def plan_load(opts: UpOptions, run_dir: Path, service_keys: list[str]) -> list[ProcessSpec]:
     """One load generator process per service kind.
 
@@ -87,20 +92,18 @@ def plan_load(opts: UpOptions, run_dir: Path, service_keys: list[str]) -> list[P
     p50 212 ms, p90 1.3 s on a loaded 2-core VM; 28 / 92 ms with one process per kind) and HighLatency
     fired on five jobs. A process per kind is also a bulkhead for CPU, not only for connections.
     """
-    inv_args = ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
     return [
         ProcessSpec(name=f"loadgen-{key}", log_path=run_dir / "logs" / f"loadgen-{key}.log",
-                    argv=_dwcp("load", "--rate", str(opts.load_rate), *inv_args, "--service", key),
+                    argv=_dwcp("load", "--rate", str(opts.load_rate), *_inventory_args(opts), "--service", key),
                     env={RUN_DIR_ENV: str(run_dir)})  # where the services' token files are
         for key in service_keys
     ]
 
 
 def plan_services(inv: Inventory, opts: UpOptions, run_dir: Path) -> list[ProcessSpec]:
-    inv_args = ["--inventory", str(opts.inventory_path.resolve())] if opts.inventory_path else []
     return [
         ProcessSpec(
-            name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *inv_args),
+            name=f"{key}-{i}", argv=_dwcp("serve", key, "--instance", str(i), *_inventory_args(opts)),
             log_path=run_dir / "logs" / f"{key}-{i}.log", env={RUN_DIR_ENV: str(run_dir)},
             job=spec.job, target=inst.address, backoff_start=inv.supervisor.restart_backoff_s,
             backoff_max=inv.supervisor.restart_backoff_max_s,

@@ -124,7 +124,8 @@ def merge(paths: list[Path], console: Console) -> dict[str, Any]:
                     continue
                 t, acc = row["totals"], pooled.setdefault(size, {}).setdefault(p, {
                     "runs": 0, "runs_with_violations": 0, "violations": Counter(), "blocks": 0, "messages": 0.0,
-                    "bytes": 0.0, "view_changes": 0, "hist": Counter(), "seed_ranges": []})
+                    "bytes": 0.0, "view_changes": 0, "hist": Counter(), "seed_ranges": [], "by_type": Counter(),
+                    "driver": Counter(), "typed_blocks": 0})
                 acc["runs"] += t["runs"]
                 acc["runs_with_violations"] += t["runs_with_violations"]
                 acc["violations"].update(t["violations"])
@@ -133,6 +134,11 @@ def merge(paths: list[Path], console: Console) -> dict[str, Any]:
                 acc["bytes"] += t["bytes_per_block"] * t["committed_blocks"]
                 acc["view_changes"] += t["view_changes"]
                 acc["hist"].update({int(k): v for k, v in row.get("latency_hist", {}).items()})
+                if "messages_by_type_per_block" in t:  # chunks written before the split have none
+                    acc["typed_blocks"] += t["committed_blocks"]
+                    for key, into in (("messages_by_type_per_block", "by_type"),
+                                      ("driver_messages_per_block", "driver")):
+                        acc[into].update({k: v * t["committed_blocks"] for k, v in t[key].items()})
                 acc["seed_ranges"].append(row.get("seeds"))
     out: dict[str, Any] = {}
     for size, rows in sorted(pooled.items(), key=lambda kv: int(kv[0][1:])):
@@ -145,11 +151,25 @@ def merge(paths: list[Path], console: Console) -> dict[str, Any]:
                 "latency_p50_s": histogram_percentile(acc["hist"], 50) if acc["hist"] else None,
                 "latency_p99_s": histogram_percentile(acc["hist"], 99) if acc["hist"] else None,
                 "pooled_txs": sum(acc["hist"].values()), "seed_ranges": sorted(acc["seed_ranges"], key=str)}
+            if acc["typed_blocks"]:
+                typed = acc["typed_blocks"]
+                row["messages_by_type_per_block"] = {k: v / typed for k, v in acc["by_type"].most_common()}
+                row["driver_messages_per_block"] = {k: v / typed for k, v in acc["driver"].most_common()}
+                row["wire_messages_per_block"] = (sum(acc["by_type"].values()) + sum(acc["driver"].values())) / typed
             lat = "-" if row["latency_p99_s"] is None else f"{row['latency_p50_s']:.3f} / {row['latency_p99_s']:.3f} s"
             console.print(f"{size} {p}: {row['runs']} runs, {row['runs_with_violations']} with violations; "
                           f"messages/block {row['messages_per_block']:.0f}, bytes/block {row['bytes_per_block']:.0f}; "
                           f"latency p50 / p99 {lat} over {row['pooled_txs']} txs; {row['view_changes']} view changes")
+            if "wire_messages_per_block" in row:
+                console.print(f"  with the drivers' height gossip and fetches: "
+                              f"{row['wire_messages_per_block']:.0f}/block; "
+                              + breakdown(row["messages_by_type_per_block"] | row["driver_messages_per_block"]))
     return out
+
+
+def breakdown(per_block: dict[str, float]) -> str:
+    """'Ballot:prepare 5577, Status 589, ...' (messages per block by type, largest first)."""
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(per_block.items(), key=lambda kv: -kv[1]) if v >= 0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'-' if ratio is None else f'{ratio:.0%}'} (same runs, median); empirical safety {safe:.4f} over "
                 f"{t['runs']} runs (predicted forge risk/view {pred['forge_risk']:.1e}, liveness miss/phase "
                 f"{pred['liveness_miss']:.1e}); {campaign.wall_s:.0f} s wall, {summary['cpu_s']:.0f} CPU-s")
+        for p in protocols:
+            t = summary[p]["totals"]
+            console.print(f"{p} messages/block by type: "
+                          + breakdown(t["messages_by_type_per_block"] | t["driver_messages_per_block"]))
         for p, results in campaign.results.items():  # so chunks of a campaign can be pooled (--merge)
             summary[p]["latency_hist"] = dict(sum((Counter(r.latency_hist) for r in results), Counter()))
             summary[p]["seeds"] = [min((r.seed for r in results), default=None),

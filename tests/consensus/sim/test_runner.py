@@ -97,6 +97,18 @@ def test_result_row_is_json() -> None:
         assert key in row
 
 
+def test_a_run_splits_its_messages_by_type_and_counts_the_drivers_height_gossip_apart() -> None:
+    sim = Simulation(Scenario(protocol="probft", nodes=4, seed=0, duration=2.0, rate=10.0))
+    r = sim.run()
+    assert r.messages_by_type == {"Ballot:commit": 156, "Ballot:prepare": 156, "Proposal": 39, "Status": 24,
+                                  "TxBatch": 10}
+    assert sum(r.messages_by_type.values()) == r.messages == 385
+    # Each node gossips its height to its 3 peers every 0.5 s from 0.5·(1 + id/4) s: node 0 four times
+    # by 2.0 s, the others three times: 3·4 + 3·3·3 = 39 SyncStatus, not counted in `messages`.
+    assert r.driver_messages == {"BlockRequest": 1, "BlockResponse": 1, "SyncStatus": 39}
+    assert r.trace_hash.startswith("6cf956f3f8ad")  # counting changes nothing in the run
+
+
 @pytest.mark.parametrize(("text", "fault"), [
     ("1.5:crash:3", Crash(1.5, 3)), ("4:restart:3", Restart(4.0, 3)), ("2:heal", Heal(2.0)),
     ("0.5:partition:0,1|2,3", Partition(0.5, ((0, 1), (2, 3)))),

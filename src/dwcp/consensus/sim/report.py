@@ -73,6 +73,8 @@ class RunResult:
     scenario: dict[str, Any]
     violation_details: list[str] = field(default_factory=list)
     latency_hist: dict[int, int] = field(default_factory=dict, repr=False)
+    messages_by_type: dict[str, int] = field(default_factory=dict)  # `messages`, split by message type
+    driver_messages: dict[str, int] = field(default_factory=dict)  # height gossip and fetches, not in `messages`
 
     @property
     def ok(self) -> bool:
@@ -104,8 +106,16 @@ def summarize(sim: Simulation, wall_s: float) -> RunResult:
         lost=sim.lost, rejected=dict(sorted(sim.rejected.items())),
         tx_dropped=dict(sorted(sim.dropped.items())), trace_hash=sim.trace_hash, wall_s=wall_s,
         events=sim.clock.events_run, scenario=sc.describe(), violation_details=list(checker.violations.details),
-        latency_hist=dict(hist),
+        latency_hist=dict(hist), messages_by_type=dict(sorted(sim.sent_by_type.items())),
+        driver_messages=dict(sorted(sim.driver_sent.items())),
     )
+
+
+def _per_block(counts: Iterable[dict[str, int]], blocks: int) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return {k: v / blocks for k, v in sorted(total.items(), key=lambda kv: -kv[1])} if blocks else {}
 
 
 def totals(results: Iterable[RunResult]) -> dict[str, Any]:
@@ -131,6 +141,8 @@ def totals(results: Iterable[RunResult]) -> dict[str, Any]:
         "messages_per_block": sum(r.messages for r in results) / blocks if blocks else 0.0,
         "bytes_per_block": sum(r.bytes for r in results) / blocks if blocks else 0.0,
         "view_changes": sum(r.view_changes for r in results),
+        "messages_by_type_per_block": _per_block((r.messages_by_type for r in results), blocks),
+        "driver_messages_per_block": _per_block((r.driver_messages for r in results), blocks),
         "violations": dict(violations),
         "wall_s": sum(r.wall_s for r in results),
     }

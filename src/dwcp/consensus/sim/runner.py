@@ -117,6 +117,11 @@ class Simulation:
         self._trace: list[tuple[Any, ...]] = []
         self.messages = 0
         self.bytes = 0
+        # What the messages are (counted like `messages`, one per destination), and what the node's
+        # driver sends besides the cores' messages: its height gossip (`SyncStatus` to every reachable
+        # peer each `sync_interval`) and catch-up fetches. Only counted: no effect on a run.
+        self.sent_by_type: Counter[str] = Counter()
+        self.driver_sent: Counter[str] = Counter()
         self.lost = 0
         self.rejected: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -230,6 +235,7 @@ class Simulation:
             size = len(data) + FRAME_OVERHEAD
             dsts = [d for d in group if d != me]
             self.messages += len(dsts)
+            self.sent_by_type[message_label(message)] += len(dsts)
             self.bytes += size * len(dsts)
             start = now if self.cpu is None else self.cpu.run(me, PRIMARY, now, self.cpu.costs.send(len(data)))
             for dst, arrive in zip(dsts, self.net.transmit_all(start, me, dsts, size), strict=True):
@@ -349,6 +355,7 @@ class Simulation:
                     if peer.node_id != me and peer.up and self.net.connected(me, peer.node_id) and (
                             inst.scope is None or peer.node_id in inst.scope):
                         inst.planner.on_status(peer.node_id, len(peer.instances[0].log))
+                        self.driver_sent["SyncStatus"] += 1  # the peer's gossip that told us
                 self._request_missing(node, k)
         self.clock.after(self.scenario.sync_interval, self._sync_tick, node)
 
@@ -360,8 +367,10 @@ class Simulation:
         peer, request = plan
         server = self.nodes[peer]
         me = node.node_id
+        self.driver_sent["BlockRequest"] += 1
         if not (server.up and server.correct and self.net.connected(me, peer)):
             return  # lost, or a Byzantine peer that does not answer: the planner times it out
+        self.driver_sent["BlockResponse"] += 1
         # As a node's driver answers: at most sync_max_blocks, up to its own committed height.
         blocks = server.instances[0].log[request.start - 1:min(request.end, request.start + SYNC_MAX_BLOCKS - 1)]
         self.clock.after(2 * self.net.one_way(me, peer), self._fetched, node, k, node.incarnation, peer, blocks)
@@ -406,6 +415,12 @@ class Simulation:
                         self._feed(node, k, Restored(height=height, block=block, certificate=cert))
                     self._feed(node, k, Started())
         self._trace.append((self.clock.now, repr(fault)))
+
+
+def message_label(message: Any) -> str:
+    """A message's type name, with the vote kind for votes and ballots (`Vote:prepare`, `Ballot:commit`)."""
+    kind = getattr(message, "kind", None)
+    return type(message).__name__ if not isinstance(kind, str) else f"{type(message).__name__}:{kind}"
 
 
 def simulate(scenario: Scenario, **kwargs: Any) -> RunResult:

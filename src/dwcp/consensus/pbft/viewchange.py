@@ -217,9 +217,9 @@ class ViewChangeMixin:
         if (epoch, view) > self.higher.get(sender, (-1, -1)):
             self.higher[sender] = (epoch, view)
         floor = self.vc_target if self.mode is Mode.VIEW_CHANGE else self.view
-        views = sorted(v for p, (e, v) in self.higher.items() if e == self.epoch and v > floor and p != self.node_id)
-        if len(views) >= self.committee.validity:
-            self.start_view_change(self.clock, views[0], outs)
+        views = [v for p, (e, v) in self.higher.items() if e == self.epoch and v > floor and p != self.node_id]
+        if len(views) >= self.committee.validity:  # one pass and a min, no sort: O(n) per call
+            self.start_view_change(self.clock, min(views), outs)
 
     # ---- view-change messages ----
     def _check_view_change(self, sender: int, vc: ViewChange) -> str | None:

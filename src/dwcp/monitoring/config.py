@@ -26,6 +26,7 @@ DASHBOARD_WINDOW = "$__rate_interval"
 HISTOGRAMS = frozenset({
     "dwcp_request_duration_seconds",
     "compression_selector_prediction_duration_seconds",
+    "compression_selector_prediction_cpu_seconds",
     "tpbft_consensus_latency_seconds",
     "probft_finalization_duration_seconds",
     "bullshark_round_duration_seconds",

@@ -51,7 +51,9 @@ def alerts(scope: Scope) -> list[Alert]:
                 severity="warning",
                 summary="Compression prediction P99 {{ $value | humanizeDuration }}",
                 description="The selector's 99th percentile prediction time over 5 minutes is "
-                            "{{ $value | humanizeDuration }}; the baseline is under 10ms.",
+                            "{{ $value | humanizeDuration }}; the baseline is under 10ms. Compare the p99 of "
+                            "compression_selector_prediction_cpu_seconds (the same span in CPU time): if that "
+                            "is far lower, the time is spent waiting for a CPU on a crowded host, not in the model.",
             ),
         ]
     if scope.has(ALLOCATOR):

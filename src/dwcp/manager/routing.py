@@ -15,7 +15,8 @@ choice is not available.
 
 Idempotency: a key is bound to the first payload submitted with it (sha256), in SQLite. A retry with the
 same key and payload returns the recorded transaction without submitting again (409 if the payload
-differs). A crash between submitting and recording is safe too: transaction ids are the payload's hash,
+differs). The record is durable before the answer (`routelog`: group commit). A crash between submitting
+and recording is safe too: transaction ids are the payload's hash,
 and a cluster refuses a second copy of a pending or committed id, which the router reads as success.
 """
 
@@ -24,11 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import sqlite3
 import ssl
-import threading
 import time
-from pathlib import Path
 
 import httpx
 
@@ -36,6 +34,7 @@ from dwcp.consensus.core.messages import tx_id
 from dwcp.manager.dependency import Dependency, Unavailable
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.routelog import RoutingLog
 
 CLUSTERS = ("tpbft", "probft", "bullshark")
 FALLBACK_ORDER = ("tpbft", "probft", "bullshark")
@@ -56,53 +55,6 @@ class Rejected(Exception):
     def __init__(self, status: int, body: dict) -> None:
         super().__init__(f"HTTP {status}")
         self.status, self.body = status, body
-
-
-class RoutingLog:
-    """Idempotency keys, transactions and allocations routed by this site (SQLite, thread-safe)."""
-
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(
-            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, payload_sha256 TEXT, tx TEXT, cluster TEXT);"
-            "CREATE TABLE IF NOT EXISTS transactions (tx TEXT PRIMARY KEY, cluster TEXT, created REAL);"
-            "CREATE TABLE IF NOT EXISTS allocations (id TEXT PRIMARY KEY, url TEXT, created REAL);")
-
-    def _one(self, sql: str, args: tuple):
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def _write(self, sql: str, args: tuple) -> None:
-        with self._lock:
-            self._db.execute(sql, args)
-
-    def idempotent(self, key: str) -> tuple[str, str, str] | None:
-        return self._one("SELECT payload_sha256, tx, cluster FROM idempotency WHERE key = ?", (key,))
-
-    def record_tx(self, key: str, payload_sha: str, tx: str, cluster: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?)", (key, payload_sha, tx, cluster))
-            self._db.execute("INSERT OR IGNORE INTO transactions VALUES (?, ?, ?)", (tx, cluster, time.time()))
-
-    def cluster_of(self, tx: str) -> str | None:
-        row = self._one("SELECT cluster FROM transactions WHERE tx = ?", (tx,))
-        return row[0] if row else None
-
-    def record_allocation(self, alloc_id: str, url: str) -> None:
-        self._write("INSERT OR REPLACE INTO allocations VALUES (?, ?, ?)", (alloc_id, url, time.time()))
-
-    def allocation_url(self, alloc_id: str) -> str | None:
-        row = self._one("SELECT url FROM allocations WHERE id = ?", (alloc_id,))
-        return row[0] if row else None
-
-    def forget_allocation(self, alloc_id: str) -> None:
-        self._write("DELETE FROM allocations WHERE id = ?", (alloc_id,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class Router:
@@ -185,7 +137,7 @@ class Router:
 
     async def _submit(self, payload: bytes, payload_sha: str, requested: str, idempotency_key: str,
                       trust_sensitive: bool) -> dict:
-        seen = await asyncio.to_thread(self.log.idempotent, idempotency_key)
+        seen = self.log.idempotent(idempotency_key)
         if seen is not None:
             if seen[0] != payload_sha:
                 raise IdempotencyConflict(f"idempotency_key {idempotency_key!r} was used with another payload")
@@ -215,12 +167,12 @@ class Router:
             raise Rejected(resp.status_code, _json(resp))
         # 409: the cluster already holds this payload (a retry after a crash, or the same bytes under
         # another key): the transaction exists once, which is what the caller wants.
-        await asyncio.to_thread(self.log.record_tx, idempotency_key, payload_sha, tid, cluster)
+        await self.log.record_tx(idempotency_key, payload_sha, tid, cluster)  # durable before the answer
         self.metrics.routed.labels(cluster, "accepted").inc()
         return {"id": tid, "cluster": cluster, "status": "pending", "replayed": False}
 
     async def transaction(self, tid: str) -> dict:
-        cluster = await asyncio.to_thread(self.log.cluster_of, tid)
+        cluster = self.log.cluster_of(tid)
         if cluster is None:
             raise UnknownId(tid)
         if cluster in self.unbuilt:
@@ -250,7 +202,7 @@ class Router:
         return resp.status_code, doc
 
     async def release(self, alloc_id: str) -> tuple[int, dict]:
-        url = await asyncio.to_thread(self.log.allocation_url, alloc_id)
+        url = self.log.allocation_url(alloc_id)
         if url is None:
             raise UnknownId(alloc_id)
         # Only the instance that placed it holds it: no failover to another allocator here.

@@ -19,7 +19,8 @@ from dwcp.manager.keys import site_auth
 from dwcp.manager.links import LinkTable, probe
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import PeerServer, sites
-from dwcp.manager.routing import ABSENT, CLUSTERS, Router, RoutingLog
+from dwcp.manager.routelog import RoutingLog
+from dwcp.manager.routing import ABSENT, CLUSTERS, Router
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore

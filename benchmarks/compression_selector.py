@@ -288,15 +288,18 @@ def post(port: int, path: str, body: dict, workdir: Path) -> dict:
         return json.load(r)
 
 
-def prediction_buckets(ports: list[int]) -> np.ndarray:
-    """Cumulative counts of compression_selector_prediction_duration_seconds, summed over the instances, with
-    their upper bounds: shape (2, buckets)."""
+WALL, CPU = "compression_selector_prediction_duration_seconds", "compression_selector_prediction_cpu_seconds"
+
+
+def prediction_buckets(ports: list[int], metric: str = WALL) -> np.ndarray:
+    """Cumulative counts of a prediction histogram (wall or CPU time), summed over the instances, with their
+    upper bounds: shape (2, buckets)."""
     total: dict[float, float] = {}
     for port in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
         for line in text.splitlines():
-            if line.startswith("compression_selector_prediction_duration_seconds_bucket"):
+            if line.startswith(f"{metric}_bucket"):
                 le = float(line.split('le="', 1)[1].split('"', 1)[0])
                 total[le] = total.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
     les = sorted(total)
@@ -322,21 +325,25 @@ def cpu_seconds(procs: list[subprocess.Popen]) -> float:
 
 
 class Phase:
-    """Snapshots of the services' prediction histogram and CPU time around one load phase."""
+    """Snapshots of the services' prediction histograms and CPU time around one load phase."""
 
     def __init__(self, ports: list[int], procs: list[subprocess.Popen]) -> None:
         self.ports, self.procs = ports, procs
-        self.buckets, self.cpu = prediction_buckets(ports), cpu_seconds(procs)
+        self.buckets, self.cpu_buckets = prediction_buckets(ports), prediction_buckets(ports, CPU)
+        self.cpu = cpu_seconds(procs)
 
     def end(self, requests: int) -> dict:
-        """Print the phase's service-side figures; return prediction p99 (seconds, interpolated) and CPU per
-        request (seconds: the services' user + system time over the phase, shadow thread included)."""
+        """Print the phase's service-side figures; return prediction p99 (seconds, interpolated), the same span's
+        CPU-time p99 (wall minus it: waiting for a CPU or the GIL) and CPU per request (seconds: the services'
+        user + system time over the phase, shadow thread included)."""
         bound, p99 = bucket_quantile(self.buckets, prediction_buckets(self.ports), 0.99)
+        _, cpu_p99 = bucket_quantile(self.cpu_buckets, prediction_buckets(self.ports, CPU), 0.99)
         cpu = cpu_seconds(self.procs) - self.cpu
         per_request = cpu / requests if requests else float("nan")
-        print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms), service CPU "
-              f"{per_request * 1e6:.0f} us/request (shadow thread included), load average {os.getloadavg()[0]:.2f}")
-        return {"prediction_p99_s": p99, "cpu_s_per_request": per_request}
+        print(f"   service-side prediction p99 {p99 * 1e3:.3f} ms (bucket <= {bound * 1e3:g} ms; its CPU time p99 "
+              f"{cpu_p99 * 1e3:.3f} ms), service CPU {per_request * 1e6:.0f} us/request (shadow thread included), "
+              f"load average {os.getloadavg()[0]:.2f}")
+        return {"prediction_p99_s": p99, "prediction_cpu_p99_s": cpu_p99, "cpu_s_per_request": per_request}
 
 
 def heldout(n_synthetic: int, n_real: int) -> list[tuple[str, bytes]]:

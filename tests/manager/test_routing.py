@@ -262,34 +262,3 @@ def test_allocations_fail_over_to_a_live_allocator_and_release_where_placed(make
         proc.terminate()
         proc.wait(30)
         log.close()
-
-
-def test_a_failover_after_a_timeout_finds_the_accepted_transaction_instead_of_resubmitting_it(make_sites):
-    """The first node accepts and then times out; the next one already holds the transaction (gossip): the
-    manager answers 202 from what that node knows and never POSTs a second copy (which earns a 409)."""
-    site = make_sites(1, extra=dead_cluster(2))[0]
-    spec = site.site.ctx.inventory.spec("tpbft").instances
-    first, second = (f"127.0.0.1:{inst.port}" for inst in spec)
-    payload = b"accepted, then the answer was lost"
-    tid = tx_id(payload).hex()
-    posts: list[str] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        node = f"{request.url.host}:{request.url.port}"
-        if request.method == "POST":
-            posts.append(node)
-            if node == first:
-                raise httpx.ReadTimeout("the node took the transaction but its answer never came")
-            return httpx.Response(409, json={"error": {"code": "duplicate", "message": "pending", "field": "payload"}})
-        if request.url.path == f"/v1/transactions/{tid}" and node == second:
-            return httpx.Response(200, json={"id": tid, "status": "pending", "height": None})
-        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no", "field": "tx_id"}})
-
-    site.site.router._client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    dep = site.site.router.clusters["tpbft"]
-    dep._next = [u.rsplit("/", 1)[-1] for u in dep.urls].index(first)  # the first node is asked first
-    resp = site.client.post("/v1/transactions", json=tx(payload, key="lost-answer"))
-    assert resp.status_code == 202 and resp.json()["id"] == tid, resp.text
-    assert posts == [first], posts  # no resubmission, so no 409 at the second node
-    again = site.client.post("/v1/transactions", json=tx(payload, key="lost-answer"))
-    assert again.status_code == 202 and again.json()["replayed"] is True

@@ -7,15 +7,14 @@ instance that failed is skipped for `cooldown` seconds. Only when every try fail
 count a failure, so one dead node of a healthy cluster does not open the cluster's breaker.
 
 A write that may have taken effect before its instance failed (a timeout after a node accepted a
-transaction) can pass `settled`: on each retry it is asked first, with the next instance's URL, and an
-answer it returns ends the call as that instance's answer, so the write is not sent twice.
+transaction) is sent again to the next instance; transaction submissions are safe to resend (a node
+answers `duplicate` for a transaction it holds: manager/submitter.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -54,10 +53,8 @@ class Dependency:
         return fresh + [u for u in ring if u not in fresh]
 
     async def call(self, client: httpx.AsyncClient, method: str, path: str, *, urls: list[str] | None = None,
-                   settled: Callable[[str], Awaitable[httpx.Response | None]] | None = None,
                    **kwargs) -> tuple[str, httpx.Response]:
-        """(instance URL, its answer below 500), or Unavailable after every try failed. `settled(url)`: on a
-        retry, an answer that makes resending needless (the module docstring)."""
+        """(instance URL, its answer below 500), or Unavailable after every try failed."""
         if not self.urls:
             raise Unavailable(self.name, "no instances in the inventory")
         try:
@@ -76,9 +73,7 @@ class Dependency:
                         break
                     await asyncio.sleep(backoff(attempt - 1, base=0.01, cap=0.2))
                 try:
-                    resp = await settled(url) if attempt and settled is not None else None
-                    if resp is None:
-                        resp = await client.request(method, f"{url}{path}", **kwargs)
+                    resp = await client.request(method, f"{url}{path}", **kwargs)
                 except httpx.HTTPError as exc:
                     last = f"{url}: {type(exc).__name__}"
                     self._failed_at[url] = time.monotonic()

@@ -35,6 +35,7 @@ from dwcp.manager.dependency import Dependency, Unavailable
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.routelog import RoutingLog
+from dwcp.manager.submitter import BatchSubmitter, Rejected, json_body
 
 CLUSTERS = ("tpbft", "probft", "bullshark")
 FALLBACK_ORDER = ("tpbft", "probft", "bullshark")
@@ -47,14 +48,6 @@ class IdempotencyConflict(Exception):
 
 class UnknownId(LookupError):
     """No transaction or allocation with this id was routed by this site."""
-
-
-class Rejected(Exception):
-    """The dependency refused the request as bad input; carries its status and error body."""
-
-    def __init__(self, status: int, body: dict) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status, self.body = status, body
 
 
 class Router:
@@ -70,6 +63,8 @@ class Router:
         self._client: httpx.AsyncClient | None = None
         self._recent: collections.deque[float] = collections.deque()
         self._key_locks: dict[str, asyncio.Lock] = {}
+        # Concurrent submissions to a cluster share one POST /v1/batches (manager/submitter.py).
+        self._submitters = {name: BatchSubmitter(dep, lambda: self.client) for name, dep in clusters.items()}
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
@@ -148,25 +143,16 @@ class Router:
         self._recent.append(time.monotonic())
         tid = tx_id(payload).hex()
 
-        async def settled(url: str) -> httpx.Response | None:
-            # A failover after a timeout: the node we left may have accepted the transaction and gossiped it.
-            # If this node knows it, the submission stands (its answer, 200, is the original result), and
-            # resubmitting would only earn a 409 from the cluster.
-            known = await self.client.get(f"{url}/v1/transactions/{tid}")
-            return known if known.status_code == 200 else None
-
         try:
-            _, resp = await self.clusters[cluster].call(
-                self.client, "POST", "/v1/transactions", content=payload,
-                headers={"content-type": "application/octet-stream"}, settled=settled)
+            await self._submitters[cluster].submit(payload)
         except Unavailable:
             self.metrics.routed.labels(cluster, "unavailable").inc()
             raise
-        if resp.status_code not in (200, 202, 409):
+        except Rejected:
             self.metrics.routed.labels(cluster, "rejected").inc()
-            raise Rejected(resp.status_code, _json(resp))
-        # 409: the cluster already holds this payload (a retry after a crash, or the same bytes under
-        # another key): the transaction exists once, which is what the caller wants.
+            raise
+        # Accepted includes "the cluster already holds this payload" (a retry after a crash, or the same bytes
+        # under another key): the transaction exists once, which is what the caller wants.
         await self.log.record_tx(idempotency_key, payload_sha, tid, cluster)  # durable before the answer
         self.metrics.routed.labels(cluster, "accepted").inc()
         return {"id": tid, "cluster": cluster, "status": "pending", "replayed": False}
@@ -192,7 +178,7 @@ class Router:
     # -- allocations -------------------------------------------------------------------------------
     async def allocate(self, body: dict) -> tuple[int, dict]:
         url, resp = await self.allocator.call(self.client, "POST", "/v1/allocations", json=body)
-        doc = _json(resp)
+        doc = json_body(resp)
         if resp.status_code == 201 and isinstance(doc.get("id"), str):
             await asyncio.to_thread(self.log.record_allocation, doc["id"], url)
             doc["allocator"] = url
@@ -209,12 +195,4 @@ class Router:
         _, resp = await self.allocator.call(self.client, "DELETE", f"/v1/allocations/{alloc_id}", urls=[url])
         if resp.status_code in (204, 404):
             await asyncio.to_thread(self.log.forget_allocation, alloc_id)
-        return resp.status_code, (_json(resp) if resp.content else {})
-
-
-def _json(resp: httpx.Response) -> dict:
-    try:
-        doc = resp.json()
-    except ValueError:
-        return {"error": {"code": "bad_gateway", "message": resp.text[:200], "field": None}}
-    return doc if isinstance(doc, dict) else {"value": doc}
+        return resp.status_code, (json_body(resp) if resp.content else {})

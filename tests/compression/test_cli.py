@@ -93,9 +93,11 @@ def test_label_large_resumes_and_shares_sets_and_train_large_scores_and_writes_t
     assert model.training["large_chunks"]["payloads"] == 8 + sum(
         len(d) > 2048 for _, d in large.SETS["train-real"][0]())
     speeds_only = tmp_path / "speeds.npz"
-    r = runner.invoke(app, ["train-large", "--labels", str(labels), "--outputs", "log_vc_rel",
+    r = runner.invoke(app, ["train-large", "--labels", str(labels), "--outputs", "log_vc_rel", "--links", "3",
                             "--out", str(speeds_only)])
     assert r.exit_code == 0, r.output
+    held_rows = len(large.load_set(labels, "heldout-real"))
+    assert f"over {3 * held_rows} requests" in r.output  # --links: requests per held-out chunk
     w, k = Model.load(speeds_only).large.weights, len(model.options)
     assert not w[:, :k].any() and not w[:, 2 * k:].any()  # ratios and decompress speeds keep the base's answer
     assert runner.invoke(app, ["label-large", "--labels", str(labels), "nonsense"]).exit_code != 0

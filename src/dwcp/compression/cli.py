@@ -257,6 +257,8 @@ def train_large(
     ridge: str = typer.Option("0.01,0.1,1,10,1000", help="Ridge penalties to choose from by cross-validation."),
     outputs: str = typer.Option("log_ratio,log_vc_rel,log_vd_rel", help="Which kinds of output the part may "
                                 "correct (others keep the base's answer)."),
+    links: int = typer.Option(20, min=1, help="Requests (random link and declared size) per held-out chunk. The "
+                              "verdict per family can hinge on one request in 20-60 at 20; more redraws less."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
 ) -> None:
     """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
@@ -296,7 +298,7 @@ def train_large(
             continue
         for title, m in ((f"{name} above 512 KiB, {small.version}", small), (f"{name} above 512 KiB, with the "
                                                                             "large-chunk part", model)):
-            _print_eval(f"{title} ({ds.payloads} payloads)", run_eval(m, cal, ds))
+            _print_eval(f"{title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links))
     if out is not None:
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

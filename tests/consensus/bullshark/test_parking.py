@@ -46,3 +46,18 @@ def test_after_gc_only_headers_waiting_for_certificates_are_handed_back() -> Non
 def test_a_header_must_wait_for_something() -> None:
     with pytest.raises(ValueError):
         Parked().park(1, header(1), [], links=True)
+
+
+def test_a_batch_is_asked_for_again_after_1_2_4_8_16_16_ticks_and_forgotten_once_nothing_waits_for_it() -> None:
+    from dwcp.consensus.bullshark.parking import BatchRequests
+
+    requests, d = BatchRequests(), b"d" * 32
+    asked = []
+    for tick in range(60):
+        if requests.due([d, d]):
+            asked.append(tick)
+        requests.next_tick({d})
+    assert asked == [0, 1, 3, 7, 15, 31, 47]
+    requests.next_tick(set())
+    assert len(requests) == 0
+    assert requests.due([d]) == (d,)  # wanted again later (a new header): asked at once

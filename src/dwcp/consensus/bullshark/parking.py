@@ -68,3 +68,40 @@ class Parked:
         del self._remaining[author]
         self._on_links.discard(author)
         return self.headers.pop(author)
+
+
+class BatchRequests:
+    """When to ask our worker again for a parked header's batches: on the header's arrival, then after
+    1, 2, 4, ... `MAX_WAIT` sync ticks (the primary's sync timer is the clock).
+
+    A withholding author's batches never arrive, and its uncertified header comes back on every sync tick
+    (it re-broadcasts it, naming more batches each round): asking for all of them on each arrival and each
+    tick was 2.0 M fetches at n = 100 with 33 Byzantine nodes, each one a request to peers that do not hold
+    the batch. Narwhal's worker, likewise, retries a missing batch only every `sync_retry_delay`.
+    """
+
+    MAX_WAIT = 16  # sync ticks (4 s at the default 0.25 s)
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self._due: dict[bytes, tuple[int, int]] = {}  # digest -> (tick it may be asked again, last wait)
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def due(self, digests: Iterable[bytes]) -> tuple[bytes, ...]:
+        """The `digests` to ask for now (each is then not due again for twice its last wait)."""
+        out = []
+        for digest in digests:
+            entry = self._due.get(digest)
+            if entry is None or self.tick >= entry[0]:
+                wait = 1 if entry is None else min(2 * entry[1], self.MAX_WAIT)
+                self._due[digest] = (self.tick + wait, wait)
+                out.append(digest)
+        return tuple(out)
+
+    def next_tick(self, still_wanted: set[bytes]) -> None:
+        """A sync tick: forget batches no parked header waits for any more (arrived, replaced, collected)."""
+        self.tick += 1
+        for digest in [d for d in self._due if d not in still_wanted]:
+            del self._due[digest]

@@ -39,10 +39,10 @@ from dwcp.consensus.bullshark.messages import (
     Link,
 )
 from dwcp.consensus.bullshark.ordering import Bullshark, CommittedSubDag
-from dwcp.consensus.bullshark.parking import Parked
+from dwcp.consensus.bullshark.parking import BatchRequests, Parked
 from dwcp.consensus.bullshark.progress import Progress
 from dwcp.consensus.bullshark.safety import KEY as SAFETY_KEY
-from dwcp.consensus.bullshark.safety import VoteGuard
+from dwcp.consensus.bullshark.safety import VOTE_PREFIX, VoteGuard
 from dwcp.consensus.bullshark.submissions import KEY as SUBMITTED_KEY
 from dwcp.consensus.bullshark.submissions import Submissions
 from dwcp.consensus.core.codec import encode, signing_bytes
@@ -107,6 +107,7 @@ class Primary(CommitPath):
         self.uncommitted_own: dict[int, tuple[commits.BatchRef, ...]] = {}  # our certified payloads by round
         self.unreferenced: dict[bytes, int] = {}  # delivered certificates nothing names yet -> round
         self.parked = Parked()  # peers' headers waiting for parents or batches
+        self.requests = BatchRequests()  # when to ask our worker again for their batches
         self.created_at: dict[bytes, float] = {}  # our certificates' creation times, for consensus latency
         self._stuck_at: int | None = None  # height waiting for attestations at the last sync tick
         self.inline = InlineWorker(config.inline_batch_txs, config.inline_batch_delay) if inline_batches else None
@@ -141,6 +142,8 @@ class Primary(CommitPath):
             if own is not None:  # re-collect votes for it (same digest: peers vote again)
                 self.round, self.header, self.certified = own.round, own, False
                 self.votes = {self.node_id: self.signer.sign(signing_bytes(self.node_id, encode(own.vote())))}
+        elif isinstance(inp, Recovered) and inp.key.startswith(VOTE_PREFIX):
+            self.guard.recover_vote(inp.key, inp.value)
         elif isinstance(inp, Recovered) and inp.key == SUBMITTED_KEY and self.inline is None:
             self.batcher.recover(inp.value)  # our batches sealed before a stop (submissions.py)
         elif isinstance(inp, Restored):
@@ -215,15 +218,18 @@ class Primary(CommitPath):
             absent = tuple(d for d in absent if d not in self.available)
         if absent:
             self.parked.park(sender, h, absent, links=False)
-            if self.inline is not None:
-                self.inline.fetch(absent, (sender,), out)
-            else:
-                out.append(ToLocal(message=FetchBatches(digests=absent, peer=sender)))
+            self._fetch(self.requests.due(absent), sender, out)
             return
         self.parked.drop(h.author)
         if self.guard.last.get(h.author) != (h.round, h.digest):
             out.append(self.guard.voted(h))
         out.append(Send(to=h.author, message=h.vote()))
+
+    def _fetch(self, digests: tuple[bytes, ...], peer: int, out: list[Output]) -> None:
+        if digests and self.inline is not None:
+            self.inline.fetch(digests, (peer,) if peer >= 0 else self.peers, out)
+        elif digests:
+            out.append(ToLocal(message=FetchBatches(digests=digests, peer=peer)))
 
     def _missing_links(self, h: Header) -> list[bytes]:
         strong = [] if h.round - 1 < self.dag.gc_round else [p for p in h.parents if not self.dag.has(p)]
@@ -320,12 +326,10 @@ class Primary(CommitPath):
                 self._on_header(sender, h, out)
 
     def _resync(self, out: list[Output]) -> None:
-        for _, h in list(self.parked.headers.values()):  # batches the author could not give us: ask everyone
-            absent = tuple(b.digest for b in h.payload if b.digest not in self.available)
-            if absent and self.inline is not None:
-                self.inline.fetch(absent, self.peers, out)
-            elif absent:
-                out.append(ToLocal(message=FetchBatches(digests=absent, peer=-1)))
+        absent = {b.digest for _, h in self.parked.headers.values() for b in h.payload
+                  if b.digest not in self.available}
+        self.requests.next_tick(absent)
+        self._fetch(self.requests.due(sorted(absent)), -1, out)  # batches the author did not give us: ask anyone
         wanted = tuple(self.dag.wanted())[: self.config.max_sync_certificates]
         if wanted and self.peers:
             self._sync_turn += 1

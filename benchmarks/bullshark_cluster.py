@@ -108,6 +108,35 @@ def scrape(url: str) -> str:
     return httpx.get(f"{url}/metrics", timeout=5).text
 
 
+def scrape_all(cluster: LocalCluster, n: int) -> list[str]:
+    out = []
+    for i in range(n):
+        try:
+            out.append(scrape(cluster.url(i)))
+        except httpx.HTTPError:  # a node that is down has no figures
+            out.append("")
+    return out
+
+
+WORKER_COUNTS = {"stored": "bullshark_worker_batches_stored_total", "sealed": "bullshark_batches_sealed_total",
+                 "skipped": "bullshark_worker_batches_skipped_total",
+                 "requested": "bullshark_worker_batch_requests_total",
+                 "served": "bullshark_worker_batches_served_total",
+                 "duplicates": "bullshark_worker_duplicate_batches_total"}
+
+
+def per_worker(before: tuple, after: tuple, window: float) -> dict[int, dict]:
+    """Each node's worker over the window: CPU cores and its batch counts (a lagging worker stands out:
+    fewer stored, more requested; its peers skip it and serve it)."""
+    cpu = spent(before[3], after[3])
+    out = {}
+    for i, (b, a) in enumerate(zip(before[6], after[6], strict=True)):
+        row = {"cores": round(cpu[i] / window, 3) if i in cpu else None}
+        row.update({k: round(metric(a, name) - metric(b, name)) for k, name in WORKER_COUNTS.items()})
+        out[i] = row
+    return out
+
+
 def worker_pids(node_pids: dict[int, int]) -> dict[int, int]:
     out = {}
     for i, pid in node_pids.items():
@@ -157,12 +186,12 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             runs = [asyncio.ensure_future(c.run(rate / args.nodes, total)) for c in clients]
             await asyncio.sleep(args.warmup)
             before = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
-                      time.process_time(), sum(c.sent for c in clients))
+                      time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes))
             profiles = [PhaseProfile(nodes[0], args.duration * 0.8), PhaseProfile(workers[0], args.duration * 0.8)] \
                 if profile and workers else []
             await asyncio.sleep(args.duration)
             after = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
-                     time.process_time(), sum(c.sent for c in clients))
+                     time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes))
             await asyncio.gather(*runs)
             shares = [await asyncio.to_thread(p.result) for p in profiles]
             return {"before": before, "after": after, "profiles": shares}
@@ -196,6 +225,7 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             "cpu_us_per_tx": {"primaries": round(1e6 * primary_cpu / txs, 2) if txs else None,
                               "workers": round(1e6 * worker_cpu / txs, 2) if txs else None},
             "acknowledged": sum(c.acked for c in clients), "sent": sum(c.sent for c in clients),
+            "per_worker": per_worker(b, a, window),
         }
         if got["profiles"]:
             result["profile_primary"], result["profile_worker"] = got["profiles"]
@@ -214,6 +244,10 @@ def report(r: dict) -> str:
         f"{NARWHAL_LOCAL['consensus_latency_s']} s, e2e {NARWHAL_LOCAL['e2e_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['e2e_latency_s']} s; seed: >300,000 tx/s",
     ]
+    for i, w in (r.get("per_worker") or {}).items():
+        lines.append(f"  worker {i}: {w['cores']} cores; batches sealed {w['sealed']}, stored {w['stored']}, "
+                     f"skipped {w['skipped']}, requested {w['requested']}, served {w['served']}, "
+                     f"duplicates {w['duplicates']}")
     for role in ("primary", "worker"):
         if r.get(f"profile_{role}"):
             lines.append(f"  where node 0's {role} CPU goes: {format_phases(r[f'profile_{role}'])}")

@@ -1,4 +1,5 @@
-"""The worker asks for a missing batch at most once per REQUEST_AGAIN_AFTER, however often its primary asks."""
+"""The worker asks one peer for a missing batch at most once per REQUEST_AGAIN_AFTER, however often its primary
+asks; a peer does not send a batch again that it already wrote on the requester's link."""
 
 from __future__ import annotations
 
@@ -7,22 +8,27 @@ from pathlib import Path
 import pytest
 
 from dwcp.consensus.bullshark.messages import FetchBatches, WorkerSetup
-from dwcp.consensus.bullshark.worker import REQUEST
+from dwcp.consensus.bullshark.worker import BATCH, REQUEST, Batch
 from dwcp.consensus.core.crypto import generate_private_key
 from dwcp.consensus.transport import dataplane
+from dwcp.consensus.transport.workerlinks import PeerLink
 from dwcp.runtime.peerauth import self_signed_certificate
 
 
-class Sent:
-    """A peer link that records the REQUEST frames written to it."""
+class Sent(PeerLink):
+    """A peer link that is up and records the REQUEST and BATCH frames written to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: int) -> None:
+        super().__init__(None, peer)  # type: ignore[arg-type]
         self.requests: list[bytes] = []
+        self.batches: list[bytes] = []
 
     def write(self, pieces: list, force: bool = False) -> bool:
         frame = b"".join(bytes(p) for p in pieces)
         if frame[5] == REQUEST:  # after the u32 length and the channel byte
             self.requests.append(frame[6:])
+        elif frame[5] == BATCH:
+            self.batches.append(frame[6:])
         return True
 
 
@@ -43,7 +49,7 @@ def plane(tmp_path: Path) -> dataplane.Dataplane:
         label="test/1", host="127.0.0.1", port=1, peers={i: ("127.0.0.1", 1) for i in (1, 2, 3)},
         data_dir=str(tmp_path), batch_size=500_000, max_batch_delay=0.1, max_tx=4096, max_inflight=16, quorum=3)
     plane = dataplane.Dataplane(setup, Link())  # type: ignore[arg-type]
-    plane.links = {i: Sent() for i in (1, 2, 3)}  # type: ignore[misc]
+    plane.links = {i: Sent(i) for i in (1, 2, 3)}  # type: ignore[misc]
     return plane
 
 
@@ -54,10 +60,35 @@ def test_a_batch_the_primary_asks_for_on_every_sync_tick_is_requested_once_per_i
     for _ in range(4):  # the primary's sync timer: every 0.25 s
         plane.on_local(FetchBatches(digests=(missing,), peer=-1))
         clock[0] += 0.25
-    assert [len(link.requests) for link in plane.links.values()] == [1, 1, 1]  # once, from every peer
+    asked = [len(link.requests) for link in plane.links.values()]
+    assert sorted(asked) == [0, 0, 1]  # once, from one peer
     plane.on_local(FetchBatches(digests=(missing,), peer=2))
-    assert [len(link.requests) for link in plane.links.values()] == [1, 2, 1]  # 1 s later: again, from the author
+    assert sum(len(link.requests) for link in plane.links.values()) == 2  # 1 s later: again, from the author
     assert plane.links[2].requests[-1] == missing
+
+
+def test_a_batch_of_no_named_author_is_asked_of_the_peers_in_turn(plane, monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(dataplane.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        plane.on_local(FetchBatches(digests=(b"m" * 32,), peer=-1))
+        clock[0] += dataplane.REQUEST_AGAIN_AFTER
+    assert [len(link.requests) for link in plane.links.values()] == [1, 1, 1]
+
+
+def test_a_batch_already_written_on_the_requesters_link_is_not_sent_again_until_the_link_is_new(plane) -> None:
+    data = b"\x00\x00\x00\x04abcd"
+    digest = dataplane.batch_digest(data)
+    plane.seal(Batch(digest, memoryview(data), 1), None)  # pushed to every peer
+    link = plane.links[2]
+    assert len(link.batches) == 1
+    plane.on_request(2, memoryview(digest))  # still queued behind a backlog: the peer asked anyway
+    assert len(link.batches) == 1
+    link.sent.clear()  # what PeerLink does when its connection is new: the old buffer may be lost
+    plane.on_request(2, memoryview(digest))
+    plane.on_request(2, memoryview(digest))
+    assert len(link.batches) == 2  # answered once
+    assert plane.totals["served"] == 1
 
 
 def test_a_batch_that_arrived_is_not_requested_again(plane, monkeypatch) -> None:
@@ -71,3 +102,28 @@ def test_a_batch_that_arrived_is_not_requested_again(plane, monkeypatch) -> None
     plane.on_local(FetchBatches(digests=(digest,), peer=1))
     assert len(plane.links[1].requests) == 1
     assert digest not in plane.requested
+
+
+def test_the_worker_counts_skipped_requested_served_and_duplicate_batches_and_the_node_exports_them(plane) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dwcp.consensus.bullshark.metrics import WorkerMetrics
+    from dwcp.consensus.bullshark.worker import Batch
+
+    plane.links[3].write = lambda pieces, force=False: force  # type: ignore[method-assign]  # backed up
+    data = b"\x00\x00\x00\x04abcd"
+    plane.seal(Batch(dataplane.batch_digest(data), memoryview(data), 1), None)  # link 3 skipped it
+    body = bytearray(b"\x01" + b"\x00\x00\x00\x04wxyz")
+    plane.on_batch(1, body)
+    plane.on_batch(2, bytearray(body))  # the same batch again (a request answered twice)
+    plane.on_request(2, memoryview(dataplane.batch_digest(memoryview(body)[1:]) + bytes(32)))  # one we hold
+    plane.on_local(FetchBatches(digests=(b"m" * 32, b"n" * 32), peer=-1))
+    totals = {k: plane.totals[k] for k in ("skipped", "requested", "served", "duplicates")}
+    assert totals == {"skipped": 1, "requested": 2, "served": 1, "duplicates": 1}
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry).report(plane.totals)
+    assert registry.get_sample_value("bullshark_worker_batches_skipped_total") == 1
+    assert registry.get_sample_value("bullshark_worker_batch_requests_total") == 2
+    assert registry.get_sample_value("bullshark_worker_batches_served_total") == 1
+    assert registry.get_sample_value("bullshark_worker_duplicate_batches_total") == 1

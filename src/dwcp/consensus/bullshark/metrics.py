@@ -102,11 +102,21 @@ class WorkerMetrics:
                                 "node's worker received.", registry=registry)
         self.stored = Counter("bullshark_worker_batches_stored_total", "Batches this node's worker stored "
                               "(its own and its peers').", registry=registry)
+        self.skipped = Counter("bullshark_worker_batches_skipped_total", "Own batches a backed-up or down peer "
+                               "link did not take when sealed (sent later or fetched by that peer).", registry=registry)
+        self.requested = Counter("bullshark_worker_batch_requests_total", "Batches this node's worker asked its "
+                                 "peers for (missing when its primary needed them).", registry=registry)
+        self.served = Counter("bullshark_worker_batches_served_total", "Batches this node's worker sent in answer "
+                              "to peers' requests.", registry=registry)
+        self.duplicates = Counter("bullshark_worker_duplicate_batches_total", "Batches this node's worker received "
+                                  "that it already stored.", registry=registry)
         self._last: dict[str, int] = {}
 
     def report(self, totals: dict[str, int]) -> None:
         for key, counter in (("sealed", self.batches), ("sealed_bytes", self.batch_bytes),
-                             ("received_txs", self.received), ("stored", self.stored)):
+                             ("received_txs", self.received), ("stored", self.stored), ("skipped", self.skipped),
+                             ("requested", self.requested), ("served", self.served),
+                             ("duplicates", self.duplicates)):
             value = int(totals.get(key, 0))
             delta = value - self._last.get(key, 0) if value >= self._last.get(key, 0) else value  # worker restart
             if delta > 0:

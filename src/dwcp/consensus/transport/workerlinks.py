@@ -7,6 +7,7 @@ hands them to the `Dataplane`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dwcp.bullshark.worker")
 WRITE_HIGH_WATER = 8 * 1024 * 1024
+SENT_MEMORY = 4096  # batches remembered as written on a connection (2 GB of 500 KB batches: any backlog)
 
 
 class PeerLink:
@@ -34,6 +36,15 @@ class PeerLink:
         self.up = False
         self.missed: set[bytes] = set()  # our batches not written to this peer (link down or backed up)
         self.acks: set[bytes] = set()  # acknowledgements we owe this peer and could not send
+        # Batches written on the current connection, oldest first: a request for one of them is not answered
+        # again (it is still queued behind the backlog that made the peer ask; TCP delivers it). A new
+        # connection starts empty, since what the old one buffered may be lost.
+        self.sent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def sent_batch(self, digest: bytes) -> None:
+        self.sent[digest] = None
+        if len(self.sent) > SENT_MEMORY:
+            self.sent.popitem(last=False)
 
     def write(self, pieces: list, force: bool = False) -> bool:
         """Send now if the link is up and not backed up (`force`: small control frames always go)."""
@@ -61,6 +72,7 @@ class PeerLink:
                     raise PeerAuthError("wrong_peer", f"dialled worker {self.peer} but {peer} answered")
                 transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
                 self.transport, self.up = transport, True
+                self.sent.clear()
                 self.writable.set()
                 backoff.reset()
                 log.info("worker link to %s up", self.peer)

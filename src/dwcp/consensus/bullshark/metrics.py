@@ -90,33 +90,33 @@ class Metrics:
         self.throughput.set((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0)
 
 
+# The worker's running total -> (counter, help). The worker process reports totals (dataplane.Dataplane.totals).
+WORKER_TOTALS = {
+    "sealed": ("bullshark_batches_sealed_total", "Batches this node's worker sealed."),
+    "sealed_bytes": ("bullshark_batch_bytes_sealed_total", "Bytes of batches this node's worker sealed."),
+    "received_txs": ("bullshark_worker_transactions_received_total", "Client transactions this node's worker "
+                     "received."),
+    "stored": ("bullshark_worker_batches_stored_total", "Batches this node's worker stored (its own and its peers')."),
+    "skipped": ("bullshark_worker_batches_skipped_total", "Own batches a backed-up or down peer link did not take "
+                "when sealed (sent later or fetched by that peer)."),
+    "requested": ("bullshark_worker_batch_requests_total", "Batches this node's worker asked its peers for "
+                  "(missing when its primary needed them)."),
+    "served": ("bullshark_worker_batches_served_total", "Batches this node's worker sent in answer to peers' "
+               "requests."),
+    "duplicates": ("bullshark_worker_duplicate_batches_total", "Batches this node's worker received that it "
+                   "already stored."),
+}
+
+
 class WorkerMetrics:
     """What the worker process reports over the link to its primary (monotonic totals)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.batches = Counter("bullshark_batches_sealed_total", "Batches this node's worker sealed.",
-                               registry=registry)
-        self.batch_bytes = Counter("bullshark_batch_bytes_sealed_total", "Bytes of batches this node's worker "
-                                   "sealed.", registry=registry)
-        self.received = Counter("bullshark_worker_transactions_received_total", "Client transactions this "
-                                "node's worker received.", registry=registry)
-        self.stored = Counter("bullshark_worker_batches_stored_total", "Batches this node's worker stored "
-                              "(its own and its peers').", registry=registry)
-        self.skipped = Counter("bullshark_worker_batches_skipped_total", "Own batches a backed-up or down peer "
-                               "link did not take when sealed (sent later or fetched by that peer).", registry=registry)
-        self.requested = Counter("bullshark_worker_batch_requests_total", "Batches this node's worker asked its "
-                                 "peers for (missing when its primary needed them).", registry=registry)
-        self.served = Counter("bullshark_worker_batches_served_total", "Batches this node's worker sent in answer "
-                              "to peers' requests.", registry=registry)
-        self.duplicates = Counter("bullshark_worker_duplicate_batches_total", "Batches this node's worker received "
-                                  "that it already stored.", registry=registry)
+        self.counters = {key: Counter(name, doc, registry=registry) for key, (name, doc) in WORKER_TOTALS.items()}
         self._last: dict[str, int] = {}
 
     def report(self, totals: dict[str, int]) -> None:
-        for key, counter in (("sealed", self.batches), ("sealed_bytes", self.batch_bytes),
-                             ("received_txs", self.received), ("stored", self.stored), ("skipped", self.skipped),
-                             ("requested", self.requested), ("served", self.served),
-                             ("duplicates", self.duplicates)):
+        for key, counter in self.counters.items():
             value = int(totals.get(key, 0))
             delta = value - self._last.get(key, 0) if value >= self._last.get(key, 0) else value  # worker restart
             if delta > 0:

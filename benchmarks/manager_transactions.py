@@ -32,6 +32,7 @@ import httpx
 import yaml
 from _harness import RawHttp, cpu_seconds
 from manager_small_put import fsyncs_during
+from manager_transfer import health_buckets
 
 from dwcp.consensus.node.cluster import LocalCluster
 from dwcp.runtime.auth import bearer_header, client_token
@@ -121,6 +122,31 @@ def figures(latencies: list[float], outcomes: collections.Counter, cpu: float | 
     return out
 
 
+def within(before: dict[str, float], after: dict[str, float], bounds: tuple[str, ...]) -> dict[str, float]:
+    """From two scrapes of one cumulative histogram: the share of what was observed in between at or under
+    each bound (le)."""
+    total = max(after.get("+Inf", 0.0) - before.get("+Inf", 0.0), 1.0)
+    return {f"within_{float(le) * 1e3:g}ms": round((after.get(le, 0.0) - before.get(le, 0.0)) / total, 4)
+            for le in bounds}
+
+
+def with_health_probe(url: str, seconds: float, run) -> tuple[object, dict]:
+    """`run()`'s result, and /health as seen meanwhile: a client in its own process at a raised priority
+    (health_probe.py), the service's own /health histogram and its event loop's lag histogram."""
+    health0, lag0 = health_buckets(url), health_buckets(url, "dwcp_event_loop_lag_seconds_bucket{", "")
+    prober = subprocess.Popen([sys.executable, str(Path(__file__).with_name("health_probe.py")), "--port",
+                               url.rsplit(":", 1)[1], "--seconds", str(seconds + 30)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        result = run()
+    finally:
+        prober.send_signal(signal.SIGTERM)
+        client = json.loads(prober.communicate(timeout=30)[0])
+    health1, lag1 = health_buckets(url), health_buckets(url, "dwcp_event_loop_lag_seconds_bucket{", "")
+    return result, {"client": client, "server": within(health0, health1, ("0.001", "0.002")),
+                    "loop_lag": within(lag0, lag1, ("0.001", "0.01", "0.05"))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=100.0, help="submissions per second (open loop)")
@@ -146,7 +172,8 @@ def main() -> None:
             direct = figures(*asyncio.run(submit_open_loop(cluster.http_ports[0], headers, "direct", args.rate,
                                                            min(args.seconds, 5.0), direct=True)), None)
             before = cpu_seconds({"m": manager.pid})["m"]
-            timed = asyncio.run(submit_open_loop(port, headers, "timed", args.rate, args.seconds))
+            timed, health = with_health_probe(f"http://127.0.0.1:{port}", args.seconds, lambda: asyncio.run(
+                submit_open_loop(port, headers, "timed", args.rate, args.seconds)))
             routed = figures(*timed, cpu_seconds({"m": manager.pid})["m"] - before)
             syncs = {} if args.no_strace else fsyncs_during(manager.pid, work, lambda: asyncio.run(
                 submit_open_loop(port, headers, "traced", args.rate, min(args.seconds, 5.0))))
@@ -158,7 +185,7 @@ def main() -> None:
             os.killpg(manager.pid, signal.SIGTERM)
             manager.wait(30)
     result = {"rate": args.rate, "seconds": args.seconds, "nodes": args.nodes, "disk_writer_mib_s": args.disk_writer,
-              "through_manager": routed, "node_direct": direct,
+              "through_manager": routed, "node_direct": direct, "health": health,
               "syncs_per_request": {k: round(v / traced, 3) for k, v in syncs.items()},
               "load_average": round(os.getloadavg()[0], 1)}
     args.out.write_text(json.dumps(result, indent=2))
@@ -166,7 +193,9 @@ def main() -> None:
           f"{routed['p99_ms']} ms, max {routed['max_ms']} ms; manager {routed['manager_cpu_ms_per_request']} CPU ms "
           f"and syncs {result['syncs_per_request']} per request", flush=True)
     print(f"a node's own POST at the same rate (peer): {direct['outcomes']}, p50 {direct['p50_ms']} ms, p99 "
-          f"{direct['p99_ms']} ms, max {direct['max_ms']} ms; "
+          f"{direct['p99_ms']} ms, max {direct['max_ms']} ms", flush=True)
+    print(f"/health meanwhile: client {health['client']}; server {health['server']}; event loop lag "
+          f"{health['loop_lag']}; "
           f"disk writer {args.disk_writer:g} MiB/s; load average {result['load_average']}", flush=True)
     subprocess.run(["rm", "-rf", str(work)], check=False)
 

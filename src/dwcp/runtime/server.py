@@ -323,6 +323,7 @@ def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRe
         timeout_graceful_shutdown=5,
         timeout_keep_alive=limits.keep_alive_s,
         lifespan="on",
+        loop="uvloop",
         http=_tls_wrapped(functools.partial(HttpProtocol, guard=guard), tls, limits.header_timeout_s)
         if tls else functools.partial(HttpProtocol, guard=guard),
         backlog=LISTEN_BACKLOG,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dwcp.consensus import storage
 from dwcp.consensus.storage import BlockStore, StorageError, StoredBlock
 
 
@@ -119,3 +120,60 @@ def test_scan_reads_every_block_in_order_in_small_chunks(tmp_path: Path) -> None
     store.append([_block(h) for h in range(1, 8)])
     assert [b.height for b in store.scan(chunk_bytes=1)] == list(range(1, 8))  # one block per chunk at least
     assert list(BlockStore(tmp_path / "empty.sqlite").scan(chunk_bytes=1024)) == []
+
+
+def _indexed_rows(store: BlockStore) -> int:
+    return store._r.execute("SELECT COUNT(*) FROM txs").fetchone()[0]
+
+
+def test_transactions_are_indexed_in_sorted_bulk_not_a_row_per_commit(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 10)
+    store = BlockStore(tmp_path / "log.sqlite")
+    for h in range(1, 5):  # 8 ids: below the mark, no index row written yet
+        store.append([_block(h)])
+    assert _indexed_rows(store) == 0
+    assert [store.tx_height(b"tx-%d-1" % h) for h in range(1, 5)] == [1, 2, 3, 4]  # found all the same
+    store.append([_block(5)])  # the 10th id: all ten go in at once, with the mark
+    assert _indexed_rows(store) == 10 and store.get_meta("store.txs_indexed_to") == b"5"
+    assert store.tx_height(b"tx-2-0") == 2 and store.tx_height(b"tx-5-1") == 5
+
+
+def test_ids_not_indexed_yet_are_found_after_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 10)
+    path = tmp_path / "log.sqlite"
+    store = BlockStore(path)
+    store.append([_block(h) for h in range(1, 6)])  # indexed up to 5
+    store.append([_block(6), _block(7)])  # in memory only
+    again = BlockStore(path)  # the first never closed: as after a kill
+    assert again.tx_height(b"tx-7-0") == 7 and again.tx_height(b"tx-1-0") == 1
+    assert _indexed_rows(again) == 10
+    again.append([_block(h) for h in range(8, 11)])  # 4 + 6 ids: over the mark
+    assert _indexed_rows(again) == 20 and again.tx_height(b"tx-6-1") == 6
+
+
+def test_a_tx_committed_again_keeps_its_first_height_on_either_side_of_the_index_mark(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 4)
+    store = BlockStore(tmp_path / "log.sqlite")
+    store.append([_block(1), _block(2)])  # indexed
+    again = (b"tx-1-0",)
+    store.append([StoredBlock(height=3, digest=b"d", block=b"b", certificate=b"c", tx_ids=again)])  # not yet
+    assert store.tx_height(b"tx-1-0") == 1
+    store.append([StoredBlock(height=4, digest=b"d", block=b"b", certificate=b"c", tx_ids=(b"new",)),
+                  StoredBlock(height=5, digest=b"d", block=b"b", certificate=b"c", tx_ids=(b"new",) + again)])
+    assert store.tx_height(b"new") == 4
+    store.append([_block(6), _block(7)])  # over the mark: the unindexed ones go in with their first heights
+    assert store.tx_height(b"new") == 4 and store.tx_height(b"tx-1-0") == 1
+
+
+def test_a_log_indexed_row_by_row_needs_no_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    store = BlockStore(path)
+    store.append([_block(1), _block(2)])
+    store._w.execute("DELETE FROM meta")  # as written before the index mark: every commit wrote its rows
+    store._w.execute("INSERT INTO txs (id, height) VALUES (?, ?), (?, ?)", (b"tx-1-0", 1, b"tx-2-1", 2))
+    store.close()
+    again = BlockStore(path)
+    assert again.get_meta("store.txs_indexed_to") == b"2" and again._unindexed == {}
+    assert again.tx_height(b"tx-2-1") == 2

@@ -47,8 +47,12 @@ from _harness import PhaseProfile, cpu_seconds, format_phases, spent  # noqa: E4
 from dwcp.consensus.bullshark.worker import CLIENT, COUNT, TX_LEN  # noqa: E402
 from dwcp.consensus.node.cluster import LocalCluster  # noqa: E402
 
-BLOCK_TXS = 1000
-SAMPLE_EVERY_BLOCK = 1
+# Every BLOCK_TXS transactions one carries the client's tag (unique), so any batch of that many or more is unique.
+# With 1,000 a 500 KB batch (976 of 512 B) could fall between two tags; such batches were byte-identical across
+# clients, so workers stored them as duplicates and the log committed them once (counted once): 13-18 of ~220
+# batches per worker in 10 s at 100,000 tx/s.
+BLOCK_TXS = 100
+SAMPLE_EVERY_BLOCK = 10  # a sample transaction per 1,000 (its send time against its commit: e2e latency)
 NARWHAL_LOCAL = {"consensus_tps": 46478, "consensus_latency_s": 0.464, "e2e_tps": 46149, "e2e_latency_s": 0.557}
 
 
@@ -60,26 +64,31 @@ class Client:
         body = b"\1" + b"." * (tx_size - 1)
         self.block = bytearray((TX_LEN.pack(tx_size) + body) * BLOCK_TXS)
         self.sent = 0
+        self.blocks = 0
         self.acked = 0
         self.samples: dict[int, float] = {}  # sample id -> wall-clock send time
         self.sent_at: list[tuple[float, int]] = []  # (time, total sent), one per block
+
+    def next_block(self) -> bytearray:
+        """The next BLOCK_TXS transactions: the first carries the tag (client, block), a sample every few."""
+        self.blocks += 1
+        tag = (self.index << 40) | self.blocks
+        sample = self.blocks % SAMPLE_EVERY_BLOCK == 0
+        struct.pack_into("!BQ", self.block, TX_LEN.size, 0 if sample else 1, tag)
+        if sample:
+            self.samples[tag] = time.time()
+        return self.block
 
     async def run(self, rate: float, duration: float) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         writer.write(CLIENT)
         acks = asyncio.ensure_future(self._acks(reader))
-        started, blocks = time.monotonic(), 0
+        started = time.monotonic()
         try:
             while (elapsed := time.monotonic() - started) < duration:
-                due = int(rate * elapsed / BLOCK_TXS) + 1 - blocks
+                due = int(rate * elapsed / BLOCK_TXS) + 1 - self.blocks
                 for _ in range(max(0, due)):
-                    blocks += 1
-                    tag = (self.index << 40) | blocks
-                    sample = blocks % SAMPLE_EVERY_BLOCK == 0
-                    struct.pack_into("!BQ", self.block, TX_LEN.size, 0 if sample else 1, tag)
-                    if sample:
-                        self.samples[tag] = time.time()
-                    writer.write(self.block)
+                    writer.write(self.next_block())  # copied by the transport: the block is patched again next
                     self.sent += BLOCK_TXS
                     self.sent_at.append((time.time(), self.sent))
                 try:  # backpressure: the worker stops reading while its batches wait for a quorum

@@ -1,0 +1,37 @@
+"""The cluster benchmark's load (benchmarks/bullshark_cluster.py): no two batches of its clients are equal.
+
+Equal batches have one digest: workers store the second as a duplicate and the log commits it once, so the
+benchmark would count fewer transactions than the clients sent and the cluster committed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bullshark_cluster.py"
+
+
+def load_benchmark():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bullshark_cluster_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_every_batch_a_worker_can_seal_from_the_benchmarks_clients_is_unique() -> None:
+    bench = load_benchmark()
+    tx = 4 + 512
+    streams = []
+    for index in range(4):
+        client = bench.Client(index, 0, 512)
+        streams.append(b"".join(bytes(client.next_block()) for _ in range(40)))
+    for txs in (bench.BLOCK_TXS, 250, 500_000 // tx):  # sealed by delay, or full at 500 KB
+        batches = [s[start:start + txs * tx] for s in streams for start in range(0, len(s) - txs * tx + 1, tx * 37)]
+        assert len(set(batches)) == len(batches), txs
+    client = bench.Client(0, 0, 512)
+    for _ in range(10 * bench.SAMPLE_EVERY_BLOCK):
+        client.next_block()
+    assert len(client.samples) == 10  # one sample transaction per SAMPLE_EVERY_BLOCK blocks

@@ -143,25 +143,41 @@ def test_a_forced_codec_is_used_for_every_chunk_and_an_unknown_one_is_refused(ma
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "codec"
 
 
-def test_cpu_guard_steps_down_from_a_codec_this_host_cannot_run_at_link_speed(make_sites):
+def test_a_transfer_learns_what_each_codec_costs_both_ends_of_its_pipeline(make_sites):
+    """The receiver's ACKs report its CPU per chunk and its STATE its boot id: the sender's pipeline costs for
+    the peer hold both ends' figures, and both sites here share one kernel."""
+    a, b = make_sites(2)
+    body = mixed(6 * CHUNK)
+    a.put("k", body)
+    resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "zstd-3"})
+    assert a.wait(resp.json()["id"])["state"] == "done"
+    costs = a.site.transfers.costs_for("manager-1")
+    assert costs.comp["zstd-3"] > 0 and costs.dec["zstd-3"] > 0
+    assert costs.tx_rest > 0 and costs.rx_rest > 0
+    assert 0 < costs.share <= 1
+    assert b.client.get("/v1/objects/k").content == body
+
+
+def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pace(make_sites):
     from dwcp.manager.plan import Plan
     from dwcp.manager.transfers import Transfer
 
     a, _ = make_sites(2)
     transfers = a.site.transfers
-    transfers.parallel = 2
     link = a.site.links.get("manager-1")
-    link.bandwidth = 100e6
-    # output rates: zstd-19 2e6 x 2 x 0.3, zstd-3 40e6 x 2 x 0.4 = 32e6 (both < 100e6); zstd-1 200e6 x 2 x 0.5
-    transfers.encode_speed.update({"zstd-19": 2e6, "zstd-3": 40e6, "zstd-1": 200e6})
-    transfers.encode_ratio.update({"zstd-19": 0.3, "zstd-3": 0.4, "zstd-1": 0.5})
-    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=0, to="manager-1"), -1, link)
-    assert plan._keeps_up("zstd-19") == "zstd-1"
-    assert plan._keeps_up("zstd-1") == "zstd-1"
-    assert plan._keeps_up("lz4") == "lz4"  # not timed yet: trusted
-    link.bandwidth = 1e6  # a slow link: even zstd-19's 1.2 MB/s of output keeps it busy
-    assert plan._keeps_up("zstd-19") == "zstd-19"
+    link.bandwidth = 125e6
+    costs = transfers.costs_for("manager-1")
+    n = 4 << 20
+    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=n, to="manager-1"), -1, link,
+                same_host=True)
+    # one lz4 chunk at 0.62 of its size, 2 ns/B compressing and 1.5 ns/B besides, on a thread given 5% of a
+    # core; the receiver spent 2.9 ns/B of which 0.5 decoding
+    plan.sent(0, "lz4", "lz4", n, int(0.62 * n), 2e-9 * n, 1.5e-9 * n, 0.0005, 0.01)
+    plan.acked(0, {"cpu": 2.9e-9 * n, "dcpu": 0.5e-9 * n})
+    assert plan._fastest("lz4", 1) == "none"
     assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
+    costs.share = 1.0  # the same figures on an idle host: lz4's smaller wire wins
+    assert plan._fastest("lz4", 1) == "lz4"
 
 
 def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites):
@@ -180,3 +196,27 @@ def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites)
     assert {t.name.split("-")[0] for t in bulk} >= {"transfer", "peer", "link"}
     assert {nice_of(t) for t in bulk} == {max(10, baseline)}
     assert nice_of(threading.main_thread()) == baseline
+
+
+def test_a_lighter_codec_not_sent_yet_is_priced_at_the_picks_ratio_scaled_on_the_chunks_sample(make_sites, tmp_path):
+    import os
+
+    from dwcp.manager import chunks
+    from dwcp.manager.plan import Plan
+    from dwcp.manager.transfers import Transfer
+
+    a, _ = make_sites(2)
+    body = mixed(4 * CHUNK)
+    path = tmp_path / "obj"
+    path.write_bytes(body)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        plan = Plan(a.site.transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body),
+                                               to="manager-1", chunk_bytes=CHUNK), fd, a.site.links.get("manager-1"))
+        plan.sent(0, "zstd-9", "zstd-9", CHUNK, CHUNK // 2, 0.01, 0.001, 0.01, 0.01)
+        sample = chunks.sample(fd, CHUNK, CHUNK)
+        on_sample = {k: len(chunks.encode(sample, k)) / len(sample) for k in ("zstd-9", "lz4")}
+        assert plan._sample_estimate("lz4", "zstd-9", 1) == min(1.0, 0.5 * on_sample["lz4"] / on_sample["zstd-9"])
+        assert plan._sample_estimate("lz4", "zstd-9", 1) > 0.5  # lz4 packs this data less tightly than zstd-9
+    finally:
+        os.close(fd)

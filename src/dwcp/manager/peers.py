@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from dwcp.manager import chunks
 from dwcp.manager.incoming import ChecksumMismatch, Receiver
 from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.store import boot_id
 from dwcp.manager.wire import Connection, Kind, PeerAuth, WireError, site_name
 from dwcp.runtime.inventory import Inventory
 
@@ -202,6 +203,7 @@ class PeerServer:
 
     def _session(self, conn: Connection, peer: str) -> None:
         while not self._stop.is_set():
+            cpu_at = time.thread_time()  # waiting for a frame costs no CPU: from here it is this request's
             kind, meta, data = conn.receive(MAX_FRAME_DATA, reuse=True)
             if kind is Kind.PING:
                 conn.send(Kind.PONG, meta)
@@ -210,7 +212,7 @@ class PeerServer:
             elif kind is Kind.OFFER:
                 self._offer(conn, peer, meta)
             elif kind is Kind.CHUNK:
-                self._chunk(conn, peer, meta, data)
+                self._chunk(conn, peer, meta, data, cpu_at)
             elif kind is Kind.COMMIT:
                 self._commit(conn, peer, meta)
             elif kind is Kind.COMMIT_MANY:
@@ -230,9 +232,14 @@ class PeerServer:
         if not 4096 <= offer["chunk_bytes"] <= MAX_FRAME_DATA - (1 << 20):
             raise WireError("malformed", f"chunk_bytes {offer['chunk_bytes']} out of range")
         inc = self._receiver.offer(peer, offer)
-        conn.send(Kind.STATE, {"have": sorted(inc.have), "base": inc.base_sha256, "base_size": inc.base_size})
+        # boot: this kernel's boot id, so a sender on the same host knows both ends share its CPUs (costs.py)
+        conn.send(Kind.STATE, {"have": sorted(inc.have), "base": inc.base_sha256, "base_size": inc.base_size,
+                               "boot": boot_id()})
 
-    def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray | memoryview) -> None:
+    def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray | memoryview,
+               cpu_at: float | None = None) -> None:
+        """Decode, check and write one chunk, then ACK it with this thread's CPU for it (`cpu`, from
+        `cpu_at`, its frame's arrival) and for decoding it (`dcpu`): the sender prices codecs with them."""
         tid, index = str(meta.get("tid")), meta.get("i")
         inc = self._receiver.get(peer, tid)
         if inc is None:
@@ -249,6 +256,7 @@ class PeerServer:
                 raise WireError("malformed", "delta chunk but this site offered no base")
             base = chunks.base_window(self._receiver.store.blob_path(inc.base_sha256), inc.base_size, index,
                                       inc.chunk_bytes)
+        decode_at = time.thread_time()
         try:
             raw = chunks.decode(data, codec, raw_len, base)
         except ValueError:
@@ -257,9 +265,13 @@ class PeerServer:
         if len(raw) != raw_len or chunks.checksum(raw) != meta.get("xxh3"):
             conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "checksum"})
             return
+        dcpu = time.thread_time() - decode_at
         inc.write(index, raw)
         self._metrics.received.inc(raw_len)
-        conn.send(Kind.ACK, {"tid": tid, "i": index})
+        ack = {"tid": tid, "i": index}
+        if cpu_at is not None:
+            ack.update(cpu=round(time.thread_time() - cpu_at, 6), dcpu=round(dcpu, 6))
+        conn.send(Kind.ACK, ack)
 
     def _commit(self, conn: Connection, peer: str, meta: dict) -> None:
         tid = str(meta.get("tid"))

@@ -19,14 +19,13 @@ import threading
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
+from dwcp.manager.costs import LIGHTER
 
 if TYPE_CHECKING:
     from dwcp.manager.links import Link
     from dwcp.manager.selection import CodecChooser
     from dwcp.manager.transfers import Transfer, Transfers
 
-# Lighter and lighter codecs the CPU guard steps down to when the chosen one cannot keep up with the link.
-LIGHTER = ("zstd-3", "zstd-1", "lz4", "none")
 ANSWER_WAIT_SHARE = 0.1  # of a chunk's uncompressed wire time: the longest it waits for the selector's answer
 
 
@@ -65,10 +64,16 @@ class Answer:
 
 
 class Plan:
-    def __init__(self, owner: Transfers, t: Transfer, fd: int, link: Link) -> None:
+    def __init__(self, owner: Transfers, t: Transfer, fd: int, link: Link, same_host: bool = False) -> None:
         self._owner, self._t, self._fd, self._link = owner, t, fd, link
+        self._same_host = same_host  # the receiver runs on this kernel: both ends' CPU comes from one pool
+        self._costs = owner.costs_for(t.to)
         self._answers: dict[int, Answer] = {}  # window -> its selector call
         self._lock = threading.Lock()
+        self._ratios: dict[str, float] = {}  # codec -> wire/raw on this transfer's chunks
+        self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
+        self._sample: bytes | None = None
+        self._sample_ratios: dict[str, float] = {}
         if t.codec is None:
             self._ask(0)
 
@@ -83,9 +88,9 @@ class Plan:
             self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
             t = self._t
             length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-            return self._keeps_up(chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
-                                                      self._link.bandwidth))
-        return self._keeps_up(picked[i])
+            return self._fastest(chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
+                                                     self._link.bandwidth), i)
+        return self._fastest(picked[i], i)
 
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
@@ -106,24 +111,52 @@ class Plan:
         answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w)
         return answer
 
-    def _keeps_up(self, codec: str) -> str:
-        """CPU guard: the selector's speeds are the host's calibrated ones; when this host now compresses
-        `codec` slower than the link drains its output (raw bytes/s x parallel x ratio < bandwidth, with
-        the speed and ratio measured on recent chunks), a lighter codec that does keep up (or has not been
-        timed yet) is used instead, since the transfer would otherwise wait on the CPU."""
+    def _fastest(self, pick: str, i: int) -> str:
+        """The pick or a lighter codec, whichever the pipeline's measured costs say moves chunk `i` soonest
+        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`."""
         bandwidth = self._link.bandwidth
-        if not bandwidth or codec == "none" or self._keeps_pace(codec, bandwidth):
-            return codec
-        start = LIGHTER.index(codec) + 1 if codec in LIGHTER else 0
-        for lighter in LIGHTER[start:]:
-            if lighter == "none" or self._keeps_pace(lighter, bandwidth):
-                self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
-                return lighter
-        return "none"
+        if not bandwidth or pick == "none" or pick not in self._ratios:
+            return pick
+        ratios = dict(self._ratios)
+        for lighter in LIGHTER[LIGHTER.index(pick) + 1 if pick in LIGHTER else 0:-1]:
+            if lighter not in ratios:
+                estimate = self._sample_estimate(lighter, pick, i)
+                if estimate is not None:
+                    ratios[lighter] = estimate
+        chosen = self._costs.fastest(pick, ratios, bandwidth, self._same_host)
+        if chosen != pick:
+            self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
+        return chosen
 
-    def _keeps_pace(self, codec: str, bandwidth: float) -> bool:
-        speed = self._owner.encode_speed.get(codec)
-        if speed is None:
-            return True
-        output_rate = speed * self._owner.parallel * self._owner.encode_ratio.get(codec, 1.0)
-        return output_rate >= bandwidth
+    def _sample_estimate(self, codec: str, pick: str, i: int) -> float | None:
+        """`codec`'s ratio on this transfer, not sent yet: the pick's measured ratio scaled by how the two
+        compress this transfer's sample (of the first chunk that asks; 16 KiB, a fraction of a ms each)."""
+        if self._sample is None:
+            t = self._t
+            length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
+            self._sample = chunks.sample(self._fd, i * t.chunk_bytes, length)
+        if not self._sample:
+            return None
+        for key in (codec, pick):
+            if key not in self._sample_ratios:
+                self._sample_ratios[key] = len(chunks.encode(self._sample, key)) / len(self._sample)
+        return min(1.0, self._ratios[pick] * self._sample_ratios[codec] / max(self._sample_ratios[pick], 1e-9))
+
+    def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,
+             rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
+        """Chunk `i` left as `codec` (`picked`, or none when that did not pay, or a delta); `encoded_len` is
+        its size in `picked`. Its ratio counts for this transfer, its CPU for the peer's pipeline costs."""
+        with self._lock:
+            self._in_flight[i] = (codec, raw_len)
+            if picked != "none" and raw_len > 0:
+                old = self._ratios.get(picked)
+                ratio = encoded_len / raw_len
+                self._ratios[picked] = ratio if old is None else 0.8 * old + 0.2 * ratio
+        self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
+
+    def acked(self, i: int, meta: dict) -> None:
+        """The receiver's ACK of chunk `i`: its CPU figures go to the peer's pipeline costs."""
+        with self._lock:
+            codec, raw_len = self._in_flight.pop(i, ("none", 0))
+        if codec != chunks.DELTA:
+            self._costs.acked(codec, raw_len, meta)

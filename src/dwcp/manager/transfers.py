@@ -33,20 +33,20 @@ from pathlib import Path
 
 from dwcp.manager import chunks
 from dwcp.manager.batch import BATCH_MAX, send_batch
+from dwcp.manager.costs import PipelineCosts
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import SessionPool, Site
 from dwcp.manager.plan import Plan
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
-from dwcp.manager.store import ObjectStore, ObjectVersion
+from dwcp.manager.store import ObjectStore, ObjectVersion, boot_id
 from dwcp.manager.wire import Connection, Kind, PeerAuth, WireError
 from dwcp.runtime.resilience import backoff
 
 log = logging.getLogger("dwcp.manager.transfers")
 MAX_CHUNK_RETRIES = 8
 PERSIST_EVERY = 16  # acknowledged chunks between saves of a running transfer's progress
-SPEED_SAMPLE_BYTES = 64 * 1024  # smaller chunks time too noisily to count
 # tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
 Tamper = Callable[[int, bytes], bytes]
 
@@ -149,10 +149,7 @@ class Transfers:
         self.tamper = tamper
         self.sessions = SessionPool(auth, max_idle=2 * settings.streams)
         self._active: dict[str, Transfer] = {}
-        self.encode_speed: dict[str, float] = {}  # codec -> recent compression speed on this host, bytes/s
-        self.encode_ratio: dict[str, float] = {}  # codec -> recent output/input size
-        # Chunks are compressed by the stream threads, but never on more cores than the host has.
-        self.parallel = max(1, min(settings.streams, os.cpu_count() or 1))
+        self._costs: dict[str, PipelineCosts] = {}  # peer -> what each codec costs the pipeline to it
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -231,6 +228,13 @@ class Transfers:
                     for done in ts:
                         self._active.pop(done.id, None)
                     self.metrics.transfers_active.set(len(self._active))
+
+    def costs_for(self, peer: str) -> PipelineCosts:
+        with self._lock:
+            costs = self._costs.get(peer)
+            if costs is None:
+                costs = self._costs[peer] = PipelineCosts(self.settings.streams)
+            return costs
 
     def is_small(self, t: Transfer) -> bool:
         """One chunk whatever the link: these travel in batches."""
@@ -318,7 +322,7 @@ class Transfers:
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
                     conns.append(self.sessions.take(site))
-                plan = Plan(self, t, fd, link)
+                plan = Plan(self, t, fd, link, same_host=bool(state.get("boot")) and state["boot"] == boot_id())
                 self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
             conns[0].send(Kind.COMMIT, {"tid": t.id})
@@ -376,6 +380,7 @@ class Transfers:
                     i = int(meta["i"])
                     inflight.remove(i)
                     if kind is Kind.ACK:
+                        plan.acked(i, meta)
                         with lock:
                             t.chunks_done += 1
                             persist = t.chunks_done % PERSIST_EVERY == 0
@@ -412,20 +417,17 @@ class Transfers:
         offset = i * t.chunk_bytes
         length = max(0, min(t.chunk_bytes, t.size - offset))
         raw = memoryview(buf)[:length]
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
         if os.preadv(fd, [raw], offset) != length:
             raise TransferFailed(f"object {t.key} v{t.version} is shorter than its recorded {t.size} bytes")
         codec = plan.codec(i)
-        started = time.perf_counter()
+        comp0 = time.thread_time()
         data = chunks.encode(raw, codec)
-        if codec != "none" and length >= SPEED_SAMPLE_BYTES:
-            speed = length / max(time.perf_counter() - started, 1e-6)
-            ratio = len(data) / length
-            old = self.encode_speed.get(codec)
-            self.encode_speed[codec] = speed if old is None else 0.8 * old + 0.2 * speed
-            old_ratio = self.encode_ratio.get(codec)
-            self.encode_ratio[codec] = ratio if old_ratio is None else 0.8 * old_ratio + 0.2 * ratio
+        comp1, wall1 = time.thread_time(), time.perf_counter()
+        picked, encoded_len, delta_cpu = codec, len(data), 0.0
         if base is not None and raw:
             delta = chunks.delta_encode(bytes(raw), chunks.base_window(base[0], base[1], i, t.chunk_bytes))
+            delta_cpu = time.thread_time() - comp1
             if len(delta) < len(data):
                 self.metrics.delta_saved.inc(len(data) - len(delta))
                 data, codec = delta, chunks.DELTA
@@ -434,6 +436,11 @@ class Transfers:
         sent = self.tamper(i, bytes(data)) if self.tamper else data
         wire = conn.send(Kind.CHUNK, {"tid": t.id, "i": i, "codec": codec, "raw_len": length,
                                       "xxh3": chunks.checksum(raw)}, sent)
+        comp_cpu = comp1 - comp0
+        # the pipeline's figures (costs.py): compressing, the rest of this chunk's CPU, the CPU share of reading
+        # and compressing
+        plan.sent(i, picked, codec, length, encoded_len, comp_cpu,
+                  time.thread_time() - cpu0 - comp_cpu - delta_cpu, comp1 - cpu0, wall1 - wall0)
         t.bytes_raw += length
         t.bytes_wire += wire
         t.codecs[codec] = t.codecs.get(codec, 0) + 1

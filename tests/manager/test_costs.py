@@ -1,0 +1,67 @@
+"""The pipeline's codec costs (costs.py): which codec moves a raw byte soonest, from measured figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from dwcp.manager.costs import PipelineCosts
+
+NS = 1e-9
+MIB = 1 << 20
+
+
+def measured(share: float, *, comp: dict[str, float], dec: dict[str, float], tx_rest: float = 1.5,
+             rx_rest: float = 2.4) -> PipelineCosts:
+    """Costs as if chunks had been sent and acknowledged: per-byte figures in ns, one 4 MiB chunk each."""
+    costs = PipelineCosts(streams=4, cpus=2)
+    n = 4 * MIB
+    for codec in ("none", *comp):
+        costs.sent(codec, n, comp.get(codec, 0.0) * NS * n, tx_rest * NS * n, share * 0.01, 0.01)
+        costs.acked(codec, n, {"cpu": (dec.get(codec, 0.0) + rx_rest) * NS * n, "dcpu": dec.get(codec, 0.0) * NS * n})
+    return costs
+
+
+def test_a_host_short_of_cpu_sends_uncompressed_where_an_idle_one_compresses_at_1000_mbit():
+    lz4 = {"comp": {"lz4": 2.0}, "dec": {"lz4": 0.5}}
+    gigabit = 125e6
+    # idle: 2 cores; none is wire-bound at 8 ns/B, lz4 sends 0.62 of it (4.96 ns/B) on 3.2 ns/B of CPU
+    assert measured(1.0, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit, same_host=True) == "lz4"
+    # both ends on one host that gives a stream thread 5% of a core: 0.4 cores; lz4's extra CPU costs more
+    # than its smaller wire saves (none 3.9 / 0.4 = 9.75 ns/B, lz4 6.4 / 0.4 = 16 ns/B)
+    assert measured(0.05, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit, same_host=True) == "none"
+
+
+def test_zstd_9_gives_way_to_zstd_3_when_its_cpu_not_the_link_sets_the_pace():
+    zstd = {"comp": {"zstd-9": 25.0, "zstd-3": 10.0}, "dec": {"zstd-9": 1.0, "zstd-3": 1.0}}
+    ratios = {"zstd-9": 0.41, "zstd-3": 0.42}
+    # 100 Mbit/s on a loaded host (0.8 cores for both ends): zstd-9 needs 29.9 / 0.8 = 37 ns/B of CPU, more
+    # than either codec's wire time (33-34 ns/B); zstd-3 needs 19 ns/B and goes at its wire pace
+    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 12.5e6, same_host=True) == "zstd-3"
+    # 10 Mbit/s: the wire (330 ns/B) is the pace for both, and zstd-9's better ratio wins
+    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 1.25e6, same_host=True) == "zstd-9"
+
+
+def test_ends_on_separate_hosts_each_spend_their_own_cpu():
+    lz4 = {"comp": {"lz4": 2.0}, "dec": {"lz4": 0.5}}
+    costs = measured(0.05, **lz4)
+    # one host: both ends' 6.4 ns/B on 0.4 cores; two hosts: the busier end, 3.5 ns/B on 0.2 cores each
+    assert costs.seconds_per_byte("lz4", 0.62, 125e6, same_host=True) == pytest.approx(6.4 * NS / 0.4)
+    assert costs.seconds_per_byte("lz4", 0.62, 125e6, same_host=False) == pytest.approx(3.5 * NS / 0.2)
+
+
+def test_the_pick_is_kept_until_the_receiver_has_reported_its_cpu():
+    costs = PipelineCosts(streams=4, cpus=2)
+    costs.sent("lz4", 4 * MIB, 0.1, 0.1, 0.001, 0.01)
+    costs.acked("lz4", 4 * MIB, {})  # a receiver that does not report its CPU
+    assert costs.rx_rest is None
+    assert costs.fastest("lz4", {"lz4": 0.99}, 125e6, same_host=True) == "lz4"
+
+
+def test_a_codec_not_timed_yet_is_priced_from_the_reference_array_scaled_to_this_host():
+    costs = measured(1.0, comp={"zstd-3": 10.0}, dec={"zstd-3": 1.0})
+    ref = costs._reference_cpu()
+    scale = 10.0 * NS / ref["zstd-3"][0]  # this host's zstd-3 against its reference figure
+    comp, _ = costs.codec_cpu("lz4")
+    assert comp == pytest.approx(ref["lz4"][0] * scale)
+    assert costs.codec_cpu("none") == (0.0, 0.0)
+    assert costs.codec_cpu("brotli-11") is None  # never a lighter candidate, never priced

@@ -30,6 +30,7 @@ from dwcp.manager.plan import Answer, answer_wait
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
+    from dwcp.manager.costs import PipelineCosts
     from dwcp.manager.transfers import Transfer, Transfers
 
 log = logging.getLogger("dwcp.manager.batch")
@@ -40,11 +41,16 @@ PIPELINE = 16  # objects sent ahead of their answers (each at most chunk_min_byt
 class _Chosen:
     """The batch's codec for one object, in the shape `Transfers._send_chunk` asks a plan for."""
 
-    def __init__(self, codec: str) -> None:
-        self._codec = codec
+    def __init__(self, codec: str, costs: PipelineCosts) -> None:
+        self._codec, self._costs = codec, costs
 
     def codec(self, i: int) -> str:
         return self._codec
+
+    def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,
+             rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
+        """The sender's CPU for the object counts for the peer's pipeline (one object: no ratio to keep)."""
+        self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
 
 def send_batch(owner: Transfers, ts: list[Transfer]) -> None:
@@ -82,11 +88,12 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
         ready = [t for t in ts if t.id in fds]  # a vanished blob fails on the single path, with its reason
         codecs = _choose(owner, ready, fds)
         buf = bytearray(max((t.size for t in ready), default=0))
+        costs = owner.costs_for(ts[0].to)
         unanswered: collections.deque[Transfer] = collections.deque()
         for t, codec in zip(ready, codecs, strict=True):
             conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                    "chunk_bytes": t.chunk_bytes, "chunks": 1})
-            owner._send_chunk(t, conn, 0, fds[t.id], _Chosen(codec), None, buf)
+            owner._send_chunk(t, conn, 0, fds[t.id], _Chosen(codec, costs), None, buf)
             unanswered.append(t)
             if len(unanswered) >= PIPELINE:  # answers are a few bytes: the receiver never blocks sending them
                 _answered(conn, unanswered.popleft())

@@ -168,6 +168,20 @@ def finished(m: Managers) -> float:
                for s in f.samples if s.name == "dwcp_transfers_total")
 
 
+def pipeline_costs(m: Managers) -> dict:
+    """manager-0's pipeline figures to manager-1 (its codec pricing, costs.py): CPU ns per raw byte by side and
+    part, and the CPU share of its stream threads."""
+    text = m.get(m.url(0), "/metrics").text
+    out: dict = {}
+    for f in text_string_to_metric_families(text):
+        for s in f.samples:
+            if s.name == "dwcp_transfer_pipeline_cpu_seconds_per_byte":
+                out[f"{s.labels['side']}_{s.labels['part']}_ns_per_byte"] = round(s.value * 1e9, 3)
+            elif s.name == "dwcp_transfer_pipeline_cpu_share":
+                out["share"] = round(s.value, 3)
+    return out
+
+
 def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float, batch: bool = False) -> dict:
     """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed); `batch`:
     one POST /v1/transfer-batches for all of them, as a client moving a file set would."""
@@ -201,6 +215,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
             raise TimeoutError(f"{mode}: transfers not done after {timeout}s")
         time.sleep(0.02)
     cpu = spent(before, cpu_seconds(m.pids()))
+    pipeline = pipeline_costs(m)
     states = {tid: m.get(m.url(0), f"/v1/transfers/{tid}").json() for tid in ids}
     # End to end from the first request to the last transfer's completion as the manager recorded it (its
     # `updated` stamp, same host clock), so the benchmark's polling interval does not count.
@@ -215,7 +230,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     return {"seconds": seconds, "bytes": sum(f.stat().st_size for f in files), "bytes_wire": wire,
             "ratio": wire / raw if raw else 1.0, "failed": len(failed), "codecs": codecs,
             "cpu_seconds": round(sum(cpu.values()), 3),
-            "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()}}
+            "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()}, "pipeline": pipeline}
 
 
 class Rsyncd:

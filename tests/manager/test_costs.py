@@ -11,9 +11,10 @@ MIB = 1 << 20
 
 
 def measured(share: float, *, comp: dict[str, float], dec: dict[str, float], tx_rest: float = 1.5,
-             rx_rest: float = 2.4) -> PipelineCosts:
+             rx_rest: float = 2.4, same_host: bool = True) -> PipelineCosts:
     """Costs as if chunks had been sent and acknowledged: per-byte figures in ns, one 4 MiB chunk each."""
     costs = PipelineCosts(streams=4, cpus=2)
+    costs.same_host = same_host
     n = 4 * MIB
     for codec in ("none", *comp):
         costs.sent(codec, n, comp.get(codec, 0.0) * NS * n, tx_rest * NS * n, share * 0.01, 0.01)
@@ -25,10 +26,10 @@ def test_a_host_short_of_cpu_sends_uncompressed_where_an_idle_one_compresses_at_
     lz4 = {"comp": {"lz4": 2.0}, "dec": {"lz4": 0.5}}
     gigabit = 125e6
     # idle: 2 cores; none is wire-bound at 8 ns/B, lz4 sends 0.62 of it (4.96 ns/B) on 3.2 ns/B of CPU
-    assert measured(1.0, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit, same_host=True) == "lz4"
+    assert measured(1.0, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit) == "lz4"
     # both ends on one host that gives a stream thread 5% of a core: 0.4 cores; lz4's extra CPU costs more
     # than its smaller wire saves (none 3.9 / 0.4 = 9.75 ns/B, lz4 6.4 / 0.4 = 16 ns/B)
-    assert measured(0.05, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit, same_host=True) == "none"
+    assert measured(0.05, **lz4).fastest("lz4", {"lz4": 0.62}, gigabit) == "none"
 
 
 def test_zstd_9_gives_way_to_zstd_3_when_its_cpu_not_the_link_sets_the_pace():
@@ -36,9 +37,9 @@ def test_zstd_9_gives_way_to_zstd_3_when_its_cpu_not_the_link_sets_the_pace():
     ratios = {"zstd-9": 0.41, "zstd-3": 0.42}
     # 100 Mbit/s on a loaded host (0.8 cores for both ends): zstd-9 needs 29.9 / 0.8 = 37 ns/B of CPU, more
     # than either codec's wire time (33-34 ns/B); zstd-3 needs 19 ns/B and goes at its wire pace
-    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 12.5e6, same_host=True) == "zstd-3"
+    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 12.5e6) == "zstd-3"
     # 10 Mbit/s: the wire (330 ns/B) is the pace for both, and zstd-9's better ratio wins
-    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 1.25e6, same_host=True) == "zstd-9"
+    assert measured(0.1, **zstd).fastest("zstd-9", ratios, 1.25e6) == "zstd-9"
 
 
 def test_ends_on_separate_hosts_each_spend_their_own_cpu():
@@ -54,7 +55,8 @@ def test_the_pick_is_kept_until_the_receiver_has_reported_its_cpu():
     costs.sent("lz4", 4 * MIB, 0.1, 0.1, 0.001, 0.01)
     costs.acked("lz4", 4 * MIB, {})  # a receiver that does not report its CPU
     assert costs.rx_rest is None
-    assert costs.fastest("lz4", {"lz4": 0.99}, 125e6, same_host=True) == "lz4"
+    assert not costs.ready()
+    assert costs.fastest("lz4", {"lz4": 0.99}, 125e6) == "lz4"
 
 
 def test_a_codec_not_timed_yet_is_priced_from_the_reference_array_scaled_to_this_host():

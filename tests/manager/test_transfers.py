@@ -146,8 +146,9 @@ def test_a_forced_codec_is_used_for_every_chunk_and_an_unknown_one_is_refused(ma
 def test_a_transfer_learns_what_each_codec_costs_both_ends_of_its_pipeline(make_sites):
     """The receiver's ACKs report its CPU per chunk and its STATE its boot id: the sender's pipeline costs for
     the peer hold both ends' figures, and both sites here share one kernel."""
-    a, b = make_sites(2)
-    body = mixed(6 * CHUNK)
+    big = 16 * CHUNK  # 1 MiB chunks: reading and compressing one takes over a ms, enough to time the CPU share
+    a, b = make_sites(2, settings={"chunk_bytes": big, "chunk_min_bytes": big, "chunk_max_bytes": big})
+    body = mixed(3 * big)
     a.put("k", body)
     resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "zstd-3"})
     assert a.wait(resp.json()["id"])["state"] == "done"
@@ -155,6 +156,10 @@ def test_a_transfer_learns_what_each_codec_costs_both_ends_of_its_pipeline(make_
     assert costs.comp["zstd-3"] > 0 and costs.dec["zstd-3"] > 0
     assert costs.tx_rest > 0 and costs.rx_rest > 0
     assert 0 < costs.share <= 1
+    assert costs.same_host
+    assert a.metric("dwcp_transfer_pipeline_cpu_seconds_per_byte",
+                    {"peer": "manager-1", "side": "receiver", "part": "zstd-3"}) == costs.dec["zstd-3"]
+    assert a.metric("dwcp_transfer_pipeline_cpu_share", {"peer": "manager-1"}) == costs.share
     assert b.client.get("/v1/objects/k").content == body
 
 
@@ -168,8 +173,8 @@ def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pac
     link.bandwidth = 125e6
     costs = transfers.costs_for("manager-1")
     n = 4 << 20
-    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=n, to="manager-1"), -1, link,
-                same_host=True)
+    costs.same_host = True
+    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=n, to="manager-1"), -1, link)
     # one lz4 chunk at 0.62 of its size, 2 ns/B compressing and 1.5 ns/B besides, on a thread given 5% of a
     # core; the receiver spent 2.9 ns/B of which 0.5 decoding
     plan.sent(0, "lz4", "lz4", n, int(0.62 * n), 2e-9 * n, 1.5e-9 * n, 0.0005, 0.01)
@@ -198,25 +203,52 @@ def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites)
     assert nice_of(threading.main_thread()) == baseline
 
 
-def test_a_lighter_codec_not_sent_yet_is_priced_at_the_picks_ratio_scaled_on_the_chunks_sample(make_sites, tmp_path):
+def test_codecs_not_sent_yet_are_priced_at_their_ratio_on_the_chunks_sample(make_sites, tmp_path):
+    """Before a transfer has sent a chunk in a codec, that codec's ratio is its ratio on the chunk's sample;
+    once the pick was sent, the others are scaled by how the pick's real ratio compares with its sample's."""
     import os
 
     from dwcp.manager import chunks
-    from dwcp.manager.plan import Plan
+    from dwcp.manager.plan import Plan, candidates
     from dwcp.manager.transfers import Transfer
 
     a, _ = make_sites(2)
+    transfers = a.site.transfers
+    link = a.site.links.get("manager-1")
+    link.bandwidth = 12.5e6
+    costs = transfers.costs_for("manager-1")
+    costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 0.05, 1.5e-9, 2.4e-9
+    # zstd-9 costs this host far more than the lighter codecs: on 0.4 cores the pipeline is CPU-bound on it
+    costs.comp.update({"zstd-9": 60e-9, "zstd-3": 10e-9, "zstd-1": 6e-9, "lz4": 3e-9})
+    costs.dec.update({"zstd-9": 1e-9, "zstd-3": 1e-9, "zstd-1": 1e-9, "lz4": 0.5e-9})
+
+    def soonest(ratios: dict[str, float]) -> str:
+        best = None
+        for k in candidates("zstd-9"):  # the pick, then lighter ones; a tie goes to the lighter
+            t = costs.seconds_per_byte(k, ratios[k], link.bandwidth, True)
+            if best is None or t <= best[0]:
+                best = (t, k)
+        return best[1]
+
     body = mixed(4 * CHUNK)
     path = tmp_path / "obj"
     path.write_bytes(body)
     fd = os.open(path, os.O_RDONLY)
     try:
-        plan = Plan(a.site.transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body),
-                                               to="manager-1", chunk_bytes=CHUNK), fd, a.site.links.get("manager-1"))
-        plan.sent(0, "zstd-9", "zstd-9", CHUNK, CHUNK // 2, 0.01, 0.001, 0.01, 0.01)
+        plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body), to="manager-1",
+                                        chunk_bytes=CHUNK), fd, link)
         sample = chunks.sample(fd, CHUNK, CHUNK)
-        on_sample = {k: len(chunks.encode(sample, k)) / len(sample) for k in ("zstd-9", "lz4")}
-        assert plan._sample_estimate("lz4", "zstd-9", 1) == min(1.0, 0.5 * on_sample["lz4"] / on_sample["zstd-9"])
-        assert plan._sample_estimate("lz4", "zstd-9", 1) > 0.5  # lz4 packs this data less tightly than zstd-9
+        on_sample = {k: 1.0 if k == "none" else len(chunks.encode(sample, k)) / len(sample)
+                     for k in candidates("zstd-9")}
+        chosen = plan._fastest("zstd-9", 1)
+        assert chosen == soonest(on_sample) != "zstd-9"
+        assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
+        # zstd-9 sent at 1.5x its sample ratio: the codecs not sent yet are taken at 1.5x theirs (at most 1)
+        plan.sent(0, "zstd-9", "zstd-9", CHUNK, int(CHUNK * on_sample["zstd-9"] * 1.5), 0.0, 0.0, 0.0, 0.0)
+        costs.share = 1.0
+        scaled = {k: plan._ratios.get(k, min(1.0, r * plan._ratios["zstd-9"] / on_sample["zstd-9"]))
+                  for k, r in on_sample.items()}
+        assert scaled["none"] == 1.0 and scaled["zstd-3"] > on_sample["zstd-3"]
+        assert plan._fastest("zstd-9", 1) == soonest(scaled)
     finally:
         os.close(fd)

@@ -26,7 +26,8 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.plan import Answer, answer_wait
+from dwcp.manager.costs import same_kernel
+from dwcp.manager.plan import Answer, answer_wait, candidates, sample_ratios
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class _Chosen:
 
     def __init__(self, codec: str, costs: PipelineCosts) -> None:
         self._codec, self._costs = codec, costs
+        self.sent_as: tuple[str, int] = ("none", 0)  # (codec sent, raw length), for its ACK's CPU figures
 
     def codec(self, i: int) -> str:
         return self._codec
@@ -50,6 +52,7 @@ class _Chosen:
     def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,
              rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
         """The sender's CPU for the object counts for the peer's pipeline (one object: no ratio to keep)."""
+        self.sent_as = (codec, raw_len)
         self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
 
@@ -66,6 +69,7 @@ def send_batch(owner: Transfers, ts: list[Transfer]) -> None:
     for t in done:
         t.state, t.error, t.seconds = "done", None, t.seconds + elapsed
         owner.metrics.transfers.labels("done").inc()
+    owner.costs_for(ts[0].to).export(owner.metrics, ts[0].to)
     if done:
         owner.log.save_many(done, durable=True)
     finished = {t.id for t in done}
@@ -89,16 +93,17 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
         codecs = _choose(owner, ready, fds)
         buf = bytearray(max((t.size for t in ready), default=0))
         costs = owner.costs_for(ts[0].to)
-        unanswered: collections.deque[Transfer] = collections.deque()
+        unanswered: collections.deque[tuple[Transfer, _Chosen]] = collections.deque()
         for t, codec in zip(ready, codecs, strict=True):
             conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                    "chunk_bytes": t.chunk_bytes, "chunks": 1})
-            owner._send_chunk(t, conn, 0, fds[t.id], _Chosen(codec, costs), None, buf)
-            unanswered.append(t)
+            chosen = _Chosen(codec, costs)
+            owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
+            unanswered.append((t, chosen))
             if len(unanswered) >= PIPELINE:  # answers are a few bytes: the receiver never blocks sending them
-                _answered(conn, unanswered.popleft())
+                _answered(conn, *unanswered.popleft())
         while unanswered:
-            _answered(conn, unanswered.popleft())
+            _answered(conn, *unanswered.popleft())
         if not ready:
             clean = True
             return
@@ -121,12 +126,14 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
             conn.close()
 
 
-def _answered(conn: Connection, t: Transfer) -> None:
+def _answered(conn: Connection, t: Transfer, chosen: _Chosen) -> None:
     """The STATE and ACK for `t`'s OFFER and CHUNK (answers come in the order of the requests)."""
-    conn.expect((Kind.STATE,), 0)
+    _, state, _ = conn.expect((Kind.STATE,), 0)
+    chosen._costs.same_host = same_kernel(state)
     kind, meta, _ = conn.expect((Kind.ACK, Kind.NACK), 0)
     if kind is Kind.NACK:
         raise WireError("nack", f"chunk of {t.id} refused ({meta.get('reason')})")
+    chosen._costs.acked(*chosen.sent_as, meta)
     t.chunks_done = 1
 
 
@@ -145,5 +152,13 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
         if picked is None:
             owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
             picked = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}
-        chosen.update((t.id, picked[n]) for n, t in enumerate(ask))
+        costs = owner.costs_for(ask[0].to)
+        for n, t in enumerate(ask):  # each object in the pick or a lighter codec, as for a chunk (plan.Plan)
+            pick = picked[n]
+            if link.bandwidth and pick != "none" and costs.ready():
+                fastest = costs.fastest(pick, sample_ratios(samples[n], candidates(pick)), link.bandwidth)
+                if fastest != pick:
+                    owner.metrics.codec_decisions.labels("cpu_guard").inc()
+                    pick = fastest
+            chosen[t.id] = pick
     return [chosen[t.id] for t in ts]

@@ -18,11 +18,12 @@ all measured here: comp_x is the sender's thread CPU per raw byte compressing wi
 byte for the rest of a chunk (read, checksum, TLS, framing); dec_x and rx_rest the same at the receiver, which
 reports its thread CPU for each chunk in the ACK; share is the CPU a sender stream thread gets while it
 computes (thread CPU / wall time of reading and compressing a chunk), so a host busy with other work counts
-fewer cores. r_x is the wire/raw ratio on this transfer's own chunks (for a codec it has not sent yet: the pick's ratio
-scaled by how the two compare on the chunk's 16 KiB sample, `plan.Plan`). A codec not timed yet on this host is
-priced from its CPU on the calibration's reference array (`corpus.reference_data`, timed once per process),
-scaled by how the codecs that were timed compare with their reference figures. The codec with the smallest
-T among the selector's pick and the lighter ones is sent; a tie goes to the lighter one.
+fewer cores. r_x is the wire/raw ratio on this transfer's own chunks, or, for a codec it has not sent yet,
+its ratio on the chunk's 16 KiB sample (`plan.sample_ratios`) scaled by how a codec that was sent compares
+with its sample. A codec not timed yet on this host is priced from its CPU on the calibration's reference
+array (`corpus.reference_data`, timed once per process), scaled by how the codecs that were timed compare
+with their reference figures. The codec with the smallest T among the selector's pick and the lighter ones
+is sent; a tie goes to the lighter one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import time
 
 from dwcp.compression import corpus
 from dwcp.compression.codecs import BY_KEY
+from dwcp.manager.metrics import ManagerMetrics
+from dwcp.manager.store import boot_id
 
 EWMA = 0.2  # weight of the newest chunk
 # Lighter and lighter codecs the pipeline may fall back to from the selector's pick.
@@ -43,6 +46,11 @@ MIN_TIMED_WALL_S = 1e-3  # shorter CPU sections say nothing about the CPU share 
 
 def _ewma(old: float | None, new: float) -> float:
     return new if old is None else (1 - EWMA) * old + EWMA * new
+
+
+def same_kernel(state: dict) -> bool:
+    """The receiver's STATE names this kernel's boot id: both ends run on one host's CPUs."""
+    return bool(state.get("boot")) and state["boot"] == boot_id()
 
 
 def _reference_cpu() -> dict[str, tuple[float, float]]:
@@ -71,6 +79,7 @@ class PipelineCosts:
         self.tx_rest: float | None = None  # sender CPU s per raw byte besides compressing
         self.rx_rest: float | None = None  # receiver CPU s per raw byte besides decoding
         self.share: float | None = None  # CPU share of a sender stream thread while it computes
+        self.same_host = False  # the peer answered with this kernel's boot id: both ends share these CPUs
         self._reference: dict[str, tuple[float, float]] | None = None
         self._lock = threading.Lock()
 
@@ -96,6 +105,19 @@ class PipelineCosts:
             if codec != "none":
                 self.dec[codec] = _ewma(self.dec.get(codec), dcpu / raw_len)
             self.rx_rest = _ewma(self.rx_rest, max(0.0, cpu - dcpu) / raw_len)
+
+    def export(self, metrics: ManagerMetrics, peer: str) -> None:
+        """The figures as gauges (`dwcp_transfer_pipeline_*`), so an operator sees why a codec was stepped down."""
+        parts = [("sender", k, v) for k, v in self.comp.items()] + [("receiver", k, v) for k, v in self.dec.items()]
+        parts += [(side, "rest", v) for side, v in (("sender", self.tx_rest), ("receiver", self.rx_rest)) if v]
+        for side, part, value in parts:
+            metrics.pipeline_cpu.labels(peer, side, part).set(value)
+        if self.share is not None:
+            metrics.pipeline_share.labels(peer).set(self.share)
+
+    def ready(self) -> bool:
+        """Both ends' figures are in (a chunk of at least MIN_TIMED_BYTES was sent and acknowledged)."""
+        return self.tx_rest is not None and self.rx_rest is not None
 
     def cores(self, same_host: bool) -> float:
         threads = self.streams * (2 if same_host else 1)  # both ends' stream threads compete on one host
@@ -137,19 +159,19 @@ class PipelineCosts:
         work = tx + rx if same_host else max(tx, rx)
         return max(ratio / bandwidth, work / self.cores(same_host))
 
-    def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float, same_host: bool) -> str:
+    def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float) -> str:
         """The selector's `pick` or a lighter codec, whichever moves a raw byte soonest. `ratios`: each
-        candidate's wire/raw ratio on this transfer (measured, or estimated by the caller); a candidate without
-        one is skipped, and the pick is kept while its own figures are missing."""
+        candidate's wire/raw ratio (measured, or estimated by the caller); a candidate without one is skipped,
+        and the pick is kept while its own figures are missing."""
         if pick == "none" or pick not in ratios:
             return pick
-        best, best_t = pick, self.seconds_per_byte(pick, ratios[pick], bandwidth, same_host)
+        best, best_t = pick, self.seconds_per_byte(pick, ratios[pick], bandwidth, self.same_host)
         if best_t is None:
             return pick
         start = LIGHTER.index(pick) + 1 if pick in LIGHTER else 0
         for lighter in LIGHTER[start:]:
             ratio = 1.0 if lighter == "none" else ratios.get(lighter)
-            t = None if ratio is None else self.seconds_per_byte(lighter, ratio, bandwidth, same_host)
+            t = None if ratio is None else self.seconds_per_byte(lighter, ratio, bandwidth, self.same_host)
             if t is not None and t <= best_t:
                 best, best_t = lighter, t
         return best

@@ -37,6 +37,14 @@ class ManagerMetrics:
         self.codec_decisions = Counter(
             "dwcp_transfer_codec_decisions_total", "Chunk codecs chosen, by who chose (selector or local rule).",
             ["source"], registry=registry)
+        self.pipeline_cpu = Gauge(
+            "dwcp_transfer_pipeline_cpu_seconds_per_byte",
+            "Thread CPU per raw byte of the pipeline to each peer (costs.py), by side (sender or receiver) and part "
+            "(a codec's compressing or decoding, or rest: everything else a chunk costs that side).",
+            ["peer", "side", "part"], registry=registry)
+        self.pipeline_share = Gauge(
+            "dwcp_transfer_pipeline_cpu_share", "CPU share a sender stream thread gets while it computes.",
+            ["peer"], registry=registry)
         self.link_rtt = Gauge("dwcp_link_rtt_seconds", "Measured round-trip time to each peer.", ["peer"],
                               registry=registry)
         self.link_bandwidth = Gauge(

@@ -34,6 +34,23 @@ def answer_wait(payload_bytes: int, bandwidth: float | None, timeout: float) -> 
     return ANSWER_WAIT_SHARE * payload_bytes / bandwidth if bandwidth else timeout
 
 
+def candidates(pick: str) -> tuple[str, ...]:
+    """The codecs a chunk the selector gave `pick` may go in: the pick and the lighter ones (costs.LIGHTER)."""
+    if pick == "none":
+        return ("none",)
+    return (pick, *LIGHTER[LIGHTER.index(pick) + 1 if pick in LIGHTER else 0:])
+
+
+def sample_ratios(sample: bytes, codecs: tuple[str, ...], known: dict[str, float] | None = None) -> dict[str, float]:
+    """Each codec's wire/raw ratio on a chunk's sample (16 KiB: a fraction of a ms each), `none` 1; `known`
+    caches them across calls."""
+    known = {} if known is None else known
+    for key in codecs:
+        if key not in known:
+            known[key] = 1.0 if key == "none" or not sample else len(chunks.encode(sample, key)) / len(sample)
+    return {k: known[k] for k in codecs}
+
+
 class Answer:
     """One selector call made in the background: codecs by chunk index once it is in."""
 
@@ -64,16 +81,15 @@ class Answer:
 
 
 class Plan:
-    def __init__(self, owner: Transfers, t: Transfer, fd: int, link: Link, same_host: bool = False) -> None:
+    def __init__(self, owner: Transfers, t: Transfer, fd: int, link: Link) -> None:
         self._owner, self._t, self._fd, self._link = owner, t, fd, link
-        self._same_host = same_host  # the receiver runs on this kernel: both ends' CPU comes from one pool
         self._costs = owner.costs_for(t.to)
         self._answers: dict[int, Answer] = {}  # window -> its selector call
         self._lock = threading.Lock()
         self._ratios: dict[str, float] = {}  # codec -> wire/raw on this transfer's chunks
         self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
         self._sample: bytes | None = None
-        self._sample_ratios: dict[str, float] = {}
+        self._sample_ratios: dict[str, float] = {}  # codec -> its ratio on `_sample`
         if t.codec is None:
             self._ask(0)
 
@@ -113,34 +129,28 @@ class Plan:
 
     def _fastest(self, pick: str, i: int) -> str:
         """The pick or a lighter codec, whichever the pipeline's measured costs say moves chunk `i` soonest
-        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`."""
+        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`. Ratios: measured on
+        this transfer's chunks, else from the sample of the first chunk that asks (`sample_ratios`), scaled
+        by the measured/sample ratio of a codec measured here."""
         bandwidth = self._link.bandwidth
-        if not bandwidth or pick == "none" or pick not in self._ratios:
+        if not bandwidth or pick == "none" or not self._costs.ready():
             return pick
-        ratios = dict(self._ratios)
-        for lighter in LIGHTER[LIGHTER.index(pick) + 1 if pick in LIGHTER else 0:-1]:
-            if lighter not in ratios:
-                estimate = self._sample_estimate(lighter, pick, i)
-                if estimate is not None:
-                    ratios[lighter] = estimate
-        chosen = self._costs.fastest(pick, ratios, bandwidth, self._same_host)
+        with self._lock:
+            measured = dict(self._ratios)
+        ratios = {k: 1.0 if k == "none" else measured[k] for k in candidates(pick) if k == "none" or k in measured}
+        missing = tuple(k for k in candidates(pick) if k not in ratios)
+        if missing:
+            if self._sample is None:
+                t = self._t
+                length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
+                self._sample = chunks.sample(self._fd, i * t.chunk_bytes, length)
+            on_sample = sample_ratios(self._sample, candidates(pick), self._sample_ratios)
+            scale = next((measured[k] / on_sample[k] for k in measured if on_sample.get(k)), 1.0)
+            ratios.update((k, min(1.0, on_sample[k] * scale)) for k in missing)
+        chosen = self._costs.fastest(pick, ratios, bandwidth)
         if chosen != pick:
             self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
         return chosen
-
-    def _sample_estimate(self, codec: str, pick: str, i: int) -> float | None:
-        """`codec`'s ratio on this transfer, not sent yet: the pick's measured ratio scaled by how the two
-        compress this transfer's sample (of the first chunk that asks; 16 KiB, a fraction of a ms each)."""
-        if self._sample is None:
-            t = self._t
-            length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-            self._sample = chunks.sample(self._fd, i * t.chunk_bytes, length)
-        if not self._sample:
-            return None
-        for key in (codec, pick):
-            if key not in self._sample_ratios:
-                self._sample_ratios[key] = len(chunks.encode(self._sample, key)) / len(self._sample)
-        return min(1.0, self._ratios[pick] * self._sample_ratios[codec] / max(self._sample_ratios[pick], 1e-9))
 
     def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,
              rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:

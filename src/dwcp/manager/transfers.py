@@ -33,14 +33,14 @@ from pathlib import Path
 
 from dwcp.manager import chunks
 from dwcp.manager.batch import BATCH_MAX, send_batch
-from dwcp.manager.costs import PipelineCosts
+from dwcp.manager.costs import PipelineCosts, same_kernel
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import SessionPool, Site
 from dwcp.manager.plan import Plan
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
-from dwcp.manager.store import ObjectStore, ObjectVersion, boot_id
+from dwcp.manager.store import ObjectStore, ObjectVersion
 from dwcp.manager.wire import Connection, Kind, PeerAuth, WireError
 from dwcp.runtime.resilience import backoff
 
@@ -289,6 +289,7 @@ class Transfers:
             t.state = "failed"
         t.seconds += time.perf_counter() - started
         self.metrics.transfers.labels(t.state).inc()
+        self.costs_for(t.to).export(self.metrics, t.to)
         if t.state == "done":
             self.links.record_transfer(t.to, t.bytes_wire - wire_at_start, time.perf_counter() - started)
         self.log.save(t, durable=True)
@@ -312,6 +313,7 @@ class Transfers:
             conns[0].send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                        "chunk_bytes": t.chunk_bytes, "chunks": n})
             _, state, _ = conns[0].expect((Kind.STATE,), 0)
+            self.costs_for(t.to).same_host = same_kernel(state)
             have = {int(i) for i in state.get("have", [])}
             if have:  # a fresh transfer id has nothing at the receiver: these came from an earlier attempt
                 t.resumes += 1
@@ -322,7 +324,7 @@ class Transfers:
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
                     conns.append(self.sessions.take(site))
-                plan = Plan(self, t, fd, link, same_host=bool(state.get("boot")) and state["boot"] == boot_id())
+                plan = Plan(self, t, fd, link)
                 self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
             conns[0].send(Kind.COMMIT, {"tid": t.id})

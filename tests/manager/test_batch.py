@@ -91,13 +91,15 @@ def test_a_batch_goes_with_the_local_rule_rather_than_wait_on_a_slow_selector(ma
 def test_a_batch_sends_uncompressed_when_the_pipelines_cpu_not_the_link_sets_the_pace(make_sites):
     """The batch's codecs go through the same pricing as a chunk's (costs.py): on a host that gives the
     pipeline a twentieth of a core, compressing costs more time than the gigabit link it saves."""
-    a, b = make_sites(2)
+    one_chunk = 4 * CHUNK  # objects of 100 KiB: one chunk each, big enough to be priced
+    a, b = make_sites(2, settings={"chunk_bytes": one_chunk, "chunk_min_bytes": one_chunk,
+                                   "chunk_max_bytes": one_chunk})
     a.site.links.get("manager-1").bandwidth = 125e6  # the local rule picks zstd-1 for compressible data here
     costs = a.site.transfers.costs_for("manager-1")
     costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 0.05, 1.5e-9, 2.4e-9
     costs.comp.update({"zstd-1": 4e-9, "lz4": 2e-9})
     costs.dec.update({"zstd-1": 1e-9, "lz4": 0.5e-9})
-    bodies = {f"text/{i}": (b"the same words again and again %d\n" % i) * 900 for i in range(6)}  # ~30 KiB
+    bodies = {f"text/{i}": (b"the same words again and again %d\n" % i) * 3000 for i in range(6)}
     for key, body in bodies.items():
         a.put(key, body)
     states = [a.wait(tid) for tid in post_batch(a, list(bodies))]

@@ -241,6 +241,7 @@ def test_codecs_not_sent_yet_are_priced_at_their_ratio_on_the_chunks_sample(make
         on_sample = {k: 1.0 if k == "none" else len(chunks.encode(sample, k)) / len(sample)
                      for k in candidates("zstd-9")}
         chosen = plan._fastest("zstd-9", 1)
+        assert {k: f.ratio for k, f in plan._sampled.items()} == on_sample
         assert chosen == soonest(on_sample) != "zstd-9"
         assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
         # zstd-9 sent at 1.5x its sample ratio: the codecs not sent yet are taken at 1.5x theirs (at most 1)

@@ -26,8 +26,8 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import same_kernel
-from dwcp.manager.plan import Answer, answer_wait, candidates, sample_ratios
+from dwcp.manager.costs import MIN_TIMED_BYTES, on_sample, same_kernel
+from dwcp.manager.plan import Answer, answer_wait, candidates
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -133,7 +133,8 @@ def _answered(conn: Connection, t: Transfer, chosen: _Chosen) -> None:
     kind, meta, _ = conn.expect((Kind.ACK, Kind.NACK), 0)
     if kind is Kind.NACK:
         raise WireError("nack", f"chunk of {t.id} refused ({meta.get('reason')})")
-    chosen._costs.acked(*chosen.sent_as, meta)
+    # held in memory until COMMIT_MANY: this write's time is not the disk's
+    chosen._costs.acked(*chosen.sent_as, {k: v for k, v in meta.items() if k != "io"})
     t.chunks_done = 1
 
 
@@ -153,10 +154,13 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
             owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
             picked = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}
         costs = owner.costs_for(ask[0].to)
-        for n, t in enumerate(ask):  # each object in the pick or a lighter codec, as for a chunk (plan.Plan)
+        # each object in the pick or a lighter codec, as for a chunk (plan.Plan); one too small to time costs
+        # the pipeline little either way, and pricing it would cost more than it can save
+        for n, t in enumerate(ask):
             pick = picked[n]
-            if link.bandwidth and pick != "none" and costs.ready():
-                fastest = costs.fastest(pick, sample_ratios(samples[n], candidates(pick)), link.bandwidth)
+            if link.bandwidth and pick != "none" and costs.ready() and t.size >= MIN_TIMED_BYTES:
+                sampled = on_sample(samples[n], candidates(pick))
+                fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled)
                 if fastest != pick:
                     owner.metrics.codec_decisions.labels("cpu_guard").inc()
                     pick = fastest

@@ -8,22 +8,21 @@ checksum and encrypt on the same cores, the receiver's decrypt, decode, hash and
 both ends on one host, the same ones), and the host is shared with other work. So the sender prices each
 candidate codec x per raw byte as
 
-    T(x) = max(r_x / B, cpu(x) / cores)
+    T(x) = max(r_x / B, cpu(x) / cores, disk)
 
     cpu(x) = (comp_x + tx_rest) + (dec_x + rx_rest)        both ends on one host (same kernel boot id)
     cpu(x) = max(comp_x + tx_rest, dec_x + rx_rest)        otherwise (each end on its own cores)
-    cores  = min(CPUs, threads x share)
+    cores  = min(CPUs, streams x share)
+    disk   = the receiver's wall time per raw byte making a chunk durable / streams (the same for every codec)
 
 all measured here: comp_x is the sender's thread CPU per raw byte compressing with x, tx_rest its CPU per raw
 byte for the rest of a chunk (read, checksum, TLS, framing); dec_x and rx_rest the same at the receiver, which
 reports its thread CPU for each chunk in the ACK; share is the CPU a sender stream thread gets while it
 computes (thread CPU / wall time of reading and compressing a chunk), so a host busy with other work counts
-fewer cores. r_x is the wire/raw ratio on this transfer's own chunks, or, for a codec it has not sent yet,
-its ratio on the chunk's 16 KiB sample (`plan.sample_ratios`) scaled by how a codec that was sent compares
-with its sample. A codec not timed yet on this host is priced from its CPU on the calibration's reference
-array (`corpus.reference_data`, timed once per process), scaled by how the codecs that were timed compare
-with their reference figures. The codec with the smallest T among the selector's pick and the lighter ones
-is sent; a tie goes to the lighter one.
+fewer cores. r_x is the wire/raw ratio on this transfer's own chunks. A codec not sent yet is priced from
+the chunk's 16 KiB sample (`on_sample`: its ratio and thread CPU compressing and decoding it), scaled by how a
+codec that was measured compares with its own sample figures (a fraction of a ms per transfer). The codec with
+the smallest T among the selector's pick and the lighter ones is sent; a tie goes to the lighter one.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 
-from dwcp.compression import corpus
-from dwcp.compression.codecs import BY_KEY
+from dwcp.manager import chunks
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.store import boot_id
 
@@ -53,19 +52,30 @@ def same_kernel(state: dict) -> bool:
     return bool(state.get("boot")) and state["boot"] == boot_id()
 
 
-def _reference_cpu() -> dict[str, tuple[float, float]]:
-    """(compress, decompress) thread CPU seconds per byte of each lighter codec on the reference array."""
-    data = corpus.reference_data()
-    out = {}
-    for key in LIGHTER[:-1]:
-        compress, decompress = BY_KEY[key].make()
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """One codec on a chunk's sample: wire/raw ratio, thread CPU s per byte compressing and decoding."""
+    ratio: float
+    comp: float
+    dec: float
+
+
+def on_sample(sample: bytes, codecs: tuple[str, ...], known: dict[str, Sampled] | None = None) -> dict[str, Sampled]:
+    """Each codec on `sample` (`none`: 1, 0, 0); `known` keeps them for the next call on the same sample."""
+    known = {} if known is None else known
+    for key in codecs:
+        if key in known:
+            continue
+        if key == "none" or not sample:
+            known[key] = Sampled(1.0, 0.0, 0.0)
+            continue
         c0 = time.thread_time()
-        packed = compress(data)
+        packed = chunks.encode(sample, key)
         c1 = time.thread_time()
-        decompress(packed)
+        chunks.decode(packed, key, len(sample), None)
         c2 = time.thread_time()
-        out[key] = (max(c1 - c0, 1e-6) / len(data), max(c2 - c1, 1e-6) / len(data))
-    return out
+        known[key] = Sampled(len(packed) / len(sample), (c1 - c0) / len(sample), (c2 - c1) / len(sample))
+    return {k: known[k] for k in codecs}
 
 
 class PipelineCosts:
@@ -78,9 +88,9 @@ class PipelineCosts:
         self.dec: dict[str, float] = {}  # codec -> receiver CPU s per raw byte decoding
         self.tx_rest: float | None = None  # sender CPU s per raw byte besides compressing
         self.rx_rest: float | None = None  # receiver CPU s per raw byte besides decoding
+        self.rx_io: float | None = None  # receiver wall s per raw byte making a chunk durable, one stream
         self.share: float | None = None  # CPU share of a sender stream thread while it computes
         self.same_host = False  # the peer answered with this kernel's boot id: both ends share these CPUs
-        self._reference: dict[str, tuple[float, float]] | None = None
         self._lock = threading.Lock()
 
     def sent(self, codec: str, raw_len: int, comp_cpu: float, rest_cpu: float, busy_cpu: float,
@@ -97,7 +107,8 @@ class PipelineCosts:
                 self.share = _ewma(self.share, min(1.0, busy_cpu / busy_wall))
 
     def acked(self, codec: str, raw_len: int, meta: dict) -> None:
-        """The receiver's ACK for one chunk: `cpu` its thread CPU for the chunk, `dcpu` the decoding part."""
+        """The receiver's ACK for one chunk: `cpu` its thread CPU for the chunk, `dcpu` the decoding part, `io`
+        the wall time its write and (group) fdatasync took."""
         cpu, dcpu = meta.get("cpu"), meta.get("dcpu")
         if raw_len < MIN_TIMED_BYTES or not isinstance(cpu, int | float) or not isinstance(dcpu, int | float):
             return  # a receiver that does not report (an older one)
@@ -105,6 +116,9 @@ class PipelineCosts:
             if codec != "none":
                 self.dec[codec] = _ewma(self.dec.get(codec), dcpu / raw_len)
             self.rx_rest = _ewma(self.rx_rest, max(0.0, cpu - dcpu) / raw_len)
+            io = meta.get("io")
+            if isinstance(io, int | float):
+                self.rx_io = _ewma(self.rx_io, io / raw_len)
 
     def export(self, metrics: ManagerMetrics, peer: str) -> None:
         """The figures as gauges (`dwcp_transfer_pipeline_*`), so an operator sees why a codec was stepped down."""
@@ -119,59 +133,56 @@ class PipelineCosts:
         """Both ends' figures are in (a chunk of at least MIN_TIMED_BYTES was sent and acknowledged)."""
         return self.tx_rest is not None and self.rx_rest is not None
 
-    def cores(self, same_host: bool) -> float:
-        threads = self.streams * (2 if same_host else 1)  # both ends' stream threads compete on one host
-        return max(1e-3, min(self.cpus, threads * (self.share or 1.0)))
+    def cores(self) -> float:
+        """The CPU the pipeline gets: its streams' threads at the share each gets (both ends' threads on one
+        host count once: they are not all runnable at once, and the measured transfers ran slower than
+        counting them twice predicts)."""
+        return max(1e-3, min(self.cpus, self.streams * (self.share or 1.0)))
 
-    def codec_cpu(self, codec: str) -> tuple[float, float] | None:
-        """(compress, decompress) CPU s per raw byte of `codec`: measured, else scaled from the reference."""
+    def codec_cpu(self, codec: str, sampled: dict[str, Sampled] | None = None) -> tuple[float, float] | None:
+        """(compress, decompress) CPU s per raw byte of `codec`: measured, else its figures on the sample scaled
+        by the measured/sample CPU of the codecs measured here (None when neither is known)."""
         if codec == "none":
             return 0.0, 0.0
         comp, dec = self.comp.get(codec), self.dec.get(codec)
         if comp is not None and dec is not None:
             return comp, dec
-        reference = self._reference_cpu()
-        if codec not in reference:
+        if not sampled or codec not in sampled:
             return None
-        ref_comp, ref_dec = reference[codec]
-        comp_scale = self._scale(self.comp, 0)
-        dec_scale = self._scale(self.dec, 1)
-        return (comp if comp is not None else ref_comp * comp_scale,
-                dec if dec is not None else ref_dec * dec_scale)
+        return (comp if comp is not None else sampled[codec].comp * _scale(self.comp, sampled, "comp"),
+                dec if dec is not None else sampled[codec].dec * _scale(self.dec, sampled, "dec"))
 
-    def _scale(self, measured: dict[str, float], side: int) -> float:
-        """How this host's measured codec CPU compares with the reference figures (1 when none compare)."""
-        reference = self._reference_cpu()
-        ratios = [v / reference[k][side] for k, v in measured.items() if k in reference]
-        return sum(ratios) / len(ratios) if ratios else 1.0
-
-    def _reference_cpu(self) -> dict[str, tuple[float, float]]:
-        if self._reference is None:
-            self._reference = _reference_cpu()
-        return self._reference
-
-    def seconds_per_byte(self, codec: str, ratio: float, bandwidth: float, same_host: bool) -> float | None:
+    def seconds_per_byte(self, codec: str, ratio: float, bandwidth: float, same_host: bool,
+                         sampled: dict[str, Sampled] | None = None) -> float | None:
         """T(codec) in seconds per raw byte, or None while a figure it needs is unknown."""
-        cpu = self.codec_cpu(codec)
+        cpu = self.codec_cpu(codec, sampled)
         if cpu is None or self.tx_rest is None or self.rx_rest is None:
             return None
         tx, rx = cpu[0] + self.tx_rest, cpu[1] + self.rx_rest
         work = tx + rx if same_host else max(tx, rx)
-        return max(ratio / bandwidth, work / self.cores(same_host))
+        disk = (self.rx_io or 0.0) / self.streams  # the streams' chunks are made durable side by side
+        return max(ratio / bandwidth, work / self.cores(), disk)
 
-    def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float) -> str:
+    def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float,
+                sampled: dict[str, Sampled] | None = None) -> str:
         """The selector's `pick` or a lighter codec, whichever moves a raw byte soonest. `ratios`: each
         candidate's wire/raw ratio (measured, or estimated by the caller); a candidate without one is skipped,
         and the pick is kept while its own figures are missing."""
         if pick == "none" or pick not in ratios:
             return pick
-        best, best_t = pick, self.seconds_per_byte(pick, ratios[pick], bandwidth, self.same_host)
+        best, best_t = pick, self.seconds_per_byte(pick, ratios[pick], bandwidth, self.same_host, sampled)
         if best_t is None:
             return pick
         start = LIGHTER.index(pick) + 1 if pick in LIGHTER else 0
         for lighter in LIGHTER[start:]:
             ratio = 1.0 if lighter == "none" else ratios.get(lighter)
-            t = None if ratio is None else self.seconds_per_byte(lighter, ratio, bandwidth, self.same_host)
+            t = None if ratio is None else self.seconds_per_byte(lighter, ratio, bandwidth, self.same_host, sampled)
             if t is not None and t <= best_t:
                 best, best_t = lighter, t
         return best
+
+
+def _scale(measured: dict[str, float], sampled: dict[str, Sampled], part: str) -> float:
+    """How the measured CPU of codecs compares with their CPU on the sample (1 when none was measured)."""
+    ratios = [v / getattr(sampled[k], part) for k, v in measured.items() if k in sampled and getattr(sampled[k], part)]
+    return sum(ratios) / len(ratios) if ratios else 1.0

@@ -239,7 +239,8 @@ class PeerServer:
     def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray | memoryview,
                cpu_at: float | None = None) -> None:
         """Decode, check and write one chunk, then ACK it with this thread's CPU for it (`cpu`, from
-        `cpu_at`, its frame's arrival) and for decoding it (`dcpu`): the sender prices codecs with them."""
+        `cpu_at`, its frame's arrival), for decoding it (`dcpu`) and the wall time making it durable took
+        (`io`): the sender prices codecs with them (costs.py)."""
         tid, index = str(meta.get("tid")), meta.get("i")
         inc = self._receiver.get(peer, tid)
         if inc is None:
@@ -266,11 +267,13 @@ class PeerServer:
             conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "checksum"})
             return
         dcpu = time.thread_time() - decode_at
+        write_at = time.perf_counter()
         inc.write(index, raw)
+        io = time.perf_counter() - write_at
         self._metrics.received.inc(raw_len)
         ack = {"tid": tid, "i": index}
         if cpu_at is not None:
-            ack.update(cpu=round(time.thread_time() - cpu_at, 6), dcpu=round(dcpu, 6))
+            ack.update(cpu=round(time.thread_time() - cpu_at, 6), dcpu=round(dcpu, 6), io=round(io, 6))
         conn.send(Kind.ACK, ack)
 
     def _commit(self, conn: Connection, peer: str, meta: dict) -> None:

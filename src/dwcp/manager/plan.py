@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import LIGHTER
+from dwcp.manager.costs import LIGHTER, Sampled, on_sample
 
 if TYPE_CHECKING:
     from dwcp.manager.links import Link
@@ -39,16 +39,6 @@ def candidates(pick: str) -> tuple[str, ...]:
     if pick == "none":
         return ("none",)
     return (pick, *LIGHTER[LIGHTER.index(pick) + 1 if pick in LIGHTER else 0:])
-
-
-def sample_ratios(sample: bytes, codecs: tuple[str, ...], known: dict[str, float] | None = None) -> dict[str, float]:
-    """Each codec's wire/raw ratio on a chunk's sample (16 KiB: a fraction of a ms each), `none` 1; `known`
-    caches them across calls."""
-    known = {} if known is None else known
-    for key in codecs:
-        if key not in known:
-            known[key] = 1.0 if key == "none" or not sample else len(chunks.encode(sample, key)) / len(sample)
-    return {k: known[k] for k in codecs}
 
 
 class Answer:
@@ -89,7 +79,7 @@ class Plan:
         self._ratios: dict[str, float] = {}  # codec -> wire/raw on this transfer's chunks
         self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
         self._sample: bytes | None = None
-        self._sample_ratios: dict[str, float] = {}  # codec -> its ratio on `_sample`
+        self._sampled: dict[str, Sampled] = {}  # codec -> its figures on `_sample`
         if t.codec is None:
             self._ask(0)
 
@@ -129,25 +119,25 @@ class Plan:
 
     def _fastest(self, pick: str, i: int) -> str:
         """The pick or a lighter codec, whichever the pipeline's measured costs say moves chunk `i` soonest
-        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`. Ratios: measured on
-        this transfer's chunks, else from the sample of the first chunk that asks (`sample_ratios`), scaled
-        by the measured/sample ratio of a codec measured here."""
+        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`. A codec's ratio is the
+        one measured on this transfer's chunks, else its ratio on the sample of the first chunk that asks
+        (`costs.on_sample`), scaled by the measured/sample ratio of a codec this transfer sent."""
         bandwidth = self._link.bandwidth
         if not bandwidth or pick == "none" or not self._costs.ready():
             return pick
         with self._lock:
             measured = dict(self._ratios)
+        costs, sampled = self._costs, None
         ratios = {k: 1.0 if k == "none" else measured[k] for k in candidates(pick) if k == "none" or k in measured}
-        missing = tuple(k for k in candidates(pick) if k not in ratios)
-        if missing:
-            if self._sample is None:
+        if any(k not in ratios or k not in costs.comp or k not in costs.dec for k in candidates(pick) if k != "none"):
+            if self._sample is None:  # some figure is not measured yet: the sample's stand in for it
                 t = self._t
                 length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
                 self._sample = chunks.sample(self._fd, i * t.chunk_bytes, length)
-            on_sample = sample_ratios(self._sample, candidates(pick), self._sample_ratios)
-            scale = next((measured[k] / on_sample[k] for k in measured if on_sample.get(k)), 1.0)
-            ratios.update((k, min(1.0, on_sample[k] * scale)) for k in missing)
-        chosen = self._costs.fastest(pick, ratios, bandwidth)
+            sampled = on_sample(self._sample, candidates(pick), self._sampled)
+            scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
+            ratios.update((k, min(1.0, f.ratio * scale)) for k, f in sampled.items() if k not in ratios)
+        chosen = costs.fastest(pick, ratios, bandwidth, sampled)
         if chosen != pick:
             self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
         return chosen

@@ -422,8 +422,9 @@ class Transfers:
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         if os.preadv(fd, [raw], offset) != length:
             raise TransferFailed(f"object {t.key} v{t.version} is shorter than its recorded {t.size} bytes")
-        codec = plan.codec(i)
-        comp0 = time.thread_time()
+        read_cpu, read_wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        codec = plan.codec(i)  # its CPU and any wait for the selector are not the chunk's
+        comp0, wall_c0 = time.thread_time(), time.perf_counter()
         data = chunks.encode(raw, codec)
         comp1, wall1 = time.thread_time(), time.perf_counter()
         picked, encoded_len, delta_cpu = codec, len(data), 0.0
@@ -442,7 +443,8 @@ class Transfers:
         # the pipeline's figures (costs.py): compressing, the rest of this chunk's CPU, the CPU share of reading
         # and compressing
         plan.sent(i, picked, codec, length, encoded_len, comp_cpu,
-                  time.thread_time() - cpu0 - comp_cpu - delta_cpu, comp1 - cpu0, wall1 - wall0)
+                  read_cpu + time.thread_time() - comp1 - delta_cpu, read_cpu + comp_cpu,
+                  read_wall + wall1 - wall_c0)
         t.bytes_raw += length
         t.bytes_wire += wire
         t.codecs[codec] = t.codecs.get(codec, 0) + 1

@@ -123,7 +123,9 @@ class PipelineCosts:
     def export(self, metrics: ManagerMetrics, peer: str) -> None:
         """The figures as gauges (`dwcp_transfer_pipeline_*`), so an operator sees why a codec was stepped down."""
         parts = [("sender", k, v) for k, v in self.comp.items()] + [("receiver", k, v) for k, v in self.dec.items()]
-        parts += [(side, "rest", v) for side, v in (("sender", self.tx_rest), ("receiver", self.rx_rest)) if v]
+        parts += [(side, part, v) for side, part, v in (("sender", "rest", self.tx_rest),
+                                                         ("receiver", "rest", self.rx_rest),
+                                                         ("receiver", "durable_write_wall", self.rx_io)) if v]
         for side, part, value in parts:
             metrics.pipeline_cpu.labels(peer, side, part).set(value)
         if self.share is not None:

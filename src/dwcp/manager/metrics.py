@@ -40,7 +40,8 @@ class ManagerMetrics:
         self.pipeline_cpu = Gauge(
             "dwcp_transfer_pipeline_cpu_seconds_per_byte",
             "Thread CPU per raw byte of the pipeline to each peer (costs.py), by side (sender or receiver) and part "
-            "(a codec's compressing or decoding, or rest: everything else a chunk costs that side).",
+            "(a codec's compressing or decoding, rest: everything else a chunk costs that side; durable_write_wall: "
+            "the receiver's wall time per byte making a chunk durable, not CPU).",
             ["peer", "side", "part"], registry=registry)
         self.pipeline_share = Gauge(
             "dwcp_transfer_pipeline_cpu_share", "CPU share a sender stream thread gets while it computes.",

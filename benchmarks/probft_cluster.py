@@ -14,6 +14,7 @@ what the VRF proofs, header signatures and ballot format cost over PBFT's votes.
 
     .venv/bin/python benchmarks/probft_cluster.py                       # 500 tx/s for 20 s, each protocol
     .venv/bin/python benchmarks/probft_cluster.py --rate 200 --duration 10 --json probft_cluster.json
+    .venv/bin/python benchmarks/probft_cluster.py --batch-ms 10   # batched client (POST /v1/batches per 10 ms)
 
 Measured 2026-12-04 19:59 UTC (`--rate 500 --duration 10`, load average ~20 from other sessions): ProBFT
 p50 232 / p99 721 ms, quorum achievement 100%, 7.39 ms node CPU per block (43.9 tx/block); PBFT on the same
@@ -64,7 +65,7 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
             settle(cluster)
             a0, t0 = quorum_counts(cluster) if protocol == "probft" else (0, 0)
             profile = args.profile_node if protocol == "probft" else None
-            run = measured(cluster, args.rate, args.duration, profile_node=profile)
+            run = measured(cluster, args.rate, args.duration, profile_node=profile, batch_ms=args.batch_ms)
             after = settle(cluster)
             top, compared = check_logs_agree(cluster)
             out = run.summary() | {"protocol": protocol, "after": after, "logs_agree_heights": compared}
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                     help="node setting for both protocols' nodes (e.g. batch_timeout_ms=2)")
+    ap.add_argument("--batch-ms", type=float, default=0.0,
+                    help="client sends the transactions due every N ms as one POST /v1/batches (0: one POST per tx)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--profile-node", type=int, default=None, metavar="I",

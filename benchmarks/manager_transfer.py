@@ -395,7 +395,7 @@ def loopback(work: Path, size: int, timeout: float) -> dict:
         m.stop()
 
 
-def small_files(work: Path, count: int, size: int, timeout: float) -> dict:
+def small_files(work: Path, count: int, size: int, timeout: float, one_post_each: bool = True) -> dict:
     """`count` objects of `size` random bytes, one transfer each, vs rsync -a of the same files (loopback)."""
     src = work / "small"
     src.mkdir(parents=True, exist_ok=True)
@@ -408,15 +408,20 @@ def small_files(work: Path, count: int, size: int, timeout: float) -> dict:
     with ExitStack() as stack:
         stack.callback(m.stop)
         m.start()
-        single = manager_run(m, files, "selector", "small-single", timeout)
+        single = manager_run(m, files, "selector", "small-single", timeout) if one_post_each else None
         manager = manager_run(m, files, "selector", "small", timeout, batch=True)
         rsyncd = Rsyncd(work, None, "127.0.0.1")
         stack.callback(rsyncd.stop)
         rsync = rsyncd.run(files, "small", compress=False)
-    return {"files": count, "file_bytes": size, "manager": manager, "manager_one_post_each": single, "rsync": rsync,
-            "manager_over_rsync": round(manager["seconds"] / rsync["seconds"], 2),
-            "one_post_each_over_rsync": round(single["seconds"] / rsync["seconds"], 2),
-            "manager_cpu_seconds_per_file": round(manager["cpu_seconds"] / count, 5)}
+    out = {"files": count, "file_bytes": size, "manager": manager, "rsync": rsync,
+           "manager_over_rsync": round(manager["seconds"] / rsync["seconds"], 2),
+           "manager_cpu_seconds_per_file": round(manager["cpu_seconds"] / count, 5),
+           "manager_cpu_seconds_per_file_by_side": {
+               name: round(v / count, 6) for name, v in manager["cpu_seconds_by_process"].items()}}
+    if single is not None:
+        out["manager_one_post_each"] = single
+        out["one_post_each_over_rsync"] = round(single["seconds"] / rsync["seconds"], 2)
+    return out
 
 
 def main() -> None:
@@ -431,6 +436,8 @@ def main() -> None:
     ap.add_argument("--skip-loopback", action="store_true")
     ap.add_argument("--small-files", type=int, default=1000, help="objects in the small-files run (0: skip it)")
     ap.add_argument("--small-bytes", type=int, default=4096)
+    ap.add_argument("--small-batch-only", action="store_true",
+                    help="small files: only the one-batch-POST run and rsync (not one POST per file)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
     ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
@@ -465,12 +472,15 @@ def main() -> None:
     if args.small_files and shutil.which("rsync") is not None:
         sm = work / "small-files"
         sm.mkdir(exist_ok=True)
-        report["small_files"] = r = small_files(sm, args.small_files, args.small_bytes, args.timeout)
+        report["small_files"] = r = small_files(sm, args.small_files, args.small_bytes, args.timeout,
+                                                  not args.small_batch_only)
         print(f"small files, {r['files']} x {r['file_bytes']} B on loopback: manager (one batch POST) "
               f"{r['manager']['seconds']:.2f} s ({r['manager_cpu_seconds_per_file'] * 1e3:.2f} CPU ms per file, both "
-              f"managers), one POST per file {r['manager_one_post_each']['seconds']:.2f} s, rsync "
-              f"{r['rsync']['seconds']:.2f} s: manager/rsync = {r['manager_over_rsync']} (target <= 2), one POST "
-              f"each/rsync = {r['one_post_each_over_rsync']}; load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"managers: {r['manager_cpu_seconds_per_file_by_side']} s), rsync {r['rsync']['seconds']:.2f} s: "
+              f"manager/rsync = {r['manager_over_rsync']} (target <= 2)"
+              + (f", one POST per file {r['manager_one_post_each']['seconds']:.2f} s = "
+                 f"{r['one_post_each_over_rsync']} x rsync" if "manager_one_post_each" in r else "")
+              + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_shaped:
         if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("rsync") is None:
             print("shaped runs need root, iproute2 and rsync (scripts/setup.sh installs rsync); skipped")

@@ -107,3 +107,33 @@ def test_a_batch_sends_uncompressed_when_the_pipelines_cpu_not_the_link_sets_the
     assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == len(bodies)
     for key, body in bodies.items():
         assert b.client.get(f"/v1/objects/{key}").content == body
+
+
+def test_a_batchs_small_objects_and_their_answers_leave_in_a_few_writes_not_two_per_object(make_sites,
+                                                                                           monkeypatch):
+    """OFFER and CHUNK of each object are held and sent together (`Connection.holding`), and so are the
+    receiver's STATE and ACK answers (`send(soon=True)`): 100 objects of 4 KiB cost each side a handful of TLS
+    writes, not 200 (each a record and a syscall, and a wake-up of the other side's thread)."""
+    import ssl
+    import threading
+
+    writes: dict[str, list[int]] = {"transfer": [], "peer-conn": []}  # the sender's workers, the receiver's
+    sendall = ssl.SSLSocket.sendall
+
+    def counted(self, data, flags=0):
+        name = threading.current_thread().name
+        writes.setdefault("transfer" if name.startswith("transfer-") else name, []).append(len(data))
+        return sendall(self, data, flags)
+
+    a, b = make_sites(2)
+    a.site.probe("manager-1")  # a measured link and a warm session: the batch's writes are all that is counted
+    bodies = {f"small/{i}": os.urandom(4096) for i in range(100)}
+    for key, body in bodies.items():
+        a.put(key, body)
+    monkeypatch.setattr(ssl.SSLSocket, "sendall", counted)
+    states = [a.wait(tid) for tid in post_batch(a, list(bodies))]
+    assert all(s["state"] == "done" for s in states), states
+    sent, answered = len(writes["transfer"]), len(writes["peer-conn"])
+    assert sent <= 40 and answered <= 40, (sent, answered)  # a few per worker's batch, one COMMIT_MANY each
+    for key, body in bodies.items():
+        assert b.client.get(f"/v1/objects/{key}").content == body

@@ -6,9 +6,9 @@ one-chunk objects for the same peer) shares all of that:
 
 1. one authenticated connection;
 2. one selector call for the whole batch (each object is one chunk: one sample each);
-3. OFFER and CHUNK of each object sent back to back, up to PIPELINE objects ahead of their STATE and ACK
-   answers (no delta: a one-chunk object gains little from one, and the receiver's base would cost a round
-   trip first);
+3. OFFER and CHUNK of each object sent back to back, in as few TLS records as fit (`Connection.holding`),
+   up to PIPELINE_BYTES ahead of their STATE and ACK answers (no delta: a one-chunk object gains little
+   from one, and the receiver's base would cost a round trip first);
 4. one COMMIT_MANY: the receiver fsyncs the objects' files together and publishes them with one
    `publish_many` (renames, one fsync per directory, one index transaction), answering DONE_MANY;
 5. one durable journal write for the batch's final states.
@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dwcp.manager.batch")
 BATCH_MAX = 128  # transfers in one batch: the four workers share a large queue, a DONE_MANY stays small
-PIPELINE = 16  # objects sent ahead of their answers (each at most chunk_min_bytes)
+# Bytes of objects sent ahead of their answers. Every object of a batch may be (its answers, ~150 bytes each,
+# wait in the socket buffers): 16 objects ahead made the sender wait for the receiver's thread 8 times per
+# 128 small objects, each a wake-up that waits for a CPU on a busy host.
+PIPELINE_BYTES = 8 << 20
 
 
 class _Chosen:
@@ -94,14 +97,21 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
         buf = bytearray(max((t.size for t in ready), default=0))
         costs = owner.costs_for(ts[0].to)
         unanswered: collections.deque[tuple[Transfer, _Chosen]] = collections.deque()
-        for t, codec in zip(ready, codecs, strict=True):
-            conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
-                                   "chunk_bytes": t.chunk_bytes, "chunks": 1})
-            chosen = _Chosen(codec, costs)
-            owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
-            unanswered.append((t, chosen))
-            if len(unanswered) >= PIPELINE:  # answers are a few bytes: the receiver never blocks sending them
-                _answered(conn, *unanswered.popleft())
+        ahead = 0  # bytes of the unanswered objects
+        with conn.holding():  # an object's OFFER and CHUNK, and the next small objects', leave together
+            for t, codec in zip(ready, codecs, strict=True):
+                conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
+                                       "chunk_bytes": t.chunk_bytes, "chunks": 1})
+                chosen = _Chosen(codec, costs)
+                owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
+                unanswered.append((t, chosen))
+                ahead += t.size
+                # answers are a few bytes (~250 per object, BATCH_MAX objects at most): the receiver never blocks
+                # sending them; waiting for one sends what is held first (`Connection.receive`)
+                while ahead > PIPELINE_BYTES:
+                    done_t, done_chosen = unanswered.popleft()
+                    _answered(conn, done_t, done_chosen)
+                    ahead -= done_t.size
         while unanswered:
             _answered(conn, *unanswered.popleft())
         if not ready:

@@ -232,9 +232,12 @@ class PeerServer:
         if not 4096 <= offer["chunk_bytes"] <= MAX_FRAME_DATA - (1 << 20):
             raise WireError("malformed", f"chunk_bytes {offer['chunk_bytes']} out of range")
         inc = self._receiver.offer(peer, offer)
-        # boot: this kernel's boot id, so a sender on the same host knows both ends share its CPUs (costs.py)
+        # boot: this kernel's boot id, so a sender on the same host knows both ends share its CPUs (costs.py).
+        # A one-chunk object's answers may wait for the next ones (`soon`): a batch sends many back to back
+        # (batch.py), and they leave together before this thread waits for input. Not a larger object's: its
+        # sender waits for this STATE, and each ACK opens its stream's window for the next chunk.
         conn.send(Kind.STATE, {"have": sorted(inc.have), "base": inc.base_sha256, "base_size": inc.base_size,
-                               "boot": boot_id()})
+                               "boot": boot_id()}, soon=inc.chunks == 1)
 
     def _chunk(self, conn: Connection, peer: str, meta: dict, data: bytearray | memoryview,
                cpu_at: float | None = None) -> None:
@@ -274,7 +277,7 @@ class PeerServer:
         ack = {"tid": tid, "i": index}
         if cpu_at is not None:
             ack.update(cpu=round(time.thread_time() - cpu_at, 6), dcpu=round(dcpu, 6), io=round(io, 6))
-        conn.send(Kind.ACK, ack)
+        conn.send(Kind.ACK, ack, soon=inc.chunks == 1)
 
     def _commit(self, conn: Connection, peer: str, meta: dict) -> None:
         tid = str(meta.get("tid"))

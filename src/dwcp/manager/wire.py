@@ -28,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import mmap
+import select
 import socket
 import ssl
 import struct
+from collections.abc import Iterator
 from typing import Protocol
 
 import msgspec
@@ -40,6 +42,7 @@ from dwcp.runtime.peerauth import PeerAuthError
 
 _HEAD = struct.Struct("!BIQ")
 MAX_META = 64 * 1024
+HOLD_BYTES = 64 * 1024  # frames held by `Connection.holding` go out once they reach this size
 MAX_AUTH_BYTES = 1024
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(dict).decode
@@ -81,16 +84,60 @@ class Connection:
         # `receive(reuse=True)` reads frame data here, one frame at a time: page-aligned (an anonymous mmap), so a
         # chunk can be written to disk with O_DIRECT straight from it (incoming.py).
         self._data: mmap.mmap | None = None
+        self._held = bytearray()  # frames waiting to go out together (`holding`, `send(soon=True)`)
+        self._holding = False
 
-    def send(self, kind: Kind, meta: dict | None = None, data: bytes | memoryview = b"") -> int:
+    def send(self, kind: Kind, meta: dict | None = None, data: bytes | memoryview = b"", soon: bool = False) -> int:
+        """Send a frame. With `soon` (or inside `holding`), a small frame may wait to leave with the next ones:
+        at the latest before this connection blocks in `receive`, sends a large frame, or holds HOLD_BYTES."""
         encoded = _pack(meta or {})
         head = _HEAD.pack(kind, len(encoded), len(data))
-        if len(data) <= 65536:
+        if (soon or self._holding) and len(data) <= HOLD_BYTES:
+            self._held += head
+            self._held += encoded
+            self._held += data
+            if len(self._held) >= HOLD_BYTES:
+                self.flush()
+        elif len(data) <= 65536:
+            self.flush()
             self.sock.sendall(head + encoded + bytes(data))
         else:  # no copy of a large chunk just to prepend a header
+            self.flush()
             self.sock.sendall(head + encoded)
             self.sock.sendall(data)
         return _HEAD.size + len(encoded) + len(data)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Frames sent inside go out together, one `sendall` per HOLD_BYTES instead of one per frame (a batch
+        of small objects sends two frames per object, each otherwise a TLS record and a syscall of its own).
+
+        For a connection one thread sends and receives on. Held frames leave when they reach HOLD_BYTES, before
+        a frame too large to hold, before this connection's `receive` waits for input (an answer is never
+        awaited with its request still held) and when the block ends. A block that raises drops what is held
+        (the caller closes the connection): nothing held leaves after a failure."""
+        self._holding = True
+        try:
+            yield
+        except BaseException:
+            self._held = bytearray()
+            raise
+        finally:
+            self._holding = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the frames held so far (see `holding`)."""
+        if self._held:
+            held, self._held = self._held, bytearray()
+            self.sock.sendall(held)
+
+    def _input_ready(self) -> bool:
+        """Whether a `receive` can start without waiting: bytes decrypted and buffered, or in the socket."""
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def _exactly(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -107,7 +154,12 @@ class Connection:
 
     def receive(self, max_data: int, reuse: bool = False) -> tuple[Kind, dict, bytearray | memoryview]:
         """The next frame. With `reuse`, its data is a view of this connection's buffer, valid only until the
-        next `receive` (a chunk is checked and written before that): no allocation per chunk."""
+        next `receive` (a chunk is checked and written before that): no allocation per chunk. Frames held by
+        `holding` or `send(soon=True)` leave first unless input is already there: a peer sends whole frames and
+        sends what it holds before it waits, so what is there now completes without our held frames, and
+        answers to a run of small requests leave together."""
+        if self._held and not self._input_ready():
+            self.flush()
         kind, meta_len, data_len = _HEAD.unpack(self._exactly(_HEAD.size))
         try:
             kind = Kind(kind)

@@ -253,3 +253,47 @@ def test_codecs_not_sent_yet_are_priced_at_their_ratio_on_the_chunks_sample(make
         assert plan._fastest("zstd-9", 1) == soonest(scaled)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("size", [4 * CHUNK, 4 * CHUNK + 1, 8 * CHUNK - 1])
+def test_large_chunks_are_sent_from_a_mapping_of_the_blob_not_a_copy(make_sites, monkeypatch, size):
+    """Chunks of MAP_MIN bytes and more are checksummed and sent straight from the file's pages (no preadv into
+    a buffer: the copy was the sender's largest kernel cost); a shorter last chunk is read as before."""
+    import threading
+
+    from dwcp.manager import transfers
+
+    chunk = 4 * CHUNK
+    monkeypatch.setattr(transfers, "MAP_MIN", chunk)
+    reads: list[int] = []
+    preadv = os.preadv
+
+    def counted(fd, buffers, offset, *args):
+        if threading.current_thread().name != "peer-conn":  # the receiver reads early chunks back to hash them
+            reads.append(sum(len(b) for b in buffers))
+        return preadv(fd, buffers, offset, *args)
+
+    a, b = make_sites(2, settings={"chunk_bytes": chunk, "chunk_min_bytes": chunk, "chunk_max_bytes": chunk})
+    body = mixed(size, seed=size)
+    a.put("mapped/obj.bin", body)
+    monkeypatch.setattr(transfers.os, "preadv", counted)
+    state = a.transfer("mapped/obj.bin", "manager-1")
+    assert state["state"] == "done" and state["sha256"] == sha(body), state
+    assert b.client.get("/v1/objects/mapped/obj.bin").content == body
+    assert reads == ([size % chunk] if size % chunk else []), reads  # only a last chunk shorter than MAP_MIN
+
+
+def test_a_blob_shorter_than_its_record_fails_the_mapped_chunk_cleanly(tmp_path):
+    from dwcp.manager.transfers import _chunk_view
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(3 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with _chunk_view(fd, 2 << 20, 1 << 20, bytearray(1 << 20)) as whole:
+            assert bytes(whole) == path.read_bytes()[2 << 20:]
+        os.truncate(path, (2 << 20) + 5)  # a blob cut short: a short view, as a short read would give
+        with _chunk_view(fd, 2 << 20, 1 << 20, bytearray(1 << 20)) as short:
+            assert len(short) < 1 << 20
+    finally:
+        os.close(fd)

@@ -219,6 +219,23 @@ def test_seven_primaries_with_two_down_agree(schedule_period) -> None:
     assert min(len(net.commits.get(n, [])) for n in range(5)) >= 3
 
 
+def test_a_node_with_default_settings_moves_anchors_off_a_crashed_primary() -> None:
+    from dataclasses import asdict
+
+    from dwcp.consensus.bullshark.settings import Settings
+
+    config = asdict(Settings().core_config(max_pending=1000))
+    net, workers = cluster(4, **config)
+    net.down.add(3)
+    start(net)
+    for node in range(3):
+        workers.seal(node, 2)
+    tick(net, workers, 24)
+    assert_same_prefix(net, range(3))
+    for node in range(3):  # round-robin would keep electing 3 every fourth even round; its anchor never exists
+        assert 3 not in net.cores[node].ordering.schedule.table
+
+
 def submit_over_http(net: LocalNet, node: int, payload: bytes):
     """A `Submitted` tx on `node`, its batch sealed: the `ClientBatch` the primary hands its worker."""
     from dwcp.consensus.bullshark.inline import SEAL

@@ -2,7 +2,8 @@
 
 Primary settings become the core's `primary.Config`; worker settings are read by the worker
 process (`transport/dataplane.py`). Defaults are Narwhal's (header 1,000 B, max_header_delay
-100 ms, gc_depth 50, batch 500,000 B, max_batch_delay 100 ms).
+100 ms, gc_depth 50, batch 500,000 B, max_batch_delay 100 ms), plus HammerHead's leader schedule
+(`schedule_period` 2; the core's own `Config` default stays plain round-robin).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ class Settings(BaseModel):
     header_size: int = Field(1000, ge=32, description="Bytes of batch digests that make a header worth proposing.")
     max_header_delay_ms: float = Field(100.0, gt=0, description="Most time between two headers of this primary.")
     gc_depth: int = Field(50, ge=4, description="Rounds of DAG kept below the last committed anchor.")
-    schedule_period: int = Field(0, ge=0, description="HammerHead leader reputation: committed anchors per "
+    # HammerHead on by default (docs/bullshark.md, "Leader reputation as the node's default"): in the simulator
+    # with f Byzantine nodes it moves anchors off authors whose anchors never certify (n = 100, 33 Byzantine: p99
+    # 2.50 -> 1.44 s), and every seeded Byzantine and crashed campaign at n = 4 and 10 stays at 0 violations.
+    schedule_period: int = Field(2, ge=0, description="HammerHead leader reputation: committed anchors per "
                                  "schedule (0: plain round-robin anchors).")
     sync_retry_ms: float = Field(250.0, gt=0, description="Period of requests for still-missing certificates.")
     batch_size: int = Field(500_000, ge=1024, le=4_000_000, description="Bytes of transactions that seal a batch.")

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 from _harness import open_loop
-from tpbft_cluster import check_logs_agree, measured, node_target, report, settle
+from tpbft_cluster import check_logs_agree, measured, node_target, report, settle, top_height
 
 from dwcp.consensus.node.cluster import LocalCluster
 
@@ -54,9 +56,31 @@ def quorum_counts(cluster: LocalCluster) -> tuple[int, int]:
     return achieved, attempts
 
 
+def per_block(before: dict, after: dict, blocks: int) -> dict[str, float]:
+    """Counter deltas per block per node (`_crypto_counts`), sorted by name."""
+    return {k: round((v - before.get(k, 0)) / blocks / N, 3) for k, v in sorted(after.items())
+            if v > before.get(k, 0)} if blocks else {}
+
+
+def count_line(counts: dict[str, float]) -> str:
+    main = ("ed25519_verify", "ed25519_verify_calls", "ed25519_sign", "vrf_verify", "vrf_prove")
+    frames = sum(v for k, v in counts.items() if k.startswith("in_frames:"))
+    size = sum(v for k, v in counts.items() if k.startswith("in_bytes:"))
+    sealed = sum(v for k, v in counts.items() if k.startswith("out_frames:"))
+    out = sum(v for k, v in counts.items() if k.startswith("out_bytes:"))
+    return ("    per block per node: " + ", ".join(f"{k} {counts.get(k, 0):.2f}" for k in main)
+            + f"; frames in {frames:.1f} ({size:.0f} B), sealed out {sealed:.1f} ({out:.0f} B, before fan-out); "
+            + ", ".join(f"{k} {v:.2f}" for k, v in counts.items() if k.startswith(("in_frames:", "in_bytes:"))))
+
+
 def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"dwcp-bench-{protocol}-"))
     settings = {"protocol": protocol, **dict(s.split("=", 1) for s in args.setting)}
+    counts_dir = None
+    saved_env = dict(os.environ)
+    if args.count_crypto:
+        import _crypto_counts
+        counts_dir = _crypto_counts.enable(os.environ)  # the nodes LocalCluster starts inherit it
     try:
         with LocalCluster(root, N, service="probft", settings=settings) as cluster:
             cluster.start_all()
@@ -65,8 +89,15 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
             settle(cluster)
             a0, t0 = quorum_counts(cluster) if protocol == "probft" else (0, 0)
             profile = args.profile_node if protocol == "probft" else None
+            if counts_dir is not None:
+                time.sleep(0.5)  # the counters are written every 0.25 s
+                h0, c0 = top_height(cluster), _crypto_counts.read(counts_dir)
             run = measured(cluster, args.rate, args.duration, profile_node=profile, batch_ms=args.batch_ms)
             after = settle(cluster)
+            counts = None
+            if counts_dir is not None:
+                time.sleep(0.5)
+                counts = per_block(c0, _crypto_counts.read(counts_dir), top_height(cluster) - h0)
             top, compared = check_logs_agree(cluster)
             out = run.summary() | {"protocol": protocol, "after": after, "logs_agree_heights": compared}
             if protocol == "probft":
@@ -74,8 +105,15 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
                 out["quorum_achieved"], out["quorum_attempts"] = a1 - a0, t1 - t0
                 out["quorum_achievement"] = (a1 - a0) / (t1 - t0) if t1 > t0 else float("nan")
             print(f"{protocol}: " + report(run) + f"  | after: {after}", flush=True)
+            if counts is not None:
+                out["counts_per_block_per_node"] = counts
+                print(count_line(counts), flush=True)
             return out
     finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        if counts_dir is not None:
+            shutil.rmtree(counts_dir, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -93,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--profile-node", type=int, default=None, metavar="I",
                     help="profile ProBFT node I during its run (py-spy phases, perf libraries: tpbft_cluster.py)")
+    ap.add_argument("--count-crypto", action="store_true",
+                    help="count, inside every node, Ed25519/VRF checks and signs and frames/bytes in and out per block "
+                         "(_crypto_counts.py)")
     args = ap.parse_args(argv)
     results = {p: one_protocol(p, args) for p in ("probft", "pbft")}
     pro, base = results["probft"], results["pbft"]

@@ -82,6 +82,12 @@ class SampleBook:
                 self._mine.popitem(last=False)
         return hit
 
+    def holds(self, sender: int, epoch: int, view: int, phase: str, proof: bytes) -> bool:
+        """True when `proof` is the cached, valid proof of `sender` for (epoch, view, phase) and its sample
+        holds us: what `sample_of` would accept without verifying anything. Reads only."""
+        hit = self._peers.get((sender, epoch, view, phase))
+        return hit is not None and hit[0] == proof and hit[1] is not None and self.node_id in hit[1]
+
     def sample_of(self, sender: int, epoch: int, view: int, phase: str, proof: bytes) -> frozenset[int] | str:
         """`sender`'s sample for (epoch, view, phase) proven by `proof`, or a rejection reason."""
         if phase not in PHASES or sender not in self.committee:

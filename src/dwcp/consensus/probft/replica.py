@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from dwcp.consensus.core.codec import block_digest, encode, signing_bytes
+from dwcp.consensus.core.codec import block_digest, encode, signed_by, signing_bytes
 from dwcp.consensus.core.committee import Committee
 from dwcp.consensus.core.crypto import Signer, Verifier
 from dwcp.consensus.core.inputs import Input
@@ -85,7 +85,10 @@ def _label(message: Any) -> str:
 
 class Replica(PbftReplica):
     protocol = "probft"
-    lazy_messages: tuple[type, ...] = ()  # ballots are checked by the codec; plain votes are refused
+    # Ballots reach the core unchecked (drivers skip the envelope check for these types); `_dispatch` checks
+    # each one's signature before it can change anything, except a ballot that would change nothing
+    # (`_redundant`): one after its quorum, or a duplicate. Plain votes are refused.
+    lazy_messages: tuple[type, ...] = (Ballot,)
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
                  vrf: VrfProver, vrf_verifier: VrfVerifier, config: Config | None = None) -> None:
@@ -102,6 +105,7 @@ class Replica(PbftReplica):
         self.achieved = dict.fromkeys(PHASES, 0)  # ... that gathered one
         self.failed = dict.fromkeys(PHASES, 0)  # ... that a view change ended before their quorum
         self.rejected: dict[str, int] = {}
+        self.unchecked_dropped = 0  # ballots dropped as redundant before their signature was checked
         self.accepted_at: dict[int, float] = {}  # height -> when its block was accepted here (this view)
         self.finalized: deque[tuple[int, float]] = deque(maxlen=256)  # (height, accepted -> executed s)
 
@@ -125,8 +129,16 @@ class Replica(PbftReplica):
             self.poisoned = {k for k in self.poisoned if k[2] > floor}
         return outs
 
-    def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output]) -> None:
+    def _dispatch(self, now: float, sender: int, msg: Any, sig: bytes, outs: list[Output],
+                  verified: bool = True) -> None:
         if isinstance(msg, Ballot):
+            if not verified:
+                if self._redundant(sender, msg):
+                    self.unchecked_dropped += 1
+                    return
+                if not signed_by(self.verifier, sender, msg, sig):
+                    outs.append(Rejected(peer=sender, reason="bad_signature"))
+                    return
             self._on_ballot(now, sender, msg, sig, outs)
         elif isinstance(msg, Proposal):
             self._on_proposal(now, sender, msg, sig, outs)
@@ -261,6 +273,29 @@ class Replica(PbftReplica):
             return "bad_header_signature"
         return self._note_header(now, key, b.digest, b.header_signature, sender, outs)
 
+    def _redundant(self, sender: int, b: Ballot) -> bool:
+        """True when `b`, validly signed, would change nothing that decides anything and output nothing, so
+        its signature need not be checked: a ballot of the current view whose proof is the one we cached
+        for its sender (its sample holding us) and whose header is the one we hold, that is a duplicate or
+        outside our window (dropped silently), or comes after its quorum (the slot already prepared, resp.
+        decided, for this digest: a later ballot is only tallied, and the certificate was taken at the
+        quorum). With a bad signature the codec would have dropped it: nothing changes either.
+        Reads only; at n = 7 it spares ~4 of the 12 ballot checks per block and node."""
+        if (b.epoch, b.view) != (self.epoch, self.view) or self.mode is not Mode.NORMAL or b.kind not in PHASES:
+            return False
+        if not self.book.holds(sender, b.epoch, b.view, b.kind, b.proof):
+            return False
+        if self.headers.get((b.epoch, b.view, b.height)) != (b.digest, b.header_signature):
+            return False
+        vote = Vote(kind=b.kind, epoch=b.epoch, view=b.view, height=b.height, digest=b.digest)
+        reason = self._check_vote(sender, vote)
+        if reason is not None:
+            return reason in ("duplicate", "outside_window")
+        slot = self.slots.get(b.height)
+        if slot is None or slot.view != b.view or slot.digest != b.digest:
+            return False
+        return slot.prepared if b.kind == "prepare" else b.height in self.decided
+
     def _on_ballot(self, now: float, sender: int, b: Ballot, sig: bytes, outs: list[Output]) -> None:
         if self._elsewhere(sender, b, sig, outs) or self.mode is not Mode.NORMAL:
             return
@@ -324,6 +359,7 @@ class Replica(PbftReplica):
             "messages_sent": dict(self.sent), "quorum_attempts": dict(self.attempts),
             "quorum_achieved": dict(self.achieved), "quorum_failed": dict(self.failed),
             "finalized": list(self.finalized), "vrf_proofs_verified": self.book.proofs_verified,
+            "ballots_dropped_unchecked": self.unchecked_dropped,
             "rejected": dict(self.rejected), "predicted": predict(self.params),
         })
         return out

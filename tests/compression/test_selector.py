@@ -112,8 +112,12 @@ def test_same_sample_at_any_size_beyond_the_chunk_gets_the_same_properties(calib
             x = sel.features(reqs)
             assert (x == x[0]).all()  # the model's input does not move with the size...
             ratio, vc, vd = sel.properties(x)
-            for prop in (ratio, vc, vd):  # ...so neither does its answer (float32 matmul rounding aside)
-                assert np.allclose(prop, prop[0], rtol=1e-6)
+            # ...so neither does its answer, float32 rounding aside: the same row computed at another position
+            # of a batch may round differently (the GEMM kernel's blocking depends on the CPU: an AMD EPYC gave
+            # 1.2e-6 where earlier hosts gave < 1e-6), and the speeds are exp() of log outputs near 24, whose
+            # float32 ulp (1.9e-6) becomes their relative error. The case moved them 6x.
+            for prop in (ratio, vc, vd):
+                assert np.allclose(prop, prop[0], rtol=1e-5)
             assert ((ratio[:, 1:] > 0) & (ratio[:, 1:] <= 1.5)).all() and np.isfinite(vc[:, 1:]).all()
 
 

@@ -116,13 +116,18 @@ def test_four_primaries_commit_every_batch_once_in_the_same_order() -> None:
     assert {n: net.cores[n].round for n in range(4)} == {n: net.cores[0].round for n in range(4)}
 
 
-def test_commits_with_one_silent_primary() -> None:
-    net, workers = cluster()
+def run_with_primary_3_silent(net: LocalNet, workers: Workers, ticks: int) -> None:
+    """Primary 3 down from the start; primaries 0-2 seal two batches each and run `ticks` ticks."""
     net.down.add(3)
     start(net)
     for node in range(3):
         workers.seal(node, 2)
-    tick(net, workers, 20)
+    tick(net, workers, ticks)
+
+
+def test_commits_with_one_silent_primary() -> None:
+    net, workers = cluster()
+    run_with_primary_3_silent(net, workers, 20)
     assert_same_prefix(net, range(3))
     executed = {r.digest for _, refs in workers.executed[0] for r in refs}
     assert executed == {r.digest for r in workers.sealed}
@@ -226,11 +231,7 @@ def test_a_node_with_default_settings_moves_anchors_off_a_crashed_primary() -> N
 
     config = asdict(Settings().core_config(max_pending=1000))
     net, workers = cluster(4, **config)
-    net.down.add(3)
-    start(net)
-    for node in range(3):
-        workers.seal(node, 2)
-    tick(net, workers, 24)
+    run_with_primary_3_silent(net, workers, 24)
     assert_same_prefix(net, range(3))
     for node in range(3):  # round-robin would keep electing 3 every fourth even round; its anchor never exists
         assert 3 not in net.cores[node].ordering.schedule.table

@@ -14,6 +14,9 @@ s-subset of the n - 1 others, and a given receiver is in it with probability p =
   P_unsafe <= (n - f) * P_split(prepare) * P_split(commit), with the commit phase's senders only
   those of the smaller half that prepared (see `predict`).
 
+- isolation: an equivocating leader and the f Byzantine nodes make one correct node decide alone when
+  q - 1 Byzantine senders hold it in both phases' samples: per view at most
+  (n - f) * P[Bin(f, p) >= q - 1]^2 (`isolation_risk`). It does not depend on certificates.
 - forgery: the f Byzantine nodes can sign a valid certificate (for a view change or catch-up) for any
   block on their own when some Byzantine holder has q - 1 Byzantine senders whose samples hold it:
   per view at most forge = f * P[Bin(f, p) >= q - 1].
@@ -74,6 +77,18 @@ def forge_risk(n: int, f: int, p: float, q: int) -> float:
     """Union bound on the chance that, in one view, some Byzantine holder has q - 1 Byzantine senders
     whose samples hold it: then the f Byzantine nodes alone can sign a valid certificate for any block."""
     return min(1.0, f * binom_tail(f, p, q - 1))
+
+
+def isolation_risk(n: int, f: int, p: float, q: int) -> float:
+    """Union bound on the chance that, in one view with a Byzantine leader, some correct node can be made
+    to decide a block no other correct node decides. The leader sends block B' to one correct node and B
+    to the rest; the f Byzantine nodes send that node prepare and commit ballots for B' whenever their
+    samples (fixed per view and phase, and known to their owners) hold it. With q - 1 of them in both
+    phases it decides B' at once, before any correct node's ballot for B (the equivocation evidence) can
+    reach it. No handling of third-party certificates changes this, so it is the floor on (s, q) that a
+    checkpoint-anchored catch-up and a quorum-vouched view change would leave (docs/probft.md)."""
+    one = binom_tail(f, p, q - 1)
+    return min(1.0, (n - f) * one * one)
 
 
 @functools.lru_cache(maxsize=256)  # every replica of a committee derives the same (n = 100: 2 CPU-s a run)

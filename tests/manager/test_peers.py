@@ -141,8 +141,30 @@ def test_a_link_probe_leaves_a_warm_session_that_the_next_transfer_uses(make_sit
     a, b = make_sites(2)
     a.first_probe_done()
     sessions = a.site.transfers.sessions
-    assert sessions.dials == 1  # the probe's; the next round is probe_interval_s (an hour) away
+    dials = sessions.dials  # the probe's (more if b was still starting: refused, tried again); the next round
+    assert sessions.reuses == 0  # is probe_interval_s (an hour) away
     a.put("k", b"one chunk")
     assert a.transfer("k", "manager-1")["state"] == "done"
-    assert sessions.dials == 1 and sessions.reuses == 1  # no TCP connect, no TLS handshake before the OFFER
+    assert sessions.dials == dials and sessions.reuses == 1  # no TCP connect, no TLS handshake before the OFFER
     assert b.client.get("/v1/objects/k").content == b"one chunk"
+
+
+def test_a_probe_that_failed_is_tried_again_within_seconds_not_a_probe_interval_later(make_sites, monkeypatch):
+    """The first probes run 2 s after start; a peer still starting then refuses. It is probed again 2 s later
+    (doubling up to probe_interval_s), not an hour later (these sites' probe_interval_s)."""
+    import dwcp.manager.site as site_module
+
+    real, calls = site_module.probe, []
+
+    def refused_first(conn, probe_bytes):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return real(conn, probe_bytes)
+
+    monkeypatch.setattr(site_module, "probe", refused_first)
+    a, b = make_sites(2)
+    a.first_probe_done("manager-1", timeout=30)
+    b.first_probe_done("manager-0", timeout=30)
+    assert len(calls) == 3  # one refused, then one probe each way
+    assert a.site.links.get("manager-1").bandwidth and b.site.links.get("manager-0").bandwidth

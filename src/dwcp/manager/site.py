@@ -131,14 +131,22 @@ class ManagerSite:
         self.store.close()
 
     def _probe_loop(self) -> None:
-        # First probes soon after start (peers may still be starting), then on the schedule.
-        delay = min(2.0, self.settings.probe_interval_s)
-        while not self._stop.wait(delay):
-            for name in sorted(self.peers):
-                self.probe(name)
-            delay = self.settings.probe_interval_s
+        # First probes soon after start, then on the schedule. A peer whose probe failed (e.g. refused: it was
+        # still starting) is tried again sooner, 2 s and doubling up to the schedule, so a site that came up
+        # before its peers does not go a whole probe_interval_s without link figures.
+        interval = self.settings.probe_interval_s
+        first = min(2.0, interval)
+        due = dict.fromkeys(self.peers, time.monotonic() + first)
+        retry = dict.fromkeys(self.peers, first)
+        while due and not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
+            for name in sorted(n for n, t in due.items() if t <= time.monotonic()):
+                if self.probe(name):
+                    due[name], retry[name] = time.monotonic() + interval, first
+                else:
+                    due[name], retry[name] = time.monotonic() + retry[name], min(2 * retry[name], interval)
 
-    def probe(self, peer: str) -> None:
+    def probe(self, peer: str) -> bool:
+        """Probe `peer` now; False (its error recorded on the link) when that failed."""
         # Through the session pool: the probe's connection stays for the next transfer, so with probes every
         # probe_interval_s (inside the pool's idle limit) a transfer finds a warm authenticated session.
         sessions, site = self.transfers.sessions, self.peers[peer]
@@ -152,8 +160,9 @@ class ManagerSite:
             sessions.give(site, conn)
         except (WireError, OSError) as exc:
             self.links.record_error(peer, f"{type(exc).__name__}: {exc}")
-            return
+            return False
         self.links.record_probe(peer, rtt, bandwidth)
+        return True
 
     # -- health: cached facts only, so /health never waits on a dependency ---------------------------
     def health_checks(self) -> dict:

@@ -182,6 +182,23 @@ def pipeline_costs(m: Managers) -> dict:
     return out
 
 
+def runqueue_wait(pids: dict[str, int]) -> dict[str, float]:
+    """Seconds each process's threads have spent runnable but waiting for a CPU (`/proc/<pid>/task/*/schedstat`,
+    its second field). Beside CPU time it splits a run's wall clock: computing, waiting for a CPU, and the rest
+    (waiting for the disk, the peer, a lock). A thread that ends within a run takes its wait with it, so the
+    difference of two readings is a lower bound."""
+    out = {}
+    for name, pid in pids.items():
+        total = 0
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        out[name] = total / 1e9
+    return out
+
+
 def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float, batch: bool = False) -> dict:
     """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed); `batch`:
     one POST /v1/transfer-batches for all of them, as a client moving a file set would."""
@@ -194,7 +211,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
         keys.append(key)
     codec = None if mode == "selector" else mode
     finished_before = finished(m)
-    before = cpu_seconds(m.pids())
+    before, waited_before = cpu_seconds(m.pids()), runqueue_wait(m.pids())
     t0 = time.perf_counter()
     wall0 = time.time()
     ids = []
@@ -219,7 +236,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
             raise TimeoutError(f"{mode}: transfers not done after {timeout}s")
         time.sleep(poll)
         poll = min(0.25, poll * 1.5)
-    cpu = spent(before, cpu_seconds(m.pids()))
+    cpu, waited = spent(before, cpu_seconds(m.pids())), spent(waited_before, runqueue_wait(m.pids()))
     pipeline = pipeline_costs(m)
     states = {tid: m.get(m.url(0), f"/v1/transfers/{tid}").json() for tid in ids}
     # End to end from the first request to the last transfer's completion as the manager recorded it (its
@@ -235,7 +252,8 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     return {"seconds": seconds, "bytes": sum(f.stat().st_size for f in files), "bytes_wire": wire,
             "ratio": wire / raw if raw else 1.0, "failed": len(failed), "codecs": codecs,
             "cpu_seconds": round(sum(cpu.values()), 3),
-            "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()}, "pipeline": pipeline}
+            "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()},
+            "runqueue_wait_seconds_by_process": {name: round(v, 3) for name, v in waited.items()}, "pipeline": pipeline}
 
 
 class Rsyncd:
@@ -465,7 +483,8 @@ def main() -> None:
         print(f"loopback ({r['data_on']}), incompressible {r['bytes'] / MIB:.0f} MiB: "
               f"{r['goodput_bytes_per_second'] / 1e6:.1f} MB/s "
               f"goodput (target >= 1000 MB/s), {r['cpu_seconds_per_gib']} CPU s/GiB (both managers: "
-              f"{r['cpu_seconds_per_gib_by_side']}); "
+              f"{r['cpu_seconds_per_gib_by_side']}); in {r['seconds']:.2f} s of wall clock CPU "
+              f"{r['cpu_seconds_by_process']} s, waiting for a CPU {r['runqueue_wait_seconds_by_process']} s; "
               f"/health during it p50 {r['health_during_transfer']['p50_ms']} ms, "
               f"p99 {r['health_during_transfer']['p99_ms']} ms, max {r['health_during_transfer']['max_ms']} ms "
               f"(target <= 1 ms; seed < 5 ms); receiver's loop lag within 1 ms "
@@ -481,7 +500,8 @@ def main() -> None:
                                                   not args.small_batch_only)
         print(f"small files, {r['files']} x {r['file_bytes']} B on loopback: manager (one batch POST) "
               f"{r['manager']['seconds']:.2f} s ({r['manager_cpu_seconds_per_file'] * 1e3:.2f} CPU ms per file, both "
-              f"managers: {r['manager_cpu_seconds_per_file_by_side']} s), rsync {r['rsync']['seconds']:.2f} s: "
+              f"managers: {r['manager_cpu_seconds_per_file_by_side']} s; waiting for a CPU "
+              f"{r['manager']['runqueue_wait_seconds_by_process']} s), rsync {r['rsync']['seconds']:.2f} s: "
               f"manager/rsync = {r['manager_over_rsync']} (target <= 2)"
               + (f", one POST per file {r['manager_one_post_each']['seconds']:.2f} s = "
                  f"{r['one_post_each_over_rsync']} x rsync" if "manager_one_post_each" in r else "")

@@ -240,3 +240,50 @@ def test_a_landed_blob_file_lost_before_its_checkpoint_is_written_again_and_clos
     assert store.blob_path(hashlib.sha256(cut).hexdigest()).read_bytes() == cut
     db = sqlite3.connect(tmp_path / "objects" / "index.sqlite")
     assert db.execute("SELECT COUNT(*) FROM landing").fetchone() == (0,)
+
+
+def test_held_blobs_make_their_fan_out_directory_only_when_it_is_missing(tmp_path, monkeypatch):
+    """Publishing small objects held in memory costs no `mkdir` of a blobs/<sha[:2]> directory that exists and no
+    uuid4 per object; a missing directory is made, and a missing temporary file still fails."""
+    import uuid
+
+    import dwcp.manager.store as store_module
+
+    store = ObjectStore(tmp_path / "objects")
+    calls = {"mkdir": 0, "uuid4": 0}
+    real_mkdir, real_uuid4 = os.mkdir, uuid.uuid4
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "mkdir", counted("mkdir", real_mkdir))
+    monkeypatch.setattr(uuid, "uuid4", counted("uuid4", real_uuid4))
+    first = [os.urandom(4096) for _ in range(600)]  # most of the 256 prefixes, several objects each
+    store.publish_held([(f"a{i}", body, hashlib.sha256(body).hexdigest()) for i, body in enumerate(first)])
+    prefixes = {hashlib.sha256(body).hexdigest()[:2] for body in first}
+    assert calls["mkdir"] == len(prefixes) and calls["uuid4"] == 0  # one per directory made
+    calls["mkdir"] = 0
+    second = [os.urandom(4096) for _ in range(200)]
+    shas = [hashlib.sha256(body).hexdigest() for body in second]
+    known = [i for i, h in enumerate(shas) if h[:2] in prefixes]
+    store.publish_held([(f"b{i}", second[i], shas[i]) for i in known])
+    assert calls == {"mkdir": 0, "uuid4": 0}  # every directory was there
+    for i, body in enumerate(first):
+        assert store.latest(f"a{i}").sha256 == hashlib.sha256(body).hexdigest()
+        assert store.blob_path(hashlib.sha256(body).hexdigest()).read_bytes() == body
+    for i in known:
+        assert store.blob_path(shas[i]).read_bytes() == second[i]
+    lone = b"made again"
+    sha_lone = hashlib.sha256(lone).hexdigest()
+    fan_out = store.blob_path(sha_lone).parent
+    for blob in fan_out.glob("*"):
+        blob.unlink()
+    fan_out.rmdir()
+    store.publish_held([("lone", lone, sha_lone)])
+    assert calls["mkdir"] == 1 and store.blob_path(sha_lone).read_bytes() == lone
+    with pytest.raises(FileNotFoundError):
+        store_module._move_into_place(tmp_path / "no-such-file", store.blob_path(sha_lone))
+    store.close()

@@ -24,6 +24,7 @@ cannot reach the file system.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -141,6 +142,18 @@ class Ingest:
             self.path.unlink(missing_ok=True)
 
 
+def _move_into_place(tmp: Path | str, target: Path) -> None:
+    """Rename `tmp` to `target`, making target's fan-out directory (blobs/<sha[:2]>) only when it is missing:
+    a `mkdir` of a directory that exists was a failed syscall and a caught exception per small object."""
+    try:
+        os.replace(tmp, target)
+    except FileNotFoundError:
+        if target.parent.is_dir():
+            raise  # the directory is there: `tmp` is what is missing
+        target.parent.mkdir(exist_ok=True)
+        os.replace(tmp, target)
+
+
 def _has_size(path: Path, size: int) -> bool:
     try:
         return path.stat().st_size == size
@@ -158,6 +171,9 @@ class ObjectStore:
         for stale in [*self.tmp_dir.glob("put-*"), *self.tmp_dir.glob("held-*")]:  # cut short by a crash: a
             stale.unlink(missing_ok=True)  # PUT whose client got no answer, a landed blob rewritten below
         self._lock = threading.Lock()
+        # Temporary names for blobs written from memory: this store's tag and a counter, not a uuid4 per blob.
+        # (itertools.count: `next` on it is atomic, and blobs are written from several threads at once.)
+        self._held_tag, self._held_count = uuid.uuid4().hex[:12], itertools.count()
         self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -210,14 +226,12 @@ class ObjectStore:
     def _write_blob(self, sha256: str, data: bytes, durable: bool = False) -> None:
         """Write a blob file from memory, renamed into place whole; fsynced before the rename when `durable`
         (else not: see `publish_held`). The caller fsyncs the directory."""
-        target = self.blob_path(sha256)
-        target.parent.mkdir(exist_ok=True)
-        tmp = self.tmp_dir / f"held-{uuid.uuid4().hex}"
+        tmp = self.tmp_dir / f"held-{self._held_tag}-{next(self._held_count)}"
         with open(tmp, "wb") as f:
             f.write(data)
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, target)
+        _move_into_place(tmp, self.blob_path(sha256))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -316,8 +330,7 @@ class ObjectStore:
             if target.is_file():  # same content already stored: keep one copy
                 Path(tmp_path).unlink(missing_ok=True)
             else:
-                target.parent.mkdir(exist_ok=True)
-                os.replace(tmp_path, target)
+                _move_into_place(tmp_path, target)
                 touched.add(target.parent)
         for d in sorted(touched):
             fsync_path(d)

@@ -91,6 +91,22 @@ def test_a_batch_already_written_on_the_requesters_link_is_not_sent_again_until_
     assert plane.totals["served"] == 1
 
 
+def test_a_skipped_batch_served_on_request_is_not_pushed_again_by_the_retry_loop(plane) -> None:
+    backed_up = plane.links[3]
+    backed_up.write = lambda pieces, force=False: force and Sent.write(backed_up, pieces, force)  # type: ignore[method-assign]
+    data = b"\x00\x00\x00\x04abcd"
+    digest = dataplane.batch_digest(data)
+    plane.seal(Batch(digest, memoryview(data), 1), None)  # links 1 and 2 took it; link 3 was backed up
+    assert digest in backed_up.missed and not backed_up.batches
+    plane.on_request(3, memoryview(digest))  # its primary needed it: served on request
+    assert len(backed_up.batches) == 1
+    del backed_up.write  # the link drained
+    for _ in range(3):  # the retry loop, while the batch still waits for a quorum
+        plane.resend(3)
+    assert len(backed_up.batches) == 1  # served once, not pushed again
+    assert digest not in backed_up.missed
+
+
 def test_a_batch_that_arrived_is_not_requested_again(plane, monkeypatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(dataplane.time, "monotonic", lambda: clock[0])

@@ -218,6 +218,7 @@ class Dataplane:
             if data is not None and link.write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data],
                                                force=True):
                 link.sent_batch(digest)
+                link.missed.discard(digest)  # answered: the retry loop must not push it again
                 self.totals["served"] += 1
 
     def resend(self, peer: int) -> None:
@@ -226,7 +227,7 @@ class Dataplane:
         if link.acks and link.write([encode_frame(Channel.DATA, bytes((ACK,)) + d) for d in link.acks], force=True):
             link.acks.clear()
         waiting = set(self.quorum.unacknowledged(peer))
-        for digest in [d for d in link.missed if d in waiting]:
+        for digest in [d for d in link.missed if d in waiting and d not in link.sent]:
             data = self.store.get(digest)
             if data is not None and link.write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data]):
                 link.missed.discard(digest)

@@ -10,7 +10,7 @@ Each stage a worker (or its client) does per byte is measured alone on this VM, 
   link between two processes through asyncio's TLS transport, with the standard loop and with uvloop
   (sender writes 500 KB frames, receiver reads into a preallocated buffer, as dataplane.py does), and
   over blocking `SSLSocket`s (no transport: what a link thread would cost);
-- the worker's `batch_digest` (SHA-256), and BLAKE2b-256 (what it used before) over 500 KB;
+- the worker's `batch_digest` (BLAKE3-256), SHA-256 and BLAKE2b-256 (what it used before) over 500 KB;
 - the transaction scan (`worker.scan` over a batch of 512 B transactions);
 - the batch store as the worker writes it (`BatchStore.put`, page cache), and the same with an
   `fdatasync` per batch, and `dd conv=fdatasync` for the disk itself.
@@ -42,6 +42,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from blake3 import blake3
 
 from dwcp.consensus.bullshark.worker import TX_LEN, batch_digest, scan
 from dwcp.consensus.core.crypto import generate_private_key
@@ -240,7 +242,8 @@ def tls_blocking(total: int) -> dict:
 def hashing(rounds: int) -> dict:
     data = memoryview(os.urandom(BATCH))
     out = {}
-    for name, fn in (("batch_digest", batch_digest), ("sha256", lambda d: hashlib.sha256(d).digest()),
+    for name, fn in (("batch_digest", batch_digest), ("blake3", lambda d: blake3(d).digest()),
+                     ("sha256", lambda d: hashlib.sha256(d).digest()),
                      ("blake2b_256", lambda d: hashlib.blake2b(d, digest_size=32).digest())):
         started = _cpu()
         for _ in range(rounds):

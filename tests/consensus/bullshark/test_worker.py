@@ -69,6 +69,15 @@ def test_batches_are_the_same_whatever_the_chunking(chunking) -> None:
         assert all(len(b.data) - 4 - len(transactions(b.data)[-1]) < 4096 for b in batches)
 
 
+def test_the_batch_digest_is_blake3_256() -> None:
+    # Every worker must compute the same digest (it names the batch on the wire, in headers and in the log):
+    # the published BLAKE3 test vectors for the empty input and for 0, 1, 2, ... 250, 0, 1, ... of 1,024 bytes.
+    assert batch_digest(b"").hex() == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    data = bytes(i % 251 for i in range(1024))
+    assert batch_digest(memoryview(bytearray(data))).hex() == \
+        "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7"
+
+
 def test_partial_transaction_is_held_until_complete() -> None:
     maker = BatchMaker(batch_size=10, max_tx=100)
     data = stream([b"x" * 50])

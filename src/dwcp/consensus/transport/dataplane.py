@@ -17,7 +17,7 @@ One listening port (the inventory's `worker` port). A connection's first byte sa
   `bullshark-worker/<committee>`), and the peer is named by its verified certificate. Connections
   are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
   Frames come through `framing.FrameReader` (payload read into its own buffer, never copied);
-  a batch is hashed once (SHA-256), appended to the store, acknowledged, and announced to our primary.
+  a batch is hashed once (BLAKE3), appended to the store, acknowledged, and announced to our primary.
 A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
 what it misses by digest when its primary needs it, and the quorum does not wait for it.
 

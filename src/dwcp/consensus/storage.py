@@ -4,7 +4,8 @@ Durability rules, the reason this file exists:
 - WAL journal with `synchronous=FULL`, so a commit returns only after the WAL is fsynced; the driver
   acknowledges a transaction to clients only after `append()` returned.
 - Heights are contiguous: `append()` accepts height `last + 1` and nothing else (no gaps, no
-  reorders, no overwrites), checked inside the same SQLite transaction that writes.
+  reorders, no overwrites), checked against the last height read at open and advanced by each append
+  (one `BlockStore` is its file's only writer), inside the SQLite transaction that writes.
 - Several blocks can go in one `append()` call: one transaction, one fsync (group commit).
 Blocks are stored as the codec's bytes with their digest and commit certificate, so this file
 knows nothing about any protocol's types and serves ProBFT and Bullshark unchanged.
@@ -164,8 +165,10 @@ class BlockStore:
         with self._wlock:
             try:
                 self._w.execute("BEGIN IMMEDIATE")
-                (last,) = self._w.execute("SELECT MAX(height) FROM blocks").fetchone()
-                expected = (last if last is not None else self.first_height - 1) + 1
+                # The last height is known here (this object is the log's only writer: one node process owns
+                # it, and `_last` changes only under `_wlock`), so an append is one round trip per statement
+                # it writes and none to read; the PRIMARY KEY still refuses an overwrite.
+                expected = self._last + 1
                 for b in blocks:
                     if b.height != expected:
                         raise StorageError(f"cannot append height {b.height}: the next height is {expected}")

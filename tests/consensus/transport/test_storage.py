@@ -177,3 +177,18 @@ def test_a_log_indexed_row_by_row_needs_no_rebuild(tmp_path: Path) -> None:
     again = BlockStore(path)
     assert again.get_meta("store.txs_indexed_to") == b"2" and again._unindexed == {}
     assert again.tx_height(b"tx-2-1") == 2
+
+
+def test_an_append_reads_nothing_back_from_the_log(tmp_path: Path) -> None:
+    # issue 12: the writer thread's statements per group commit are BEGIN, the INSERTs, COMMIT;
+    # the next height comes from the store's own count, not a `SELECT MAX(height)` round trip per append.
+    store = BlockStore(tmp_path / "log.sqlite")
+    store.append([_block(1)])
+    statements: list[str] = []
+    store._w.set_trace_callback(statements.append)
+    store.append([_block(2), _block(3)])
+    assert statements[0].startswith("BEGIN") and statements[-1] == "COMMIT"
+    assert {s.split()[0] for s in statements[1:-1]} == {"INSERT"}  # the blocks' rows (traced one per row)
+    with pytest.raises(StorageError):
+        store.append([_block(5)])
+    assert store.last_height == 3 and store.get(4) is None

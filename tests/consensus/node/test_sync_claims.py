@@ -143,3 +143,41 @@ async def test_status_carries_the_proof_only_to_peers_that_said_they_are_behind(
         assert sorted(_sent_sync(driver)) == [(1, proof), (2, proof), (3, SyncStatus(height=1))]
     finally:
         await driver.writer.stop()
+
+
+async def test_the_proof_goes_to_peers_that_were_behind_when_they_said_so(node: Node) -> None:
+    # issue 12: under load every live peer's last status is a few blocks older than our height, and comparing
+    # it with our height now sent the tip block and certificate to nearly every peer every sync interval.
+    driver, key_dir = node.driver, node.key_dir
+    signers = _real_signers(key_dir)
+    blocks = [Block(height=h, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"tx%d" % h),)) for h in (1, 2)]
+    certs = [_signers(signers, h, b) for h, b in zip((1, 2), blocks, strict=True)]
+    now = [100.0]
+    driver.clock = lambda: now[0]
+    driver.writer.start()
+    try:
+        async def commit(i: int) -> None:
+            driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(
+                blocks=[SyncBlock(i + 1, encode(blocks[i]), encode(certs[i]))])))
+            for _ in range(200):
+                if driver.height == i + 1:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"block {i + 1} not durable")
+
+        await commit(0)
+        _status(driver, 1, 1)  # level with us when it said so
+        _status(driver, 2, 0)  # behind us when it said so
+        await commit(1)  # we move on; neither peer has spoken since
+        _status(driver, 3, 1)  # behind us when it said so
+        _sent_sync(driver)  # drop what catch-up queued so far
+        driver._send_status()
+        proof = SyncStatus(height=2, block=encode(blocks[1]), certificate=encode(certs[1]))
+        assert sorted(_sent_sync(driver)) == [(1, SyncStatus(height=2)), (2, proof), (3, proof)]
+        now[0] += 2 * driver.config.sync_interval + 0.01  # peer 1 silent since: judged by its last word now
+        _status(driver, 2, 2)
+        _status(driver, 3, 2)
+        driver._send_status()
+        assert sorted(_sent_sync(driver)) == [(1, proof), (2, SyncStatus(height=2)), (3, SyncStatus(height=2))]
+    finally:
+        await driver.writer.stop()

@@ -149,7 +149,8 @@ class Driver:
         self._next_height = store.last_height + 1  # next height to hand to the writer
         self._durable_height = store.last_height
         self._tip: tuple[bytes, bytes] = (b"", b"")  # block `_durable_height` and its certificate, encoded
-        self._peer_heights: dict[int, int] = {}  # what each peer last said of itself (proven or not)
+        # Each peer's last word on its own height (proven or not), ours when it arrived, and when.
+        self._peer_heights: dict[int, tuple[int, int, float]] = {}
         self._gossip: asyncio.Task | None = None
         self._running = False
         self._reported_at = float("-inf")
@@ -411,9 +412,21 @@ class Driver:
 
     def _send_status(self) -> None:
         """Our height to every peer; to a peer that said it is behind, with the block and certificate that
-        prove it (a peer believes no height without): one block per lagging peer per sync interval."""
+        prove it (a peer believes no height without): one block per lagging peer per sync interval.
+
+        "Behind" is judged when the peer said it: its height below ours at the time its status arrived
+        (or nothing heard from it yet). Under load a live peer's last status is always a few blocks older
+        than our height now, so comparing with our height now sent the tip block and its certificate to
+        nearly every peer every interval, to be discarded (issue 12); a peer that really lags (stalled,
+        restarted, cut off) says a height below ours in every status it sends, and gets the proof. A peer
+        silent for two intervals is judged by its last word against our height now, as before."""
         height = self._durable_height
-        behind = [p for p in self.peers if self._peer_heights.get(p, -1) < height] if height > 0 else []
+        if height <= 0:
+            behind: list[int] = []
+        else:
+            stale = self.clock() - 2 * self.config.sync_interval
+            behind = [p for p in self.peers if (said := self._peer_heights.get(p)) is None
+                      or said[0] < (said[1] if said[2] >= stale else height)]
         if behind:
             proof = encode_sync(SyncStatus(height=height, block=self._tip[0], certificate=self._tip[1]))
             self.transport.send_many(behind, Channel.SYNC, proof)
@@ -428,7 +441,7 @@ class Driver:
 
     def _on_sync(self, peer: int, msg: SyncStatus | SyncRequest | SyncBlocks) -> None:
         if isinstance(msg, SyncStatus):
-            self._peer_heights[peer] = msg.height
+            self._peer_heights[peer] = (msg.height, self._durable_height, self.clock())
             if msg.height < self._next_height or msg.height <= self.planner.peer_heights.get(peer, -1):
                 return  # not ahead of us, or already proven: nothing to act on
             if not msg.block:

@@ -224,7 +224,7 @@ def test_health_is_answered_ahead_of_a_slow_middleware_and_still_counted(ctx):
 
 def test_a_handler_that_blocks_the_loop_shows_as_event_loop_lag(ctx):
     ctx.registry = CollectorRegistry()
-    app = create_app(ctx, title="t")
+    app = create_app(ctx, title="t", loop_lag_interval=0.05)  # samples often enough to time a short test
 
     @app.get("/v1/block")
     async def block():

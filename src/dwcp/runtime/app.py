@@ -47,6 +47,7 @@ from dwcp.runtime.errors import (
     read_capped,
     unexpected_response,
 )
+from dwcp.runtime.looplag import INTERVAL as LOOP_LAG_INTERVAL
 from dwcp.runtime.looplag import LoopLag
 
 # `_created` samples double every counter's series and no DWCP query reads them.
@@ -401,6 +402,7 @@ def create_app(
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
     max_body_bytes: int | None = None,
+    loop_lag_interval: float = LOOP_LAG_INTERVAL,
 ) -> App:
     """A FastAPI app with the DWCP plumbing; the caller adds its routes (hot POST ones with `fast_post`).
 
@@ -435,7 +437,7 @@ def create_app(
         with contextlib.suppress(ValueError):  # already registered on a registry shared in tests
             collector(registry=ctx.registry)
     app.request_metrics = RequestMetrics(ctx.registry, ctx.job)
-    lag = LoopLag(ctx.registry, ctx.job)
+    lag = LoopLag(ctx.registry, ctx.job, interval=loop_lag_interval)
     app.state.loop_lag = lag
 
     async def watch_loop() -> None:

@@ -80,6 +80,7 @@ from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
 from dwcp.consensus.transport.writer import CommitWriter
 
 log = logging.getLogger("dwcp.consensus.driver")
+_CONSENSUS, _SYNC = Channel.CONSENSUS, Channel.SYNC  # per frame: globals, not enum class attributes
 SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
 REPORT_INTERVAL = 0.1  # seconds between status snapshots for the observer while blocks commit
 
@@ -297,7 +298,7 @@ class Driver:
             self._feed(TimerFired(timer=timer))
 
     def _on_frame(self, peer: int, channel: Channel, payload: bytes) -> None:
-        if channel is Channel.CONSENSUS:
+        if channel is _CONSENSUS:
             opened = self.codec.open(self.verifier, payload, self._lazy)
             if isinstance(opened, DecodeError):
                 self.metrics.rejected(opened.reason)
@@ -308,7 +309,7 @@ class Driver:
             self.metrics.received(message_kind(opened.message))
             self._feed(Received(sender=peer, message=opened.message, signature=opened.signature,
                                 verified=opened.verified))
-        elif channel is Channel.SYNC:
+        elif channel is _SYNC:
             try:
                 msg = decode_sync(payload)
             except SyncDecodeError:

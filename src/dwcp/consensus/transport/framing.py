@@ -57,6 +57,12 @@ class Frame:
     payload: bytes
 
 
+def _by_wire_value(limits: dict[Channel, int]) -> dict[int, tuple[Channel, int]]:
+    """Header byte -> (channel, its limit), looked up per frame: `Channel(raw)` costs ~2 us in 3.11's enum,
+    a dict lookup ~0.1 (issue 12: ~15 frames in per block per node)."""
+    return {int(channel): (channel, limits[channel]) for channel in Channel}
+
+
 def encode_frame(channel: Channel, payload: bytes, limits: dict[Channel, int] | None = None) -> bytes:
     """Header plus payload; refuses (ValueError: our own misuse) a payload over the channel's limit."""
     limit = (limits or DEFAULT_LIMITS)[channel]
@@ -70,6 +76,7 @@ class FrameDecoder:
 
     def __init__(self, limits: dict[Channel, int] | None = None) -> None:
         self._limits = dict(limits or DEFAULT_LIMITS)
+        self._channels = _by_wire_value(self._limits)
         self._buf = bytearray()  # bytes of an incomplete frame (its header already parsed once `_need` is set)
         self._need: tuple[int, Channel] | None = None  # parsed header awaiting its payload
         self.failed: FrameError | None = None
@@ -124,11 +131,10 @@ class FrameDecoder:
         return frames
 
     def _check_header(self, length: int, raw_channel: int) -> Channel:
-        try:
-            channel = Channel(raw_channel)
-        except ValueError:
-            raise FrameError("unknown_channel", f"frame on unknown channel {raw_channel}") from None
-        limit = self._limits[channel]
+        known = self._channels.get(raw_channel)
+        if known is None:
+            raise FrameError("unknown_channel", f"frame on unknown channel {raw_channel}")
+        channel, limit = known
         if length > limit:
             raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
         return channel
@@ -145,6 +151,7 @@ class FrameReader:
 
     def __init__(self, limits: dict[Channel, int] | None = None) -> None:
         self._limits = dict(limits or DEFAULT_LIMITS)
+        self._channels = _by_wire_value(self._limits)
         self._head = bytearray(HEADER_SIZE)
         self._n = 0
         self._channel: Channel | None = None
@@ -160,13 +167,12 @@ class FrameReader:
             if self._n < HEADER_SIZE:
                 return None
             length, raw = HEADER.unpack_from(self._head)
-            try:
-                channel = Channel(raw)
-            except ValueError:
-                raise FrameError("unknown_channel", f"frame on unknown channel {raw}") from None
-            if length > self._limits[channel]:
-                raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds "
-                                 f"the {self._limits[channel]}-byte limit")
+            known = self._channels.get(raw)
+            if known is None:
+                raise FrameError("unknown_channel", f"frame on unknown channel {raw}")
+            channel, limit = known
+            if length > limit:
+                raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
             self._channel, self._body, self._n = channel, bytearray(length), 0
         if self._n < len(self._body):
             return None

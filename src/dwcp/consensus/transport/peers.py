@@ -29,6 +29,7 @@ class QueueLimits:
     max_bytes: int = 16 * 1024 * 1024
 
 
+_PRIORITY = tuple(Channel)  # IntEnum order is priority order (a tuple: iterating the enum costs ~2 us a take)
 DropHook = Callable[[Channel, int], None]  # (channel, frames dropped)
 ReadyHook = Callable[[], None]  # frames were queued
 
@@ -99,7 +100,7 @@ class OutboundQueue:
         """Frames to write now, highest-priority channel first, at least one if any, about max_bytes in all."""
         out: list[bytes] = []
         total = 0
-        for channel in Channel:  # IntEnum order is priority order
+        for channel in _PRIORITY:
             queue = self._queues[channel]
             while queue and (not out or total + len(queue[0]) <= max_bytes):
                 frame = queue.popleft()

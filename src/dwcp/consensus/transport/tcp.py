@@ -42,6 +42,7 @@ from dwcp.runtime.peerauth import PeerAuth, PeerAuthError, PeerServer, ServeLimi
 log = logging.getLogger("dwcp.consensus.transport")
 
 FrameHandler = Callable[[int, Channel, bytes], None]  # (authenticated peer id, channel, payload)
+_HANDSHAKE = Channel.HANDSHAKE  # per frame: a module global, not an enum class attribute (~0.25 us in 3.11)
 WRITE_BATCH_BYTES = 256 * 1024  # joined per write: big enough for any step's votes, small enough to interleave
 
 
@@ -354,7 +355,7 @@ class TcpTransport:
 
     def _deliver(self, peer: int, frames: list) -> None:
         for frame in frames:
-            if frame.channel is Channel.HANDSHAKE:
+            if frame.channel is _HANDSHAKE:
                 self._reject("unexpected_handshake")
                 continue
             try:

@@ -33,11 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import commit_stages
 import httpx
 from _harness import open_loop
 from tpbft_cluster import check_logs_agree, measured, node_target, report, settle, top_height
 
 from dwcp.consensus.node.cluster import LocalCluster
+from dwcp.consensus.transport import trace
 
 N = 7
 TARGET_P99_S = 0.050
@@ -81,6 +83,9 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
     if args.count_crypto:
         import _crypto_counts
         counts_dir = _crypto_counts.enable(os.environ)  # the nodes LocalCluster starts inherit it
+    trace_dir = root / "trace" if args.stages else None
+    if trace_dir is not None:
+        os.environ[trace.ENV] = str(trace_dir)  # the nodes record their commit-path events (trace.py)
     try:
         with LocalCluster(root, N, service="probft", settings=settings) as cluster:
             cluster.start_all()
@@ -92,7 +97,9 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
             if counts_dir is not None:
                 time.sleep(0.5)  # the counters are written every 0.25 s
                 h0, c0 = top_height(cluster), _crypto_counts.read(counts_dir)
+            since = time.monotonic()
             run = measured(cluster, args.rate, args.duration, profile_node=profile, batch_ms=args.batch_ms)
+            until = time.monotonic()
             after = settle(cluster)
             counts = None
             if counts_dir is not None:
@@ -108,7 +115,10 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
             if counts is not None:
                 out["counts_per_block_per_node"] = counts
                 print(count_line(counts), flush=True)
-            return out
+        if trace_dir is not None:  # after the nodes stopped: their last events are flushed
+            out["stages"] = commit_stages.summarize(commit_stages.join(commit_stages.load(trace_dir), since, until))
+            print(commit_stages.table(out["stages"]), flush=True)
+        return out
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
@@ -134,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count-crypto", action="store_true",
                     help="count, inside every node, Ed25519/VRF checks and signs and frames/bytes in and out per block "
                          "(_crypto_counts.py)")
+    ap.add_argument("--stages", action="store_true",
+                    help="trace the commit path in every node and print where a transaction's latency goes, stage by "
+                         "stage (commit_stages.py)")
     args = ap.parse_args(argv)
     results = {p: one_protocol(p, args) for p in ("probft", "pbft")}
     pro, base = results["probft"], results["pbft"]

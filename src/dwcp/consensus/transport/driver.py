@@ -77,6 +77,7 @@ from dwcp.consensus.transport.sync import (
     encode_sync,
 )
 from dwcp.consensus.transport.tcp import TcpTransport, TransportConfig
+from dwcp.consensus.transport.trace import StageTrace, from_env
 from dwcp.consensus.transport.writer import CommitWriter
 
 log = logging.getLogger("dwcp.consensus.driver")
@@ -163,6 +164,8 @@ class Driver:
         # The protocol's certificate type (registry): the driver stores, serves and hands over
         # certificates without knowing their shape.
         self._cert_decoder = msgspec.msgpack.Decoder(certificate)
+        self.trace: StageTrace | None = from_env(self.me)  # commit-path stage trace (trace.py), off by default
+        self.writer.trace = self.trace
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -205,6 +208,8 @@ class Driver:
         await self.transport.stop()
         await self.writer.stop()
         self.store.close()
+        if self.trace is not None:
+            self.trace.flush()
 
     # -- inputs ------------------------------------------------------------------------------
     def _feed(self, inp: Input) -> list[Output]:
@@ -246,6 +251,8 @@ class Driver:
                 fresh[tid] = len(outcomes)
                 outcomes.append(Submission(tid.hex(), "pending"))
                 txs.append(tx)
+        if self.trace is not None and txs:
+            self.trace.txs("S", [tx.id for tx in txs])
         if len(txs) > 1 and self._batch_submissions:
             inputs: list[Input] = [SubmittedBatch(txs=tuple(txs))]
         else:
@@ -285,6 +292,8 @@ class Driver:
             for i, fut in waiting.items():
                 if fut.done() and not fut.cancelled():
                     heights[i] = fut.result()
+            if self.trace is not None:
+                self.trace.txs("A", [bytes.fromhex(tx_hexes[i]) for i in waiting])
         return heights
 
     def deliver_local(self, message: Any) -> None:
@@ -307,6 +316,8 @@ class Driver:
                 self.metrics.rejected("sender_mismatch")
                 return
             self.metrics.received(message_kind(opened.message))
+            if self.trace is not None:
+                self._trace_in(opened.message)
             self._feed(Received(sender=peer, message=opened.message, signature=opened.signature,
                                 verified=opened.verified))
         elif channel is _SYNC:
@@ -356,6 +367,8 @@ class Driver:
                 self._waiters.pop(out.tx_id, None)  # its waiters time out; bounded by max_pending meanwhile
 
     def _send_to(self, peers: tuple[int, ...], message: Any) -> None:
+        if self.trace is not None:
+            self._trace_out(message)
         data = self.codec.seal(self.signer, message)
         sent = self.transport.send_many((p for p in peers if p != self.me), Channel.CONSENSUS, data)
         self.metrics.sent(message_kind(message), sent)
@@ -371,6 +384,9 @@ class Driver:
             tx_ids=tuple(t.id for t in c.txs), committed_at=time.time(),
         )
         self._next_height += 1
+        if self.trace is not None:
+            self.trace.height("C", c.height)
+            self.trace.block_txs(c.height, stored.tx_ids)
         self.writer.submit(stored).add_done_callback(lambda fut: self._durable(c, stored, fut))
 
     def _durable(self, c: Commit, stored: StoredBlock, fut: asyncio.Future) -> None:
@@ -382,6 +398,9 @@ class Driver:
             return
         self._durable_height = c.height
         self._tip = (stored.block, stored.certificate)
+        if self.trace is not None:
+            self.trace.height("D", c.height)
+            self.trace.maybe_flush()
         now = self.clock()
         latencies = [now - self._pending.pop(t.id) for t in c.txs if t.id in self._pending]
         if self._waiters:
@@ -393,6 +412,20 @@ class Driver:
             self.observer.committed(c.height, len(c.txs), latencies)
         if now - self._reported_at >= REPORT_INTERVAL:
             self._report()
+
+    def _trace_in(self, message: Any) -> None:
+        block = getattr(message, "block", None)
+        if isinstance(block, Block):  # a proposal (PBFT's pre-prepare, ProBFT's Proposal)
+            self.trace.height("P", block.height)
+        elif isinstance(getattr(message, "txs", None), tuple):  # forwarded client txs (TxBatch)
+            self.trace.txs("F", [tx.id for tx in message.txs if isinstance(tx, Transaction)])
+
+    def _trace_out(self, message: Any) -> None:
+        block = getattr(message, "block", None)
+        if isinstance(block, Block):
+            self.trace.height("P", block.height)
+        elif getattr(message, "kind", None) == "commit" and isinstance(getattr(message, "height", None), int):
+            self.trace.height("V", message.height)
 
     def _report(self) -> None:
         """Status gauges: after blocks at most every REPORT_INTERVAL, and every sync interval."""

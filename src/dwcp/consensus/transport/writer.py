@@ -9,9 +9,11 @@ transaction together (the cost of a durable commit is shared, not paid per block
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from dwcp.consensus.storage import BlockStore, StoredBlock
+from dwcp.consensus.transport.trace import StageTrace
 
 
 class CommitWriter:
@@ -23,6 +25,7 @@ class CommitWriter:
         self._task: asyncio.Task | None = None
         self._busy = False
         self.batches = 0  # fsynced transactions, for tests and metrics
+        self.trace: StageTrace | None = None  # set by the driver when tracing (trace.py: "W" events)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="commit-writer")
@@ -54,7 +57,7 @@ class CommitWriter:
                 continue
             self._busy = True
             try:
-                await loop.run_in_executor(self._pool, self.store.append, [b for b, _ in batch])
+                span = await loop.run_in_executor(self._pool, self._append, [b for b, _ in batch])
             except Exception as exc:  # a refused batch fails every future in it; the driver decides
                 for _, fut in batch:
                     if not fut.done():
@@ -63,6 +66,14 @@ class CommitWriter:
             finally:
                 self._busy = False
             self.batches += 1
+            if self.trace is not None:
+                self.trace.write_span(*span, [b.height for b, _ in batch])
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _append(self, blocks: list[StoredBlock]) -> tuple[float, float]:
+        """In the writer thread: the store's append, and when it started and ended (for the trace)."""
+        start = time.monotonic()
+        self.store.append(blocks)
+        return start, time.monotonic()

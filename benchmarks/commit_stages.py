@@ -1,0 +1,147 @@
+"""Where a transaction's finalization latency goes, stage by stage, from the nodes' commit-path traces.
+
+The nodes record their events when started with `DWCP_CONSENSUS_TRACE=<dir>` (src/dwcp/consensus/transport/
+trace.py); `probft_cluster.py --stages` and `tpbft_cluster.py`-style benchmarks set it. This joins them per
+transaction, on one host's monotonic clock:
+
+    submitted (S at the node the client used, X)
+      -> forward:   at the primary (F there; 0 when X is the primary)
+      -> pending:   the primary proposes the block holding it (P sent by the primary)
+      -> transit:   X has the proposal (P at X; 0 when X is the primary)
+      -> prepare:   X's prepare quorum (X sends its commit vote or ballot: V)
+      -> commit:    X's commit quorum, block decided and executed by X's core (C)
+      -> queued:    X's commit writer thread starts the append holding it (W start: waits for the previous
+                    append, the thread hand-off)
+      -> write:       ... and ends it (W end: SQLite and the fsync)
+      -> durable:   the event loop learns it is durable (D)
+      -> answer:    the waiting HTTP request on X resumes (A)
+
+Stages sum to the node-side latency (S -> A); the client's figure adds its own batching delay and the
+HTTP request and answer. Printed per stage: mean, p50, p99, and the mean of each stage over the slowest 1%
+of transactions (what the tail is made of).
+
+    .venv/bin/python benchmarks/commit_stages.py TRACE_DIR [--since T0 --until T1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from dwcp.consensus.transport.trace import read
+
+STAGES = ("forward", "pending", "transit", "prepare", "commit", "queued", "write", "durable", "answer")
+
+
+def load(directory: Path) -> dict[int, list[tuple]]:
+    out = {}
+    for path in sorted(directory.glob("node-*.trace")):
+        out[int(path.stem.split("-")[1])] = list(read(path))
+    return out
+
+
+def join(traces: dict[int, list[tuple]], since: float = float("-inf"), until: float = float("inf")) -> list[dict]:
+    """One row per transaction submitted in [since, until) and answered: each stage's seconds, and `total`."""
+    first_p: dict[int, tuple[float, int]] = {}  # height -> (earliest P, node): the primary's send
+    per_node: dict[int, dict[str, dict]] = {}
+    for node, events in traces.items():
+        heights: dict[str, dict[int, float]] = {k: {} for k in "PVCD"}
+        txs: dict[str, dict[bytes, float]] = {k: {} for k in "SFA"}
+        tx_height: dict[bytes, int] = {}
+        writes: dict[int, tuple[float, float]] = {}
+        for ev in events:
+            kind, t = ev[0], ev[1]
+            if kind in heights:
+                heights[kind].setdefault(ev[2], t)
+                if kind == "P" and (ev[2] not in first_p or t < first_p[ev[2]][0]):
+                    first_p[ev[2]] = (t, node)
+            elif kind in txs:
+                for tid in ev[2]:
+                    txs[kind].setdefault(tid, t)
+            elif kind == "W":
+                for h in ev[3]:
+                    writes.setdefault(h, (t, ev[2]))
+            elif kind == "T":
+                for tid in ev[3]:
+                    tx_height.setdefault(tid, ev[2])
+        per_node[node] = {**heights, **txs, "height": tx_height, "W": writes}
+    rows = []
+    for x, ev in per_node.items():
+        for tid, t_s in ev["S"].items():
+            if not since <= t_s < until or tid not in ev["A"] or tid not in ev["height"]:
+                continue
+            h = ev["height"][tid]
+            if h not in first_p:
+                continue
+            t_pp, prim = first_p[h]
+            t_f = t_s if prim == x else per_node[prim]["F"].get(tid)
+            w = ev["W"].get(h, (None, None))
+            marks = (t_s, t_f, t_pp, ev["P"].get(h), ev["V"].get(h), ev["C"].get(h), *w, ev["D"].get(h), ev["A"][tid])
+            if any(m is None for m in marks):
+                continue
+            row = {name: marks[i + 1] - marks[i] for i, name in enumerate(STAGES)}
+            row["total"] = marks[-1] - marks[0]
+            row["node"], row["primary"] = x, prim
+            rows.append(row)
+    return rows
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summarize(rows: list[dict]) -> dict:
+    if not rows:
+        return {"transactions": 0}
+    tail = sorted(rows, key=lambda r: r["total"])[-max(1, len(rows) // 100):]
+    out: dict = {"transactions": len(rows), "tail_transactions": len(tail), "stages": {}}
+    for name in (*STAGES, "total"):
+        values = [r[name] for r in rows]
+        out["stages"][name] = {
+            "mean_ms": 1e3 * sum(values) / len(values), "p50_ms": 1e3 * quantile(values, 0.5),
+            "p99_ms": 1e3 * quantile(values, 0.99), "tail_mean_ms": 1e3 * sum(r[name] for r in tail) / len(tail),
+        }
+    by_primary = defaultdict(list)
+    for r in rows:
+        by_primary["at primary" if r["node"] == r["primary"] else "elsewhere"].append(r["total"])
+    out["total_by_entry"] = {k: {"n": len(v), "p50_ms": 1e3 * quantile(v, 0.5), "p99_ms": 1e3 * quantile(v, 0.99)}
+                             for k, v in sorted(by_primary.items())}
+    return out
+
+
+def table(summary: dict) -> str:
+    if not summary.get("transactions"):
+        return "    stages: no transaction traced"
+    lines = [f"    stages over {summary['transactions']} txs (node side, submit -> answer; the slowest "
+             f"{summary['tail_transactions']} = 'tail'):",
+             f"    {'stage':<9} {'mean':>7} {'p50':>7} {'p99':>7} {'tail mean':>10}  (ms)"]
+    for name, s in summary["stages"].items():
+        lines.append(f"    {name:<9} {s['mean_ms']:7.1f} {s['p50_ms']:7.1f} {s['p99_ms']:7.1f} "
+                     f"{s['tail_mean_ms']:10.1f}")
+    lines.append("    total by entry node: " + "; ".join(
+        f"{k} n={v['n']} p50 {v['p50_ms']:.1f} p99 {v['p99_ms']:.1f} ms" for k, v in summary["total_by_entry"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("directory", type=Path)
+    ap.add_argument("--since", type=float, default=float("-inf"), help="time.monotonic() of the window's start")
+    ap.add_argument("--until", type=float, default=float("inf"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    summary = summarize(join(load(args.directory), args.since, args.until))
+    print(table(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The commit-path stage trace (transport/trace.py) on four real nodes: every stage of every transaction is
+found, in order, and the stages add up to the node-side latency (benchmarks/commit_stages.py joins them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from dwcp.consensus.node.assemble import build_node
+from dwcp.consensus.transport import trace
+from dwcp.consensus.transport.driver import Driver
+from tests.consensus.node.test_driver_loopback import _contexts, _until
+
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "commit_stages.py"
+
+
+def _stages_module():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("commit_stages_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+async def _batched(driver: Driver, count: int) -> list[str]:
+    ids = [o.tx_id for o in driver.submit_many([os.urandom(24) for _ in range(count)])]
+    assert None not in await driver.wait_committed_many(ids, 20.0)
+    return ids
+
+
+def test_off_unless_the_environment_names_a_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(trace.ENV, raising=False)
+    assert trace.from_env(0) is None
+
+
+@pytest.mark.network
+async def test_each_transaction_is_traced_through_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(trace.ENV, str(tmp_path / "trace"))
+    nodes = [build_node(ctx) for ctx in _contexts(tmp_path, "pbft")]
+    for node in nodes:
+        await node.start()
+    try:
+        await _until(lambda: all(len(n.transport.connected) == len(nodes) - 1 for n in nodes))
+        primary = nodes[0].core.primary(0, 0)
+        backup = next(n for n in nodes if n.me != primary)
+        submitted = {bytes.fromhex(i): backup.me for i in await _batched(backup, 20)}
+        submitted |= {bytes.fromhex(i): primary for i in await _batched(nodes[primary], 5)}
+        await _until(lambda: all(n.height >= backup.height for n in nodes))
+    finally:
+        for node in nodes:
+            await node.stop()  # flushes each node's trace
+
+    stages = _stages_module()
+    traces = stages.load(tmp_path / "trace")
+    assert sorted(traces) == [0, 1, 2, 3]
+    for events in traces.values():  # every node saw each committed height through P, V, C, W, D
+        kinds = {(e[0], e[2]) for e in events if e[0] in "PVCD"}
+        heights = {h for k, h in kinds if k == "D"}
+        assert heights and all((k, h) in kinds for h in heights for k in "PVC")
+    rows = stages.join(traces)
+    assert sorted((r["node"], r["primary"]) for r in rows) == sorted((x, primary) for x in submitted.values())
+    for row in rows:
+        parts = [row[s] for s in stages.STAGES]
+        assert all(p >= 0 for p in parts), row
+        assert sum(parts) == pytest.approx(row["total"])
+        assert (row["forward"] == 0) == (row["node"] == primary)  # a backup forwards to the primary first
+    assert stages.summarize(rows)["transactions"] == len(submitted)

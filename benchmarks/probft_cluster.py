@@ -33,13 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import commit_stages
 import httpx
 from _harness import open_loop
 from tpbft_cluster import check_logs_agree, measured, node_target, report, settle, top_height
 
 from dwcp.consensus.node.cluster import LocalCluster
-from dwcp.consensus.transport import trace
 
 N = 7
 TARGET_P99_S = 0.050
@@ -56,6 +54,17 @@ def quorum_counts(cluster: LocalCluster) -> tuple[int, int]:
             achieved += sum(status.get("quorum_achieved", {}).values())
             attempts += sum(status.get("quorum_attempts", {}).values())
     return achieved, attempts
+
+
+def log_writes(cluster: LocalCluster) -> tuple[int, int]:
+    """(commit-writer transactions, log fsyncs) summed over the nodes since they started (0, 0 if not reported)."""
+    writes = fsyncs = 0
+    with httpx.Client(timeout=5, headers=cluster.headers) as client:
+        for url in cluster.urls:
+            status = client.get(f"{url}/v1/status").json()
+            writes += status.get("log_writes", 0)
+            fsyncs += status.get("log_fsyncs", 0)
+    return writes, fsyncs
 
 
 def per_block(before: dict, after: dict, blocks: int) -> dict[str, float]:
@@ -85,6 +94,8 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
         counts_dir = _crypto_counts.enable(os.environ)  # the nodes LocalCluster starts inherit it
     trace_dir = root / "trace" if args.stages else None
     if trace_dir is not None:
+        from dwcp.consensus.transport import trace  # here: an A/B run may name a tree without it
+
         os.environ[trace.ENV] = str(trace_dir)  # the nodes record their commit-path events (trace.py)
     try:
         with LocalCluster(root, N, service="probft", settings=settings) as cluster:
@@ -106,7 +117,12 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
                 time.sleep(0.5)
                 counts = per_block(c0, _crypto_counts.read(counts_dir), top_height(cluster) - h0)
             top, compared = check_logs_agree(cluster)
+            writes, fsyncs = log_writes(cluster)
             out = run.summary() | {"protocol": protocol, "after": after, "logs_agree_heights": compared}
+            if top and writes:  # since the node started (warm-up included); absent from trees before writer.fsyncs
+                out["log_writes_per_block"], out["log_fsyncs_per_block"] = writes / top / N, fsyncs / top / N
+                print(f"    log per node per block: {writes / top / N:.2f} writes, {fsyncs / top / N:.2f} fsyncs",
+                      flush=True)
             if protocol == "probft":
                 a1, t1 = quorum_counts(cluster)
                 out["quorum_achieved"], out["quorum_attempts"] = a1 - a0, t1 - t0
@@ -116,6 +132,8 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
                 out["counts_per_block_per_node"] = counts
                 print(count_line(counts), flush=True)
         if trace_dir is not None:  # after the nodes stopped: their last events are flushed
+            import commit_stages
+
             out["stages"] = commit_stages.summarize(commit_stages.join(commit_stages.load(trace_dir), since, until))
             print(commit_stages.table(out["stages"]), flush=True)
         return out

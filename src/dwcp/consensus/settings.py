@@ -33,6 +33,10 @@ class ConsensusSettings(BaseModel):
     # Catch-up and transport.
     sync_interval_ms: float = Field(500.0, gt=0, description="How often a node tells peers its committed height.")
     sync_max_blocks: int = Field(64, ge=1, description="Most blocks in one catch-up response.")
+    max_unsynced_ms: float = Field(
+        50.0, ge=0, description="A committed block holding none of the transactions submitted to this node is "
+        "written without an fsync of its own and made durable with the next one that does, at most this long "
+        "after (0: fsync every block). Answers (a commit, a block, a transaction's status) name only durable blocks.")
     peer_queue_max_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, description="Outbound queue bound per peer.")
     # Keys (see module docstring).
     key_dir: str | None = Field(

@@ -1,8 +1,15 @@
 """The committed log of one node: an append-only SQLite block store with a transaction index.
 
 Durability rules, the reason this file exists:
-- WAL journal with `synchronous=FULL`, so a commit returns only after the WAL is fsynced; the driver
-  acknowledges a transaction to clients only after `append()` returned.
+- WAL journal. `append(blocks)` (sync=True) commits with `synchronous=FULL`: it returns only after the WAL
+  is fsynced, and so is every block appended before it (the WAL is one file written in order, and
+  recovery keeps the frames up to the last valid commit). `append(blocks, sync=False)` commits without
+  the fsync (`synchronous=OFF`): the blocks are in the log, but durable only once a later synced append
+  or `sync()` (an fdatasync of the WAL) returned. `synced_height` is the top of the durable prefix; the
+  driver acknowledges a transaction to clients only at or below it.
+- Checkpoints (WAL -> database file) run only with `synchronous=FULL` (`checkpoint()`, and on close), never
+  inside an unsynced commit: a checkpoint without fsyncs followed by the WAL's restart could lose blocks
+  that were durable. So SQLite's automatic checkpoint is off; the writer checkpoints between appends.
 - Heights are contiguous: `append()` accepts height `last + 1` and nothing else (no gaps, no
   reorders, no overwrites), checked against the last height read at open and advanced by each append
   (one `BlockStore` is its file's only writer), inside the SQLite transaction that writes.
@@ -110,6 +117,7 @@ def _ids(tx_ids: tuple[bytes, ...]) -> bytes:
     return msgspec.msgpack.encode(tx_ids) if tx_ids else b""
 
 
+CHECKPOINT_EVERY = 256  # appends between checkpoints (about SQLite's default of 1,000 WAL pages at 3-4 per append)
 INDEX_EVERY_TXS = 4096  # unindexed ids held in memory before they go into `txs` in one sorted insert
 _INDEXED_TO = "store.txs_indexed_to"  # meta key: every block at or below this height is in `txs`
 
@@ -130,6 +138,8 @@ class BlockStore:
         self.first_height = first_height
         self._wlock, self._rlock = threading.Lock(), threading.Lock()
         self._w = _connect(self.path)
+        self._w.execute("PRAGMA wal_autocheckpoint=0")  # see the durability rules: `checkpoint()` does it
+        self._full = True  # the writer connection's synchronous setting: FULL (True) or OFF
         self._w.executescript(_SCHEMA)
         columns = {r[1] for r in self._w.execute("PRAGMA table_info(blocks)")}
         if "tx_ids" not in columns:  # a log written before blocks kept their ids: those rows read back as ()
@@ -139,6 +149,9 @@ class BlockStore:
         if row[1] is not None and row[1] != first_height:
             raise StorageError(f"{self.path}: log starts at height {row[1]}, expected {first_height}")
         self._last = row[0] if row[0] is not None else first_height - 1
+        self._synced = first_height - 1
+        self.sync()  # what a killed process left in the page cache is in the log: make it durable first
+        self._appends = 0  # since the last checkpoint
         self._unindexed: dict[bytes, int] = {}  # tx id -> first height, for blocks above the index mark
         self._indexed_to = self._index_mark()
         for block in self.scan(1 << 20, start=self._indexed_to + 1):
@@ -158,11 +171,18 @@ class BlockStore:
         """Height of the newest committed block; `first_height - 1` when empty."""
         return self._last
 
-    def append(self, blocks: Sequence[StoredBlock]) -> None:
-        """Durably add the next blocks in order (one fsync); StorageError, writing nothing, if not contiguous."""
+    @property
+    def synced_height(self) -> int:
+        """Top of the durable prefix of the log: every block up to it is fsynced."""
+        return self._synced
+
+    def append(self, blocks: Sequence[StoredBlock], sync: bool = True) -> None:
+        """Add the next blocks in order, durably (one fsync, which also makes every earlier block durable) or,
+        with sync=False, without an fsync; StorageError, writing nothing, if not contiguous."""
         if not blocks:
             return
         with self._wlock:
+            self._synchronous(sync)
             try:
                 self._w.execute("BEGIN IMMEDIATE")
                 # The last height is known here (this object is the log's only writer: one node process owns
@@ -187,6 +207,9 @@ class BlockStore:
                 self._w.execute("ROLLBACK")
                 raise
             self._last = expected - 1
+            self._appends += 1
+            if sync:
+                self._synced = self._last
             if flush:  # after the commit: a reader finds every id in `_unindexed` or in `txs`, never neither
                 self._indexed_to = self._last
                 self._unindexed.clear()
@@ -194,6 +217,43 @@ class BlockStore:
                 for b in blocks:
                     for tx_id in b.tx_ids:
                         self._unindexed.setdefault(tx_id, b.height)
+
+    def sync(self) -> None:
+        """Make every appended block durable: an fdatasync of the WAL (the blocks' frames are all in it)."""
+        with self._wlock:
+            if self._synced == self._last:
+                return
+            wal = self.path.with_name(self.path.name + "-wal")
+            try:
+                fd = os.open(wal, os.O_RDONLY)
+            except FileNotFoundError:  # no WAL: everything is in the database file, synced by its checkpoint
+                pass
+            else:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            self._synced = self._last
+
+    @property
+    def checkpoint_due(self) -> bool:
+        return self._appends >= CHECKPOINT_EVERY
+
+    def checkpoint(self, every: int = CHECKPOINT_EVERY) -> bool:
+        """Copy the WAL into the database file (PASSIVE: readers are not waited for) once `every` appends
+        gathered since the last one, with fsyncs (WAL first, database after); True if it ran."""
+        with self._wlock:
+            if self._appends < every:
+                return False
+            self._synchronous(True)
+            self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._appends = 0
+            return True
+
+    def _synchronous(self, full: bool) -> None:
+        if full != self._full:
+            self._w.execute(f"PRAGMA synchronous={'FULL' if full else 'OFF'}")
+            self._full = full
 
     def _index(self, blocks: Sequence[StoredBlock]) -> None:
         """The unindexed ids and those of `blocks` into `txs`, sorted (each B-tree page written once), and
@@ -249,6 +309,7 @@ class BlockStore:
 
     def put_meta(self, key: str, value: bytes) -> None:
         with self._wlock:
+            self._synchronous(True)
             self._w.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str) -> bytes | None:
@@ -259,6 +320,7 @@ class BlockStore:
     def close(self) -> None:
         with self._wlock, self._rlock:
             self._r.close()
+            self._synchronous(True)  # closing checkpoints the WAL into the database and removes it: fsynced
             self._w.close()
 
     @staticmethod

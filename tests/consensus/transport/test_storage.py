@@ -105,7 +105,44 @@ def test_range_stops_at_byte_budget_but_returns_one(tmp_path: Path) -> None:
 def test_wal_and_full_sync_are_on(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "log.sqlite")
     assert store._w.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every commit
+    assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every synced commit
+    assert store._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inside an unsynced commit
+
+
+def test_unsynced_appends_are_durable_only_from_the_next_synced_one_or_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    store.append([_block(1)])
+    assert (store.last_height, store.synced_height) == (1, 1)
+    store.append([_block(2)], sync=False)
+    assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF: no fsync for this commit
+    store.append([_block(3)], sync=False)
+    assert (store.last_height, store.synced_height) == (3, 1)
+    assert store.tx_height(b"tx-3-0") == 3  # in the log all the same
+    store.append([_block(4)])  # its fsync covers the WAL frames of 2 and 3 too
+    assert store.synced_height == 4
+    store.append([_block(5)], sync=False)
+    synced: list[int] = []
+    real = storage.os.fdatasync
+    monkeypatch.setattr(storage.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    store.sync()
+    assert store.synced_height == 5 and len(synced) == 1
+    store.sync()  # nothing new: no fsync
+    assert len(synced) == 1
+    store.close()
+    reopened = BlockStore(tmp_path / "log.sqlite")
+    assert reopened.last_height == reopened.synced_height == 5
+
+
+def test_checkpoint_runs_synced_and_only_when_due(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    for h in range(1, 4):
+        store.append([_block(h)], sync=False)
+    assert not store.checkpoint_due and not store.checkpoint()
+    assert store.checkpoint(every=3)
+    assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 2  # a checkpoint fsyncs WAL and database
+    assert not store.checkpoint(every=3)  # the count starts again
+    assert [b.height for b in store.range(1, 3)] == [1, 2, 3]
 
 
 def test_meta_round_trip(tmp_path: Path) -> None:

@@ -48,3 +48,39 @@ async def test_stop_flushes_what_is_queued(tmp_path: Path) -> None:
         writer.submit(_b(h))
     await writer.stop()
     assert store.last_height == 5
+
+
+async def test_unsynced_blocks_resolve_at_once_and_become_durable_with_the_next_synced_one(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    writer = CommitWriter(store, max_unsynced=60.0)
+    writer.start()
+    await writer.submit(_b(1), sync=False)
+    await writer.submit(_b(2), sync=False)
+    assert (store.last_height, store.synced_height, writer.fsyncs) == (2, 0, 0)
+    await writer.submit(_b(3))  # someone waits for 3: fsynced, and 1 and 2 with it
+    assert (store.synced_height, writer.fsyncs) == (3, 1)
+    await writer.submit(_b(4), sync=False)
+    await writer.stop()  # stopping makes everything durable
+    assert store.synced_height == 4
+
+
+async def test_an_unsynced_block_is_fsynced_by_its_deadline_when_nothing_follows(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    writer = CommitWriter(store, max_unsynced=0.05)
+    writer.start()
+    await writer.submit(_b(1), sync=False)
+    assert store.synced_height == 0
+    await asyncio.sleep(0.3)
+    assert (store.synced_height, writer.fsyncs) == (1, 1)
+    await writer.stop()
+
+
+async def test_max_unsynced_zero_fsyncs_every_write(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "log.sqlite")
+    writer = CommitWriter(store)  # the default: as before, for nodes whose components need it
+    writer.start()
+    for h in range(1, 4):
+        await writer.submit(_b(h), sync=False)
+        assert store.synced_height == h
+    assert writer.fsyncs == writer.batches == 3
+    await writer.stop()

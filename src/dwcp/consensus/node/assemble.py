@@ -97,6 +97,9 @@ def build_node(ctx: ServiceContext) -> Driver:
             protocol=protocol, sync_interval=settings.sync_interval_ms / 1000,
             sync_max_blocks=settings.sync_max_blocks, max_pending=settings.max_pending,
             peers_needed=spec.live_peers(committee),
+            # A node component (Bullshark's worker) learns of commits before the log is durable and keeps its
+            # own records: those nodes fsync every block, as before.
+            max_unsynced=settings.max_unsynced_ms / 1000 if spec.node_components is None else 0.0,
         ),
         metrics=TransportMetrics(ctx.registry, protocol),
         observer=spec.metrics(ctx.registry),

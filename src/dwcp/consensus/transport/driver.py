@@ -115,6 +115,9 @@ class DriverConfig:
     max_pending: int = 100_000
     drain_timeout: float = 3.0  # on stop, how long transactions taken here may take to become durable
     peers_needed: int = 0  # peers to reach for the protocol to make progress (the registry's live_peers)
+    # A block holding none of the transactions submitted here is written without an fsync of its own and is
+    # durable with the next synced write, at most this many seconds later (writer.py); 0: fsync every block.
+    max_unsynced: float = 0.0
 
 
 class Driver:
@@ -143,14 +146,14 @@ class Driver:
         self.status_extra: dict[str, Any] = {}  # what node components add to /v1/status (e.g. a worker address)
         self.peers = tuple(i for i in committee.ids if i != self.me)
         self.transport = TcpTransport(transport, self._on_frame, metrics)
-        self.writer = CommitWriter(store)
+        self.writer = CommitWriter(store, config.max_unsynced)
         self.planner = CatchUpPlanner(config.sync_max_blocks, config.sync_timeout)
         self._pending: dict[bytes, float] = {}  # tx id -> submit time, txs submitted here until durable
         self._waiters: dict[bytes, asyncio.Future] = {}  # clients waiting for a commit (POST ?wait=true)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._next_height = store.last_height + 1  # next height to hand to the writer
-        self._durable_height = store.last_height
-        self._tip: tuple[bytes, bytes] = (b"", b"")  # block `_durable_height` and its certificate, encoded
+        self._logged_height = store.last_height  # top of the log (written; durable up to store.synced_height)
+        self._tip: tuple[bytes, bytes] = (b"", b"")  # block `_logged_height` and its certificate, encoded
         # Each peer's last word on its own height (proven or not), ours when it arrived, and when.
         self._peer_heights: dict[int, tuple[int, int, float]] = {}
         self._gossip: asyncio.Task | None = None
@@ -282,7 +285,7 @@ class Driver:
         for i, tx_hex in enumerate(tx_hexes):
             tid = bytes.fromhex(tx_hex)
             if tid not in self._pending:  # submitted here and not yet durable, or else look it up
-                heights.append(self.store.tx_height(tid))
+                heights.append(self._durable_tx_height(tid))
                 continue
             heights.append(None)
             fut = self._waiters.get(tid) or asyncio.get_running_loop().create_future()
@@ -387,7 +390,10 @@ class Driver:
         if self.trace is not None:
             self.trace.height("C", c.height)
             self.trace.block_txs(c.height, stored.tx_ids)
-        self.writer.submit(stored).add_done_callback(lambda fut: self._durable(c, stored, fut))
+        # Durable before it is answered: a block with a transaction submitted here is fsynced at once (and
+        # with it every block before it); the others within `max_unsynced`, before anyone is told of them.
+        waited = bool(self._pending) and any(t in self._pending for t in stored.tx_ids)
+        self.writer.submit(stored, sync=waited).add_done_callback(lambda fut: self._durable(c, stored, fut))
 
     def _durable(self, c: Commit, stored: StoredBlock, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -396,7 +402,7 @@ class Driver:
             self.failed = f"block {c.height} could not be made durable: {why}"
             log.critical("%s; refusing submissions from now on", self.failed)
             return
-        self._durable_height = c.height
+        self._logged_height = c.height
         self._tip = (stored.block, stored.certificate)
         if self.trace is not None:
             self.trace.height("D", c.height)
@@ -454,7 +460,7 @@ class Driver:
         nearly every peer every interval, to be discarded (issue 12); a peer that really lags (stalled,
         restarted, cut off) says a height below ours in every status it sends, and gets the proof. A peer
         silent for two intervals is judged by its last word against our height now, as before."""
-        height = self._durable_height
+        height = self._logged_height
         if height <= 0:
             behind: list[int] = []
         else:
@@ -475,7 +481,7 @@ class Driver:
 
     def _on_sync(self, peer: int, msg: SyncStatus | SyncRequest | SyncBlocks) -> None:
         if isinstance(msg, SyncStatus):
-            self._peer_heights[peer] = (msg.height, self._durable_height, self.clock())
+            self._peer_heights[peer] = (msg.height, self._logged_height, self.clock())
             if msg.height < self._next_height or msg.height <= self.planner.peer_heights.get(peer, -1):
                 return  # not ahead of us, or already proven: nothing to act on
             if not msg.block:
@@ -486,7 +492,7 @@ class Driver:
             self.planner.on_status(peer, msg.height)
             self._request_missing()
         elif isinstance(msg, SyncRequest):
-            end = min(msg.end, msg.start + self.config.sync_max_blocks - 1, self._durable_height)
+            end = min(msg.end, msg.start + self.config.sync_max_blocks - 1, self._logged_height)
             blocks = self.store.range(msg.start, end, max_bytes=SYNC_RESPONSE_BYTES) if msg.start <= end else []
             response = SyncBlocks(blocks=[SyncBlock(b.height, b.block, b.certificate) for b in blocks])
             self.transport.send(peer, Channel.SYNC, encode_sync(response))
@@ -527,7 +533,7 @@ class Driver:
     # -- queries -----------------------------------------------------------------------------
     @property
     def height(self) -> int:
-        return self._durable_height
+        return self._logged_height
 
     @property
     def peers_needed(self) -> int:
@@ -539,15 +545,20 @@ class Driver:
         except ValueError:
             return None
         height = self.store.tx_height(tid)
-        if height is not None:
+        if height is not None and height <= self.store.synced_height:
             return "committed", height
-        if tid in self._pending:
+        if tid in self._pending or height is not None:  # committed, not yet durable here: pending a moment
             return "pending", None
         return None
 
+    def _durable_tx_height(self, tid: bytes) -> int | None:
+        """The height of a transaction's block if that block is durable here (answers name no other)."""
+        height = self.store.tx_height(tid)
+        return height if height is not None and height <= self.store.synced_height else None
+
     def block(self, height: int) -> tuple[StoredBlock, Block, Any] | None:
         """A durable block with its decoded block and certificate (the protocol's type), or None."""
-        stored = self.store.get(height)
+        stored = self.store.get(height) if height <= self.store.synced_height else None
         if stored is None:
             return None
         return stored, self._block_decoder.decode(stored.block), self._cert_decoder.decode(stored.certificate)
@@ -558,13 +569,16 @@ class Driver:
             **core,
             "node": self.me,
             "protocol": self.config.protocol,
-            "height": self._durable_height,
+            "height": self._logged_height,
+            "durable_height": self.store.synced_height,  # fsynced; answers name no block above it
+            "log_writes": self.writer.batches,  # write transactions of the commit writer ...
+            "log_fsyncs": self.writer.fsyncs,  # ... and fsyncs of the log (writer.py)
             "core_height": core.get("height"),
             "pending": len(self._pending),  # submitted here, not yet durable
             "mempool": core.get("pending"),  # the core's pool: every known uncommitted tx
             "peers_connected": sorted(self.transport.connected),
             "peers_inbound": sorted(self.transport.inbound),
-            "catching_up": self.planner.behind(self._durable_height),
+            "catching_up": self.planner.behind(self._logged_height),
             "committee_size": self.committee.n,
             **self.status_extra,
         }

@@ -96,11 +96,25 @@ def quantile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def summarize(rows: list[dict]) -> dict:
+def gc_pauses(traces: dict[int, list[tuple]], since: float = float("-inf"), until: float = float("inf")) -> dict:
+    """The nodes' cyclic collections of generations 1 and 2 in [since, until): count and ms, per generation."""
+    out: dict[str, dict[str, float]] = {}
+    for events in traces.values():
+        for ev in events:
+            if ev[0] == "G" and since <= ev[1] < until:
+                g = out.setdefault(f"gen{ev[3]}", {"count": 0, "total_ms": 0.0, "max_ms": 0.0})
+                ms = 1e3 * (ev[2] - ev[1])
+                g["count"] += 1
+                g["total_ms"] += ms
+                g["max_ms"] = max(g["max_ms"], ms)
+    return out
+
+
+def summarize(rows: list[dict], gc: dict | None = None) -> dict:
     if not rows:
         return {"transactions": 0}
     tail = sorted(rows, key=lambda r: r["total"])[-max(1, len(rows) // 100):]
-    out: dict = {"transactions": len(rows), "tail_transactions": len(tail), "stages": {}}
+    out: dict = {"transactions": len(rows), "tail_transactions": len(tail), "stages": {}, "gc": gc or {}}
     for name in (*STAGES, "total"):
         values = [r[name] for r in rows]
         out["stages"][name] = {
@@ -124,6 +138,10 @@ def table(summary: dict) -> str:
     for name, s in summary["stages"].items():
         lines.append(f"    {name:<9} {s['mean_ms']:7.1f} {s['p50_ms']:7.1f} {s['p99_ms']:7.1f} "
                      f"{s['tail_mean_ms']:10.1f}")
+    if summary.get("gc"):
+        lines.append("    cyclic GC over all nodes: " + "; ".join(
+            f"{k} {v['count']} runs, {v['total_ms']:.0f} ms in all, longest {v['max_ms']:.1f} ms"
+            for k, v in sorted(summary["gc"].items())))
     lines.append("    total by entry node: " + "; ".join(
         f"{k} n={v['n']} p50 {v['p50_ms']:.1f} p99 {v['p99_ms']:.1f} ms" for k, v in summary["total_by_entry"].items()))
     return "\n".join(lines)
@@ -136,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--until", type=float, default=float("inf"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    summary = summarize(join(load(args.directory), args.since, args.until))
+    traces = load(args.directory)
+    summary = summarize(join(traces, args.since, args.until), gc_pauses(traces, args.since, args.until))
     print(table(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -134,7 +134,9 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
         if trace_dir is not None:  # after the nodes stopped: their last events are flushed
             import commit_stages
 
-            out["stages"] = commit_stages.summarize(commit_stages.join(commit_stages.load(trace_dir), since, until))
+            traces = commit_stages.load(trace_dir)
+            out["stages"] = commit_stages.summarize(commit_stages.join(traces, since, until),
+                                                    commit_stages.gc_pauses(traces, since, until))
             print(commit_stages.table(out["stages"]), flush=True)
         return out
     finally:

@@ -212,6 +212,7 @@ class Driver:
         await self.writer.stop()
         self.store.close()
         if self.trace is not None:
+            self.trace.unwatch_gc()
             self.trace.flush()
 
     # -- inputs ------------------------------------------------------------------------------

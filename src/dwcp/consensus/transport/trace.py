@@ -16,6 +16,8 @@ on a host, so events of different nodes on one machine line up), the events of t
 | A     | the node a client submitted to      | tx ids             | the waiting HTTP request resumes          |
 | T     | every node                          | height, tx ids     | the txs a committed block executes        |
 | W     | every node (commit writer thread)   | end, heights       | start..end of the append (SQLite, fsync)  |
+| G     | every node                          | end, generation    | a cyclic garbage collection of generation |
+|       |                                     |                    | 1 or 2 ran start..end (the loop stood)    |
 
 The protocol core is not involved (the driver reads inputs and outputs it already handles): a message
 with a `block` is a proposal, one with `kind == "commit"` and a `height` a commit vote or ballot. Events
@@ -26,6 +28,7 @@ go to `<dir>/node-<id>.trace` (length-prefixed msgpack arrays, appended every `F
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -47,6 +50,23 @@ class StageTrace:
         self.clock = clock
         self.events: list[tuple] = []
         self._flushed_at = clock()
+        self._gc_started = 0.0
+
+    def watch_gc(self) -> None:
+        """Record collections of generations 1 and 2 (gen 0 ones take microseconds) as G events."""
+        gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if info.get("generation", 0) < 1:
+            return
+        if phase == "start":
+            self._gc_started = self.clock()
+        else:
+            self.events.append(("G", self._gc_started, self.clock(), info["generation"]))
 
     def height(self, event: str, height: int) -> None:
         self.events.append((event, self.clock(), height))
@@ -86,7 +106,9 @@ def from_env(node: int) -> StageTrace | None:
         return None
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    return StageTrace(path, node)
+    trace = StageTrace(path, node)
+    trace.watch_gc()
+    return trace
 
 
 def read(path: Path) -> Iterator[tuple]:

@@ -15,10 +15,13 @@ what the VRF proofs, header signatures and ballot format cost over PBFT's votes.
     .venv/bin/python benchmarks/probft_cluster.py                       # 500 tx/s for 20 s, each protocol
     .venv/bin/python benchmarks/probft_cluster.py --rate 200 --duration 10 --json probft_cluster.json
     .venv/bin/python benchmarks/probft_cluster.py --batch-ms 10   # batched client (POST /v1/batches per 10 ms)
+    .venv/bin/python benchmarks/probft_cluster.py --batch-ms 10 --stages  # + where each tx's latency goes, per stage
 
 Measured 2026-12-04 19:59 UTC (`--rate 500 --duration 10`, load average ~20 from other sessions): ProBFT
 p50 232 / p99 721 ms, quorum achievement 100%, 7.39 ms node CPU per block (43.9 tx/block); PBFT on the same
 7 nodes p50 183 / p99 454 ms, 5.70 ms per block (30.7 tx/block). p99 target 50 ms missed (PBFT too).
+Session 6 (2026-12-05, `--batch-ms 10 --stages`, load 11-15, after the log-fsync and gc.freeze cuts): ProBFT
+p50 34-41 / p99 97-113 ms, PBFT 30-32 / 80-96 ms; where the rest goes per stage: docs/probft.md, "Session 6".
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ class CommitWriter:
         self._task: asyncio.Task | None = None
         self._busy = False
         self._unsynced_since: float | None = None  # when the oldest block not yet durable was written
+        self._deadline: asyncio.TimerHandle | None = None  # wakes `_run` to fsync it by then
         self.batches = 0  # write transactions, for tests and metrics
         self.fsyncs = 0  # of them and of idle `sync()`s, those that fsynced the log
         self.trace: StageTrace | None = None  # set by the driver when tracing (trace.py: "W" events)
@@ -46,11 +47,13 @@ class CommitWriter:
         """Finish what is queued (it may already be acknowledged upstream as committed), make it all durable,
         then stop."""
         if self._task is not None:
-            while self._pending or self._busy:
+            while (self._pending or self._busy) and not self._task.done():
                 self._wake.set()
                 await asyncio.sleep(0.001)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            if self._deadline is not None:
+                self._deadline.cancel()
             with contextlib.suppress(Exception):  # a failed store stays failed; close() fsyncs what it can
                 await asyncio.get_running_loop().run_in_executor(self._pool, self.store.sync)
         self._pool.shutdown(wait=True)
@@ -67,16 +70,14 @@ class CommitWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._unsynced_since is None:
-                await self._wake.wait()
-            else:  # a written block is not durable yet: fsync by its deadline, even if nothing else comes
-                timeout = self._unsynced_since + self.max_unsynced - time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
+            # Not asyncio.wait_for: on 3.11 it can swallow the cancellation stop() sends when the event is set
+            # at the same moment, and stop() then waits forever. A written block's deadline is a timer.
+            await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
             now = time.monotonic()
-            overdue = self._unsynced_since is not None and now - self._unsynced_since >= self.max_unsynced
+            # (less a millisecond: the loop may run a timer a clock tick early)
+            overdue = self._unsynced_since is not None and now - self._unsynced_since >= self.max_unsynced - 1e-3
             sync = self._sync_wanted or self.max_unsynced <= 0 or overdue
             self._sync_wanted = False
             if not batch:
@@ -95,10 +96,10 @@ class CommitWriter:
                 self._busy = False
             self.batches += 1
             if sync:
-                self.fsyncs += 1
-                self._unsynced_since = None
+                self._synced()
             elif self._unsynced_since is None:
                 self._unsynced_since = span[1]
+                self._deadline = loop.call_later(self.max_unsynced, self._wake.set)
             if self.trace is not None:
                 self.trace.write_span(*span, [b.height for b, _ in batch])
             for _, fut in batch:
@@ -121,8 +122,14 @@ class CommitWriter:
             return
         finally:
             self._busy = False
+        self._synced()
+
+    def _synced(self) -> None:
         self.fsyncs += 1
         self._unsynced_since = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     async def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
         self._busy = True

@@ -6,23 +6,11 @@ benchmark would count fewer transactions than the clients sent and the cluster c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bullshark_cluster.py"
-
-
-def load_benchmark():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bullshark_cluster_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+from tests.benchmark_scripts import load_benchmark
 
 
 def test_every_batch_a_worker_can_seal_from_the_benchmarks_clients_is_unique() -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("bullshark_cluster")
     tx = 4 + 512
     streams = []
     for index in range(4):

@@ -3,9 +3,7 @@ found, in order, and the stages add up to the node-side latency (benchmarks/comm
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,8 @@ import pytest
 from dwcp.consensus.node.assemble import build_node
 from dwcp.consensus.transport import trace
 from dwcp.consensus.transport.driver import Driver
+from tests.benchmark_scripts import load_benchmark
 from tests.consensus.node.test_driver_loopback import _contexts, _until
-
-BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "commit_stages.py"
-
-
-def _stages_module():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("commit_stages_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 async def _batched(driver: Driver, count: int) -> list[str]:
@@ -54,7 +43,7 @@ async def test_each_transaction_is_traced_through_every_stage(tmp_path: Path, mo
         for node in nodes:
             await node.stop()  # flushes each node's trace
 
-    stages = _stages_module()
+    stages = load_benchmark("commit_stages")
     traces = stages.load(tmp_path / "trace")
     assert sorted(traces) == [0, 1, 2, 3]
     for events in traces.values():  # every node saw each committed height through P, V, C, W, D

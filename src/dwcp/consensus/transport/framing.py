@@ -71,6 +71,17 @@ def encode_frame(channel: Channel, payload: bytes, limits: dict[Channel, int] | 
     return HEADER.pack(len(payload), channel) + payload
 
 
+def _checked_channel(channels: dict[int, tuple[Channel, int]], length: int, raw_channel: int) -> Channel:
+    """The channel a frame header names, once its length is within that channel's limit."""
+    known = channels.get(raw_channel)
+    if known is None:
+        raise FrameError("unknown_channel", f"frame on unknown channel {raw_channel}")
+    channel, limit = known
+    if length > limit:
+        raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
+    return channel
+
+
 class FrameDecoder:
     """Turns stream bytes, fed in any chunking (one byte at a time included), into frames."""
 
@@ -131,13 +142,7 @@ class FrameDecoder:
         return frames
 
     def _check_header(self, length: int, raw_channel: int) -> Channel:
-        known = self._channels.get(raw_channel)
-        if known is None:
-            raise FrameError("unknown_channel", f"frame on unknown channel {raw_channel}")
-        channel, limit = known
-        if length > limit:
-            raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
-        return channel
+        return _checked_channel(self._channels, length, raw_channel)
 
 
 class FrameReader:
@@ -167,12 +172,7 @@ class FrameReader:
             if self._n < HEADER_SIZE:
                 return None
             length, raw = HEADER.unpack_from(self._head)
-            known = self._channels.get(raw)
-            if known is None:
-                raise FrameError("unknown_channel", f"frame on unknown channel {raw}")
-            channel, limit = known
-            if length > limit:
-                raise FrameError("oversize", f"{channel.name} frame of {length} bytes exceeds the {limit}-byte limit")
+            channel = _checked_channel(self._channels, length, raw)
             self._channel, self._body, self._n = channel, bytearray(length), 0
         if self._n < len(self._body):
             return None

@@ -3,6 +3,7 @@
 #   - Debian's prometheus and prometheus-alertmanager (with promtool/amtool), when absent
 #   - Debian's etcd-server (the consensus benchmarks' same-machine peer, `--peer etcd`), when absent
 #   - Debian's rsync (benchmarks/manager_transfer.py's peer), when absent
+#   - Debian's wrk (the HTTP benchmarks' load generator), when absent
 #   - .venv with the pinned Python dependencies (pyproject.toml), when absent or out of date
 # Safe to run again: each step checks first. Prints what it does.
 set -euo pipefail
@@ -24,20 +25,18 @@ if ((${#need_apt[@]})); then
   # (see the inventory), so both can run side by side.
 fi
 
-if ! command -v etcd >/dev/null 2>&1; then
-  log "missing etcd: installing Debian's etcd-server (benchmarks/tpbft_cluster.py --peer etcd)"
+# apt_if_missing BIN PACKAGE WHY: Debian's PACKAGE when BIN is not on PATH.
+apt_if_missing() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "missing $1: installing Debian's $2 ($3)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
-  # Debian starts an etcd daemon on 2379/2380; the benchmark's members listen on free ports of their own.
-fi
-
-if ! command -v rsync >/dev/null 2>&1; then
-  log "missing rsync: installing Debian's rsync (benchmarks/manager_transfer.py compares transfers with it)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends rsync >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+# Debian starts an etcd daemon on 2379/2380; the benchmark's members listen on free ports of their own.
+apt_if_missing etcd etcd-server "the consensus benchmarks' same-machine peer: tpbft_cluster.py --peer etcd"
+apt_if_missing rsync rsync "benchmarks/manager_transfer.py compares transfers with it"
+apt_if_missing wrk wrk "the C HTTP load generator benchmarks/compression_selector.py saturates the service with"
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3

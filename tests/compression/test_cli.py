@@ -1,6 +1,7 @@
 """`dwcp compression train` end to end on a tiny corpus: label, fit, score, write a loadable artifact."""
 
 import json
+import math
 
 from typer.testing import CliRunner
 
@@ -100,4 +101,36 @@ def test_label_large_resumes_and_shares_sets_and_train_large_scores_and_writes_t
     assert f"over {3 * held_rows} requests" in r.output  # --links: requests per held-out chunk
     w, k = Model.load(speeds_only).large.weights, len(model.options)
     assert not w[:, :k].any() and not w[:, 2 * k:].any()  # ratios and decompress speeds keep the base's answer
+    assert "ship rule" in r.output
     assert runner.invoke(app, ["label-large", "--labels", str(labels), "nonsense"]).exit_code != 0
+
+
+def test_train_large_chooses_where_the_correction_starts_and_prints_the_oracles_repeatability(
+        tmp_path, monkeypatch, calibration):
+    """Issue 16, session 6, at toy scale (chunks "above" 2 KiB): `--apply-above` with several sizes prints the
+    training folds' decisions per threshold and writes the chosen one (or says none holds and writes nothing);
+    `--again` with a second labelling of the held-out set prints the oracle's repeatability beside its figures."""
+    from dwcp.compression import large
+
+    monkeypatch.setattr(calibrate, "run", lambda: calibration)
+    monkeypatch.setattr(large, "SPLIT_BYTES", 2048)
+    monkeypatch.setattr(large, "SETS", {
+        "train-real": (lambda: list(corpus.items(70, 10, 2049, 8000)), True),
+        "heldout-real": (lambda: list(corpus.items(72, 4, 2049, 8000)), False),
+    })
+    labels, again = tmp_path / "large", tmp_path / "again"
+    assert runner.invoke(app, ["label-large", "--labels", str(labels)]).exit_code == 0
+    again.mkdir()
+    (again / "calibration.json").write_bytes((labels / "calibration.json").read_bytes())
+    assert runner.invoke(app, ["label-large", "--labels", str(again), "heldout-real"]).exit_code == 0
+    out = tmp_path / "chosen.npz"
+    r = runner.invoke(app, ["train-large", "--labels", str(labels), "--apply-above", "2,4", "--links", "5",
+                            "--again", str(again), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "cross-validated decisions per threshold" in r.output and "chosen:" in r.output
+    if "chosen: none" in r.output:
+        assert "no threshold holds" in r.output and not out.exists()
+    else:
+        chosen = float(r.output.split("chosen: ")[1].split(" KiB")[0])
+        assert Model.load(out).large.threshold == math.log2(chosen * 1024)
+        assert "oracle repeatability" in r.output.replace("\n", " ")

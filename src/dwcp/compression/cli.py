@@ -143,6 +143,20 @@ def _print_eval(title: str, ev) -> None:
         console.print(table)
 
 
+def _print_threshold_cv(cv) -> None:
+    import math
+
+    table = Table("correct above", "near-best", "exact", "regret", *cv.buckets[math.inf], "families below base",
+                  title="training chunks, cross-validated decisions per threshold (inf: the base alone)")
+    for t, o in cv.overall.items():
+        worse = [f for f, s in cv.families[t].items() if s["accuracy"] < cv.families[math.inf][f]["accuracy"]]
+        table.add_row("inf" if math.isinf(t) else f"{t / 1024:g} KiB", f"{o['accuracy']:.4f}",
+                      f"{o['exact_best']:.3f}", f"{o['mean_regret']:.4f}",
+                      *(f"{s['accuracy']:.4f}" for s in cv.buckets[t].values()), " ".join(worse) or "-")
+    console.print(table)
+    console.print(f"chosen: {'none' if math.isinf(cv.chosen) else f'{cv.chosen / 1024:g} KiB'}")
+
+
 @app.command()
 def train(
     cache: Path = CacheOpt,
@@ -259,6 +273,11 @@ def train_large(
                                 "correct (others keep the base's answer)."),
     links: int = typer.Option(20, min=1, help="Requests (random link and declared size) per held-out chunk. The "
                               "verdict per family can hinge on one request in 20-60 at 20; more redraws less."),
+    apply_above: str = typer.Option("512", help="Chunk sizes in KiB above which the correction may apply "
+                                    "(comma-separated: chosen by cross-validated decisions on the training chunks, "
+                                    "the smallest that no bucket or family loses by; 512: every large chunk)."),
+    again: Path | None = typer.Option(None, help="A second labelling of the held-out sets (another label-large "
+                                      "directory, same calibration): print the oracle's repeatability beside them."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
 ) -> None:
     """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
@@ -269,7 +288,7 @@ def train_large(
     from dwcp.compression import large
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
-    from dwcp.compression.train import Dataset, choose_ridge, train_large_chunks
+    from dwcp.compression.train import Dataset, choose_ridge, choose_threshold, train_large_chunks
     from dwcp.compression.train import evaluate as run_eval
 
     cal = large.calibration(labels)
@@ -290,15 +309,38 @@ def train_large(
         table.add_row(f"{r:g}", *(f"{e:.3f}" for e in err))
     table.add_row("chosen", *(f"{r:g}" for r in best))
     console.print(table)
-    model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best)
-    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB")
+    thresholds = [float(k) * 1024 for k in apply_above.split(",")]
+    threshold = thresholds[0]
+    if len(thresholds) > 1:
+        cv = choose_threshold(small, tr, cal, thresholds, above_bytes=large.SPLIT_BYTES, ridge=best,
+                              links_per_item=links)
+        _print_threshold_cv(cv)
+        threshold = cv.chosen
+        if math.isinf(threshold):
+            console.print("[yellow]no threshold holds every bucket and family on the training folds[/yellow]")
+            return
+    model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best,
+                               apply_above_bytes=threshold)
+    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB; correction "
+                  f"applied above {threshold / 1024:g} KiB")
     for name in ("heldout-synthetic", "heldout-real"):
         ds = large.load_set(labels, name)
         if ds is None:
             continue
+        ds2 = None if again is None else large.load_set(again, name)
+        if ds2 is not None:  # score only the payloads both labellings reached
+            both = np.intersect1d(ds.item, ds2.item)
+            ds, ds2 = (d.take(np.isin(d.item, both)) for d in (ds, ds2))
+        evals = []
         for title, m in ((f"{name} above 512 KiB, {small.version}", small), (f"{name} above 512 KiB, with the "
                                                                             "large-chunk part", model)):
-            _print_eval(f"{title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links))
+            evals.append(run_eval(m, cal, ds, links_per_item=links, again=ds2))
+            _print_eval(f"{title} ({ds.payloads} payloads)", evals[-1])
+        worse = [f"{g} {new[g]['accuracy']:.4f} < {old[g]['accuracy']:.4f}" for old, new in
+                 ((evals[0].buckets, evals[1].buckets), (evals[0].families, evals[1].families))
+                 for g in old if new[g]["accuracy"] < old[g]["accuracy"]]
+        console.print(f"{name}: ship rule (near-best in every bucket and family >= the base's): "
+                      + ("holds" if not worse else "fails: " + ", ".join(worse)))
     if out is not None:
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

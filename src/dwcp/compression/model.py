@@ -11,8 +11,9 @@ Prediction: `y = MLP((x - x_mean) / x_std) * y_std + y_mean`.
 
 Format /2 adds a large-chunk part (`LargeChunks`): header `large_chunks` (`above_log2_chunk`) and arrays
 `large_x_mean`, `large_x_std`, `large_W`. Rows whose chunk is at most 2^above_log2_chunk get the MLP's output
-exactly as in /1; larger chunks get the MLP's output for a chunk of 2^above_log2_chunk plus
-`[1, (x - large_x_mean) / large_x_std] @ large_W`.
+exactly as in /1; larger chunks get the MLP's output for a chunk of 2^above_log2_chunk, plus
+`[1, (x - large_x_mean) / large_x_std] @ large_W` when the chunk is above 2^apply_above_log2_chunk (header
+`large_chunks.apply_above_log2_chunk`, default: above_log2_chunk).
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ class LargeChunks:
     x_mean: np.ndarray
     x_std: np.ndarray
     weights: np.ndarray  # (1 + features, outputs): the intercept row, then one row per standardised feature
+    # log2 of the chunk above which the correction applies (None: `above`). Between the two, the MLP's answer at
+    # `above` stands uncorrected: a threshold chosen by cross-validated decisions on the training chunks
+    # (`train.choose_threshold`), where the correction helps many-chunk payloads but costs single-chunk ones.
+    apply_above: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        """log2 of the smallest chunk that is corrected: rows with a larger chunk feature get the correction."""
+        return self.above if self.apply_above is None else self.apply_above
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         """The outputs' correction (log units) for feature rows `x`, all of chunks above `above`."""
@@ -55,7 +65,8 @@ class LargeChunks:
     def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray) -> LargeChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs, rows of chunks above `above`) on
         the standardised features; `ridge` (one for all outputs, or one per output) penalises the slopes (not
-        the intercept) per row of data; an infinite one leaves its output uncorrected."""
+        the intercept) per row of data; an infinite one leaves its output uncorrected. Applied above `above`
+        (set `apply_above` for a higher threshold)."""
         x_mean, x_std = x.mean(0), x.std(0) + 1e-6
         a = np.hstack([np.ones((len(x), 1)), (x - x_mean) / x_std])
         per_output = np.broadcast_to(np.asarray(ridge, float), residual.shape[1:])
@@ -99,7 +110,7 @@ class Model:
             y = self._mlp(x)
         else:
             y = self._mlp(chunk_at_most(x, self.large.above))
-            over = x[:, 0] > self.large.above
+            over = x[:, 0] > self.large.threshold
             if over.any():
                 y[over] += self.large.correction(x[over])
         k = len(self.options)
@@ -132,6 +143,8 @@ class Model:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         large = () if self.large is None else (self.large.x_mean, self.large.x_std, self.large.weights)
+        if self.large is not None and self.large.apply_above is not None:
+            large += (np.array([self.large.apply_above]),)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -149,6 +162,8 @@ class Model:
             arrays[f"W{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
         if self.large is not None:
             header["large_chunks"] = {"above_log2_chunk": self.large.above}
+            if self.large.apply_above is not None:
+                header["large_chunks"]["apply_above_log2_chunk"] = self.large.apply_above
             arrays |= {"large_x_mean": self.large.x_mean, "large_x_std": self.large.x_std,
                        "large_W": self.large.weights}
         arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
@@ -177,12 +192,16 @@ class Model:
                     z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
                     header["version"])
             if header["format"] == FORMAT_LARGE:
-                m.large = LargeChunks(float(header["large_chunks"]["above_log2_chunk"]), z["large_x_mean"],
-                                      z["large_x_std"], z["large_W"])
+                part = header["large_chunks"]
+                apply_above = part.get("apply_above_log2_chunk")
+                m.large = LargeChunks(float(part["above_log2_chunk"]), z["large_x_mean"], z["large_x_std"],
+                                      z["large_W"], None if apply_above is None else float(apply_above))
         if m.outputs != header["outputs"] or weights[0].shape[0] != len(m.features):
             raise ValueError(f"{path}: header and arrays disagree")
         if m.large is not None and m.large.weights.shape != (1 + len(m.features), 3 * len(m.options)):
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
+        if m.large is not None and m.large.threshold < m.large.above:
+            raise ValueError(f"{path}: large-chunk correction applied below the MLP's largest chunk")
         if weights[-1].shape[1] != 3 * len(m.options):
             raise ValueError(f"{path}: last layer has {weights[-1].shape[1]} outputs, expected {3 * len(m.options)}")
         return m

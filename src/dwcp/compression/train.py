@@ -9,6 +9,7 @@ model, so one labelled chunk scores against any number of links and declared pay
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.size)
+
+    def take(self, rows: np.ndarray) -> Dataset:
+        """The rows selected by `rows` (a boolean mask or indices), payload indices kept."""
+        return Dataset(self.x[rows], self.ratio[rows], self.vc[rows], self.vd[rows], self.size[rows],
+                       self.family[rows], self.item[rows], self.pilot[rows])
 
     @property
     def payloads(self) -> int:
@@ -199,26 +205,106 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
 
 
 def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_bytes: int,
-                       ridge: float | np.ndarray = 0.1) -> Model:
+                       ridge: float | np.ndarray = 0.1, apply_above_bytes: float | None = None) -> Model:
     """`base` with a large-chunk part (`model.LargeChunks`) fitted on `data`'s rows of chunks above `above_bytes`:
     predictions for chunks up to `above_bytes` stay `base`'s bit for bit; larger ones are `base`'s answer at
-    `above_bytes` plus a ridge-regressed correction of its residuals on these rows."""
+    `above_bytes`, plus a ridge-regressed correction of its residuals on these rows for chunks above
+    `apply_above_bytes` (default: `above_bytes`; see `choose_threshold`)."""
     import copy
-    import math
 
     rows = data.size > above_bytes
     if not rows.any():
         raise ValueError(f"no labelled chunk above {above_bytes} bytes to fit the large-chunk part on")
+    if apply_above_bytes is not None and apply_above_bytes < above_bytes:
+        raise ValueError("the correction cannot apply below the MLP's largest chunk")
     above = math.log2(above_bytes)
     x = data.x[rows]
     residual = data.targets(cal)[rows] - np.hstack(base.predict(chunk_at_most(x, above)))
     model = copy.copy(base)
-    model.large, model.version, model._plan = LargeChunks.fit(above, x, residual, ridge), "", None
+    part = LargeChunks.fit(above, x, residual, ridge)
+    if apply_above_bytes is not None and apply_above_bytes != above_bytes:
+        part.apply_above = math.log2(apply_above_bytes)
+    model.large, model.version, model._plan = part, "", None
     model.training = {**base.training, "max_chunk_bytes": int(data.size.max()),
                       "large_chunks": {"above_bytes": above_bytes, "ridge": np.broadcast_to(
                           np.asarray(ridge, float), (3 * len(base.options),)).tolist(), "payloads": int(
-                          len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
+                          len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version,
+                          "apply_above_bytes": int(apply_above_bytes or above_bytes)}}
     return model
+
+
+@dataclass
+class ThresholdCV:
+    """Cross-validated decisions of the large-chunk part on training chunks, per candidate threshold (bytes;
+    `math.inf`: no correction, the base's answers): `summary` figures overall, per declared-size bucket and per
+    family, pooled over folds of whole payloads."""
+
+    overall: dict[float, dict]
+    buckets: dict[float, dict[str, dict]]
+    families: dict[float, dict[str, dict]]
+    chosen: float  # the smallest threshold no bucket or family of which is worse than the base's; inf if none
+
+    def holds(self, threshold: float) -> bool:
+        """The ship rule on the training folds: near-best in every bucket and family at least the base's."""
+        base = math.inf
+        return all(groups[threshold][g]["accuracy"] >= groups[base][g]["accuracy"]
+                   for groups in (self.buckets, self.families) for g in groups[base])
+
+
+def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: list[float], *, above_bytes: int,
+                     ridge: float | np.ndarray, folds: int = 5, links_per_item: int = 100,
+                     seed: int = 1) -> ThresholdCV:
+    """The chunk size above which the large-chunk correction is applied, chosen on training chunks only.
+
+    Each fold of whole training payloads is answered by a part fitted on the other folds (`ridge` as chosen by
+    `choose_ridge`), the correction applied only to chunks above each candidate threshold, and scored like a
+    held-out set (`requests`: `links_per_item` links and declared sizes per payload, its recommended client
+    sample only). Chosen: the smallest candidate whose pooled near-best is at least the uncorrected base's in
+    every declared-size bucket and every family (the ship rule, on training data); none (inf) if no candidate
+    holds. A correction fitted on 512 KiB-1 MiB chunks helps payloads of many chunks, whose pace is set by the
+    compress speed, and can cost payloads of one or two chunks, where every stage counts and the MLP's own
+    answer at 512 KiB was already near: a higher threshold leaves those alone.
+    """
+    from dwcp.compression.selector import Selector
+
+    first = np.flatnonzero(np.r_[True, data.item[1:] != data.item[:-1]] & (data.size > above_bytes))
+    payloads = data.item[first]
+    folds = min(folds, len(payloads))
+    if folds < 2:
+        raise ValueError(f"{len(payloads)} labelled payload(s) above {above_bytes} bytes: too few to cross-validate")
+    fold_of = np.random.default_rng(0).permutation(len(payloads)) % folds
+    candidates = [*thresholds, math.inf]
+    rescaled = data.at_speed(cal.pilot)
+    req = requests(rescaled.size[first], links_per_item, seed)
+    truth = req.truth(rescaled.ratio[first], rescaled.vc[first], rescaled.vd[first])
+    chosen = {t: np.empty(len(req.row), int) for t in candidates}
+    for f in range(folds):
+        train_rows = ~np.isin(data.item, payloads[fold_of == f])
+        fitted = train_large_chunks(base, data.take(train_rows), cal, above_bytes=above_bytes, ridge=ridge)
+        test = fold_of[req.row] == f
+        x = data.x[first][req.row[test]]
+        args = (req.size[test], req.chunk[test], bytes_per_second(req.bandwidth_mbps[test]),
+                req.rtt_ms[test] / 1e3, req.loss[test])
+        for t in candidates:
+            model = base if math.isinf(t) else _with_threshold(fitted, max(t, above_bytes))
+            chosen[t][test] = Selector(model, cal).choose_features(x, *args)[0]
+    names, in_bucket = [name for _, name in BUCKETS], bucket_of(req.size)
+    family = data.family[first][req.row]
+    cv = ThresholdCV({t: oracle.score_many(chosen[t], truth) for t in candidates},
+                     {t: grouped(chosen[t], truth, in_bucket, names) for t in candidates},
+                     {t: grouped(chosen[t], truth, family) for t in candidates}, math.inf)
+    cv.chosen = next((t for t in thresholds if cv.holds(t)), math.inf)
+    return cv
+
+
+def _with_threshold(model: Model, apply_above_bytes: float) -> Model:
+    """`model` (with a large-chunk part) correcting only chunks above `apply_above_bytes`."""
+    import copy
+
+    out, part = copy.copy(model), copy.copy(model.large)
+    part.apply_above = None if apply_above_bytes <= 2 ** part.above else math.log2(apply_above_bytes)
+    out.large, out.version, out._plan = part, "", None
+    return out
 
 
 def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[float], *, above_bytes: int,
@@ -231,7 +317,6 @@ def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[f
     chunks than the MLP says at 512 KiB, but not a correction of every ratio: an output whose correction does
     not beat the MLP out of sample keeps the MLP's answer.
     """
-    import math
 
     rows = np.flatnonzero(data.size > above_bytes)
     above = math.log2(above_bytes)

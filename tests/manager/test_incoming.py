@@ -279,9 +279,10 @@ def test_held_blobs_make_their_fan_out_directory_only_when_it_is_missing(tmp_pat
     lone = b"made again"
     sha_lone = hashlib.sha256(lone).hexdigest()
     fan_out = store.blob_path(sha_lone).parent
-    for blob in fan_out.glob("*"):
-        blob.unlink()
-    fan_out.rmdir()
+    if fan_out.exists():  # 600 random objects miss a given prefix ~10% of the time
+        for blob in fan_out.glob("*"):
+            blob.unlink()
+        fan_out.rmdir()
     store.publish_held([("lone", lone, sha_lone)])
     assert calls["mkdir"] == 1 and store.blob_path(sha_lone).read_bytes() == lone
     with pytest.raises(FileNotFoundError):

@@ -143,3 +143,36 @@ def test_the_worker_counts_skipped_requested_served_and_duplicate_batches_and_th
     assert registry.get_sample_value("bullshark_worker_batch_requests_total") == 2
     assert registry.get_sample_value("bullshark_worker_batches_served_total") == 1
     assert registry.get_sample_value("bullshark_worker_duplicate_batches_total") == 1
+
+
+def test_a_peer_batch_read_into_the_links_reused_buffer_is_stored_whole_after_the_buffer_is_overwritten(plane) -> None:
+    buffer = bytearray(b"\x01" + b"\x00\x00\x00\x04wxyz")  # the reader's buffer (framing.FrameReader)
+    digest = dataplane.batch_digest(memoryview(buffer)[1:])
+    plane.on_batch(1, memoryview(buffer))
+    buffer[1:] = b"\x00\x00\x00\x04QQQQ"  # the next frame lands in the same buffer
+    assert bytes(plane.store.get(digest)) == b"\x00\x00\x00\x04wxyz"
+    plane.on_request(2, memoryview(digest))  # served from the file, not from the overwritten buffer
+    assert plane.links[2].batches == [b"\x00\x00\x00\x04wxyz"]
+
+
+def test_frames_read_before_the_peer_is_named_are_kept_whole_across_the_reused_buffer() -> None:
+    from dwcp.consensus.transport.framing import Channel, encode_frame
+    from dwcp.consensus.transport.workerlinks import PeerReader
+
+    class Plane:
+        def __init__(self) -> None:
+            self.batches: list[tuple[int, bytes]] = []
+
+        def on_batch(self, peer: int, body) -> None:
+            self.batches.append((peer, bytes(body)))
+
+    fake = Plane()
+    reader = PeerReader(fake, None, None)  # type: ignore[arg-type]
+    for payload in (b"\x01first batch", b"\x01second"):
+        data = encode_frame(Channel.DATA, payload)
+        for i in range(len(data)):  # a byte at a time, as TLS may hand them
+            reader.buffer()[:1] = data[i:i + 1]
+            reader.updated(1)
+    assert not fake.batches
+    reader.authenticated(2)
+    assert fake.batches == [(2, b"\x01first batch"), (2, b"\x01second")]

@@ -1,4 +1,5 @@
-"""The zero-copy FrameReader: the same frames from one-shot and one-byte-at-a-time reads; bad headers raise."""
+"""The zero-copy FrameReader: the same frames from one-shot and one-byte-at-a-time reads, into one reused
+buffer; bad headers raise."""
 
 from __future__ import annotations
 
@@ -37,7 +38,31 @@ def test_payload_lands_in_the_buffer_it_is_returned_in() -> None:
     target = reader.buffer()
     target[:3] = b"xyz"
     channel, body = reader.filled(3)
-    assert channel is Channel.DATA and body == b"xyz" and target.obj is body  # read into, never copied
+    assert channel is Channel.DATA and body == b"xyz" and target.obj is body.obj  # read into, never copied
+
+
+def read_one(reader: FrameReader, payload: bytes) -> memoryview:
+    data = encode_frame(Channel.DATA, payload)
+    reader.buffer()[:5] = data[:5]
+    assert reader.filled(5) is None or not payload
+    if payload:
+        reader.buffer()[:] = data[5:]
+        frame = reader.filled(len(payload))
+    else:
+        frame = (Channel.DATA, memoryview(b""))
+    assert frame is not None and frame[1] == payload
+    return frame[1]
+
+
+def test_every_frame_is_read_into_the_same_buffer_which_grows_for_a_longer_frame() -> None:
+    reader = FrameReader()
+    first = read_one(reader, b"a" * 100)
+    second = read_one(reader, b"b" * 40)
+    assert second.obj is first.obj  # no new (zero-filled) bytearray per frame
+    assert bytes(first[:40]) == b"b" * 40  # so a frame's view holds only until the next frame is read
+    third = read_one(reader, b"c" * 300)
+    assert len(third.obj) == 300 and third.obj is not first.obj
+    assert read_one(reader, b"d" * 200).obj is third.obj
 
 
 @pytest.mark.parametrize(("header", "reason"), [(b"\0\0\0\1\x09", "unknown_channel"),

@@ -17,7 +17,10 @@ CACHE_BATCHES = 64
 
 
 class BatchStore:
-    """Append-only batch file with an in-memory index (and a small cache of recent batches)."""
+    """Append-only batch file with an in-memory index (and a small cache of our own recent batches).
+
+    A peer's batch is not cached when put: the worker hands it in as a view of its link reader's reused
+    buffer (framing.FrameReader), overwritten by the next frame. It is read back (pread) if a peer asks for it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -43,7 +46,8 @@ class BatchStore:
         offset = os.lseek(self.fd, 0, os.SEEK_END) + _RECORD.size
         os.writev(self.fd, [_RECORD.pack(digest, len(data), own), data])  # page cache: survives kill -9
         self.index[digest] = (offset, len(data), own)
-        self._remember(digest, data)
+        if own:  # the sealed batch's own buffer (kept for re-sends); a peer's batch: see the class docstring
+            self._remember(digest, data)
 
     def get(self, digest: bytes) -> memoryview | None:
         data = self.cache.get(digest)

@@ -16,8 +16,9 @@ One listening port (the inventory's `worker` port). A connection's first byte sa
   (runtime/peerauth.py: the nodes' pinned Ed25519 certificates, ALPN label
   `bullshark-worker/<committee>`), and the peer is named by its verified certificate. Connections
   are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
-  Frames come through `framing.FrameReader` (payload read into its own buffer, never copied);
-  a batch is hashed once (BLAKE3), appended to the store, acknowledged, and announced to our primary.
+  Frames come through `framing.FrameReader` (payload read into the reader's one reused buffer, never copied);
+  a batch is hashed once (BLAKE3), appended to the store (not kept in memory), acknowledged, and announced to our
+  primary.
 A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
 what it misses by digest when its primary needs it, and the quorum does not wait for it.
 
@@ -194,11 +195,12 @@ class Dataplane:
         if client is not None:
             client.acknowledged(ref.digest)
 
-    def on_batch(self, peer: int, body: bytearray) -> None:
+    def on_batch(self, peer: int, body: bytes | memoryview) -> None:
+        """A peer's batch; `body` may be a view of its reader's reused buffer (the store writes it, keeps no view)."""
         data = memoryview(body)[1:]
         digest = batch_digest(data)
         if digest not in self.store:
-            self.store.put(digest, data, own=False)
+            self.store.put(digest, data, own=False)  # not cached: data is the reader's buffer
             self.totals["stored"] += 1
         else:
             self.totals["duplicates"] += 1
@@ -326,6 +328,22 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory for the next allocation instead of handing it back to the kernel.
+
+    Each sealed batch is a fresh ~500 KB bytearray (BatchMaker.seal). With glibc's defaults its memory came
+    back from the kernel page by page: ~26 page faults and ~100 us of CPU per 500 KB bytearray here, ~38 us
+    (the zero-fill alone) with these settings (session 6b, docs/bullshark.md). The heap can grow to the
+    worker's peak: its 64 cached batches and its links' write buffers, some 40 MB."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024)  # above the largest frame (8 MiB): from the heap
+        libc.mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+
+
 async def run(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
@@ -344,6 +362,7 @@ async def run(fd: int) -> None:
 
 def main() -> None:
     _die_with_parent()
+    _keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     uvloop.run(run(int(sys.argv[1])))  # its TLS transport: 10-35% less CPU per byte here (bullshark_bound.py)
 

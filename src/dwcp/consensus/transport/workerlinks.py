@@ -120,7 +120,7 @@ class PeerReader:
     def __init__(self, plane: Dataplane, transport: asyncio.Transport, peer: int | None) -> None:
         self.plane, self.transport, self.peer = plane, transport, peer
         self.reader = FrameReader()
-        self.early: list[tuple[Channel, bytearray]] = []  # frames read before start_tls named the peer
+        self.early: list[tuple[Channel, bytes]] = []  # frames read before start_tls named the peer (copied)
 
     def buffer(self) -> memoryview:
         return self.reader.buffer()
@@ -139,11 +139,12 @@ class PeerReader:
             self.transport.close()
             return
         if frame is not None and self.peer is None:
-            self.early.append(frame)
+            self.early.append((frame[0], bytes(frame[1])))  # the reader's buffer takes the next frame
         elif frame is not None:
             self._frame(frame)
 
-    def _frame(self, frame: tuple[Channel, bytearray]) -> None:
+    def _frame(self, frame: tuple[Channel, bytes | memoryview]) -> None:
+        """One frame; `body` may be a view of the reader's reused buffer: nothing here keeps it."""
         try:
             channel, body = frame
             if channel is not Channel.DATA or not body:

@@ -13,7 +13,6 @@ answered ahead of FastAPI's middleware, routing and exception layers (`App.fast_
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from dwcp.compression.metrics import CompressionMetrics
 from dwcp.compression.selector import Choice, Loaded, Request, Selector
 from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
-from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
+from dwcp.runtime.app import App, HealthResult, RawRequest, create_app, settle_heap
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
 
@@ -93,11 +92,7 @@ def build_app(ctx: ServiceContext) -> App:
         ctx.logger.info("selector ready", extra={"event": "selector_ready", "model": loaded.selector.version,
                                                  "calibration": str(cal_path), "calibrated_now": loaded.calibrated_now})
         shadow.start()
-        # Everything loaded so far lives as long as the process: collect what is garbage now, then leave the
-        # rest out of future collections. Why: a full collection walks every tracked object (~66k here: the
-        # web stack, numpy, the model) and ran 92 ms on this host, inside whichever prediction triggered it.
-        gc.collect()
-        gc.freeze()
+        await settle_heap()  # the model, numpy and the web stack live as long as the process (~66k objects)
 
     async def shutdown() -> None:
         if state.shadow is not None:

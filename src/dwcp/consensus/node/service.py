@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 
 import msgspec
 from fastapi import FastAPI, Path
@@ -34,7 +33,7 @@ from fastapi import FastAPI, Path
 from dwcp.consensus.core.messages import TX_ID_SIZE
 from dwcp.consensus.node.assemble import build_components, build_node, node_settings
 from dwcp.consensus.transport.driver import Driver, DuplicateTransaction, PoolFull
-from dwcp.runtime.app import App, HealthResult, RawRequest, create_app
+from dwcp.runtime.app import App, HealthResult, RawRequest, create_app, settle_heap
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError, decode_json
 from dwcp.runtime.patterns import BASE64_PATTERN, max_base64
@@ -254,14 +253,6 @@ def build_app(ctx: ServiceContext) -> FastAPI:
             protocol = driver.config.protocol
             return HealthResult("degraded", f"{connected} peers connected, {protocol} needs {needed} to make progress")
         return HealthResult("ok", f"{connected} peers connected, height {driver.height}")
-
-    async def settle_heap() -> None:
-        # What the node holds once started (the web stack, the core and its restored log) lives as long as
-        # the process: collect what is garbage now and leave the rest out of later collections. Why: a
-        # full collection walks every tracked object (~70k here) and takes 20-80 ms on this 2-core host,
-        # stalling every transaction this node is handling (docs/probft.md, "Session 6").
-        gc.collect()
-        gc.freeze()
 
     app = create_app(
         ctx,

@@ -41,7 +41,9 @@ def up(
     inventory: Path | None = InventoryOpt,
     run_dir: Path | None = typer.Option(None, help="Where logs and data go; default: ./runs/<timestamp>."),
     load: bool = typer.Option(True, "--load/--no-load", help="Drive a steady request mix at every service."),
-    load_rate: float = typer.Option(20.0, help="Requests per second per service kind from the load generator."),
+    load_rate: float | None = typer.Option(
+        None, help="Requests per second per service kind from the load generator; default: 2.5 per CPU of this "
+                   "host, at most 20."),
     host: str | None = typer.Option(None, help="Start only the instances placed on this host (multi-host)."),
     monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring", help="Start Prometheus and Alertmanager."),
     services: list[str] = typer.Option([], "--service", "-s", help="Start only these services (repeatable)."),

@@ -3,9 +3,10 @@ import sys
 
 import pytest
 
+from dwcp.runtime import supervise
 from dwcp.runtime.inventory import InventoryError, parse_inventory
 from dwcp.runtime.procs import ProcessSpec, Supervised
-from dwcp.runtime.supervise import UpOptions, plan_load, plan_services
+from dwcp.runtime.supervise import UpOptions, default_load_rate, plan_load, plan_services
 
 
 async def test_crashed_process_is_restarted_and_counted(tmp_path):
@@ -113,3 +114,12 @@ def test_up_gives_each_service_kind_its_own_load_generator_process(tmp_path):
         assert spec.log_path == tmp_path / "logs" / f"loadgen-{key}.log"
         assert spec.env == {"DWCP_RUN_DIR": str(tmp_path)}
         assert spec.job == ""  # not a scraped service
+
+
+def test_the_default_load_is_sized_to_the_hosts_cpus(tmp_path, monkeypatch):
+    # 20 req/s per kind saturated a 2-CPU host (load average 30, HighLatency firing from the run queue).
+    assert [default_load_rate(n) for n in (1, 2, 4, 8, 64)] == [2.5, 5.0, 10.0, 20.0, 20.0]
+    monkeypatch.setattr(supervise, "host_cpus", lambda: 2)
+    specs = plan_load(UpOptions(), tmp_path, ["tpbft"])
+    assert specs[0].argv[-4:] == ["--rate", "5.0", "--service", "tpbft"]
+    assert plan_load(UpOptions(load_rate=30.0), tmp_path, ["tpbft"])[0].argv[-3] == "30.0"  # explicit wins

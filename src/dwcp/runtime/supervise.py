@@ -42,12 +42,34 @@ class UpOptions:
     inventory_path: Path | None = None
     run_dir: Path | None = None
     load: bool = True
-    load_rate: float = 20.0
+    load_rate: float | None = None  # None: sized to this host's CPUs (default_load_rate)
     host: str | None = None
     monitoring: bool = True
     only: set[str] = field(default_factory=set)
     ready_timeout: float = 180.0
     exit_when_ready: bool = False
+
+
+# The default load is sized to the host: on 2 CPUs, 20 req/s per service kind kept the whole system's ~30
+# processes at 1.94 of 2 cores (load average 30; HighLatency firing on the manager and the selector from the
+# run queue alone), 5 req/s at 0.80 (no latency alert firing). At these rates each consensus transaction is
+# its own block, so the cost grows with the rate on every node of every cluster.
+LOAD_RATE_PER_CPU = 2.5
+LOAD_RATE_MAX = 20.0
+
+
+def host_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, not the machine's count: containers, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_load_rate(cpus: int | None = None) -> float:
+    """Requests per second per service kind for `dwcp up`'s load when `--load-rate` is not given."""
+    cpus = host_cpus() if cpus is None else cpus
+    return min(LOAD_RATE_MAX, LOAD_RATE_PER_CPU * max(1, cpus))
 
 
 class SupervisorMetrics:
@@ -92,9 +114,10 @@ def plan_load(opts: UpOptions, run_dir: Path, service_keys: list[str]) -> list[P
     p50 212 ms, p90 1.3 s on a loaded 2-core VM; 28 / 92 ms with one process per kind) and HighLatency
     fired on five jobs. A process per kind is also a bulkhead for CPU, not only for connections.
     """
+    rate = default_load_rate() if opts.load_rate is None else opts.load_rate
     return [
         ProcessSpec(name=f"loadgen-{key}", log_path=run_dir / "logs" / f"loadgen-{key}.log",
-                    argv=_dwcp("load", "--rate", str(opts.load_rate), *_inventory_args(opts), "--service", key),
+                    argv=_dwcp("load", "--rate", str(rate), *_inventory_args(opts), "--service", key),
                     env={RUN_DIR_ENV: str(run_dir)})  # where the services' token files are
         for key in service_keys
     ]
@@ -413,6 +436,11 @@ class Up:
         return False
 
     async def _start_load(self) -> None:
+        if self.opts.load_rate is None:
+            console.print(f"load: {default_load_rate():g} req/s per service kind (2.5 per CPU of this host, at most "
+                          f"{LOAD_RATE_MAX:g}; --load-rate to change)")
+        else:
+            console.print(f"load: {self.opts.load_rate:g} req/s per service kind")
         for spec in plan_load(self.opts, self.run_dir, sorted({p.name.rsplit("-", 1)[0] for p in self.services})):
             proc = Supervised(spec, on_restart=self._restarted)
             await proc.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import contextlib
 import functools
 import json
 import logging
@@ -11,12 +12,14 @@ import os
 import resource
 import time
 from collections import OrderedDict
+from email.utils import formatdate
 from pathlib import Path
 
 import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from dwcp.runtime.auth import RUN_DIR_ENV, ensure_token_file, token_path
 from dwcp.runtime.context import ServiceContext
@@ -26,8 +29,8 @@ from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import resolve_kind
 from dwcp.runtime.tls import HttpTls, TlsFileError, server_context, server_files
 
-__all__ = ["RUN_DIR_ENV", "ConnectionGuard", "HttpProtocol", "build_context", "default_data_root", "run_app",
-           "serve"]
+__all__ = ["RUN_DIR_ENV", "ConnectionGuard", "HttpProtocol", "QuietServer", "build_context", "default_data_root",
+           "run_app", "serve"]
 
 
 def default_data_root() -> Path:
@@ -331,7 +334,80 @@ def run_app(app, host: str, port: int, limits: HttpLimits, registry: CollectorRe
     logging.getLogger("dwcp.runtime.server").info(
         "connection limits", extra={"event": "limits", "max_connections": guarded.max_connections,
                                     "descriptors": descriptors, "header_timeout_s": limits.header_timeout_s})
-    uvicorn.Server(config).run()
+    QuietServer(config).run()
+
+
+class DatedState(ServerState):
+    """uvicorn's shared server state, whose `default_headers` (the `date` header, then the configured ones) are
+    made when a response asks for them, once per wall-clock second, instead of by a 10 Hz tick."""
+
+    def __init__(self, config: uvicorn.Config, clock=time.time) -> None:
+        super().__init__()
+        self._config = config  # its encoded_headers are made by config.load(), when the server starts
+        self._clock = clock
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    @property  # type: ignore[override]
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self._config.date_header:
+            return self._config.encoded_headers
+        now = self._clock()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._headers = [(b"date", formatdate(now, usegmt=True).encode()), *self._config.encoded_headers]
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        pass  # uvicorn's tick sets them; here they are made on demand
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's Server without its 10 Hz tick: the process sleeps until a signal (or `should_exit = True`) ends it.
+
+    uvicorn's `main_loop` wakes every 100 ms to see whether a signal set `should_exit` and, every tenth time,
+    to remake the `date` header; in an idle service that tick was the largest periodic wake-up left (issue 12).
+    Here the date header is made on demand by `DatedState`, and setting `should_exit` (uvicorn's signal
+    handler does, as do tests that run a server in a thread) wakes the loop through `call_soon_threadsafe`.
+    Shutdown is uvicorn's own, unchanged (drain for `timeout_graceful_shutdown`, then lifespan shutdown). With
+    `limit_max_requests` or `callback_notify` configured (their checks live in the tick) it ticks as uvicorn does.
+    """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wake: asyncio.Event | None = None
+    _exit = False
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ticks = config.limit_max_requests is not None or config.callback_notify is not None
+        if not self.ticks:
+            self.server_state = DatedState(config)
+
+    @property  # type: ignore[override]
+    def should_exit(self) -> bool:
+        return self._exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit = value
+        loop, wake = self._loop, self._wake
+        if value and loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits any more
+                loop.call_soon_threadsafe(wake.set)
+
+    async def main_loop(self) -> None:
+        if self.ticks:
+            await super().main_loop()
+            return
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            while not self.should_exit:
+                await self._wake.wait()
+                self._wake.clear()
+        finally:
+            self._loop = self._wake = None
 
 
 def _tls_wrapped(make_http, tls: HttpTls, handshake_timeout_s: float):

@@ -14,6 +14,7 @@ round trip. The load is open-loop (a fixed schedule, never slowed by slow answer
     .venv/bin/python benchmarks/tpbft_cluster.py --setting max_inflight=2 --batch-timeout-ms 10
     .venv/bin/python benchmarks/tpbft_cluster.py --no-ramp --peer etcd   # etcd with as many members, same client
     .venv/bin/python benchmarks/tpbft_cluster.py --batch-ms 10       # batched client: POST /v1/batches per 10 ms
+    .venv/bin/python benchmarks/tpbft_cluster.py --no-ramp --batch-ms 10 --stages   # + where each tx's latency goes
 
 With `--batch-ms N` the client sends, every N ms, the transactions that fell due as one `POST /v1/batches`
 to the next node in turn; each transaction's latency still runs from its own scheduled time (so it includes
@@ -339,6 +340,27 @@ def report(run: Run) -> str:
     return text
 
 
+def stage_summary(trace_dir: Path, since: float, until: float, run: Run) -> dict:
+    """The main run's transactions, stage by stage on the nodes (commit_stages.py), beside the client's figures:
+    what the client adds (its batching wait, the HTTP request and answer) is its latency less the node side."""
+    import commit_stages
+
+    traces = commit_stages.load(trace_dir)
+    summary = commit_stages.summarize(commit_stages.join(traces, since, until),
+                                      commit_stages.gc_pauses(traces, since, until))
+    print(commit_stages.table(summary), flush=True)
+    if run.latencies and summary.get("transactions"):
+        node = summary["stages"]["total"]
+        client = {"mean_ms": 1e3 * statistics.fmean(run.latencies), "p50_ms": 1e3 * run.quantile(0.5),
+                  "p99_ms": 1e3 * run.quantile(0.99)}
+        summary["client"] = client
+        print(f"    client side (batching wait, HTTP): client mean {client['mean_ms']:.1f} ms - node side "
+              f"{node['mean_ms']:.1f} ms = {client['mean_ms'] - node['mean_ms']:.1f} ms; client p50 / p99 "
+              f"{client['p50_ms']:.1f} / {client['p99_ms']:.1f} ms, node side {node['p50_ms']:.1f} / "
+              f"{node['p99_ms']:.1f} ms", flush=True)
+    return summary
+
+
 def run_etcd(n: int, rate: float, duration: float, warmup: float) -> dict:
     """The same open-loop client against `n` etcd members on this machine, for a same-run ratio."""
     root = Path(tempfile.mkdtemp(prefix="dwcp-bench-etcd-"))
@@ -386,6 +408,9 @@ def main() -> int:
                     help="Node whose CPU the main run splits into phases (-1: none). Node 1 votes in view 0.")
     ap.add_argument("--peer", choices=["none", "etcd"], default="none",
                     help="Also run this system with as many members and the same client, rate and duration.")
+    ap.add_argument("--stages", action="store_true",
+                    help="Trace the commit path in every node (DWCP_CONSENSUS_TRACE) and print, for the main run, "
+                         "where a transaction's latency goes, stage by stage (commit_stages.py).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     ap.add_argument("--keep", action="store_true", help="Keep the cluster's logs and data.")
     args = ap.parse_args()
@@ -403,13 +428,20 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
     results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "batch_ms": args.batch_ms,
                      "load_average_at_start": os.getloadavg()[0], "settings": settings, "runs": []}
+    trace_dir = root / "trace" if args.stages else None
+    if trace_dir is not None:
+        from dwcp.consensus.transport import trace  # here: an A/B run may name a tree without it
+
+        os.environ[trace.ENV] = str(trace_dir)  # the nodes LocalCluster starts inherit it
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
         offer(cluster, min(args.rate, 200.0), args.warmup, args.batch_ms)  # connections, caches
         settle(cluster)
+        since = time.monotonic()
         main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None,
                             args.batch_ms)
+        until = time.monotonic()
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0
         # Up from the target rate while it holds; down from it until one holds (max sustained either way).
@@ -424,6 +456,8 @@ def main() -> int:
                     break  # going up it stopped holding, or going down it started to
         top, compared = check_logs_agree(cluster)
         print(f"# logs agree: the last {compared} heights (up to {top}) have one digest across all {args.nodes} nodes")
+    if trace_dir is not None:  # after the nodes stopped: their last events are flushed
+        results["stages"] = stage_summary(trace_dir, since, until, main_run)
     p99 = main_run.quantile(0.99)
     print(f"# T-PBFT commit latency at {args.rate:.0f} tx/s: p50 {main_run.quantile(0.5) * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms (seed baseline < {SEED_BASELINE_S * 1000:.0f} ms; "

@@ -84,7 +84,7 @@ def join(traces: dict[int, list[tuple]], since: float = float("-inf"), until: fl
                 continue
             row = {name: marks[i + 1] - marks[i] for i, name in enumerate(STAGES)}
             row["total"] = marks[-1] - marks[0]
-            row["node"], row["primary"] = x, prim
+            row["node"], row["primary"], row["start"] = x, prim, t_s
             rows.append(row)
     return rows
 
@@ -110,11 +110,44 @@ def gc_pauses(traces: dict[int, list[tuple]], since: float = float("-inf"), unti
     return out
 
 
-def summarize(rows: list[dict], gc: dict | None = None) -> dict:
+STALL_S = 0.030  # a commit writer append at least this long counts as a stall (`writer_stalls`)
+
+
+def writer_stalls(traces: dict[int, list[tuple]], since: float = float("-inf"), until: float = float("inf"),
+                  least: float = STALL_S) -> dict:
+    """The commit writers' slow spells in [since, until): appends of at least `least` seconds, and log upkeep
+    (M events: checkpoint, idle sync, index flush) by kind, each as count, ms in all and longest; plus
+    `spans`, the (start, end) of each over every node, which `summarize` matches with the slowest txs."""
+    out: dict = {"spans": []}
+    for events in traces.values():
+        for ev in events:
+            if ev[0] not in ("W", "M") or not since <= ev[1] < until:
+                continue
+            ms = 1e3 * (ev[2] - ev[1])
+            if ev[0] == "W" and ms < 1e3 * least:
+                continue
+            g = out.setdefault("append" if ev[0] == "W" else ev[3], {"count": 0, "total_ms": 0.0, "max_ms": 0.0})
+            g["count"] += 1
+            g["total_ms"] += ms
+            g["max_ms"] = max(g["max_ms"], ms)
+            if ev[0] == "W":
+                out["spans"].append((ev[1], ev[2]))
+    return out
+
+
+def summarize(rows: list[dict], gc: dict | None = None, stalls: dict | None = None) -> dict:
     if not rows:
         return {"transactions": 0}
     tail = sorted(rows, key=lambda r: r["total"])[-max(1, len(rows) // 100):]
     out: dict = {"transactions": len(rows), "tail_transactions": len(tail), "stages": {}, "gc": gc or {}}
+    if stalls is not None:
+        spans = stalls.get("spans", [])
+
+        def during(r: dict) -> bool:  # the tx was in flight while some node's writer stalled
+            return any(s < r["start"] + r["total"] and e > r["start"] for s, e in spans)
+
+        out["writer_stalls"] = {k: v for k, v in stalls.items() if k != "spans"}
+        out["tail_during_stall"], out["all_during_stall"] = sum(map(during, tail)), sum(map(during, rows))
     for name in (*STAGES, "total"):
         values = [r[name] for r in rows]
         out["stages"][name] = {
@@ -142,6 +175,12 @@ def table(summary: dict) -> str:
         lines.append("    cyclic GC over all nodes: " + "; ".join(
             f"{k} {v['count']} runs, {v['total_ms']:.0f} ms in all, longest {v['max_ms']:.1f} ms"
             for k, v in sorted(summary["gc"].items())))
+    if "writer_stalls" in summary:
+        lines.append(f"    commit writers over all nodes (appends >= {STALL_S * 1e3:.0f} ms, upkeep): " + "; ".join(
+            f"{k} {v['count']}, {v['total_ms']:.0f} ms in all, longest {v['max_ms']:.1f} ms"
+            for k, v in sorted(summary["writer_stalls"].items())) + f"; in flight during such an append: "
+            f"{summary['tail_during_stall']} of the {summary['tail_transactions']} slowest txs, "
+            f"{summary['all_during_stall']} of all {summary['transactions']}")
     lines.append("    total by entry node: " + "; ".join(
         f"{k} n={v['n']} p50 {v['p50_ms']:.1f} p99 {v['p99_ms']:.1f} ms" for k, v in summary["total_by_entry"].items()))
     return "\n".join(lines)
@@ -155,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     traces = load(args.directory)
-    summary = summarize(join(traces, args.since, args.until), gc_pauses(traces, args.since, args.until))
+    summary = summarize(join(traces, args.since, args.until), gc_pauses(traces, args.since, args.until),
+                        writer_stalls(traces, args.since, args.until))
     print(table(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

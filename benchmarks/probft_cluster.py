@@ -139,7 +139,8 @@ def one_protocol(protocol: str, args: argparse.Namespace) -> dict:
 
             traces = commit_stages.load(trace_dir)
             out["stages"] = commit_stages.summarize(commit_stages.join(traces, since, until),
-                                                    commit_stages.gc_pauses(traces, since, until))
+                                                    commit_stages.gc_pauses(traces, since, until),
+                                                    commit_stages.writer_stalls(traces, since, until))
             print(commit_stages.table(out["stages"]), flush=True)
         return out
     finally:

@@ -152,6 +152,7 @@ class BlockStore:
         self._synced = first_height - 1
         self.sync()  # what a killed process left in the page cache is in the log: make it durable first
         self._appends = 0  # since the last checkpoint
+        self.index_flushes = 0  # appends that moved the in-memory ids into `txs` (for the stage trace)
         self._unindexed: dict[bytes, int] = {}  # tx id -> first height, for blocks above the index mark
         self._indexed_to = self._index_mark()
         for block in self.scan(1 << 20, start=self._indexed_to + 1):
@@ -211,6 +212,7 @@ class BlockStore:
             if sync:
                 self._synced = self._last
             if flush:  # after the commit: a reader finds every id in `_unindexed` or in `txs`, never neither
+                self.index_flushes += 1
                 self._indexed_to = self._last
                 self._unindexed.clear()
             else:

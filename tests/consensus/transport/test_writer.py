@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dwcp.consensus import storage
 from dwcp.consensus.storage import BlockStore, StorageError, StoredBlock
+from dwcp.consensus.transport.trace import StageTrace
 from dwcp.consensus.transport.writer import CommitWriter
+from tests.benchmark_scripts import load_benchmark
 
 
 def _b(h: int) -> StoredBlock:
@@ -84,3 +87,27 @@ async def test_max_unsynced_zero_fsyncs_every_write(tmp_path: Path) -> None:
         assert store.synced_height == h
     assert writer.fsyncs == writer.batches == 3
     await writer.stop()
+
+
+async def test_the_trace_records_the_writers_upkeep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log upkeep (checkpoint, idle fsync, index flush) is traced as M spans beside the appends' W spans, so
+    commit_stages.py can tell which of the slowest transactions waited behind which."""
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 3)
+    monkeypatch.setattr(storage, "CHECKPOINT_EVERY", 2)
+    store = BlockStore(tmp_path / "log.sqlite")
+    writer = CommitWriter(store, max_unsynced=0.05)
+    writer.trace = trace = StageTrace(tmp_path / "trace", 0)
+    writer.start()
+    for h in range(1, 4):  # one id a block: the third append flushes the index
+        await writer.submit(_b(h))
+    await writer.submit(_b(4), sync=False)
+    await asyncio.sleep(0.3)  # its deadline: an idle fsync
+    await writer.stop()
+    spans = [ev for ev in trace.events if ev[0] in "WM"]
+    kinds = [ev[3] for ev in spans if ev[0] == "M"]
+    assert kinds.count("index") == 1 and "checkpoint" in kinds and kinds[-1] == "sync"
+    assert all(ev[1] <= ev[2] for ev in spans)
+    index = next(ev for ev in spans if ev[0] == "M" and ev[3] == "index")
+    assert next(ev for ev in spans if ev[0] == "W" and ev[3] == [3])[1:3] == index[1:3]  # the append holding it
+    stalls = load_benchmark("commit_stages").writer_stalls({0: trace.events}, least=0.0)
+    assert stalls["index"]["count"] == 1 and stalls["append"]["count"] == 4 and len(stalls["spans"]) == 4

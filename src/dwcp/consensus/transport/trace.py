@@ -18,6 +18,8 @@ on a host, so events of different nodes on one machine line up), the events of t
 | W     | every node (commit writer thread)   | end, heights       | start..end of the append (SQLite, fsync)  |
 | G     | every node                          | end, generation    | a cyclic garbage collection of generation |
 |       |                                     |                    | 1 or 2 ran start..end (the loop stood)    |
+| M     | every node (commit writer thread)   | end, kind          | log upkeep start..end: checkpoint, idle   |
+|       |                                     |                    | sync, or an index flush inside an append  |
 
 The protocol core is not involved (the driver reads inputs and outputs it already handles): a message
 with a `block` is a proposal, one with `kind == "commit"` and a `height` a commit vote or ballot. Events
@@ -80,6 +82,13 @@ class StageTrace:
     def write_span(self, start: float, end: float, heights: list[int]) -> None:
         """The commit writer's thread spent start..end in the store's append (SQLite + fsync) of `heights`."""
         self.events.append(("W", start, end, heights))
+
+    def writer_span(self, kind: str, start: float, end: float) -> None:
+        """The commit writer's thread spent start..end on log upkeep that no block's append waits for by
+        design but the next one may queue behind: "checkpoint" (WAL into the database, two fsyncs), "sync"
+        (an idle fsync of unsynced blocks), or "index" (an append that also moved the gathered transaction
+        ids into the index: its W span holds the same interval)."""
+        self.events.append(("M", start, end, kind))
 
     def maybe_flush(self) -> None:
         if self.clock() - self._flushed_at >= FLUSH_INTERVAL:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from dwcp.consensus.storage import BlockStore, StoredBlock
@@ -101,28 +102,39 @@ class CommitWriter:
                 self._unsynced_since = span[1]
                 self._deadline = loop.call_later(self.max_unsynced, self._wake.set)
             if self.trace is not None:
-                self.trace.write_span(*span, [b.height for b, _ in batch])
+                self.trace.write_span(*span[:2], [b.height for b, _ in batch])
+                if span[2]:
+                    self.trace.writer_span("index", *span[:2])
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
             if not self._pending and self.store.checkpoint_due:  # now it delays no block
                 await self._checkpoint(loop)
 
-    def _append(self, blocks: list[StoredBlock], sync: bool) -> tuple[float, float]:
-        """In the writer thread: the store's append, and when it started and ended (for the trace)."""
-        start = time.monotonic()
+    def _append(self, blocks: list[StoredBlock], sync: bool) -> tuple[float, float, bool]:
+        """In the writer thread: the store's append, when it started and ended, and whether it also flushed
+        the transaction index (for the trace)."""
+        start, flushes = time.monotonic(), self.store.index_flushes
         self.store.append(blocks, sync=sync)
-        return start, time.monotonic()
+        return start, time.monotonic(), self.store.index_flushes != flushes
 
     async def _sync_idle(self, loop: asyncio.AbstractEventLoop) -> None:
         self._busy = True
         try:
-            await loop.run_in_executor(self._pool, self.store.sync)
+            start, end = await loop.run_in_executor(self._pool, self._timed, self.store.sync)
         except Exception:  # the next write reports the store's failure to the driver
             return
         finally:
             self._busy = False
+        if self.trace is not None:
+            self.trace.writer_span("sync", start, end)
         self._synced()
+
+    @staticmethod
+    def _timed(work: Callable[[], object]) -> tuple[float, float]:
+        start = time.monotonic()
+        work()
+        return start, time.monotonic()
 
     def _synced(self) -> None:
         self.fsyncs += 1
@@ -134,8 +146,10 @@ class CommitWriter:
     async def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
         self._busy = True
         try:
-            await loop.run_in_executor(self._pool, self.store.checkpoint)
+            start, end = await loop.run_in_executor(self._pool, self._timed, self.store.checkpoint)
         except Exception:  # the WAL only grows; the next write reports a failing store
-            pass
+            return
         finally:
             self._busy = False
+        if self.trace is not None:
+            self.trace.writer_span("checkpoint", start, end)

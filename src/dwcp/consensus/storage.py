@@ -24,9 +24,10 @@ The transaction index (`txs`: id -> first height) is written in sorted bulk, not
 commit: ids are random, so each row inserted at commit time dirtied its own B-tree page and every fsynced
 commit wrote ~one 4 KiB WAL page per transaction (0.38 of 0.6 ms of the writer's CPU per 26-tx block on a
 520k-row index). The ids of blocks above the index mark (`meta`'s `store.txs_indexed_to`) live in memory;
-once `INDEX_EVERY_TXS` of them have gathered, they go into `txs` sorted by id, in the same transaction as the
-block that crossed the mark, with the mark. Nothing durable depends on it: the ids are in every block row,
-so after a crash the unindexed tail is read back from the blocks above the mark.
+once about `INDEX_EVERY_TXS` of them have gathered (a threshold each store draws at random around it, so the
+nodes of one cluster do not all flush at the same height), they go into `txs` sorted by id, in the same
+transaction as the block that crossed the mark, with the mark. Nothing durable depends on it: the ids are in
+every block row, so after a crash the unindexed tail is read back from the blocks above the mark.
 
 Reads and writes use separate connections: WAL readers never wait for a writer's fsync, so the
 event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing.
@@ -35,6 +36,7 @@ event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -118,7 +120,11 @@ def _ids(tx_ids: tuple[bytes, ...]) -> bytes:
 
 
 CHECKPOINT_EVERY = 256  # appends between checkpoints (about SQLite's default of 1,000 WAL pages at 3-4 per append)
-INDEX_EVERY_TXS = 4096  # unindexed ids held in memory before they go into `txs` in one sorted insert
+INDEX_EVERY_TXS = 1024  # unindexed ids held in memory (on average) before they go into `txs` in one sorted insert
+# Each store draws every threshold anew in INDEX_EVERY_TXS * [1 - INDEX_JITTER, 1 + INDEX_JITTER): the nodes of
+# one cluster commit the same transactions, so with one fixed threshold all of them flushed at the same height,
+# and on a shared host their writers stalled together (7 x 4,096 rows: 60-100 ms, the whole cluster's tail).
+INDEX_JITTER = 0.5
 _INDEXED_TO = "store.txs_indexed_to"  # meta key: every block at or below this height is in `txs`
 
 
@@ -153,6 +159,7 @@ class BlockStore:
         self.sync()  # what a killed process left in the page cache is in the log: make it durable first
         self._appends = 0  # since the last checkpoint
         self.index_flushes = 0  # appends that moved the in-memory ids into `txs` (for the stage trace)
+        self._index_at = self._next_index_at()
         self._unindexed: dict[bytes, int] = {}  # tx id -> first height, for blocks above the index mark
         self._indexed_to = self._index_mark()
         for block in self.scan(1 << 20, start=self._indexed_to + 1):
@@ -200,7 +207,7 @@ class BlockStore:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [(b.height, b.digest, b.block, b.certificate, b.committed_at, _ids(b.tx_ids)) for b in blocks],
                 )
-                flush = len(self._unindexed) + sum(len(b.tx_ids) for b in blocks) >= INDEX_EVERY_TXS
+                flush = len(self._unindexed) + sum(len(b.tx_ids) for b in blocks) >= self._index_at
                 if flush:
                     self._index(blocks)
                 self._w.execute("COMMIT")
@@ -213,6 +220,7 @@ class BlockStore:
                 self._synced = self._last
             if flush:  # after the commit: a reader finds every id in `_unindexed` or in `txs`, never neither
                 self.index_flushes += 1
+                self._index_at = self._next_index_at()
                 self._indexed_to = self._last
                 self._unindexed.clear()
             else:
@@ -256,6 +264,10 @@ class BlockStore:
         if full != self._full:
             self._w.execute(f"PRAGMA synchronous={'FULL' if full else 'OFF'}")
             self._full = full
+
+    @staticmethod
+    def _next_index_at() -> int:
+        return max(1, round(INDEX_EVERY_TXS * (1 + INDEX_JITTER * (2 * random.random() - 1))))
 
     def _index(self, blocks: Sequence[StoredBlock]) -> None:
         """The unindexed ids and those of `blocks` into `txs`, sorted (each B-tree page written once), and

@@ -166,6 +166,7 @@ def _indexed_rows(store: BlockStore) -> int:
 def test_transactions_are_indexed_in_sorted_bulk_not_a_row_per_commit(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 10)
+    monkeypatch.setattr(storage, "INDEX_JITTER", 0.0)  # flush exactly at the mark
     store = BlockStore(tmp_path / "log.sqlite")
     for h in range(1, 5):  # 8 ids: below the mark, no index row written yet
         store.append([_block(h)])
@@ -178,6 +179,7 @@ def test_transactions_are_indexed_in_sorted_bulk_not_a_row_per_commit(tmp_path: 
 
 def test_ids_not_indexed_yet_are_found_after_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 10)
+    monkeypatch.setattr(storage, "INDEX_JITTER", 0.0)  # flush exactly at the mark
     path = tmp_path / "log.sqlite"
     store = BlockStore(path)
     store.append([_block(h) for h in range(1, 6)])  # indexed up to 5
@@ -192,6 +194,7 @@ def test_ids_not_indexed_yet_are_found_after_a_crash(tmp_path: Path, monkeypatch
 def test_a_tx_committed_again_keeps_its_first_height_on_either_side_of_the_index_mark(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 4)
+    monkeypatch.setattr(storage, "INDEX_JITTER", 0.0)  # flush exactly at the mark
     store = BlockStore(tmp_path / "log.sqlite")
     store.append([_block(1), _block(2)])  # indexed
     again = (b"tx-1-0",)
@@ -202,6 +205,22 @@ def test_a_tx_committed_again_keeps_its_first_height_on_either_side_of_the_index
     assert store.tx_height(b"new") == 4
     store.append([_block(6), _block(7)])  # over the mark: the unindexed ones go in with their first heights
     assert store.tx_height(b"new") == 4 and store.tx_height(b"tx-1-0") == 1
+
+
+def test_stores_flush_the_index_at_thresholds_drawn_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes of one cluster append the same transactions: with one fixed threshold every node's writer
+    flushed the index at the same height, and together they stalled the whole cluster."""
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 100)
+    stores = [BlockStore(tmp_path / f"n{i}.sqlite") for i in range(8)]
+    for h in range(1, 76):  # 2 ids a block, 150 in all: every store flushed at least once
+        for store in stores:
+            store.append([_block(h)])
+    marks = [store.get_meta("store.txs_indexed_to") for store in stores]
+    assert len(set(marks)) > 1 and all(store.index_flushes >= 1 for store in stores)  # not all at one height
+    drawn = [BlockStore._next_index_at() for _ in range(1000)]
+    assert min(drawn) >= 50 and max(drawn) <= 150 and len(set(drawn)) > 50
+    for store in stores:  # whatever the threshold, every id is found, indexed or not
+        assert store.tx_height(b"tx-7-1") == 7 and store.tx_height(b"tx-75-0") == 75
 
 
 def test_a_log_indexed_row_by_row_needs_no_rebuild(tmp_path: Path) -> None:

@@ -93,6 +93,7 @@ async def test_the_trace_records_the_writers_upkeep(tmp_path: Path, monkeypatch:
     """Log upkeep (checkpoint, idle fsync, index flush) is traced as M spans beside the appends' W spans, so
     commit_stages.py can tell which of the slowest transactions waited behind which."""
     monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 3)
+    monkeypatch.setattr(storage, "INDEX_JITTER", 0.0)
     monkeypatch.setattr(storage, "CHECKPOINT_EVERY", 2)
     store = BlockStore(tmp_path / "log.sqlite")
     writer = CommitWriter(store, max_unsynced=0.05)

@@ -182,6 +182,43 @@ def pipeline_costs(m: Managers) -> dict:
     return out
 
 
+def decisions(m: Managers) -> dict[str, float]:
+    """manager-0's codec decisions so far: `source:codec` -> chunks (dwcp_transfer_codec_sources_total, one per
+    chunk or batched object: what decided its codec), and `calls:source` -> count
+    (dwcp_transfer_codec_decisions_total: the chooser's per-sample answers and the per-chunk steps)."""
+    text = m.get(m.url(0), "/metrics").text
+    out: dict[str, float] = {}
+    for f in text_string_to_metric_families(text):
+        for s in f.samples:
+            if s.name == "dwcp_transfer_codec_sources_total":
+                out[f"{s.labels['source']}:{s.labels['codec']}"] = s.value
+            elif s.name == "dwcp_transfer_codec_decisions_total":
+                out[f"calls:{s.labels['source']}"] = s.value
+    return out
+
+
+def priced(pipeline: dict, codec: str, ratio: float, bandwidth: float, streams: int = 4) -> float | None:
+    """ns per raw byte that manager-0's pricing (costs.PipelineCosts, both ends on this host) gives `codec` at
+    `ratio` from its exported figures (`pipeline_costs`), to set beside the measured ns per byte of a run."""
+    from dwcp.manager.costs import PipelineCosts
+
+    costs = PipelineCosts(streams)
+    costs.same_host, costs.share = True, pipeline.get("share")
+    for key, value in pipeline.items():
+        if not key.endswith("_ns_per_byte"):
+            continue
+        side, part = key[:-len("_ns_per_byte")].split("_", 1)
+        value *= 1e-9
+        if part == "rest":
+            setattr(costs, "tx_rest" if side == "sender" else "rx_rest", value)
+        elif part == "durable_write_wall":
+            costs.rx_io = value
+        else:
+            (costs.comp if side == "sender" else costs.dec)[part] = value
+    t = costs.seconds_per_byte(codec, ratio, bandwidth, True)
+    return None if t is None else round(t * 1e9, 3)
+
+
 def runqueue_wait(pids: dict[str, int]) -> dict[str, float]:
     """Seconds each process's threads have spent runnable but waiting for a CPU (`/proc/<pid>/task/*/schedstat`,
     its second field). Beside CPU time it splits a run's wall clock: computing, waiting for a CPU, and the rest
@@ -210,7 +247,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
         assert resp.status_code == 200, resp.text
         keys.append(key)
     codec = None if mode == "selector" else mode
-    finished_before = finished(m)
+    finished_before, decided_before = finished(m), decisions(m)
     before, waited_before = cpu_seconds(m.pids()), runqueue_wait(m.pids())
     t0 = time.perf_counter()
     wall0 = time.time()
@@ -238,6 +275,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
         poll = min(0.25, poll * 1.5)
     cpu, waited = spent(before, cpu_seconds(m.pids())), spent(waited_before, runqueue_wait(m.pids()))
     pipeline = pipeline_costs(m)
+    decided = {k: round(v - decided_before.get(k, 0.0)) for k, v in decisions(m).items()}
     states = {tid: m.get(m.url(0), f"/v1/transfers/{tid}").json() for tid in ids}
     # End to end from the first request to the last transfer's completion as the manager recorded it (its
     # `updated` stamp, same host clock), so the benchmark's polling interval does not count.
@@ -253,7 +291,8 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
             "ratio": wire / raw if raw else 1.0, "failed": len(failed), "codecs": codecs,
             "cpu_seconds": round(sum(cpu.values()), 3),
             "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()},
-            "runqueue_wait_seconds_by_process": {name: round(v, 3) for name, v in waited.items()}, "pipeline": pipeline}
+            "runqueue_wait_seconds_by_process": {name: round(v, 3) for name, v in waited.items()}, "pipeline": pipeline,
+            "decided": {k: v for k, v in sorted(decided.items()) if v}}
 
 
 class Rsyncd:
@@ -355,14 +394,21 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
                     cell[mode] = manager_run(m, files, mode, f"r{mbit}", timeout, batch=True)
                 cell["rsync"] = rsyncd.run(files, f"r{mbit}-plain-{bucket}", compress=False)
                 cell["rsync-zstd"] = rsyncd.run(files, f"r{mbit}-zstd-{bucket}", compress=True)
+                bandwidth = m.get(m.url(0), "/v1/links").json()["links"][0].get("bandwidth_bytes_per_second")
+                cell["link_bandwidth_bytes_per_second"] = bandwidth
+                if bandwidth:  # the pricing's ns per raw byte for each fixed-codec run, beside what it took
+                    cell["calibration"] = {mode: {
+                        "measured_ns_per_byte": round(cell[mode]["seconds"] / cell[mode]["bytes"] * 1e9, 3),
+                        "priced_ns_per_byte": priced(cell["selector"]["pipeline"], mode, cell[mode]["ratio"],
+                                                     bandwidth)} for mode in MANAGER_MODES if mode != "selector"}
                 base = cell["selector"]["seconds"]
                 cell["selector_speedup"] = {k: round(v["seconds"] / base, 3) for k, v in cell.items()
                                             if isinstance(v, dict) and "seconds" in v and k != "selector"}
                 row[bucket] = cell
                 print(f"{mbit:>5} Mbit/s {bucket:>6} ({cell['selector']['bytes'] / MIB:7.2f} MiB): " + "  ".join(
                     f"{k} {v['seconds']:.2f}s" for k, v in cell.items() if isinstance(v, dict) and "seconds" in v)
-                    + "  | selector faster by x" + ", ".join(f"{k} {r}" for k, r in cell["selector_speedup"].items()),
-                    flush=True)
+                    + "  | selector faster by x" + ", ".join(f"{k} {r}" for k, r in cell["selector_speedup"].items())
+                    + f"  | selector run decided by {cell['selector']['decided']}", flush=True)
             results[f"{mbit}mbit"] = row
     return results
 

@@ -86,3 +86,41 @@ def test_a_receiver_whose_disk_sets_the_pace_gets_uncompressed_chunks():
         costs.acked("none", 4 * MIB, {"cpu": 0.01, "dcpu": 0.0, "io": 0.2})
     assert costs.rx_io == pytest.approx(0.2 / (4 * MIB))
     assert costs.fastest("lz4", {"lz4": 0.62}, 125e6) == "none"
+
+
+def test_a_none_pick_steps_up_to_a_codec_when_the_link_not_the_cpu_sets_the_pace():
+    """Session 6's 1000 Mbit/s large bucket went all `none` while zstd-3 moved it 1.17x faster: the pricing now
+    also looks up the LADDER. Figures of that run: sender zstd-3 3.6 ns/B + 0.9 rest, receiver 1.3 + 2.9, a
+    stream thread at 46% of a core (1.84 cores for 4 streams), the link at 8 ns/B."""
+    run_a = {"comp": {"zstd-3": 3.6, "lz4": 2.8}, "dec": {"zstd-3": 1.3, "lz4": 1.9}}
+    costs = measured(0.46, tx_rest=0.9, rx_rest=2.9, **run_a)
+    gigabit = 125e6
+    ratios = {"lz4": 0.39, "zstd-3": 0.31}
+    # none: the wire's 8 ns/B; zstd-3 8.7 ns/B of CPU on 1.84 cores = 4.7 ns/B; lz4 8.5 / 1.84 = 4.6 ns/B
+    assert costs.fastest("none", ratios, gigabit) == "lz4"
+    assert costs.fastest("none", {"zstd-3": 0.31}, gigabit) == "zstd-3"
+    # the same host giving a stream thread 15% of a core (0.6 cores): the CPU, not the link, is the pace and
+    # every codec is slower than none
+    assert measured(0.15, tx_rest=0.9, rx_rest=2.9, **run_a).fastest("none", ratios, gigabit) == "none"
+    # incompressible data (every codec at ~1.0 on the sample) never steps up
+    assert costs.fastest("none", {"lz4": 1.0, "zstd-3": 0.999}, gigabit) == "none"
+
+
+def test_a_heavier_codec_must_beat_the_pick_by_the_margin_not_by_a_samples_rounding():
+    zstd = {"comp": {"zstd-9": 13.0, "zstd-3": 3.1}, "dec": {"zstd-9": 1.0, "zstd-3": 1.0}}
+    costs = measured(1.0, **zstd)
+    slow = 1.25e6  # 10 Mbit/s: the wire is the pace for both
+    # 2% smaller on the wire: inside UP_MARGIN, the pick stays
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.49}, slow) == "zstd-3"
+    # 10% smaller: zstd-9 is taken
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.45}, slow) == "zstd-9"
+    # at 1000 Mbit/s zstd-9's CPU (17.9 ns/B on 2 cores) is slower than zstd-3's wire and CPU: no step up
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.45}, 125e6) == "zstd-3"
+
+
+def test_the_ladder_steps_down_below_a_pick_off_it_and_never_up_to_one():
+    from dwcp.manager.costs import LADDER, candidates
+
+    assert candidates("zstd-19") == ("zstd-19", *reversed(LADDER))
+    assert candidates("none") == LADDER
+    assert "zstd-19" not in candidates("zstd-9") and "brotli-11" not in candidates("none")

@@ -42,7 +42,10 @@ def test_a_failing_selector_falls_back_to_the_local_rule() -> None:
     assert source == "local" and len(picked) == 1
 
 
-def test_a_payload_that_crosses_the_link_faster_than_the_selector_answers_is_decided_locally() -> None:
+def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally_without_a_call() -> None:
+    """A chunk waits at most ANSWER_WAIT_SHARE of its wire time for the answer (plan.answer_wait): a payload
+    whose share is shorter than the selector's recent answer time is not asked about (the answer would come
+    after the local rule had decided; asking would only spend CPU on both sides)."""
     asked: list[int] = []
 
     def slow_selector(request: httpx.Request) -> httpx.Response:
@@ -52,10 +55,16 @@ def test_a_payload_that_crosses_the_link_faster_than_the_selector_answers_is_dec
 
     chooser = chooser_with(slow_selector)
     chooser.choose([b"a" * 100], [MiB], 125e6, 0.001, payload_bytes=MiB)  # the first answer is timed
-    chooser.latency = 0.05  # as if answers took 50 ms
-    # 80 KiB at 10 Mbit/s: 66 ms on the wire, more than the answer takes -> asked
+    chooser.latency = 0.005  # as if answers took 5 ms
+    # 1 MiB at 10 Mbit/s: 839 ms on the wire, a chunk waits up to 84 ms -> asked
+    assert chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)[1] == "selector"
+    # 80 KiB at 10 Mbit/s: 66 ms on the wire, more than the answer takes, but its chunks wait at most 6.6 ms:
+    # still asked (5 ms)
     assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "selector"
-    # 1.25 MiB at 1000 Mbit/s: 10 ms on the wire -> the local rule, no call
+    chooser.latency = 0.02  # answers slowed to 20 ms: the same payload would go before the answer came
+    picked, source = chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)
+    assert source == "not_asked" and len(picked) == 1
+    # 1.25 MiB at 1000 Mbit/s: 10 ms on the wire, 1 ms of wait -> the local rule, no call
     picked, source = chooser.choose([b"log line\n" * 100] * 5, [256 << 10] * 5, 125e6, 0.001,
                                     payload_bytes=5 * (256 << 10))
-    assert source == "local" and len(picked) == 5 and asked == [1, 1]
+    assert source == "not_asked" and picked == ["zstd-1"] * 5 and asked == [1, 1, 1]

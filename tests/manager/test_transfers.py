@@ -163,7 +163,9 @@ def test_a_transfer_learns_what_each_codec_costs_both_ends_of_its_pipeline(make_
     assert b.client.get("/v1/objects/k").content == body
 
 
-def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pace(make_sites):
+def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pace(make_sites, tmp_path):
+    import os
+
     from dwcp.manager.plan import Plan
     from dwcp.manager.transfers import Transfer
 
@@ -174,15 +176,74 @@ def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pac
     costs = transfers.costs_for("manager-1")
     n = 4 << 20
     costs.same_host = True
-    plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=n, to="manager-1"), -1, link)
-    # one lz4 chunk at 0.62 of its size, 2 ns/B compressing and 1.5 ns/B besides, on a thread given 5% of a
-    # core; the receiver spent 2.9 ns/B of which 0.5 decoding
-    plan.sent(0, "lz4", "lz4", n, int(0.62 * n), 2e-9 * n, 1.5e-9 * n, 0.0005, 0.01)
-    plan.acked(0, {"cpu": 2.9e-9 * n, "dcpu": 0.5e-9 * n})
-    assert plan._fastest("lz4", 1) == "none"
-    assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
-    costs.share = 1.0  # the same figures on an idle host: lz4's smaller wire wins
-    assert plan._fastest("lz4", 1) == "lz4"
+    path = tmp_path / "obj"
+    path.write_bytes(mixed(2 * n))  # the heavier codecs on the ladder are priced from a chunk's sample
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=2 * n, to="manager-1",
+                                        chunk_bytes=n, chunks_total=2), fd, link)
+        # one lz4 chunk at 0.62 of its size, 2 ns/B compressing and 1.5 ns/B besides, on a thread given 5% of a
+        # core; the receiver spent 2.9 ns/B of which 0.5 decoding
+        plan.sent(0, "lz4", "lz4", n, int(0.62 * n), 2e-9 * n, 1.5e-9 * n, 0.0005, 0.01)
+        plan.acked(0, {"cpu": 2.9e-9 * n, "dcpu": 0.5e-9 * n})
+        assert plan._fastest("lz4", 1) == "none"
+        assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 1
+        costs.share = 1.0  # the same figures on an idle host: a smaller wire wins
+        assert plan._fastest("lz4", 1) != "none"
+    finally:
+        os.close(fd)
+
+
+def test_a_plan_steps_a_none_pick_up_when_the_link_not_the_cpu_sets_the_pace(make_sites, tmp_path):
+    """The pricing looks up the ladder too: a chunk of compressible bytes the selector (or the local rule) gave
+    `none` goes compressed when the measured pipeline has CPU to spare for the link, and says so in
+    dwcp_transfer_codec_sources_total{source="pricing_up"}."""
+    import os
+
+    from dwcp.manager.plan import Plan
+    from dwcp.manager.transfers import Transfer
+
+    a, _ = make_sites(2)
+    transfers = a.site.transfers
+    link = a.site.links.get("manager-1")
+    link.bandwidth = 125e6
+    costs = transfers.costs_for("manager-1")
+    costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 1.0, 0.9e-9, 2.9e-9
+    body = (b"2026-12-04T19:00:00 INFO request served in 3 ms path=/v1/objects/x status=200\n" * 4000)[:4 * CHUNK]
+    path = tmp_path / "obj"
+    path.write_bytes(body)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body), to="manager-1",
+                                        codec=None, chunk_bytes=CHUNK, chunks_total=4), fd, link)
+        chosen = plan._fastest("none", 1)
+        assert chosen != "none" and chosen in plan._sampled
+        assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "pricing_up"}) == 1
+        costs.share = 0.02  # a host that gives a stream thread 2% of a core: the CPU is the pace, none stays
+        assert plan._fastest("none", 1) == "none"
+        assert plan._fastest("none", 1) == "none"
+        assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "pricing_up"}) == 1
+    finally:
+        os.close(fd)
+
+
+def test_every_chunk_counts_what_decided_its_codec(make_sites):
+    """dwcp_transfer_codec_sources_total: one count per chunk, by source and codec (the benchmark's record of
+    why a run went the way it did)."""
+    a, _ = make_sites(2)
+    body = mixed(6 * CHUNK)
+    a.put("k", body)
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done"
+    text = a.client.get("/metrics").text
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("dwcp_transfer_codec_sources_total{"))
+    assert counted == state["chunks_total"] == 6
+    a.put("fixed", body)
+    resp = a.client.post("/v1/transfers", json={"key": "fixed", "to": "manager-1", "codec": "lz4"})
+    assert resp.status_code == 202
+    assert a.wait(resp.json()["id"])["state"] == "done"
+    assert a.metric("dwcp_transfer_codec_sources_total", {"source": "fixed", "codec": "lz4"}) == 6
 
 
 def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites):

@@ -26,8 +26,8 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import MIN_TIMED_BYTES, on_sample, same_kernel
-from dwcp.manager.plan import Answer, answer_wait, candidates
+from dwcp.manager.costs import MIN_TIMED_BYTES, candidates, heavier, on_sample, same_kernel
+from dwcp.manager.plan import Answer, answer_wait
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -153,6 +153,9 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
     for as `plan.answer_wait` allows (a share of the batch's wire time), then the local rule for each object."""
     ask = [t for t in ts if t.codec is None]
     chosen: dict[str, str] = {t.id: t.codec for t in ts if t.codec is not None}
+    for t in ts:
+        if t.codec is not None:
+            owner.metrics.codec_sources.labels("fixed", t.codec).inc()
     if ask:
         link = owner.links.get(ask[0].to)
         samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
@@ -160,19 +163,23 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
         answer = Answer()
         answer.start(owner.chooser, samples, [t.size for t in ask], link, payload)
         picked = answer.wait(answer_wait(payload, link.bandwidth, owner.settings.selector_timeout_s))
+        source = answer.source
         if picked is None:
             owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
-            picked = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}
+            picked, source = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}, \
+                "ahead_of_selector"
         costs = owner.costs_for(ask[0].to)
-        # each object in the pick or a lighter codec, as for a chunk (plan.Plan); one too small to time costs
-        # the pipeline little either way, and pricing it would cost more than it can save
+        # each object in the pick, a lighter or a heavier codec, as for a chunk (plan.Plan); one too small to time
+        # costs the pipeline little either way, and pricing it would cost more than it can save
         for n, t in enumerate(ask):
-            pick = picked[n]
-            if link.bandwidth and pick != "none" and costs.ready() and t.size >= MIN_TIMED_BYTES:
+            pick, why = picked[n], source
+            if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
                 sampled = on_sample(samples[n], candidates(pick))
                 fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled)
                 if fastest != pick:
-                    owner.metrics.codec_decisions.labels("cpu_guard").inc()
+                    why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"
+                    owner.metrics.codec_decisions.labels(why).inc()
                     pick = fastest
+            owner.metrics.codec_sources.labels(why, pick).inc()
             chosen[t.id] = pick
     return [chosen[t.id] for t in ts]

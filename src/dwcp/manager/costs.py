@@ -22,7 +22,10 @@ computes (thread CPU / wall time of reading and compressing a chunk), so a host 
 fewer cores. r_x is the wire/raw ratio on this transfer's own chunks. A codec not sent yet is priced from
 the chunk's 16 KiB sample (`on_sample`: its ratio and thread CPU compressing and decoding it), scaled by how a
 codec that was measured compares with its own sample figures (a fraction of a ms per transfer). The codec with
-the smallest T among the selector's pick and the lighter ones is sent; a tie goes to the lighter one.
+the smallest T on the ladder (`LADDER`: none, lz4, zstd-1, zstd-3, zstd-9) is sent, starting from the selector's
+pick; a tie goes to the lighter one, and a heavier codec than the pick must be UP_MARGIN faster, so the pricing
+steps up only where its figures say the link, not the CPU, sets the pace (a `none` pick at 1000 Mbit/s on a host
+with CPU to spare: session 6 measured zstd-3 1.17x faster than none there), not on a sample's 1-2% better ratio.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.store import boot_id
 
 EWMA = 0.2  # weight of the newest chunk
-# Lighter and lighter codecs the pipeline may fall back to from the selector's pick.
-LIGHTER = ("zstd-3", "zstd-1", "lz4", "none")
+# Every codec the pricing may choose, lightest first: a pick may step down to a lighter one or up to a heavier
+# one (zstd-19 and brotli cost 20-500x zstd-3's CPU: the pricing never steps up to them, only keeps them).
+LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
+UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner: its figures are estimates
 MIN_TIMED_BYTES = 64 * 1024  # smaller chunks' CPU is mostly per-chunk overhead, not per byte
 MIN_TIMED_WALL_S = 1e-3  # shorter CPU sections say nothing about the CPU share (a timeslice is ~4 ms)
 
@@ -167,21 +172,44 @@ class PipelineCosts:
 
     def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float,
                 sampled: dict[str, Sampled] | None = None) -> str:
-        """The selector's `pick` or a lighter codec, whichever moves a raw byte soonest. `ratios`: each
-        candidate's wire/raw ratio (measured, or estimated by the caller); a candidate without one is skipped,
-        and the pick is kept while its own figures are missing."""
-        if pick == "none" or pick not in ratios:
+        """The selector's `pick`, a lighter codec or a heavier one on the LADDER, whichever moves a raw byte
+        soonest. `ratios`: each candidate's wire/raw ratio (measured, or estimated by the caller); a candidate
+        without one is skipped, and the pick is kept while its own figures are missing. A heavier codec must be
+        UP_MARGIN faster than the best of the pick and the lighter ones."""
+        if pick not in ratios and pick != "none":
             return pick
-        best, best_t = pick, self.seconds_per_byte(pick, ratios[pick], bandwidth, self.same_host, sampled)
-        if best_t is None:
+        priced = {}
+        for k in candidates(pick):
+            ratio = 1.0 if k == "none" else ratios.get(k)
+            t = None if ratio is None else self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled)
+            if t is not None:
+                priced[k] = t
+        if pick not in priced:
             return pick
-        start = LIGHTER.index(pick) + 1 if pick in LIGHTER else 0
-        for lighter in LIGHTER[start:]:
-            ratio = 1.0 if lighter == "none" else ratios.get(lighter)
-            t = None if ratio is None else self.seconds_per_byte(lighter, ratio, bandwidth, self.same_host, sampled)
-            if t is not None and t <= best_t:
-                best, best_t = lighter, t
+        best = pick
+        for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
+            if k in priced and not heavier(k, pick) and priced[k] <= priced[best]:
+                best = k
+        up = [k for k in priced if heavier(k, pick)]
+        if up:
+            soonest = min(up, key=priced.__getitem__)
+            if priced[soonest] < priced[best] * (1 - UP_MARGIN):
+                best = soonest
         return best
+
+
+def heavier(codec: str, than: str) -> bool:
+    """`codec` is above `than` on the LADDER (a codec off the ladder, e.g. zstd-19, is above all of it)."""
+    rank = {k: i for i, k in enumerate(LADDER)}
+    return rank.get(codec, len(LADDER)) > rank.get(than, len(LADDER))
+
+
+def candidates(pick: str) -> tuple[str, ...]:
+    """The codecs a chunk the selector gave `pick` may go in: the pick, the lighter ones on the LADDER (lighter
+    first after it), then the heavier ones up to the ladder's top (a pick above the ladder only steps down)."""
+    down = [k for k in reversed(LADDER) if heavier(pick, k)]
+    up = [k for k in LADDER if heavier(k, pick)]
+    return (pick, *down, *up)
 
 
 def _scale(measured: dict[str, float], sampled: dict[str, Sampled], part: str) -> float:

@@ -35,8 +35,18 @@ class ManagerMetrics:
             "dwcp_peer_connections_refused_total", "Peer connections refused, by reason (unknown_peer, ...).",
             ["reason"], registry=registry)
         self.codec_decisions = Counter(
-            "dwcp_transfer_codec_decisions_total", "Chunk codecs chosen, by who chose (selector or local rule).",
+            "dwcp_transfer_codec_decisions_total",
+            "Chunk codecs chosen, by who chose: selector or local (per sample the chooser was given), not_asked (the "
+            "chooser decided locally without a call), ahead_of_selector, cpu_guard and pricing_up (per chunk).",
             ["source"], registry=registry)
+        self.codec_sources = Counter(
+            "dwcp_transfer_codec_sources_total",
+            "Chunks (and small objects of a batch) by the codec they were given and what decided it, one count per "
+            "decision: selector (its pick, kept), local (the local rule: the selector down, failing or slow), "
+            "not_asked (the local rule: the payload's wire time could not pay for the call), ahead_of_selector "
+            "(the local rule: the answer was not in within the chunk's wait), cpu_guard (the pricing stepped down "
+            "to a lighter codec), pricing_up (the pricing stepped up to a heavier one), fixed (the transfer named "
+            "its codec).", ["source", "codec"], registry=registry)
         self.pipeline_cpu = Gauge(
             "dwcp_transfer_pipeline_cpu_seconds_per_byte",
             "Thread CPU per raw byte of the pipeline to each peer (costs.py), by side (sender or receiver) and part "

@@ -19,26 +19,19 @@ import threading
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import LIGHTER, Sampled, on_sample
+from dwcp.manager.costs import Sampled, candidates, heavier, on_sample
+from dwcp.manager.selection import ANSWER_WAIT_SHARE
 
 if TYPE_CHECKING:
     from dwcp.manager.links import Link
     from dwcp.manager.selection import CodecChooser
     from dwcp.manager.transfers import Transfer, Transfers
 
-ANSWER_WAIT_SHARE = 0.1  # of a chunk's uncompressed wire time: the longest it waits for the selector's answer
 
 
 def answer_wait(payload_bytes: int, bandwidth: float | None, timeout: float) -> float:
     """How long codecs for `payload_bytes` wait for the selector: a share of their wire time on a measured link."""
     return ANSWER_WAIT_SHARE * payload_bytes / bandwidth if bandwidth else timeout
-
-
-def candidates(pick: str) -> tuple[str, ...]:
-    """The codecs a chunk the selector gave `pick` may go in: the pick and the lighter ones (costs.LIGHTER)."""
-    if pick == "none":
-        return ("none",)
-    return (pick, *LIGHTER[LIGHTER.index(pick) + 1 if pick in LIGHTER else 0:])
 
 
 class Answer:
@@ -47,6 +40,7 @@ class Answer:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._codecs: dict[int, str] = {}
+        self.source = "local"  # who chose `_codecs`: the chooser's source (selector, local, not_asked)
 
     def start(self, chooser: CodecChooser, samples: list[bytes], sizes: list[int], link: Link, payload_bytes: int,
               first: int = 0) -> None:
@@ -57,10 +51,10 @@ class Answer:
 
         def call() -> None:
             try:
-                picked, _ = chooser.choose(samples, sizes, link.bandwidth, link.rtt, payload_bytes)
+                picked, source = chooser.choose(samples, sizes, link.bandwidth, link.rtt, payload_bytes)
             except Exception:  # the chooser falls back itself; this only keeps a waiting chunk from hanging
-                picked = [chunks.local_choice(s, link.bandwidth) for s in samples]
-            self._codecs = dict(enumerate(picked, start=first))
+                picked, source = [chunks.local_choice(s, link.bandwidth) for s in samples], "local"
+            self._codecs, self.source = dict(enumerate(picked, start=first)), source
             self._done.set()
 
         threading.Thread(target=call, name="selector-call", daemon=True).start()
@@ -85,6 +79,7 @@ class Plan:
 
     def codec(self, i: int) -> str:
         if self._t.codec is not None:
+            self._owner.metrics.codec_sources.labels("fixed", self._t.codec).inc()
             return self._t.codec
         window = i // self._owner.settings.selector_window
         answer = self._ask(window)
@@ -94,9 +89,15 @@ class Plan:
             self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
             t = self._t
             length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-            return self._fastest(chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
-                                                     self._link.bandwidth), i)
-        return self._fastest(picked[i], i)
+            pick, source = chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
+                                               self._link.bandwidth), "ahead_of_selector"
+        else:
+            pick, source = picked[i], answer.source
+        chosen = self._fastest(pick, i)
+        if chosen != pick:
+            source = "pricing_up" if heavier(chosen, pick) else "cpu_guard"
+        self._owner.metrics.codec_sources.labels(source, chosen).inc()
+        return chosen
 
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
@@ -118,12 +119,13 @@ class Plan:
         return answer
 
     def _fastest(self, pick: str, i: int) -> str:
-        """The pick or a lighter codec, whichever the pipeline's measured costs say moves chunk `i` soonest
-        (`costs.PipelineCosts.fastest`); a change is counted as `source="cpu_guard"`. A codec's ratio is the
+        """The pick, a lighter or a heavier codec, whichever the pipeline's measured costs say moves chunk `i`
+        soonest (`costs.PipelineCosts.fastest`); a step down is counted as `source="cpu_guard"`, a step up as
+        `source="pricing_up"`. A codec's ratio is the
         one measured on this transfer's chunks, else its ratio on the sample of the first chunk that asks
         (`costs.on_sample`), scaled by the measured/sample ratio of a codec this transfer sent."""
         bandwidth = self._link.bandwidth
-        if not bandwidth or pick == "none" or not self._costs.ready():
+        if not bandwidth or not self._costs.ready():
             return pick
         with self._lock:
             measured = dict(self._ratios)
@@ -139,7 +141,7 @@ class Plan:
             ratios.update((k, min(1.0, f.ratio * scale)) for k, f in sampled.items() if k not in ratios)
         chosen = costs.fastest(pick, ratios, bandwidth, sampled)
         if chosen != pick:
-            self._owner.metrics.codec_decisions.labels("cpu_guard").inc()
+            self._owner.metrics.codec_decisions.labels("pricing_up" if heavier(chosen, pick) else "cpu_guard").inc()
         return chosen
 
     def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,

@@ -6,7 +6,10 @@ the whole object's size (`size_bytes`) and the link's measured bandwidth and RTT
 open, its answer is slower than `timeout`, or it fails, the local rule (`chunks.local_choice`) decides
 instead, so a transfer never waits on the selector. Nor is it asked when the whole payload would cross the link
 uncompressed in less time than its recent answers took (a few small files on a fast link): a better codec
-can save at most that wire time, and asking costs the answer's latency before the first byte leaves.
+can save at most that wire time, and asking costs the answer's latency before the first byte leaves. Since
+session 7 the bar is the wait itself: a chunk waits at most ANSWER_WAIT_SHARE of its wire time for the answer
+(`plan.answer_wait`), so a payload whose share is shorter than the recent answer time is not asked about
+(`source="not_asked"`): the answer would only come after the local rule had decided.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dwcp.manager.metrics import ManagerMetrics
 from dwcp.runtime.breaker import CircuitBreaker
 
 log = logging.getLogger("dwcp.manager.selection")
+ANSWER_WAIT_SHARE = 0.1  # of a payload's uncompressed wire time: the longest its chunks wait for the answer
 
 
 class CodecChooser:
@@ -42,24 +46,29 @@ class CodecChooser:
 
     def choose(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
                rtt_seconds: float | None, payload_bytes: int | None = None) -> tuple[list[str], str]:
-        """(codec key per chunk, "selector" or "local"). `sizes` are the chunks' own sizes; `payload_bytes` is
-        the whole object's, so the selector prices each chunk's codec as one step of a pipelined transfer
-        (many chunks go at the slowest stage's pace) rather than as a lone single-chunk payload."""
-        picked = None
+        """(codec key per chunk, "selector", "local" or "not_asked"). `sizes` are the chunks' own sizes;
+        `payload_bytes` is the whole object's, so the selector prices each chunk's codec as one step of a
+        pipelined transfer (many chunks go at the slowest stage's pace) rather than as a lone single-chunk
+        payload."""
+        picked, source = None, "not_asked"
         if self._worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
-            picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes)
-        source = "selector"
+            picked, source = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes), "local"
         if picked is None:
-            picked, source = [local_choice(s, bandwidth_bps) for s in samples], "local"
+            picked = [local_choice(s, bandwidth_bps) for s in samples]
+        else:
+            source = "selector"
         if self._metrics is not None:
             self._metrics.codec_decisions.labels(source).inc(len(samples))
         return picked, source
 
     def _worth_asking(self, payload_bytes: int, bandwidth_bps: float | None) -> bool:
-        """False when the payload's uncompressed wire time is below the selector's recent answer time."""
+        """False when the selector's recent answer time is longer than a waiting chunk would wait for it
+        (ANSWER_WAIT_SHARE of the payload's uncompressed wire time): its answer would come after the local rule
+        had decided, and the call's CPU (the manager's request, the selector's features, on the same cores on
+        a small site) would be spent for nothing."""
         if self.latency is None or not bandwidth_bps:
             return True
-        return payload_bytes / bandwidth_bps >= self.latency
+        return ANSWER_WAIT_SHARE * payload_bytes / bandwidth_bps >= self.latency
 
     def _ask_selector(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
                       rtt_seconds: float | None, payload_bytes: int | None) -> list[str] | None:

@@ -196,33 +196,42 @@ def test_a_plan_steps_down_to_none_when_the_shared_cpu_not_the_link_sets_the_pac
 
 def test_a_plan_steps_a_none_pick_up_when_the_link_not_the_cpu_sets_the_pace(make_sites, tmp_path):
     """The pricing looks up the ladder too: a chunk of compressible bytes the selector (or the local rule) gave
-    `none` goes compressed when the measured pipeline has CPU to spare for the link, and says so in
-    dwcp_transfer_codec_sources_total{source="pricing_up"}."""
+    `none` goes compressed when the measured pipeline has CPU to spare for the link, and the step is counted as
+    `source="pricing_up"`. A payload too short on the wire for that to pay is not priced for a step up."""
     import os
 
+    from dwcp.manager.costs import STEP_UP_MIN_WIRE_S
     from dwcp.manager.plan import Plan
     from dwcp.manager.transfers import Transfer
 
     a, _ = make_sites(2)
     transfers = a.site.transfers
     link = a.site.links.get("manager-1")
-    link.bandwidth = 125e6
     costs = transfers.costs_for("manager-1")
     costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 1.0, 0.9e-9, 2.9e-9
-    body = (b"2026-12-04T19:00:00 INFO request served in 3 ms path=/v1/objects/x status=200\n" * 4000)[:4 * CHUNK]
+    body = (b"2026-12-04T19:00:00 INFO request served in 3 ms path=/v1/objects/x status=200\n" * 8000)[:8 * CHUNK]
     path = tmp_path / "obj"
     path.write_bytes(body)
     fd = os.open(path, os.O_RDONLY)
+
+    def plan() -> Plan:
+        return Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body), to="manager-1",
+                                        codec="none", chunk_bytes=CHUNK, chunks_total=8), fd, link)
+
     try:
-        plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body), to="manager-1",
-                                        codec=None, chunk_bytes=CHUNK, chunks_total=4), fd, link)
-        chosen = plan._fastest("none", 1)
-        assert chosen != "none" and chosen in plan._sampled
+        link.bandwidth = 12.5e6  # 100 Mbit/s: 512 KiB is 42 ms on the wire
+        assert len(body) / link.bandwidth >= STEP_UP_MIN_WIRE_S
+        p = plan()
+        chosen = p._fastest("none", 1)
+        assert chosen != "none" and chosen in p._sampled
         assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "pricing_up"}) == 1
-        costs.share = 0.02  # a host that gives a stream thread 2% of a core: the CPU is the pace, none stays
-        assert plan._fastest("none", 1) == "none"
-        assert plan._fastest("none", 1) == "none"
+        costs.share = 0.005  # a host that gives a stream thread 0.5% of a core: the CPU is the pace, none stays
+        assert p._fastest("none", 1) == "none"
         assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "pricing_up"}) == 1
+        costs.share = 1.0
+        link.bandwidth = 125e6  # 4 ms on the wire: not worth compressing a sample with the heavier codecs
+        p = plan()
+        assert p._fastest("none", 1) == "none" and "zstd-9" not in p._sampled
     finally:
         os.close(fd)
 

@@ -44,6 +44,9 @@ EWMA = 0.2  # weight of the newest chunk
 # one (zstd-19 and brotli cost 20-500x zstd-3's CPU: the pricing never steps up to them, only keeps them).
 LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
 UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner: its figures are estimates
+# Payloads shorter than this on the wire (uncompressed) are not priced for a step up: compressing a 16 KiB sample
+# with the heavier codecs costs up to ~1 ms of CPU (zstd-9 most of it), 5% of this.
+STEP_UP_MIN_WIRE_S = 0.02
 MIN_TIMED_BYTES = 64 * 1024  # smaller chunks' CPU is mostly per-chunk overhead, not per byte
 MIN_TIMED_WALL_S = 1e-3  # shorter CPU sections say nothing about the CPU share (a timeslice is ~4 ms)
 
@@ -204,12 +207,12 @@ def heavier(codec: str, than: str) -> bool:
     return rank.get(codec, len(LADDER)) > rank.get(than, len(LADDER))
 
 
-def candidates(pick: str) -> tuple[str, ...]:
+def candidates(pick: str, up: bool = True) -> tuple[str, ...]:
     """The codecs a chunk the selector gave `pick` may go in: the pick, the lighter ones on the LADDER (lighter
-    first after it), then the heavier ones up to the ladder's top (a pick above the ladder only steps down)."""
-    down = [k for k in reversed(LADDER) if heavier(pick, k)]
-    up = [k for k in LADDER if heavier(k, pick)]
-    return (pick, *down, *up)
+    first after it), then (`up`) the heavier ones up to the ladder's top (a pick above the ladder only steps
+    down)."""
+    lighter = [k for k in reversed(LADDER) if heavier(pick, k)]
+    return (pick, *lighter, *([k for k in LADDER if heavier(k, pick)] if up else []))
 
 
 def _scale(measured: dict[str, float], sampled: dict[str, Sampled], part: str) -> float:

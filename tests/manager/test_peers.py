@@ -10,7 +10,7 @@ import pytest
 
 from dwcp.consensus.core.crypto import generate_private_key
 from dwcp.manager.keys import PeerKeyError, site_auth
-from dwcp.manager.links import probe, tier_of
+from dwcp.manager.links import probe, steady_rate, tier_of
 from dwcp.manager.peers import SessionPool, dial
 from dwcp.manager.wire import Connection, Kind, TlsAuth, WireError
 from dwcp.runtime.peerauth import PeerAuth, self_signed_certificate
@@ -27,6 +27,33 @@ def test_probe_measures_rtt_and_bandwidth_and_sets_the_tier(make_sites):
     assert link["bandwidth_bytes_per_second"] > 1e6
     assert link["tier"] == tier_of(link["rtt_seconds"])
     assert a.metric("dwcp_link_rtt_seconds", {"peer": "manager-1"}) == link["rtt_seconds"]
+
+
+def test_a_links_burst_allowance_is_not_counted_as_its_bandwidth():
+    """A `tbf` 1000 Mbit/s link with a 10 ms burst: the first 1.25 MB of a 2 MiB probe cross at memory speed,
+    the rest at 125 MB/s. Timed as a whole the probe measured 270 MB/s; the receiver's clock over its later half
+    gives the link's rate."""
+    block, rate, burst = 256 << 10, 125e6, 1_250_000
+    acks, t = [], 0.0
+    for k in range(1, 9):
+        t += block / 4e9 if k * block <= burst else block / rate
+        acks.append((k * block, t))
+    assert steady_rate(acks) == pytest.approx(rate)
+    assert steady_rate(acks[:1]) is None  # one block: nothing to time it against
+    assert steady_rate([(block, 1.0), (2 * block, 1.0)]) is None  # no time passed at the receiver
+
+
+def test_a_probe_acknowledgement_carries_the_receivers_clock(make_sites):
+    a, _ = make_sites(2)
+    conn = a.site.transfers.sessions.take(a.site.peers["manager-1"], timeout=5)
+    try:
+        conn.send(Kind.PROBE, {"n": 4}, b"\0" * 4)
+        kind, meta, _ = conn.expect((Kind.PROBE_ACK,), 0)
+        assert meta["n"] == 4 and isinstance(meta["t"], float)
+        rtt, bandwidth = probe(conn, 2 << 20)
+        assert rtt > 0 and bandwidth > 1e6
+    finally:
+        conn.close()
 
 
 def refused(site, reason: str) -> float:
@@ -168,3 +195,28 @@ def test_a_probe_that_failed_is_tried_again_within_seconds_not_a_probe_interval_
     b.first_probe_done("manager-0", timeout=30)
     assert len(calls) == 3  # one refused, then one probe each way
     assert a.site.links.get("manager-1").bandwidth and b.site.links.get("manager-0").bandwidth
+
+
+def test_a_peer_being_sent_to_is_probed_after_the_transfer_not_during_it(make_sites, monkeypatch):
+    """A probe during this site's own transfer to the peer measures what the transfer leaves of the link (and
+    takes link time from it): the scheduled probe waits until the peer is idle, for at most one interval."""
+    import dwcp.manager.site as site_module
+
+    real, probed_while_busy, calls = site_module.probe, [], []
+
+    def watched(conn, probe_bytes):
+        calls.append(time.monotonic())
+        return real(conn, probe_bytes)
+
+    from dwcp.manager.transfers import Transfers
+
+    monkeypatch.setattr(site_module, "probe", watched)
+    busy = {"manager-0": True, "manager-1": True}
+    monkeypatch.setattr(Transfers, "busy", lambda self, peer: busy.get(peer, False))
+    a, _ = make_sites(2, settings={"probe_interval_s": 30})
+    time.sleep(4.5)  # the first round was due 2 s after start: deferred twice
+    probed_while_busy.extend(calls)
+    busy["manager-1"] = False
+    a.first_probe_done("manager-1", timeout=10)
+    assert probed_while_busy == [] and len(calls) == 1  # manager-1 still sees manager-0 busy: not probed
+    assert a.site.links.get("manager-1").bandwidth

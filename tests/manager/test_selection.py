@@ -38,7 +38,7 @@ def test_chunks_of_a_large_object_are_priced_as_steps_of_its_pipeline() -> None:
 
 def test_a_failing_selector_falls_back_to_the_local_rule() -> None:
     chooser = chooser_with(lambda request: httpx.Response(503, json={"error": {"code": "down"}}))
-    picked, source = chooser.choose([b"x" * 100], [MiB], 12.5e6, 0.02, payload_bytes=MiB)
+    picked, source = chooser.choose([b"x" * 100], [MiB], 1.25e6, 0.02, payload_bytes=MiB)
     assert source == "local" and len(picked) == 1
 
 
@@ -54,7 +54,7 @@ def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally
         return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
 
     chooser = chooser_with(slow_selector)
-    chooser.choose([b"a" * 100], [MiB], 125e6, 0.001, payload_bytes=MiB)  # the first answer is timed
+    chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)  # the first answer is timed
     chooser.latency = 0.005  # as if answers took 5 ms
     # 1 MiB at 10 Mbit/s: 839 ms on the wire, a chunk waits up to 84 ms -> asked
     assert chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)[1] == "selector"
@@ -68,3 +68,22 @@ def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally
     picked, source = chooser.choose([b"log line\n" * 100] * 5, [256 << 10] * 5, 125e6, 0.001,
                                     payload_bytes=5 * (256 << 10))
     assert source == "not_asked" and picked == ["zstd-1"] * 5 and asked == [1, 1, 1]
+
+
+def test_before_any_answer_is_timed_the_seeds_10_ms_is_assumed() -> None:
+    asked: list[int] = []
+
+    def selector(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        asked.append(len(items))
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
+
+    chooser = chooser_with(selector)
+    assert chooser.latency is None
+    # 80 KiB at 10 Mbit/s: its chunks wait at most 6.6 ms, less than the 10 ms assumed -> not asked
+    assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "not_asked"
+    # 1 MiB at 10 Mbit/s: 84 ms of wait -> asked, and its answer time is what counts from then on
+    assert chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)[1] == "selector"
+    assert asked == [1] and chooser.latency is not None
+    # an unmeasured link: asked (the chunks wait selector_timeout_s)
+    assert chooser.choose([b"a" * 100], [80 << 10], None, None, payload_bytes=80 << 10)[1] == "selector"

@@ -17,7 +17,7 @@ from dwcp.manager.wire import Connection, Kind
 
 DATACENTER_RTT = 0.005
 METRO_RTT = 0.050
-_PROBE_BLOCK = 1 << 20
+_PROBE_BLOCK = 256 << 10  # bytes per PROBE frame: one PROBE_ACK each, the steady rate's resolution
 
 
 def tier_of(rtt_seconds: float | None) -> str | None:
@@ -96,7 +96,14 @@ class LinkTable:
 
 
 def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
-    """(RTT seconds, bandwidth bytes/s or None) measured on an authenticated connection."""
+    """(RTT seconds, bandwidth bytes/s or None) measured on an authenticated connection.
+
+    The bandwidth is the smaller of two figures: all the probe's bytes over the time to the PONG that follows
+    them (less half an RTT), and its later half's bytes over the receiver's own time between acknowledging the
+    block that ends the first half and the last block (`steady_rate`; PROBE_ACK carries the receiver's clock).
+    The first figure alone counted a link's burst allowance as bandwidth: on a `tbf` 1000 Mbit/s link with a
+    10 ms burst (1.25 MB) a 2 MiB probe measured 270 MB/s, so every codec's CPU looked slower than the link and
+    the pricing sent a whole 160 MiB bucket uncompressed (session 7's baseline, docs/manager.md)."""
     rtts = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -115,7 +122,29 @@ def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
         sent += n
     conn.send(Kind.PING, {"t": t0})
     # PROBE_ACKs first (one per block), then the PONG that closes the timing.
-    while conn.expect((Kind.PROBE_ACK, Kind.PONG), 0)[0] is not Kind.PONG:
-        pass
+    acks: list[tuple[int, float]] = []  # (bytes acknowledged so far, the receiver's clock when it had them)
+    got = 0
+    while True:
+        kind, meta, _ = conn.expect((Kind.PROBE_ACK, Kind.PONG), 0)
+        if kind is Kind.PONG:
+            break
+        got += int(meta.get("n", 0))
+        if isinstance(meta.get("t"), int | float):
+            acks.append((got, float(meta["t"])))
     elapsed = time.perf_counter() - t0
-    return rtt, sent / max(elapsed - rtt / 2, 1e-6)
+    whole = sent / max(elapsed - rtt / 2, 1e-6)
+    steady = steady_rate(acks)
+    return rtt, whole if steady is None else min(whole, steady)
+
+
+def steady_rate(acks: list[tuple[int, float]]) -> float | None:
+    """Bytes per second over the later half of a probe, from the receiver's (bytes so far, its clock) per block:
+    a burst allowance and TCP's slow start spend themselves in the first half. None without two acks past it."""
+    if len(acks) < 2:
+        return None
+    half = acks[-1][0] / 2
+    start = next(((b, t) for b, t in acks if b >= half), None)
+    if start is None or start == acks[-1]:
+        start = acks[-2]
+    (b0, t0), (b1, t1) = start, acks[-1]
+    return (b1 - b0) / (t1 - t0) if t1 > t0 and b1 > b0 else None

@@ -199,6 +199,11 @@ class Transfers:
             t = self._active.get(tid)
         return t if t is not None else self.log.get(tid)
 
+    def busy(self, peer: str) -> bool:
+        """Some transfer to `peer` is queued or running."""
+        with self._lock:
+            return any(t.to == peer for t in self._active.values())
+
     def active(self) -> int:
         with self._lock:
             return len(self._active)

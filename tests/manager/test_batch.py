@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -136,5 +137,46 @@ def test_a_batchs_small_objects_and_their_answers_leave_in_a_few_writes_not_two_
     assert all(s["state"] == "done" for s in states), states
     sent, answered = len(writes["transfer"]), len(writes["peer-conn"])
     assert sent <= 40 and answered <= 40, (sent, answered)  # a few per worker's batch, one COMMIT_MANY each
+    for key, body in bodies.items():
+        assert b.client.get(f"/v1/objects/{key}").content == body
+
+
+def test_a_batch_too_short_on_the_wire_to_wait_for_the_selector_is_decided_at_once_without_a_call(
+        make_sites, monkeypatch):
+    """A few small objects on a fast link: their wait for an answer (a tenth of their wire time) is shorter than
+    the selector's answer time, so it is not asked, and the local rule decides in the sending thread (no thread
+    started for a call that is not made)."""
+    import httpx
+
+    import dwcp.manager.plan as plan_module
+
+    a, b = make_sites(2)
+    a.site.probe("manager-1")
+    calls, started = [], []
+
+    def selector(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        items = json.loads(request.content)["items"]
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 3}] * len(items)})
+
+    chooser = a.site.chooser
+    chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(selector))
+    chooser.latency = 0.01  # answers take 10 ms: 10 x 3 KB on loopback would wait well under 1 ms
+    real_thread = plan_module.threading.Thread
+
+    def thread(*args, **kwargs):
+        started.append(kwargs.get("name"))
+        return real_thread(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module.threading, "Thread", thread)
+    bodies = {f"k{i}": mixed(3000 + i, seed=i) for i in range(10)}
+    for key, body in bodies.items():
+        a.put(key, body)
+    states = [a.wait(tid) for tid in post_batch(a, list(bodies))]
+    assert all(s["state"] == "done" for s in states), states
+    assert calls == [] and "selector-call" not in started
+    not_asked = sum(s.value for m in a.registry.collect() for s in m.samples
+                    if s.name == "dwcp_transfer_codec_sources_total" and s.labels["source"] == "not_asked")
+    assert not_asked == len(bodies)
     for key, body in bodies.items():
         assert b.client.get(f"/v1/objects/{key}").content == body

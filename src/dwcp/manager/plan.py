@@ -57,6 +57,9 @@ class Answer:
             self._codecs, self.source = dict(enumerate(picked, start=first)), source
             self._done.set()
 
+        if not chooser.worth_asking(payload_bytes, link.bandwidth):
+            call()  # the local rule, here: a thread (and its wake-ups on a busy host) would cost more
+            return
         threading.Thread(target=call, name="selector-call", daemon=True).start()
 
     def wait(self, seconds: float) -> dict[int, str] | None:

@@ -54,7 +54,7 @@ class CodecChooser:
         pipelined transfer (many chunks go at the slowest stage's pace) rather than as a lone single-chunk
         payload."""
         picked, source = None, "not_asked"
-        if self._worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
+        if self.worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
             picked, source = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes), "local"
         if picked is None:
             picked = [local_choice(s, bandwidth_bps) for s in samples]
@@ -64,7 +64,7 @@ class CodecChooser:
             self._metrics.codec_decisions.labels(source).inc(len(samples))
         return picked, source
 
-    def _worth_asking(self, payload_bytes: int, bandwidth_bps: float | None) -> bool:
+    def worth_asking(self, payload_bytes: int, bandwidth_bps: float | None) -> bool:
         """False when the selector's recent answer time is longer than a waiting chunk would wait for it
         (ANSWER_WAIT_SHARE of the payload's uncompressed wire time): its answer would come after the local rule
         had decided, and the call's CPU (the manager's request, the selector's features, on the same cores on

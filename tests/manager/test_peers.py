@@ -43,6 +43,30 @@ def test_a_links_burst_allowance_is_not_counted_as_its_bandwidth():
     assert steady_rate([(block, 1.0), (2 * block, 1.0)]) is None  # no time passed at the receiver
 
 
+def test_a_probe_too_short_to_time_is_sent_again_long_enough(make_sites, monkeypatch):
+    """64 KiB on loopback crosses in well under PROBE_MIN_SECONDS: a second round, sized to take that long at the
+    first round's rate (at most PROBE_MAX_BYTES), gives the figure."""
+    from dwcp.manager.links import PROBE_MAX_BYTES
+
+    a, _ = make_sites(2)
+    conn = a.site.transfers.sessions.take(a.site.peers["manager-1"], timeout=5)
+    rounds: list[int] = []
+    real_send = conn.send
+
+    def send(kind, meta, data=b"", **kw):
+        if kind is Kind.PROBE:
+            rounds.append(meta["n"])
+        return real_send(kind, meta, data, **kw)
+
+    monkeypatch.setattr(conn, "send", send)
+    try:
+        rtt, bandwidth = probe(conn, 64 << 10)
+    finally:
+        conn.close()
+    sent = sum(rounds)
+    assert sent > 64 << 10 and sent - (64 << 10) <= PROBE_MAX_BYTES and bandwidth > 1e6
+
+
 def test_a_probe_acknowledgement_carries_the_receivers_clock(make_sites):
     a, _ = make_sites(2)
     conn = a.site.transfers.sessions.take(a.site.peers["manager-1"], timeout=5)

@@ -17,6 +17,8 @@ from dwcp.manager.wire import Connection, Kind
 
 DATACENTER_RTT = 0.005
 METRO_RTT = 0.050
+PROBE_MIN_SECONDS = 0.05  # a shorter probe is repeated, sized to take this long
+PROBE_MAX_BYTES = 16 << 20  # the repeated probe's size at most (~25 ms of TLS CPU per end on this host)
 _PROBE_BLOCK = 256 << 10  # bytes per PROBE frame: one PROBE_ACK each, the steady rate's resolution
 
 
@@ -103,7 +105,10 @@ def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
     block that ends the first half and the last block (`steady_rate`; PROBE_ACK carries the receiver's clock).
     The first figure alone counted a link's burst allowance as bandwidth: on a `tbf` 1000 Mbit/s link with a
     10 ms burst (1.25 MB) a 2 MiB probe measured 270 MB/s, so every codec's CPU looked slower than the link and
-    the pricing sent a whole 160 MiB bucket uncompressed (session 7's baseline, docs/manager.md)."""
+    the pricing sent a whole 160 MiB bucket uncompressed (session 7's baseline, docs/manager.md). A probe that
+    took less than PROBE_MIN_SECONDS is sent once more, sized to take that long at the rate it measured (at most
+    PROBE_MAX_BYTES): under load the receiver's thread may read a short probe's blocks late and all at once, and
+    its clock then shows no steady rate at all (the 2 MiB probe still measured 264 MB/s on that link at load 10)."""
     rtts = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -113,6 +118,15 @@ def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
     rtt = min(rtts)
     if probe_bytes <= 0:
         return rtt, None
+    bandwidth = _filler(conn, probe_bytes, rtt)
+    if bandwidth is not None and probe_bytes / bandwidth < PROBE_MIN_SECONDS:
+        # too short to tell a burst allowance or a late receiver from the link: once more, long enough
+        bandwidth = _filler(conn, int(min(PROBE_MAX_BYTES, bandwidth * PROBE_MIN_SECONDS)), rtt) or bandwidth
+    return rtt, bandwidth
+
+
+def _filler(conn: Connection, probe_bytes: int, rtt: float) -> float | None:
+    """`probe_bytes` of filler: bytes per second (see `probe`)."""
     block = bytes(min(_PROBE_BLOCK, probe_bytes))
     t0 = time.perf_counter()
     sent = 0
@@ -134,7 +148,7 @@ def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
     elapsed = time.perf_counter() - t0
     whole = sent / max(elapsed - rtt / 2, 1e-6)
     steady = steady_rate(acks)
-    return rtt, whole if steady is None else min(whole, steady)
+    return whole if steady is None else min(whole, steady)
 
 
 def steady_rate(acks: list[tuple[int, float]]) -> float | None:

@@ -251,6 +251,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     # while other traffic shared the link (rsync's runs, an earlier mode's tail) can leave a low figure
     link_before = m.get(m.url(0), "/v1/links").json()["links"][0].get("bandwidth_bytes_per_second")
     finished_before, decided_before = finished(m), decisions(m)
+    os.sync()  # the previous run's unsynced writes (rsync's files) are flushed now, not during this run's fsyncs
     before, waited_before = cpu_seconds(m.pids()), runqueue_wait(m.pids())
     t0 = time.perf_counter()
     wall0 = time.time()
@@ -317,6 +318,7 @@ class Rsyncd:
         args = ["rsync", "-a", "--mkpath"]
         if compress:
             args += ["-z", "--compress-choice=zstd", "--compress-level=3"]
+        os.sync()  # as before a manager run: no earlier run's writeback lands in this one
         t0 = time.perf_counter()
         usage0 = os.times()
         subprocess.run([*args, *map(str, files), dest], check=True, capture_output=True)

@@ -110,12 +110,14 @@ def test_a_heavier_codec_must_beat_the_pick_by_the_margin_not_by_a_samples_round
     zstd = {"comp": {"zstd-9": 13.0, "zstd-3": 3.1}, "dec": {"zstd-9": 1.0, "zstd-3": 1.0}}
     costs = measured(1.0, **zstd)
     slow = 1.25e6  # 10 Mbit/s: the wire is the pace for both
-    # 2% smaller on the wire: inside UP_MARGIN, the pick stays
+    # 2% and 10% smaller on the wire (what a 16 KiB sample may promise and a real chunk not keep: session 7's
+    # 100 Mbit/s large bucket went zstd-9 for a 1.7% smaller wire at 2.4x the sender's CPU): the pick stays
     assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.49}, slow) == "zstd-3"
-    # 10% smaller: zstd-9 is taken
-    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.45}, slow) == "zstd-9"
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.45}, slow) == "zstd-3"
+    # 20% smaller: zstd-9 is taken
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.40}, slow) == "zstd-9"
     # at 1000 Mbit/s zstd-9's CPU (17.9 ns/B on 2 cores) is slower than zstd-3's wire and CPU: no step up
-    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.45}, 125e6) == "zstd-3"
+    assert costs.fastest("zstd-3", {"zstd-3": 0.50, "zstd-9": 0.40}, 125e6) == "zstd-3"
 
 
 def test_the_ladder_steps_down_below_a_pick_off_it_and_never_up_to_one():

@@ -43,7 +43,7 @@ EWMA = 0.2  # weight of the newest chunk
 # Every codec the pricing may choose, lightest first: a pick may step down to a lighter one or up to a heavier
 # one (zstd-19 and brotli cost 20-500x zstd-3's CPU: the pricing never steps up to them, only keeps them).
 LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
-UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner: its figures are estimates
+UP_MARGIN = 0.15  # a codec heavier than the pick must move a byte this much sooner: its figures are estimates
 # Payloads shorter than this on the wire (uncompressed) are not priced for a step up: compressing a 16 KiB sample
 # with the heavier codecs costs up to ~1 ms of CPU (zstd-9 most of it), 5% of this.
 STEP_UP_MIN_WIRE_S = 0.02

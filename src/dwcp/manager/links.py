@@ -19,7 +19,7 @@ DATACENTER_RTT = 0.005
 METRO_RTT = 0.050
 PROBE_MIN_SECONDS = 0.05  # a shorter probe is repeated, sized to take this long
 PROBE_MAX_BYTES = 16 << 20  # the repeated probe's size at most (~25 ms of TLS CPU per end on this host)
-_PROBE_BLOCK = 256 << 10  # bytes per PROBE frame: one PROBE_ACK each, the steady rate's resolution
+_PROBE_BLOCK = 1 << 20
 
 
 def tier_of(rtt_seconds: float | None) -> str | None:
@@ -100,15 +100,14 @@ class LinkTable:
 def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
     """(RTT seconds, bandwidth bytes/s or None) measured on an authenticated connection.
 
-    The bandwidth is the smaller of two figures: all the probe's bytes over the time to the PONG that follows
-    them (less half an RTT), and its later half's bytes over the receiver's own time between acknowledging the
-    block that ends the first half and the last block (`steady_rate`; PROBE_ACK carries the receiver's clock).
-    The first figure alone counted a link's burst allowance as bandwidth: on a `tbf` 1000 Mbit/s link with a
-    10 ms burst (1.25 MB) a 2 MiB probe measured 270 MB/s, so every codec's CPU looked slower than the link and
-    the pricing sent a whole 160 MiB bucket uncompressed (session 7's baseline, docs/manager.md). A probe that
-    took less than PROBE_MIN_SECONDS is sent once more, sized to take that long at the rate it measured (at most
-    PROBE_MAX_BYTES): under load the receiver's thread may read a short probe's blocks late and all at once, and
-    its clock then shows no steady rate at all (the 2 MiB probe still measured 264 MB/s on that link at load 10)."""
+    The bandwidth is the probe's bytes over the time to the PONG that follows them (less half an RTT). A probe
+    that took less than PROBE_MIN_SECONDS is sent once more, sized to take that long at the rate it measured (at
+    most PROBE_MAX_BYTES), and that figure counts: a short probe counted a link's burst allowance as bandwidth
+    (on a `tbf` 1000 Mbit/s link with a 10 ms burst of 1.25 MB, a 2 MiB probe measured 264-270 MB/s, so every
+    codec's CPU looked slower than the link and the pricing sent a 160 MiB bucket uncompressed: session 7,
+    docs/manager.md); 13 MB leave the burst a tenth of it. (Timing the probe's later half on the receiver's clock
+    was tried: under load the receiving thread read the blocks late and together, 264 MB/s on that link again,
+    and the smaller of the two figures was as likely to come out low: 8.1 MB/s on the 100 Mbit/s link.)"""
     rtts = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -119,14 +118,13 @@ def probe(conn: Connection, probe_bytes: int) -> tuple[float, float | None]:
     if probe_bytes <= 0:
         return rtt, None
     bandwidth = _filler(conn, probe_bytes, rtt)
-    if bandwidth is not None and probe_bytes / bandwidth < PROBE_MIN_SECONDS:
-        # too short to tell a burst allowance or a late receiver from the link: once more, long enough
-        bandwidth = _filler(conn, int(min(PROBE_MAX_BYTES, bandwidth * PROBE_MIN_SECONDS)), rtt) or bandwidth
+    if probe_bytes / bandwidth < PROBE_MIN_SECONDS:
+        bandwidth = _filler(conn, int(min(PROBE_MAX_BYTES, bandwidth * PROBE_MIN_SECONDS)), rtt)
     return rtt, bandwidth
 
 
-def _filler(conn: Connection, probe_bytes: int, rtt: float) -> float | None:
-    """`probe_bytes` of filler: bytes per second (see `probe`)."""
+def _filler(conn: Connection, probe_bytes: int, rtt: float) -> float:
+    """`probe_bytes` of filler timed to the PONG after them: bytes per second."""
     block = bytes(min(_PROBE_BLOCK, probe_bytes))
     t0 = time.perf_counter()
     sent = 0
@@ -136,29 +134,7 @@ def _filler(conn: Connection, probe_bytes: int, rtt: float) -> float | None:
         sent += n
     conn.send(Kind.PING, {"t": t0})
     # PROBE_ACKs first (one per block), then the PONG that closes the timing.
-    acks: list[tuple[int, float]] = []  # (bytes acknowledged so far, the receiver's clock when it had them)
-    got = 0
-    while True:
-        kind, meta, _ = conn.expect((Kind.PROBE_ACK, Kind.PONG), 0)
-        if kind is Kind.PONG:
-            break
-        got += int(meta.get("n", 0))
-        if isinstance(meta.get("t"), int | float):
-            acks.append((got, float(meta["t"])))
+    while conn.expect((Kind.PROBE_ACK, Kind.PONG), 0)[0] is not Kind.PONG:
+        pass
     elapsed = time.perf_counter() - t0
-    whole = sent / max(elapsed - rtt / 2, 1e-6)
-    steady = steady_rate(acks)
-    return whole if steady is None else min(whole, steady)
-
-
-def steady_rate(acks: list[tuple[int, float]]) -> float | None:
-    """Bytes per second over the later half of a probe, from the receiver's (bytes so far, its clock) per block:
-    a burst allowance and TCP's slow start spend themselves in the first half. None without two acks past it."""
-    if len(acks) < 2:
-        return None
-    half = acks[-1][0] / 2
-    start = next(((b, t) for b, t in acks if b >= half), None)
-    if start is None or start == acks[-1]:
-        start = acks[-2]
-    (b0, t0), (b1, t1) = start, acks[-1]
-    return (b1 - b0) / (t1 - t0) if t1 > t0 and b1 > b0 else None
+    return sent / max(elapsed - rtt / 2, 1e-6)

@@ -208,7 +208,7 @@ class PeerServer:
             if kind is Kind.PING:
                 conn.send(Kind.PONG, meta)
             elif kind is Kind.PROBE:
-                conn.send(Kind.PROBE_ACK, {"n": len(data), "t": time.perf_counter()})  # t: links.steady_rate
+                conn.send(Kind.PROBE_ACK, {"n": len(data)})
             elif kind is Kind.OFFER:
                 self._offer(conn, peer, meta)
             elif kind is Kind.CHUNK:

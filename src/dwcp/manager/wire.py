@@ -16,7 +16,7 @@ Kinds and their meta (the data part is empty unless said):
     DONE_MANY {results: [{tid, version} or {tid, error}]}          per transfer, in the order asked
     FAIL      {tid?, reason}                                        refused; the connection closes
     PING/PONG {t}                                                   RTT probe
-    PROBE     {n}, data = n filler bytes; PROBE_ACK {n, t}          bandwidth probe (t: receiver's clock)
+    PROBE     {n}, data = n filler bytes; PROBE_ACK {n}             bandwidth probe
 
 No frame is read before authentication succeeds: the step is one pluggable object (`PeerAuth`); the
 one in use is `TlsAuth`, mutual TLS 1.3 with pinned Ed25519 certificates from `runtime.peerauth`, so

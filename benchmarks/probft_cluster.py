@@ -22,6 +22,8 @@ p50 232 / p99 721 ms, quorum achievement 100%, 7.39 ms node CPU per block (43.9 
 7 nodes p50 183 / p99 454 ms, 5.70 ms per block (30.7 tx/block). p99 target 50 ms missed (PBFT too).
 Session 6 (2026-12-05, `--batch-ms 10 --stages`, load 11-15, after the log-fsync and gc.freeze cuts): ProBFT
 p50 34-41 / p99 97-113 ms, PBFT 30-32 / 80-96 ms; where the rest goes per stage: docs/probft.md, "Session 6".
+Session 7 (`--batch-ms 10 --stages`, load 6-10, after the index-flush cut): ProBFT p50 33-39 / p99 80-100 ms,
+PBFT 29-34 / 71-87 ms, ratio 1.10-1.15 (docs/probft.md, "Session 7").
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dwcp.compression.codecs import CODED, KEYS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, bytes_per_second, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, chunk_at_most, make_sample
 from dwcp.compression.model import LargeChunks, Model, fit, merge
+from dwcp.compression.shiprule import Verdict, judge
 
 Progress = Callable[[int], None]
 
@@ -242,13 +243,12 @@ class ThresholdCV:
     overall: dict[float, dict]
     buckets: dict[float, dict[str, dict]]
     families: dict[float, dict[str, dict]]
-    chosen: float  # the smallest threshold no bucket or family of which is worse than the base's; inf if none
+    verdicts: dict[float, Verdict]  # the ship rule (`shiprule.judge`) against the base, per candidate threshold
+    chosen: float  # the smallest threshold the ship rule passes on the folds; inf if none
 
     def holds(self, threshold: float) -> bool:
-        """The ship rule on the training folds: near-best in every bucket and family at least the base's."""
-        base = math.inf
-        return all(groups[threshold][g]["accuracy"] >= groups[base][g]["accuracy"]
-                   for groups in (self.buckets, self.families) for g in groups[base])
+        """The ship rule on the training folds (`shiprule`): no bucket or family worse, overall a gain."""
+        return self.verdicts[threshold].ships
 
 
 def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: list[float], *, above_bytes: int,
@@ -292,9 +292,20 @@ def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: l
     family = data.family[first][req.row]
     cv = ThresholdCV({t: oracle.score_many(chosen[t], truth) for t in candidates},
                      {t: grouped(chosen[t], truth, in_bucket, names) for t in candidates},
-                     {t: grouped(chosen[t], truth, family) for t in candidates}, math.inf)
+                     {t: grouped(chosen[t], truth, family) for t in candidates},
+                     {t: ship_verdict(chosen[math.inf], chosen[t], [truth], req, family) for t in candidates},
+                     math.inf)
     cv.chosen = next((t for t in thresholds if cv.holds(t)), math.inf)
     return cv
+
+
+def ship_verdict(base: np.ndarray, candidate: np.ndarray, truths: list[np.ndarray], req: Requests,
+                 family: np.ndarray) -> Verdict:
+    """The ship rule (`shiprule.judge`) for two models' picks on `req`, per declared-size bucket and per family
+    (`family`: per request), payloads as `req.row`; `truths` as `judge` takes them."""
+    in_bucket = bucket_of(req.size)
+    groups = {name: in_bucket == name for _, name in BUCKETS} | {f: family == f for f in np.unique(family).tolist()}
+    return judge(base, candidate, truths, req.row, {g: m for g, m in groups.items() if m.any()})
 
 
 def _with_threshold(model: Model, apply_above_bytes: float) -> Model:
@@ -456,6 +467,31 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
                   "families": grouped(pick, truth, family)}
     return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]),
                       grouped(chosen, truth, family), buckets, repeat)
+
+
+def heldout_verdict(base: Model, candidate: Model, cal: Calibration, data: Dataset, links_per_item: int = 20,
+                    seed: int = 1, again: Dataset | None = None) -> Verdict:
+    """The ship rule (`shiprule`) for `candidate` against `base` on a held-out dataset, on the requests `evaluate`
+    scores; with `again` (a second labelling of some or all of its payloads, matched by payload index), those
+    payloads' truth is either labelling in each bootstrap draw."""
+    from dwcp.compression.selector import Selector
+
+    data = data.at_speed(cal.pilot)
+    req = requests(data.size, links_per_item, seed)
+    args = (data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
+    picks = [Selector(m, cal).choose_features(*args)[0] for m in (base, candidate)]
+    truths = [req.truth(data.ratio, data.vc, data.vd)]
+    if again is not None:
+        again = again.at_speed(cal.pilot)
+        ratio, vc, vd = (np.full_like(getattr(data, f), np.nan) for f in ("ratio", "vc", "vd"))
+        where = {int(i): r for r, i in enumerate(again.item)}
+        for r, i in enumerate(data.item.tolist()):
+            if i in where:
+                if again.size[where[i]] != data.size[r] or again.family[where[i]] != data.family[r]:
+                    raise ValueError(f"payload {i} of the second labelling is not the first's")
+                ratio[r], vc[r], vd[r] = again.ratio[where[i]], again.vc[where[i]], again.vd[where[i]]
+        truths.append(req.truth(ratio, vc, vd))
+    return ship_verdict(*picks, truths, req, data.family[req.row])
 
 
 def oracle_agreement(first: Dataset, again: Dataset, req: Requests) -> np.ndarray:

@@ -52,7 +52,16 @@ from dwcp.compression import calibrate, corpus, oracle
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
 from dwcp.compression.features import make_sample
-from dwcp.compression.train import BUCKETS, Requests, bucket_of, grouped, heldout_payloads, random_links, requests
+from dwcp.compression.train import (
+    BUCKETS,
+    Requests,
+    bucket_of,
+    by_family_and_bucket,
+    grouped,
+    heldout_payloads,
+    random_links,
+    requests,
+)
 from dwcp.runtime.auth import bearer_header, client_token, ensure_token_file
 from dwcp.runtime.ports import free_ports
 
@@ -248,12 +257,13 @@ def run_wrk(script: Path, ports: list[int], *, duration: float, connections: int
 
 # ---------------------------------------------------------------- service and accuracy (parent process)
 
-def start_services(workdir: Path, ports: list[int]) -> list[subprocess.Popen]:
+def start_services(workdir: Path, ports: list[int], model: Path | None = None) -> list[subprocess.Popen]:
     inv = workdir / "inventory.yaml"
     ensure_token_file(token_file(workdir))
     listed = "".join(f"      - {{host: 127.0.0.1, port: {p}}}\n" for p in ports)
+    settings = f"    settings: {{model_path: {json.dumps(str(model.resolve()))}}}\n" if model else ""
     inv.write_text(f"name: bench\nsecurity: {{token_file: {token_file(workdir)}}}\nservices:\n  compression:\n"
-                   f"    instances:\n{listed}")
+                   f"{settings}    instances:\n{listed}")
     procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
                                "--inventory", str(inv), "--data-dir", str(workdir / "data"), "--log-level", "warning"])
              for i in range(len(ports))]
@@ -397,10 +407,26 @@ def picks(port: int, payloads: list[tuple[str, bytes]], req: Requests, sample_of
 
 
 def accuracy(chosen: np.ndarray, truth: np.ndarray, fams: np.ndarray, buckets: np.ndarray) -> dict:
-    """Near-best, exact-best, regret overall, and per declared size bucket and per family the picks' total
-    time vs fixed options (`train.summary`)."""
+    """Near-best, exact-best, regret overall, and per declared size bucket, per family and per family and
+    bucket the picks' total time vs fixed options (`train.summary`)."""
     return {"overall": oracle.score_many(chosen, truth), "buckets": grouped(chosen, truth, buckets, BUCKET_NAMES),
-            "families": grouped(chosen, truth, fams)}
+            "families": grouped(chosen, truth, fams), "cells": by_family_and_bucket(chosen, truth, fams, buckets)}
+
+
+def in_process_picks(model_path: Path, cal, payloads: list[tuple[str, bytes]], req: Requests,
+                     sample_of) -> np.ndarray:
+    """Another artifact's choice for every request (`--compare`): the services' `Selector` code and calibration
+    run in this process on the same samples and requests, so it answers what the services would with it."""
+    from dwcp.compression.costmodel import Link
+    from dwcp.compression.model import Model
+    from dwcp.compression.selector import Request, Selector
+
+    sel = Selector(Model.load(model_path), cal)
+    samples = [sample_of(data) for _, data in payloads]
+    items = [Request(samples[row], int(size), Link(float(bw), float(rtt), float(loss)), int(chunk))
+             for row, size, chunk, bw, rtt, loss in zip(req.row, req.size, req.chunk, req.bandwidth_mbps, req.rtt_ms,
+                                                        req.loss, strict=True)]
+    return np.array([c.index for i in range(0, len(items), 256) for c in sel.choose(items[i:i + 256])])
 
 
 def repeatability(truth: np.ndarray, again: np.ndarray, buckets: np.ndarray) -> dict:
@@ -434,6 +460,15 @@ def print_accuracy(title: str, acc: dict, ceiling: dict | None = None, table: bo
                   f"{s['vs_zstd-3']:9.3f} {s['vs_none']:8.3f} {s['best_fixed']:>10} {s['vs_best_fixed']:8.3f}{rep}")
         worse = [f for f, s in acc[what].items() if s["vs_best_fixed"] > 1.0]
         print(f"selector <= best fixed option in every one: {'yes' if not worse else 'no: ' + ', '.join(worse)}")
+    print("selector time / best fixed option's, per family and declared size bucket (near-best in brackets):")
+    print(f"{'family':18}" + "".join(f" {n:>15}" for n in BUCKET_NAMES))
+    for fam, row in acc["cells"].items():
+        print(f"{fam:18}" + "".join(f" {row[n]['vs_best_fixed']:7.3f} ({row[n]['accuracy']:.2f})" if n in row
+                                    else f" {'-':>15}" for n in BUCKET_NAMES))
+    worse = [f"{fam} {n} {s['vs_best_fixed']:.3f}" for fam, row in acc["cells"].items() for n, s in row.items()
+             if s["vs_best_fixed"] > 1.0]
+    print("selector <= best fixed option in every family and bucket: "
+          + ("yes" if not worse else "no: " + ", ".join(worse)))
 
 
 def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespace, tmp: Path) -> dict:
@@ -516,11 +551,14 @@ def main(args: argparse.Namespace) -> int:
             truths = {name: (truth_table(a, req), truth_table(b, req)) for name, (a, b) in passes.items()}
             ceilings = {name: repeatability(t1, t2, buckets) for name, (t1, t2) in truths.items()}
         ports = free_ports(2)
-        procs = start_services(Path(tmp), ports)
+        procs = start_services(Path(tmp), ports, args.model)
         try:
             report["load"] = load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
                 chosen = {title: picks(ports[0], payloads, req, fn, Path(tmp)) for title, fn in SAMPLES.items()}
+                for path in args.compare:
+                    chosen |= {f"{title}; {path.name} (in process)": in_process_picks(path, cal, payloads, req, fn)
+                               for title, fn in SAMPLES.items()}
         finally:
             stop_services(procs)
     if not args.skip_accuracy:
@@ -558,6 +596,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--real", type=int, default=30, help="held-out real payloads from this machine (the same thirds)")
     p.add_argument("--links", type=int, default=20, help="requests (random link and declared size) per payload")
     p.add_argument("--json-out", help="write the figures as JSON here")
+    p.add_argument("--model", type=Path, help="the services' artifact (default: the one shipped with dwcp)")
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="other artifacts scored on the same truth and "
+                   "requests, their picks made in this process by the services' selector code and calibration")
     return p.parse_args()
 
 

@@ -438,3 +438,51 @@ def test_the_threshold_is_chosen_on_training_chunks_where_the_correction_stops_c
     assert not cv.holds(512 << 10) and cv.holds(800 << 10) and cv.chosen == 800 << 10
     assert "<=1 MiB" in cv.verdicts[512 << 10].worse and not cv.holds(np.inf)
     assert cv.overall[800 << 10]["mean_regret"] < cv.overall[np.inf]["mean_regret"]
+
+
+def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(calibration, tmp_path: Path):
+    """Issue 16, session 7: zstd-19's compress speed falls with the chunk size only on data with zero blocks
+    (here e^-(log2 chunk - 19) x 4 x zero_block_share). One linear map shared by every family cannot fit that;
+    with `shape=(zero_block_share,)` the products are columns and it can. The shape survives a save and load,
+    changes the version, leaves chunks up to 512 KiB bit for bit, and a header naming no feature is refused."""
+    from dwcp.compression.features import FEATURE_NAMES
+    from dwcp.compression.train import train_large_chunks
+
+    base = _shipped_mlp()
+    k = len(base.options)
+    zb = FEATURE_NAMES.index("zero_block_share")
+    rng, extract = np.random.default_rng(12), Extractor()
+    chunks = [int(c) for c in np.exp(rng.uniform(np.log(600 << 10), np.log(1 << 20), 96))]
+    fams = (list(corpus.FAMILIES) * 8)[:96]
+    x = np.array([extract(make_sample(corpus.FAMILIES[f](rng, 65536)), c) for f, c in zip(fams, chunks, strict=True)])
+    assert np.ptp(x[:, zb]) > 0.3  # the families differ in zero blocks
+    y = np.hstack(base.predict(chunk_at_most(x, 19.0)))
+    effect = -(x[:, 0] - 19.0) * 4.0 * x[:, zb]
+    y[:, k + base.options.index("zstd-19")] += effect
+    ones = np.ones((len(x), 1))
+    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
+                                                                     calibration.vc[1:]]),
+                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]), np.array(chunks),
+                 np.array(fams), np.arange(len(x)))
+    flat, shaped = (train_large_chunks(base, ds, calibration, above_bytes=512 << 10, ridge=1e-6, shape=s)
+                    for s in ((), (zb,)))
+    z19 = k + base.options.index("zstd-19")
+    left = {name: np.hstack(m.predict(x))[:, z19] - y[:, z19] for name, m in (("flat", flat), ("shaped", shaped))}
+    assert np.sqrt(np.mean(left["shaped"] ** 2)) < 0.01 < 0.1 < np.sqrt(np.mean(left["flat"] ** 2))
+    shaped.save(tmp_path / "shaped.npz")
+    flat.save(tmp_path / "flat.npz")
+    loaded = Model.load(tmp_path / "shaped.npz")
+    assert loaded.large.shape == (zb,) and loaded.training["large_chunks"]["shape_features"] == ["zero_block_share"]
+    assert loaded.version != Model.load(tmp_path / "flat.npz").version
+    assert np.allclose(np.hstack(loaded.predict(x)), np.hstack(shaped.predict(x)), atol=1e-5)
+    small = x.copy()
+    small[:, 0] = np.minimum(small[:, 0], 19.0)
+    assert np.array_equal(np.hstack(loaded.predict(small)), np.hstack(base.predict(small)))
+    with np.load(tmp_path / "shaped.npz") as z:
+        arrays = {name: z[name] for name in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    header["large_chunks"]["shape_features"] = ["no_such_feature"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="no_such_feature"):
+        Model.load(tmp_path / "bad.npz")

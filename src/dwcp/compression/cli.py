@@ -144,6 +144,23 @@ def _print_eval(title: str, ev) -> None:
         console.print(table)
 
 
+def _print_cells(title: str, cells: dict[str, dict[str, dict]]) -> None:
+    """Per family and bucket: the selector's total time over the best fixed option's (> 1.000: slower), near-best."""
+    from dwcp.compression.train import BUCKETS
+
+    names = [n for _, n in BUCKETS if any(n in c for c in cells.values())]
+    table = Table("family", *names, title=f"{title}: selector time / best fixed option's per family and bucket "
+                  "(near-best in brackets; > 1: slower than a fixed codec)")
+    for fam, row in cells.items():
+        table.add_row(fam, *(f"{row[n]['vs_best_fixed']:.3f} ({row[n]['accuracy']:.2f})" if n in row else "-"
+                             for n in names))
+    console.print(table)
+    worse = [f"{fam} {n} {row[n]['vs_best_fixed']:.3f}" for fam, row in cells.items() for n in names
+             if n in row and row[n]["vs_best_fixed"] > 1.0]
+    console.print(f"{title}: selector <= best fixed option in every family and bucket: "
+                  + ("yes" if not worse else "no: " + ", ".join(worse)))
+
+
 def _print_verdict(name: str, verdict) -> None:
     table = Table("bucket or family", "payloads", "requests", "near-best diff", "upper bound", "worse",
                   title=f"{name}: ship rule, the large-chunk part against the base (paired bootstrap over payloads)")
@@ -292,6 +309,8 @@ def train_large(
                                     "the smallest that no bucket or family loses by; 512: every large chunk)."),
     again: Path | None = typer.Option(None, help="A second labelling of the held-out sets (another label-large "
                                       "directory, same calibration): print the oracle's repeatability beside them."),
+    shape: str = typer.Option("", help="Features whose products with every feature are columns of the correction "
+                              "too (comma-separated, e.g. zero_block_share,repeat8: a per-family-shaped correction)."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
 ) -> None:
     """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
@@ -312,8 +331,12 @@ def train_large(
         raise typer.BadParameter(f"no labelled training chunks in {labels}; run `dwcp compression label-large`")
     tr = Dataset.concat(*parts)
     penalties = [float(r) for r in ridge.split(",")]
+    unknown = [f for f in shape.split(",") if f and f not in small.features]
+    if unknown:
+        raise typer.BadParameter(f"--shape: unknown features {unknown}; known: {list(small.features)}")
+    shaped = tuple(small.features.index(f) for f in shape.split(",") if f)
     try:
-        best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES)
+        best, cv = choose_ridge(small, tr, cal, penalties, above_bytes=large.SPLIT_BYTES, shape=shaped)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc}; label more with `dwcp compression label-large`") from None
     kinds = tuple(outputs.split(","))
@@ -327,14 +350,14 @@ def train_large(
     threshold = thresholds[0]
     if len(thresholds) > 1:
         cv = choose_threshold(small, tr, cal, thresholds, above_bytes=large.SPLIT_BYTES, ridge=best,
-                              links_per_item=links)
+                              links_per_item=links, shape=shaped)
         _print_threshold_cv(cv)
         threshold = cv.chosen
         if math.isinf(threshold):
             console.print("[yellow]no threshold holds the ship rule on the training folds[/yellow]")
             return
     model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best,
-                               apply_above_bytes=threshold)
+                               apply_above_bytes=threshold, shape=shaped)
     console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB; correction "
                   f"applied above {threshold / 1024:g} KiB")
     for name in ("heldout-synthetic", "heldout-real"):
@@ -353,6 +376,7 @@ def train_large(
             ev = run_eval(m, cal, ds, links_per_item=links)
             ev.repeat = repeat
             _print_eval(f"{title} ({ds.payloads} payloads)", ev)
+            _print_cells(title, ev.cells)
         verdict = heldout_verdict(small, model, cal, ds, links_per_item=links, again=ds2)
         _print_verdict(name, verdict)
     if out is not None:

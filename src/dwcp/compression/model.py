@@ -46,11 +46,15 @@ class LargeChunks:
     above: float  # log2 of the largest chunk the MLP answers for alone (19: 512 KiB)
     x_mean: np.ndarray
     x_std: np.ndarray
-    weights: np.ndarray  # (1 + features, outputs): the intercept row, then one row per standardised feature
+    weights: np.ndarray  # (1 + columns, outputs): the intercept row, then one row per column of `design`
     # log2 of the chunk above which the correction applies (None: `above`). Between the two, the MLP's answer at
     # `above` stands uncorrected: a threshold chosen by cross-validated decisions on the training chunks
     # (`train.choose_threshold`), where the correction helps many-chunk payloads but costs single-chunk ones.
     apply_above: float | None = None
+    # Feature indices that shape the correction per kind of data: each standardised feature times each of these
+    # is a column too, so the slope of (say) the chunk size may differ between zero-block-rich data and text.
+    # One linear map shared by every family lost synthetic `pages` and `numeric` (session 6).
+    shape: tuple[int, ...] = ()
 
     @property
     def threshold(self) -> float:
@@ -59,16 +63,21 @@ class LargeChunks:
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         """The outputs' correction (log units) for feature rows `x`, all of chunks above `above`."""
-        return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
+        return self.weights[0] + self.design(x) @ self.weights[1:]
+
+    def design(self, x: np.ndarray) -> np.ndarray:
+        """The regression's columns: the standardised features, then their products with each `shape` one."""
+        return _design((x - self.x_mean) / self.x_std, self.shape)
 
     @classmethod
-    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray) -> LargeChunks:
+    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
+            shape: tuple[int, ...] = ()) -> LargeChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs, rows of chunks above `above`) on
-        the standardised features; `ridge` (one for all outputs, or one per output) penalises the slopes (not
-        the intercept) per row of data; an infinite one leaves its output uncorrected. Applied above `above`
-        (set `apply_above` for a higher threshold)."""
+        the standardised features (and their products with the `shape` ones); `ridge` (one for all outputs, or
+        one per output) penalises the slopes (not the intercept) per row of data; an infinite one leaves its
+        output uncorrected. Applied above `above` (set `apply_above` for a higher threshold)."""
         x_mean, x_std = x.mean(0), x.std(0) + 1e-6
-        a = np.hstack([np.ones((len(x), 1)), (x - x_mean) / x_std])
+        a = np.hstack([np.ones((len(x), 1)), _design((x - x_mean) / x_std, tuple(shape))])
         per_output = np.broadcast_to(np.asarray(ridge, float), residual.shape[1:])
         weights = np.zeros((a.shape[1], residual.shape[1]))
         for r in np.unique(per_output[np.isfinite(per_output)]):
@@ -76,7 +85,11 @@ class LargeChunks:
             penalty = np.eye(a.shape[1]) * r * len(x)
             penalty[0, 0] = 0.0
             weights[:, cols] = np.linalg.solve(a.T @ a + penalty, a.T @ residual[:, cols])
-        return cls(above, x_mean, x_std, weights)
+        return cls(above, x_mean, x_std, weights, shape=tuple(shape))
+
+
+def _design(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.hstack([z, *(z * z[:, [s]] for s in shape)]) if shape else z
 
 
 @dataclass
@@ -145,6 +158,8 @@ class Model:
         large = () if self.large is None else (self.large.x_mean, self.large.x_std, self.large.weights)
         if self.large is not None and self.large.apply_above is not None:
             large += (np.array([self.large.apply_above]),)
+        if self.large is not None and self.large.shape:
+            large += (np.array(self.large.shape) + 1000,)  # offset: never a prefix of another array's bytes
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -164,6 +179,8 @@ class Model:
             header["large_chunks"] = {"above_log2_chunk": self.large.above}
             if self.large.apply_above is not None:
                 header["large_chunks"]["apply_above_log2_chunk"] = self.large.apply_above
+            if self.large.shape:
+                header["large_chunks"]["shape_features"] = [self.features[i] for i in self.large.shape]
             arrays |= {"large_x_mean": self.large.x_mean, "large_x_std": self.large.x_std,
                        "large_W": self.large.weights}
         arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
@@ -194,11 +211,13 @@ class Model:
             if header["format"] == FORMAT_LARGE:
                 part = header["large_chunks"]
                 apply_above = part.get("apply_above_log2_chunk")
+                shape = tuple(header["features"].index(f) for f in part.get("shape_features", []))
                 m.large = LargeChunks(float(part["above_log2_chunk"]), z["large_x_mean"], z["large_x_std"],
-                                      z["large_W"], None if apply_above is None else float(apply_above))
+                                      z["large_W"], None if apply_above is None else float(apply_above), shape)
         if m.outputs != header["outputs"] or weights[0].shape[0] != len(m.features):
             raise ValueError(f"{path}: header and arrays disagree")
-        if m.large is not None and m.large.weights.shape != (1 + len(m.features), 3 * len(m.options)):
+        if m.large is not None and m.large.weights.shape != (1 + len(m.features) * (1 + len(m.large.shape)),
+                                                             3 * len(m.options)):
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
         if m.large is not None and m.large.threshold < m.large.above:
             raise ValueError(f"{path}: large-chunk correction applied below the MLP's largest chunk")

@@ -206,11 +206,12 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
 
 
 def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_bytes: int,
-                       ridge: float | np.ndarray = 0.1, apply_above_bytes: float | None = None) -> Model:
+                       ridge: float | np.ndarray = 0.1, apply_above_bytes: float | None = None,
+                       shape: tuple[int, ...] = ()) -> Model:
     """`base` with a large-chunk part (`model.LargeChunks`) fitted on `data`'s rows of chunks above `above_bytes`:
     predictions for chunks up to `above_bytes` stay `base`'s bit for bit; larger ones are `base`'s answer at
     `above_bytes`, plus a ridge-regressed correction of its residuals on these rows for chunks above
-    `apply_above_bytes` (default: `above_bytes`; see `choose_threshold`)."""
+    `apply_above_bytes` (default: `above_bytes`; see `choose_threshold`); `shape`: `LargeChunks.shape`."""
     import copy
 
     rows = data.size > above_bytes
@@ -222,7 +223,7 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
     x = data.x[rows]
     residual = data.targets(cal)[rows] - np.hstack(base.predict(chunk_at_most(x, above)))
     model = copy.copy(base)
-    part = LargeChunks.fit(above, x, residual, ridge)
+    part = LargeChunks.fit(above, x, residual, ridge, shape)
     if apply_above_bytes is not None and apply_above_bytes != above_bytes:
         part.apply_above = math.log2(apply_above_bytes)
     model.large, model.version, model._plan = part, "", None
@@ -230,6 +231,7 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
                       "large_chunks": {"above_bytes": above_bytes, "ridge": np.broadcast_to(
                           np.asarray(ridge, float), (3 * len(base.options),)).tolist(), "payloads": int(
                           len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version,
+                          "shape_features": [base.features[i] for i in shape],
                           "apply_above_bytes": int(apply_above_bytes or above_bytes)}}
     return model
 
@@ -253,7 +255,7 @@ class ThresholdCV:
 
 def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: list[float], *, above_bytes: int,
                      ridge: float | np.ndarray, folds: int = 5, links_per_item: int = 100,
-                     seed: int = 1) -> ThresholdCV:
+                     seed: int = 1, shape: tuple[int, ...] = ()) -> ThresholdCV:
     """The chunk size above which the large-chunk correction is applied, chosen on training chunks only.
 
     Each fold of whole training payloads is answered by a part fitted on the other folds (`ridge` as chosen by
@@ -280,7 +282,8 @@ def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: l
     chosen = {t: np.empty(len(req.row), int) for t in candidates}
     for f in range(folds):
         train_rows = ~np.isin(data.item, payloads[fold_of == f])
-        fitted = train_large_chunks(base, data.take(train_rows), cal, above_bytes=above_bytes, ridge=ridge)
+        fitted = train_large_chunks(base, data.take(train_rows), cal, above_bytes=above_bytes, ridge=ridge,
+                                    shape=shape)
         test = fold_of[req.row] == f
         x = data.x[first][req.row[test]]
         args = (req.size[test], req.chunk[test], bytes_per_second(req.bandwidth_mbps[test]),
@@ -319,7 +322,7 @@ def _with_threshold(model: Model, apply_above_bytes: float) -> Model:
 
 
 def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[float], *, above_bytes: int,
-                 folds: int = 5) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+                 folds: int = 5, shape: tuple[int, ...] = ()) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Per output, the ridge penalty of the large-chunk part with the least cross-validated squared error on
     `data`'s rows above `above_bytes` (folds of whole payloads: a payload's sample variants share its labels),
     or infinity (no correction) where none beats the base MLP; and every penalty's per-output error (inf: none).
@@ -345,7 +348,7 @@ def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[f
         sq = np.empty_like(residual)
         for f in range(folds):
             test = row_fold == f
-            part = LargeChunks.fit(above, x[~test], residual[~test], ridge)
+            part = LargeChunks.fit(above, x[~test], residual[~test], ridge, shape)
             sq[test] = (residual[test] - part.correction(x[test])) ** 2
         errors[ridge] = sq.mean(axis=0)
     options = list(errors)
@@ -430,6 +433,15 @@ def grouped(chosen: np.ndarray, truth: np.ndarray, groups: np.ndarray, order: It
     return {g: summary(chosen[groups == g], truth[groups == g]) for g in names}
 
 
+def by_family_and_bucket(chosen: np.ndarray, truth: np.ndarray, family: np.ndarray,
+                         bucket: np.ndarray) -> dict[str, dict[str, dict]]:
+    """`summary` per family and, within it, per declared-size bucket (`BUCKETS` order): the issue's target
+    "selector time <= the best fixed codec's on every family and every size bucket" is read from its
+    `vs_best_fixed` (the best fixed option chosen per cell)."""
+    return {f: grouped(chosen[family == f], truth[family == f], bucket[family == f], [n for _, n in BUCKETS])
+            for f in sorted(set(family.tolist()))}
+
+
 @dataclass
 class Evaluation:
     overall: dict[str, float]
@@ -439,6 +451,7 @@ class Evaluation:
     # The oracle against itself (`oracle_agreement`) on the same requests, when a second labelling was given:
     # "overall", and per bucket and per family as above.
     repeat: dict[str, dict] | None = None
+    cells: dict[str, dict[str, dict]] | None = None  # per family, per bucket (`by_family_and_bucket`)
 
 
 def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1,
@@ -466,7 +479,8 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
         repeat = {"overall": oracle.score_many(pick, truth), "buckets": grouped(pick, truth, in_bucket, names),
                   "families": grouped(pick, truth, family)}
     return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]),
-                      grouped(chosen, truth, family), buckets, repeat)
+                      grouped(chosen, truth, family), buckets, repeat,
+                      by_family_and_bucket(chosen, truth, family, in_bucket))
 
 
 def heldout_verdict(base: Model, candidate: Model, cal: Calibration, data: Dataset, links_per_item: int = 20,

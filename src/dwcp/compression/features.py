@@ -97,8 +97,9 @@ class Extractor:
         row[8] = counts.max() / n
         for j, lag in enumerate((1, 2, 4, 8)):
             row[9 + j] = np.count_nonzero(a[lag:] == a[:-lag]) / n if n > lag else 0.0
-        row[13] = zw.mean() if len(zw) else 0.0
-        row[14] = zw[: nb * 8].reshape(nb, 8).all(axis=1).mean() if nb else 0.0
+        # count_nonzero / len, not .mean(): the same float (an exact count over n, one rounding), 4x less overhead.
+        row[13] = np.count_nonzero(zw) / len(zw) if len(zw) else 0.0
+        row[14] = np.count_nonzero(zw[: nb * 8].reshape(nb, 8).all(axis=1)) / nb if nb else 0.0
         row[15] = lz4_len / n
         row[16] = zstd_len / n
         return row
@@ -117,6 +118,10 @@ def chunk_at_most(x: np.ndarray, log_chunk: float) -> np.ndarray:
     if not over.any():
         return x
     x = x.copy()
+    if over.all():  # slices, not a mask: the one-request call
+        x[:, 0] = log_chunk
+        x[:, 2] = np.maximum(log_chunk - x[:, 1], 0.0)
+        return x
     x[over, 0] = log_chunk
     x[over, 2] = np.maximum(log_chunk - x[over, 1], 0.0)
     return x

@@ -72,12 +72,8 @@ class LargeChunks:
         z = (x - self.x_mean) / self.x_std
         if not self.shape:
             return self.weights[0] + z @ self.weights[1:]
-        outputs = self.weights.shape[1]
-        blocks = (z @ self._blocks()).reshape(len(z), 1 + len(self.shape), outputs)
-        scale = np.empty((len(z), 1 + len(self.shape), 1))
-        scale[:, 0] = 1.0
-        scale[:, 1:, 0] = z[:, self.shape]
-        return self.weights[0] + (blocks * scale).sum(axis=1)
+        blocks = (z @ self._blocks()).reshape(len(z), 1 + len(self.shape), self.weights.shape[1])
+        return self.weights[0] + blocks[:, 0] + (z[:, None, self.shape] @ blocks[:, 1:])[:, 0]
 
     def _blocks(self) -> np.ndarray:
         if self._side_by_side is None:
@@ -142,6 +138,15 @@ class Model:
         x = np.atleast_2d(x)
         if self.large is None:
             y = self._mlp(x)
+        elif len(x) == 1:  # the service's one-request call: the same steps on scalars, not masks (~20 us less)
+            above, chunk = self.large.above, x[0, 0]
+            capped = x
+            if chunk > above:
+                capped = x.copy()
+                capped[0, 0], capped[0, 2] = above, max(above - x[0, 1], 0.0)
+            y = self._mlp(capped)
+            if chunk > self.large.threshold:
+                y += self.large.correction(x)
         else:
             y = self._mlp(chunk_at_most(x, self.large.above))
             over = x[:, 0] > self.large.threshold

@@ -159,14 +159,15 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
     if ask:
         link = owner.links.get(ask[0].to)
         samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
+        pieces = [chunks.piece(fds[t.id], 0, t.size) for t in ask]
         payload = sum(t.size for t in ask)
         answer = Answer()
-        answer.start(owner.chooser, samples, [t.size for t in ask], link, payload)
+        answer.start(owner.chooser, samples, [t.size for t in ask], link, payload, pieces=pieces)
         picked = answer.wait(answer_wait(payload, link.bandwidth, owner.settings.selector_timeout_s))
         source = answer.source
         if picked is None:
             owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
-            picked, source = {n: chunks.local_choice(s, link.bandwidth) for n, s in enumerate(samples)}, \
+            picked, source = {n: chunks.local_choice(p, link.bandwidth) for n, p in enumerate(pieces)}, \
                 "ahead_of_selector"
         costs = owner.costs_for(ask[0].to)
         # each object in the pick, a lighter or a heavier codec, as for a chunk (plan.Plan); one too small to time

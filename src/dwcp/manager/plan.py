@@ -5,7 +5,7 @@ when the transfer starts and window w+1 as soon as window w is first used, so on
 there before its chunks are read. A chunk whose window is still unanswered waits for it at most a tenth of its
 own wire time at the link's measured bandwidth (the better codec can save part of that time, while the wait is
 spent for sure; the whole `selector_timeout_s` while the link is unmeasured), then goes with the local rule
-(`chunks.local_choice` on its sample; `dwcp_transfer_codec_decisions_total{source="ahead_of_selector"}`). So
+(`chunks.local_choice` on its `chunks.piece`; `dwcp_transfer_codec_decisions_total{source="ahead_of_selector"}`). So
 the selector's answer time is no longer paid before each transfer's first byte: measured on the shaped
 benchmark at load 25-40, an answer took up to ~0.3 s, more than a whole small transfer at 1000 Mbit/s.
 
@@ -43,7 +43,7 @@ class Answer:
         self.source = "local"  # who chose `_codecs`: the chooser's source (selector, local, not_asked)
 
     def start(self, chooser: CodecChooser, samples: list[bytes], sizes: list[int], link: Link, payload_bytes: int,
-              first: int = 0) -> None:
+              first: int = 0, pieces: list[bytes] | None = None) -> None:
         """Ask about chunks `first`, `first` + 1, ... (their samples and sizes); returns at once."""
         if not samples:
             self._done.set()
@@ -51,9 +51,10 @@ class Answer:
 
         def call() -> None:
             try:
-                picked, source = chooser.choose(samples, sizes, link.bandwidth, link.rtt, payload_bytes)
+                picked, source = chooser.choose(samples, sizes, link.bandwidth, link.rtt, payload_bytes, pieces)
             except Exception:  # the chooser falls back itself; this only keeps a waiting chunk from hanging
-                picked, source = [chunks.local_choice(s, link.bandwidth) for s in samples], "local"
+                picked = [chunks.local_choice(p, link.bandwidth) for p in (samples if pieces is None else pieces)]
+                source = "local"
             self._codecs, self.source = dict(enumerate(picked, start=first)), source
             self._done.set()
 
@@ -92,7 +93,7 @@ class Plan:
             self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
             t = self._t
             length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-            pick, source = chunks.local_choice(chunks.sample(self._fd, i * t.chunk_bytes, length),
+            pick, source = chunks.local_choice(chunks.piece(self._fd, i * t.chunk_bytes, length),
                                                self._link.bandwidth), "ahead_of_selector"
         else:
             pick, source = picked[i], answer.source
@@ -118,7 +119,8 @@ class Plan:
         indexes = list(range(window * w, min((window + 1) * w, t.chunks_total)))
         lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
-        answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w)
+        pieces = [chunks.piece(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
+        answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w, pieces=pieces)
         return answer
 
     def _fastest(self, pick: str, i: int) -> str:

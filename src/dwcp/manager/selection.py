@@ -48,16 +48,17 @@ class CodecChooser:
         self._client.close()
 
     def choose(self, samples: list[bytes], sizes: list[int], bandwidth_bps: float | None,
-               rtt_seconds: float | None, payload_bytes: int | None = None) -> tuple[list[str], str]:
+               rtt_seconds: float | None, payload_bytes: int | None = None,
+               pieces: list[bytes] | None = None) -> tuple[list[str], str]:
         """(codec key per chunk, "selector", "local" or "not_asked"). `sizes` are the chunks' own sizes;
         `payload_bytes` is the whole object's, so the selector prices each chunk's codec as one step of a
         pipelined transfer (many chunks go at the slowest stage's pace) rather than as a lone single-chunk
-        payload."""
+        payload. `pieces`: each chunk's `chunks.piece`, what the local rule probes (else its sample)."""
         picked, source = None, "not_asked"
         if self.worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
             picked, source = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes), "local"
         if picked is None:
-            picked = [local_choice(s, bandwidth_bps) for s in samples]
+            picked = [local_choice(p, bandwidth_bps) for p in (samples if pieces is None else pieces)]
         else:
             source = "selector"
         if self._metrics is not None:

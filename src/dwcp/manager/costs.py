@@ -23,8 +23,9 @@ fewer cores. r_x is the wire/raw ratio on this transfer's own chunks. A codec no
 the chunk's 16 KiB sample (`on_sample`: its ratio and thread CPU compressing and decoding it), scaled by how a
 codec that was measured compares with its own sample figures (a fraction of a ms per transfer). The codec with
 the smallest T on the ladder (`LADDER`: none, lz4, zstd-1, zstd-3, zstd-9) is sent, starting from the selector's
-pick; a tie goes to the lighter one, and a heavier codec than the pick must be UP_MARGIN faster, so the pricing
-steps up only where its figures say the link, not the CPU, sets the pace (a `none` pick at 1000 Mbit/s on a host
+pick; a tie goes to the lighter one, and a heavier codec than the pick must be UP_MARGIN faster with its own CPU
+taken UP_CPU_SAFETY times over, so the pricing steps up only where its figures say the link, not the CPU, sets the
+pace (a `none` pick at 1000 Mbit/s on a host
 with CPU to spare: session 6 measured zstd-3 1.17x faster than none there), not on a sample's 1-2% better ratio.
 """
 
@@ -43,7 +44,8 @@ EWMA = 0.2  # weight of the newest chunk
 # Every codec the pricing may choose, lightest first: a pick may step down to a lighter one or up to a heavier
 # one (zstd-19 and brotli cost 20-500x zstd-3's CPU: the pricing never steps up to them, only keeps them).
 LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
-UP_MARGIN = 0.15  # a codec heavier than the pick must move a byte this much sooner: its figures are estimates
+UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner (its ratio is an estimate)...
+UP_CPU_SAFETY = 1.5  # ...with its CPU taken this many times over (its CPU is an estimate too, often a sample's)
 # Payloads shorter than this on the wire (uncompressed) are not priced for a step up: compressing a 16 KiB sample
 # with the heavier codecs costs up to ~1 ms of CPU (zstd-9 most of it), 5% of this.
 STEP_UP_MIN_WIRE_S = 0.02
@@ -163,12 +165,13 @@ class PipelineCosts:
                 dec if dec is not None else sampled[codec].dec * _scale(self.dec, sampled, "dec"))
 
     def seconds_per_byte(self, codec: str, ratio: float, bandwidth: float, same_host: bool,
-                         sampled: dict[str, Sampled] | None = None) -> float | None:
-        """T(codec) in seconds per raw byte, or None while a figure it needs is unknown."""
+                         sampled: dict[str, Sampled] | None = None, cpu_factor: float = 1.0) -> float | None:
+        """T(codec) in seconds per raw byte, or None while a figure it needs is unknown; `cpu_factor` scales the
+        codec's own compress and decode CPU (the step-up's safety)."""
         cpu = self.codec_cpu(codec, sampled)
         if cpu is None or self.tx_rest is None or self.rx_rest is None:
             return None
-        tx, rx = cpu[0] + self.tx_rest, cpu[1] + self.rx_rest
+        tx, rx = cpu_factor * cpu[0] + self.tx_rest, cpu_factor * cpu[1] + self.rx_rest
         work = tx + rx if same_host else max(tx, rx)
         disk = (self.rx_io or 0.0) / self.streams  # the streams' chunks are made durable side by side
         return max(ratio / bandwidth, work / self.cores(), disk)
@@ -193,10 +196,15 @@ class PipelineCosts:
         for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
             if k in priced and not heavier(k, pick) and priced[k] <= priced[best]:
                 best = k
-        up = [k for k in priced if heavier(k, pick)]
+        # a heavier codec: priced again with its CPU taken UP_CPU_SAFETY times over (a codec that is link-bound
+        # only if its CPU estimate is right is not worth the risk: zstd-9 at 100 Mbit/s went 2.4x the CPU for a
+        # 1.7% smaller wire), then it must still be UP_MARGIN faster
+        up = {k: self.seconds_per_byte(k, ratios[k], bandwidth, self.same_host, sampled, UP_CPU_SAFETY)
+              for k in priced if heavier(k, pick)}
+        up = {k: t for k, t in up.items() if t is not None}
         if up:
-            soonest = min(up, key=priced.__getitem__)
-            if priced[soonest] < priced[best] * (1 - UP_MARGIN):
+            soonest = min(up, key=up.__getitem__)
+            if up[soonest] < priced[best] * (1 - UP_MARGIN):
                 best = soonest
         return best
 

@@ -135,6 +135,29 @@ def writer_stalls(traces: dict[int, list[tuple]], since: float = float("-inf"), 
     return out
 
 
+def late_appends(traces: dict[int, list[tuple]], since: float = float("-inf"), until: float = float("inf"),
+                 least: float = 0.015) -> dict:
+    """Appends that started at least `least` seconds after their first block was decided (C), in [since, until),
+    told apart by what the writer thread was still doing when the block was decided: an earlier append (W),
+    log upkeep (M: checkpoint or idle sync), or nothing (the thread was idle: the hand-off from the event
+    loop to the thread was late, waiting for the CPU or the GIL)."""
+    out = {"late": 0, "behind_append": 0, "behind_upkeep": 0, "thread_idle": 0}
+    for events in traces.values():
+        decided = {e[2]: e[1] for e in events if e[0] == "C"}
+        spans = sorted((e for e in events if e[0] == "W" or (e[0] == "M" and e[3] != "index")), key=lambda e: e[1])
+        for i, e in enumerate(spans):
+            if e[0] != "W" or not since <= e[1] < until or not e[3] or e[3][0] not in decided:
+                continue
+            t_c = decided[e[3][0]]
+            if e[1] - t_c < least:
+                continue
+            out["late"] += 1
+            busy = [p[0] for p in spans[:i] if p[2] > t_c]  # what the thread was still doing at the decision
+            key = "behind_append" if "W" in busy else "behind_upkeep" if busy else "thread_idle"
+            out[key] += 1
+    return out
+
+
 def summarize(rows: list[dict], gc: dict | None = None, stalls: dict | None = None) -> dict:
     if not rows:
         return {"transactions": 0}
@@ -181,6 +204,11 @@ def table(summary: dict) -> str:
             for k, v in sorted(summary["writer_stalls"].items())) + f"; in flight during such an append: "
             f"{summary['tail_during_stall']} of the {summary['tail_transactions']} slowest txs, "
             f"{summary['all_during_stall']} of all {summary['transactions']}")
+    if "late_appends" in summary:
+        x = summary["late_appends"]
+        lines.append(f"    appends begun >= 15 ms after their block was decided: {x['late']}; the writer thread "
+                     f"was still on an earlier append for {x['behind_append']}, on a checkpoint or idle sync for "
+                     f"{x['behind_upkeep']}, idle for {x['thread_idle']} (the hand-off to it was late)")
     lines.append("    total by entry node: " + "; ".join(
         f"{k} n={v['n']} p50 {v['p50_ms']:.1f} p99 {v['p99_ms']:.1f} ms" for k, v in summary["total_by_entry"].items()))
     return "\n".join(lines)
@@ -196,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     traces = load(args.directory)
     summary = summarize(join(traces, args.since, args.until), gc_pauses(traces, args.since, args.until),
                         writer_stalls(traces, args.since, args.until))
+    if summary.get("transactions"):
+        summary["late_appends"] = late_appends(traces, args.since, args.until)
     print(table(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -347,7 +347,10 @@ def stage_summary(trace_dir: Path, since: float, until: float, run: Run) -> dict
 
     traces = commit_stages.load(trace_dir)
     summary = commit_stages.summarize(commit_stages.join(traces, since, until),
-                                      commit_stages.gc_pauses(traces, since, until))
+                                      commit_stages.gc_pauses(traces, since, until),
+                                      commit_stages.writer_stalls(traces, since, until))
+    if summary.get("transactions"):
+        summary["late_appends"] = commit_stages.late_appends(traces, since, until)
     print(commit_stages.table(summary), flush=True)
     if run.latencies and summary.get("transactions"):
         node = summary["stages"]["total"]

@@ -58,3 +58,15 @@ async def test_each_transaction_is_traced_through_every_stage(tmp_path: Path, mo
         assert sum(parts) == pytest.approx(row["total"])
         assert (row["forward"] == 0) == (row["node"] == primary)  # a backup forwards to the primary first
     assert stages.summarize(rows)["transactions"] == len(submitted)
+
+
+def test_late_appends_are_told_apart_by_what_the_writer_thread_was_doing() -> None:
+    stages = load_benchmark("commit_stages")
+    events = [
+        ("C", 1.000, 1), ("W", 1.001, 1.005, [1]),  # at once: not late
+        ("W", 1.010, 1.050, [2]), ("C", 1.020, 3), ("W", 1.050, 1.052, [3]),  # 30 ms behind 2's append
+        ("M", 1.100, 1.140, "sync"), ("C", 1.110, 4), ("W", 1.140, 1.141, [4]),  # 30 ms behind an idle sync
+        ("C", 1.200, 5), ("W", 1.230, 1.231, [5]),  # 30 ms with the thread idle: the hand-off was late
+        ("M", 1.230, 1.231, "index"),  # inside an append: not upkeep of its own
+    ]
+    assert stages.late_appends({0: events}) == {"late": 3, "behind_append": 1, "behind_upkeep": 1, "thread_idle": 1}

@@ -68,6 +68,7 @@ class Client:
         self.acked = 0
         self.samples: dict[int, float] = {}  # sample id -> wall-clock send time
         self.sent_at: list[tuple[float, int]] = []  # (time, total sent), one per block
+        self.blocked = 0.0  # seconds spent waiting in drain() (the worker not reading: backpressure)
 
     def next_block(self) -> bytearray:
         """The next BLOCK_TXS transactions: the first carries the tag (client, block), a sample every few."""
@@ -91,10 +92,13 @@ class Client:
                     writer.write(self.next_block())  # copied by the transport: the block is patched again next
                     self.sent += BLOCK_TXS
                     self.sent_at.append((time.time(), self.sent))
+                waited = time.monotonic()
                 try:  # backpressure: the worker stops reading while its batches wait for a quorum
                     await asyncio.wait_for(writer.drain(), max(0.01, duration - (time.monotonic() - started)))
                 except TimeoutError:
                     break
+                finally:
+                    self.blocked += time.monotonic() - waited
                 await asyncio.sleep(0.005)
         finally:
             await asyncio.sleep(1.0)
@@ -131,7 +135,10 @@ WORKER_COUNTS = {"stored": "bullshark_worker_batches_stored_total", "sealed": "b
                  "skipped": "bullshark_worker_batches_skipped_total",
                  "requested": "bullshark_worker_batch_requests_total",
                  "served": "bullshark_worker_batches_served_total",
-                 "duplicates": "bullshark_worker_duplicate_batches_total"}
+                 "duplicates": "bullshark_worker_duplicate_batches_total",
+                 "paused_us": "bullshark_worker_clients_paused_microseconds_total",
+                 "quorum_batches": "bullshark_worker_batches_acknowledged_total",
+                 "quorum_wait_us": "bullshark_worker_quorum_wait_microseconds_total"}
 
 
 def per_worker(before: tuple, after: tuple, window: float) -> dict[int, dict]:
@@ -142,6 +149,9 @@ def per_worker(before: tuple, after: tuple, window: float) -> dict[int, dict]:
     for i, (b, a) in enumerate(zip(before[6], after[6], strict=True)):
         row = {"cores": round(cpu[i] / window, 3) if i in cpu else None}
         row.update({k: round(metric(a, name) - metric(b, name)) for k, name in WORKER_COUNTS.items()})
+        paused, waits, acked = row.pop("paused_us"), row.pop("quorum_wait_us"), row.pop("quorum_batches")
+        row["paused_share"] = round(paused / 1e6 / window, 3)  # of the window, clients not read (flow control)
+        row["quorum_wait_ms"] = round(waits / 1e3 / acked, 1) if acked else None  # mean seal -> 2f+1 acks
         out[i] = row
     return out
 
@@ -183,6 +193,8 @@ def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
 def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) -> dict:
     settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
                 "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms}
+    if args.max_inflight:
+        settings["max_inflight_batches"] = args.max_inflight
     with LocalCluster(root, args.nodes, service="bullshark", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=180)
@@ -195,12 +207,14 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             runs = [asyncio.ensure_future(c.run(rate / args.nodes, total)) for c in clients]
             await asyncio.sleep(args.warmup)
             before = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
-                      time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes))
+                      time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes),
+                      sum(c.blocked for c in clients))
             profiles = [PhaseProfile(nodes[0], args.duration * 0.8), PhaseProfile(workers[0], args.duration * 0.8)] \
                 if profile and workers else []
             await asyncio.sleep(args.duration)
             after = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
-                     time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes))
+                     time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes),
+                     sum(c.blocked for c in clients))
             await asyncio.gather(*runs)
             shares = [await asyncio.to_thread(p.result) for p in profiles]
             return {"before": before, "after": after, "profiles": shares}
@@ -234,6 +248,7 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             "cpu_us_per_tx": {"primaries": round(1e6 * primary_cpu / txs, 2) if txs else None,
                               "workers": round(1e6 * worker_cpu / txs, 2) if txs else None},
             "acknowledged": sum(c.acked for c in clients), "sent": sum(c.sent for c in clients),
+            "clients_blocked_share": round((a[7] - b[7]) / window / args.nodes, 3),  # mean share in drain()
             "per_worker": per_worker(b, a, window),
         }
         if got["profiles"]:
@@ -248,7 +263,8 @@ def report(r: dict) -> str:
         f"at {r['e2e_latency_s']} s (p50 {r['e2e_latency_p50_s']}, p99 {r['e2e_latency_p99_s']}, "
         f"{r['e2e_samples']} samples)",
         f"  CPU cores: primaries {r['cpu_cores']['primaries']}, workers {r['cpu_cores']['workers']}, "
-        f"clients {r['cpu_cores']['clients']}; per tx: {r['cpu_us_per_tx']}",
+        f"clients {r['cpu_cores']['clients']}; per tx: {r['cpu_us_per_tx']}; clients blocked in drain "
+        f"{r['clients_blocked_share']:.0%} of the window",
         f"  Narwhal local (4 nodes, 50,000 tx/s in): consensus {NARWHAL_LOCAL['consensus_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['consensus_latency_s']} s, e2e {NARWHAL_LOCAL['e2e_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['e2e_latency_s']} s; seed: >300,000 tx/s",
@@ -256,7 +272,8 @@ def report(r: dict) -> str:
     for i, w in (r.get("per_worker") or {}).items():
         lines.append(f"  worker {i}: {w['cores']} cores; batches sealed {w['sealed']}, stored {w['stored']}, "
                      f"skipped {w['skipped']}, requested {w['requested']}, served {w['served']}, "
-                     f"duplicates {w['duplicates']}")
+                     f"duplicates {w['duplicates']}; clients paused {w['paused_share']:.0%} of the window, "
+                     f"seal -> quorum {w['quorum_wait_ms']} ms")
     for role in ("primary", "worker"):
         if r.get(f"profile_{role}"):
             lines.append(f"  where node 0's {role} CPU goes: {format_phases(r[f'profile_{role}'])}")
@@ -294,6 +311,8 @@ def main() -> None:
     ap.add_argument("--max-batch-delay-ms", type=float, default=100.0)
     ap.add_argument("--header-size", type=int, default=1000)
     ap.add_argument("--max-header-delay-ms", type=float, default=100.0)
+    ap.add_argument("--max-inflight", type=int, default=0,
+                    help="max_inflight_batches per worker (0: the node's default)")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--profile", action="store_true", help="py-spy one primary and one worker")

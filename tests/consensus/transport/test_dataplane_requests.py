@@ -176,3 +176,33 @@ def test_frames_read_before_the_peer_is_named_are_kept_whole_across_the_reused_b
     assert not fake.batches
     reader.authenticated(2)
     assert fake.batches == [(2, b"\x01first batch"), (2, b"\x01second")]
+
+
+def test_the_worker_counts_the_time_its_clients_were_paused_and_each_batchs_wait_for_a_quorum(plane, monkeypatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dwcp.consensus.bullshark.metrics import WorkerMetrics
+
+    clock = [1000.0]
+    monkeypatch.setattr(dataplane.time, "monotonic", lambda: clock[0])
+    plane.setup = plane.setup.__class__(**{**{f: getattr(plane.setup, f) for f in plane.setup.__struct_fields__},
+                                           "max_inflight": 2})
+    digests = []
+    for i in range(2):
+        data = b"\x00\x00\x00\x04" + bytes([65 + i]) * 4
+        digests.append(dataplane.batch_digest(data))
+        plane.seal(Batch(digests[-1], memoryview(data), 1), None)
+        clock[0] += 0.1
+    assert plane.paused  # two batches wait for a quorum: the clients are not read
+    clock[0] += 0.3  # first batch sealed 0.5 s ago, second 0.4 s ago
+    for peer in (1, 2):
+        plane.on_ack(peer, digests[0])
+    assert not plane.paused
+    assert plane.totals["paused_us"] == 400_000  # paused at 1000.1 (second seal), read again at 1000.5
+    assert (plane.totals["quorum_batches"], plane.totals["quorum_wait_us"]) == (1, 500_000)
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry).report(plane.totals)
+    assert registry.get_sample_value("bullshark_worker_clients_paused_microseconds_total") == 400_000
+    assert registry.get_sample_value("bullshark_worker_batches_acknowledged_total") == 1
+    assert registry.get_sample_value("bullshark_worker_quorum_wait_microseconds_total") == 500_000

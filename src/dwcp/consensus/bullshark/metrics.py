@@ -105,6 +105,11 @@ WORKER_TOTALS = {
                "requests."),
     "duplicates": ("bullshark_worker_duplicate_batches_total", "Batches this node's worker received that it "
                    "already stored."),
+    "paused_us": ("bullshark_worker_clients_paused_microseconds_total", "Time this node's worker did not read its "
+                  "clients because max_inflight_batches of its batches waited for a quorum (flow control)."),
+    "quorum_batches": ("bullshark_worker_batches_acknowledged_total", "Own batches 2f+1 workers acknowledged."),
+    "quorum_wait_us": ("bullshark_worker_quorum_wait_microseconds_total", "Summed time from sealing an own batch "
+                       "to its 2f+1-th acknowledgement (divide by batches acknowledged for the mean)."),
 }
 
 

@@ -100,10 +100,15 @@ class Dataplane:
         self.requested: dict[bytes, float] = {}  # batch we asked peers for -> when (monotonic)
         self._turn = 0  # the peer asked last for a batch of no named author
         self.paused = False
+        self._paused_at = 0.0  # monotonic time the clients were last paused
+        self._sealed_at: dict[bytes, float] = {}  # our batch waiting for a quorum -> when it was sealed
         # "skipped": our batches a backed-up or down link did not take when sealed; "requested": batches we
         # asked peers for; "served": batches we sent in answer; "duplicates": batches received already stored.
         self.totals = {"sealed": 0, "sealed_bytes": 0, "received_txs": 0, "stored": 0, "skipped": 0,
-                       "requested": 0, "served": 0, "duplicates": 0}
+                       "requested": 0, "served": 0, "duplicates": 0,
+                       # flow control: time the clients were not read (max_inflight batches waited for a
+                       # quorum), batches acknowledged by 2f + 1 and their summed seal -> quorum time
+                       "paused_us": 0, "quorum_batches": 0, "quorum_wait_us": 0}
 
     # -- to the primary ----------------------------------------------------------------------
     def tell(self, message) -> None:
@@ -123,7 +128,10 @@ class Dataplane:
 
     async def _report_loop(self) -> None:
         while True:
-            self.tell(WorkerReport(totals=dict(self.totals)))
+            totals = dict(self.totals)
+            if self.paused:  # the pause under way counts too
+                totals["paused_us"] += round(1e6 * (time.monotonic() - self._paused_at))
+            self.tell(WorkerReport(totals=totals))
             await asyncio.sleep(REPORT_INTERVAL)
 
     def on_local(self, message) -> None:
@@ -179,6 +187,7 @@ class Dataplane:
                 self.totals["skipped"] += 1
         ref = self.quorum.sent(batch)
         self.owner[batch.digest] = client
+        self._sealed_at[batch.digest] = time.monotonic()
         if ref is not None:
             self._acknowledged(ref)
         self._flow()
@@ -190,6 +199,10 @@ class Dataplane:
             self._flow()
 
     def _acknowledged(self, ref: BatchRef) -> None:
+        sealed = self._sealed_at.pop(ref.digest, None)
+        if sealed is not None:
+            self.totals["quorum_batches"] += 1
+            self.totals["quorum_wait_us"] += round(1e6 * (time.monotonic() - sealed))
         self.tell(BatchStored(ref=ref, own=True))
         client = self.owner.pop(ref.digest, None)
         if client is not None:
@@ -274,6 +287,11 @@ class Dataplane:
         busy = len(self.quorum) >= self.setup.max_inflight
         if busy != self.paused:
             self.paused = busy
+            now = time.monotonic()
+            if busy:
+                self._paused_at = now
+            else:
+                self.totals["paused_us"] += round(1e6 * (now - self._paused_at))
             for client in self.clients:
                 client.set_reading(not busy)
 

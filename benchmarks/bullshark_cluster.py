@@ -179,6 +179,20 @@ def sample_latencies(root: Path, n: int, clients: list[Client], since: float) ->
     return out
 
 
+def committed_twice(root: Path, n: int) -> list[int]:
+    """Per node, batch digests its log committed at more than one height (committed.log): must be 0. A worker's
+    "duplicates" are batches it *received* again (a transfer wasted), which the log skips by digest."""
+    out = []
+    for i in range(n):
+        log = root / "data" / f"bullshark-{i}" / "worker" / "committed.log"
+        heights: dict[str, set[str]] = {}
+        for line in log.read_text().splitlines() if log.exists() else ():
+            height, digest = line.split()
+            heights.setdefault(digest, set()).add(height)
+        out.append(sum(1 for hs in heights.values() if len(hs) > 1))
+    return out
+
+
 def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
     root = Path(tempfile.mkdtemp(prefix="dwcp-bullshark-bench-"))
     try:
@@ -250,6 +264,7 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             "acknowledged": sum(c.acked for c in clients), "sent": sum(c.sent for c in clients),
             "clients_blocked_share": round((a[7] - b[7]) / window / args.nodes, 3),  # mean share in drain()
             "per_worker": per_worker(b, a, window),
+            "committed_twice": committed_twice(root, args.nodes),
         }
         if got["profiles"]:
             result["profile_primary"], result["profile_worker"] = got["profiles"]
@@ -264,7 +279,8 @@ def report(r: dict) -> str:
         f"{r['e2e_samples']} samples)",
         f"  CPU cores: primaries {r['cpu_cores']['primaries']}, workers {r['cpu_cores']['workers']}, "
         f"clients {r['cpu_cores']['clients']}; per tx: {r['cpu_us_per_tx']}; clients blocked in drain "
-        f"{r['clients_blocked_share']:.0%} of the window",
+        f"{r['clients_blocked_share']:.0%} of the window; batches committed twice per node "
+        f"{r['committed_twice']}",
         f"  Narwhal local (4 nodes, 50,000 tx/s in): consensus {NARWHAL_LOCAL['consensus_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['consensus_latency_s']} s, e2e {NARWHAL_LOCAL['e2e_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['e2e_latency_s']} s; seed: >300,000 tx/s",

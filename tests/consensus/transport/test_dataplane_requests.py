@@ -178,7 +178,7 @@ def test_frames_read_before_the_peer_is_named_are_kept_whole_across_the_reused_b
     assert fake.batches == [(2, b"\x01first batch"), (2, b"\x01second")]
 
 
-def test_the_worker_counts_the_time_its_clients_were_paused_and_each_batchs_wait_for_a_quorum(plane, monkeypatch) -> None:
+def test_the_worker_counts_the_time_its_clients_were_paused_and_each_batchs_quorum_wait(plane, monkeypatch) -> None:
     from prometheus_client import CollectorRegistry
 
     from dwcp.consensus.bullshark.metrics import WorkerMetrics

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -193,6 +194,11 @@ def committed_twice(root: Path, n: int) -> list[int]:
     return out
 
 
+def machine_cpu() -> list[int]:
+    """/proc/stat's first line: user nice system idle iowait irq softirq steal (ticks of all CPUs)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
     root = Path(tempfile.mkdtemp(prefix="dwcp-bullshark-bench-"))
     try:
@@ -201,6 +207,9 @@ def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
         if args.keep:
             print(f"  cluster data kept in {root}", flush=True)
         else:  # every run stores each batch four times: 0.3-1 GB
+            for link in root.glob("data/bullshark-*/worker"):
+                if link.is_symlink():
+                    shutil.rmtree(link.resolve(), ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -209,6 +218,11 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
                 "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms}
     if args.max_inflight:
         settings["max_inflight_batches"] = args.max_inflight
+    if args.batch_dir:  # each worker's directory (batches.dat, committed.log) elsewhere, e.g. on a tmpfs
+        for i in range(args.nodes):
+            there = Path(tempfile.mkdtemp(prefix=f"bullshark-{i}-worker-", dir=args.batch_dir))
+            (root / "data" / f"bullshark-{i}").mkdir(parents=True)
+            (root / "data" / f"bullshark-{i}" / "worker").symlink_to(there)
     with LocalCluster(root, args.nodes, service="bullshark", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=180)
@@ -222,13 +236,13 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             await asyncio.sleep(args.warmup)
             before = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
                       time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes),
-                      sum(c.blocked for c in clients))
+                      sum(c.blocked for c in clients), machine_cpu())
             profiles = [PhaseProfile(nodes[0], args.duration * 0.8), PhaseProfile(workers[0], args.duration * 0.8)] \
                 if profile and workers else []
             await asyncio.sleep(args.duration)
             after = (time.time(), scrape(cluster.url(0)), cpu_seconds(nodes), cpu_seconds(workers),
                      time.process_time(), sum(c.sent for c in clients), scrape_all(cluster, args.nodes),
-                     sum(c.blocked for c in clients))
+                     sum(c.blocked for c in clients), machine_cpu())
             await asyncio.gather(*runs)
             shares = [await asyncio.to_thread(p.result) for p in profiles]
             return {"before": before, "after": after, "profiles": shares}
@@ -248,7 +262,7 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
         primary_cpu, worker_cpu = sum(spent(b[2], a[2]).values()), sum(spent(b[3], a[3]).values())
         result = {
             "nodes": args.nodes, "workers": args.workers, "rate": rate, "tx_size": args.tx_size,
-            "batch_size": args.batch_size, "duration_s": round(window, 2),
+            "batch_size": args.batch_size, "duration_s": round(window, 2), "window_unix_s": [b[0], a[0]],
             "sent_tps": round((a[5] - b[5]) / window),
             "consensus_tps": round(txs / window), "consensus_bps": round(txs * args.tx_size / window),
             "consensus_latency_s": round(lat_sum / lat_n, 3) if lat_n else None,
@@ -265,6 +279,9 @@ def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) ->
             "clients_blocked_share": round((a[7] - b[7]) / window / args.nodes, 3),  # mean share in drain()
             "per_worker": per_worker(b, a, window),
             "committed_twice": committed_twice(root, args.nodes),
+            # the whole machine over the window, in cores: steal is CPU the hypervisor gave elsewhere
+            "machine_cores": {k: round((y - x) / os.sysconf("SC_CLK_TCK") / window, 2) for k, x, y in zip(
+                ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"), b[8], a[8], strict=True)},
         }
         if got["profiles"]:
             result["profile_primary"], result["profile_worker"] = got["profiles"]
@@ -281,6 +298,7 @@ def report(r: dict) -> str:
         f"clients {r['cpu_cores']['clients']}; per tx: {r['cpu_us_per_tx']}; clients blocked in drain "
         f"{r['clients_blocked_share']:.0%} of the window; batches committed twice per node "
         f"{r['committed_twice']}",
+        "  machine (cores): " + ", ".join(f"{k} {v}" for k, v in r["machine_cores"].items()),
         f"  Narwhal local (4 nodes, 50,000 tx/s in): consensus {NARWHAL_LOCAL['consensus_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['consensus_latency_s']} s, e2e {NARWHAL_LOCAL['e2e_tps']:,} tx/s at "
         f"{NARWHAL_LOCAL['e2e_latency_s']} s; seed: >300,000 tx/s",
@@ -333,6 +351,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--profile", action="store_true", help="py-spy one primary and one worker")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data directory (logs, batch stores)")
+    ap.add_argument("--batch-dir", type=Path, help="put the workers' directories (batch stores) here, e.g. "
+                    "/dev/shm: the nodes' logs stay with the rest (fsync'd)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
     args = ap.parse_args()

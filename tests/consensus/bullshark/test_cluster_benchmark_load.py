@@ -23,3 +23,15 @@ def test_every_batch_a_worker_can_seal_from_the_benchmarks_clients_is_unique() -
     for _ in range(10 * bench.SAMPLE_EVERY_BLOCK):
         client.next_block()
     assert len(client.samples) == 10  # one sample transaction per SAMPLE_EVERY_BLOCK blocks
+
+
+def test_the_benchmark_counts_a_batch_a_nodes_log_committed_at_two_heights(tmp_path) -> None:
+    bench = load_benchmark("bullshark_cluster")
+    lines = {0: ["1 aa", "1 bb", "2 cc", "3 aa"],  # aa at heights 1 and 3: committed twice
+             1: ["1 aa", "1 bb", "2 cc"]}  # node 2 has no log yet (down): nothing counted
+    for node, rows in lines.items():
+        worker = tmp_path / "data" / f"bullshark-{node}" / "worker"
+        worker.mkdir(parents=True)
+        (worker / "committed.log").write_text("\n".join(rows) + "\n")
+    assert bench.committed_twice(tmp_path, 3) == [1, 0, 0]
+

@@ -74,7 +74,7 @@ def test_batch_bodies_are_checked_and_an_unknown_key_is_named(make_sites):
 
 def test_a_batch_goes_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
     a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
-    a.site.probe("manager-1")  # a measured link: the batch waits a tenth of its wire time, not the timeout
+    a.site.probe("manager-1")  # a measured link: the batch waits a share of its wire time, not the timeout
     a.site.transfers.chooser.latency = 1e-6  # its answers were quick: it is asked, then stalls
     released = stall_selector(a)
     bodies = {f"k{i}": mixed(3000 + i, seed=i) for i in range(10)}
@@ -143,9 +143,9 @@ def test_a_batchs_small_objects_and_their_answers_leave_in_a_few_writes_not_two_
 
 def test_a_batch_too_short_on_the_wire_to_wait_for_the_selector_is_decided_at_once_without_a_call(
         make_sites, monkeypatch):
-    """A few small objects on a fast link: their wait for an answer (a tenth of their wire time) is shorter than
-    the selector's answer time, so it is not asked, and the local rule decides in the sending thread (no thread
-    started for a call that is not made)."""
+    """A few small objects on a fast link: their wait for an answer (ANSWER_WAIT_SHARE of their wire time) is
+    shorter than the selector's answer time, so it is not asked, and the local rule decides in the sending thread
+    (no thread started for a call that is not made)."""
     import httpx
 
     import dwcp.manager.plan as plan_module

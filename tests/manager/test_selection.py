@@ -27,6 +27,7 @@ def test_chunks_of_a_large_object_are_priced_as_steps_of_its_pipeline() -> None:
         return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 3}] * len(body["items"])})
 
     chooser = chooser_with(selector)
+    chooser.latency = 0.001  # quick answers: worth asking for a 2.5 MiB payload at 100 Mbit/s
     # The last chunk of a 2.5 MiB object is half a chunk; the empty one needs no codec at all.
     picked, source = chooser.choose([b"a" * 100, b"b" * 100, b""], [MiB, MiB // 2, 0], 12.5e6, 0.02,
                                     payload_bytes=5 * MiB // 2)
@@ -56,13 +57,13 @@ def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally
     chooser = chooser_with(slow_selector)
     chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)  # the first answer is timed
     chooser.latency = 0.005  # as if answers took 5 ms
-    # 1 MiB at 10 Mbit/s: 839 ms on the wire, a chunk waits up to 84 ms -> asked
+    # 1 MiB at 10 Mbit/s: 839 ms on the wire, a chunk waits up to 25 ms (ANSWER_WAIT_SHARE) -> asked
     assert chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)[1] == "selector"
-    # 80 KiB at 10 Mbit/s: 66 ms on the wire, more than the answer takes, but its chunks wait at most 6.6 ms:
+    # 256 KiB at 10 Mbit/s: 210 ms on the wire, more than the answer takes, and its chunks wait up to 6.3 ms:
     # still asked (5 ms)
-    assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "selector"
+    assert chooser.choose([b"a" * 100], [256 << 10], 1.25e6, 0.001, payload_bytes=256 << 10)[1] == "selector"
     chooser.latency = 0.02  # answers slowed to 20 ms: the same payload would go before the answer came
-    picked, source = chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)
+    picked, source = chooser.choose([b"a" * 100], [256 << 10], 1.25e6, 0.001, payload_bytes=256 << 10)
     assert source == "not_asked" and len(picked) == 1
     # 1.25 MiB at 1000 Mbit/s: 10 ms on the wire, 1 ms of wait -> the local rule, no call
     picked, source = chooser.choose([b"log line\n" * 100] * 5, [256 << 10] * 5, 125e6, 0.001,
@@ -80,9 +81,9 @@ def test_before_any_answer_is_timed_the_seeds_10_ms_is_assumed() -> None:
 
     chooser = chooser_with(selector)
     assert chooser.latency is None
-    # 80 KiB at 10 Mbit/s: its chunks wait at most 6.6 ms, less than the 10 ms assumed -> not asked
+    # 80 KiB at 10 Mbit/s: its chunks wait at most 2 ms, less than the 10 ms assumed -> not asked
     assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "not_asked"
-    # 1 MiB at 10 Mbit/s: 84 ms of wait -> asked, and its answer time is what counts from then on
+    # 1 MiB at 10 Mbit/s: 25 ms of wait -> asked, and its answer time is what counts from then on
     assert chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)[1] == "selector"
     assert asked == [1] and chooser.latency is not None
     # an unmeasured link: asked (the chunks wait selector_timeout_s)
@@ -118,5 +119,5 @@ def test_the_local_rule_probes_a_contiguous_piece_with_zstd_1_and_compresses_wha
     assert chunks.local_choice(piece, 12.5e6) == "zstd-3"
     assert chunks.local_choice(os.urandom(65536), 12.5e6) == "none"
     chooser = chooser_with(lambda request: httpx.Response(503))
-    chooser.urls = []  # no selector: the local rule, on the pieces when given
+    chooser.urls, chooser.latency = [], 0.001  # asked, but no selector: the local rule, on the pieces when given
     assert chooser.choose([sample], [len(body)], 12.5e6, 0.001, pieces=[piece]) == (["zstd-3"], "local")

@@ -108,7 +108,7 @@ def test_transfer_completes_on_the_local_rule_while_the_selector_is_down(make_si
 
 def test_chunks_go_with_the_local_rule_rather_than_wait_on_a_slow_selector(make_sites):
     a, b = make_sites(2, settings={"selector_timeout_s": 10.0})
-    a.site.probe("manager-1")  # a measured link: a chunk waits a tenth of its wire time, not the timeout
+    a.site.probe("manager-1")  # a measured link: a chunk waits a share of its wire time, not the timeout
     a.site.transfers.chooser.latency = 1e-6  # its answers were quick: it is asked, then stalls
     released = stall_selector(a)
     body = mixed(4 * CHUNK)

@@ -2,10 +2,11 @@
 
 The selector is asked about one window of chunks (`selector_window`) per call, in the background: window 0
 when the transfer starts and window w+1 as soon as window w is first used, so on a long transfer an answer is
-there before its chunks are read. A chunk whose window is still unanswered waits for it at most a tenth of its
-own wire time at the link's measured bandwidth (the better codec can save part of that time, while the wait is
-spent for sure; the whole `selector_timeout_s` while the link is unmeasured), then goes with the local rule
-(`chunks.local_choice` on its `chunks.piece`; `dwcp_transfer_codec_decisions_total{source="ahead_of_selector"}`). So
+there before its chunks are read. A chunk whose window is still unanswered waits for it at most 3%
+(`selection.ANSWER_WAIT_SHARE`; a tenth before session 7) of its own wire time at the link's measured bandwidth
+(the better codec can save part of that time, while the wait is spent for sure; the whole `selector_timeout_s`
+while the link is unmeasured), then goes with the local rule (`chunks.local_choice` on its `chunks.piece`;
+`dwcp_transfer_codec_decisions_total{source="ahead_of_selector"}`). So
 the selector's answer time is no longer paid before each transfer's first byte: measured on the shaped
 benchmark at load 25-40, an answer took up to ~0.3 s, more than a whole small transfer at 1000 Mbit/s.
 

@@ -27,7 +27,11 @@ from dwcp.manager.metrics import ManagerMetrics
 from dwcp.runtime.breaker import CircuitBreaker
 
 log = logging.getLogger("dwcp.manager.selection")
-ANSWER_WAIT_SHARE = 0.1  # of a payload's uncompressed wire time: the longest its chunks wait for the answer
+# Of a payload's uncompressed wire time: the longest its chunks wait for the answer. What the selector's pick gains
+# over the local rule's on the shaped benchmark is a few % of the wire time (zstd-9 vs zstd-3: 2% fewer bytes at
+# 10 Mbit/s), so a wait of 10% (before session 7) could cost more than the answer brings: 1.6 MiB objects at
+# 100 Mbit/s (one chunk each) lost 14-17% to always-zstd-3 in 6 of 6 runs with the same codecs.
+ANSWER_WAIT_SHARE = 0.03
 # The answer time assumed until one is timed: the seed's prediction latency baseline (< 10 ms p99). Without it the
 # first payload was always asked about, and on the shaped benchmark its answer came after its 1-7 ms wait anyway.
 PRIOR_LATENCY_S = 0.010

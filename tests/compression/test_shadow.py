@@ -1,13 +1,14 @@
 """The shadow evaluator re-scores live requests with the oracle and drives compression_selector_accuracy."""
 
 import random
+import time
 
 import numpy as np
 
 from dwcp.compression.codecs import KEYS
 from dwcp.compression.costmodel import Link
 from dwcp.compression.selector import Request
-from dwcp.compression.shadow import CONFIRM_SECONDS, Job, ShadowEvaluator
+from dwcp.compression.shadow import CONFIRM_SECONDS, SHADOW_NICE, Job, ShadowEvaluator
 
 from .test_api import GOOD
 
@@ -178,3 +179,22 @@ def test_a_first_pass_miss_is_timed_again_and_the_faster_reading_stands(monkeypa
     assert len(calls) == 5
     stats = ev.stats()
     assert (stats["confirmed"], stats["overturned"], stats["accuracy"]) == (2, 1, 2 / 3)
+
+
+def test_the_oracle_thread_runs_at_the_lowest_priority():
+    """Shadow work must not take CPU from serving or from the host's other work (its timings are CPU time)."""
+    import os
+    import threading
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ev = evaluator()
+    ev.start()
+    try:
+        tid = next(t.native_id for t in threading.enumerate() if t.name == "compression-shadow")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.getpriority(os.PRIO_PROCESS, tid) != SHADOW_NICE:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, tid) == SHADOW_NICE
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # the caller is untouched
+    finally:
+        ev.stop()

@@ -32,16 +32,22 @@ class CountingServer(QuietServer):
         return await super().on_tick(counter)
 
 
-def test_an_idle_server_never_ticks_and_stops_when_told():
-    port = free_port()
-    server = CountingServer(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                                           loop="uvloop"))
+def start_in_thread(server: uvicorn.Server) -> threading.Thread:
+    """Run `server` on a daemon thread; return once it is serving."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive()
         time.sleep(0.02)
+    return thread
+
+
+def test_an_idle_server_never_ticks_and_stops_when_told():
+    port = free_port()
+    server = CountingServer(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                                           loop="uvloop"))
+    thread = start_in_thread(server)
     answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
     time.sleep(0.6)  # uvicorn's own main loop would have ticked ~6 times by now
     assert answer.text == "hi" and server.ticks_run == 0
@@ -78,12 +84,7 @@ def test_max_requests_still_ends_the_server():
     port = free_port()
     server = QuietServer(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="on",
                                         limit_max_requests=1, limit_max_requests_jitter=0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.02)
+    thread = start_in_thread(server)
     httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
     thread.join(10)
     assert not thread.is_alive()

@@ -35,3 +35,12 @@ def test_the_benchmark_counts_a_batch_a_nodes_log_committed_at_two_heights(tmp_p
         (worker / "committed.log").write_text("\n".join(rows) + "\n")
     assert bench.committed_twice(tmp_path, 3) == [1, 0, 0]
 
+
+
+def test_each_block_a_client_hands_its_transport_stays_as_it_was_when_the_next_is_made() -> None:
+    """uvloop's transport may queue the object it was given, uncopied: a block patched in place afterwards changed
+    what was still queued (equal batches at the workers)."""
+    bench = load_benchmark("bullshark_cluster")
+    client = bench.Client(0, 0, 512)
+    queued = [client.next_block() for _ in range(3)]  # as a transport that has not sent them yet holds them
+    assert len({bytes(block) for block in queued}) == 3

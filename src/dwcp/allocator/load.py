@@ -10,12 +10,13 @@ is what the service's tests send, not what its load is made of. HTTP errors are 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 
 import httpx
+
+from dwcp.runtime.waits import sleep_unless_stopped
 
 log = logging.getLogger("dwcp.allocator.load")
 _CORES = (1, 2, 4, 8, 16)
@@ -83,5 +84,4 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
             errors += 1
             if errors % 100 == 1:
                 log.warning("allocator load: %s errors so far (last: %r)", errors, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rng.expovariate(rate))
+        await sleep_unless_stopped(stop, rng.expovariate(rate))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import logging
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from dwcp.compression.corpus import FAMILIES
 from dwcp.compression.features import make_sample
+from dwcp.runtime.waits import sleep_unless_stopped
 
 log = logging.getLogger("dwcp.load.compression")
 MAX_IN_FLIGHT = 64
@@ -103,8 +103,7 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
         next_at += float(rng.exponential(1.0 / rate))  # Poisson arrivals, as from many independent clients
         delay = next_at - loop.time()
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await sleep_unless_stopped(stop, delay)
         elif delay < -1.0:
             next_at = loop.time()  # fell behind by a second: do not burst to catch up
     for task in list(tasks):

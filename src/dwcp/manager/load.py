@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ import numpy as np
 
 from dwcp.compression.corpus import json_logs, lz, random_bytes, text
 from dwcp.manager.routing import ABSENT, CLUSTERS
+from dwcp.runtime.waits import sleep_unless_stopped
 
 log = logging.getLogger("dwcp.load.manager")
 MAX_IN_FLIGHT = 32
@@ -170,8 +170,7 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
             next_at += float(rng.exponential(1.0 / rate))
             delay = next_at - loop.time()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_unless_stopped(stop, delay)
             elif delay < -1.0:
                 next_at = loop.time()
     finally:

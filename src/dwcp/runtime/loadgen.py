@@ -21,6 +21,7 @@ from dwcp.runtime.inventory import Inventory
 from dwcp.runtime.logs import setup_logging
 from dwcp.runtime.services import SERVICE_KINDS, importable
 from dwcp.runtime.tls import TlsFileError, client_verify
+from dwcp.runtime.waits import sleep_unless_stopped
 
 log = logging.getLogger("dwcp.load")
 PROFILE_CONNECTIONS = 32  # per service profile's client
@@ -60,9 +61,7 @@ async def _drive_all(inv: Inventory, rate: float, duration: float, only: set[str
             tasks.append(asyncio.create_task(drive(urls, client, stop, rate), name=f"load-{key}"))
         log.info("driving %s at %.1f req/s each", ", ".join(k for k, _, _ in drivers), rate)
         if duration > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), duration)
-            except TimeoutError:
+            if not await sleep_unless_stopped(stop, duration):
                 stop.set()
         else:
             await stop.wait()

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from dwcp.consensus.node.service import MAX_BATCH_TXS
+from dwcp.runtime.waits import sleep_unless_stopped
 
 POLL_EVERY = 10  # follow one transaction in ten to its commit
 POLL_INTERVAL = 0.05  # first poll; each later one waits twice as long, up to POLL_INTERVAL_MAX
@@ -118,10 +119,7 @@ async def submit_batch(
 
 
 async def _sleep_until(at: float, stop: asyncio.Event) -> None:
-    delay = at - time.monotonic()
-    if delay > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+    await sleep_unless_stopped(stop, at - time.monotonic())
 
 
 async def drive(

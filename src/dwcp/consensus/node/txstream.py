@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from dwcp.consensus.bullshark.worker import CLIENT, COUNT, TX_LEN
+from dwcp.runtime.waits import sleep_unless_stopped
 
 TICK = 0.01  # seconds between writes at a steady rate
 
@@ -116,13 +117,11 @@ async def drive(base_urls: list[str], client, stop: asyncio.Event, rate: float) 
                 try:
                     while not stop.is_set():
                         await stream.send(max(1, int(rate / len(base_urls) * TICK * 10)))
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), TICK * 10)
+                        await sleep_unless_stopped(stop, TICK * 10)
                 finally:
                     await stream.close()
             except Exception:  # a node or worker not up yet, or restarting: try again in a second
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                await sleep_unless_stopped(stop, 1.0)
 
     if not base_urls or rate <= 0:
         await stop.wait()

@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import MIN_TIMED_BYTES, candidates, heavier, on_sample, same_kernel
+from dwcp.manager.costs import MIN_TIMED_BYTES, STEP_UP_MIN_WIRE_S, candidates, heavier, on_sample, same_kernel
 from dwcp.manager.plan import Answer, answer_wait
 from dwcp.manager.wire import Connection, Kind, WireError
 
@@ -175,7 +175,7 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
         for n, t in enumerate(ask):
             pick, why = picked[n], source
             if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
-                sampled = on_sample(samples[n], candidates(pick, wire_s=t.size / link.bandwidth))
+                sampled = on_sample(samples[n], candidates(pick, up=t.size / link.bandwidth >= STEP_UP_MIN_WIRE_S))
                 fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled)
                 if fastest != pick:
                     why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"

@@ -19,19 +19,18 @@ all measured here: comp_x is the sender's thread CPU per raw byte compressing wi
 byte for the rest of a chunk (read, checksum, TLS, framing); dec_x and rx_rest the same at the receiver, which
 reports its thread CPU for each chunk in the ACK; share is the CPU a sender stream thread gets while it
 computes (thread CPU / wall time of reading and compressing a chunk), so a host busy with other work counts
-fewer cores. r_x is the wire/raw ratio on this transfer's own chunks. A codec not sent yet is priced from the
-chunk's 16 KiB sample (`on_sample`: its ratio and thread CPU compressing and decoding it), scaled by how a codec
-that was measured compares with its own sample figures (a fraction of a ms per transfer). The codec with the
-smallest T on the ladder (`LADDER`: none, lz4, zstd-1, zstd-3, zstd-9, zstd-19) is sent, starting from the
-selector's pick; a tie goes to the lighter one, and a heavier codec than the pick must be UP_MARGIN faster with its
-own CPU taken UP_CPU_SAFETY times over, so the pricing steps up only where its figures say the link, not the CPU,
-sets the pace (a `none` pick at 1000 Mbit/s on a host with CPU to spare: session 6 measured zstd-3 1.17x faster
-than none there), not on a sample's 1-2% better ratio.
+fewer cores. r_x is the wire/raw ratio on this transfer's own chunks. A codec not sent yet is priced from
+the chunk's 16 KiB sample (`on_sample`: its ratio and thread CPU compressing and decoding it), scaled by how a
+codec that was measured compares with its own sample figures (a fraction of a ms per transfer). The codec with
+the smallest T on the ladder (`LADDER`: none, lz4, zstd-1, zstd-3, zstd-9) is sent, starting from the selector's
+pick; a tie goes to the lighter one, and a heavier codec than the pick must be UP_MARGIN faster with its own CPU
+taken UP_CPU_SAFETY times over, so the pricing steps up only where its figures say the link, not the CPU, sets the
+pace (a `none` pick at 1000 Mbit/s on a host
+with CPU to spare: session 6 measured zstd-3 1.17x faster than none there), not on a sample's 1-2% better ratio.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -43,17 +42,13 @@ from dwcp.manager.store import boot_id
 
 EWMA = 0.2  # weight of the newest chunk
 # Every codec the pricing may choose, lightest first: a pick may step down to a lighter one or up to a heavier
-# one (brotli costs up to 500x zstd-3's CPU: the pricing never steps up to it, only keeps it).
-LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9", "zstd-19")
+# one (zstd-19 and brotli cost 20-500x zstd-3's CPU: the pricing never steps up to them, only keeps them).
+LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
 UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner (its ratio is an estimate)...
 UP_CPU_SAFETY = 1.5  # ...with its CPU taken this many times over (its CPU is an estimate too, often a sample's)
 # Payloads shorter than this on the wire (uncompressed) are not priced for a step up: compressing a 16 KiB sample
 # with the heavier codecs costs up to ~1 ms of CPU (zstd-9 most of it), 5% of this.
 STEP_UP_MIN_WIRE_S = 0.02
-# zstd-19 packs the benchmark's families ~16% smaller than zstd-3 at 1-11 MB/s per thread: link-bound only on slow
-# links, and pricing it means compressing the sample with it (several ms of CPU on 16 KiB), so it is priced only
-# for payloads at least this long on the wire uncompressed.
-HEAVIEST_MIN_WIRE_S = 1.0
 MIN_TIMED_BYTES = 64 * 1024  # smaller chunks' CPU is mostly per-chunk overhead, not per byte
 MIN_TIMED_WALL_S = 1e-3  # shorter CPU sections say nothing about the CPU share (a timeslice is ~4 ms)
 
@@ -220,17 +215,12 @@ def heavier(codec: str, than: str) -> bool:
     return rank.get(codec, len(LADDER)) > rank.get(than, len(LADDER))
 
 
-def min_wire_s(codec: str) -> float:
-    """The shortest uncompressed wire time of a payload for which a step up to `codec` is priced."""
-    return HEAVIEST_MIN_WIRE_S if codec == LADDER[-1] else STEP_UP_MIN_WIRE_S
-
-
-def candidates(pick: str, wire_s: float = math.inf) -> tuple[str, ...]:
+def candidates(pick: str, up: bool = True) -> tuple[str, ...]:
     """The codecs a chunk the selector gave `pick` may go in: the pick, the lighter ones on the LADDER (lighter
-    first after it), then the heavier ones up to the ladder's top whose step up a payload `wire_s` seconds on
-    the wire uncompressed is worth pricing (`min_wire_s`; a pick above the ladder only steps down)."""
+    first after it), then (`up`) the heavier ones up to the ladder's top (a pick above the ladder only steps
+    down)."""
     lighter = [k for k in reversed(LADDER) if heavier(pick, k)]
-    return (pick, *lighter, *(k for k in LADDER if heavier(k, pick) and wire_s >= min_wire_s(k)))
+    return (pick, *lighter, *([k for k in LADDER if heavier(k, pick)] if up else []))
 
 
 def _scale(measured: dict[str, float], sampled: dict[str, Sampled], part: str) -> float:

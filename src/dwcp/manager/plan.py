@@ -20,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
-from dwcp.manager.costs import Sampled, candidates, heavier, on_sample
+from dwcp.manager.costs import STEP_UP_MIN_WIRE_S, Sampled, candidates, heavier, on_sample
 from dwcp.manager.selection import ANSWER_WAIT_SHARE
 
 if TYPE_CHECKING:
@@ -136,9 +136,9 @@ class Plan:
         with self._lock:
             measured = dict(self._ratios)
         costs, sampled = self._costs, None
-        # the heavier codecs are priced (their sample compressed: up to ~1 ms with zstd-9, more with zstd-19) only
-        # for a transfer long enough on the wire for that to be a small share of what a step up can save
-        among = candidates(pick, wire_s=self._t.size / bandwidth)
+        # the heavier codecs are priced (their sample compressed, up to ~1 ms with zstd-9) only for a transfer
+        # long enough on the wire for that to be a small share of what a step up can save
+        among = candidates(pick, up=self._t.size / bandwidth >= STEP_UP_MIN_WIRE_S)
         ratios = {k: 1.0 if k == "none" else measured[k] for k in among if k == "none" or k in measured}
         if any(k not in ratios or k not in costs.comp or k not in costs.dec for k in among if k != "none"):
             if self._sample is None:  # some figure is not measured yet: the sample's stand in for it

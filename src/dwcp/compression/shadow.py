@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import queue
 import random
 import threading
@@ -40,19 +39,12 @@ from dwcp.compression import oracle
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.selector import Request
 from dwcp.compression.settings import CompressionSettings
+from dwcp.runtime.threads import lower_thread_priority
 
-SHADOW_NICE = 19  # the oracle's thread takes only CPU that serving and the host's other work leave idle
-
-
-def lower_thread_priority(nice: int = SHADOW_NICE) -> None:
-    """Run the calling thread at `nice` (Linux: a thread's own priority; others are not touched).
-
-    The shadow oracle's timings are CPU time (`time.thread_time_ns`), so waiting for a CPU does not skew them;
-    at the default weight its 60 ms evaluations took 0.3-0.47 CPU-s inside single 1-3 s manager transfers on a
-    2-CPU host.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: run as is
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+# The oracle's thread takes only CPU that serving and the host's other work leave idle. Its timings are CPU time
+# (`time.thread_time_ns`), so waiting for a CPU does not skew them; at the default weight its 60 ms evaluations
+# took 0.3-0.47 CPU-s inside single 1-3 s manager transfers on a 2-CPU host.
+SHADOW_NICE = 19
 
 
 CONFIRM_SECONDS = 0.002  # the benchmark oracle's timing budget per option, for a first-pass miss's rivals
@@ -200,7 +192,7 @@ class ShadowEvaluator:
             time.sleep(0.005)
 
     def _run(self) -> None:
-        lower_thread_priority()
+        lower_thread_priority(SHADOW_NICE)
         while True:
             job = self._queue.get()
             try:

@@ -7,7 +7,6 @@ manager runs besides the HTTP server, and starts and stops them with the app.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from dwcp.runtime.breaker import BreakerMetrics, BreakerState, CircuitBreaker
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.resilience import Guard, RetryBudget
 from dwcp.runtime.services import SERVICE_KINDS
+from dwcp.runtime.threads import lower_thread_priority
 from dwcp.runtime.tls import client_verify
 
 log = logging.getLogger("dwcp.manager")
@@ -46,11 +46,6 @@ def service_urls(ctx: ServiceContext, key: str) -> list[str]:
     """HTTP base URLs of a built, enabled service in this inventory (empty when it is absent)."""
     spec = ctx.inventory.runnable().get(key)
     return [inst.url for inst in spec.instances] if spec else []
-
-
-def lower_priority(nice: int) -> None:
-    """Raise the calling thread's nice value to `nice` (never lower it: that needs privileges)."""
-    os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
 class ManagerSite:
@@ -112,7 +107,7 @@ class ManagerSite:
         await self.router.start()
         # Started from a thread at a lower priority, which every thread they start inherits (nice is per
         # thread on Linux): hashing, TLS and compression then never keep the event loop off a CPU.
-        with ThreadPoolExecutor(1, "bulk-start", initializer=lower_priority,
+        with ThreadPoolExecutor(1, "bulk-start", initializer=lower_thread_priority,
                                 initargs=(self.settings.bulk_thread_nice,)) as starter:
             starter.submit(self._start_bulk).result()
 

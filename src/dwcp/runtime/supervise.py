@@ -437,8 +437,8 @@ class Up:
 
     async def _start_load(self) -> None:
         if self.opts.load_rate is None:
-            console.print(f"load: {default_load_rate():g} req/s per service kind (2.5 per CPU of this host, at most "
-                          f"{LOAD_RATE_MAX:g}; --load-rate to change)")
+            console.print(f"load: {default_load_rate():g} req/s per service kind ({LOAD_RATE_PER_CPU:g} per CPU "
+                          f"of this host, at most {LOAD_RATE_MAX:g}; --load-rate to change)")
         else:
             console.print(f"load: {self.opts.load_rate:g} req/s per service kind")
         for spec in plan_load(self.opts, self.run_dir, sorted({p.name.rsplit("-", 1)[0] for p in self.services})):

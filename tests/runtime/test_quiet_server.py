@@ -1,9 +1,6 @@
 """`QuietServer`: uvicorn's server without its 10 Hz tick, with the date header, signals and shutdown kept."""
 
 import email.utils
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -12,6 +9,7 @@ import uvicorn
 
 from dwcp.runtime.ports import free_port
 from dwcp.runtime.server import DatedState, QuietServer
+from tests.runtime.run_app_child import start_run_app
 
 
 async def hello(scope, receive, send):
@@ -94,10 +92,8 @@ def test_sigterm_stops_an_idle_service_gracefully(tmp_path):
     """run_app's process has no timer of its own: SIGTERM must still wake it, and the lifespan shutdown runs."""
     port = free_port()
     marker = tmp_path / "shut-down"
-    child = textwrap.dedent(f"""
+    proc, answer = start_run_app(port, f"""
         from pathlib import Path
-        from dwcp.runtime.inventory import HttpLimits
-        from dwcp.runtime.server import run_app
 
         async def app(scope, receive, send):
             if scope["type"] == "lifespan":
@@ -108,19 +104,9 @@ def test_sigterm_stops_an_idle_service_gracefully(tmp_path):
                 return
             await send({{"type": "http.response.start", "status": 200, "headers": []}})
             await send({{"type": "http.response.body", "body": b"up"}})
-
-        run_app(app, "127.0.0.1", {port}, HttpLimits())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "up"
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        assert answer.text == "up"
         time.sleep(1.0)  # idle: nothing but the signal can wake it now
         sent = time.monotonic()
         proc.terminate()

@@ -14,6 +14,7 @@ from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.inventory import load_inventory
 from dwcp.runtime.ports import free_port
 from dwcp.runtime.server import CoalescedWrites, HttpProtocol
+from tests.runtime.run_app_child import start_run_app
 from tests.servers import LocalServer
 
 
@@ -203,41 +204,21 @@ def test_guard_counts_only_the_head_of_a_read_that_also_carries_a_large_body():
 def test_services_serve_on_uvloop(tmp_path):
     """run_app names uvloop: a service never falls back to asyncio's own loop silently (with the same load,
     asyncio's loop left the manager's /health p99 at 164-232 ms against uvloop's 77-109 ms: docs/manager.md)."""
-    import subprocess
-    import sys
-    import textwrap
-    import time
-
-    import httpx
-
     port = free_port()
-    child = textwrap.dedent(f"""
+    proc, answer = start_run_app(port, """
         import asyncio
-        from dwcp.runtime.inventory import HttpLimits
-        from dwcp.runtime.server import run_app
 
         async def app(scope, receive, send):
             if scope["type"] == "lifespan":
                 while (await receive())["type"] != "lifespan.shutdown":
-                    await send({{"type": "lifespan.startup.complete"}})
-                await send({{"type": "lifespan.shutdown.complete"}})
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
                 return
             body = type(asyncio.get_running_loop()).__module__.encode()
-            await send({{"type": "http.response.start", "status": 200, "headers": []}})
-            await send({{"type": "http.response.body", "body": body}})
-
-        run_app(app, "127.0.0.1", {port}, HttpLimits())
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         assert answer.text.startswith("uvloop"), answer.text
     finally:
         proc.terminate()

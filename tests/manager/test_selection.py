@@ -1,6 +1,7 @@
 """What the manager asks the Compression Selector for each window of chunks."""
 
 import json
+from collections.abc import Callable
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -43,18 +44,23 @@ def test_a_failing_selector_falls_back_to_the_local_rule() -> None:
     assert source == "local" and len(picked) == 1
 
 
+def zstd9_selector(asked: list[int]) -> Callable[[httpx.Request], httpx.Response]:
+    """A selector that answers zstd-9 for every item, noting in `asked` how many items each call named."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        asked.append(len(items))
+        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
+
+    return answer
+
+
 def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally_without_a_call() -> None:
     """A chunk waits at most ANSWER_WAIT_SHARE of its wire time for the answer (plan.answer_wait): a payload
     whose share is shorter than the selector's recent answer time is not asked about (the answer would come
     after the local rule had decided; asking would only spend CPU on both sides)."""
     asked: list[int] = []
-
-    def slow_selector(request: httpx.Request) -> httpx.Response:
-        items = json.loads(request.content)["items"]
-        asked.append(len(items))
-        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
-
-    chooser = chooser_with(slow_selector)
+    chooser = chooser_with(zstd9_selector(asked))
     chooser.choose([b"a" * 100], [MiB], 1.25e6, 0.001, payload_bytes=MiB)  # the first answer is timed
     chooser.latency = 0.005  # as if answers took 5 ms
     # 1 MiB at 10 Mbit/s: 839 ms on the wire, a chunk waits up to 25 ms (ANSWER_WAIT_SHARE) -> asked
@@ -73,13 +79,7 @@ def test_a_payload_whose_chunks_would_not_wait_for_the_answer_is_decided_locally
 
 def test_before_any_answer_is_timed_the_seeds_10_ms_is_assumed() -> None:
     asked: list[int] = []
-
-    def selector(request: httpx.Request) -> httpx.Response:
-        items = json.loads(request.content)["items"]
-        asked.append(len(items))
-        return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 9}] * len(items)})
-
-    chooser = chooser_with(selector)
+    chooser = chooser_with(zstd9_selector(asked))
     assert chooser.latency is None
     # 80 KiB at 10 Mbit/s: its chunks wait at most 2 ms, less than the 10 ms assumed -> not asked
     assert chooser.choose([b"a" * 100], [80 << 10], 1.25e6, 0.001, payload_bytes=80 << 10)[1] == "not_asked"

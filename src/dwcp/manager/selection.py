@@ -60,11 +60,10 @@ class CodecChooser:
         payload. `pieces`: each chunk's `chunks.piece`, what the local rule probes (else its sample)."""
         picked, source = None, "not_asked"
         if self.worth_asking(sum(sizes) if payload_bytes is None else payload_bytes, bandwidth_bps):
-            picked, source = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes), "local"
+            picked = self._ask_selector(samples, sizes, bandwidth_bps, rtt_seconds, payload_bytes)
+            source = "local" if picked is None else "selector"  # asked: its answer, or the local rule after all
         if picked is None:
             picked = [local_choice(p, bandwidth_bps) for p in (samples if pieces is None else pieces)]
-        else:
-            source = "selector"
         if self._metrics is not None:
             self._metrics.codec_decisions.labels(source).inc(len(samples))
         return picked, source

@@ -454,6 +454,18 @@ class Evaluation:
     cells: dict[str, dict[str, dict]] | None = None  # per family, per bucket (`by_family_and_bucket`)
 
 
+def _picks(models: tuple[Model, ...], cal: Calibration, data: Dataset, links_per_item: int,
+           seed: int) -> tuple[Dataset, Requests, list[np.ndarray]]:
+    """`data` at the host's calibrated speed, its (payload, link, declared size) requests (`requests`), and each
+    model's pick for every request."""
+    from dwcp.compression.selector import Selector
+
+    data = data.at_speed(cal.pilot)
+    req = requests(data.size, links_per_item, seed)
+    args = (data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
+    return data, req, [Selector(m, cal).choose_features(*args)[0] for m in models]
+
+
 def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1,
              again: Dataset | None = None) -> Evaluation:
     """Score the selector against the oracle on (payload, link, declared size) requests of a held-out dataset
@@ -462,14 +474,8 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
     With `again` (the same payloads labelled in another run), also the oracle's own repeatability on the same
     requests (`oracle_agreement`): the near-best share no selector can be shown to beat on this host.
     """
-    from dwcp.compression.selector import Selector
-
-    sel = Selector(model, cal)
-    data = data.at_speed(cal.pilot)
-    req = requests(data.size, links_per_item, seed)
+    data, req, (chosen,) = _picks((model,), cal, data, links_per_item, seed)
     truth = req.truth(data.ratio, data.vc, data.vd)
-    chosen, _ = sel.choose_features(data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps),
-                                    req.rtt_ms / 1e3, req.loss)
     decisive = truth.max(1) > oracle.NEAR_BEST * truth.min(1)
     names, in_bucket, family = [name for _, name in BUCKETS], bucket_of(req.size), data.family[req.row]
     buckets = grouped(chosen, truth, in_bucket, names)
@@ -488,12 +494,7 @@ def heldout_verdict(base: Model, candidate: Model, cal: Calibration, data: Datas
     """The ship rule (`shiprule`) for `candidate` against `base` on a held-out dataset, on the requests `evaluate`
     scores; with `again` (a second labelling of some or all of its payloads, matched by payload index), those
     payloads' truth is either labelling in each bootstrap draw."""
-    from dwcp.compression.selector import Selector
-
-    data = data.at_speed(cal.pilot)
-    req = requests(data.size, links_per_item, seed)
-    args = (data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
-    picks = [Selector(m, cal).choose_features(*args)[0] for m in (base, candidate)]
+    data, req, picks = _picks((base, candidate), cal, data, links_per_item, seed)
     truths = [req.truth(data.ratio, data.vc, data.vd)]
     if again is not None:
         again = again.at_speed(cal.pilot)

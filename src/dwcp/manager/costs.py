@@ -184,24 +184,25 @@ class PipelineCosts:
         UP_MARGIN faster than the best of the pick and the lighter ones."""
         if pick not in ratios and pick != "none":
             return pick
-        priced = {}
+        priced: dict[str, float] = {}  # the pick and the lighter ones
+        up: dict[str, float] = {}  # the heavier ones
         for k in candidates(pick):
             ratio = 1.0 if k == "none" else ratios.get(k)
-            t = None if ratio is None else self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled)
+            if ratio is None:
+                continue
+            # a heavier codec is priced with its CPU taken UP_CPU_SAFETY times over (a codec that is link-bound
+            # only if its CPU estimate is right is not worth the risk: zstd-9 at 100 Mbit/s went 2.4x the CPU for
+            # a 1.7% smaller wire), then it must still be UP_MARGIN faster
+            heavy = heavier(k, pick)
+            t = self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled, UP_CPU_SAFETY if heavy else 1.0)
             if t is not None:
-                priced[k] = t
+                (up if heavy else priced)[k] = t
         if pick not in priced:
             return pick
         best = pick
         for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
-            if k in priced and not heavier(k, pick) and priced[k] <= priced[best]:
+            if k in priced and priced[k] <= priced[best]:
                 best = k
-        # a heavier codec: priced again with its CPU taken UP_CPU_SAFETY times over (a codec that is link-bound
-        # only if its CPU estimate is right is not worth the risk: zstd-9 at 100 Mbit/s went 2.4x the CPU for a
-        # 1.7% smaller wire), then it must still be UP_MARGIN faster
-        up = {k: self.seconds_per_byte(k, ratios[k], bandwidth, self.same_host, sampled, UP_CPU_SAFETY)
-              for k in priced if heavier(k, pick)}
-        up = {k: t for k, t in up.items() if t is not None}
         if up:
             soonest = min(up, key=up.__getitem__)
             if up[soonest] < priced[best] * (1 - UP_MARGIN):

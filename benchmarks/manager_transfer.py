@@ -88,7 +88,7 @@ class Managers:
             {"host": hosts[0], "port": http0, "ports": {"peer": peer0}},
             {"host": hosts[1], "port": http1, "ports": {"peer": peer1}}],
             "settings": {"probe_interval_s": 30, "probe_bytes": 2 * MIB, "transfer_concurrency": 4,
-                         "peer_key_dir": str(work / "keys")}}}
+                         "peer_key_dir": str(work / "keys"), "codec_log": str(work / "codec-log.jsonl")}}}
         keys.write_dir(work / "keys", *keys.generate(2))  # the two "hosts" share one key directory
         if selector:
             services["compression"] = {"instances": [{"host": hosts[0], "port": comp}]}
@@ -98,6 +98,7 @@ class Managers:
         self.inventory.write_text(yaml.safe_dump({"name": "bench", "security": {"token_file": str(token_file)},
                                                   "services": services}))
         self.procs: dict[str, subprocess.Popen] = {}
+        self.codec_log = work / "codec-log.jsonl"  # what decided each chunk's codec (manager/plan.CodecLog)
         self.selector = selector
         self.client = httpx.Client(timeout=120, headers=self.headers)  # keep-alive: a request is not a dial
 
@@ -240,10 +241,10 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed); `batch`:
     one POST /v1/transfer-batches for all of them, as a client moving a file set would."""
     keys = []
+    nonce = os.urandom(16)
     for f in files:
         key = f"{tag}/{mode}/{f.parent.name}/{f.name}"
-        with open(f, "rb") as body:
-            resp = m.request(m.url(0), "PUT", f"/v1/objects/{key}", content=body)
+        resp = m.request(m.url(0), "PUT", f"/v1/objects/{key}", content=unique_body(f, nonce))
         assert resp.status_code == 200, resp.text
         keys.append(key)
     codec = None if mode == "selector" else mode
@@ -251,6 +252,7 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     # while other traffic shared the link (rsync's runs, an earlier mode's tail) can leave a low figure
     link_before = m.get(m.url(0), "/v1/links").json()["links"][0].get("bandwidth_bytes_per_second")
     finished_before, decided_before = finished(m), decisions(m)
+    log_from = m.codec_log.stat().st_size if m.codec_log.exists() else 0
     os.sync()  # the previous run's unsynced writes (rsync's files) are flushed now, not during this run's fsyncs
     before, waited_before = cpu_seconds(m.pids()), runqueue_wait(m.pids())
     t0 = time.perf_counter()
@@ -287,6 +289,12 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
     failed = [s for s in states.values() if s["state"] != "done"]
     raw = sum(s["bytes_raw"] for s in states.values())
     wire = sum(s["bytes_wire"] for s in states.values())
+    chunk_log = []
+    if m.codec_log.exists():
+        with open(m.codec_log, "rb") as f:
+            f.seek(log_from)
+            mine = set(ids)
+            chunk_log = [r for r in map(json.loads, f.read().splitlines()) if r.get("tid") in mine]
     codecs: dict[str, int] = {}
     for s in states.values():
         for c, n in s["codecs"].items():
@@ -296,7 +304,21 @@ def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: fl
             "cpu_seconds": round(sum(cpu.values()), 3),
             "cpu_seconds_by_process": {name: round(v, 3) for name, v in cpu.items()},
             "runqueue_wait_seconds_by_process": {name: round(v, 3) for name, v in waited.items()}, "pipeline": pipeline,
-            "decided": {k: v for k, v in sorted(decided.items()) if v}, "link_bandwidth_at_start": link_before}
+            "decided": {k: v for k, v in sorted(decided.items()) if v}, "link_bandwidth_at_start": link_before,
+            "chunks": chunk_log}
+
+
+def unique_body(path: Path, nonce: bytes, block: int = 1 << 20):
+    """The file's bytes with its first 16 replaced by `nonce` (a file shorter than that: as is), so every run
+    stores new content: the store is content-addressed, and a receiver that already holds a blob skips its
+    rename and directory fsync (`ObjectStore.publish_many`) or its write (`publish_held`). Before session 8
+    every mode sent the same bytes, so the first mode of each cell (always the selector's) paid for storing
+    blobs that the zstd-3 and none runs after it found in place."""
+    with open(path, "rb") as f:
+        first = f.read(block)
+        yield nonce + first[len(nonce):] if len(first) >= len(nonce) else first
+        while chunk := f.read(block):
+            yield chunk
 
 
 class Rsyncd:
@@ -375,7 +397,7 @@ def wait_for_probe(m: Managers, since: float, timeout: float) -> None:
     raise TimeoutError(f"manager-0 did not probe the link within {timeout}s")
 
 
-def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float) -> dict:
+def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float, rounds: int = 1) -> dict:
     make_namespace()
     results: dict = {}
     with ExitStack() as stack:
@@ -399,9 +421,22 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
             manager_run(m, data["small"][:1], "zstd-3", f"r{mbit}-warm", timeout, batch=True)
             row: dict = {}
             for bucket, files in data.items():
-                cell = {}
-                for mode in MANAGER_MODES:  # one batch POST for the bucket's files, as rsync gets one session
-                    cell[mode] = manager_run(m, files, mode, f"r{mbit}", timeout, batch=True)
+                cell: dict = {}
+                runs: list[dict] = []
+                for r in range(rounds):  # every other round in the reverse order: no mode always goes first
+                    order = MANAGER_MODES if r % 2 == 0 else MANAGER_MODES[::-1]
+                    # one batch POST for the bucket's files, as rsync gets one session
+                    runs.append({mode: manager_run(m, files, mode, f"r{mbit}-{r}", timeout, batch=True)
+                                 for mode in order})
+                for mode in MANAGER_MODES:
+                    cell[mode] = runs[0][mode]
+                if rounds > 1:  # same-run ratios per round, and the mode's seconds over all rounds
+                    cell["rounds"] = [{mode: round(run[mode]["seconds"], 4) for mode in MANAGER_MODES}
+                                      for run in runs]
+                    cell["codecs_by_round"] = [run["selector"]["codecs"] for run in runs]
+                    cell["later_rounds"] = [{mode: run[mode] for mode in MANAGER_MODES} for run in runs[1:]]
+                    for mode in MANAGER_MODES:
+                        cell[mode] = {**cell[mode], "seconds": sum(run[mode]["seconds"] for run in runs) / rounds}
                 cell["rsync"] = rsyncd.run(files, f"r{mbit}-plain-{bucket}", compress=False)
                 cell["rsync-zstd"] = rsyncd.run(files, f"r{mbit}-zstd-{bucket}", compress=True)
                 bandwidth = m.get(m.url(0), "/v1/links").json()["links"][0].get("bandwidth_bytes_per_second")
@@ -414,10 +449,15 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
                 base = cell["selector"]["seconds"]
                 cell["selector_speedup"] = {k: round(v["seconds"] / base, 3) for k, v in cell.items()
                                             if isinstance(v, dict) and "seconds" in v and k != "selector"}
+                if rounds > 1:
+                    cell["selector_speedup_by_round"] = [{mode: round(r[mode] / r["selector"], 3)
+                                                          for mode in MANAGER_MODES if mode != "selector"}
+                                                         for r in cell["rounds"]]
                 row[bucket] = cell
                 print(f"{mbit:>5} Mbit/s {bucket:>6} ({cell['selector']['bytes'] / MIB:7.2f} MiB): " + "  ".join(
                     f"{k} {v['seconds']:.2f}s" for k, v in cell.items() if isinstance(v, dict) and "seconds" in v)
                     + "  | selector faster by x" + ", ".join(f"{k} {r}" for k, r in cell["selector_speedup"].items())
+                    + (f"  | by round {cell['selector_speedup_by_round']}" if rounds > 1 else "")
                     + f"  | selector run decided by {cell['selector']['decided']}", flush=True)
             results[f"{mbit}mbit"] = row
     return results
@@ -517,6 +557,9 @@ def main() -> None:
     ap.add_argument("--small-bytes", type=int, default=4096)
     ap.add_argument("--small-batch-only", action="store_true",
                     help="small files: only the one-batch-POST run and rsync (not one POST per file)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="shaped: run the manager modes of each cell this many times, every other round in the "
+                         "reverse order (seconds are the mean; same-run ratios per round in the JSON)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
     ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
@@ -569,7 +612,7 @@ def main() -> None:
             sw = work / "shaped"
             sw.mkdir(exist_ok=True)
             report["shaped"] = shaped(sw, [int(r) for r in args.rates.split(",")], args.seconds_per_mode,
-                                      args.timeout)
+                                      args.timeout, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -256,6 +256,26 @@ def test_every_chunk_counts_what_decided_its_codec(make_sites):
     assert a.metric("dwcp_transfer_codec_sources_total", {"source": "fixed", "codec": "lz4"}) == 6
 
 
+def test_the_codec_log_has_one_line_per_chunk_saying_what_decided_it(make_sites, tmp_path):
+    """settings.codec_log: per chunk its source, pick and codec, the ratio it left at and when it was decided,
+    sent and acknowledged (the benchmark's record of why a cell went the way it did)."""
+    import json
+
+    log = tmp_path / "codecs.jsonl"
+    a, _ = make_sites(2, settings={"codec_log": str(log)})
+    a.put("k", mixed(6 * CHUNK))
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    mine = sorted((r for r in lines if r["tid"] == state["id"]), key=lambda r: r["i"])
+    assert [r["i"] for r in mine] == list(range(6))
+    assert sum(1 for r in mine if r["sent_as"] != "none") == sum(n for c, n in state["codecs"].items() if c != "none")
+    for r in mine:
+        assert r["src"] in {"selector", "local", "not_asked", "ahead_of_selector", "cpu_guard", "pricing_up"}
+        assert r["len"] == CHUNK and 0 < r["ratio"] <= 1.0
+        assert r["t_decided"] <= r["t_sent"] <= r["t_acked"]
+
+
 def test_the_threads_that_move_bytes_give_way_to_the_http_event_loop(make_sites):
     """Transfers, the peer port and probes run at `bulk_thread_nice`: a busy host runs /health's loop first."""
     import os

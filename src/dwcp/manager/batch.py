@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
 from dwcp.manager.costs import MIN_TIMED_BYTES, STEP_UP_MIN_WIRE_S, candidates, heavier, on_sample, same_kernel
-from dwcp.manager.plan import Answer, answer_wait
+from dwcp.manager.plan import Answer, CodecLog, answer_wait
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -45,9 +45,10 @@ PIPELINE_BYTES = 8 << 20
 class _Chosen:
     """The batch's codec for one object, in the shape `Transfers._send_chunk` asks a plan for."""
 
-    def __init__(self, codec: str, costs: PipelineCosts) -> None:
+    def __init__(self, codec: str, costs: PipelineCosts, note: dict | None = None) -> None:
         self._codec, self._costs = codec, costs
         self.sent_as: tuple[str, int] = ("none", 0)  # (codec sent, raw length), for its ACK's CPU figures
+        self.note = note  # its settings.codec_log record (plan.CodecLog), when one is kept
 
     def codec(self, i: int) -> str:
         return self._codec
@@ -56,6 +57,9 @@ class _Chosen:
              rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
         """The sender's CPU for the object counts for the peer's pipeline (one object: no ratio to keep)."""
         self.sent_as = (codec, raw_len)
+        if self.note is not None and raw_len > 0:
+            self.note.update(sent_as=codec, ratio=round(encoded_len / raw_len, 4), len=raw_len,
+                             comp_ns=round(comp_cpu / raw_len * 1e9, 3))
         self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
 
@@ -93,7 +97,8 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
             if blob.is_file():
                 fds[t.id] = os.open(blob, os.O_RDONLY)
         ready = [t for t in ts if t.id in fds]  # a vanished blob fails on the single path, with its reason
-        codecs = _choose(owner, ready, fds)
+        notes: dict[str, dict] | None = {} if owner.codec_log is not None else None
+        codecs = _choose(owner, ready, fds, notes)
         buf = bytearray(max((t.size for t in ready), default=0))
         costs = owner.costs_for(ts[0].to)
         unanswered: collections.deque[tuple[Transfer, _Chosen]] = collections.deque()
@@ -102,7 +107,7 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
             for t, codec in zip(ready, codecs, strict=True):
                 conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                        "chunk_bytes": t.chunk_bytes, "chunks": 1})
-                chosen = _Chosen(codec, costs)
+                chosen = _Chosen(codec, costs, None if notes is None else notes.get(t.id))
                 owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
                 unanswered.append((t, chosen))
                 ahead += t.size
@@ -110,10 +115,10 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
                 # sending them; waiting for one sends what is held first (`Connection.receive`)
                 while ahead > PIPELINE_BYTES:
                     done_t, done_chosen = unanswered.popleft()
-                    _answered(conn, done_t, done_chosen)
+                    _answered(conn, done_t, done_chosen, owner.codec_log)
                     ahead -= done_t.size
         while unanswered:
-            _answered(conn, *unanswered.popleft())
+            _answered(conn, *unanswered.popleft(), owner.codec_log)
         if not ready:
             clean = True
             return
@@ -136,7 +141,7 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
             conn.close()
 
 
-def _answered(conn: Connection, t: Transfer, chosen: _Chosen) -> None:
+def _answered(conn: Connection, t: Transfer, chosen: _Chosen, log_to: CodecLog | None = None) -> None:
     """The STATE and ACK for `t`'s OFFER and CHUNK (answers come in the order of the requests)."""
     _, state, _ = conn.expect((Kind.STATE,), 0)
     chosen._costs.same_host = same_kernel(state)
@@ -146,9 +151,12 @@ def _answered(conn: Connection, t: Transfer, chosen: _Chosen) -> None:
     # held in memory until COMMIT_MANY: this write's time is not the disk's
     chosen._costs.acked(*chosen.sent_as, {k: v for k, v in meta.items() if k != "io"})
     t.chunks_done = 1
+    if chosen.note is not None and log_to is not None:
+        log_to.write(chosen.note)
 
 
-def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[str]:
+def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int], notes: dict[str, dict] | None = None) \
+        -> list[str]:
     """Each object's codec: its own when the transfer names one, else one selector call for the batch, waited
     for as `plan.answer_wait` allows (a share of the batch's wire time), then the local rule for each object."""
     ask = [t for t in ts if t.codec is None]
@@ -174,13 +182,19 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int]) -> list[s
         # costs the pipeline little either way, and pricing it would cost more than it can save
         for n, t in enumerate(ask):
             pick, why = picked[n], source
+            priced: dict[str, float] = {}
             if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
                 sampled = on_sample(samples[n], candidates(pick, up=t.size / link.bandwidth >= STEP_UP_MIN_WIRE_S))
-                fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled)
+                fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled,
+                                        priced)
                 if fastest != pick:
                     why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"
                     owner.metrics.codec_decisions.labels(why).inc()
                     pick = fastest
             owner.metrics.codec_sources.labels(why, pick).inc()
             chosen[t.id] = pick
+            if notes is not None:
+                notes[t.id] = {"tid": t.id, "i": 0, "size": t.size, "batch": len(ts), "src": why,
+                               "pick": picked[n], "codec": pick, "bw": link.bandwidth,
+                               "priced_ns": {k: round(v * 1e9, 3) for k, v in priced.items()}}
     return [chosen[t.id] for t in ts]

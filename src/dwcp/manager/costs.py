@@ -177,11 +177,12 @@ class PipelineCosts:
         return max(ratio / bandwidth, work / self.cores(), disk)
 
     def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float,
-                sampled: dict[str, Sampled] | None = None) -> str:
+                sampled: dict[str, Sampled] | None = None, priced_out: dict[str, float] | None = None) -> str:
         """The selector's `pick`, a lighter codec or a heavier one on the LADDER, whichever moves a raw byte
         soonest. `ratios`: each candidate's wire/raw ratio (measured, or estimated by the caller); a candidate
         without one is skipped, and the pick is kept while its own figures are missing. A heavier codec must be
-        UP_MARGIN faster than the best of the pick and the lighter ones."""
+        UP_MARGIN faster than the best of the pick and the lighter ones. `priced_out` receives each priced
+        candidate's T in seconds per raw byte (a heavier one's with its CPU taken UP_CPU_SAFETY times over)."""
         if pick not in ratios and pick != "none":
             return pick
         priced: dict[str, float] = {}  # the pick and the lighter ones
@@ -197,6 +198,9 @@ class PipelineCosts:
             t = self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled, UP_CPU_SAFETY if heavy else 1.0)
             if t is not None:
                 (up if heavy else priced)[k] = t
+        if priced_out is not None:
+            priced_out.update(priced)
+            priced_out.update(up)
         if pick not in priced:
             return pick
         best = pick

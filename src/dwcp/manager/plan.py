@@ -16,7 +16,10 @@ background thread only makes the HTTP call.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
@@ -33,6 +36,31 @@ if TYPE_CHECKING:
 def answer_wait(payload_bytes: int, bandwidth: float | None, timeout: float) -> float:
     """How long codecs for `payload_bytes` wait for the selector: a share of their wire time on a measured link."""
     return ANSWER_WAIT_SHARE * payload_bytes / bandwidth if bandwidth else timeout
+
+
+class CodecLog:
+    """`settings.codec_log`: one JSON line per chunk (and per object of a batch) saying what decided its codec:
+    the source, the pick and the codec sent, each candidate's priced seconds per raw byte and the ratio it was
+    priced with (measured on this transfer, or from the sample), beside the ratio and compress CPU measured on
+    the chunk itself and when it was decided, compressed, sent and acknowledged (seconds from the transfer's
+    start). For benchmarks: what made a codec that lost to another one win the pricing."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - one line per write, closed with the site
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":"))
+        with self._lock:
+            self._file.write(line + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def _ns(seconds_per_byte: dict[str, float]) -> dict[str, float]:
+    return {k: round(v * 1e9, 3) for k, v in seconds_per_byte.items()}
 
 
 class Answer:
@@ -79,17 +107,26 @@ class Plan:
         self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
         self._sample: bytes | None = None
         self._sampled: dict[str, Sampled] = {}  # codec -> its figures on `_sample`
+        self._log: CodecLog | None = owner.codec_log
+        self._notes: dict[int, dict] = {}  # chunk -> its codec_log record until acknowledged
+        self._t0 = time.perf_counter()
         if t.codec is None:
             self._ask(0)
 
     def codec(self, i: int) -> str:
         if self._t.codec is not None:
             self._owner.metrics.codec_sources.labels("fixed", self._t.codec).inc()
+            if self._log is not None:
+                with self._lock:
+                    self._notes[i] = {"tid": self._t.id, "i": i, "size": self._t.size, "src": "fixed",
+                                      "codec": self._t.codec, "t_decided": self._since()}
             return self._t.codec
         window = i // self._owner.settings.selector_window
         answer = self._ask(window)
         self._ask(window + 1)
+        waited = time.perf_counter()
         picked = answer.wait(self._answer_wait(i))
+        waited = time.perf_counter() - waited
         if picked is None:
             self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
             t = self._t
@@ -98,11 +135,20 @@ class Plan:
                                                self._link.bandwidth), "ahead_of_selector"
         else:
             pick, source = picked[i], answer.source
-        chosen = self._fastest(pick, i)
+        note = {} if self._log is not None else None
+        chosen = self._fastest(pick, i, note)
         if chosen != pick:
             source = "pricing_up" if heavier(chosen, pick) else "cpu_guard"
         self._owner.metrics.codec_sources.labels(source, chosen).inc()
+        if note is not None:
+            note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen,
+                        bw=self._link.bandwidth, wait_ms=round(waited * 1e3, 3), t_decided=self._since())
+            with self._lock:
+                self._notes[i] = note
         return chosen
+
+    def _since(self) -> float:
+        return round(time.perf_counter() - self._t0, 6)
 
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
@@ -124,7 +170,7 @@ class Plan:
         answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w, pieces=pieces)
         return answer
 
-    def _fastest(self, pick: str, i: int) -> str:
+    def _fastest(self, pick: str, i: int, note: dict | None = None) -> str:
         """The pick, a lighter or a heavier codec, whichever the pipeline's measured costs say moves chunk `i`
         soonest (`costs.PipelineCosts.fastest`); a step down is counted as `source="cpu_guard"`, a step up as
         `source="pricing_up"`. A codec's ratio is the
@@ -148,7 +194,11 @@ class Plan:
             sampled = on_sample(self._sample, among, self._sampled)
             scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
             ratios.update((k, min(1.0, f.ratio * scale)) for k, f in sampled.items() if k not in ratios)
-        chosen = costs.fastest(pick, ratios, bandwidth, sampled)
+        priced: dict[str, float] | None = {} if note is not None else None
+        chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced)
+        if note is not None:
+            note["priced_ns"] = _ns(priced)
+            note["ratios"] = {k: [round(r, 4), "measured" if k in measured else "sample"] for k, r in ratios.items()}
         if chosen != pick:
             self._owner.metrics.codec_decisions.labels("pricing_up" if heavier(chosen, pick) else "cpu_guard").inc()
         return chosen
@@ -159,6 +209,10 @@ class Plan:
         its size in `picked`. Its ratio counts for this transfer, its CPU for the peer's pipeline costs."""
         with self._lock:
             self._in_flight[i] = (codec, raw_len)
+            note = self._notes.get(i)
+            if note is not None and raw_len > 0:
+                note.update(sent_as=codec, ratio=round(encoded_len / raw_len, 4), len=raw_len,
+                            comp_ns=round(comp_cpu / raw_len * 1e9, 3), t_sent=self._since())
             if picked != "none" and raw_len > 0:
                 old = self._ratios.get(picked)
                 ratio = encoded_len / raw_len
@@ -169,5 +223,10 @@ class Plan:
         """The receiver's ACK of chunk `i`: its CPU figures go to the peer's pipeline costs."""
         with self._lock:
             codec, raw_len = self._in_flight.pop(i, ("none", 0))
+            note = self._notes.pop(i, None)
+        if note is not None and self._log is not None:
+            note.update(t_acked=self._since(), rx_cpu_ms=meta.get("cpu") and round(meta["cpu"] * 1e3, 3),
+                        rx_io_ms=meta.get("io") and round(meta["io"] * 1e3, 3))
+            self._log.write(note)
         if codec != chunks.DELTA:
             self._costs.acked(codec, raw_len, meta)

@@ -38,6 +38,8 @@ class ManagerSettings(BaseModel):
     bulk_thread_nice: int = Field(
         10, ge=0, le=19, description="nice value of the threads that move bytes (transfers, the peer port, probes): "
         "when the host is short of CPU, the scheduler runs the HTTP event loop (/health) before them")
+    codec_log: Path | None = Field(None, description="append one JSON line per chunk sent saying what decided its "
+                                   "codec and what it measured (manager/plan.CodecLog; for benchmarks)")
     # Links.
     probe_interval_s: float = Field(30.0, gt=0, description="seconds between active probes of each peer")
     probe_bytes: int = Field(4 * MIB, ge=0, le=256 * MIB, description="bytes an active bandwidth probe sends")

@@ -39,7 +39,7 @@ from dwcp.manager.costs import PipelineCosts, same_kernel
 from dwcp.manager.links import LinkTable
 from dwcp.manager.metrics import ManagerMetrics
 from dwcp.manager.peers import SessionPool, Site
-from dwcp.manager.plan import Plan
+from dwcp.manager.plan import CodecLog, Plan
 from dwcp.manager.selection import CodecChooser
 from dwcp.manager.settings import ManagerSettings
 from dwcp.manager.store import ObjectStore, ObjectVersion
@@ -149,6 +149,7 @@ class Transfers:
         self.links, self.metrics, self.settings = links, metrics, settings
         self.log = TransferLog(log_path)
         self.tamper = tamper
+        self.codec_log = CodecLog(settings.codec_log) if settings.codec_log else None
         self.sessions = SessionPool(auth, max_idle=2 * settings.streams)
         self._active: dict[str, Transfer] = {}
         self._costs: dict[str, PipelineCosts] = {}  # peer -> what each codec costs the pipeline to it
@@ -175,6 +176,8 @@ class Transfers:
             w.join(timeout=5)
         self.sessions.close()
         self.log.close()
+        if self.codec_log is not None:
+            self.codec_log.close()
 
     # -- API -----------------------------------------------------------------------------------
     def submit(self, obj: ObjectVersion, to: str, codec: str | None = None) -> Transfer:

@@ -130,3 +130,35 @@ def test_the_ladder_steps_down_below_a_pick_off_it_and_never_up_to_one():
     assert candidates("zstd-19") == ("zstd-19", *reversed(LADDER))
     assert candidates("none") == LADDER
     assert "zstd-19" not in candidates("zstd-9") and "brotli-11" not in candidates("none")
+
+
+def test_a_lighter_codec_must_beat_a_link_bound_pick_by_the_margin():
+    """Session 8, 100 Mbit/s medium bucket: the 16 KiB sample read zstd-1 and zstd-3 within 1% of each other
+    (0.630 vs 0.636 of raw), both link-bound, and the tie went to zstd-1, which sent 27% more bytes than zstd-3
+    on the whole 1.6 MiB chunk. Told apart by the sample's ratios alone, the lighter codec must be DOWN_MARGIN
+    faster."""
+    zstd = {"comp": {"zstd-3": 6.0, "zstd-1": 3.0}, "dec": {"zstd-3": 1.5, "zstd-1": 1.3}}
+    costs = measured(1.0, tx_rest=1.1, rx_rest=5.4, **zstd)
+    slow = 12.5e6
+    assert costs.fastest("zstd-3", {"zstd-3": 0.636, "zstd-1": 0.630}, slow) == "zstd-3"
+    # a lighter codec the sample prices 10% faster on the same link is still taken
+    assert costs.fastest("zstd-3", {"zstd-3": 0.636, "zstd-1": 0.57}, slow) == "zstd-1"
+    # where the CPU, not the link, sets the pick's pace (1000 Mbit/s, a host giving a stream 10% of a core),
+    # the lighter codecs' smaller CPU counts as before: none's 6.5 ns/B on 0.4 cores (16 ns/B) beats zstd-3's 35
+    loaded = measured(0.1, tx_rest=1.1, rx_rest=5.4, **zstd)
+    assert loaded.fastest("zstd-3", {"zstd-3": 0.636, "zstd-1": 0.630}, 125e6) == "none"
+
+
+def test_a_step_up_must_save_more_than_compressing_the_first_chunk_with_it_costs():
+    """Session 8, 100 Mbit/s medium bucket: a 1.6 MiB one-chunk object went zstd-9 for a 9% smaller wire
+    (~2 ms of wire time), spent 76 ms compressing, and finished last. Pipelined, zstd-9 is priced link-bound
+    and 7% sooner; the chunk a stream starts with waits for its whole compression first."""
+    zstd = {"comp": {"zstd-9": 21.0, "zstd-3": 6.0}, "dec": {"zstd-9": 1.5, "zstd-3": 1.5}}
+    costs = measured(1.0, tx_rest=1.1, rx_rest=5.4, **zstd)
+    slow, chunk = 12.5e6, 1_655_172
+    ratios = {"zstd-3": 0.27, "zstd-9": 0.248}
+    assert costs.fastest("zstd-3", ratios, slow) == "zstd-9"  # the pipelined price alone steps up
+    # a one-chunk object: 1.5 ns/B saved on 1.6 MB (2.5 ms) against (1.5 x 21 - 6) ns/B on it (42 ms)
+    assert costs.fastest("zstd-3", ratios, slow, chunk_bytes=chunk, remaining_bytes=chunk) == "zstd-3"
+    # the first chunk of 64 MiB to go: 100 ms saved, worth the 42 ms wait
+    assert costs.fastest("zstd-3", ratios, slow, chunk_bytes=chunk, remaining_bytes=64 * MIB) == "zstd-9"

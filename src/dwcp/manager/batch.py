@@ -186,7 +186,7 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int], notes: di
             if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
                 sampled = on_sample(samples[n], candidates(pick, up=t.size / link.bandwidth >= STEP_UP_MIN_WIRE_S))
                 fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled,
-                                        priced)
+                                        priced, t.size, t.size)
                 if fastest != pick:
                     why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"
                     owner.metrics.codec_decisions.labels(why).inc()

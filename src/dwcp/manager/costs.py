@@ -46,6 +46,11 @@ EWMA = 0.2  # weight of the newest chunk
 LADDER = ("none", "lz4", "zstd-1", "zstd-3", "zstd-9")
 UP_MARGIN = 0.05  # a codec heavier than the pick must move a byte this much sooner (its ratio is an estimate)...
 UP_CPU_SAFETY = 1.5  # ...with its CPU taken this many times over (its CPU is an estimate too, often a sample's)
+# A codec lighter than the pick, where the link sets the pick's pace, must move a byte this much sooner: there the
+# two are told apart by their ratios alone, and the ratios are a 16 KiB sample's, in which zstd-1 and zstd-3 read
+# within 1% of each other while on whole 1.6 MiB chunks zstd-1 sent 27% more bytes (session 8, 100 Mbit/s medium
+# bucket, binary family: 0.565 vs 0.446 of raw; text 0.313 vs 0.290).
+DOWN_MARGIN = 0.05
 # Payloads shorter than this on the wire (uncompressed) are not priced for a step up: compressing a 16 KiB sample
 # with the heavier codecs costs up to ~1 ms of CPU (zstd-9 most of it), 5% of this.
 STEP_UP_MIN_WIRE_S = 0.02
@@ -177,11 +182,16 @@ class PipelineCosts:
         return max(ratio / bandwidth, work / self.cores(), disk)
 
     def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float,
-                sampled: dict[str, Sampled] | None = None, priced_out: dict[str, float] | None = None) -> str:
+                sampled: dict[str, Sampled] | None = None, priced_out: dict[str, float] | None = None,
+                chunk_bytes: int = 0, remaining_bytes: int = 0) -> str:
         """The selector's `pick`, a lighter codec or a heavier one on the LADDER, whichever moves a raw byte
         soonest. `ratios`: each candidate's wire/raw ratio (measured, or estimated by the caller); a candidate
-        without one is skipped, and the pick is kept while its own figures are missing. A heavier codec must be
-        UP_MARGIN faster than the best of the pick and the lighter ones. `priced_out` receives each priced
+        without one is skipped, and the pick is kept while its own figures are missing. A lighter codec must be
+        DOWN_MARGIN faster than the pick where the link sets the pick's pace (a tie otherwise goes to the
+        lighter). A heavier codec must be UP_MARGIN faster than the best of the pick and the lighter ones, and
+        (with `chunk_bytes`) save over the `remaining_bytes` of the transfer at least what compressing one chunk
+        with it costs beyond the best's: the time that chunk waits before its first byte leaves (a one-chunk
+        object pays it whole; the pipelined price above does not see it). `priced_out` receives each priced
         candidate's T in seconds per raw byte (a heavier one's with its CPU taken UP_CPU_SAFETY times over)."""
         if pick not in ratios and pick != "none":
             return pick
@@ -203,15 +213,34 @@ class PipelineCosts:
             priced_out.update(up)
         if pick not in priced:
             return pick
+        # the pick's pace is its wire time: a lighter codec is told from it by the (sample's) ratios alone
+        link_bound = pick != "none" and priced[pick] <= ratios[pick] / bandwidth
+        below = priced[pick] * (1 - DOWN_MARGIN) if link_bound else priced[pick]
         best = pick
         for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
-            if k in priced and priced[k] <= priced[best]:
+            if k in priced and priced[k] <= below and priced[k] <= priced[best]:
                 best = k
         if up:
             soonest = min(up, key=up.__getitem__)
-            if up[soonest] < priced[best] * (1 - UP_MARGIN):
+            if up[soonest] < priced[best] * (1 - UP_MARGIN) and self._fills(soonest, best, priced[best] - up[soonest],
+                                                                            chunk_bytes, remaining_bytes, sampled):
                 best = soonest
         return best
+
+    def _fills(self, heavy: str, light: str, saved_per_byte: float, chunk_bytes: int, remaining_bytes: int,
+               sampled: dict[str, Sampled] | None) -> bool:
+        """The step up from `light` to `heavy` saves, over the transfer's remaining bytes, at least the extra
+        time one thread takes to compress a chunk with `heavy` (its CPU taken UP_CPU_SAFETY times over): the
+        wait before that chunk's first byte, which a pipelined price does not see. Session 8, 100 Mbit/s medium
+        bucket: a 1.6 MiB one-chunk object stepped up to zstd-9 for a 9% smaller wire (2 ms of wire time)
+        spent 76 ms compressing and was the transfer's last to finish."""
+        if chunk_bytes <= 0:
+            return True
+        heavy_cpu, light_cpu = self.codec_cpu(heavy, sampled), self.codec_cpu(light, sampled)
+        if heavy_cpu is None or light_cpu is None:
+            return False
+        extra = (UP_CPU_SAFETY * heavy_cpu[0] - light_cpu[0]) * chunk_bytes
+        return saved_per_byte * max(remaining_bytes, chunk_bytes) >= extra
 
 
 def heavier(codec: str, than: str) -> bool:

@@ -195,7 +195,12 @@ class Plan:
             scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
             ratios.update((k, min(1.0, f.ratio * scale)) for k, f in sampled.items() if k not in ratios)
         priced: dict[str, float] | None = {} if note is not None else None
-        chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced)
+        # a chunk a stream starts with waits for its whole compression before its first byte leaves; a later
+        # one is compressed while the chunks before it are on the wire (the pipelined price)
+        t = self._t
+        first = i < self._owner.settings.streams
+        length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)) if first else 0
+        chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced, length, t.size - i * t.chunk_bytes)
         if note is not None:
             note["priced_ns"] = _ns(priced)
             note["ratios"] = {k: [round(r, 4), "measured" if k in measured else "sample"] for k, r in ratios.items()}

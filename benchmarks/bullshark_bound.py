@@ -10,6 +10,10 @@ Each stage a worker (or its client) does per byte is measured alone on this VM, 
   link between two processes through asyncio's TLS transport, with the standard loop and with uvloop
   (sender writes 500 KB frames, receiver reads into a preallocated buffer, as dataplane.py does), and
   over blocking `SSLSocket`s (no transport: what a link thread would cost);
+- the candidate authenticated plain link (docs/security.md, "Worker links"): plain TCP through uvloop's
+  transport, each 500 KB frame carrying a 16-byte keyed BLAKE3 tag, either over (sequence number, the
+  frame's digest), the digest being the one the worker computes anyway (counted under hashing), or over
+  (sequence number, the whole frame) at both ends;
 - the worker's `batch_digest` (BLAKE3-256), SHA-256 and BLAKE2b-256 (what it used before) over 500 KB;
 - the transaction scan (`worker.scan` over a batch of 512 B transactions);
 - the batch store as the worker writes it (`BatchStore.put`, page cache), and the same with an
@@ -223,6 +227,93 @@ def tls_link(total: int, use_uvloop: bool) -> dict:
                  lambda port: _run(lambda: _tls_sender(port, client_auth, total), use_uvloop))
 
 
+TAG = 16  # bytes of keyed BLAKE3 per frame (workerlinks.TAG_SIZE)
+
+
+def _tag(key: bytes, seq: int, data) -> bytes:
+    mac = blake3(seq.to_bytes(8, "big"), key=key)
+    mac.update(data)
+    return mac.digest(TAG)
+
+
+class _MacSink(asyncio.BufferedProtocol):
+    """Reads frames of BATCH + TAG bytes into one reused buffer and checks each one's tag: over (seq, the
+    frame's digest) given by `digest_of` (the worker hashes every batch anyway), or over (seq, the frame)."""
+
+    def __init__(self, total: int, done: asyncio.Future, key: bytes, whole: bool, digests: list[bytes]) -> None:
+        self.total, self.done, self.key, self.whole, self.digests = total, done, key, whole, digests
+        self.frame = bytearray(BATCH + TAG)
+        self.view = memoryview(self.frame)
+        self.n = self.got = self.seq = 0
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view[self.n:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        if self.n < len(self.frame):
+            return
+        body, tag = self.view[:BATCH], bytes(self.view[BATCH:])
+        signed = body if self.whole else self.digests[self.seq % len(self.digests)]
+        if _tag(self.key, self.seq, signed) != tag:
+            raise RuntimeError("tag mismatch")
+        self.seq += 1
+        self.got += BATCH
+        self.n = 0
+        if self.got >= self.total and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _mac_blocks() -> tuple[list[bytes], list[bytes]]:
+    blocks = [os.urandom(BATCH) for _ in range(4)]
+    return blocks, [batch_digest(b) for b in blocks]
+
+
+async def _mac_receiver(server: socket.socket, total: int, key: bytes, whole: bool) -> int:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    _, digests = _MAC_BLOCKS
+    srv = await loop.create_server(lambda: _MacSink(total, done, key, whole, digests), sock=server)
+    await done
+    srv.close()
+    return 0
+
+
+async def _mac_sender(port: int, total: int, key: bytes, whole: bool) -> float:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_connection(_Source, "127.0.0.1", port)
+    transport.set_write_buffer_limits(high=2 * 1024 * 1024)  # as workerlinks.WRITE_HIGH_WATER
+    blocks, digests = _MAC_BLOCKS
+    started, sent, seq = _cpu(), 0, 0
+    while sent < total:
+        block = blocks[seq % len(blocks)]
+        tag = _tag(key, seq, block if whole else digests[seq % len(digests)])
+        transport.writelines([block, tag])
+        sent += len(block)
+        seq += 1
+        await proto.writable.wait()
+    while transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
+    cpu = _cpu() - started
+    transport.close()
+    return cpu
+
+
+_MAC_BLOCKS = _mac_blocks()  # made before the fork: both ends know the blocks' digests without timing them
+
+
+def mac_link(total: int, whole: bool) -> dict:
+    """The candidate worker link: plain TCP through uvloop, a keyed BLAKE3 tag per 500 KB frame (over the
+    sequence number and the frame's digest, or the whole frame), checked by the receiver."""
+    key = os.urandom(32)
+    return _pair(total, lambda server: _run(lambda: _mac_receiver(server, total, key, whole), True),
+                 lambda port: _run(lambda: _mac_sender(port, total, key, whole), True))
+
+
 def tls_blocking(total: int) -> dict:
     """A TLS 1.3 link between two processes over blocking `SSLSocket`s (`sendall` of 500 KB, `recv_into` a
     preallocated buffer): no event-loop transport, so no memory-BIO copies (what a link thread would cost)."""
@@ -333,6 +424,7 @@ def main() -> None:
     ap.add_argument("--tx-size", type=int, default=512)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the store stages write")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--stages", help="comma-separated stage names to run (default: all; the bound needs all)")
     args = ap.parse_args()
     total = args.megabytes * 1_000_000 // BATCH * BATCH
     m: dict = {"load_average": os.getloadavg()}
@@ -342,22 +434,36 @@ def main() -> None:
         ("tls_asyncio", lambda: tls_link(total // 2, use_uvloop=False)),
         ("tls_uvloop", lambda: tls_link(total // 2, use_uvloop=True)),
         ("tls_blocking", lambda: tls_blocking(total // 2)),
+        ("mac_digest_uvloop", lambda: mac_link(total // 2, whole=False)),
+        ("mac_frame_uvloop", lambda: mac_link(total // 2, whole=True)),
         ("hash", lambda: hashing(200)),
         ("scan", lambda: tx_scan(args.tx_size, 20)),
         ("store", lambda: store(total, args.dir)),
     ]
+    if args.stages:
+        wanted = set(args.stages.split(","))
+        stages = [(name, fn) for name, fn in stages if name in wanted]
     for name, fn in stages:
         runs = [fn() for _ in range(args.repeat)]
         m[name] = _median(runs)
         print(f"{name:12s} " + json.dumps(m[name], default=lambda x: round(x, 3)), flush=True)
+    if args.stages:
+        if args.json:
+            args.json.write_text(json.dumps(m, indent=2, default=lambda x: round(x, 4)) + "\n")
+        return
     m["bound"] = {key: bound(m, args.nodes, args.rate, args.tx_size, os.cpu_count() or 1, key)
-                  for key in ("tls_asyncio", "tls_uvloop", "tls_blocking", "tls_memory")}
+                  for key in ("tls_asyncio", "tls_uvloop", "tls_blocking", "tls_memory", "mac_digest_uvloop",
+                               "mac_frame_uvloop")}
     for key, b in m["bound"].items():
         print(f"bound with {key}: {b['per_tx_us']} us of CPU per tx ({b['per_tx_ns']} ns); {args.rate:,.0f} tx/s "
               f"needs {b['cores_needed']} cores, this machine has {b['cores_here']}: at most "
               f"{b['max_tx_per_s_on_all_cores']:,} tx/s with every core on the data plane; "
               f"durable (fdatasync) storage of all {args.nodes} copies at most {b['durable_max_tx_per_s']:,} tx/s",
               flush=True)
+    saved = {key: round((m["bound"]["tls_uvloop"]["per_tx_us"] - m["bound"][key]["per_tx_us"]), 2)
+             for key in ("mac_digest_uvloop", "mac_frame_uvloop")}
+    m["saved_us_per_tx_against_tls_uvloop"] = saved
+    print(f"candidate links against the TLS link (uvloop), us of CPU per tx saved at n = {args.nodes}: {saved}")
     if args.json:
         args.json.write_text(json.dumps(m, indent=2, default=lambda x: round(x, 4)) + "\n")
 

@@ -23,12 +23,12 @@ class Sent(PeerLink):
         self.requests: list[bytes] = []
         self.batches: list[bytes] = []
 
-    def write(self, pieces: list, force: bool = False) -> bool:
-        frame = b"".join(bytes(p) for p in pieces)
-        if frame[5] == REQUEST:  # after the u32 length and the channel byte
-            self.requests.append(frame[6:])
-        elif frame[5] == BATCH:
-            self.batches.append(frame[6:])
+    def write(self, kind: int, body, digest: bytes | None = None, force: bool = False) -> bool:
+        if kind == REQUEST:
+            self.requests.append(bytes(body))
+        elif kind == BATCH:
+            assert digest == dataplane.batch_digest(body)  # the tag covers it
+            self.batches.append(bytes(body))
         return True
 
 
@@ -93,7 +93,8 @@ def test_a_batch_already_written_on_the_requesters_link_is_not_sent_again_until_
 
 def test_a_skipped_batch_served_on_request_is_not_pushed_again_by_the_retry_loop(plane) -> None:
     backed_up = plane.links[3]
-    backed_up.write = lambda pieces, force=False: force and Sent.write(backed_up, pieces, force)  # type: ignore[method-assign]
+    backed_up.write = lambda kind, body, digest=None, force=False: (  # type: ignore[method-assign]
+        force and Sent.write(backed_up, kind, body, digest, force))
     data = b"\x00\x00\x00\x04abcd"
     digest = dataplane.batch_digest(data)
     plane.seal(Batch(digest, memoryview(data), 1), None)  # links 1 and 2 took it; link 3 was backed up
@@ -110,10 +111,10 @@ def test_a_skipped_batch_served_on_request_is_not_pushed_again_by_the_retry_loop
 def test_a_batch_that_arrived_is_not_requested_again(plane, monkeypatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(dataplane.time, "monotonic", lambda: clock[0])
-    body = bytearray(b"\x01" + (4).to_bytes(4, "big") + b"abcd")
-    digest = dataplane.batch_digest(memoryview(body)[1:])
+    body = bytearray((4).to_bytes(4, "big") + b"abcd")
+    digest = dataplane.batch_digest(body)
     plane.on_local(FetchBatches(digests=(digest,), peer=1))
-    plane.on_batch(1, body)
+    plane.on_batch(1, body, digest)
     clock[0] += 5.0
     plane.on_local(FetchBatches(digests=(digest,), peer=1))
     assert len(plane.links[1].requests) == 1
@@ -126,13 +127,13 @@ def test_the_worker_counts_skipped_requested_served_and_duplicate_batches_and_th
     from dwcp.consensus.bullshark.metrics import WorkerMetrics
     from dwcp.consensus.bullshark.worker import Batch
 
-    plane.links[3].write = lambda pieces, force=False: force  # type: ignore[method-assign]  # backed up
+    plane.links[3].write = lambda kind, body, digest=None, force=False: force  # type: ignore[method-assign]  # full
     data = b"\x00\x00\x00\x04abcd"
     plane.seal(Batch(dataplane.batch_digest(data), memoryview(data), 1), None)  # link 3 skipped it
-    body = bytearray(b"\x01" + b"\x00\x00\x00\x04wxyz")
-    plane.on_batch(1, body)
-    plane.on_batch(2, bytearray(body))  # the same batch again (a request answered twice)
-    plane.on_request(2, memoryview(dataplane.batch_digest(memoryview(body)[1:]) + bytes(32)))  # one we hold
+    body = bytearray(b"\x00\x00\x00\x04wxyz")
+    plane.on_batch(1, body, dataplane.batch_digest(body))
+    plane.on_batch(2, bytearray(body), dataplane.batch_digest(body))  # the same batch again (a request answered twice)
+    plane.on_request(2, memoryview(dataplane.batch_digest(body) + bytes(32)))  # one we hold
     plane.on_local(FetchBatches(digests=(b"m" * 32, b"n" * 32), peer=-1))
     totals = {k: plane.totals[k] for k in ("skipped", "requested", "served", "duplicates")}
     assert totals == {"skipped": 1, "requested": 2, "served": 1, "duplicates": 1}
@@ -146,36 +147,13 @@ def test_the_worker_counts_skipped_requested_served_and_duplicate_batches_and_th
 
 
 def test_a_peer_batch_read_into_the_links_reused_buffer_is_stored_whole_after_the_buffer_is_overwritten(plane) -> None:
-    buffer = bytearray(b"\x01" + b"\x00\x00\x00\x04wxyz")  # the reader's buffer (framing.FrameReader)
-    digest = dataplane.batch_digest(memoryview(buffer)[1:])
-    plane.on_batch(1, memoryview(buffer))
-    buffer[1:] = b"\x00\x00\x00\x04QQQQ"  # the next frame lands in the same buffer
+    buffer = bytearray(b"\x00\x00\x00\x04wxyz")  # the reader's buffer (framing.FrameReader)
+    digest = dataplane.batch_digest(buffer)
+    plane.on_batch(1, memoryview(buffer), digest)
+    buffer[:] = b"\x00\x00\x00\x04QQQQ"  # the next frame lands in the same buffer
     assert bytes(plane.store.get(digest)) == b"\x00\x00\x00\x04wxyz"
     plane.on_request(2, memoryview(digest))  # served from the file, not from the overwritten buffer
     assert plane.links[2].batches == [b"\x00\x00\x00\x04wxyz"]
-
-
-def test_frames_read_before_the_peer_is_named_are_kept_whole_across_the_reused_buffer() -> None:
-    from dwcp.consensus.transport.framing import Channel, encode_frame
-    from dwcp.consensus.transport.workerlinks import PeerReader
-
-    class Plane:
-        def __init__(self) -> None:
-            self.batches: list[tuple[int, bytes]] = []
-
-        def on_batch(self, peer: int, body) -> None:
-            self.batches.append((peer, bytes(body)))
-
-    fake = Plane()
-    reader = PeerReader(fake, None, None)  # type: ignore[arg-type]
-    for payload in (b"\x01first batch", b"\x01second"):
-        data = encode_frame(Channel.DATA, payload)
-        for i in range(len(data)):  # a byte at a time, as TLS may hand them
-            reader.buffer()[:1] = data[i:i + 1]
-            reader.updated(1)
-    assert not fake.batches
-    reader.authenticated(2)
-    assert fake.batches == [(2, b"\x01first batch"), (2, b"\x01second")]
 
 
 def test_the_worker_counts_the_time_its_clients_were_paused_and_each_batchs_quorum_wait(plane, monkeypatch) -> None:

@@ -16,9 +16,10 @@ receive buffer (asyncio's `BufferedProtocol` reads straight into it), `scan` wal
 prefixes in place, and a full buffer becomes the batch without a copy (only the partial transaction
 at its end moves to the next buffer). A batch's bytes are its transactions in that same framing.
 
-Worker links (after the greeting byte `PEER` and the mutual handshake) carry DATA frames whose
-first byte is the kind: BATCH (the batch bytes; the receiver hashes them once and stores them),
-ACK (a 32-byte digest), REQUEST (digests of batches the sender is missing).
+Worker links (a mutual TLS session after the greeting byte `PEER`, and the plain stream bound to it after
+`DATA_PEER`: transport/workerlinks.py) carry DATA frames whose first byte is the kind: BATCH (the batch bytes; the
+receiver hashes them once and stores them), ACK (a 32-byte digest), REQUEST (digests of batches the sender is
+missing); each ends in the link's 16-byte tag.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from blake3 import blake3
 
 from dwcp.consensus.bullshark.messages import BatchRef
 
-CLIENT, PEER = b"C", b"P"  # first byte of a connection to a worker port
+CLIENT, PEER, DATA_PEER = b"C", b"P", b"D"  # first byte of a connection to a worker port
 BATCH, ACK, REQUEST = 1, 2, 3  # first byte of a DATA frame between workers
 DIGEST_SIZE = 32
 TX_LEN = struct.Struct("!I")

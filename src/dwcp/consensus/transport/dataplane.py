@@ -12,13 +12,15 @@ One listening port (the inventory's `worker` port). A connection's first byte sa
   `batch_size` bytes or after `max_batch_delay`; acknowledged counts go back once 2f + 1 workers
   hold the batch. While `max_inflight` of our batches wait for acknowledgements, clients are not
   read (TCP backpressure reaches the client).
-- PEER: a worker of another node (workerlinks.py): right after the greeting byte both ends start mutual TLS 1.3
-  (runtime/peerauth.py: the nodes' pinned Ed25519 certificates, ALPN label
-  `bullshark-worker/<committee>`), and the peer is named by its verified certificate. Connections
-  are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
+- PEER: a worker of another node opening a link's session (workerlinks.py): right after the greeting byte
+  both ends start mutual TLS 1.3 (runtime/peerauth.py: the nodes' pinned Ed25519 certificates, ALPN label
+  `bullshark-worker/<committee>`), the peer is named by its verified certificate, and it sends the link's
+  session id and key inside TLS.
+- DATA_PEER: that peer's stream, bound to the session by its id: plain TCP, every frame tagged with the link
+  key. Links are one per direction as in tcp.py: we dial each peer to send to it, read only from accepted ones.
   Frames come through `framing.FrameReader` (payload read into the reader's one reused buffer, never copied);
-  a batch is hashed once (BLAKE3), appended to the store (not kept in memory), acknowledged, and announced to our
-  primary.
+  a batch is hashed once (BLAKE3), its tag checked over that digest, appended to the store (not kept in
+  memory), acknowledged, and announced to our primary.
 A peer whose socket buffer is full (asyncio flow control) is skipped for new batches: it fetches
 what it misses by digest when its primary needs it, and the quorum does not wait for it.
 
@@ -56,6 +58,7 @@ from dwcp.consensus.bullshark.worker import (
     ACK,
     BATCH,
     CLIENT,
+    DATA_PEER,
     DIGEST_SIZE,
     PEER,
     REQUEST,
@@ -66,10 +69,17 @@ from dwcp.consensus.bullshark.worker import (
     scan,
 )
 from dwcp.consensus.transport.batchstore import BatchStore
-from dwcp.consensus.transport.framing import HEADER, Channel, encode_frame
 from dwcp.consensus.transport.locallink import encode_local, read_local
 from dwcp.consensus.transport.workeringress import Ingress
-from dwcp.consensus.transport.workerlinks import PeerLink, PeerReader
+from dwcp.consensus.transport.workerlinks import (
+    KEY_SIZE,
+    READY,
+    SESSION,
+    SESSION_ID_SIZE,
+    PeerLink,
+    PeerReader,
+    PeerSession,
+)
 from dwcp.runtime.peerauth import PeerAuth, PeerAuthError
 
 log = logging.getLogger("dwcp.bullshark.worker")
@@ -93,6 +103,7 @@ class Dataplane:
                              certificate=setup.certificates[setup.node_id], peers=setup.certificates,
                              label=setup.label)
         self.links: dict[int, PeerLink] = {p: PeerLink(self, p) for p in setup.peers}
+        self.sessions: dict[bytes, PeerSession] = {}  # accepted sessions whose stream has not come yet, by id
         self.clients: set[Ingress] = set()
         self.owner: dict[bytes, Ingress | None] = {}  # our unacknowledged batch -> the connection it came from
         self.samples: dict[bytes, list[int]] = {}  # our batch -> sample tx ids in it
@@ -178,9 +189,8 @@ class Dataplane:
         self.totals["sealed_bytes"] += len(batch.data)
         if batch.samples:
             self.samples[batch.digest] = batch.samples
-        frame = [HEADER.pack(len(batch.data) + 1, Channel.DATA), bytes((BATCH,)), batch.data]
         for link in self.links.values():
-            if link.write(frame):
+            if link.write(BATCH, batch.data, batch.digest):
                 link.sent_batch(batch.digest)
             else:
                 link.missed.add(batch.digest)
@@ -208,16 +218,15 @@ class Dataplane:
         if client is not None:
             client.acknowledged(ref.digest)
 
-    def on_batch(self, peer: int, body: bytes | memoryview) -> None:
-        """A peer's batch; `body` may be a view of its reader's reused buffer (the store writes it, keeps no view)."""
-        data = memoryview(body)[1:]
-        digest = batch_digest(data)
+    def on_batch(self, peer: int, data: bytes | memoryview, digest: bytes) -> None:
+        """A peer's batch, its tag checked over `digest` (its BLAKE3, computed by the reader); `data` may be a view
+        of the reader's reused buffer (the store writes it, keeps no view)."""
         if digest not in self.store:
             self.store.put(digest, data, own=False)  # not cached: data is the reader's buffer
             self.totals["stored"] += 1
         else:
             self.totals["duplicates"] += 1
-        if not self.links[peer].write([encode_frame(Channel.DATA, bytes((ACK,)) + digest)], force=True):
+        if not self.links[peer].write(ACK, digest, force=True):
             self.links[peer].acks.add(digest)  # our link to it is down: acknowledge once it is back
         self.wanted.discard(digest)
         self.requested.pop(digest, None)
@@ -230,8 +239,7 @@ class Dataplane:
             if digest in link.sent:  # on its way, behind the backlog that made the peer ask
                 continue
             data = self.store.get(digest)
-            if data is not None and link.write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data],
-                                               force=True):
+            if data is not None and link.write(BATCH, data, digest, force=True):
                 link.sent_batch(digest)
                 link.missed.discard(digest)  # answered: the retry loop must not push it again
                 self.totals["served"] += 1
@@ -239,12 +247,14 @@ class Dataplane:
     def resend(self, peer: int) -> None:
         """Send `peer` the acknowledgements and the batches it missed (link down or backed up)."""
         link = self.links[peer]
-        if link.acks and link.write([encode_frame(Channel.DATA, bytes((ACK,)) + d) for d in link.acks], force=True):
-            link.acks.clear()
+        for digest in list(link.acks):
+            if not link.write(ACK, digest, force=True):
+                break
+            link.acks.discard(digest)
         waiting = set(self.quorum.unacknowledged(peer))
         for digest in [d for d in link.missed if d in waiting and d not in link.sent]:
             data = self.store.get(digest)
-            if data is not None and link.write([HEADER.pack(len(data) + 1, Channel.DATA), bytes((BATCH,)), data]):
+            if data is not None and link.write(BATCH, data, digest):
                 link.missed.discard(digest)
                 link.sent_batch(digest)
         link.missed &= waiting
@@ -275,12 +285,11 @@ class Dataplane:
         self.wanted.update(wanted)
         self.requested.update((d, now) for d in wanted)
         self.totals["requested"] += len(wanted)
-        frame = [encode_frame(Channel.DATA, bytes((REQUEST,)) + b"".join(wanted))]
         if prefer not in self.links:
             peers = sorted(self.links)
             self._turn += 1
             prefer = peers[self._turn % len(peers)]
-        self.links[prefer].write(frame, force=True)
+        self.links[prefer].write(REQUEST, b"".join(wanted), force=True)
 
     def _flow(self) -> None:
         """Stop reading clients while `max_inflight` of our batches wait for acknowledgements."""
@@ -296,14 +305,46 @@ class Dataplane:
                 client.set_reading(not busy)
 
 
+class _Fixed:
+    """Reads exactly `size` bytes (a session's id and key, a stream's session id), then calls `done(bytes)`."""
+
+    def __init__(self, size: int, done) -> None:
+        self.data, self.n, self.done = bytearray(size), 0, done
+
+    def buffer(self) -> memoryview:
+        return memoryview(self.data)[self.n:]
+
+    def updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        if self.n == len(self.data):
+            self.done(bytes(self.data))
+
+
+class _Closed:
+    """A connection that may send nothing more: any byte closes it."""
+
+    def __init__(self, close) -> None:
+        self.close = close
+
+    def buffer(self) -> memoryview:
+        return memoryview(bytearray(1))
+
+    def updated(self, nbytes: int) -> None:
+        self.close()
+
+
 class Inbound(asyncio.BufferedProtocol):
-    """Accepted connection: one greeting byte, then a client stream or a peer worker's frames."""
+    """Accepted connection: one greeting byte, then a client stream, a peer worker's TLS session or the stream
+    bound to one (workerlinks.py)."""
 
     def __init__(self, plane: Dataplane) -> None:
         self.plane = plane
         self.greeting = bytearray(1)
-        self.role: Ingress | PeerReader | None = None
+        self.role: Ingress | PeerReader | _Fixed | _Closed | None = None
         self.upgrading: asyncio.Future | None = None
+        self.session: PeerSession | None = None  # ours (PEER) or the one this stream is bound to (DATA_PEER)
+        self.peer: int | None = None  # named by TLS (PEER)
+        self.sent: bytes | None = None  # the session id and key (PEER)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -318,27 +359,66 @@ class Inbound(asyncio.BufferedProtocol):
                 self.role = Ingress(self.plane, self.transport)
             elif kind == PEER:
                 self.transport.pause_reading()  # the next byte belongs to TLS
-                self.role = PeerReader(self.plane, self.transport, None)  # frames may follow the handshake at once
-                self.upgrading = asyncio.ensure_future(self._upgrade(self.role))
+                # the session id and key may arrive with the handshake's end, before start_tls returns
+                self.role = _Fixed(SESSION, self._keyed)
+                self.upgrading = asyncio.ensure_future(self._upgrade())
+            elif kind == DATA_PEER:
+                self.role = _Fixed(SESSION_ID_SIZE, self._bind)
             else:
                 self.transport.close()
             return
         self.role.updated(nbytes)
 
-    async def _upgrade(self, reader: PeerReader) -> None:
+    async def _upgrade(self) -> None:
         auth = self.plane.auth
         try:
             tls = await asyncio.get_running_loop().start_tls(
                 self.transport, self, auth.server_context(), server_side=True, ssl_handshake_timeout=3.0)
-            self.transport = reader.transport = tls
-            reader.authenticated(auth.peer_of(tls.get_extra_info("ssl_object")))
+            self.transport = tls
+            self.peer = auth.peer_of(tls.get_extra_info("ssl_object"))
+            if self.sent is not None:
+                self._keyed(self.sent)
         except (OSError, TimeoutError, PeerAuthError, ssl.SSLError, ConnectionError) as exc:
             log.warning("refused a worker link: %s", exc)
             self.transport.close()
 
+    def _keyed(self, sent: bytes) -> None:
+        """The session id and link key, read inside TLS: once TLS named the peer, its stream may bind."""
+        self.sent, self.role = sent, _Closed(self._close)
+        if self.peer is None:
+            return
+        session_id, key = sent[:SESSION_ID_SIZE], sent[SESSION_ID_SIZE:]
+        assert len(key) == KEY_SIZE
+        if session_id in self.plane.sessions:  # ids are random: a repeat is a peer misbehaving
+            self._close()
+            return
+        self.session = PeerSession(self.peer, key, self.transport)
+        self.plane.sessions[session_id] = self.session
+        self.transport.write(READY)
+
+    def _bind(self, session_id: bytes) -> None:
+        """A stream names its session: bound to it if that session waits for one, else refused."""
+        session = self.plane.sessions.pop(session_id, None)
+        if session is None or session.stream is not None or session.transport.is_closing():
+            log.warning("refused a worker stream for no waiting session")
+            self.transport.close()
+            return
+        session.stream, self.session = self.transport, session
+        self.role = PeerReader(self.plane, session)
+
+    def _close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.transport.close()
+
     def connection_lost(self, exc) -> None:
         if isinstance(self.role, Ingress):
             self.role.closed()
+        elif self.session is not None:  # a session or its stream: the link is down, both close
+            self.session.close()
+            for session_id, waiting in list(self.plane.sessions.items()):
+                if waiting is self.session:
+                    del self.plane.sessions[session_id]
 
 
 def _die_with_parent() -> None:

@@ -237,11 +237,14 @@ def runqueue_wait(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+SAME_CONTENT = False  # --same-content: every run sends the files' own bytes (the benchmark before session 8)
+
+
 def manager_run(m: Managers, files: list[Path], mode: str, tag: str, timeout: float, batch: bool = False) -> dict:
     """PUT the files at manager-0 (not timed), then transfer them all to manager-1 and wait (timed); `batch`:
     one POST /v1/transfer-batches for all of them, as a client moving a file set would."""
     keys = []
-    nonce = os.urandom(16)
+    nonce = b"" if SAME_CONTENT else os.urandom(16)
     for f in files:
         key = f"{tag}/{mode}/{f.parent.name}/{f.name}"
         resp = m.request(m.url(0), "PUT", f"/v1/objects/{key}", content=unique_body(f, nonce))
@@ -560,10 +563,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="shaped: run the manager modes of each cell this many times, every other round in the "
                          "reverse order (seconds are the mean; same-run ratios per round in the JSON)")
+    ap.add_argument("--same-content", action="store_true",
+                    help="shaped: every run sends the same bytes (before session 8; the receiver's content-addressed "
+                         "store then already holds what the second and later modes of a cell send)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
     ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
     args = ap.parse_args()
+    global SAME_CONTENT
+    SAME_CONTENT = args.same_content
     work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-manager-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,22 @@ async def test_resolves_after_durable_and_groups_fsyncs(tmp_path: Path) -> None:
     assert writer.batches < 50  # submitted back to back: shared fsyncs
     reopened = BlockStore(tmp_path / "log.sqlite")
     assert reopened.tx_height(b"t50") == 50
+    await writer.stop()
+
+
+async def test_the_write_starts_while_the_event_loop_is_held(tmp_path: Path) -> None:
+    """The writer thread takes a submitted block itself: its write (and fsync) needs no step of the event loop,
+    only its answer does. (A writer task on the loop could not start the write until the loop came round.)"""
+    store = BlockStore(tmp_path / "log.sqlite")
+    writer = CommitWriter(store)
+    writer.start()
+    fut = writer.submit(_b(1))
+    deadline = time.monotonic() + 5.0
+    while store.synced_height < 1 and time.monotonic() < deadline:  # holds the loop: nothing else runs on it
+        time.sleep(0.001)
+    assert (store.last_height, store.synced_height) == (1, 1)
+    assert not fut.done()  # the answer waits for the loop
+    await fut
     await writer.stop()
 
 

@@ -11,145 +11,167 @@ becomes durable with the next synced write, and at the latest `max_unsynced` sec
 written (an fsync of the log then, even when nothing else comes). With `max_unsynced` 0 every write is
 synced. Checkpoints (WAL into the database file) run between writes, after the futures resolved, so no
 block waits for one.
+
+The writer thread takes blocks straight from a thread-safe queue (`submit()` puts, the thread wakes): no
+event-loop step lies between a decided block and the start of its write. (Until session 8 a writer task on
+the loop took the block and handed it to a one-thread pool, so the write began only once the loop had come
+round to that task: the "hand-off late" appends of docs/tpbft.md, session 7.) The thread hands each write's
+outcome back with one `call_soon_threadsafe`; the futures are resolved on the loop, after the write (and its
+fsync, if any) returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from dwcp.consensus.storage import BlockStore, StoredBlock
 from dwcp.consensus.transport.trace import StageTrace
+
+_STOP = object()  # queued by stop(): the thread writes what came before it, fsyncs the log and ends
+_DEADLINE = object()  # what the thread's wait returns when the oldest unsynced block is due for its fsync
 
 
 class CommitWriter:
     def __init__(self, store: BlockStore, max_unsynced: float = 0.0) -> None:
         self.store = store
         self.max_unsynced = max_unsynced
-        self._pending: list[tuple[StoredBlock, asyncio.Future]] = []
-        self._sync_wanted = False  # a block in `_pending` was submitted with sync=True
-        self._wake = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit-writer")
-        self._task: asyncio.Task | None = None
-        self._busy = False
-        self._unsynced_since: float | None = None  # when the oldest block not yet durable was written
-        self._deadline: asyncio.TimerHandle | None = None  # wakes `_run` to fsync it by then
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # (block, future, sync) items and _STOP
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future | None = None  # resolved by the thread as it ends
+        self._unsynced_since: float | None = None  # (thread) when the oldest block not yet durable was written
         self.batches = 0  # write transactions, for tests and metrics
-        self.fsyncs = 0  # of them and of idle `sync()`s, those that fsynced the log
-        self.trace: StageTrace | None = None  # set by the driver when tracing (trace.py: "W" events)
+        self.fsyncs = 0  # of them and of idle syncs, those that fsynced the log
+        self.trace: StageTrace | None = None  # set by the driver when tracing (trace.py: "W" and "M" events)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="commit-writer")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="commit-writer", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
         """Finish what is queued (it may already be acknowledged upstream as committed), make it all durable,
         then stop."""
-        if self._task is not None:
-            while (self._pending or self._busy) and not self._task.done():
-                self._wake.set()
-                await asyncio.sleep(0.001)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            if self._deadline is not None:
-                self._deadline.cancel()
-            with contextlib.suppress(Exception):  # a failed store stays failed; close() fsyncs what it can
-                await asyncio.get_running_loop().run_in_executor(self._pool, self.store.sync)
-        self._pool.shutdown(wait=True)
+        if self._thread is None or self._stopped is None:
+            return
+        self._queue.put(_STOP)
+        await self._stopped  # the thread's last callback: every write's outcome was resolved before it
+        self._thread.join()
+        self._thread = None
 
     def submit(self, block: StoredBlock, sync: bool = True) -> asyncio.Future:
         """Queue `block`; the future resolves once it is in the log (and durable if `sync`, or if the writer
         syncs every write), or fails with the store's error."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((block, fut))
-        self._sync_wanted |= sync
-        self._wake.set()
+        self._queue.put((block, fut, sync))
         return fut
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            # Not asyncio.wait_for: on 3.11 it can swallow the cancellation stop() sends when the event is set
-            # at the same moment, and stop() then waits forever. A written block's deadline is a timer.
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            now = time.monotonic()
-            # (less a millisecond: the loop may run a timer a clock tick early)
-            overdue = self._unsynced_since is not None and now - self._unsynced_since >= self.max_unsynced - 1e-3
-            sync = self._sync_wanted or self.max_unsynced <= 0 or overdue
-            self._sync_wanted = False
-            if not batch:
-                if overdue:
-                    await self._sync_idle(loop)
-                continue
-            self._busy = True
-            try:
-                span = await loop.run_in_executor(self._pool, self._append, [b for b, _ in batch], sync)
-            except Exception as exc:  # a refused batch fails every future in it; the driver decides
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            finally:
-                self._busy = False
-            self.batches += 1
-            if sync:
-                self._synced()
-            elif self._unsynced_since is None:
-                self._unsynced_since = span[1]
-                self._deadline = loop.call_later(self.max_unsynced, self._wake.set)
-            if self.trace is not None:
-                self.trace.write_span(*span[:2], [b.height for b, _ in batch])
-                if span[2]:
-                    self.trace.writer_span("index", *span[:2])
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-            if not self._pending and self.store.checkpoint_due:  # now it delays no block
-                await self._checkpoint(loop)
-
-    def _append(self, blocks: list[StoredBlock], sync: bool) -> tuple[float, float, bool]:
-        """In the writer thread: the store's append, when it started and ended, and whether it also flushed
-        the transaction index (for the trace)."""
-        start, flushes = time.monotonic(), self.store.index_flushes
-        self.store.append(blocks, sync=sync)
-        return start, time.monotonic(), self.store.index_flushes != flushes
-
-    async def _sync_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._busy = True
+    # -- the writer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
         try:
-            start, end = await loop.run_in_executor(self._pool, self._timed, self.store.sync)
-        except Exception:  # the next write reports the store's failure to the driver
-            return
+            stopping = False
+            while not stopping:
+                item = self._next()
+                if item is _STOP:
+                    break
+                if item is _DEADLINE:  # nothing came before the oldest unsynced block's fsync deadline
+                    self._sync_idle()
+                    continue
+                batch = [item]
+                while True:  # group commit: whatever queued meanwhile goes in the same transaction
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stopping = True
+                        break
+                    batch.append(more)
+                self._write(batch)
+                if not stopping and self._queue.empty() and self.store.checkpoint_due:  # now it delays no block
+                    self._upkeep("checkpoint", self.store.checkpoint)
+            with contextlib.suppress(Exception):  # a failed store stays failed; close() fsyncs what it can
+                self.store.sync()
         finally:
-            self._busy = False
-        if self.trace is not None:
-            self.trace.writer_span("sync", start, end)
-        self._synced()
+            self._to_loop(self._ended)
 
-    @staticmethod
-    def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    def _next(self) -> object:
+        """The next queued item; `_DEADLINE` when the oldest unsynced block's fsync deadline came first."""
+        if self._unsynced_since is None:
+            return self._queue.get()
+        # (less a millisecond, as the event loop's timer was: a wait may end a clock tick early)
+        wait = self._unsynced_since + self.max_unsynced - 1e-3 - time.monotonic()
+        try:
+            return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return _DEADLINE
+
+    def _write(self, batch: list[tuple[StoredBlock, asyncio.Future, bool]]) -> None:
+        now = time.monotonic()
+        overdue = self._unsynced_since is not None and now - self._unsynced_since >= self.max_unsynced - 1e-3
+        sync = self.max_unsynced <= 0 or overdue or any(s for _, _, s in batch)
+        start, flushes = now, self.store.index_flushes
+        try:
+            self.store.append([b for b, _, _ in batch], sync=sync)
+        except Exception as exc:  # a refused batch fails every future in it; the driver decides
+            self._to_loop(self._failed, batch, exc)
+            return
+        end = time.monotonic()
+        self.batches += 1
+        if sync:
+            self._synced()
+        elif self._unsynced_since is None:
+            self._unsynced_since = end
+        self._to_loop(self._written, batch, start, end, self.store.index_flushes != flushes)
+
+    def _sync_idle(self) -> None:
+        if self._upkeep("sync", self.store.sync):  # else the next write reports the store's failure
+            self._synced()
+
+    def _upkeep(self, kind: str, work: Callable[[], object]) -> bool:
+        """Log upkeep that no block waits for (an idle fsync, a checkpoint); False if it failed (a failed
+        checkpoint leaves the WAL to grow, and the next write reports a failing store)."""
         start = time.monotonic()
-        work()
-        return start, time.monotonic()
+        try:
+            work()
+        except Exception:
+            return False
+        if self.trace is not None:
+            self._to_loop(self.trace.writer_span, kind, start, time.monotonic())
+        return True
 
     def _synced(self) -> None:
         self.fsyncs += 1
         self._unsynced_since = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
 
-    async def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._busy = True
-        try:
-            start, end = await loop.run_in_executor(self._pool, self._timed, self.store.checkpoint)
-        except Exception:  # the WAL only grows; the next write reports a failing store
-            return
-        finally:
-            self._busy = False
+    def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one is left to tell
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- back on the event loop ----------------------------------------------------------------
+    def _written(self, batch: list[tuple[StoredBlock, asyncio.Future, bool]], start: float, end: float,
+                 indexed: bool) -> None:
         if self.trace is not None:
-            self.trace.writer_span("checkpoint", start, end)
+            self.trace.write_span(start, end, [b.height for b, _, _ in batch])
+            if indexed:
+                self.trace.writer_span("index", start, end)
+        for _, fut, _ in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+    @staticmethod
+    def _failed(batch: list[tuple[StoredBlock, asyncio.Future, bool]], exc: Exception) -> None:
+        for _, fut, _ in batch:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def _ended(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)

@@ -16,6 +16,9 @@ transaction, on one host's monotonic clock:
       -> durable:   the event loop learns it is durable (D)
       -> answer:    the waiting HTTP request on X resumes (A)
 
+A T-PBFT follower has no P or V (it learns the block from a group member's Decided): its transactions are
+left out of the stage table and counted apart in the per-entry totals ("at a follower").
+
 Stages sum to the node-side latency (S -> A); the client's figure adds its own batching delay and the
 HTTP request and answer. Printed per stage: mean, p50, p99, and the mean of each stage over the slowest 1%
 of transactions (what the tail is made of).
@@ -79,12 +82,18 @@ def join(traces: dict[int, list[tuple]], since: float = float("-inf"), until: fl
             t_pp, prim = first_p[h]
             t_f = t_s if prim == x else per_node[prim]["F"].get(tid)
             w = ev["W"].get(h, (None, None))
-            marks = (t_s, t_f, t_pp, ev["P"].get(h), ev["V"].get(h), ev["C"].get(h), *w, ev["D"].get(h), ev["A"][tid])
+            p_x, v_x = ev["P"].get(h), ev["V"].get(h)
+            # A node that did not vote on h (a T-PBFT follower, which executes the block a group member's
+            # Decided brings) has no P or V: its "commit" runs from the primary's proposal to its decision.
+            follower = v_x is None and ev["C"].get(h) is not None
+            if follower:
+                p_x = v_x = t_pp
+            marks = (t_s, t_f, t_pp, p_x, v_x, ev["C"].get(h), *w, ev["D"].get(h), ev["A"][tid])
             if any(m is None for m in marks):
                 continue
             row = {name: marks[i + 1] - marks[i] for i, name in enumerate(STAGES)}
             row["total"] = marks[-1] - marks[0]
-            row["node"], row["primary"], row["start"] = x, prim, t_s
+            row["node"], row["primary"], row["start"], row["follower"] = x, prim, t_s, follower
             rows.append(row)
     return rows
 
@@ -159,6 +168,9 @@ def late_appends(traces: dict[int, list[tuple]], since: float = float("-inf"), u
 
 
 def summarize(rows: list[dict], gc: dict | None = None, stalls: dict | None = None) -> dict:
+    """Stage by stage over the transactions whose entry node voted on their block; `total_by_entry` splits
+    every transaction's total by where it entered (the primary, another voter, a follower)."""
+    every, rows = rows, [r for r in rows if not r.get("follower")]
     if not rows:
         return {"transactions": 0}
     tail = sorted(rows, key=lambda r: r["total"])[-max(1, len(rows) // 100):]
@@ -178,8 +190,9 @@ def summarize(rows: list[dict], gc: dict | None = None, stalls: dict | None = No
             "p99_ms": 1e3 * quantile(values, 0.99), "tail_mean_ms": 1e3 * sum(r[name] for r in tail) / len(tail),
         }
     by_primary = defaultdict(list)
-    for r in rows:
-        by_primary["at primary" if r["node"] == r["primary"] else "elsewhere"].append(r["total"])
+    for r in every:
+        by_primary["at a follower" if r.get("follower") else "at primary" if r["node"] == r["primary"]
+                   else "elsewhere"].append(r["total"])
     out["total_by_entry"] = {k: {"n": len(v), "p50_ms": 1e3 * quantile(v, 0.5), "p99_ms": 1e3 * quantile(v, 0.99)}
                              for k, v in sorted(by_primary.items())}
     return out

@@ -70,3 +70,25 @@ def test_late_appends_are_told_apart_by_what_the_writer_thread_was_doing() -> No
         ("M", 1.230, 1.231, "index"),  # inside an append: not upkeep of its own
     ]
     assert stages.late_appends({0: events}) == {"late": 3, "behind_append": 1, "behind_upkeep": 1, "thread_idle": 1}
+
+
+def test_a_transaction_entering_at_a_follower_is_counted_apart() -> None:
+    """A T-PBFT follower neither receives the proposal nor votes (no P or V at it): its transactions used to
+    be dropped from the join, so the per-entry totals left out the followers' extra Decided hop."""
+    stages = load_benchmark("commit_stages")
+    a, b = b"a" * 8, b"b" * 8  # a enters at voter 1, b at follower 2; node 0 is the primary
+    traces = {
+        0: [("F", 1.001, [a]), ("F", 1.002, [b]), ("P", 1.003, 1), ("V", 1.006, 1), ("C", 1.009, 1)],
+        1: [("S", 1.000, [a]), ("P", 1.004, 1), ("V", 1.007, 1), ("C", 1.010, 1), ("T", 1.010, 1, [a, b]),
+            ("W", 1.011, 1.013, [1]), ("D", 1.014, 1), ("A", 1.015, [a])],
+        2: [("S", 1.000, [b]), ("C", 1.020, 1), ("T", 1.020, 1, [a, b]), ("W", 1.021, 1.023, [1]),
+            ("D", 1.024, 1), ("A", 1.025, [b])],
+    }
+    rows = stages.join(traces)
+    (follower,) = [r for r in rows if r["follower"]]
+    assert follower["node"] == 2 and follower["transit"] == follower["prepare"] == 0
+    assert follower["commit"] == pytest.approx(0.017) and follower["total"] == pytest.approx(0.025)
+    summary = stages.summarize(rows)
+    assert summary["transactions"] == 1  # the stage table: voters only
+    assert summary["total_by_entry"]["at a follower"]["n"] == 1
+    assert summary["total_by_entry"]["elsewhere"]["p50_ms"] == pytest.approx(15.0)

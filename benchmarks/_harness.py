@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -105,9 +107,10 @@ class OpenLoopResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def open_loop(target: Target, rate: float, duration: float) -> OpenLoopResult:
+async def open_loop(target: Target, rate: float, duration: float, poisson_seed: int | None = None) -> OpenLoopResult:
     """Send `rate * duration` requests on a fixed schedule (never slowed by slow answers); latency is
-    from sending a request to its answer."""
+    from sending a request to its answer. With `poisson_seed` the schedule has exponential gaps (mean 1/rate,
+    seeded): arrivals as independent clients make them, so some fall while an earlier request is in flight."""
     clients = [RawHttp(p, target.headers) for p in target.ports]
     run = OpenLoopResult(rate, duration)
     tasks: set[asyncio.Task] = set()
@@ -127,9 +130,15 @@ async def open_loop(target: Target, rate: float, duration: float) -> OpenLoopRes
         else:
             run.errors += 1
 
+    if poisson_seed is None:
+        due = [i / rate for i in range(int(rate * duration))]
+    else:
+        gaps = random.Random(poisson_seed)
+        due = list(itertools.accumulate((gaps.expovariate(rate) for _ in range(int(rate * duration))), initial=0.0))
+        due.pop()
     t0 = time.perf_counter()
-    for i in range(int(rate * duration)):
-        delay = t0 + i / rate - time.perf_counter()
+    for i, at in enumerate(due):
+        delay = t0 + at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         task = asyncio.create_task(one(i))

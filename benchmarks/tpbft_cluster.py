@@ -204,11 +204,13 @@ def batch_target(cluster: LocalCluster, tick: float) -> BatchTarget:
                        headers=cluster.headers)
 
 
-def offer(cluster: LocalCluster, rate: float, duration: float, batch_ms: float) -> OpenLoopResult:
-    """The open-loop load: one request per transaction, or (batch_ms > 0) one batch per batch_ms."""
+def offer(cluster: LocalCluster, rate: float, duration: float, batch_ms: float,
+          poisson_seed: int | None = None) -> OpenLoopResult:
+    """The open-loop load: one request per transaction (on a fixed schedule, or with `poisson_seed` at
+    exponential gaps), or (batch_ms > 0) one batch per batch_ms."""
     if batch_ms > 0:
         return asyncio.run(open_loop_batches(batch_target(cluster, batch_ms / 1000), rate, duration))
-    return asyncio.run(open_loop(node_target(cluster), rate, duration))
+    return asyncio.run(open_loop(node_target(cluster), rate, duration, poisson_seed))
 
 
 def node_pids(cluster: LocalCluster) -> dict[int, int]:
@@ -237,7 +239,7 @@ def message_counts(cluster: LocalCluster) -> dict[str, float]:
 
 
 def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None,
-             batch_ms: float = 0.0) -> Run:
+             batch_ms: float = 0.0, poisson_seed: int | None = None) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
     (all read at the window's two ends), and optionally a phase profile of one node over the window."""
     pids = node_pids(cluster)
@@ -245,7 +247,7 @@ def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: 
     profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
     libraries = LibraryProfile(list(pids.values()), duration) if profile_node is not None else None
     threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
-    result = offer(cluster, rate, duration, batch_ms)
+    result = offer(cluster, rate, duration, batch_ms, poisson_seed)
     used = spent(cpu0, cpu_seconds(pids))
     run = Run(**vars(result), nodes=cluster.n)
     run.node_cpu_s, run.client_cpu_s = sum(used.values()), time.process_time() - own0
@@ -403,6 +405,9 @@ def main() -> int:
     ap.add_argument("--batch-ms", type=float, default=0.0,
                     help="Client batching: every this many ms, the transactions due go as one POST "
                          "/v1/batches to the next node in turn (0: one POST /v1/transactions each).")
+    ap.add_argument("--poisson", type=int, default=None, metavar="SEED",
+                    help="One POST per transaction at exponential gaps (seeded) instead of a fixed schedule, as "
+                         "independent clients send (dwcp up's mix): some arrive while a block is in flight.")
     ap.add_argument("--batch-timeout-ms", type=float, default=None)
     ap.add_argument("--view-change-timeout-ms", type=float, default=None)
     ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
@@ -430,7 +435,8 @@ def main() -> int:
     print(f"# {args.nodes}-node {args.protocol} cluster on loopback, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start; settings {settings}; logs in {root}", flush=True)
     results: dict = {"nodes": args.nodes, "protocol": args.protocol, "cpus": os.cpu_count(), "batch_ms": args.batch_ms,
-                     "load_average_at_start": os.getloadavg()[0], "settings": settings, "runs": []}
+                     "poisson": args.poisson, "load_average_at_start": os.getloadavg()[0], "settings": settings,
+                     "runs": []}
     trace_dir = root / "trace" if args.stages else None
     if trace_dir is not None:
         from dwcp.consensus.transport import trace  # here: an A/B run may name a tree without it
@@ -443,7 +449,7 @@ def main() -> int:
         settle(cluster)
         since = time.monotonic()
         main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None,
-                            args.batch_ms)
+                            args.batch_ms, args.poisson)
         until = time.monotonic()
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0

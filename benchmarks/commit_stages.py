@@ -16,8 +16,9 @@ transaction, on one host's monotonic clock:
       -> durable:   the event loop learns it is durable (D)
       -> answer:    the waiting HTTP request on X resumes (A)
 
-A T-PBFT follower has no P or V (it learns the block from a group member's Decided): its transactions are
-left out of the stage table and counted apart in the per-entry totals ("at a follower").
+A T-PBFT follower has no P or V (it learns the block from a group member's Decided), nor has a node that took
+the block by catch-up: their transactions are left out of the stage table and counted apart in the per-entry
+totals ("at a follower").
 
 Stages sum to the node-side latency (S -> A); the client's figure adds its own batching delay and the
 HTTP request and answer. Printed per stage: mean, p50, p99, and the mean of each stage over the slowest 1%

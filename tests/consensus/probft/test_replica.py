@@ -302,9 +302,10 @@ def test_a_view_change_signs_each_reproposal_header_so_its_ballots_carry_evidenc
     assert isinstance(nv, SignedNewView) and nv.view == 1 and nv.proposals == (dig,)
     [sig] = nv.header_signatures
     assert net.cores[1].verifier.verify(1, signing_bytes(1, encode(header(0, 1, 1, dig))), sig)
-    # Ballots for the re-proposal carry the new leader's header signature, like any proposal's.
+    # Prepare ballots for the re-proposal carry the new leader's header signature, like any proposal's
+    # (dense commit ballots carry none).
     prepares = [o.message for o in net.outputs[3] if isinstance(o, Multicast) and isinstance(o.message, Ballot)
-                and o.message.view == 1]
+                and o.message.view == 1 and o.message.kind == "prepare"]
     assert prepares and all(b.header_signature == sig for b in prepares)
     assert all(len(c) == 1 and c[0].certificate.view == 1 for n, c in net.commits.items() if n not in (0, 2))
     # Node 2 has not seen the NEW-VIEW: a plain one is refused, a signed one with a bad header moves on at once.

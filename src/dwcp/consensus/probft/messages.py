@@ -22,7 +22,8 @@ class Proposal(Message, tag="propose"):
 class Ballot(Message, tag="ballot"):
     """A prepare or commit vote sent to the sender's sample for (epoch, view, kind). `proof` is the
     sender's VRF proof for that sample (the same bytes in every ballot of the view and phase);
-    `header_signature` is the leader's signature over the block's header."""
+    `header_signature` is the leader's signature over the block's header. In dense mode (sample =
+    everyone) `proof` is empty, and so is a commit ballot's `header_signature`."""
 
     kind: str  # "prepare" | "commit"
     epoch: int

@@ -14,6 +14,13 @@ written before re-proposals were signed) || the leader's header signature || VRF
 its VRF sample, so the certificate shows q matching ballots that a single node was entitled to
 receive, which is exactly what made that node decide. The signature is the signer's envelope
 signature over the `Ballot` rebuilt from the certificate and its entry.
+
+Dense mode (sample = everyone, q = 2f + 1: PBFT's quorums) has no samples to prove: ballots carry an
+empty proof, commit ballots no header signature either, and a certificate is PBFT-sized: `signatures[i]`
+is the signer's 64-byte ballot signature, the first entry followed by the header signature the ballots
+carried (prepare ballots; none for commit). Certificates written in the sampled layout before dense mode
+dropped those fields still verify (their proofs are not needed: a dense sample holds everyone).
+docs/probft.md, "Dense mode without proofs", gives the safety argument.
 """
 
 from __future__ import annotations
@@ -35,6 +42,15 @@ _FIXED = SIGNATURE_SIZE + _HOLDER + 1  # then the header signature (its length i
 
 BAD_PROOF = "bad_vrf_proof"
 PROOF_MISMATCH = "proof_mismatch"
+
+
+DENSE_FIRST = (SIGNATURE_SIZE, 2 * SIGNATURE_SIZE)  # a dense certificate's first entry: signature [+ header sig]
+
+
+def dense_entries(entries: list[bytes]) -> tuple[bytes, ...]:
+    """A dense certificate's entries from tallied ones (each signature || the header signature its ballot
+    carried, the same for all): the header signature kept once, after the first signature."""
+    return (entries[0], *(e[:SIGNATURE_SIZE] for e in entries[1:])) if entries else ()
 
 
 def pack_entry(signature: bytes, holder: int, header_signature: bytes, proof: bytes) -> bytes:
@@ -71,7 +87,9 @@ class SampleBook:
         return draw(beta, others, self.params.sample_size)
 
     def mine(self, epoch: int, view: int, phase: str) -> tuple[bytes, tuple[int, ...]]:
-        """Our proof and sample (sorted) for (epoch, view, phase)."""
+        """Our proof and sample (sorted) for (epoch, view, phase); dense: no proof, everyone else."""
+        if self.params.dense:
+            return b"", self._others[self.node_id]
         key = (epoch, view, phase)
         hit = self._mine.get(key)
         if hit is None:
@@ -85,13 +103,19 @@ class SampleBook:
     def holds(self, sender: int, epoch: int, view: int, phase: str, proof: bytes) -> bool:
         """True when `proof` is the cached, valid proof of `sender` for (epoch, view, phase) and its sample
         holds us: what `sample_of` would accept without verifying anything. Reads only."""
+        if self.params.dense:
+            return not proof and sender != self.node_id and sender in self.committee
         hit = self._peers.get((sender, epoch, view, phase))
         return hit is not None and hit[0] == proof and hit[1] is not None and self.node_id in hit[1]
 
     def sample_of(self, sender: int, epoch: int, view: int, phase: str, proof: bytes) -> frozenset[int] | str:
-        """`sender`'s sample for (epoch, view, phase) proven by `proof`, or a rejection reason."""
+        """`sender`'s sample for (epoch, view, phase) proven by `proof`, or a rejection reason. Dense:
+        everyone but `sender`, for an empty proof only (there is nothing to prove; any bytes are refused
+        so that one ballot has one encoding)."""
         if phase not in PHASES or sender not in self.committee:
             return BAD_PROOF
+        if self.params.dense:
+            return BAD_PROOF if proof else frozenset(self._others[sender])
         key = (sender, epoch, view, phase)
         hit = self._peers.get(key)
         if hit is not None:
@@ -135,6 +159,12 @@ class SampleBook:
             return False
         if len(set(cert.signers)) != len(cert.signers):
             return False
+        if self.params.dense:
+            key = ("probft-dense", self.domain, cert)
+            known = verifier.verdicts.get(key)
+            if known is None:
+                known = verifier.verdicts.put(key, self._dense_signed(cert, verifier, leader))
+            return bool(known)
         # The signature part is a pure function of the certificate and the keys, so it is memoised with
         # the verifier (once per process; once per run in the simulator). The sample part is ours: it
         # feeds our proof cache in the order it always did, which later ballots' checks depend on.
@@ -188,3 +218,30 @@ class SampleBook:
                 break
             good += 1
         return holder, proofs, good
+
+    def _dense_signed(self, cert: Certificate, verifier: Verifier, leader: Callable[[int, int], int]) -> bool:
+        """Dense mode: every signer a member whose signature over its rebuilt ballot verifies, and the
+        header signature (if any) the leader's. PBFT's rule: q = 2f + 1 distinct signers."""
+        entries = cert.signatures
+        if all(len(e) == SIGNATURE_SIZE for e in entries[1:]) and len(entries[0]) in DENSE_FIRST:
+            header_sig = entries[0][SIGNATURE_SIZE:]
+            parts = [(e[:SIGNATURE_SIZE], b"") for e in entries]
+        else:  # the sampled layout, as dense certificates were written before (proofs not needed)
+            parsed = [unpack_entry(e) for e in entries]
+            if any(p is None for p in parsed) or len({p[2] for p in parsed if p is not None}) != 1:
+                return False
+            header_sig = parsed[0][2] if parsed[0] is not None else b""
+            parts = [(p[0], p[3]) for p in parsed if p is not None]
+        if header_sig:
+            chief = leader(cert.epoch, cert.view)
+            head = encode(header(cert.epoch, cert.view, cert.height, cert.digest))
+            if not verifier.verify(chief, signing_bytes(chief, head), header_sig):
+                return False
+        for signer, (sig, proof) in zip(cert.signers, parts, strict=True):
+            if signer not in self.committee:
+                return False
+            ballot = Ballot(kind=cert.kind, epoch=cert.epoch, view=cert.view, height=cert.height,
+                            digest=cert.digest, proof=proof, header_signature=header_sig)
+            if not verifier.verify(signer, signing_bytes(signer, encode(ballot)), sig):
+                return False
+        return True

@@ -19,9 +19,12 @@ Rules (docs/probft.md maps each to the paper):
 | Vote, PrePrepare | never from peers (no sample proof / no header signature)  | Rejected                          |
 
 q and the sample size s come from `sampling.derive` (dense below the size where sampling pays:
-sample = everyone, q = 2f + 1, i.e. PBFT). Rejections are `Rejected` outputs with reasons
+sample = everyone, q = 2f + 1, i.e. PBFT). Dense ballots carry no VRF proof (any proof bytes are
+bad_vrf_proof) and dense commit ballots no header signature (unexpected_header): PBFT's quorums make
+both unnecessary (docs/probft.md, "Dense mode without proofs"); prepare ballots keep the header, so
+equivocation evidence works as above. Rejections are `Rejected` outputs with reasons
 bad_vrf_proof, proof_mismatch, outside_sample, bad_header_signature, header_mismatch,
-missing_header, equivocation_evidence; bad peer input never raises.
+missing_header, unexpected_header, equivocation_evidence; bad peer input never raises.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from dwcp.consensus.pbft.messages import (
 )
 from dwcp.consensus.pbft.state import Mode, Slot
 from dwcp.consensus.probft.messages import Ballot, Proposal, SignedNewView, header
-from dwcp.consensus.probft.quorum import SampleBook, pack_entry
+from dwcp.consensus.probft.quorum import SampleBook, dense_entries, pack_entry
 from dwcp.consensus.probft.sampling import PHASES, derive, predict
 
 
@@ -246,14 +249,23 @@ class Replica(PbftReplica):
     # ---- ballots ----
     def _cast(self, now: float, vote: Vote, outs: list[Output]) -> None:
         proof, sample = self.book.mine(vote.epoch, vote.view, vote.kind)
-        known = self.headers.get((vote.epoch, vote.view, vote.height))
-        head = known[1] if known is not None and known[0] == vote.digest else b""
+        head = b""
+        if not (self.params.dense and vote.kind == "commit"):
+            known = self.headers.get((vote.epoch, vote.view, vote.height))
+            head = known[1] if known is not None and known[0] == vote.digest else b""
         ballot = Ballot(kind=vote.kind, epoch=vote.epoch, view=vote.view, height=vote.height, digest=vote.digest,
                         proof=proof, header_signature=head)
         if sample:
             outs.append(Multicast(to=sample, message=ballot))
         self.attempts[vote.kind] += 1
-        self._record(now, self.node_id, vote, pack_entry(self.sign(ballot), self.node_id, head, proof), outs)
+        self._record(now, self.node_id, vote, self._entry(self.sign(ballot), ballot), outs)
+
+    def _entry(self, signature: bytes, b: Ballot) -> bytes:
+        """What the tally keeps of a ballot for certificates (`quorum.py`): dense, the signature and the
+        header signature (kept once per certificate by `_certificate`); sampled, the full entry."""
+        if self.params.dense:
+            return signature + b.header_signature
+        return pack_entry(signature, self.node_id, b.header_signature, b.proof)
 
     def _check_ballot(self, now: float, sender: int, b: Ballot, outs: list[Output]) -> str | None:
         if b.kind not in PHASES:
@@ -263,6 +275,10 @@ class Replica(PbftReplica):
             return sample
         if self.node_id not in sample:
             return "outside_sample"
+        if self.params.dense and b.kind == "commit":
+            # Dense commit ballots carry no header: a correct node commits only after 2f + 1 prepares,
+            # whose ballots carried the leader's header (docs/probft.md, "Dense mode without proofs").
+            return "unexpected_header" if b.header_signature else None
         key = (b.epoch, b.view, b.height)
         if not b.header_signature:  # every proposal's header is signed, re-proposals' too (in the NEW-VIEW)
             return "missing_header"
@@ -285,7 +301,10 @@ class Replica(PbftReplica):
             return False
         if not self.book.holds(sender, b.epoch, b.view, b.kind, b.proof):
             return False
-        if self.headers.get((b.epoch, b.view, b.height)) != (b.digest, b.header_signature):
+        if self.params.dense and b.kind == "commit":
+            if b.header_signature:
+                return False
+        elif self.headers.get((b.epoch, b.view, b.height)) != (b.digest, b.header_signature):
             return False
         vote = Vote(kind=b.kind, epoch=b.epoch, view=b.view, height=b.height, digest=b.digest)
         reason = self._check_vote(sender, vote)
@@ -309,7 +328,7 @@ class Replica(PbftReplica):
             if reason not in ("duplicate", "outside_window"):
                 outs.append(Rejected(peer=sender, reason=reason))
             return
-        self._record(now, sender, vote, pack_entry(sig, self.node_id, b.header_signature, b.proof), outs)
+        self._record(now, sender, vote, self._entry(sig, b), outs)
 
     # ---- quorums ----
     def _progress(self, now: float, h: int, outs: list[Output]) -> None:
@@ -333,8 +352,9 @@ class Replica(PbftReplica):
     def _certificate(self, kind: str, h: int, slot: Slot) -> Certificate:
         tally = self.votes[(kind, slot.view, h)][slot.digest]
         signers = tuple(sorted(tally))[: self.params.quorum]
+        entries = [tally[s] for s in signers]
         return Certificate(kind=kind, epoch=self.epoch, view=slot.view, height=h, digest=slot.digest,
-                           signers=signers, signatures=tuple(tally[s] for s in signers))
+                           signers=signers, signatures=dense_entries(entries) if self.params.dense else tuple(entries))
 
     def _valid_prepared(self, vc: ViewChange, p: Prepared, end: int | None) -> bool:
         b, c = p.block, p.certificate

@@ -10,7 +10,8 @@ submit -> durable commit per transaction, measured by the client, plus node CPU 
 window). Quorum achievement is the nodes' own count after the backlog settled: phases that gathered a
 quorum over phases voted in (`/v1/status`: quorum_achieved / quorum_attempts, summed over nodes).
 At n = 7 ProBFT runs dense (sample = everyone, q = 2f+1: docs/probft.md), so the comparison measures
-what the VRF proofs, header signatures and ballot format cost over PBFT's votes.
+what its ballot format and header signatures cost over PBFT's votes (no VRF proofs in dense mode since
+session 8).
 
     .venv/bin/python benchmarks/probft_cluster.py                       # 500 tx/s for 20 s, each protocol
     .venv/bin/python benchmarks/probft_cluster.py --rate 200 --duration 10 --json probft_cluster.json
@@ -24,6 +25,8 @@ Session 6 (2026-12-05, `--batch-ms 10 --stages`, load 11-15, after the log-fsync
 p50 34-41 / p99 97-113 ms, PBFT 30-32 / 80-96 ms; where the rest goes per stage: docs/probft.md, "Session 6".
 Session 7 (`--batch-ms 10 --stages`, load 6-10, after the index-flush cut): ProBFT p50 33-39 / p99 80-100 ms,
 PBFT 29-34 / 71-87 ms, ratio 1.10-1.15 (docs/probft.md, "Session 7").
+Session 8 (`--batch-ms 10 --stages`, load 5-11, dense ballots without proofs): ProBFT p50 34-38 / p99 93-104 ms,
+PBFT 29-35 / 74-92 ms, ratio 1.10-1.26; `--pbft-first` runs PBFT's cluster first (2 runs: no order effect shown).
 """
 
 from __future__ import annotations
@@ -173,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", action="store_true",
                     help="trace the commit path in every node and print where a transaction's latency goes, stage by "
                          "stage (commit_stages.py)")
+    ap.add_argument("--pbft-first", action="store_true",
+                    help="run PBFT's cluster before ProBFT's (the default order is ProBFT first): checks whether the "
+                         "order itself moves the figures")
     args = ap.parse_args(argv)
-    results = {p: one_protocol(p, args) for p in ("probft", "pbft")}
+    order = ("pbft", "probft") if args.pbft_first else ("probft", "pbft")
+    results = {p: one_protocol(p, args) for p in order}
     pro, base = results["probft"], results["pbft"]
     ratio = pro["p99"] / base["p99"] if base["p99"] else float("nan")
     print(f"\nProBFT at {args.rate:.0f} tx/s on {N} nodes: finalization p50 {pro['p50'] * 1e3:.1f} ms, "

@@ -486,3 +486,71 @@ def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(cal
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="no_such_feature"):
         Model.load(tmp_path / "bad.npz")
+
+
+def _with_small_part(base: Model, calibration, offset: np.ndarray) -> tuple[Model, Dataset]:
+    """`base` given a small-chunk part fitted on payloads of 512 B-60 KiB (each one chunk) whose measured
+    properties are `base`'s prediction times e^offset (per output), and the dataset it was fitted on."""
+    from dwcp.compression.train import train_small_chunks
+
+    rng, extract = np.random.default_rng(11), Extractor()
+    payloads = [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+                for f in (list(corpus.FAMILIES) * 2)[:20]]
+    x = np.array([extract(p, len(p)) for p in payloads])
+    y = np.hstack(base.predict(x)) + offset
+    k = len(base.options)
+    ones = np.ones((len(x), 1))
+    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
+                                                                     calibration.vc[1:]]),
+                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
+                 np.array([len(p) for p in payloads]), np.array(["text"] * len(x)), np.arange(len(x)))
+    return train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6), ds
+
+
+def test_a_small_chunk_part_learns_small_chunks_and_leaves_larger_ones_bit_for_bit(calibration, tmp_path: Path):
+    """Session 8: a small-chunk part (format /3) on top of the shipped artifact corrects chunks up to 64 KiB (here:
+    lz4 e^-0.25 slower, as measured on this host) and answers every larger chunk exactly as the artifact does, in
+    batches mixing both and alone, after a save and load; a reader of formats /1-/2 would refuse the file."""
+    base = Model.load(DEFAULT_MODEL)
+    k = len(base.options)
+    offset = np.zeros(3 * k)
+    offset[k + base.options.index("lz4")] = -0.25
+    composed, fitted_on = _with_small_part(base, calibration, offset)
+    composed.save(tmp_path / "small.npz")
+    loaded = Model.load(tmp_path / "small.npz")
+    with np.load(tmp_path / "small.npz") as z:
+        assert json.loads(bytes(z["header"]).decode())["format"] == "dwcp-compression-model/3"
+    assert loaded.small is not None and loaded.large is not None and loaded.version != base.version
+    assert loaded.training["small_chunks"]["payloads"] == len(fitted_on)
+    old, new = Selector(base, calibration), Selector(loaded, calibration)
+    rng = np.random.default_rng(12)
+    samples = [make_sample(corpus.FAMILIES[f](rng, n)) for f in corpus.FAMILIES for n in (2048, 300_000)]
+    chunks = (700, 4096, 65536, 65537, 300_000, 1 << 20, 16 << 20)
+    reqs = [Request(s, 1 << 30, Link(50.0, 20.0), c) for s in samples for c in chunks]
+    x = old.features(reqs)
+    small = x[:, 0] <= 16.0
+    for a, b in zip(old.properties(x), new.properties(x), strict=True):
+        assert np.array_equal(a[~small], b[~small])
+    for r in [r for r in reqs if r.chunk > 64 << 10][:12]:  # one request at a time: the service's common call
+        assert old.choose([r])[0] == new.choose([r])[0]
+    _, vc_old, _ = old.properties(x[small])
+    _, vc_new, _ = new.properties(x[small])
+    lz4 = 1 + base.options.index("lz4")
+    assert np.allclose(np.log(vc_new[:, lz4] / vc_old[:, lz4]), -0.25, atol=0.03)
+    others = [i for i in range(1, k + 1) if i != lz4]
+    assert np.allclose(vc_new[:, others], vc_old[:, others], rtol=0.03)
+    # The one-row path applies it too (float32 BLAS paths of one row and of a batch differ by ~1e-6).
+    one = [new.properties(x[i:i + 1])[1][0] for i in np.flatnonzero(small)[:6]]
+    assert np.allclose(one, vc_new[:6], rtol=1e-5)
+
+
+def test_a_small_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
+    base = Model.load(DEFAULT_MODEL)
+    composed, _ = _with_small_part(base, calibration, np.zeros(3 * len(base.options)))
+    composed.save(tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["small_W"] = arrays["small_W"][:, :5]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="small-chunk"):
+        Model.load(tmp_path / "bad.npz")

@@ -161,9 +161,9 @@ def _print_cells(title: str, cells: dict[str, dict[str, dict]]) -> None:
                   + ("yes" if not worse else "no: " + ", ".join(worse)))
 
 
-def _print_verdict(name: str, verdict) -> None:
+def _print_verdict(name: str, verdict, part: str = "large-chunk") -> None:
     table = Table("bucket or family", "payloads", "requests", "near-best diff", "upper bound", "worse",
-                  title=f"{name}: ship rule, the large-chunk part against the base (paired bootstrap over payloads)")
+                  title=f"{name}: ship rule, the {part} part against the base (paired bootstrap over payloads)")
     for g, v in verdict.groups.items():
         table.add_row(g, str(v.payloads), str(v.requests), f"{v.diff:+.4f}", f"{v.upper:+.4f}",
                       "WORSE" if v.worse else "-")
@@ -379,6 +379,80 @@ def train_large(
             _print_cells(title, ev.cells)
         verdict = heldout_verdict(small, model, cal, ds, links_per_item=links, again=ds2)
         _print_verdict(name, verdict)
+    if out is not None:
+        model.save(out)
+        console.print(f"wrote {out} ({Model.load(out).version})")
+
+
+SmallLabelsOpt = typer.Option(Path("runs/compression/small"), help="Directory of the labelled small-payload sets.")
+
+
+@app.command("label-small")
+def label_small(
+    labels: Path = SmallLabelsOpt,
+    sets: list[str] = typer.Argument(None, help="Sets to label (default: all four)."),
+) -> None:
+    """Label payloads up to 64 KiB, each measured whole, on this host (a few CPU-minutes in all)."""
+    from dwcp.compression import small
+
+    names = sets or list(small.SETS)
+    unknown = sorted(set(names) - set(small.SETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown sets {unknown}; known: {list(small.SETS)}")
+    small.label_sets(labels, names, on_done=console.print)
+
+
+@app.command("train-small")
+def train_small(
+    labels: Path = SmallLabelsOpt,
+    base: Path | None = typer.Option(None, help="The artifact to correct; default: the shipped one."),
+    ridge: str = typer.Option("1e9,100,10,1,0.1", help="Ridge penalties to choose from by cross-validated "
+                              "decisions on the training payloads."),
+    outputs: str = typer.Option("log_vc_rel", help="Which kinds of output the part may correct (others keep the "
+                                "base's answer)."),
+    links: int = typer.Option(100, min=1, help="Requests (random link and declared size) per payload."),
+    out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
+) -> None:
+    """Fit a small-chunk part on the labelled small training payloads, judge it on the held-out ones."""
+    import math
+
+    import numpy as np
+
+    from dwcp.compression import large, small
+    from dwcp.compression.model import Model
+    from dwcp.compression.selector import DEFAULT_MODEL
+    from dwcp.compression.train import Dataset, heldout_verdict, small_ridge_cv, train_small_chunks
+    from dwcp.compression.train import evaluate as run_eval
+
+    cal = large.calibration(labels)
+    base_model = Model.load(base or DEFAULT_MODEL)
+    parts = [d for d in (small.load_set(labels, "train-small-synthetic"), small.load_set(labels, "train-small-real"))
+             if d is not None]
+    if not parts:
+        raise typer.BadParameter(f"no labelled training payloads in {labels}; run `dwcp compression label-small`")
+    tr = Dataset.concat(*parts)
+    kinds = tuple(outputs.split(","))
+    cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
+                        below_bytes=small.SMALL_BYTES, links_per_item=links)
+    table = Table("ridge", "near-best", "exact-best", "mean regret",
+                  title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
+    for r, s in cv.items():
+        table.add_row(f"{r:g}", f"{s['accuracy']:.4f}", f"{s['exact_best']:.4f}", f"{s['mean_regret']:.4f}")
+    console.print(table)
+    chosen = max(cv, key=lambda r: cv[r]["accuracy"])
+    if math.isinf(chosen):
+        console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
+        return
+    penalty = np.where([name.split(":")[0] in kinds for name in base_model.outputs], chosen, math.inf)
+    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty)
+    console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
+    for name in ("heldout-small-synthetic", "heldout-small-real"):
+        ds = small.load_set(labels, name)
+        if ds is None:
+            continue
+        for title, m in ((base_model.version, base_model), ("with the small-chunk part", model)):
+            _print_eval(f"{name}, {title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links))
+        _print_verdict(name, heldout_verdict(base_model, model, cal, ds, links_per_item=links), "small-chunk")
     if out is not None:
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

@@ -14,6 +14,11 @@ Format /2 adds a large-chunk part (`LargeChunks`): header `large_chunks` (`above
 exactly as in /1; larger chunks get the MLP's output for a chunk of 2^above_log2_chunk, plus
 `[1, (x - large_x_mean) / large_x_std] @ large_W` when the chunk is above 2^apply_above_log2_chunk (header
 `large_chunks.apply_above_log2_chunk`, default: above_log2_chunk).
+
+Format /3 adds a small-chunk part (`SmallChunks`), with or without a large one: header `small_chunks`
+(`below_log2_chunk`) and arrays `small_x_mean`, `small_x_std`, `small_W`. Rows whose chunk is at most
+2^below_log2_chunk get `[1, (x - small_x_mean) / small_x_std] @ small_W` added to the MLP's output; larger chunks
+are answered exactly as without it. A reader of /1 and /2 refuses /3 rather than drop the part unnoticed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dwcp.compression.features import chunk_at_most
 
 FORMAT = "dwcp-compression-model/1"
 FORMAT_LARGE = "dwcp-compression-model/2"  # with a large-chunk part
+FORMAT_SMALL = "dwcp-compression-model/3"  # with a small-chunk part (and maybe a large-chunk one)
+FORMATS = (FORMAT, FORMAT_LARGE, FORMAT_SMALL)
 
 
 @dataclass
@@ -105,6 +112,34 @@ class LargeChunks:
         return cls(above, x_mean, x_std, weights, shape=tuple(shape))
 
 
+@dataclass
+class SmallChunks:
+    """What small chunks are like on the host the labels were measured on: the MLP's answer, corrected.
+
+    Why: measured on this host (2026-12-05, the calibration's slow mode, pilot 240 MB/s against 324-333 MB/s in
+    the run of 2026-12-04), the MLP of 2026-11-26 predicts lz4 1.2-1.35x too fast on chunks of 256 B-16 KiB (log
+    error +0.20 to +0.29, s.d. 0.10; +0.08 at 16-64 KiB) and brotli-1 ~1.1x; on dwcp up's own request mix, where
+    1-8 KiB samples stand for payloads of hundreds of MB, those chunk speeds decide the pick
+    (docs/compression.md, "Session 8"). A per-output linear map of the features, fitted on the residuals of
+    small labelled payloads (each one chunk), leaves every larger chunk's answer bit for bit.
+    """
+
+    below: float  # log2 of the largest chunk corrected (16: 64 KiB)
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    weights: np.ndarray  # (1 + features, outputs): the intercept row, then one row per standardised feature
+
+    def correction(self, x: np.ndarray) -> np.ndarray:
+        return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
+
+    @classmethod
+    def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray) -> SmallChunks:
+        """Ridge regression of `residual` (measured minus the MLP's outputs) on the standardised features, as
+        `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected)."""
+        part = LargeChunks.fit(below, x, residual, ridge)
+        return cls(below, part.x_mean, part.x_std, part.weights)
+
+
 def _design(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.hstack([z, *(z * z[:, [s]] for s in shape)]) if shape else z
 
@@ -123,6 +158,7 @@ class Model:
     training: dict = field(default_factory=dict)
     version: str = ""
     large: LargeChunks | None = None  # format /2: chunks above large.above get the MLP's answer corrected
+    small: SmallChunks | None = None  # format /3: chunks up to small.below get the MLP's answer corrected
     _plan: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -154,6 +190,16 @@ class Model:
                 y += self.large.correction(x)
             elif over.any():
                 y[over] += self.large.correction(x[over])
+        if self.small is not None:
+            if len(x) == 1:
+                if x[0, 0] <= self.small.below:
+                    y += self.small.correction(x)
+            else:
+                under = x[:, 0] <= self.small.below
+                if under.all():
+                    y += self.small.correction(x)
+                elif under.any():
+                    y[under] += self.small.correction(x[under])
         k = len(self.options)
         return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
 
@@ -188,13 +234,15 @@ class Model:
             large += (np.array([self.large.apply_above]),)
         if self.large is not None and self.large.shape:
             large += (np.array(self.large.shape) + 1000,)  # offset: never a prefix of another array's bytes
+        if self.small is not None:
+            large += (np.array([self.small.below, -1.0]), self.small.x_mean, self.small.x_std, self.small.weights)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
 
     def save(self, path: Path) -> None:
         header = {
-            "format": FORMAT if self.large is None else FORMAT_LARGE,
+            "format": FORMAT_SMALL if self.small is not None else FORMAT if self.large is None else FORMAT_LARGE,
             "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
             "options": list(self.options), "outputs": self.outputs, "activation": "relu",
             "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
@@ -211,6 +259,10 @@ class Model:
                 header["large_chunks"]["shape_features"] = [self.features[i] for i in self.large.shape]
             arrays |= {"large_x_mean": self.large.x_mean, "large_x_std": self.large.x_std,
                        "large_W": self.large.weights}
+        if self.small is not None:
+            header["small_chunks"] = {"below_log2_chunk": self.small.below}
+            arrays |= {"small_x_mean": self.small.x_mean, "small_x_std": self.small.x_std,
+                       "small_W": self.small.weights}
         arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
@@ -228,7 +280,7 @@ class Model:
     def _load(cls, path: Path) -> Model:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
-            if header.get("format") not in (FORMAT, FORMAT_LARGE):
+            if header.get("format") not in FORMATS:
                 raise ValueError(f"{path}: not a selector model (format {header.get('format')!r})")
             n = len(header["layers"])
             weights = [z[f"W{i}"].astype(np.float64) for i in range(n)]
@@ -236,7 +288,11 @@ class Model:
             m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
                     z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
                     header["version"])
-            if header["format"] == FORMAT_LARGE:
+            if header["format"] == FORMAT_SMALL:
+                part = header["small_chunks"]
+                m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
+                                      z["small_W"])
+            if "large_chunks" in header:
                 part = header["large_chunks"]
                 apply_above = part.get("apply_above_log2_chunk")
                 shape = tuple(header["features"].index(f) for f in part.get("shape_features", []))
@@ -247,6 +303,8 @@ class Model:
         if m.large is not None and m.large.weights.shape != (1 + len(m.features) * (1 + len(m.large.shape)),
                                                              3 * len(m.options)):
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
+        if m.small is not None and m.small.weights.shape != (1 + len(m.features), 3 * len(m.options)):
+            raise ValueError(f"{path}: small-chunk weights {m.small.weights.shape} do not fit the model")
         if m.large is not None and m.large.threshold < m.large.above:
             raise ValueError(f"{path}: large-chunk correction applied below the MLP's largest chunk")
         if weights[-1].shape[1] != 3 * len(m.options):

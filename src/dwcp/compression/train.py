@@ -21,7 +21,7 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, bytes_per_second, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, chunk_at_most, make_sample
-from dwcp.compression.model import LargeChunks, Model, fit, merge
+from dwcp.compression.model import LargeChunks, Model, SmallChunks, fit, merge
 from dwcp.compression.shiprule import Verdict, judge
 
 Progress = Callable[[int], None]
@@ -234,6 +234,47 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
                           "shape_features": [base.features[i] for i in shape],
                           "apply_above_bytes": int(apply_above_bytes or above_bytes)}}
     return model
+
+
+def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
+                       ridge: float | np.ndarray) -> Model:
+    """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
+    their answers get a ridge-regressed correction of `base`'s residuals on these rows; every larger chunk's
+    answer stays `base`'s bit for bit. `ridge` per output (an infinite one leaves that output uncorrected)."""
+    import copy
+
+    rows = data.size <= below_bytes
+    if not rows.any():
+        raise ValueError(f"no labelled chunk up to {below_bytes} bytes to fit the small-chunk part on")
+    below = math.log2(below_bytes)
+    residual = data.targets(cal)[rows] - np.hstack(base.predict(data.x[rows]))
+    model = copy.copy(base)
+    model.small, model.version, model._plan = SmallChunks.fit(below, data.x[rows], residual, ridge), "", None
+    model.training = {**base.training, "small_chunks": {
+        "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
+                                                             ).tolist(),
+        "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
+    return model
+
+
+def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
+                   below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0) -> dict[float, dict]:
+    """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
+    whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
+    `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`)."""
+    fold = np.random.default_rng(seed).integers(folds, size=int(data.item.max()) + 1)[data.item]
+    out = {}
+    for r in [math.inf, *penalties]:
+        ridge = np.where([name.split(":")[0] in kinds for name in base.outputs], r, math.inf)
+        chosen, truth = [], []
+        for k in range(folds):
+            model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
+                                                                  below_bytes=below_bytes, ridge=ridge)
+            held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
+            chosen.append(pick)
+            truth.append(req.truth(held.ratio, held.vc, held.vd))
+        out[r] = summary(np.concatenate(chosen), np.concatenate(truth))
+    return out
 
 
 @dataclass

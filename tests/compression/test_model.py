@@ -257,14 +257,16 @@ def test_selector_is_near_best_at_1_gib_nearly_as_often_as_at_64_kib(host_calibr
 
 
 def _shipped_mlp() -> Model:
-    """The shipped artifact's MLP alone (without a large-chunk part), read up to the chunk it was trained on."""
+    """The shipped artifact's MLP alone (without its large- and small-chunk parts), read up to the chunk it was
+    trained on."""
     import dataclasses
 
     model = Model.load(DEFAULT_MODEL)
-    if model.large is None:
+    if model.large is None and model.small is None:
         return model
-    return dataclasses.replace(model, large=None, version="",
-                               training={**model.training, "max_chunk_bytes": round(2 ** model.large.above)})
+    top = model.training["max_chunk_bytes"] if model.large is None else round(2 ** model.large.above)
+    return dataclasses.replace(model, large=None, small=None, version="",
+                               training={**model.training, "max_chunk_bytes": top})
 
 
 def _with_large_part(base: Model, calibration, offset: np.ndarray, above: int = 512 << 10) -> tuple[Model, Dataset]:
@@ -351,10 +353,13 @@ def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibratio
 
 def test_the_shipped_artifact_answers_chunks_up_to_512_kib_as_mlp_bc45da71d8_did(calibration):
     """Issue 16's rule for the large-chunk artifact: small buckets cannot regress. Its MLP is mlp-bc45da71d8's
-    (same weights: same fingerprint), and every chunk up to 512 KiB gets that MLP's answer bit for bit."""
+    (same weights: same fingerprint), and every chunk up to 512 KiB gets that MLP's answer bit for bit (plus the
+    shipped small-chunk part's correction up to 64 KiB, when it has one: session 8)."""
+    import dataclasses
+
     shipped, mlp = Model.load(DEFAULT_MODEL), _shipped_mlp()
     assert mlp.fingerprint() == "bc45da71d8"
-    old, new = Selector(mlp, calibration), Selector(shipped, calibration)
+    old, new = Selector(dataclasses.replace(mlp, small=shipped.small), calibration), Selector(shipped, calibration)
     rng = np.random.default_rng(12)
     samples = [make_sample(corpus.FAMILIES[f](rng, 200_000)) for f in corpus.FAMILIES]
     reqs = [Request(s, 64 << 30, Link(20.0, 40.0), c) for s in samples for c in (4096, 65536, 512 << 10)]

@@ -239,17 +239,19 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
                        ridge: float | np.ndarray) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
-    their answers get a ridge-regressed correction of `base`'s residuals on these rows; every larger chunk's
-    answer stays `base`'s bit for bit. `ridge` per output (an infinite one leaves that output uncorrected)."""
+    their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
+    small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
+    `ridge` per output (an infinite one leaves that output uncorrected)."""
     import copy
 
     rows = data.size <= below_bytes
     if not rows.any():
         raise ValueError(f"no labelled chunk up to {below_bytes} bytes to fit the small-chunk part on")
     below = math.log2(below_bytes)
-    residual = data.targets(cal)[rows] - np.hstack(base.predict(data.x[rows]))
     model = copy.copy(base)
-    model.small, model.version, model._plan = SmallChunks.fit(below, data.x[rows], residual, ridge), "", None
+    model.small, model.version, model._plan = None, "", None  # a part `base` already has is replaced, not stacked
+    residual = data.targets(cal)[rows] - np.hstack(model.predict(data.x[rows]))
+    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge)
     model.training = {**base.training, "small_chunks": {
         "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
                                                              ).tolist(),

@@ -88,7 +88,7 @@ def test_two_hundred_unauthenticated_8mib_senders_cost_under_50mb_and_nothing_af
         while True:
             time.sleep(1.5)
             after2 = _rss_bytes(pid)
-            if after2 - after < 5 * 1024 * 1024 or time.monotonic() > settle:
+            if after2 - baseline < 25 * 1024 * 1024 or time.monotonic() > settle:
                 break
         mb = 1024 * 1024
         print(f"RSS baseline {baseline / mb:.1f} MB; first attack peak +{(peak - baseline) / mb:.1f}, after "
@@ -96,8 +96,11 @@ def test_two_hundred_unauthenticated_8mib_senders_cost_under_50mb_and_nothing_af
               f"+{(after2 - baseline) / mb:.1f}")
         assert max(peak, peak2) - baseline < 50 * mb, "RSS grew 50 MB or more during the attack"
         # What stays is the allocator keeping freed handshake buffers (at most max_unauthenticated of them at
-        # once), not connections: a second attack adds nothing.
-        assert after - baseline < 25 * mb and after2 - after < 5 * mb
+        # once), not connections: it plateaus, and a second attack does not take it past the same bound. Which
+        # attack reaches the plateau depends on how many handshakes were in flight at once: idle, the first
+        # (+13 MB after it, +15 after the second); in a loaded CI run once the second (+3.9, then +13.9). A
+        # connection's frame kept would be 8 MiB each, 200 of them per attack.
+        assert after - baseline < 25 * mb and after2 - baseline < 25 * mb
         assert sum(sent) < SENDERS * FRAME / 4  # most of the 1.6 GB offered was never even accepted
         metrics = httpx.get(f"{cluster.url(0)}/metrics", timeout=5).text
         assert 'reason="handshake_failed"' in metrics

@@ -194,6 +194,15 @@ class _Source(asyncio.Protocol):
         self.writable.set()
 
 
+async def _drained_cpu(transport: asyncio.Transport, started: float) -> float:
+    """Wait until the transport has written everything, close it; the CPU spent since `started`."""
+    while transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
+    cpu = _cpu() - started
+    transport.close()
+    return cpu
+
+
 async def _tls_sender(port: int, auth: PeerAuth, total: int) -> float:
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_connection(_Source, "127.0.0.1", port, ssl=auth.client_context(),
@@ -205,11 +214,7 @@ async def _tls_sender(port: int, auth: PeerAuth, total: int) -> float:
         transport.write(block)
         sent += len(block)
         await proto.writable.wait()
-    while transport.get_write_buffer_size():
-        await asyncio.sleep(0.001)
-    cpu = _cpu() - started
-    transport.close()
-    return cpu
+    return await _drained_cpu(transport, started)
 
 
 def _run(coro_fn, use_uvloop: bool):
@@ -296,11 +301,7 @@ async def _mac_sender(port: int, total: int, key: bytes, whole: bool) -> float:
         sent += len(block)
         seq += 1
         await proto.writable.wait()
-    while transport.get_write_buffer_size():
-        await asyncio.sleep(0.001)
-    cpu = _cpu() - started
-    transport.close()
-    return cpu
+    return await _drained_cpu(transport, started)
 
 
 _MAC_BLOCKS = _mac_blocks()  # made before the fork: both ends know the blocks' digests without timing them

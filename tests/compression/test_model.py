@@ -339,16 +339,21 @@ def test_an_artifact_whose_large_chunk_part_runs_off_fails_the_physical_bounds(c
     assert any("zstd-9" in v for v in physical_violations(loaded, calibration, x_large))
 
 
-def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
-    base = _shipped_mlp()
-    composed, _ = _with_large_part(base, calibration, np.zeros(3 * len(base.options)))
+def _load_with_weights_cut(composed: Model, weights: str, tmp_path: Path) -> Model:
+    """`composed` saved, its `weights` array cut to 5 columns, loaded again."""
     composed.save(tmp_path / "ok.npz")
     with np.load(tmp_path / "ok.npz") as z:
         arrays = {name: z[name] for name in z.files}
-    arrays["large_W"] = arrays["large_W"][:, :5]
+    arrays[weights] = arrays[weights][:, :5]
     np.savez(tmp_path / "bad.npz", **arrays)
+    return Model.load(tmp_path / "bad.npz")
+
+
+def test_a_large_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
+    base = _shipped_mlp()
+    composed, _ = _with_large_part(base, calibration, np.zeros(3 * len(base.options)))
     with pytest.raises(ValueError, match="large-chunk"):
-        Model.load(tmp_path / "bad.npz")
+        _load_with_weights_cut(composed, "large_W", tmp_path)
 
 
 def test_the_shipped_artifact_answers_chunks_up_to_512_kib_as_mlp_bc45da71d8_did(calibration):
@@ -552,10 +557,5 @@ def test_a_small_chunk_part_learns_small_chunks_and_leaves_larger_ones_bit_for_b
 def test_a_small_chunk_part_that_does_not_fit_the_model_fails_to_load(calibration, tmp_path: Path):
     base = Model.load(DEFAULT_MODEL)
     composed, _ = _with_small_part(base, calibration, np.zeros(3 * len(base.options)))
-    composed.save(tmp_path / "ok.npz")
-    with np.load(tmp_path / "ok.npz") as z:
-        arrays = {name: z[name] for name in z.files}
-    arrays["small_W"] = arrays["small_W"][:, :5]
-    np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="small-chunk"):
-        Model.load(tmp_path / "bad.npz")
+        _load_with_weights_cut(composed, "small_W", tmp_path)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
 from dwcp.manager.costs import MIN_TIMED_BYTES, STEP_UP_MIN_WIRE_S, candidates, heavier, on_sample, same_kernel
-from dwcp.manager.plan import Answer, CodecLog, answer_wait
+from dwcp.manager.plan import Answer, CodecLog, answer_wait, note_sent, ns_per_byte
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -57,9 +57,8 @@ class _Chosen:
              rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
         """The sender's CPU for the object counts for the peer's pipeline (one object: no ratio to keep)."""
         self.sent_as = (codec, raw_len)
-        if self.note is not None and raw_len > 0:
-            self.note.update(sent_as=codec, ratio=round(encoded_len / raw_len, 4), len=raw_len,
-                             comp_ns=round(comp_cpu / raw_len * 1e9, 3))
+        if self.note is not None:
+            note_sent(self.note, codec, raw_len, encoded_len, comp_cpu)
         self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
 
@@ -196,5 +195,5 @@ def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int], notes: di
             if notes is not None:
                 notes[t.id] = {"tid": t.id, "i": 0, "size": t.size, "batch": len(ts), "src": why,
                                "pick": picked[n], "codec": pick, "bw": link.bandwidth,
-                               "priced_ns": {k: round(v * 1e9, 3) for k, v in priced.items()}}
+                               "priced_ns": ns_per_byte(priced)}
     return [chosen[t.id] for t in ts]

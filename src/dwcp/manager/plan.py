@@ -59,8 +59,16 @@ class CodecLog:
             self._file.close()
 
 
-def _ns(seconds_per_byte: dict[str, float]) -> dict[str, float]:
+def ns_per_byte(seconds_per_byte: dict[str, float]) -> dict[str, float]:
+    """A codec_log record's priced figures: seconds per raw byte as nanoseconds."""
     return {k: round(v * 1e9, 3) for k, v in seconds_per_byte.items()}
+
+
+def note_sent(note: dict, codec: str, raw_len: int, encoded_len: int, comp_cpu: float) -> None:
+    """A codec_log record's figures of the chunk as sent: the codec, its ratio and compress CPU per byte."""
+    if raw_len > 0:
+        note.update(sent_as=codec, ratio=round(encoded_len / raw_len, 4), len=raw_len,
+                    comp_ns=round(comp_cpu / raw_len * 1e9, 3))
 
 
 class Answer:
@@ -202,7 +210,7 @@ class Plan:
         length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)) if first else 0
         chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced, length, t.size - i * t.chunk_bytes)
         if note is not None:
-            note["priced_ns"] = _ns(priced)
+            note["priced_ns"] = ns_per_byte(priced)
             note["ratios"] = {k: [round(r, 4), "measured" if k in measured else "sample"] for k, r in ratios.items()}
         if chosen != pick:
             self._owner.metrics.codec_decisions.labels("pricing_up" if heavier(chosen, pick) else "cpu_guard").inc()
@@ -216,8 +224,8 @@ class Plan:
             self._in_flight[i] = (codec, raw_len)
             note = self._notes.get(i)
             if note is not None and raw_len > 0:
-                note.update(sent_as=codec, ratio=round(encoded_len / raw_len, 4), len=raw_len,
-                            comp_ns=round(comp_cpu / raw_len * 1e9, 3), t_sent=self._since())
+                note_sent(note, codec, raw_len, encoded_len, comp_cpu)
+                note["t_sent"] = self._since()
             if picked != "none" and raw_len > 0:
                 old = self._ratios.get(picked)
                 ratio = encoded_len / raw_len

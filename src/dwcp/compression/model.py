@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,16 @@ class SmallChunks:
         return cls(below, part.x_mean, part.x_std, part.weights)
 
 
+def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
+                 correction: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Add a part's `correction` to the outputs `y` of the rows of `x` selected by `rows` (no masking when all
+    or none are)."""
+    if rows.all():
+        y += correction(x)
+    elif rows.any():
+        y[rows] += correction(x[rows])
+
+
 def _design(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.hstack([z, *(z * z[:, [s]] for s in shape)]) if shape else z
 
@@ -185,21 +196,14 @@ class Model:
                 y += self.large.correction(x)
         else:
             y = self._mlp(chunk_at_most(x, self.large.above))
-            over = x[:, 0] > self.large.threshold
-            if over.all():  # one request of a payload sent in 1 MiB chunks, the service's common call
-                y += self.large.correction(x)
-            elif over.any():
-                y[over] += self.large.correction(x[over])
+            # (every row is over in the service's common call: one request of a payload sent in 1 MiB chunks)
+            _add_on_rows(y, x, x[:, 0] > self.large.threshold, self.large.correction)
         if self.small is not None:
             if len(x) == 1:
                 if x[0, 0] <= self.small.below:
                     y += self.small.correction(x)
             else:
-                under = x[:, 0] <= self.small.below
-                if under.all():
-                    y += self.small.correction(x)
-                elif under.any():
-                    y[under] += self.small.correction(x[under])
+                _add_on_rows(y, x, x[:, 0] <= self.small.below, self.small.correction)
         k = len(self.options)
         return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
 

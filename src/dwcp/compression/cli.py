@@ -321,7 +321,14 @@ def train_large(
     from dwcp.compression import large
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
-    from dwcp.compression.train import Dataset, choose_ridge, choose_threshold, heldout_verdict, train_large_chunks
+    from dwcp.compression.train import (
+        Dataset,
+        choose_ridge,
+        choose_threshold,
+        heldout_verdict,
+        ridge_for_kinds,
+        train_large_chunks,
+    )
     from dwcp.compression.train import evaluate as run_eval
 
     cal = large.calibration(labels)
@@ -340,7 +347,7 @@ def train_large(
     except ValueError as exc:
         raise typer.BadParameter(f"{exc}; label more with `dwcp compression label-large`") from None
     kinds = tuple(outputs.split(","))
-    best = np.where([name.split(":")[0] in kinds for name in small.outputs], best, math.inf)
+    best = ridge_for_kinds(small, kinds, best)
     table = Table("ridge", *small.outputs, title="cross-validated mean squared log residual per output (inf: none)")
     for r, err in cv.items():
         table.add_row(f"{r:g}", *(f"{e:.3f}" for e in err))
@@ -416,12 +423,10 @@ def train_small(
     """Fit a small-chunk part on the labelled small training payloads, judge it on the held-out ones."""
     import math
 
-    import numpy as np
-
     from dwcp.compression import large, small
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
-    from dwcp.compression.train import Dataset, heldout_verdict, small_ridge_cv, train_small_chunks
+    from dwcp.compression.train import Dataset, heldout_verdict, ridge_for_kinds, small_ridge_cv, train_small_chunks
     from dwcp.compression.train import evaluate as run_eval
 
     cal = large.calibration(labels)
@@ -443,7 +448,7 @@ def train_small(
     if math.isinf(chosen):
         console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
         return
-    penalty = np.where([name.split(":")[0] in kinds for name in base_model.outputs], chosen, math.inf)
+    penalty = ridge_for_kinds(base_model, kinds, chosen)
     model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):

@@ -236,6 +236,12 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
     return model
 
 
+def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.ndarray) -> np.ndarray:
+    """Per-output ridge penalties for a correcting part: `penalty` for the outputs of the given kinds
+    (`log_ratio`, `log_vc_rel`, `log_vd_rel`), infinite (left uncorrected) for the others."""
+    return np.where([name.split(":")[0] in kinds for name in model.outputs], penalty, math.inf)
+
+
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
                        ridge: float | np.ndarray) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
@@ -267,7 +273,7 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
     fold = np.random.default_rng(seed).integers(folds, size=int(data.item.max()) + 1)[data.item]
     out = {}
     for r in [math.inf, *penalties]:
-        ridge = np.where([name.split(":")[0] in kinds for name in base.outputs], r, math.inf)
+        ridge = ridge_for_kinds(base, kinds, r)
         chosen, truth = [], []
         for k in range(folds):
             model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,

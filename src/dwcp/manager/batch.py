@@ -23,11 +23,12 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dwcp.manager import chunks
 from dwcp.manager.costs import MIN_TIMED_BYTES, STEP_UP_MIN_WIRE_S, candidates, heavier, on_sample, same_kernel
-from dwcp.manager.plan import Answer, CodecLog, answer_wait, note_sent, ns_per_byte
+from dwcp.manager.plan import Answer, CodecLog, note_sent, ns_per_byte
 from dwcp.manager.wire import Connection, Kind, WireError
 
 if TYPE_CHECKING:
@@ -43,15 +44,17 @@ PIPELINE_BYTES = 8 << 20
 
 
 class _Chosen:
-    """The batch's codec for one object, in the shape `Transfers._send_chunk` asks a plan for."""
+    """The batch's codec for one object, in the shape `Transfers._send_chunk` asks a plan for: decided when the
+    object is about to be compressed (`_Decider.codec`), not before the batch's first byte leaves."""
 
-    def __init__(self, codec: str, costs: PipelineCosts, note: dict | None = None) -> None:
-        self._codec, self._costs = codec, costs
+    def __init__(self, decider: _Decider, t: Transfer, costs: PipelineCosts) -> None:
+        self._decider, self._t, self._costs = decider, t, costs
         self.sent_as: tuple[str, int] = ("none", 0)  # (codec sent, raw length), for its ACK's CPU figures
-        self.note = note  # its settings.codec_log record (plan.CodecLog), when one is kept
+        self.note: dict | None = None  # its settings.codec_log record (plan.CodecLog), when one is kept
 
     def codec(self, i: int) -> str:
-        return self._codec
+        codec, self.note = self._decider.codec(self._t)
+        return codec
 
     def sent(self, i: int, picked: str, codec: str, raw_len: int, encoded_len: int, comp_cpu: float,
              rest_cpu: float, busy_cpu: float, busy_wall: float) -> None:
@@ -59,6 +62,7 @@ class _Chosen:
         self.sent_as = (codec, raw_len)
         if self.note is not None:
             note_sent(self.note, codec, raw_len, encoded_len, comp_cpu)
+            self.note["t_sent"] = self._decider.since()
         self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
 
@@ -96,18 +100,19 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
             if blob.is_file():
                 fds[t.id] = os.open(blob, os.O_RDONLY)
         ready = [t for t in ts if t.id in fds]  # a vanished blob fails on the single path, with its reason
-        notes: dict[str, dict] | None = {} if owner.codec_log is not None else None
-        codecs = _choose(owner, ready, fds, notes)
+        decider = _Decider(owner, ready, fds, conn.flush)
         buf = bytearray(max((t.size for t in ready), default=0))
         costs = owner.costs_for(ts[0].to)
         unanswered: collections.deque[tuple[Transfer, _Chosen]] = collections.deque()
         ahead = 0  # bytes of the unanswered objects
         with conn.holding():  # an object's OFFER and CHUNK, and the next small objects', leave together
-            for t, codec in zip(ready, codecs, strict=True):
+            for t in ready:
                 conn.send(Kind.OFFER, {"tid": t.id, "key": t.key, "size": t.size, "sha256": t.sha256,
                                        "chunk_bytes": t.chunk_bytes, "chunks": 1})
-                chosen = _Chosen(codec, costs, None if notes is None else notes.get(t.id))
+                chosen = _Chosen(decider, t, costs)
+                wire = t.bytes_wire
                 owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
+                decider.queued(t.bytes_wire - wire)
                 unanswered.append((t, chosen))
                 ahead += t.size
                 # answers are a few bytes (~250 per object, BATCH_MAX objects at most): the receiver never blocks
@@ -154,46 +159,109 @@ def _answered(conn: Connection, t: Transfer, chosen: _Chosen, log_to: CodecLog |
         log_to.write(chosen.note)
 
 
-def _choose(owner: Transfers, ts: list[Transfer], fds: dict[str, int], notes: dict[str, dict] | None = None) \
-        -> list[str]:
-    """Each object's codec: its own when the transfer names one, else one selector call for the batch, waited
-    for as `plan.answer_wait` allows (a share of the batch's wire time), then the local rule for each object."""
-    ask = [t for t in ts if t.codec is None]
-    chosen: dict[str, str] = {t.id: t.codec for t in ts if t.codec is not None}
-    for t in ts:
-        if t.codec is not None:
-            owner.metrics.codec_sources.labels("fixed", t.codec).inc()
-    if ask:
-        link = owner.links.get(ask[0].to)
-        samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
-        pieces = [chunks.piece(fds[t.id], 0, t.size) for t in ask]
+class _Decider:
+    """Each object's codec, decided as the object is about to be compressed: its own when the transfer names one,
+    else the selector's answer if it is in, else the local rule.
+
+    One selector call for the batch starts with it, about every object but the first: the first is decided by the
+    local rule at once and starts the link, and the others wait for the answer only while the link is still busy
+    with the objects before them (`slack`: the wire time of the bytes handed to the connection that the link has
+    not had time to carry yet, at its measured bandwidth), so the wait costs no wire time. Before session 9 the
+    whole batch waited up to ANSWER_WAIT_SHARE of its wire time before its first byte (10 Mbit/s, five 162 KiB
+    objects: ~21 ms, more than the selector's zstd-9 then saved, ~8 ms: 0.92-1.01 of always-zstd-3)."""
+
+    def __init__(self, owner: Transfers, ts: list[Transfer], fds: dict[str, int],
+                 flush: Callable[[], None] = lambda: None) -> None:
+        self._owner, self._flush = owner, flush  # flush: send the frames held so far (`Connection.holding`)
+        self._t0 = time.perf_counter()
+        self._busy_until = self._t0  # when the link will have carried what was handed to it (estimated)
+        self._index: dict[str, int] = {}  # transfer id -> its place among the objects asked about
+        self._answer: Answer | None = None
+        self._bandwidth: float | None = None
+        self._first = 0  # the objects before it are not asked about
+        self._size = len(ts)
+        self._samples: list[bytes] = []
+        self._pieces: list[bytes] = []
+        for t in ts:
+            if t.codec is not None:
+                owner.metrics.codec_sources.labels("fixed", t.codec).inc()
+        ask = [t for t in ts if t.codec is None]
+        if not ask:
+            return
+        self._link = owner.links.get(ask[0].to)
+        self._costs = owner.costs_for(ask[0].to)
+        self._bandwidth = self._link.bandwidth
         payload = sum(t.size for t in ask)
-        answer = Answer()
-        answer.start(owner.chooser, samples, [t.size for t in ask], link, payload, pieces=pieces)
-        picked = answer.wait(answer_wait(payload, link.bandwidth, owner.settings.selector_timeout_s))
-        source = answer.source
+        # on a measured link where the selector is worth asking, the first object goes with the local rule, unasked;
+        # on an unmeasured one every object is asked about and the first waits for the answer as long as
+        # `selector_timeout_s` (as before session 9); one not worth asking is decided by the local rule at once
+        self._first = first = 1 if self._bandwidth and owner.chooser.worth_asking(payload, self._bandwidth) else 0
+        self._index = {t.id: n for n, t in enumerate(ask)}
+        self._samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
+        self._pieces = [chunks.piece(fds[t.id], 0, t.size) for t in ask]
+        if len(ask) > first:
+            self._answer = Answer()
+            self._answer.start(owner.chooser, self._samples[first:], [t.size for t in ask[first:]], self._link,
+                               payload, first=first, pieces=self._pieces[first:])
+
+    def since(self) -> float:
+        return round(time.perf_counter() - self._t0, 6)
+
+    def queued(self, wire_bytes: int) -> None:
+        """`wire_bytes` more were handed to the connection: the link is busy that much longer."""
+        if self._bandwidth:
+            self._busy_until = max(self._busy_until, time.perf_counter()) + wire_bytes / self._bandwidth
+
+    def slack(self) -> float:
+        """How long the link still has bytes to carry: a wait this long costs the batch no wire time."""
+        return max(0.0, self._busy_until - time.perf_counter())
+
+    def codec(self, t: Transfer) -> tuple[str, dict | None]:
+        """`t`'s codec and its codec_log record (None when no log is kept)."""
+        owner = self._owner
+        log_on = owner.codec_log is not None
+        if t.codec is not None:
+            return t.codec, ({"tid": t.id, "i": 0, "size": t.size, "src": "fixed", "codec": t.codec,
+                              "t_decided": self.since()} if log_on else None)
+        n = self._index[t.id]
+        waited = time.perf_counter()
+        picked = None
+        if self._answer is not None and n >= self._first:
+            picked = self._answer.wait(0)
+            if picked is None:
+                # frames held for the connection's next write would leave the link idle while this waits
+                self._flush()
+                picked = self._answer.wait(self.slack() if self._bandwidth else owner.settings.selector_timeout_s)
+        waited = time.perf_counter() - waited
+        link = self._link
         if picked is None:
-            owner.metrics.codec_decisions.labels("ahead_of_selector").inc(len(ask))
-            picked, source = {n: chunks.local_choice(p, link.bandwidth) for n, p in enumerate(pieces)}, \
-                "ahead_of_selector"
-        costs = owner.costs_for(ask[0].to)
-        # each object in the pick, a lighter or a heavier codec, as for a chunk (plan.Plan); one too small to time
-        # costs the pipeline little either way, and pricing it would cost more than it can save
-        for n, t in enumerate(ask):
-            pick, why = picked[n], source
-            priced: dict[str, float] = {}
-            if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
-                sampled = on_sample(samples[n], candidates(pick, up=t.size / link.bandwidth >= STEP_UP_MIN_WIRE_S))
-                fastest = costs.fastest(pick, {k: f.ratio for k, f in sampled.items()}, link.bandwidth, sampled,
-                                        priced, t.size, t.size)
-                if fastest != pick:
-                    why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"
-                    owner.metrics.codec_decisions.labels(why).inc()
-                    pick = fastest
-            owner.metrics.codec_sources.labels(why, pick).inc()
-            chosen[t.id] = pick
-            if notes is not None:
-                notes[t.id] = {"tid": t.id, "i": 0, "size": t.size, "batch": len(ts), "src": why,
-                               "pick": picked[n], "codec": pick, "bw": link.bandwidth,
-                               "priced_ns": ns_per_byte(priced)}
-    return [chosen[t.id] for t in ts]
+            owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
+            pick, why = chunks.local_choice(self._pieces[n], link.bandwidth), "ahead_of_selector"
+        else:
+            pick, why = picked[n], self._answer.source
+        source_pick = pick
+        # in the pick, a lighter or a heavier codec, as for a chunk (plan.Plan); one too small to time costs the
+        # pipeline little either way, and pricing it would cost more than it can save
+        priced: dict[str, float] = {}
+        costs = self._costs
+        if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
+            sample, sampled = self._samples[n], {}
+            ratios = {k: f.ratio for k, f in on_sample(sample, candidates(pick, up=False), sampled).items()}
+
+            def sample_up(codec: str) -> float:  # a heavier codec, sampled only where `cannot_pay` allows
+                return on_sample(sample, (codec,), sampled)[codec].ratio
+
+            up = t.size / link.bandwidth >= STEP_UP_MIN_WIRE_S
+            fastest = costs.fastest(pick, ratios, link.bandwidth, sampled, priced, t.size, t.size,
+                                    sample_up if up else None)
+            if fastest != pick:
+                why = "pricing_up" if heavier(fastest, pick) else "cpu_guard"
+                owner.metrics.codec_decisions.labels(why).inc()
+                pick = fastest
+        owner.metrics.codec_sources.labels(why, pick).inc()
+        note = None
+        if log_on:
+            note = {"tid": t.id, "i": 0, "size": t.size, "batch": self._size, "src": why, "pick": source_pick,
+                    "codec": pick, "bw": link.bandwidth, "priced_ns": ns_per_byte(priced),
+                    "wait_ms": round(waited * 1e3, 3), "t_decided": self.since()}
+        return pick, note

@@ -162,3 +162,30 @@ def test_a_step_up_must_save_more_than_compressing_the_first_chunk_with_it_costs
     assert costs.fastest("zstd-3", ratios, slow, chunk_bytes=chunk, remaining_bytes=chunk) == "zstd-3"
     # the first chunk of 64 MiB to go: 100 ms saved, worth the 42 ms wait
     assert costs.fastest("zstd-3", ratios, slow, chunk_bytes=chunk, remaining_bytes=64 * MIB) == "zstd-9"
+
+
+def test_a_heavier_codec_that_cannot_pay_whatever_its_ratio_is_not_sampled():
+    """Session 9: at 1000 Mbit/s the CPU sets the pace and every one-chunk 4 MiB object compressed its 16 KiB sample
+    with zstd-3 and zstd-9 (0.1-0.6 ms of CPU before its first byte) for a step up the pricing then refused. Priced
+    with no wire time at all and the least CPU it can cost (the heaviest lighter codec's), zstd-3 is still slower
+    than zstd-1 here: neither it nor zstd-9 is sampled. On a 10 Mbit/s link they can pay and are."""
+    costs = measured(0.5, tx_rest=0.9, rx_rest=2.9, comp={"zstd-1": 2.5, "lz4": 1.5}, dec={"zstd-1": 1.0, "lz4": 0.7})
+    chunk = 4 * MIB
+    asked: list[str] = []
+    on_the_sample = {"zstd-3": Sampled(0.36, 4.0 * NS, 1.0 * NS), "zstd-9": Sampled(0.34, 12.0 * NS, 1.0 * NS)}
+    sampled: dict[str, Sampled] = {"zstd-1": Sampled(0.42, 2.5 * NS, 1.0 * NS)}
+
+    def sample_up(codec: str) -> float:
+        asked.append(codec)
+        sampled[codec] = on_the_sample[codec]
+        return sampled[codec].ratio
+
+    # zstd-1 3.65 ns/B on 2 cores (its wire 3.4); zstd-3 at zstd-1's CPU x 1.5 and no wire is 3.78 ns/B
+    assert costs.fastest("zstd-1", {"zstd-1": 0.42}, 125e6, sampled, chunk_bytes=chunk, remaining_bytes=chunk,
+                         sample_up=sample_up) == "zstd-1"
+    assert asked == []
+    assert costs.cannot_pay("zstd-9", "zstd-1", 3.65 * NS, chunk, chunk, sampled)
+    # 10 Mbit/s: zstd-1 is link-bound at 336 ns/B; both heavier codecs may pay, so both are sampled
+    assert costs.fastest("zstd-1", {"zstd-1": 0.42}, 1.25e6, sampled, chunk_bytes=chunk, remaining_bytes=chunk,
+                         sample_up=sample_up) == "zstd-9"
+    assert asked == ["zstd-3", "zstd-9"]

@@ -388,3 +388,29 @@ def test_a_blob_shorter_than_its_record_fails_the_mapped_chunk_cleanly(tmp_path)
             assert len(short) < 1 << 20
     finally:
         os.close(fd)
+
+
+def test_the_pricing_compresses_the_sample_read_for_the_selector_not_a_second_read(make_sites, monkeypatch):
+    """Session 9: each chunk's sample was read for the selector's call and read again by the pricing (16 preads
+    each time) before the first chunk's first byte; the pricing now takes the one read for the call."""
+    import dwcp.manager.plan as plan_module
+
+    one_chunk = 4 * CHUNK
+    a, b = make_sites(2, settings={"chunk_bytes": one_chunk, "chunk_min_bytes": CHUNK, "chunk_max_bytes": one_chunk})
+    a.site.links.get("manager-1").bandwidth = 12.5e6
+    costs = a.site.transfers.costs_for("manager-1")
+    costs.share, costs.tx_rest, costs.rx_rest = 1.0, 1.5e-9, 2.4e-9
+    reads: list[int] = []
+    real = plan_module.chunks.sample
+
+    def sample(fd, offset, length, *args):
+        reads.append(offset)
+        return real(fd, offset, length, *args)
+
+    monkeypatch.setattr(plan_module.chunks, "sample", sample)
+    body = mixed(3 * CHUNK, seed=3)  # one chunk, more than chunk_min_bytes: the single-transfer path
+    a.put("one", body)
+    state = a.wait(a.client.post("/v1/transfers", json={"key": "one", "to": "manager-1"}).json()["id"])
+    assert state["state"] == "done", state
+    assert reads == [0]
+    assert b.client.get("/v1/objects/one").content == body

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dwcp.manager import chunks
@@ -183,7 +184,8 @@ class PipelineCosts:
 
     def fastest(self, pick: str, ratios: dict[str, float], bandwidth: float,
                 sampled: dict[str, Sampled] | None = None, priced_out: dict[str, float] | None = None,
-                chunk_bytes: int = 0, remaining_bytes: int = 0) -> str:
+                chunk_bytes: int = 0, remaining_bytes: int = 0,
+                sample_up: Callable[[str], float | None] | None = None) -> str:
         """The selector's `pick`, a lighter codec or a heavier one on the LADDER, whichever moves a raw byte
         soonest. `ratios`: each candidate's wire/raw ratio (measured, or estimated by the caller); a candidate
         without one is skipped, and the pick is kept while its own figures are missing. A lighter codec must be
@@ -192,40 +194,82 @@ class PipelineCosts:
         (with `chunk_bytes`) save over the `remaining_bytes` of the transfer at least what compressing one chunk
         with it costs beyond the best's: the time that chunk waits before its first byte leaves (a one-chunk
         object pays it whole; the pipelined price above does not see it). `priced_out` receives each priced
-        candidate's T in seconds per raw byte (a heavier one's with its CPU taken UP_CPU_SAFETY times over)."""
+        candidate's T in seconds per raw byte (a heavier one's with its CPU taken UP_CPU_SAFETY times over).
+        `sample_up(codec)`: a heavier codec's ratio when `ratios` has none, by compressing the chunk's sample (which
+        adds its figures to `sampled`); called only for a codec `cannot_pay` does not rule out first (zstd-9 on a
+        16 KiB sample costs 0.06-0.55 ms of CPU, before the chunk's first byte)."""
         if pick not in ratios and pick != "none":
             return pick
         priced: dict[str, float] = {}  # the pick and the lighter ones
         up: dict[str, float] = {}  # the heavier ones
-        for k in candidates(pick):
+        for k in candidates(pick, up=False):
             ratio = 1.0 if k == "none" else ratios.get(k)
             if ratio is None:
                 continue
-            # a heavier codec is priced with its CPU taken UP_CPU_SAFETY times over (a codec that is link-bound
-            # only if its CPU estimate is right is not worth the risk: zstd-9 at 100 Mbit/s went 2.4x the CPU for
-            # a 1.7% smaller wire), then it must still be UP_MARGIN faster
-            heavy = heavier(k, pick)
-            t = self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled, UP_CPU_SAFETY if heavy else 1.0)
+            t = self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled)
             if t is not None:
-                (up if heavy else priced)[k] = t
+                priced[k] = t
+        best = pick
+        if pick in priced:
+            # the pick's pace is its wire time: a lighter codec is told from it by the (sample's) ratios alone
+            link_bound = pick != "none" and priced[pick] <= ratios[pick] / bandwidth
+            below = priced[pick] * (1 - DOWN_MARGIN) if link_bound else priced[pick]
+            for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
+                if k in priced and priced[k] <= below and priced[k] <= priced[best]:
+                    best = k
+            for k in candidates(pick)[len(candidates(pick, up=False)):]:  # the heavier ones
+                ratio = ratios.get(k)
+                if ratio is None and sample_up is not None \
+                        and not self.cannot_pay(k, best, priced[best], chunk_bytes, remaining_bytes, sampled):
+                    ratio = sample_up(k)
+                if ratio is None:
+                    continue
+                # a heavier codec is priced with its CPU taken UP_CPU_SAFETY times over (a codec that is link-bound
+                # only if its CPU estimate is right is not worth the risk: zstd-9 at 100 Mbit/s went 2.4x the CPU
+                # for a 1.7% smaller wire), then it must still be UP_MARGIN faster
+                t = self.seconds_per_byte(k, ratio, bandwidth, self.same_host, sampled, UP_CPU_SAFETY)
+                if t is not None:
+                    up[k] = t
         if priced_out is not None:
             priced_out.update(priced)
             priced_out.update(up)
         if pick not in priced:
             return pick
-        # the pick's pace is its wire time: a lighter codec is told from it by the (sample's) ratios alone
-        link_bound = pick != "none" and priced[pick] <= ratios[pick] / bandwidth
-        below = priced[pick] * (1 - DOWN_MARGIN) if link_bound else priced[pick]
-        best = pick
-        for k in candidates(pick)[1:]:  # lighter ones, lightest last: a tie goes to the lighter
-            if k in priced and priced[k] <= below and priced[k] <= priced[best]:
-                best = k
         if up:
             soonest = min(up, key=up.__getitem__)
             if up[soonest] < priced[best] * (1 - UP_MARGIN) and self._fills(soonest, best, priced[best] - up[soonest],
                                                                             chunk_bytes, remaining_bytes, sampled):
                 best = soonest
         return best
+
+    def cannot_pay(self, heavy: str, best: str, t_best: float, chunk_bytes: int, remaining_bytes: int,
+                   sampled: dict[str, Sampled] | None) -> bool:
+        """`heavy` would be refused whatever its ratio, so its sample need not be compressed: priced with a ratio of
+        0 (no wire time at all) and the least CPU it can cost, it is still not UP_MARGIN faster than `best` (priced
+        `t_best`), or (with `chunk_bytes`) what it could save cannot pay for compressing that chunk with it
+        (`_fills`). Its least CPU is its own measured compress CPU, else that of the heaviest lighter codec with
+        a figure (zstd's levels cost more CPU the higher they go: zstd-9 / zstd-3 / zstd-1 on the benchmark's
+        families' samples 0.55 / 0.11 / 0.08 ms text, 0.056 / 0.021 / 0.018 random); decoding counts 0 unless
+        measured. Session 9: where the CPU sets the pace (1000 Mbit/s), every 4 MiB object compressed its sample
+        with zstd-3 and zstd-9 to find what this rules out."""
+        if self.tx_rest is None or self.rx_rest is None:
+            return False
+        comp = self.comp.get(heavy)
+        if comp is None:
+            lighter = [c[0] for k in LADDER if heavier(heavy, k) and (c := self.codec_cpu(k, sampled)) is not None]
+            if not lighter:
+                return False
+            comp = max(lighter)
+        tx = UP_CPU_SAFETY * comp + self.tx_rest
+        rx = UP_CPU_SAFETY * self.dec.get(heavy, 0.0) + self.rx_rest
+        least = max((tx + rx if self.same_host else max(tx, rx)) / self.cores(), (self.rx_io or 0.0) / self.streams)
+        if least >= t_best * (1 - UP_MARGIN):
+            return True
+        if chunk_bytes <= 0:
+            return False
+        best_cpu = self.codec_cpu(best, sampled)
+        extra = (UP_CPU_SAFETY * comp - (best_cpu[0] if best_cpu else 0.0)) * chunk_bytes
+        return (t_best - least) * max(remaining_bytes, chunk_bytes) < extra
 
     def _fills(self, heavy: str, light: str, saved_per_byte: float, chunk_bytes: int, remaining_bytes: int,
                sampled: dict[str, Sampled] | None) -> bool:

@@ -113,7 +113,8 @@ class Plan:
         self._lock = threading.Lock()
         self._ratios: dict[str, float] = {}  # codec -> wire/raw on this transfer's chunks
         self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
-        self._sample: bytes | None = None
+        self._sample: bytes | None = None  # the sample the pricing compresses (one chunk's, once per transfer)
+        self._samples: dict[int, bytes] = {}  # chunk -> its sample, read for the selector call, until priced
         self._sampled: dict[str, Sampled] = {}  # codec -> its figures on `_sample`
         self._log: CodecLog | None = owner.codec_log
         self._notes: dict[int, dict] = {}  # chunk -> its codec_log record until acknowledged
@@ -174,6 +175,9 @@ class Plan:
         indexes = list(range(window * w, min((window + 1) * w, t.chunks_total)))
         lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
+        if self._sample is None and window == 0 and samples:
+            with self._lock:
+                self._samples[indexes[0]] = samples[0]  # the pricing's sample: read once
         pieces = [chunks.piece(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
         answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w, pieces=pieces)
         return answer
@@ -189,26 +193,43 @@ class Plan:
             return pick
         with self._lock:
             measured = dict(self._ratios)
-        costs, sampled = self._costs, None
-        # the heavier codecs are priced (their sample compressed, up to ~1 ms with zstd-9) only for a transfer
-        # long enough on the wire for that to be a small share of what a step up can save
-        among = candidates(pick, up=self._t.size / bandwidth >= STEP_UP_MIN_WIRE_S)
-        ratios = {k: 1.0 if k == "none" else measured[k] for k in among if k == "none" or k in measured}
-        if any(k not in ratios or k not in costs.comp or k not in costs.dec for k in among if k != "none"):
-            if self._sample is None:  # some figure is not measured yet: the sample's stand in for it
+        costs = self._costs
+        # the heavier codecs are priced (their sample compressed, up to ~0.6 ms with zstd-9) only for a transfer
+        # long enough on the wire for that to be a small share of what a step up can save, and only when
+        # `costs.cannot_pay` does not rule them out first (`sample_up`)
+        up = self._t.size / bandwidth >= STEP_UP_MIN_WIRE_S
+        among = candidates(pick, up=False)
+        ratios = {k: 1.0 if k == "none" else measured[k] for k in candidates(pick, up=up)
+                  if k == "none" or k in measured}
+        sampled = self._sampled
+        scale = 1.0  # how this transfer's measured ratios compare with the sample's
+
+        def on_chunk_sample(codecs: tuple[str, ...]) -> None:
+            nonlocal scale
+            if self._sample is None:  # the window's sample of this chunk (read for the selector), else read now
                 t = self._t
                 length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-                self._sample = chunks.sample(self._fd, i * t.chunk_bytes, length)
-            sampled = on_sample(self._sample, among, self._sampled)
+                self._sample = self._samples.pop(i, None) or chunks.sample(self._fd, i * t.chunk_bytes, length)
+            on_sample(self._sample, codecs, sampled)
             scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
-            ratios.update((k, min(1.0, f.ratio * scale)) for k, f in sampled.items() if k not in ratios)
+
+        if any(k not in ratios or k not in costs.comp or k not in costs.dec for k in among if k != "none"):
+            on_chunk_sample(among)  # some figure is not measured yet: the sample's stand in for it
+            ratios.update((k, min(1.0, sampled[k].ratio * scale)) for k in among if k not in ratios)
+
+        def sample_up(codec: str) -> float:
+            on_chunk_sample((codec,))
+            ratios[codec] = min(1.0, sampled[codec].ratio * scale)
+            return ratios[codec]
+
         priced: dict[str, float] | None = {} if note is not None else None
         # a chunk a stream starts with waits for its whole compression before its first byte leaves; a later
         # one is compressed while the chunks before it are on the wire (the pipelined price)
         t = self._t
         first = i < self._owner.settings.streams
         length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)) if first else 0
-        chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced, length, t.size - i * t.chunk_bytes)
+        chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced, length, t.size - i * t.chunk_bytes,
+                               sample_up if up else None)
         if note is not None:
             note["priced_ns"] = ns_per_byte(priced)
             note["ratios"] = {k: [round(r, 4), "measured" if k in measured else "sample"] for k, r in ratios.items()}

@@ -163,8 +163,8 @@ class _Decider:
     """Each object's codec, decided as the object is about to be compressed: its own when the transfer names one,
     else the selector's answer if it is in, else the local rule.
 
-    One selector call for the batch starts with it, about every object but the first: the first is decided by the
-    local rule at once and starts the link, and the others wait for the answer only while the link is still busy
+    One selector call about every object but the first: the first is decided by the local rule at once and starts
+    the link, the call starts as it leaves, and the others wait for the answer only while the link is still busy
     with the objects before them (`slack`: the wire time of the bytes handed to the connection that the link has
     not had time to carry yet, at its measured bandwidth), so the wait costs no wire time. Before session 9 the
     whole batch waited up to ANSWER_WAIT_SHARE of its wire time before its first byte (10 Mbit/s, five 162 KiB
@@ -180,29 +180,50 @@ class _Decider:
         self._bandwidth: float | None = None
         self._first = 0  # the objects before it are not asked about
         self._size = len(ts)
-        self._samples: list[bytes] = []
-        self._pieces: list[bytes] = []
+        self._fds = fds
+        self._ask: list[Transfer] = []
+        self._samples: dict[int, bytes] = {}  # object (its place in `_ask`) -> its sample, read once
         for t in ts:
             if t.codec is not None:
                 owner.metrics.codec_sources.labels("fixed", t.codec).inc()
-        ask = [t for t in ts if t.codec is None]
+        self._ask = ask = [t for t in ts if t.codec is None]
         if not ask:
             return
         self._link = owner.links.get(ask[0].to)
         self._costs = owner.costs_for(ask[0].to)
         self._bandwidth = self._link.bandwidth
-        payload = sum(t.size for t in ask)
-        # on a measured link where the selector is worth asking, the first object goes with the local rule, unasked;
-        # on an unmeasured one every object is asked about and the first waits for the answer as long as
-        # `selector_timeout_s` (as before session 9); one not worth asking is decided by the local rule at once
-        self._first = first = 1 if self._bandwidth and owner.chooser.worth_asking(payload, self._bandwidth) else 0
         self._index = {t.id: n for n, t in enumerate(ask)}
-        self._samples = [chunks.sample(fds[t.id], 0, t.size) for t in ask]
-        self._pieces = [chunks.piece(fds[t.id], 0, t.size) for t in ask]
-        if len(ask) > first:
-            self._answer = Answer()
-            self._answer.start(owner.chooser, self._samples[first:], [t.size for t in ask[first:]], self._link,
-                               payload, first=first, pieces=self._pieces[first:])
+        self._payload = sum(t.size for t in ask)
+        # on a measured link where the selector is worth asking, the first object goes with the local rule, unasked,
+        # and the call starts once it has left (session 9: started first, the call's thread and request took the
+        # sending thread's CPU, and the first object left 2-12 ms after the batch started against 0.1-0.3 ms with
+        # a fixed codec); on an unmeasured link every object is asked about and the first waits for the answer as
+        # long as `selector_timeout_s` (as before session 9); one not worth asking is decided by the local rule
+        worth = bool(self._bandwidth) and owner.chooser.worth_asking(self._payload, self._bandwidth)
+        self._first = 1 if worth else 0
+        if self._first == 0:
+            self._start_call()
+
+    def _sample(self, n: int) -> bytes:
+        if n not in self._samples:
+            t = self._ask[n]
+            self._samples[n] = chunks.sample(self._fds[t.id], 0, t.size)
+        return self._samples[n]
+
+    def _piece(self, n: int) -> bytes:
+        t = self._ask[n]
+        return chunks.piece(self._fds[t.id], 0, t.size)
+
+    def _start_call(self) -> None:
+        """One selector call about the objects from `_first` on (their samples; the pieces the chooser's local
+        rule probes if the call fails)."""
+        first, ask = self._first, self._ask
+        if len(ask) <= first:
+            return
+        self._answer = Answer()
+        self._answer.start(self._owner.chooser, [self._sample(n) for n in range(first, len(ask))],
+                           [t.size for t in ask[first:]], self._link, self._payload, first=first,
+                           pieces=[self._piece(n) for n in range(first, len(ask))])
 
     def since(self) -> float:
         return round(time.perf_counter() - self._t0, 6)
@@ -226,6 +247,9 @@ class _Decider:
         n = self._index[t.id]
         waited = time.perf_counter()
         picked = None
+        if n == self._first and self._answer is None:
+            self._flush()  # the objects before it leave now (held frames would wait for this object's)
+            self._start_call()  # while the link is busy with them
         if self._answer is not None and n >= self._first:
             picked = self._answer.wait(0)
             if picked is None:
@@ -236,7 +260,7 @@ class _Decider:
         link = self._link
         if picked is None:
             owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
-            pick, why = chunks.local_choice(self._pieces[n], link.bandwidth), "ahead_of_selector"
+            pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "ahead_of_selector"
         else:
             pick, why = picked[n], self._answer.source
         source_pick = pick
@@ -245,7 +269,7 @@ class _Decider:
         priced: dict[str, float] = {}
         costs = self._costs
         if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
-            sample, sampled = self._samples[n], {}
+            sample, sampled = self._sample(n), {}
             ratios = {k: f.ratio for k, f in on_sample(sample, candidates(pick, up=False), sampled).items()}
 
             def sample_up(codec: str) -> float:  # a heavier codec, sampled only where `cannot_pay` allows

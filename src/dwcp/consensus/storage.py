@@ -35,9 +35,11 @@ event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,35 +68,118 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 class CoreState:
-    """A core's `Persist`-ed values (e.g. a DAG primary's last header and votes), one small file per key
-    beside the log: `<log stem>.<key>.state`, replaced atomically (write a temporary file, rename).
+    """A core's `Persist`-ed values (e.g. a DAG primary's last header and votes): the last value saved under each
+    key, read back after a restart.
 
-    Not fsynced: a value survives the process being killed (it is in the page cache when `save`
-    returns, and a rename is atomic), not a power cut. A core writes one per vote; an fsync each would
-    cost more than the vote (the log's own fsyncs already take a writer thread), and the log's
-    durability rules stay as they are.
+    Kept in one append-only file beside the log, `<log stem>.state.log`, opened once: each `save` appends one
+    record `u32 value length | u16 key length | key | value | BLAKE2b-128 of the rest`. Reading keeps each key's
+    last valid record; a record the process was killed in the middle of writing (the `save` that never returned)
+    fails its check and is cut off, so that key reads as its previous value. When the file has grown past
+    `COMPACT_BYTES` and four times its live records, it is rewritten with one record per key (a temporary file
+    renamed over it, and the file reopened).
+
+    Not fsynced: a value survives the process being killed (it is in the page cache when `save` returns), not a
+    power cut. A core writes one per vote; an fsync each would cost more than the vote (the log's own fsyncs
+    already take a writer thread), and the log's durability rules stay as they are.
+
+    Until session 9 each key was its own file, `<log stem>.<key>.state`, replaced by writing a temporary file and
+    renaming it over the old one. On this VM's ext4 every such rename waited for the disk (ext4 flushes the
+    new file's data before replacing one: `auto_da_alloc`): the four primaries of a saturated Bullshark
+    cluster spent ~1.5 thread-seconds per second in `rename` on their event loops, ~10 ms per vote
+    (docs/bullshark.md, "Session 9"). Such files are still read (under the log's records) and removed at the
+    first compaction.
     """
+
+    COMPACT_BYTES = 1 << 20
+    _HEAD = struct.Struct("!IH")
+    _CHECK = 16
 
     def __init__(self, log_path: Path) -> None:
         self.dir, self.stem = log_path.parent, log_path.stem
+        self.path = self.dir / f"{self.stem}.state.log"
+        self.fd: int | None = None
+        self.values: dict[str, bytes] = {}
+        self.size = 0  # bytes of valid records in the file
+        self._live: dict[str, int] = {}  # key -> size of its last record
+        self.live_bytes = 0  # their sum: the size of the file once compacted
+        self._load()
 
-    def _path(self, key: str) -> Path:
-        return self.dir / f"{self.stem}.{key}.state"
+    def _legacy(self) -> list[Path]:
+        return sorted(self.dir.glob(f"{self.stem}.*.state"))
+
+    def _load(self) -> None:
+        prefix, suffix = f"{self.stem}.", ".state"
+        for p in self._legacy():
+            self._keep(p.name[len(prefix):-len(suffix)], p.read_bytes())
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        pos = 0
+        while pos + self._HEAD.size <= len(data):
+            length, key_length = self._HEAD.unpack_from(data, pos)
+            end = pos + self._HEAD.size + key_length + length + self._CHECK
+            if end > len(data) or hashlib.blake2b(data[pos:end - self._CHECK], digest_size=self._CHECK).digest() \
+                    != data[end - self._CHECK:end]:
+                break  # a torn last record: that save never returned
+            body = pos + self._HEAD.size
+            self._keep(data[body:body + key_length].decode(), data[body + key_length:end - self._CHECK])
+            pos = end
+        self.size = pos
+
+    @classmethod
+    def _record(cls, key: str, value: bytes) -> bytes:
+        name = key.encode()
+        body = cls._HEAD.pack(len(value), len(name)) + name + value
+        return body + hashlib.blake2b(body, digest_size=cls._CHECK).digest()
+
+    def _open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            if os.fstat(self.fd).st_size != self.size:
+                os.ftruncate(self.fd, self.size)  # cut a torn record off before appending after it
+        return self.fd
 
     def save(self, key: str, value: bytes) -> None:
-        path = self._path(key)
-        tmp = path.with_suffix(".tmp")
+        record = self._record(key, value)
+        fd = self._open()
+        written = os.pwrite(fd, record, self.size)
+        if written != len(record):  # e.g. the disk is full: nothing may follow a partial record
+            os.ftruncate(fd, self.size)
+            raise OSError(f"{self.path}: wrote {written} of a {len(record)}-byte record")
+        self.size += written
+        self._keep(key, value)
+        if self.size > self.COMPACT_BYTES and self.size > 4 * self.live_bytes:
+            self._compact()
+
+    def _keep(self, key: str, value: bytes) -> None:
+        self.values[key] = value
+        size = self._HEAD.size + len(key.encode()) + len(value) + self._CHECK
+        self.live_bytes += size - self._live.get(key, 0)
+        self._live[key] = size
+
+    def _compact(self) -> None:
+        records = b"".join(self._record(k, v) for k, v in sorted(self.values.items()))
+        tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, value)
+            if os.write(fd, records) != len(records):
+                raise OSError(f"{tmp}: short write")
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, self.path)
+        self.close()
+        self.size = len(records)
+        for p in self._legacy():  # their values are in the log's records now
+            p.unlink()
 
     def items(self) -> list[tuple[str, bytes]]:
-        prefix, suffix = f"{self.stem}.", ".state"
-        return sorted((p.name[len(prefix):-len(suffix)], p.read_bytes())
-                      for p in self.dir.glob(f"{self.stem}.*.state"))
+        return sorted(self.values.items())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class StorageError(Exception):

@@ -211,6 +211,7 @@ class Driver:
         await self.transport.stop()
         await self.writer.stop()
         self.store.close()
+        self.state.close()
         if self.trace is not None:
             self.trace.unwatch_gc()
             self.trace.flush()

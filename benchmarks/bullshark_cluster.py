@@ -349,7 +349,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=500_000)
     ap.add_argument("--max-batch-delay-ms", type=float, default=100.0)
     ap.add_argument("--header-size", type=int, default=1000)
-    ap.add_argument("--max-header-delay-ms", type=float, default=100.0)
+    ap.add_argument("--max-header-delay-ms", type=float, default=200.0, help="the node's default (settings.py)")
     ap.add_argument("--max-inflight", type=int, default=0,
                     help="max_inflight_batches per worker (0: the node's default)")
     ap.add_argument("--duration", type=float, default=20.0)

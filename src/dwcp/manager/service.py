@@ -32,7 +32,7 @@ from dwcp.manager.dependency import Unavailable
 from dwcp.manager.routing import IdempotencyConflict, Rejected, UnknownId
 from dwcp.manager.site import ManagerSite
 from dwcp.manager.store import BadKey, NotFound, ObjectVersion, check_key
-from dwcp.runtime.app import create_app
+from dwcp.runtime.app import create_app, settle_heap
 from dwcp.runtime.context import ServiceContext
 from dwcp.runtime.errors import ApiError
 from dwcp.runtime.patterns import BASE64_PATTERN, max_base64
@@ -153,7 +153,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 def build_app(ctx: ServiceContext, site: ManagerSite | None = None) -> FastAPI:
     site = site or ManagerSite(ctx)
     app = create_app(ctx, title=f"DWCP Manager {site.name}", description=__doc__ or "",
-                     health_checks=site.health_checks(), on_startup=[site.start], on_shutdown=[site.stop])
+                     health_checks=site.health_checks(), on_startup=[site.start, settle_heap],
+                     on_shutdown=[site.stop])
     app.state.site = site
     store, max_key = site.store, site.settings.max_key_bytes
     key_param = Path(min_length=1, max_length=max_key, pattern=KEY_PATTERN,

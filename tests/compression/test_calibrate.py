@@ -20,7 +20,7 @@ def test_repeats_keep_each_options_fastest_speed(monkeypatch):
         Measurement(10, np.full(n, 0.5), slow, slow, 100.0),
     ])
     monkeypatch.setattr(calibrate, "measure", lambda *a, **k: next(runs))
-    cal = calibrate.run(repeats=3)
+    cal = calibrate.run(repeats=3, chunk_repeats=0)
     assert (cal.vc == 140.0).all() and (cal.vd == 140.0).all() and (cal.ratio == 0.5).all()
     assert cal.pilot == 140.0  # the host's fastest pilot speed: the speed truths are rescaled to
 
@@ -30,7 +30,7 @@ def test_one_repeat_is_one_measurement(monkeypatch):
     n = len(OPTIONS)
     monkeypatch.setattr(calibrate, "measure",
                         lambda *a, **k: calls.append(k) or Measurement(10, np.ones(n), np.ones(n), np.ones(n), 1.0))
-    calibrate.run(repeats=1)
+    calibrate.run(repeats=1, chunk_repeats=0)
     assert len(calls) == 1 and calls[0]["rounds"] == 3
 
 
@@ -47,3 +47,38 @@ def test_pilot_speed_survives_the_file_and_old_files_are_redone(calibration, tmp
     monkeypatch.setattr(calibrate, "run", lambda: calibration)
     cal, ran = calibrate.load_or_run(path)
     assert ran and cal.pilot == calibration.pilot and calibrate.load(path).pilot == calibration.pilot
+
+
+def test_chunk_speeds_keep_each_sizes_fastest_and_survive_the_file(calibration, tmp_path, monkeypatch):
+    """Format /3: compress speeds per chunk size (1-64 KiB) on a fixed block, fastest of `chunk_repeats`; their shape
+    is log(speed on chunks / speed on the reference array). A /2 file still reads, without them."""
+    n = len(OPTIONS)
+    chunked = []
+
+    def fake(data, options, **k):
+        if "chunk" not in k:
+            return Measurement(len(data), np.full(n, 0.5), np.full(n, 1000.0), np.full(n, 2000.0), 10.0)
+        chunked.append((k["chunk"], len(data)))
+        slow = len(chunked) % 2  # alternate repeats slow and fast: the fastest must be kept
+        return Measurement(len(data), np.full(n, 0.5), np.full(n, k["chunk"] / (2.0 if slow else 1.0)),
+                           np.full(n, 1.0), 10.0)
+
+    monkeypatch.setattr(calibrate, "measure", fake)
+    cal = calibrate.run(repeats=1, chunk_repeats=2)
+    assert [c for c, _ in chunked] == [1 << b for b in calibrate.CHUNK_LOG2 for _ in range(2)]
+    assert {size for _, size in chunked} == {len(calibrate.chunk_block())} == {65536}
+    assert np.allclose(cal.chunk_shape()[:, 1:], np.log([[(1 << b) / 1000.0] for b in calibrate.CHUNK_LOG2]))
+    assert (cal.chunk_shape()[:, 0] == 0).all()  # `none`
+    path = tmp_path / "cal.json"
+    calibrate.save(cal, path)
+    assert json.loads(path.read_text())["format"] == "dwcp-compression-calibration/3"
+    back = calibrate.load(path)
+    assert np.array_equal(back.chunk_vc, cal.chunk_vc) and np.array_equal(back.chunk_shape(), cal.chunk_shape())
+    doc = json.loads(path.read_text())
+    doc["chunks"]["block_sha256"] = "0" * 64  # measured on some other block: not comparable
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="chunk"):
+        calibrate.load(path)
+    calibrate.save(calibration, path)  # no chunk speeds: written as /2
+    assert json.loads(path.read_text())["format"] == "dwcp-compression-calibration/2"
+    assert calibrate.load(path).chunk_vc is None and calibrate.load(path).chunk_shape() is None

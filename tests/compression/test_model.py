@@ -559,3 +559,59 @@ def test_a_small_chunk_part_that_does_not_fit_the_model_fails_to_load(calibratio
     composed, _ = _with_small_part(base, calibration, np.zeros(3 * len(base.options)))
     with pytest.raises(ValueError, match="small-chunk"):
         _load_with_weights_cut(composed, "small_W", tmp_path)
+
+
+def test_a_hosts_per_chunk_shape_moves_small_chunk_compress_speeds_from_the_parts_reference(calibration, tmp_path):
+    """Session 9: the small-chunk part records the per-chunk compress shape of the speed mode it was fitted in; a
+    host whose calibration shows another shape (lz4 0.8x on 4 KiB chunks, zstd-9 1.25x on every small chunk) gets
+    those moves less the noise deadband on chunks up to 64 KiB (linear in log2 chunk between the calibrated sizes,
+    capped at 2x), and the same shape as the reference (or one within the deadband of it), a /2 calibration or a
+    part without a reference leave every answer as it was."""
+    import dataclasses
+
+    from dwcp.compression import calibrate
+    from dwcp.compression.selector import DEADBAND
+
+    base = Model.load(DEFAULT_MODEL)
+    assert base.small is not None
+    ref = np.random.default_rng(5).normal(-0.5, 0.3, (len(calibrate.CHUNK_LOG2), len(base.options)))
+    stamped = dataclasses.replace(base, small=base.small.with_reference(calibrate.CHUNK_LOG2, ref), version="")
+    stamped.save(tmp_path / "ref.npz")
+    loaded = Model.load(tmp_path / "ref.npz")
+    assert np.array_equal(loaded.small.reference_shape, ref) and loaded.version != base.version
+    assert loaded.small.reference_log2 == tuple(float(b) for b in calibrate.CHUNK_LOG2)
+
+    def host(shape: np.ndarray):
+        vc = np.hstack([np.full((len(shape), 1), np.inf), calibration.vc[1:] * np.exp(shape)])
+        return dataclasses.replace(calibration, chunk_vc=vc)
+
+    rng = np.random.default_rng(13)
+    samples = [make_sample(corpus.FAMILIES[f](rng, 3000)) for f in corpus.FAMILIES]
+    chunks = (700, 1024, 4096, 8192, 65536, 65537, 1 << 20)
+    reqs = [Request(s, 1 << 30, Link(50.0, 20.0), c) for s in samples for c in chunks]
+    plain = Selector(base, calibration)
+    x = plain.features(reqs)
+    _, vc0, _ = plain.properties(x)
+    for unmoved in (Selector(loaded, host(ref)), Selector(loaded, host(ref - 0.9 * DEADBAND)),
+                    Selector(loaded, calibration), Selector(base, host(ref + 0.3))):
+        assert np.allclose(unmoved.properties(x)[1], vc0, rtol=1e-12)
+    lz4, z9 = base.options.index("lz4"), base.options.index("zstd-9")
+    moved = ref.copy()
+    moved[1, lz4] += np.log(0.8)  # the 4 KiB knot
+    moved[:, z9] += np.log(1.25)
+    moved[:, base.options.index("brotli-11")] += 5.0  # beyond the cap
+    sel = Selector(loaded, host(moved))
+    ratio, vc, vd = sel.properties(x)
+    assert np.array_equal(ratio, plain.properties(x)[0]) and np.array_equal(vd, plain.properties(x)[2])
+    factor = vc[:, 1:] / vc0[:, 1:]
+    lz4_4k, z9_all = np.exp(np.log(0.8) + DEADBAND), np.exp(np.log(1.25) - DEADBAND)
+    want = {700: (1.0, z9_all), 1024: (1.0, z9_all), 4096: (lz4_4k, z9_all), 8192: (lz4_4k ** 0.5, z9_all),
+            65536: (1.0, z9_all), 65537: (1.0, 1.0), 1 << 20: (1.0, 1.0)}
+    for i, r in enumerate(reqs):
+        f_lz4, f_z9 = want[r.chunk_bytes]
+        assert np.isclose(factor[i, lz4], f_lz4, rtol=1e-9) and np.isclose(factor[i, z9], f_z9, rtol=1e-9), r.chunk
+        assert np.isclose(factor[i, -1], 2.0 if r.chunk <= 65536 else 1.0, rtol=1e-9)
+        others = [j for j in range(len(base.options)) if j not in (lz4, z9, len(base.options) - 1)]
+        assert np.allclose(factor[i, others], 1.0, rtol=1e-9)
+        one = sel.properties(x[i:i + 1])[1][0]  # the one-request path moves the same
+        assert np.allclose(one, vc[i], rtol=1e-5)

@@ -8,6 +8,7 @@ way). A model trained on one host therefore serves on another after `dwcp compre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,7 +23,8 @@ from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.corpus import reference_data
 from dwcp.compression.oracle import measure
 
-FORMAT = "dwcp-compression-calibration/2"  # /2 added the pilot speed
+FORMAT = "dwcp-compression-calibration/3"  # /2 added the pilot speed, /3 the compress speeds per chunk size
+FORMATS = ("dwcp-compression-calibration/2", FORMAT)  # a /2 file reads with no chunk speeds
 ENV_PATH = "DWCP_COMPRESSION_CALIBRATION"
 
 
@@ -38,20 +40,38 @@ class Calibration:
     ratio: np.ndarray
     seconds: float
     pilot: float  # the host's pilot speed while calibrating (`oracle.Measurement.pilot`, fastest repeat)
+    # Compress bytes/s per chunk size (rows: CHUNK_LOG2; columns: OPTIONS, inf for `none`) on `chunk_block()`;
+    # None for a /2 file. Their shape (`chunk_shape`) is what the selector compares with the model's.
+    chunk_vc: np.ndarray | None = None
+
+    def chunk_shape(self) -> np.ndarray | None:
+        """log(compress speed on chunks of each CHUNK_LOG2 size / the reference array's speed), (buckets, options);
+        `none`'s column 0. How much slower than on the reference each option runs on small chunks, on this host."""
+        if self.chunk_vc is None:
+            return None
+        shape = np.zeros_like(self.chunk_vc)
+        shape[:, 1:] = np.log(self.chunk_vc[:, 1:] / self.vc[1:])
+        return shape
 
     def to_json(self) -> dict:
-        return {
-            "format": FORMAT, "host": self.host, "created": self.created, "seconds": round(self.seconds, 3),
+        doc = {
+            "format": FORMAT if self.chunk_vc is not None else FORMATS[0], "host": self.host,
+            "created": self.created, "seconds": round(self.seconds, 3),
             "reference_sha256": self.reference_sha256, "pilot_bps": self.pilot,
             "options": {
                 k: {"ratio": float(r), "compress_bps": _finite(c), "decompress_bps": _finite(d)}
                 for k, r, c, d in zip(KEYS, self.ratio, self.vc, self.vd, strict=True)
             },
         }
+        if self.chunk_vc is not None:
+            doc["chunks"] = {"log2_chunks": list(CHUNK_LOG2), "block_sha256": chunk_block_sha256(),
+                             "compress_bps": {k: [_finite(v) for v in col]
+                                              for k, col in zip(KEYS, self.chunk_vc.T, strict=True)}}
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> Calibration:
-        if doc.get("format") != FORMAT:
+        if doc.get("format") not in FORMATS:
             raise ValueError(f"not a calibration file (format {doc.get('format')!r}, expected {FORMAT!r})")
         opts = doc["options"]
         missing = [k for k in KEYS if k not in opts]
@@ -61,9 +81,15 @@ class Calibration:
         def col(field: str) -> np.ndarray:
             return np.array([np.inf if opts[k][field] is None else float(opts[k][field]) for k in KEYS])
 
+        chunks, chunk_vc = doc.get("chunks"), None
+        if doc["format"] == FORMAT:
+            if chunks["log2_chunks"] != list(CHUNK_LOG2) or chunks["block_sha256"] != chunk_block_sha256():
+                raise ValueError("calibration's chunk speeds were measured on other chunks; run it again")
+            chunk_vc = np.array([[np.inf if v is None else float(v) for v in chunks["compress_bps"][k]]
+                                 for k in KEYS]).T
         return cls(doc["host"], float(doc["created"]), doc["reference_sha256"], col("compress_bps"),
                    col("decompress_bps"), np.array([float(opts[k]["ratio"]) for k in KEYS]), float(doc["seconds"]),
-                   float(doc["pilot_bps"]))
+                   float(doc["pilot_bps"]), chunk_vc)
 
 
 def _finite(x: float) -> float | None:
@@ -74,8 +100,26 @@ def reference_sha256() -> str:
     return hashlib.sha256(reference_data()).hexdigest()
 
 
-def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5) -> Calibration:
+# log2 of the chunk sizes whose compress speeds a calibration measures: 1, 4, 16 and 64 KiB, the range of the
+# model's small-chunk part (`model.SmallChunks`).
+CHUNK_LOG2 = (10, 12, 14, 16)
+
+
+def chunk_block() -> bytes:
+    """The 64 KiB of the reference array the per-chunk speeds are timed on (text, then JSON logs)."""
+    ref = reference_data()
+    return ref[:32768] + ref[65536:98304]
+
+
+@functools.cache
+def chunk_block_sha256() -> str:
+    return hashlib.sha256(chunk_block()).hexdigest()
+
+
+def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5, chunk_repeats: int = 3) -> Calibration:
     """Time every option on the reference array, `repeats` times; keep each option's fastest (10-20 s here).
+    Then the compress speeds on `chunk_block()` cut into chunks of each CHUNK_LOG2 size, `chunk_repeats` times
+    each, fastest kept (another 13-17 s here; none with `chunk_repeats=0`).
 
     One repeat is an oracle measurement with `rounds` interleaved timing turns per option (more, up to
     twice that, for a timing whose two fastest turns disagree), fastest sample kept. Repeating it matters
@@ -91,8 +135,14 @@ def run(min_total: float = 0.03, rounds: int = 3, repeats: int = 5) -> Calibrati
     runs = [measure(data, OPTIONS, min_total=min_total, rounds=rounds, max_rounds=2 * rounds)
             for _ in range(max(repeats, 1))]
     vc, vd = np.max([m.vc for m in runs], axis=0), np.max([m.vd for m in runs], axis=0)
+    chunk_vc = None
+    if chunk_repeats > 0:
+        block = chunk_block()
+        chunk_vc = np.array([np.max([measure(block, OPTIONS, min_total=min_total, rounds=rounds, max_rounds=2 * rounds,
+                                             chunk=1 << b).vc for _ in range(chunk_repeats)], axis=0)
+                             for b in CHUNK_LOG2])
     return Calibration(socket.gethostname(), time.time(), hashlib.sha256(data).hexdigest(), vc, vd, runs[0].ratio,
-                       time.perf_counter() - start, max(m.pilot for m in runs))
+                       time.perf_counter() - start, max(m.pilot for m in runs), chunk_vc)
 
 
 def default_path(data_dir: Path | None = None) -> Path:
@@ -115,7 +165,8 @@ def load(path: Path) -> Calibration:
 
 
 def load_or_run(path: Path) -> tuple[Calibration, bool]:
-    """The stored calibration, or a fresh one (saved) when missing or unreadable; True when it ran."""
+    """The stored calibration, or a fresh one (saved) when missing or unreadable; True when it ran. A stored /2 file
+    (no chunk speeds) is used as it is: the selector then serves without per-chunk moves (`selector.ChunkShift`)."""
     try:
         return load(path), False
     except (OSError, ValueError, KeyError):

@@ -419,10 +419,17 @@ def train_small(
                                 "base's answer)."),
     links: int = typer.Option(100, min=1, help="Requests (random link and declared size) per payload."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
+    reference_calibration: list[Path] | None = typer.Option(
+        None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
+        "labels' own, when it has them): the mean of their per-chunk shapes is stored with the part, so a host in "
+        "another mode is answered for its own (selector.ChunkShift). Repeat the option for several runs."),
 ) -> None:
     """Fit a small-chunk part on the labelled small training payloads, judge it on the held-out ones."""
     import math
 
+    import numpy as np
+
+    from dwcp.compression import calibrate as cal_mod
     from dwcp.compression import large, small
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
@@ -459,5 +466,15 @@ def train_small(
             _print_eval(f"{name}, {title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links))
         _print_verdict(name, heldout_verdict(base_model, model, cal, ds, links_per_item=links), "small-chunk")
     if out is not None:
+        shapes = [c.chunk_shape() for c in ([cal_mod.load(p) for p in reference_calibration]
+                                            if reference_calibration else [cal])]
+        missing = any(shape is None for shape in shapes)
+        if missing and reference_calibration:
+            raise typer.BadParameter("a --reference-calibration has no per-chunk speeds (format /2)")
+        shape = None if missing else np.mean(shapes, axis=0)
+        if shape is not None:
+            model.small = model.small.with_reference(cal_mod.CHUNK_LOG2, shape[:, 1:])
+            console.print("per-chunk compress shape recorded: " + ", ".join(
+                f"{k} {' '.join(f'{v:+.2f}' for v in shape[:, j + 1])}" for j, k in enumerate(model.options)))
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

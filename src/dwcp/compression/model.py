@@ -19,6 +19,9 @@ Format /3 adds a small-chunk part (`SmallChunks`), with or without a large one: 
 (`below_log2_chunk`) and arrays `small_x_mean`, `small_x_std`, `small_W`. Rows whose chunk is at most
 2^below_log2_chunk get `[1, (x - small_x_mean) / small_x_std] @ small_W` added to the MLP's output; larger chunks
 are answered exactly as without it. A reader of /1 and /2 refuses /3 rather than drop the part unnoticed.
+Optional in /3: `small_chunks.reference_compress_shape` (`log2_chunks`, and per option `log_speed_over_reference`,
+one per chunk size): the per-chunk compress-speed shape of the host mode the part was fitted in
+(`SmallChunks.reference_shape`; the selector's use of it is in `selector.Selector`).
 """
 
 from __future__ import annotations
@@ -129,6 +132,13 @@ class SmallChunks:
     x_mean: np.ndarray
     x_std: np.ndarray
     weights: np.ndarray  # (1 + features, outputs): the intercept row, then one row per standardised feature
+    # The speed mode the correction belongs to: log(compress speed on chunks of 2^reference_log2[b] bytes / on the
+    # calibration reference) per chunk size and option (`Calibration.chunk_shape()` without `none`), measured on
+    # the host and in the mode its labels were; None when not recorded. The selector moves the compress speeds of
+    # small chunks by the serving host's own shape minus this one, so a host whose small chunks run relatively
+    # slower or faster than the labels' (a speed-mode change) is answered for its present mode.
+    reference_log2: tuple[float, ...] = ()
+    reference_shape: np.ndarray | None = None
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
@@ -139,6 +149,11 @@ class SmallChunks:
         `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected)."""
         part = LargeChunks.fit(below, x, residual, ridge)
         return cls(below, part.x_mean, part.x_std, part.weights)
+
+    def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
+        """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
+        return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
+                           np.asarray(shape, float))
 
 
 def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
@@ -240,6 +255,8 @@ class Model:
             large += (np.array(self.large.shape) + 1000,)  # offset: never a prefix of another array's bytes
         if self.small is not None:
             large += (np.array([self.small.below, -1.0]), self.small.x_mean, self.small.x_std, self.small.weights)
+            if self.small.reference_shape is not None:
+                large += (np.array([-2.0, *self.small.reference_log2]), self.small.reference_shape)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -265,6 +282,11 @@ class Model:
                        "large_W": self.large.weights}
         if self.small is not None:
             header["small_chunks"] = {"below_log2_chunk": self.small.below}
+            if self.small.reference_shape is not None:
+                header["small_chunks"]["reference_compress_shape"] = {
+                    "log2_chunks": list(self.small.reference_log2),
+                    "log_speed_over_reference": {k: self.small.reference_shape[:, j].tolist()
+                                                 for j, k in enumerate(self.options)}}
             arrays |= {"small_x_mean": self.small.x_mean, "small_x_std": self.small.x_std,
                        "small_W": self.small.weights}
         arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
@@ -296,6 +318,11 @@ class Model:
                 part = header["small_chunks"]
                 m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
                                       z["small_W"])
+                ref = part.get("reference_compress_shape")
+                if ref is not None:
+                    m.small = m.small.with_reference(
+                        tuple(ref["log2_chunks"]),
+                        np.array([ref["log_speed_over_reference"][k] for k in m.options], float).T)
             if "large_chunks" in header:
                 part = header["large_chunks"]
                 apply_above = part.get("apply_above_log2_chunk")
@@ -309,6 +336,9 @@ class Model:
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
         if m.small is not None and m.small.weights.shape != (1 + len(m.features), 3 * len(m.options)):
             raise ValueError(f"{path}: small-chunk weights {m.small.weights.shape} do not fit the model")
+        if m.small is not None and m.small.reference_shape is not None \
+                and m.small.reference_shape.shape != (len(m.small.reference_log2), len(m.options)):
+            raise ValueError(f"{path}: small-chunk reference shape does not fit the model")
         if m.large is not None and m.large.threshold < m.large.above:
             raise ValueError(f"{path}: large-chunk correction applied below the MLP's largest chunk")
         if weights[-1].shape[1] != 3 * len(m.options):

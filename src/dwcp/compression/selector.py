@@ -8,6 +8,7 @@ service's selector from its artifact and the host's calibration.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Selector:
         self._hi = np.array([[0.0] + [0.4] * k, [inf] + [8.0] * k, [inf] + [8.0] * k])
         self._log_ref = np.vstack([np.zeros(k + 1), np.log(calibration.vc), np.log(calibration.vd)])
         self._log_ref[1:, 0] = 0.0
+        self._shift = small_chunk_shift(model, calibration)
 
     @property
     def version(self) -> str:
@@ -112,6 +114,8 @@ class Selector:
         # maximum then minimum is np.clip (same values, ~half its call overhead).
         np.maximum(e, self._lo, out=e)
         np.minimum(e, self._hi, out=e)
+        if self._shift is not None:
+            self._shift.apply(x[:, 0], e[:, 1, 1:])
         e += self._log_ref
         np.exp(e, out=e)
         return e[:, 0], e[:, 1], e[:, 2]
@@ -136,6 +140,66 @@ class Selector:
         """(chosen option index, its predicted seconds) per row of features."""
         t = self.costs(x, size, chunk, bandwidth_bps, rtt_s, loss)
         return t.argmin(axis=1), t.min(axis=1)
+
+
+# A host's small-chunk compress shape moves an option's speed from the labels' by its difference from the reference
+# shape less DEADBAND, at most MAX_SHIFT (log units). The speed-mode change seen on this VM moved lz4 on 0.25-16
+# KiB chunks by 0.2-0.3 (docs/compression.md, "Session 8"); calibrations in one mode differ by up to 0.12 (s.d.
+# 0.02-0.04 per option and chunk size; "Session 9"): that much is noise, and moving by it cost decisions.
+DEADBAND = 0.1
+MAX_SHIFT = math.log(2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkShift:
+    """Log compress-speed moves per option at each calibrated chunk size (`knots`, log2 bytes), for chunks up to
+    2^`below`: the serving host's per-chunk shape minus the one the model's small-chunk part was fitted in.
+    Linear in log2 chunk between knots, the end knots' moves beyond them."""
+
+    below: float
+    knots: tuple[float, ...]
+    moves: np.ndarray  # (knots, coded options)
+
+    def at(self, log_chunk: float) -> np.ndarray | None:
+        """The move for one chunk (None above `below`)."""
+        if log_chunk > self.below:
+            return None
+        k, m = self.knots, self.moves
+        if log_chunk <= k[0]:
+            return m[0]
+        if log_chunk >= k[-1]:
+            return m[-1]
+        j = bisect.bisect_right(k, log_chunk) - 1
+        return m[j] + (log_chunk - k[j]) / (k[j + 1] - k[j]) * (m[j + 1] - m[j])
+
+    def apply(self, log_chunk: np.ndarray, log_vc: np.ndarray) -> None:
+        """Add the moves to rows of log compress speeds `log_vc` (N, coded options), in place."""
+        if len(log_chunk) == 1:  # the one-request call: scalars
+            move = self.at(float(log_chunk[0]))
+            if move is not None:
+                log_vc += move
+            return
+        rows = log_chunk <= self.below
+        if not rows.any():
+            return
+        t = np.interp(log_chunk[rows], self.knots, np.arange(len(self.knots), dtype=float))
+        j = np.minimum(t.astype(int), len(self.knots) - 2)
+        w = (t - j)[:, None]
+        log_vc[rows] += self.moves[j] * (1.0 - w) + self.moves[j + 1] * w
+
+
+def small_chunk_shift(model: Model | ProbeModel, calibration: Calibration) -> ChunkShift | None:
+    """How this host's small chunks compress relative to the mode the model's small-chunk part was fitted in, or
+    None when either side was not measured (a model without a reference shape, a /2 calibration) or they were
+    measured at different chunk sizes. Each move is the difference less DEADBAND (none within it), at most MAX_SHIFT."""
+    small = getattr(model, "small", None)
+    now = calibration.chunk_shape()
+    if small is None or small.reference_shape is None or now is None \
+            or tuple(small.reference_log2) != tuple(float(b) for b in calibrate.CHUNK_LOG2):
+        return None
+    d = now[:, 1:] - small.reference_shape
+    moves = np.sign(d) * np.clip(np.abs(d) - DEADBAND, 0.0, MAX_SHIFT)
+    return ChunkShift(small.below, tuple(small.reference_log2), moves)
 
 
 # Artifacts from before chunks (mlp-bc45da71d8 and earlier) do not record their largest training chunk: their

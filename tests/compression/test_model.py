@@ -9,7 +9,7 @@ import pytest
 from dwcp.compression import corpus, oracle
 from dwcp.compression.codecs import KEYS, OPTIONS
 from dwcp.compression.costmodel import Link
-from dwcp.compression.features import N_FEATURES, Extractor, chunk_at_most, make_sample
+from dwcp.compression.features import FEATURE_NAMES, N_FEATURES, Extractor, chunk_at_most, make_sample
 from dwcp.compression.model import Model, merge
 from dwcp.compression.selector import DEFAULT_MODEL, Request, Selector
 from dwcp.compression.train import Dataset, evaluate, label, refeature, train
@@ -498,23 +498,24 @@ def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(cal
         Model.load(tmp_path / "bad.npz")
 
 
-def _with_small_part(base: Model, calibration, offset: np.ndarray) -> tuple[Model, Dataset]:
-    """`base` given a small-chunk part fitted on payloads of 512 B-60 KiB (each one chunk) whose measured
-    properties are `base`'s prediction times e^offset (per output), and the dataset it was fitted on."""
+def _with_small_part(base: Model, calibration, offset, shape: tuple[int, ...] = ()) -> tuple[Model, Dataset]:
+    """`base` given a small-chunk part (shaped by `shape`) fitted on payloads of 512 B-60 KiB (each one chunk) whose
+    measured properties are `base`'s prediction times e^offset (per output; or per row, `offset(x)`), and the
+    dataset it was fitted on."""
     from dwcp.compression.train import train_small_chunks
 
     rng, extract = np.random.default_rng(11), Extractor()
     payloads = [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
                 for f in (list(corpus.FAMILIES) * 2)[:20]]
     x = np.array([extract(p, len(p)) for p in payloads])
-    y = np.hstack(base.predict(x)) + offset
+    y = np.hstack(base.predict(x)) + (offset(x) if callable(offset) else offset)
     k = len(base.options)
     ones = np.ones((len(x), 1))
     ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
                                                                      calibration.vc[1:]]),
                  np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
                  np.array([len(p) for p in payloads]), np.array(["text"] * len(x)), np.arange(len(x)))
-    return train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6), ds
+    return train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, shape=shape), ds
 
 
 def test_a_small_chunk_part_learns_small_chunks_and_leaves_larger_ones_bit_for_bit(calibration, tmp_path: Path):
@@ -615,3 +616,46 @@ def test_a_hosts_per_chunk_shape_moves_small_chunk_compress_speeds_from_the_part
         assert np.allclose(factor[i, others], 1.0, rtol=1e-9)
         one = sel.properties(x[i:i + 1])[1][0]  # the one-request path moves the same
         assert np.allclose(one, vc[i], rtol=1e-5)
+
+
+def test_a_shaped_small_chunk_part_fits_a_slope_that_differs_by_kind_of_data(calibration, tmp_path: Path):
+    """Session 9: a small-chunk part shaped by the chunk size and the zstd-1 probe ratio (header
+    `small_chunks.shape_features`) fits an lz4 error whose slope in chunk size depends on how compressible the data
+    is, which one linear map cannot; it survives a save and load (the version hashes the shape), leaves chunks
+    above 64 KiB bit for bit, and an artifact whose header lost the shape is refused (its weights are too tall)."""
+    base = Model.load(DEFAULT_MODEL)
+    k = len(base.options)
+    lz4 = k + base.options.index("lz4")
+    chunk, z1 = FEATURE_NAMES.index("log2_chunk"), FEATURE_NAMES.index("zstd1_ratio")  # the artifact's own names
+    # may be the pre-chunk ones (log2_size...): the same columns
+
+    def offset(x):
+        out = np.zeros((len(x), 3 * k))
+        out[:, lz4] = 0.08 * (x[:, chunk] - 13.0) * (x[:, z1] - 0.5) * 4.0
+        return out
+
+    plain, data = _with_small_part(base, calibration, offset)
+    shaped, _ = _with_small_part(base, calibration, offset, shape=(chunk, z1))
+    want = np.hstack(base.predict(data.x)) + offset(data.x)
+    err = {name: np.abs(np.hstack(m.predict(data.x))[:, lz4] - want[:, lz4]).max() for name, m in
+           (("plain", plain), ("shaped", shaped))}
+    assert err["shaped"] < 0.01 < err["plain"], err
+    shaped.save(tmp_path / "shaped.npz")
+    loaded = Model.load(tmp_path / "shaped.npz")
+    assert loaded.small.shape == (chunk, z1) and loaded.version not in (plain.version or "", base.version)
+    assert loaded.training["small_chunks"]["shape_features"] == [base.features[chunk], "zstd1_ratio"]
+    assert np.allclose(np.hstack(loaded.predict(data.x)), np.hstack(shaped.predict(data.x)))
+    rng = np.random.default_rng(3)
+    extract = Extractor()
+    big = np.array([extract(make_sample(corpus.FAMILIES[f](rng, 200_000)), c)
+                    for f in corpus.FAMILIES for c in (65537, 1 << 20)])
+    for a, b in zip(base.predict(big), loaded.predict(big), strict=True):
+        assert np.array_equal(a, b)
+    with np.load(tmp_path / "shaped.npz") as z:
+        arrays = {name: z[name] for name in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    del header["small_chunks"]["shape_features"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "unshaped.npz", **arrays)
+    with pytest.raises(ValueError, match="small-chunk"):
+        Model.load(tmp_path / "unshaped.npz")

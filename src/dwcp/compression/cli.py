@@ -418,6 +418,8 @@ def train_small(
     outputs: str = typer.Option("log_vc_rel", help="Which kinds of output the part may correct (others keep the "
                                 "base's answer)."),
     links: int = typer.Option(100, min=1, help="Requests (random link and declared size) per payload."),
+    shape: str = typer.Option("", help="Features (comma-separated names) whose products with every feature are "
+                              "columns of the correction too, as the large part's (default: none)."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
     reference_calibration: list[Path] | None = typer.Option(
         None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
@@ -431,6 +433,7 @@ def train_small(
 
     from dwcp.compression import calibrate as cal_mod
     from dwcp.compression import large, small
+    from dwcp.compression.features import FEATURE_NAMES
     from dwcp.compression.model import Model
     from dwcp.compression.selector import DEFAULT_MODEL
     from dwcp.compression.train import Dataset, heldout_verdict, ridge_for_kinds, small_ridge_cv, train_small_chunks
@@ -444,8 +447,13 @@ def train_small(
         raise typer.BadParameter(f"no labelled training payloads in {labels}; run `dwcp compression label-small`")
     tr = Dataset.concat(*parts)
     kinds = tuple(outputs.split(","))
+    # Named as the extractor names them (a pre-chunk artifact calls the first inputs log2_size...: same columns).
+    unknown = [f for f in shape.split(",") if f and f not in FEATURE_NAMES]
+    if unknown:
+        raise typer.BadParameter(f"unknown features {unknown}; known: {list(FEATURE_NAMES)}")
+    shaped = tuple(FEATURE_NAMES.index(f) for f in shape.split(",") if f)
     cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
-                        below_bytes=small.SMALL_BYTES, links_per_item=links)
+                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped)
     table = Table("ridge", "near-best", "exact-best", "mean regret",
                   title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
     for r, s in cv.items():
@@ -456,7 +464,7 @@ def train_small(
         console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
-    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty)
+    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)

@@ -19,9 +19,10 @@ Format /3 adds a small-chunk part (`SmallChunks`), with or without a large one: 
 (`below_log2_chunk`) and arrays `small_x_mean`, `small_x_std`, `small_W`. Rows whose chunk is at most
 2^below_log2_chunk get `[1, (x - small_x_mean) / small_x_std] @ small_W` added to the MLP's output; larger chunks
 are answered exactly as without it. A reader of /1 and /2 refuses /3 rather than drop the part unnoticed.
-Optional in /3: `small_chunks.reference_compress_shape` (`log2_chunks`, and per option `log_speed_over_reference`,
-one per chunk size): the per-chunk compress-speed shape of the host mode the part was fitted in
-(`SmallChunks.reference_shape`; the selector's use of it is in `selector.Selector`).
+Optional in /3: `small_chunks.shape_features` (feature names: the correction's columns are the standardised
+features and their products with each of these, as the large part's), and `small_chunks.reference_compress_shape`
+(`log2_chunks`, and per option `log_speed_over_reference`, one per chunk size): the per-chunk compress-speed shape
+of the host mode the part was fitted in (`SmallChunks.reference_shape`; used by `selector.ChunkShift`).
 """
 
 from __future__ import annotations
@@ -139,21 +140,31 @@ class SmallChunks:
     # slower or faster than the labels' (a speed-mode change) is answered for its present mode.
     reference_log2: tuple[float, ...] = ()
     reference_shape: np.ndarray | None = None
+    # Feature indices shaping the correction per kind of data, as `LargeChunks.shape` (session 9: the chunk size and
+    # the zstd-1 probe ratio); `weights` then has 1 + features x (1 + len(shape)) rows.
+    shape: tuple[int, ...] = ()
+    _part: LargeChunks | None = field(default=None, init=False, repr=False, compare=False)
 
     def correction(self, x: np.ndarray) -> np.ndarray:
-        return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
+        if not self.shape:
+            return self.weights[0] + ((x - self.x_mean) / self.x_std) @ self.weights[1:]
+        if self._part is None:  # the shaped product, computed as the large part does (its blocks cached there)
+            self._part = LargeChunks(self.below, self.x_mean, self.x_std, self.weights, shape=self.shape)
+        return self._part.correction(x)
 
     @classmethod
-    def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray) -> SmallChunks:
-        """Ridge regression of `residual` (measured minus the MLP's outputs) on the standardised features, as
-        `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected)."""
-        part = LargeChunks.fit(below, x, residual, ridge)
-        return cls(below, part.x_mean, part.x_std, part.weights)
+    def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
+            shape: tuple[int, ...] = ()) -> SmallChunks:
+        """Ridge regression of `residual` (measured minus the MLP's outputs) on the standardised features (and
+        their products with the `shape` ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output
+        uncorrected)."""
+        part = LargeChunks.fit(below, x, residual, ridge, shape=tuple(shape))
+        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape))
 
     def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
         """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
         return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
-                           np.asarray(shape, float))
+                           np.asarray(shape, float), self.shape)
 
 
 def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
@@ -257,6 +268,8 @@ class Model:
             large += (np.array([self.small.below, -1.0]), self.small.x_mean, self.small.x_std, self.small.weights)
             if self.small.reference_shape is not None:
                 large += (np.array([-2.0, *self.small.reference_log2]), self.small.reference_shape)
+            if self.small.shape:
+                large += (np.array(self.small.shape) + 2000,)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -282,6 +295,8 @@ class Model:
                        "large_W": self.large.weights}
         if self.small is not None:
             header["small_chunks"] = {"below_log2_chunk": self.small.below}
+            if self.small.shape:
+                header["small_chunks"]["shape_features"] = [self.features[i] for i in self.small.shape]
             if self.small.reference_shape is not None:
                 header["small_chunks"]["reference_compress_shape"] = {
                     "log2_chunks": list(self.small.reference_log2),
@@ -317,7 +332,8 @@ class Model:
             if header["format"] == FORMAT_SMALL:
                 part = header["small_chunks"]
                 m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
-                                      z["small_W"])
+                                      z["small_W"], shape=tuple(header["features"].index(f)
+                                                                for f in part.get("shape_features", [])))
                 ref = part.get("reference_compress_shape")
                 if ref is not None:
                     m.small = m.small.with_reference(
@@ -334,7 +350,8 @@ class Model:
         if m.large is not None and m.large.weights.shape != (1 + len(m.features) * (1 + len(m.large.shape)),
                                                              3 * len(m.options)):
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
-        if m.small is not None and m.small.weights.shape != (1 + len(m.features), 3 * len(m.options)):
+        if m.small is not None and m.small.weights.shape != (1 + len(m.features) * (1 + len(m.small.shape)),
+                                                             3 * len(m.options)):
             raise ValueError(f"{path}: small-chunk weights {m.small.weights.shape} do not fit the model")
         if m.small is not None and m.small.reference_shape is not None \
                 and m.small.reference_shape.shape != (len(m.small.reference_log2), len(m.options)):

@@ -243,7 +243,7 @@ def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.nd
 
 
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
-                       ridge: float | np.ndarray) -> Model:
+                       ridge: float | np.ndarray, shape: tuple[int, ...] = ()) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
     their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
     small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
@@ -257,16 +257,18 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
     model = copy.copy(base)
     model.small, model.version, model._plan = None, "", None  # a part `base` already has is replaced, not stacked
     residual = data.targets(cal)[rows] - np.hstack(model.predict(data.x[rows]))
-    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge)
+    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge, shape=shape)
     model.training = {**base.training, "small_chunks": {
         "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
                                                              ).tolist(),
+        "shape_features": [base.features[i] for i in shape],
         "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
     return model
 
 
 def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
-                   below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0) -> dict[float, dict]:
+                   below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0,
+                   shape: tuple[int, ...] = ()) -> dict[float, dict]:
     """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
     whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
     `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`)."""
@@ -277,7 +279,7 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
         chosen, truth = [], []
         for k in range(folds):
             model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
-                                                                  below_bytes=below_bytes, ridge=ridge)
+                                                                  below_bytes=below_bytes, ridge=ridge, shape=shape)
             held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
             chosen.append(pick)
             truth.append(req.truth(held.ratio, held.vc, held.vd))

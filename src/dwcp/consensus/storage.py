@@ -275,70 +275,98 @@ class BlockStore:
         if not blocks:
             return
         with self._wlock:
-            self._synchronous(sync)
-            try:
-                self._w.execute("BEGIN IMMEDIATE")
-                # The last height is known here (this object is the log's only writer: one node process owns
-                # it, and `_last` changes only under `_wlock`), so an append is one round trip per statement
-                # it writes and none to read; the PRIMARY KEY still refuses an overwrite.
-                expected = self._last + 1
-                for b in blocks:
-                    if b.height != expected:
-                        raise StorageError(f"cannot append height {b.height}: the next height is {expected}")
-                    expected += 1
-                # One statement per table for the whole group commit, not one per block.
-                self._w.executemany(
-                    "INSERT INTO blocks (height, digest, block, certificate, committed_at, tx_ids)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(b.height, b.digest, b.block, b.certificate, b.committed_at, _ids(b.tx_ids)) for b in blocks],
-                )
-                flush = len(self._unindexed) + sum(len(b.tx_ids) for b in blocks) >= self._index_at
-                if flush:
-                    self._index(blocks)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-            self._last = expected - 1
-            self._appends += 1
-            if sync:
-                self._synced = self._last
-            if flush:  # after the commit: a reader finds every id in `_unindexed` or in `txs`, never neither
-                self.index_flushes += 1
-                self._index_at = self._next_index_at()
-                self._indexed_to = self._last
-                self._unindexed.clear()
-            else:
-                for b in blocks:
-                    for tx_id in b.tx_ids:
-                        self._unindexed.setdefault(tx_id, b.height)
+            self._append(blocks, sync)
+
+    def try_append(self, blocks: Sequence[StoredBlock]) -> bool:
+        """`append(blocks, sync=False)` if that is quick now, for a caller that must not wait (the event loop):
+        False, writing nothing, when the writer connection is busy (a checkpoint, an append, or the moment
+        `sync()` reads the height it will make durable) or when this append would move the in-memory ids into
+        `txs` (~1,000 rows: milliseconds). StorageError, writing nothing, if not contiguous."""
+        if not blocks:
+            return True
+        if not self._wlock.acquire(blocking=False):
+            return False
+        try:
+            if self._flush_due(blocks):
+                return False
+            self._append(blocks, sync=False)
+        finally:
+            self._wlock.release()
+        return True
+
+    def _flush_due(self, blocks: Sequence[StoredBlock]) -> bool:
+        return len(self._unindexed) + sum(len(b.tx_ids) for b in blocks) >= self._index_at
+
+    def _append(self, blocks: Sequence[StoredBlock], sync: bool) -> None:  # under `_wlock`
+        self._synchronous(sync)
+        try:
+            self._w.execute("BEGIN IMMEDIATE")
+            # The last height is known here (this object is the log's only writer: one node process owns
+            # it, and `_last` changes only under `_wlock`), so an append is one round trip per statement
+            # it writes and none to read; the PRIMARY KEY still refuses an overwrite.
+            expected = self._last + 1
+            for b in blocks:
+                if b.height != expected:
+                    raise StorageError(f"cannot append height {b.height}: the next height is {expected}")
+                expected += 1
+            # One statement per table for the whole group commit, not one per block.
+            self._w.executemany(
+                "INSERT INTO blocks (height, digest, block, certificate, committed_at, tx_ids)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(b.height, b.digest, b.block, b.certificate, b.committed_at, _ids(b.tx_ids)) for b in blocks],
+            )
+            flush = self._flush_due(blocks)
+            if flush:
+                self._index(blocks)
+            self._w.execute("COMMIT")
+        except BaseException:
+            self._w.execute("ROLLBACK")
+            raise
+        self._last = expected - 1
+        self._appends += 1
+        if sync:
+            self._synced = self._last
+        if flush:  # after the commit: a reader finds every id in `_unindexed` or in `txs`, never neither
+            self.index_flushes += 1
+            self._index_at = self._next_index_at()
+            self._indexed_to = self._last
+            self._unindexed.clear()
+        else:
+            for b in blocks:
+                for tx_id in b.tx_ids:
+                    self._unindexed.setdefault(tx_id, b.height)
 
     def sync(self) -> None:
-        """Make every appended block durable: an fdatasync of the WAL (the blocks' frames are all in it)."""
+        """Make every block appended before the call durable: an fdatasync of the WAL (the blocks' frames are
+        all in it). The write lock is held only to read the height that the fdatasync will cover, not during
+        it, so appends (`try_append` on the event loop) go on meanwhile; they are durable with the next one."""
         with self._wlock:
-            if self._synced == self._last:
+            target = self._last  # every frame of the blocks up to here is written to the WAL (their COMMITs returned)
+            if self._synced >= target:
                 return
-            wal = self.path.with_name(self.path.name + "-wal")
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:  # no WAL: everything is in the database file, synced by its checkpoint
+            pass
+        else:
             try:
-                fd = os.open(wal, os.O_RDONLY)
-            except FileNotFoundError:  # no WAL: everything is in the database file, synced by its checkpoint
-                pass
-            else:
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-            self._synced = self._last
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        with self._wlock:
+            self._synced = max(self._synced, target)
 
     @property
     def checkpoint_due(self) -> bool:
         return self._appends >= CHECKPOINT_EVERY
 
-    def checkpoint(self, every: int = CHECKPOINT_EVERY) -> bool:
+    def checkpoint(self, every: int | None = None) -> bool:
         """Copy the WAL into the database file (PASSIVE: readers are not waited for) once `every` appends
-        gathered since the last one, with fsyncs (WAL first, database after); True if it ran."""
+        (default CHECKPOINT_EVERY) gathered since the last one, with fsyncs (WAL first, database after); True
+        if it ran."""
         with self._wlock:
-            if self._appends < every:
+            if self._appends < (CHECKPOINT_EVERY if every is None else every):
                 return False
             self._synchronous(True)
             self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,55 @@ def test_unsynced_appends_are_durable_only_from_the_next_synced_one_or_sync(
     store.close()
     reopened = BlockStore(tmp_path / "log.sqlite")
     assert reopened.last_height == reopened.synced_height == 5
+
+
+def test_an_append_goes_on_while_sync_fsyncs_and_is_left_for_the_next_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sync() holds the write lock only to read the height its fdatasync covers, so an append (the event loop's,
+    in the commit writer) is not held up for the length of an fsync."""
+    store = BlockStore(tmp_path / "log.sqlite")
+    store.append([_block(1)], sync=False)
+    in_fsync, release = threading.Event(), threading.Event()
+    real = storage.os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(10)
+        real(fd)
+    monkeypatch.setattr(storage.os, "fdatasync", slow_fdatasync)
+    syncing = threading.Thread(target=store.sync)
+    syncing.start()
+    try:
+        assert in_fsync.wait(5)
+        appended = threading.Event()
+        appender = threading.Thread(target=lambda: (store.append([_block(2)], sync=False), appended.set()))
+        appender.start()
+        assert appended.wait(2)  # during the fsync
+        assert store.try_append([_block(3)])
+        assert (store.last_height, store.synced_height) == (3, 0)
+    finally:
+        release.set()
+        syncing.join()
+    assert store.synced_height == 1  # what was appended before the fdatasync began; 2 and 3 need the next one
+    monkeypatch.setattr(storage.os, "fdatasync", real)
+    store.sync()
+    assert store.synced_height == 3
+
+
+def test_try_append_leaves_an_index_flush_and_a_held_log_to_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "INDEX_EVERY_TXS", 5)
+    monkeypatch.setattr(storage, "INDEX_JITTER", 0.0)
+    store = BlockStore(tmp_path / "log.sqlite")
+    assert store.try_append([_block(1, txs=3)])  # 3 ids in memory
+    assert not store.try_append([_block(2, txs=3)])  # would move 6 ids into `txs`: not on the event loop
+    with store._wlock:
+        assert not store.try_append([_block(2)])  # the log is held (a checkpoint)
+    assert store.last_height == 1 and store.index_flushes == 0
+    with pytest.raises(StorageError):
+        store.try_append([_block(3, txs=1)])  # a gap is refused, as by append()
+    store.append([_block(2, txs=3)], sync=False)
+    assert store.index_flushes == 1 and store.tx_height(b"tx-2-0") == 2
 
 
 def test_checkpoint_runs_synced_and_only_when_due(tmp_path: Path) -> None:

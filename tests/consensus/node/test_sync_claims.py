@@ -21,7 +21,7 @@ from dwcp.consensus.core.crypto import Ed25519Signer
 from dwcp.consensus.core.messages import Block, Certificate, Transaction, Vote
 from dwcp.consensus.node.assemble import build_node
 from dwcp.consensus.node.keys import load_keys
-from dwcp.consensus.transport.driver import Driver
+from dwcp.consensus.transport.driver import STALE_ROUNDS, STEADY_ROUNDS, Driver
 from dwcp.consensus.transport.framing import Channel, FrameDecoder
 from dwcp.consensus.transport.sync import SyncBlock, SyncBlocks, SyncRequest, SyncStatus, decode_sync, encode_sync
 from dwcp.runtime.ports import free_ports
@@ -174,10 +174,58 @@ async def test_the_proof_goes_to_peers_that_were_behind_when_they_said_so(node: 
         driver._send_status()
         proof = SyncStatus(height=2, block=encode(blocks[1]), certificate=encode(certs[1]))
         assert sorted(_sent_sync(driver)) == [(1, SyncStatus(height=2)), (2, proof), (3, proof)]
-        now[0] += 2 * driver.config.sync_interval + 0.01  # peer 1 silent since: judged by its last word now
+        now[0] += STALE_ROUNDS * driver.config.sync_interval + 0.01  # peer 1 silent since: judged by its word now
         _status(driver, 2, 2)
         _status(driver, 3, 2)
         driver._send_status()
         assert sorted(_sent_sync(driver)) == [(1, proof), (2, SyncStatus(height=2)), (3, SyncStatus(height=2))]
+    finally:
+        await driver.writer.stop()
+
+
+async def test_in_step_with_every_peer_the_status_goes_out_every_few_intervals_else_every_one(node: Node) -> None:
+    """Statuses are for a node that lags: while every peer's last word was level with us (within a block), ours
+    goes out every STEADY_ROUNDS-th interval only; a peer behind, ahead or silent brings back every interval."""
+    driver, key_dir = node.driver, node.key_dir
+    block = Block(height=1, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"tx"),))
+    cert = _signers(_real_signers(key_dir), 1, block)
+    now = [100.0]
+    driver.clock = lambda: now[0]
+    driver.writer.start()
+    try:
+        driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(block), encode(cert))])))
+        for _ in range(200):
+            if driver.height == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.height == 1
+
+        def rounds(count: int) -> list[int]:
+            """Run `count` gossip rounds a sync interval apart; the rounds (1-based) in which a status went out."""
+            out = []
+            for i in range(1, count + 1):
+                _sent_sync(driver)
+                driver._gossip_round()
+                if any(isinstance(m, SyncStatus) for _, m in _sent_sync(driver)):
+                    out.append(i)
+                now[0] += driver.config.sync_interval
+            return out
+
+        assert rounds(2) == [1, 2]  # no peer heard from yet
+        for _ in range(2):  # the peers, in step too, speak as often
+            for p in (1, 2, 3):
+                _status(driver, p, 1)
+            assert rounds(STEADY_ROUNDS) == [STEADY_ROUNDS]
+        now[0] += driver.config.sync_interval + 0.01
+        _status(driver, 2, 1)
+        _status(driver, 3, 1)  # peer 1 spoke last STALE_ROUNDS intervals ago: stale
+        assert rounds(2) == [1, 2]
+        _status(driver, 1, 1)
+        _status(driver, 2, 3)  # ahead of us by two: we are behind (a bare claim proves nothing, but we ask)
+        assert rounds(2) == [1, 2]
+        _status(driver, 1, 1)
+        _status(driver, 2, 0)  # within a block of us
+        _status(driver, 3, 1)
+        assert rounds(STEADY_ROUNDS) == [STEADY_ROUNDS]
     finally:
         await driver.writer.stop()

@@ -35,6 +35,7 @@ event loop can answer `GET /v1/blocks/{h}` while the writer thread is committing
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -228,6 +229,10 @@ class BlockStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.first_height = first_height
         self._wlock, self._rlock = threading.Lock(), threading.Lock()
+        # The WAL, opened once for `sync()`'s fdatasync (every os call there releases and retakes the GIL). It is
+        # never replaced while this store is open: SQLite removes a WAL only when the last connection closes,
+        # and both of ours stay open until `close()` (a checkpoint resets it in place).
+        self._wal_fd: int | None = None
         self._w = _connect(self.path)
         self._w.execute("PRAGMA wal_autocheckpoint=0")  # see the durability rules: `checkpoint()` does it
         self._full = True  # the writer connection's synchronous setting: FULL (True) or OFF
@@ -344,16 +349,11 @@ class BlockStore:
             target = self._last  # every frame of the blocks up to here is written to the WAL (their COMMITs returned)
             if self._synced >= target:
                 return
-        wal = self.path.with_name(self.path.name + "-wal")
-        try:
-            fd = os.open(wal, os.O_RDONLY)
-        except FileNotFoundError:  # no WAL: everything is in the database file, synced by its checkpoint
-            pass
-        else:
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        if self._wal_fd is None:  # (no WAL: everything is in the database file, synced by its checkpoint)
+            with contextlib.suppress(FileNotFoundError):
+                self._wal_fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
+        if self._wal_fd is not None:
+            os.fdatasync(self._wal_fd)
         with self._wlock:
             self._synced = max(self._synced, target)
 
@@ -449,6 +449,9 @@ class BlockStore:
             self._r.close()
             self._synchronous(True)  # closing checkpoints the WAL into the database and removes it: fsynced
             self._w.close()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
 
     @staticmethod
     def _row(row: tuple) -> StoredBlock:

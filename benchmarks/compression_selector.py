@@ -529,7 +529,11 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="dwcp-compression-bench-") as tmp:
         # One calibration for both instances and for the truth's rescaling (`Measurement.at_speed`).
         cal_path = Path(tmp) / "calibration.json"
-        cal = calibrate.run()
+        # Per-chunk speeds only when the served artifact compares them (they double the calibration's time).
+        from dwcp.compression.model import Model
+        from dwcp.compression.selector import DEFAULT_MODEL, needs_chunk_speeds
+
+        cal = calibrate.run(chunk_repeats=3 if needs_chunk_speeds(Model.load(args.model or DEFAULT_MODEL)) else 0)
         calibrate.save(cal, cal_path)
         os.environ[calibrate.ENV_PATH] = str(cal_path)
         print(f"calibrated in {cal.seconds:.0f} s (pilot {cal.pilot / 1e6:.0f} MB/s)")

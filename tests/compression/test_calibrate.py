@@ -44,7 +44,7 @@ def test_pilot_speed_survives_the_file_and_old_files_are_redone(calibration, tmp
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="calibration"):
         calibrate.load(path)
-    monkeypatch.setattr(calibrate, "run", lambda: calibration)
+    monkeypatch.setattr(calibrate, "run", lambda **k: calibration)
     cal, ran = calibrate.load_or_run(path)
     assert ran and cal.pilot == calibration.pilot and calibrate.load(path).pilot == calibration.pilot
 
@@ -82,3 +82,36 @@ def test_chunk_speeds_keep_each_sizes_fastest_and_survive_the_file(calibration, 
     calibrate.save(calibration, path)  # no chunk speeds: written as /2
     assert json.loads(path.read_text())["format"] == "dwcp-compression-calibration/2"
     assert calibrate.load(path).chunk_vc is None and calibrate.load(path).chunk_shape() is None
+
+
+def test_the_service_measures_chunk_speeds_only_for_a_model_that_compares_them(calibration, tmp_path, monkeypatch):
+    """Per-chunk speeds double a calibration's time and only `selector.ChunkShift` reads them: the shipped artifact
+    (no reference shape) is served on a calibration without them, and a stored one without them is kept; a model
+    stamped with a reference shape makes a stored calibration without them run again, with them."""
+    import dataclasses
+
+    from dwcp.compression import selector as selector_mod
+    from dwcp.compression.model import Model
+
+    runs = []
+    chunked = dataclasses.replace(calibration, chunk_vc=np.ones((len(calibrate.CHUNK_LOG2), len(OPTIONS))))
+
+    def fake_run(**k):
+        runs.append(k.get("chunk_repeats", 3))
+        return chunked if k.get("chunk_repeats", 3) else calibration
+
+    monkeypatch.setattr(calibrate, "run", fake_run)
+    path = tmp_path / "cal.json"
+    shipped = selector_mod.load(None, path)
+    assert runs == [0] and shipped.calibrated_now and not shipped.warning
+    assert calibrate.load(path).chunk_vc is None
+    assert not selector_mod.load(None, path).calibrated_now and runs == [0]  # stored, kept
+
+    base = Model.load(selector_mod.DEFAULT_MODEL)
+    ref = np.zeros((len(calibrate.CHUNK_LOG2), len(base.options)))
+    dataclasses.replace(base, small=base.small.with_reference(calibrate.CHUNK_LOG2, ref), version="").save(
+        tmp_path / "stamped.npz")
+    stamped = selector_mod.load(tmp_path / "stamped.npz", path)
+    assert runs == [0, 3] and stamped.calibrated_now and calibrate.load(path).chunk_vc is not None
+    assert not selector_mod.load(tmp_path / "stamped.npz", path).calibrated_now and runs == [0, 3]
+    assert not selector_mod.load(None, path).calibrated_now  # a file with chunk speeds serves any model

@@ -164,12 +164,18 @@ def load(path: Path) -> Calibration:
     return Calibration.from_json(json.loads(path.read_text()))
 
 
-def load_or_run(path: Path) -> tuple[Calibration, bool]:
-    """The stored calibration, or a fresh one (saved) when missing or unreadable; True when it ran. A stored /2 file
-    (no chunk speeds) is used as it is: the selector then serves without per-chunk moves (`selector.ChunkShift`)."""
+def load_or_run(path: Path, chunk_speeds: bool = False) -> tuple[Calibration, bool]:
+    """The stored calibration, or a fresh one (saved) when missing or unreadable; True when it ran.
+
+    `chunk_speeds`: the model being served compares per-chunk speeds (`selector.ChunkShift`), so a stored file
+    without them (a /2 file, or one made for a model that did not need them) is run again with them. Otherwise
+    they are not measured: they double a calibration's time (13-17 s more here) and nothing would read them."""
     try:
-        return load(path), False
+        cal = load(path)
+        if cal.chunk_vc is not None or not chunk_speeds:
+            return cal, False
     except (OSError, ValueError, KeyError):
-        cal = run()
-        save(cal, path)
-        return cal, True
+        pass
+    cal = run(chunk_repeats=3 if chunk_speeds else 0)
+    save(cal, path)
+    return cal, True

@@ -188,6 +188,12 @@ class ChunkShift:
         log_vc[rows] += self.moves[j] * (1.0 - w) + self.moves[j + 1] * w
 
 
+def needs_chunk_speeds(model: Model | ProbeModel) -> bool:
+    """Whether serving `model` compares this host's per-chunk compress speeds with its own (`small_chunk_shift`)."""
+    small = getattr(model, "small", None)
+    return small is not None and small.reference_shape is not None
+
+
 def small_chunk_shift(model: Model | ProbeModel, calibration: Calibration) -> ChunkShift | None:
     """How this host's small chunks compress relative to the mode the model's small-chunk part was fitted in, or
     None when either side was not measured (a model without a reference shape, a /2 calibration) or they were
@@ -235,15 +241,23 @@ def load(model_path: Path | None, calibration_path: Path) -> Loaded:
     warning that /health reports as degraded.
     """
     model_path = model_path or DEFAULT_MODEL
-    cal, ran = calibrate.load_or_run(calibration_path)
     warning = ""
+    model: Model | ProbeModel | None = None
+    failure: Exception | None = None
     try:
-        model: Model | ProbeModel = Model.load(model_path)
-        selector = Selector(model, cal)  # refuses a model made for other features or options
+        model = Model.load(model_path)
     except (OSError, ValueError, KeyError) as exc:
+        failure = exc
+    cal, ran = calibrate.load_or_run(calibration_path, chunk_speeds=model is not None and needs_chunk_speeds(model))
+    if model is not None:
+        try:
+            selector = Selector(model, cal)  # refuses a model made for other features or options
+        except (OSError, ValueError, KeyError) as exc:
+            model, failure = None, exc
+    if model is None:
         model = ProbeModel(cal)
         selector = Selector(model, cal)
-        warning = f"no usable trained model ({type(exc).__name__}: {exc}); using the probe fallback"
+        warning = f"no usable trained model ({type(failure).__name__}: {failure}); using the probe fallback"
     if model.reference_sha256 and model.reference_sha256 != cal.reference_sha256:
         warning = "calibration reference differs from the model's; recalibrate with this dwcp version"
     return Loaded(selector, model_path, calibration_path, ran, warning)

@@ -112,3 +112,67 @@ def test_quorum_waiter_reports_once_2f_plus_1_workers_hold_the_batch() -> None:
     ref = waiter.ack(2, batch.digest)
     assert ref is not None and (ref.digest, ref.txs, ref.size) == (batch.digest, 1, 5)
     assert waiter.ack(3, batch.digest) is None and len(waiter) == 0
+
+
+def _walk(data: bytes, max_tx: int) -> tuple[int, int, list[int]]:
+    """One transaction at a time: what scan must find."""
+    pos, count, samples = 0, 0, []
+    while pos + 4 <= len(data):
+        (n,) = TX_LEN.unpack_from(data, pos)
+        if n == 0 or n > max_tx:
+            raise TxError(n)
+        if pos + 4 + n > len(data):
+            break
+        if data[pos + 4] == 0 and n >= 9:
+            samples.append(int.from_bytes(data[pos + 5:pos + 13], "big"))
+        pos, count = pos + 4 + n, count + 1
+    return pos, count, samples
+
+
+def test_scan_of_runs_of_one_length_finds_what_a_walk_finds() -> None:
+    """Runs of equal-length transactions (checked as a run), lengths that change inside a run, samples inside
+    runs, a bad length after a run, and every cut, in bytes, bytearrays and memoryviews."""
+    rng = random.Random(5)
+    for trial in range(400):
+        payloads = []
+        for _ in range(rng.randrange(1, 8)):
+            n = rng.choice([1, 9, 256, 257, 511, 512])
+            payloads += [sample(rng.randrange(1 << 40))[:n] if n >= 9 and rng.random() < 0.1
+                         else bytes([1 + rng.randrange(255)]) * n for _ in range(rng.randrange(1, 40))]
+        data = stream(payloads)
+        if trial % 5 == 0:  # a length no transaction may have, somewhere
+            i = rng.randrange(len(payloads))
+            at = len(stream(payloads[:i]))
+            data = data[:at] + TX_LEN.pack(600) + data[at + 4:]
+        cut = rng.randrange(len(data) + 1)
+        try:
+            expected: object = _walk(data[:cut], max_tx=512)
+        except TxError:
+            expected = TxError
+        for buf in (bytearray(data[:cut]), data[:cut], memoryview(bytearray(data[:cut]))):
+            samples: list[int] = []
+            try:
+                got: object = (*scan(buf, 0, cut, 512, samples), samples)
+            except TxError:
+                got = TxError
+            assert got == expected, (trial, type(buf))
+
+
+def test_scan_checks_a_run_of_one_length_without_a_step_per_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dwcp.consensus.bullshark import worker
+
+    calls = []
+
+    class Counting:
+        size = TX_LEN.size
+
+        def unpack_from(self, buf, pos=0):
+            calls.append(pos)
+            return TX_LEN.unpack_from(buf, pos)
+
+    monkeypatch.setattr(worker, "TX_LEN", Counting())
+    data = stream([bytes([7]) * 508] * 976 + [sample(3)] + [bytes([8]) * 100] * 50)
+    samples: list[int] = []
+    assert worker.scan(bytearray(data), 0, len(data), 1024, samples) == (len(data), 1027)
+    assert samples == [3]
+    assert len(calls) <= 6  # one per run (and per short stretch), not one per transaction

@@ -82,6 +82,16 @@ def _status(driver: Driver, peer: int, height: int, block: bytes = b"", certific
     driver._on_frame(peer, Channel.SYNC, encode_sync(msg))
 
 
+async def _take_first_block(driver: Driver, block: Block, cert: Certificate) -> None:
+    """Block 1 arrives by catch-up from peer 1; wait until it is durable (the driver's writer must be running)."""
+    driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(block), encode(cert))])))
+    for _ in range(200):
+        if driver.height == 1:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("block 1 not durable")
+
+
 def test_forged_height_does_not_pin_the_node_in_catching_up_nor_start_a_sync(node: Node) -> None:
     driver = node.driver
     _status(driver, 1, 10**15)  # the attack on main: one bare claim (now ignored)
@@ -129,12 +139,7 @@ async def test_status_carries_the_proof_only_to_peers_that_said_they_are_behind(
     cert = _signers(_real_signers(key_dir), 1, block)
     driver.writer.start()
     try:
-        driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(block), encode(cert))])))
-        for _ in range(200):
-            if driver.height == 1:
-                break
-            await asyncio.sleep(0.01)
-        assert driver.height == 1
+        await _take_first_block(driver, block, cert)
         _sent_sync(driver)  # drop what catch-up queued so far
         _status(driver, 2, 0)  # behind us
         _status(driver, 3, 1)  # level with us; peer 1 said nothing yet
@@ -193,12 +198,7 @@ async def test_in_step_with_every_peer_the_status_goes_out_every_few_intervals_e
     driver.clock = lambda: now[0]
     driver.writer.start()
     try:
-        driver._on_frame(1, Channel.SYNC, encode_sync(SyncBlocks(blocks=[SyncBlock(1, encode(block), encode(cert))])))
-        for _ in range(200):
-            if driver.height == 1:
-                break
-            await asyncio.sleep(0.01)
-        assert driver.height == 1
+        await _take_first_block(driver, block, cert)
 
         def rounds(count: int) -> list[int]:
             """Run `count` gossip rounds a sync interval apart; the rounds (1-based) in which a status went out."""

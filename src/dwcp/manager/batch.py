@@ -182,7 +182,10 @@ class _Decider:
         self._size = len(ts)
         self._fds = fds
         self._ask: list[Transfer] = []
-        self._samples: dict[int, bytes] = {}  # object (its place in `_ask`) -> its sample, read once
+        # object (its place in `_ask`) -> its sample (the selector call, then the pricing) and its local-rule
+        # piece (the call's fallback, then an object decided ahead of the answer), each read once
+        self._samples: dict[int, bytes] = {}
+        self._pieces: dict[int, bytes] = {}
         for t in ts:
             if t.codec is not None:
                 owner.metrics.codec_sources.labels("fixed", t.codec).inc()
@@ -205,14 +208,16 @@ class _Decider:
             self._start_call()
 
     def _sample(self, n: int) -> bytes:
-        if n not in self._samples:
-            t = self._ask[n]
-            self._samples[n] = chunks.sample(self._fds[t.id], 0, t.size)
-        return self._samples[n]
+        return self._read(self._samples, n, chunks.sample)
 
     def _piece(self, n: int) -> bytes:
-        t = self._ask[n]
-        return chunks.piece(self._fds[t.id], 0, t.size)
+        return self._read(self._pieces, n, chunks.piece)
+
+    def _read(self, cache: dict[int, bytes], n: int, read: Callable[[int, int, int], bytes]) -> bytes:
+        if n not in cache:
+            t = self._ask[n]
+            cache[n] = read(self._fds[t.id], 0, t.size)
+        return cache[n]
 
     def _start_call(self) -> None:
         """One selector call about the objects from `_first` on (their samples; the pieces the chooser's local

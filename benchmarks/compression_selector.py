@@ -533,7 +533,8 @@ def main(args: argparse.Namespace) -> int:
         from dwcp.compression.model import Model
         from dwcp.compression.selector import DEFAULT_MODEL, needs_chunk_speeds
 
-        cal = calibrate.run(chunk_repeats=3 if needs_chunk_speeds(Model.load(args.model or DEFAULT_MODEL)) else 0)
+        compares = needs_chunk_speeds(Model.load(args.model or DEFAULT_MODEL))
+        cal = calibrate.run() if compares else calibrate.run(chunk_repeats=0)
         calibrate.save(cal, cal_path)
         os.environ[calibrate.ENV_PATH] = str(cal_path)
         print(f"calibrated in {cal.seconds:.0f} s (pilot {cal.pilot / 1e6:.0f} MB/s)")

@@ -79,14 +79,13 @@ class Calibration:
             raise ValueError(f"calibration lacks options {missing}; run `dwcp compression calibrate` again")
 
         def col(field: str) -> np.ndarray:
-            return np.array([np.inf if opts[k][field] is None else float(opts[k][field]) for k in KEYS])
+            return np.array([_unbounded(opts[k][field]) for k in KEYS])
 
         chunks, chunk_vc = doc.get("chunks"), None
         if doc["format"] == FORMAT:
             if chunks["log2_chunks"] != list(CHUNK_LOG2) or chunks["block_sha256"] != chunk_block_sha256():
                 raise ValueError("calibration's chunk speeds were measured on other chunks; run it again")
-            chunk_vc = np.array([[np.inf if v is None else float(v) for v in chunks["compress_bps"][k]]
-                                 for k in KEYS]).T
+            chunk_vc = np.array([[_unbounded(v) for v in chunks["compress_bps"][k]] for k in KEYS]).T
         return cls(doc["host"], float(doc["created"]), doc["reference_sha256"], col("compress_bps"),
                    col("decompress_bps"), np.array([float(opts[k]["ratio"]) for k in KEYS]), float(doc["seconds"]),
                    float(doc["pilot_bps"]), chunk_vc)
@@ -94,6 +93,11 @@ class Calibration:
 
 def _finite(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
+
+
+def _unbounded(x: float | None) -> float:
+    """The inverse of `_finite`: a stored speed, None for `none`'s unbounded one."""
+    return np.inf if x is None else float(x)
 
 
 def reference_sha256() -> str:
@@ -176,6 +180,6 @@ def load_or_run(path: Path, chunk_speeds: bool = False) -> tuple[Calibration, bo
             return cal, False
     except (OSError, ValueError, KeyError):
         pass
-    cal = run(chunk_repeats=3 if chunk_speeds else 0)
+    cal = run() if chunk_speeds else run(chunk_repeats=0)
     save(cal, path)
     return cal, True

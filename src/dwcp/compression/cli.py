@@ -476,13 +476,13 @@ def train_small(
     if out is not None:
         shapes = [c.chunk_shape() for c in ([cal_mod.load(p) for p in reference_calibration]
                                             if reference_calibration else [cal])]
-        missing = any(shape is None for shape in shapes)
+        missing = any(s is None for s in shapes)
         if missing and reference_calibration:
             raise typer.BadParameter("a --reference-calibration has no per-chunk speeds (format /2)")
-        shape = None if missing else np.mean(shapes, axis=0)
-        if shape is not None:
-            model.small = model.small.with_reference(cal_mod.CHUNK_LOG2, shape[:, 1:])
+        if not missing:  # (`shape`, the option, names the correction's shaping features: not this)
+            reference = np.mean(shapes, axis=0)
+            model.small = model.small.with_reference(cal_mod.CHUNK_LOG2, reference[:, 1:])
             console.print("per-chunk compress shape recorded: " + ", ".join(
-                f"{k} {' '.join(f'{v:+.2f}' for v in shape[:, j + 1])}" for j, k in enumerate(model.options)))
+                f"{k} {' '.join(f'{v:+.2f}' for v in reference[:, j + 1])}" for j, k in enumerate(model.options)))
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

@@ -198,10 +198,11 @@ def small_chunk_shift(model: Model | ProbeModel, calibration: Calibration) -> Ch
     """How this host's small chunks compress relative to the mode the model's small-chunk part was fitted in, or
     None when either side was not measured (a model without a reference shape, a /2 calibration) or they were
     measured at different chunk sizes. Each move is the difference less DEADBAND (none within it), at most MAX_SHIFT."""
-    small = getattr(model, "small", None)
     now = calibration.chunk_shape()
-    if small is None or small.reference_shape is None or now is None \
-            or tuple(small.reference_log2) != tuple(float(b) for b in calibrate.CHUNK_LOG2):
+    if not needs_chunk_speeds(model) or now is None:
+        return None
+    small = model.small
+    if tuple(small.reference_log2) != tuple(float(b) for b in calibrate.CHUNK_LOG2):
         return None
     d = now[:, 1:] - small.reference_shape
     moves = np.sign(d) * np.clip(np.abs(d) - DEADBAND, 0.0, MAX_SHIFT)

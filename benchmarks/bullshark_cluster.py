@@ -296,7 +296,8 @@ def one_run(args: argparse.Namespace, rate: float, profile: bool) -> dict:
 
 def _run_in(root: Path, args: argparse.Namespace, rate: float, profile: bool) -> dict:
     settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
-                "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms}
+                "header_size": args.header_size, "max_header_delay_ms": args.max_header_delay_ms,
+                "min_header_delay_ms": args.min_header_delay_ms, "busy_header_batches": args.busy_header_batches}
     if args.max_inflight:
         settings["max_inflight_batches"] = args.max_inflight
     if args.batch_dir:  # each worker's directory (batches.dat, committed.log) elsewhere, e.g. on a tmpfs
@@ -409,6 +410,10 @@ def main() -> None:
     ap.add_argument("--max-batch-delay-ms", type=float, default=100.0)
     ap.add_argument("--header-size", type=int, default=1000)
     ap.add_argument("--max-header-delay-ms", type=float, default=200.0, help="the node's default (settings.py)")
+    ap.add_argument("--min-header-delay-ms", type=float, default=100.0,
+                    help="adaptive header delay: a header with fewer than --busy-header-batches batches goes out "
+                    "after this long (0: every header waits --max-header-delay-ms); the node's default")
+    ap.add_argument("--busy-header-batches", type=int, default=4, help="the node's default (settings.py)")
     ap.add_argument("--max-inflight", type=int, default=0,
                     help="max_inflight_batches per worker (0: the node's default)")
     ap.add_argument("--client-procs", type=int, default=1,

@@ -422,3 +422,49 @@ def test_a_batch_sealed_before_a_stop_is_taken_back_resent_and_named_by_its_comm
         assert not [o for o in outs if isinstance(o, ToLocal) and isinstance(o.message, ClientBatch)]
     repeat = fresh.handle(0.0, Submitted(tx=Transaction(payload=b"acknowledged, then the node stopped")))
     assert [o.reason for o in repeat if isinstance(o, TxDropped)] == ["committed"]
+
+
+def header_rounds(outs) -> list[int]:
+    from dwcp.consensus.core import Broadcast
+    return [o.message.round for o in outs if isinstance(o, Broadcast) and isinstance(o.message, Header)]
+
+
+def propose_delays(outs) -> list[float]:
+    from dwcp.consensus.core import SetTimer
+    return [o.delay for o in outs if isinstance(o, SetTimer) and o.timer == PROPOSE]
+
+
+def test_a_light_header_goes_out_at_the_min_delay_and_a_busy_one_waits_for_the_max() -> None:
+    """Adaptive header delay: short rounds while few batches wait (light load: latency), long ones once a header
+    would carry busy_header_batches (heavy load: fewer rounds, less primary CPU per batch)."""
+    net, workers = cluster(1, min_header_delay=0.1, max_header_delay=0.2, busy_header_batches=4)
+    assert propose_delays(net.feed(0, Started())) == [0.1]
+    net.run()
+    workers.seal(0, 1)
+    outs = net.fire(0, PROPOSE)  # one batch waits: light, the header goes out at 0.1 s
+    assert header_rounds(outs) and propose_delays(outs) == [0.1]
+    net.run()
+    workers.seal(0, 4)
+    outs = net.fire(0, PROPOSE)  # four batches wait: busy, the rest of the 0.2 s first
+    assert header_rounds(outs) == [] and propose_delays(outs) == [pytest.approx(0.1)]
+    outs = net.fire(0, PROPOSE)
+    assert len(header_rounds(outs)) == 1 and propose_delays(outs) == [0.1]
+    net.run()
+    tick(net, workers, 6)
+    assert sorted(r.digest for _, refs in workers.executed[0] for r in refs) == sorted(r.digest for r in workers.sealed)
+
+
+def test_without_a_min_delay_every_header_waits_for_the_max_delay_as_before() -> None:
+    net, workers = cluster(1, max_header_delay=0.2)
+    assert propose_delays(net.feed(0, Started())) == [0.2]
+    net.run()
+    workers.seal(0, 8)
+    outs = net.fire(0, PROPOSE)
+    assert len(header_rounds(outs)) == 1 and propose_delays(outs) == [0.2]
+
+
+def test_node_settings_turn_the_adaptive_header_delay_on() -> None:
+    from dwcp.consensus.bullshark.settings import Settings
+    config = Settings().core_config(max_pending=1)
+    assert (config.min_header_delay, config.max_header_delay, config.busy_header_batches) == (0.1, 0.2, 4)
+    assert Config().min_header_delay == 0  # the core's (and the simulator's) default: off

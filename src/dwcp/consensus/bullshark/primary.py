@@ -5,7 +5,9 @@ Theory of operation (Danezis et al., Narwhal and Tusk, section 3; Narwhal's `pri
   Transactions submitted over HTTP are batched here and handed to the worker (submissions.py).
 - We propose a header for round r + 1 once 2f + 1 certificates of round r are delivered and either the
   payload fills `header_size` bytes of digests or `max_header_delay` passed; at an even r we also wait
-  (up to the same delay) for the anchor of r, so that anchors collect parents and commit.
+  (up to the same delay) for the anchor of r, so that anchors collect parents and commit. With
+  `min_header_delay` set, a header still light at that time (fewer than `busy_header_batches` of our
+  batches) goes out then: short rounds at light load, long ones when busy.
 - A peer's header gets our vote once its parents are delivered here and our worker holds its
   batches (else we fetch both and park the header); one vote per author and round, ever.
 - 2f + 1 votes on our header make a certificate, which we broadcast and deliver. Certificates are
@@ -72,6 +74,11 @@ SYNC = Timer(kind="bs-sync")
 class Config:
     header_size: int = 1000  # bytes of batch digests that fill a header (Narwhal's default)
     max_header_delay: float = 0.1  # seconds before a header goes out anyway (empty if need be)
+    # Adaptive delay (0: off, every header waits max_header_delay as before): a header whose payload holds fewer
+    # than `busy_header_batches` of our batches at min_header_delay goes out then (light load: short rounds, low
+    # latency); a fuller one waits for max_header_delay (heavy load: fewer rounds, less primary CPU per batch).
+    min_header_delay: float = 0.0
+    busy_header_batches: int = 4
     gc_depth: int = 50  # rounds of DAG kept below the last committed anchor
     schedule_period: int = 0  # HammerHead: committed anchors per leader schedule; 0: round-robin
     sync_retry: float = 0.25  # seconds between requests for still-missing certificates
@@ -101,6 +108,7 @@ class Primary(CommitPath):
         self.votes: dict[int, bytes] = {}
         self.certified = False
         self.delay_expired = False
+        self.delay_stage = 1  # 0: the PROPOSE timer set runs to min_header_delay; 1: to max_header_delay
         self.payload: list[commits.BatchRef] = []  # our sealed batches not yet in a certified header
         self.available: dict[bytes, int] = {}  # batch digest held by our worker -> round first seen
         self.guard = VoteGuard()  # our votes and header, persisted before they are sent
@@ -123,6 +131,11 @@ class Primary(CommitPath):
             self._local(now, inp.message, out)
         elif isinstance(inp, TimerFired):
             if inp.timer == PROPOSE:
+                if self.delay_stage == 0 and len(self.payload) >= self.config.busy_header_batches:
+                    self.delay_stage = 1  # busy: the rest of max_header_delay
+                    out.append(SetTimer(timer=PROPOSE,
+                                        delay=self.config.max_header_delay - self.config.min_header_delay))
+                    return out
                 self.delay_expired = True
                 self._maybe_propose(now, out)
             elif inp.timer == SEAL:
@@ -136,7 +149,7 @@ class Primary(CommitPath):
             self.started = True
             out.append(SetTimer(timer=SYNC, delay=self.config.sync_retry))
             self._maybe_propose(now, out)
-            out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
+            self._header_timer(out)
         elif isinstance(inp, Recovered) and inp.key == SAFETY_KEY:
             own = self.guard.recover(inp.value)
             if own is not None:  # re-collect votes for it (same digest: peers vote again)
@@ -276,7 +289,14 @@ class Primary(CommitPath):
         out.append(self.guard.proposed(header))
         out.append(Broadcast(message=header))  # then our own vote: alone a quorum in a committee of one
         self._on_vote(now, self.node_id, vote, self.signer.sign(signing_bytes(self.node_id, encode(vote))), out)
-        out.append(SetTimer(timer=PROPOSE, delay=self.config.max_header_delay))
+        self._header_timer(out)
+
+    def _header_timer(self, out: list[Output]) -> None:
+        """The next header's delay: min_header_delay first when the adaptive delay is on, else max."""
+        c = self.config
+        adaptive = 0 < c.min_header_delay < c.max_header_delay
+        self.delay_stage = 0 if adaptive else 1
+        out.append(SetTimer(timer=PROPOSE, delay=c.min_header_delay if adaptive else c.max_header_delay))
 
     # -- certificates ------------------------------------------------------------------------
     def _check_certificate(self, c: DagCertificate) -> str:

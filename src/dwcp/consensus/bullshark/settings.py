@@ -23,6 +23,13 @@ class Settings(BaseModel):
     # tx), 200 ms rounds 0.18-0.20 (0.63-0.69 us), left to the workers: 258,112 / 283,201 / 309,011 tx/s against
     # 214,845-274,843 (median 256,605), at 0.44-0.55 s consensus latency against 0.20-0.23 s.
     max_header_delay_ms: float = Field(200.0, gt=0, description="Most time between two headers of this primary.")
+    # Adaptive (session 10, docs/bullshark.md): at light load 200 ms rounds doubled dwcp up's latency (p50/p99
+    # 0.42/1.41 s against 0.22/0.69 s at 100 ms); a header with fewer than busy_header_batches of the worker's
+    # batches at min_header_delay_ms goes out then, a busier one waits for max_header_delay_ms.
+    min_header_delay_ms: float = Field(100.0, ge=0, description="A header with fewer than busy_header_batches "
+                                       "batches goes out after this long (0: always max_header_delay_ms).")
+    busy_header_batches: int = Field(4, ge=1, description="Own batches that make a header wait for "
+                                     "max_header_delay_ms instead of min_header_delay_ms.")
     gc_depth: int = Field(50, ge=4, description="Rounds of DAG kept below the last committed anchor.")
     # HammerHead on by default (docs/bullshark.md, "Leader reputation as the node's default"): in the simulator
     # with f Byzantine nodes it moves anchors off authors whose anchors never certify (n = 100, 33 Byzantine: p99
@@ -38,5 +45,6 @@ class Settings(BaseModel):
     def core_config(self, max_pending: int) -> Config:
         """The primary's Config (`max_pending` bounds client txs, which a Bullshark primary never holds)."""
         return Config(header_size=self.header_size, max_header_delay=self.max_header_delay_ms / 1000,
+                      min_header_delay=self.min_header_delay_ms / 1000, busy_header_batches=self.busy_header_batches,
                       gc_depth=self.gc_depth, schedule_period=self.schedule_period,
                       sync_retry=self.sync_retry_ms / 1000)

@@ -62,8 +62,8 @@ NARWHAL_LOCAL = {"consensus_tps": 46478, "consensus_latency_s": 0.464, "e2e_tps"
 class Client:
     """One streaming client: a prepared block of transactions, its first one patched per send."""
 
-    def __init__(self, index: int, port: int, tx_size: int) -> None:
-        self.index, self.port, self.tx_size = index, port, tx_size
+    def __init__(self, index: int, port: int, tx_size: int, sample_every: int = SAMPLE_EVERY_BLOCK) -> None:
+        self.index, self.port, self.tx_size, self.sample_every = index, port, tx_size, sample_every
         body = b"\1" + b"." * (tx_size - 1)
         self.block = bytearray((TX_LEN.pack(tx_size) + body) * BLOCK_TXS)
         self.sent = 0
@@ -82,7 +82,7 @@ class Client:
         once, ~500 received duplicates per worker in 10 s; session 7)."""
         self.blocks += 1
         tag = (self.index << 40) | self.blocks
-        sample = self.blocks % SAMPLE_EVERY_BLOCK == 0
+        sample = self.blocks % self.sample_every == 0
         struct.pack_into("!BQ", self.block, TX_LEN.size, 0 if sample else 1, tag)
         if sample:
             self.samples[tag] = time.time()
@@ -214,12 +214,12 @@ def machine_cpu() -> list[int]:
 
 
 def client_process(slots: list[int], ports: list[int], tx_size: int, rate: float, total: float, counters,
-                   conn) -> None:
+                   conn, sample_every: int = SAMPLE_EVERY_BLOCK) -> None:
     """Clients `slots` (rate tx/s each) in a process of their own: their event loop shares no time with the
     benchmark's metric scrapes and bookkeeping (in session 9 they ran in the benchmark's loop, and the window's
     sent figure stayed 1.5-2.7% under offered). Sent and blocked go to `counters` as they change; samples,
     acknowledged and sent counts come back over `conn` at the end."""
-    clients = [Client(i, port, tx_size) for i, port in zip(slots, ports, strict=True)]
+    clients = [Client(i, port, tx_size, sample_every) for i, port in zip(slots, ports, strict=True)]
     for c in clients:
         c.shared = (counters, c.index)
     conn.send("ready")
@@ -242,7 +242,7 @@ def drive_clients(args: argparse.Namespace, rate: float, ports: list[int], clust
         mine, theirs = ctx.Pipe()
         proc = ctx.Process(target=client_process, daemon=True, args=(
             slots, [ports[i] for i in slots], args.tx_size, rate / args.nodes, args.warmup + args.duration,
-            counters, theirs))
+            counters, theirs, args.sample_every))
         proc.start()
         pipes.append(mine)
         procs[k] = proc
@@ -418,6 +418,8 @@ def main() -> None:
                     help="max_inflight_batches per worker (0: the node's default)")
     ap.add_argument("--client-procs", type=int, default=1,
                     help="processes the clients run in (split evenly; at most one per node)")
+    ap.add_argument("--sample-every", type=int, default=SAMPLE_EVERY_BLOCK,
+                    help=f"a sample transaction every this many blocks of {BLOCK_TXS} (1: more samples at light load)")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--profile", action="store_true", help="py-spy one primary and one worker")

@@ -44,3 +44,18 @@ def test_each_block_a_client_hands_its_transport_stays_as_it_was_when_the_next_i
     client = bench.Client(0, 0, 512)
     queued = [client.next_block() for _ in range(3)]  # as a transport that has not sent them yet holds them
     assert len({bytes(block) for block in queued}) == 3
+
+
+def test_the_commit_aligned_rate_counts_between_a_workers_first_and_last_commit_in_the_window(tmp_path) -> None:
+    """Samples committed at the window's first commit are not counted (they were sent before it), those up to the
+    last commit are, over the time between the two: the edges of the window do not move the figure."""
+    bench = load_benchmark("bullshark_cluster")
+    commits = {0: [(10.0, 3), (10.5, 2), (11.0, 2), (12.5, 9)],  # 12.5: after the window
+               1: [(9.0, 4), (10.2, 1), (10.7, 1), (11.2, 3)]}  # 9.0: before the window
+    for node, rows in commits.items():
+        worker = tmp_path / "data" / f"bullshark-{node}" / "worker"
+        worker.mkdir(parents=True)
+        lines = [f"{node * 1000 + k} {at:.6f}" for at, count in rows for k in range(count)]
+        (worker / "samples.log").write_text("\n".join(lines) + "\n")
+    rate = bench.commit_aligned_tps(tmp_path, 2, since=9.5, until=12.0, txs_per_sample=1000)
+    assert rate == 4 * 1000 / 1.0 + 4 * 1000 / 1.0

@@ -27,21 +27,27 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import yaml
+from _harness import free_ports
 
 sys.path.insert(0, str(Path(__file__).parent))
 from manager_transfer import MIB, Managers, finished, health_buckets  # noqa: E402
+
+from dwcp.manager import keys  # noqa: E402
 
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 DELAY_S = 0.3  # wrk starts this long after the transfer is posted
 
 
 WRK_NICE = 0  # --wrk-nice: the client's own priority (a negative one takes its scheduling out of its figures)
+WRK_RT = 0  # --wrk-rt: run wrk in SCHED_RR at this priority (0: normal scheduling)
 
 
 def wrk(url: str, seconds: float, connections: int = 1) -> dict:
     """`wrk -t1 -cN -dS --latency URL`: its percentiles in ms, requests and errors."""
-    argv = ["nice", "-n", str(WRK_NICE), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+    rt = ["chrt", "-r", str(WRK_RT)] if WRK_RT else []
+    argv = [*rt, "nice", "-n", str(WRK_NICE), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--latency", url]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     res: dict = {"raw": out}
@@ -105,21 +111,60 @@ def measured(m: Managers, target: int, seconds: float, transfer: Path | None, ti
     return result
 
 
+def add_bystander(m: Managers) -> None:
+    """A third site, manager-2, in the inventory (and the shared key directory), on manager-1's host."""
+    inventory = yaml.safe_load(m.inventory.read_text())
+    instances = inventory["services"]["manager"]["instances"]
+    http, peer = free_ports(2)
+    instances.append({"host": m.hosts[1], "port": http, "ports": {"peer": peer}})
+    m.inventory.write_text(yaml.safe_dump(inventory))
+    keys_dir = Path(inventory["services"]["manager"]["settings"]["peer_key_dir"])
+    shutil.rmtree(keys_dir, ignore_errors=True)
+    keys.write_dir(keys_dir, *keys.generate(3))
+    m.hosts, m.ports = (*m.hosts, m.hosts[1]), (*m.ports, http)
+
+
+def start_bystander(m: Managers) -> None:
+    m._spawn("manager-2", [sys.executable, "-m", "dwcp", "serve", "manager", "--instance", "2", "--inventory",
+                           str(m.inventory), "--log-level", "warning"], None)
+    deadline = time.monotonic() + 120
+    while True:
+        if m.procs["manager-2"].poll() is not None:
+            raise RuntimeError(f"manager-2 exited; see {m.work}/manager-2.log")
+        if time.monotonic() > deadline:
+            raise TimeoutError("manager-2 not healthy")
+        try:
+            if m.get(m.url(2), "/health").status_code in (200, 503):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=2048, help="object size (incompressible, codec none)")
     ap.add_argument("--seconds", type=int, default=1,
                     help="wrk run length (whole seconds; the transfer must last longer than this + 0.3 s)")
-    ap.add_argument("--target", type=int, default=1, choices=(0, 1), help="0: the sender, 1: the receiver")
+    ap.add_argument("--target", type=int, default=1, choices=(0, 1, 2),
+                    help="0: the sender, 1: the receiver, 2: the bystander (--bystander)")
+    ap.add_argument("--bystander", action="store_true",
+                    help="start a third manager on this host that takes no part in the transfer: its /health shares "
+                    "the CPUs with the transfer but not a process (a GIL), telling the two causes of a late loop apart")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a manager setting for both managers (YAML value), e.g. gil_switch_interval_s=0.0001")
+    ap.add_argument("--loop-rt", type=int, default=0, metavar="PRIO",
+                    help="put the target's event-loop thread (its main thread) in SCHED_RR at this priority (with "
+                    "SCHED_RESET_ON_FORK, so threads it starts stay normal): tells scheduling delay apart")
+    ap.add_argument("--wrk-rt", type=int, default=0, metavar="PRIO",
+                    help="run wrk in SCHED_RR at this priority: the client's own wait for a CPU out of its figures")
     ap.add_argument("--wrk-nice", type=int, default=0, help="run wrk at this nice value (negative: as root)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("manager_health.json"))
     args = ap.parse_args()
-    global WRK_NICE
-    WRK_NICE = args.wrk_nice
+    global WRK_NICE, WRK_RT
+    WRK_NICE, WRK_RT = args.wrk_nice, args.wrk_rt
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-health-"))
@@ -132,14 +177,24 @@ def main() -> None:
             name, _, value = item.partition("=")
             settings[name] = yaml.safe_load(value)
         m.inventory.write_text(yaml.safe_dump(inventory))
+    if args.bystander:
+        add_bystander(m)
+    elif args.target == 2:
+        sys.exit("--target 2 needs --bystander")
     path = work / "incompressible.bin"
     with open(path, "wb") as f:
         for _ in range(args.mib):
             f.write(os.urandom(MIB))
     report: dict = {"mib": args.mib, "target": f"manager-{args.target}", "settings": args.set,
+                    "bystander": args.bystander, "loop_rt": args.loop_rt, "wrk_rt": args.wrk_rt,
                     "wrk_nice": args.wrk_nice, "runs": []}
     try:
         m.start()
+        if args.bystander:
+            start_bystander(m)
+        if args.loop_rt:
+            os.sched_setscheduler(m.procs[f"manager-{args.target}"].pid, os.SCHED_RR | os.SCHED_RESET_ON_FORK,
+                                  os.sched_param(args.loop_rt))
         seconds = args.seconds
         report["wrk_seconds"] = seconds
         for r in range(args.rounds):

@@ -360,7 +360,8 @@ class PhaseProfile(_Sampler):
     """Samples one process with py-spy for a window; `result()` is each phase's share of the samples of its
     runnable threads, over every thread of the process (see LibraryProfile for what that overstates)."""
 
-    def __init__(self, pid: int, duration: float, rate: int = 97) -> None:
+    def __init__(self, pid: int, duration: float, rate: int = 97, keep: Path | None = None) -> None:
+        self.keep = keep  # also copy py-spy's collapsed stacks here (for a per-function read: profile_functions.py)
         exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         super().__init__("py-spy", exe, "py-spy is not installed (pip install py-spy; see pyproject's bench extra)",
                          duration, "stacks.txt")
@@ -372,10 +373,47 @@ class PhaseProfile(_Sampler):
         if self._finish() is None:
             return {}
         counts = parse_collapsed(self.out.read_text())
+        if self.keep is not None:
+            shutil.copyfile(self.out, self.keep)
         shutil.rmtree(self.out.parent, ignore_errors=True)
         total = sum(counts.values())
         return {p: counts[p] / total for p in PHASES if counts[p]} if total else {}
 
+
+
+# ---- exact Python CPU of one node: cProfile with thread CPU time ------------------------------
+_CPROFILE_HOOK = """\
+# Written by benchmarks/_harness.py (cprofile_env): cProfile, timed by thread CPU, on the main thread of the
+# `dwcp serve ... --instance $DWCP_CPROFILE_NODE` process, written to $DWCP_CPROFILE as it ends.
+import os, sys
+_out = os.environ.get("DWCP_CPROFILE")
+if _out and "serve" in sys.argv and "--instance" in sys.argv:
+    _i = sys.argv.index("--instance")
+    if _i + 1 < len(sys.argv) and sys.argv[_i + 1] == os.environ.get("DWCP_CPROFILE_NODE"):
+        import atexit, cProfile, signal, time
+        _p = cProfile.Profile(time.thread_time)
+        _p.enable()
+        def _dump():
+            _p.disable()
+            _p.dump_stats(_out)
+        atexit.register(_dump)
+        _raise = signal.raise_signal
+        def _raise_after_dump(sig):  # uvicorn re-raises the SIGTERM it caught once it has shut down
+            _dump()
+            _raise(sig)
+        signal.raise_signal = _raise_after_dump
+"""
+
+
+def cprofile_env(node: int, out: Path) -> None:
+    """Make the nodes started from now on (they inherit this process's environment) profile node `node`'s main
+    thread with cProfile, timed by thread CPU, from its start to its SIGTERM, into `out` (a pstats file). It
+    slows that node ~2x and counts its start-up too: read it for where the steady state's Python goes (by
+    function, per call), not for the node's CPU per block. `profile_functions.py --pstats` prints it."""
+    hook = Path(tempfile.mkdtemp(prefix="dwcp-cprofile-"))
+    (hook / "sitecustomize.py").write_text(_CPROFILE_HOOK)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    os.environ["DWCP_CPROFILE"], os.environ["DWCP_CPROFILE_NODE"] = str(out.resolve()), str(node)
 
 # ---- CPU by library, from the kernel's own samples ------------------------------------------
 # py-spy samples wall-clock time and keeps a sample when the thread is not blocked: a node that a packet

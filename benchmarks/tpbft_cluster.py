@@ -124,6 +124,7 @@ from _harness import (
     OpenLoopResult,
     PhaseProfile,
     Target,
+    cprofile_env,
     cpu_seconds,
     format_phases,
     open_loop,
@@ -239,12 +240,12 @@ def message_counts(cluster: LocalCluster) -> dict[str, float]:
 
 
 def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None,
-             batch_ms: float = 0.0, poisson_seed: int | None = None) -> Run:
+             batch_ms: float = 0.0, poisson_seed: int | None = None, stacks: Path | None = None) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
     (all read at the window's two ends), and optionally a phase profile of one node over the window."""
     pids = node_pids(cluster)
     h0, cpu0, own0, msgs0 = top_height(cluster), cpu_seconds(pids), time.process_time(), message_counts(cluster)
-    profile = PhaseProfile(pids[profile_node], duration) if profile_node is not None else None
+    profile = PhaseProfile(pids[profile_node], duration, keep=stacks) if profile_node is not None else None
     libraries = LibraryProfile(list(pids.values()), duration) if profile_node is not None else None
     threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
     result = offer(cluster, rate, duration, batch_ms, poisson_seed)
@@ -414,6 +415,11 @@ def main() -> int:
                     help="Any other node or protocol setting, value as JSON (repeatable), e.g. max_inflight=2.")
     ap.add_argument("--profile-node", type=int, default=1,
                     help="Node whose CPU the main run splits into phases (-1: none). Node 1 votes in view 0.")
+    ap.add_argument("--profile-stacks", type=Path, default=None,
+                    help="Keep the profiled node's py-spy stacks (collapsed) here, for profile_functions.py.")
+    ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
+                    help="Also profile node --profile-node (1 if none) with cProfile, timed by thread CPU, over its "
+                         "whole life, into FILE (pstats; profile_functions.py --pstats FILE). Slows that node.")
     ap.add_argument("--peer", choices=["none", "etcd"], default="none",
                     help="Also run this system with as many members and the same client, rate and duration.")
     ap.add_argument("--stages", action="store_true",
@@ -442,6 +448,8 @@ def main() -> int:
         from dwcp.consensus.transport import trace  # here: an A/B run may name a tree without it
 
         os.environ[trace.ENV] = str(trace_dir)  # the nodes LocalCluster starts inherit it
+    if args.cprofile is not None:
+        cprofile_env(args.profile_node if args.profile_node >= 0 else 1, args.cprofile)
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
@@ -449,7 +457,7 @@ def main() -> int:
         settle(cluster)
         since = time.monotonic()
         main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None,
-                            args.batch_ms, args.poisson)
+                            args.batch_ms, args.poisson, args.profile_stacks)
         until = time.monotonic()
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0

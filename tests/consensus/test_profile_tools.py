@@ -1,0 +1,58 @@
+"""The profiling tools of `tpbft_cluster.py`: `--cprofile` (one node's main thread under cProfile, through a
+sitecustomize hook its children inherit) and `profile_functions.py` (reading py-spy stacks and pstats files)."""
+
+from __future__ import annotations
+
+import os
+import pstats
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmark_scripts import load_benchmark
+
+functions = load_benchmark("profile_functions")  # puts benchmarks/ on sys.path, and imports _harness from there
+harness = sys.modules["_harness"]
+
+_WORK = "def work():\n    return sum(i * i for i in range(20000))\nwork()\n"
+
+
+def _node(instance: str, code: str = _WORK) -> subprocess.CompletedProcess:
+    # `python -c CODE serve tpbft --instance N`: the hook sees the same argv as `python -m dwcp serve ...`.
+    return subprocess.run([sys.executable, "-c", code, "serve", "tpbft", "--instance", instance],
+                          env=dict(os.environ), capture_output=True, timeout=60)
+
+
+def test_cprofile_env_profiles_only_the_named_node_and_writes_on_exit_and_on_sigterm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PYTHONPATH", "DWCP_CPROFILE", "DWCP_CPROFILE_NODE"):  # restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    out = tmp_path / "node.prof"
+    harness.cprofile_env(2, out)
+    assert _node("1").returncode == 0
+    assert not out.exists()  # another node: not profiled
+    assert _node("2").returncode == 0
+    names = {name for (_, _, name) in pstats.Stats(str(out)).stats}  # type: ignore[attr-defined]
+    assert "work" in names
+    out.unlink()
+    # uvicorn ends a node on SIGTERM by re-raising the signal after its shutdown: atexit never runs then.
+    killed = _node("2", _WORK + "import signal\nsignal.raise_signal(signal.SIGTERM)\n")
+    assert killed.returncode == -signal.SIGTERM
+    assert "work" in {name for (_, _, name) in pstats.Stats(str(out)).stats}  # type: ignore[attr-defined]
+
+
+def test_profile_functions_reads_collapsed_stacks_by_self_and_inclusive_share(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        "main (x.py:1);encode (dwcp/consensus/core/codec.py:60) 3\n"
+        "main (x.py:1);verify (dwcp/consensus/core/crypto.py:134) 1\n"
+    )
+    functions.collapsed(stacks, top=5, drop_loop=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("4 samples")
+    assert " 75.0% " in lines[2] and "encode" in lines[2]  # self 75%, inclusive 75%
+    assert lines[2].split()[:2] == ["75.0%", "75.0%"]

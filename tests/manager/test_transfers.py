@@ -258,7 +258,8 @@ def test_every_chunk_counts_what_decided_its_codec(make_sites):
 
 def test_the_codec_log_has_one_line_per_chunk_saying_what_decided_it(make_sites, tmp_path):
     """settings.codec_log: per chunk its source, pick and codec, the ratio it left at and when it was decided,
-    sent and acknowledged (the benchmark's record of why a cell went the way it did)."""
+    sent and acknowledged, and per transfer when its COMMIT left and its DONE came back (the benchmark's record of
+    why a cell went the way it did)."""
     import json
 
     log = tmp_path / "codecs.jsonl"
@@ -267,8 +268,11 @@ def test_the_codec_log_has_one_line_per_chunk_saying_what_decided_it(make_sites,
     state = a.transfer("k", "manager-1")
     assert state["state"] == "done"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    mine = sorted((r for r in lines if r["tid"] == state["id"]), key=lambda r: r["i"])
+    mine = sorted((r for r in lines if r["tid"] == state["id"] and r["src"] != "commit"), key=lambda r: r["i"])
     assert [r["i"] for r in mine] == list(range(6))
+    # and one record of the transfer's COMMIT: it left after the last ACK, its DONE came back after it
+    [commit] = [r for r in lines if r["tid"] == state["id"] and r["src"] == "commit"]
+    assert max(r["t_acked"] for r in mine) <= commit["t_commit"] <= commit["t_done"]
     assert sum(1 for r in mine if r["sent_as"] != "none") == sum(n for c, n in state["codecs"].items() if c != "none")
     for r in mine:
         assert r["src"] in {"selector", "local", "not_asked", "ahead_of_selector", "cpu_guard", "pricing_up"}

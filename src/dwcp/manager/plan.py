@@ -159,6 +159,18 @@ class Plan:
     def _since(self) -> float:
         return round(time.perf_counter() - self._t0, 6)
 
+    def since(self) -> float:
+        """Seconds since this plan started (the codec_log's clock)."""
+        return self._since()
+
+    def committed(self, commit_at: float) -> None:
+        """codec_log: one record per transfer (`src` "commit") with when its COMMIT left (`t_commit`) and its DONE
+        came back (`t_done`), on the chunks' clock: the receiver's verify-and-publish, which a one-chunk object
+        larger than 256 KiB spends writing and fsyncing its file (session 10, 1000 Mbit/s medium)."""
+        if self._log is not None:
+            self._log.write({"tid": self._t.id, "size": self._t.size, "src": "commit", "t_commit": commit_at,
+                             "t_done": self._since()})
+
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
         length = max(0, min(self._t.chunk_bytes, self._t.size - i * self._t.chunk_bytes))

@@ -331,12 +331,14 @@ class Transfers:
             t.chunks_done = len(have)
             base = self._delta_base(state, t)
             todo = collections.deque(i for i in range(n) if i not in have)
+            plan = None
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
                     conns.append(self.sessions.take(site))
                 plan = Plan(self, t, fd, link)
                 self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
+            commit_at = plan.since() if plan is not None else 0.0
             conns[0].send(Kind.COMMIT, {"tid": t.id})
             kind, meta, _ = conns[0].receive(0)
             if kind is Kind.FAIL:
@@ -344,6 +346,8 @@ class Transfers:
                 raise WireError("commit_refused", str(meta.get("reason")))
             if kind is not Kind.DONE:
                 raise WireError("unexpected", f"expected DONE, got {kind.name}")
+            if plan is not None:
+                plan.committed(commit_at)
             clean = True
         finally:
             os.close(fd)

@@ -3,6 +3,7 @@ sitecustomize hook its children inherit) and `profile_functions.py` (reading py-
 
 from __future__ import annotations
 
+import marshal
 import os
 import pstats
 import signal
@@ -56,3 +57,21 @@ def test_profile_functions_reads_collapsed_stacks_by_self_and_inclusive_share(
     assert lines[0].startswith("4 samples")
     assert " 75.0% " in lines[2] and "encode" in lines[2]  # self 75%, inclusive 75%
     assert lines[2].split()[:2] == ["75.0%", "75.0%"]
+
+
+def test_profile_functions_takes_the_profilers_cost_per_call_off_a_functions_subtree(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stage, leaf = ("/x/src/dwcp/a.py", 1, "stage"), ("/x/src/dwcp/a.py", 9, "leaf")
+    root = ("~", 0, "<root>")
+    stats = {  # pstats' format: (primitive calls, calls, own s, cumulative s, {caller: (.., calls, .., ..)})
+        stage: (10, 10, 0.008, 0.010, {root: (10, 10, 0.008, 0.010)}),
+        leaf: (500, 500, 0.002, 0.002, {stage: (500, 500, 0.002, 0.002)}),
+    }
+    out = tmp_path / "node.prof"
+    out.write_bytes(marshal.dumps(stats))
+    functions.profiled(out, blocks=10, top=10, call_us=1.0)
+    rows = {line.split()[-1]: [float(x) for x in line.split()[:4]]
+            for line in capsys.readouterr().out.splitlines()[1:]}
+    # stage: 1.0 ms a block, 51 calls a call (itself and 50 leaves), so 1.0 - 51 x 1 us = 0.949 ms; one call a block
+    assert rows["dwcp/a.py:1(stage)"] == [1.0, 51.0, 0.949, 1.0]
+    assert rows["dwcp/a.py:9(leaf)"] == [0.2, 50.0, 0.15, 50.0]

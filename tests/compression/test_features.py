@@ -112,3 +112,24 @@ def test_real_training_files_never_come_from_a_held_out_tree():
         for held_out in REAL_ROOTS:
             a, b = train_root.rstrip("/") + "/", held_out.rstrip("/") + "/"
             assert not a.startswith(b) and not b.startswith(a), (train_root, held_out)
+
+
+def test_a_sample_that_is_all_of_a_small_chunk_is_read_whole_when_asked():
+    """Session 10: `whole_up_to` reads a sample whole where it is all of its chunk (sample <= chunk <= the limit):
+    a 48 KiB sample of zeros with random bytes exactly where the four probe blocks fall looks random through the
+    probe region and two-thirds zeros whole. A larger chunk, a sample larger than its chunk, or no limit (the
+    default) keep the 16 KiB probe region."""
+    n = 48 << 10
+    buf = bytearray(n)
+    rng = np.random.default_rng(9)
+    for s in np.linspace(0, n - PROBE_BLOCK, 4).astype(int):
+        buf[s:s + PROBE_BLOCK] = rng.bytes(PROBE_BLOCK)
+    sample = bytes(buf)
+    region, whole = Extractor(), Extractor(whole_up_to=64 << 10)
+    by_region, read_whole = region(sample, n), whole(sample, n)
+    assert np.array_equal(by_region, Extractor(whole_up_to=0)(sample, n))
+    assert by_region[F["zero_share"]] < 0.01 and by_region[F["zstd1_ratio"]] > 0.99
+    assert read_whole[F["zero_share"]] == pytest.approx(2 / 3, abs=0.01) and read_whole[F["zstd1_ratio"]] < 0.4
+    assert np.array_equal(whole(sample, 64 << 10)[3:], read_whole[3:])  # a chunk up to the limit: all of it
+    for chunk in (65537, 1 << 20, 16 << 10):  # a chunk above the limit, or smaller than the sample
+        assert np.array_equal(whole(sample, chunk), region(sample, chunk))

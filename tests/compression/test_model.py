@@ -660,3 +660,40 @@ def test_a_shaped_small_chunk_part_fits_a_slope_that_differs_by_kind_of_data(cal
     np.savez(tmp_path / "unshaped.npz", **arrays)
     with pytest.raises(ValueError, match="small-chunk"):
         Model.load(tmp_path / "unshaped.npz")
+
+
+def test_a_whole_sample_small_chunk_part_reads_samples_that_are_their_chunk_whole(calibration, tmp_path: Path):
+    """Session 10: a small-chunk part fitted on whole-sample features (format /4) makes the selector read a sample
+    that is all of a chunk up to 64 KiB whole (every model input of that row), keeps the probe region elsewhere,
+    answers every chunk above 64 KiB exactly as the same part without the flag, and survives a save and load."""
+    from dwcp.compression.model import SmallChunks
+
+    base = Model.load(DEFAULT_MODEL)
+    plain, _ = _with_small_part(base, calibration, np.zeros(3 * len(base.options)))
+    s = plain.small
+    whole = Model(**{f: getattr(plain, f) for f in ("features", "options", "x_mean", "x_std", "y_mean", "y_std",
+                                                      "weights", "biases", "reference_sha256", "training", "large")})
+    whole.small = SmallChunks(s.below, s.x_mean, s.x_std, s.weights, shape=s.shape, whole_sample=True)
+    whole.save(tmp_path / "whole.npz")
+    loaded = Model.load(tmp_path / "whole.npz")
+    with np.load(tmp_path / "whole.npz") as z:
+        assert json.loads(bytes(z["header"]).decode())["format"] == "dwcp-compression-model/4"
+    assert loaded.small.whole_sample and not plain.small.whole_sample
+    assert loaded.version not in ("", plain.version)
+    n = 48 << 10  # zeros, random bytes where the probe blocks fall: the probe region sees only random bytes
+    buf, rng = bytearray(n), np.random.default_rng(5)
+    for start in np.linspace(0, n - 4096, 4).astype(int):
+        buf[start:start + 4096] = rng.bytes(4096)
+    sample = bytes(buf)
+    old, new = Selector(plain, calibration), Selector(loaded, calibration)
+    as_chunk = Request(sample, n, Link(20.0, 40.0))  # the whole payload: one chunk of n bytes
+    assert np.array_equal(new.features([as_chunk])[0], Extractor(whole_up_to=64 << 10)(sample, n))
+    assert not np.array_equal(new.features([as_chunk])[0], old.features([as_chunk])[0])
+    r_old, r_new = old.properties(old.features([as_chunk]))[0], new.properties(new.features([as_chunk]))[0]
+    zstd1 = 1 + base.options.index("zstd-1")
+    assert r_new[0, zstd1] < 0.8 * r_old[0, zstd1]  # two-thirds zeros, seen
+    reqs = [Request(sample, 1 << 30, Link(50.0, 20.0), c) for c in (65537, 300_000, 1 << 20, 16 << 20)]
+    reqs += [Request(sample, 1 << 30, Link(50.0, 20.0), 16 << 10)]  # a chunk smaller than its sample
+    assert np.array_equal(new.features(reqs), old.features(reqs))
+    for a, b in zip(old.properties(old.features(reqs)), new.properties(new.features(reqs)), strict=True):
+        assert np.array_equal(a, b)

@@ -420,6 +420,9 @@ def train_small(
     links: int = typer.Option(100, min=1, help="Requests (random link and declared size) per payload."),
     shape: str = typer.Option("", help="Features (comma-separated names) whose products with every feature are "
                               "columns of the correction too, as the large part's (default: none)."),
+    whole_sample: bool = typer.Option(False, help="Fit (and serve) the part on features of the whole sample where "
+                                      "the sample is all of its chunk, not of the 16 KiB probe region "
+                                      "(artifact format /4; the sets' features are recomputed from their payloads)."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
     reference_calibration: list[Path] | None = typer.Option(
         None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
@@ -441,7 +444,8 @@ def train_small(
 
     cal = large.calibration(labels)
     base_model = Model.load(base or DEFAULT_MODEL)
-    parts = [d for d in (small.load_set(labels, "train-small-synthetic"), small.load_set(labels, "train-small-real"))
+    load_set = small.whole_sample_set if whole_sample else small.load_set
+    parts = [d for d in (load_set(labels, "train-small-synthetic"), load_set(labels, "train-small-real"))
              if d is not None]
     if not parts:
         raise typer.BadParameter(f"no labelled training payloads in {labels}; run `dwcp compression label-small`")
@@ -453,7 +457,7 @@ def train_small(
         raise typer.BadParameter(f"unknown features {unknown}; known: {list(FEATURE_NAMES)}")
     shaped = tuple(FEATURE_NAMES.index(f) for f in shape.split(",") if f)
     cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
-                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped)
+                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped, whole_sample=whole_sample)
     table = Table("ridge", "near-best", "exact-best", "mean regret",
                   title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
     for r, s in cv.items():
@@ -464,15 +468,18 @@ def train_small(
         console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
-    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped)
+    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped,
+                               whole_sample=whole_sample)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)
         if ds is None:
             continue
-        for title, m in ((base_model.version, base_model), ("with the small-chunk part", model)):
-            _print_eval(f"{name}, {title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links))
-        _print_verdict(name, heldout_verdict(base_model, model, cal, ds, links_per_item=links), "small-chunk")
+        own = small.whole_sample_set(labels, name).x if whole_sample else None  # the base reads the probe region
+        for title, m, x in ((base_model.version, base_model, None), ("with the small-chunk part", model, own)):
+            _print_eval(f"{name}, {title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links, x=x))
+        _print_verdict(name, heldout_verdict(base_model, model, cal, ds, links_per_item=links, candidate_x=own),
+                       "small-chunk")
     if out is not None:
         shapes = [c.chunk_shape() for c in ([cal_mod.load(p) for p in reference_calibration]
                                             if reference_calibration else [cal])]

@@ -1,7 +1,8 @@
 """Features of a payload from a sample of it: byte statistics (numpy) and two fast probe compressions.
 
 Everything is computed on a probe region of at most 16 KiB (four 4 KiB blocks spread over the sample, so
-a mixture's parts are all seen), which keeps extraction in the tens of microseconds.
+a mixture's parts are all seen), which keeps extraction in the tens of microseconds; for a model that asks for
+it, a sample that is all of a small chunk is read whole instead (`Extractor.whole_up_to`).
 
 Every feature is a property of the bytes alone: the same sample gives the same vector on any host, under
 any load. The probes' *timings* were features until they were measured to track the machine's state
@@ -61,16 +62,25 @@ def probe_region(sample: bytes) -> bytes:
 
 
 class Extractor:
-    """Holds the zstd-1 probe context: one Extractor per thread (zstd contexts are not thread-safe)."""
+    """Holds the zstd-1 probe context: one Extractor per thread (zstd contexts are not thread-safe).
 
-    def __init__(self) -> None:
+    `whole_up_to` (bytes, 0: never): a sample that is all of its chunk (sample <= chunk <= whole_up_to) is read
+    whole instead of through the 16 KiB probe region. For such a chunk the sample is exactly the bytes the
+    chunk's ratio and speeds are measured on, and on 16-64 KiB samples of paged or long-match data the region
+    missed most of it: the model's ratio was off by s.d. 0.39 (log) there against 0.06-0.08 on samples the region
+    covers (docs/compression.md, "Session 10"). A model asks for it (`model.SmallChunks.whole_sample`); reading a
+    64 KiB sample whole costs ~125 us more than the region.
+    """
+
+    def __init__(self, whole_up_to: int = 0) -> None:
         self._zstd1 = zstandard.ZstdCompressor(level=1, write_content_size=False, write_checksum=False)
+        self.whole_up_to = whole_up_to
 
     def __call__(self, sample: bytes, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
         """The feature vector (FEATURE_NAMES order) for one sample of a payload sent in chunks of `chunk` bytes
         (min(chunk_bytes, size_bytes): `costmodel.chunk_of`)."""
         row = np.empty(N_FEATURES, np.float64) if out is None else out
-        region = probe_region(sample)
+        region = sample if len(sample) <= chunk <= self.whole_up_to else probe_region(sample)
         n = len(region)
         if n == 0:
             row[:] = 0.0

@@ -23,6 +23,10 @@ Optional in /3: `small_chunks.shape_features` (feature names: the correction's c
 features and their products with each of these, as the large part's), and `small_chunks.reference_compress_shape`
 (`log2_chunks`, and per option `log_speed_over_reference`, one per chunk size): the per-chunk compress-speed shape
 of the host mode the part was fitted in (`SmallChunks.reference_shape`; used by `selector.ChunkShift`).
+
+Format /4 is /3 whose small-chunk part was fitted on features of the whole sample wherever the sample is all of
+its chunk (at most 2^below_log2_chunk bytes): the selector extracts those rows' features so
+(`features.Extractor.whole_up_to`). A reader of /1-/3 refuses /4 rather than feed the part probe-region features.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from dwcp.compression.features import chunk_at_most
 FORMAT = "dwcp-compression-model/1"
 FORMAT_LARGE = "dwcp-compression-model/2"  # with a large-chunk part
 FORMAT_SMALL = "dwcp-compression-model/3"  # with a small-chunk part (and maybe a large-chunk one)
-FORMATS = (FORMAT, FORMAT_LARGE, FORMAT_SMALL)
+FORMAT_WHOLE = "dwcp-compression-model/4"  # /3 whose small-chunk part reads a sample that is its chunk whole
+FORMATS = (FORMAT, FORMAT_LARGE, FORMAT_SMALL, FORMAT_WHOLE)
 
 
 @dataclass
@@ -143,6 +148,10 @@ class SmallChunks:
     # Feature indices shaping the correction per kind of data, as `LargeChunks.shape` (session 9: the chunk size and
     # the zstd-1 probe ratio); `weights` then has 1 + features x (1 + len(shape)) rows.
     shape: tuple[int, ...] = ()
+    # Whether the part was fitted on features of the whole sample where the sample is all of its chunk (at most
+    # 2^below bytes), not of the 16 KiB probe region (`features.Extractor.whole_up_to`; session 10): the selector
+    # then extracts them so, for every model input of those rows (the MLP's too).
+    whole_sample: bool = False
     _part: LargeChunks | None = field(default=None, init=False, repr=False, compare=False)
 
     def correction(self, x: np.ndarray) -> np.ndarray:
@@ -154,17 +163,22 @@ class SmallChunks:
 
     @classmethod
     def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
-            shape: tuple[int, ...] = ()) -> SmallChunks:
+            shape: tuple[int, ...] = (), whole_sample: bool = False) -> SmallChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs) on the standardised features (and
         their products with the `shape` ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output
-        uncorrected)."""
+        uncorrected). `whole_sample`: `x` was extracted with `Extractor(whole_up_to=2**below)`."""
         part = LargeChunks.fit(below, x, residual, ridge, shape=tuple(shape))
-        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape))
+        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape), whole_sample=whole_sample)
+
+    @property
+    def whole_up_to(self) -> int:
+        """`Extractor.whole_up_to` for the model this part belongs to (0: the probe region always)."""
+        return 1 << int(self.below) if self.whole_sample else 0
 
     def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
         """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
         return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
-                           np.asarray(shape, float), self.shape)
+                           np.asarray(shape, float), self.shape, self.whole_sample)
 
 
 def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
@@ -270,13 +284,16 @@ class Model:
                 large += (np.array([-2.0, *self.small.reference_log2]), self.small.reference_shape)
             if self.small.shape:
                 large += (np.array(self.small.shape) + 2000,)
+            if self.small.whole_sample:
+                large += (np.array([-3.0]),)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
 
     def save(self, path: Path) -> None:
         header = {
-            "format": FORMAT_SMALL if self.small is not None else FORMAT if self.large is None else FORMAT_LARGE,
+            "format": (FORMAT_WHOLE if self.small.whole_sample else FORMAT_SMALL) if self.small is not None
+            else FORMAT if self.large is None else FORMAT_LARGE,
             "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
             "options": list(self.options), "outputs": self.outputs, "activation": "relu",
             "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
@@ -329,11 +346,12 @@ class Model:
             m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
                     z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
                     header["version"])
-            if header["format"] == FORMAT_SMALL:
+            if header["format"] in (FORMAT_SMALL, FORMAT_WHOLE):
                 part = header["small_chunks"]
                 m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
                                       z["small_W"], shape=tuple(header["features"].index(f)
-                                                                for f in part.get("shape_features", [])))
+                                                                for f in part.get("shape_features", [])),
+                                      whole_sample=header["format"] == FORMAT_WHOLE)
                 ref = part.get("reference_compress_shape")
                 if ref is not None:
                     m.small = m.small.with_reference(

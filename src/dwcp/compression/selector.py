@@ -65,7 +65,8 @@ class Selector:
                              "retrain it (`dwcp compression train`)")
         self.model = model
         self.calibration = calibration
-        self.extract = Extractor()
+        small = getattr(model, "small", None)
+        self.extract = Extractor(whole_up_to=small.whole_up_to if small is not None else 0)
         self.max_log_chunk = trained_log_chunk(model)
         # properties() works on one (N, 3, options) block of logs: rows ratio, compress speed, decompress
         # speed; column 0 is `none` (ratio 1, infinite speeds), pinned there by its bounds. Keep a model that

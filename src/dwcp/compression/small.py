@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dwcp.compression import corpus
-from dwcp.compression.train import Dataset, label
+from dwcp.compression.train import Dataset, label, refeature
 
 SMALL_BYTES = 64 << 10  # the largest labelled payload, and the largest chunk the part corrects
 
@@ -46,3 +46,10 @@ def label_sets(directory: Path, names: list[str], on_done: Callable[[str], None]
 def load_set(directory: Path, name: str) -> Dataset | None:
     path = directory / f"{name}.npz"
     return Dataset.load(path) if path.exists() else None
+
+
+def whole_sample_set(directory: Path, name: str) -> Dataset | None:
+    """Set `name` with its features read as a whole-sample small-chunk part reads them (`Extractor.whole_up_to` =
+    SMALL_BYTES: every payload here is its own sample and chunk), from the regenerated payloads; labels as stored."""
+    data = load_set(directory, name)
+    return None if data is None else refeature(data, SETS[name](), whole_up_to=SMALL_BYTES)

@@ -141,9 +141,11 @@ def label(payloads: Iterable[tuple[str, bytes]], progress: Progress | None = Non
                    np.array([m.pilot for m in ms]))
 
 
-def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False) -> Dataset:
-    """The same labels with features recomputed from the regenerated payloads (after a feature change)."""
-    extract = Extractor()
+def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False,
+              whole_up_to: int = 0) -> Dataset:
+    """The same labels with features recomputed from the regenerated payloads (after a feature change; with
+    `whole_up_to`, as `Extractor(whole_up_to)` reads them)."""
+    extract = Extractor(whole_up_to)
     xs, src = [], []
     for i, (fam, payload) in enumerate(payloads):
         first = int(np.flatnonzero(data.item == i)[0])
@@ -243,11 +245,12 @@ def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.nd
 
 
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
-                       ridge: float | np.ndarray, shape: tuple[int, ...] = ()) -> Model:
+                       ridge: float | np.ndarray, shape: tuple[int, ...] = (), whole_sample: bool = False) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
     their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
     small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
-    `ridge` per output (an infinite one leaves that output uncorrected)."""
+    `ridge` per output (an infinite one leaves that output uncorrected). `whole_sample`: `data.x` was extracted
+    with `Extractor(whole_up_to=below_bytes)` (`refeature`), as the model will be served."""
     import copy
 
     rows = data.size <= below_bytes
@@ -257,21 +260,22 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
     model = copy.copy(base)
     model.small, model.version, model._plan = None, "", None  # a part `base` already has is replaced, not stacked
     residual = data.targets(cal)[rows] - np.hstack(model.predict(data.x[rows]))
-    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge, shape=shape)
+    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge, shape=shape, whole_sample=whole_sample)
     model.training = {**base.training, "small_chunks": {
         "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
                                                              ).tolist(),
-        "shape_features": [base.features[i] for i in shape],
+        "shape_features": [base.features[i] for i in shape], "whole_sample": whole_sample,
         "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
     return model
 
 
 def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
                    below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0,
-                   shape: tuple[int, ...] = ()) -> dict[float, dict]:
+                   shape: tuple[int, ...] = (), whole_sample: bool = False) -> dict[float, dict]:
     """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
     whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
-    `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`)."""
+    `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`). `whole_sample`: as
+    `train_small_chunks` (the base, penalty inf, is then scored on those features too)."""
     fold = np.random.default_rng(seed).integers(folds, size=int(data.item.max()) + 1)[data.item]
     out = {}
     for r in [math.inf, *penalties]:
@@ -279,7 +283,8 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
         chosen, truth = [], []
         for k in range(folds):
             model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
-                                                                  below_bytes=below_bytes, ridge=ridge, shape=shape)
+                                                                  below_bytes=below_bytes, ridge=ridge, shape=shape,
+                                                                  whole_sample=whole_sample)
             held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
             chosen.append(pick)
             truth.append(req.truth(held.ratio, held.vc, held.vd))
@@ -506,26 +511,30 @@ class Evaluation:
 
 
 def _picks(models: tuple[Model, ...], cal: Calibration, data: Dataset, links_per_item: int,
-           seed: int) -> tuple[Dataset, Requests, list[np.ndarray]]:
+           seed: int, xs: tuple[np.ndarray | None, ...] = ()) -> tuple[Dataset, Requests, list[np.ndarray]]:
     """`data` at the host's calibrated speed, its (payload, link, declared size) requests (`requests`), and each
-    model's pick for every request."""
+    model's pick for every request: on `data.x`, or on the model's own features `xs[i]` (rows as `data`'s) where
+    given and not None (a model that reads some samples whole: `refeature`)."""
     from dwcp.compression.selector import Selector
 
     data = data.at_speed(cal.pilot)
     req = requests(data.size, links_per_item, seed)
-    args = (data.x[req.row], req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
-    return data, req, [Selector(m, cal).choose_features(*args)[0] for m in models]
+    rest = (req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
+    xs = tuple(xs) + (None,) * (len(models) - len(xs))
+    return data, req, [Selector(m, cal).choose_features((data.x if x is None else x)[req.row], *rest)[0]
+                       for m, x in zip(models, xs, strict=True)]
 
 
 def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1,
-             again: Dataset | None = None) -> Evaluation:
+             again: Dataset | None = None, x: np.ndarray | None = None) -> Evaluation:
     """Score the selector against the oracle on (payload, link, declared size) requests of a held-out dataset
     (`requests`), its speeds rescaled to the host's calibrated speed (as the model's predictions are).
 
     With `again` (the same payloads labelled in another run), also the oracle's own repeatability on the same
     requests (`oracle_agreement`): the near-best share no selector can be shown to beat on this host.
+    `x`: the model's own features of `data`'s rows, when they are not `data.x` (`_picks`).
     """
-    data, req, (chosen,) = _picks((model,), cal, data, links_per_item, seed)
+    data, req, (chosen,) = _picks((model,), cal, data, links_per_item, seed, (x,))
     truth = req.truth(data.ratio, data.vc, data.vd)
     decisive = truth.max(1) > oracle.NEAR_BEST * truth.min(1)
     names, in_bucket, family = [name for _, name in BUCKETS], bucket_of(req.size), data.family[req.row]
@@ -541,11 +550,12 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
 
 
 def heldout_verdict(base: Model, candidate: Model, cal: Calibration, data: Dataset, links_per_item: int = 20,
-                    seed: int = 1, again: Dataset | None = None) -> Verdict:
+                    seed: int = 1, again: Dataset | None = None, candidate_x: np.ndarray | None = None) -> Verdict:
     """The ship rule (`shiprule`) for `candidate` against `base` on a held-out dataset, on the requests `evaluate`
     scores; with `again` (a second labelling of some or all of its payloads, matched by payload index), those
-    payloads' truth is either labelling in each bootstrap draw."""
-    data, req, picks = _picks((base, candidate), cal, data, links_per_item, seed)
+    payloads' truth is either labelling in each bootstrap draw. `candidate_x`: the candidate's own features of
+    `data`'s rows, when they are not `data.x` (`_picks`)."""
+    data, req, picks = _picks((base, candidate), cal, data, links_per_item, seed, (None, candidate_x))
     truths = [req.truth(data.ratio, data.vc, data.vd)]
     if again is not None:
         again = again.at_speed(cal.pilot)

@@ -73,7 +73,9 @@ class SessionPool:
         self._auth, self.max_idle, self.idle_s = auth, max_idle, idle_s
         self._idle: dict[str, collections.deque[tuple[float, Connection]]] = {}
         self._lock = threading.Lock()
-        self.dials = 0  # connections this pool had to open (tests, the benchmark's accounting)
+        # Connections this pool had to open (tests, the benchmark's accounting): counted once authenticated, so a
+        # dial that was refused or failed (a probe of a peer still starting, tried again later) opens none.
+        self.dials = 0
         self.reuses = 0
 
     def take(self, site: Site, timeout: float = 10.0) -> Connection:
@@ -83,7 +85,6 @@ class SessionPool:
             with self._lock:
                 idle = self._idle.get(site.name)
                 if not idle:
-                    self.dials += 1
                     break
                 since, conn = idle.pop()  # the most recently used: the least likely to have timed out
             if now - since < self.idle_s and _quiet(conn):
@@ -91,7 +92,10 @@ class SessionPool:
                     self.reuses += 1
                 return conn
             conn.close()
-        return dial(site, self._auth, timeout)
+        conn = dial(site, self._auth, timeout)
+        with self._lock:
+            self.dials += 1
+        return conn
 
     def give(self, site: Site, conn: Connection) -> None:
         """`conn` ended with every request answered: keep it for the next transfer to `site`."""

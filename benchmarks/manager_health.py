@@ -185,6 +185,10 @@ def main() -> None:
     with open(path, "wb") as f:
         for _ in range(args.mib):
             f.write(os.urandom(MIB))
+        # On disk before any round: else the kernel writes these dirty pages back (30 s after they were written,
+        # /proc/sys/vm/dirty_expire_centisecs) inside a measured transfer, a disk load that is not the manager's.
+        f.flush()
+        os.fsync(f.fileno())
     report: dict = {"mib": args.mib, "target": f"manager-{args.target}", "settings": args.set,
                     "bystander": args.bystander, "loop_rt": args.loop_rt, "wrk_rt": args.wrk_rt,
                     "wrk_nice": args.wrk_nice, "runs": []}

@@ -181,17 +181,16 @@ def worker_pids(node_pids: dict[int, int]) -> dict[int, int]:
     return out
 
 
+def sample_commits(root: Path, i: int) -> list[tuple[int, float]]:
+    """Worker `i`'s samples.log: (sample id, wall-clock commit time) per committed sample transaction."""
+    log = root / "data" / f"bullshark-{i}" / "worker" / "samples.log"
+    return [(int(sample), float(at)) for sample, at in (line.split() for line in log.read_text().splitlines())] \
+        if log.exists() else []
+
+
 def sample_latencies(root: Path, n: int, samples: dict[int, float], since: float) -> list[float]:
     sent = {k: t for k, t in samples.items() if t >= since}
-    out = []
-    for i in range(n):
-        log = root / "data" / f"bullshark-{i}" / "worker" / "samples.log"
-        if log.exists():
-            for line in log.read_text().splitlines():
-                sample, at = line.split()
-                if int(sample) in sent:
-                    out.append(float(at) - sent[int(sample)])
-    return out
+    return [at - sent[sample] for i in range(n) for sample, at in sample_commits(root, i) if sample in sent]
 
 
 def commit_aligned_tps(root: Path, n: int, since: float, until: float, txs_per_sample: int) -> float | None:
@@ -202,9 +201,7 @@ def commit_aligned_tps(root: Path, n: int, since: float, until: float, txs_per_s
     commits (one is ~100,000 txs at 300,000 tx/s: ~10,000 tx/s of a 10 s window); this one does not."""
     total = 0.0
     for i in range(n):
-        log = root / "data" / f"bullshark-{i}" / "worker" / "samples.log"
-        times = sorted(t for t in (float(line.split()[1]) for line in (log.read_text().splitlines()
-                                                                     if log.exists() else ())) if since <= t <= until)
+        times = sorted(at for _, at in sample_commits(root, i) if since <= at <= until)
         if not times or times[-1] - times[0] <= 0:
             return None
         first, last = times[0], times[-1]

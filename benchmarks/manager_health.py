@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 from _harness import free_ports
 
@@ -127,18 +126,7 @@ def add_bystander(m: Managers) -> None:
 def start_bystander(m: Managers) -> None:
     m._spawn("manager-2", [sys.executable, "-m", "dwcp", "serve", "manager", "--instance", "2", "--inventory",
                            str(m.inventory), "--log-level", "warning"], None)
-    deadline = time.monotonic() + 120
-    while True:
-        if m.procs["manager-2"].poll() is not None:
-            raise RuntimeError(f"manager-2 exited; see {m.work}/manager-2.log")
-        if time.monotonic() > deadline:
-            raise TimeoutError("manager-2 not healthy")
-        try:
-            if m.get(m.url(2), "/health").status_code in (200, 503):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    m.wait_healthy([("manager-2", m.url(2))], 120)
 
 
 def main() -> None:

@@ -123,7 +123,12 @@ class Managers:
         if self.selector:
             comp = yaml.safe_load(self.inventory.read_text())["services"]["compression"]["instances"][0]
             wait.append(("compression", f"http://{comp['host']}:{comp['port']}"))
-        deadline = time.monotonic() + 300  # a first compression start calibrates codecs (~1 min)
+        self.wait_healthy(wait, 300)  # a first compression start calibrates codecs (~1 min)
+
+    def wait_healthy(self, wait: list[tuple[str, str]], timeout: float) -> None:
+        """Until each (process name, base URL) answers /health (and a compression service its model), within
+        `timeout` seconds for all; a process that exits first raises."""
+        deadline = time.monotonic() + timeout
         for name, url in wait:
             while True:
                 if self.procs[name].poll() is not None:

@@ -128,7 +128,7 @@ class Plan:
             if self._log is not None:
                 with self._lock:
                     self._notes[i] = {"tid": self._t.id, "i": i, "size": self._t.size, "src": "fixed",
-                                      "codec": self._t.codec, "t_decided": self._since()}
+                                      "codec": self._t.codec, "t_decided": self.since()}
             return self._t.codec
         window = i // self._owner.settings.selector_window
         answer = self._ask(window)
@@ -151,17 +151,14 @@ class Plan:
         self._owner.metrics.codec_sources.labels(source, chosen).inc()
         if note is not None:
             note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen,
-                        bw=self._link.bandwidth, wait_ms=round(waited * 1e3, 3), t_decided=self._since())
+                        bw=self._link.bandwidth, wait_ms=round(waited * 1e3, 3), t_decided=self.since())
             with self._lock:
                 self._notes[i] = note
         return chosen
 
-    def _since(self) -> float:
-        return round(time.perf_counter() - self._t0, 6)
-
     def since(self) -> float:
         """Seconds since this plan started (the codec_log's clock)."""
-        return self._since()
+        return round(time.perf_counter() - self._t0, 6)
 
     def committed(self, commit_at: float) -> None:
         """codec_log: one record per transfer (`src` "commit") with when its COMMIT left (`t_commit`) and its DONE
@@ -169,7 +166,7 @@ class Plan:
         larger than 256 KiB spends writing and fsyncing its file (session 10, 1000 Mbit/s medium)."""
         if self._log is not None:
             self._log.write({"tid": self._t.id, "size": self._t.size, "src": "commit", "t_commit": commit_at,
-                             "t_done": self._since()})
+                             "t_done": self.since()})
 
     def _answer_wait(self, i: int) -> float:
         bandwidth = self._link.bandwidth
@@ -258,7 +255,7 @@ class Plan:
             note = self._notes.get(i)
             if note is not None and raw_len > 0:
                 note_sent(note, codec, raw_len, encoded_len, comp_cpu)
-                note["t_sent"] = self._since()
+                note["t_sent"] = self.since()
             if picked != "none" and raw_len > 0:
                 old = self._ratios.get(picked)
                 ratio = encoded_len / raw_len
@@ -271,7 +268,7 @@ class Plan:
             codec, raw_len = self._in_flight.pop(i, ("none", 0))
             note = self._notes.pop(i, None)
         if note is not None and self._log is not None:
-            note.update(t_acked=self._since(), rx_cpu_ms=meta.get("cpu") and round(meta["cpu"] * 1e3, 3),
+            note.update(t_acked=self.since(), rx_cpu_ms=meta.get("cpu") and round(meta["cpu"] * 1e3, 3),
                         rx_io_ms=meta.get("io") and round(meta["io"] * 1e3, 3))
             self._log.write(note)
         if codec != chunks.DELTA:

@@ -405,12 +405,19 @@ def wait_for_probe(m: Managers, since: float, timeout: float) -> None:
     raise TimeoutError(f"manager-0 did not probe the link within {timeout}s")
 
 
-def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float, rounds: int = 1) -> dict:
+def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float, rounds: int = 1,
+           buckets: tuple[str, ...] = tuple(BUCKETS), overrides: tuple[str, ...] = ()) -> dict:
     make_namespace()
     results: dict = {}
     with ExitStack() as stack:
         stack.callback(drop_namespace)
         m = Managers(work, ADDR, NS, selector=True)
+        if overrides:  # --set: manager settings for both managers (an A/B knob), written into their inventory
+            inventory = yaml.safe_load(m.inventory.read_text())
+            for item in overrides:
+                name, _, value = item.partition("=")
+                inventory["services"]["manager"]["settings"][name] = yaml.safe_load(value)
+            m.inventory.write_text(yaml.safe_dump(inventory))
         stack.callback(m.stop)
         m.start()
         rsyncd = Rsyncd(work, NS[1], ADDR[1])
@@ -429,6 +436,8 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
             manager_run(m, data["small"][:1], "zstd-3", f"r{mbit}-warm", timeout, batch=True)
             row: dict = {}
             for bucket, files in data.items():
+                if bucket not in buckets:  # --buckets: the dataset's sizes stay those of the whole table
+                    continue
                 # One untimed transfer before each cell too: the cell's first run came right after the previous
                 # cell's rsync runs, and lost most in that round (session 8: 1000 Mbit/s medium, the selector's run
                 # first, 0.50-0.82 of always-zstd-3 in round 1 of 4 calls, 0.87-1.12 in the rounds after it).
@@ -569,6 +578,10 @@ def main() -> None:
     ap.add_argument("--small-bytes", type=int, default=4096)
     ap.add_argument("--small-batch-only", action="store_true",
                     help="small files: only the one-batch-POST run and rsync (not one POST per file)")
+    ap.add_argument("--buckets", default=",".join(BUCKETS),
+                    help="shaped: the size buckets to run (comma separated; each keeps its size in the full table)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="shaped: a manager setting for both managers (YAML value), e.g. chunk_target_seconds=0.1")
     ap.add_argument("--rounds", type=int, default=1,
                     help="shaped: run the manager modes of each cell this many times, every other round in the "
                          "reverse order (seconds are the mean; same-run ratios per round in the JSON)")
@@ -583,7 +596,7 @@ def main() -> None:
     SAME_CONTENT = args.same_content
     work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-manager-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count()}
+    report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count(), "settings": args.set}
     if not args.skip_loopback:
         # --tmpfs: both managers' data (and the object) in memory, so the figures are the software's, not the disk's
         shm = Path(tempfile.mkdtemp(prefix="dwcp-manager-loopback-", dir="/dev/shm")) if args.tmpfs else None
@@ -629,7 +642,8 @@ def main() -> None:
             sw = work / "shaped"
             sw.mkdir(exist_ok=True)
             report["shaped"] = shaped(sw, [int(r) for r in args.rates.split(",")], args.seconds_per_mode,
-                                      args.timeout, args.rounds)
+                                      args.timeout, args.rounds, tuple(args.buckets.split(",")),
+                                      tuple(args.set))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -189,3 +189,17 @@ def test_a_heavier_codec_that_cannot_pay_whatever_its_ratio_is_not_sampled():
     assert costs.fastest("zstd-1", {"zstd-1": 0.42}, 1.25e6, sampled, chunk_bytes=chunk, remaining_bytes=chunk,
                          sample_up=sample_up) == "zstd-9"
     assert asked == ["zstd-3", "zstd-9"]
+
+
+def test_none_is_sooner_without_a_sample_only_when_the_picks_cpu_alone_outlasts_sending_raw():
+    """`none_sooner`, the CPU guard of an object decided without pricing (batch.DECIDE_MIN_WIRE_S): the pick priced
+    with nothing left to send (ratio 0) from its measured CPU, against none's wire and CPU."""
+    zstd1 = {"comp": {"zstd-1": 4.0}, "dec": {"zstd-1": 1.0}}
+    gigabit = 125e6
+    # a twentieth of a core per stream (0.2 cores): zstd-1's 8.9 ns/B of CPU alone is 44.5 ns/B, none 19.5 ns/B
+    assert measured(0.05, **zstd1).none_sooner("zstd-1", gigabit)
+    # an idle host (2 cores): zstd-1 at most 4.45 ns/B of CPU, none 8 ns/B on the wire: compressing may pay
+    assert not measured(1.0, **zstd1).none_sooner("zstd-1", gigabit)
+    # a codec not measured yet (no sample is compressed to find out), and none itself, keep the pick
+    assert not measured(0.05, **zstd1).none_sooner("zstd-3", gigabit)
+    assert not measured(0.05, **zstd1).none_sooner("none", gigabit)

@@ -41,6 +41,10 @@ BATCH_MAX = 128  # transfers in one batch: the four workers share a large queue,
 # wait in the socket buffers): 16 objects ahead made the sender wait for the receiver's thread 8 times per
 # 128 small objects, each a wake-up that waits for a CPU on a busy host.
 PIPELINE_BYTES = 8 << 20
+# An object shorter than this on the wire (uncompressed, at the link's measured bandwidth) that the selector is not
+# asked about goes in the link rule's codec without a probe or pricing (`_Decider.codec`): the bar of the pricing's
+# step up (costs.STEP_UP_MIN_WIRE_S), where deciding costs about 5% of the wire time a better codec could save.
+DECIDE_MIN_WIRE_S = STEP_UP_MIN_WIRE_S
 
 
 class _Chosen:
@@ -126,8 +130,14 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
         if not ready:
             clean = True
             return
+        commit_at = decider.since()
         conn.send(Kind.COMMIT_MANY, {"tids": [t.id for t in ready]})
         _, answer, _ = conn.expect((Kind.DONE_MANY,), 0)
+        if owner.codec_log is not None:  # as a single transfer's (plan.Plan.committed), one record per object
+            t_done = decider.since()
+            for t in ready:
+                owner.codec_log.write({"tid": t.id, "size": t.size, "src": "commit", "batch": len(ready),
+                                       "t_commit": commit_at, "t_done": t_done})
         by_tid = {r.get("tid"): r for r in answer.get("results", []) if isinstance(r, dict)}
         for t in ready:
             result = by_tid.get(t.id, {})
@@ -156,6 +166,7 @@ def _answered(conn: Connection, t: Transfer, chosen: _Chosen, log_to: CodecLog |
     chosen._costs.acked(*chosen.sent_as, {k: v for k, v in meta.items() if k != "io"})
     t.chunks_done = 1
     if chosen.note is not None and log_to is not None:
+        chosen.note["t_acked"] = chosen._decider.since()
         log_to.write(chosen.note)
 
 
@@ -168,7 +179,10 @@ class _Decider:
     with the objects before them (`slack`: the wire time of the bytes handed to the connection that the link has
     not had time to carry yet, at its measured bandwidth), so the wait costs no wire time. Before session 9 the
     whole batch waited up to ANSWER_WAIT_SHARE of its wire time before its first byte (10 Mbit/s, five 162 KiB
-    objects: ~21 ms, more than the selector's zstd-9 then saved, ~8 ms: 0.92-1.01 of always-zstd-3)."""
+    objects: ~21 ms, more than the selector's zstd-9 then saved, ~8 ms: 0.92-1.01 of always-zstd-3).
+
+    On a measured link the first object is not probed or priced at all: it leaves in the link's rule codec
+    (`chunks.link_rule`) as soon as it is compressed, as a fixed-codec batch's does (session 11)."""
 
     def __init__(self, owner: Transfers, ts: list[Transfer], fds: dict[str, int],
                  flush: Callable[[], None] = lambda: None) -> None:
@@ -179,6 +193,7 @@ class _Decider:
         self._answer: Answer | None = None
         self._bandwidth: float | None = None
         self._first = 0  # the objects before it are not asked about
+        self._unasked = False  # no call at all: each object by the local rule on its own piece (`codec`)
         self._size = len(ts)
         self._fds = fds
         self._ask: list[Transfer] = []
@@ -204,7 +219,11 @@ class _Decider:
         # long as `selector_timeout_s` (as before session 9); one not worth asking is decided by the local rule
         worth = bool(self._bandwidth) and owner.chooser.worth_asking(self._payload, self._bandwidth)
         self._first = 1 if worth else 0
-        if self._first == 0:
+        # on a measured link not worth asking about, each object is decided by the local rule on its own piece as
+        # its turn comes, while the link carries the objects before it (before session 11 every object's sample
+        # and piece were read and probed here, before the first byte: 2-6 ms at 100 Mbit/s, see `codec`)
+        self._unasked = bool(self._bandwidth) and not worth
+        if self._first == 0 and not self._unasked:
             self._start_call()
 
     def _sample(self, n: int) -> bytes:
@@ -252,28 +271,51 @@ class _Decider:
         n = self._index[t.id]
         waited = time.perf_counter()
         picked = None
-        if n == self._first and self._answer is None:
-            self._flush()  # the objects before it leave now (held frames would wait for this object's)
-            self._start_call()  # while the link is busy with them
-        if self._answer is not None and n >= self._first:
-            picked = self._answer.wait(0)
-            if picked is None:
-                # frames held for the connection's next write would leave the link idle while this waits
-                self._flush()
-                picked = self._answer.wait(self.slack() if self._bandwidth else owner.settings.selector_timeout_s)
-        waited = time.perf_counter() - waited
         link = self._link
-        if picked is None:
-            owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
-            pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "ahead_of_selector"
+        # The batch's first object on a measured link leaves in the local rule's codec for the link at once: no
+        # probe of its piece, no pricing (`_send_chunk` sends it raw if the codec does not pay). The link is idle
+        # until its first byte, so every ms spent deciding it is a ms of wire time lost, which the fixed-codec
+        # runs do not pay: session 10's lead table, 100 Mbit/s small bucket (five 101 KiB objects), the first
+        # object was decided 1.9-5.7 ms after the batch started against 0.1 ms with a fixed codec, and the
+        # selector's run took 1.14-1.99x always-zstd-3's with the same codecs.
+        # So is an object not worth asking about that is too short on the wire for any pick to win back what the
+        # probe and the pricing cost (~0.5 ms of CPU, 1-2 ms of wall on a busy 2-CPU host, per object: a better
+        # codec than the rule's saves a few % of the object's wire time). Same run: the selector's objects left
+        # 1-2 ms apart, always-zstd-3's 0.1-0.4 ms.
+        fast = bool(self._bandwidth) and (n == 0 or self._unasked and t.size / self._bandwidth < DECIDE_MIN_WIRE_S)
+        if fast:
+            pick, why = chunks.link_rule(link.bandwidth), "not_asked" if self._unasked else "ahead_of_selector"
+            owner.metrics.codec_decisions.labels(why).inc()
+        elif self._unasked:
+            pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "not_asked"
+            owner.metrics.codec_decisions.labels(why).inc()
         else:
-            pick, why = picked[n], self._answer.source
+            if n == self._first and self._answer is None:
+                self._flush()  # the objects before it leave now (held frames would wait for this object's)
+                self._start_call()  # while the link is busy with them
+            if self._answer is not None and n >= self._first:
+                picked = self._answer.wait(0)
+                if picked is None:
+                    # frames held for the connection's next write would leave the link idle while this waits
+                    self._flush()
+                    picked = self._answer.wait(self.slack() if self._bandwidth else owner.settings.selector_timeout_s)
+            waited = time.perf_counter() - waited
+            if picked is None:
+                owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
+                pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "ahead_of_selector"
+            else:
+                pick, why = picked[n], self._answer.source
+        if fast or self._unasked:
+            waited = 0.0
         source_pick = pick
+        if fast and self._costs.ready() and self._costs.none_sooner(pick, link.bandwidth):  # arithmetic only
+            owner.metrics.codec_decisions.labels("cpu_guard").inc()
+            pick, why = "none", "cpu_guard"
         # in the pick, a lighter or a heavier codec, as for a chunk (plan.Plan); one too small to time costs the
         # pipeline little either way, and pricing it would cost more than it can save
         priced: dict[str, float] = {}
         costs = self._costs
-        if link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
+        if not fast and link.bandwidth and costs.ready() and t.size >= MIN_TIMED_BYTES:
             sample, sampled = self._sample(n), {}
             ratios = {k: f.ratio for k, f in on_sample(sample, candidates(pick, up=False), sampled).items()}
 
@@ -292,5 +334,5 @@ class _Decider:
         if log_on:
             note = {"tid": t.id, "i": 0, "size": t.size, "batch": self._size, "src": why, "pick": source_pick,
                     "codec": pick, "bw": link.bandwidth, "priced_ns": ns_per_byte(priced),
-                    "wait_ms": round(waited * 1e3, 3), "t_decided": self.since()}
+                    "wait_ms": round(waited * 1e3, 3), "t_decided": self.since(), **({"rule": "link"} if fast else {})}
         return pick, note

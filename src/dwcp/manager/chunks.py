@@ -194,6 +194,11 @@ def local_choice(probe: bytes, bandwidth_bps: float | None) -> str:
     ratio = len(_codecs("zstd-1")[0](bytes(probe))) / len(probe)
     if ratio > 0.9:
         return "none"
+    return link_rule(bandwidth_bps)
+
+
+def link_rule(bandwidth_bps: float | None) -> str:
+    """The local rule's codec for compressible data on a link this fast (its bandwidth in bytes/s)."""
     bw = bandwidth_bps or 125e6
     if bw > 400e6:
         return "lz4"

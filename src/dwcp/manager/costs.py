@@ -242,6 +242,16 @@ class PipelineCosts:
                 best = soonest
         return best
 
+    def none_sooner(self, pick: str, bandwidth: float) -> bool:
+        """`none` moves a byte no later than `pick` would even if `pick` left nothing to send: priced with a ratio of
+        0, `pick`'s measured CPU alone (no sample compressed) already takes as long as `none`'s wire and CPU. The CPU
+        guard of an object decided without pricing (batch.DECIDE_MIN_WIRE_S): a host short of CPU sends raw."""
+        if pick == "none" or pick not in self.comp or pick not in self.dec:
+            return False
+        least = self.seconds_per_byte(pick, 0.0, bandwidth, self.same_host)
+        raw = self.seconds_per_byte("none", 1.0, bandwidth, self.same_host)
+        return least is not None and raw is not None and raw <= least
+
     def cannot_pay(self, heavy: str, best: str, t_best: float, chunk_bytes: int, remaining_bytes: int,
                    sampled: dict[str, Sampled] | None) -> bool:
         """`heavy` would be refused whatever its ratio, so its sample need not be compressed: priced with a ratio of

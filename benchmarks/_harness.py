@@ -13,10 +13,13 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -254,6 +257,38 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def io_counts(pid: int) -> dict[str, int]:
+    """What a process did so far that costs the loop native time, from /proc: `syscr` / `syscw` (read- and
+    write-like system calls, sockets included: libuv reads and writes with read(2) / write(2)), and each
+    thread's voluntary and involuntary context switches (a voluntary one is a wake-up: the thread slept in
+    epoll_wait, a lock or a queue and was woken) and CPU (ms, user + system), the main thread (the event
+    loop) apart from the others (the commit writer, executor threads)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("syscr", "syscw"):
+                out[key] = int(value)
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+            stat = (task / "stat").read_text().rpartition(") ")[2].split()
+        except OSError:
+            continue
+        who = "main" if task.name == str(pid) else "other"
+        out[f"{who}_cpu_ms"] = out.get(f"{who}_cpu_ms", 0) + (int(stat[11]) + int(stat[12])) * 1000 // tick
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                name = f"{who}_{key.split('_')[0]}"
+                out[name] = out.get(name, 0) + int(value)
+    return out
+
+
 def spent(before: dict, after: dict) -> dict:
     return {k: t - before[k] for k, t in after.items() if k in before}
 
@@ -473,6 +508,53 @@ class LibraryProfile(_Sampler):
         if not shares:
             self.error = f"perf report found no samples: {report.stderr.strip()[-300:]}"
         return dict(shares)
+
+
+class SyscallTrace(_Sampler):
+    """`perf trace -s` (the kernel's syscall tracepoints, no ptrace stop) of some processes for a window;
+    `result()` is, per process and thread kind ("main": the event loop; "other": the writer and executor
+    threads), the calls of each system call. Needs what LibraryProfile needs."""
+
+    def __init__(self, pids: dict[int, int], duration: float) -> None:
+        super().__init__("perf", shutil.which("perf"), "perf is not installed (Debian: linux-perf)", duration,
+                         "trace.txt")
+        self.pids = pids  # key (node id) -> pid
+        self._start(["trace", "-s", "-p", ",".join(map(str, pids.values())), "-o", str(self.out)])
+        if self.proc is not None:
+            threading.Timer(duration, self.proc.send_signal, (signal.SIGINT,)).start()
+
+    def result(self) -> dict[int, dict[str, dict[str, int]]]:
+        try:
+            if self._finish() is None:
+                return {}
+            text = self.out.read_text()
+        finally:
+            shutil.rmtree(self.out.parent, ignore_errors=True)
+        return parse_syscall_summary(text, self.pids)
+
+
+def parse_syscall_summary(text: str, pids: dict[int, int]) -> dict[int, dict[str, dict[str, int]]]:
+    """perf trace -s's per-thread tables -> {key: {"main" | "other": {syscall: calls}}}; a thread whose
+    process is not in `pids` (or that ended before the read) counts as "other" of no key and is left out."""
+    owner = {}
+    for key, pid in pids.items():
+        try:
+            owner.update({int(t.name): (key, "main" if int(t.name) == pid else "other")
+                          for t in Path(f"/proc/{pid}/task").iterdir()})
+        except OSError:
+            continue
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    here: dict[str, int] | None = None
+    for line in text.splitlines():
+        head = re.match(r"\s*\S.* \((\d+)\), \d+ events", line)
+        if head:
+            who = owner.get(int(head.group(1)))
+            here = None if who is None else out.setdefault(who[0], {}).setdefault(who[1], {})
+            continue
+        row = re.match(r"\s+([a-z_0-9]+)\s+(\d+)\s+\d+\s", line)
+        if row and here is not None and row.group(1) != "syscall":
+            here[row.group(1)] = here.get(row.group(1), 0) + int(row.group(2))
+    return out
 
 
 def format_phases(shares: dict[str, float], cpu_ms_per_block: float | None = None) -> str:

@@ -123,10 +123,12 @@ from _harness import (
     LibraryProfile,
     OpenLoopResult,
     PhaseProfile,
+    SyscallTrace,
     Target,
     cprofile_env,
     cpu_seconds,
     format_phases,
+    io_counts,
     open_loop,
     open_loop_batches,
     spent,
@@ -157,6 +159,10 @@ class Run(OpenLoopResult):
     threads: dict[str, float] = field(default_factory=dict)  # the profiled node's CPU seconds per thread name
     messages_per_block: dict[str, float] = field(default_factory=dict)  # per node per block, by way and kind
     libraries: dict[str, float] = field(default_factory=dict)  # share of all nodes' CPU samples (perf) by library
+    roles: dict[int, str] = field(default_factory=dict)  # node -> "primary" / "group" / "follower" (same at both ends)
+    io_per_block: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> /proc count -> per node per block
+    cpu_per_block: dict[str, float] = field(default_factory=dict)  # role -> ms CPU per node per block
+    syscalls_per_block: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> "main:read" -> calls
 
     @property
     def node_cpu_ms_per_block(self) -> float:
@@ -218,6 +224,19 @@ def node_pids(cluster: LocalCluster) -> dict[int, int]:
     return {node: proc.pid for node, proc in cluster.procs.items()}
 
 
+def sched_batch(pids) -> int:
+    """SCHED_BATCH for every thread of `pids`; how many threads were set."""
+    done = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setscheduler(int(task.name), os.SCHED_BATCH, os.sched_param(0))
+                done += 1
+            except OSError:
+                continue
+    return done
+
+
 def top_height(cluster: LocalCluster) -> int:
     with httpx.Client(timeout=5) as client:
         return max(client.get(f"{u}/v1/status").json()["height"] for u in cluster.urls)
@@ -239,21 +258,57 @@ def message_counts(cluster: LocalCluster) -> dict[str, float]:
     return counts
 
 
+def roles(cluster: LocalCluster) -> dict[int, str]:
+    """Each node's part in the current view, as node 0 sees it: "primary", "group" (votes) or "follower"."""
+    with httpx.Client(timeout=5) as client:
+        status = client.get(f"{cluster.urls[0]}/v1/status").json()
+    group, primary = set(status.get("group") or range(cluster.n)), status.get("primary")
+    return {i: "primary" if i == primary else "group" if i in group else "follower" for i in range(cluster.n)}
+
+
+def per_role(values: dict[int, dict[str, float]], role_of: dict[int, str], blocks: int) -> dict[str, dict[str, float]]:
+    """Per-node counts -> per role, the mean per node per block."""
+    out: dict[str, dict[str, float]] = {}
+    for role in sorted(set(role_of.values())):
+        nodes = [i for i, r in role_of.items() if r == role and i in values]
+        keys = sorted({k for i in nodes for k in values[i]})
+        if nodes and blocks:
+            out[role] = {k: sum(values[i].get(k, 0) for i in nodes) / len(nodes) / blocks for k in keys}
+    return out
+
+
 def measured(cluster: LocalCluster, rate: float, duration: float, profile_node: int | None = None,
-             batch_ms: float = 0.0, poisson_seed: int | None = None, stacks: Path | None = None) -> Run:
+             batch_ms: float = 0.0, poisson_seed: int | None = None, stacks: Path | None = None,
+             syscalls: bool = False) -> Run:
     """One open-loop run, with the CPU the nodes and the client spent and the blocks committed meanwhile
     (all read at the window's two ends), and optionally a phase profile of one node over the window."""
     pids = node_pids(cluster)
+    roles0 = roles(cluster)
+    io0 = {i: io_counts(pid) for i, pid in pids.items()}
     h0, cpu0, own0, msgs0 = top_height(cluster), cpu_seconds(pids), time.process_time(), message_counts(cluster)
+    trace = SyscallTrace(pids, duration) if syscalls else None
     profile = PhaseProfile(pids[profile_node], duration, keep=stacks) if profile_node is not None else None
     libraries = LibraryProfile(list(pids.values()), duration) if profile_node is not None else None
     threads0 = thread_cpu_seconds(pids[profile_node]) if profile_node is not None else {}
     result = offer(cluster, rate, duration, batch_ms, poisson_seed)
     used = spent(cpu0, cpu_seconds(pids))
+    io = {i: spent(io0[i], io_counts(pid)) for i, pid in pids.items() if i in io0}
     run = Run(**vars(result), nodes=cluster.n)
     run.node_cpu_s, run.client_cpu_s = sum(used.values()), time.process_time() - own0
     run.busiest_node, run.busiest_cpu_s = max(used.items(), key=lambda kv: kv[1], default=(-1, 0.0))
     run.blocks = top_height(cluster) - h0
+    roles1 = roles(cluster)
+    run.roles = {i: r if roles1.get(i) == r else "changed" for i, r in roles0.items()}
+    run.io_per_block = per_role(io, run.roles, run.blocks)
+    run.cpu_per_block = {r: 1e3 * v["cpu_s"] for r, v in
+                         per_role({i: {"cpu_s": c} for i, c in used.items()}, run.roles, run.blocks).items()}
+    if trace is not None:
+        calls = trace.result()
+        if trace.error:
+            print(f"# syscall trace (perf trace) failed: {trace.error}", flush=True)
+        flat = {i: {f"{kind}:{name}": n for kind, names in by_kind.items() for name, n in names.items()}
+                for i, by_kind in calls.items()}
+        run.syscalls_per_block = per_role(flat, run.roles, run.blocks)
     if run.blocks:
         msgs = message_counts(cluster)
         run.messages_per_block = {k: (v - msgs0.get(k, 0.0)) / cluster.n / run.blocks for k, v in sorted(msgs.items())
@@ -328,6 +383,17 @@ def report(run: Run) -> str:
         sent = sum(v for k, v in mpb.items() if k.startswith("sent_"))
         text += (f"\n    consensus messages per node per block: received {received:.1f}, sent {sent:.1f} (a broadcast "
                  "counts once per peer): " + ", ".join(f"{k} {v:.1f}" for k, v in mpb.items() if v >= 0.05))
+    if run.io_per_block:
+        for role, counts in run.io_per_block.items():
+            nodes = sum(1 for r in run.roles.values() if r == role)
+            cpu = run.cpu_per_block.get(role, float("nan"))
+            text += (f"\n    per {role} node ({nodes}) per block: CPU {cpu:.2f} ms; "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()))
+    if run.syscalls_per_block:
+        for role, counts in run.syscalls_per_block.items():
+            top = sorted(counts.items(), key=lambda kv: -kv[1])
+            text += (f"\n    syscalls per {role} node per block (perf trace): total {sum(counts.values()):.1f}: "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in top if v >= 0.05))
     if run.libraries:
         cpu_ms_per_block = run.node_cpu_ms_per_block if run.blocks else None
         text += (f"\n    all nodes' CPU by library (perf, cycles spent): "
@@ -420,6 +486,12 @@ def main() -> int:
     ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
                     help="Also profile node --profile-node (1 if none) with cProfile, timed by thread CPU, over its "
                          "whole life, into FILE (pstats; profile_functions.py --pstats FILE). Slows that node.")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="Also count every node's system calls over the main run (perf trace -s; it costs the "
+                         "nodes CPU, so read the counts, not that run's CPU or latency).")
+    ap.add_argument("--sched-batch", action="store_true",
+                    help="Put every node thread under SCHED_BATCH once the cluster is up (no wake-up preemption: a "
+                         "node woken by a peer's frame waits for the running one to block or its slice to end).")
     ap.add_argument("--peer", choices=["none", "etcd"], default="none",
                     help="Also run this system with as many members and the same client, rate and duration.")
     ap.add_argument("--stages", action="store_true",
@@ -453,11 +525,13 @@ def main() -> int:
     with LocalCluster(root, args.nodes, service="tpbft", settings=settings) as cluster:
         cluster.start_all()
         cluster.wait_ready(timeout=120)
+        if args.sched_batch:
+            print(f"# SCHED_BATCH: {sched_batch(node_pids(cluster).values())} node threads", flush=True)
         offer(cluster, min(args.rate, 200.0), args.warmup, args.batch_ms)  # connections, caches
         settle(cluster)
         since = time.monotonic()
         main_run = measured(cluster, args.rate, args.duration, args.profile_node if args.profile_node >= 0 else None,
-                            args.batch_ms, args.poisson, args.profile_stacks)
+                            args.batch_ms, args.poisson, args.profile_stacks, args.syscalls)
         until = time.monotonic()
         record(results, main_run, cluster)
         best = main_run.rate if main_run.sustained else 0.0

@@ -15,5 +15,6 @@ def load_benchmark(name: str) -> ModuleType:
         sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # before it runs: a dataclass in it looks its module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module

@@ -75,3 +75,51 @@ def test_profile_functions_takes_the_profilers_cost_per_call_off_a_functions_sub
     # stage: 1.0 ms a block, 51 calls a call (itself and 50 leaves), so 1.0 - 51 x 1 us = 0.949 ms; one call a block
     assert rows["dwcp/a.py:1(stage)"] == [1.0, 51.0, 0.949, 1.0]
     assert rows["dwcp/a.py:9(leaf)"] == [0.2, 50.0, 0.15, 50.0]
+
+
+def test_io_counts_sees_a_threads_wake_ups_and_the_processs_reads_and_writes(tmp_path: Path) -> None:
+    import threading
+
+    before = harness.io_counts(os.getpid())
+    for _ in range(20):  # 20 reads, 20 writes
+        (tmp_path / "f").write_bytes(b"x")
+        (tmp_path / "f").read_bytes()
+    woken = threading.Event()
+    worker = threading.Thread(target=lambda: [woken.wait(0.002) for _ in range(30)])  # ~30 timed sleeps
+    worker.start()
+    worker.join()
+    after = harness.io_counts(os.getpid())
+    # The worker has ended: its counts are gone from /proc/PID/task (a caller diffs live threads only).
+    assert after["syscr"] - before["syscr"] >= 20 and after["syscw"] - before["syscw"] >= 20
+    assert {"main_voluntary", "main_nonvoluntary", "main_cpu_ms"} <= set(after)
+    assert harness.io_counts(2**22 + 12345) == {}  # no such process: nothing, no error
+
+
+def test_parse_syscall_summary_splits_calls_by_node_and_thread() -> None:
+    me, other = os.getpid(), 2**22 + 12345  # the second pid does not exist: its tables are left out
+    text = f"""
+ Summary of events:
+
+ python ({me}), 300 events, 60.0%
+
+   syscall            calls  errors  total       min       avg       max       stddev
+                                     (msec)    (msec)    (msec)    (msec)        (%)
+   --------------- --------  ------ -------- --------- --------- ---------     ------
+   write                100      0     1.000     0.001     0.010     0.100      5.00%
+   epoll_pwait           50      0    10.000     0.001     0.200     1.000      9.00%
+
+ python ({other}), 20 events, 40.0%
+
+   syscall            calls  errors  total       min       avg       max       stddev
+   --------------- --------  ------ -------- --------- --------- ---------     ------
+   read                  10      0     0.100     0.001     0.010     0.100      5.00%
+"""
+    calls = harness.parse_syscall_summary(text, {7: me, 8: other})
+    assert calls == {7: {"main": {"write": 100, "epoll_pwait": 50}}}
+
+
+def test_per_role_averages_counts_over_a_roles_nodes_and_the_blocks() -> None:
+    cluster = load_benchmark("tpbft_cluster")
+    values = {0: {"syscr": 30.0}, 1: {"syscr": 10.0, "syscw": 4.0}, 2: {"syscr": 20.0, "syscw": 8.0}}
+    roles = {0: "primary", 1: "group", 2: "group"}
+    assert cluster.per_role(values, roles, 10) == {"group": {"syscr": 1.5, "syscw": 0.6}, "primary": {"syscr": 3.0}}

@@ -229,3 +229,22 @@ async def test_in_step_with_every_peer_the_status_goes_out_every_few_intervals_e
         assert rounds(STEADY_ROUNDS) == [STEADY_ROUNDS]
     finally:
         await driver.writer.stop()
+
+
+def test_checkpoints_trust_reports_and_bare_height_gossip_are_sent_deferred_and_votes_and_proofs_at_once(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dwcp.consensus.pbft.messages import Checkpoint
+    from dwcp.consensus.tpbft.messages import TrustReport
+
+    driver = node.driver
+    calls: list[tuple[Channel, bool]] = []
+    monkeypatch.setattr(driver.transport, "send_many",
+                        lambda peers, channel, payload, defer=False: calls.append((channel, defer)) or len(list(peers)))
+    everyone = tuple(range(N))
+    driver._send_to(everyone, Checkpoint(height=8, state=b"s" * 32))
+    driver._send_to(everyone, TrustReport(epoch=0, peers=(1,), sat=(1,), unsat=(0,)))
+    driver._send_to(everyone, Vote(kind="prepare", epoch=0, view=0, height=9, digest=b"d" * 32))
+    assert calls == [(Channel.CONSENSUS, True), (Channel.CONSENSUS, True), (Channel.CONSENSUS, False)]
+    calls.clear()
+    driver._send_status()  # at height 0 nobody is behind us: only the bare height, deferred
+    assert calls == [(Channel.SYNC, True)]

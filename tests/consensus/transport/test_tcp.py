@@ -349,3 +349,26 @@ async def test_a_peer_that_sent_and_hung_up_before_the_hand_over_is_delivered_an
     assert task in done, "the link's task waits for a receiver that will hear nothing more"
     assert await _get(c.inbox[0]) == (1, Channel.CONSENSUS, b"last words")
     assert transport.aborted and 1 not in c.nodes[0].inbound
+
+
+async def test_a_deferred_frame_rides_with_the_next_frame_to_its_peer_or_leaves_alone_after_the_delay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dwcp.consensus.transport import tcp
+
+    async with Cluster(3).running() as c:
+        links = {p: c.nodes[0]._links[p] for p in (1, 2)}
+        counting = {p: _CountingWrites(link.transport) for p, link in links.items()}
+        for p, link in links.items():
+            link.transport = counting[p]
+        monkeypatch.setattr(tcp, "DEFER_S", 0.5)
+        assert c.nodes[0].send_many([1, 2], Channel.CONSENSUS, b"ckpt", defer=True) == 2
+        await asyncio.sleep(0.05)  # steps pass: nothing written yet
+        assert counting[1].writes == [] and counting[2].writes == [] and c.inbox[1].empty()
+        c.nodes[0].send(1, Channel.CONSENSUS, b"vote")  # to peer 1 only: the deferred frame goes along
+        assert [await _get(c.inbox[1]) for _ in range(2)] == [(0, Channel.CONSENSUS, b"ckpt"),
+                                                              (0, Channel.CONSENSUS, b"vote")]
+        assert counting[1].writes == [len(encode_frame(Channel.CONSENSUS, b"ckpt")) +
+                                      len(encode_frame(Channel.CONSENSUS, b"vote"))]
+        assert counting[2].writes == [] and c.inbox[2].empty()  # peer 2 had nothing else: still waiting
+        assert await _get(c.inbox[2], timeout=2.0) == (0, Channel.CONSENSUS, b"ckpt")  # the timer wrote it
+        assert len(counting[2].writes) == 1 and len(counting[1].writes) == 1  # nothing written twice

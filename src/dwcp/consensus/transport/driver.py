@@ -84,6 +84,10 @@ log = logging.getLogger("dwcp.consensus.driver")
 _CONSENSUS, _SYNC = Channel.CONSENSUS, Channel.SYNC  # per frame: globals, not enum class attributes
 SYNC_RESPONSE_BYTES = 6 * 1024 * 1024  # under the SYNC channel's 8 MiB frame limit
 REPORT_INTERVAL = 0.1  # seconds between status snapshots for the observer while blocks commit
+# Messages nothing waits on within milliseconds (a checkpoint moves the window of 64 heights by 8; a trust report
+# counts at the next epoch): sent with `defer`, they ride with the next frame to each peer (tcp.py, DEFER_S)
+# instead of a write, a read and an ACK of their own. Every other kind, and Decided (a follower's commit), at once.
+DEFERRED_KINDS = frozenset({"ckpt", "trust"})
 # In step with every peer (`Driver._in_step`), a node sends its sync status every STEADY_ROUNDS-th sync interval
 # (2 s at the default 0.5 s) instead of every one; anything else (a peer silent, behind or ahead, a block
 # missing here) sends it every interval again. A peer's last word counts as fresh for STALE_ROUNDS intervals.
@@ -381,8 +385,10 @@ class Driver:
         if self.trace is not None:
             self._trace_out(message)
         data = self.codec.seal(self.signer, message)
-        sent = self.transport.send_many((p for p in peers if p != self.me), Channel.CONSENSUS, data)
-        self.metrics.sent(message_kind(message), sent)
+        kind = message_kind(message)
+        sent = self.transport.send_many((p for p in peers if p != self.me), Channel.CONSENSUS, data,
+                                        defer=kind in DEFERRED_KINDS)
+        self.metrics.sent(kind, sent)
 
     def _commit(self, c: Commit) -> None:
         if c.height < self._next_height:
@@ -507,7 +513,7 @@ class Driver:
             proof = encode_sync(SyncStatus(height=height, block=self._tip[0], certificate=self._tip[1]))
             self.transport.send_many(behind, Channel.SYNC, proof)
         bare = encode_sync(SyncStatus(height=height))
-        self.transport.send_many([p for p in self.peers if p not in behind], Channel.SYNC, bare)
+        self.transport.send_many([p for p in self.peers if p not in behind], Channel.SYNC, bare, defer=True)
 
     def _request_missing(self) -> None:
         plan = self.planner.next_request(self.clock(), self._next_height - 1)

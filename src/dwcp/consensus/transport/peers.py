@@ -60,11 +60,11 @@ class OutboundQueue:
         lim = self._limits[channel]
         return len(self._queues[channel]) < lim.max_frames and self._bytes[channel] + size <= lim.max_bytes
 
-    def _append(self, channel: Channel, frame: bytes) -> None:
+    def _append(self, channel: Channel, frame: bytes, ready: bool = True) -> None:
         self._queues[channel].append(frame)
         self._bytes[channel] += len(frame)
         self._count += 1
-        if self._on_ready is not None:
+        if ready and self._on_ready is not None:
             self._on_ready()
 
     def _drop(self, channel: Channel, count: int) -> None:
@@ -72,8 +72,9 @@ class OutboundQueue:
         if self._on_drop is not None:
             self._on_drop(channel, count)
 
-    def offer(self, channel: Channel, frame: bytes) -> bool:
-        """Queue without waiting, evicting the oldest frames if needed; False when anything was dropped."""
+    def offer(self, channel: Channel, frame: bytes, ready: bool = True) -> bool:
+        """Queue without waiting, evicting the oldest frames if needed; False when anything was dropped.
+        `ready=False`: do not call `on_ready` (the frame waits for the next one that does, or the owner's timer)."""
         if len(frame) > self._limits[channel].max_bytes:
             self._drop(channel, 1)  # could never fit: drop it rather than flush the whole queue
             return False
@@ -82,7 +83,7 @@ class OutboundQueue:
             self._bytes[channel] -= len(queue.popleft())
             self._count -= 1
             evicted += 1
-        self._append(channel, frame)
+        self._append(channel, frame, ready)
         if evicted:
             self._drop(channel, evicted)
         return not evicted

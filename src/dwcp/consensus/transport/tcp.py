@@ -13,7 +13,9 @@ Cost per frame. A node at n = 10 sends and receives ~40 small frames per block, 
 frame costs in wake-ups matters more than bytes. Sending: `send()` queues the frame and marks
 the peer; one `call_soon` callback per event-loop step (`_flush`) writes each marked peer's
 queued frames as ONE `transport.write` (one TLS record, one syscall), however many frames the
-core produced in that step. No task wakes per frame: each connection's task sleeps until the
+core produced in that step. A frame sent with `defer` (nothing waits on it soon) marks nothing: it
+rides with the next frame to its peer, or leaves DEFER_S later (session 11: one write per message sent
+before, ~14 per block per node). No task wakes per frame: each connection's task sleeps until the
 link closes or the socket's buffer passes its high-water mark (then it waits for `drain()`
 while frames keep queueing, bounded). Receiving: an authenticated inbound connection is handed
 to a plain `asyncio.Protocol` whose `data_received` decodes and delivers frames in the same
@@ -44,6 +46,7 @@ log = logging.getLogger("dwcp.consensus.transport")
 FrameHandler = Callable[[int, Channel, bytes], None]  # (authenticated peer id, channel, payload)
 _HANDSHAKE = Channel.HANDSHAKE  # per frame: a module global, not an enum class attribute (~0.25 us in 3.11)
 WRITE_BATCH_BYTES = 256 * 1024  # joined per write: big enough for any step's votes, small enough to interleave
+DEFER_S = 0.025  # the longest a frame sent with `defer` waits for another frame to its peer (~a block at 1,000 tx/s)
 
 
 class _Link:
@@ -122,6 +125,8 @@ class TcpTransport:
         self._links: dict[int, _Link] = {}  # writable outbound connections
         self._marked: set[int] = set()  # peers with frames queued since the last flush
         self._flush_handle: asyncio.Handle | None = None
+        self._deferred: set[int] = set()  # peers with deferred frames queued since the last deferred flush
+        self._defer_handle: asyncio.TimerHandle | None = None
         self._connected: set[int] = set()
         self._inbound: dict[int, asyncio.StreamWriter] = {}
         self._server: PeerServer | None = None
@@ -146,9 +151,10 @@ class TcpTransport:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        for handle in (self._flush_handle, self._defer_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._defer_handle = None
         self._links.clear()
         self._connected.clear()
         self._set_peers()
@@ -160,16 +166,25 @@ class TcpTransport:
             raise KeyError(f"node {peer} is not a peer of node {self.config.me}")
         return queue.offer(channel, encode_frame(channel, payload, self.config.frame_limits))
 
-    def send_many(self, peers: Iterable[int], channel: Channel, payload: bytes) -> int:
-        """`send` to each of `peers`, framing the payload once; returns how many were queued."""
+    def send_many(self, peers: Iterable[int], channel: Channel, payload: bytes, defer: bool = False) -> int:
+        """`send` to each of `peers`, framing the payload once; returns how many were queued.
+
+        `defer`: the frame need not leave at once (a checkpoint, a trust report, a height gossip): it waits, up
+        to DEFER_S, in the peer's queue for the next frame sent to that peer, and leaves in the same write (one
+        TLS record, one syscall, one read and one ACK at the peer instead of two of each); if none comes, a
+        timer writes it. Order per channel is kept either way (the queue is FIFO)."""
         frame = encode_frame(channel, payload, self.config.frame_limits)
         sent = 0
         for peer in peers:
             queue = self._queues.get(peer)
             if queue is None:
                 raise KeyError(f"node {peer} is not a peer of node {self.config.me}")
-            queue.offer(channel, frame)
+            queue.offer(channel, frame, ready=not defer)
             sent += 1
+            if defer:
+                self._deferred.add(peer)
+        if defer and sent and self._defer_handle is None:
+            self._defer_handle = asyncio.get_running_loop().call_later(DEFER_S, self._flush_deferred)
         return sent
 
     async def send_wait(self, peer: int, channel: Channel, payload: bytes) -> None:
@@ -224,6 +239,14 @@ class TcpTransport:
         marked, self._marked = self._marked, set()
         for peer in marked:
             self._write_out(peer)
+
+    def _flush_deferred(self) -> None:
+        """DEFER_S after a deferred send: what no other frame took along goes now."""
+        self._defer_handle = None
+        deferred, self._deferred = self._deferred, set()
+        for peer in deferred:
+            if len(self._queues[peer]):
+                self._write_out(peer)
 
     def _write_out(self, peer: int) -> None:
         link = self._links.get(peer)

@@ -513,7 +513,7 @@ class Driver:
             proof = encode_sync(SyncStatus(height=height, block=self._tip[0], certificate=self._tip[1]))
             self.transport.send_many(behind, Channel.SYNC, proof)
         bare = encode_sync(SyncStatus(height=height))
-        self.transport.send_many([p for p in self.peers if p not in behind], Channel.SYNC, bare, defer=True)
+        self.transport.send_many([p for p in self.peers if p not in behind], Channel.SYNC, bare)
 
     def _request_missing(self) -> None:
         plan = self.planner.next_request(self.clock(), self._next_height - 1)

@@ -169,7 +169,7 @@ class TcpTransport:
     def send_many(self, peers: Iterable[int], channel: Channel, payload: bytes, defer: bool = False) -> int:
         """`send` to each of `peers`, framing the payload once; returns how many were queued.
 
-        `defer`: the frame need not leave at once (a checkpoint, a trust report, a height gossip): it waits, up
+        `defer`: the frame need not leave at once (a checkpoint, a trust report): it waits, up
         to DEFER_S, in the peer's queue for the next frame sent to that peer, and leaves in the same write (one
         TLS record, one syscall, one read and one ACK at the peer instead of two of each); if none comes, a
         timer writes it. Order per channel is kept either way (the queue is FIFO)."""

@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="wall seconds; stop starting runs after")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--rows-out", type=Path, default=None, help="also every run's figures, one JSON line per run "
+                    "and protocol (for same-run comparisons of view changes and latency)")
     args = ap.parse_args(argv)
     console = Console(width=170)
     spec_args = {"protocols": args.protocols, "nodes": args.nodes, "byzantine": args.byzantine,
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.lan_runs:
         sections.append(("LAN (one region)", CampaignSpec(regions="lan", first_seed=args.seed,
                                                           runs=args.lan_runs, **spec_args)))
-    report: dict[str, Any] = {"args": vars(args) | {"json_out": str(args.json_out)}}
+    report: dict[str, Any] = {"args": vars(args) | {"json_out": str(args.json_out), "rows_out": str(args.rows_out)}}
+    rows: list[dict[str, Any]] = []
     ok = True
     shares = (0.9, 1.0)  # with --time-limit the WAN campaign may use 90% of it; the LAN one the rest
     spent = 0.0
@@ -212,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{title}: {campaign.runs} runs x {len(args.protocols)} protocols "
                       f"in {campaign.wall_s:.0f} s wall")
         report[title] = summary
+        rows += [{"section": title} | r.row() for rs in campaign.results.values() for r in rs]
         ok = ok and campaign.ok
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))
+    if args.rows_out:
+        args.rows_out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return 0 if ok else 1
 
 

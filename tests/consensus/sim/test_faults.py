@@ -104,7 +104,7 @@ def test_garbage_frames_never_decode_to_a_message() -> None:
 
 def test_every_behaviour_is_registered_by_name() -> None:
     assert set(BEHAVIOURS) == {"none", "silent", "equivocate", "twins", "invalid-signature", "garbage",
-                               "outside-sample", "forged-proof", "replayed-proof", "withhold"}
-    # The sample and data-plane attacks are named explicitly, never drawn by "mixed": existing seeds
-    # keep their draws.
+                               "outside-sample", "forged-proof", "replayed-proof", "withhold", "intermittent"}
+    # The sample and data-plane attacks and the intermittent crash fault are named explicitly, never
+    # drawn by "mixed": existing seeds keep their draws.
     assert set(BYZANTINE) == {"silent", "equivocate", "twins", "invalid-signature", "garbage"}

@@ -3,6 +3,8 @@ quiet on a clean history; Byzantine nodes' commits are never judged."""
 
 from __future__ import annotations
 
+import pytest
+
 from dwcp.consensus.core.messages import Transaction
 from dwcp.consensus.sim.invariants import InvariantChecker
 
@@ -49,6 +51,19 @@ def test_byzantine_commits_are_not_judged() -> None:
     c.committed(1.0, 0, 1, A, TX[:1], TX[:1])
     c.committed(1.0, 2, 1, B, TX[1:2], TX[1:2])
     assert not c.violations
+
+
+def test_an_honest_faulty_node_is_judged_for_safety_but_not_liveness() -> None:
+    c = InvariantChecker((0, 1), honest=(2,))
+    for i, tx in enumerate(TX):
+        c.submitted_tx(0.1 * i, i % 2, tx)
+    c.committed(1.0, 0, 1, A, TX[:1], TX[:1])
+    c.committed(1.0, 1, 1, A, TX[:1], TX[:1])
+    c.finish(0.0, 0.05, live=(0, 1, 2))  # node 2 committed nothing: not a liveness violation
+    assert not c.violations
+    c.committed(1.2, 2, 1, B, TX[1:2], TX[1:2])  # ... but a conflicting block is an agreement violation
+    assert c.violations.counts["agreement"] == 1
+    assert c.latencies() == [pytest.approx(1.0)]  # latency stays the correct nodes'
 
 
 def test_unsubmitted_or_foreign_transactions_are_validity_violations() -> None:

@@ -59,6 +59,22 @@ def test_partition_cuts_links_until_heal() -> None:
     assert net.transmit(0.0, 0, 1, 10) is not None and not net.partitioned
 
 
+def test_an_isolated_node_stays_cut_through_partitions_and_heals_until_it_rejoins() -> None:
+    net = _net()
+    net.isolate(1)
+    assert net.transmit(0.0, 1, 0, 10) is None and net.transmit(0.0, 0, 1, 10) is None
+    assert net.connected(0, 2) and not net.connected(1, 2)
+    net.partition([(0,)])  # 0 alone, 1 and 2 on the other side, 1 still isolated
+    assert not net.connected(1, 2) and not net.connected(0, 2)
+    net.rejoin(1)  # back on the partition's side of 2
+    assert net.connected(1, 2) and not net.connected(0, 1)
+    net.isolate(1)
+    net.heal()
+    assert not net.connected(0, 1) and net.connected(0, 2)
+    net.rejoin(1)
+    assert net.connected(0, 1) and net.connected(1, 2) and net.transmit(0.0, 1, 0, 10) is not None
+
+
 def test_spread_places_nodes_round_robin() -> None:
     net = NetworkModel.spread(5, ("us-east-1", "ap-northeast-1"), random.Random(0))
     assert list(net.placement) == ["us-east-1", "ap-northeast-1"] * 2 + ["us-east-1"]

@@ -33,6 +33,16 @@ and not drawn by "mixed", so the mixed draws of existing seeds stay what they we
 | outside-sample    | every proof-carrying message goes to the whole committee, not its sample     |
 | forged-proof      | half the proof-carrying messages with random proof bytes (validly signed)    |
 | replayed-proof    | the first proof the node ever sent, attached to all its later messages       |
+
+A crash fault, for a fault model trust can learn from; named explicitly (`--behaviour intermittent,...`)
+and not drawn by "mixed". It is counted among the f faulty nodes (liveness is not judged at it, no
+client hands it transactions) but its core is honest, so its commits are still checked for safety:
+
+| intermittent      | a flaky host or link: an honest core that is down in episodes for the whole  |
+|                   | run (`intermittent_episodes`): up 1-4 s, then down 0.3-1.5 s, each episode   |
+|                   | a crash and restart from its own log (a host that reboots, half of them) or  |
+|                   | a link that drops both ways (it keeps running, timers and all, but sends and |
+|                   | hears nothing, frames in flight included), drawn from the scenario's seed    |
 """
 
 from __future__ import annotations
@@ -76,7 +86,42 @@ class Restart:
     node: int
 
 
-Fault = Partition | Heal | Crash | Restart
+@dataclass(frozen=True, slots=True)
+class Isolate:
+    """`node`'s links drop both ways (frames in flight too); the node keeps running."""
+
+    at: float
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    at: float
+    node: int
+
+
+Fault = Partition | Heal | Crash | Restart | Isolate | Rejoin
+
+# An intermittent node's episodes: up this long (uniform), then down this long, over the whole run.
+INTERMITTENT_UP_S = (1.0, 4.0)
+INTERMITTENT_DOWN_S = (0.3, 1.5)
+
+
+def intermittent_episodes(seed: int, node: int, until: float) -> tuple[Fault, ...]:
+    """The down episodes of intermittent node `node` in [0, until): from a stream of its own
+    (`intermittent:SEED:NODE`), so they do not move any other draw of the scenario. Each episode is a
+    crash and restart or an isolate and rejoin (one coin per episode)."""
+    rng = random.Random(f"intermittent:{seed}:{node}")
+    out: list[Fault] = []
+    t = rng.uniform(*INTERMITTENT_UP_S)
+    while t < until:
+        down = rng.uniform(*INTERMITTENT_DOWN_S)
+        if rng.random() < 0.5:
+            out += [Crash(t, node), Restart(t + down, node)]
+        else:
+            out += [Isolate(t, node), Rejoin(t + down, node)]
+        t += down + rng.uniform(*INTERMITTENT_UP_S)
+    return tuple(out)
 
 
 def describe(fault: Fault) -> str:
@@ -94,6 +139,7 @@ class Behaviour:
     name = "none"
     instances = 1  # cores run under this node's key
     batches = "send"  # its worker (sim/dataplane.py): "send", "withhold" or "none" (sends nothing)
+    honest = False  # a faulty node whose core and messages are honest: its commits are checked for safety
 
     def __init__(self, rng: random.Random, committee_ids: Sequence[int], node_id: int) -> None:
         self.rng = rng
@@ -111,6 +157,14 @@ class Behaviour:
 
     def inbound(self, data: bytes) -> None:
         """A frame this node received (Byzantine nodes may replay what they hear)."""
+
+
+class Intermittent(Behaviour):
+    """An honest core whose host or link fails in episodes (scheduled by the runner from
+    `Scenario.episodes`); what it sends when up is what the driver sends."""
+
+    name = "intermittent"
+    honest = True
 
 
 class Silent(Behaviour):
@@ -259,9 +313,10 @@ class ReplayedProof(Behaviour):
 
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     b.name: b for b in (Behaviour, Silent, Equivocate, Twins, InvalidSignature, Garbage,
-                        OutsideSample, ForgedProof, ReplayedProof, Withhold)
+                        OutsideSample, ForgedProof, ReplayedProof, Withhold, Intermittent)
 }
 SAMPLE_ATTACKS = (OutsideSample.name, ForgedProof.name, ReplayedProof.name)
 DATA_PLANE_ATTACKS = (Withhold.name,)
-BYZANTINE = tuple(name for name in BEHAVIOURS
-                  if name != "none" and name not in SAMPLE_ATTACKS and name not in DATA_PLANE_ATTACKS)
+CRASH_FAULTS = (Intermittent.name,)
+BYZANTINE = tuple(name for name in BEHAVIOURS if name != "none" and name not in SAMPLE_ATTACKS
+                  and name not in DATA_PLANE_ATTACKS and name not in CRASH_FAULTS)

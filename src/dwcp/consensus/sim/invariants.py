@@ -1,4 +1,6 @@
-"""Invariant checkers, run on every simulated scenario. Only correct nodes' commits are judged.
+"""Invariant checkers, run on every simulated scenario. Only correct nodes' commits are judged, and
+those of `honest` nodes: faulty ones whose core is honest (an intermittent node that crashes and loses
+its links in episodes), judged on everything but liveness.
 
 - agreement: no two correct nodes commit different blocks at one height (nor one node twice);
 - validity: every committed transaction was submitted by a client, and a commit executes only
@@ -48,14 +50,15 @@ class Violations:
 
 
 class InvariantChecker:
-    def __init__(self, correct: Iterable[int]) -> None:
+    def __init__(self, correct: Iterable[int], honest: Iterable[int] = ()) -> None:
         self.correct = frozenset(correct)
+        self.checked = self.correct | frozenset(honest)  # safety: correct and honest-but-faulty nodes
         self.violations = Violations()
         self.submitted: dict[bytes, tuple[float, int]] = {}  # tx id -> (time, node it was handed to)
         self.decided: dict[int, bytes] = {}  # height -> block digest first committed by a correct node
-        self.heights: dict[int, int] = dict.fromkeys(self.correct, 0)
-        self.digests: dict[int, dict[int, bytes]] = {n: {} for n in self.correct}  # node -> height -> digest
-        self.executed: dict[int, dict[bytes, int]] = {n: {} for n in self.correct}  # node -> tx id -> height
+        self.heights: dict[int, int] = dict.fromkeys(self.checked, 0)
+        self.digests: dict[int, dict[int, bytes]] = {n: {} for n in self.checked}  # node -> height -> digest
+        self.executed: dict[int, dict[bytes, int]] = {n: {} for n in self.checked}  # node -> tx id -> height
         self.first_commit: dict[bytes, float] = {}  # tx id -> first time a correct node executed it
         self.commit_at_origin: dict[bytes, float] = {}  # tx id -> time the node it was handed to executed it
 
@@ -64,7 +67,7 @@ class InvariantChecker:
 
     def committed(self, now: float, node: int, height: int, digest: bytes, block_txs: Iterable[Transaction],
                   txs: Iterable[Transaction]) -> None:
-        if node not in self.correct:
+        if node not in self.checked:
             return
         v = self.violations
         mine = self.digests[node]
@@ -95,6 +98,8 @@ class InvariantChecker:
                 v.add("duplicate", f"node {node}: tx {tid.hex()[:12]} at heights {done[tid]} and {height}")
                 continue
             done[tid] = height
+            if node not in self.correct:
+                continue  # latency is measured at correct nodes
             self.first_commit.setdefault(tid, now)
             origin = self.submitted.get(tid)
             if origin is not None and origin[1] == node:

@@ -98,6 +98,8 @@ class NetworkModel:
         self._downlink_free = [[0.0, 0.0] for _ in range(n)]
         self._last_arrival = [0.0] * (n * n * 2)  # FIFO per link and queue
         self.side = [0] * n
+        self._isolated: set[int] = set()
+        self._sides_before: dict[int, int] = {}  # isolated node -> the side it rejoins
 
     @classmethod
     def spread(cls, n: int, regions: Sequence[str], rng: random.Random, **kwargs: float) -> NetworkModel:
@@ -111,9 +113,27 @@ class NetworkModel:
         for index, group in enumerate(groups, start=1):
             for node in group:
                 self.side[node] = index
+        self._cut_isolated()
 
     def heal(self) -> None:
         self.side = [0] * len(self.side)
+        self._cut_isolated()
+
+    def isolate(self, node: int) -> None:
+        """`node`'s links drop both ways until `rejoin` (a side of its own, kept across partitions)."""
+        self._isolated.add(node)
+        self._cut_isolated()
+
+    def rejoin(self, node: int) -> None:
+        """`node` is back on the side it would be on without its isolation (the current partition's)."""
+        self._isolated.discard(node)
+        self.side[node] = self._sides_before.pop(node, 0)
+
+    def _cut_isolated(self) -> None:
+        for node in self._isolated:
+            if self.side[node] >= 0:
+                self._sides_before[node] = self.side[node]
+                self.side[node] = -1 - node
 
     def connected(self, a: int, b: int) -> bool:
         return self.side[a] == self.side[b]

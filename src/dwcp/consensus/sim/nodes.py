@@ -47,7 +47,7 @@ class Instance:
 
 
 class Node:
-    __slots__ = ("node_id", "signer", "behaviour", "instances", "up", "incarnation", "correct")
+    __slots__ = ("node_id", "signer", "behaviour", "instances", "up", "incarnation", "correct", "checked")
 
     def __init__(self, node_id: int, signer: Signer, behaviour: Behaviour) -> None:
         self.node_id, self.signer, self.behaviour = node_id, signer, behaviour
@@ -55,6 +55,7 @@ class Node:
         self.up = True
         self.incarnation = 0
         self.correct = type(behaviour) is Behaviour
+        self.checked = self.correct or behaviour.honest  # its commits go to the safety checks
 
 
 def make_keys(seed: int, n: int, crypto: str) -> tuple[dict[int, Signer], Verifier, dict[int, bytes]]:

@@ -8,7 +8,7 @@ It is `transport/driver.py` with the sockets, timers and SQLite replaced by `Clo
   log (repeats ignored, as the driver does) and goes to the invariant checker;
 - catch-up is the driver's: each instance has its `CatchUpPlanner` (transport/sync.py), fed with
   peers' heights (the periodic height gossip) and `RequestSync`; the peer it picks answers from its
-  committed log one round trip later if it is up, connected and correct (otherwise the request times
+  committed log one round trip later if it is up, connected and honest (otherwise the request times
   out and the planner moves on, as on a real network), and the answer goes through the same
   `apply_fetched` loop as on a node (`core.verify_certificate`, then `Fetched`);
 - crash drops a node's state and traffic; restart rebuilds its core from its own log (`Restored`
@@ -61,7 +61,7 @@ from dwcp.consensus.core.outputs import (
 from dwcp.consensus.sim.clock import Clock
 from dwcp.consensus.sim.cpu import PRIMARY, CpuModel
 from dwcp.consensus.sim.dataplane import DeclaredDataPlane
-from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Partition, Restart
+from dwcp.consensus.sim.faults import BEHAVIOURS, Crash, Fault, Heal, Isolate, Partition, Rejoin, Restart
 from dwcp.consensus.sim.invariants import InvariantChecker
 from dwcp.consensus.sim.network import NetworkModel
 from dwcp.consensus.sim.nodes import Instance, Node, Packet, make_keys
@@ -106,7 +106,8 @@ class Simulation:
         if sc.batch_bytes and self.scale is None:
             raise ValueError(f"{sc.protocol} has no declared-batch workers (registry sim_scale)")
         self.staged = self.cpu is not None or sc.downlink_mbps > 0  # a frame waits for downlink/CPU
-        self.checker = InvariantChecker(sc.correct)
+        self.checker = InvariantChecker(sc.correct, honest=[i for i, name in sc.byzantine.items()
+                                                            if BEHAVIOURS[name].honest])
         self.nodes: list[Node] = []
         for i in range(sc.nodes):
             behaviour_cls = BEHAVIOURS[sc.byzantine.get(i, "none")]
@@ -155,6 +156,8 @@ class Simulation:
                 self._feed(node, k, Started())
         for fault in sc.faults:
             self.clock.at(fault.at, self._apply_fault, fault)
+        for fault in sc.episodes:
+            self.clock.at(fault.at, self._apply_fault, fault)
         if self.dataplane is not None:
             self.dataplane.start()
         elif sc.rate > 0:
@@ -188,7 +191,7 @@ class Simulation:
         try:
             outs = inst.core.handle(self.clock.now, inp)
         except Exception as exc:  # a core must not raise on peer input: record it, keep going
-            if node.correct:
+            if node.checked:
                 self.checker.core_error(node.node_id, f"{type(exc).__name__}: {exc} on {type(inp).__name__}"
                                                       f"({type(getattr(inp, 'message', None)).__name__})")
             return
@@ -312,12 +315,12 @@ class Simulation:
     def _commit(self, node: Node, inst: Instance, c: Commit) -> None:
         log = inst.log
         if c.height <= len(log):
-            if node.correct:  # a repeat: the driver ignores it, the checker still compares it
+            if node.checked:  # a repeat: the driver ignores it, the checker still compares it
                 self.checker.committed(self.clock.now, node.node_id, c.height, block_digest(c.block), c.block.txs, ())
             return
         if c.height == len(log) + 1:
             log.append((c.block, c.certificate))
-        if not node.correct:
+        if not node.checked:
             return
         dig = block_digest(c.block)
         now = self.clock.now
@@ -368,7 +371,7 @@ class Simulation:
         server = self.nodes[peer]
         me = node.node_id
         self.driver_sent["BlockRequest"] += 1
-        if not (server.up and server.correct and self.net.connected(me, peer)):
+        if not (server.up and server.checked and self.net.connected(me, peer)):
             return  # lost, or a Byzantine peer that does not answer: the planner times it out
         self.driver_sent["BlockResponse"] += 1
         # As a node's driver answers: at most sync_max_blocks, up to its own committed height.
@@ -394,6 +397,10 @@ class Simulation:
             self.net.partition(fault.groups)
         elif isinstance(fault, Heal):
             self.net.heal()
+        elif isinstance(fault, Isolate):
+            self.net.isolate(fault.node)
+        elif isinstance(fault, Rejoin):
+            self.net.rejoin(fault.node)
         elif isinstance(fault, Crash):
             node = self.nodes[fault.node]
             if node.up:

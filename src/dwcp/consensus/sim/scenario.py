@@ -11,7 +11,18 @@ import random
 from dataclasses import dataclass, field
 
 from dwcp.consensus.sim.cpu import CpuCosts
-from dwcp.consensus.sim.faults import BEHAVIOURS, BYZANTINE, Crash, Fault, Heal, Partition, Restart, describe
+from dwcp.consensus.sim.faults import (
+    BEHAVIOURS,
+    BYZANTINE,
+    Crash,
+    Fault,
+    Heal,
+    Intermittent,
+    Partition,
+    Restart,
+    describe,
+    intermittent_episodes,
+)
 from dwcp.consensus.sim.network import DEFAULT_REGIONS, REGIONS, pick_regions
 
 MIXED = "mixed"
@@ -28,6 +39,9 @@ class Scenario:
     rate: float = 50.0  # offered client load, tx/s (Poisson), handed to correct nodes
     tx_size: int = 64
     faults: tuple[Fault, ...] = ()
+    # Intermittent nodes' down episodes (crash/restart, isolate/rejoin): apart from `faults`, since they
+    # go on for the whole run and liveness (judged after `healed_at`) is about the correct nodes.
+    episodes: tuple[Fault, ...] = ()
     loss: float = 0.0
     jitter: float = 0.05
     bandwidth_mbps: float = 1000.0
@@ -51,6 +65,9 @@ class Scenario:
                 raise ValueError(f"Byzantine node {node} is not in 0..{self.nodes - 1}")
             if name not in BEHAVIOURS:
                 raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
+        for episode in self.episodes:
+            if getattr(episode, "node", None) is None or self.byzantine.get(episode.node) != Intermittent.name:
+                raise ValueError(f"episode {describe(episode)}: only intermittent nodes have episodes")
         if self.crypto not in ("mac", "ed25519"):
             raise ValueError("crypto is 'mac' or 'ed25519'")
         if self.batch_bytes < 0 or self.downlink_mbps < 0 or not 0 <= self.warmup < self.duration:
@@ -73,6 +90,7 @@ class Scenario:
             "protocol": self.protocol, "seed": self.seed, "nodes": self.nodes,
             "byzantine": {str(k): v for k, v in sorted(self.byzantine.items())},
             "regions": list(self.regions), "faults": [describe(f) for f in self.faults],
+            **({"episodes": [describe(f) for f in self.episodes]} if self.episodes else {}),
             **({"batch_bytes": self.batch_bytes, "tx_size": self.tx_size, "rate": self.rate,
                 "bandwidth_mbps": self.bandwidth_mbps, "downlink_mbps": self.downlink_mbps,
                 "cpu": self.cpu.as_dict() if self.cpu else None, "cpu_cores": list(self.cpu_cores)}
@@ -84,7 +102,9 @@ class Scenario:
               regions: str | int = DEFAULT_REGIONS, seed: int = 0, chaos: bool = False,
               **kwargs: float | str) -> Scenario:
         """Byzantine node ids, their behaviours ("mixed": one drawn per node) and, with `chaos`,
-        partitions and crashes: all drawn from `seed`. `faults=` (a tuple) replaces the drawn ones."""
+        partitions and crashes: all drawn from `seed`. `faults=` (a tuple) replaces the drawn ones.
+        Intermittent nodes get their down episodes over the whole run, drain included, each from a
+        stream of its own (`faults.intermittent_episodes`), so no other draw moves."""
         rng = random.Random(f"scenario:{seed}")
         if byzantine < 0 or byzantine >= nodes:
             raise ValueError(f"--byzantine must be in 0..{nodes - 1}")
@@ -104,8 +124,11 @@ class Scenario:
             if isinstance(fault, Crash | Restart) and not 0 <= fault.node < nodes:
                 raise ValueError(f"fault {describe(fault)}: no node {fault.node}")
         faults = explicit or (random_faults(rng, nodes, duration) if chaos else ())
+        until = duration + float(kwargs.get("drain", cls.drain))
+        episodes = tuple(sorted((e for node, name in chosen.items() if name == Intermittent.name
+                                 for e in intermittent_episodes(seed, node, until)), key=lambda f: f.at))
         return cls(protocol=protocol, nodes=nodes, seed=seed, byzantine=chosen, regions=pick_regions(regions),
-                   duration=duration, faults=faults, **kwargs)  # type: ignore[arg-type]
+                   duration=duration, faults=faults, episodes=episodes, **kwargs)  # type: ignore[arg-type]
 
 
 def parse_fault(text: str) -> Fault:

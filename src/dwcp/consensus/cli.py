@@ -28,6 +28,7 @@ def simulate(
     behaviour: str = typer.Option(
         "mixed", "--behaviour", "-b",
         help="silent, equivocate, twins, garbage, invalid-signature, none, or mixed (one drawn per node); "
+        "also intermittent (an honest node down in episodes all run, never drawn by mixed); "
         "a comma list is dealt out to the Byzantine nodes in turn.",
     ),
     regions: str = typer.Option(

@@ -117,3 +117,15 @@ def test_an_intermittent_run_is_reproducible_and_differs_from_silent_nodes() -> 
     silent = Scenario.build("tpbft", nodes=10, byzantine=3, behaviour="silent", seed=7, **RUN)
     assert set(silent.byzantine) == set(sc.byzantine)  # same nodes, only what they do differs
     assert Simulation(silent).run().trace_hash != Simulation(sc).run().trace_hash
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "tpbft"])
+def test_intermittent_nodes_with_byzantine_ones_partitions_and_crashes_violate_nothing(protocol: str) -> None:
+    failures = []
+    for seed in range(300, 306):
+        sc = Scenario.build(protocol, nodes=7, byzantine=2, behaviour="intermittent,mixed", seed=seed, chaos=True,
+                            duration=6.0, rate=10.0, epoch_length=8)
+        result = Simulation(sc).run()
+        if not result.ok:
+            failures.append(f"seed {seed} {sc.byzantine}: {result.violation_details[:2]}")
+    assert not failures, failures

@@ -73,6 +73,9 @@ def test_an_isolated_node_stays_cut_through_partitions_and_heals_until_it_rejoin
     assert not net.connected(0, 1) and net.connected(0, 2)
     net.rejoin(1)
     assert net.connected(0, 1) and net.connected(1, 2) and net.transmit(0.0, 1, 0, 10) is not None
+    net.partition([(1, 2)])
+    net.rejoin(1)  # not isolated: stays on its partition's side
+    assert net.connected(1, 2) and not net.connected(0, 1)
 
 
 def test_spread_places_nodes_round_robin() -> None:

@@ -126,8 +126,9 @@ class NetworkModel:
 
     def rejoin(self, node: int) -> None:
         """`node` is back on the side it would be on without its isolation (the current partition's)."""
-        self._isolated.discard(node)
-        self.side[node] = self._sides_before.pop(node, 0)
+        if node in self._isolated:
+            self._isolated.discard(node)
+            self.side[node] = self._sides_before.pop(node, 0)
 
     def _cut_isolated(self) -> None:
         for node in self._isolated:

@@ -162,6 +162,8 @@ BAD_JSON = [
     ({**GOOD, "sample": "not base64!!"}, 422, "sample"),
     ({**GOOD, "sample": "QUI"}, 422, "sample"),  # missing padding
     ({**GOOD, "sample": "QU=I"}, 422, "sample"),  # padding inside
+    ({**GOOD, "sample": "QUJD="}, 422, "sample"),  # "=" after a whole group (binascii's strict mode let it in)
+    ({**GOOD, "sample": "QUJD\n"}, 422, "sample"),  # whitespace
     ({**GOOD, "sample": 12}, 422, "sample"),
     ({**GOOD, "sample": ""}, 422, "sample"),
     ({**GOOD, "sample": OVER, "size_bytes": 1 << 20}, 413, "sample"),
@@ -368,3 +370,58 @@ def test_the_openapi_schemas_are_self_contained_and_state_the_bounds(client):
     assert single["properties"]["bandwidth_mbps"]["minimum"] == 0.001 and single["additionalProperties"] is False
     raw = doc["paths"]["/v1/predict/raw"]["post"]
     assert {p["name"] for p in raw["parameters"] if p["required"]} == {"size_bytes", "bandwidth_mbps", "rtt_ms"}
+
+
+def test_the_sample_decoder_accepts_exactly_the_schemas_base64():
+    """`sample` is decoded when and only when it matches the schema's BASE64_PATTERN (the empty string decodes to
+    nothing and is refused as empty), to the bytes base64 says; fuzzed near the pattern's edges."""
+    import os
+    import random
+    import re
+
+    from dwcp.compression.api import decode_sample
+    from dwcp.runtime.errors import ApiError
+    from dwcp.runtime.patterns import BASE64_PATTERN
+
+    pattern, rng = re.compile(BASE64_PATTERN), random.Random(4)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for _ in range(20000):
+        text = base64.b64encode(os.urandom(rng.randint(0, 9))).decode()
+        if rng.random() < 0.7:
+            text = "".join(rng.choice(alphabet + "=\n -_.\x00") if rng.random() < 0.2 else c for c in text)
+            text += rng.choice(["", "=", "==", "A", "AB=", "\n"])
+        try:
+            got = decode_sample(text, "sample", 65536)
+        except ApiError as exc:
+            assert exc.status == 422 and exc.field == "sample"
+            got = None
+        if pattern.fullmatch(text):
+            assert got == base64.b64decode(text), text
+        else:
+            assert got is None or (text == "" and got == b""), text
+
+
+def test_the_batch_and_single_endpoints_answer_the_same(client):
+    """Every item of a batch gets the option /v1/predict and /v1/predict/raw give it alone (seconds to float32
+    rounding: a batch runs the MLP on a matrix), over samples of every family and size, chunks and links."""
+    from dwcp.compression.corpus import FAMILIES
+
+    rng = np.random.default_rng(8)
+    items = []
+    for i, fam in enumerate(list(FAMILIES) * 3):
+        sample = FAMILIES[fam](rng, int(2 ** rng.uniform(4, 16)))
+        item = {"sample": base64.b64encode(sample).decode(), "size_bytes": int(2 ** rng.uniform(10, 36)),
+                "bandwidth_mbps": float(10 ** rng.uniform(-1, 4)), "rtt_ms": float(rng.uniform(0, 300)),
+                "loss_rate": float(rng.choice([0.0, 1e-4, 0.02]))}
+        if i % 2:
+            item["chunk_bytes"] = int(2 ** rng.uniform(10, 24))
+        items.append(item)
+    batch = client.post("/v1/predict/batch", json={"items": items})
+    assert batch.status_code == 200, batch.text
+    for item, together in zip(items, batch.json()["results"], strict=True):
+        alone = client.post("/v1/predict", json=item).json()
+        raw = client.post("/v1/predict/raw", content=base64.b64decode(item["sample"]), headers=OCTETS,
+                          params={k: v for k, v in item.items() if k != "sample"}).json()
+        assert alone == raw
+        assert (together["codec"], together["level"]) == (alone["codec"], alone["level"])
+        assert together["predicted_seconds"] == pytest.approx(alone["predicted_seconds"], rel=1e-5)

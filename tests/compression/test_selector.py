@@ -79,6 +79,38 @@ def test_costs_and_choices_equal_the_plain_computation(calibration, n):
             assert np.array_equal(one[0], idx) and np.array_equal(one[1], secs), name
 
 
+def test_the_one_request_path_is_the_array_path_bit_for_bit(calibration, tmp_path):
+    """`Selector.choose` answers one request on plain numbers (`choose_one`); the same row through the array path
+    (`costs` on arrays, then argmin) gives the same option and the same seconds exactly, for every model kind, for
+    chunks beyond the training data, and on a host whose per-chunk speeds move small chunks (`ChunkShift`)."""
+    import dataclasses
+
+    from dwcp.compression import calibrate
+
+    base = Model.load(DEFAULT_MODEL)
+    ref = np.random.default_rng(5).normal(-0.5, 0.3, (len(calibrate.CHUNK_LOG2), K))
+    stamped = dataclasses.replace(base, small=base.small.with_reference(calibrate.CHUNK_LOG2, ref), version="")
+    moved = np.hstack([np.full((len(ref), 1), np.inf), calibration.vc[1:] * np.exp(ref + 0.4)])
+    host = dataclasses.replace(calibration, chunk_vc=moved)
+    rng = np.random.default_rng(21)
+    selectors = {name: Selector(m, calibration) for name, m in models(calibration, rng, 1).items()}
+    selectors["shifted"] = Selector(stamped, host)
+    assert selectors["shifted"]._shift is not None
+    for _ in range(60):
+        sample = FAMILIES[rng.choice(list(FAMILIES))](rng, int(2 ** rng.uniform(0, 16)))
+        size = int(2 ** rng.uniform(0, 40))
+        chunk = int(2 ** rng.uniform(8, 25))
+        bw, rtt = float(10 ** rng.uniform(3, 10)), float(rng.choice([0.0, rng.uniform(0, 0.5)]))
+        loss = float(rng.choice([0.0, 1e-3, 0.1]))
+        for name, sel in selectors.items():
+            x = sel.extract(sample, min(chunk, size))[None, :]
+            want = sel.costs(x, np.array([size]), np.array([chunk]), np.array([bw]), np.array([rtt]), np.array([loss]))
+            i, secs = sel.choose_one(x, size, chunk, bw, rtt, loss)
+            assert i == want[0].argmin() and secs == want[0, i], name
+            (c,) = sel.choose([Request(sample, size, Link(bw / 125_000.0, rtt * 1e3, loss), chunk)])
+            assert c.index == i, name
+
+
 def test_properties_pin_none_and_keep_the_bounds(calibration):
     rng = np.random.default_rng(5)
     sel = Selector(FixedModel(*rng.normal(0, 30, (3, 50, K))), calibration)

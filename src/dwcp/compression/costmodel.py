@@ -86,11 +86,20 @@ def transfer_seconds(size, chunk, ratio, vc, vd, bandwidth_bps, rtt_s, loss=0.0)
     `size` and `chunk` are per request (scalars or shape (N,)); `ratio`, `vc`, `vd` per option, measured or
     predicted on chunks of min(chunk, size) bytes of the data.
     """
+    if type(rtt_s) is float and type(size) is int and type(chunk) is int:
+        # One request (the service's hot path): plain numbers against the options' arrays, the same arithmetic
+        # as the broadcast below without its per-argument array conversions.
+        b_eff = effective_bandwidth(bandwidth_bps, rtt_s, loss)
+        return _pipeline(float(size), float(min(chunk, size)), ratio, vc, vd, b_eff, rtt_s)
     ratio = np.asarray(ratio, float)
     b_eff, rtt, size, chunk = (_per_request(x, ratio.ndim) for x in (
         effective_bandwidth(bandwidth_bps, rtt_s, loss), rtt_s, size, chunk))
-    e = np.minimum(chunk, size)
-    compress, wire, decompress = 1.0 / np.asarray(vc, float), ratio / b_eff, 1.0 / np.asarray(vd, float)
+    return _pipeline(size, np.minimum(chunk, size), ratio, np.asarray(vc, float), np.asarray(vd, float), b_eff, rtt)
+
+
+def _pipeline(size, e, ratio, vc, vd, b_eff, rtt):
+    """The formula: S/E chunks of E bytes through compress, send and decompress, pipelined."""
+    compress, wire, decompress = 1.0 / vc, ratio / b_eff, 1.0 / vd
     slowest = np.maximum(np.maximum(compress, wire), decompress)
     return rtt / 2.0 + e * (compress + wire + decompress) + (size - e) * slowest
 

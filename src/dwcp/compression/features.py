@@ -40,9 +40,11 @@ N_FEATURES = len(FEATURE_NAMES)
 # chunk is the value they were trained on and they read the same vector.
 LEGACY_FEATURE_NAMES = ("log2_size", "log2_sample", "log2_size_over_sample", *FEATURE_NAMES[3:])
 
-_ASCII = np.zeros(256, bool)
-_ASCII[32:127] = True
-_ASCII[[9, 10, 13]] = True
+_ASCII = np.zeros(256, np.int64)  # 1 for printable ASCII and tab, newline, return: a dot with the counts sums them
+_ASCII[32:127] = 1
+_ASCII[[9, 10, 13]] = 1
+# Eight booleans that are all True, read as one little- or big-endian uint64.
+_ALL_EIGHT = 0x0101010101010101
 
 
 def make_sample(payload: bytes, limit: int = 65536, blocks: int = 16) -> bytes:
@@ -91,9 +93,6 @@ class Extractor:
         p = counts[counts > 0] / n
         lz4_len = len(lz4.block.compress(region, store_size=False))
         zstd_len = len(self._zstd1.compress(region))
-        words = a[: n - n % 8].view(np.uint64)
-        zw = words == 0
-        nb = len(zw) // 8
         log_chunk = min(math.log2(max(chunk, 1)), MAX_LOG_CHUNK)
         log_sample = math.log2(max(len(sample), 1))
         row[0] = log_chunk
@@ -101,15 +100,21 @@ class Extractor:
         row[2] = max(log_chunk - log_sample, 0.0)
         row[3] = float(-(p * np.log2(p)).sum())
         row[4] = counts[0] / n
-        row[5] = counts[_ASCII].sum() / n
+        row[5] = (counts @ _ASCII) / n
         row[6] = counts[128:].sum() / n
         row[7] = len(p) / 256.0
         row[8] = counts.max() / n
         for j, lag in enumerate((1, 2, 4, 8)):
             row[9 + j] = np.count_nonzero(a[lag:] == a[:-lag]) / n if n > lag else 0.0
-        # count_nonzero / len, not .mean(): the same float (an exact count over n, one rounding), 4x less overhead.
-        row[13] = np.count_nonzero(zw) / len(zw) if len(zw) else 0.0
-        row[14] = np.count_nonzero(zw[: nb * 8].reshape(nb, 8).all(axis=1)) / nb if nb else 0.0
+        if counts[0] < 8:  # no all-zero 8-byte word can exist (most text and compressed data): both shares are 0
+            row[13] = row[14] = 0.0
+        else:
+            zw = a[: n - n % 8].view(np.uint64) == 0
+            nb = len(zw) // 8
+            # count_nonzero / len, not .mean(): the same float (an exact count over n, one rounding), 4x less overhead.
+            row[13] = np.count_nonzero(zw) / len(zw)
+            # A 64-byte block is zero when its eight word flags are all True: the flags read as one uint64.
+            row[14] = np.count_nonzero(zw[: nb * 8].view(np.uint64) == _ALL_EIGHT) / nb if nb else 0.0
         row[15] = lz4_len / n
         row[16] = zstd_len / n
         return row

@@ -85,16 +85,16 @@ class Selector:
 
     def choose(self, requests: Sequence[Request]) -> list[Choice]:
         """The cheapest option for each request, with its predicted end-to-end seconds."""
-        if len(requests) == 1:  # the common call: plain floats, no per-request arrays for the link
+        if len(requests) == 1:  # the common call: plain numbers, no per-request arrays
             r = requests[0]
-            x = self.extract(r.sample, r.chunk)[None, :]
-            size, chunk, link = r.size_bytes, r.chunk_bytes, r.link
-            idx, secs = self.choose_features(x, size, chunk, link.bandwidth_bps, link.rtt_s, link.loss_rate)
-        else:
-            x = self.features(requests)
-            a = np.array([(r.size_bytes, r.chunk_bytes, r.link.bandwidth_bps, r.link.rtt_s, r.link.loss_rate)
-                          for r in requests])
-            idx, secs = self.choose_features(x, *a.T)
+            link = r.link
+            i, secs = self.choose_one(self.extract(r.sample, r.chunk)[None, :], r.size_bytes, r.chunk_bytes,
+                                      link.bandwidth_bps, link.rtt_s, link.loss_rate)
+            return [Choice(i, OPTIONS[i], secs)]
+        x = self.features(requests)
+        a = np.array([(r.size_bytes, r.chunk_bytes, r.link.bandwidth_bps, r.link.rtt_s, r.link.loss_rate)
+                      for r in requests])
+        idx, secs = self.choose_features(x, *a.T)
         return [Choice(i, OPTIONS[i], s) for i, s in zip(idx.tolist(), secs.tolist(), strict=True)]
 
     def features(self, requests: Sequence[Request]) -> np.ndarray:
@@ -139,8 +139,33 @@ class Selector:
 
     def choose_features(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> tuple[np.ndarray, np.ndarray]:
         """(chosen option index, its predicted seconds) per row of features."""
+        if len(x) == 1 and type(size) is int and type(chunk) is int and type(rtt_s) is float:
+            i, secs = self.choose_one(x, size, chunk, bandwidth_bps, rtt_s, loss)
+            return np.array([i]), np.array([secs])
         t = self.costs(x, size, chunk, bandwidth_bps, rtt_s, loss)
         return t.argmin(axis=1), t.min(axis=1)
+
+    def choose_one(self, x: np.ndarray, size: int, chunk: int, bandwidth_bps: float, rtt_s: float,
+                   loss: float) -> tuple[int, float]:
+        """`choose_features` for one row of features (1, N_FEATURES) and one request's plain numbers: the same
+        arithmetic on one (3, options) block and on the options' rows, bit for bit, in fewer numpy calls (at
+        one request per call numpy's per-call overhead is most of the cost)."""
+        if x[0, 0] > self.max_log_chunk:  # within_training, on the one row
+            x = x.copy()
+            x[0, 0], x[0, 2] = self.max_log_chunk, max(self.max_log_chunk - x[0, 1], 0.0)
+        log_r, log_vc, log_vd = self.model.predict(x)
+        e = np.empty(self._lo.shape)
+        e[:, 0] = 0.0
+        e[0, 1:], e[1, 1:], e[2, 1:] = log_r[0], log_vc[0], log_vd[0]
+        np.maximum(e, self._lo, out=e)
+        np.minimum(e, self._hi, out=e)
+        if self._shift is not None:
+            self._shift.apply(x[:, 0], e[None, 1, 1:])
+        e += self._log_ref
+        np.exp(e, out=e)
+        t = transfer_seconds(size, chunk, e[0], e[1], e[2], bandwidth_bps, rtt_s, loss)
+        i = int(t.argmin())
+        return i, float(t[i])
 
 
 # A host's small-chunk compress shape moves an option's speed from the labels' by its difference from the reference

@@ -27,6 +27,22 @@ Runs of 3 s stay in T-PBFT's measurement epoch (epoch 0: the whole committee vot
 medians PBFT / T-PBFT p50 0.231 / 0.234 s, messages per block 191 / 193, view changes 643 / 643 in total.
 T-PBFT's own claims need runs over several epochs (docs/tpbft.md, "Measured"): `--epoch-length 16 --duration 8`.
 
+A fault trust can learn from (session 11; docs/tpbft.md "Session 11: a fault model trust can learn"):
+`--behaviour intermittent` makes the faulty nodes honest cores on flaky hosts or links (down 0.3-1.5 s every
+1-4 s, crash/restart or both-way link loss, all run long); `intermittent,mixed,mixed` deals one of them and two
+mixed Byzantine nodes. Never drawn by "mixed", so existing seeds are unchanged. `--rows-out` writes every run's
+figures (one JSON line per run and protocol) for same-run comparisons. Measured 2026-12-05 22:48-23:49 UTC,
+`--runs 100 --lan-runs 0 --workers 1 --seed S --epoch-length 16 --duration 8` per chunk at nice 19 (~0.64 CPU-s
+per seed for both cores), PBFT / T-PBFT:
+- 3 intermittent, seeds 0-1099: 0 runs with violations; view changes 423 / 455; messages per block 193.3 / 162.8
+  pooled (same-run median 0.840); p50 same-run median 1.085, p99 1.721.
+- intermittent,mixed,mixed, seeds 0-1099: 0 violations; view changes 442 / 404; messages 187.8 / 152.5 (0.815);
+  p50 1.062, p99 1.254.
+- n = 31 with 10 intermittent (`--nodes 31 --byzantine 10`), seeds 0-24: 0 violations; view changes 11 / 11;
+  messages 1908 / 1629 (0.844); p50 1.131.
+At `--duration 24` T-PBFT's p50 gap grows (3 mixed, 30 seeds: 1.164, against 1.053 at 8 s), since 8 s runs are
+~20% epoch 0, where the whole committee votes.
+
 Measured 2026-12-04 22:47-23:24 UTC on main 1c9aa48 (T-PBFT's sticky standby widening; b421aee's view-change
 timeouts), `nice -n 10 ... --runs 10000 --lan-runs 200 --workers 1 --time-limit 2100` beside other sessions'
 work (load ~20): 1,244 WAN seeds x 2 cores in the limit (1,890 s wall), 0 runs with violations for either core;

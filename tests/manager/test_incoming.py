@@ -313,3 +313,24 @@ def test_a_receivers_offer_looks_up_the_key_without_waiting_for_a_commit_in_prog
     latest, versions, inc = answered[0]
     assert latest == version and versions == [version] and inc.base_sha256 == version.sha256
     store.close()
+
+
+def test_a_commit_leaves_the_wal_checkpoint_to_the_checkpoint_thread(tmp_path, monkeypatch):
+    """Landing held objects (`publish_held`) past SQLite's default 1,000-page mark does not copy the WAL into the
+    database file inside the commit (session 11: the commit that did took 91-174 ms, a batch's COMMIT_MANY); the
+    checkpoint thread's `wal_checkpoint` does, and copies every page."""
+    import dwcp.manager.store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 3600.0)  # the thread's rounds out of the way
+    store = ObjectStore(tmp_path / "objects")
+    index = tmp_path / "objects" / "index.sqlite"
+    before = index.stat().st_size
+    for n in range(3):  # ~6 MB in three commits: ~1,500 pages, past the default mark in the second
+        bodies = [os.urandom(200_000) for _ in range(10)]
+        store.publish_held([(f"b{n}/{i}", b, hashlib.sha256(b).hexdigest()) for i, b in enumerate(bodies)])
+    assert index.stat().st_size - before < 1 << 20  # nothing copied into the database file by the commits
+    pages, copied = store.wal_checkpoint()
+    assert pages > 1000 and copied == pages
+    assert index.stat().st_size - before > 5 << 20
+    assert store.latest("b2/9").size == 200_000
+    store.close()

@@ -199,7 +199,9 @@ def test_a_batchs_first_object_leaves_with_the_local_rule_and_the_rest_take_the_
     one_chunk = 4 * CHUNK  # objects of 250 KB: one chunk each, so they travel in a batch
     a, b = make_sites(2, settings={"codec_log": str(log), "chunk_bytes": one_chunk, "chunk_min_bytes": one_chunk,
                                    "chunk_max_bytes": one_chunk})
-    a.site.probe("manager-1")
+    # the scheduled first probe (2 s after start; the next in an hour) done before the figure is set, else it can
+    # overwrite it mid-test with loopback's: no slack left, no answer waited for (failed so under load, session 11)
+    a.first_probe_done()
     a.site.links.get("manager-1").bandwidth = 1.25e6  # 10 Mbit/s
     asked: list[int] = []
 
@@ -244,7 +246,7 @@ def test_a_batchs_first_object_on_a_measured_link_leaves_before_any_object_is_pr
     one_chunk = 2 * CHUNK
     a, b = make_sites(2, settings={"codec_log": str(log), "chunk_bytes": one_chunk, "chunk_min_bytes": one_chunk,
                                    "chunk_max_bytes": one_chunk})
-    a.site.probe("manager-1")
+    a.first_probe_done()  # not overwritten by the scheduled first probe mid-test
     # 100 Mbit/s: 100 KB is 8 ms on the wire, too short to decide; 10 Mbit/s: 80 ms, long enough
     a.site.links.get("manager-1").bandwidth = bandwidth
     a.site.chooser.latency = 1.0  # a slow selector: not asked about these

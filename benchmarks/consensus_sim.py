@@ -31,13 +31,13 @@ A fault trust can learn from (session 11; docs/tpbft.md "Session 11: a fault mod
 `--behaviour intermittent` makes the faulty nodes honest cores on flaky hosts or links (down 0.3-1.5 s every
 1-4 s, crash/restart or both-way link loss, all run long); `intermittent,mixed,mixed` deals one of them and two
 mixed Byzantine nodes. Never drawn by "mixed", so existing seeds are unchanged. `--rows-out` writes every run's
-figures (one JSON line per run and protocol) for same-run comparisons. Measured 2026-12-05 22:48-00:11 UTC,
+figures (one JSON line per run and protocol) for same-run comparisons. Measured 2026-12-05 22:48-00:25 UTC,
 `--runs 100 --lan-runs 0 --workers 1 --seed S --epoch-length 16 --duration 8` per chunk at nice 19 (~0.64 CPU-s
 per seed for both cores), PBFT / T-PBFT:
-- 3 intermittent, seeds 0-2099: 0 runs with violations; view changes 775 / 881; messages per block 193.2 / 162.7
-  pooled (same-run median 0.842); p50 same-run median 1.085, p99 1.710.
-- intermittent,mixed,mixed, seeds 0-2099: 0 violations; view changes 808 / 772; messages 187.6 / 152.5 (0.816);
-  p50 1.065, p99 1.252.
+- 3 intermittent, seeds 0-2999: 0 runs with violations; view changes 1101 / 1246; messages per block 193.1 / 162.6
+  pooled (same-run median 0.842); p50 same-run median 1.086, p99 1.718.
+- intermittent,mixed,mixed, seeds 0-2999: 0 violations; view changes 1148 / 1096; messages 187.6 / 152.5 (0.816);
+  p50 1.063, p99 1.249.
 - n = 31 with 10 intermittent (`--nodes 31 --byzantine 10`), seeds 0-24: 0 violations; view changes 11 / 11;
   messages 1908 / 1629 (0.844); p50 1.131.
 At `--duration 24` T-PBFT's p50 gap grows (3 mixed, 30 seeds: 1.164, against 1.053 at 8 s), since 8 s runs are

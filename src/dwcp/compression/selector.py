@@ -139,9 +139,6 @@ class Selector:
 
     def choose_features(self, x: np.ndarray, size, chunk, bandwidth_bps, rtt_s, loss) -> tuple[np.ndarray, np.ndarray]:
         """(chosen option index, its predicted seconds) per row of features."""
-        if len(x) == 1 and type(size) is int and type(chunk) is int and type(rtt_s) is float:
-            i, secs = self.choose_one(x, size, chunk, bandwidth_bps, rtt_s, loss)
-            return np.array([i]), np.array([secs])
         t = self.costs(x, size, chunk, bandwidth_bps, rtt_s, loss)
         return t.argmin(axis=1), t.min(axis=1)
 

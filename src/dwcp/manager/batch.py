@@ -269,8 +269,7 @@ class _Decider:
             return t.codec, ({"tid": t.id, "i": 0, "size": t.size, "src": "fixed", "codec": t.codec,
                               "t_decided": self.since()} if log_on else None)
         n = self._index[t.id]
-        waited = time.perf_counter()
-        picked = None
+        waited = 0.0  # for the selector's answer (only an object that was asked about waits)
         link = self._link
         # The batch's first object on a measured link leaves in the local rule's codec for the link at once: no
         # probe of its piece, no pricing (`_send_chunk` sends it raw if the codec does not pay). The link is idle
@@ -290,6 +289,7 @@ class _Decider:
             pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "not_asked"
             owner.metrics.codec_decisions.labels(why).inc()
         else:
+            started, picked = time.perf_counter(), None
             if n == self._first and self._answer is None:
                 self._flush()  # the objects before it leave now (held frames would wait for this object's)
                 self._start_call()  # while the link is busy with them
@@ -299,14 +299,12 @@ class _Decider:
                     # frames held for the connection's next write would leave the link idle while this waits
                     self._flush()
                     picked = self._answer.wait(self.slack() if self._bandwidth else owner.settings.selector_timeout_s)
-            waited = time.perf_counter() - waited
+            waited = time.perf_counter() - started
             if picked is None:
                 owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
                 pick, why = chunks.local_choice(self._piece(n), link.bandwidth), "ahead_of_selector"
             else:
                 pick, why = picked[n], self._answer.source
-        if fast or self._unasked:
-            waited = 0.0
         source_pick = pick
         if fast and self._costs.ready() and self._costs.none_sooner(pick, link.bandwidth):  # arithmetic only
             owner.metrics.codec_decisions.labels("cpu_guard").inc()

@@ -418,3 +418,65 @@ def test_the_pricing_compresses_the_sample_read_for_the_selector_not_a_second_re
     assert state["state"] == "done", state
     assert reads == [0]
     assert b.client.get("/v1/objects/one").content == body
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_single_transfers_first_chunk_on_a_measured_link_leaves_before_the_others_are_read(make_sites, monkeypatch,
+                                                                                             tmp_path, asked):
+    """On a measured link a transfer's first chunk leaves in the local rule's codec on its own piece: the other
+    chunks of window 0 are not sampled or probed before its first byte, the selector (when worth asking) is asked
+    only about the chunks after it, and it is never priced for a step up. Before session 12 the plan read and probed
+    every chunk of window 0 and priced the first chunk both ways (zstd-9's sample in a fresh thread) before it left:
+    ~5 ms of a 1.6 MiB object's 130 ms at 100 Mbit/s (the lead's idle table: 0.90-0.96 of always-zstd-3's time)."""
+    import json
+
+    import httpx
+
+    from dwcp.manager import chunks
+
+    log = tmp_path / "codecs.jsonl"
+    a, b = make_sites(2, settings={"codec_log": str(log), "streams": 1})  # one stream: a deterministic order
+    a.first_probe_done()  # not overwritten by the scheduled first probe mid-test
+    a.site.links.get("manager-1").bandwidth = 12.5e6  # 100 Mbit/s: 6 x 64 KiB is 31 ms on the wire
+    costs = a.site.transfers.costs_for("manager-1")  # a pipeline measured before: the pricing runs
+    costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 1.0, 1.5e-9, 2.4e-9
+    chooser = a.site.chooser
+    asked_items: list[int] = []
+    if asked:
+        def answer(request: httpx.Request) -> httpx.Response:
+            items = json.loads(request.content)["items"]
+            asked_items.append(len(items))
+            return httpx.Response(200, json={"results": [{"codec": "zstd", "level": 3}] * len(items)})
+
+        chooser.urls, chooser._client = ["http://selector"], httpx.Client(transport=httpx.MockTransport(answer))
+        chooser.latency = 1e-9  # quick answers: worth asking
+    else:
+        chooser.latency = 1.0  # a slow selector: not asked about these chunks
+    events: list[tuple[str, int]] = []
+    real_piece, real_sample = chunks.piece, chunks.sample
+    monkeypatch.setattr(chunks, "piece", lambda fd, off, *r, **kw: events.append(("read", off)) or
+                        real_piece(fd, off, *r, **kw))
+    monkeypatch.setattr(chunks, "sample", lambda fd, off, *r, **kw: events.append(("read", off)) or
+                        real_sample(fd, off, *r, **kw))
+    transfers = a.site.transfers
+    real_send = transfers._encode_and_send
+
+    def send(t, conn, i, *args, **kw):
+        events.append(("send", i))
+        return real_send(t, conn, i, *args, **kw)
+
+    monkeypatch.setattr(transfers, "_encode_and_send", send)
+    body = mixed(6 * CHUNK, seed=7)
+    a.put("k", body)
+    state = a.transfer("k", "manager-1")
+    assert state["state"] == "done" and b.client.get("/v1/objects/k").content == body
+    # chunk 0 is decided inside its send: until chunk 1's, only chunk 0's piece (and its sample, to price it) is read
+    before = [off for what, off in events[:events.index(("send", 1))] if what == "read"]
+    assert before and set(before) == {0}, events
+    assert asked_items == ([5] if asked else []), asked_items  # chunks 1-5, never the one that went first
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    first = next(r for r in records if r.get("i") == 0 and r["src"] != "commit")
+    assert first["rule"] == "first" and first["wait_ms"] == 0.0
+    assert first["src"] in ("ahead_of_selector" if asked else "not_asked", "cpu_guard")
+    assert not any(k in first["priced_ns"] for k in ("zstd-9",)), first  # no step up before the first byte
+    assert len([r for r in records if r["src"] != "commit"]) == 6

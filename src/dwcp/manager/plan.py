@@ -1,8 +1,9 @@
 """Each chunk's codec for one transfer: the selector's answers fetched ahead of need, and the CPU guard.
 
 The selector is asked about one window of chunks (`selector_window`) per call, in the background: window 0
-when the transfer starts and window w+1 as soon as window w is first used, so on a long transfer an answer is
-there before its chunks are read. A chunk whose window is still unanswered waits for it at most 3%
+when the transfer starts (on a measured link: when its second chunk is decided, the first having left in the local
+rule's codec, `Plan._first_chunk`) and window w+1 as soon as window w is first used, so on a long transfer an answer
+is there before its chunks are read. A chunk whose window is still unanswered waits for it at most 3%
 (`selection.ANSWER_WAIT_SHARE`; a tenth before session 7) of its own wire time at the link's measured bandwidth
 (the better codec can save part of that time, while the wait is spent for sure; the whole `selector_timeout_s`
 while the link is unmeasured), then goes with the local rule (`chunks.local_choice` on its `chunks.piece`;
@@ -119,7 +120,13 @@ class Plan:
         self._log: CodecLog | None = owner.codec_log
         self._notes: dict[int, dict] = {}  # chunk -> its codec_log record until acknowledged
         self._t0 = time.perf_counter()
-        if t.codec is None:
+        # On a measured link the first chunk decided leaves at once (`_first_chunk`): no wait for the selector, no
+        # step up. The selector is asked about window 0 when the next chunk needs it (`_fast` is left out of the
+        # call), and a link not worth asking about probes each chunk's piece when its turn comes, not every piece
+        # of window 0 before the first byte. On an unmeasured link window 0 is asked about now, as before.
+        self._fast: int | None = None  # the chunk decided by `_first_chunk`
+        self._unasked = bool(link.bandwidth) and not owner.chooser.worth_asking(t.size, link.bandwidth)
+        if t.codec is None and not link.bandwidth:
             self._ask(0)
 
     def codec(self, i: int) -> str:
@@ -130,20 +137,30 @@ class Plan:
                     self._notes[i] = {"tid": self._t.id, "i": i, "size": self._t.size, "src": "fixed",
                                       "codec": self._t.codec, "t_decided": self.since()}
             return self._t.codec
-        window = i // self._owner.settings.selector_window
-        answer = self._ask(window)
-        self._ask(window + 1)
-        waited = time.perf_counter()
-        picked = answer.wait(self._answer_wait(i))
-        waited = time.perf_counter() - waited
-        if picked is None:
-            self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
-            t = self._t
-            length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-            pick, source = chunks.local_choice(chunks.piece(self._fd, i * t.chunk_bytes, length),
-                                               self._link.bandwidth), "ahead_of_selector"
+        bandwidth = self._link.bandwidth
+        if bandwidth:
+            with self._lock:
+                first = self._fast is None
+                if first:
+                    self._fast = i
+            if first:
+                return self._first_chunk(i, bandwidth)
+        waited = 0.0
+        if self._unasked:  # the local rule on this chunk's own piece, as its turn comes
+            self._owner.metrics.codec_decisions.labels("not_asked").inc()
+            pick, source = chunks.local_choice(self._piece(i), bandwidth), "not_asked"
         else:
-            pick, source = picked[i], answer.source
+            window = i // self._owner.settings.selector_window
+            answer = self._ask(window)
+            self._ask(window + 1)
+            waited = time.perf_counter()
+            picked = answer.wait(self._answer_wait(i))
+            waited = time.perf_counter() - waited
+            if picked is None:
+                self._owner.metrics.codec_decisions.labels("ahead_of_selector").inc()
+                pick, source = chunks.local_choice(self._piece(i), bandwidth), "ahead_of_selector"
+            else:
+                pick, source = picked[i], answer.source
         note = {} if self._log is not None else None
         chosen = self._fastest(pick, i, note)
         if chosen != pick:
@@ -152,6 +169,34 @@ class Plan:
         if note is not None:
             note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen,
                         bw=self._link.bandwidth, wait_ms=round(waited * 1e3, 3), t_decided=self.since())
+            with self._lock:
+                self._notes[i] = note
+        return chosen
+
+    def _piece(self, i: int) -> bytes:
+        t = self._t
+        return chunks.piece(self._fd, i * t.chunk_bytes, max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)))
+
+    def _first_chunk(self, i: int, bandwidth: float) -> str:
+        """The first chunk of a transfer on a measured link: the link is idle until its first byte, so it leaves
+        in the local rule's codec on its own piece (zstd-1 on 64 KiB, ~0.2-0.4 ms: a random chunk is not compressed
+        whole for nothing) without waiting for the selector, priced only for a step down (the CPU guard; lz4 for
+        zstd-1 on most 16 MiB chunks at 1000 Mbit/s), never up: a heavier codec's sample (zstd-9's fresh context in
+        a new stream thread: 1-4 ms) is not compressed before the first byte. Before session 12 the plan read and
+        probed every chunk of window 0, waited up to ANSWER_WAIT_SHARE of the chunk's wire time for the selector
+        when it was worth asking, and priced the chunk both ways: ~5 ms of CPU before a 1.6 MiB object's first
+        byte at 100 Mbit/s (the lead's idle table: 0.90-0.96 of always-zstd-3's time, same codecs)."""
+        source = "not_asked" if self._unasked else "ahead_of_selector"
+        self._owner.metrics.codec_decisions.labels(source).inc()
+        pick = chunks.local_choice(self._piece(i), bandwidth)
+        note = {} if self._log is not None else None
+        chosen = self._fastest(pick, i, note, step_up=False)
+        if chosen != pick:
+            source = "cpu_guard"
+        self._owner.metrics.codec_sources.labels(source, chosen).inc()
+        if note is not None:
+            note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen, bw=bandwidth,
+                        wait_ms=0.0, t_decided=self.since(), rule="first")
             with self._lock:
                 self._notes[i] = note
         return chosen
@@ -181,17 +226,18 @@ class Plan:
                 return answer
             answer = self._answers[window] = Answer()
         t, w = self._t, self._owner.settings.selector_window
-        indexes = list(range(window * w, min((window + 1) * w, t.chunks_total)))
+        start = window * w + (1 if self._fast == window * w else 0)  # the first chunk went without the selector
+        indexes = list(range(start, min((window + 1) * w, t.chunks_total)))
         lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
         if self._sample is None and window == 0 and samples:
             with self._lock:
                 self._samples[indexes[0]] = samples[0]  # the pricing's sample: read once
         pieces = [chunks.piece(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
-        answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=window * w, pieces=pieces)
+        answer.start(self._owner.chooser, samples, lengths, self._link, t.size, first=start, pieces=pieces)
         return answer
 
-    def _fastest(self, pick: str, i: int, note: dict | None = None) -> str:
+    def _fastest(self, pick: str, i: int, note: dict | None = None, step_up: bool = True) -> str:
         """The pick, a lighter or a heavier codec, whichever the pipeline's measured costs say moves chunk `i`
         soonest (`costs.PipelineCosts.fastest`); a step down is counted as `source="cpu_guard"`, a step up as
         `source="pricing_up"`. A codec's ratio is the
@@ -206,7 +252,7 @@ class Plan:
         # the heavier codecs are priced (their sample compressed, up to ~0.6 ms with zstd-9) only for a transfer
         # long enough on the wire for that to be a small share of what a step up can save, and only when
         # `costs.cannot_pay` does not rule them out first (`sample_up`)
-        up = self._t.size / bandwidth >= STEP_UP_MIN_WIRE_S
+        up = step_up and self._t.size / bandwidth >= STEP_UP_MIN_WIRE_S
         among = candidates(pick, up=False)
         ratios = {k: 1.0 if k == "none" else measured[k] for k in candidates(pick, up=up)
                   if k == "none" or k in measured}

@@ -384,8 +384,10 @@ def drop_namespace() -> None:
     subprocess.run(["ip", "netns", "del", NS[1]], capture_output=True)  # also removes the veth pair
 
 
-def shape(mbit: int) -> None:
-    burst = max(32 * 1024, mbit * 125_000 // 100)  # 10 ms of the rate: tbf needs burst >= rate / HZ
+def shape(mbit: int, burst_ms: float = 10.0) -> None:
+    # tbf's bucket: `burst_ms` of the rate (default 10 ms: 1.25 MB at 1000 Mbit/s), at least 32 KiB; tbf needs
+    # burst >= rate / HZ. A payload that fits the bucket after an idle moment crosses at the veth's speed, not the rate
+    burst = max(32 * 1024, int(mbit * 125 * burst_ms))
     for ns, dev in ((NS[0], "dwb-a"), (NS[1], "dwb-b")):
         subprocess.run(in_ns(ns, "tc", "qdisc", "del", "dev", dev, "root"), capture_output=True)
         sh(*in_ns(ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst),
@@ -406,7 +408,7 @@ def wait_for_probe(m: Managers, since: float, timeout: float) -> None:
 
 
 def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float, rounds: int = 1,
-           buckets: tuple[str, ...] = tuple(BUCKETS), overrides: tuple[str, ...] = ()) -> dict:
+           buckets: tuple[str, ...] = tuple(BUCKETS), overrides: tuple[str, ...] = (), burst_ms: float = 10.0) -> dict:
     make_namespace()
     results: dict = {}
     with ExitStack() as stack:
@@ -423,7 +425,7 @@ def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float
         rsyncd = Rsyncd(work, NS[1], ADDR[1])
         stack.callback(rsyncd.stop)
         for mbit in rates:
-            shape(mbit)
+            shape(mbit, burst_ms)
             wait_for_probe(m, time.time(), timeout)
             # Size the data so an uncompressed run takes about `seconds_per_mode` on this link.
             total_full = sum(BUCKETS.values()) * len(FAMILIES)
@@ -582,6 +584,8 @@ def main() -> None:
                     help="shaped: the size buckets to run (comma separated; each keeps its size in the full table)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="shaped: a manager setting for both managers (YAML value), e.g. chunk_target_seconds=0.1")
+    ap.add_argument("--burst-ms", type=float, default=10.0,
+                    help="shaped: the tbf bucket in ms of the rate (default 10; in the JSON as shaped_burst_ms)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="shaped: run the manager modes of each cell this many times, every other round in the "
                          "reverse order (seconds are the mean; same-run ratios per round in the JSON)")
@@ -643,7 +647,8 @@ def main() -> None:
             sw.mkdir(exist_ok=True)
             report["shaped"] = shaped(sw, [int(r) for r in args.rates.split(",")], args.seconds_per_mode,
                                       args.timeout, args.rounds, tuple(args.buckets.split(",")),
-                                      tuple(args.set))
+                                      tuple(args.set), args.burst_ms)
+            report["shaped_burst_ms"] = args.burst_ms
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -94,6 +94,34 @@ def test_aligned_chunks_bypass_the_page_cache_and_early_ones_are_hashed_from_dis
     assert rx.finish("manager-0", inc).sha256 == hashlib.sha256(body).hexdigest()
 
 
+def test_decoded_chunks_in_unaligned_memory_are_copied_and_still_bypass_the_page_cache(tmp_path, monkeypatch):
+    """A decoded chunk (bytes from lz4/zstd: not page-aligned) is copied into a spare aligned buffer and written
+    O_DIRECT, not through the page cache (before session 12 its O_DIRECT write failed with EINVAL and it went
+    buffered: 5-16 ms of the kernel's CPU per 16 MiB chunk with its fdatasync, against 3-4 ms copied)."""
+    from dwcp.manager import incoming
+
+    monkeypatch.setattr(incoming, "DIRECT_MIN", CHUNK)  # the test's chunks are small
+    rx = Receiver(ObjectStore(tmp_path / "objects"))
+    body = os.urandom(4 * CHUNK + 100)
+    inc = rx.offer("manager-0", offer(body))
+    if inc.direct_fd < 0:
+        pytest.skip("this file system refuses O_DIRECT")
+    written: list[int] = []  # the fd of each write that succeeded
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, off):
+        n = real_pwrite(fd, data, off)
+        written.append(fd)
+        return n
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    for i in (1, 0, 4, 3, 2):
+        inc.write(i, bytes(body[i * CHUNK:(i + 1) * CHUNK]))  # a fresh bytes object, as a decoder returns
+    assert written.count(inc.direct_fd) == 4 and written.count(inc.fd) == 1, written  # the partial one buffered
+    assert len(incoming._spare) <= incoming.SPARE_ALIGNED
+    assert rx.finish("manager-0", inc).sha256 == hashlib.sha256(body).hexdigest()
+
+
 def test_a_batch_of_held_objects_is_published_with_one_fsync_and_survives_losing_its_unsynced_blobs(
         tmp_path, monkeypatch):
     import dwcp.manager.store as store_module

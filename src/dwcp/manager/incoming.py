@@ -56,6 +56,35 @@ def aligned_buffer(size: int) -> mmap.mmap:
     return mmap.mmap(-1, max(DIRECT_ALIGN, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN))
 
 
+# Aligned buffers a decoded chunk is copied into for its O_DIRECT write (`Incoming._pwrite`), kept for the next one:
+# at most this many idle (each as large as the largest chunk that used it: 16 MiB at most with the default settings).
+SPARE_ALIGNED = 4
+_spare: list[mmap.mmap] = []
+_spare_lock = threading.Lock()
+
+
+def _pwrite_copied(fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+    """`data` written at `offset` of an O_DIRECT `fd` through a spare aligned buffer (one memcpy)."""
+    n = len(data)
+    with _spare_lock:
+        buf = next((b for b in _spare if len(b) >= n), None)
+        if buf is not None:
+            _spare.remove(buf)
+    if buf is None:
+        buf = aligned_buffer(n)
+    try:
+        with memoryview(buf) as view:
+            view[:n] = data
+            return os.pwrite(fd, view[:n], offset)
+    finally:
+        with _spare_lock:
+            if len(_spare) < SPARE_ALIGNED:
+                _spare.append(buf)
+                buf = None
+        if buf is not None:
+            buf.close()
+
+
 class ChecksumMismatch(Exception):
     """The assembled object's sha256 differs from the offer's."""
 
@@ -106,14 +135,20 @@ class Incoming:
         self.fd = self.done_fd = self.direct_fd = -1
 
     def _pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
-        if self.direct_fd >= 0 and len(data) >= DIRECT_MIN and len(data) % DIRECT_ALIGN == 0 \
-                and offset % DIRECT_ALIGN == 0:
-            try:
-                if os.pwrite(self.direct_fd, data, offset) == len(data):
-                    return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: memory not aligned for O_DIRECT; else a real failure
-                    raise
+        """A whole aligned chunk goes O_DIRECT: from the connection's page-aligned buffer as it came (`none`), else
+        (a decoded chunk: bytes at an unaligned address) copied into a spare aligned buffer first. Session 12,
+        16 MiB chunks on this VM's ext4 with fdatasync, thread CPU per chunk: buffered 5.4-15.7 ms (the kernel's
+        page cache work, its writeback threads not counted), copied + O_DIRECT 2.6-4.2 ms; at 1000 Mbit/s most
+        chunks of large objects are lz4 (decoded) and went buffered before."""
+        n = len(data)
+        if self.direct_fd >= 0 and n >= DIRECT_MIN and n % DIRECT_ALIGN == 0 and offset % DIRECT_ALIGN == 0:
+            for write in (os.pwrite, _pwrite_copied):
+                try:
+                    if write(self.direct_fd, data, offset) == n:
+                        return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EINVAL: memory not aligned for O_DIRECT; else a real failure
+                        raise
         os.pwrite(self.fd, data, offset)
 
     def _read_back(self, index: int, length: int) -> memoryview:

@@ -13,11 +13,11 @@ object's sha256 matches; otherwise the transfer starts over. The sha256 is compu
 index order (a chunk that arrives early is read back from the page cache when its turn comes), so the
 commit does not re-read the object; after a restart the hash state is gone and `finish` hashes the file.
 
-Whole, block-aligned chunks of at least DIRECT_MIN bytes in page-aligned memory (the peer connection's
-receive buffer) are written with O_DIRECT, and early chunks are read back for the hash the same way: the
-page cache is bypassed, which on this VM's ext4 cut the kernel's CPU per written GiB from 0.3-2.8 s
-(buffered + fdatasync, bimodal under memory pressure) to 0.08 s. Anything else (a partial last chunk, a
-decoded chunk in unaligned memory, a file system without O_DIRECT such as older tmpfs) is written through
+Whole, block-aligned chunks of at least DIRECT_MIN bytes are written with O_DIRECT (from the peer connection's
+page-aligned receive buffer as they came, or, decoded, copied into a spare aligned buffer first: session 12), and
+early chunks are read back for the hash the same way: the page cache is bypassed, which on this VM's ext4 cut the
+kernel's CPU per written GiB from 0.3-2.8 s (buffered + fdatasync, bimodal under memory pressure) to 0.08 s.
+Anything else (a partial last chunk, a file system without O_DIRECT such as older tmpfs) is written through
 the page cache. Durability is unchanged: the data is fdatasync'ed (the file's extents) before its index is
 recorded.
 

@@ -24,3 +24,49 @@ def test_byzantine_group_member_is_voted_out_on_a_wan(node: int, behaviour: str)
         assert all(node not in cores[0].group(e, 0) for e in kept)
     else:  # deposed as primary of epoch 0: it may vote again once trusted, but it does not lead again
         assert all(cores[0].primary(e, 0) != node for e in kept)
+
+
+def _views(behaviour: str, seed: int, config: Config) -> list[tuple[int, int, int]]:
+    """(epoch, view, primary) as a correct node's status shows them, polled every 10 ms."""
+    sc = Scenario.build("tpbft", nodes=10, byzantine=3, behaviour=behaviour, seed=seed, duration=8.0, rate=10.0,
+                        epoch_length=16)
+    sim = Simulation(sc, core_kwargs={"config": config})
+    watch, seen = sc.correct[0], []
+
+    def poll() -> None:
+        node = sim.nodes[watch]
+        if node.up:
+            st = node.instances[0].core.status()
+            key = (st["epoch"], st["view"], st["primary"])
+            if not seen or seen[-1] != key:
+                seen.append(key)
+        sim.clock.after(0.01, poll)
+
+    sim.clock.at(0.0, poll)
+    assert sim.run().ok
+    return seen
+
+
+def _deposed_then_leading(seen: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(epoch e, node): node led a view of e that a view change ended, and then led view 0 of e + 1."""
+    out = []
+    for k, (e, v, p) in enumerate(seen):
+        later = seen[k + 1:]
+        if any(e2 == e and v2 > v for e2, v2, _ in later) and (e + 1, 0, p) in later:
+            out.append((e, p))
+    return out
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_primary_deposed_near_the_epoch_end_does_not_lead_the_next_epoch(fresh: bool) -> None:
+    """Seed 89, three intermittent nodes (0, 1, 6): node 1 leads epoch 2 and goes down near its end; a view
+    change hands view 1 to node 4 at height 46 or 47 of 48. With the old rule node 1 had already proposed
+    the epoch's last blocks, their re-proposals kept it as proposer, and it led epoch 3 and failed again."""
+    seen = _views("intermittent", 89, Config(epoch_length=16, fresh_incumbent=fresh))
+    assert (2, 1, 4) in seen  # the view change in epoch 2, both ways
+    if fresh:
+        assert _deposed_then_leading(seen) == []
+        assert (3, 0, 4) in seen  # the primary that replaced it leads on
+    else:
+        assert _deposed_then_leading(seen) == [(2, 1)]
+        assert (3, 1, 4) in seen  # ... and epoch 3 needed a view change too

@@ -7,7 +7,9 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | hook              | T-PBFT rule                                                                    |
 |-------------------|--------------------------------------------------------------------------------|
 | ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id;  |
-|                   | that block's proposer first if trust keeps it in the top g (it leads on)       |
+|                   | that block's proposer first if trust keeps it in the top g (it leads on);      |
+|                   | the primaries of the views e-1's committed blocks prove changed never lead e   |
+| proposing         | PBFT's, but an epoch's last height only once every earlier one is executed     |
 | group(0, v)       | the whole committee (measurement epoch): everyone votes, so everyone's         |
 |                   | timeliness is measured and the first real group is the most responsive one     |
 | group(e, v)       | top `group_size` of ranking(e) without the primaries views 0..v-1 deposed      |
@@ -31,7 +33,7 @@ Trust is a function of committed blocks only, so every correct node ranks the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dwcp.consensus.core.committee import Committee
@@ -71,6 +73,10 @@ class Config(PbftConfig):
     standby_after: float = 0.3  # a group member widens a height still undecided this long after its block
     standby_sticky_after: int = 1  # ... and, past this many widened heights in one view, every later one at once
     measurement_epoch: bool = True  # epoch 0: the whole committee votes (group chosen from measured timeliness)
+    # A primary deposed in epoch e does not lead e+1: the epoch's last height is proposed alone (once every
+    # earlier height is executed), so a view change before it makes the new primary its proposer, and the
+    # primaries of views the epoch's committed blocks prove replaced leave the next epoch's primary group.
+    fresh_incumbent: bool = True
 
 
 def default_group_size(committee: Committee) -> int:
@@ -104,6 +110,7 @@ class Replica(StandbyMixin, PbftReplica):
         # Judge soon enough that the mid-epoch report holds this epoch's first heights: an eighth of an epoch.
         self.lag = cfg.evaluation_lag or min(cfg.max_inflight, max(1, cfg.epoch_length // 8))
         self._groups: dict[tuple[int, int], tuple[int, ...]] = {}  # (epoch, view) -> group, see `group`
+        self.top_view = 0  # highest `view` of a block executed in the current epoch (committed data)
         self._init_standby()
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
@@ -174,12 +181,30 @@ class Replica(StandbyMixin, PbftReplica):
 
     def _enter_epoch(self, now: float, epoch: int, outs: list[Output], replay: bool) -> None:
         self._reset_standby()  # before the new epoch's buffered messages are replayed
+        self.top_view = 0
         super()._enter_epoch(now, epoch, outs, replay)
 
     def _enter_view(self, now: float, nv: NewView, proof: dict[int, SignedViewChange], blocks: tuple[Block, ...],
                     outs: list[Output]) -> None:
         self._reset_standby()
         super()._enter_view(now, nv, proof, blocks, outs)
+
+    def _maybe_propose(self, now: float, outs: list[Output], force: bool = False) -> None:
+        """PBFT's proposing, except that the epoch's last height waits until every earlier one is
+        executed (`fresh_incumbent`): a primary replaced before then never proposed it, so the block
+        that picks the next epoch's incumbent comes from the primary that replaced it."""
+        cfg = self.config
+        end = self.epoch_end(self.epoch)
+        if cfg.fresh_incumbent and end is not None and self.height < end - 1:
+            cap = end - 1 - self.height  # in flight up to height end - 1 only
+            if cap < cfg.max_inflight:
+                self.config = replace(cfg, max_inflight=cap)
+                try:
+                    super()._maybe_propose(now, outs, force)
+                finally:
+                    self.config = cfg
+                return
+        super()._maybe_propose(now, outs, force)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)
@@ -316,6 +341,8 @@ class Replica(StandbyMixin, PbftReplica):
     # ---- execution ----
     def after_execute(self, now: float, block: Block, cert: Certificate, outs: list[Output], replay: bool) -> None:
         self._apply_reports(block)
+        if block.epoch == self.epoch:
+            self.top_view = max(self.top_view, block.view)
         if not replay:
             self._judge(now, block, cert)
             self._push_decided(block, cert, outs)
@@ -343,15 +370,29 @@ class Replica(StandbyMixin, PbftReplica):
     def _choose_group(self, epoch: int, incumbent: int) -> None:
         """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
         primary that was leading when it ended) leads on if trust keeps it in the group: a primary
-        that commits is not replaced for ranking second, which would risk a view change for nothing."""
+        that commits is not replaced for ranking second, which would risk a view change for nothing.
+        With `fresh_incumbent`, the primaries of the views 0..v-1 of the previous epoch, where v is the
+        highest view of its committed blocks, are deposed: none of them leads on, and they are moved
+        behind the first k others (out of the primary group; they may still vote)."""
         self.trust = self.table.global_trust()
         order = ranking(self.trust)
-        if incumbent in order[: self.group_size]:
+        deposed = self.deposed_in(epoch - 1) if self.config.fresh_incumbent else frozenset()
+        if incumbent in order[: self.group_size] and incumbent not in deposed:
             order = (incumbent, *(i for i in order if i != incumbent))
+        if deposed and len(deposed) < len(order):
+            head = [i for i in order if i not in deposed][: self.primary_group_size]
+            if head != list(order[: len(head)]):
+                order = (*head, *(i for i in order if i not in head))
         self.rankings[epoch] = order
         self._groups.clear()  # an epoch not ranked yet was answered with the newest ranking
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
+
+    def deposed_in(self, epoch: int) -> frozenset[int]:
+        """The primaries of views 0..v-1 of `epoch` (v = highest view of its executed blocks, known at
+        its last block): a block proposed in view v proves those views were changed. Committed data only."""
+        r = self.ranking(epoch)
+        return frozenset(r[u % len(r)] for u in range(min(self.top_view, len(r))))
 
     def status(self) -> dict[str, Any]:
         out = super().status()

@@ -1,5 +1,5 @@
 """T-PBFT's node settings: PBFT's plus the consensus group's size, the epoch length, standby voting's
-delay and stickiness, and the measurement epoch (docs/tpbft.md)."""
+delay and stickiness, the measurement epoch and the fresh-incumbent rule (docs/tpbft.md)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,17 @@ class Settings(PbftSettings):
         "timeliness; None: the core's default (on)."
     )
 
+    fresh_incumbent: bool | None = Field(
+        None, description="An epoch's last height is proposed alone and committed views name deposed primaries, "
+        "so a primary deposed in an epoch does not lead the next; None: the core's default (on)."
+    )
+
     def config_values(self, max_pending: int) -> dict[str, Any]:
         values = super().config_values(max_pending)
         if self.standby_after_ms is not None:
             values["standby_after"] = self.standby_after_ms / 1000
         # None: keep the core's default
-        for name in ("group_size", "epoch_length", "measurement_epoch", "standby_sticky_after"):
+        for name in ("group_size", "epoch_length", "measurement_epoch", "standby_sticky_after", "fresh_incumbent"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return values

@@ -13,6 +13,8 @@ from dwcp.consensus.core.messages import Block, Certificate
 from dwcp.consensus.core.protocol import LocalProtocolError
 from dwcp.consensus.pbft.messages import PrePrepare
 from dwcp.consensus.tpbft import MESSAGES, Config, Replica, TrustReport, default_group_size
+from dwcp.consensus.tpbft.messages import SignedReport, encode_meta
+from dwcp.consensus.tpbft.trust import ranking
 from tests.consensus.conftest import Keys, LocalNet
 
 FAST = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False)  # group from epoch 0
@@ -345,3 +347,25 @@ def test_the_epochs_last_height_is_proposed_once_the_others_are_executed(
     assert min(net.heights()[n] for n in live) >= 6
     assert all(net.cores[n].epoch == 1 for n in live)
     assert len({tuple(committed(net, n)[:6]) for n in live}) == 1
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_the_incumbent_leads_on_only_from_the_primary_group(committee: Callable[..., Keys], fresh: bool) -> None:
+    """Committed reports from nodes 1-9 credit nodes 1-6, not node 0, and blame 7-9: node 0 ranks below the
+    primary group (top k = 4) but inside the group (top g = 8). Node 0 proposed epoch 0's last block: the rules before session 12 let
+    it lead on from anywhere in the group; now only from the primary group."""
+    keys = committee(n=10)
+    cfg = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh)
+    core = Replica(committee=keys.committee, node_id=5, signer=keys.signers[5], verifier=keys.verifier, config=cfg)
+    reports = []
+    for r in range(1, 10):
+        peers = tuple(i for i in range(10) if i != r)
+        report = TrustReport(epoch=0, peers=peers, sat=tuple(0 if p in (0, 7, 8, 9) else 2 for p in peers),
+                             unsat=tuple(2 if p in (7, 8, 9) else 0 for p in peers))
+        reports.append(SignedReport(reporter=r, signature=b"", report=report))
+    blocks = [Block(height=h, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"k%d" % h),),
+                    meta=encode_meta(tuple(reports)) if h == 2 else b"") for h in range(1, 9)]
+    _restore(core, blocks)
+    trust_order = ranking(core.trust)
+    assert core.epoch == 1 and 4 <= trust_order.index(0) < 8  # outside the top k, inside the top g
+    assert core.primary(1, 0) == (trust_order[0] if fresh else 0)

@@ -7,7 +7,7 @@ fault threshold and why group changes are safe are written out in docs/tpbft.md.
 | hook              | T-PBFT rule                                                                    |
 |-------------------|--------------------------------------------------------------------------------|
 | ranking(e)        | committee by global trust after epoch e-1's last block, ties to the lower id;  |
-|                   | that block's proposer first if trust keeps it in the top g (it leads on);      |
+|                   | that block's proposer first if trust keeps it in the top k (it leads on);      |
 |                   | the primaries of the views e-1's committed blocks prove changed never lead e   |
 | proposing         | PBFT's, but an epoch's last height only once every earlier one is executed     |
 | group(0, v)       | the whole committee (measurement epoch): everyone votes, so everyone's         |
@@ -76,6 +76,7 @@ class Config(PbftConfig):
     # A primary deposed in epoch e does not lead e+1: the epoch's last height is proposed alone (once every
     # earlier height is executed), so a view change before it makes the new primary its proposer, and the
     # primaries of views the epoch's committed blocks prove replaced leave the next epoch's primary group.
+    # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
 
 
@@ -371,13 +372,16 @@ class Replica(StandbyMixin, PbftReplica):
         """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
         primary that was leading when it ended) leads on if trust keeps it in the group: a primary
         that commits is not replaced for ranking second, which would risk a view change for nothing.
-        With `fresh_incumbent`, the primaries of the views 0..v-1 of the previous epoch, where v is the
+        With `fresh_incumbent`, the incumbent leads on only while trust keeps it in the primary group
+        (top k, not top g), and the primaries of the views 0..v-1 of the previous epoch, where v is the
         highest view of its committed blocks, are deposed: none of them leads on, and they are moved
         behind the first k others (out of the primary group; they may still vote)."""
         self.trust = self.table.global_trust()
         order = ranking(self.trust)
-        deposed = self.deposed_in(epoch - 1) if self.config.fresh_incumbent else frozenset()
-        if incumbent in order[: self.group_size] and incumbent not in deposed:
+        fresh = self.config.fresh_incumbent
+        deposed = self.deposed_in(epoch - 1) if fresh else frozenset()
+        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
+        if incumbent in order[:keep] and incumbent not in deposed:
             order = (incumbent, *(i for i in order if i != incumbent))
         if deposed and len(deposed) < len(order):
             head = [i for i in order if i not in deposed][: self.primary_group_size]

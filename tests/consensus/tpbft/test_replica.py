@@ -352,8 +352,8 @@ def test_the_epochs_last_height_is_proposed_once_the_others_are_executed(
 @pytest.mark.parametrize("fresh", [True, False])
 def test_the_incumbent_leads_on_only_from_the_primary_group(committee: Callable[..., Keys], fresh: bool) -> None:
     """Committed reports from nodes 1-9 credit nodes 1-6, not node 0, and blame 7-9: node 0 ranks below the
-    primary group (top k = 4) but inside the group (top g = 8). Node 0 proposed epoch 0's last block: the rules before session 12 let
-    it lead on from anywhere in the group; now only from the primary group."""
+    primary group (top k = 4) but inside the group (top g = 8). Node 0 proposed epoch 0's last block: the
+    rules before session 12 let it lead on from anywhere in the group; now only from the primary group."""
     keys = committee(n=10)
     cfg = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh)
     core = Replica(committee=keys.committee, node_id=5, signer=keys.signers[5], verifier=keys.verifier, config=cfg)

@@ -278,7 +278,8 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
         end = self.epoch_end(self.epoch)
         while True:
             h = max(self.height, self.proposed_to) + 1
-            if h - self.height > cfg.max_inflight or h > self.stable + cfg.window or (end is not None and h > end):
+            if h - self.height > cfg.max_inflight or h > self.stable + cfg.window or (end is not None and h > end) \
+                    or not self.may_propose(h):
                 return
             avail = self.mempool.available()
             if avail == 0:
@@ -300,6 +301,11 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             pp = PrePrepare(epoch=self.epoch, view=self.view, block=block)
             outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)), message=pp))
             self._accept_block(now, block, outs)
+
+    def may_propose(self, height: int) -> bool:
+        """Whether the primary may put `height` in flight now, within the pipeline's limits (T-PBFT: an
+        epoch's last height waits for the others)."""
+        return True
 
     def block_meta(self, height: int) -> bytes:
         """Protocol data the primary puts in a block (T-PBFT: trust reports)."""

@@ -33,7 +33,7 @@ Trust is a function of committed blocks only, so every correct node ranks the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from dwcp.consensus.core.committee import Committee
@@ -190,22 +190,11 @@ class Replica(StandbyMixin, PbftReplica):
         self._reset_standby()
         super()._enter_view(now, nv, proof, blocks, outs)
 
-    def _maybe_propose(self, now: float, outs: list[Output], force: bool = False) -> None:
-        """PBFT's proposing, except that the epoch's last height waits until every earlier one is
-        executed (`fresh_incumbent`): a primary replaced before then never proposed it, so the block
-        that picks the next epoch's incumbent comes from the primary that replaced it."""
-        cfg = self.config
+    def may_propose(self, height: int) -> bool:
+        """`fresh_incumbent`: the epoch's last height waits until every earlier one is executed, so a primary
+        replaced before then never proposes it: the next epoch's incumbent is the one that replaced it."""
         end = self.epoch_end(self.epoch)
-        if cfg.fresh_incumbent and end is not None and self.height < end - 1:
-            cap = end - 1 - self.height  # in flight up to height end - 1 only
-            if cap < cfg.max_inflight:
-                self.config = replace(cfg, max_inflight=cap)
-                try:
-                    super()._maybe_propose(now, outs, force)
-                finally:
-                    self.config = cfg
-                return
-        super()._maybe_propose(now, outs, force)
+        return not (self.config.fresh_incumbent and height == end and self.height < height - 1)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)

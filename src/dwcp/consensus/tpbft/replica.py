@@ -133,7 +133,7 @@ class Replica(StandbyMixin, PbftReplica):
         if epoch == 0 and self.config.measurement_epoch:
             group = r
         else:
-            deposed = {r[u % len(r)] for u in range(min(view, len(r)))}
+            deposed = self.deposed(epoch, view)
             rest = tuple(i for i in r if i not in deposed)
             group = rest[: self.group_size] if len(rest) >= self.group_size else r
         if len(self._groups) > 4 * KEPT_RANKINGS:
@@ -368,7 +368,7 @@ class Replica(StandbyMixin, PbftReplica):
         self.trust = self.table.global_trust()
         order = ranking(self.trust)
         fresh = self.config.fresh_incumbent
-        deposed = self.deposed_in(epoch - 1) if fresh else frozenset()
+        deposed = self.deposed(epoch - 1, self.top_view) if fresh else frozenset()
         keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
         if incumbent in order[:keep] and incumbent not in deposed:
             order = (incumbent, *(i for i in order if i != incumbent))
@@ -381,11 +381,11 @@ class Replica(StandbyMixin, PbftReplica):
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
 
-    def deposed_in(self, epoch: int) -> frozenset[int]:
-        """The primaries of views 0..v-1 of `epoch` (v = highest view of its executed blocks, known at
-        its last block): a block proposed in view v proves those views were changed. Committed data only."""
+    def deposed(self, epoch: int, view: int) -> frozenset[int]:
+        """The primaries of views 0..view-1 of `epoch`, which reaching `view` replaced (`group`: the current
+        view; `_choose_group`: the highest view of the epoch's executed blocks, committed data only)."""
         r = self.ranking(epoch)
-        return frozenset(r[u % len(r)] for u in range(min(self.top_view, len(r))))
+        return frozenset(r[u % len(r)] for u in range(min(view, len(r))))
 
     def status(self) -> dict[str, Any]:
         out = super().status()

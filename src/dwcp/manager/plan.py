@@ -2,7 +2,7 @@
 
 The selector is asked about one window of chunks (`selector_window`) per call, in the background: window 0
 when the transfer starts (on a measured link: when its second chunk is decided, the first having left in the local
-rule's codec, `Plan._first_chunk`) and window w+1 as soon as window w is first used, so on a long transfer an answer
+rule's codec, `Plan.codec`) and window w+1 as soon as window w is first used, so on a long transfer an answer
 is there before its chunks are read. A chunk whose window is still unanswered waits for it at most 3%
 (`selection.ANSWER_WAIT_SHARE`; a tenth before session 7) of its own wire time at the link's measured bandwidth
 (the better codec can save part of that time, while the wait is spent for sure; the whole `selector_timeout_s`
@@ -120,11 +120,11 @@ class Plan:
         self._log: CodecLog | None = owner.codec_log
         self._notes: dict[int, dict] = {}  # chunk -> its codec_log record until acknowledged
         self._t0 = time.perf_counter()
-        # On a measured link the first chunk decided leaves at once (`_first_chunk`): no wait for the selector, no
+        # On a measured link the first chunk decided leaves at once (`codec`): no wait for the selector, no
         # step up. The selector is asked about window 0 when the next chunk needs it (`_fast` is left out of the
         # call), and a link not worth asking about probes each chunk's piece when its turn comes, not every piece
         # of window 0 before the first byte. On an unmeasured link window 0 is asked about now, as before.
-        self._fast: int | None = None  # the chunk decided by `_first_chunk`
+        self._fast: int | None = None  # the first chunk decided, which left in the local rule's codec at once
         self._unasked = bool(link.bandwidth) and not owner.chooser.worth_asking(t.size, link.bandwidth)
         if t.codec is None and not link.bandwidth:
             self._ask(0)
@@ -138,17 +138,26 @@ class Plan:
                                       "codec": self._t.codec, "t_decided": self.since()}
             return self._t.codec
         bandwidth = self._link.bandwidth
+        first = False
         if bandwidth:
             with self._lock:
                 first = self._fast is None
                 if first:
                     self._fast = i
-            if first:
-                return self._first_chunk(i, bandwidth)
         waited = 0.0
-        if self._unasked:  # the local rule on this chunk's own piece, as its turn comes
-            self._owner.metrics.codec_decisions.labels("not_asked").inc()
-            pick, source = chunks.local_choice(self._piece(i), bandwidth), "not_asked"
+        if first or self._unasked:
+            # The local rule on this chunk's own piece (zstd-1 on 64 KiB, ~0.2-0.4 ms: a random chunk is not
+            # compressed whole for nothing), as its turn comes. The first chunk on a measured link leaves so at once,
+            # the link being idle until its first byte: no wait for the selector, priced only for a step down (the
+            # CPU guard; lz4 for zstd-1 on most 16 MiB chunks at 1000 Mbit/s), never up, since a heavier codec's
+            # sample (zstd-9's fresh context in a new stream thread: 1-4 ms) is not compressed before the first
+            # byte. Before session 12 the plan read and probed every chunk of window 0, waited up to
+            # ANSWER_WAIT_SHARE of the chunk's wire time for the selector when it was worth asking, and priced the
+            # chunk both ways: ~5 ms of CPU before a 1.6 MiB object's first byte at 100 Mbit/s (the lead's idle
+            # table: 0.90-0.96 of always-zstd-3's time, same codecs).
+            source = "not_asked" if self._unasked else "ahead_of_selector"
+            self._owner.metrics.codec_decisions.labels(source).inc()
+            pick = chunks.local_choice(self._piece(i), bandwidth)
         else:
             window = i // self._owner.settings.selector_window
             answer = self._ask(window)
@@ -162,44 +171,21 @@ class Plan:
             else:
                 pick, source = picked[i], answer.source
         note = {} if self._log is not None else None
-        chosen = self._fastest(pick, i, note)
+        chosen = self._fastest(pick, i, note, step_up=not first)
         if chosen != pick:
             source = "pricing_up" if heavier(chosen, pick) else "cpu_guard"
         self._owner.metrics.codec_sources.labels(source, chosen).inc()
         if note is not None:
             note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen,
                         bw=self._link.bandwidth, wait_ms=round(waited * 1e3, 3), t_decided=self.since())
+            if first:
+                note["rule"] = "first"
             with self._lock:
                 self._notes[i] = note
         return chosen
 
     def _piece(self, i: int) -> bytes:
-        t = self._t
-        return chunks.piece(self._fd, i * t.chunk_bytes, max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)))
-
-    def _first_chunk(self, i: int, bandwidth: float) -> str:
-        """The first chunk of a transfer on a measured link: the link is idle until its first byte, so it leaves
-        in the local rule's codec on its own piece (zstd-1 on 64 KiB, ~0.2-0.4 ms: a random chunk is not compressed
-        whole for nothing) without waiting for the selector, priced only for a step down (the CPU guard; lz4 for
-        zstd-1 on most 16 MiB chunks at 1000 Mbit/s), never up: a heavier codec's sample (zstd-9's fresh context in
-        a new stream thread: 1-4 ms) is not compressed before the first byte. Before session 12 the plan read and
-        probed every chunk of window 0, waited up to ANSWER_WAIT_SHARE of the chunk's wire time for the selector
-        when it was worth asking, and priced the chunk both ways: ~5 ms of CPU before a 1.6 MiB object's first
-        byte at 100 Mbit/s (the lead's idle table: 0.90-0.96 of always-zstd-3's time, same codecs)."""
-        source = "not_asked" if self._unasked else "ahead_of_selector"
-        self._owner.metrics.codec_decisions.labels(source).inc()
-        pick = chunks.local_choice(self._piece(i), bandwidth)
-        note = {} if self._log is not None else None
-        chosen = self._fastest(pick, i, note, step_up=False)
-        if chosen != pick:
-            source = "cpu_guard"
-        self._owner.metrics.codec_sources.labels(source, chosen).inc()
-        if note is not None:
-            note.update(tid=self._t.id, i=i, size=self._t.size, src=source, pick=pick, codec=chosen, bw=bandwidth,
-                        wait_ms=0.0, t_decided=self.since(), rule="first")
-            with self._lock:
-                self._notes[i] = note
-        return chosen
+        return chunks.piece(self._fd, i * self._t.chunk_bytes, self._t.chunk_length(i))
 
     def since(self) -> float:
         """Seconds since this plan started (the codec_log's clock)."""
@@ -214,9 +200,7 @@ class Plan:
                              "t_done": self.since()})
 
     def _answer_wait(self, i: int) -> float:
-        bandwidth = self._link.bandwidth
-        length = max(0, min(self._t.chunk_bytes, self._t.size - i * self._t.chunk_bytes))
-        return answer_wait(length, bandwidth, self._owner.settings.selector_timeout_s)
+        return answer_wait(self._t.chunk_length(i), self._link.bandwidth, self._owner.settings.selector_timeout_s)
 
     def _ask(self, window: int) -> Answer:
         """The selector call for `window`, started now unless it was started before."""
@@ -228,7 +212,7 @@ class Plan:
         t, w = self._t, self._owner.settings.selector_window
         start = window * w + (1 if self._fast == window * w else 0)  # the first chunk went without the selector
         indexes = list(range(start, min((window + 1) * w, t.chunks_total)))
-        lengths = [max(0, min(t.chunk_bytes, t.size - j * t.chunk_bytes)) for j in indexes]
+        lengths = [t.chunk_length(j) for j in indexes]
         samples = [chunks.sample(self._fd, j * t.chunk_bytes, n) for j, n in zip(indexes, lengths, strict=True)]
         if self._sample is None and window == 0 and samples:
             with self._lock:
@@ -263,8 +247,8 @@ class Plan:
             nonlocal scale
             if self._sample is None:  # the window's sample of this chunk (read for the selector), else read now
                 t = self._t
-                length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes))
-                self._sample = self._samples.pop(i, None) or chunks.sample(self._fd, i * t.chunk_bytes, length)
+                self._sample = self._samples.pop(i, None) or chunks.sample(self._fd, i * t.chunk_bytes,
+                                                                           t.chunk_length(i))
             on_sample(self._sample, codecs, sampled)
             scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
 
@@ -282,7 +266,7 @@ class Plan:
         # one is compressed while the chunks before it are on the wire (the pipelined price)
         t = self._t
         first = i < self._owner.settings.streams
-        length = max(0, min(t.chunk_bytes, t.size - i * t.chunk_bytes)) if first else 0
+        length = t.chunk_length(i) if first else 0
         chosen = costs.fastest(pick, ratios, bandwidth, sampled, priced, length, t.size - i * t.chunk_bytes,
                                sample_up if up else None)
         if note is not None:

@@ -80,6 +80,10 @@ class Transfer:
     updated: float = 0.0
     seconds: float = 0.0
 
+    def chunk_length(self, index: int) -> int:
+        """Raw bytes of chunk `index` (the last one may be short; 0 past the end)."""
+        return max(0, min(self.chunk_bytes, self.size - index * self.chunk_bytes))
+
     def public(self) -> dict:
         out = asdict(self)
         out.pop("attempts")
@@ -430,8 +434,7 @@ class Transfers:
 
     def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: Plan,
                     base: tuple[Path, int] | None, buf: bytearray) -> None:
-        offset = i * t.chunk_bytes
-        length = max(0, min(t.chunk_bytes, t.size - offset))
+        offset, length = i * t.chunk_bytes, t.chunk_length(i)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         with _chunk_view(fd, offset, length, buf) as raw:
             if len(raw) != length:

@@ -16,16 +16,19 @@ import logging
 import httpx
 import numpy as np
 
+from dwcp.compression.api import check_item
 from dwcp.compression.corpus import FAMILIES
 from dwcp.compression.features import make_sample
+from dwcp.compression.selector import Request
 from dwcp.runtime.waits import sleep_unless_stopped
 
 log = logging.getLogger("dwcp.load.compression")
 MAX_IN_FLIGHT = 64
 
 
-def _pool(seed: int, count: int = 48) -> list[tuple[bytes, int]]:
-    """(client sample, payload size) pairs, made once: generating payloads per request would cost more."""
+def payload_pool(seed: int, count: int = 48) -> list[tuple[bytes, int]]:
+    """(client sample, payload size) pairs, made once: generating payloads per request would cost more. Sample i
+    is of the family `FAMILIES` names i-th (cycling: `pool_family`)."""
     rng = np.random.default_rng(seed)
     names, out = list(FAMILIES), []
     for i in range(count):
@@ -34,6 +37,26 @@ def _pool(seed: int, count: int = 48) -> list[tuple[bytes, int]]:
         # Some samples stand for much larger transfers (a 64 KiB sample of a 1 GiB file).
         scale = 1 if rng.random() < 0.6 else int(rng.integers(2, 4096))
         out.append((make_sample(payload), size * scale))
+    return out
+
+
+def pool_family(i: int) -> str:
+    """The corpus family of `payload_pool`'s i-th sample."""
+    return list(FAMILIES)[i % len(FAMILIES)]
+
+
+def items(seed: int, count: int) -> list[tuple[int, Request]]:
+    """`count` prediction items of the mix (single, raw and batch items alike), each with its pool index: a sample
+    of `payload_pool(seed)`, a link and sometimes a chunk, as `drive` sends them. What the shadow evaluator is
+    offered, for tools that score the live gauge's question offline (benchmarks/compression_live.py)."""
+    samples = payload_pool(seed)
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for _ in range(count):
+        i = int(rng.integers(len(samples)))
+        sample, size = samples[i]
+        fields = {"size_bytes": size, **_link(rng), **_chunk(rng, size)}
+        out.append((i, check_item(sample, fields, max_sample=len(sample))))  # parsed as the service parses a body
     return out
 
 
@@ -81,7 +104,7 @@ async def drive(base_urls: list[str], client: httpx.AsyncClient, stop: asyncio.E
     if not base_urls or rate <= 0:
         await stop.wait()
         return
-    pool = await asyncio.to_thread(_pool, 7)
+    pool = await asyncio.to_thread(payload_pool, 7)
     b64 = [base64.b64encode(s).decode() for s, _ in pool]
     rng = np.random.default_rng()
     stats = {"ok": 0, "error": 0, "failed": 0}

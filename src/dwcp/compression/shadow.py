@@ -114,18 +114,9 @@ class ShadowEvaluator:
 
     def evaluate(self, job: Job) -> oracle.Score:
         """Run the oracle for one request and fold the score into the window."""
-        # One or two timing turns per option, not the benchmark oracle's three to five: this runs beside
-        # live traffic on the same CPUs, and the gauge is a rolling share over hundreds of requests.
-        r, chosen, rescoped = job.request, job.chosen, False
-        if self._choose is not None and r.chunk > len(r.sample) > 0:
-            r = dataclasses.replace(r, chunk_bytes=len(r.sample))
-            chosen, rescoped = self._choose(r), True
-        m = self._measure(r.sample, r.chunk)
-        t = oracle.times(m, r.size_bytes, r.link, r.chunk_bytes)
-        s = oracle.score(chosen, t)
-        confirmed = not s.near_best
-        if confirmed:
-            s = oracle.score(chosen, self._confirm(r, chosen, m, t))
+        r, chosen, rescoped = self.question(job)
+        m, t = self.truth(r)
+        s, confirmed = self.judge(r, chosen, m, t)
         with self._lock:
             self.scores.append(s)
             self.evaluated += 1
@@ -135,6 +126,29 @@ class ShadowEvaluator:
         if self._on_evaluated is not None:
             self._on_evaluated(s)
         return s
+
+    def question(self, job: Job) -> tuple[Request, int, bool]:
+        """The request the gauge scores, the selector's choice for it, and whether it was rescoped to the sample's
+        size (a chunk larger than the sample has no truth here)."""
+        r, chosen = job.request, job.chosen
+        if self._choose is not None and r.chunk > len(r.sample) > 0:
+            r = dataclasses.replace(r, chunk_bytes=len(r.sample))
+            return r, self._choose(r), True
+        return r, chosen, False
+
+    def truth(self, r: Request) -> tuple[oracle.Measurement, np.ndarray]:
+        """One first-pass measurement of `r` (rescaled to the calibrated host) and every option's oracle seconds."""
+        # One or two timing turns per option, not the benchmark oracle's three to five: this runs beside
+        # live traffic on the same CPUs, and the gauge is a rolling share over hundreds of requests.
+        m = self._measure(r.sample, r.chunk)
+        return m, oracle.times(m, r.size_bytes, r.link, r.chunk_bytes)
+
+    def judge(self, r: Request, chosen: int, m: oracle.Measurement, t: np.ndarray) -> tuple[oracle.Score, bool]:
+        """`chosen` scored against the first pass `m`, `t`; a miss is confirmed first (True: it was timed again)."""
+        s = oracle.score(chosen, t)
+        if s.near_best:
+            return s, False
+        return oracle.score(chosen, self._confirm(r, chosen, m, t)), True
 
     def _measure(self, sample: bytes, chunk: int) -> oracle.Measurement:
         now = time.monotonic()
@@ -155,6 +169,11 @@ class ShadowEvaluator:
         for j, i in enumerate(rivals):
             vc[i], vd[i] = max(vc[i], again.vc[j]), max(vd[i], again.vd[j])
         return oracle.times(oracle.Measurement(m.size, m.ratio, vc, vd, m.pilot), r.size_bytes, r.link, r.chunk_bytes)
+
+    @property
+    def host_pilot(self) -> float:
+        """The latest pilot reading (bytes/s; NaN before the first): how fast the host ran while measuring."""
+        return self._host_pilot
 
     def accuracy(self) -> float | None:
         with self._lock:

@@ -1,0 +1,52 @@
+"""The live gauge's question offline (benchmarks/compression_live.py) and the mix it asks it of (`load.items`)."""
+
+import argparse
+import random
+
+from dwcp.compression import load
+from dwcp.compression.codecs import KEYS
+from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
+from dwcp.compression.shadow import Job, ShadowEvaluator
+from tests.benchmark_scripts import load_benchmark
+
+from .test_shadow import ZEROS_1MIB
+
+
+def test_items_are_the_mix_parsed_as_the_service_parses_it():
+    items = load.items(5, 200)
+    assert [(i, r) for i, r in items] == load.items(5, 200)  # a seed names the same items every time
+    pool = load.payload_pool(5)
+    chunked = 0
+    for i, r in items:
+        sample, size = pool[i]
+        assert r.sample == sample and r.size_bytes == max(size, len(sample))
+        assert 1 <= r.chunk_bytes <= r.size_bytes  # the API's parse: a chunk past the payload is the payload
+        chunked += r.chunk_bytes not in (DEFAULT_CHUNK_BYTES, r.size_bytes)
+        assert 0.1 <= r.link.rtt_ms <= 300 and 1 <= r.link.bandwidth_mbps <= 10_000
+    assert chunked > 0  # a fifth of the items name a chunk
+    assert load.pool_family(0) == "text" and load.pool_family(12) == "text"
+
+
+def test_the_oracles_own_pick_is_judged_as_the_selectors():
+    ev = ShadowEvaluator(fraction=1.0, window=4, max_per_second=1e6, rng=random.Random(0))
+    r, chosen, rescoped = ev.question(Job(ZEROS_1MIB, KEYS.index("none")))
+    assert (r, chosen, rescoped) == (ZEROS_1MIB, KEYS.index("none"), False)
+    m, t = ev.truth(r)
+    own, confirmed = ev.judge(r, int(t.argmin()), m, t)
+    assert own.exact_best and own.near_best and not confirmed  # a hit is not timed again
+    raw, confirmed = ev.judge(r, KEYS.index("none"), m, t)
+    assert not raw.near_best and confirmed  # a miss is timed again before it counts
+    assert ev.evaluated == 0  # judging folds nothing into the gauge's window
+
+
+def test_the_live_tool_scores_the_gauge_and_the_oracle_on_the_same_items(calibration_file, monkeypatch):
+    live = load_benchmark("compression_live")
+    # Three items: small samples over a slow link keep the oracle's work to a second or two.
+    monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
+    args = argparse.Namespace(n=3, seed=0, calibration=str(calibration_file), model=None, careful=1, progress=0)
+    out = live.run(args)
+    assert out["n"] == 3 and out["rescoped"] == 3  # a 32 KiB sample of a 1 MiB chunk: scored at the sample's size
+    for key in ("gauge", "oracle_b_on_a", "oracle_a_on_b"):
+        s = out["overall"][key]
+        assert s["n"] == 3 and 0.0 <= s["accuracy"] <= 1.0 and s["misses"] == round(3 * (1 - s["accuracy"]))
+    assert list(out["by_family"]) == ["pages"] and list(out["by_sample_bytes"]) == ["16-64 KiB"]

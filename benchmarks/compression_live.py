@@ -36,6 +36,7 @@ import numpy as np
 
 from dwcp.compression import load, oracle, selector
 from dwcp.compression.codecs import OPTIONS
+from dwcp.compression.model import Model
 from dwcp.compression.selector import Request
 from dwcp.compression.shadow import Job, ShadowEvaluator
 
@@ -95,13 +96,18 @@ def run(args: argparse.Namespace) -> dict:
     own_a, own_b = (selector.Selector(sel.model, sel.calibration) for _ in range(2))
     a = evaluator(pilot, lambda r: own_a.choose([r])[0].index)
     b = evaluator(pilot, lambda r: own_b.choose([r])[0].index)
+    # Another artifact judged against the same first pass as the gauge's (paired: same items, same truth).
+    other = selector.Selector(Model.load(args.compare), sel.calibration) if args.compare else None
     items = load.items(args.seed, args.n)
     rows: list[dict] = []
     cpu0, wall0 = time.process_time(), time.monotonic()
-    for k, (i, request) in enumerate(items):
-        chosen = sel.choose([request])[0].index
-        r, chosen, rescoped = a.question(Job(request, chosen))
-        if k % 2 == 0:  # alternate which pass is timed first: neither is always the colder one
+    questions = [(i, *a.question(Job(request, sel.choose([request])[0].index))) for i, request in items]
+    # --apart: the second pass measures every item before the first pass starts (minutes apart, not seconds).
+    early = [b.truth(r) for _, r, _, _ in questions] if args.apart else None
+    for k, (i, r, chosen, rescoped) in enumerate(questions):
+        if early is not None:
+            (ma, ta), (mb, tb) = a.truth(r), early[k]
+        elif k % 2 == 0:  # alternate which pass is timed first: neither is always the colder one
             (ma, ta), (mb, tb) = a.truth(r), b.truth(r)
         else:
             (mb, tb), (ma, ta) = b.truth(r), a.truth(r)
@@ -119,11 +125,15 @@ def run(args: argparse.Namespace) -> dict:
             "pick_a": OPTIONS[pick_a].key,
             "pick_b": OPTIONS[pick_b].key,
         }
-        for key, ev, pick, m, t in (
+        judged = [
             ("gauge", a, chosen, ma, ta),
             ("oracle_b_on_a", a, pick_b, ma, ta),
             ("oracle_a_on_b", b, pick_a, mb, tb),
-        ):
+        ]
+        if other is not None:
+            row["compare_chosen"] = OPTIONS[other.choose([r])[0].index].key
+            judged.append(("compare", a, other.choose([r])[0].index, ma, ta))
+        for key, ev, pick, m, t in judged:
             s, confirmed = ev.judge(r, pick, m, t)
             row[key] = {
                 "near_best": bool(s.near_best),
@@ -137,11 +147,13 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(row)
         if args.progress and (k + 1) % args.progress == 0:
             print(f"{k + 1}/{len(items)} ({time.monotonic() - wall0:.0f} s)", file=sys.stderr, flush=True)
-    keys = ("gauge", "oracle_b_on_a", "oracle_a_on_b")
+    keys = ("gauge", "oracle_b_on_a", "oracle_a_on_b") + (("compare",) if other is not None else ())
     out = {
         "n": args.n,
         "seed": args.seed,
         "model": sel.version,
+        "compare": other.version if other is not None else None,
+        "apart": bool(args.apart),
         "calibration": str(cal_path),
         "calibration_pilot_bps": pilot,
         "cpu_s": time.process_time() - cpu0,
@@ -174,8 +186,11 @@ def report(out: dict) -> None:
         "gauge": "selector vs pass A (the live gauge)",
         "oracle_b_on_a": "pass B's pick vs pass A (oracle)",
         "oracle_a_on_b": "pass A's pick vs pass B (oracle)",
+        "compare": f"{out['compare']} vs pass A",
     }
     for key, name in names.items():
+        if key not in out["overall"]:
+            continue
         s = out["overall"][key]
         print(
             f"  {name:38s} near-best {s['accuracy']:.4f}  exact {s['exact_best']:.4f}  regret "
@@ -183,7 +198,7 @@ def report(out: dict) -> None:
             f"careful re-measures {s['overturned_by_careful']})"
         )
     for field in ("by_family", "by_sample_bytes"):
-        print(f"  {field}: group  n  gauge  oracle B on A  oracle A on B")
+        print(f"  {field}: group  n  near-best of: " + ", ".join(k for k in out["overall"]))
         for g, s in out[field].items():
             print(f"    {g:14s} {s['gauge']['n']:4d}  " + "  ".join(f"{s[k]['accuracy']:.4f}" for k in s))
 
@@ -194,6 +209,8 @@ def main() -> int:
     p.add_argument("seed", type=int, help="the mix's seed (payload pool and items); report only seeds never tuned on")
     p.add_argument("--calibration", required=True, help="the host's calibration (run and stored here when missing)")
     p.add_argument("--model", type=Path, help="the artifact (default: the shipped one)")
+    p.add_argument("--compare", type=Path, help="another artifact, judged against the same first pass as the gauge")
+    p.add_argument("--apart", action="store_true", help="the second pass measures every item before the first starts")
     p.add_argument("--careful", type=int, default=3, help="careful re-measures per miss (0: none)")
     p.add_argument("--progress", type=int, default=100, help="a progress line every this many items (0: none)")
     p.add_argument("--json-out", help="write the figures (and every miss) as JSON here")

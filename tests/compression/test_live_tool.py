@@ -43,10 +43,32 @@ def test_the_live_tool_scores_the_gauge_and_the_oracle_on_the_same_items(calibra
     live = load_benchmark("compression_live")
     # Three items: small samples over a slow link keep the oracle's work to a second or two.
     monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
-    args = argparse.Namespace(n=3, seed=0, calibration=str(calibration_file), model=None, careful=1, progress=0)
+    args = argparse.Namespace(
+        n=3, seed=0, calibration=str(calibration_file), model=None, compare=None, apart=False, careful=1, progress=0
+    )
     out = live.run(args)
     assert out["n"] == 3 and out["rescoped"] == 3  # a 32 KiB sample of a 1 MiB chunk: scored at the sample's size
     for key in ("gauge", "oracle_b_on_a", "oracle_a_on_b"):
         s = out["overall"][key]
         assert s["n"] == 3 and 0.0 <= s["accuracy"] <= 1.0 and s["misses"] == round(3 * (1 - s["accuracy"]))
     assert list(out["by_family"]) == ["pages"] and list(out["by_sample_bytes"]) == ["16-64 KiB"]
+
+
+def test_an_artifact_compared_on_the_same_first_pass_scores_as_the_gauge(calibration_file, monkeypatch):
+    from dwcp.compression.selector import DEFAULT_MODEL
+
+    live = load_benchmark("compression_live")
+    monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
+    args = argparse.Namespace(
+        n=2,
+        seed=0,
+        calibration=str(calibration_file),
+        model=None,
+        compare=DEFAULT_MODEL,
+        apart=True,
+        careful=0,
+        progress=0,
+    )
+    out = live.run(args)
+    assert out["apart"] and out["compare"] == out["model"]
+    assert out["overall"]["compare"] == out["overall"]["gauge"]  # the same picks judged on the same truth

@@ -350,6 +350,49 @@ def test_codecs_not_sent_yet_are_priced_at_their_ratio_on_the_chunks_sample(make
         os.close(fd)
 
 
+def test_the_cpu_guard_compares_codecs_on_one_basis_not_ratios_measured_on_different_chunks(make_sites, tmp_path):
+    """Each chunk goes in one codec, so two codecs' measured ratios come from different chunks. A zstd-1 chunk of
+    zero runs (ratio 0.08) and zstd-3 chunks of text (0.30) must not make zstd-1 look smaller than zstd-3 where the
+    link sets the pace: the others are taken at their sample ratio scaled by the pick's measured/sample ratio."""
+    import json
+    import random
+
+    from dwcp.manager.plan import Plan
+    from dwcp.manager.transfers import Transfer
+
+    a, _ = make_sites(2)
+    transfers = a.site.transfers
+    link = a.site.links.get("manager-1")
+    link.bandwidth = 12.5e6  # 100 Mbit/s: with this CPU every candidate is link-bound
+    costs = transfers.costs_for("manager-1")
+    costs.same_host, costs.share, costs.tx_rest, costs.rx_rest = True, 1.0, 1.5e-9, 2.4e-9
+    costs.comp.update({"zstd-9": 200e-9, "zstd-3": 6e-9, "zstd-1": 4e-9, "lz4": 2e-9})
+    costs.dec.update({"zstd-9": 1e-9, "zstd-3": 1e-9, "zstd-1": 1e-9, "lz4": 0.5e-9})
+    rng = random.Random(14)
+    users = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(2000)]
+    body = b"".join(json.dumps({"ts": 1_700_000_000 + n, "level": rng.choice(["INFO", "WARN", "ERROR"]),
+                                "user": rng.choice(users), "ms": rng.randint(1, 999)}).encode() + b"\n"
+                    for n in range(30000))[:8 * CHUNK]  # JSON logs: zstd-1 and zstd-3 within 1% on a sample
+    path = tmp_path / "obj"
+    path.write_bytes(body)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        plan = Plan(transfers, Transfer(id="t", key="k", version=1, sha256="", size=len(body), to="manager-1",
+                                        chunk_bytes=CHUNK, chunks_total=8), fd, link)
+        plan.sent(0, "zstd-1", "zstd-1", CHUNK, int(0.08 * CHUNK), 0.0, 0.0, 0.0, 0.0)  # a chunk of zero runs
+        plan.sent(1, "zstd-3", "zstd-3", CHUNK, int(0.30 * CHUNK), 0.0, 0.0, 0.0, 0.0)  # chunks of text
+        plan.sent(2, "zstd-3", "zstd-3", CHUNK, int(0.30 * CHUNK), 0.0, 0.0, 0.0, 0.0)
+        note: dict = {}
+        assert plan._fastest("zstd-3", 3, note) == "zstd-3"
+        assert a.metric("dwcp_transfer_codec_decisions_total", {"source": "cpu_guard"}) == 0
+        sampled = plan._sampled
+        rebased = 0.30 * sampled["zstd-1"].ratio / sampled["zstd-3"].ratio
+        assert note["ratios"]["zstd-3"] == [0.3, "measured"]
+        assert note["ratios"]["zstd-1"] == [round(min(1.0, rebased), 4), "sample"]
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("size", [4 * CHUNK, 4 * CHUNK + 1, 8 * CHUNK - 1])
 def test_large_chunks_are_sent_from_a_mapping_of_the_blob_not_a_copy(make_sites, monkeypatch, size):
     """Chunks of MAP_MIN bytes and more are checksummed and sent straight from the file's pages (no preadv into

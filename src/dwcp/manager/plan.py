@@ -113,6 +113,7 @@ class Plan:
         self._answers: dict[int, Answer] = {}  # window -> its selector call
         self._lock = threading.Lock()
         self._ratios: dict[str, float] = {}  # codec -> wire/raw on this transfer's chunks
+        self._latest: str | None = None  # the codec of the chunk sent last (its ratio the freshest measured)
         self._in_flight: dict[int, tuple[str, int]] = {}  # chunk -> (codec sent, raw length) until acknowledged
         self._sample: bytes | None = None  # the sample the pricing compresses (one chunk's, once per transfer)
         self._samples: dict[int, bytes] = {}  # chunk -> its sample, read for the selector call, until priced
@@ -224,14 +225,21 @@ class Plan:
     def _fastest(self, pick: str, i: int, note: dict | None = None, step_up: bool = True) -> str:
         """The pick, a lighter or a heavier codec, whichever the pipeline's measured costs say moves chunk `i`
         soonest (`costs.PipelineCosts.fastest`); a step down is counted as `source="cpu_guard"`, a step up as
-        `source="pricing_up"`. A codec's ratio is the
-        one measured on this transfer's chunks, else its ratio on the sample of the first chunk that asks
-        (`costs.on_sample`), scaled by the measured/sample ratio of a codec this transfer sent."""
+        `source="pricing_up"`. One codec's ratio is the one measured on this transfer's chunks (the pick's, else
+        the codec sent last); every other codec's is its ratio on the sample of the first chunk that asks
+        (`costs.on_sample`), scaled by that codec's measured/sample ratio, so all are on one basis."""
         bandwidth = self._link.bandwidth
         if not bandwidth or not self._costs.ready():
             return pick
         with self._lock:
-            measured = dict(self._ratios)
+            measured, latest = dict(self._ratios), self._latest
+        # Each chunk goes in one codec, so two codecs' measured ratios come from different chunks: on a mixed object
+        # zstd-1 measured on a VM image's zero runs (0.084) beat zstd-3 measured on text (0.134) and the guard
+        # stepped link-bound chunks down (session 12). Like is compared with like: one codec's measured ratio (the
+        # pick's, else the latest sent) is the basis, every other codec is taken at its ratio on the same sample
+        # scaled by how the basis's measured ratio compares with its sample ratio.
+        basis = pick if pick in measured else latest if latest in measured else None
+        measured = {basis: measured[basis]} if basis is not None else {}
         costs = self._costs
         # the heavier codecs are priced (their sample compressed, up to ~0.6 ms with zstd-9) only for a transfer
         # long enough on the wire for that to be a small share of what a step up can save, and only when
@@ -249,8 +257,9 @@ class Plan:
                 t = self._t
                 self._sample = self._samples.pop(i, None) or chunks.sample(self._fd, i * t.chunk_bytes,
                                                                            t.chunk_length(i))
-            on_sample(self._sample, codecs, sampled)
-            scale = next((measured[k] / sampled[k].ratio for k in measured if k in sampled and sampled[k].ratio), 1.0)
+            on_sample(self._sample, codecs if basis is None or basis in codecs else (*codecs, basis), sampled)
+            if basis is not None and basis in sampled and sampled[basis].ratio:
+                scale = measured[basis] / sampled[basis].ratio
 
         if any(k not in ratios or k not in costs.comp or k not in costs.dec for k in among if k != "none"):
             on_chunk_sample(among)  # some figure is not measured yet: the sample's stand in for it
@@ -290,6 +299,7 @@ class Plan:
                 old = self._ratios.get(picked)
                 ratio = encoded_len / raw_len
                 self._ratios[picked] = ratio if old is None else 0.8 * old + 0.2 * ratio
+                self._latest = picked
         self._costs.sent(picked, raw_len, comp_cpu, rest_cpu, busy_cpu, busy_wall)
 
     def acked(self, i: int, meta: dict) -> None:

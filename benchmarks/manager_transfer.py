@@ -89,6 +89,9 @@ class Managers:
             {"host": hosts[1], "port": http1, "ports": {"peer": peer1}}],
             "settings": {"probe_interval_s": 30, "probe_bytes": 2 * MIB, "transfer_concurrency": 4,
                          "peer_key_dir": str(work / "keys"), "codec_log": str(work / "codec-log.jsonl")}}}
+        for item in OVERRIDES:  # --set: an A/B knob for both managers of every run (shaped, loopback, small files)
+            name, _, value = item.partition("=")
+            services["manager"]["settings"][name] = yaml.safe_load(value)
         keys.write_dir(work / "keys", *keys.generate(2))  # the two "hosts" share one key directory
         if selector:
             services["compression"] = {"instances": [{"host": hosts[0], "port": comp}]}
@@ -242,6 +245,7 @@ def runqueue_wait(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+OVERRIDES: tuple[str, ...] = ()  # --set NAME=VALUE: manager settings written into every run's inventory
 SAME_CONTENT = False  # --same-content: every run sends the files' own bytes (the benchmark before session 8)
 
 
@@ -408,18 +412,12 @@ def wait_for_probe(m: Managers, since: float, timeout: float) -> None:
 
 
 def shaped(work: Path, rates: list[int], seconds_per_mode: float, timeout: float, rounds: int = 1,
-           buckets: tuple[str, ...] = tuple(BUCKETS), overrides: tuple[str, ...] = (), burst_ms: float = 10.0) -> dict:
+           buckets: tuple[str, ...] = tuple(BUCKETS), burst_ms: float = 10.0) -> dict:
     make_namespace()
     results: dict = {}
     with ExitStack() as stack:
         stack.callback(drop_namespace)
         m = Managers(work, ADDR, NS, selector=True)
-        if overrides:  # --set: manager settings for both managers (an A/B knob), written into their inventory
-            inventory = yaml.safe_load(m.inventory.read_text())
-            for item in overrides:
-                name, _, value = item.partition("=")
-                inventory["services"]["manager"]["settings"][name] = yaml.safe_load(value)
-            m.inventory.write_text(yaml.safe_dump(inventory))
         stack.callback(m.stop)
         m.start()
         rsyncd = Rsyncd(work, NS[1], ADDR[1])
@@ -583,7 +581,7 @@ def main() -> None:
     ap.add_argument("--buckets", default=",".join(BUCKETS),
                     help="shaped: the size buckets to run (comma separated; each keeps its size in the full table)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="shaped: a manager setting for both managers (YAML value), e.g. chunk_target_seconds=0.1")
+                    help="a manager setting for both managers of every run (YAML value), e.g. transfer_concurrency=8")
     ap.add_argument("--burst-ms", type=float, default=10.0,
                     help="shaped: the tbf bucket in ms of the rate (default 10; in the JSON as shaped_burst_ms)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -596,8 +594,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
     args = ap.parse_args()
-    global SAME_CONTENT
-    SAME_CONTENT = args.same_content
+    global SAME_CONTENT, OVERRIDES
+    SAME_CONTENT, OVERRIDES = args.same_content, tuple(args.set)
     work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-manager-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count(), "settings": args.set}
@@ -646,8 +644,7 @@ def main() -> None:
             sw = work / "shaped"
             sw.mkdir(exist_ok=True)
             report["shaped"] = shaped(sw, [int(r) for r in args.rates.split(",")], args.seconds_per_mode,
-                                      args.timeout, args.rounds, tuple(args.buckets.split(",")),
-                                      tuple(args.set), args.burst_ms)
+                                      args.timeout, args.rounds, tuple(args.buckets.split(",")), args.burst_ms)
             report["shaped_burst_ms"] = args.burst_ms
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

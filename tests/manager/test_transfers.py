@@ -237,6 +237,70 @@ def test_a_plan_steps_a_none_pick_up_when_the_link_not_the_cpu_sets_the_pace(mak
         os.close(fd)
 
 
+def test_a_transfer_hashes_each_byte_once_with_sha256_and_twice_with_xxh3(make_sites, monkeypatch):
+    """The checksums' CPU, counted (session 13: the 1000 Mbit/s CPU gap had been put down to three sha256 passes):
+    a transfer sha256-hashes each byte once (the receiver's running whole-object hash; the sender's sha256 is the
+    store's, from the PUT) and xxh3-checksums it twice (the sender for the CHUNK, the receiver to verify it)."""
+    import hashlib
+    import types
+
+    from dwcp.manager import chunks, incoming, store
+
+    hashed = {"sha256": 0, "xxh3": 0}
+
+    class CountingSha256:
+        def __init__(self) -> None:
+            self._h = hashlib.sha256()
+
+        def update(self, data: bytes) -> None:
+            hashed["sha256"] += len(data)
+            self._h.update(data)
+
+        def hexdigest(self) -> str:
+            return self._h.hexdigest()
+
+    def xxh3(data: bytes) -> str:
+        hashed["xxh3"] += len(data)
+        return xxh3_128(data)
+
+    xxh3_128 = chunks.xxhash.xxh3_128_hexdigest
+    monkeypatch.setattr(incoming, "hashlib", types.SimpleNamespace(sha256=CountingSha256))
+    monkeypatch.setattr(store, "hashlib", types.SimpleNamespace(sha256=CountingSha256))
+    monkeypatch.setattr(chunks, "xxhash", types.SimpleNamespace(xxh3_128_hexdigest=xxh3))
+    a, b = make_sites(2)
+    body = os.urandom(16 * CHUNK)
+    a.put("k", body)
+    assert hashed == {"sha256": len(body), "xxh3": 0}  # the PUT's
+    resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "none"})
+    assert a.wait(resp.json()["id"])["state"] == "done"
+    assert hashed == {"sha256": 2 * len(body), "xxh3": 2 * len(body)}
+    assert b.client.get("/v1/objects/k").content == body
+
+
+def test_chunks_are_compressed_and_decoded_where_they_lie_not_copied_first(make_sites, monkeypatch):
+    """The sender compresses a chunk from the blob's mapping and the receiver decodes it from the connection's
+    buffer: the codecs read any buffer, and a `bytes` copy before each cost ~1 ms of CPU per 16 MiB (session 13)."""
+    from dwcp.manager import chunks
+
+    given: list[str] = []
+    real_codecs = chunks._codecs
+
+    def recording(key: str):
+        compress, decompress = real_codecs(key)
+        return ((lambda d: given.append(f"compress {type(d).__name__}") or compress(d)),
+                (lambda d: given.append(f"decode {type(d).__name__}") or decompress(d)))
+
+    monkeypatch.setattr(chunks, "_codecs", recording)
+    big = 4 * CHUNK  # chunks of at least MAP_MIN bytes are sent from the mapping
+    a, b = make_sites(2, settings={"chunk_bytes": big, "chunk_min_bytes": big, "chunk_max_bytes": big})
+    body = (b"2026-12-04T19:00:00 INFO request served in 3 ms path=/v1/objects/x status=200\n" * 16000)[:2 * big]
+    a.put("k", body)
+    resp = a.client.post("/v1/transfers", json={"key": "k", "to": "manager-1", "codec": "zstd-3"})
+    assert a.wait(resp.json()["id"])["state"] == "done"
+    assert b.client.get("/v1/objects/k").content == body
+    assert given.count("compress memoryview") == 2 and given.count("decode memoryview") == 2, given
+
+
 def test_every_chunk_counts_what_decided_its_codec(make_sites):
     """dwcp_transfer_codec_sources_total: one count per chunk, by source and codec (the benchmark's record of
     why a run went the way it did)."""

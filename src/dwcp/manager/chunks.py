@@ -79,12 +79,15 @@ def _codecs(key: str):
 
 
 def encode(raw: bytes | memoryview, codec: str) -> bytes | memoryview:
+    """`raw` in `codec`. The codecs read any buffer, so a chunk mapped from the blob (or received into the
+    connection's buffer) is compressed where it lies: a `bytes` copy first cost ~1 ms of CPU per 16 MiB."""
     if codec == "none":
         return raw
-    return _codecs(codec)[0](bytes(raw))
+    return _codecs(codec)[0](raw)
 
 
-def decode(data: bytes | bytearray, codec: str, raw_len: int, base: bytes | None = None) -> bytes | bytearray:
+def decode(data: bytes | bytearray | memoryview, codec: str, raw_len: int,
+           base: bytes | None = None) -> bytes | bytearray | memoryview:
     """The chunk's raw bytes; ValueError when `data` is not what `codec` produced."""
     if codec == "none":
         return data
@@ -98,8 +101,8 @@ def decode(data: bytes | bytearray, codec: str, raw_len: int, base: bytes | None
             return zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << DELTA_WINDOW_LOG) \
                 .decompress(bytes(data), max_output_size=raw_len)
         if codec == "lz4":
-            return lz4.frame.decompress(bytes(data))
-        return _codecs(codec)[1](bytes(data))
+            return lz4.frame.decompress(data)
+        return _codecs(codec)[1](data)  # read where it was received: no copy (encode)
     except ValueError:
         raise
     except Exception as exc:  # each library has its own error type for corrupt input

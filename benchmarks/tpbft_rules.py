@@ -22,6 +22,10 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            to the other correct nodes), then the faulty ones
   oraclew  every node by placement to all nodes (faulty ones too: they vote in PBFT), a correct primary first
   oracle2  the f + 1 best-placed correct nodes first (the primary group), then every node by placement
+  seen     the rules on main, but every node's ranking(e + 1) also deposes the primaries of the views any
+           correct node entered in epoch e, committed or not (a simulator-only oracle: what a rule that could
+           see a primary deposed after it proposed the epoch's last height would gain at most). Rerun with
+           the previous run's views until they repeat (at most `SEEN_PASSES` runs), so every node ranks alike
 
 Latency is simulated time (load-independent: the same figures on any machine).
 
@@ -44,11 +48,13 @@ from dwcp.consensus.tpbft import replica as tpbft_replica
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "old": {"fresh_incumbent": False}, "new": {}, "g9": {"group_size": 9}, "g10": {"group_size": 10},
-    "sb15": {"standby_after": 0.15}, "r4": {}, "oracle": {}, "oraclew": {}, "oracle2": {},
+    "sb15": {"standby_after": 0.15}, "r4": {}, "oracle": {}, "oraclew": {}, "oracle2": {}, "seen": {},
 }
+SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
 _CHOOSE = tpbft_replica.Replica._choose_group
 _REPORT_HEIGHT = tpbft_replica.Replica._report_height
+_ENTER_VIEW = tpbft_replica.Replica._enter_view
 
 
 def _placement(sim: Simulation, among: list[int], to: list[int]) -> dict[int, float]:
@@ -66,9 +72,25 @@ def oracle_order(variant: str, sim: Simulation, nodes: int, correct: list[int]) 
     return (*head, *sorted((i for i in everyone if i not in head), key=lambda i: (score[i], i)))
 
 
-def _patch(variant: str, order: tuple[int, ...] | None) -> None:
-    """Ranking and report-height variants replace the replica's methods for one run (restored after)."""
+def _patch(variant: str, order: tuple[int, ...] | None, seen_views: dict[int, int] | None = None,
+           entered: dict[int, int] | None = None, correct: frozenset[int] = frozenset()) -> None:
+    """Ranking and report-height variants replace the replica's methods for one run (restored after).
+    `seen`: `seen_views` (epoch -> highest view a correct node entered, from the run before) deposes in every
+    node's ranking, and this run's entered views are written to `entered`."""
     cls = tpbft_replica.Replica
+    if seen_views is not None and entered is not None:
+        def choose_seen(self: Any, epoch: int, incumbent: int) -> None:
+            self.top_view = max(self.top_view, seen_views.get(epoch - 1, 0))
+            _CHOOSE(self, epoch, incumbent)
+
+        def enter_view(self: Any, now: float, nv: Any, proof: Any, blocks: Any, outs: Any) -> None:
+            _ENTER_VIEW(self, now, nv, proof, blocks, outs)
+            if self.node_id in correct:
+                entered[self.epoch] = max(entered.get(self.epoch, 0), self.view)
+        cls._choose_group = choose_seen  # type: ignore[method-assign]
+        cls._enter_view = enter_view  # type: ignore[method-assign]
+        return
+    cls._enter_view = _ENTER_VIEW  # type: ignore[method-assign]
     if order is not None:
         def choose(self: Any, epoch: int, incumbent: int) -> None:
             _CHOOSE(self, epoch, incumbent)
@@ -87,6 +109,24 @@ def _patch(variant: str, order: tuple[int, ...] | None) -> None:
 
 def run_one(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float,
             epoch_length: int) -> dict[str, Any]:
+    if variant != "seen":
+        return _run(variant, behaviour=behaviour, nodes=nodes, byzantine=byzantine, seed=seed, duration=duration,
+                    epoch_length=epoch_length)
+    views: dict[int, int] = {}
+    for k in range(SEEN_PASSES):
+        entered: dict[int, int] = {}
+        row = _run(variant, behaviour=behaviour, nodes=nodes, byzantine=byzantine, seed=seed, duration=duration,
+                   epoch_length=epoch_length, seen_views=views, entered=entered)
+        row["passes"] = k + 1
+        if entered == views:
+            break
+        views = entered
+    return row
+
+
+def _run(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float,
+         epoch_length: int, seen_views: dict[int, int] | None = None,
+         entered: dict[int, int] | None = None) -> dict[str, Any]:
     protocol = "pbft" if variant == "pbft" else "tpbft"
     sc = Scenario.build(protocol, nodes=nodes, byzantine=byzantine, behaviour=behaviour, seed=seed,
                         duration=duration, rate=10.0, epoch_length=epoch_length)
@@ -94,7 +134,8 @@ def run_one(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: i
                                                                               **CONFIGS[variant])}}
     sim = Simulation(sc, **kwargs)
     correct = list(sc.correct)
-    _patch(variant, oracle_order(variant, sim, nodes, correct) if variant.startswith("oracle") else None)
+    _patch(variant, oracle_order(variant, sim, nodes, correct) if variant.startswith("oracle") else None,
+           seen_views, entered, frozenset(correct))
     watch, seen, groups = correct[0], [], {}
 
     def poll() -> None:

@@ -47,8 +47,16 @@ from dwcp.consensus.tpbft import Config
 from dwcp.consensus.tpbft import replica as tpbft_replica
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "old": {"fresh_incumbent": False}, "new": {}, "g9": {"group_size": 9}, "g10": {"group_size": 10},
-    "sb15": {"standby_after": 0.15}, "r4": {}, "oracle": {}, "oraclew": {}, "oracle2": {}, "seen": {},
+    "old": {"fresh_incumbent": False},
+    "new": {},
+    "g9": {"group_size": 9},
+    "g10": {"group_size": 10},
+    "sb15": {"standby_after": 0.15},
+    "r4": {},
+    "oracle": {},
+    "oraclew": {},
+    "oracle2": {},
+    "seen": {},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
@@ -72,13 +80,19 @@ def oracle_order(variant: str, sim: Simulation, nodes: int, correct: list[int]) 
     return (*head, *sorted((i for i in everyone if i not in head), key=lambda i: (score[i], i)))
 
 
-def _patch(variant: str, order: tuple[int, ...] | None, seen_views: dict[int, int] | None = None,
-           entered: dict[int, int] | None = None, correct: frozenset[int] = frozenset()) -> None:
+def _patch(
+    variant: str,
+    order: tuple[int, ...] | None,
+    seen_views: dict[int, int] | None = None,
+    entered: dict[int, int] | None = None,
+    correct: frozenset[int] = frozenset(),
+) -> None:
     """Ranking and report-height variants replace the replica's methods for one run (restored after).
     `seen`: `seen_views` (epoch -> highest view a correct node entered, from the run before) deposes in every
     node's ranking, and this run's entered views are written to `entered`."""
     cls = tpbft_replica.Replica
     if seen_views is not None and entered is not None:
+
         def choose_seen(self: Any, epoch: int, incumbent: int) -> None:
             self.top_view = max(self.top_view, seen_views.get(epoch - 1, 0))
             _CHOOSE(self, epoch, incumbent)
@@ -87,36 +101,58 @@ def _patch(variant: str, order: tuple[int, ...] | None, seen_views: dict[int, in
             _ENTER_VIEW(self, now, nv, proof, blocks, outs)
             if self.node_id in correct:
                 entered[self.epoch] = max(entered.get(self.epoch, 0), self.view)
+
         cls._choose_group = choose_seen  # type: ignore[method-assign]
         cls._enter_view = enter_view  # type: ignore[method-assign]
         return
     cls._enter_view = _ENTER_VIEW  # type: ignore[method-assign]
     if order is not None:
+
         def choose(self: Any, epoch: int, incumbent: int) -> None:
             _CHOOSE(self, epoch, incumbent)
             self.rankings[epoch] = order
             self._groups.clear()
+
         cls._choose_group = choose  # type: ignore[method-assign]
     else:
         cls._choose_group = _CHOOSE  # type: ignore[method-assign]
     if variant == "r4":
+
         def quarter(self: Any, epoch: int) -> int:
             return epoch * self.config.epoch_length + max(1, self.config.epoch_length // 4)
+
         cls._report_height = quarter  # type: ignore[method-assign]
     else:
         cls._report_height = _REPORT_HEIGHT  # type: ignore[method-assign]
 
 
-def run_one(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float,
-            epoch_length: int) -> dict[str, Any]:
+def run_one(
+    variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float, epoch_length: int
+) -> dict[str, Any]:
     if variant != "seen":
-        return _run(variant, behaviour=behaviour, nodes=nodes, byzantine=byzantine, seed=seed, duration=duration,
-                    epoch_length=epoch_length)
+        return _run(
+            variant,
+            behaviour=behaviour,
+            nodes=nodes,
+            byzantine=byzantine,
+            seed=seed,
+            duration=duration,
+            epoch_length=epoch_length,
+        )
     views: dict[int, int] = {}
     for k in range(SEEN_PASSES):
         entered: dict[int, int] = {}
-        row = _run(variant, behaviour=behaviour, nodes=nodes, byzantine=byzantine, seed=seed, duration=duration,
-                   epoch_length=epoch_length, seen_views=views, entered=entered)
+        row = _run(
+            variant,
+            behaviour=behaviour,
+            nodes=nodes,
+            byzantine=byzantine,
+            seed=seed,
+            duration=duration,
+            epoch_length=epoch_length,
+            seen_views=views,
+            entered=entered,
+        )
         row["passes"] = k + 1
         if entered == views:
             break
@@ -124,18 +160,41 @@ def run_one(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: i
     return row
 
 
-def _run(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float,
-         epoch_length: int, seen_views: dict[int, int] | None = None,
-         entered: dict[int, int] | None = None) -> dict[str, Any]:
+def _run(
+    variant: str,
+    *,
+    behaviour: str,
+    nodes: int,
+    byzantine: int,
+    seed: int,
+    duration: float,
+    epoch_length: int,
+    seen_views: dict[int, int] | None = None,
+    entered: dict[int, int] | None = None,
+) -> dict[str, Any]:
     protocol = "pbft" if variant == "pbft" else "tpbft"
-    sc = Scenario.build(protocol, nodes=nodes, byzantine=byzantine, behaviour=behaviour, seed=seed,
-                        duration=duration, rate=10.0, epoch_length=epoch_length)
-    kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length,
-                                                                              **CONFIGS[variant])}}
+    sc = Scenario.build(
+        protocol,
+        nodes=nodes,
+        byzantine=byzantine,
+        behaviour=behaviour,
+        seed=seed,
+        duration=duration,
+        rate=10.0,
+        epoch_length=epoch_length,
+    )
+    kwargs = (
+        {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length, **CONFIGS[variant])}}
+    )
     sim = Simulation(sc, **kwargs)
     correct = list(sc.correct)
-    _patch(variant, oracle_order(variant, sim, nodes, correct) if variant.startswith("oracle") else None,
-           seen_views, entered, frozenset(correct))
+    _patch(
+        variant,
+        oracle_order(variant, sim, nodes, correct) if variant.startswith("oracle") else None,
+        seen_views,
+        entered,
+        frozenset(correct),
+    )
     watch, seen, groups = correct[0], [], {}
 
     def poll() -> None:
@@ -155,15 +214,28 @@ def _run(variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int,
         r = sim.run()
     finally:
         _patch("new", None)
-    gaps = sum(1 for k, (e, v, p) in enumerate(seen)
-               if any(e2 == e and v2 > v for e2, v2, _ in seen[k + 1:]) and (e + 1, 0, p) in seen[k + 1:])
+    gaps = sum(
+        1
+        for k, (e, v, p) in enumerate(seen)
+        if any(e2 == e and v2 > v for e2, v2, _ in seen[k + 1 :]) and (e + 1, 0, p) in seen[k + 1 :]
+    )
     top: dict[int, int] = {}
     for e, v, _ in seen:
         top[e] = max(top.get(e, 0), v)
-    return {"seed": seed, "variant": variant, "vc": r.view_changes, "vdone": sum(top.values()), "gaps": gaps,
-            "p50": r.latency_p50_s, "p99": r.latency_p99_s, "mpb": r.messages_per_block, "ok": r.ok,
-            "epochs": max(e for e, _, _ in seen) + 1,
-            "grp_full": sum(set(correct) <= set(g) for g in groups.values()), "grp_n": len(groups)}
+    return {
+        "seed": seed,
+        "variant": variant,
+        "vc": r.view_changes,
+        "vdone": sum(top.values()),
+        "gaps": gaps,
+        "p50": r.latency_p50_s,
+        "p99": r.latency_p99_s,
+        "mpb": r.messages_per_block,
+        "ok": r.ok,
+        "epochs": max(e for e, _, _ in seen) + 1,
+        "grp_full": sum(set(correct) <= set(g) for g in groups.values()),
+        "grp_n": len(groups),
+    }
 
 
 def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
@@ -176,8 +248,10 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
     for v in variants:
         rs = [by[s][v] for s in seeds]
         fig: dict[str, Any] = {
-            "view_changes": sum(r["vc"] for r in rs), "views_completed": sum(r["vdone"] for r in rs),
-            "gaps": sum(r["gaps"] for r in rs), "runs_not_ok": sum(not r["ok"] for r in rs),
+            "view_changes": sum(r["vc"] for r in rs),
+            "views_completed": sum(r["vdone"] for r in rs),
+            "gaps": sum(r["gaps"] for r in rs),
+            "runs_not_ok": sum(not r["ok"] for r in rs),
             "p50_median_s": statistics.median(r["p50"] for r in rs),
             "p99_median_s": statistics.median(r["p99"] for r in rs),
             "msgs_per_block_median": statistics.median(r["mpb"] for r in rs),
@@ -191,9 +265,11 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
                 "p50_ratio_mean": statistics.mean(b["p50"] / a["p50"] for a, b in pairs),
                 "p99_ratio_median": statistics.median(b["p99"] / a["p99"] for a, b in pairs),
                 "msgs_ratio_median": statistics.median(b["mpb"] / a["mpb"] for a, b in pairs),
-                "vc_fewer_equal_more": [sum(b["vc"] < a["vc"] for a, b in pairs),
-                                        sum(b["vc"] == a["vc"] for a, b in pairs),
-                                        sum(b["vc"] > a["vc"] for a, b in pairs)],
+                "vc_fewer_equal_more": [
+                    sum(b["vc"] < a["vc"] for a, b in pairs),
+                    sum(b["vc"] == a["vc"] for a, b in pairs),
+                    sum(b["vc"] > a["vc"] for a, b in pairs),
+                ],
             }
         out[v] = fig
     return out
@@ -220,8 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     sink = args.rows_out.open("w") if args.rows_out else None
     for seed in range(args.seed, args.seed + args.runs):
         for v in variants:
-            row = run_one(v, behaviour=args.behaviour, nodes=args.nodes, byzantine=args.byzantine, seed=seed,
-                          duration=args.duration, epoch_length=args.epoch_length)
+            row = run_one(
+                v,
+                behaviour=args.behaviour,
+                nodes=args.nodes,
+                byzantine=args.byzantine,
+                seed=seed,
+                duration=args.duration,
+                epoch_length=args.epoch_length,
+            )
             rows.append(row)
             if sink:
                 sink.write(json.dumps(row) + "\n")
@@ -229,23 +312,30 @@ def main(argv: list[str] | None = None) -> int:
     if sink:
         sink.close()
     summary = summarise(rows, variants)
-    print(f"{args.behaviour}, n={args.nodes}, {args.byzantine} faulty, seeds {args.seed}-{args.seed + args.runs - 1},"
-          f" {args.duration:g} s, epoch {args.epoch_length} (simulated time; seed baseline: T-PBFT latency < 60 ms"
-          f" single-site, not comparable with this WAN)")
+    print(
+        f"{args.behaviour}, n={args.nodes}, {args.byzantine} faulty, seeds {args.seed}-{args.seed + args.runs - 1},"
+        f" {args.duration:g} s, epoch {args.epoch_length} (simulated time; seed baseline: T-PBFT latency < 60 ms"
+        f" single-site, not comparable with this WAN)"
+    )
     for v in variants:
         f = summary[v]
-        line = (f"  {v:8s} VC {f['view_changes']:4d}  views completed {f['views_completed']:4d}  gaps {f['gaps']}  "
-                f"not ok {f['runs_not_ok']}  p50 {f['p50_median_s']:.3f}  p99 {f['p99_median_s']:.3f}  "
-                f"msgs/block {f['msgs_per_block_median']:.1f}")
+        line = (
+            f"  {v:8s} VC {f['view_changes']:4d}  views completed {f['views_completed']:4d}  gaps {f['gaps']}  "
+            f"not ok {f['runs_not_ok']}  p50 {f['p50_median_s']:.3f}  p99 {f['p99_median_s']:.3f}  "
+            f"msgs/block {f['msgs_per_block_median']:.1f}"
+        )
         if "vs_pbft" in f:
             x = f["vs_pbft"]
-            line += (f"  | /PBFT same run: p50 {x['p50_ratio_median']:.3f} (mean {x['p50_ratio_mean']:.3f}) "
-                     f"p99 {x['p99_ratio_median']:.3f} msgs {x['msgs_ratio_median']:.3f} "
-                     f"VC fewer/equal/more {'/'.join(map(str, x['vc_fewer_equal_more']))}")
+            line += (
+                f"  | /PBFT same run: p50 {x['p50_ratio_median']:.3f} (mean {x['p50_ratio_mean']:.3f}) "
+                f"p99 {x['p99_ratio_median']:.3f} msgs {x['msgs_ratio_median']:.3f} "
+                f"VC fewer/equal/more {'/'.join(map(str, x['vc_fewer_equal_more']))}"
+            )
         print(line)
     if args.json_out:
-        args.json_out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary},
-                                            indent=2))
+        args.json_out.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2)
+        )
     return 0 if all(summary[v]["runs_not_ok"] == 0 for v in variants) else 1
 
 

@@ -129,30 +129,20 @@ def _patch(
 def run_one(
     variant: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float, epoch_length: int
 ) -> dict[str, Any]:
+    scenario = {
+        "behaviour": behaviour,
+        "nodes": nodes,
+        "byzantine": byzantine,
+        "seed": seed,
+        "duration": duration,
+        "epoch_length": epoch_length,
+    }
     if variant != "seen":
-        return _run(
-            variant,
-            behaviour=behaviour,
-            nodes=nodes,
-            byzantine=byzantine,
-            seed=seed,
-            duration=duration,
-            epoch_length=epoch_length,
-        )
+        return _run(variant, **scenario)
     views: dict[int, int] = {}
     for k in range(SEEN_PASSES):
         entered: dict[int, int] = {}
-        row = _run(
-            variant,
-            behaviour=behaviour,
-            nodes=nodes,
-            byzantine=byzantine,
-            seed=seed,
-            duration=duration,
-            epoch_length=epoch_length,
-            seen_views=views,
-            entered=entered,
-        )
+        row = _run(variant, **scenario, seen_views=views, entered=entered)
         row["passes"] = k + 1
         if entered == views:
             break

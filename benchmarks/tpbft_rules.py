@@ -26,6 +26,8 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            correct node entered in epoch e, committed or not (a simulator-only oracle: what a rule that could
            see a primary deposed after it proposed the epoch's last height would gain at most). Rerun with
            the previous run's views until they repeat (at most `SEEN_PASSES` runs), so every node ranks alike
+  grace1 / grace2  the rules on main plus `accepted_grace` 1 / 2: a request timeout whose tx is in a block
+           accepted in this view and not yet executed waits 1 / 2 more timeouts before a view change
 
 Latency is simulated time (load-independent: the same figures on any machine).
 
@@ -57,6 +59,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "oraclew": {},
     "oracle2": {},
     "seen": {},
+    "grace1": {"accepted_grace": 1},
+    "grace2": {"accepted_grace": 2},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)

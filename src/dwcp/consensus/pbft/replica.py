@@ -34,7 +34,8 @@ when only a group votes, which is what keeps T-PBFT's group changes safe (docs/t
 Hooks for subclasses: `group(e, v)` (who votes and gets the normal-case messages), `voters(e, v)` (whose
 votes and view changes count; default the group), `vote_targets(e, v, h)` (whom our vote goes to; None:
 we do not vote),
-`primary(e, v)`, `epoch_end(e)`, `observe(peer, event)` (events: timely, invalid, conflict),
+`primary(e, v)`, `epoch_end(e)`, `may_propose(h)`, `may_suspect_primary(now)` (the request timer's last check),
+`observe(peer, event)` (events: timely, invalid, conflict),
 `block_meta(h)`/`check_meta(block)` (checked on pre-prepares only: a view change re-proposes
 blocks byte for byte, and its null blocks carry empty meta, which `after_execute` must accept),
 and `after_execute(now, block, cert, outs, replay)` (call super: it switches epochs).
@@ -305,6 +306,11 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
     def may_propose(self, height: int) -> bool:
         """Whether the primary may put `height` in flight now, within the pipeline's limits (T-PBFT: an
         epoch's last height waits for the others)."""
+        return True
+
+    def may_suspect_primary(self, now: float) -> bool:
+        """Whether a request timeout that would start a view change may start it now (T-PBFT: not while
+        the stuck tx's block, accepted in this view, waits for votes; for a bounded time)."""
         return True
 
     def block_meta(self, height: int) -> bytes:

@@ -161,6 +161,9 @@ class ViewChangeMixin:
             # (n = 7, 0.5 s: the tail of runs with a correct first primary went from 1.68 s to 0.39 s).
             self._arm(REQUEST, step, outs)
             return
+        if not self.may_suspect_primary(now):
+            self._arm(REQUEST, step, outs)
+            return
         self.start_view_change(now, self.view + 1, outs)
 
     def start_view_change(self, now: float, view: int, outs: list[Output]) -> None:

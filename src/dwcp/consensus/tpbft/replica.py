@@ -73,11 +73,11 @@ class Config(PbftConfig):
     standby_after: float = 0.3  # a group member widens a height still undecided this long after its block
     standby_sticky_after: int = 1  # ... and, past this many widened heights in one view, every later one at once
     measurement_epoch: bool = True  # epoch 0: the whole committee votes (group chosen from measured timeliness)
-    # A primary deposed in epoch e does not lead e+1: the epoch's last height is proposed alone (once every
-    # earlier height is executed), so a view change before it makes the new primary its proposer, and the
-    # primaries of views the epoch's committed blocks prove replaced leave the next epoch's primary group.
+    # A primary deposed in epoch e does not lead e+1: e's last height is proposed alone (once every earlier one is
+    # executed), and the primaries of views e's committed blocks prove replaced leave e+1's primary group.
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
+    accepted_grace: int = 0  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
 
 
 def default_group_size(committee: Committee) -> int:

@@ -36,12 +36,18 @@ class Settings(PbftSettings):
         "so a primary deposed in an epoch does not lead the next; None: the core's default (on)."
     )
 
+    accepted_grace: int | None = Field(
+        None, ge=0, description="Extra request timeouts a node waits before a view change while the stuck tx is "
+        "in a block it accepted in this view (0: off); None: the core's default (off)."
+    )
+
     def config_values(self, max_pending: int) -> dict[str, Any]:
         values = super().config_values(max_pending)
         if self.standby_after_ms is not None:
             values["standby_after"] = self.standby_after_ms / 1000
         # None: keep the core's default
-        for name in ("group_size", "epoch_length", "measurement_epoch", "standby_sticky_after", "fresh_incumbent"):
+        for name in ("group_size", "epoch_length", "measurement_epoch", "standby_sticky_after", "fresh_incumbent",
+                     "accepted_grace"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         return values

@@ -27,7 +27,8 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            see a primary deposed after it proposed the epoch's last height would gain at most). Rerun with
            the previous run's views until they repeat (at most `SEEN_PASSES` runs), so every node ranks alike
   grace1 / grace2  the rules on main plus `accepted_grace` 1 / 2: a request timeout whose tx is in a block
-           accepted in this view and not yet executed waits 1 / 2 more timeouts before a view change
+           accepted in this view, not yet executed and still gaining votes waits up to 1 / 2 more timeouts
+           before a view change (docs/tpbft.md, rule 6)
 
 Latency is simulated time (load-independent: the same figures on any machine).
 

@@ -32,13 +32,14 @@ messages), not commit anything a quorum did not vote for.
 
 **A block that waits for votes does not blame its primary at once** (`accepted_grace`, default 0: off).
 When the request timer would start a view change and the oldest pending tx is in a block we accepted
-in the current view (the primary proposed it; the group, widened or not, has not committed it yet),
-the view change waits up to `accepted_grace` more request timeouts: with flaky group members down,
-such a height is slow because of its voters, not its primary (docs/tpbft.md, Session 13). A Byzantine
-primary gains at most that delay per tx: the grace is measured on the tx's own clock, which this rule
-never restarts; a tx the primary leaves out of every block gets no grace (PBFT's timer as before);
-and f+1 view changes from nodes that never accepted the block still pull everyone on (liveness rule).
-Safety does not depend on timers: only when a view change starts moves, never what a quorum proves.
+in the current view (the primary proposed it; the group, widened or not, has not committed it yet)
+that still gains votes (one for its digest arrived in the last half request timeout), the view change
+waits, up to `accepted_grace` more request timeouts: with flaky group members down, such a height is
+slow because of its voters, not its primary (docs/tpbft.md, Session 13). A Byzantine primary gains at
+most that delay per tx: the grace is measured on the tx's own clock, which this rule never restarts;
+a tx the primary leaves out of every block gets no grace (PBFT's timer as before); and f+1 view
+changes from nodes that never accepted the block still pull everyone on (liveness rule). Safety does
+not depend on timers: only when a view change starts moves, never what a quorum proves.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ STANDBY = Timer(kind="standby")
 
 class StandbyMixin:
     """Needs from `tpbft.Replica`: committee, node_id, epoch, view, height, slots, decided, voted, mempool,
-    config (`standby_after`, `accepted_grace`, `request_timeout`), `group`, `primary`, `_arm`, `_cast`."""
+    config (`standby_after`, `accepted_grace`, `request_timeout`), seen, `group`, `primary`, `_arm`, `_cast`."""
 
     def _init_standby(self) -> None:
         self.widened: set[int] = set()  # heights of the current view that followers vote on too
@@ -128,18 +129,19 @@ class StandbyMixin:
 
     def may_suspect_primary(self, now: float) -> bool:
         """`accepted_grace` (module docstring): not while the oldest pending tx is in a block we accepted in
-        this view and have not executed, for at most `accepted_grace` request timeouts past the point where
-        PBFT would suspect (the tx's own clock, which nothing here restarts)."""
+        this view, have not executed and that gained a vote in the last half request timeout; for at most
+        `accepted_grace` request timeouts past the point where PBFT would suspect (the tx's own clock)."""
         grace = self.config.accepted_grace
         oldest = self.mempool.oldest()
         if grace <= 0 or oldest is None or now - oldest >= self._request_step + grace * self.config.request_timeout:
             return True
         tid = next(iter(self.mempool.pending))
-        return not any(
-            s.view == self.view and any(tx.id == tid for tx in s.block.txs)
-            for h, s in self.slots.items()
-            if h > self.height
-        )
+        for h, slot in self.slots.items():
+            if h > self.height and slot.view == self.view and any(tx.id == tid for tx in slot.block.txs):
+                arrivals = [t for votes in self.seen.get(h, {}).values() for (_, dig), t in votes.items()
+                            if dig == slot.digest]
+                return not arrivals or now - max(arrivals) >= self._request_step
+        return True
 
     def vote_targets(self, epoch: int, view: int, height: int) -> tuple[int, ...] | None:
         if height in self.widened and (epoch, view) == (self.epoch, self.view):

@@ -132,10 +132,11 @@ class StandbyMixin:
         this view, have not executed and that gained a vote in the last half request timeout; for at most
         `accepted_grace` request timeouts past the point where PBFT would suspect (the tx's own clock)."""
         grace = self.config.accepted_grace
-        oldest = self.mempool.oldest()
-        if grace <= 0 or oldest is None or now - oldest >= self._request_step + grace * self.config.request_timeout:
+        if grace <= 0 or not self.mempool.pending:
             return True
-        tid = next(iter(self.mempool.pending))
+        tid, (_, oldest) = next(iter(self.mempool.pending.items()))  # `pending` is kept in time-seen order
+        if now - oldest >= self._request_step + grace * self.config.request_timeout:
+            return True
         for h, slot in self.slots.items():
             if h > self.height and slot.view == self.view and any(tx.id == tid for tx in slot.block.txs):
                 arrivals = [t for votes in self.seen.get(h, {}).values() for (_, dig), t in votes.items()

@@ -591,13 +591,22 @@ def main() -> None:
                     help="shaped: every run sends the same bytes (before session 8; the receiver's content-addressed "
                          "store then already holds what the second and later modes of a cell send)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one run may take")
-    ap.add_argument("--work", type=Path, default=None, help="working directory (kept); default a temp dir")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="working directory, kept afterwards; default a temp dir, removed at the end (GiBs)")
     ap.add_argument("--out", type=Path, default=Path("manager_transfer.json"))
     args = ap.parse_args()
     global SAME_CONTENT, OVERRIDES
     SAME_CONTENT, OVERRIDES = args.same_content, tuple(args.set)
     work = args.work or Path(tempfile.mkdtemp(prefix="dwcp-manager-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        run(args, work)
+    finally:
+        if args.work is None:  # payloads and both managers' stores: tens of GiB left in /tmp otherwise
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     report: dict = {"seed_baselines": SEED, "host_cpus": os.cpu_count(), "settings": args.set}
     if not args.skip_loopback:
         # --tmpfs: both managers' data (and the object) in memory, so the figures are the software's, not the disk's

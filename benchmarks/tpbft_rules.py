@@ -13,8 +13,9 @@ two figures that need a correct node's status (polled every 20 ms of simulated t
 
 Variants (each a T-PBFT config or ranking, the same scenario and seed):
   pbft     PBFT
-  old      T-PBFT before session 12 (`fresh_incumbent=False`)
-  new      T-PBFT as on main (`fresh_incumbent=True`)
+  old      T-PBFT before session 12 (`fresh_incumbent=False`, `accepted_grace=0`)
+  new      T-PBFT as on main (`fresh_incumbent=True`, `accepted_grace=1` since session 14)
+  nograce  the rules on main without `accepted_grace` (0: the rules before session 14)
   g9 / g10 group of 9 / 10 at n = 10 (default 8: q + 1)
   sb15     standby_after 0.15 s (default 0.3)
   r4       trust reports at a quarter of the epoch (default: its middle)
@@ -26,9 +27,9 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            correct node entered in epoch e, committed or not (a simulator-only oracle: what a rule that could
            see a primary deposed after it proposed the epoch's last height would gain at most). Rerun with
            the previous run's views until they repeat (at most `SEEN_PASSES` runs), so every node ranks alike
-  grace1 / grace2  the rules on main plus `accepted_grace` 1 / 2: a request timeout whose tx is in a block
-           accepted in this view, not yet executed and still gaining votes waits up to 1 / 2 more timeouts
-           before a view change (docs/tpbft.md, rule 6)
+  grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
+           timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
+           waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
 
 Latency is simulated time (load-independent: the same figures on any machine).
 
@@ -50,7 +51,8 @@ from dwcp.consensus.tpbft import Config
 from dwcp.consensus.tpbft import replica as tpbft_replica
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "old": {"fresh_incumbent": False},
+    "old": {"fresh_incumbent": False, "accepted_grace": 0},
+    "nograce": {"accepted_grace": 0},
     "new": {},
     "g9": {"group_size": 9},
     "g10": {"group_size": 10},

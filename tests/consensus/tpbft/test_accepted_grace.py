@@ -1,6 +1,7 @@
-"""`accepted_grace` as scenarios: a request timeout whose tx is in a block this node accepted in the current
-view, still gaining votes, waits (boundedly) for them instead of deposing the primary; a block that stopped
-gaining votes, or a tx in no accepted block, gets no grace, and the grace ends even while votes keep coming."""
+"""`accepted_grace` (default 1) as scenarios: a request timeout whose tx is in a block this node accepted in the
+current view, still gaining votes, waits (boundedly) for them instead of deposing the primary; a block that
+stopped gaining votes, or a tx in no accepted block, gets no grace, and the grace ends even while votes keep coming.
+`FAST` is the default config but for batching and the epoch (`accepted_grace` left at its default)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .test_replica import FAST, make_net, tick
 
 DOWN = (5, 6, 7)  # three silent group members of 0..7: the 7 others are exactly a quorum
 SLOW = (8, 9)  # the followers, whose traffic is held (not lost) until `release`
-GRACE = dataclasses.replace(FAST, accepted_grace=1)
+OFF = dataclasses.replace(FAST, accepted_grace=0)  # PBFT's request timer
 
 
 class SlowLinks:
@@ -59,7 +60,7 @@ def wait_until(net: LocalNet, t: float) -> None:
 
 
 def test_a_block_still_gaining_votes_does_not_depose_its_primary(committee: Callable[..., Keys]) -> None:
-    net, links, members = stall(committee(n=10), GRACE)
+    net, links, members = stall(committee(n=10), FAST)  # the default config: fails with the grace off
     wait_until(net, 0.8)
     links.release(9)  # one follower's votes arrive (widened at 0.3 s): the block is still gaining votes
     wait_until(net, 1.2)  # past request_timeout (1 s), within the grace
@@ -71,7 +72,7 @@ def test_a_block_still_gaining_votes_does_not_depose_its_primary(committee: Call
 
 
 def test_without_the_grace_the_same_wait_deposes_the_primary(committee: Callable[..., Keys]) -> None:
-    net, links, members = stall(committee(n=10), FAST)
+    net, links, members = stall(committee(n=10), OFF)
     wait_until(net, 0.8)
     links.release(9)
     wait_until(net, 1.2)
@@ -79,13 +80,13 @@ def test_without_the_grace_the_same_wait_deposes_the_primary(committee: Callable
 
 
 def test_a_block_that_stopped_gaining_votes_gets_no_grace(committee: Callable[..., Keys]) -> None:
-    net, _, members = stall(committee(n=10), GRACE)  # no vote after the live members' own, at once
+    net, _, members = stall(committee(n=10), FAST)  # no vote after the live members' own, at once
     wait_until(net, 1.2)
     assert all(net.cores[n].view_changes == 1 for n in members if n != 0)  # PBFT's time: 1.01 s
 
 
 def test_the_grace_ends_even_while_votes_keep_arriving(committee: Callable[..., Keys]) -> None:
-    net, _, members = stall(committee(n=10), GRACE)
+    net, _, members = stall(committee(n=10), FAST)
     digest = net.cores[0].slots[1].digest
     backups = [n for n in members if n != 0]
     forged = [(v, kind) for v in DOWN for kind in ("prepare", "commit")]  # never a quorum: bad signatures
@@ -106,7 +107,7 @@ def test_the_grace_ends_even_while_votes_keep_arriving(committee: Callable[..., 
 
 
 def test_a_tx_in_no_accepted_block_gets_no_grace(committee: Callable[..., Keys]) -> None:
-    net = make_net(committee(n=10), GRACE)
+    net = make_net(committee(n=10), FAST)
     net.down.add(0)  # the primary: nothing is proposed, so nothing is accepted
     net.feed(3, Submitted(tx=Transaction(payload=b"never-proposed")))
     net.run()
@@ -115,8 +116,11 @@ def test_a_tx_in_no_accepted_block_gets_no_grace(committee: Callable[..., Keys])
     assert net.cores[3].view_changes == 1  # PBFT's timer: 1 s
 
 
-def test_node_settings_set_the_grace_and_leave_it_off_by_default() -> None:
+def test_the_grace_is_on_by_default_and_node_settings_can_turn_it_off() -> None:
+    from dwcp.consensus.tpbft import Config
     from dwcp.consensus.tpbft.settings import Settings
 
-    assert Settings.model_validate({}).core_config(1000).accepted_grace == 0
+    assert Config().accepted_grace == FAST.accepted_grace == 1
+    assert Settings.model_validate({}).core_config(1000).accepted_grace == 1
+    assert Settings.model_validate({"accepted_grace": 0}).core_config(1000).accepted_grace == 0
     assert Settings.model_validate({"accepted_grace": 2}).core_config(1000).accepted_grace == 2

@@ -77,7 +77,7 @@ class Config(PbftConfig):
     # executed), and the primaries of views e's committed blocks prove replaced leave e+1's primary group.
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
-    accepted_grace: int = 0  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
+    accepted_grace: int = 1  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
 
 
 def default_group_size(committee: Committee) -> int:

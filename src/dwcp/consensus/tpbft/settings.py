@@ -38,7 +38,7 @@ class Settings(PbftSettings):
 
     accepted_grace: int | None = Field(
         None, ge=0, description="Extra request timeouts a node waits before a view change while the stuck tx is "
-        "in a block it accepted in this view that still gains votes (0: off); None: the core's default (off)."
+        "in a block it accepted in this view that still gains votes (0: off); None: the core's default (1)."
     )
 
     def config_values(self, max_pending: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ Followers that step in are judged like members (`_judge`), so a correct follower
 can replace a silent member at the next epoch. A Byzantine node can make heights widen early (more
 messages), not commit anything a quorum did not vote for.
 
-**A block that waits for votes does not blame its primary at once** (`accepted_grace`, default 0: off).
+**A block that waits for votes does not blame its primary at once** (`accepted_grace`, default 1).
 When the request timer would start a view change and the oldest pending tx is in a block we accepted
 in the current view (the primary proposed it; the group, widened or not, has not committed it yet)
 that still gains votes (one for its digest arrived in the last half request timeout), the view change

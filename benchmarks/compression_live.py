@@ -38,7 +38,7 @@ from dwcp.compression import load, oracle, selector
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.model import Model
 from dwcp.compression.selector import Request
-from dwcp.compression.shadow import Job, ShadowEvaluator
+from dwcp.compression.shadow import PILOT_DRIFT, Job, ShadowEvaluator
 
 CAREFUL_SECONDS = 0.01  # the benchmark oracle's turns (session 8's pool truth), for the careful re-measures
 SAMPLE_BUCKETS = (
@@ -54,9 +54,36 @@ def sample_bucket(n: int) -> str:
     return next(name for edge, name in SAMPLE_BUCKETS if n < edge)
 
 
-def evaluator(pilot: float, choose) -> ShadowEvaluator:
-    """The service's evaluator (its timing turns and pilot cadence), offered every item."""
-    return ShadowEvaluator(fraction=1.0, window=1 << 30, max_per_second=1e9, pilot=pilot, choose=choose)
+def evaluator(pilot: float, choose, pilot_drift: float = PILOT_DRIFT) -> ShadowEvaluator:
+    """The service's evaluator (its timing turns, pilot cadence and canary check), offered every item."""
+    return ShadowEvaluator(
+        fraction=1.0, window=1 << 30, max_per_second=1e9, pilot=pilot, choose=choose, pilot_drift=pilot_drift
+    )
+
+
+class Pass:
+    """One evaluator's first-pass measurements, with the CPU each took and every pilot reading it used."""
+
+    def __init__(self, ev: ShadowEvaluator, start: float) -> None:
+        self.ev, self.start = ev, start
+        self.cpu: list[float] = []
+        self.pilots: list[tuple[float, float]] = []  # (seconds since the run started, MB/s) of each new reading
+
+    def truth(self, r: Request) -> tuple[oracle.Measurement, np.ndarray]:
+        cpu = time.thread_time()
+        m, t = self.ev.truth(r)
+        self.cpu.append(time.thread_time() - cpu)
+        if not self.pilots or self.pilots[-1][1] != round(self.ev.host_pilot / 1e6, 1):
+            self.pilots.append((round(time.monotonic() - self.start, 1), round(self.ev.host_pilot / 1e6, 1)))
+        return m, t
+
+    def figures(self) -> dict:
+        return {
+            "evaluations": len(self.cpu),
+            "cpu_ms_per_evaluation": 1e3 * float(np.mean(self.cpu)),
+            "repiloted": self.ev.repiloted,
+            "pilot_readings_mbps": self.pilots,
+        }
 
 
 def careful(r: Request, chosen: int, pilot: float, times: int) -> int:
@@ -94,23 +121,24 @@ def run(args: argparse.Namespace) -> dict:
     pilot = sel.calibration.pilot
     # Each evaluator chooses with a selector of its own, as the service's shadow does (an Extractor per thread).
     own_a, own_b = (selector.Selector(sel.model, sel.calibration) for _ in range(2))
-    a = evaluator(pilot, lambda r: own_a.choose([r])[0].index)
-    b = evaluator(pilot, lambda r: own_b.choose([r])[0].index)
+    a = evaluator(pilot, lambda r: own_a.choose([r])[0].index, args.pilot_drift)
+    b = evaluator(pilot, lambda r: own_b.choose([r])[0].index, args.pilot_drift)
     # Another artifact judged against the same first pass as the gauge's (paired: same items, same truth).
     other = selector.Selector(Model.load(args.compare), sel.calibration) if args.compare else None
     items = load.items(args.seed, args.n)
     rows: list[dict] = []
     cpu0, wall0 = time.process_time(), time.monotonic()
+    pass_a, pass_b = Pass(a, wall0), Pass(b, wall0)
     questions = [(i, *a.question(Job(request, sel.choose([request])[0].index))) for i, request in items]
     # --apart: the second pass measures every item before the first pass starts (minutes apart, not seconds).
-    early = [b.truth(r) for _, r, _, _ in questions] if args.apart else None
+    early = [pass_b.truth(r) for _, r, _, _ in questions] if args.apart else None
     for k, (i, r, chosen, rescoped) in enumerate(questions):
         if early is not None:
-            (ma, ta), (mb, tb) = a.truth(r), early[k]
+            (ma, ta), (mb, tb) = pass_a.truth(r), early[k]
         elif k % 2 == 0:  # alternate which pass is timed first: neither is always the colder one
-            (ma, ta), (mb, tb) = a.truth(r), b.truth(r)
+            (ma, ta), (mb, tb) = pass_a.truth(r), pass_b.truth(r)
         else:
-            (mb, tb), (ma, ta) = b.truth(r), a.truth(r)
+            (mb, tb), (ma, ta) = pass_b.truth(r), pass_a.truth(r)
         pick_a, pick_b = int(ta.argmin()), int(tb.argmin())
         row = {
             "item": k,
@@ -159,7 +187,9 @@ def run(args: argparse.Namespace) -> dict:
         "cpu_s": time.process_time() - cpu0,
         "wall_s": time.monotonic() - wall0,
         "rescoped": int(sum(r["rescoped"] for r in rows)),
+        "pilot_drift": args.pilot_drift,
         "pilot_readings_bps": {"a": a.host_pilot, "b": b.host_pilot},
+        "passes": {"a": pass_a.figures(), "b": pass_b.figures()},
         "overall": {key: summary(rows, key) for key in keys},
         "by_family": {},
         "by_sample_bytes": {},
@@ -188,6 +218,12 @@ def report(out: dict) -> None:
         "oracle_a_on_b": "pass A's pick vs pass B (oracle)",
         "compare": f"{out['compare']} vs pass A",
     }
+    for name, p in out["passes"].items():
+        readings = " ".join(f"{t:.0f}s:{v:.0f}" for t, v in p["pilot_readings_mbps"])
+        print(
+            f"  pass {name.upper()}: {p['cpu_ms_per_evaluation']:.1f} CPU-ms per evaluation, repiloted "
+            f"{p['repiloted']} of {p['evaluations']} (pilot_drift {out['pilot_drift']}); pilot readings MB/s {readings}"
+        )
     for key, name in names.items():
         if key not in out["overall"]:
             continue
@@ -211,6 +247,12 @@ def main() -> int:
     p.add_argument("--model", type=Path, help="the artifact (default: the shipped one)")
     p.add_argument("--compare", type=Path, help="another artifact, judged against the same first pass as the gauge")
     p.add_argument("--apart", action="store_true", help="the second pass measures every item before the first starts")
+    p.add_argument(
+        "--pilot-drift",
+        type=float,
+        default=PILOT_DRIFT,
+        help="the evaluators' canary threshold (inf: no canary, the evaluator before 2026-12-06)",
+    )
     p.add_argument("--careful", type=int, default=3, help="careful re-measures per miss (0: none)")
     p.add_argument("--progress", type=int, default=100, help="a progress line every this many items (0: none)")
     p.add_argument("--json-out", help="write the figures (and every miss) as JSON here")

@@ -1,6 +1,7 @@
 """The live gauge's question offline (benchmarks/compression_live.py) and the mix it asks it of (`load.items`)."""
 
 import argparse
+import math
 import random
 
 from dwcp.compression import load
@@ -44,9 +45,20 @@ def test_the_live_tool_scores_the_gauge_and_the_oracle_on_the_same_items(calibra
     # Three items: small samples over a slow link keep the oracle's work to a second or two.
     monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
     args = argparse.Namespace(
-        n=3, seed=0, calibration=str(calibration_file), model=None, compare=None, apart=False, careful=1, progress=0
+        n=3,
+        seed=0,
+        calibration=str(calibration_file),
+        model=None,
+        compare=None,
+        apart=False,
+        careful=1,
+        progress=0,
+        pilot_drift=0.15,
     )
     out = live.run(args)
+    for p in out["passes"].values():  # each pass: its CPU per evaluation and the pilot readings it used
+        assert p["evaluations"] == 3 and p["cpu_ms_per_evaluation"] > 0 and 0 <= p["repiloted"] <= 2
+        assert p["pilot_readings_mbps"][0][1] > 0
     assert out["n"] == 3 and out["rescoped"] == 3  # a 32 KiB sample of a 1 MiB chunk: scored at the sample's size
     for key in ("gauge", "oracle_b_on_a", "oracle_a_on_b"):
         s = out["overall"][key]
@@ -68,6 +80,7 @@ def test_an_artifact_compared_on_the_same_first_pass_scores_as_the_gauge(calibra
         apart=True,
         careful=0,
         progress=0,
+        pilot_drift=math.inf,
     )
     out = live.run(args)
     assert out["apart"] and out["compare"] == out["model"]

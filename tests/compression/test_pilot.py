@@ -57,3 +57,16 @@ def test_datasets_keep_the_pilot_and_rescale_rows_that_have_one(tmp_path, calibr
     k = n - 1
     assert y[0, k] == pytest.approx(math.log(100.0 * calibration.pilot / 50.0 / calibration.vc[1]))
     assert y[1, k] == pytest.approx(math.log(100.0 / calibration.vc[1]))
+
+
+def test_the_canary_is_timed_with_the_pilot_or_alone_and_is_never_rescaled():
+    """The canary (zstd-1 on the pilot block) comes free with the pilot, costs a couple of timers alone, and is
+    timed even when the options measured leave zstd-1 out (a miss's confirmation)."""
+    from dwcp.compression.codecs import BY_KEY
+
+    with_pilot = oracle.measure(TEXT[:3000], min_total=0.0)
+    alone = oracle.measure(TEXT[:3000], min_total=0.0, pilot=False, canary=True)
+    without_zstd1 = oracle.measure(TEXT[:3000], options=(BY_KEY["lz4"],), min_total=0.0, pilot=False, canary=True)
+    assert np.isfinite(with_pilot.canary) and np.isfinite(alone.canary) and np.isfinite(without_zstd1.canary)
+    assert math.isnan(alone.pilot) and math.isnan(oracle.measure(TEXT[:3000], min_total=0.0, pilot=False).canary)
+    assert with_pilot.at_speed(1.0).canary == with_pilot.canary

@@ -1,11 +1,14 @@
 """The shadow evaluator re-scores live requests with the oracle and drives compression_selector_accuracy."""
 
+import dataclasses
+import math
 import random
 import time
 
 import numpy as np
 
 from dwcp.compression.codecs import KEYS
+from dwcp.compression.corpus import text
 from dwcp.compression.costmodel import Link
 from dwcp.compression.selector import Request
 from dwcp.compression.shadow import CONFIRM_SECONDS, SHADOW_NICE, Job, ShadowEvaluator
@@ -62,7 +65,8 @@ def test_worker_thread_updates_the_accuracy_gauge(make_client):
         accuracy = registry.get_sample_value("compression_selector_accuracy")
         assert accuracy is not None and 0.0 <= accuracy <= 1.0
         assert accuracy == app.state.shadow.accuracy()
-        assert c.get("/v1/shadow").json()["evaluated"] == evaluated
+        stats = c.get("/v1/shadow").json()
+        assert stats["evaluated"] == evaluated and stats["repiloted"] >= 0
         assert "compression_selector_accuracy " in c.get("/metrics").text
 
 
@@ -87,7 +91,7 @@ def test_the_pilot_is_timed_at_most_every_pilot_every_seconds(monkeypatch):
     monkeypatch.setattr(oracle, "measure", lambda data, **k: first_pass(k) and pilots.append(k["pilot"])
                         or real_measure(data, **k))
     monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(m) or real_times(m, *a))
-    ev = evaluator(pilot_every=3600.0)
+    ev = evaluator(pilot_every=3600.0, pilot_drift=math.inf)  # the cadence alone: no canary check
     ev.pilot = 1e12
     for _ in range(3):
         ev.evaluate(Job(ZEROS_1MIB, KEYS.index("zstd-3")))
@@ -198,3 +202,83 @@ def test_the_oracle_thread_runs_at_the_lowest_priority():
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # the caller is untouched
     finally:
         ev.stop()
+
+
+TEXT_4K = Request(text(np.random.default_rng(5), 4096), 1 << 30, Link(100.0, 1.0), 4096)
+
+
+def _geomean_speed(m) -> float:
+    return float(np.exp(np.mean(np.log(np.r_[m.vc[1:], m.vd[1:]]))))
+
+
+def _host_changes_after_first(monkeypatch, slow_first: bool) -> tuple[list, ShadowEvaluator]:
+    """Real measurements whose host runs at half speed in every evaluation but the first (or only in the first: a
+    pilot reading that caught a moment's slowdown); returns the rescaled measurements scored and the evaluator."""
+    from dwcp.compression import oracle
+
+    scored, evaluations = [], []
+    real_measure, real_times = oracle.measure, oracle.times
+    ev = evaluator(pilot_every=3600.0)
+
+    def measure(data, **k):
+        slow = (len(evaluations) == 1) == slow_first  # a clock running 2x fast is a host 2x slower
+        return real_measure(data, clock=(lambda: 2 * time.thread_time_ns()) if slow else time.thread_time_ns, **k)
+
+    def evaluate(job):
+        evaluations.append(job)
+        return real_evaluate(job)
+
+    monkeypatch.setattr(oracle, "measure", measure)
+    monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(m) or real_times(m, *a))
+    real_evaluate, ev.evaluate = ev.evaluate, evaluate
+    ev.pilot = 2e8
+    for _ in range(2):
+        ev.evaluate(Job(TEXT_4K, KEYS.index("zstd-3")))
+    return [m for m in scored if np.isfinite(m.vc[1:]).all()], ev
+
+
+def test_a_host_that_slows_after_the_pilot_reading_is_timed_again_with_the_pilot(monkeypatch):
+    """The pilot is timed once a minute: a host that halves its speed after the reading would have every
+    evaluation until the next rescaled by the stale reading (half the speeds). The canary in the evaluation's
+    own turns sees it move, and the evaluation is measured again with the pilot in its turns."""
+    scored, ev = _host_changes_after_first(monkeypatch, slow_first=False)
+    first, second = scored[0], scored[-1]
+    assert ev.repiloted == 1 and ev.stats()["repiloted"] == 1
+    assert 0.7 < _geomean_speed(second) / _geomean_speed(first) < 1.4  # stale: ~0.5
+
+
+def test_a_pilot_reading_that_caught_a_slowdown_is_replaced(monkeypatch):
+    """The reverse: the reading itself was taken while the host ran at half speed; the next evaluation, at full
+    speed, would be rescaled up 2x by it (the disturbed `--apart` pass of session 13: pilot 130 vs 212-238 MB/s)."""
+    scored, ev = _host_changes_after_first(monkeypatch, slow_first=True)
+    assert ev.repiloted == 1
+    assert 0.7 < _geomean_speed(scored[-1]) / _geomean_speed(scored[0]) < 1.4  # stale: ~2
+
+
+def test_the_canary_is_checked_against_the_latest_pilot_reading_and_costs_nothing_when_off(monkeypatch):
+    """Deterministic readings: within `pilot_drift` of the pilot reading's canary nothing more is timed; beyond
+    it the evaluation is timed again with the pilot, whose canary is the reference from then on."""
+    from dwcp.compression import oracle
+
+    calls, canaries = [], iter([100.0, 110.0, 130.0, 140.0, 150.0, 100.0])
+
+    def fake_measure(data, **k):
+        calls.append((k["pilot"], bool(k.get("canary"))))
+        canary = next(canaries) if k.get("pilot") or k.get("canary") else math.nan
+        return dataclasses.replace(_measurement(KEYS, {"zstd-3": 1e9}), pilot=1e8, canary=canary)
+
+    monkeypatch.setattr(oracle, "measure", fake_measure)
+    ev = evaluator(pilot_every=3600.0, pilot_drift=0.15)
+    ev.pilot = 1e8
+    for _ in range(4):
+        ev.evaluate(Job(TINY, KEYS.index("zstd-3")))
+    # pilot (canary 100) | 110: within | 130: log 1.3 = 0.26, timed again with the pilot (140) | 150 vs 140: within
+    assert calls == [(True, False), (False, True), (False, True), (True, False), (False, True)]
+    assert ev.repiloted == 1 and ev.stats()["repiloted"] == 1
+    off = evaluator(pilot_every=3600.0, pilot_drift=math.inf)
+    off.pilot = 1e8
+    calls.clear()
+    canaries = iter([100.0])
+    for _ in range(3):
+        off.evaluate(Job(TINY, KEYS.index("zstd-3")))
+    assert calls == [(True, False), (False, False), (False, False)] and off.repiloted == 0

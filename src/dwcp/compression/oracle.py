@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dwcp.compression.codecs import OPTIONS, Option
+from dwcp.compression.codecs import BY_KEY, OPTIONS, Option
 from dwcp.compression.corpus import pilot_data
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, Link, transfer_seconds
 
@@ -40,6 +40,7 @@ NEAR_BEST = 1.05  # chosen option within 5% of the best option's time counts as 
 SAMPLE_SECONDS = 5e-5  # shortest timed batch: two clock reads (~1 us here) stay ~2% of it
 MAX_BATCH = 1000
 ROUNDS, MAX_ROUNDS, AGREE = 3, 5, 0.03
+CANARY = BY_KEY["zstd-1"]  # of the pilot's cheap options, the one whose speed tracked the whole pilot best
 
 Clock = Callable[[], int]  # nanoseconds
 
@@ -99,6 +100,8 @@ class Measurement:
 
     `pilot`: the geometric mean of every timed option's compress and decompress bytes/s on the pilot block, timed in
     the same turns (NaN when the measurement had no pilot): how fast the host ran while measuring.
+    `canary`: the geometric mean of `CANARY`'s compress and decompress bytes/s on the pilot block, timed in the same
+    turns (NaN when it was not timed); a raw host reading, never rescaled.
     """
 
     size: int
@@ -106,6 +109,7 @@ class Measurement:
     vc: np.ndarray
     vd: np.ndarray
     pilot: float = math.nan
+    canary: float = math.nan
 
     def at_speed(self, pilot: float) -> Measurement:
         """This measurement rescaled to a host running the pilot at `pilot` (its calibration's pilot speed).
@@ -115,24 +119,26 @@ class Measurement:
         if not (math.isfinite(self.pilot) and math.isfinite(pilot)):
             return self
         f = pilot / self.pilot
-        return Measurement(self.size, self.ratio, self.vc * f, self.vd * f, pilot)
+        return Measurement(self.size, self.ratio, self.vc * f, self.vd * f, pilot, self.canary)
 
 
 def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
             max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns,
-            pilot: bool = True, chunk: int | None = None) -> Measurement:
+            pilot: bool = True, chunk: int | None = None, canary: bool = False) -> Measurement:
     """Compress and decompress `data` with every option (checking the round trip), then time them in turns.
 
     With `chunk` smaller than the data, the data is cut into chunks of that many bytes, each compressed on
     its own (as the manager sends a payload): ratio and speeds are those of the chunks together. With
-    `pilot`, every option also times the pilot block (`corpus.pilot_data()`) in the same rotation.
+    `pilot`, every option also times the pilot block (`corpus.pilot_data()`) in the same rotation, and the
+    canary is read from `CANARY`'s pilot timers; with `canary` alone, only `CANARY` times the pilot block.
     """
     n = max(len(data), 1)
     parts = [data[i:i + chunk] for i in range(0, len(data), chunk)] if chunk and chunk < len(data) else None
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
     timers: list[tuple[int, Timer, Timer]] = []
     pilots: list[Timer] = []
-    block = pilot_data() if pilot else b""
+    canaries: list[Timer] = []
+    block = pilot_data() if pilot or canary else b""
     for i, opt in enumerate(options):
         if opt.codec == "none":
             continue
@@ -144,14 +150,23 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
             tc, td, packed = _timers(_each(compress), _each(decompress), parts, clock, opt.key)
             ratio[i] = sum(map(len, packed)) / n
         timers.append((i, tc, td))
-        if pilot:
-            pilots += _timers(compress, decompress, block, clock, opt.key)[:2]
-    run_turns([t for _, tc, td in timers for t in (tc, td)] + pilots, min_total / max(rounds, 1), rounds,
-              max(rounds, max_rounds), agree)
+        if pilot or (canary and opt == CANARY):
+            pair = list(_timers(compress, decompress, block, clock, opt.key)[:2])
+            pilots += pair if pilot else []
+            canaries += pair if opt == CANARY else []
+    if canary and not canaries:  # CANARY is not among `options`: time it on its own, still in the same turns
+        canaries = list(_timers(*CANARY.make(), block, clock, CANARY.key)[:2])
+    # With the pilot, the canary's timers are among the pilot's (`in`: identity, Timer has no __eq__).
+    run_turns([t for _, tc, td in timers for t in (tc, td)] + pilots + [t for t in canaries if t not in pilots],
+              min_total / max(rounds, 1), rounds, max(rounds, max_rounds), agree)
     for i, tc, td in timers:
         vc[i], vd[i] = n / tc.best, n / td.best
-    host = math.exp(np.mean([math.log(len(block) / t.best) for t in pilots])) if pilots else math.nan
-    return Measurement(len(data), ratio, vc, vd, host)
+    return Measurement(len(data), ratio, vc, vd, _speed(block, pilots), _speed(block, canaries))
+
+
+def _speed(block: bytes, timers: list[Timer]) -> float:
+    """The geometric mean of `timers`' bytes/s on `block` (NaN without timers)."""
+    return math.exp(np.mean([math.log(len(block) / t.best) for t in timers])) if timers else math.nan
 
 
 def _each(fn: Callable[[bytes], bytes]) -> Callable[[list[bytes]], list[bytes]]:

@@ -18,6 +18,14 @@ false misses, not false hits. The chosen option and every option that beat it by
 with the benchmark oracle's turns, and the faster reading of each stands (counted as `confirmed` and
 `overturned`). On dwcp up's own request mix, idle host, 600 requests: 11 first-pass misses, 3 of which three
 careful re-measures each overturned.
+
+The pilot reading that rescales the speeds is timed once a minute, and one reading can catch a moment's slowdown
+(readings 30% under the host's mode, seconds apart, on a steady host here) or the host can change after it; either
+way every evaluation until the next one is rescaled wrongly (one `--apart` pass of `compression_live.py` read 130
+against 212-238 MB/s and disagreed with the oracle's other pass on 4-7% of items). So every evaluation in between
+also times the canary (`oracle.CANARY` on the pilot block, ~2.5 ms) in its own turns, and one whose canary moved by
+more than `pilot_drift` (log) from the canary of the pilot reading is measured again with the pilot in the same
+turns, which becomes the new reading (counted as `repiloted`).
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ SHADOW_NICE = 19
 
 
 CONFIRM_SECONDS = 0.002  # the benchmark oracle's timing budget per option, for a first-pass miss's rivals
+# |log(canary / the pilot reading's canary)| beyond which the pilot reading no longer describes the host: declared
+# from 681 readings on a steady host (2026-12-06): the canary crossed it on ~2.6% of evaluations, and stale-pilot errors
+# above 0.2 (log) fell from 1.3% to 0.01% of evaluations.
+PILOT_DRIFT = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,7 @@ class ShadowEvaluator:
     def __init__(self, *, fraction: float, window: int, max_per_second: float, queue_size: int = 8,
                  on_evaluated: Callable[[oracle.Score], None] | None = None, rng: random.Random | None = None,
                  min_total: float = 0.0005, pilot_every: float = 60.0, pilot: float = math.nan,
-                 choose: Callable[[Request], int] | None = None) -> None:
+                 choose: Callable[[Request], int] | None = None, pilot_drift: float = PILOT_DRIFT) -> None:
         self.fraction = fraction
         self.interval = 1.0 / max_per_second
         self.scores: deque[oracle.Score] = deque(maxlen=window)
@@ -69,6 +81,7 @@ class ShadowEvaluator:
         self.rescoped = 0  # requests scored at the sample's size (their chunk was larger than their sample)
         self.confirmed = 0  # first-pass misses timed again
         self.overturned = 0  # ... that the second timing found near-best after all
+        self.repiloted = 0  # evaluations measured again with the pilot: their canary said the host's speed had moved
         # The selector's choice for one request, called on the worker thread (its own Extractor: zstd contexts
         # are not thread-safe). None: score every request as offered, whatever its chunk.
         self._choose = choose
@@ -81,7 +94,8 @@ class ShadowEvaluator:
         # The pilot block costs twice a 4 KiB evaluation (125 vs 42 ms here, brotli-11 on 16 KiB): time it
         # at most every `pilot_every` seconds and rescale the evaluations in between by that reading.
         self.pilot_every = pilot_every
-        self._host_pilot, self._pilot_at = math.nan, -math.inf
+        self.pilot_drift = pilot_drift  # math.inf: never check the canary (and never time it)
+        self._host_pilot, self._host_canary, self._pilot_at = math.nan, math.nan, -math.inf
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._next_allowed = 0.0
         self._lock = threading.Lock()
@@ -94,7 +108,8 @@ class ShadowEvaluator:
         """The service's evaluator; `pilot` is its calibration's pilot speed, `choose` its selector's choice."""
         return cls(fraction=settings.shadow_fraction, window=settings.accuracy_window,
                    max_per_second=settings.shadow_max_per_second, queue_size=settings.shadow_queue,
-                   pilot_every=settings.shadow_pilot_seconds, pilot=pilot, on_evaluated=on_evaluated, choose=choose)
+                   pilot_every=settings.shadow_pilot_seconds, pilot=pilot, on_evaluated=on_evaluated, choose=choose,
+                   pilot_drift=settings.shadow_pilot_drift)
 
     def offer(self, request: Request, chosen: int) -> bool:
         """Maybe queue this request for shadow evaluation; cheap, never blocks, never raises."""
@@ -152,10 +167,20 @@ class ShadowEvaluator:
 
     def _measure(self, sample: bytes, chunk: int) -> oracle.Measurement:
         now = time.monotonic()
-        fresh = math.isfinite(self.pilot) and now - self._pilot_at >= self.pilot_every
-        m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=fresh, chunk=chunk)
+        calibrated = math.isfinite(self.pilot)
+        fresh = calibrated and now - self._pilot_at >= self.pilot_every
+        check = calibrated and not fresh and math.isfinite(self.pilot_drift)
+        m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=fresh, chunk=chunk,
+                           canary=check)
+        if check and abs(math.log(m.canary / self._host_canary)) > self.pilot_drift:
+            # The host's speed moved since the pilot reading, or that reading caught a moment's slowdown: this
+            # evaluation's speeds are rescaled by a pilot timed in its own turns, which stands from now on.
+            m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=True, chunk=chunk)
+            fresh = True
+            with self._lock:
+                self.repiloted += 1
         if fresh:
-            self._host_pilot, self._pilot_at = m.pilot, now
+            self._host_pilot, self._host_canary, self._pilot_at = m.pilot, m.canary, now
         return dataclasses.replace(m, pilot=self._host_pilot).at_speed(self.pilot)
 
     def _confirm(self, r: Request, chosen: int, m: oracle.Measurement, t: np.ndarray) -> np.ndarray:
@@ -183,7 +208,8 @@ class ShadowEvaluator:
         with self._lock:
             scores = list(self.scores)
         base = {"evaluated": self.evaluated, "dropped": self.dropped, "rescoped": self.rescoped,
-                "confirmed": self.confirmed, "overturned": self.overturned, "window": len(scores),
+                "confirmed": self.confirmed, "overturned": self.overturned, "repiloted": self.repiloted,
+                "window": len(scores),
                 "fraction": self.fraction}
         if not scores:
             return {**base, "accuracy": None, "exact_best": None, "mean_regret": None}

@@ -41,16 +41,25 @@ def test_a_host_four_times_slower_is_rescaled_back():
 
 def test_datasets_keep_the_pilot_and_rescale_rows_that_have_one(tmp_path, calibration):
     n = 8
-    ds = Dataset(np.zeros((2, 3)), np.full((2, n), 0.5), np.full((2, n), 100.0), np.full((2, n), 200.0),
-                 np.array([10, 10]), np.array(["a", "b"]), np.array([0, 1]), np.array([50.0, np.nan]))
+    ds = Dataset(
+        np.zeros((2, 3)),
+        np.full((2, n), 0.5),
+        np.full((2, n), 100.0),
+        np.full((2, n), 200.0),
+        np.array([10, 10]),
+        np.array(["a", "b"]),
+        np.array([0, 1]),
+        np.array([50.0, np.nan]),
+    )
     at = ds.at_speed(150.0)
     assert (at.vc[0] == 300.0).all() and (at.vd[0] == 600.0).all()
     assert (at.vc[1] == 100.0).all()  # labelled without a pilot: as measured
     ds.save(tmp_path / "d.npz")
     back = Dataset.load(tmp_path / "d.npz")
     assert back.pilot[0] == 50.0 and math.isnan(back.pilot[1])
-    np.savez_compressed(tmp_path / "old.npz", x=ds.x, ratio=ds.ratio, vc=ds.vc, vd=ds.vd, size=ds.size,
-                        family=ds.family, item=ds.item)
+    np.savez_compressed(
+        tmp_path / "old.npz", x=ds.x, ratio=ds.ratio, vc=ds.vc, vd=ds.vd, size=ds.size, family=ds.family, item=ds.item
+    )
     assert np.isnan(Dataset.load(tmp_path / "old.npz").pilot).all()
     # Training targets are the rescaled speeds relative to the calibration's.
     y = ds.targets(calibration)

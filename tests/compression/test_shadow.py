@@ -88,8 +88,9 @@ def test_the_pilot_is_timed_at_most_every_pilot_every_seconds(monkeypatch):
 
     pilots, scored = [], []
     real_measure, real_times = oracle.measure, oracle.times
-    monkeypatch.setattr(oracle, "measure", lambda data, **k: first_pass(k) and pilots.append(k["pilot"])
-                        or real_measure(data, **k))
+    monkeypatch.setattr(
+        oracle, "measure", lambda data, **k: first_pass(k) and pilots.append(k["pilot"]) or real_measure(data, **k)
+    )
     monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(m) or real_times(m, *a))
     ev = evaluator(pilot_every=3600.0, pilot_drift=math.inf)  # the cadence alone: no canary check
     ev.pilot = 1e12
@@ -113,8 +114,9 @@ def test_the_oracle_measures_at_the_request_chunk(monkeypatch):
 
     chunks, scored = [], []
     real_measure, real_times = oracle.measure, oracle.times
-    monkeypatch.setattr(oracle, "measure", lambda data, **k: first_pass(k) and chunks.append(k["chunk"])
-                        or real_measure(data, **k))
+    monkeypatch.setattr(
+        oracle, "measure", lambda data, **k: first_pass(k) and chunks.append(k["chunk"]) or real_measure(data, **k)
+    )
     monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(a) or real_times(m, *a))
     ev = evaluator()
     ev.evaluate(Job(Request(ZEROS, 1 << 30, SLOW, 4096), KEYS.index("zstd-3")))
@@ -132,8 +134,9 @@ def test_a_chunk_larger_than_its_sample_is_scored_at_the_sample_size_with_the_se
 
     chunks, scored, asked = [], [], []
     real_measure, real_times = oracle.measure, oracle.times
-    monkeypatch.setattr(oracle, "measure", lambda data, **k: first_pass(k) and chunks.append(k["chunk"])
-                        or real_measure(data, **k))
+    monkeypatch.setattr(
+        oracle, "measure", lambda data, **k: first_pass(k) and chunks.append(k["chunk"]) or real_measure(data, **k)
+    )
     monkeypatch.setattr(oracle, "times", lambda m, *a: scored.append(a) or real_times(m, *a))
     ev = evaluator(choose=lambda r: asked.append(r) or KEYS.index("none"))
     first = ev.evaluate(Job(Request(ZEROS, 1 << 30, SLOW), KEYS.index("zstd-3")))

@@ -122,9 +122,18 @@ class Measurement:
         return Measurement(self.size, self.ratio, self.vc * f, self.vd * f, pilot, self.canary)
 
 
-def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float = 0.002, rounds: int = ROUNDS,
-            max_rounds: int = MAX_ROUNDS, agree: float = AGREE, clock: Clock = time.thread_time_ns,
-            pilot: bool = True, chunk: int | None = None, canary: bool = False) -> Measurement:
+def measure(
+    data: bytes,
+    options: tuple[Option, ...] = OPTIONS,
+    min_total: float = 0.002,
+    rounds: int = ROUNDS,
+    max_rounds: int = MAX_ROUNDS,
+    agree: float = AGREE,
+    clock: Clock = time.thread_time_ns,
+    pilot: bool = True,
+    chunk: int | None = None,
+    canary: bool = False,
+) -> Measurement:
     """Compress and decompress `data` with every option (checking the round trip), then time them in turns.
 
     With `chunk` smaller than the data, the data is cut into chunks of that many bytes, each compressed on
@@ -133,7 +142,7 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
     canary is read from `CANARY`'s pilot timers; with `canary` alone, only `CANARY` times the pilot block.
     """
     n = max(len(data), 1)
-    parts = [data[i:i + chunk] for i in range(0, len(data), chunk)] if chunk and chunk < len(data) else None
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk and chunk < len(data) else None
     ratio, vc, vd = np.ones(len(options)), np.full(len(options), np.inf), np.full(len(options), np.inf)
     timers: list[tuple[int, Timer, Timer]] = []
     pilots: list[Timer] = []
@@ -157,8 +166,13 @@ def measure(data: bytes, options: tuple[Option, ...] = OPTIONS, min_total: float
     if canary and not canaries:  # CANARY is not among `options`: time it on its own, still in the same turns
         canaries = list(_timers(*CANARY.make(), block, clock, CANARY.key)[:2])
     # With the pilot, the canary's timers are among the pilot's (`in`: identity, Timer has no __eq__).
-    run_turns([t for _, tc, td in timers for t in (tc, td)] + pilots + [t for t in canaries if t not in pilots],
-              min_total / max(rounds, 1), rounds, max(rounds, max_rounds), agree)
+    run_turns(
+        [t for _, tc, td in timers for t in (tc, td)] + pilots + [t for t in canaries if t not in pilots],
+        min_total / max(rounds, 1),
+        rounds,
+        max(rounds, max_rounds),
+        agree,
+    )
     for i, tc, td in timers:
         vc[i], vd[i] = n / tc.best, n / td.best
     return Measurement(len(data), ratio, vc, vd, _speed(block, pilots), _speed(block, canaries))

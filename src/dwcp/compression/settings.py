@@ -16,12 +16,16 @@ class CompressionSettings(BaseModel):
     )
     shadow_queue: int = Field(8, ge=1, description="pending shadow evaluations; more are dropped, never waited for")
     shadow_pilot_seconds: float = Field(
-        60.0, gt=0.0, description="seconds between the shadow oracle's pilot timings (~80 ms of CPU each), which "
-        "rescale its speeds to the calibrated host"
+        60.0,
+        gt=0.0,
+        description="seconds between the shadow oracle's pilot timings (~80 ms of CPU each), which "
+        "rescale its speeds to the calibrated host",
     )
     shadow_pilot_drift: float = Field(
-        0.15, gt=0.0, description="|log| change of the shadow's canary (zstd-1 on the pilot block, timed in every "
-        "evaluation's turns) since the last pilot timing beyond which the evaluation is timed again with the pilot"
+        0.15,
+        gt=0.0,
+        description="|log| change of the shadow's canary (zstd-1 on the pilot block, timed in every "
+        "evaluation's turns) since the last pilot timing beyond which the evaluation is timed again with the pilot",
     )
     accuracy_window: int = Field(500, ge=1, description="shadow evaluations the rolling accuracy is computed over")
     model_path: Path | None = Field(None, description="model artifact; default: the one shipped with dwcp")

@@ -69,10 +69,21 @@ class Job:
 
 
 class ShadowEvaluator:
-    def __init__(self, *, fraction: float, window: int, max_per_second: float, queue_size: int = 8,
-                 on_evaluated: Callable[[oracle.Score], None] | None = None, rng: random.Random | None = None,
-                 min_total: float = 0.0005, pilot_every: float = 60.0, pilot: float = math.nan,
-                 choose: Callable[[Request], int] | None = None, pilot_drift: float = PILOT_DRIFT) -> None:
+    def __init__(
+        self,
+        *,
+        fraction: float,
+        window: int,
+        max_per_second: float,
+        queue_size: int = 8,
+        on_evaluated: Callable[[oracle.Score], None] | None = None,
+        rng: random.Random | None = None,
+        min_total: float = 0.0005,
+        pilot_every: float = 60.0,
+        pilot: float = math.nan,
+        choose: Callable[[Request], int] | None = None,
+        pilot_drift: float = PILOT_DRIFT,
+    ) -> None:
         self.fraction = fraction
         self.interval = 1.0 / max_per_second
         self.scores: deque[oracle.Score] = deque(maxlen=window)
@@ -102,14 +113,25 @@ class ShadowEvaluator:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: CompressionSettings, pilot: float,
-                      on_evaluated: Callable[[oracle.Score], None] | None = None,
-                      choose: Callable[[Request], int] | None = None) -> ShadowEvaluator:
+    def from_settings(
+        cls,
+        settings: CompressionSettings,
+        pilot: float,
+        on_evaluated: Callable[[oracle.Score], None] | None = None,
+        choose: Callable[[Request], int] | None = None,
+    ) -> ShadowEvaluator:
         """The service's evaluator; `pilot` is its calibration's pilot speed, `choose` its selector's choice."""
-        return cls(fraction=settings.shadow_fraction, window=settings.accuracy_window,
-                   max_per_second=settings.shadow_max_per_second, queue_size=settings.shadow_queue,
-                   pilot_every=settings.shadow_pilot_seconds, pilot=pilot, on_evaluated=on_evaluated, choose=choose,
-                   pilot_drift=settings.shadow_pilot_drift)
+        return cls(
+            fraction=settings.shadow_fraction,
+            window=settings.accuracy_window,
+            max_per_second=settings.shadow_max_per_second,
+            queue_size=settings.shadow_queue,
+            pilot_every=settings.shadow_pilot_seconds,
+            pilot=pilot,
+            on_evaluated=on_evaluated,
+            choose=choose,
+            pilot_drift=settings.shadow_pilot_drift,
+        )
 
     def offer(self, request: Request, chosen: int) -> bool:
         """Maybe queue this request for shadow evaluation; cheap, never blocks, never raises."""
@@ -170,8 +192,9 @@ class ShadowEvaluator:
         calibrated = math.isfinite(self.pilot)
         fresh = calibrated and now - self._pilot_at >= self.pilot_every
         check = calibrated and not fresh and math.isfinite(self.pilot_drift)
-        m = oracle.measure(sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=fresh, chunk=chunk,
-                           canary=check)
+        m = oracle.measure(
+            sample, min_total=self._min_total, rounds=1, max_rounds=2, pilot=fresh, chunk=chunk, canary=check
+        )
         if check and abs(math.log(m.canary / self._host_canary)) > self.pilot_drift:
             # The host's speed moved since the pilot reading, or that reading caught a moment's slowdown: this
             # evaluation's speeds are rescaled by a pilot timed in its own turns, which stands from now on.
@@ -186,8 +209,9 @@ class ShadowEvaluator:
     def _confirm(self, r: Request, chosen: int, m: oracle.Measurement, t: np.ndarray) -> np.ndarray:
         """Oracle times with the chosen option and those that beat it by > 5% timed again, the faster reading kept."""
         rivals = [i for i in range(len(t)) if i == chosen or t[i] * oracle.NEAR_BEST < t[chosen]]
-        again = oracle.measure(r.sample, options=tuple(OPTIONS[i] for i in rivals), min_total=CONFIRM_SECONDS,
-                               pilot=False, chunk=r.chunk)
+        again = oracle.measure(
+            r.sample, options=tuple(OPTIONS[i] for i in rivals), min_total=CONFIRM_SECONDS, pilot=False, chunk=r.chunk
+        )
         # Rescaled by the same host pilot reading as the first pass: both answer for the same moment's host.
         again = dataclasses.replace(again, pilot=self._host_pilot).at_speed(self.pilot)
         vc, vd = m.vc.copy(), m.vd.copy()
@@ -207,15 +231,24 @@ class ShadowEvaluator:
     def stats(self) -> dict:
         with self._lock:
             scores = list(self.scores)
-        base = {"evaluated": self.evaluated, "dropped": self.dropped, "rescoped": self.rescoped,
-                "confirmed": self.confirmed, "overturned": self.overturned, "repiloted": self.repiloted,
-                "window": len(scores),
-                "fraction": self.fraction}
+        base = {
+            "evaluated": self.evaluated,
+            "dropped": self.dropped,
+            "rescoped": self.rescoped,
+            "confirmed": self.confirmed,
+            "overturned": self.overturned,
+            "repiloted": self.repiloted,
+            "window": len(scores),
+            "fraction": self.fraction,
+        }
         if not scores:
             return {**base, "accuracy": None, "exact_best": None, "mean_regret": None}
-        return {**base, "accuracy": float(np.mean([s.near_best for s in scores])),
-                "exact_best": float(np.mean([s.exact_best for s in scores])),
-                "mean_regret": float(np.mean([s.regret for s in scores]))}
+        return {
+            **base,
+            "accuracy": float(np.mean([s.near_best for s in scores])),
+            "exact_best": float(np.mean([s.exact_best for s in scores])),
+            "mean_regret": float(np.mean([s.regret for s in scores])),
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="compression-shadow", daemon=True)

@@ -11,7 +11,7 @@ from dwcp.compression.codecs import KEYS
 from dwcp.compression.corpus import text
 from dwcp.compression.costmodel import Link
 from dwcp.compression.selector import Request
-from dwcp.compression.shadow import CONFIRM_SECONDS, SHADOW_NICE, Job, ShadowEvaluator
+from dwcp.compression.shadow import CONFIRM_SECONDS, PILOT_DRIFT, SHADOW_NICE, Job, ShadowEvaluator
 
 from .test_api import GOOD
 
@@ -285,3 +285,10 @@ def test_the_canary_is_checked_against_the_latest_pilot_reading_and_costs_nothin
     for _ in range(3):
         off.evaluate(Job(TINY, KEYS.index("zstd-3")))
     assert calls == [(True, False), (False, False), (False, False)] and off.repiloted == 0
+
+
+def test_the_service_s_evaluator_takes_its_canary_threshold_from_the_settings():
+    from dwcp.compression.settings import CompressionSettings
+
+    assert ShadowEvaluator.from_settings(CompressionSettings(), 2e8).pilot_drift == PILOT_DRIFT
+    assert ShadowEvaluator.from_settings(CompressionSettings(shadow_pilot_drift=0.3), 2e8).pilot_drift == 0.3

@@ -550,8 +550,8 @@ def main() -> int:
     if trace_dir is not None:  # after the nodes stopped: their last events are flushed
         results["stages"] = stage_summary(trace_dir, since, until, main_run)
     p99 = main_run.quantile(0.99)
-    print(f"# T-PBFT commit latency at {args.rate:.0f} tx/s: p50 {main_run.quantile(0.5) * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms (seed baseline < {SEED_BASELINE_S * 1000:.0f} ms; "
+    print(f"# {args.protocol} commit latency at {args.rate:.0f} tx/s: p50 {main_run.quantile(0.5) * 1000:.1f} ms, "
+          f"p99 {p99 * 1000:.1f} ms (T-PBFT's seed baseline < {SEED_BASELINE_S * 1000:.0f} ms; "
           f"target p99 <= {TARGET_P99_S * 1000:.0f} ms: {'met' if p99 <= TARGET_P99_S else 'MISSED'})")
     print(f"# node_cpu_ms_per_block {main_run.node_cpu_ms_per_block:.2f} at "
           f"{main_run.committed / max(main_run.blocks, 1):.0f} tx/block (target <= {TARGET_CPU_MS_PER_BLOCK}: "

@@ -10,6 +10,10 @@ from dwcp.monitoring.config import JOBS, RATE_WINDOW, SLOW_WINDOW, Scope, job_ma
 COMPRESSION, ALLOCATOR = JOBS["compression"], JOBS["allocator"]
 ACCURACY_FLOOR = 0.95  # the seed's ModelAccuracyDrop threshold
 ACCURACY_BASELINE = 0.995  # seed baseline: accuracy >99.5%
+# The rolling accuracy of a freshly started instance rests on a handful of shadow evaluations (6 of them read
+# 0.83 three minutes into a healthy `dwcp up`, 2026-12-06), which puts both accuracy alerts in pending. Below
+# this many evaluations since the start the share says nothing at either threshold (binomial s.e. ~0.012 at 100).
+ACCURACY_MIN_EVALUATIONS = 100
 PREDICTION_P99_SECONDS = 0.010  # seed: prediction latency <10ms (P99)
 ALLOCATION_P99_SECONDS = 0.050  # seed: allocation latency <50ms
 INFERENCE_P99_SECONDS = 0.100  # seed: model inference <100ms
@@ -22,10 +26,12 @@ def alerts(scope: Scope) -> list[Alert]:
     found: list[Alert] = []
     if scope.has(COMPRESSION):
         sel = job_matcher([COMPRESSION])
+        evaluated = (f"on (job, instance) compression_selector_shadow_evaluations_total{{{sel}}}"
+                     f" >= {ACCURACY_MIN_EVALUATIONS}")
         found += [
             Alert(
                 name="ModelAccuracyDrop",
-                expr=f"compression_selector_accuracy{{{sel}}} < {ACCURACY_FLOOR}",
+                expr=f"compression_selector_accuracy{{{sel}}} < {ACCURACY_FLOOR} and {evaluated}",
                 for_="1h",
                 severity="warning",
                 summary="Compression selector accuracy dropped to {{ $value | humanizePercentage }}",
@@ -36,7 +42,7 @@ def alerts(scope: Scope) -> list[Alert]:
             # The seed's 95% floor sits far below its own >99.5% baseline; this catches the drift early.
             Alert(
                 name="ModelAccuracyBelowBaseline",
-                expr=f"compression_selector_accuracy{{{sel}}} < {ACCURACY_BASELINE}",
+                expr=f"compression_selector_accuracy{{{sel}}} < {ACCURACY_BASELINE} and {evaluated}",
                 for_="1h",
                 severity="warning",
                 summary="Compression selector accuracy {{ $value | humanizePercentage }} is below baseline",

@@ -239,7 +239,8 @@ def report(out: dict) -> None:
             print(f"    {g:14s} {s['gauge']['n']:4d}  " + "  ".join(f"{s[k]['accuracy']:.4f}" for k in s))
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The tool's command line (main's, and the tests' way to build its arguments as a user would)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("n", type=int, help="items of the mix to evaluate")
     p.add_argument("seed", type=int, help="the mix's seed (payload pool and items); report only seeds never tuned on")
@@ -256,7 +257,11 @@ def main() -> int:
     p.add_argument("--careful", type=int, default=3, help="careful re-measures per miss (0: none)")
     p.add_argument("--progress", type=int, default=100, help="a progress line every this many items (0: none)")
     p.add_argument("--json-out", help="write the figures (and every miss) as JSON here")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
     out = run(args)
     report(out)
     if args.json_out:

@@ -1,7 +1,5 @@
 """The live gauge's question offline (benchmarks/compression_live.py) and the mix it asks it of (`load.items`)."""
 
-import argparse
-import math
 import random
 
 from dwcp.compression import load
@@ -44,16 +42,8 @@ def test_the_live_tool_scores_the_gauge_and_the_oracle_on_the_same_items(calibra
     live = load_benchmark("compression_live")
     # Three items: small samples over a slow link keep the oracle's work to a second or two.
     monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
-    args = argparse.Namespace(
-        n=3,
-        seed=0,
-        calibration=str(calibration_file),
-        model=None,
-        compare=None,
-        apart=False,
-        careful=1,
-        progress=0,
-        pilot_drift=0.15,
+    args = live.parser().parse_args(
+        ["3", "0", "--calibration", str(calibration_file), "--careful", "1", "--progress", "0", "--pilot-drift", "0.15"]
     )
     out = live.run(args)
     for p in out["passes"].values():  # each pass: its CPU per evaluation and the pilot readings it used
@@ -71,16 +61,22 @@ def test_an_artifact_compared_on_the_same_first_pass_scores_as_the_gauge(calibra
 
     live = load_benchmark("compression_live")
     monkeypatch.setattr(live.load, "items", lambda seed, n: [(6, r) for r in [ZEROS_1MIB] * n])
-    args = argparse.Namespace(
-        n=2,
-        seed=0,
-        calibration=str(calibration_file),
-        model=None,
-        compare=DEFAULT_MODEL,
-        apart=True,
-        careful=0,
-        progress=0,
-        pilot_drift=math.inf,
+    args = live.parser().parse_args(
+        [
+            "2",
+            "0",
+            "--calibration",
+            str(calibration_file),
+            "--compare",
+            str(DEFAULT_MODEL),
+            "--apart",
+            "--careful",
+            "0",
+            "--progress",
+            "0",
+            "--pilot-drift",
+            "inf",
+        ]
     )
     out = live.run(args)
     assert out["apart"] and out["compare"] == out["model"]

@@ -697,3 +697,65 @@ def test_a_whole_sample_small_chunk_part_reads_samples_that_are_their_chunk_whol
     assert np.array_equal(new.features(reqs), old.features(reqs))
     for a, b in zip(old.properties(old.features(reqs)), new.properties(new.features(reqs)), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_a_ratio_anchored_small_chunk_part_answers_ratios_from_the_measured_zstd1_probe(calibration, tmp_path: Path):
+    """Session 15: a small-chunk part whose ratio outputs are residuals of the whole-sample `zstd1_ratio` input
+    (format /5) answers each option's ratio as that input times a learned factor, on samples it never saw too,
+    with the speeds' corrections fitted in the same fit; chunks above 64 KiB stay the base's bit for bit; it
+    survives a save and load, and a damaged anchor name or a region-read anchored part is refused."""
+    from dwcp.compression.model import SmallChunks
+    from dwcp.compression.train import train_small_chunks
+
+    base = Model.load(DEFAULT_MODEL)
+    k, anchor = len(base.options), FEATURE_NAMES.index("zstd1_ratio")
+    factor = np.linspace(-0.3, 0.2, k)
+    factor[base.options.index("zstd-1")] = 0.0  # zstd-1's ratio is the input itself
+    rng, extract = np.random.default_rng(21), Extractor(whole_up_to=64 << 10)
+
+    def payloads(n: int) -> list[bytes]:
+        return [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+                for f in (list(corpus.FAMILIES) * 3)[:n]]
+
+    train_on, unseen = payloads(30), payloads(12)
+    x = np.array([extract(p, len(p)) for p in train_on])
+    y = np.hstack(base.predict(x))
+    y[:, :k] = np.log(x[:, [anchor]]) + factor  # measured ratios: the probe's, times each option's factor
+    y[:, k + base.options.index("lz4")] -= 0.25  # and lz4 runs e^-0.25 of the MLP's speed
+    ones = np.ones((len(x), 1))
+    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
+                                                                     calibration.vc[1:]]),
+                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
+                 np.array([len(p) for p in train_on]), np.array(["text"] * len(x)), np.arange(len(x)))
+    model = train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, whole_sample=True,
+                               anchor=anchor)
+    model.save(tmp_path / "anchored.npz")
+    loaded = Model.load(tmp_path / "anchored.npz")
+    with np.load(tmp_path / "anchored.npz") as z:
+        header = json.loads(bytes(z["header"]).decode())
+    assert header["format"] == "dwcp-compression-model/5" and header["small_chunks"]["ratio_anchor"] == "zstd1_ratio"
+    assert loaded.small.anchor == anchor and loaded.version not in ("", base.version)
+    xu = np.array([extract(p, len(p)) for p in unseen])
+    log_r, log_vc, _ = loaded.predict(xu)
+    assert np.allclose(log_r, np.log(xu[:, [anchor]]) + factor, atol=1e-4)  # unseen samples: anchor + factor
+    _, base_vc, _ = base.predict(xu)
+    lz4 = base.options.index("lz4")
+    assert np.allclose(log_vc[:, lz4] - base_vc[:, lz4], -0.25, atol=1e-3)
+    assert np.allclose(np.delete(log_vc, lz4, 1), np.delete(base_vc, lz4, 1), atol=1e-3)
+    one = loaded.predict(xu[:1])[0]  # the service's one-row path answers alike
+    assert np.allclose(one, log_r[:1], atol=1e-5)
+    large = xu.copy()
+    large[:, 0], large[:, 2] = 20.0, np.maximum(20.0 - large[:, 1], 0.0)  # the same samples as 1 MiB chunks
+    for a, b in zip(base.predict(large), loaded.predict(large), strict=True):
+        assert np.array_equal(a, b)
+    header["small_chunks"]["ratio_anchor"] = "no_such_feature"
+    with np.load(tmp_path / "anchored.npz") as z:
+        arrays = {f: z[f] for f in z.files}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "damaged.npz", **arrays)
+    with pytest.raises(ValueError):
+        Model.load(tmp_path / "damaged.npz")
+    s = loaded.small
+    loaded.small = SmallChunks(s.below, s.x_mean, s.x_std, s.weights, anchor=anchor)  # probe-region reading
+    with pytest.raises(ValueError):
+        loaded.save(tmp_path / "region.npz")

@@ -423,6 +423,9 @@ def train_small(
     whole_sample: bool = typer.Option(False, help="Fit (and serve) the part on features of the whole sample where "
                                       "the sample is all of its chunk, not of the 16 KiB probe region "
                                       "(artifact format /4; the sets' features are recomputed from their payloads)."),
+    ratio_anchor: str = typer.Option("", help="A feature (`zstd1_ratio`) whose log the part's ratio outputs are "
+                                     "residuals of, fitted with the speeds' corrections (format /5; needs "
+                                     "--whole-sample and log_ratio among --outputs). Default: none."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
     reference_calibration: list[Path] | None = typer.Option(
         None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
@@ -456,8 +459,15 @@ def train_small(
     if unknown:
         raise typer.BadParameter(f"unknown features {unknown}; known: {list(FEATURE_NAMES)}")
     shaped = tuple(FEATURE_NAMES.index(f) for f in shape.split(",") if f)
+    anchor = None
+    if ratio_anchor:
+        if ratio_anchor not in FEATURE_NAMES or not whole_sample or "log_ratio" not in kinds:
+            raise typer.BadParameter("--ratio-anchor names a feature and needs --whole-sample and log_ratio in "
+                                     "--outputs (an uncorrected anchored ratio would be the anchor itself)")
+        anchor = FEATURE_NAMES.index(ratio_anchor)
     cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
-                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped, whole_sample=whole_sample)
+                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped, whole_sample=whole_sample,
+                        anchor=anchor)
     table = Table("ridge", "near-best", "exact-best", "mean regret",
                   title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
     for r, s in cv.items():
@@ -469,7 +479,7 @@ def train_small(
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
     model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped,
-                               whole_sample=whole_sample)
+                               whole_sample=whole_sample, anchor=anchor)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)

@@ -27,6 +27,12 @@ of the host mode the part was fitted in (`SmallChunks.reference_shape`; used by 
 Format /4 is /3 whose small-chunk part was fitted on features of the whole sample wherever the sample is all of
 its chunk (at most 2^below_log2_chunk bytes): the selector extracts those rows' features so
 (`features.Extractor.whole_up_to`). A reader of /1-/3 refuses /4 rather than feed the part probe-region features.
+
+Format /5 is /4 whose small-chunk part answers the log ratios itself, as residuals of a measured input
+(header `small_chunks.ratio_anchor`, a feature name: `zstd1_ratio`): for rows of chunks up to 2^below_log2_chunk
+the log ratio of option c is log(anchor feature) + the part's column for c (the MLP's ratio is not used there),
+the speeds the MLP's plus the part's as in /3. A reader of /1-/4 refuses /5 rather than add residuals to the
+MLP's ratios.
 """
 
 from __future__ import annotations
@@ -46,7 +52,11 @@ FORMAT = "dwcp-compression-model/1"
 FORMAT_LARGE = "dwcp-compression-model/2"  # with a large-chunk part
 FORMAT_SMALL = "dwcp-compression-model/3"  # with a small-chunk part (and maybe a large-chunk one)
 FORMAT_WHOLE = "dwcp-compression-model/4"  # /3 whose small-chunk part reads a sample that is its chunk whole
-FORMATS = (FORMAT, FORMAT_LARGE, FORMAT_SMALL, FORMAT_WHOLE)
+FORMAT_ANCHORED = "dwcp-compression-model/5"  # /4 whose small-chunk ratios are residuals of a measured input
+FORMATS = (FORMAT, FORMAT_LARGE, FORMAT_SMALL, FORMAT_WHOLE, FORMAT_ANCHORED)
+# The smallest anchor feature read (a compressed/original ratio): an empty sample's features are all 0, and
+# 64 KiB of zeros compress to ~3e-4 of their size under zstd-1.
+ANCHOR_FLOOR = 1e-5
 
 
 @dataclass
@@ -152,7 +162,23 @@ class SmallChunks:
     # 2^below bytes), not of the 16 KiB probe region (`features.Extractor.whole_up_to`; session 10): the selector
     # then extracts them so, for every model input of those rows (the MLP's too).
     whole_sample: bool = False
+    # Index of the feature whose log the ratio outputs are residuals of (format /5; None: the ratio outputs are
+    # corrections of the MLP's, as the speeds'). Session 13: on `lz` samples the model's zstd-1 ratio was off by
+    # s.d. 0.20-0.26 (log) while its own whole-sample `zstd1_ratio` input equals the truth within 0.004; a part
+    # that starts from that input and learns each option's offset from it cannot lose what the input measured.
+    anchor: int | None = None
     _part: LargeChunks | None = field(default=None, init=False, repr=False, compare=False)
+
+    def apply(self, y: np.ndarray, x: np.ndarray) -> None:
+        """Answer rows `x` (all of chunks up to 2^below) in `y`, the MLP's outputs for them, in place: the
+        correction added, or with an anchor the ratio columns replaced by log(anchor) + the part's columns."""
+        c = self.correction(x)
+        if self.anchor is None:
+            y += c
+            return
+        k = y.shape[1] // 3
+        y[:, k:] += c[:, k:]
+        y[:, :k] = anchor_log(x, self.anchor) + c[:, :k]
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         if not self.shape:
@@ -163,12 +189,14 @@ class SmallChunks:
 
     @classmethod
     def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
-            shape: tuple[int, ...] = (), whole_sample: bool = False) -> SmallChunks:
-        """Ridge regression of `residual` (measured minus the MLP's outputs) on the standardised features (and
-        their products with the `shape` ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output
-        uncorrected). `whole_sample`: `x` was extracted with `Extractor(whole_up_to=2**below)`."""
+            shape: tuple[int, ...] = (), whole_sample: bool = False, anchor: int | None = None) -> SmallChunks:
+        """Ridge regression of `residual` (measured minus the MLP's outputs; with `anchor`, the ratio columns
+        measured minus log(x[:, anchor])) on the standardised features (and their products with the `shape`
+        ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected: with an anchor, a ratio
+        output is then the anchor itself). `whole_sample`: `x` was extracted with `Extractor(whole_up_to=2**below)`."""
         part = LargeChunks.fit(below, x, residual, ridge, shape=tuple(shape))
-        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape), whole_sample=whole_sample)
+        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape), whole_sample=whole_sample,
+                   anchor=anchor)
 
     @property
     def whole_up_to(self) -> int:
@@ -178,7 +206,22 @@ class SmallChunks:
     def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
         """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
         return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
-                           np.asarray(shape, float), self.shape, self.whole_sample)
+                           np.asarray(shape, float), self.shape, self.whole_sample, self.anchor)
+
+
+def anchor_log(x: np.ndarray, anchor: int) -> np.ndarray:
+    """log of feature `anchor` per row of `x`, as a column (N, 1), floored at `ANCHOR_FLOOR`."""
+    return np.log(np.maximum(x[:, [anchor]], ANCHOR_FLOOR))
+
+
+def _small_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray, part: SmallChunks) -> None:
+    """The small-chunk part's answer (`SmallChunks.apply`) for the rows of `x` selected by `rows`, in `y`."""
+    if rows.all():
+        part.apply(y, x)
+    elif rows.any():
+        sub = y[rows]
+        part.apply(sub, x[rows])
+        y[rows] = sub
 
 
 def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
@@ -241,9 +284,9 @@ class Model:
         if self.small is not None:
             if len(x) == 1:
                 if x[0, 0] <= self.small.below:
-                    y += self.small.correction(x)
+                    self.small.apply(y, x)
             else:
-                _add_on_rows(y, x, x[:, 0] <= self.small.below, self.small.correction)
+                _small_on_rows(y, x, x[:, 0] <= self.small.below, self.small)
         k = len(self.options)
         return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
 
@@ -286,14 +329,24 @@ class Model:
                 large += (np.array(self.small.shape) + 2000,)
             if self.small.whole_sample:
                 large += (np.array([-3.0]),)
+            if self.small.anchor is not None:
+                large += (np.array([-4.0, self.small.anchor]),)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
 
+    def _format(self) -> str:
+        if self.small is None:
+            return FORMAT if self.large is None else FORMAT_LARGE
+        if self.small.anchor is not None:
+            if not self.small.whole_sample:  # /5 is /4's reading plus the anchor: a region-read anchor has no format
+                raise ValueError("a ratio-anchored small-chunk part must read samples that are their chunk whole")
+            return FORMAT_ANCHORED
+        return FORMAT_WHOLE if self.small.whole_sample else FORMAT_SMALL
+
     def save(self, path: Path) -> None:
         header = {
-            "format": (FORMAT_WHOLE if self.small.whole_sample else FORMAT_SMALL) if self.small is not None
-            else FORMAT if self.large is None else FORMAT_LARGE,
+            "format": self._format(),
             "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
             "options": list(self.options), "outputs": self.outputs, "activation": "relu",
             "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
@@ -314,6 +367,8 @@ class Model:
             header["small_chunks"] = {"below_log2_chunk": self.small.below}
             if self.small.shape:
                 header["small_chunks"]["shape_features"] = [self.features[i] for i in self.small.shape]
+            if self.small.anchor is not None:
+                header["small_chunks"]["ratio_anchor"] = self.features[self.small.anchor]
             if self.small.reference_shape is not None:
                 header["small_chunks"]["reference_compress_shape"] = {
                     "log2_chunks": list(self.small.reference_log2),
@@ -346,12 +401,14 @@ class Model:
             m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
                     z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
                     header["version"])
-            if header["format"] in (FORMAT_SMALL, FORMAT_WHOLE):
+            if header["format"] in (FORMAT_SMALL, FORMAT_WHOLE, FORMAT_ANCHORED):
                 part = header["small_chunks"]
+                anchored = header["format"] == FORMAT_ANCHORED
                 m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
                                       z["small_W"], shape=tuple(header["features"].index(f)
                                                                 for f in part.get("shape_features", [])),
-                                      whole_sample=header["format"] == FORMAT_WHOLE)
+                                      whole_sample=header["format"] in (FORMAT_WHOLE, FORMAT_ANCHORED),
+                                      anchor=header["features"].index(part["ratio_anchor"]) if anchored else None)
                 ref = part.get("reference_compress_shape")
                 if ref is not None:
                     m.small = m.small.with_reference(

@@ -21,7 +21,7 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, bytes_per_second, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, chunk_at_most, make_sample
-from dwcp.compression.model import LargeChunks, Model, SmallChunks, fit, merge
+from dwcp.compression.model import LargeChunks, Model, SmallChunks, anchor_log, fit, merge
 from dwcp.compression.shiprule import Verdict, judge
 
 Progress = Callable[[int], None]
@@ -245,12 +245,15 @@ def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.nd
 
 
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
-                       ridge: float | np.ndarray, shape: tuple[int, ...] = (), whole_sample: bool = False) -> Model:
+                       ridge: float | np.ndarray, shape: tuple[int, ...] = (), whole_sample: bool = False,
+                       anchor: int | None = None) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
     their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
     small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
     `ridge` per output (an infinite one leaves that output uncorrected). `whole_sample`: `data.x` was extracted
-    with `Extractor(whole_up_to=below_bytes)` (`refeature`), as the model will be served."""
+    with `Extractor(whole_up_to=below_bytes)` (`refeature`), as the model will be served. `anchor` (a feature
+    index, format /5): the part answers the ratios as residuals of that feature's log, fitted in the same fit as
+    the speeds' corrections, instead of correcting the MLP's ratios."""
     import copy
 
     rows = data.size <= below_bytes
@@ -259,23 +262,29 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
     below = math.log2(below_bytes)
     model = copy.copy(base)
     model.small, model.version, model._plan = None, "", None  # a part `base` already has is replaced, not stacked
-    residual = data.targets(cal)[rows] - np.hstack(model.predict(data.x[rows]))
-    model.small = SmallChunks.fit(below, data.x[rows], residual, ridge, shape=shape, whole_sample=whole_sample)
+    x = data.x[rows]
+    answer = np.hstack(model.predict(x))
+    if anchor is not None:  # the ratios' residuals are the anchor's, not the MLP's
+        answer[:, :len(base.options)] = anchor_log(x, anchor)
+    residual = data.targets(cal)[rows] - answer
+    model.small = SmallChunks.fit(below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor)
     model.training = {**base.training, "small_chunks": {
         "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
                                                              ).tolist(),
         "shape_features": [base.features[i] for i in shape], "whole_sample": whole_sample,
+        "ratio_anchor": None if anchor is None else base.features[anchor],
         "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
     return model
 
 
 def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
                    below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0,
-                   shape: tuple[int, ...] = (), whole_sample: bool = False) -> dict[float, dict]:
+                   shape: tuple[int, ...] = (), whole_sample: bool = False,
+                   anchor: int | None = None) -> dict[float, dict]:
     """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
     whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
     `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`). `whole_sample`: as
-    `train_small_chunks` (the base, penalty inf, is then scored on those features too)."""
+    `train_small_chunks` (the base, penalty inf, is then scored on those features too); `anchor` too."""
     fold = np.random.default_rng(seed).integers(folds, size=int(data.item.max()) + 1)[data.item]
     out = {}
     for r in [math.inf, *penalties]:
@@ -284,7 +293,7 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
         for k in range(folds):
             model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
                                                                   below_bytes=below_bytes, ridge=ridge, shape=shape,
-                                                                  whole_sample=whole_sample)
+                                                                  whole_sample=whole_sample, anchor=anchor)
             held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
             chosen.append(pick)
             truth.append(req.truth(held.ratio, held.vc, held.vd))

@@ -759,3 +759,33 @@ def test_a_ratio_anchored_small_chunk_part_answers_ratios_from_the_measured_zstd
     loaded.small = SmallChunks(s.below, s.x_mean, s.x_std, s.weights, anchor=anchor)  # probe-region reading
     with pytest.raises(ValueError):
         loaded.save(tmp_path / "region.npz")
+
+
+def test_a_ratio_anchor_can_keep_the_mlps_shape_and_replace_only_its_level(calibration, tmp_path: Path):
+    """Session 15 (R15b): with an anchor option, the zstd-1 probe replaces the MLP's zstd-1 ratio and every other
+    option keeps the MLP's ratio relative to zstd-1 (its shape), plus what the part learns; after a save and load."""
+    from dwcp.compression.train import train_small_chunks
+
+    base = Model.load(DEFAULT_MODEL)
+    k, anchor, zstd1 = len(base.options), FEATURE_NAMES.index("zstd1_ratio"), base.options.index("zstd-1")
+    rng, extract = np.random.default_rng(22), Extractor(whole_up_to=64 << 10)
+    payloads = [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+                for f in (list(corpus.FAMILIES) * 3)[:36]]
+    x = np.array([extract(p, len(p)) for p in payloads])
+    y = np.hstack(base.predict(x))
+    shape = y[:, :k] - y[:, [zstd1]]
+    y[:, :k] = np.log(x[:, [anchor]]) + shape + 0.1  # every option 10% bigger than the MLP's shape says
+    ones = np.ones((len(x), 1))
+    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
+                                                                     calibration.vc[1:]]),
+                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
+                 np.array([len(p) for p in payloads]), np.array(["text"] * len(x)), np.arange(len(x)))
+    fit_on, unseen = ds.take(np.arange(24)), x[24:]
+    model = train_small_chunks(base, fit_on, calibration, below_bytes=64 << 10, ridge=1e9, whole_sample=True,
+                               anchor=anchor, anchor_option=zstd1)
+    model.save(tmp_path / "level.npz")
+    loaded = Model.load(tmp_path / "level.npz")
+    assert loaded.small.anchor_option == zstd1 and loaded.version
+    log_r = loaded.predict(unseen)[0]
+    mlp = base.predict(unseen)[0]
+    assert np.allclose(log_r, np.log(unseen[:, [anchor]]) + mlp - mlp[:, [zstd1]] + 0.1, atol=1e-4)

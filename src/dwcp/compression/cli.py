@@ -426,6 +426,9 @@ def train_small(
     ratio_anchor: str = typer.Option("", help="A feature (`zstd1_ratio`) whose log the part's ratio outputs are "
                                      "residuals of, fitted with the speeds' corrections (format /5; needs "
                                      "--whole-sample and log_ratio among --outputs). Default: none."),
+    anchor_option: str = typer.Option("", help="With --ratio-anchor: the option (`zstd-1`) whose predicted ratio the "
+                                      "anchor replaces, the MLP's ratios relative to it kept (default: none, the "
+                                      "part answers the ratios from the anchor alone)."),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
     reference_calibration: list[Path] | None = typer.Option(
         None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
@@ -465,9 +468,12 @@ def train_small(
             raise typer.BadParameter("--ratio-anchor names a feature and needs --whole-sample and log_ratio in "
                                      "--outputs (an uncorrected anchored ratio would be the anchor itself)")
         anchor = FEATURE_NAMES.index(ratio_anchor)
+    if anchor_option and (anchor is None or anchor_option not in base_model.options):
+        raise typer.BadParameter(f"--anchor-option needs --ratio-anchor and one of {list(base_model.options)}")
+    option = base_model.options.index(anchor_option) if anchor_option else None
     cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
                         below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped, whole_sample=whole_sample,
-                        anchor=anchor)
+                        anchor=anchor, anchor_option=option)
     table = Table("ridge", "near-best", "exact-best", "mean regret",
                   title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
     for r, s in cv.items():
@@ -479,7 +485,7 @@ def train_small(
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
     model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped,
-                               whole_sample=whole_sample, anchor=anchor)
+                               whole_sample=whole_sample, anchor=anchor, anchor_option=option)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)

@@ -31,8 +31,9 @@ its chunk (at most 2^below_log2_chunk bytes): the selector extracts those rows' 
 Format /5 is /4 whose small-chunk part answers the log ratios itself, as residuals of a measured input
 (header `small_chunks.ratio_anchor`, a feature name: `zstd1_ratio`): for rows of chunks up to 2^below_log2_chunk
 the log ratio of option c is log(anchor feature) + the part's column for c (the MLP's ratio is not used there),
-the speeds the MLP's plus the part's as in /3. A reader of /1-/4 refuses /5 rather than add residuals to the
-MLP's ratios.
+the speeds the MLP's plus the part's as in /3. With `small_chunks.ratio_anchor_option` (an option key, `zstd-1`)
+the MLP's ratios are kept relative to that option's: log ratio_c = log(anchor) + MLP_c - MLP_option + the part's
+column. A reader of /1-/4 refuses /5 rather than add residuals to the MLP's ratios.
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ class SmallChunks:
     # s.d. 0.20-0.26 (log) while its own whole-sample `zstd1_ratio` input equals the truth within 0.004; a part
     # that starts from that input and learns each option's offset from it cannot lose what the input measured.
     anchor: int | None = None
+    # With an anchor, the option (index in `options`) whose MLP ratio the anchor replaces, the MLP's differences
+    # between options (its shape) kept: log ratio_c = anchor + MLP_c - MLP_anchor_option + the part's column.
+    # None: the part answers the ratios from the anchor alone.
+    anchor_option: int | None = None
     _part: LargeChunks | None = field(default=None, init=False, repr=False, compare=False)
 
     def apply(self, y: np.ndarray, x: np.ndarray) -> None:
@@ -178,7 +183,10 @@ class SmallChunks:
             return
         k = y.shape[1] // 3
         y[:, k:] += c[:, k:]
-        y[:, :k] = anchor_log(x, self.anchor) + c[:, :k]
+        if self.anchor_option is None:
+            y[:, :k] = anchor_log(x, self.anchor) + c[:, :k]
+        else:
+            y[:, :k] += anchor_log(x, self.anchor) - y[:, [self.anchor_option]] + c[:, :k]
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         if not self.shape:
@@ -189,14 +197,15 @@ class SmallChunks:
 
     @classmethod
     def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
-            shape: tuple[int, ...] = (), whole_sample: bool = False, anchor: int | None = None) -> SmallChunks:
+            shape: tuple[int, ...] = (), whole_sample: bool = False, anchor: int | None = None,
+            anchor_option: int | None = None) -> SmallChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs; with `anchor`, the ratio columns
         measured minus log(x[:, anchor])) on the standardised features (and their products with the `shape`
         ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected: with an anchor, a ratio
         output is then the anchor itself). `whole_sample`: `x` was extracted with `Extractor(whole_up_to=2**below)`."""
         part = LargeChunks.fit(below, x, residual, ridge, shape=tuple(shape))
         return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape), whole_sample=whole_sample,
-                   anchor=anchor)
+                   anchor=anchor, anchor_option=anchor_option)
 
     @property
     def whole_up_to(self) -> int:
@@ -206,7 +215,8 @@ class SmallChunks:
     def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
         """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
         return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
-                           np.asarray(shape, float), self.shape, self.whole_sample, self.anchor)
+                           np.asarray(shape, float), self.shape, self.whole_sample, self.anchor,
+                           self.anchor_option)
 
 
 def anchor_log(x: np.ndarray, anchor: int) -> np.ndarray:
@@ -330,7 +340,8 @@ class Model:
             if self.small.whole_sample:
                 large += (np.array([-3.0]),)
             if self.small.anchor is not None:
-                large += (np.array([-4.0, self.small.anchor]),)
+                large += (np.array([-4.0, self.small.anchor, -1 if self.small.anchor_option is None
+                                    else self.small.anchor_option]),)
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -369,6 +380,8 @@ class Model:
                 header["small_chunks"]["shape_features"] = [self.features[i] for i in self.small.shape]
             if self.small.anchor is not None:
                 header["small_chunks"]["ratio_anchor"] = self.features[self.small.anchor]
+                if self.small.anchor_option is not None:
+                    header["small_chunks"]["ratio_anchor_option"] = self.options[self.small.anchor_option]
             if self.small.reference_shape is not None:
                 header["small_chunks"]["reference_compress_shape"] = {
                     "log2_chunks": list(self.small.reference_log2),
@@ -408,7 +421,9 @@ class Model:
                                       z["small_W"], shape=tuple(header["features"].index(f)
                                                                 for f in part.get("shape_features", [])),
                                       whole_sample=header["format"] in (FORMAT_WHOLE, FORMAT_ANCHORED),
-                                      anchor=header["features"].index(part["ratio_anchor"]) if anchored else None)
+                                      anchor=header["features"].index(part["ratio_anchor"]) if anchored else None,
+                                      anchor_option=header["options"].index(part["ratio_anchor_option"])
+                                      if anchored and "ratio_anchor_option" in part else None)
                 ref = part.get("reference_compress_shape")
                 if ref is not None:
                     m.small = m.small.with_reference(

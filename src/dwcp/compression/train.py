@@ -246,14 +246,15 @@ def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.nd
 
 def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
                        ridge: float | np.ndarray, shape: tuple[int, ...] = (), whole_sample: bool = False,
-                       anchor: int | None = None) -> Model:
+                       anchor: int | None = None, anchor_option: int | None = None) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
     their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
     small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
     `ridge` per output (an infinite one leaves that output uncorrected). `whole_sample`: `data.x` was extracted
     with `Extractor(whole_up_to=below_bytes)` (`refeature`), as the model will be served. `anchor` (a feature
     index, format /5): the part answers the ratios as residuals of that feature's log, fitted in the same fit as
-    the speeds' corrections, instead of correcting the MLP's ratios."""
+    the speeds' corrections, instead of correcting the MLP's ratios; with `anchor_option` (an option index), of
+    that feature's log plus the MLP's ratios relative to that option's (`SmallChunks.anchor_option`)."""
     import copy
 
     rows = data.size <= below_bytes
@@ -265,14 +266,18 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
     x = data.x[rows]
     answer = np.hstack(model.predict(x))
     if anchor is not None:  # the ratios' residuals are the anchor's, not the MLP's
-        answer[:, :len(base.options)] = anchor_log(x, anchor)
+        k = len(base.options)
+        mlp_shape = 0.0 if anchor_option is None else answer[:, :k] - answer[:, [anchor_option]]
+        answer[:, :k] = anchor_log(x, anchor) + mlp_shape
     residual = data.targets(cal)[rows] - answer
-    model.small = SmallChunks.fit(below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor)
+    model.small = SmallChunks.fit(below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor,
+                                  anchor_option=anchor_option)
     model.training = {**base.training, "small_chunks": {
         "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
                                                              ).tolist(),
         "shape_features": [base.features[i] for i in shape], "whole_sample": whole_sample,
         "ratio_anchor": None if anchor is None else base.features[anchor],
+        "ratio_anchor_option": None if anchor_option is None else base.options[anchor_option],
         "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
     return model
 
@@ -280,7 +285,7 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
 def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
                    below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0,
                    shape: tuple[int, ...] = (), whole_sample: bool = False,
-                   anchor: int | None = None) -> dict[float, dict]:
+                   anchor: int | None = None, anchor_option: int | None = None) -> dict[float, dict]:
     """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
     whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
     `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`). `whole_sample`: as
@@ -293,7 +298,8 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
         for k in range(folds):
             model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
                                                                   below_bytes=below_bytes, ridge=ridge, shape=shape,
-                                                                  whole_sample=whole_sample, anchor=anchor)
+                                                                  whole_sample=whole_sample, anchor=anchor,
+                                                                  anchor_option=anchor_option)
             held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
             chosen.append(pick)
             truth.append(req.truth(held.ratio, held.vc, held.vd))

@@ -125,7 +125,7 @@ def test_augmented_labels_share_the_payload_labels():
     assert np.array_equal(again.x, data.x)  # features are properties of the bytes: recomputed exactly
     both = Dataset.concat(data, again)
     assert both.item.tolist() == data.item.tolist() + [i + 3 for i in data.item.tolist()]
-    assert np.array_equal(both.x[len(data):], again.x) and both.family.tolist() == 2 * data.family.tolist()
+    assert np.array_equal(both.x[len(data) :], again.x) and both.family.tolist() == 2 * data.family.tolist()
     assert data.payloads == 3 and both.payloads == 6
 
 
@@ -146,8 +146,18 @@ def test_row_weights_pull_the_fit_toward_heavier_rows():
     y = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
     from dwcp.compression.model import fit
 
-    m = fit(x, y, features=("a", "b"), options=("o",), hidden=(), epochs=400, batch=4, lr=2e-2, seed=0,
-            row_weight=np.array([9.0, 1.0, 1.0, 1.0]))
+    m = fit(
+        x,
+        y,
+        features=("a", "b"),
+        options=("o",),
+        hidden=(),
+        epochs=400,
+        batch=4,
+        lr=2e-2,
+        seed=0,
+        row_weight=np.array([9.0, 1.0, 1.0, 1.0]),
+    )
     y_hat = (((x - m.x_mean) / m.x_std) @ m.weights[0] + m.biases[0]) * m.y_std + m.y_mean  # a linear model
     assert y_hat[0] == pytest.approx([0.1, 0.1], abs=0.05)  # 9:1 toward 0
     assert y_hat[2] == pytest.approx([0.5, 0.5], abs=0.05)  # 1:1
@@ -158,8 +168,15 @@ def test_decision_weight_is_least_for_payloads_no_link_can_tell_apart(calibratio
 
     text = b"the quick brown fox jumps over the lazy dog; " * 10_000
     tiny, big = oracle.measure(text[:300], min_total=0.0), oracle.measure(text, min_total=0.0)
-    ds = Dataset(np.zeros((2, N_FEATURES)), np.array([tiny.ratio, big.ratio]), np.array([tiny.vc, big.vc]),
-                 np.array([tiny.vd, big.vd]), np.array([300, len(text)]), np.array(["text", "text"]), np.arange(2))
+    ds = Dataset(
+        np.zeros((2, N_FEATURES)),
+        np.array([tiny.ratio, big.ratio]),
+        np.array([tiny.vc, big.vc]),
+        np.array([tiny.vd, big.vd]),
+        np.array([300, len(text)]),
+        np.array(["text", "text"]),
+        np.arange(2),
+    )
     w = decision_weight(ds, floor=0.1)
     assert w[0] < 0.3 < w[1] <= 1.1
 
@@ -178,8 +195,11 @@ def physical_violations(model: Model, calibration, x: np.ndarray) -> list[str]:
     log_r, log_vc, log_vd = model.predict(x)
     ratio, vc, vd = np.exp(log_r), np.exp(log_vc) * calibration.vc[1:], np.exp(log_vd) * calibration.vd[1:]
     out = []
-    for name, v, (lo, hi) in (("ratio", ratio, RATIO_BOUNDS), ("compress", vc, VC_BOUNDS),
-                              ("decompress", vd, VD_BOUNDS)):
+    for name, v, (lo, hi) in (
+        ("ratio", ratio, RATIO_BOUNDS),
+        ("compress", vc, VC_BOUNDS),
+        ("decompress", vd, VD_BOUNDS),
+    ):
         if not ((v >= lo) & (v <= hi)).all():
             out.append(f"{name} outside [{lo:g}, {hi:g}]: {v.min():.3g}..{v.max():.3g}")
     keys = list(model.options)
@@ -199,9 +219,15 @@ def test_shipped_artifact_round_trips_and_predicts_physical_speeds(calibration, 
     rng = np.random.default_rng(11)
     payloads = [(f, corpus.FAMILIES[f](rng, n)) for f in corpus.FAMILIES for n in (1024, 65536)]
     payloads += list(corpus.real_payloads(21, 10, 65536, 65536))
-    requests = [Request(make_sample(data[:n]), size, Link(100.0, 10.0), min(chunk, size))
-                for _, data in payloads for n in (1024, 4096, 65536) if n <= len(data)
-                for size in (n, 1 << 20, 1 << 30, 64 << 30) if size >= n for chunk in (n, 1 << 20)]
+    requests = [
+        Request(make_sample(data[:n]), size, Link(100.0, 10.0), min(chunk, size))
+        for _, data in payloads
+        for n in (1024, 4096, 65536)
+        if n <= len(data)
+        for size in (n, 1 << 20, 1 << 30, 64 << 30)
+        if size >= n
+        for chunk in (n, 1 << 20)
+    ]
     x = sel.features(requests)
     assert physical_violations(again, calibration, x) == []
     for a, b in zip(model.predict(x), again.predict(x), strict=True):
@@ -218,7 +244,6 @@ def test_physical_bounds_catch_a_model_that_extrapolates(calibration):
     bad = dataclasses.replace(model, y_mean=y_mean)
     x = Selector(model, calibration).features([Request(b"some text " * 400, 1 << 30, Link(100.0, 10.0))])
     assert any("zstd-9" in v for v in physical_violations(bad, calibration, x))
-
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +290,10 @@ def _shipped_mlp() -> Model:
     model = Model.load(DEFAULT_MODEL)
     if model.large is None and model.small is None:
         return model
-    top = model.training["max_chunk_bytes"] if model.large is None else round(2 ** model.large.above)
-    return dataclasses.replace(model, large=None, small=None, version="",
-                               training={**model.training, "max_chunk_bytes": top})
+    top = model.training["max_chunk_bytes"] if model.large is None else round(2**model.large.above)
+    return dataclasses.replace(
+        model, large=None, small=None, version="", training={**model.training, "max_chunk_bytes": top}
+    )
 
 
 def _with_large_part(base: Model, calibration, offset: np.ndarray, above: int = 512 << 10) -> tuple[Model, Dataset]:
@@ -283,10 +309,15 @@ def _with_large_part(base: Model, calibration, offset: np.ndarray, above: int = 
     y = np.hstack(base.predict(chunk_at_most(x, np.log2(above)))) + offset
     k = len(base.options)
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]), np.array(chunks),
-                 np.array(["text"] * len(x)), np.arange(len(x)))
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array(chunks),
+        np.array(["text"] * len(x)),
+        np.arange(len(x)),
+    )
     return train_large_chunks(base, ds, calibration, above_bytes=above, ridge=1e-6), ds
 
 
@@ -334,8 +365,10 @@ def test_an_artifact_whose_large_chunk_part_runs_off_fails_the_physical_bounds(c
     loaded = Model.load(tmp_path / "bad.npz")
     sel = Selector(loaded, calibration)
     sample = make_sample(corpus.FAMILIES["text"](np.random.default_rng(4), 65536))
-    x_small, x_large = (sel.within_training(sel.features([Request(sample, 1 << 30, Link(100.0, 10.0), c)]))
-                        for c in (256 << 10, 1 << 20))
+    x_small, x_large = (
+        sel.within_training(sel.features([Request(sample, 1 << 30, Link(100.0, 10.0), c)]))
+        for c in (256 << 10, 1 << 20)
+    )
     assert physical_violations(loaded, calibration, x_small) == []
     assert any("zstd-9" in v for v in physical_violations(loaded, calibration, x_large))
 
@@ -374,8 +407,9 @@ def test_the_shipped_artifact_answers_chunks_up_to_512_kib_as_mlp_bc45da71d8_did
         assert np.array_equal(a, b)
 
 
-def test_a_correction_applied_above_a_threshold_leaves_the_chunks_below_it_at_the_mlps_answer(calibration,
-                                                                                               tmp_path: Path):
+def test_a_correction_applied_above_a_threshold_leaves_the_chunks_below_it_at_the_mlps_answer(
+    calibration, tmp_path: Path
+):
     """Issue 16, session 6: the large-chunk correction can start above a higher chunk size than the MLP's cap.
     Chunks up to 512 KiB keep the MLP's answer bit for bit, chunks between 512 KiB and the threshold get the MLP's
     answer at 512 KiB uncorrected (as if there were no part), chunks above it the correction; the threshold
@@ -387,12 +421,14 @@ def test_a_correction_applied_above_a_threshold_leaves_the_chunks_below_it_at_th
     offset = np.zeros(3 * k)
     offset[k + base.options.index("zstd-19")] = -0.5
     everywhere, fitted_on = _with_large_part(base, calibration, offset)
-    above = train_large_chunks(base, fitted_on, calibration, above_bytes=512 << 10, ridge=1e-6,
-                               apply_above_bytes=900 << 10)
+    above = train_large_chunks(
+        base, fitted_on, calibration, above_bytes=512 << 10, ridge=1e-6, apply_above_bytes=900 << 10
+    )
     above.save(tmp_path / "above.npz")
     loaded = Model.load(tmp_path / "above.npz")
     assert loaded.large.threshold == np.log2(900 << 10) and loaded.training["large_chunks"]["apply_above_bytes"] == (
-        900 << 10)
+        900 << 10
+    )
     everywhere.save(tmp_path / "everywhere.npz")
     assert loaded.version != Model.load(tmp_path / "everywhere.npz").version
     old, new, all_large = (Selector(m, calibration) for m in (base, loaded, everywhere))
@@ -405,8 +441,9 @@ def test_a_correction_applied_above_a_threshold_leaves_the_chunks_below_it_at_th
         assert np.array_equal(a[below], b[below])  # the base reads chunks above 512 KiB at its cap: same answer
         assert np.array_equal(b[corrected], c[corrected])
     z19 = 1 + base.options.index("zstd-19")
-    assert np.allclose(np.log(new.properties(x)[1][corrected, z19] / old.properties(x)[1][corrected, z19]), -0.5,
-                       atol=0.02)
+    assert np.allclose(
+        np.log(new.properties(x)[1][corrected, z19] / old.properties(x)[1][corrected, z19]), -0.5, atol=0.02
+    )
     with np.load(tmp_path / "above.npz") as z:
         arrays = {name: z[name] for name in z.files}
     header = json.loads(bytes(arrays["header"]).decode())
@@ -440,12 +477,18 @@ def test_the_threshold_is_chosen_on_training_chunks_where_the_correction_stops_c
     for option in ("zstd-19", "brotli-11"):
         y[step, base.options.index(option)] += 3.0
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]), np.array(chunks),
-                 np.array(fams), np.arange(len(x)))
-    cv = choose_threshold(base, ds, calibration, [512 << 10, 800 << 10], above_bytes=512 << 10, ridge=1e-3,
-                          links_per_item=40)
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array(chunks),
+        np.array(fams),
+        np.arange(len(x)),
+    )
+    cv = choose_threshold(
+        base, ds, calibration, [512 << 10, 800 << 10], above_bytes=512 << 10, ridge=1e-3, links_per_item=40
+    )
     assert not cv.holds(512 << 10) and cv.holds(800 << 10) and cv.chosen == 800 << 10
     assert "<=1 MiB" in cv.verdicts[512 << 10].worse and not cv.holds(np.inf)
     assert cv.overall[800 << 10]["mean_regret"] < cv.overall[np.inf]["mean_regret"]
@@ -471,12 +514,18 @@ def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(cal
     effect = -(x[:, 0] - 19.0) * 4.0 * x[:, zb]
     y[:, k + base.options.index("zstd-19")] += effect
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]), np.array(chunks),
-                 np.array(fams), np.arange(len(x)))
-    flat, shaped = (train_large_chunks(base, ds, calibration, above_bytes=512 << 10, ridge=1e-6, shape=s)
-                    for s in ((), (zb,)))
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array(chunks),
+        np.array(fams),
+        np.arange(len(x)),
+    )
+    flat, shaped = (
+        train_large_chunks(base, ds, calibration, above_bytes=512 << 10, ridge=1e-6, shape=s) for s in ((), (zb,))
+    )
     z19 = k + base.options.index("zstd-19")
     left = {name: np.hstack(m.predict(x))[:, z19] - y[:, z19] for name, m in (("flat", flat), ("shaped", shaped))}
     assert np.sqrt(np.mean(left["shaped"] ** 2)) < 0.01 < 0.1 < np.sqrt(np.mean(left["flat"] ** 2))
@@ -506,16 +555,23 @@ def _with_small_part(base: Model, calibration, offset, shape: tuple[int, ...] = 
     from dwcp.compression.train import train_small_chunks
 
     rng, extract = np.random.default_rng(11), Extractor()
-    payloads = [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-                for f in (list(corpus.FAMILIES) * 2)[:20]]
+    payloads = [
+        corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+        for f in (list(corpus.FAMILIES) * 2)[:20]
+    ]
     x = np.array([extract(p, len(p)) for p in payloads])
     y = np.hstack(base.predict(x)) + (offset(x) if callable(offset) else offset)
     k = len(base.options)
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
-                 np.array([len(p) for p in payloads]), np.array(["text"] * len(x)), np.arange(len(x)))
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array([len(p) for p in payloads]),
+        np.array(["text"] * len(x)),
+        np.arange(len(x)),
+    )
     return train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, shape=shape), ds
 
 
@@ -552,7 +608,7 @@ def test_a_small_chunk_part_learns_small_chunks_and_leaves_larger_ones_bit_for_b
     others = [i for i in range(1, k + 1) if i != lz4]
     assert np.allclose(vc_new[:, others], vc_old[:, others], rtol=0.03)
     # The one-row path applies it too (float32 BLAS paths of one row and of a batch differ by ~1e-6).
-    one = [new.properties(x[i:i + 1])[1][0] for i in np.flatnonzero(small)[:6]]
+    one = [new.properties(x[i : i + 1])[1][0] for i in np.flatnonzero(small)[:6]]
     assert np.allclose(one, vc_new[:6], rtol=1e-5)
 
 
@@ -594,8 +650,12 @@ def test_a_hosts_per_chunk_shape_moves_small_chunk_compress_speeds_from_the_part
     plain = Selector(base, calibration)
     x = plain.features(reqs)
     _, vc0, _ = plain.properties(x)
-    for unmoved in (Selector(loaded, host(ref)), Selector(loaded, host(ref - 0.9 * DEADBAND)),
-                    Selector(loaded, calibration), Selector(base, host(ref + 0.3))):
+    for unmoved in (
+        Selector(loaded, host(ref)),
+        Selector(loaded, host(ref - 0.9 * DEADBAND)),
+        Selector(loaded, calibration),
+        Selector(base, host(ref + 0.3)),
+    ):
         assert np.allclose(unmoved.properties(x)[1], vc0, rtol=1e-12)
     lz4, z9 = base.options.index("lz4"), base.options.index("zstd-9")
     moved = ref.copy()
@@ -607,15 +667,22 @@ def test_a_hosts_per_chunk_shape_moves_small_chunk_compress_speeds_from_the_part
     assert np.array_equal(ratio, plain.properties(x)[0]) and np.array_equal(vd, plain.properties(x)[2])
     factor = vc[:, 1:] / vc0[:, 1:]
     lz4_4k, z9_all = np.exp(np.log(0.8) + DEADBAND), np.exp(np.log(1.25) - DEADBAND)
-    want = {700: (1.0, z9_all), 1024: (1.0, z9_all), 4096: (lz4_4k, z9_all), 8192: (lz4_4k ** 0.5, z9_all),
-            65536: (1.0, z9_all), 65537: (1.0, 1.0), 1 << 20: (1.0, 1.0)}
+    want = {
+        700: (1.0, z9_all),
+        1024: (1.0, z9_all),
+        4096: (lz4_4k, z9_all),
+        8192: (lz4_4k**0.5, z9_all),
+        65536: (1.0, z9_all),
+        65537: (1.0, 1.0),
+        1 << 20: (1.0, 1.0),
+    }
     for i, r in enumerate(reqs):
         f_lz4, f_z9 = want[r.chunk_bytes]
         assert np.isclose(factor[i, lz4], f_lz4, rtol=1e-9) and np.isclose(factor[i, z9], f_z9, rtol=1e-9), r.chunk
         assert np.isclose(factor[i, -1], 2.0 if r.chunk <= 65536 else 1.0, rtol=1e-9)
         others = [j for j in range(len(base.options)) if j not in (lz4, z9, len(base.options) - 1)]
         assert np.allclose(factor[i, others], 1.0, rtol=1e-9)
-        one = sel.properties(x[i:i + 1])[1][0]  # the one-request path moves the same
+        one = sel.properties(x[i : i + 1])[1][0]  # the one-request path moves the same
         assert np.allclose(one, vc[i], rtol=1e-5)
 
 
@@ -638,8 +705,10 @@ def test_a_shaped_small_chunk_part_fits_a_slope_that_differs_by_kind_of_data(cal
     plain, data = _with_small_part(base, calibration, offset)
     shaped, _ = _with_small_part(base, calibration, offset, shape=(chunk, z1))
     want = np.hstack(base.predict(data.x)) + offset(data.x)
-    err = {name: np.abs(np.hstack(m.predict(data.x))[:, lz4] - want[:, lz4]).max() for name, m in
-           (("plain", plain), ("shaped", shaped))}
+    err = {
+        name: np.abs(np.hstack(m.predict(data.x))[:, lz4] - want[:, lz4]).max()
+        for name, m in (("plain", plain), ("shaped", shaped))
+    }
     assert err["shaped"] < 0.01 < err["plain"], err
     shaped.save(tmp_path / "shaped.npz")
     loaded = Model.load(tmp_path / "shaped.npz")
@@ -648,8 +717,9 @@ def test_a_shaped_small_chunk_part_fits_a_slope_that_differs_by_kind_of_data(cal
     assert np.allclose(np.hstack(loaded.predict(data.x)), np.hstack(shaped.predict(data.x)))
     rng = np.random.default_rng(3)
     extract = Extractor()
-    big = np.array([extract(make_sample(corpus.FAMILIES[f](rng, 200_000)), c)
-                    for f in corpus.FAMILIES for c in (65537, 1 << 20)])
+    big = np.array(
+        [extract(make_sample(corpus.FAMILIES[f](rng, 200_000)), c) for f in corpus.FAMILIES for c in (65537, 1 << 20)]
+    )
     for a, b in zip(base.predict(big), loaded.predict(big), strict=True):
         assert np.array_equal(a, b)
     with np.load(tmp_path / "shaped.npz") as z:
@@ -671,8 +741,24 @@ def test_a_whole_sample_small_chunk_part_reads_samples_that_are_their_chunk_whol
     base = Model.load(DEFAULT_MODEL)
     plain, _ = _with_small_part(base, calibration, np.zeros(3 * len(base.options)))
     s = plain.small
-    whole = Model(**{f: getattr(plain, f) for f in ("features", "options", "x_mean", "x_std", "y_mean", "y_std",
-                                                      "weights", "biases", "reference_sha256", "training", "large")})
+    whole = Model(
+        **{
+            f: getattr(plain, f)
+            for f in (
+                "features",
+                "options",
+                "x_mean",
+                "x_std",
+                "y_mean",
+                "y_std",
+                "weights",
+                "biases",
+                "reference_sha256",
+                "training",
+                "large",
+            )
+        }
+    )
     whole.small = SmallChunks(s.below, s.x_mean, s.x_std, s.weights, shape=s.shape, whole_sample=True)
     whole.save(tmp_path / "whole.npz")
     loaded = Model.load(tmp_path / "whole.npz")
@@ -683,7 +769,7 @@ def test_a_whole_sample_small_chunk_part_reads_samples_that_are_their_chunk_whol
     n = 48 << 10  # zeros, random bytes where the probe blocks fall: the probe region sees only random bytes
     buf, rng = bytearray(n), np.random.default_rng(5)
     for start in np.linspace(0, n - 4096, 4).astype(int):
-        buf[start:start + 4096] = rng.bytes(4096)
+        buf[start : start + 4096] = rng.bytes(4096)
     sample = bytes(buf)
     old, new = Selector(plain, calibration), Selector(loaded, calibration)
     as_chunk = Request(sample, n, Link(20.0, 40.0))  # the whole payload: one chunk of n bytes
@@ -714,8 +800,10 @@ def test_a_ratio_anchored_small_chunk_part_answers_ratios_from_the_measured_zstd
     rng, extract = np.random.default_rng(21), Extractor(whole_up_to=64 << 10)
 
     def payloads(n: int) -> list[bytes]:
-        return [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-                for f in (list(corpus.FAMILIES) * 3)[:n]]
+        return [
+            corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+            for f in (list(corpus.FAMILIES) * 3)[:n]
+        ]
 
     train_on, unseen = payloads(30), payloads(12)
     x = np.array([extract(p, len(p)) for p in train_on])
@@ -723,12 +811,18 @@ def test_a_ratio_anchored_small_chunk_part_answers_ratios_from_the_measured_zstd
     y[:, :k] = np.log(x[:, [anchor]]) + factor  # measured ratios: the probe's, times each option's factor
     y[:, k + base.options.index("lz4")] -= 0.25  # and lz4 runs e^-0.25 of the MLP's speed
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
-                 np.array([len(p) for p in train_on]), np.array(["text"] * len(x)), np.arange(len(x)))
-    model = train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, whole_sample=True,
-                               anchor=anchor)
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array([len(p) for p in train_on]),
+        np.array(["text"] * len(x)),
+        np.arange(len(x)),
+    )
+    model = train_small_chunks(
+        base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, whole_sample=True, anchor=anchor
+    )
     model.save(tmp_path / "anchored.npz")
     loaded = Model.load(tmp_path / "anchored.npz")
     with np.load(tmp_path / "anchored.npz") as z:
@@ -769,20 +863,35 @@ def test_a_ratio_anchor_can_keep_the_mlps_shape_and_replace_only_its_level(calib
     base = Model.load(DEFAULT_MODEL)
     k, anchor, zstd1 = len(base.options), FEATURE_NAMES.index("zstd1_ratio"), base.options.index("zstd-1")
     rng, extract = np.random.default_rng(22), Extractor(whole_up_to=64 << 10)
-    payloads = [corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-                for f in (list(corpus.FAMILIES) * 3)[:36]]
+    payloads = [
+        corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+        for f in (list(corpus.FAMILIES) * 3)[:36]
+    ]
     x = np.array([extract(p, len(p)) for p in payloads])
     y = np.hstack(base.predict(x))
     shape = y[:, :k] - y[:, [zstd1]]
     y[:, :k] = np.log(x[:, [anchor]]) + shape + 0.1  # every option 10% bigger than the MLP's shape says
     ones = np.ones((len(x), 1))
-    ds = Dataset(x, np.hstack([ones, np.exp(y[:, :k])]), np.hstack([ones * np.inf, np.exp(y[:, k:2 * k]) *
-                                                                     calibration.vc[1:]]),
-                 np.hstack([ones * np.inf, np.exp(y[:, 2 * k:]) * calibration.vd[1:]]),
-                 np.array([len(p) for p in payloads]), np.array(["text"] * len(x)), np.arange(len(x)))
+    ds = Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array([len(p) for p in payloads]),
+        np.array(["text"] * len(x)),
+        np.arange(len(x)),
+    )
     fit_on, unseen = ds.take(np.arange(24)), x[24:]
-    model = train_small_chunks(base, fit_on, calibration, below_bytes=64 << 10, ridge=1e9, whole_sample=True,
-                               anchor=anchor, anchor_option=zstd1)
+    model = train_small_chunks(
+        base,
+        fit_on,
+        calibration,
+        below_bytes=64 << 10,
+        ridge=1e9,
+        whole_sample=True,
+        anchor=anchor,
+        anchor_option=zstd1,
+    )
     model.save(tmp_path / "level.npz")
     loaded = Model.load(tmp_path / "level.npz")
     assert loaded.small.anchor_option == zstd1 and loaded.version

@@ -15,8 +15,11 @@ CacheOpt = typer.Option(Path("runs/compression"), help="Where labelled datasets 
 
 
 @app.command()
-def calibrate(out: Path | None = typer.Option(None, help="Calibration file; default: per-host file in ~/.cache "
-                                                          "or $DWCP_COMPRESSION_CALIBRATION.")) -> None:
+def calibrate(
+    out: Path | None = typer.Option(
+        None, help="Calibration file; default: per-host file in ~/.cache or $DWCP_COMPRESSION_CALIBRATION."
+    ),
+) -> None:
     """Time every option on the reference array on this host and store the speeds."""
     from dwcp.compression import calibrate as cal_mod
 
@@ -30,8 +33,17 @@ def calibrate(out: Path | None = typer.Option(None, help="Calibration file; defa
     console.print(f"wrote {path} ({cal.seconds:.1f} s)")
 
 
-def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int, relabel: bool,
-              refeature: bool = False, n_real_train: int = 0, n_train_large: int = 0):
+def _datasets(
+    cache: Path,
+    seed: int,
+    n_train: int,
+    n_heldout: int,
+    n_real: int,
+    relabel: bool,
+    refeature: bool = False,
+    n_real_train: int = 0,
+    n_train_large: int = 0,
+):
     """(calibration, held-out synthetic, held-out real, train, large-chunk train, real training files), labelled
     now or read from the cache, in that order (held-out sets first: they score any artifact).
 
@@ -63,8 +75,13 @@ def _datasets(cache: Path, seed: int, n_train: int, n_heldout: int, n_real: int,
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _specs(seed: int, n_train: int, n_heldout: int, n_real: int, n_real_train: int = 0, n_train_large: int = 0):
@@ -74,13 +91,23 @@ def _specs(seed: int, n_train: int, n_heldout: int, n_real: int, n_real_train: i
     from dwcp.compression.train import heldout_payloads
 
     small = 128 << 10
-    return [("heldout", seed + 1, n_heldout, lambda: heldout_payloads(corpus.items, seed + 1, n_heldout)),
-            ("real", seed + 2, n_real, lambda: heldout_payloads(corpus.real_payloads, seed + 2, n_real)),
-            ("train", seed, n_train, lambda: corpus.items(seed, n_train, 512, small)),
-            ("trainlarge", seed + 10, n_train_large,
-             lambda: corpus.items(seed + 10, n_train_large, small, DEFAULT_CHUNK_BYTES)),
-            ("realtrain", seed + 3, n_real_train,
-             lambda: corpus.real_payloads(seed + 3, n_real_train, 512, DEFAULT_CHUNK_BYTES, corpus.TRAIN_REAL_ROOTS))]
+    return [
+        ("heldout", seed + 1, n_heldout, lambda: heldout_payloads(corpus.items, seed + 1, n_heldout)),
+        ("real", seed + 2, n_real, lambda: heldout_payloads(corpus.real_payloads, seed + 2, n_real)),
+        ("train", seed, n_train, lambda: corpus.items(seed, n_train, 512, small)),
+        (
+            "trainlarge",
+            seed + 10,
+            n_train_large,
+            lambda: corpus.items(seed + 10, n_train_large, small, DEFAULT_CHUNK_BYTES),
+        ),
+        (
+            "realtrain",
+            seed + 3,
+            n_real_train,
+            lambda: corpus.real_payloads(seed + 3, n_real_train, 512, DEFAULT_CHUNK_BYTES, corpus.TRAIN_REAL_ROOTS),
+        ),
+    ]
 
 
 def _labelled(path: Path, name: str, n: int, make, relabel: bool, refeature: bool, progress):
@@ -123,24 +150,51 @@ def _advance(progress, task, what: str, total: int, lines: int = 20):
 
 def _print_eval(title: str, ev) -> None:
     o, d = ev.overall, ev.decisive
-    console.print(f"[bold]{title}[/bold]: accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
-                  f"mean regret {o['mean_regret']:.4f} over {o['n']} requests "
-                  f"(decisive only: {d['accuracy']:.4f} / {d['exact_best']:.4f} / {d['mean_regret']:.4f}, n={d['n']})")
+    console.print(
+        f"[bold]{title}[/bold]: accuracy {o['accuracy']:.4f}, exact-best {o['exact_best']:.4f}, "
+        f"mean regret {o['mean_regret']:.4f} over {o['n']} requests "
+        f"(decisive only: {d['accuracy']:.4f} / {d['exact_best']:.4f} / {d['mean_regret']:.4f}, n={d['n']})"
+    )
     if ev.repeat:
         r = ev.repeat["overall"]
-        console.print(f"oracle repeatability (a second labelling's best option scored on the first): near-best "
-                      f"{r['accuracy']:.4f}, exact-best {r['exact_best']:.4f}, mean regret {r['mean_regret']:.4f}")
+        console.print(
+            f"oracle repeatability (a second labelling's best option scored on the first): near-best "
+            f"{r['accuracy']:.4f}, exact-best {r['exact_best']:.4f}, mean regret {r['mean_regret']:.4f}"
+        )
     for what, key in (("declared size", "buckets"), ("family", "families")):
         groups = getattr(ev, key)
         rep = ev.repeat[key] if ev.repeat else None
-        table = Table(what, "n", "accuracy", "exact", "regret", "vs zstd-3", "vs none", "best fixed", "vs best fixed",
-                      *(["oracle rep.", "oracle regret"] if rep else []))
+        table = Table(
+            what,
+            "n",
+            "accuracy",
+            "exact",
+            "regret",
+            "vs zstd-3",
+            "vs none",
+            "best fixed",
+            "vs best fixed",
+            *(["oracle rep.", "oracle regret"] if rep else []),
+        )
         for name, s in groups.items():
-            table.add_row(name, str(s["n"]), f"{s['accuracy']:.4f}", f"{s['exact_best']:.3f}",
-                          f"{s['mean_regret']:.4f}", f"{s['vs_zstd-3']:.3f}", f"{s['vs_none']:.3f}", s["best_fixed"],
-                          f"{s['vs_best_fixed']:.3f}",
-                          *([f"{rep[name]['accuracy']:.4f}", f"{rep[name]['mean_regret']:.4f}"] if rep and name in rep
-                            else ["-", "-"] if rep else []))
+            table.add_row(
+                name,
+                str(s["n"]),
+                f"{s['accuracy']:.4f}",
+                f"{s['exact_best']:.3f}",
+                f"{s['mean_regret']:.4f}",
+                f"{s['vs_zstd-3']:.3f}",
+                f"{s['vs_none']:.3f}",
+                s["best_fixed"],
+                f"{s['vs_best_fixed']:.3f}",
+                *(
+                    [f"{rep[name]['accuracy']:.4f}", f"{rep[name]['mean_regret']:.4f}"]
+                    if rep and name in rep
+                    else ["-", "-"]
+                    if rep
+                    else []
+                ),
+            )
         console.print(table)
 
 
@@ -149,41 +203,74 @@ def _print_cells(title: str, cells: dict[str, dict[str, dict]]) -> None:
     from dwcp.compression.train import BUCKETS
 
     names = [n for _, n in BUCKETS if any(n in c for c in cells.values())]
-    table = Table("family", *names, title=f"{title}: selector time / best fixed option's per family and bucket "
-                  "(near-best in brackets; > 1: slower than a fixed codec)")
+    table = Table(
+        "family",
+        *names,
+        title=f"{title}: selector time / best fixed option's per family and bucket "
+        "(near-best in brackets; > 1: slower than a fixed codec)",
+    )
     for fam, row in cells.items():
-        table.add_row(fam, *(f"{row[n]['vs_best_fixed']:.3f} ({row[n]['accuracy']:.2f})" if n in row else "-"
-                             for n in names))
+        table.add_row(
+            fam, *(f"{row[n]['vs_best_fixed']:.3f} ({row[n]['accuracy']:.2f})" if n in row else "-" for n in names)
+        )
     console.print(table)
-    worse = [f"{fam} {n} {row[n]['vs_best_fixed']:.3f}" for fam, row in cells.items() for n in names
-             if n in row and row[n]["vs_best_fixed"] > 1.0]
-    console.print(f"{title}: selector <= best fixed option in every family and bucket: "
-                  + ("yes" if not worse else "no: " + ", ".join(worse)))
+    worse = [
+        f"{fam} {n} {row[n]['vs_best_fixed']:.3f}"
+        for fam, row in cells.items()
+        for n in names
+        if n in row and row[n]["vs_best_fixed"] > 1.0
+    ]
+    console.print(
+        f"{title}: selector <= best fixed option in every family and bucket: "
+        + ("yes" if not worse else "no: " + ", ".join(worse))
+    )
 
 
 def _print_verdict(name: str, verdict, part: str = "large-chunk") -> None:
-    table = Table("bucket or family", "payloads", "requests", "near-best diff", "upper bound", "worse",
-                  title=f"{name}: ship rule, the {part} part against the base (paired bootstrap over payloads)")
+    table = Table(
+        "bucket or family",
+        "payloads",
+        "requests",
+        "near-best diff",
+        "upper bound",
+        "worse",
+        title=f"{name}: ship rule, the {part} part against the base (paired bootstrap over payloads)",
+    )
     for g, v in verdict.groups.items():
-        table.add_row(g, str(v.payloads), str(v.requests), f"{v.diff:+.4f}", f"{v.upper:+.4f}",
-                      "WORSE" if v.worse else "-")
+        table.add_row(
+            g, str(v.payloads), str(v.requests), f"{v.diff:+.4f}", f"{v.upper:+.4f}", "WORSE" if v.worse else "-"
+        )
     console.print(table)
-    console.print(f"{name}: ship rule (no bucket or family worse beyond the payloads' and the oracle's noise, "
-                  f"overall a gain): {verdict.describe()}")
+    console.print(
+        f"{name}: ship rule (no bucket or family worse beyond the payloads' and the oracle's noise, "
+        f"overall a gain): {verdict.describe()}"
+    )
 
 
 def _print_threshold_cv(cv) -> None:
     import math
 
-    table = Table("correct above", "near-best", "exact", "regret", *cv.buckets[math.inf], "below base",
-                  "worse by the ship rule", title="training chunks, cross-validated decisions per threshold "
-                  "(inf: the base alone)")
+    table = Table(
+        "correct above",
+        "near-best",
+        "exact",
+        "regret",
+        *cv.buckets[math.inf],
+        "below base",
+        "worse by the ship rule",
+        title="training chunks, cross-validated decisions per threshold (inf: the base alone)",
+    )
     for t, o in cv.overall.items():
         below = [f for f, s in cv.families[t].items() if s["accuracy"] < cv.families[math.inf][f]["accuracy"]]
-        table.add_row("inf" if math.isinf(t) else f"{t / 1024:g} KiB", f"{o['accuracy']:.4f}",
-                      f"{o['exact_best']:.3f}", f"{o['mean_regret']:.4f}",
-                      *(f"{s['accuracy']:.4f}" for s in cv.buckets[t].values()), " ".join(below) or "-",
-                      " ".join(cv.verdicts[t].worse) or "-")
+        table.add_row(
+            "inf" if math.isinf(t) else f"{t / 1024:g} KiB",
+            f"{o['accuracy']:.4f}",
+            f"{o['exact_best']:.3f}",
+            f"{o['mean_regret']:.4f}",
+            *(f"{s['accuracy']:.4f}" for s in cv.buckets[t].values()),
+            " ".join(below) or "-",
+            " ".join(cv.verdicts[t].worse) or "-",
+        )
     console.print(table)
     console.print(f"chosen: {'none' if math.isinf(cv.chosen) else f'{cv.chosen / 1024:g} KiB'}")
 
@@ -196,8 +283,10 @@ def train(
     train_large_items: int = typer.Option(200, help="Synthetic chunks of 128 KiB-1 MiB to train on."),
     heldout_items: int = typer.Option(180, help="Synthetic payloads held out (a third of them full 1 MiB chunks)."),
     real_items: int = typer.Option(90, help="Real payloads from this machine held out."),
-    real_train_items: int = typer.Option(500, help="Real payloads (512 B-1 MiB) from other directories of this "
-                                                   "machine to train on (0: synthetic data only)."),
+    real_train_items: int = typer.Option(
+        500,
+        help="Real payloads (512 B-1 MiB) from other directories of this machine to train on (0: synthetic data only).",
+    ),
     epochs: int = typer.Option(600, help="Epochs per ensemble member."),
     members: int = typer.Option(4, help="MLPs fitted from different seeds and merged into one (their mean)."),
     hidden: str = typer.Option("128,128", help="Hidden layer widths of each MLP, comma-separated."),
@@ -216,27 +305,44 @@ def train(
     from dwcp.compression.train import train as fit_model
 
     widths = tuple(int(w) for w in hidden.split(","))
-    cal, ho, real, synthetic, large, real_train = _datasets(cache, seed, train_items, heldout_items, real_items,
-                                                            relabel, refeature, real_train_items, train_large_items)
+    cal, ho, real, synthetic, large, real_train = _datasets(
+        cache, seed, train_items, heldout_items, real_items, relabel, refeature, real_train_items, train_large_items
+    )
     tr = Dataset.concat(*(d for d in (synthetic, large, real_train) if d is not None))
     start = time.time()
     with Progress(console=console) as progress:
         task = progress.add_task(f"training {members} x MLP on {len(tr)} rows", total=epochs * members)
-        model = fit_model(tr, cal, epochs=epochs, members=members, hidden=widths, weighted=weighted,
-                          on_epoch=_advance(progress, task, "training (epochs)", epochs * members))
+        model = fit_model(
+            tr,
+            cal,
+            epochs=epochs,
+            members=members,
+            hidden=widths,
+            weighted=weighted,
+            on_epoch=_advance(progress, task, "training (epochs)", epochs * members),
+        )
     console.print(f"trained in {time.time() - start:.0f} s")
     ev_syn, ev_real = evaluate(model, cal, ho), evaluate(model, cal, real)
     _print_eval("held-out synthetic", ev_syn)
     _print_eval("held-out real files", ev_real)
     model.training = {
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": cal.host, "seed": seed,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": cal.host,
+        "seed": seed,
         "train_payloads": synthetic.payloads + (0 if large is None else large.payloads),
         "train_real_files": 0 if real_train is None else real_train.payloads,
-        "train_rows": len(tr), "epochs": epochs, "max_chunk_bytes": int(tr.size.max()),
-        "members": members, "hidden": list(widths), "weighted": weighted,
-        "heldout_synthetic": ev_syn.overall, "heldout_real": ev_real.overall,
-        "heldout_buckets": {"synthetic": {k: v["accuracy"] for k, v in ev_syn.buckets.items()},
-                            "real": {k: v["accuracy"] for k, v in ev_real.buckets.items()}},
+        "train_rows": len(tr),
+        "epochs": epochs,
+        "max_chunk_bytes": int(tr.size.max()),
+        "members": members,
+        "hidden": list(widths),
+        "weighted": weighted,
+        "heldout_synthetic": ev_syn.overall,
+        "heldout_real": ev_real.overall,
+        "heldout_buckets": {
+            "synthetic": {k: v["accuracy"] for k, v in ev_syn.buckets.items()},
+            "real": {k: v["accuracy"] for k, v in ev_real.buckets.items()},
+        },
     }
     path = out or DEFAULT_MODEL
     model.version = ""
@@ -251,8 +357,11 @@ def evaluate(
     seed: int = typer.Option(1),
     heldout_items: int = typer.Option(180),
     real_items: int = typer.Option(90),
-    repeat: bool = typer.Option(False, help="Also label the held-out sets a second time (cached as *-pass2.npz) "
-                                            "and print the oracle's repeatability beside each figure."),
+    repeat: bool = typer.Option(
+        False,
+        help="Also label the held-out sets a second time (cached as *-pass2.npz) "
+        "and print the oracle's repeatability beside each figure.",
+    ),
 ) -> None:
     """Held-out accuracy, exact-best, regret and per-family end-to-end ratios vs fixed options."""
     from dwcp.compression.model import Model
@@ -264,8 +373,10 @@ def evaluate(
     again = [None, None]
     if repeat:  # after the first labelling of both sets (minutes apart: another run, as the issue asks)
         with _progress() as progress:
-            again = [_labelled(cache / f"{name}-s{s}-n{n}-pass2.npz", name, n, make, False, False, progress)
-                     for name, s, n, make in _specs(seed, 0, heldout_items, real_items)[:2]]
+            again = [
+                _labelled(cache / f"{name}-s{s}-n{n}-pass2.npz", name, n, make, False, False, progress)
+                for name, s, n, make in _specs(seed, 0, heldout_items, real_items)[:2]
+            ]
     console.print(f"model {model.version}")
     for title, ds, ds2 in (("held-out synthetic", ho, again[0]), ("held-out real files", real, again[1])):
         if ds is not None:  # --heldout-items 0 / --real-items 0 skip a set
@@ -300,17 +411,32 @@ def train_large(
     labels: Path = LabelsOpt,
     base: Path | None = typer.Option(None, help="The small-chunk artifact; default: the shipped one."),
     ridge: str = typer.Option("0.01,0.1,1,10,1000", help="Ridge penalties to choose from by cross-validation."),
-    outputs: str = typer.Option("log_ratio,log_vc_rel,log_vd_rel", help="Which kinds of output the part may "
-                                "correct (others keep the base's answer)."),
-    links: int = typer.Option(20, min=1, help="Requests (random link and declared size) per held-out chunk. The "
-                              "verdict per family can hinge on one request in 20-60 at 20; more redraws less."),
-    apply_above: str = typer.Option("512", help="Chunk sizes in KiB above which the correction may apply "
-                                    "(comma-separated: chosen by cross-validated decisions on the training chunks, "
-                                    "the smallest that no bucket or family loses by; 512: every large chunk)."),
-    again: Path | None = typer.Option(None, help="A second labelling of the held-out sets (another label-large "
-                                      "directory, same calibration): print the oracle's repeatability beside them."),
-    shape: str = typer.Option("", help="Features whose products with every feature are columns of the correction "
-                              "too (comma-separated, e.g. zero_block_share,repeat8: a per-family-shaped correction)."),
+    outputs: str = typer.Option(
+        "log_ratio,log_vc_rel,log_vd_rel",
+        help="Which kinds of output the part may correct (others keep the base's answer).",
+    ),
+    links: int = typer.Option(
+        20,
+        min=1,
+        help="Requests (random link and declared size) per held-out chunk. The "
+        "verdict per family can hinge on one request in 20-60 at 20; more redraws less.",
+    ),
+    apply_above: str = typer.Option(
+        "512",
+        help="Chunk sizes in KiB above which the correction may apply "
+        "(comma-separated: chosen by cross-validated decisions on the training chunks, "
+        "the smallest that no bucket or family loses by; 512: every large chunk).",
+    ),
+    again: Path | None = typer.Option(
+        None,
+        help="A second labelling of the held-out sets (another label-large "
+        "directory, same calibration): print the oracle's repeatability beside them.",
+    ),
+    shape: str = typer.Option(
+        "",
+        help="Features whose products with every feature are columns of the correction "
+        "too (comma-separated, e.g. zero_block_share,repeat8: a per-family-shaped correction).",
+    ),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
 ) -> None:
     """Fit a large-chunk part on the labelled training chunks, score it beside the base on the held-out ones."""
@@ -356,17 +482,21 @@ def train_large(
     thresholds = [float(k) * 1024 for k in apply_above.split(",")]
     threshold = thresholds[0]
     if len(thresholds) > 1:
-        cv = choose_threshold(small, tr, cal, thresholds, above_bytes=large.SPLIT_BYTES, ridge=best,
-                              links_per_item=links, shape=shaped)
+        cv = choose_threshold(
+            small, tr, cal, thresholds, above_bytes=large.SPLIT_BYTES, ridge=best, links_per_item=links, shape=shaped
+        )
         _print_threshold_cv(cv)
         threshold = cv.chosen
         if math.isinf(threshold):
             console.print("[yellow]no threshold holds the ship rule on the training folds[/yellow]")
             return
-    model = train_large_chunks(small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best,
-                               apply_above_bytes=threshold, shape=shaped)
-    console.print(f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB; correction "
-                  f"applied above {threshold / 1024:g} KiB")
+    model = train_large_chunks(
+        small, tr, cal, above_bytes=large.SPLIT_BYTES, ridge=best, apply_above_bytes=threshold, shape=shaped
+    )
+    console.print(
+        f"{model.training['large_chunks']['payloads']} training payloads above 512 KiB; correction "
+        f"applied above {threshold / 1024:g} KiB"
+    )
     for name in ("heldout-synthetic", "heldout-real"):
         ds = large.load_set(labels, name)
         if ds is None:
@@ -375,11 +505,18 @@ def train_large(
         repeat = None
         if ds2 is not None:  # the oracle's repeatability on the payloads both labellings reached
             both = np.intersect1d(ds.item, ds2.item)
-            repeat = run_eval(small, cal, ds.take(np.isin(ds.item, both)), links_per_item=links,
-                              again=ds2.take(np.isin(ds2.item, both))).repeat
+            repeat = run_eval(
+                small,
+                cal,
+                ds.take(np.isin(ds.item, both)),
+                links_per_item=links,
+                again=ds2.take(np.isin(ds2.item, both)),
+            ).repeat
             console.print(f"{name}: {len(both)} of {ds.payloads} payloads labelled twice")
-        for title, m in ((f"{name} above 512 KiB, {small.version}", small), (f"{name} above 512 KiB, with the "
-                                                                            "large-chunk part", model)):
+        for title, m in (
+            (f"{name} above 512 KiB, {small.version}", small),
+            (f"{name} above 512 KiB, with the large-chunk part", model),
+        ):
             ev = run_eval(m, cal, ds, links_per_item=links)
             ev.repeat = repeat
             _print_eval(f"{title} ({ds.payloads} payloads)", ev)
@@ -413,27 +550,43 @@ def label_small(
 def train_small(
     labels: Path = SmallLabelsOpt,
     base: Path | None = typer.Option(None, help="The artifact to correct; default: the shipped one."),
-    ridge: str = typer.Option("1e9,100,10,1,0.1", help="Ridge penalties to choose from by cross-validated "
-                              "decisions on the training payloads."),
-    outputs: str = typer.Option("log_vc_rel", help="Which kinds of output the part may correct (others keep the "
-                                "base's answer)."),
+    ridge: str = typer.Option(
+        "1e9,100,10,1,0.1", help="Ridge penalties to choose from by cross-validated decisions on the training payloads."
+    ),
+    outputs: str = typer.Option(
+        "log_vc_rel", help="Which kinds of output the part may correct (others keep the base's answer)."
+    ),
     links: int = typer.Option(100, min=1, help="Requests (random link and declared size) per payload."),
-    shape: str = typer.Option("", help="Features (comma-separated names) whose products with every feature are "
-                              "columns of the correction too, as the large part's (default: none)."),
-    whole_sample: bool = typer.Option(False, help="Fit (and serve) the part on features of the whole sample where "
-                                      "the sample is all of its chunk, not of the 16 KiB probe region "
-                                      "(artifact format /4; the sets' features are recomputed from their payloads)."),
-    ratio_anchor: str = typer.Option("", help="A feature (`zstd1_ratio`) whose log the part's ratio outputs are "
-                                     "residuals of, fitted with the speeds' corrections (format /5; needs "
-                                     "--whole-sample and log_ratio among --outputs). Default: none."),
-    anchor_option: str = typer.Option("", help="With --ratio-anchor: the option (`zstd-1`) whose predicted ratio the "
-                                      "anchor replaces, the MLP's ratios relative to it kept (default: none, the "
-                                      "part answers the ratios from the anchor alone)."),
+    shape: str = typer.Option(
+        "",
+        help="Features (comma-separated names) whose products with every feature are "
+        "columns of the correction too, as the large part's (default: none).",
+    ),
+    whole_sample: bool = typer.Option(
+        False,
+        help="Fit (and serve) the part on features of the whole sample where "
+        "the sample is all of its chunk, not of the 16 KiB probe region "
+        "(artifact format /4; the sets' features are recomputed from their payloads).",
+    ),
+    ratio_anchor: str = typer.Option(
+        "",
+        help="A feature (`zstd1_ratio`) whose log the part's ratio outputs are "
+        "residuals of, fitted with the speeds' corrections (format /5; needs "
+        "--whole-sample and log_ratio among --outputs). Default: none.",
+    ),
+    anchor_option: str = typer.Option(
+        "",
+        help="With --ratio-anchor: the option (`zstd-1`) whose predicted ratio the "
+        "anchor replaces, the MLP's ratios relative to it kept (default: none, the "
+        "part answers the ratios from the anchor alone).",
+    ),
     out: Path | None = typer.Option(None, help="Where to write the artifact (default: only evaluate)."),
     reference_calibration: list[Path] | None = typer.Option(
-        None, help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
+        None,
+        help="Calibrations with per-chunk speeds measured in the speed mode the labels were (default: the "
         "labels' own, when it has them): the mean of their per-chunk shapes is stored with the part, so a host in "
-        "another mode is answered for its own (selector.ChunkShift). Repeat the option for several runs."),
+        "another mode is answered for its own (selector.ChunkShift). Repeat the option for several runs.",
+    ),
 ) -> None:
     """Fit a small-chunk part on the labelled small training payloads, judge it on the held-out ones."""
     import math
@@ -451,8 +604,9 @@ def train_small(
     cal = large.calibration(labels)
     base_model = Model.load(base or DEFAULT_MODEL)
     load_set = small.whole_sample_set if whole_sample else small.load_set
-    parts = [d for d in (load_set(labels, "train-small-synthetic"), load_set(labels, "train-small-real"))
-             if d is not None]
+    parts = [
+        d for d in (load_set(labels, "train-small-synthetic"), load_set(labels, "train-small-real")) if d is not None
+    ]
     if not parts:
         raise typer.BadParameter(f"no labelled training payloads in {labels}; run `dwcp compression label-small`")
     tr = Dataset.concat(*parts)
@@ -465,17 +619,34 @@ def train_small(
     anchor = None
     if ratio_anchor:
         if ratio_anchor not in FEATURE_NAMES or not whole_sample or "log_ratio" not in kinds:
-            raise typer.BadParameter("--ratio-anchor names a feature and needs --whole-sample and log_ratio in "
-                                     "--outputs (an uncorrected anchored ratio would be the anchor itself)")
+            raise typer.BadParameter(
+                "--ratio-anchor names a feature and needs --whole-sample and log_ratio in "
+                "--outputs (an uncorrected anchored ratio would be the anchor itself)"
+            )
         anchor = FEATURE_NAMES.index(ratio_anchor)
     if anchor_option and (anchor is None or anchor_option not in base_model.options):
         raise typer.BadParameter(f"--anchor-option needs --ratio-anchor and one of {list(base_model.options)}")
     option = base_model.options.index(anchor_option) if anchor_option else None
-    cv = small_ridge_cv(base_model, tr, cal, [float(r) for r in ridge.split(",")], kinds,
-                        below_bytes=small.SMALL_BYTES, links_per_item=links, shape=shaped, whole_sample=whole_sample,
-                        anchor=anchor, anchor_option=option)
-    table = Table("ridge", "near-best", "exact-best", "mean regret",
-                  title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)")
+    cv = small_ridge_cv(
+        base_model,
+        tr,
+        cal,
+        [float(r) for r in ridge.split(",")],
+        kinds,
+        below_bytes=small.SMALL_BYTES,
+        links_per_item=links,
+        shape=shaped,
+        whole_sample=whole_sample,
+        anchor=anchor,
+        anchor_option=option,
+    )
+    table = Table(
+        "ridge",
+        "near-best",
+        "exact-best",
+        "mean regret",
+        title=f"cross-validated decisions on {tr.payloads} training payloads (inf: the base)",
+    )
     for r, s in cv.items():
         table.add_row(f"{r:g}", f"{s['accuracy']:.4f}", f"{s['exact_best']:.4f}", f"{s['mean_regret']:.4f}")
     console.print(table)
@@ -484,8 +655,17 @@ def train_small(
         console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
-    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, shape=shaped,
-                               whole_sample=whole_sample, anchor=anchor, anchor_option=option)
+    model = train_small_chunks(
+        base_model,
+        tr,
+        cal,
+        below_bytes=small.SMALL_BYTES,
+        ridge=penalty,
+        shape=shaped,
+        whole_sample=whole_sample,
+        anchor=anchor,
+        anchor_option=option,
+    )
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)
@@ -494,18 +674,25 @@ def train_small(
         own = small.whole_sample_set(labels, name).x if whole_sample else None  # the base reads the probe region
         for title, m, x in ((base_model.version, base_model, None), ("with the small-chunk part", model, own)):
             _print_eval(f"{name}, {title} ({ds.payloads} payloads)", run_eval(m, cal, ds, links_per_item=links, x=x))
-        _print_verdict(name, heldout_verdict(base_model, model, cal, ds, links_per_item=links, candidate_x=own),
-                       "small-chunk")
+        _print_verdict(
+            name, heldout_verdict(base_model, model, cal, ds, links_per_item=links, candidate_x=own), "small-chunk"
+        )
     if out is not None:
-        shapes = [c.chunk_shape() for c in ([cal_mod.load(p) for p in reference_calibration]
-                                            if reference_calibration else [cal])]
+        shapes = [
+            c.chunk_shape()
+            for c in ([cal_mod.load(p) for p in reference_calibration] if reference_calibration else [cal])
+        ]
         missing = any(s is None for s in shapes)
         if missing and reference_calibration:
             raise typer.BadParameter("a --reference-calibration has no per-chunk speeds (format /2)")
         if not missing:  # (`shape`, the option, names the correction's shaping features: not this)
             reference = np.mean(shapes, axis=0)
             model.small = model.small.with_reference(cal_mod.CHUNK_LOG2, reference[:, 1:])
-            console.print("per-chunk compress shape recorded: " + ", ".join(
-                f"{k} {' '.join(f'{v:+.2f}' for v in reference[:, j + 1])}" for j, k in enumerate(model.options)))
+            console.print(
+                "per-chunk compress shape recorded: "
+                + ", ".join(
+                    f"{k} {' '.join(f'{v:+.2f}' for v in reference[:, j + 1])}" for j, k in enumerate(model.options)
+                )
+            )
         model.save(out)
         console.print(f"wrote {out} ({Model.load(out).version})")

@@ -106,8 +106,9 @@ class LargeChunks:
     def _blocks(self) -> np.ndarray:
         if self._side_by_side is None:
             f = len(self.x_mean)
-            self._side_by_side = np.hstack([self.weights[1 + i * f:1 + (i + 1) * f]
-                                            for i in range(1 + len(self.shape))])
+            self._side_by_side = np.hstack(
+                [self.weights[1 + i * f : 1 + (i + 1) * f] for i in range(1 + len(self.shape))]
+            )
         return self._side_by_side
 
     def design(self, x: np.ndarray) -> np.ndarray:
@@ -115,8 +116,9 @@ class LargeChunks:
         return _design((x - self.x_mean) / self.x_std, self.shape)
 
     @classmethod
-    def fit(cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
-            shape: tuple[int, ...] = ()) -> LargeChunks:
+    def fit(
+        cls, above: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray, shape: tuple[int, ...] = ()
+    ) -> LargeChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs, rows of chunks above `above`) on
         the standardised features (and their products with the `shape` ones); `ridge` (one for all outputs, or
         one per output) penalises the slopes (not the intercept) per row of data; an infinite one leaves its
@@ -196,16 +198,32 @@ class SmallChunks:
         return self._part.correction(x)
 
     @classmethod
-    def fit(cls, below: float, x: np.ndarray, residual: np.ndarray, ridge: float | np.ndarray,
-            shape: tuple[int, ...] = (), whole_sample: bool = False, anchor: int | None = None,
-            anchor_option: int | None = None) -> SmallChunks:
+    def fit(
+        cls,
+        below: float,
+        x: np.ndarray,
+        residual: np.ndarray,
+        ridge: float | np.ndarray,
+        shape: tuple[int, ...] = (),
+        whole_sample: bool = False,
+        anchor: int | None = None,
+        anchor_option: int | None = None,
+    ) -> SmallChunks:
         """Ridge regression of `residual` (measured minus the MLP's outputs; with `anchor`, the ratio columns
         measured minus log(x[:, anchor])) on the standardised features (and their products with the `shape`
         ones), as `LargeChunks.fit` (an infinite `ridge` leaves its output uncorrected: with an anchor, a ratio
         output is then the anchor itself). `whole_sample`: `x` was extracted with `Extractor(whole_up_to=2**below)`."""
         part = LargeChunks.fit(below, x, residual, ridge, shape=tuple(shape))
-        return cls(below, part.x_mean, part.x_std, part.weights, shape=tuple(shape), whole_sample=whole_sample,
-                   anchor=anchor, anchor_option=anchor_option)
+        return cls(
+            below,
+            part.x_mean,
+            part.x_std,
+            part.weights,
+            shape=tuple(shape),
+            whole_sample=whole_sample,
+            anchor=anchor,
+            anchor_option=anchor_option,
+        )
 
     @property
     def whole_up_to(self) -> int:
@@ -214,9 +232,18 @@ class SmallChunks:
 
     def with_reference(self, log2_chunks: tuple[float, ...], shape: np.ndarray) -> SmallChunks:
         """This part, recorded as belonging to a host whose per-chunk compress shape is `shape`."""
-        return SmallChunks(self.below, self.x_mean, self.x_std, self.weights, tuple(float(b) for b in log2_chunks),
-                           np.asarray(shape, float), self.shape, self.whole_sample, self.anchor,
-                           self.anchor_option)
+        return SmallChunks(
+            self.below,
+            self.x_mean,
+            self.x_std,
+            self.weights,
+            tuple(float(b) for b in log2_chunks),
+            np.asarray(shape, float),
+            self.shape,
+            self.whole_sample,
+            self.anchor,
+            self.anchor_option,
+        )
 
 
 def anchor_log(x: np.ndarray, anchor: int) -> np.ndarray:
@@ -234,8 +261,9 @@ def _small_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray, part: SmallCh
         y[rows] = sub
 
 
-def _add_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray,
-                 correction: Callable[[np.ndarray], np.ndarray]) -> None:
+def _add_on_rows(
+    y: np.ndarray, x: np.ndarray, rows: np.ndarray, correction: Callable[[np.ndarray], np.ndarray]
+) -> None:
     """Add a part's `correction` to the outputs `y` of the rows of `x` selected by `rows` (no masking when all
     or none are)."""
     if rows.all():
@@ -298,7 +326,7 @@ class Model:
             else:
                 _small_on_rows(y, x, x[:, 0] <= self.small.below, self.small)
         k = len(self.options)
-        return y[:, :k], y[:, k:2 * k], y[:, 2 * k:]
+        return y[:, :k], y[:, k : 2 * k], y[:, 2 * k :]
 
     def _mlp(self, x: np.ndarray) -> np.ndarray:
         h = ((x - self.x_mean) / self.x_std).astype(np.float32)
@@ -319,7 +347,7 @@ class Model:
             k = _diagonal_blocks(w) if 0 < i < last else 1
             if k > 1:
                 r, c = w.shape[0] // k, w.shape[1] // k
-                w = np.stack([w[j * r:(j + 1) * r, j * c:(j + 1) * c] for j in range(k)])
+                w = np.stack([w[j * r : (j + 1) * r, j * c : (j + 1) * c] for j in range(k)])
             plan.append((w.astype(np.float32), b.astype(np.float32), k, i < last))
         self._plan = plan
         return plan
@@ -340,8 +368,11 @@ class Model:
             if self.small.whole_sample:
                 large += (np.array([-3.0]),)
             if self.small.anchor is not None:
-                large += (np.array([-4.0, self.small.anchor, -1 if self.small.anchor_option is None
-                                    else self.small.anchor_option]),)
+                large += (
+                    np.array(
+                        [-4.0, self.small.anchor, -1 if self.small.anchor_option is None else self.small.anchor_option]
+                    ),
+                )
         for arr in (self.x_mean, self.x_std, self.y_mean, self.y_std, *self.weights, *self.biases, *large):
             digest.update(np.ascontiguousarray(arr, np.float32).tobytes())
         return digest.hexdigest()[:10]
@@ -358,9 +389,13 @@ class Model:
     def save(self, path: Path) -> None:
         header = {
             "format": self._format(),
-            "version": self.version or f"mlp-{self.fingerprint()}", "features": list(self.features),
-            "options": list(self.options), "outputs": self.outputs, "activation": "relu",
-            "layers": [list(w.shape) for w in self.weights], "reference_sha256": self.reference_sha256,
+            "version": self.version or f"mlp-{self.fingerprint()}",
+            "features": list(self.features),
+            "options": list(self.options),
+            "outputs": self.outputs,
+            "activation": "relu",
+            "layers": [list(w.shape) for w in self.weights],
+            "reference_sha256": self.reference_sha256,
             "training": self.training,
         }
         arrays = {"x_mean": self.x_mean, "x_std": self.x_std, "y_mean": self.y_mean, "y_std": self.y_std}
@@ -372,8 +407,11 @@ class Model:
                 header["large_chunks"]["apply_above_log2_chunk"] = self.large.apply_above
             if self.large.shape:
                 header["large_chunks"]["shape_features"] = [self.features[i] for i in self.large.shape]
-            arrays |= {"large_x_mean": self.large.x_mean, "large_x_std": self.large.x_std,
-                       "large_W": self.large.weights}
+            arrays |= {
+                "large_x_mean": self.large.x_mean,
+                "large_x_std": self.large.x_std,
+                "large_W": self.large.weights,
+            }
         if self.small is not None:
             header["small_chunks"] = {"below_log2_chunk": self.small.below}
             if self.small.shape:
@@ -385,10 +423,15 @@ class Model:
             if self.small.reference_shape is not None:
                 header["small_chunks"]["reference_compress_shape"] = {
                     "log2_chunks": list(self.small.reference_log2),
-                    "log_speed_over_reference": {k: self.small.reference_shape[:, j].tolist()
-                                                 for j, k in enumerate(self.options)}}
-            arrays |= {"small_x_mean": self.small.x_mean, "small_x_std": self.small.x_std,
-                       "small_W": self.small.weights}
+                    "log_speed_over_reference": {
+                        k: self.small.reference_shape[:, j].tolist() for j, k in enumerate(self.options)
+                    },
+                }
+            arrays |= {
+                "small_x_mean": self.small.x_mean,
+                "small_x_std": self.small.x_std,
+                "small_W": self.small.weights,
+            }
         arrays["header"] = np.frombuffer(json.dumps(header, indent=1).encode(), np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
@@ -411,40 +454,69 @@ class Model:
             n = len(header["layers"])
             weights = [z[f"W{i}"].astype(np.float64) for i in range(n)]
             biases = [z[f"b{i}"].astype(np.float64) for i in range(n)]
-            m = cls(tuple(header["features"]), tuple(header["options"]), z["x_mean"], z["x_std"], z["y_mean"],
-                    z["y_std"], weights, biases, header.get("reference_sha256", ""), header.get("training", {}),
-                    header["version"])
+            m = cls(
+                tuple(header["features"]),
+                tuple(header["options"]),
+                z["x_mean"],
+                z["x_std"],
+                z["y_mean"],
+                z["y_std"],
+                weights,
+                biases,
+                header.get("reference_sha256", ""),
+                header.get("training", {}),
+                header["version"],
+            )
             if header["format"] in (FORMAT_SMALL, FORMAT_WHOLE, FORMAT_ANCHORED):
                 part = header["small_chunks"]
                 anchored = header["format"] == FORMAT_ANCHORED
-                m.small = SmallChunks(float(part["below_log2_chunk"]), z["small_x_mean"], z["small_x_std"],
-                                      z["small_W"], shape=tuple(header["features"].index(f)
-                                                                for f in part.get("shape_features", [])),
-                                      whole_sample=header["format"] in (FORMAT_WHOLE, FORMAT_ANCHORED),
-                                      anchor=header["features"].index(part["ratio_anchor"]) if anchored else None,
-                                      anchor_option=header["options"].index(part["ratio_anchor_option"])
-                                      if anchored and "ratio_anchor_option" in part else None)
+                m.small = SmallChunks(
+                    float(part["below_log2_chunk"]),
+                    z["small_x_mean"],
+                    z["small_x_std"],
+                    z["small_W"],
+                    shape=tuple(header["features"].index(f) for f in part.get("shape_features", [])),
+                    whole_sample=header["format"] in (FORMAT_WHOLE, FORMAT_ANCHORED),
+                    anchor=header["features"].index(part["ratio_anchor"]) if anchored else None,
+                    anchor_option=header["options"].index(part["ratio_anchor_option"])
+                    if anchored and "ratio_anchor_option" in part
+                    else None,
+                )
                 ref = part.get("reference_compress_shape")
                 if ref is not None:
                     m.small = m.small.with_reference(
                         tuple(ref["log2_chunks"]),
-                        np.array([ref["log_speed_over_reference"][k] for k in m.options], float).T)
+                        np.array([ref["log_speed_over_reference"][k] for k in m.options], float).T,
+                    )
             if "large_chunks" in header:
                 part = header["large_chunks"]
                 apply_above = part.get("apply_above_log2_chunk")
                 shape = tuple(header["features"].index(f) for f in part.get("shape_features", []))
-                m.large = LargeChunks(float(part["above_log2_chunk"]), z["large_x_mean"], z["large_x_std"],
-                                      z["large_W"], None if apply_above is None else float(apply_above), shape)
+                m.large = LargeChunks(
+                    float(part["above_log2_chunk"]),
+                    z["large_x_mean"],
+                    z["large_x_std"],
+                    z["large_W"],
+                    None if apply_above is None else float(apply_above),
+                    shape,
+                )
         if m.outputs != header["outputs"] or weights[0].shape[0] != len(m.features):
             raise ValueError(f"{path}: header and arrays disagree")
-        if m.large is not None and m.large.weights.shape != (1 + len(m.features) * (1 + len(m.large.shape)),
-                                                             3 * len(m.options)):
+        if m.large is not None and m.large.weights.shape != (
+            1 + len(m.features) * (1 + len(m.large.shape)),
+            3 * len(m.options),
+        ):
             raise ValueError(f"{path}: large-chunk weights {m.large.weights.shape} do not fit the model")
-        if m.small is not None and m.small.weights.shape != (1 + len(m.features) * (1 + len(m.small.shape)),
-                                                             3 * len(m.options)):
+        if m.small is not None and m.small.weights.shape != (
+            1 + len(m.features) * (1 + len(m.small.shape)),
+            3 * len(m.options),
+        ):
             raise ValueError(f"{path}: small-chunk weights {m.small.weights.shape} do not fit the model")
-        if m.small is not None and m.small.reference_shape is not None \
-                and m.small.reference_shape.shape != (len(m.small.reference_log2), len(m.options)):
+        if (
+            m.small is not None
+            and m.small.reference_shape is not None
+            and m.small.reference_shape.shape != (len(m.small.reference_log2), len(m.options))
+        ):
             raise ValueError(f"{path}: small-chunk reference shape does not fit the model")
         if m.large is not None and m.large.threshold < m.large.above:
             raise ValueError(f"{path}: large-chunk correction applied below the MLP's largest chunk")
@@ -453,10 +525,22 @@ class Model:
         return m
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tuple[str, ...],
-        hidden: tuple[int, ...] = (128, 128), epochs: int = 300, batch: int = 256, lr: float = 2e-3,
-        weight_decay: float = 1e-5, seed: int = 0, y_weight: np.ndarray | None = None,
-        row_weight: np.ndarray | None = None, on_epoch=None) -> Model:
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    features: tuple[str, ...],
+    options: tuple[str, ...],
+    hidden: tuple[int, ...] = (128, 128),
+    epochs: int = 300,
+    batch: int = 256,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-5,
+    seed: int = 0,
+    y_weight: np.ndarray | None = None,
+    row_weight: np.ndarray | None = None,
+    on_epoch=None,
+) -> Model:
     """Adam on weighted MSE in standardised output space; hand-written backprop (two layers need no autograd).
 
     `y_weight` weighs output columns, `row_weight` training rows (normalised to a mean of 1).
@@ -478,7 +562,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tup
         rate = lr * 0.5 * (1 + np.cos(np.pi * epoch / epochs))  # cosine decay: settles into a minimum
         order = rng.permutation(n)
         for start in range(0, n, batch):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             acts = [xs[idx]]
             for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
                 h = acts[-1] @ w + b
@@ -494,7 +578,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, features: tuple[str, ...], options: tup
             for j, (p, g) in enumerate(zip(params, gws + gbs, strict=True)):
                 m1[j] = 0.9 * m1[j] + 0.1 * g
                 m2[j] = 0.999 * m2[j] + 0.001 * g * g
-                p -= rate * (m1[j] / (1 - 0.9 ** step)) / (np.sqrt(m2[j] / (1 - 0.999 ** step)) + 1e-8)
+                p -= rate * (m1[j] / (1 - 0.9**step)) / (np.sqrt(m2[j] / (1 - 0.999**step)) + 1e-8)
         if on_epoch is not None:
             on_epoch(epoch)
     return Model(features, options, x_mean, x_std, y_mean, y_std, ws, bs)
@@ -533,7 +617,7 @@ def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
     out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
     r = c = 0
     for b in blocks:
-        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        out[r : r + b.shape[0], c : c + b.shape[1]] = b
         r, c = r + b.shape[0], c + b.shape[1]
     return out
 

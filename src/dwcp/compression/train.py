@@ -55,8 +55,17 @@ class Dataset:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, x=self.x, ratio=self.ratio, vc=self.vc, vd=self.vd, size=self.size,
-                            family=self.family.astype("U32"), item=self.item, pilot=self.pilot)
+        np.savez_compressed(
+            path,
+            x=self.x,
+            ratio=self.ratio,
+            vc=self.vc,
+            vd=self.vd,
+            size=self.size,
+            family=self.family.astype("U32"),
+            item=self.item,
+            pilot=self.pilot,
+        )
 
     @classmethod
     def load(cls, path: Path) -> Dataset:
@@ -68,16 +77,32 @@ class Dataset:
     def at_speed(self, pilot: float) -> Dataset:
         """The rows' speeds rescaled to a host running the pilot at `pilot` (see `Measurement.at_speed`)."""
         f = np.where(np.isfinite(self.pilot), pilot / self.pilot, 1.0) if np.isfinite(pilot) else np.ones(len(self))
-        return Dataset(self.x, self.ratio, self.vc * f[:, None], self.vd * f[:, None], self.size, self.family,
-                       self.item, np.where(np.isfinite(self.pilot), pilot, np.nan))
+        return Dataset(
+            self.x,
+            self.ratio,
+            self.vc * f[:, None],
+            self.vd * f[:, None],
+            self.size,
+            self.family,
+            self.item,
+            np.where(np.isfinite(self.pilot), pilot, np.nan),
+        )
 
     def __len__(self) -> int:
         return len(self.size)
 
     def take(self, rows: np.ndarray) -> Dataset:
         """The rows selected by `rows` (a boolean mask or indices), payload indices kept."""
-        return Dataset(self.x[rows], self.ratio[rows], self.vc[rows], self.vd[rows], self.size[rows],
-                       self.family[rows], self.item[rows], self.pilot[rows])
+        return Dataset(
+            self.x[rows],
+            self.ratio[rows],
+            self.vc[rows],
+            self.vd[rows],
+            self.size[rows],
+            self.family[rows],
+            self.item[rows],
+            self.pilot[rows],
+        )
 
     @property
     def payloads(self) -> int:
@@ -91,9 +116,12 @@ class Dataset:
         for p in parts:
             items.append(p.item + offset)
             offset += int(p.item.max()) + 1 if len(p) else 0
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "ratio", "vc", "vd", "size")),
-                   np.concatenate([p.family.astype("U32") for p in parts]), np.concatenate(items),
-                   np.concatenate([p.pilot for p in parts]))
+        return cls(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "ratio", "vc", "vd", "size")),
+            np.concatenate([p.family.astype("U32") for p in parts]),
+            np.concatenate(items),
+            np.concatenate([p.pilot for p in parts]),
+        )
 
     def targets(self, cal: Calibration) -> np.ndarray:
         """Model outputs: log ratio, log(vc / reference vc), log(vd / reference vd) for the coded options,
@@ -122,8 +150,12 @@ def _rows(extract: Extractor, payload: bytes, augment: bool) -> list[np.ndarray]
     return [extract(s, len(payload)) for s in sample_variants(payload, augment)]
 
 
-def label(payloads: Iterable[tuple[str, bytes]], progress: Progress | None = None,
-          min_total: float = 0.002, augment: bool = False) -> Dataset:
+def label(
+    payloads: Iterable[tuple[str, bytes]],
+    progress: Progress | None = None,
+    min_total: float = 0.002,
+    augment: bool = False,
+) -> Dataset:
     """Features from each payload's client sample(s); oracle measurements on the whole payload."""
     extract = Extractor()
     xs, ms, fams, items = [], [], [], []
@@ -136,13 +168,21 @@ def label(payloads: Iterable[tuple[str, bytes]], progress: Progress | None = Non
         items += [i] * len(rows)
         if progress:
             progress(len(data))
-    return Dataset(np.array(xs), np.array([m.ratio for m in ms]), np.array([m.vc for m in ms]),
-                   np.array([m.vd for m in ms]), np.array([m.size for m in ms]), np.array(fams), np.array(items),
-                   np.array([m.pilot for m in ms]))
+    return Dataset(
+        np.array(xs),
+        np.array([m.ratio for m in ms]),
+        np.array([m.vc for m in ms]),
+        np.array([m.vd for m in ms]),
+        np.array([m.size for m in ms]),
+        np.array(fams),
+        np.array(items),
+        np.array([m.pilot for m in ms]),
+    )
 
 
-def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False,
-              whole_up_to: int = 0) -> Dataset:
+def refeature(
+    data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: bool = False, whole_up_to: int = 0
+) -> Dataset:
     """The same labels with features recomputed from the regenerated payloads (after a feature change; with
     `whole_up_to`, as `Extractor(whole_up_to)` reads them)."""
     extract = Extractor(whole_up_to)
@@ -155,8 +195,16 @@ def refeature(data: Dataset, payloads: Iterable[tuple[str, bytes]], augment: boo
         xs += rows
         src += [first] * len(rows)
     idx = np.array(src)
-    return Dataset(np.array(xs), data.ratio[idx], data.vc[idx], data.vd[idx], data.size[idx], data.family[idx],
-                   data.item[idx], data.pilot[idx])
+    return Dataset(
+        np.array(xs),
+        data.ratio[idx],
+        data.vc[idx],
+        data.vd[idx],
+        data.size[idx],
+        data.family[idx],
+        data.item[idx],
+        data.pilot[idx],
+    )
 
 
 def random_links(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,8 +232,17 @@ def decision_weight(data: Dataset, links: int = 64, seed: int = 0, floor: float 
     return floor + (1.0 - near.mean(axis=2)).mean(axis=1)
 
 
-def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[int, ...] = (128, 128), seed: int = 0,
-          members: int = 1, weighted: bool = False, on_epoch=None) -> Model:
+def train(
+    data: Dataset,
+    cal: Calibration,
+    *,
+    epochs: int = 600,
+    hidden: tuple[int, ...] = (128, 128),
+    seed: int = 0,
+    members: int = 1,
+    weighted: bool = False,
+    on_epoch=None,
+) -> Model:
     """Fit `members` MLPs from different seeds and merge them into one (their mean; see `model.merge`).
 
     With `weighted`, rows count by `decision_weight` (payloads whose options are all near-best on every
@@ -197,9 +254,21 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
     # Ratios decide most choices, compress speeds the fast-link ones; decompression rarely binds.
     weights = np.concatenate([np.full(k, 2.0), np.full(k, 1.0), np.full(k, 0.5)])
     rows = decision_weight(data.at_speed(cal.pilot)) if weighted else None
-    fitted = [fit(data.x, y, features=FEATURE_NAMES, options=tuple(o.key for o in CODED), hidden=hidden,
-                  epochs=epochs, seed=seed + m, y_weight=weights, row_weight=rows, on_epoch=on_epoch)
-              for m in range(members)]
+    fitted = [
+        fit(
+            data.x,
+            y,
+            features=FEATURE_NAMES,
+            options=tuple(o.key for o in CODED),
+            hidden=hidden,
+            epochs=epochs,
+            seed=seed + m,
+            y_weight=weights,
+            row_weight=rows,
+            on_epoch=on_epoch,
+        )
+        for m in range(members)
+    ]
     model = fitted[0] if members == 1 else merge(fitted)
     from dwcp.compression.calibrate import reference_sha256
 
@@ -207,9 +276,16 @@ def train(data: Dataset, cal: Calibration, *, epochs: int = 600, hidden: tuple[i
     return model
 
 
-def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_bytes: int,
-                       ridge: float | np.ndarray = 0.1, apply_above_bytes: float | None = None,
-                       shape: tuple[int, ...] = ()) -> Model:
+def train_large_chunks(
+    base: Model,
+    data: Dataset,
+    cal: Calibration,
+    *,
+    above_bytes: int,
+    ridge: float | np.ndarray = 0.1,
+    apply_above_bytes: float | None = None,
+    shape: tuple[int, ...] = (),
+) -> Model:
     """`base` with a large-chunk part (`model.LargeChunks`) fitted on `data`'s rows of chunks above `above_bytes`:
     predictions for chunks up to `above_bytes` stay `base`'s bit for bit; larger ones are `base`'s answer at
     `above_bytes`, plus a ridge-regressed correction of its residuals on these rows for chunks above
@@ -229,12 +305,19 @@ def train_large_chunks(base: Model, data: Dataset, cal: Calibration, *, above_by
     if apply_above_bytes is not None and apply_above_bytes != above_bytes:
         part.apply_above = math.log2(apply_above_bytes)
     model.large, model.version, model._plan = part, "", None
-    model.training = {**base.training, "max_chunk_bytes": int(data.size.max()),
-                      "large_chunks": {"above_bytes": above_bytes, "ridge": np.broadcast_to(
-                          np.asarray(ridge, float), (3 * len(base.options),)).tolist(), "payloads": int(
-                          len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version,
-                          "shape_features": [base.features[i] for i in shape],
-                          "apply_above_bytes": int(apply_above_bytes or above_bytes)}}
+    model.training = {
+        **base.training,
+        "max_chunk_bytes": int(data.size.max()),
+        "large_chunks": {
+            "above_bytes": above_bytes,
+            "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)).tolist(),
+            "payloads": int(len(np.unique(data.item[rows]))),
+            "rows": int(rows.sum()),
+            "base": base.version,
+            "shape_features": [base.features[i] for i in shape],
+            "apply_above_bytes": int(apply_above_bytes or above_bytes),
+        },
+    }
     return model
 
 
@@ -244,9 +327,18 @@ def ridge_for_kinds(model: Model, kinds: tuple[str, ...], penalty: float | np.nd
     return np.where([name.split(":")[0] in kinds for name in model.outputs], penalty, math.inf)
 
 
-def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_bytes: int,
-                       ridge: float | np.ndarray, shape: tuple[int, ...] = (), whole_sample: bool = False,
-                       anchor: int | None = None, anchor_option: int | None = None) -> Model:
+def train_small_chunks(
+    base: Model,
+    data: Dataset,
+    cal: Calibration,
+    *,
+    below_bytes: int,
+    ridge: float | np.ndarray,
+    shape: tuple[int, ...] = (),
+    whole_sample: bool = False,
+    anchor: int | None = None,
+    anchor_option: int | None = None,
+) -> Model:
     """`base` with a small-chunk part (`model.SmallChunks`) fitted on `data`'s rows of chunks up to `below_bytes`:
     their answers get a ridge-regressed correction of the residuals, on these rows, of `base` without any
     small-chunk part it has (which the new one replaces); every larger chunk's answer stays `base`'s bit for bit.
@@ -270,22 +362,42 @@ def train_small_chunks(base: Model, data: Dataset, cal: Calibration, *, below_by
         mlp_shape = 0.0 if anchor_option is None else answer[:, :k] - answer[:, [anchor_option]]
         answer[:, :k] = anchor_log(x, anchor) + mlp_shape
     residual = data.targets(cal)[rows] - answer
-    model.small = SmallChunks.fit(below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor,
-                                  anchor_option=anchor_option)
-    model.training = {**base.training, "small_chunks": {
-        "below_bytes": below_bytes, "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)
-                                                             ).tolist(),
-        "shape_features": [base.features[i] for i in shape], "whole_sample": whole_sample,
-        "ratio_anchor": None if anchor is None else base.features[anchor],
-        "ratio_anchor_option": None if anchor_option is None else base.options[anchor_option],
-        "payloads": int(len(np.unique(data.item[rows]))), "rows": int(rows.sum()), "base": base.version}}
+    model.small = SmallChunks.fit(
+        below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor, anchor_option=anchor_option
+    )
+    model.training = {
+        **base.training,
+        "small_chunks": {
+            "below_bytes": below_bytes,
+            "ridge": np.broadcast_to(np.asarray(ridge, float), (3 * len(base.options),)).tolist(),
+            "shape_features": [base.features[i] for i in shape],
+            "whole_sample": whole_sample,
+            "ratio_anchor": None if anchor is None else base.features[anchor],
+            "ratio_anchor_option": None if anchor_option is None else base.options[anchor_option],
+            "payloads": int(len(np.unique(data.item[rows]))),
+            "rows": int(rows.sum()),
+            "base": base.version,
+        },
+    }
     return model
 
 
-def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list[float], kinds: tuple[str, ...], *,
-                   below_bytes: int, folds: int = 5, links_per_item: int = 100, seed: int = 0,
-                   shape: tuple[int, ...] = (), whole_sample: bool = False,
-                   anchor: int | None = None, anchor_option: int | None = None) -> dict[float, dict]:
+def small_ridge_cv(
+    base: Model,
+    data: Dataset,
+    cal: Calibration,
+    penalties: list[float],
+    kinds: tuple[str, ...],
+    *,
+    below_bytes: int,
+    folds: int = 5,
+    links_per_item: int = 100,
+    seed: int = 0,
+    shape: tuple[int, ...] = (),
+    whole_sample: bool = False,
+    anchor: int | None = None,
+    anchor_option: int | None = None,
+) -> dict[float, dict]:
     """Cross-validated decisions of the small-chunk part per ridge penalty (`math.inf`: the base), on folds of
     whole training payloads: `summary` figures of the picks on `requests` of the held-back payloads, pooled.
     `kinds`: the output kinds corrected (`log_ratio`, `log_vc_rel`, `log_vd_rel`). `whole_sample`: as
@@ -296,10 +408,21 @@ def small_ridge_cv(base: Model, data: Dataset, cal: Calibration, penalties: list
         ridge = ridge_for_kinds(base, kinds, r)
         chosen, truth = [], []
         for k in range(folds):
-            model = base if math.isinf(r) else train_small_chunks(base, data.take(fold != k), cal,
-                                                                  below_bytes=below_bytes, ridge=ridge, shape=shape,
-                                                                  whole_sample=whole_sample, anchor=anchor,
-                                                                  anchor_option=anchor_option)
+            model = (
+                base
+                if math.isinf(r)
+                else train_small_chunks(
+                    base,
+                    data.take(fold != k),
+                    cal,
+                    below_bytes=below_bytes,
+                    ridge=ridge,
+                    shape=shape,
+                    whole_sample=whole_sample,
+                    anchor=anchor,
+                    anchor_option=anchor_option,
+                )
+            )
             held, req, (pick,) = _picks((model,), cal, data.take(fold == k), links_per_item, seed + 1)
             chosen.append(pick)
             truth.append(req.truth(held.ratio, held.vc, held.vd))
@@ -324,9 +447,19 @@ class ThresholdCV:
         return self.verdicts[threshold].ships
 
 
-def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: list[float], *, above_bytes: int,
-                     ridge: float | np.ndarray, folds: int = 5, links_per_item: int = 100,
-                     seed: int = 1, shape: tuple[int, ...] = ()) -> ThresholdCV:
+def choose_threshold(
+    base: Model,
+    data: Dataset,
+    cal: Calibration,
+    thresholds: list[float],
+    *,
+    above_bytes: int,
+    ridge: float | np.ndarray,
+    folds: int = 5,
+    links_per_item: int = 100,
+    seed: int = 1,
+    shape: tuple[int, ...] = (),
+) -> ThresholdCV:
     """The chunk size above which the large-chunk correction is applied, chosen on training chunks only.
 
     Each fold of whole training payloads is answered by a part fitted on the other folds (`ridge` as chosen by
@@ -353,28 +486,35 @@ def choose_threshold(base: Model, data: Dataset, cal: Calibration, thresholds: l
     chosen = {t: np.empty(len(req.row), int) for t in candidates}
     for f in range(folds):
         train_rows = ~np.isin(data.item, payloads[fold_of == f])
-        fitted = train_large_chunks(base, data.take(train_rows), cal, above_bytes=above_bytes, ridge=ridge,
-                                    shape=shape)
+        fitted = train_large_chunks(base, data.take(train_rows), cal, above_bytes=above_bytes, ridge=ridge, shape=shape)
         test = fold_of[req.row] == f
         x = data.x[first][req.row[test]]
-        args = (req.size[test], req.chunk[test], bytes_per_second(req.bandwidth_mbps[test]),
-                req.rtt_ms[test] / 1e3, req.loss[test])
+        args = (
+            req.size[test],
+            req.chunk[test],
+            bytes_per_second(req.bandwidth_mbps[test]),
+            req.rtt_ms[test] / 1e3,
+            req.loss[test],
+        )
         for t in candidates:
             model = base if math.isinf(t) else _with_threshold(fitted, max(t, above_bytes))
             chosen[t][test] = Selector(model, cal).choose_features(x, *args)[0]
     names, in_bucket = [name for _, name in BUCKETS], bucket_of(req.size)
     family = data.family[first][req.row]
-    cv = ThresholdCV({t: oracle.score_many(chosen[t], truth) for t in candidates},
-                     {t: grouped(chosen[t], truth, in_bucket, names) for t in candidates},
-                     {t: grouped(chosen[t], truth, family) for t in candidates},
-                     {t: ship_verdict(chosen[math.inf], chosen[t], [truth], req, family) for t in candidates},
-                     math.inf)
+    cv = ThresholdCV(
+        {t: oracle.score_many(chosen[t], truth) for t in candidates},
+        {t: grouped(chosen[t], truth, in_bucket, names) for t in candidates},
+        {t: grouped(chosen[t], truth, family) for t in candidates},
+        {t: ship_verdict(chosen[math.inf], chosen[t], [truth], req, family) for t in candidates},
+        math.inf,
+    )
     cv.chosen = next((t for t in thresholds if cv.holds(t)), math.inf)
     return cv
 
 
-def ship_verdict(base: np.ndarray, candidate: np.ndarray, truths: list[np.ndarray], req: Requests,
-                 family: np.ndarray) -> Verdict:
+def ship_verdict(
+    base: np.ndarray, candidate: np.ndarray, truths: list[np.ndarray], req: Requests, family: np.ndarray
+) -> Verdict:
     """The ship rule (`shiprule.judge`) for two models' picks on `req`, per declared-size bucket and per family
     (`family`: per request), payloads as `req.row`; `truths` as `judge` takes them."""
     in_bucket = bucket_of(req.size)
@@ -387,13 +527,21 @@ def _with_threshold(model: Model, apply_above_bytes: float) -> Model:
     import copy
 
     out, part = copy.copy(model), copy.copy(model.large)
-    part.apply_above = None if apply_above_bytes <= 2 ** part.above else math.log2(apply_above_bytes)
+    part.apply_above = None if apply_above_bytes <= 2**part.above else math.log2(apply_above_bytes)
     out.large, out.version, out._plan = part, "", None
     return out
 
 
-def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[float], *, above_bytes: int,
-                 folds: int = 5, shape: tuple[int, ...] = ()) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+def choose_ridge(
+    base: Model,
+    data: Dataset,
+    cal: Calibration,
+    penalties: list[float],
+    *,
+    above_bytes: int,
+    folds: int = 5,
+    shape: tuple[int, ...] = (),
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Per output, the ridge penalty of the large-chunk part with the least cross-validated squared error on
     `data`'s rows above `above_bytes` (folds of whole payloads: a payload's sample variants share its labels),
     or infinity (no correction) where none beats the base MLP; and every penalty's per-output error (inf: none).
@@ -411,10 +559,11 @@ def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[f
     folds = min(folds, len(payloads))
     if folds < 2:
         raise ValueError(f"{len(payloads)} labelled payload(s) above {above_bytes} bytes: too few to cross-validate")
-    fold_of = dict(zip(payloads.tolist(), (np.random.default_rng(0).permutation(len(payloads)) % folds).tolist(),
-                       strict=True))
+    fold_of = dict(
+        zip(payloads.tolist(), (np.random.default_rng(0).permutation(len(payloads)) % folds).tolist(), strict=True)
+    )
     row_fold = np.array([fold_of[i] for i in data.item[rows].tolist()])
-    errors = {math.inf: np.mean(residual ** 2, axis=0)}
+    errors = {math.inf: np.mean(residual**2, axis=0)}
     for ridge in penalties:
         sq = np.empty_like(residual)
         for f in range(folds):
@@ -427,20 +576,29 @@ def choose_ridge(base: Model, data: Dataset, cal: Calibration, penalties: list[f
     return np.array(options)[table.argmin(axis=0)], errors
 
 
-def heldout_payloads(make: Callable[..., Iterable[tuple[str, bytes]]], seed: int, count: int
-                     ) -> list[tuple[str, bytes]]:
+def heldout_payloads(
+    make: Callable[..., Iterable[tuple[str, bytes]]], seed: int, count: int
+) -> list[tuple[str, bytes]]:
     """A held-out set at every scale, in thirds: whole payloads of 1-64 KiB, of 64 KiB-1 MiB, and full 1 MiB
     chunks (of payloads larger than a chunk). `make(seed, count, min_size, max_size)` is `corpus.items` or
     `corpus.real_payloads`."""
     third = count // 3
-    return [*make(seed, third, 1024, 65536), *make(seed + 100, third, 65536, DEFAULT_CHUNK_BYTES),
-            *make(seed + 200, count - 2 * third, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_BYTES)]
+    return [
+        *make(seed, third, 1024, 65536),
+        *make(seed + 100, third, 65536, DEFAULT_CHUNK_BYTES),
+        *make(seed + 200, count - 2 * third, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_BYTES),
+    ]
 
 
 MAX_DECLARED = 64 << 30  # the largest payload the evaluation declares: 64 GiB
 # Declared payload size buckets the figures are reported in: (upper bound in bytes, name).
-BUCKETS = ((64 << 10, "<=64 KiB"), (1 << 20, "<=1 MiB"), (64 << 20, "<=64 MiB"), (1 << 30, "<=1 GiB"),
-           (MAX_DECLARED, ">1 GiB"))
+BUCKETS = (
+    (64 << 10, "<=64 KiB"),
+    (1 << 20, "<=1 MiB"),
+    (64 << 20, "<=64 MiB"),
+    (1 << 30, "<=1 GiB"),
+    (MAX_DECLARED, ">1 GiB"),
+)
 
 
 def bucket_of(size: np.ndarray) -> np.ndarray:
@@ -464,8 +622,16 @@ class Requests:
         """Oracle seconds of every option for every request, from the measured properties of each labelled
         chunk (rows of `ratio`, `vc`, `vd`, already at the wanted host speed)."""
         r = self.row
-        return transfer_seconds(self.size, self.chunk, ratio[r], vc[r], vd[r], bytes_per_second(self.bandwidth_mbps),
-                                self.rtt_ms / 1e3, self.loss)
+        return transfer_seconds(
+            self.size,
+            self.chunk,
+            ratio[r],
+            vc[r],
+            vd[r],
+            bytes_per_second(self.bandwidth_mbps),
+            self.rtt_ms / 1e3,
+            self.loss,
+        )
 
 
 def requests(measured: np.ndarray, links_per_item: int, seed: int) -> Requests:
@@ -492,9 +658,13 @@ def summary(chosen: np.ndarray, truth: np.ndarray) -> dict:
     picked = truth[np.arange(len(chosen)), chosen].sum()
     totals = truth.sum(0)
     best = int(totals.argmin())
-    return {**oracle.score_many(chosen, truth), "vs_zstd-3": float(picked / totals[KEYS.index("zstd-3")]),
-            "vs_none": float(picked / totals[0]), "best_fixed": KEYS[best],
-            "vs_best_fixed": float(picked / totals[best])}
+    return {
+        **oracle.score_many(chosen, truth),
+        "vs_zstd-3": float(picked / totals[KEYS.index("zstd-3")]),
+        "vs_none": float(picked / totals[0]),
+        "best_fixed": KEYS[best],
+        "vs_best_fixed": float(picked / totals[best]),
+    }
 
 
 def grouped(chosen: np.ndarray, truth: np.ndarray, groups: np.ndarray, order: Iterable[str] = ()) -> dict[str, dict]:
@@ -504,13 +674,16 @@ def grouped(chosen: np.ndarray, truth: np.ndarray, groups: np.ndarray, order: It
     return {g: summary(chosen[groups == g], truth[groups == g]) for g in names}
 
 
-def by_family_and_bucket(chosen: np.ndarray, truth: np.ndarray, family: np.ndarray,
-                         bucket: np.ndarray) -> dict[str, dict[str, dict]]:
+def by_family_and_bucket(
+    chosen: np.ndarray, truth: np.ndarray, family: np.ndarray, bucket: np.ndarray
+) -> dict[str, dict[str, dict]]:
     """`summary` per family and, within it, per declared-size bucket (`BUCKETS` order): the issue's target
     "selector time <= the best fixed codec's on every family and every size bucket" is read from its
     `vs_best_fixed` (the best fixed option chosen per cell)."""
-    return {f: grouped(chosen[family == f], truth[family == f], bucket[family == f], [n for _, n in BUCKETS])
-            for f in sorted(set(family.tolist()))}
+    return {
+        f: grouped(chosen[family == f], truth[family == f], bucket[family == f], [n for _, n in BUCKETS])
+        for f in sorted(set(family.tolist()))
+    }
 
 
 @dataclass
@@ -525,8 +698,14 @@ class Evaluation:
     cells: dict[str, dict[str, dict]] | None = None  # per family, per bucket (`by_family_and_bucket`)
 
 
-def _picks(models: tuple[Model, ...], cal: Calibration, data: Dataset, links_per_item: int,
-           seed: int, xs: tuple[np.ndarray | None, ...] = ()) -> tuple[Dataset, Requests, list[np.ndarray]]:
+def _picks(
+    models: tuple[Model, ...],
+    cal: Calibration,
+    data: Dataset,
+    links_per_item: int,
+    seed: int,
+    xs: tuple[np.ndarray | None, ...] = (),
+) -> tuple[Dataset, Requests, list[np.ndarray]]:
     """`data` at the host's calibrated speed, its (payload, link, declared size) requests (`requests`), and each
     model's pick for every request: on `data.x`, or on the model's own features `xs[i]` (rows as `data`'s) where
     given and not None (a model that reads some samples whole: `refeature`)."""
@@ -536,12 +715,25 @@ def _picks(models: tuple[Model, ...], cal: Calibration, data: Dataset, links_per
     req = requests(data.size, links_per_item, seed)
     rest = (req.size, req.chunk, bytes_per_second(req.bandwidth_mbps), req.rtt_ms / 1e3, req.loss)
     xs = tuple(xs) + (None,) * (len(models) - len(xs))
-    return data, req, [Selector(m, cal).choose_features((data.x if x is None else x)[req.row], *rest)[0]
-                       for m, x in zip(models, xs, strict=True)]
+    return (
+        data,
+        req,
+        [
+            Selector(m, cal).choose_features((data.x if x is None else x)[req.row], *rest)[0]
+            for m, x in zip(models, xs, strict=True)
+        ],
+    )
 
 
-def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int = 20, seed: int = 1,
-             again: Dataset | None = None, x: np.ndarray | None = None) -> Evaluation:
+def evaluate(
+    model: Model,
+    cal: Calibration,
+    data: Dataset,
+    links_per_item: int = 20,
+    seed: int = 1,
+    again: Dataset | None = None,
+    x: np.ndarray | None = None,
+) -> Evaluation:
     """Score the selector against the oracle on (payload, link, declared size) requests of a held-out dataset
     (`requests`), its speeds rescaled to the host's calibrated speed (as the model's predictions are).
 
@@ -557,15 +749,31 @@ def evaluate(model: Model, cal: Calibration, data: Dataset, links_per_item: int 
     repeat = None
     if again is not None:
         pick = oracle_agreement(data, again.at_speed(cal.pilot), req)
-        repeat = {"overall": oracle.score_many(pick, truth), "buckets": grouped(pick, truth, in_bucket, names),
-                  "families": grouped(pick, truth, family)}
-    return Evaluation(oracle.score_many(chosen, truth), oracle.score_many(chosen[decisive], truth[decisive]),
-                      grouped(chosen, truth, family), buckets, repeat,
-                      by_family_and_bucket(chosen, truth, family, in_bucket))
+        repeat = {
+            "overall": oracle.score_many(pick, truth),
+            "buckets": grouped(pick, truth, in_bucket, names),
+            "families": grouped(pick, truth, family),
+        }
+    return Evaluation(
+        oracle.score_many(chosen, truth),
+        oracle.score_many(chosen[decisive], truth[decisive]),
+        grouped(chosen, truth, family),
+        buckets,
+        repeat,
+        by_family_and_bucket(chosen, truth, family, in_bucket),
+    )
 
 
-def heldout_verdict(base: Model, candidate: Model, cal: Calibration, data: Dataset, links_per_item: int = 20,
-                    seed: int = 1, again: Dataset | None = None, candidate_x: np.ndarray | None = None) -> Verdict:
+def heldout_verdict(
+    base: Model,
+    candidate: Model,
+    cal: Calibration,
+    data: Dataset,
+    links_per_item: int = 20,
+    seed: int = 1,
+    again: Dataset | None = None,
+    candidate_x: np.ndarray | None = None,
+) -> Verdict:
     """The ship rule (`shiprule`) for `candidate` against `base` on a held-out dataset, on the requests `evaluate`
     scores; with `again` (a second labelling of some or all of its payloads, matched by payload index), those
     payloads' truth is either labelling in each bootstrap draw. `candidate_x`: the candidate's own features of
@@ -593,7 +801,11 @@ def oracle_agreement(first: Dataset, again: Dataset, req: Requests) -> np.ndarra
     Both sets must be the same payloads in the same order (same sizes, families and item numbers); speeds are
     taken as given (rescale both with `Dataset.at_speed` first).
     """
-    if (len(first) != len(again) or not np.array_equal(first.size, again.size)
-            or not np.array_equal(first.family, again.family) or not np.array_equal(first.item, again.item)):
+    if (
+        len(first) != len(again)
+        or not np.array_equal(first.size, again.size)
+        or not np.array_equal(first.family, again.family)
+        or not np.array_equal(first.item, again.item)
+    ):
         raise ValueError("the second labelling is not of the same payloads as the first")
     return req.truth(again.ratio, again.vc, again.vd).argmin(axis=1)

@@ -467,7 +467,6 @@ def test_the_threshold_is_chosen_on_training_chunks_where_the_correction_stops_c
     from dwcp.compression.train import choose_threshold
 
     base = _shipped_mlp()
-    k = len(base.options)
     rng, extract = np.random.default_rng(21), Extractor()
     chunks = [int(c) for c in np.exp(rng.uniform(np.log(540 << 10), np.log(1 << 20), 60))]
     fams = (list(corpus.FAMILIES) * 5)[:60]
@@ -476,16 +475,7 @@ def test_the_threshold_is_chosen_on_training_chunks_where_the_correction_stops_c
     step = np.array(chunks) > 800 << 10
     for option in ("zstd-19", "brotli-11"):
         y[step, base.options.index(option)] += 3.0
-    ones = np.ones((len(x), 1))
-    ds = Dataset(
-        x,
-        np.hstack([ones, np.exp(y[:, :k])]),
-        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
-        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
-        np.array(chunks),
-        np.array(fams),
-        np.arange(len(x)),
-    )
+    ds = _one_chunk_labels(x, y, chunks, calibration, fams)
     cv = choose_threshold(
         base, ds, calibration, [512 << 10, 800 << 10], above_bytes=512 << 10, ridge=1e-3, links_per_item=40
     )
@@ -513,16 +503,7 @@ def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(cal
     y = np.hstack(base.predict(chunk_at_most(x, 19.0)))
     effect = -(x[:, 0] - 19.0) * 4.0 * x[:, zb]
     y[:, k + base.options.index("zstd-19")] += effect
-    ones = np.ones((len(x), 1))
-    ds = Dataset(
-        x,
-        np.hstack([ones, np.exp(y[:, :k])]),
-        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
-        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
-        np.array(chunks),
-        np.array(fams),
-        np.arange(len(x)),
-    )
+    ds = _one_chunk_labels(x, y, chunks, calibration, fams)
     flat, shaped = (
         train_large_chunks(base, ds, calibration, above_bytes=512 << 10, ridge=1e-6, shape=s) for s in ((), (zb,))
     )
@@ -548,6 +529,32 @@ def test_a_shaped_correction_fits_a_chunk_slope_that_differs_by_kind_of_data(cal
         Model.load(tmp_path / "bad.npz")
 
 
+def _small_payloads(rng: np.random.Generator, n: int) -> list[bytes]:
+    """`n` payloads of 512 B-60 KiB, the corpus families in turn."""
+    return [
+        corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
+        for f in (list(corpus.FAMILIES) * (n // len(corpus.FAMILIES) + 1))[:n]
+    ]
+
+
+def _one_chunk_labels(
+    x: np.ndarray, y: np.ndarray, sizes: list[int], calibration, families: list[str] | None = None
+) -> Dataset:
+    """Payloads (each one chunk, features `x`; family "text" unless given) labelled with the model outputs `y` (log
+    ratio, log speeds relative to `calibration`) as their measured properties."""
+    k = y.shape[1] // 3
+    ones = np.ones((len(x), 1))
+    return Dataset(
+        x,
+        np.hstack([ones, np.exp(y[:, :k])]),
+        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
+        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
+        np.array(sizes),
+        np.array(families or ["text"] * len(x)),
+        np.arange(len(x)),
+    )
+
+
 def _with_small_part(base: Model, calibration, offset, shape: tuple[int, ...] = ()) -> tuple[Model, Dataset]:
     """`base` given a small-chunk part (shaped by `shape`) fitted on payloads of 512 B-60 KiB (each one chunk) whose
     measured properties are `base`'s prediction times e^offset (per output; or per row, `offset(x)`), and the
@@ -555,23 +562,10 @@ def _with_small_part(base: Model, calibration, offset, shape: tuple[int, ...] = 
     from dwcp.compression.train import train_small_chunks
 
     rng, extract = np.random.default_rng(11), Extractor()
-    payloads = [
-        corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-        for f in (list(corpus.FAMILIES) * 2)[:20]
-    ]
+    payloads = _small_payloads(rng, 20)
     x = np.array([extract(p, len(p)) for p in payloads])
     y = np.hstack(base.predict(x)) + (offset(x) if callable(offset) else offset)
-    k = len(base.options)
-    ones = np.ones((len(x), 1))
-    ds = Dataset(
-        x,
-        np.hstack([ones, np.exp(y[:, :k])]),
-        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
-        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
-        np.array([len(p) for p in payloads]),
-        np.array(["text"] * len(x)),
-        np.arange(len(x)),
-    )
+    ds = _one_chunk_labels(x, y, [len(p) for p in payloads], calibration)
     return train_small_chunks(base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, shape=shape), ds
 
 
@@ -799,27 +793,12 @@ def test_a_ratio_anchored_small_chunk_part_answers_ratios_from_the_measured_zstd
     factor[base.options.index("zstd-1")] = 0.0  # zstd-1's ratio is the input itself
     rng, extract = np.random.default_rng(21), Extractor(whole_up_to=64 << 10)
 
-    def payloads(n: int) -> list[bytes]:
-        return [
-            corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-            for f in (list(corpus.FAMILIES) * 3)[:n]
-        ]
-
-    train_on, unseen = payloads(30), payloads(12)
+    train_on, unseen = _small_payloads(rng, 30), _small_payloads(rng, 12)
     x = np.array([extract(p, len(p)) for p in train_on])
     y = np.hstack(base.predict(x))
     y[:, :k] = np.log(x[:, [anchor]]) + factor  # measured ratios: the probe's, times each option's factor
     y[:, k + base.options.index("lz4")] -= 0.25  # and lz4 runs e^-0.25 of the MLP's speed
-    ones = np.ones((len(x), 1))
-    ds = Dataset(
-        x,
-        np.hstack([ones, np.exp(y[:, :k])]),
-        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
-        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
-        np.array([len(p) for p in train_on]),
-        np.array(["text"] * len(x)),
-        np.arange(len(x)),
-    )
+    ds = _one_chunk_labels(x, y, [len(p) for p in train_on], calibration)
     model = train_small_chunks(
         base, ds, calibration, below_bytes=64 << 10, ridge=1e-6, whole_sample=True, anchor=anchor
     )
@@ -863,24 +842,12 @@ def test_a_ratio_anchor_can_keep_the_mlps_shape_and_replace_only_its_level(calib
     base = Model.load(DEFAULT_MODEL)
     k, anchor, zstd1 = len(base.options), FEATURE_NAMES.index("zstd1_ratio"), base.options.index("zstd-1")
     rng, extract = np.random.default_rng(22), Extractor(whole_up_to=64 << 10)
-    payloads = [
-        corpus.FAMILIES[f](rng, int(np.exp(rng.uniform(np.log(512), np.log(60 << 10)))))
-        for f in (list(corpus.FAMILIES) * 3)[:36]
-    ]
+    payloads = _small_payloads(rng, 36)
     x = np.array([extract(p, len(p)) for p in payloads])
     y = np.hstack(base.predict(x))
     shape = y[:, :k] - y[:, [zstd1]]
     y[:, :k] = np.log(x[:, [anchor]]) + shape + 0.1  # every option 10% bigger than the MLP's shape says
-    ones = np.ones((len(x), 1))
-    ds = Dataset(
-        x,
-        np.hstack([ones, np.exp(y[:, :k])]),
-        np.hstack([ones * np.inf, np.exp(y[:, k : 2 * k]) * calibration.vc[1:]]),
-        np.hstack([ones * np.inf, np.exp(y[:, 2 * k :]) * calibration.vd[1:]]),
-        np.array([len(p) for p in payloads]),
-        np.array(["text"] * len(x)),
-        np.arange(len(x)),
-    )
+    ds = _one_chunk_labels(x, y, [len(p) for p in payloads], calibration)
     fit_on, unseen = ds.take(np.arange(24)), x[24:]
     model = train_small_chunks(
         base,

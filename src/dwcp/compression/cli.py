@@ -627,6 +627,8 @@ def train_small(
     if anchor_option and (anchor is None or anchor_option not in base_model.options):
         raise typer.BadParameter(f"--anchor-option needs --ratio-anchor and one of {list(base_model.options)}")
     option = base_model.options.index(anchor_option) if anchor_option else None
+    # The part's form, the same for the cross-validation and the final fit.
+    form = dict(shape=shaped, whole_sample=whole_sample, anchor=anchor, anchor_option=option)
     cv = small_ridge_cv(
         base_model,
         tr,
@@ -635,10 +637,7 @@ def train_small(
         kinds,
         below_bytes=small.SMALL_BYTES,
         links_per_item=links,
-        shape=shaped,
-        whole_sample=whole_sample,
-        anchor=anchor,
-        anchor_option=option,
+        **form,
     )
     table = Table(
         "ridge",
@@ -655,17 +654,7 @@ def train_small(
         console.print("[yellow]no penalty beats the base on the training folds[/yellow]")
         return
     penalty = ridge_for_kinds(base_model, kinds, chosen)
-    model = train_small_chunks(
-        base_model,
-        tr,
-        cal,
-        below_bytes=small.SMALL_BYTES,
-        ridge=penalty,
-        shape=shaped,
-        whole_sample=whole_sample,
-        anchor=anchor,
-        anchor_option=option,
-    )
+    model = train_small_chunks(base_model, tr, cal, below_bytes=small.SMALL_BYTES, ridge=penalty, **form)
     console.print(f"chosen ridge {chosen:g}; correction applied to chunks up to {small.SMALL_BYTES >> 10} KiB")
     for name in ("heldout-small-synthetic", "heldout-small-real"):
         ds = small.load_set(labels, name)

@@ -92,7 +92,15 @@ def _choose_group(self: Any, epoch: int, incumbent: int) -> None:
 
 
 def run_one(
-    protocol: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float, epoch_length: int
+    protocol: str,
+    *,
+    behaviour: str,
+    nodes: int,
+    byzantine: int,
+    seed: int,
+    duration: float,
+    epoch_length: int,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     sc = Scenario.build(
         protocol,
@@ -111,7 +119,8 @@ def run_one(
             began[fault.node] = fault.at
         else:
             episodes.setdefault(fault.node, []).append((round(began.pop(fault.node), 3), round(fault.at, 3)))
-    kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length)}}
+    settings = {"epoch_length": epoch_length, **(config or {})}
+    kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(**settings)}}
     sim = Simulation(sc, **kwargs)
     rec = Recorder(set(sc.correct))
     ViewChangeMixin.start_view_change = _start_view_change  # type: ignore[method-assign]
@@ -231,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--epoch-length", type=int, default=16)
+    ap.add_argument("--config", default="{}", help='T-PBFT Config fields as JSON, e.g. {"successor_leads_on": true}')
     ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
     ap.add_argument("--rows-out", type=Path, default=None, help="every run's record, one JSON line each")
     ap.add_argument("--summarise", type=Path, nargs="*", default=None, help="summarise these rows files instead")
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=seed,
                     duration=args.duration,
                     epoch_length=args.epoch_length,
+                    config=json.loads(args.config),
                 )
                 rows.append(row)
                 if sink:

@@ -30,8 +30,6 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
-  succ     the rules on main with `successor_leads_on`: a primary that took over by a view change and proposed
-           the epoch's last block leads on from the top g, not only the top k (docs/tpbft.md, "Session 15")
 
 Latency is simulated time (load-independent: the same figures on any machine).
 
@@ -66,7 +64,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "seen": {},
     "grace1": {"accepted_grace": 1},
     "grace2": {"accepted_grace": 2},
-    "succ": {"successor_leads_on": True},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)

@@ -77,7 +77,6 @@ class Config(PbftConfig):
     # executed), and the primaries of views e's committed blocks prove replaced leave e+1's primary group.
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
-    successor_leads_on: bool = False  # ... but from the top g if it took over by a view change and led to the end
     accepted_grace: int = 1  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
 
 
@@ -359,17 +358,18 @@ class Replica(StandbyMixin, PbftReplica):
                 outs.append(Multicast(to=followers, message=Decided(block=block, certificate=cert)))
 
     def _choose_group(self, epoch: int, incumbent: int) -> None:
-        """ranking(epoch) by trust, but the proposer of the previous epoch's last block (the primary leading when it
-        ended) leads on while trust keeps it in the group: a committing primary is not replaced for ranking second.
-        With `fresh_incumbent`, only from the primary group (top k; with `successor_leads_on`, one that took over by
-        a view change from the top g), and the primaries of the previous epoch's views 0..v-1 (v: its committed
-        blocks' highest view) are deposed: none leads on; they move behind the first k others (they may still vote)."""
+        """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
+        primary that was leading when it ended) leads on if trust keeps it in the group: a primary
+        that commits is not replaced for ranking second, which would risk a view change for nothing.
+        With `fresh_incumbent`, the incumbent leads on only while trust keeps it in the primary group
+        (top k, not top g), and the primaries of the views 0..v-1 of the previous epoch, where v is the
+        highest view of its committed blocks, are deposed: none of them leads on, and they are moved
+        behind the first k others (out of the primary group; they may still vote)."""
         self.trust = self.table.global_trust()
         order = ranking(self.trust)
         fresh = self.config.fresh_incumbent
         deposed = self.deposed(epoch - 1, self.top_view) if fresh else frozenset()
-        succ = self.config.successor_leads_on and self.top_view and incumbent == self.primary(epoch - 1, self.top_view)
-        keep = self.primary_group_size if fresh and not succ else self.group_size  # fresh: from the top k only
+        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
         if incumbent in order[:keep] and incumbent not in deposed:
             order = (incumbent, *(i for i in order if i != incumbent))
         if deposed and len(deposed) < len(order):

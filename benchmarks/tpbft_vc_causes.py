@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--epoch-length", type=int, default=16)
-    ap.add_argument("--config", default="{}", help='T-PBFT Config fields as JSON, e.g. {"successor_leads_on": true}')
+    ap.add_argument("--config", default="{}", help='T-PBFT Config fields as JSON, e.g. {"accepted_grace": 0}')
     ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
     ap.add_argument("--rows-out", type=Path, default=None, help="every run's record, one JSON line each")
     ap.add_argument("--summarise", type=Path, nargs="*", default=None, help="summarise these rows files instead")

@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dwcp.consensus.pbft import replica as pbft_replica
-from dwcp.consensus.sim import Scenario, Simulation
-from dwcp.consensus.sim.network import NetworkModel
-from dwcp.consensus.tpbft import Config
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows  # noqa: E402
+
+from dwcp.consensus.pbft import replica as pbft_replica  # noqa: E402
+from dwcp.consensus.sim import Simulation  # noqa: E402
+from dwcp.consensus.sim.network import NetworkModel  # noqa: E402
+from dwcp.consensus.tpbft import Config  # noqa: E402
 
 TAIL_S = 1.0  # transactions slower than this (view changes) are left out of the normal-case means
 _ACCEPT = pbft_replica.Replica._accept_block
@@ -70,14 +72,13 @@ def modelled_agreement(net: NetworkModel, primary: int, group: Sequence[int], or
 def run_one(
     protocol: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float, epoch_length: int
 ) -> dict[str, Any]:
-    sc = Scenario.build(
+    sc = build_scenario(
         protocol,
+        behaviour=behaviour,
         nodes=nodes,
         byzantine=byzantine,
-        behaviour=behaviour,
         seed=seed,
         duration=duration,
-        rate=10.0,
         epoch_length=epoch_length,
     )
     kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length)}}
@@ -174,39 +175,10 @@ def summarise(rows: list[dict[str, Any]], epoch_length: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--behaviour", default="mixed")
-    ap.add_argument("--nodes", type=int, default=10)
-    ap.add_argument("--byzantine", type=int, default=3)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--epoch-length", type=int, default=16)
-    ap.add_argument("--rows-out", type=Path, default=None, help="every run's parts, one JSON line each")
-    ap.add_argument("--summarise", type=Path, nargs="*", default=None, help="summarise these rows files instead")
+    add_scenario_args(ap, behaviour="mixed", nodes=10, byzantine=3)
+    add_rows_args(ap)
     args = ap.parse_args(argv)
-    rows: list[dict[str, Any]] = []
-    if args.summarise is not None:
-        for path in args.summarise:
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        sink = args.rows_out.open("w") if args.rows_out else None
-        for seed in range(args.seed, args.seed + args.runs):
-            for proto in ("pbft", "tpbft"):
-                row = run_one(
-                    proto,
-                    behaviour=args.behaviour,
-                    nodes=args.nodes,
-                    byzantine=args.byzantine,
-                    seed=seed,
-                    duration=args.duration,
-                    epoch_length=args.epoch_length,
-                )
-                rows.append(row)
-                if sink:
-                    sink.write(json.dumps(row) + "\n")
-                    sink.flush()
-        if sink:
-            sink.close()
+    rows = paired_rows(args, run_one)
     summary = summarise(rows, args.epoch_length)
     print(f"seeds {summary['seeds']}, runs not ok {summary['not_ok']} (simulated time)")
     print("same-run median T-PBFT / PBFT:")

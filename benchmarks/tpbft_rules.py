@@ -46,9 +46,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dwcp.consensus.sim import Scenario, Simulation
-from dwcp.consensus.tpbft import Config
-from dwcp.consensus.tpbft import replica as tpbft_replica
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tpbft_sim import build_scenario, seed_list  # noqa: E402
+
+from dwcp.consensus.sim import Simulation  # noqa: E402
+from dwcp.consensus.tpbft import Config  # noqa: E402
+from dwcp.consensus.tpbft import replica as tpbft_replica  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "old": {"fresh_incumbent": False, "accepted_grace": 0},
@@ -170,14 +173,13 @@ def _run(
     entered: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     protocol = "pbft" if variant == "pbft" else "tpbft"
-    sc = Scenario.build(
+    sc = build_scenario(
         protocol,
+        behaviour=behaviour,
         nodes=nodes,
         byzantine=byzantine,
-        behaviour=behaviour,
         seed=seed,
         duration=duration,
-        rate=10.0,
         epoch_length=epoch_length,
     )
     kwargs = (
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     rows: list[dict[str, Any]] = []
     sink = args.rows_out.open("w") if args.rows_out else None
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else range(args.seed, args.seed + args.runs)
+    seeds = seed_list(args)
     for seed in seeds:
         for v in variants:
             row = run_one(

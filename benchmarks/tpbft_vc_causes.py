@@ -34,13 +34,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dwcp.consensus.pbft.execution import ExecutionMixin
-from dwcp.consensus.pbft.state import Mode
-from dwcp.consensus.pbft.viewchange import ViewChangeMixin
-from dwcp.consensus.sim import Scenario, Simulation
-from dwcp.consensus.sim.faults import Crash, Isolate
-from dwcp.consensus.tpbft import Config
-from dwcp.consensus.tpbft import replica as tpbft_replica
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows  # noqa: E402
+
+from dwcp.consensus.pbft.execution import ExecutionMixin  # noqa: E402
+from dwcp.consensus.pbft.state import Mode  # noqa: E402
+from dwcp.consensus.pbft.viewchange import ViewChangeMixin  # noqa: E402
+from dwcp.consensus.sim import Simulation  # noqa: E402
+from dwcp.consensus.sim.faults import Crash, Isolate  # noqa: E402
+from dwcp.consensus.tpbft import Config  # noqa: E402
+from dwcp.consensus.tpbft import replica as tpbft_replica  # noqa: E402
 
 RECENT_S = 3.0  # an episode that began longer ago than this did not cause the view change
 REPORT_LAG_S = 0.2  # a report is sent at the epoch's middle height and judges heights `lag` blocks older
@@ -102,14 +105,13 @@ def run_one(
     epoch_length: int,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    sc = Scenario.build(
+    sc = build_scenario(
         protocol,
+        behaviour=behaviour,
         nodes=nodes,
         byzantine=byzantine,
-        behaviour=behaviour,
         seed=seed,
         duration=duration,
-        rate=10.0,
         epoch_length=epoch_length,
     )
     episodes: dict[int, list[tuple[float, float]]] = {}
@@ -233,43 +235,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--behaviour", default="intermittent")
-    ap.add_argument("--nodes", type=int, default=31)
-    ap.add_argument("--byzantine", type=int, default=10)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--epoch-length", type=int, default=16)
+    add_scenario_args(ap, behaviour="intermittent", nodes=31, byzantine=10)
     ap.add_argument("--config", default="{}", help='T-PBFT Config fields as JSON, e.g. {"accepted_grace": 0}')
-    ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
-    ap.add_argument("--rows-out", type=Path, default=None, help="every run's record, one JSON line each")
-    ap.add_argument("--summarise", type=Path, nargs="*", default=None, help="summarise these rows files instead")
+    add_rows_args(ap)
     args = ap.parse_args(argv)
-    rows: list[dict[str, Any]] = []
-    if args.summarise is not None:
-        for path in args.summarise:
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        sink = args.rows_out.open("w") if args.rows_out else None
-        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else range(args.seed, args.seed + args.runs)
-        for seed in seeds:
-            for proto in ("pbft", "tpbft"):
-                row = run_one(
-                    proto,
-                    behaviour=args.behaviour,
-                    nodes=args.nodes,
-                    byzantine=args.byzantine,
-                    seed=seed,
-                    duration=args.duration,
-                    epoch_length=args.epoch_length,
-                    config=json.loads(args.config),
-                )
-                rows.append(row)
-                if sink:
-                    sink.write(json.dumps(row) + "\n")
-                    sink.flush()
-        if sink:
-            sink.close()
+    rows = paired_rows(args, run_one, config=json.loads(args.config))
     summary = summarise(rows)
     print(
         f"seeds {summary['seeds']}, view changes (simulator's count) {summary['view_changes']}, "

@@ -1,0 +1,81 @@
+"""Pieces the T-PBFT simulator benchmarks share (`tpbft_rules.py`, `tpbft_vc_causes.py`, `tpbft_p50_parts.py`): the
+scenario every one of them runs (a seed, 10 tx/s), the seed arguments, and running PBFT beside T-PBFT per seed with
+one JSON row per run (or reading such rows back), so the three scripts never carry three copies of them.
+Imported as `from _tpbft_sim import ...` (the scripts run with benchmarks/ on sys.path)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dwcp.consensus.sim import Scenario
+
+RATE = 10.0  # offered tx/s: light load, so latency is the protocol's and not a queue's
+
+
+def build_scenario(
+    protocol: str, *, behaviour: str, nodes: int, byzantine: int, seed: int, duration: float, epoch_length: int
+) -> Scenario:
+    return Scenario.build(
+        protocol,
+        nodes=nodes,
+        byzantine=byzantine,
+        behaviour=behaviour,
+        seed=seed,
+        duration=duration,
+        rate=RATE,
+        epoch_length=epoch_length,
+    )
+
+
+def add_scenario_args(ap: argparse.ArgumentParser, *, behaviour: str, nodes: int, byzantine: int) -> None:
+    ap.add_argument("--behaviour", default=behaviour)
+    ap.add_argument("--nodes", type=int, default=nodes)
+    ap.add_argument("--byzantine", type=int, default=byzantine)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--epoch-length", type=int, default=16)
+
+
+def seed_list(args: argparse.Namespace) -> Sequence[int]:
+    return [int(x) for x in args.seeds.split(",")] if args.seeds else range(args.seed, args.seed + args.runs)
+
+
+def paired_rows(args: argparse.Namespace, run_one: Callable[..., dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
+    """`--summarise FILES`: their rows; otherwise PBFT and T-PBFT on every seed, `run_one(protocol, ...)` per run,
+    each row also written to `--rows-out` as it comes (a long campaign keeps what it finished)."""
+    if args.summarise is not None:
+        return [json.loads(line) for path in args.summarise for line in Path(path).read_text().splitlines() if line]
+    rows: list[dict[str, Any]] = []
+    sink = args.rows_out.open("w") if args.rows_out else None
+    try:
+        for seed in seed_list(args):
+            for protocol in ("pbft", "tpbft"):
+                row = run_one(
+                    protocol,
+                    behaviour=args.behaviour,
+                    nodes=args.nodes,
+                    byzantine=args.byzantine,
+                    seed=seed,
+                    duration=args.duration,
+                    epoch_length=args.epoch_length,
+                    **extra,
+                )
+                rows.append(row)
+                if sink:
+                    sink.write(json.dumps(row) + "\n")
+                    sink.flush()
+    finally:
+        if sink:
+            sink.close()
+    return rows
+
+
+def add_rows_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--rows-out", type=Path, default=None, help="every run's record, one JSON line each")
+    ap.add_argument("--summarise", type=Path, nargs="*", default=None, help="summarise these rows files instead")

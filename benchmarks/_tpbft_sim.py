@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dwcp.consensus.sim import Scenario
+from dwcp.consensus.sim import Scenario, Simulation
+from dwcp.consensus.tpbft import Config
 
 RATE = 10.0  # offered tx/s: light load, so latency is the protocol's and not a queue's
 
@@ -31,14 +32,24 @@ def build_scenario(
     )
 
 
-def add_scenario_args(ap: argparse.ArgumentParser, *, behaviour: str, nodes: int, byzantine: int) -> None:
+def simulation(sc: Scenario, protocol: str, epoch_length: int, config: dict[str, Any] | None = None) -> Simulation:
+    """The simulator of one run: PBFT's core as it is, or T-PBFT's with `epoch_length` and `config` (whose
+    fields may override it)."""
+    if protocol == "pbft":
+        return Simulation(sc)
+    return Simulation(sc, core_kwargs={"config": Config(**{"epoch_length": epoch_length, **(config or {})})})
+
+
+def add_scenario_args(
+    ap: argparse.ArgumentParser, *, behaviour: str, nodes: int, byzantine: int, runs: int = 10, duration: float = 8.0
+) -> None:
     ap.add_argument("--behaviour", default=behaviour)
     ap.add_argument("--nodes", type=int, default=nodes)
     ap.add_argument("--byzantine", type=int, default=byzantine)
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
-    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--duration", type=float, default=duration)
     ap.add_argument("--epoch-length", type=int, default=16)
 
 
@@ -47,17 +58,24 @@ def seed_list(args: argparse.Namespace) -> Sequence[int]:
 
 
 def paired_rows(args: argparse.Namespace, run_one: Callable[..., dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
-    """`--summarise FILES`: their rows; otherwise PBFT and T-PBFT on every seed, `run_one(protocol, ...)` per run,
-    each row also written to `--rows-out` as it comes (a long campaign keeps what it finished)."""
+    """`--summarise FILES`: their rows; otherwise PBFT and T-PBFT on every seed (`run_rows`)."""
     if args.summarise is not None:
         return [json.loads(line) for path in args.summarise for line in Path(path).read_text().splitlines() if line]
+    return run_rows(args, ("pbft", "tpbft"), run_one, **extra)
+
+
+def run_rows(
+    args: argparse.Namespace, arms: Sequence[str], run_one: Callable[..., dict[str, Any]], **extra: Any
+) -> list[dict[str, Any]]:
+    """`run_one(arm, ...)` for every arm on every seed of the scenario arguments, each row also written to
+    `--rows-out` as it comes (a long campaign keeps what it finished)."""
     rows: list[dict[str, Any]] = []
     sink = args.rows_out.open("w") if args.rows_out else None
     try:
         for seed in seed_list(args):
-            for protocol in ("pbft", "tpbft"):
+            for arm in arms:
                 row = run_one(
-                    protocol,
+                    arm,
                     behaviour=args.behaviour,
                     nodes=args.nodes,
                     byzantine=args.byzantine,

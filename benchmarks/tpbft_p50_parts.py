@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows  # noqa: E402
+from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows, simulation  # noqa: E402
 
 from dwcp.consensus.pbft import replica as pbft_replica  # noqa: E402
-from dwcp.consensus.sim import Simulation  # noqa: E402
 from dwcp.consensus.sim.network import NetworkModel  # noqa: E402
-from dwcp.consensus.tpbft import Config  # noqa: E402
 
 TAIL_S = 1.0  # transactions slower than this (view changes) are left out of the normal-case means
 _ACCEPT = pbft_replica.Replica._accept_block
@@ -81,8 +79,7 @@ def run_one(
         duration=duration,
         epoch_length=epoch_length,
     )
-    kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length)}}
-    sim = Simulation(sc, **kwargs)
+    sim = simulation(sc, protocol, epoch_length)
     first: dict[bytes, tuple[float, int, tuple[int, ...], int, int]] = {}
     pbft_replica.Replica._accept_block = _accept_block  # type: ignore[method-assign]
     _PROPOSALS.append((set(sc.correct), first))

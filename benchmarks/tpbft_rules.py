@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tpbft_sim import build_scenario, seed_list  # noqa: E402
+from _tpbft_sim import add_scenario_args, build_scenario, run_rows, seed_list, simulation  # noqa: E402
 
 from dwcp.consensus.sim import Simulation  # noqa: E402
-from dwcp.consensus.tpbft import Config  # noqa: E402
 from dwcp.consensus.tpbft import replica as tpbft_replica  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -182,10 +181,7 @@ def _run(
         duration=duration,
         epoch_length=epoch_length,
     )
-    kwargs = (
-        {} if protocol == "pbft" else {"core_kwargs": {"config": Config(epoch_length=epoch_length, **CONFIGS[variant])}}
-    )
-    sim = Simulation(sc, **kwargs)
+    sim = simulation(sc, protocol, epoch_length, CONFIGS.get(variant))
     correct = list(sc.correct)
     _patch(
         variant,
@@ -277,14 +273,7 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default="pbft,old,new")
-    ap.add_argument("--behaviour", default="mixed")
-    ap.add_argument("--nodes", type=int, default=10)
-    ap.add_argument("--byzantine", type=int, default=3)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=24.0)
-    ap.add_argument("--epoch-length", type=int, default=16)
-    ap.add_argument("--seeds", default=None, help="these seeds (comma-separated) instead of --seed/--runs")
+    add_scenario_args(ap, behaviour="mixed", nodes=10, byzantine=3, runs=30, duration=24.0)
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--rows-out", type=Path, default=None, help="every run's figures, one JSON line each")
     args = ap.parse_args(argv)
@@ -292,26 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    rows: list[dict[str, Any]] = []
-    sink = args.rows_out.open("w") if args.rows_out else None
     seeds = seed_list(args)
-    for seed in seeds:
-        for v in variants:
-            row = run_one(
-                v,
-                behaviour=args.behaviour,
-                nodes=args.nodes,
-                byzantine=args.byzantine,
-                seed=seed,
-                duration=args.duration,
-                epoch_length=args.epoch_length,
-            )
-            rows.append(row)
-            if sink:
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-    if sink:
-        sink.close()
+    rows = run_rows(args, variants, run_one)
     summary = summarise(rows, variants)
     print(
         f"{args.behaviour}, n={args.nodes}, {args.byzantine} faulty, seeds {min(seeds)}-{max(seeds)} ({len(seeds)}),"

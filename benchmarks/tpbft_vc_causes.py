@@ -35,14 +35,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows  # noqa: E402
+from _tpbft_sim import add_rows_args, add_scenario_args, build_scenario, paired_rows, simulation  # noqa: E402
 
 from dwcp.consensus.pbft.execution import ExecutionMixin  # noqa: E402
 from dwcp.consensus.pbft.state import Mode  # noqa: E402
 from dwcp.consensus.pbft.viewchange import ViewChangeMixin  # noqa: E402
-from dwcp.consensus.sim import Simulation  # noqa: E402
 from dwcp.consensus.sim.faults import Crash, Isolate  # noqa: E402
-from dwcp.consensus.tpbft import Config  # noqa: E402
 from dwcp.consensus.tpbft import replica as tpbft_replica  # noqa: E402
 
 RECENT_S = 3.0  # an episode that began longer ago than this did not cause the view change
@@ -121,9 +119,7 @@ def run_one(
             began[fault.node] = fault.at
         else:
             episodes.setdefault(fault.node, []).append((round(began.pop(fault.node), 3), round(fault.at, 3)))
-    settings = {"epoch_length": epoch_length, **(config or {})}
-    kwargs = {} if protocol == "pbft" else {"core_kwargs": {"config": Config(**settings)}}
-    sim = Simulation(sc, **kwargs)
+    sim = simulation(sc, protocol, epoch_length, config)
     rec = Recorder(set(sc.correct))
     ViewChangeMixin.start_view_change = _start_view_change  # type: ignore[method-assign]
     ExecutionMixin._enter_epoch = _enter_epoch  # type: ignore[method-assign]

@@ -179,16 +179,9 @@ class SmallChunks:
     def apply(self, y: np.ndarray, x: np.ndarray) -> None:
         """Answer rows `x` (all of chunks up to 2^below) in `y`, the MLP's outputs for them, in place: the
         correction added, or with an anchor the ratio columns replaced by log(anchor) + the part's columns."""
-        c = self.correction(x)
-        if self.anchor is None:
-            y += c
-            return
-        k = y.shape[1] // 3
-        y[:, k:] += c[:, k:]
-        if self.anchor_option is None:
-            y[:, :k] = anchor_log(x, self.anchor) + c[:, :k]
-        else:
-            y[:, :k] += anchor_log(x, self.anchor) - y[:, [self.anchor_option]] + c[:, :k]
+        if self.anchor is not None:
+            anchor_ratios(y, x, self.anchor, self.anchor_option)
+        y += self.correction(x)
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         if not self.shape:
@@ -249,6 +242,14 @@ class SmallChunks:
 def anchor_log(x: np.ndarray, anchor: int) -> np.ndarray:
     """log of feature `anchor` per row of `x`, as a column (N, 1), floored at `ANCHOR_FLOOR`."""
     return np.log(np.maximum(x[:, [anchor]], ANCHOR_FLOOR))
+
+
+def anchor_ratios(y: np.ndarray, x: np.ndarray, anchor: int, option: int | None) -> None:
+    """The ratio columns of `y` (the MLP's outputs for rows `x`) replaced, in place, by the anchor's log (the part's
+    base before its correction): alone, or with `option`, plus the MLP's ratios relative to that option's."""
+    k = y.shape[1] // 3
+    shape = 0.0 if option is None else y[:, :k] - y[:, [option]]
+    y[:, :k] = anchor_log(x, anchor) + shape
 
 
 def _small_on_rows(y: np.ndarray, x: np.ndarray, rows: np.ndarray, part: SmallChunks) -> None:

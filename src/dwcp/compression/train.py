@@ -21,7 +21,7 @@ from dwcp.compression.calibrate import Calibration
 from dwcp.compression.codecs import CODED, KEYS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES, bytes_per_second, transfer_seconds
 from dwcp.compression.features import FEATURE_NAMES, Extractor, chunk_at_most, make_sample
-from dwcp.compression.model import LargeChunks, Model, SmallChunks, anchor_log, fit, merge
+from dwcp.compression.model import LargeChunks, Model, SmallChunks, anchor_ratios, fit, merge
 from dwcp.compression.shiprule import Verdict, judge
 
 Progress = Callable[[int], None]
@@ -358,9 +358,7 @@ def train_small_chunks(
     x = data.x[rows]
     answer = np.hstack(model.predict(x))
     if anchor is not None:  # the ratios' residuals are the anchor's, not the MLP's
-        k = len(base.options)
-        mlp_shape = 0.0 if anchor_option is None else answer[:, :k] - answer[:, [anchor_option]]
-        answer[:, :k] = anchor_log(x, anchor) + mlp_shape
+        anchor_ratios(answer, x, anchor, anchor_option)
     residual = data.targets(cal)[rows] - answer
     model.small = SmallChunks.fit(
         below, x, residual, ridge, shape=shape, whole_sample=whole_sample, anchor=anchor, anchor_option=anchor_option

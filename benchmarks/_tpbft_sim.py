@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,38 @@ def simulation(sc: Scenario, protocol: str, epoch_length: int, config: dict[str,
     if protocol == "pbft":
         return Simulation(sc)
     return Simulation(sc, core_kwargs={"config": Config(**{"epoch_length": epoch_length, **(config or {})})})
+
+
+PLACES = ("first", "inner", "last")  # a height's place in its epoch (T-PBFT drains its pipeline at both ends)
+
+
+def place_of(height: int, epoch_length: int) -> str:
+    """ "first", "last" or "inner": where `height` sits in its epoch (PBFT: the same heights mod the length)."""
+    at = (height - 1) % epoch_length + 1
+    return "first" if at == 1 else "last" if at == epoch_length else "inner"
+
+
+def p50_by_place(sim: Simulation, epoch_length: int) -> dict[str, Any]:
+    """Median latency (the simulator's: submit -> commit at the node it was handed to) of the transactions
+    committed at each place in the epoch, and the share of transactions there. The height is the one a
+    correct node executed the transaction at."""
+    checker = sim.checker
+    heights: dict[bytes, int] = {}
+    for node in sorted(checker.correct):
+        for tid, h in checker.executed[node].items():
+            heights.setdefault(tid, h)
+    by: dict[str, list[float]] = {p: [] for p in PLACES}
+    for tid, (t, _) in checker.submitted.items():
+        done = checker.commit_at_origin.get(tid, checker.first_commit.get(tid))
+        h = heights.get(tid)
+        if done is not None and h is not None:
+            by[place_of(h, epoch_length)].append(done - t)
+    total = sum(len(v) for v in by.values()) or 1
+    out: dict[str, Any] = {}
+    for p, xs in by.items():
+        out[f"p50_{p}"] = statistics.median(xs) if xs else None
+        out[f"share_{p}"] = round(len(xs) / total, 4)
+    return out
 
 
 def add_scenario_args(

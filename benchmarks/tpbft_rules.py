@@ -27,6 +27,9 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            correct node entered in epoch e, committed or not (a simulator-only oracle: what a rule that could
            see a primary deposed after it proposed the epoch's last height would gain at most). Rerun with
            the previous run's views until they repeat (at most `SEEN_PASSES` runs), so every node ranks alike
+  nofresh  the rules on main without `fresh_incumbent` (the epoch's last height pipelined with the others)
+  static   an idealised bound, not a rule: epoch 0 as on main, then one epoch that never ends (no drain, no
+           re-ranking after ranking(1)): what T-PBFT's p50 would be if the epoch switch cost nothing
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
@@ -47,7 +50,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tpbft_sim import add_scenario_args, build_scenario, run_rows, seed_list, simulation  # noqa: E402
+from _tpbft_sim import (  # noqa: E402
+    PLACES,
+    add_scenario_args,
+    build_scenario,
+    p50_by_place,
+    run_rows,
+    seed_list,
+    simulation,
+)
 
 from dwcp.consensus.sim import Simulation  # noqa: E402
 from dwcp.consensus.tpbft import replica as tpbft_replica  # noqa: E402
@@ -66,12 +77,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "seen": {},
     "grace1": {"accepted_grace": 1},
     "grace2": {"accepted_grace": 2},
+    "nofresh": {"fresh_incumbent": False},
+    "static": {},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
 _CHOOSE = tpbft_replica.Replica._choose_group
 _REPORT_HEIGHT = tpbft_replica.Replica._report_height
 _ENTER_VIEW = tpbft_replica.Replica._enter_view
+_EPOCH_END = tpbft_replica.Replica.epoch_end
 
 
 def _placement(sim: Simulation, among: list[int], to: list[int]) -> dict[int, float]:
@@ -133,6 +147,14 @@ def _patch(
         cls._report_height = quarter  # type: ignore[method-assign]
     else:
         cls._report_height = _REPORT_HEIGHT  # type: ignore[method-assign]
+    if variant == "static":
+
+        def endless(self: Any, epoch: int) -> int | None:
+            return self.config.epoch_length if epoch == 0 else None  # epoch 1 never ends
+
+        cls.epoch_end = endless  # type: ignore[method-assign]
+    else:
+        cls.epoch_end = _EPOCH_END  # type: ignore[method-assign]
 
 
 def run_one(
@@ -230,6 +252,7 @@ def _run(
         "epochs": max(e for e, _, _ in seen) + 1,
         "grp_full": sum(set(correct) <= set(g) for g in groups.values()),
         "grp_n": len(groups),
+        **p50_by_place(sim, epoch_length),
     }
 
 
@@ -251,6 +274,7 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
             "p99_median_s": statistics.median(r["p99"] for r in rs),
             "msgs_per_block_median": statistics.median(r["mpb"] for r in rs),
             "min_epochs": min(r["epochs"] for r in rs),
+            **{f"share_{p}_mean": statistics.mean(r.get(f"share_{p}", 0.0) for r in rs) for p in PLACES},
             "group_holds_every_correct_node": [sum(r["grp_full"] for r in rs), sum(r["grp_n"] for r in rs)],
         }
         if base and v != base:
@@ -260,6 +284,13 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]
                 "p50_ratio_mean": statistics.mean(b["p50"] / a["p50"] for a, b in pairs),
                 "p99_ratio_median": statistics.median(b["p99"] / a["p99"] for a, b in pairs),
                 "msgs_ratio_median": statistics.median(b["mpb"] / a["mpb"] for a, b in pairs),
+                **{
+                    f"p50_{p}_ratio_median": statistics.median(
+                        b[f"p50_{p}"] / a[f"p50_{p}"] for a, b in pairs if a.get(f"p50_{p}") and b.get(f"p50_{p}")
+                    )
+                    for p in PLACES
+                    if any(a.get(f"p50_{p}") and b.get(f"p50_{p}") for a, b in pairs)
+                },
                 "vc_fewer_equal_more": [
                     sum(b["vc"] < a["vc"] for a, b in pairs),
                     sum(b["vc"] == a["vc"] for a, b in pairs),
@@ -302,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  | /PBFT same run: p50 {x['p50_ratio_median']:.3f} (mean {x['p50_ratio_mean']:.3f}) "
                 f"p99 {x['p99_ratio_median']:.3f} msgs {x['msgs_ratio_median']:.3f} "
                 f"VC fewer/equal/more {'/'.join(map(str, x['vc_fewer_equal_more']))}"
+            )
+            line += "  | p50 by place " + " ".join(
+                f"{p} {x[f'p50_{p}_ratio_median']:.3f} ({f[f'share_{p}_mean']:.0%})"
+                for p in PLACES
+                if f"p50_{p}_ratio_median" in x
             )
         print(line)
     if args.json_out:

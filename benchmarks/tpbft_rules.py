@@ -30,6 +30,11 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
   nofresh  the rules on main without `fresh_incumbent` (the epoch's last height pipelined with the others)
   static   an idealised bound, not a rule: epoch 0 as on main, then one epoch that never ends (no drain, no
            re-ranking after ranking(1)): what T-PBFT's p50 would be if the epoch switch cost nothing
+  overlap  the rules on main with `overlap_switch` (session 16): the next epoch's primary, if the epoch's last
+           block commits as it proposed it, proposes the next epoch's first heights while that block is in flight
+  prep     the rules on main with `last_after_prepared` (session 16): the epoch's last height waits for every
+           earlier one to be prepared at the primary, not executed
+  prepov   prep and overlap together
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
@@ -79,6 +84,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "grace2": {"accepted_grace": 2},
     "nofresh": {"fresh_incumbent": False},
     "static": {},
+    "overlap": {"overlap_switch": True},
+    "prep": {"last_after_prepared": True},
+    "prepov": {"last_after_prepared": True, "overlap_switch": True},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)

@@ -53,8 +53,9 @@ from dwcp.consensus.tpbft.messages import (
     encode_meta,
     report_signed,
 )
+from dwcp.consensus.tpbft.overlap import OverlapMixin
 from dwcp.consensus.tpbft.standby import STANDBY, StandbyMixin
-from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, ranking
+from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, lead_order, ranking
 
 VOTE_KINDS = ("prepare", "commit")
 MAX_SEEN = 4  # (kind, digest) arrivals remembered per voter and height
@@ -78,6 +79,8 @@ class Config(PbftConfig):
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
     accepted_grace: int = 1  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
+    overlap_switch: bool = False  # the next epoch's primary proposes while the last height is in flight (overlap.py)
+    last_after_prepared: bool = False  # fresh_incumbent's last height waits for the others prepared, not executed
 
 
 def default_group_size(committee: Committee) -> int:
@@ -86,7 +89,7 @@ def default_group_size(committee: Committee) -> int:
     return min(committee.n, committee.quorum + max(1, committee.f // 2))
 
 
-class Replica(StandbyMixin, PbftReplica):
+class Replica(OverlapMixin, StandbyMixin, PbftReplica):
     protocol = "tpbft"
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
@@ -113,6 +116,7 @@ class Replica(StandbyMixin, PbftReplica):
         self._groups: dict[tuple[int, int], tuple[int, ...]] = {}  # (epoch, view) -> group, see `group`
         self.top_view = 0  # highest `view` of a block executed in the current epoch (committed data)
         self._init_standby()
+        self._init_overlap()
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
     # ---- who votes and who leads ----
@@ -189,12 +193,6 @@ class Replica(StandbyMixin, PbftReplica):
                     outs: list[Output]) -> None:
         self._reset_standby()
         super()._enter_view(now, nv, proof, blocks, outs)
-
-    def may_propose(self, height: int) -> bool:
-        """`fresh_incumbent`: the epoch's last height waits until every earlier one is executed, so a primary
-        replaced before then never proposes it: the next epoch's incumbent is the one that replaced it."""
-        end = self.epoch_end(self.epoch)
-        return not (self.config.fresh_incumbent and height == end and self.height < height - 1)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)
@@ -285,7 +283,10 @@ class Replica(StandbyMixin, PbftReplica):
     def block_meta(self, height: int) -> bytes:
         """Every pending report that check_meta accepts in this epoch goes into our next proposal,
         once (the other group members keep their copies until the reports commit, so a failed
-        proposal loses nothing for good). Older reports are dropped, newer ones wait."""
+        proposal loses nothing for good). Older reports are dropped, newer ones wait; with
+        `overlap_switch` the epoch's last height carries none (overlap.py)."""
+        if self.config.overlap_switch and height == self.epoch_end(self.epoch):
+            return b""
         usable = {r: s for r, s in self.pending_reports.items() if s.report.epoch <= self.epoch}
         self.pending_reports = {r: s for r, s in self.pending_reports.items() if s.report.epoch > self.epoch}
         reports = tuple(usable[r] for r in sorted(usable)
@@ -358,28 +359,21 @@ class Replica(StandbyMixin, PbftReplica):
                 outs.append(Multicast(to=followers, message=Decided(block=block, certificate=cert)))
 
     def _choose_group(self, epoch: int, incumbent: int) -> None:
-        """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
-        primary that was leading when it ended) leads on if trust keeps it in the group: a primary
-        that commits is not replaced for ranking second, which would risk a view change for nothing.
-        With `fresh_incumbent`, the incumbent leads on only while trust keeps it in the primary group
-        (top k, not top g), and the primaries of the views 0..v-1 of the previous epoch, where v is the
-        highest view of its committed blocks, are deposed: none of them leads on, and they are moved
-        behind the first k others (out of the primary group; they may still vote)."""
+        """ranking(epoch) by trust, the previous epoch's last proposer leading on if trust keeps it in the group
+        (`fresh_incumbent`: in the primary group, and not deposed; `lead_order`, docs/tpbft.md rule 5)."""
+        self.incumbent = incumbent
         self.trust = self.table.global_trust()
-        order = ranking(self.trust)
-        fresh = self.config.fresh_incumbent
-        deposed = self.deposed(epoch - 1, self.top_view) if fresh else frozenset()
-        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
-        if incumbent in order[:keep] and incumbent not in deposed:
-            order = (incumbent, *(i for i in order if i != incumbent))
-        if deposed and len(deposed) < len(order):
-            head = [i for i in order if i not in deposed][: self.primary_group_size]
-            if head != list(order[: len(head)]):
-                order = (*head, *(i for i in order if i not in head))
-        self.rankings[epoch] = order
+        self.rankings[epoch] = self.next_ranking(epoch, incumbent, self.top_view, self.trust)
         self._groups.clear()  # an epoch not ranked yet was answered with the newest ranking
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
+
+    def next_ranking(self, epoch: int, incumbent: int, top_view: int, trust: dict[int, float]) -> tuple[int, ...]:
+        """ranking(epoch) from `trust`, the incumbent and the highest committed view of epoch - 1 (`lead_order`)."""
+        fresh = self.config.fresh_incumbent
+        deposed = self.deposed(epoch - 1, top_view) if fresh else frozenset()
+        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
+        return lead_order(ranking(trust), incumbent, deposed, keep, self.primary_group_size)
 
     def deposed(self, epoch: int, view: int) -> frozenset[int]:
         """The primaries of views 0..view-1 of `epoch`, which reaching `view` replaced (`group`: the current

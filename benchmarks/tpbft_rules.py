@@ -35,6 +35,8 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
   prep     the rules on main with `last_after_prepared` (session 16): the epoch's last height waits for every
            earlier one to be prepared at the primary, not executed
   prepov   prep and overlap together
+  pipelast the rules on main, but the epoch's last height pipelined with the others (`may_propose` always
+           True; the deposed-by-committed-views and top-k parts of `fresh_incumbent` kept)
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
@@ -87,6 +89,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "overlap": {"overlap_switch": True},
     "prep": {"last_after_prepared": True},
     "prepov": {"last_after_prepared": True, "overlap_switch": True},
+    "pipelast": {},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
@@ -94,6 +97,7 @@ _CHOOSE = tpbft_replica.Replica._choose_group
 _REPORT_HEIGHT = tpbft_replica.Replica._report_height
 _ENTER_VIEW = tpbft_replica.Replica._enter_view
 _EPOCH_END = tpbft_replica.Replica.epoch_end
+_MAY_PROPOSE = tpbft_replica.Replica.may_propose
 
 
 def _placement(sim: Simulation, among: list[int], to: list[int]) -> dict[int, float]:
@@ -163,6 +167,7 @@ def _patch(
         cls.epoch_end = endless  # type: ignore[method-assign]
     else:
         cls.epoch_end = _EPOCH_END  # type: ignore[method-assign]
+    cls.may_propose = (lambda self, height: True) if variant == "pipelast" else _MAY_PROPOSE  # type: ignore[method-assign]
 
 
 def run_one(

@@ -1,5 +1,8 @@
-"""The epoch switch overlapped: the next epoch's primary proposes its first heights while the last one of this
-epoch is still in flight (`Config.overlap_switch`; mixed into `tpbft.Replica`; docs/tpbft.md, rule 7).
+"""When the epoch's last height and the next epoch's first ones are proposed (mixed into `tpbft.Replica`;
+docs/tpbft.md, rules 5 and 7, and "Session 16"): `fresh_incumbent`'s lone last height (`may_propose`; with
+`Config.last_after_prepared` it waits for the earlier heights prepared at the primary, not executed), and the
+epoch switch overlapped (`Config.overlap_switch`): the next epoch's primary proposes its first heights while the
+last one of this epoch is still in flight. Both default off: measured, neither gains enough (docs).
 
 Without it the switch drains the pipeline: the epoch's last height H is proposed alone (`fresh_incumbent`), and
 the next epoch's first height only once the primary has executed H and computed ranking(e+1). Transactions that

@@ -83,9 +83,4 @@ class ExecutionMixin:
         self._reset_view_change()
         if not replay:
             self.mempool.restart_clocks(now)
-            self.before_replay(now, outs)
             self._replay(now, outs)
-
-    def before_replay(self, now: float, outs: list[Output]) -> None:
-        """Hook: a new epoch's state is reset and its buffered messages are not replayed yet (T-PBFT: a primary
-        takes up the proposals it sent for this epoch before entering it)."""

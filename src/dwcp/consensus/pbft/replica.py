@@ -282,10 +282,19 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             if h - self.height > cfg.max_inflight or h > self.stable + cfg.window or (end is not None and h > end) \
                     or not self.may_propose(h):
                 return
-            txs = self._take_batch(now, outs, force)
-            if txs is None:
+            avail = self.mempool.available()
+            if avail == 0:
+                return
+            txs = tuple(self.mempool.take(cfg.batch_size, cfg.max_block_bytes))
+            # A block that neither count nor bytes fill waits until batch_delay has passed since our last
+            # proposal: under light load a tx is proposed at once, under heavy load blocks grow instead
+            # of multiplying (each block costs every voter ~15 signature checks, whatever its size).
+            wait = self.proposed_at + cfg.batch_delay - now
+            if len(txs) == avail < cfg.batch_size and not force and wait > 0:
+                self._arm(BATCH, wait, outs)
                 return
             force = False
+            self.proposed_at = now
             block = Block(height=h, epoch=self.epoch, view=self.view, proposer=self.node_id, txs=txs,
                           meta=self.block_meta(h))
             self.mempool.inflight.update(tx.id for tx in txs)
@@ -293,23 +302,6 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             pp = PrePrepare(epoch=self.epoch, view=self.view, block=block)
             outs.append(Multicast(to=self._others(self.group(self.epoch, self.view)), message=pp))
             self._accept_block(now, block, outs)
-
-    def _take_batch(self, now: float, outs: list[Output], force: bool) -> tuple[Transaction, ...] | None:
-        """The transactions of our next proposal, or None when it should wait (nothing pending, or the batch
-        timer is armed). A block that neither count nor bytes fill waits until batch_delay has passed since our
-        last proposal: under light load a tx is proposed at once, under heavy load blocks grow instead of
-        multiplying (each block costs every voter ~15 signature checks, whatever its size)."""
-        cfg = self.config
-        avail = self.mempool.available()
-        if avail == 0:
-            return None
-        txs = tuple(self.mempool.take(cfg.batch_size, cfg.max_block_bytes))
-        wait = self.proposed_at + cfg.batch_delay - now
-        if len(txs) == avail < cfg.batch_size and not force and wait > 0:
-            self._arm(BATCH, wait, outs)
-            return None
-        self.proposed_at = now
-        return txs
 
     def may_propose(self, height: int) -> bool:
         """Whether the primary may put `height` in flight now, within the pipeline's limits (T-PBFT: an
@@ -359,7 +351,7 @@ class Replica(ExecutionMixin, CheckpointMixin, ViewChangeMixin, NewViewMixin, Vo
             return
         reason = self._check_preprepare(sender, pp)
         if reason is not None:
-            if reason not in ("duplicate", "view_changing", "stale_proposal"):  # none is the primary's fault
+            if reason not in ("duplicate", "view_changing"):  # neither is the primary's fault
                 self.observe(sender, "invalid")
                 outs.append(Rejected(peer=sender, reason=reason))
             return

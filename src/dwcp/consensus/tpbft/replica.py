@@ -53,7 +53,6 @@ from dwcp.consensus.tpbft.messages import (
     encode_meta,
     report_signed,
 )
-from dwcp.consensus.tpbft.overlap import OverlapMixin
 from dwcp.consensus.tpbft.standby import STANDBY, StandbyMixin
 from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, lead_order, ranking
 
@@ -79,8 +78,7 @@ class Config(PbftConfig):
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
     accepted_grace: int = 1  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
-    overlap_switch: bool = False  # the next epoch's primary proposes while the last height is in flight (overlap.py)
-    last_after_prepared: bool = False  # fresh_incumbent's last height waits for the others prepared, not executed
+    last_height_alone: bool = True  # fresh_incumbent's first part (False: the last height pipelined; session 16)
 
 
 def default_group_size(committee: Committee) -> int:
@@ -89,7 +87,7 @@ def default_group_size(committee: Committee) -> int:
     return min(committee.n, committee.quorum + max(1, committee.f // 2))
 
 
-class Replica(OverlapMixin, StandbyMixin, PbftReplica):
+class Replica(StandbyMixin, PbftReplica):
     protocol = "tpbft"
 
     def __init__(self, *, committee: Committee, node_id: int, signer: Signer, verifier: Verifier,
@@ -116,7 +114,6 @@ class Replica(OverlapMixin, StandbyMixin, PbftReplica):
         self._groups: dict[tuple[int, int], tuple[int, ...]] = {}  # (epoch, view) -> group, see `group`
         self.top_view = 0  # highest `view` of a block executed in the current epoch (committed data)
         self._init_standby()
-        self._init_overlap()
         super().__init__(committee=committee, node_id=node_id, signer=signer, verifier=verifier, config=cfg)
 
     # ---- who votes and who leads ----
@@ -193,6 +190,12 @@ class Replica(OverlapMixin, StandbyMixin, PbftReplica):
                     outs: list[Output]) -> None:
         self._reset_standby()
         super()._enter_view(now, nv, proof, blocks, outs)
+
+    def may_propose(self, height: int) -> bool:
+        """`fresh_incumbent` (and `last_height_alone`): the epoch's last height waits until every earlier one is
+        executed, so a primary replaced before then never proposes it: the next epoch's incumbent replaced it."""
+        alone = self.config.fresh_incumbent and self.config.last_height_alone
+        return not (alone and height == self.epoch_end(self.epoch) and self.height < height - 1)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)
@@ -283,10 +286,7 @@ class Replica(OverlapMixin, StandbyMixin, PbftReplica):
     def block_meta(self, height: int) -> bytes:
         """Every pending report that check_meta accepts in this epoch goes into our next proposal,
         once (the other group members keep their copies until the reports commit, so a failed
-        proposal loses nothing for good). Older reports are dropped, newer ones wait; with
-        `overlap_switch` the epoch's last height carries none (overlap.py)."""
-        if self.config.overlap_switch and height == self.epoch_end(self.epoch):
-            return b""
+        proposal loses nothing for good). Older reports are dropped, newer ones wait."""
         usable = {r: s for r, s in self.pending_reports.items() if s.report.epoch <= self.epoch}
         self.pending_reports = {r: s for r, s in self.pending_reports.items() if s.report.epoch > self.epoch}
         reports = tuple(usable[r] for r in sorted(usable)
@@ -361,19 +361,14 @@ class Replica(OverlapMixin, StandbyMixin, PbftReplica):
     def _choose_group(self, epoch: int, incumbent: int) -> None:
         """ranking(epoch) by trust, the previous epoch's last proposer leading on if trust keeps it in the group
         (`fresh_incumbent`: in the primary group, and not deposed; `lead_order`, docs/tpbft.md rule 5)."""
-        self.incumbent = incumbent
         self.trust = self.table.global_trust()
-        self.rankings[epoch] = self.next_ranking(epoch, incumbent, self.top_view, self.trust)
+        fresh = self.config.fresh_incumbent
+        deposed = self.deposed(epoch - 1, self.top_view) if fresh else frozenset()
+        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
+        self.rankings[epoch] = lead_order(ranking(self.trust), incumbent, deposed, keep, self.primary_group_size)
         self._groups.clear()  # an epoch not ranked yet was answered with the newest ranking
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]
-
-    def next_ranking(self, epoch: int, incumbent: int, top_view: int, trust: dict[int, float]) -> tuple[int, ...]:
-        """ranking(epoch) from `trust`, the incumbent and the highest committed view of epoch - 1 (`lead_order`)."""
-        fresh = self.config.fresh_incumbent
-        deposed = self.deposed(epoch - 1, top_view) if fresh else frozenset()
-        keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
-        return lead_order(ranking(trust), incumbent, deposed, keep, self.primary_group_size)
 
     def deposed(self, epoch: int, view: int) -> frozenset[int]:
         """The primaries of views 0..view-1 of `epoch`, which reaching `view` replaced (`group`: the current

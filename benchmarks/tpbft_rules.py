@@ -30,9 +30,10 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
   nofresh  the rules on main without `fresh_incumbent` (the epoch's last height pipelined with the others)
   static   an idealised bound, not a rule: epoch 0 as on main, then one epoch that never ends (no drain, no
            re-ranking after ranking(1)): what T-PBFT's p50 would be if the epoch switch cost nothing
-  pipelast `last_height_alone=False` (session 16): the epoch's last height pipelined with the others, the
-           deposed-by-committed-views and top-k parts of `fresh_incumbent` kept (`overlap`, `prep`, `prepov`:
-           session 16's rules tried and not kept, in commit 2463df5)
+  pipelast the rules on main, but the epoch's last height pipelined with the others (`may_propose` always True:
+           `fresh_incumbent`'s deposed-by-committed-views and top-k parts kept). Session 16 tried it as a rule
+           (`last_height_alone`, 5b30d67) and `overlap_switch` / `last_after_prepared` (2463df5, variants `overlap`,
+           `prep`, `prepov` there); none kept (docs/tpbft.md, "Session 16")
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
@@ -82,7 +83,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "grace2": {"accepted_grace": 2},
     "nofresh": {"fresh_incumbent": False},
     "static": {},
-    "pipelast": {"last_height_alone": False},
+    "pipelast": {},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
@@ -90,6 +91,11 @@ _CHOOSE = tpbft_replica.Replica._choose_group
 _REPORT_HEIGHT = tpbft_replica.Replica._report_height
 _ENTER_VIEW = tpbft_replica.Replica._enter_view
 _EPOCH_END = tpbft_replica.Replica.epoch_end
+_MAY_PROPOSE = tpbft_replica.Replica.may_propose
+
+
+def _always(self: Any, height: int) -> bool:
+    return True  # `pipelast`: the epoch's last height is not held back
 
 
 def _placement(sim: Simulation, among: list[int], to: list[int]) -> dict[int, float]:
@@ -159,6 +165,7 @@ def _patch(
         cls.epoch_end = endless  # type: ignore[method-assign]
     else:
         cls.epoch_end = _EPOCH_END  # type: ignore[method-assign]
+    cls.may_propose = _always if variant == "pipelast" else _MAY_PROPOSE  # type: ignore[method-assign]
 
 
 def run_one(

@@ -303,16 +303,14 @@ def _restore(core: Replica, blocks: list[Block]) -> None:
         core.handle(0.0, Restored(height=b.height, block=b, certificate=cert))
 
 
-@pytest.mark.parametrize(("fresh", "alone"), [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("fresh", [True, False])
 def test_a_primary_the_epochs_blocks_prove_replaced_does_not_lead_the_next_epoch(
-        committee: Callable[..., Keys], fresh: bool, alone: bool) -> None:
+        committee: Callable[..., Keys], fresh: bool) -> None:
     """Epoch 0 (L = 8, ranking by id): node 0 proposed heights 1-6 and 8 in view 0; height 7 is a null
     block of view 1 (node 1's), so view 0 was changed and node 0 deposed, yet its prepared height 8 was
-    re-proposed unchanged: it is the proposer of the epoch's last block. With `last_height_alone` off the
-    committed views still name it deposed."""
+    re-proposed unchanged: it is the proposer of the epoch's last block."""
     keys = committee(n=10)
-    cfg = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh,
-                 last_height_alone=alone)
+    cfg = Config(batch_size=1, epoch_length=8, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh)
     core = Replica(committee=keys.committee, node_id=5, signer=keys.signers[5], verifier=keys.verifier, config=cfg)
     blocks = [Block(height=h, epoch=0, view=0, proposer=0, txs=(Transaction(payload=b"t%d" % h),)) for h in range(1, 7)]
     blocks += [Block(height=7, epoch=0, view=1, proposer=1),
@@ -326,13 +324,11 @@ def test_a_primary_the_epochs_blocks_prove_replaced_does_not_lead_the_next_epoch
         assert core.primary(1, 0) == 0
 
 
-@pytest.mark.parametrize(("fresh", "alone"), [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("fresh", [True, False])
 def test_the_epochs_last_height_is_proposed_once_the_others_are_executed(
-        committee: Callable[..., Keys], fresh: bool, alone: bool) -> None:
-    """`fresh_incumbent`'s lone last height; `last_height_alone=False` (session 16) pipelines it with the others."""
+        committee: Callable[..., Keys], fresh: bool) -> None:
     keys = committee(n=10)
-    cfg = Config(batch_size=1, epoch_length=4, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh,
-                 last_height_alone=alone)
+    cfg = Config(batch_size=1, epoch_length=4, evaluation_lag=1, measurement_epoch=False, fresh_incumbent=fresh)
     net = make_net(keys, cfg)
     net.down.update({6, 7, 8, 9})  # 6 live of a quorum of 7: nothing commits
     for k in range(6):
@@ -341,7 +337,7 @@ def test_the_epochs_last_height_is_proposed_once_the_others_are_executed(
     tick(net, 0.01)
     sent = [getattr(o, "message", None) for o in net.outputs[0]]
     proposed = sorted({m.block.height for m in sent if isinstance(m, PrePrepare)})
-    assert proposed == ([1, 2, 3] if fresh and alone else [1, 2, 3, 4])
+    assert proposed == ([1, 2, 3] if fresh else [1, 2, 3, 4])
     net.down.clear()  # the rest of the committee back: heights 1-3 commit, then height 4 is proposed, then epoch 1
     live = range(6)  # (6 and 7 missed their group's messages while down: catch-up is the driver's)
     for _ in range(20):

@@ -54,7 +54,7 @@ from dwcp.consensus.tpbft.messages import (
     report_signed,
 )
 from dwcp.consensus.tpbft.standby import STANDBY, StandbyMixin
-from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, lead_order, ranking
+from dwcp.consensus.tpbft.trust import EVENT_WEIGHTS, Opinions, TrustTable, ranking
 
 VOTE_KINDS = ("prepare", "commit")
 MAX_SEEN = 4  # (kind, digest) arrivals remembered per voter and height
@@ -78,7 +78,6 @@ class Config(PbftConfig):
     # The incumbent leads on only while in the primary group (top k; False: top g, the rules before).
     fresh_incumbent: bool = True
     accepted_grace: int = 1  # extra request timeouts for a tx whose block waits for votes (standby.py; 0: off)
-    last_height_alone: bool = True  # fresh_incumbent's first part (False: the last height pipelined; session 16)
 
 
 def default_group_size(committee: Committee) -> int:
@@ -192,10 +191,10 @@ class Replica(StandbyMixin, PbftReplica):
         super()._enter_view(now, nv, proof, blocks, outs)
 
     def may_propose(self, height: int) -> bool:
-        """`fresh_incumbent` (and `last_height_alone`): the epoch's last height waits until every earlier one is
-        executed, so a primary replaced before then never proposes it: the next epoch's incumbent replaced it."""
-        alone = self.config.fresh_incumbent and self.config.last_height_alone
-        return not (alone and height == self.epoch_end(self.epoch) and self.height < height - 1)
+        """`fresh_incumbent`: the epoch's last height waits until every earlier one is executed, so a primary
+        replaced before then never proposes it: the next epoch's incumbent is the one that replaced it."""
+        end = self.epoch_end(self.epoch)
+        return not (self.config.fresh_incumbent and height == end and self.height < height - 1)
 
     def _accept_block(self, now: float, block: Block, outs: list[Output]) -> None:
         super()._accept_block(now, block, outs)
@@ -359,13 +358,25 @@ class Replica(StandbyMixin, PbftReplica):
                 outs.append(Multicast(to=followers, message=Decided(block=block, certificate=cert)))
 
     def _choose_group(self, epoch: int, incumbent: int) -> None:
-        """ranking(epoch) by trust, the previous epoch's last proposer leading on if trust keeps it in the group
-        (`fresh_incumbent`: in the primary group, and not deposed; `lead_order`, docs/tpbft.md rule 5)."""
+        """ranking(epoch) by trust, except that the proposer of the previous epoch's last block (the
+        primary that was leading when it ended) leads on if trust keeps it in the group: a primary
+        that commits is not replaced for ranking second, which would risk a view change for nothing.
+        With `fresh_incumbent`, the incumbent leads on only while trust keeps it in the primary group
+        (top k, not top g), and the primaries of the views 0..v-1 of the previous epoch, where v is the
+        highest view of its committed blocks, are deposed: none of them leads on, and they are moved
+        behind the first k others (out of the primary group; they may still vote)."""
         self.trust = self.table.global_trust()
+        order = ranking(self.trust)
         fresh = self.config.fresh_incumbent
         deposed = self.deposed(epoch - 1, self.top_view) if fresh else frozenset()
         keep = self.primary_group_size if fresh else self.group_size  # fresh: leads on from the top k only
-        self.rankings[epoch] = lead_order(ranking(self.trust), incumbent, deposed, keep, self.primary_group_size)
+        if incumbent in order[:keep] and incumbent not in deposed:
+            order = (incumbent, *(i for i in order if i != incumbent))
+        if deposed and len(deposed) < len(order):
+            head = [i for i in order if i not in deposed][: self.primary_group_size]
+            if head != list(order[: len(head)]):
+                order = (*head, *(i for i in order if i not in head))
+        self.rankings[epoch] = order
         self._groups.clear()  # an epoch not ranked yet was answered with the newest ranking
         for old in [e for e in self.rankings if e <= epoch - KEPT_RANKINGS]:
             del self.rankings[old]

@@ -126,20 +126,6 @@ def ranking(trust: Mapping[int, float]) -> tuple[int, ...]:
     return tuple(sorted(trust, key=lambda i: (-round(trust[i], RANK_DIGITS), i)))
 
 
-def lead_order(order: tuple[int, ...], incumbent: int, deposed: frozenset[int], keep: int,
-               head: int) -> tuple[int, ...]:
-    """The next epoch's ranking from the trust `order` (docs/tpbft.md, rule 5): the incumbent first if it is in
-    `order[:keep]` and not deposed, then the deposed moved behind the first `head` others (out of the primary
-    group). A pure function of its arguments, which are committed data on every node."""
-    if incumbent in order[:keep] and incumbent not in deposed:
-        order = (incumbent, *(i for i in order if i != incumbent))
-    if deposed and len(deposed) < len(order):
-        first = [i for i in order if i not in deposed][:head]
-        if first != list(order[: len(first)]):
-            order = (*first, *(i for i in order if i not in first))
-    return order
-
-
 class TrustTable:
     """Committed trust reports (one row per reporter) and the global trust they imply."""
 

@@ -34,6 +34,8 @@ Variants (each a T-PBFT config or ranking, the same scenario and seed):
            `fresh_incumbent`'s deposed-by-committed-views and top-k parts kept). Session 16 tried it as a rule
            (`last_height_alone`, 5b30d67) and `overlap_switch` / `last_after_prepared` (2463df5, variants `overlap`,
            `prep`, `prepov` there); none kept (docs/tpbft.md, "Session 16")
+  pipelast_r4  pipelast with the trust reports at a quarter of the epoch (r4): a pipelined last height no longer
+           waits for, and carries, the mid-epoch reports that arrive late in the epoch
   grace1 / grace2  the rules on main with `accepted_grace` 1 / 2 (1: main's default since session 14): a request
            timeout whose tx is in a block accepted in this view, not yet executed and still gaining votes
            waits up to 1 / 2 more timeouts before a view change (docs/tpbft.md, rule 6)
@@ -84,6 +86,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "nofresh": {"fresh_incumbent": False},
     "static": {},
     "pipelast": {},
+    "pipelast_r4": {},
 }
 SEEN_PASSES = 5
 VARIANTS = ("pbft", *CONFIGS)
@@ -149,7 +152,7 @@ def _patch(
         cls._choose_group = choose  # type: ignore[method-assign]
     else:
         cls._choose_group = _CHOOSE  # type: ignore[method-assign]
-    if variant == "r4":
+    if variant in ("r4", "pipelast_r4"):
 
         def quarter(self: Any, epoch: int) -> int:
             return epoch * self.config.epoch_length + max(1, self.config.epoch_length // 4)
@@ -165,7 +168,7 @@ def _patch(
         cls.epoch_end = endless  # type: ignore[method-assign]
     else:
         cls.epoch_end = _EPOCH_END  # type: ignore[method-assign]
-    cls.may_propose = _always if variant == "pipelast" else _MAY_PROPOSE  # type: ignore[method-assign]
+    cls.may_propose = _always if variant in ("pipelast", "pipelast_r4") else _MAY_PROPOSE  # type: ignore[method-assign]
 
 
 def run_one(

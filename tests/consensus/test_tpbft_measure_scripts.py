@@ -87,3 +87,26 @@ def test_the_agreement_model_takes_the_qth_arrival_per_phase() -> None:
     assert parts.modelled_agreement(net, 0, group, 4, 4) == pytest.approx(
         parts.modelled_agreement(net, 0, group, 0, 4) + 0.1
     )
+
+
+def test_a_heights_place_in_its_epoch() -> None:
+    sim = load_benchmark("_tpbft_sim")
+    places = [sim.place_of(h, 16) for h in (1, 2, 15, 16, 17, 32, 33)]
+    assert places == ["first", "inner", "inner", "last", "first", "last", "first"]
+
+
+def test_the_static_bound_never_ends_epoch_one_and_the_patches_are_undone() -> None:
+    """`static` (session 16): epoch 0 ends as on main, epoch 1 never; `pipelast` proposes the last height at once.
+    Each row carries the p50 per place in the epoch; the replica's methods are main's again after the run."""
+    rules = load_benchmark("tpbft_rules")
+    from dwcp.consensus.tpbft.replica import Replica
+
+    before = (Replica.epoch_end, Replica.may_propose)
+    scenario = {"behaviour": "mixed", "nodes": 4, "byzantine": 0, "seed": 0, "duration": 3.0, "epoch_length": 4}
+    main_row, static_row = rules.run_one("new", **scenario), rules.run_one("static", **scenario)
+    assert main_row["epochs"] > 2 and static_row["epochs"] == 2
+    for row in (main_row, static_row):
+        assert row["ok"] and abs(sum(row[f"share_{p}"] for p in ("first", "inner", "last")) - 1) < 1e-3
+        assert all(row[f"p50_{p}"] > 0 for p in ("first", "inner", "last"))
+    rules.run_one("pipelast", **scenario)
+    assert (Replica.epoch_end, Replica.may_propose) == before

@@ -74,16 +74,18 @@ INDEX = {(o.codec, o.level): i for i, o in enumerate(OPTIONS)}
 
 # ---------------------------------------------------------------- load client (runs in its own process)
 
-def _bodies(count: int = 256) -> list[bytes]:
-    """Ready-made JSON bodies: 4 KiB samples of varied families, payload sizes and links."""
+def _bodies(count: int = 256, chunk_bytes: int = 0) -> list[bytes]:
+    """Ready-made JSON bodies: 4 KiB samples of varied families, payload sizes and links; with `chunk_bytes`, each
+    names that chunk (4096 or less: a chunk the sample holds, which the `refine` setting may time)."""
     rng = np.random.default_rng(7)
     names, out = list(corpus.FAMILIES), []
     for i in range(count):
         sample = corpus.FAMILIES[names[i % len(names)]](rng, 4096)
         bw, rtt, loss = (float(v[0]) for v in random_links(rng, 1))
         size = int(rng.integers(4096, 1 << 30))
-        out.append(json.dumps({"sample": base64.b64encode(sample).decode(), "size_bytes": size,
-                               "bandwidth_mbps": bw, "rtt_ms": rtt, "loss_rate": loss}).encode())
+        body = {"sample": base64.b64encode(sample).decode(), "size_bytes": size, "bandwidth_mbps": bw,
+                "rtt_ms": rtt, "loss_rate": loss}
+        out.append(json.dumps(body | ({"chunk_bytes": chunk_bytes} if chunk_bytes else {})).encode())
     return out
 
 
@@ -257,11 +259,16 @@ def run_wrk(script: Path, ports: list[int], *, duration: float, connections: int
 
 # ---------------------------------------------------------------- service and accuracy (parent process)
 
-def start_services(workdir: Path, ports: list[int], model: Path | None = None) -> list[subprocess.Popen]:
+def start_services(workdir: Path, ports: list[int], model: Path | None = None,
+                   refine: tuple[float, float] | None = None) -> list[subprocess.Popen]:
+    """The two instances; `refine` (margin, budget ms) turns the `refine` setting on."""
     inv = workdir / "inventory.yaml"
     ensure_token_file(token_file(workdir))
     listed = "".join(f"      - {{host: 127.0.0.1, port: {p}}}\n" for p in ports)
-    settings = f"    settings: {{model_path: {json.dumps(str(model.resolve()))}}}\n" if model else ""
+    fields = [f"model_path: {json.dumps(str(model.resolve()))}"] if model else []
+    if refine:
+        fields.append(f"refine: true, refine_margin: {refine[0]}, refine_budget_ms: {refine[1]}")
+    settings = f"    settings: {{{', '.join(fields)}}}\n" if fields else ""
     inv.write_text(f"name: bench\nsecurity: {{token_file: {token_file(workdir)}}}\nservices:\n  compression:\n"
                    f"{settings}    instances:\n{listed}")
     procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
@@ -475,9 +482,10 @@ def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespa
     wrk = shutil.which("wrk")
     d = args.duration
     bodies = tmp / "bodies.jsonl"
-    bodies.write_bytes(b"\n".join(_bodies()))
-    print(f"-- load: 4 KiB JSON samples (256 varied bodies), {d:g} s per phase, both instances "
-          f"({', '.join(map(str, ports))})")
+    bodies.write_bytes(b"\n".join(_bodies(chunk_bytes=args.chunk_bytes)))
+    named = f", chunk_bytes {args.chunk_bytes}" if args.chunk_bytes else ""
+    print(f"-- load: 4 KiB JSON samples (256 varied bodies{named}), {d:g} s per phase, both instances "
+          f"({', '.join(map(str, ports))}); refine {args.refine or 'off'}")
     if wrk:
         script = write_wrk_script(tmp / "predict.lua", ports, bodies)
         run_wrk(script, ports, duration=2.0, connections=args.connections)  # warm-up
@@ -556,7 +564,7 @@ def main(args: argparse.Namespace) -> int:
             truths = {name: (truth_table(a, req), truth_table(b, req)) for name, (a, b) in passes.items()}
             ceilings = {name: repeatability(t1, t2, buckets) for name, (t1, t2) in truths.items()}
         ports = free_ports(2)
-        procs = start_services(Path(tmp), ports, args.model)
+        procs = start_services(Path(tmp), ports, args.model, args.refine)
         try:
             report["load"] = load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
@@ -586,6 +594,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refine_setting(text: str) -> tuple[float, float]:
+    margin, _, budget = text.partition(":")
+    try:
+        return float(margin), float(budget)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MARGIN:BUDGET_MS, e.g. 0.2:3, got {text!r}") from None
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd")
@@ -602,6 +618,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--links", type=int, default=20, help="requests (random link and declared size) per payload")
     p.add_argument("--json-out", help="write the figures as JSON here")
     p.add_argument("--model", type=Path, help="the services' artifact (default: the one shipped with dwcp)")
+    p.add_argument("--refine", type=_refine_setting, metavar="MARGIN:BUDGET_MS",
+                   help="serve with the `refine` setting on at this margin and budget (default: the settings' own)")
+    p.add_argument("--chunk-bytes", type=int, default=0, help="name this chunk in every load body (default: none, "
+                   "the API's 1 MiB; 4096 or less is a chunk the 4 KiB samples hold, which refinement times)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="other artifacts scored on the same truth and "
                    "requests, their picks made in this process by the services' selector code and calibration")
     return p.parse_args()

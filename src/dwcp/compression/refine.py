@@ -48,7 +48,8 @@ from dwcp.compression.costmodel import transfer_seconds
 MIN_TOTAL, ROUNDS, MAX_ROUNDS = 2e-4, 1, 2
 # A measurement's fixed CPU beside the codec calls (contexts, the round-trip check, the clock): 0.10-0.15 ms here.
 OPTION_OVERHEAD_S = 1.5e-4
-# How long one canary reading stands for the host's speed: it costs 0.6-1 ms of CPU, the host's modes last seconds.
+# How long one canary reading stands for the host's speed: it costs ~0.5 ms of CPU (not counted against a request's
+# budget, which is for the options), the host's modes last seconds.
 HOST_SECONDS = 1.0
 
 
@@ -127,9 +128,9 @@ class Refiner:
             m = oracle.measure(
                 b"",
                 options=(OPTIONS[0],),
-                min_total=4 * MIN_TOTAL,
-                rounds=2,
-                max_rounds=3,
+                min_total=2 * MIN_TOTAL,
+                rounds=1,
+                max_rounds=2,
                 clock=self.clock,
                 pilot=False,
                 canary=True,
@@ -152,26 +153,37 @@ class Refiner:
 
         `t`: every option's predicted seconds; `ratio`, `vc`, `vd`: its predicted properties (speeds in bytes/s);
         `link_args`: (bandwidth bytes/s, RTT s, loss rate). A chunk larger than the sample, a clear call, or one
-        whose options do not fit the budget returns the prediction's pick untimed.
+        whose pick and at least one rival do not fit the budget returns the prediction's pick untimed.
         """
         best = int(t.argmin())
         e, n = min(chunk, size), len(sample)
         if e > n or n == 0:
             return Refined(best, float(t[best]), 0, 0.0)
-        band = self.close_calls(t, size, chunk, ratio, vc, vd, link_args)
-        if e > n or n == 0 or len(band) < 2:
-            return Refined(best, float(t[best]), 0, 0.0)
-        costs = {i: timing_cost(n, vc[i], vd[i]) for i in band.tolist() if OPTIONS[i].codec != "none"}
-        if not costs or min(costs.values()) > self.budget_s:
+        band = self.close_calls(t, size, chunk, ratio, vc, vd, link_args).tolist()
+        # The plan: the pick first, then rivals cheapest first, each while its predicted timing cost fits what is
+        # left; a pick that does not fit means no refinement. Only measured options (and `none`, known exactly)
+        # are chosen from: a measured pick against a rival's prediction would mix two questions' errors.
+        plan, left = [], self.budget_s
+        for i in band:
+            if OPTIONS[i].codec == "none":
+                continue
+            cost = timing_cost(n, vc[i], vd[i])
+            if cost <= left:
+                plan.append(i)
+                left -= cost
+            elif i == best:
+                break
+        free = [i for i in band if OPTIONS[i].codec == "none"]
+        if best not in plan + free or len(plan) + len(free) < 2:
             return Refined(best, float(t[best]), 0, 0.0)
         clock = self.clock
         start = clock()
-        scale = self.host_scale()
-        secs = t[band].tolist()
-        timed = 0
-        for j, i in enumerate(band.tolist()):
-            # `none` (ratio 1, no CPU) is known exactly; an option that does not fit what is left keeps its prediction.
-            if i not in costs or costs[i] > self.budget_s - (clock() - start) * 1e-9:
+        scale = self.host_scale()  # at most once a second; outside the options' budget
+        spent_before = clock()
+        secs = {i: float(t[i]) for i in free}
+        for i in plan:
+            # The budget again against the CPU actually spent (a prediction can be off); the pick always goes first.
+            if i != best and timing_cost(n, vc[i], vd[i]) > self.budget_s - (clock() - spent_before) * 1e-9:
                 continue
             m = oracle.measure(
                 sample,
@@ -183,7 +195,6 @@ class Refiner:
                 pilot=False,
                 chunk=e,
             )
-            secs[j] = float(transfer_seconds(size, chunk, m.ratio, m.vc * scale, m.vd * scale, *link_args)[0])
-            timed += 1
-        k = int(np.argmin(secs))
-        return Refined(int(band[k]), secs[k], timed, (clock() - start) * 1e-9)
+            secs[i] = float(transfer_seconds(size, chunk, m.ratio, m.vc * scale, m.vd * scale, *link_args)[0])
+        k = min(secs, key=secs.__getitem__)
+        return Refined(k, secs[k], len(secs) - len(free), (clock() - start) * 1e-9)

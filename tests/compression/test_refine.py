@@ -187,3 +187,20 @@ def test_predict_says_whether_the_pick_was_refined(make_client):
     with off:
         assert off.post("/v1/predict", json=body).json()["refined"] is False
         assert registry.get_sample_value("compression_selector_refined_requests_total") == 0
+
+
+def test_the_shadow_never_refines_a_rescoped_question(make_client, monkeypatch):
+    """A chunk larger than the sample is served the model's pick (not refined), so the gauge's rescoped question is
+    answered with the model's pick too: a refined one would score picks the service never serves."""
+    import base64
+
+    calls = []
+    original = Refiner.refine
+    monkeypatch.setattr(Refiner, "refine", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    c, _, app = make_client(shadow_fraction=1.0, shadow_max_per_second=1000.0, refine=True, refine_margin=3.0)
+    body = {"sample": base64.b64encode(SAMPLE).decode(), "size_bytes": 1 << 30, "bandwidth_mbps": 1000.0, "rtt_ms": 0.0}
+    with c:
+        assert c.post("/v1/predict", json=body).json()["refined"] is False
+        app.state.shadow.drain()
+        stats = c.get("/v1/shadow").json()
+    assert stats["evaluated"] == 1 and stats["rescoped"] == 1 and calls == []

@@ -92,9 +92,12 @@ def build_app(ctx: ServiceContext) -> App:
         loaded.selector.refiner = refiner
         if loaded.warning:
             ctx.logger.warning(loaded.warning)
-        # The shadow's own selector (same model, calibration and refinement, so it answers a rescoped question as
-        # the service would): its worker thread needs its own Extractor and codec contexts.
-        shadow_selector = Selector(loaded.selector.model, loaded.selector.calibration, refiner)
+        # The shadow's own selector (same model and calibration): its worker thread needs its own Extractor. It never
+        # refines: it answers only rescoped questions (a chunk larger than the sample, scored at the sample's size),
+        # and the service's answer to such a request is the model's (no refinement when the chunk is larger than the
+        # sample). A refining one there would lift the gauge with picks the service never serves: on dwcp up's mix
+        # every plain miss of seeds 80-81 was a rescoped item (docs/compression.md, "Session 16").
+        shadow_selector = Selector(loaded.selector.model, loaded.selector.calibration)
         shadow = ShadowEvaluator.from_settings(settings, loaded.selector.calibration.pilot, metrics.shadow_evaluated,
                                                choose=lambda r: shadow_selector.choose([r])[0].index)
         metrics.export_accuracy(shadow.accuracy)

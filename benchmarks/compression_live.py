@@ -40,7 +40,7 @@ import numpy as np
 from dwcp.compression import load, oracle, selector
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.model import Model
-from dwcp.compression.refine import Refiner
+from dwcp.compression.refine import Refiner, parse_setting
 from dwcp.compression.selector import Request
 from dwcp.compression.shadow import PILOT_DRIFT, Job, ShadowEvaluator
 
@@ -282,15 +282,6 @@ def report(out: dict) -> None:
             print(f"    {g:14s} {s['gauge']['n']:4d}  " + "  ".join(f"{s[k]['accuracy']:.4f}" for k in s))
 
 
-def refine_setting(text: str) -> tuple[float, float]:
-    """`MARGIN:BUDGET_MS` (e.g. `0.25:2`) as (margin, budget in ms)."""
-    margin, _, budget = text.partition(":")
-    try:
-        return float(margin), float(budget)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MARGIN:BUDGET_MS, e.g. 0.25:2, got {text!r}") from None
-
-
 def refined_key(margin: float, budget_ms: float) -> str:
     return f"refine_{margin:g}_{budget_ms:g}ms"
 
@@ -312,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--refine",
-        type=refine_setting,
+        type=parse_setting,
         action="append",
         default=[],
         metavar="MARGIN:BUDGET_MS",

@@ -52,6 +52,7 @@ from dwcp.compression import calibrate, corpus, oracle
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
 from dwcp.compression.features import make_sample
+from dwcp.compression.refine import parse_setting
 from dwcp.compression.train import (
     BUCKETS,
     Requests,
@@ -594,14 +595,6 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refine_setting(text: str) -> tuple[float, float]:
-    margin, _, budget = text.partition(":")
-    try:
-        return float(margin), float(budget)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MARGIN:BUDGET_MS, e.g. 0.2:3, got {text!r}") from None
-
-
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd")
@@ -618,7 +611,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--links", type=int, default=20, help="requests (random link and declared size) per payload")
     p.add_argument("--json-out", help="write the figures as JSON here")
     p.add_argument("--model", type=Path, help="the services' artifact (default: the one shipped with dwcp)")
-    p.add_argument("--refine", type=_refine_setting, metavar="MARGIN:BUDGET_MS",
+    p.add_argument("--refine", type=parse_setting, metavar="MARGIN:BUDGET_MS",
                    help="serve with the `refine` setting on at this margin and budget (default: the settings' own)")
     p.add_argument("--chunk-bytes", type=int, default=0, help="name this chunk in every load body (default: none, "
                    "the API's 1 MiB; 4096 or less is a chunk the 4 KiB samples hold, which refinement times)")

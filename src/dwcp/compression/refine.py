@@ -70,6 +70,14 @@ def timing_cost(n: int, vc: float, vd: float) -> float:
     return OPTION_OVERHEAD_S + sum(n / v + MAX_ROUNDS * max(n / v, MIN_TOTAL / ROUNDS) for v in (vc, vd))
 
 
+def parse_setting(text: str) -> tuple[float, float]:
+    """`MARGIN:BUDGET_MS` (the benchmarks' `--refine`, e.g. `0.3:6`) as (margin, budget in ms)."""
+    margin, sep, budget = text.partition(":")
+    if not sep:
+        raise ValueError(f"expected MARGIN:BUDGET_MS, e.g. 0.3:6, got {text!r}")
+    return float(margin), float(budget)
+
+
 class Refiner:
     """Times the close calls of requests. No codec state is kept (`oracle.measure` makes its own contexts, the clock
     is the calling thread's), so threads may share one; the host reading they share is one float, replaced whole."""

@@ -115,7 +115,7 @@ def _session(owner: Transfers, ts: list[Transfer], done: list[Transfer]) -> None
                                        "chunk_bytes": t.chunk_bytes, "chunks": 1})
                 chosen = _Chosen(decider, t, costs)
                 wire = t.bytes_wire
-                owner._send_chunk(t, conn, 0, fds[t.id], chosen, None, buf)
+                owner._send_chunk(t, conn, 0, fds[t.id], chosen, [None], buf)  # no delta base
                 decider.queued(t.bytes_wire - wire)
                 unanswered.append((t, chosen))
                 ahead += t.size

@@ -284,8 +284,8 @@ class Receiver:
             latest = self.store.latest(offer["key"])
         except LookupError:
             latest = None
-        if latest is not None and self.store.has_blob(latest.sha256):
-            base_sha, base_size = latest.sha256, latest.size
+        if latest is not None:
+            base_sha, base_size = self._pin_base(latest.sha256, latest.size)
         if int(offer["chunks"]) == 1:  # held in memory until its commit (Incoming.write)
             return Incoming(path, offer, base_sha, base_size, digest=hashlib.sha256())
         if path.exists():
@@ -313,9 +313,32 @@ class Receiver:
             raw = b""
         for off in range(0, len(raw) - len(raw) % _INDEX.size, _INDEX.size):
             have.add(_INDEX.unpack_from(raw, off)[0])
-        return Incoming(path, record["offer"], record["base_sha256"], record["base_size"], have)
+        base_sha, base_size = None, 0
+        if record["base_sha256"]:  # after a restart the base may have been pruned: then the chunks go whole
+            base_sha, base_size = self._pin_base(record["base_sha256"], record["base_size"])
+        return Incoming(path, record["offer"], base_sha, base_size, have)
+
+    def _pin_base(self, sha256: str, size: int) -> tuple[str | None, int]:
+        """Pin an open transfer's delta base in the store (the retention rule keeps it while chunks are decoded
+        against it: `_unpin_base` when the transfer is finished or discarded), if the store still holds it."""
+        self.store.pin([sha256])
+        if self.store.has_blob(sha256):
+            return sha256, size
+        self.store.unpin([sha256])
+        return None, 0
+
+    def drop_base(self, inc: Incoming) -> None:
+        """Stop using `inc`'s delta base (its blob is gone): the next STATE offers none."""
+        with self._lock:
+            self._unpin_base(inc)
+
+    def _unpin_base(self, inc: Incoming) -> None:
+        if inc.base_sha256 is not None:
+            self.store.unpin([inc.base_sha256])
+            inc.base_sha256, inc.base_size = None, 0
 
     def _discard(self, peer: str, tid: str, inc: Incoming) -> None:
+        self._unpin_base(inc)
         inc.close()
         self._open.pop((peer, tid), None)
         shutil.rmtree(inc.path, ignore_errors=True)
@@ -325,6 +348,7 @@ class Receiver:
         with self._lock:
             for inc in incs:
                 self._open.pop((peer, inc.offer["tid"]), None)
+                self._unpin_base(inc)
         for inc in incs:
             inc.close()
             if inc.held is None:  # a held object never had a directory

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+if TYPE_CHECKING:
+    from dwcp.manager.store import ObjectStore
 
 TIERS = ("datacenter", "metro", "wan")
 
@@ -64,6 +69,30 @@ class ManagerMetrics:
         self.link_tier = Gauge(
             "dwcp_link_tier", "1 for each peer's tier (datacenter <5 ms RTT, metro <50 ms, wan beyond).",
             ["peer", "tier"], registry=registry)
+        # The object store (store.py): what the retention rule (keep_versions) bounds, and what it deleted.
+        self.store_versions = Gauge("dwcp_store_versions", "Object versions this site's store keeps.",
+                                    registry=registry)
+        self.store_blobs = Gauge("dwcp_store_blobs", "Distinct blobs the kept versions name (content-addressed).",
+                                 registry=registry)
+        self.store_bytes = Gauge("dwcp_store_bytes", "Bytes of the blobs the kept versions name.", registry=registry)
+        self.store_pinned_blobs = Gauge(
+            "dwcp_store_pinned_blobs", "Blobs kept past the retention rule while an unfinished transfer or a delta "
+            "in progress needs them.", registry=registry)
+        self.store_pruned_versions = Counter(
+            "dwcp_store_pruned_versions_total", "Versions deleted by the retention rule (older than the newest "
+            "keep_versions of their key).", registry=registry)
+        self.store_pruned_blobs = Counter(
+            "dwcp_store_pruned_blobs_total", "Blob files deleted once no kept version named them.", registry=registry)
+        self.store_pruned_bytes = Counter(
+            "dwcp_store_pruned_bytes_total", "Bytes of the blob files deleted by the retention rule.",
+            registry=registry)
         self.routed = Counter(
             "dwcp_routed_requests_total", "Transactions and allocations routed, by target and outcome.",
             ["target", "outcome"], registry=registry)
+
+    def watch_store(self, store: ObjectStore) -> None:
+        """The store's gauges, read from its index when scraped (one small query each)."""
+        self.store_versions.set_function(lambda: store.stats()[0])
+        self.store_blobs.set_function(lambda: store.stats()[1])
+        self.store_bytes.set_function(lambda: store.stats()[2])
+        self.store_pinned_blobs.set_function(store.pinned_blobs)

@@ -259,11 +259,17 @@ class PeerServer:
             conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "length"})
             return
         base = None
+        base_sha256, base_size = inc.base_sha256, inc.base_size  # read once: another stream may drop it
         if codec == chunks.DELTA:
-            if inc.base_sha256 is None:
+            if base_sha256 is None:
                 raise WireError("malformed", "delta chunk but this site offered no base")
-            base = chunks.base_window(self._receiver.store.blob_path(inc.base_sha256), inc.base_size, index,
-                                      inc.chunk_bytes)
+            try:
+                base = chunks.base_window(self._receiver.store.blob_path(base_sha256), base_size, index,
+                                          inc.chunk_bytes)
+            except FileNotFoundError:  # not expected (the receiver pins it), but a gone base is not an error:
+                self._receiver.drop_base(inc)  # the sender sends whole chunks from here on, and STATE says so
+                conn.send(Kind.NACK, {"tid": tid, "i": index, "reason": "base"})
+                return
         decode_at = time.thread_time()
         try:
             raw = chunks.decode(data, codec, raw_len, base)

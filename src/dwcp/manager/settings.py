@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
+from dwcp.manager.store import KEEP_VERSIONS
 
 MIB = 1 << 20
 
@@ -28,6 +29,11 @@ class ManagerSettings(BaseModel):
     window_per_stream: int = Field(2, ge=1, le=32, description="unacknowledged chunks in flight per stream")
     selector_window: int = Field(16, ge=1, le=256, description="chunks per batch call to the selector")
     selector_timeout_s: float = Field(0.5, gt=0, description="a slower selector answer falls back to the local rule")
+    keep_versions: int = Field(
+        KEEP_VERSIONS, ge=1,
+        description="versions of each key the object store keeps (the newest ones); older versions and the blobs "
+        "no kept version names are deleted. Each kept version is a possible delta base: a receiver up to "
+        "keep_versions - 1 versions behind gets a delta, one further behind a whole transfer")
     delta_max_base_bytes: int = Field(1 << 30, ge=0, description="largest earlier version used as a delta base")
     transfer_retry_limit: int = Field(20, ge=0, description="reconnects of one transfer before it fails")
     transfer_concurrency: int = Field(4, ge=1, le=64, description="transfers sent at once; more wait queued")

@@ -58,7 +58,9 @@ class ManagerSite:
         self.breaker_config = ctx.inventory.spec("manager").breaker
         self.sites = {s.name: s for s in sites(ctx.inventory)}
         self.peers = {n: s for n, s in self.sites.items() if n != self.name}
-        self.store = ObjectStore(ctx.data_dir / "objects")
+        # Swept below, once the unfinished transfers have pinned their blobs: the sweep keeps what they send.
+        self.store = ObjectStore(ctx.data_dir / "objects", settings.keep_versions, self.metrics, sweep=False)
+        self.metrics.watch_store(self.store)
         self.receiver = Receiver(self.store)
         self.peer_auth = site_auth(ctx, settings.peer_key_dir)
         self.auth = TlsAuth(self.peer_auth)
@@ -71,6 +73,7 @@ class ManagerSite:
         self.transfers = Transfers(store=self.store, sites=self.peers, auth=self.auth, chooser=self.chooser,
                                    links=self.links, metrics=self.metrics, settings=settings,
                                    log_path=ctx.data_dir / "transfers.sqlite", tamper=tamper)
+        self.store.sweep()
         self.router = self._router()
         me = self.sites[self.name]
         self.peer_server = PeerServer(me.host, me.peer_port, self.auth, self.receiver, self.metrics,

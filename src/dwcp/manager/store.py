@@ -17,6 +17,8 @@ one boot a file written before a crash is still in the page cache (a killed proc
 a reboot (a new kernel boot id) the store rewrites every small blob file that is missing or short from
 its row before it serves anything. Larger objects published from memory (`publish_held`) land the same
 way, but only until the checkpoint thread has fsynced their files.
+Each key keeps its newest `keep_versions` versions, and the store only the blobs they (or a transfer in progress)
+name: retention.py.
 A key is a name, never a path: it is checked (`check_key`) and stored as a column, so `../` in a key
 cannot reach the file system.
 
@@ -49,6 +51,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dwcp.manager.retention import KEEP_VERSIONS, Retention
+
+if TYPE_CHECKING:
+    from dwcp.manager.metrics import ManagerMetrics
 
 _KEY_CHARS = re.compile(r"^[A-Za-z0-9._~/-]+$")
 log = logging.getLogger("dwcp.manager.store")
@@ -177,9 +185,16 @@ def _has_size(path: Path, size: int) -> bool:
         return False
 
 
-class ObjectStore:
-    def __init__(self, root: Path) -> None:
+class ObjectStore(Retention):
+    def __init__(self, root: Path, keep_versions: int = KEEP_VERSIONS, metrics: ManagerMetrics | None = None,
+                 sweep: bool = True) -> None:
+        """Open (or create) the store under `root`, keeping the newest `keep_versions` versions of each key.
+
+        `sweep`: prune and collect what a crash or an earlier, larger `keep_versions` left (`sweep`) before
+        returning; a caller that must pin blobs first (the site: its unfinished transfers') passes False and
+        calls `sweep` itself before it serves."""
         self.root = Path(root)
+        self._init_retention(keep_versions, metrics)
         self.blob_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         for d in (self.blob_dir, self.tmp_dir):
@@ -203,12 +218,16 @@ class ObjectStore:
         # has fsynced their blob files.
         self._db.execute("CREATE TABLE IF NOT EXISTS landing (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        # "does any version still name this blob?" (collecting pruned blobs) without a scan of every row
+        self._db.execute("CREATE INDEX IF NOT EXISTS versions_sha256 ON versions (sha256)")
         # lookups: never behind a commit's fsync or a WAL checkpoint on `_db` (module docstring)
         self._read_lock = threading.Lock()
         self._read_db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         # the checkpoint thread's WAL checkpoints (and `close`'s, after that thread stopped)
         self._wal_db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         self._wal_db.execute("PRAGMA synchronous=FULL")
+        if sweep:
+            self.sweep()
         self._restore_small()  # after a reboot, small blob files may be short or missing: write them again
         self._checkpoint(rewrite=True)  # the same for larger landed blobs, after any crash
         self._closed = threading.Event()
@@ -219,6 +238,7 @@ class ObjectStore:
         self._closed.set()
         self._checkpointer.join()
         self._checkpoint(rewrite=False)
+        self.collect()
         self.wal_checkpoint()
         self._wal_db.close()
         with self._read_lock:
@@ -237,19 +257,24 @@ class ObjectStore:
         After a crash the store rewrites every larger blob still landing before it serves anything, and after
         a reboot every small one, so an acknowledged object survives a power cut too.
         """
-        landing = [(sha256, data) for _, data, sha256 in items if len(data) <= LANDING_MAX_BYTES]
-        for sha256, data in landing:
-            if not self.blob_path(sha256).is_file():
-                self._write_blob(sha256, data)
-        large = {sha256: data for _, data, sha256 in items if len(data) > LANDING_MAX_BYTES}
-        if large:
-            with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(large))) as pool:
-                list(pool.map(lambda item: self._write_blob(*item, durable=True), large.items()))
-                list(pool.map(fsync_path, sorted({self.blob_path(h).parent for h in large})))
-        with self._lock, self._transaction():
-            # Every small item lands, also one whose blob file was there: that file may be unsynced itself.
-            self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)", landing)
-            return [self._next_version(key, sha256, len(data)) for key, data, sha256 in items]
+        with self.pinned({sha256 for _, _, sha256 in items}):  # before looking for their files: `collect`
+            landing = [(sha256, data) for _, data, sha256 in items if len(data) <= LANDING_MAX_BYTES]
+            for sha256, data in landing:
+                if not self.blob_path(sha256).is_file():
+                    self._write_blob(sha256, data)
+            large = {sha256: data for _, data, sha256 in items if len(data) > LANDING_MAX_BYTES}
+            if large:
+                with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(large))) as pool:
+                    list(pool.map(lambda item: self._write_blob(*item, durable=True), large.items()))
+                    list(pool.map(fsync_path, sorted({self.blob_path(h).parent for h in large})))
+            protected = self._protected({sha256 for _, _, sha256 in items})
+            with self._lock, self._transaction():
+                # Every small item lands, also one whose blob file was there: that file may be unsynced itself.
+                self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)", landing)
+                versions = [self._next_version(key, sha256, len(data)) for key, data, sha256 in items]
+                pruned = self._prune({key for key, _, _ in items}, protected)
+        self._pruned(pruned)
+        return versions
 
     def _write_blob(self, sha256: str, data: bytes, durable: bool = False) -> None:
         """Write a blob file from memory, renamed into place whole; fsynced before the rename when `durable`
@@ -285,6 +310,11 @@ class ObjectStore:
                 self._checkpoint(rewrite=False)
             except OSError as exc:  # e.g. disk full: the rows stay, the next round (or a restart) tries again
                 log.warning("store checkpoint failed: %s", exc)
+            try:
+                self._prune_retained()
+                self.collect()
+            except (OSError, sqlite3.Error) as exc:  # the blobs stay listed: the next round tries again
+                log.warning("store collection failed: %s", exc)
             try:
                 self.wal_checkpoint()
             except sqlite3.Error as exc:  # the pages stay in the WAL for the next round (or the backstop)
@@ -362,18 +392,23 @@ class ObjectStore:
         """`publish` for several (key, fsynced file, sha256, size) at once: every rename first, one fsync per
         directory touched, then one SQLite transaction for all the versions (a batch of small objects pays
         for durability once, not per object)."""
-        touched: set[Path] = set()
-        for _, tmp_path, sha256, _ in items:
-            target = self.blob_path(sha256)
-            if target.is_file():  # same content already stored: keep one copy
-                Path(tmp_path).unlink(missing_ok=True)
-            else:
-                _move_into_place(tmp_path, target)
-                touched.add(target.parent)
-        for d in sorted(touched):
-            fsync_path(d)
-        with self._lock, self._transaction():
-            return [self._next_version(key, sha256, size) for key, _, sha256, size in items]
+        with self.pinned({sha256 for _, _, sha256, _ in items}):  # before looking for their files: `collect`
+            touched: set[Path] = set()
+            for _, tmp_path, sha256, _ in items:
+                target = self.blob_path(sha256)
+                if target.is_file():  # same content already stored: keep one copy
+                    Path(tmp_path).unlink(missing_ok=True)
+                else:
+                    _move_into_place(tmp_path, target)
+                    touched.add(target.parent)
+            for d in sorted(touched):
+                fsync_path(d)
+            protected = self._protected({sha256 for _, _, sha256, _ in items})
+            with self._lock, self._transaction():
+                versions = [self._next_version(key, sha256, size) for key, _, sha256, size in items]
+                pruned = self._prune({key for key, _, _, _ in items}, protected)
+        self._pruned(pruned)
+        return versions
 
     def latest(self, key: str) -> ObjectVersion:
         with self._read_lock:
@@ -391,14 +426,21 @@ class ObjectStore:
             ).fetchall()
         return [ObjectVersion(*r) for r in rows]
 
-    def read_range(self, sha256: str, start: int, end: int):
-        """Yield the blob's bytes [start, end) in blocks of at most READ_BLOCK."""
-        with open(self.blob_path(sha256), "rb") as f:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                block = f.read(min(READ_BLOCK, left))
-                if not block:
-                    return
-                left -= len(block)
-                yield block
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
+        """The blob's bytes [start, end) in blocks of at most READ_BLOCK. The file is opened now, not at the first
+        block: a version pruned while the response waits to be sent keeps its bytes (an open file outlives its
+        unlink)."""
+        f = open(self.blob_path(sha256), "rb")  # noqa: SIM115 - closed by the generator
+        return _blocks(f, start, end)
+
+
+def _blocks(f, start: int, end: int) -> Iterator[bytes]:
+    with f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            block = f.read(min(READ_BLOCK, left))
+            if not block:
+                return
+            left -= len(block)
+            yield block

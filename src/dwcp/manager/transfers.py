@@ -51,6 +51,9 @@ MAX_CHUNK_RETRIES = 8
 PERSIST_EVERY = 16  # acknowledged chunks between saves of a running transfer's progress
 # tamper(index, encoded bytes) -> bytes actually sent: a fault-injection seam for tests, None in service.
 Tamper = Callable[[int, bytes], bytes]
+# [(path, size)] of the delta base a transfer's chunks are encoded against, [None] for none; one list shared by a
+# transfer's streams, so a base found gone is dropped for all of them (`Transfers._delta_base`).
+DeltaBase = list[tuple[Path, int] | None]
 
 
 class TransferFailed(Exception):
@@ -161,10 +164,15 @@ class Transfers:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        # Each unfinished transfer pins its blob in the store until it is done or failed, so the retention rule
+        # never deletes bytes a transfer (or its retry, or its resume after a restart) still has to send.
+        self._unfinished = self.log.unfinished()
+        store.pin(t.sha256 for t in self._unfinished)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        for t in self.log.unfinished():
+        unfinished, self._unfinished = self._unfinished, []
+        for t in unfinished:
             t.state = "queued"
             self._enqueue(t)
         for i in range(self.settings.transfer_concurrency):
@@ -192,7 +200,12 @@ class Transfers:
         now = time.time()
         ts = [Transfer(id=uuid.uuid4().hex, key=o.key, version=o.version, sha256=o.sha256, size=o.size, to=to,
                        codec=codec, created=now) for o in objs]
-        self.log.save_many(ts, durable=True)
+        self.store.pin(t.sha256 for t in ts)  # until each is done or failed (`_worker`)
+        try:
+            self.log.save_many(ts, durable=True)
+        except BaseException:
+            self.store.unpin(t.sha256 for t in ts)
+            raise
         with self._lock:
             for t in ts:
                 self._active[t.id] = t
@@ -242,6 +255,9 @@ class Transfers:
                     for done in ts:
                         self._active.pop(done.id, None)
                     self.metrics.transfers_active.set(len(self._active))
+                # One still running was stopped with the process: its pin goes with it, and the next start pins
+                # it again from the journal.
+                self.store.unpin(done.sha256 for done in ts if done.state in ("done", "failed"))
 
     def costs_for(self, peer: str) -> PipelineCosts:
         with self._lock:
@@ -333,14 +349,14 @@ class Transfers:
                 t.resumes += 1
                 self.metrics.resumes.inc()
             t.chunks_done = len(have)
-            base = self._delta_base(state, t)
             todo = collections.deque(i for i in range(n) if i not in have)
             plan = None
             if todo:
                 for _ in range(min(self.settings.streams, len(todo)) - 1):
                     conns.append(self.sessions.take(site))
                 plan = Plan(self, t, fd, link)
-                self._send_all(t, conns, todo, fd, plan, base)
+                with self._delta_base(state, t) as base:
+                    self._send_all(t, conns, todo, fd, plan, base)
             self.log.save(t)
             commit_at = plan.since() if plan is not None else 0.0
             conns[0].send(Kind.COMMIT, {"tid": t.id})
@@ -361,16 +377,23 @@ class Transfers:
                 else:
                     c.close()
 
-    def _delta_base(self, state: dict, t: Transfer) -> tuple[Path, int] | None:
+    @contextlib.contextmanager
+    def _delta_base(self, state: dict, t: Transfer) -> Iterator[DeltaBase]:
+        """[(path, size)] of the receiver's version of the key (the STATE's `base`) while this transfer's chunks
+        are sent, pinned in this site's store; [None] when there is none, it is too large, or this site no longer
+        holds it (pruned by keep_versions): the chunks go whole. A list, so a base found gone on either side
+        mid-way (`_send_all`) is dropped for the rest of the transfer."""
         base = state.get("base")
         size = int(state.get("base_size") or 0)
         if not base or base == t.sha256 or size > self.settings.delta_max_base_bytes:
-            return None
-        path = self.store.blob_path(base)
-        return (path, size) if path.is_file() else None
+            yield [None]
+            return
+        with self.store.pinned([base]):  # before looking for it: the retention rule may be collecting it
+            path = self.store.blob_path(base)
+            yield [(path, size) if path.is_file() else None]
 
     def _send_all(self, t: Transfer, conns: list[Connection], todo: collections.deque, fd: int, plan: Plan,
-                  base: tuple[Path, int] | None) -> None:
+                  base: DeltaBase) -> None:
         lock = threading.Lock()
         errors: list[Exception] = []
         retries: collections.Counter[int] = collections.Counter()
@@ -408,6 +431,8 @@ class Transfers:
                             self.log.save(t)
                         continue
                     self.metrics.chunk_retries.labels(str(meta.get("reason", "nack"))).inc()
+                    if meta.get("reason") == "base":  # the receiver's base is gone: whole chunks from now on
+                        base[0] = None
                     retries[i] += 1
                     if retries[i] > MAX_CHUNK_RETRIES:
                         raise TransferFailed(f"chunk {i} refused {retries[i]} times ({meta.get('reason')})")
@@ -432,8 +457,8 @@ class Transfers:
         if todo:
             raise WireError("incomplete", f"{len(todo)} chunks left unsent")
 
-    def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: Plan,
-                    base: tuple[Path, int] | None, buf: bytearray) -> None:
+    def _send_chunk(self, t: Transfer, conn: Connection, i: int, fd: int, plan: Plan, base: DeltaBase,
+                    buf: bytearray) -> None:
         offset, length = i * t.chunk_bytes, t.chunk_length(i)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         with _chunk_view(fd, offset, length, buf) as raw:
@@ -443,19 +468,25 @@ class Transfers:
             self._encode_and_send(t, conn, i, raw, plan, base, read_cpu, read_wall)
 
     def _encode_and_send(self, t: Transfer, conn: Connection, i: int, raw: memoryview, plan: Plan,
-                         base: tuple[Path, int] | None, read_cpu: float, read_wall: float) -> None:
+                         base: DeltaBase, read_cpu: float, read_wall: float) -> None:
         length = len(raw)
         codec = plan.codec(i)  # its CPU and any wait for the selector are not the chunk's
         comp0, wall_c0 = time.thread_time(), time.perf_counter()
         data = chunks.encode(raw, codec)
         comp1, wall1 = time.thread_time(), time.perf_counter()
         picked, encoded_len, delta_cpu = codec, len(data), 0.0
-        if base is not None and raw:
-            delta = chunks.delta_encode(bytes(raw), chunks.base_window(base[0], base[1], i, t.chunk_bytes))
+        delta, base_file = None, base[0]  # read once: another stream may drop it meanwhile
+        if base_file is not None and raw:
+            try:
+                window = chunks.base_window(base_file[0], base_file[1], i, t.chunk_bytes)
+            except FileNotFoundError:  # not expected (pinned), but a missing base is no reason to fail
+                base[0] = window = None
+            if window is not None:
+                delta = chunks.delta_encode(bytes(raw), window)
             delta_cpu = time.thread_time() - comp1
-            if len(delta) < len(data):
-                self.metrics.delta_saved.inc(len(data) - len(delta))
-                data, codec = delta, chunks.DELTA
+        if delta is not None and len(delta) < len(data):
+            self.metrics.delta_saved.inc(len(data) - len(delta))
+            data, codec = delta, chunks.DELTA
         if codec != "none" and len(data) >= len(raw):
             data, codec = raw, "none"  # the codec did not pay: send raw bytes, nothing to decode
         sent = self.tamper(i, bytes(data)) if self.tamper else data

@@ -273,3 +273,23 @@ def test_a_delta_base_the_sender_pruned_means_a_whole_transfer(make_sites):
     state = a.transfer("k", "manager-1")
     assert state["state"] == "done" and "delta" not in state["codecs"]
     assert b.client.get("/v1/objects/k").content == newest
+
+
+def test_a_restart_keeps_what_an_unfinished_transfer_sends_and_prunes_the_rest(tmp_path):
+    from dwcp.manager.site import ManagerSite
+    from tests.manager.conftest import context, manager_inventory
+
+    roomy, tight = manager_inventory(2, {"keep_versions": 10}), manager_inventory(2, {"keep_versions": 1})
+    site = ManagerSite(context(roomy, 0, tmp_path))  # never started: its transfer stays queued in the journal
+    old = put(site.store, "k", os.urandom(100 * 1024))
+    site.transfers.submit(old, "manager-1")
+    for n in range(3):
+        put(site.store, "k", f"v{n + 2}".encode())
+    site.transfers.log.close()
+    site.store.close()
+    restarted = ManagerSite(context(tight, 0, tmp_path))  # keep_versions 1 now: v2 and v3 go, v1 is being sent
+    assert [v.version for v in restarted.store.versions("k")] == [1, 4]
+    assert restarted.store.has_blob(old.sha256) and restarted.store.pinned_blobs() == 1
+    assert not restarted.store.has_blob(sha(b"v2")) and not restarted.store.has_blob(sha(b"v3"))
+    restarted.transfers.log.close()
+    restarted.store.close()

@@ -55,7 +55,8 @@ class Retention:
         self.metrics = metrics
         # Blobs that must not be unlinked (an unfinished transfer's, a delta base in use, one being published):
         # sha256 -> holders. Rows naming a pinned blob are not pruned; `_pins_lock` is held from deciding that a
-        # blob is free to its unlink (module docstring). Lock order: `_pins_lock`, then the store's locks.
+        # blob is free to its unlink (module docstring). Lock order: the store's writing lock, then `_pins_lock`
+        # (a publisher takes them one after the other, never one inside the other).
         self._pins: Counter[str] = Counter()
         self._pins_lock = threading.Lock()
         self._unreferenced: set[str] = set()  # blobs whose last version row was pruned: `collect` unlinks them
@@ -88,7 +89,7 @@ class Retention:
 
     def _protected(self, publishing: set[str]) -> frozenset[str]:
         """Blobs whose version rows a publish must not prune: pinned ones, less those it publishes itself (its new
-        rows name them, so they stay anyway). Read before the writing lock is taken (lock order: pins, writer)."""
+        rows name them, so they stay anyway). Read before the writing lock is taken."""
         with self._pins_lock:
             return frozenset(h for h in self._pins if h not in publishing)
 
@@ -135,16 +136,16 @@ class Retention:
         CHECKPOINT_SECONDS): bytes freed. Crash-safe by its order: the rows went first (committed with
         synchronous=FULL), then a blob's landing row, then its file; a crash leaves at most an orphan file or
         landing row, which `sweep` removes at the next start."""
-        with self._pins_lock:
-            if not self._unreferenced:
-                return 0
-            # Held through the unlinks: a publisher pins a blob before it looks for the file, so a blob is
-            # either pinned here (kept) or its publisher writes the file again after this unlinked it.
+        if not self._unreferenced:  # read without the lock: one listed meanwhile waits for the next round
+            return 0
+        # The writing lock first (a commit's fsync is waited for without `_pins_lock`, which pins wait for), then
+        # `_pins_lock`, held through the unlinks: a publisher pins a blob before it looks for the file, so a blob
+        # is either pinned here (kept) or its publisher writes the file again after this unlinked it.
+        with self._lock, self._pins_lock:
             free = [h for h in self._unreferenced if h not in self._pins]
-            with self._lock:
-                named = self._named(free)
-                free = [h for h in free if h not in named]
-                self._drop_landing(free)
+            named = self._named(free)
+            free = [h for h in free if h not in named]
+            self._drop_landing(free)
             freed = 0
             for sha256 in free:
                 path = self.blob_path(sha256)
@@ -203,15 +204,12 @@ class Retention:
             pruned = self._prune(keys, protected)
         self._pruned(pruned)
         self.collect()
-        with self._pins_lock:
-            with self._lock:
-                named = {h for (h,) in self._db.execute("SELECT DISTINCT sha256 FROM versions")}
-                orphans = [
-                    h
-                    for (h,) in self._db.execute("SELECT sha256 FROM landing")
-                    if h not in named and h not in self._pins
-                ]
-                self._drop_landing(orphans)
+        with self._lock, self._pins_lock:
+            named = {h for (h,) in self._db.execute("SELECT DISTINCT sha256 FROM versions")}
+            orphans = [
+                h for (h,) in self._db.execute("SELECT sha256 FROM landing") if h not in named and h not in self._pins
+            ]
+            self._drop_landing(orphans)
             removed = 0
             for fan in self.blob_dir.iterdir():
                 for entry in os.scandir(fan) if fan.is_dir() else ():

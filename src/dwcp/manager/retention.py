@@ -96,21 +96,20 @@ class Retention:
     def _prune(self, keys: Iterable[str], protected: frozenset[str]) -> list[tuple[str, int]]:
         """Delete the rows of `keys` older than their newest keep_versions, except rows naming a protected blob
         (the caller holds the writing lock, in a transaction): (sha256, size) of each deleted row."""
-        pruned: list[tuple[str, int]] = []
-        for key in keys:
-            rows = self._db.execute(
-                "SELECT version, sha256, size FROM versions WHERE key = ? AND version <= "
-                "(SELECT MAX(version) FROM versions WHERE key = ?) - ?",
-                (key, key, self.keep_versions),
+        keys = list(keys)
+        rows: list[tuple[str, int, str, int]] = []
+        for i in range(0, len(keys), 500):  # one statement for a batch's keys (SQLite allows 32,766 parameters)
+            part = keys[i : i + 500]
+            rows += self._db.execute(
+                f"SELECT key, version, sha256, size FROM versions AS v WHERE key IN ({', '.join('?' * len(part))})"
+                " AND version <= (SELECT MAX(version) FROM versions WHERE key = v.key) - ?",
+                (*part, self.keep_versions),
             ).fetchall()
-            drop = [(version, sha256, size) for version, sha256, size in rows if sha256 not in protected]
-            if len(drop) < len(rows):
-                self._retained.add(key)  # pruned again once the pin is gone (`_prune_retained`)
-            self._db.executemany(
-                "DELETE FROM versions WHERE key = ? AND version = ?", [(key, version) for version, _, _ in drop]
-            )
-            pruned += [(sha256, size) for _, sha256, size in drop]
-        return pruned
+        drop = [row for row in rows if row[2] not in protected]
+        if len(drop) < len(rows):  # pruned again once the pins are gone (`_prune_retained`)
+            self._retained.update(key for key, _, sha256, _ in rows if sha256 in protected)
+        self._db.executemany("DELETE FROM versions WHERE key = ? AND version = ?", [row[:2] for row in drop])
+        return [(sha256, size) for _, _, sha256, size in drop]
 
     def _pruned(self, pruned: list[tuple[str, int]]) -> None:
         """After the transaction that deleted these rows committed: their blobs wait for `collect`."""
@@ -140,21 +139,30 @@ class Retention:
             return 0
         # The writing lock first (a commit's fsync is waited for without `_pins_lock`, which pins wait for), then
         # `_pins_lock`, held through the unlinks: a publisher pins a blob before it looks for the file, so a blob
-        # is either pinned here (kept) or its publisher writes the file again after this unlinked it.
-        with self._lock, self._pins_lock:
-            free = [h for h in self._unreferenced if h not in self._pins]
-            named = self._named(free)
-            free = [h for h in free if h not in named]
-            self._drop_landing(free)
-            freed = 0
-            for sha256 in free:
-                path = self.blob_path(sha256)
-                try:
-                    freed += path.stat().st_size
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-            self._unreferenced.difference_update([*free, *named])  # named: a later prune lists it again
+        # is either pinned here (kept) or its publisher writes the file again after this unlinked it. The writing
+        # lock is let go before the unlinks: a row naming a blob can only come from a publisher that pinned it.
+        self._lock.acquire()
+        writing = True
+        try:
+            with self._pins_lock:
+                free = [h for h in self._unreferenced if h not in self._pins]
+                named = self._named(free)
+                free = [h for h in free if h not in named]
+                self._drop_landing(free)
+                self._lock.release()
+                writing = False
+                freed = 0
+                for sha256 in free:
+                    path = self.blob_path(sha256)
+                    try:
+                        freed += path.stat().st_size
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+                self._unreferenced.difference_update([*free, *named])  # named: a later prune lists it again
+        finally:
+            if writing:
+                self._lock.release()
         if self.metrics is not None and free:
             self.metrics.store_pruned_bytes.inc(freed)
             self.metrics.store_pruned_blobs.inc(len(free))

@@ -19,9 +19,6 @@ seed's payload pool, links and chunks, each parsed as the service parses it), al
 The issue's rule: where the oracle's own repeatability is below the 0.995 target, both figures are reported
 side by side. Per family and sample-size bucket too.
 
-`--refine MARGIN:BUDGET_MS` judges the selector with its close calls timed (`refine.py`) against the same first
-pass, and prints its thread CPU per `choose` call beside the plain selector's.
-
     PYTHONPATH=src .venv/bin/python benchmarks/compression_live.py 600 30 --calibration CAL.json [--json-out F]
 """
 
@@ -40,7 +37,6 @@ import numpy as np
 from dwcp.compression import load, oracle, selector
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.model import Model
-from dwcp.compression.refine import Refiner, parse_setting
 from dwcp.compression.selector import Request
 from dwcp.compression.shadow import PILOT_DRIFT, Job, ShadowEvaluator
 
@@ -129,14 +125,6 @@ def run(args: argparse.Namespace) -> dict:
     b = evaluator(pilot, lambda r: own_b.choose([r])[0].index, args.pilot_drift)
     # Another artifact judged against the same first pass as the gauge's (paired: same items, same truth).
     other = selector.Selector(Model.load(args.compare), sel.calibration) if args.compare else None
-    # The selector with its close calls timed (`refine.py`), as the service runs it with `refine: true`, one per
-    # margin:budget setting, each judged against the same first pass as the gauge (paired).
-    refiners = {
-        refined_key(m, b): selector.Selector(sel.model, sel.calibration, Refiner(m, b / 1e3, pilot))
-        for m, b in args.refine
-    }
-    cpu_choose: dict[str, list[float]] = defaultdict(list)
-    refined_n: dict[str, int] = defaultdict(int)
     items = load.items(args.seed, args.n)
     rows: list[dict] = []
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -173,15 +161,6 @@ def run(args: argparse.Namespace) -> dict:
         if other is not None:
             row["compare_chosen"] = OPTIONS[other.choose([r])[0].index].key
             judged.append(("compare", a, other.choose([r])[0].index, ma, ta))
-        for key, sel_r in [("gauge", own_a), *refiners.items()]:
-            cpu = time.thread_time()
-            c = sel_r.choose([r])[0]
-            cpu_choose[key].append(time.thread_time() - cpu)
-            if key == "gauge":
-                continue  # its pick is the question's (the same selector's)
-            refined_n[key] += c.refined
-            row[f"{key}_chosen"], row[f"{key}_timed"] = OPTIONS[c.index].key, c.timed
-            judged.append((key, a, c.index, ma, ta))
         for key, ev, pick, m, t in judged:
             s, confirmed = ev.judge(r, pick, m, t)
             row[key] = {
@@ -196,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(row)
         if args.progress and (k + 1) % args.progress == 0:
             print(f"{k + 1}/{len(items)} ({time.monotonic() - wall0:.0f} s)", file=sys.stderr, flush=True)
-    keys = ("gauge", "oracle_b_on_a", "oracle_a_on_b") + (("compare",) if other is not None else ()) + tuple(refiners)
+    keys = ("gauge", "oracle_b_on_a", "oracle_a_on_b") + (("compare",) if other is not None else ())
     out = {
         "n": args.n,
         "seed": args.seed,
@@ -212,17 +191,6 @@ def run(args: argparse.Namespace) -> dict:
         "pilot_readings_bps": {"a": a.host_pilot, "b": b.host_pilot},
         "passes": {"a": pass_a.figures(), "b": pass_b.figures()},
         "overall": {key: summary(rows, key) for key in keys},
-        # Thread CPU of one `choose` call per item (features, model, and the timing of refined close calls).
-        "choose_cpu_us": {
-            k: {
-                "mean": 1e6 * float(np.mean(v)),
-                "p50": 1e6 * float(np.percentile(v, 50)),
-                "p99": 1e6 * float(np.percentile(v, 99)),
-                "max": 1e6 * float(np.max(v)),
-            }
-            for k, v in cpu_choose.items()
-        },
-        "refined_share": {k: refined_n[k] / max(len(rows), 1) for k in refiners},
         "by_family": {},
         "by_sample_bytes": {},
         "by_rescoped": {},
@@ -253,7 +221,6 @@ def report(out: dict) -> None:
         "oracle_b_on_a": "pass B's pick vs pass A (oracle)",
         "oracle_a_on_b": "pass A's pick vs pass B (oracle)",
         "compare": f"{out['compare']} vs pass A",
-        **{k: f"{k} vs pass A" for k in out["refined_share"]},
     }
     for name, p in out["passes"].items():
         readings = " ".join(f"{t:.0f}s:{v:.0f}" for t, v in p["pilot_readings_mbps"])
@@ -270,20 +237,10 @@ def report(out: dict) -> None:
             f"{s['mean_regret']:.4f}  misses {s['misses']} (first-pass {s['first_pass_misses']}, overturned by "
             f"careful re-measures {s['overturned_by_careful']})"
         )
-    for k, c in out["choose_cpu_us"].items():
-        share = out["refined_share"].get(k)
-        print(
-            f"  choose CPU {k}: mean {c['mean']:.0f} us, p50 {c['p50']:.0f}, p99 {c['p99']:.0f}, max {c['max']:.0f}"
-            + (f"; refined {share:.3f} of items" if share is not None else "")
-        )
     for field in ("by_family", "by_sample_bytes", "by_rescoped"):
         print(f"  {field}: group  n  near-best of: " + ", ".join(k for k in out["overall"]))
         for g, s in out[field].items():
             print(f"    {g:14s} {s['gauge']['n']:4d}  " + "  ".join(f"{s[k]['accuracy']:.4f}" for k in s))
-
-
-def refined_key(margin: float, budget_ms: float) -> str:
-    return f"refine_{margin:g}_{budget_ms:g}ms"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -300,15 +257,6 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=PILOT_DRIFT,
         help="the evaluators' canary threshold (inf: no canary, the evaluator before 2026-12-06)",
-    )
-    p.add_argument(
-        "--refine",
-        type=parse_setting,
-        action="append",
-        default=[],
-        metavar="MARGIN:BUDGET_MS",
-        help="also judge the selector with close calls timed (`refine.py`), at this margin and CPU budget per "
-        "request, on the same first pass (repeatable)",
     )
     p.add_argument("--careful", type=int, default=3, help="careful re-measures per miss (0: none)")
     p.add_argument("--progress", type=int, default=100, help="a progress line every this many items (0: none)")

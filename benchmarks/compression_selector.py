@@ -52,7 +52,6 @@ from dwcp.compression import calibrate, corpus, oracle
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.costmodel import DEFAULT_CHUNK_BYTES
 from dwcp.compression.features import make_sample
-from dwcp.compression.refine import parse_setting
 from dwcp.compression.train import (
     BUCKETS,
     Requests,
@@ -75,18 +74,16 @@ INDEX = {(o.codec, o.level): i for i, o in enumerate(OPTIONS)}
 
 # ---------------------------------------------------------------- load client (runs in its own process)
 
-def _bodies(count: int = 256, chunk_bytes: int = 0) -> list[bytes]:
-    """Ready-made JSON bodies: 4 KiB samples of varied families, payload sizes and links; with `chunk_bytes`, each
-    names that chunk (4096 or less: a chunk the sample holds, which the `refine` setting may time)."""
+def _bodies(count: int = 256) -> list[bytes]:
+    """Ready-made JSON bodies: 4 KiB samples of varied families, payload sizes and links."""
     rng = np.random.default_rng(7)
     names, out = list(corpus.FAMILIES), []
     for i in range(count):
         sample = corpus.FAMILIES[names[i % len(names)]](rng, 4096)
         bw, rtt, loss = (float(v[0]) for v in random_links(rng, 1))
         size = int(rng.integers(4096, 1 << 30))
-        body = {"sample": base64.b64encode(sample).decode(), "size_bytes": size, "bandwidth_mbps": bw,
-                "rtt_ms": rtt, "loss_rate": loss}
-        out.append(json.dumps(body | ({"chunk_bytes": chunk_bytes} if chunk_bytes else {})).encode())
+        out.append(json.dumps({"sample": base64.b64encode(sample).decode(), "size_bytes": size,
+                               "bandwidth_mbps": bw, "rtt_ms": rtt, "loss_rate": loss}).encode())
     return out
 
 
@@ -260,16 +257,11 @@ def run_wrk(script: Path, ports: list[int], *, duration: float, connections: int
 
 # ---------------------------------------------------------------- service and accuracy (parent process)
 
-def start_services(workdir: Path, ports: list[int], model: Path | None = None,
-                   refine: tuple[float, float] | None = None) -> list[subprocess.Popen]:
-    """The two instances; `refine` (margin, budget ms) turns the `refine` setting on."""
+def start_services(workdir: Path, ports: list[int], model: Path | None = None) -> list[subprocess.Popen]:
     inv = workdir / "inventory.yaml"
     ensure_token_file(token_file(workdir))
     listed = "".join(f"      - {{host: 127.0.0.1, port: {p}}}\n" for p in ports)
-    fields = [f"model_path: {json.dumps(str(model.resolve()))}"] if model else []
-    if refine:
-        fields.append(f"refine: true, refine_margin: {refine[0]}, refine_budget_ms: {refine[1]}")
-    settings = f"    settings: {{{', '.join(fields)}}}\n" if fields else ""
+    settings = f"    settings: {{model_path: {json.dumps(str(model.resolve()))}}}\n" if model else ""
     inv.write_text(f"name: bench\nsecurity: {{token_file: {token_file(workdir)}}}\nservices:\n  compression:\n"
                    f"{settings}    instances:\n{listed}")
     procs = [subprocess.Popen([sys.executable, "-m", "dwcp", "serve", "compression", "--instance", str(i),
@@ -483,10 +475,9 @@ def load(ports: list[int], procs: list[subprocess.Popen], args: argparse.Namespa
     wrk = shutil.which("wrk")
     d = args.duration
     bodies = tmp / "bodies.jsonl"
-    bodies.write_bytes(b"\n".join(_bodies(chunk_bytes=args.chunk_bytes)))
-    named = f", chunk_bytes {args.chunk_bytes}" if args.chunk_bytes else ""
-    print(f"-- load: 4 KiB JSON samples (256 varied bodies{named}), {d:g} s per phase, both instances "
-          f"({', '.join(map(str, ports))}); refine {args.refine or 'off'}")
+    bodies.write_bytes(b"\n".join(_bodies()))
+    print(f"-- load: 4 KiB JSON samples (256 varied bodies), {d:g} s per phase, both instances "
+          f"({', '.join(map(str, ports))})")
     if wrk:
         script = write_wrk_script(tmp / "predict.lua", ports, bodies)
         run_wrk(script, ports, duration=2.0, connections=args.connections)  # warm-up
@@ -565,7 +556,7 @@ def main(args: argparse.Namespace) -> int:
             truths = {name: (truth_table(a, req), truth_table(b, req)) for name, (a, b) in passes.items()}
             ceilings = {name: repeatability(t1, t2, buckets) for name, (t1, t2) in truths.items()}
         ports = free_ports(2)
-        procs = start_services(Path(tmp), ports, args.model, args.refine)
+        procs = start_services(Path(tmp), ports, args.model)
         try:
             report["load"] = load(ports, procs, args, Path(tmp))
             if not args.skip_accuracy:
@@ -611,10 +602,6 @@ def parse() -> argparse.Namespace:
     p.add_argument("--links", type=int, default=20, help="requests (random link and declared size) per payload")
     p.add_argument("--json-out", help="write the figures as JSON here")
     p.add_argument("--model", type=Path, help="the services' artifact (default: the one shipped with dwcp)")
-    p.add_argument("--refine", type=parse_setting, metavar="MARGIN:BUDGET_MS",
-                   help="serve with the `refine` setting on at this margin and budget (default: the settings' own)")
-    p.add_argument("--chunk-bytes", type=int, default=0, help="name this chunk in every load body (default: none, "
-                   "the API's 1 MiB; 4096 or less is a chunk the 4 KiB samples hold, which refinement times)")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="other artifacts scored on the same truth and "
                    "requests, their picks made in this process by the services' selector code and calibration")
     return p.parse_args()

@@ -17,11 +17,10 @@ CODECS = {"none", "lz4", "zstd", "brotli"}
 
 
 def check_result(r: dict) -> None:
-    assert set(r) == {"codec", "level", "predicted_seconds", "model_version", "refined"}
+    assert set(r) == {"codec", "level", "predicted_seconds", "model_version"}
     assert r["codec"] in CODECS and (r["level"] is None or isinstance(r["level"], int))
     assert (r["codec"], r["level"]) in {(o.codec, o.level) for o in OPTIONS}
     assert r["predicted_seconds"] > 0 and r["model_version"]
-    assert r["refined"] is False  # `refine` is off by default
 
 
 def test_codecs_lists_the_registry(client):

@@ -157,9 +157,6 @@ class PredictResponse(BaseModel):
     level: int | None
     predicted_seconds: float = Field(description="predicted compress+send+decompress time, cost model")
     model_version: str
-    refined: bool = Field(
-        description="the model's close call was settled by timing the close options on the sample (setting `refine`)"
-    )
 
 
 class BatchRequest(BaseModel):

@@ -43,8 +43,7 @@ class CompressionMetrics:
         self.prediction_duration = Histogram(
             "compression_selector_prediction_duration_seconds",
             "Time to choose an option for one payload: feature extraction and model inference (not HTTP).",
-            buckets=PREDICTION_BUCKETS,
-            registry=registry,
+            buckets=PREDICTION_BUCKETS, registry=registry,
         )
         # The same span in this thread's CPU time. Why: on a crowded host the wall-clock p99 is mostly time
         # spent waiting for a CPU (2026-12-05, 2 cores with 4 busy loops beside: wall p99 20 ms, CPU p99
@@ -53,34 +52,16 @@ class CompressionMetrics:
             "compression_selector_prediction_cpu_seconds",
             "CPU time (this thread's) of the same span as compression_selector_prediction_duration_seconds: "
             "its wall time minus this is time spent waiting for a CPU or the GIL.",
-            buckets=PREDICTION_BUCKETS,
-            registry=registry,
+            buckets=PREDICTION_BUCKETS, registry=registry,
         )
         self.predictions = Counter(
             "compression_selector_predictions_total",
             "Options chosen, by option (codec and level, e.g. zstd-3).",
-            ["codec"],
-            registry=registry,
+            ["codec"], registry=registry,
         )
         self.shadow_evaluations = Counter(
             "compression_selector_shadow_evaluations_total",
             "Live requests re-scored by the oracle off the request path.",
-            registry=registry,
-        )
-        # Close calls timed on the request's sample (`refine.py`, setting `refine`).
-        self.refined_requests = Counter(
-            "compression_selector_refined_requests_total",
-            "Requests whose pick was settled by timing their close calls on the sample.",
-            registry=registry,
-        )
-        self.refine_options = Counter(
-            "compression_selector_refine_options_timed_total",
-            "Options compressed and decompressed on a request's sample to settle a close call.",
-            registry=registry,
-        )
-        self.refine_cpu = Counter(
-            "compression_selector_refine_cpu_seconds_total",
-            "CPU seconds (the handler thread's) spent timing close calls; inside prediction_cpu_seconds too.",
             registry=registry,
         )
         # Children resolved once: a labels() lookup per request costs more than the inference does.
@@ -97,14 +78,6 @@ class CompressionMetrics:
             self.prediction_duration.observe(share)
             self.prediction_cpu.observe(cpu_share)
             self.by_option[i].inc()
-
-    def refined(self, choices: Sequence) -> None:
-        """One call's refinement work: requests refined, options timed, CPU seconds (`selector.Choice` fields)."""
-        for c in choices:
-            if c.timed:
-                self.refined_requests.inc()
-                self.refine_options.inc(c.timed)
-                self.refine_cpu.inc(c.refine_cpu)
 
     def shadow_evaluated(self, _score: object) -> None:
         self.shadow_evaluations.inc()

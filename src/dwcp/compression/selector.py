@@ -30,7 +30,6 @@ from dwcp.compression.features import (
     chunk_at_most,
 )
 from dwcp.compression.model import Model
-from dwcp.compression.refine import Refiner
 
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "selector.npz"
 
@@ -55,17 +54,10 @@ class Choice:
     index: int
     option: Option
     seconds: float
-    timed: int = 0  # options timed on the sample (a close call refined, `refine.py`); 0: the model's pick as is
-    refine_cpu: float = 0.0  # CPU seconds the timing took
-
-    @property
-    def refined(self) -> bool:
-        """Whether the pick was settled by timing the close calls on the request's sample."""
-        return self.timed > 0
 
 
 class Selector:
-    def __init__(self, model: Model | ProbeModel, calibration: Calibration, refiner: Refiner | None = None) -> None:
+    def __init__(self, model: Model | ProbeModel, calibration: Calibration) -> None:
         if model.options != tuple(o.key for o in CODED):
             raise ValueError(f"model predicts {model.options}, this build offers {tuple(o.key for o in CODED)}")
         if tuple(model.features) not in (FEATURE_NAMES, LEGACY_FEATURE_NAMES):
@@ -73,8 +65,6 @@ class Selector:
                              "retrain it (`dwcp compression train`)")
         self.model = model
         self.calibration = calibration
-        # Times the close calls (None: the model's pick as is); set after loading by the service (`refine` setting).
-        self.refiner = refiner
         small = getattr(model, "small", None)
         self.extract = Extractor(whole_up_to=small.whole_up_to if small is not None else 0)
         self.max_log_chunk = trained_log_chunk(model)
@@ -94,11 +84,7 @@ class Selector:
         return self.model.version
 
     def choose(self, requests: Sequence[Request]) -> list[Choice]:
-        """The cheapest option for each request, with its predicted end-to-end seconds (measured, for a close call
-        the refiner timed)."""
-        # Refinement measures a request's chunk on its sample; with none that holds one, the plain path answers.
-        if self.refiner is not None and any(r.chunk <= len(r.sample) for r in requests):
-            return self.choose_refined(requests)
+        """The cheapest option for each request, with its predicted end-to-end seconds."""
         if len(requests) == 1:  # the common call: plain numbers, no per-request arrays
             r = requests[0]
             link = r.link
@@ -110,18 +96,6 @@ class Selector:
                       for r in requests])
         idx, secs = self.choose_features(x, *a.T)
         return [Choice(i, OPTIONS[i], s) for i, s in zip(idx.tolist(), secs.tolist(), strict=True)]
-
-    def choose_refined(self, requests: Sequence[Request]) -> list[Choice]:
-        """`choose` with the close calls timed on each request's sample (`refine.py`)."""
-        x = self.features(requests)
-        ratio, vc, vd = self.properties(x)
-        out = []
-        for k, r in enumerate(requests):
-            link = (r.link.bandwidth_bps, r.link.rtt_s, r.link.loss_rate)
-            t = transfer_seconds(r.size_bytes, r.chunk_bytes, ratio[k], vc[k], vd[k], *link)
-            done = self.refiner.refine(r.sample, r.size_bytes, r.chunk_bytes, link, t, ratio[k], vc[k], vd[k])
-            out.append(Choice(done.index, OPTIONS[done.index], done.seconds, done.timed, done.cpu_seconds))
-        return out
 
     def features(self, requests: Sequence[Request]) -> np.ndarray:
         x = np.empty((len(requests), N_FEATURES))

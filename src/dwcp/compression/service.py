@@ -21,7 +21,6 @@ import msgspec
 from dwcp.compression import api, calibrate, selector
 from dwcp.compression.codecs import OPTIONS
 from dwcp.compression.metrics import CompressionMetrics
-from dwcp.compression.refine import Refiner
 from dwcp.compression.selector import Choice, Loaded, Request, Selector
 from dwcp.compression.settings import CompressionSettings
 from dwcp.compression.shadow import ShadowEvaluator
@@ -66,14 +65,7 @@ def _media_type(request: RawRequest) -> str:
 
 def _result(choice: Choice, version: str) -> dict:
     return {"codec": choice.option.codec, "level": choice.option.level, "predicted_seconds": choice.seconds,
-            "model_version": version, "refined": choice.refined}
-
-
-def refiner_of(settings: CompressionSettings, pilot: float) -> Refiner | None:
-    """The refiner when the settings ask for close calls to be timed (rescaled to the calibration's `pilot`);
-    blocking ~0.1-0.2 s, the canary's relation to the full pilot timed once. Stateless after that: the request
-    path and the shadow's selector share it (`oracle.measure` makes its own codec contexts)."""
-    return Refiner(settings.refine_margin, settings.refine_budget_ms / 1e3, pilot) if settings.refine else None
+            "model_version": version}
 
 
 def build_app(ctx: ServiceContext) -> App:
@@ -88,15 +80,9 @@ def build_app(ctx: ServiceContext) -> App:
 
     async def startup() -> None:
         loaded = await asyncio.to_thread(selector.load, settings.model_path, cal_path)
-        refiner = await asyncio.to_thread(refiner_of, settings, loaded.selector.calibration.pilot)
-        loaded.selector.refiner = refiner
         if loaded.warning:
             ctx.logger.warning(loaded.warning)
-        # The shadow's own selector (same model and calibration): its worker thread needs its own Extractor. It never
-        # refines: it answers only rescoped questions (a chunk larger than the sample, scored at the sample's size),
-        # and the service's answer to such a request is the model's (no refinement when the chunk is larger than the
-        # sample). A refining one there would lift the gauge with picks the service never serves: on dwcp up's mix
-        # every plain miss of seeds 80-81 was a rescoped item (docs/compression.md, "Session 16").
+        # The shadow's own selector (same model and calibration): its worker thread needs its own Extractor.
         shadow_selector = Selector(loaded.selector.model, loaded.selector.calibration)
         shadow = ShadowEvaluator.from_settings(settings, loaded.selector.calibration.pilot, metrics.shadow_evaluated,
                                                choose=lambda r: shadow_selector.choose([r])[0].index)
@@ -133,8 +119,6 @@ def build_app(ctx: ServiceContext) -> App:
         t0, c0 = time.perf_counter(), time.thread_time()
         choices = sel.choose(requests)
         metrics.chosen([c.index for c in choices], time.perf_counter() - t0, time.thread_time() - c0)
-        if sel.refiner is not None:
-            metrics.refined(choices)
         for r, c in zip(requests, choices, strict=True):
             state.shadow.offer(r, c.index)
         return choices, sel.version

@@ -27,26 +27,6 @@ class CompressionSettings(BaseModel):
         description="|log| change of the shadow's canary (zstd-1 on the pilot block, timed in every "
         "evaluation's turns) since the last pilot timing beyond which the evaluation is timed again with the pilot",
     )
-    refine: bool = Field(
-        False,
-        description="time the close calls on the request's sample (`refine.py`): the predicted pick and the options "
-        "that could beat it were the predicted properties off by e^refine_margin are compressed on the sample and "
-        "ranked on the measured figures",
-    )
-    refine_margin: float = Field(
-        0.2,
-        gt=0.0,
-        le=3.0,
-        description="log factor by which the predicted ratio and speeds could be off (the model's small-chunk errors: "
-        "s.d. 0.1-0.35); an option that would then beat the pick by > 5% is a close call",
-    )
-    refine_budget_ms: float = Field(
-        3.0,
-        gt=0.0,
-        le=1000.0,
-        description="CPU per request for timing close calls; an option whose predicted timing cost on the sample "
-        "exceeds what is left is not timed",
-    )
     accuracy_window: int = Field(500, ge=1, description="shadow evaluations the rolling accuracy is computed over")
     model_path: Path | None = Field(None, description="model artifact; default: the one shipped with dwcp")
     calibration_path: Path | None = Field(

@@ -141,3 +141,22 @@ def test_alertmanager_authenticates_to_the_sink_with_a_credentials_file(small_in
         check = subprocess.run(["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_overview_draws_each_manager_sites_object_store_from_metrics_the_manager_exposes():
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from dwcp.manager.metrics import ManagerMetrics
+    from dwcp.monitoring.dashboards import render_dashboards
+    from dwcp.monitoring.live import metric_names
+
+    overview = json.loads(render_dashboards()["dwcp-overview.json"])
+    panel = next(p for p in overview["panels"] if p["title"] == "Manager Object Store")
+    read = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+    assert read == {"dwcp_store_bytes", "dwcp_store_pruned_bytes_total"}
+    registry = CollectorRegistry()
+    ManagerMetrics(registry)
+    exposed = {s.name for m in registry.collect() for s in m.samples}
+    assert read <= exposed

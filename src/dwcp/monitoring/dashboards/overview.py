@@ -32,4 +32,8 @@ def build(uid: str) -> Dashboard:
                                       "baseline is 99.9%.", steps=[(None, "red"), (0.999, "green")]))
         .with_panel(graph("Service Restarts (1h)", [t.RESTARTS], unit="none",
                           description="Crashed processes the `dwcp up` supervisor restarted in the last hour."))
+        .with_panel(graph("Manager Object Store", [t.STORE_BYTES, t.STORE_PRUNED], unit="bytes",
+                          description="Bytes each manager site's store keeps (the newest `keep_versions` versions "
+                                      "of every key) and bytes per second its retention rule deletes: flat when "
+                                      "the rule holds the store, rising when it does not."))
     )

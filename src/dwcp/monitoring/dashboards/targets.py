@@ -39,6 +39,10 @@ BREAKERS_CLOSED_SHARE = Target(ratio(f'dwcp_circuit_breaker_state_seconds_total{
                                      f"dwcp_circuit_breaker_state_seconds_total{{{VAR_JOB}}}", W, ("job", "breaker")),
                                "{{job}} {{breaker}}")
 RESTARTS = Target("sum by (service) (increase(dwcp_service_restarts_total[1h]))", "{{service}}")
+# Each manager site's object store, bounded by its `keep_versions` rule (docs/manager.md, "Retention").
+STORE_BYTES = Target(f"sum by (instance) (dwcp_store_bytes{{{VAR_JOB}}})", "{{instance}} kept")
+STORE_PRUNED = Target(f"sum by (instance) (rate(dwcp_store_pruned_bytes_total{{{VAR_JOB}}}[{W}]))",
+                      "{{instance}} pruned /s")
 
 # Consensus Health
 FINALIZATION_P99 = (

@@ -267,14 +267,8 @@ class ObjectStore(Retention):
                 with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(large))) as pool:
                     list(pool.map(lambda item: self._write_blob(*item, durable=True), large.items()))
                     list(pool.map(fsync_path, sorted({self.blob_path(h).parent for h in large})))
-            protected = self._protected({sha256 for _, _, sha256 in items})
-            with self._lock, self._transaction():
-                # Every small item lands, also one whose blob file was there: that file may be unsynced itself.
-                self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)", landing)
-                versions = [self._next_version(key, sha256, len(data)) for key, data, sha256 in items]
-                pruned = self._prune({key for key, _, _ in items}, protected)
-        self._pruned(pruned)
-        return versions
+            # Every small item lands, also one whose blob file was there: that file may be unsynced itself.
+            return self._record([(key, sha256, len(data)) for key, data, sha256 in items], landing)
 
     def _write_blob(self, sha256: str, data: bytes, durable: bool = False) -> None:
         """Write a blob file from memory, renamed into place whole; fsynced before the rename when `durable`
@@ -296,6 +290,19 @@ class ObjectStore(Retention):
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _record(self, rows: list[tuple[str, str, int]], landing: list[tuple[str, bytes]] | None = None
+                ) -> list[ObjectVersion]:
+        """One transaction for a publish: the (key, sha256, size) rows as their keys' next versions, the blobs'
+        `landing` rows if any, and the retention rule's prune of those keys (the caller pinned the blobs)."""
+        protected = self._protected({sha256 for _, sha256, _ in rows})
+        with self._lock, self._transaction():
+            if landing:
+                self._db.executemany("INSERT OR REPLACE INTO landing VALUES (?, ?)", landing)
+            versions = [self._next_version(key, sha256, size) for key, sha256, size in rows]
+            pruned = self._prune({key for key, _, _ in rows}, protected)
+        self._pruned(pruned)
+        return versions
 
     def _next_version(self, key: str, sha256: str, size: int) -> ObjectVersion:
         row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?", (key,)).fetchone()
@@ -403,12 +410,7 @@ class ObjectStore(Retention):
                     touched.add(target.parent)
             for d in sorted(touched):
                 fsync_path(d)
-            protected = self._protected({sha256 for _, _, sha256, _ in items})
-            with self._lock, self._transaction():
-                versions = [self._next_version(key, sha256, size) for key, _, sha256, size in items]
-                pruned = self._prune({key for key, _, _, _ in items}, protected)
-        self._pruned(pruned)
-        return versions
+            return self._record([(key, sha256, size) for key, _, sha256, size in items])
 
     def latest(self, key: str) -> ObjectVersion:
         with self._read_lock:

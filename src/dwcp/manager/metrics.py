@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from dwcp.manager.store import ObjectStore
@@ -70,14 +73,7 @@ class ManagerMetrics:
             "dwcp_link_tier", "1 for each peer's tier (datacenter <5 ms RTT, metro <50 ms, wan beyond).",
             ["peer", "tier"], registry=registry)
         # The object store (store.py): what the retention rule (keep_versions) bounds, and what it deleted.
-        self.store_versions = Gauge("dwcp_store_versions", "Object versions this site's store keeps.",
-                                    registry=registry)
-        self.store_blobs = Gauge("dwcp_store_blobs", "Distinct blobs the kept versions name (content-addressed).",
-                                 registry=registry)
-        self.store_bytes = Gauge("dwcp_store_bytes", "Bytes of the blobs the kept versions name.", registry=registry)
-        self.store_pinned_blobs = Gauge(
-            "dwcp_store_pinned_blobs", "Blobs kept past the retention rule while an unfinished transfer or a delta "
-            "in progress needs them.", registry=registry)
+        self.store_gauges = StoreGauges(registry)
         self.store_pruned_versions = Counter(
             "dwcp_store_pruned_versions_total", "Versions deleted by the retention rule (older than the newest "
             "keep_versions of their key).", registry=registry)
@@ -91,8 +87,34 @@ class ManagerMetrics:
             ["target", "outcome"], registry=registry)
 
     def watch_store(self, store: ObjectStore) -> None:
-        """The store's gauges, read from its index when scraped (one small query each)."""
-        self.store_versions.set_function(lambda: store.stats()[0])
-        self.store_blobs.set_function(lambda: store.stats()[1])
-        self.store_bytes.set_function(lambda: store.stats()[2])
-        self.store_pinned_blobs.set_function(store.pinned_blobs)
+        """The store's gauges, read from its index when scraped."""
+        self.store_gauges.store = store
+
+
+class StoreGauges(Collector):
+    """The store's gauges, from one `ObjectStore.stats` query per scrape (versions, blobs and bytes are one
+    aggregate over the index; a `set_function` gauge each would run it three times). 0 until `watch_store`."""
+
+    HELP = {
+        "dwcp_store_versions": "Object versions this site's store keeps.",
+        "dwcp_store_blobs": "Distinct blobs the kept versions name (content-addressed).",
+        "dwcp_store_bytes": "Bytes of the blobs the kept versions name.",
+        "dwcp_store_pinned_blobs": "Blobs kept past the retention rule while an unfinished transfer or a delta in "
+        "progress needs them.",
+    }
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.store: ObjectStore | None = None
+        registry.register(self)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(0, 0, 0, 0)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.store is None:
+            return self._families(0, 0, 0, 0)
+        return self._families(*self.store.stats(), self.store.pinned_blobs())
+
+    def _families(self, versions: int, blobs: int, size: int, pinned: int) -> Iterator[GaugeMetricFamily]:
+        for (name, text), value in zip(self.HELP.items(), (versions, blobs, size, pinned), strict=True):
+            yield GaugeMetricFamily(name, text, value=value)
